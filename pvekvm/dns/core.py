@@ -1,0 +1,98 @@
+"""apply_records / remove_records / build_provider: the deploy step's entry points."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from .model import DnsError, DnsProvider, DnsRecord, ZoneConfig
+from .plan import (
+    _check_ips,
+    check_record,
+    check_zones,
+    forward_zone,
+    normalize_hostname,
+    normalize_zone,
+    ptr_name,
+)
+
+
+def build_provider(zone: ZoneConfig) -> DnsProvider:
+    """The provider client for one zone (ValueError for an invalid zone or unknown provider)."""
+    normalize_zone(zone)
+    if zone.provider == "powerdns":
+        from .powerdns import PowerDnsProvider
+
+        return PowerDnsProvider(zone.settings)
+    if zone.provider == "cloudflare":
+        from .cloudflare import CloudflareProvider
+
+        return CloudflareProvider(zone.settings)
+    from .hestiacp import HestiaProvider
+
+    return HestiaProvider(zone.settings)
+
+
+def _run_all(steps: list[Callable[[], None]]) -> None:
+    """Run every step even when some fail, then raise one DnsError naming every failure. The error
+    is transient only when every failure is (a retry cannot fix a permanent one)."""
+    errors: list[DnsError] = []
+    for step in steps:
+        try:
+            step()
+        except DnsError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise DnsError(
+            f"{len(errors)} DNS changes failed: " + "; ".join(str(e) for e in errors),
+            transient=all(e.transient for e in errors),
+        )
+
+
+def apply_records(records: list[DnsRecord], zones: list[ZoneConfig]) -> None:
+    """Idempotent upsert: each (zone, name, type) rrset is replaced by the contents given for it,
+    so a changed address replaces the old one and a repeat call changes nothing. All records are
+    validated (ValueError) before any provider is called."""
+    by_name = check_zones(zones)
+    if isinstance(records, DnsRecord) or not isinstance(records, list | tuple):
+        raise ValueError("records must be a list of DnsRecord")
+    rrsets: dict[tuple[str, str, str], tuple[list[str], int]] = {}
+    for record in records:
+        rec = check_record(record, by_name)
+        contents, ttl = rrsets.setdefault((rec.zone, rec.name, rec.type), ([], rec.ttl))
+        if rec.content not in contents:
+            contents.append(rec.content)
+        if rec.ttl != ttl:
+            raise ValueError(f"record {rec.name} {rec.type}: conflicting ttls {ttl} and {rec.ttl}")
+    providers: dict[str, DnsProvider] = {}
+    steps: list[Callable[[], None]] = []
+    for (zone, name, rtype), (contents, ttl) in rrsets.items():
+        provider = providers.get(zone) or providers.setdefault(zone, build_provider(by_name[zone]))
+        steps.append(partial(provider.upsert, zone, name, rtype, list(contents), ttl))
+    _run_all(steps)
+
+
+def remove_records(
+    hostname: str, ipv4: list[str], ipv6: list[str], zones: list[ZoneConfig]
+) -> None:
+    """Delete the host's A and AAAA rrsets and the PTR rrset of each given address, in the zones
+    plan_records would use. Records that are already absent are fine."""
+    host = normalize_hostname(hostname)
+    v4, v6 = _check_ips(ipv4, ipv6)
+    by_name = check_zones(zones)
+    targets: list[tuple[str, str, str]] = []
+    fwd = forward_zone(host, by_name)
+    if fwd is not None:
+        targets += [(fwd, host, "A"), (fwd, host, "AAAA")]
+    for ip in v4 + v6:
+        found = ptr_name(ip, by_name)
+        if found is not None:
+            targets.append((found[0], found[1], "PTR"))
+    providers: dict[str, DnsProvider] = {}
+    steps: list[Callable[[], None]] = []
+    for zone, name, rtype in targets:
+        provider = providers.get(zone) or providers.setdefault(zone, build_provider(by_name[zone]))
+        steps.append(partial(provider.delete, zone, name, rtype))
+    _run_all(steps)

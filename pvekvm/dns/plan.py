@@ -1,0 +1,251 @@
+"""Validation and planning: which records a host gets in which configured zone.
+
+Nothing here talks to a provider. Every name that a provider will ever see passes through the
+validators below first, so a hostile host name or zone raises ValueError before any request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from pvekvm.validation import is_valid_hostname, is_valid_ip
+
+from .model import PROVIDERS, RECORD_TYPES, DnsRecord, ZoneConfig
+
+DEFAULT_TTL = 3600
+
+# RFC 2317 classless delegation label: "0-63" (inclusive range) or "0/26" (start/prefix length).
+_CLASSLESS = re.compile(r"^(\d{1,3})([-/])(\d{1,3})$")
+_OCTET = re.compile(r"^(0|[1-9]\d{0,2})$")
+_NIBBLE = re.compile(r"^[0-9a-f]$")
+
+
+def normalize_hostname(hostname: object) -> str:
+    """Lower-case FQDN without trailing dot; ValueError unless RFC 1123."""
+    if not is_valid_hostname(hostname):
+        raise ValueError(f"invalid host name: {str(hostname)[:80]!r}")
+    assert isinstance(hostname, str)
+    return hostname.lower().rstrip(".")
+
+
+@dataclass(frozen=True)
+class _Reverse:
+    """What a reverse zone covers: ``network`` and, for RFC 2317 zones, the address range."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    first: int  # inclusive bounds, as integers
+    last: int
+    classless: bool
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+
+def _reverse_of(zone: str) -> _Reverse | None:
+    """The addresses a reverse zone covers, or None for a forward zone. ValueError when the zone
+    is under in-addr.arpa/ip6.arpa but malformed."""
+    labels = zone.split(".")
+    if zone.endswith(".in-addr.arpa") or zone == "in-addr.arpa":
+        parts = labels[:-2]
+        classless = None
+        if parts and _CLASSLESS.match(parts[0]):
+            classless = _CLASSLESS.match(parts[0])
+            parts = parts[1:]
+        if len(parts) > (3 if classless else 4) or not all(_OCTET.match(p) for p in parts):
+            raise ValueError(f"invalid reverse zone: {zone!r}")
+        octets = [int(p) for p in reversed(parts)]
+        if any(o > 255 for o in octets):
+            raise ValueError(f"invalid reverse zone: {zone!r}")
+        if classless:
+            if len(octets) != 3:
+                raise ValueError(f"classless reverse zone must sit under a /24: {zone!r}")
+            start, sep, end = int(classless[1]), classless[2], int(classless[3])
+            if sep == "/":
+                if not 24 < end <= 32:
+                    raise ValueError(f"invalid classless prefix in {zone!r}")
+                size = 1 << (32 - end)
+                if start % size:
+                    raise ValueError(f"classless start not aligned to /{end} in {zone!r}")
+                end = start + size - 1
+            if not start <= end <= 255:
+                raise ValueError(f"invalid classless range in {zone!r}")
+            base = int(ipaddress.IPv4Address(".".join(map(str, octets)) + ".0"))
+            net = ipaddress.IPv4Network(f"{'.'.join(map(str, octets))}.0/24")
+            return _Reverse(net, base + start, base + end, True)
+        prefix = 8 * len(octets)
+        addr = ".".join(map(str, octets + [0] * (4 - len(octets))))
+        net = ipaddress.IPv4Network(f"{addr}/{prefix}")
+        return _Reverse(net, int(net.network_address), int(net.broadcast_address), False)
+    if zone.endswith(".ip6.arpa") or zone == "ip6.arpa":
+        nibbles = labels[:-2]
+        if len(nibbles) > 32 or not all(_NIBBLE.match(n) for n in nibbles):
+            raise ValueError(f"invalid reverse zone: {zone!r}")
+        hexstr = "".join(reversed(nibbles)).ljust(32, "0")
+        addr = ipaddress.IPv6Address(int(hexstr, 16))
+        net = ipaddress.IPv6Network(f"{addr}/{4 * len(nibbles)}")
+        return _Reverse(net, int(net.network_address), int(net.broadcast_address), False)
+    return None
+
+
+def normalize_zone(zone: ZoneConfig) -> str:
+    """Lower-case zone name without trailing dot; ValueError for a malformed zone or provider."""
+    if not isinstance(zone, ZoneConfig):
+        raise ValueError(f"not a ZoneConfig: {type(zone).__name__}")
+    if zone.provider not in PROVIDERS:
+        raise ValueError(f"zone {zone.name!r}: unknown DNS provider {zone.provider!r}")
+    if not isinstance(zone.settings, dict):
+        raise ValueError(f"zone {zone.name!r}: settings must be a dict")
+    name = zone.name
+    if not isinstance(name, str) or not name.isascii():
+        raise ValueError(f"invalid zone name: {str(name)[:80]!r}")
+    name = name.lower().rstrip(".")
+    first, _, rest = name.partition(".")
+    # The only non-RFC-1123 label we accept: the "0/26" label of an RFC 2317 zone.
+    if "/" in first and _CLASSLESS.match(first) and rest.endswith("in-addr.arpa"):
+        checked = rest
+    else:
+        checked = name
+    if not is_valid_hostname(checked) or len(name) > 253:
+        raise ValueError(f"invalid zone name: {str(zone.name)[:80]!r}")
+    _reverse_of(name)  # raises for a malformed reverse zone
+    return name
+
+
+def zone_ttl(zone: ZoneConfig) -> int:
+    ttl = zone.settings.get("ttl", DEFAULT_TTL)
+    if isinstance(ttl, bool) or not isinstance(ttl, int | str) or not str(ttl).isdigit():
+        raise ValueError(f"zone {zone.name!r}: invalid ttl {ttl!r}")
+    ttl = int(ttl)
+    if not 1 <= ttl <= 2_147_483_647:
+        raise ValueError(f"zone {zone.name!r}: ttl out of range: {ttl}")
+    return ttl
+
+
+def _check_ips(ipv4: object, ipv6: object) -> tuple[list[str], list[str]]:
+    out = []
+    for label, ips, version in (("ipv4", ipv4, 4), ("ipv6", ipv6, 6)):
+        if ips is None:
+            ips = []
+        if isinstance(ips, str) or not isinstance(ips, list | tuple):
+            raise ValueError(f"{label} must be a list of addresses")
+        norm: list[str] = []
+        for ip in ips:
+            if not is_valid_ip(ip, version):
+                raise ValueError(f"invalid IPv{version} address: {str(ip)[:60]!r}")
+            text = str(ipaddress.ip_address(ip))
+            if text not in norm:
+                norm.append(text)
+        out.append(norm)
+    return out[0], out[1]
+
+
+def check_zones(zones: list[ZoneConfig]) -> dict[str, ZoneConfig]:
+    """Validate every zone; map normalized name -> zone. Duplicate names are refused."""
+    if isinstance(zones, ZoneConfig) or not isinstance(zones, list | tuple):
+        raise ValueError("zones must be a list of ZoneConfig")
+    by_name: dict[str, ZoneConfig] = {}
+    for zone in zones:
+        name = normalize_zone(zone)
+        zone_ttl(zone)
+        if name in by_name:
+            raise ValueError(f"zone {name!r} configured twice")
+        by_name[name] = zone
+    return by_name
+
+
+def _in_zone(name: str, zone: str) -> bool:
+    return name == zone or name.endswith("." + zone)
+
+
+def forward_zone(hostname: str, zones: dict[str, ZoneConfig]) -> str | None:
+    """The longest configured forward zone that contains ``hostname``."""
+    best = None
+    for name in zones:
+        if _reverse_of(name) is None and _in_zone(hostname, name) and (
+            best is None or len(name) > len(best)
+        ):
+            best = name
+    return best
+
+
+def ptr_name(ip: str, zones: dict[str, ZoneConfig]) -> tuple[str, str] | None:
+    """(zone, record name) of the PTR for ``ip`` in the most specific configured reverse zone."""
+    addr = ipaddress.ip_address(ip)
+    best: tuple[int, str] | None = None
+    for name in zones:
+        rev = _reverse_of(name)
+        if rev is None or rev.network.version != addr.version:
+            continue
+        if rev.first <= int(addr) <= rev.last and (best is None or rev.size < best[0]):
+            best = (rev.size, name)
+    if best is None:
+        return None
+    zone = best[1]
+    rev = _reverse_of(zone)
+    assert rev is not None
+    if rev.classless:
+        # RFC 2317: the parent /24 CNAMEs d.c.b.a.in-addr.arpa to d.<classless zone>.
+        return zone, f"{addr.packed[3]}.{zone}"
+    return zone, addr.reverse_pointer
+
+
+def plan_records(
+    hostname: str, ipv4: list[str], ipv6: list[str], zones: list[ZoneConfig]
+) -> list[DnsRecord]:
+    """A/AAAA records in the longest configured zone containing ``hostname``, and a PTR for each
+    address in the most specific configured reverse zone covering it (IPv4 /8-/24 octet zones,
+    RFC 2317 classless zones "0-63.c.b.a.in-addr.arpa" / "0/26.c.b.a.in-addr.arpa", IPv6 nibble
+    zones). Addresses or host names without a zone get no record. ValueError for an invalid host
+    name, address or zone, before anything else."""
+    host = normalize_hostname(hostname)
+    v4, v6 = _check_ips(ipv4, ipv6)
+    by_name = check_zones(zones)
+    records: list[DnsRecord] = []
+    fwd = forward_zone(host, by_name)
+    if fwd is not None:
+        ttl = zone_ttl(by_name[fwd])
+        records += [DnsRecord(fwd, host, "A", ip, ttl) for ip in v4]
+        records += [DnsRecord(fwd, host, "AAAA", ip, ttl) for ip in v6]
+    for ip in v4 + v6:
+        found = ptr_name(ip, by_name)
+        if found is not None:
+            zone, name = found
+            records.append(DnsRecord(zone, name, "PTR", host, zone_ttl(by_name[zone])))
+    return records
+
+
+def check_record(record: DnsRecord, zones: dict[str, ZoneConfig]) -> DnsRecord:
+    """Validate one record against the configured zones; return it normalized."""
+    if not isinstance(record, DnsRecord):
+        raise ValueError(f"not a DnsRecord: {type(record).__name__}")
+    zone = str(record.zone).lower().rstrip(".")
+    if zone not in zones:
+        raise ValueError(f"record {record.name!r}: zone {record.zone!r} is not configured")
+    if record.type not in RECORD_TYPES:
+        raise ValueError(f"record {record.name!r}: unsupported type {record.type!r}")
+    if not isinstance(record.name, str):
+        raise ValueError("record name must be a string")
+    name = record.name.lower().rstrip(".")
+    # A classless PTR name is "<octet>.<zone>"; any other name must itself be RFC 1123.
+    head = name[: -len(zone) - 1] if name.endswith("." + zone) else None
+    if record.type == "PTR" and head is not None and "/" in zone:
+        if not _OCTET.match(head):
+            raise ValueError(f"invalid PTR name: {record.name[:80]!r}")
+    elif not is_valid_hostname(name):
+        raise ValueError(f"invalid record name: {record.name[:80]!r}")
+    if not _in_zone(name, zone):
+        raise ValueError(f"record {record.name!r} is not inside zone {zone!r}")
+    if record.type == "PTR":
+        content = normalize_hostname(record.content)
+    else:
+        version = 4 if record.type == "A" else 6
+        if not is_valid_ip(record.content, version):
+            raise ValueError(f"invalid {record.type} content: {str(record.content)[:60]!r}")
+        content = str(ipaddress.ip_address(record.content))
+    ttl = record.ttl
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= 2_147_483_647:
+        raise ValueError(f"record {record.name!r}: invalid ttl {ttl!r}")
+    return DnsRecord(zone, name, record.type, content, ttl)

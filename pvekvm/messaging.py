@@ -1,0 +1,231 @@
+"""RabbitMQ topology and confirmed publishing (pika).
+
+Topology, all durable, declared by :func:`declare_topology` (idempotent):
+
+- ``{ns}.orders``  topic exchange → quorum queue ``{ns}.orders`` (billing events, consumed by intake)
+- ``{ns}.steps``   direct exchange, routing key = pool → quorum queue ``{ns}.step.<pool>``
+- ``{ns}.delay.<ms>ms`` fanout exchange → classic queue ``{ns}.wait.<ms>ms`` whose message TTL
+  dead-letters back to ``{ns}.steps`` with the original routing key: tiered delays for retries and
+  Proxmox task polling, with no worker sleeping.
+- ``{ns}.dead``    fanout exchange → quorum queue ``{ns}.dead``: messages the engine refused
+  (published with an ``x-reason`` header) or that exceeded the delivery limit.
+
+Dead-letter strategy: quorum queues carry ``x-delivery-limit`` (a poison message that crashes
+workers is parked after that many deliveries rather than looping, or being silently dropped as
+RabbitMQ 4.x does after 20) and dead-letter ``at-least-once`` (needs ``x-overflow=reject-publish``)
+so a dead letter is never lost in transit between queues.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+from pika.adapters.blocking_connection import BlockingChannel
+from pika.exceptions import AMQPChannelError, AMQPConnectionError, NackError, UnroutableError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+log = logging.getLogger(__name__)
+
+POOLS: tuple[str, ...] = (
+    "ip", "dns", "clone", "migrate", "config", "disks", "network", "firewall", "cloudinit",
+    "power", "snapshot", "backup", "iso", "mail",
+)
+DELAY_TIERS_MS: tuple[int, ...] = (250, 1000, 5000, 15000, 60000)
+DELIVERY_LIMIT = 10
+PERSISTENT = 2
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names of every exchange and queue for one namespace (tests use their own)."""
+
+    namespace: str = "pvekvm"
+
+    @property
+    def orders_exchange(self) -> str:
+        return f"{self.namespace}.orders"
+
+    @property
+    def orders_queue(self) -> str:
+        return f"{self.namespace}.orders"
+
+    @property
+    def steps_exchange(self) -> str:
+        return f"{self.namespace}.steps"
+
+    def step_queue(self, pool: str) -> str:
+        return f"{self.namespace}.step.{pool}"
+
+    @property
+    def dead_exchange(self) -> str:
+        return f"{self.namespace}.dead"
+
+    @property
+    def dead_queue(self) -> str:
+        return f"{self.namespace}.dead"
+
+    def delay_exchange(self, ms: int) -> str:
+        return f"{self.namespace}.delay.{ms}ms"
+
+    def wait_queue(self, ms: int) -> str:
+        return f"{self.namespace}.wait.{ms}ms"
+
+    def all_queues(self) -> list[str]:
+        return [self.orders_queue, self.dead_queue, *map(self.step_queue, POOLS),
+                *map(self.wait_queue, DELAY_TIERS_MS)]
+
+
+def delay_tier(seconds: float) -> int:
+    """The smallest delay tier (ms) that waits at least ``seconds``; the largest tier caps it."""
+    want = int(seconds * 1000)
+    return next((ms for ms in DELAY_TIERS_MS if ms >= want), DELAY_TIERS_MS[-1])
+
+
+def declare_topology(channel: BlockingChannel, topo: Topology) -> None:
+    """Declare every exchange, queue and binding. Safe to call from every process at start."""
+    work_args = {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": DELIVERY_LIMIT,
+        "x-dead-letter-exchange": topo.dead_exchange,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+    channel.exchange_declare(topo.dead_exchange, "fanout", durable=True)
+    channel.queue_declare(topo.dead_queue, durable=True, arguments={"x-queue-type": "quorum"})
+    channel.queue_bind(topo.dead_queue, topo.dead_exchange)
+
+    channel.exchange_declare(topo.orders_exchange, "topic", durable=True)
+    channel.queue_declare(topo.orders_queue, durable=True, arguments=work_args)
+    channel.queue_bind(topo.orders_queue, topo.orders_exchange, routing_key="#")
+
+    channel.exchange_declare(topo.steps_exchange, "direct", durable=True)
+    for pool in POOLS:
+        channel.queue_declare(topo.step_queue(pool), durable=True, arguments=work_args)
+        channel.queue_bind(topo.step_queue(pool), topo.steps_exchange, routing_key=pool)
+
+    for ms in DELAY_TIERS_MS:
+        channel.exchange_declare(topo.delay_exchange(ms), "fanout", durable=True)
+        channel.queue_declare(topo.wait_queue(ms), durable=True, arguments={
+            "x-message-ttl": ms,
+            "x-dead-letter-exchange": topo.steps_exchange,
+        })
+        channel.queue_bind(topo.wait_queue(ms), topo.delay_exchange(ms))
+
+
+def connect(url: str, heartbeat: int = 60) -> pika.BlockingConnection:
+    params = pika.URLParameters(url)
+    params.heartbeat = heartbeat
+    params.blocked_connection_timeout = 30
+    params.connection_attempts = 3
+    params.retry_delay = 1
+    return pika.BlockingConnection(params)
+
+
+class Publisher:
+    """Confirmed, persistent, mandatory publishing on one connection (not thread-safe: one per
+    thread). Reconnects and re-publishes when the broker drops or a confirm is missing."""
+
+    def __init__(self, url: str, topo: Topology, channel: BlockingChannel | None = None) -> None:
+        self.url = url
+        self.topo = topo
+        self._own = channel is None
+        self._connection: pika.BlockingConnection | None = None
+        self._channel = channel
+        if channel is not None:
+            channel.confirm_delivery()
+
+    @property
+    def channel(self) -> BlockingChannel:
+        if self._channel is None or self._channel.is_closed:
+            if not self._own:
+                raise AMQPChannelError("borrowed channel is closed")
+            self._connection = connect(self.url)
+            self._channel = self._connection.channel()
+            self._channel.confirm_delivery()
+        return self._channel
+
+    def close(self) -> None:
+        if self._own and self._connection is not None and self._connection.is_open:
+            self._connection.close()
+        self._connection = self._channel = None
+
+    @retry(retry=retry_if_exception_type((AMQPConnectionError, AMQPChannelError, NackError)),
+           stop=stop_after_attempt(5), wait=wait_exponential(multiplier=0.2, max=3), reraise=True)
+    def _publish(self, exchange: str, routing_key: str, body: bytes,
+                 props: pika.BasicProperties) -> None:
+        try:
+            self.channel.basic_publish(exchange, routing_key, body, props, mandatory=True)
+        except (AMQPConnectionError, AMQPChannelError):
+            if self._own:
+                self._channel = None
+            raise
+
+    def publish_order(self, body: bytes, routing_key: str, message_id: str | None = None) -> None:
+        props = pika.BasicProperties(
+            content_type="application/json", delivery_mode=PERSISTENT,
+            message_id=message_id or str(uuid.uuid4()))
+        self._publish(self.topo.orders_exchange, routing_key, body, props)
+
+    def publish_step(self, pool: str, payload: Mapping[str, Any], message_id: str,
+                     delay_s: float = 0.0) -> None:
+        """Nudge pool ``pool``; with ``delay_s`` > 0 through the matching wait tier."""
+        props = pika.BasicProperties(
+            content_type="application/json", delivery_mode=PERSISTENT, message_id=message_id)
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        exchange = self.topo.delay_exchange(delay_tier(delay_s)) if delay_s > 0 else \
+            self.topo.steps_exchange
+        self._publish(exchange, pool, body, props)
+
+    def publish_dead(self, body: bytes, reason: str, source: str,
+                     headers: Mapping[str, Any] | None = None) -> None:
+        """Park a refused message with its reason where operators look."""
+        props = pika.BasicProperties(
+            content_type="application/octet-stream", delivery_mode=PERSISTENT,
+            headers={**(headers or {}), "x-reason": reason[:1000], "x-source": source})
+        self._publish(self.topo.dead_exchange, source, body, props)
+
+
+
+
+def declare(url: str, topo: Topology) -> None:
+    """Open a short connection and declare the topology."""
+    conn = connect(url)
+    try:
+        declare_topology(conn.channel(), topo)
+    finally:
+        conn.close()
+
+
+def purge(url: str, topo: Topology) -> None:
+    """Empty every queue of the namespace (tests and demos)."""
+    conn = connect(url)
+    try:
+        ch = conn.channel()
+        for q in topo.all_queues():
+            ch.queue_purge(q)
+    finally:
+        conn.close()
+
+
+def delete_topology(url: str, topo: Topology) -> None:
+    """Delete every queue and exchange of the namespace (test teardown)."""
+    conn = connect(url)
+    try:
+        ch = conn.channel()
+        for q in topo.all_queues():
+            ch.queue_delete(q)
+        for ex in (topo.orders_exchange, topo.steps_exchange, topo.dead_exchange,
+                   *map(topo.delay_exchange, DELAY_TIERS_MS)):
+            ch.exchange_delete(ex)
+    finally:
+        conn.close()
+
+
+__all__ = ["POOLS", "Publisher", "Topology", "UnroutableError", "connect", "declare",
+           "declare_topology", "delay_tier", "delete_topology", "purge"]

@@ -1,0 +1,272 @@
+"""peewee models mirroring schema.sql (the schema is the truth; tests/test_schema.py checks both
+agree). The database handle is a proxy bound once per process by :func:`pvekvm.db.bind`."""
+
+from __future__ import annotations
+
+from peewee import (
+    BigAutoField,
+    BigIntegerField,
+    BlobField,
+    BooleanField,
+    CharField,
+    DatabaseProxy,
+    DateTimeField,
+    DecimalField,
+    IntegerField,
+    Model,
+    SmallIntegerField,
+    TextField,
+)
+
+database = DatabaseProxy()
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Template(BaseModel):
+    name = CharField(max_length=64, unique=True)
+    vmid = IntegerField()
+    node = CharField(max_length=64)
+    os_user = CharField(max_length=32, default="root")
+
+    class Meta:
+        table_name = "templates"
+
+
+class IpPool(BaseModel):
+    name = CharField(max_length=64, unique=True)
+    version = SmallIntegerField()
+    network = CharField(max_length=64)
+    gateway = CharField(max_length=45)
+    nameservers = CharField(max_length=255, default="")
+
+    class Meta:
+        table_name = "ip_pools"
+
+
+class Product(BaseModel):
+    name = CharField(max_length=64, unique=True)
+    cores = SmallIntegerField()
+    sockets = SmallIntegerField(default=1)
+    memory_mb = IntegerField()
+    disk_gb = IntegerField()
+    disk_bus = CharField(max_length=8, default="scsi")
+    disk_mbps_rd = IntegerField(default=0)
+    disk_mbps_wr = IntegerField(default=0)
+    disk_iops_rd = IntegerField(default=0)
+    disk_iops_wr = IntegerField(default=0)
+    add_disk_gb = IntegerField(default=0)
+    add_disk_storage = CharField(max_length=64, null=True)
+    add_disk_mbps_rd = IntegerField(default=0)
+    add_disk_mbps_wr = IntegerField(default=0)
+    add_disk_iops_rd = IntegerField(default=0)
+    add_disk_iops_wr = IntegerField(default=0)
+    net_rate_mbps = DecimalField(max_digits=8, decimal_places=2, default=0)
+    bridge = CharField(max_length=32, default="vmbr0")
+    vlan = SmallIntegerField(null=True)
+    template_id = IntegerField()
+    target_node = CharField(max_length=64)
+    target_storage = CharField(max_length=64)
+    ip_pool_id = IntegerField(null=True)
+    ip6_pool_id = IntegerField(null=True)
+    snapshot_limit = SmallIntegerField(default=0)
+    snapshot_days = SmallIntegerField(default=1)
+    backup_limit = SmallIntegerField(default=0)
+    backup_storage = CharField(max_length=64, null=True)
+    iso_storage = CharField(max_length=64, null=True)
+    firewall_enabled = BooleanField(default=True)
+    firewall_policy_in = CharField(max_length=8, default="ACCEPT")
+    firewall_policy_out = CharField(max_length=8, default="ACCEPT")
+    hostname_prefix = CharField(max_length=32, default="vps")
+    dns_zone = CharField(max_length=253, null=True)
+
+    class Meta:
+        table_name = "products"
+
+
+class Service(BaseModel):
+    id = IntegerField(primary_key=True)
+    client_id = IntegerField(index=True)
+    product_id = IntegerField()
+    template_id = IntegerField()
+    email = CharField(max_length=254)
+    hostname = CharField(max_length=253)
+    status = CharField(max_length=16, default="pending")
+    vmid = IntegerField(null=True, unique=True)
+    node = CharField(max_length=64, null=True)
+    macaddr = CharField(max_length=17, null=True)
+    username = CharField(max_length=32, null=True)
+    password_enc = BlobField(null=True)
+    want_ipv6 = BooleanField(default=False)
+    created_at = DateTimeField(null=True)
+    updated_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "services"
+
+
+class IpAddress(BaseModel):
+    pool_id = IntegerField()
+    address = CharField(max_length=45, unique=True)
+    version = SmallIntegerField()
+    service_id = IntegerField(null=True)
+    released_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "ip_addresses"
+
+
+class Operation(BaseModel):
+    id = BigAutoField()
+    service_id = IntegerField(index=True)
+    kind = CharField(max_length=32)
+    idempotency_key = CharField(max_length=128, unique=True)
+    params = TextField()
+    state = CharField(max_length=48)
+    status = CharField(max_length=16, default="running")
+    active_service = IntegerField(null=True, unique=True)
+    version = IntegerField(default=0)
+    nudge_id = CharField(max_length=36, null=True)
+    prev_nudge_id = CharField(max_length=36, null=True)
+    nudge_published = BooleanField(default=False)
+    nudge_delay_s = DecimalField(max_digits=8, decimal_places=3, default=0)
+    attempt = SmallIntegerField(default=0)
+    error = TextField(null=True)
+    upid = CharField(max_length=255, null=True)
+    upid_node = CharField(max_length=64, null=True)
+    polls = SmallIntegerField(default=0)
+    step_started_at = DateTimeField(null=True)
+    created_at = DateTimeField(null=True)
+    updated_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "operations"
+
+
+class StepRun(BaseModel):
+    id = BigAutoField()
+    operation_id = BigIntegerField()
+    service_id = IntegerField()
+    vmid = IntegerField(null=True)
+    label = CharField(max_length=64)
+    from_state = CharField(max_length=48)
+    to_state = CharField(max_length=48)
+    result = CharField(max_length=8)
+    duration_ms = IntegerField()
+    message = TextField(null=True)
+    worker = CharField(max_length=64, default="")
+    created_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "step_runs"
+
+
+class Snapshot(BaseModel):
+    service_id = IntegerField()
+    name = CharField(max_length=40)
+    description = CharField(max_length=255, default="")
+    created_at = DateTimeField(null=True)
+    expires_at = DateTimeField()
+
+    class Meta:
+        table_name = "snapshots"
+
+
+class Backup(BaseModel):
+    service_id = IntegerField()
+    volid = CharField(max_length=255, unique=True)
+    storage = CharField(max_length=64)
+    node = CharField(max_length=64)
+    size_bytes = BigIntegerField(default=0)
+    scheduled = BooleanField(default=False)
+    note = CharField(max_length=255, default="")
+    created_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "backups"
+
+
+class BackupSchedule(BaseModel):
+    service_id = IntegerField(primary_key=True)
+    days = CharField(max_length=32)
+    minute_of_day = SmallIntegerField()
+    updated_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "backup_schedules"
+
+
+class DnsProvider(BaseModel):
+    name = CharField(max_length=64, unique=True)
+    kind = CharField(max_length=16)
+    settings_enc = BlobField()
+
+    class Meta:
+        table_name = "dns_providers"
+
+
+class DnsZone(BaseModel):
+    name = CharField(max_length=253, unique=True)
+    provider_id = IntegerField()
+
+    class Meta:
+        table_name = "dns_zones"
+
+
+class DnsRecordRow(BaseModel):
+    service_id = IntegerField()
+    zone = CharField(max_length=253)
+    name = CharField(max_length=253)
+    type = CharField(max_length=8)
+    content = CharField(max_length=255)
+    synced = BooleanField(default=False)
+    error = TextField(null=True)
+    updated_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "dns_records"
+
+
+class Email(BaseModel):
+    id = BigAutoField()
+    operation_id = BigIntegerField()
+    template = CharField(max_length=32)
+    recipient = CharField(max_length=254)
+    sent_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "emails"
+
+
+class DeadLetter(BaseModel):
+    id = BigAutoField()
+    source = CharField(max_length=128)
+    reason = TextField()
+    body = BlobField()
+    created_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "dead_letters"
+
+
+class AuditLog(BaseModel):
+    id = BigAutoField()
+    service_id = IntegerField(null=True)
+    operation_id = BigIntegerField(null=True)
+    event = CharField(max_length=64)
+    detail = TextField()
+    created_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "audit_log"
+
+
+ALL_MODELS: tuple[type[BaseModel], ...] = (
+    Template, IpPool, Product, Service, IpAddress, Operation, StepRun, Snapshot, Backup,
+    BackupSchedule, DnsProvider, DnsZone, DnsRecordRow, Email, DeadLetter, AuditLog,
+)

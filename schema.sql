@@ -1,0 +1,237 @@
+-- pvekvm data model: the one source of truth for tables (MariaDB 10.6+ / MySQL 8).
+-- pvekvm/models.py mirrors it; tests/test_schema.py fails when the two drift apart.
+-- Idempotent: safe to apply to an existing database.
+
+CREATE TABLE IF NOT EXISTS templates (
+  id            INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  name          VARCHAR(64)  NOT NULL,
+  vmid          INT UNSIGNED NOT NULL,
+  node          VARCHAR(64)  NOT NULL,
+  os_user       VARCHAR(32)  NOT NULL DEFAULT 'root',
+  UNIQUE KEY uq_templates_name (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS ip_pools (
+  id            INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  name          VARCHAR(64)  NOT NULL,
+  version       TINYINT UNSIGNED NOT NULL,            -- 4 or 6
+  network       VARCHAR(64)  NOT NULL,                -- CIDR, e.g. 192.0.2.0/24
+  gateway       VARCHAR(45)  NOT NULL,
+  nameservers   VARCHAR(255) NOT NULL DEFAULT '',     -- space separated
+  UNIQUE KEY uq_ip_pools_name (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS products (
+  id                    INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  name                  VARCHAR(64)  NOT NULL,
+  cores                 SMALLINT UNSIGNED NOT NULL,
+  sockets               SMALLINT UNSIGNED NOT NULL DEFAULT 1,
+  memory_mb             INT UNSIGNED NOT NULL,
+  disk_gb               INT UNSIGNED NOT NULL,
+  disk_bus              VARCHAR(8)   NOT NULL DEFAULT 'scsi',
+  disk_mbps_rd          INT UNSIGNED NOT NULL DEFAULT 0,      -- 0 = unlimited
+  disk_mbps_wr          INT UNSIGNED NOT NULL DEFAULT 0,
+  disk_iops_rd          INT UNSIGNED NOT NULL DEFAULT 0,
+  disk_iops_wr          INT UNSIGNED NOT NULL DEFAULT 0,
+  add_disk_gb           INT UNSIGNED NOT NULL DEFAULT 0,      -- 0 = no additional disk
+  add_disk_storage      VARCHAR(64)  NULL,                    -- NULL = target_storage
+  add_disk_mbps_rd      INT UNSIGNED NOT NULL DEFAULT 0,
+  add_disk_mbps_wr      INT UNSIGNED NOT NULL DEFAULT 0,
+  add_disk_iops_rd      INT UNSIGNED NOT NULL DEFAULT 0,
+  add_disk_iops_wr      INT UNSIGNED NOT NULL DEFAULT 0,
+  net_rate_mbps         DECIMAL(8,2) NOT NULL DEFAULT 0,      -- PVE net rate, MB/s; 0 = unlimited
+  bridge                VARCHAR(32)  NOT NULL DEFAULT 'vmbr0',
+  vlan                  SMALLINT UNSIGNED NULL,
+  template_id           INT UNSIGNED NOT NULL,
+  target_node           VARCHAR(64)  NOT NULL,
+  target_storage        VARCHAR(64)  NOT NULL,
+  ip_pool_id            INT UNSIGNED NULL,                    -- NULL = DHCP: no IP management
+  ip6_pool_id           INT UNSIGNED NULL,
+  snapshot_limit        SMALLINT UNSIGNED NOT NULL DEFAULT 0,
+  snapshot_days         TINYINT UNSIGNED NOT NULL DEFAULT 1,  -- 1..10
+  backup_limit          SMALLINT UNSIGNED NOT NULL DEFAULT 0,
+  backup_storage        VARCHAR(64)  NULL,
+  iso_storage           VARCHAR(64)  NULL,
+  firewall_enabled      TINYINT(1)   NOT NULL DEFAULT 1,
+  firewall_policy_in    VARCHAR(8)   NOT NULL DEFAULT 'ACCEPT',
+  firewall_policy_out   VARCHAR(8)   NOT NULL DEFAULT 'ACCEPT',
+  hostname_prefix       VARCHAR(32)  NOT NULL DEFAULT 'vps',
+  dns_zone              VARCHAR(253) NULL,                    -- forward zone for <host>.<zone>
+  UNIQUE KEY uq_products_name (name),
+  CONSTRAINT fk_products_template FOREIGN KEY (template_id) REFERENCES templates (id),
+  CONSTRAINT fk_products_pool4 FOREIGN KEY (ip_pool_id) REFERENCES ip_pools (id),
+  CONSTRAINT fk_products_pool6 FOREIGN KEY (ip6_pool_id) REFERENCES ip_pools (id),
+  CONSTRAINT ck_products_snapshot_days CHECK (snapshot_days BETWEEN 1 AND 10)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS services (
+  id            INT UNSIGNED NOT NULL PRIMARY KEY,    -- the billing system's service id
+  client_id     INT UNSIGNED NOT NULL,
+  product_id    INT UNSIGNED NOT NULL,
+  template_id   INT UNSIGNED NOT NULL,
+  email         VARCHAR(254) NOT NULL,
+  hostname      VARCHAR(253) NOT NULL,
+  status        VARCHAR(16)  NOT NULL DEFAULT 'pending', -- pending|deploying|ready|suspended|failed|terminated
+  vmid          INT UNSIGNED NULL,                    -- unique: a VMID is never given twice
+  node          VARCHAR(64)  NULL,
+  macaddr       VARCHAR(17)  NULL,
+  username      VARCHAR(32)  NULL,
+  password_enc  VARBINARY(512) NULL,                  -- Fernet token, never plaintext
+  want_ipv6     TINYINT(1)   NOT NULL DEFAULT 0,
+  created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+  UNIQUE KEY uq_services_vmid (vmid),
+  KEY ix_services_client (client_id),
+  CONSTRAINT fk_services_product FOREIGN KEY (product_id) REFERENCES products (id),
+  CONSTRAINT fk_services_template FOREIGN KEY (template_id) REFERENCES templates (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS ip_addresses (
+  id            INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  pool_id       INT UNSIGNED NOT NULL,
+  address       VARCHAR(45)  NOT NULL,
+  version       TINYINT UNSIGNED NOT NULL,
+  service_id    INT UNSIGNED NULL,                    -- NULL = free
+  released_at   DATETIME(3)  NULL,                    -- set when a terminated service gives it back
+  UNIQUE KEY uq_ip_addresses_address (address),
+  UNIQUE KEY uq_ip_addresses_holder (service_id, version), -- one v4 and one v6 per service
+  KEY ix_ip_addresses_free (pool_id, service_id, released_at),
+  CONSTRAINT fk_ip_addresses_pool FOREIGN KEY (pool_id) REFERENCES ip_pools (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS operations (
+  id              BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  service_id      INT UNSIGNED NOT NULL,
+  kind            VARCHAR(32)  NOT NULL,              -- deploy|change_package|reinstall|restore|...
+  idempotency_key VARCHAR(128) NOT NULL,
+  params          TEXT         NOT NULL,              -- JSON: the event's arguments (no secrets)
+  state           VARCHAR(48)  NOT NULL,              -- last state reached (vm_state-like)
+  status          VARCHAR(16)  NOT NULL DEFAULT 'running', -- running|paused|done|failed|cancelled
+  active_service  INT UNSIGNED NULL,                  -- = service_id while not finished: one op per VM
+  version         INT UNSIGNED NOT NULL DEFAULT 0,    -- bumped by every compare-and-swap
+  nudge_id        CHAR(36)     NULL,                  -- the one live nudge message for this op
+  prev_nudge_id   CHAR(36)     NULL,                  -- the nudge that caused the last change
+  nudge_published TINYINT(1)   NOT NULL DEFAULT 0,    -- confirm received for nudge_id
+  nudge_delay_s   DECIMAL(8,3) NOT NULL DEFAULT 0,
+  attempt         SMALLINT UNSIGNED NOT NULL DEFAULT 0,
+  error           TEXT         NULL,
+  upid            VARCHAR(255) NULL,                  -- running Proxmox task, polled by nudges
+  upid_node       VARCHAR(64)  NULL,
+  polls           SMALLINT UNSIGNED NOT NULL DEFAULT 0,
+  step_started_at DATETIME(3)  NULL,
+  created_at      DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  updated_at      DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+  finished_at     DATETIME(3)  NULL,
+  UNIQUE KEY uq_operations_idempotency (idempotency_key),
+  UNIQUE KEY uq_operations_active (active_service),
+  KEY ix_operations_service (service_id),
+  KEY ix_operations_progress (status, updated_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS step_runs (
+  id            BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  operation_id  BIGINT UNSIGNED NOT NULL,
+  service_id    INT UNSIGNED NOT NULL,
+  vmid          INT UNSIGNED NULL,
+  label         VARCHAR(64)  NOT NULL,
+  from_state    VARCHAR(48)  NOT NULL,
+  to_state      VARCHAR(48)  NOT NULL,
+  result        VARCHAR(8)   NOT NULL,                -- success|skip|retry|error
+  duration_ms   INT UNSIGNED NOT NULL,
+  message       TEXT         NULL,
+  worker        VARCHAR(64)  NOT NULL DEFAULT '',
+  created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  KEY ix_step_runs_operation (operation_id, id),
+  KEY ix_step_runs_service (service_id, id),
+  CONSTRAINT fk_step_runs_operation FOREIGN KEY (operation_id) REFERENCES operations (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS snapshots (
+  id            INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  service_id    INT UNSIGNED NOT NULL,
+  name          VARCHAR(40)  NOT NULL,
+  description   VARCHAR(255) NOT NULL DEFAULT '',
+  created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  expires_at    DATETIME(3)  NOT NULL,
+  UNIQUE KEY uq_snapshots_name (service_id, name),
+  KEY ix_snapshots_expiry (expires_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS backups (
+  id            INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  service_id    INT UNSIGNED NOT NULL,
+  volid         VARCHAR(255) NOT NULL,
+  storage       VARCHAR(64)  NOT NULL,
+  node          VARCHAR(64)  NOT NULL,
+  size_bytes    BIGINT UNSIGNED NOT NULL DEFAULT 0,
+  scheduled     TINYINT(1)   NOT NULL DEFAULT 0,
+  note          VARCHAR(255) NOT NULL DEFAULT '',
+  created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  UNIQUE KEY uq_backups_volid (volid),
+  KEY ix_backups_service (service_id, created_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS backup_schedules (
+  service_id    INT UNSIGNED NOT NULL PRIMARY KEY,
+  days          VARCHAR(32)  NOT NULL,                -- e.g. 'mon,wed,fri'; '' = off
+  minute_of_day SMALLINT UNSIGNED NOT NULL,           -- random per save, spreads storage load
+  updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+  CONSTRAINT ck_backup_schedules_minute CHECK (minute_of_day < 1440)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS dns_providers (
+  id            INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  name          VARCHAR(64)  NOT NULL,
+  kind          VARCHAR(16)  NOT NULL,                -- powerdns|cloudflare|hestiacp
+  settings_enc  VARBINARY(4096) NOT NULL,             -- Fernet-encrypted JSON (API keys)
+  UNIQUE KEY uq_dns_providers_name (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS dns_zones (
+  id            INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  name          VARCHAR(253) NOT NULL,                -- forward or reverse (in-addr.arpa / ip6.arpa)
+  provider_id   INT UNSIGNED NOT NULL,
+  UNIQUE KEY uq_dns_zones_name (name),
+  CONSTRAINT fk_dns_zones_provider FOREIGN KEY (provider_id) REFERENCES dns_providers (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS dns_records (
+  id            INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  service_id    INT UNSIGNED NOT NULL,
+  zone          VARCHAR(253) NOT NULL,
+  name          VARCHAR(253) NOT NULL,
+  type          VARCHAR(8)   NOT NULL,
+  content       VARCHAR(255) NOT NULL,
+  synced        TINYINT(1)   NOT NULL DEFAULT 0,      -- 0 = the retry job still owes it
+  error         TEXT         NULL,
+  updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+  UNIQUE KEY uq_dns_records (service_id, name, type, content),
+  KEY ix_dns_records_pending (synced)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS emails (
+  id            BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  operation_id  BIGINT UNSIGNED NOT NULL,
+  template      VARCHAR(32)  NOT NULL,
+  recipient     VARCHAR(254) NOT NULL,
+  sent_at       DATETIME(3)  NULL,
+  UNIQUE KEY uq_emails_once (operation_id, template)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+  id            BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  source        VARCHAR(128) NOT NULL,                -- queue the message came from
+  reason        TEXT         NOT NULL,
+  body          MEDIUMBLOB   NOT NULL,
+  created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS audit_log (
+  id            BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  service_id    INT UNSIGNED NULL,
+  operation_id  BIGINT UNSIGNED NULL,
+  event         VARCHAR(64)  NOT NULL,
+  detail        TEXT         NOT NULL,
+  created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  KEY ix_audit_log_service (service_id, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

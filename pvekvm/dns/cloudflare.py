@@ -1,0 +1,162 @@
+"""Cloudflare API v4 provider: find the zone id by name, list the rrset (paginated), then update
+records in place (PUT), create what is missing (POST) and delete the surplus (DELETE)."""
+
+from __future__ import annotations
+
+import requests
+
+from ._http import call, same_content, snippet, status_transient, timeout_of
+from .model import DnsError
+
+DEFAULT_URL = "https://api.cloudflare.com/client/v4"
+PER_PAGE = 100
+MAX_PAGES = 50
+PROXIABLE = ("A", "AAAA")
+NOT_FOUND_CODES = {81044}  # "Record does not exist."
+
+
+class CloudflareProvider:
+    """Settings: token (API token, sent as Bearer; api_token / api_key accepted as aliases),
+    api_url (default https://api.cloudflare.com/client/v4), zone_id (optional: skips the zone
+    look-up), timeout (seconds, default 5). Records are never proxied."""
+
+    name = "cloudflare"
+
+    def __init__(self, settings: dict, session: requests.Session | None = None) -> None:
+        self.base = str(settings.get("api_url") or DEFAULT_URL).rstrip("/")
+        token = settings.get("token") or settings.get("api_token") or settings.get("api_key")
+        self.token = str(token or "")
+        self.timeout = timeout_of(settings)
+        self.session = session or requests.Session()
+        self._zone_ids: dict[str, str] = {}
+        if settings.get("zone_id"):
+            self._fixed_zone_id: str | None = str(settings["zone_id"])
+        else:
+            self._fixed_zone_id = None
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, where: str, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        return call(
+            self.session,
+            method,
+            self.base + path,
+            where=f"cloudflare {where}",
+            timeout=self.timeout,
+            headers=headers,
+            **kwargs,
+        )
+
+    def _api(self, method: str, path: str, where: str, ok_codes=frozenset(), **kw) -> dict | None:
+        """Return the decoded envelope; DnsError unless success. ok_codes: Cloudflare error
+        codes that count as success (returns None)."""
+        resp = self._request(method, path, where, **kw)
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise DnsError(
+                f"cloudflare {where}: HTTP {resp.status_code}, not a JSON envelope: "
+                f"{snippet(resp.text)}",
+                transient=status_transient(resp.status_code),
+            )
+        if body.get("success") is True and resp.status_code < 400:
+            return body
+        errors = body.get("errors") or []
+        codes = {e.get("code") for e in errors if isinstance(e, dict)}
+        if codes and codes <= ok_codes:
+            return None
+        detail = "; ".join(
+            f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)
+        ) or snippet(resp.text)
+        if resp.status_code in (401, 403) or codes & {9103, 9106, 9109, 10000, 10001}:
+            raise DnsError(f"cloudflare {where}: authentication refused: {detail}")
+        raise DnsError(
+            f"cloudflare {where}: HTTP {resp.status_code}: {detail}",
+            transient=status_transient(resp.status_code),
+        )
+
+    # -- look-ups ----------------------------------------------------------------------------
+
+    def _zone_id(self, zone: str) -> str:
+        if self._fixed_zone_id:
+            return self._fixed_zone_id
+        if zone in self._zone_ids:
+            return self._zone_ids[zone]
+        body = self._api("GET", "/zones", f"zone {zone}: look up zone id", params={"name": zone})
+        matches = [
+            z for z in body.get("result") or [] if str(z.get("name", "")).lower() == zone.lower()
+        ]
+        if not matches or not matches[0].get("id"):
+            raise DnsError(f"cloudflare zone {zone}: zone not found in this account")
+        self._zone_ids[zone] = str(matches[0]["id"])
+        return self._zone_ids[zone]
+
+    def _list(self, zone: str, zid: str, name: str, rtype: str) -> list[dict]:
+        found: list[dict] = []
+        page = 1
+        while True:
+            body = self._api(
+                "GET",
+                f"/zones/{zid}/dns_records",
+                f"zone {zone}: list {rtype} {name}",
+                params={"type": rtype, "name": name, "page": page, "per_page": PER_PAGE},
+            )
+            result = body.get("result") or []
+            found += [
+                r
+                for r in result
+                if str(r.get("name", "")).lower().rstrip(".") == name and r.get("type") == rtype
+            ]
+            info = body.get("result_info") or {}
+            total_pages = int(info.get("total_pages") or 1)
+            if page >= total_pages or not result:
+                return found
+            page += 1
+            if page > MAX_PAGES:
+                raise DnsError(f"cloudflare zone {zone}: more than {MAX_PAGES} pages for {name}")
+
+    # -- provider ----------------------------------------------------------------------------
+
+    def _body(self, name: str, rtype: str, content: str, ttl: int) -> dict:
+        body: dict = {"type": rtype, "name": name, "content": content, "ttl": int(ttl)}
+        if rtype in PROXIABLE:
+            body["proxied"] = False
+        return body
+
+    def upsert(self, zone: str, name: str, type: str, contents: list[str], ttl: int) -> None:
+        zid = self._zone_id(zone)
+        existing = self._list(zone, zid, name, type)
+        wanted = list(contents)
+        stale: list[dict] = []
+        for rec in existing:
+            match = next((c for c in wanted if same_content(type, c, rec.get("content", ""))), None)
+            if match is not None and int(rec.get("ttl", 0)) == int(ttl) and not rec.get("proxied"):
+                wanted.remove(match)  # already right
+            else:
+                stale.append(rec)
+        path = f"/zones/{zid}/dns_records"
+        for content in wanted:
+            body = self._body(name, type, content, ttl)
+            if stale:  # rewrite a stale record in place: no moment without the name
+                same = [r for r in stale if same_content(type, content, r.get("content", ""))]
+                rec = (same or stale)[0]
+                stale.remove(rec)
+                rid = rec["id"]
+                where = f"zone {zone}: update {type} {name}"
+                self._api("PUT", f"{path}/{rid}", where, json=body)
+            else:
+                self._api("POST", path, f"zone {zone}: create {type} {name}", json=body)
+        for rec in stale:
+            where = f"zone {zone}: delete {type} {name}"
+            self._api("DELETE", f"{path}/{rec['id']}", where, ok_codes=NOT_FOUND_CODES)
+
+    def delete(self, zone: str, name: str, type: str) -> None:
+        zid = self._zone_id(zone)
+        for rec in self._list(zone, zid, name, type):
+            where = f"zone {zone}: delete {type} {name}"
+            self._api(
+                "DELETE", f"/zones/{zid}/dns_records/{rec['id']}", where, ok_codes=NOT_FOUND_CODES
+            )

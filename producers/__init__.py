@@ -1,0 +1,5 @@
+"""What the billing system calls: typed order events, a publishing client and a CLI."""
+
+from producers.events import EVENT_TYPES, Event, InvalidEvent, parse_event
+
+__all__ = ["EVENT_TYPES", "Event", "InvalidEvent", "parse_event"]

@@ -1,0 +1,455 @@
+"""Versioned order events: what billing sends to ``{ns}.orders``.
+
+Every event is a JSON object with a common envelope::
+
+    {"version": 1, "type": "create", "idempotency_key": "...", "service_id": 42,
+     "occurred_at": "2026-04-10T03:49:18+00:00", ...type-specific fields...}
+
+``parse_event`` is the one gate: it refuses anything that is not exactly a known event (unknown or
+extra fields, wrong JSON types — ``true`` is not an integer —, values out of range, hostile host
+names) with :class:`InvalidEvent` whose ``reason`` names the offending field. Constructing an event
+class directly applies the same rules, so producers cannot build what intake would refuse.
+
+Optional fields that are absent (or ``null``) are ``None`` and are left out of :meth:`to_json`.
+Host names are normalised (lower case, no trailing dot) and backup days to week order, so that
+equal orders serialise, and derive idempotency keys, identically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pvekvm.validation import is_valid_hostname
+
+EVENT_VERSION = 1
+SUPPORTED_VERSIONS: frozenset[int] = frozenset({1})
+MAX_EVENT_BYTES = 64 * 1024
+MAX_ID = 2**63 - 1  # ids land in BIGINT columns
+
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+POWER_ACTIONS: tuple[str, ...] = ("start", "stop", "shutdown", "reboot")
+
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_SNAPSHOT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{1,39}")
+_ISO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.iso")
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_HOST_CHARS = re.compile(r"[A-Za-z0-9.-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class InvalidEvent(ValueError):
+    """An order event that must not be processed; ``reason`` says why and names the field."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------- field checks
+# Each check takes (field name, raw value) and returns the normalised value or raises.
+
+Check = Callable[[str, Any], Any]
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _bad(name: str, message: str) -> InvalidEvent:
+    return InvalidEvent(f"field '{name}': {message}")
+
+
+def _expect(name: str, value: Any, kind: type, label: str) -> None:
+    # bool is a subclass of int: `true` is not a service id.
+    if type(value) is not kind:
+        raise _bad(name, f"expected {label}, got {_type_name(value)} {_show(value)}")
+
+
+def positive_int(name: str, value: Any) -> int:
+    _expect(name, value, int, "integer")
+    if not 0 < value <= MAX_ID:
+        raise _bad(name, f"out of range: {value} (must be 1..{MAX_ID})")
+    return value
+
+
+def _string(name: str, value: Any, max_len: int) -> str:
+    _expect(name, value, str, "string")
+    if len(value) > max_len:
+        raise _bad(name, f"too long: {len(value)} characters (max {max_len})")
+    return value
+
+
+def _pattern(regex: re.Pattern[str], max_len: int, what: str) -> Check:
+    def check(name: str, value: Any) -> str:
+        _string(name, value, max_len)
+        if not regex.fullmatch(value):
+            raise _bad(name, f"not {what}: {_show(value)}")
+        return value
+    return check
+
+
+valid_key = _pattern(_IDEMPOTENCY_KEY, 128, "1-128 characters of [A-Za-z0-9._:-]")
+slug = _pattern(_SLUG, 64, "a slug ([a-z0-9][a-z0-9._-]{0,63})")
+snapshot_name = _pattern(_SNAPSHOT_NAME, 40,
+                         "a snapshot name (a letter, then 1-39 of [A-Za-z0-9_-])")
+iso_name = _pattern(_ISO_NAME, 205, "an ISO file name (no path, [A-Za-z0-9._+-], ending .iso)")
+
+
+def valid_hostname(name: str, value: Any) -> str:
+    _string(name, value, 254)
+    # _HOST_CHARS also guards against a trailing newline slipping through a `$` anchor.
+    if not _HOST_CHARS.fullmatch(value) or not is_valid_hostname(value):
+        raise _bad(name, f"not a valid RFC 1123 host name: {_show(value)}")
+    host = value.lower().rstrip(".")
+    if len(host) > 253:
+        raise _bad(name, f"too long: {len(host)} characters (max 253)")
+    return host
+
+
+def valid_email(name: str, value: Any) -> str:
+    _string(name, value, 254)
+    local, at, domain = value.rpartition("@")
+    if (not at or not local or len(local) > 64 or not _EMAIL_LOCAL.fullmatch(local)
+            or "." not in domain.strip(".") or not _HOST_CHARS.fullmatch(domain)
+            or not is_valid_hostname(domain) or domain.endswith(".")):
+        raise _bad(name, f"not a valid e-mail address: {_show(value)}")
+    return value
+
+
+def text(max_len: int) -> Check:
+    def check(name: str, value: Any) -> str:
+        _string(name, value, max_len)
+        if _CONTROL.search(value):
+            raise _bad(name, "contains control characters")
+        return value
+    return check
+
+
+def boolean(name: str, value: Any) -> bool:
+    _expect(name, value, bool, "boolean")
+    return value
+
+
+def timestamp(name: str, value: Any) -> str:
+    _string(name, value, 64)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _bad(name, f"not an ISO-8601 timestamp: {_show(value)}") from None
+    if parsed.tzinfo is None:
+        raise _bad(name, f"timestamp needs a UTC offset (e.g. 'Z' or '+00:00'): {_show(value)}")
+    return value
+
+
+def weekdays(name: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise _bad(name, f"expected array, got {_type_name(value)} {_show(value)}")
+    seen: set[str] = set()
+    for day in value:
+        if type(day) is not str or day not in WEEKDAYS:
+            raise _bad(name, f"unknown day {_show(day)} (use {', '.join(WEEKDAYS)})")
+        if day in seen:
+            raise _bad(name, f"day {day!r} listed twice")
+        seen.add(day)
+    return tuple(d for d in WEEKDAYS if d in seen)
+
+
+def one_of(choices: tuple[str, ...]) -> Check:
+    def check(name: str, value: Any) -> str:
+        _expect(name, value, str, "string")
+        if value not in choices:
+            raise _bad(name, f"must be one of {', '.join(choices)}, got {_show(value)}")
+        return value
+    return check
+
+
+def _f(check: Check, default: Any = MISSING) -> Any:
+    return field(default=default, metadata={"check": check})
+
+
+# --------------------------------------------------------------------------- events
+
+ENVELOPE_FIELDS: tuple[str, ...] = ("version", "type", "idempotency_key", "service_id",
+                                    "occurred_at")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Common envelope. ``idempotency_key=None`` derives one from type, service id and fields."""
+
+    type: ClassVar[str] = ""
+
+    service_id: int = _f(positive_int)
+    idempotency_key: str = _f(valid_key, None)
+    occurred_at: str | None = _f(timestamp, None)
+    version: int = EVENT_VERSION
+
+    def __post_init__(self) -> None:
+        if not self.type:
+            raise TypeError("Event is abstract: use one of the EVENT_TYPES classes")
+        _check_version(self.version)
+        for f in fields(self):
+            check = f.metadata.get("check")
+            value = getattr(self, f.name)
+            if check is None:
+                continue
+            if value is None and f.default is not MISSING:
+                object.__setattr__(self, f.name, f.default)
+                continue
+            object.__setattr__(self, f.name, check(f.name, value))
+        if self.idempotency_key is None:
+            object.__setattr__(self, "idempotency_key",
+                               derive_idempotency_key(self.type, self.service_id, self.payload()))
+
+    @property
+    def routing_key(self) -> str:
+        return f"order.{self.type}"
+
+    def payload(self) -> dict[str, Any]:
+        """The type-specific fields (no envelope), ``None`` left out, tuples as lists."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ENVELOPE_FIELDS or value is None:
+                continue
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        envelope = {"version": self.version, "type": self.type,
+                    "idempotency_key": self.idempotency_key, "service_id": self.service_id}
+        if self.occurred_at is not None:
+            envelope["occurred_at"] = self.occurred_at
+        return {**envelope, **self.payload()}
+
+    def to_json(self) -> bytes:
+        """Compact UTF-8 JSON with sorted keys; ``parse_event(e.to_json()) == e``."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False).encode()
+
+
+def derive_idempotency_key(event_type: str, service_id: int, payload: Mapping[str, Any]) -> str:
+    """Deterministic key: the same order (type, service, fields) always gets the same key.
+
+    Beware: two *intended* identical orders (suspend, unsuspend, suspend again) then share a key
+    and the engine will drop the repeat; billing should pass its own key (e.g. its module-call
+    id) for actions that may legitimately repeat."""
+    canonical = json.dumps({"type": event_type, "service_id": service_id, **payload},
+                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:40]
+    return f"{event_type}:{service_id}:{digest}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateEvent(Event):
+    type: ClassVar[str] = "create"
+    client_id: int = _f(positive_int)
+    product: str = _f(slug)
+    email: str = _f(valid_email)
+    hostname: str | None = _f(valid_hostname, None)
+    template: str | None = _f(slug, None)
+    ipv6: bool = _f(boolean, False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChangePackageEvent(Event):
+    type: ClassVar[str] = "change_package"
+    product: str = _f(slug)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReinstallEvent(Event):
+    type: ClassVar[str] = "reinstall"
+    template: str | None = _f(slug, None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuspendEvent(Event):
+    type: ClassVar[str] = "suspend"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnsuspendEvent(Event):
+    type: ClassVar[str] = "unsuspend"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TerminateEvent(Event):
+    type: ClassVar[str] = "terminate"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _SnapshotEvent(Event):
+    name: str = _f(snapshot_name)
+    description: str | None = _f(text(255), None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotCreateEvent(_SnapshotEvent):
+    type: ClassVar[str] = "snapshot_create"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotDeleteEvent(_SnapshotEvent):
+    type: ClassVar[str] = "snapshot_delete"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnapshotRollbackEvent(_SnapshotEvent):
+    type: ClassVar[str] = "snapshot_rollback"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackupCreateEvent(Event):
+    type: ClassVar[str] = "backup_create"
+    note: str | None = _f(text(255), None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackupDeleteEvent(Event):
+    type: ClassVar[str] = "backup_delete"
+    backup_id: int = _f(positive_int)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackupRestoreEvent(Event):
+    type: ClassVar[str] = "backup_restore"
+    backup_id: int = _f(positive_int)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackupScheduleEvent(Event):
+    """``days`` empty = automatic backups off. Normalised to week order."""
+
+    type: ClassVar[str] = "backup_schedule"
+    days: tuple[str, ...] = _f(weekdays)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResetPasswordEvent(Event):
+    type: ClassVar[str] = "reset_password"
+
+
+@dataclass(frozen=True, kw_only=True)
+class IsoMountEvent(Event):
+    type: ClassVar[str] = "iso_mount"
+    iso: str = _f(iso_name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IsoUnmountEvent(Event):
+    type: ClassVar[str] = "iso_unmount"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PowerEvent(Event):
+    type: ClassVar[str] = "power"
+    action: str = _f(one_of(POWER_ACTIONS))
+
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in (
+    CreateEvent, ChangePackageEvent, ReinstallEvent, SuspendEvent, UnsuspendEvent,
+    TerminateEvent, SnapshotCreateEvent, SnapshotDeleteEvent, SnapshotRollbackEvent,
+    BackupCreateEvent, BackupDeleteEvent, BackupRestoreEvent, BackupScheduleEvent,
+    ResetPasswordEvent, IsoMountEvent, IsoUnmountEvent, PowerEvent,
+)}
+
+
+# --------------------------------------------------------------------------- parsing
+
+def _check_version(version: Any) -> None:
+    if type(version) is not int:
+        raise _bad("version", f"expected integer, got {_type_name(version)} {_show(version)}")
+    if version not in SUPPORTED_VERSIONS:
+        supported = ", ".join(map(str, sorted(SUPPORTED_VERSIONS)))
+        raise _bad("version", f"unsupported version {version} (supported: {supported})")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise InvalidEvent(f"field '{key}': given twice")
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidEvent(f"not JSON: {name} is not allowed")
+
+
+def parse_event(body: bytes | bytearray | str) -> Event:
+    """Decode and validate one order event; raise :class:`InvalidEvent` with a clear reason."""
+    if isinstance(body, bytes | bytearray):
+        if len(body) > MAX_EVENT_BYTES:
+            raise InvalidEvent(f"event too large: {len(body)} bytes (max {MAX_EVENT_BYTES})")
+        try:
+            body = bytes(body).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent(f"not JSON: invalid UTF-8 ({exc.reason})") from None
+    elif not isinstance(body, str):
+        raise InvalidEvent(f"not JSON: expected bytes, got {type(body).__name__}")
+    try:
+        data = json.loads(body, object_pairs_hook=_no_duplicates,
+                          parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidEvent(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") \
+            from None
+    except RecursionError:
+        raise InvalidEvent("not JSON: nested too deeply") from None
+    return event_from_dict(data)
+
+
+def event_from_dict(data: Any) -> Event:
+    """Validate an already decoded JSON value (see :func:`parse_event`)."""
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"event must be a JSON object, got {_type_name(data)}")
+    if "version" not in data:
+        raise InvalidEvent("field 'version': missing")
+    _check_version(data["version"])
+    if "type" not in data:
+        raise InvalidEvent("field 'type': missing")
+    event_type = data["type"]
+    cls = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
+    if cls is None:
+        raise _bad("type", f"unknown event type {_show(event_type)} "
+                           f"(known: {', '.join(sorted(EVENT_TYPES))})")
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key != "type" and key not in known:
+            raise InvalidEvent(f"field '{key}': unknown field for event type '{event_type}'")
+    kwargs: dict[str, Any] = {}
+    for name, f in known.items():
+        required = f.default is MISSING or name == "idempotency_key"
+        if name not in data or (data[name] is None and not required):
+            if required:
+                raise InvalidEvent(f"field '{name}': missing")
+            continue
+        if data[name] is None:
+            raise _bad(name, "must not be null")
+        kwargs[name] = data[name]
+    return cls(**kwargs)
+
+
+__all__ = [
+    "EVENT_TYPES", "EVENT_VERSION", "POWER_ACTIONS", "SUPPORTED_VERSIONS", "WEEKDAYS",
+    "BackupCreateEvent", "BackupDeleteEvent", "BackupRestoreEvent", "BackupScheduleEvent",
+    "ChangePackageEvent", "CreateEvent", "Event", "InvalidEvent", "IsoMountEvent",
+    "IsoUnmountEvent", "PowerEvent", "ReinstallEvent", "ResetPasswordEvent",
+    "SnapshotCreateEvent", "SnapshotDeleteEvent", "SnapshotRollbackEvent", "SuspendEvent",
+    "TerminateEvent", "UnsuspendEvent", "derive_idempotency_key", "event_from_dict",
+    "parse_event",
+]

@@ -1,0 +1,182 @@
+"""The typed client billing calls to place orders.
+
+    with OrderClient("amqp://guest:guest@127.0.0.1:5672/%2F") as orders:
+        event = orders.create(service_id=5546, client_id=17, product="vps-s",
+                              email="client@example.com", hostname="web1.example.com")
+
+Each method builds the event (validated by the same rules as intake: a bad value raises
+:class:`~producers.events.InvalidEvent` before anything is sent), stamps ``occurred_at`` with the
+current UTC time unless given, and publishes it confirmed, persistent and mandatory to
+``{namespace}.orders`` with routing key ``order.<type>`` and ``message_id`` = idempotency key.
+Without an ``idempotency_key`` a deterministic one is derived from type, service id and fields, so
+publishing the same order twice carries the same key and the engine runs it once; pass your own
+key (e.g. billing's module-call id) for actions that may legitimately repeat.
+
+Not thread-safe: one client per thread. The topology is declared once, on first publish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from producers.events import (
+    BackupCreateEvent,
+    BackupDeleteEvent,
+    BackupRestoreEvent,
+    BackupScheduleEvent,
+    ChangePackageEvent,
+    CreateEvent,
+    Event,
+    IsoMountEvent,
+    IsoUnmountEvent,
+    PowerEvent,
+    ReinstallEvent,
+    ResetPasswordEvent,
+    SnapshotCreateEvent,
+    SnapshotDeleteEvent,
+    SnapshotRollbackEvent,
+    SuspendEvent,
+    TerminateEvent,
+    UnsuspendEvent,
+)
+from pvekvm.messaging import Publisher, Topology, declare
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class OrderClient:
+    def __init__(self, amqp_url: str, namespace: str = "pvekvm") -> None:
+        self.amqp_url = amqp_url
+        self.topology = Topology(namespace)
+        self._publisher: Publisher | None = None
+
+    # ------------------------------------------------------------------ plumbing
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
+
+    def publish(self, event: Event) -> Event:
+        """Publish an already built event (confirmed; raises on nack/unroutable/broker down)."""
+        self.publish_raw(event.to_json(), event.routing_key, event.idempotency_key)
+        return event
+
+    def publish_raw(self, body: bytes, routing_key: str, message_id: str | None = None) -> None:
+        """Publish ``body`` as-is, without validation (operators replaying messages)."""
+        if self._publisher is None:
+            declare(self.amqp_url, self.topology)
+            self._publisher = Publisher(self.amqp_url, self.topology)
+        self._publisher.publish_order(body, routing_key, message_id=message_id)
+
+    def _emit(self, cls: type[Event], service_id: int, idempotency_key: str | None,
+              occurred_at: str | None, **fields: Any) -> Any:
+        event = cls(service_id=service_id, idempotency_key=idempotency_key,
+                    occurred_at=occurred_at or utc_now(), **fields)
+        return self.publish(event)
+
+    # ------------------------------------------------------------------ one method per type
+    def create(self, *, service_id: int, client_id: int, product: str, email: str,
+               hostname: str | None = None, template: str | None = None, ipv6: bool = False,
+               idempotency_key: str | None = None, occurred_at: str | None = None,
+               ) -> CreateEvent:
+        return self._emit(CreateEvent, service_id, idempotency_key, occurred_at,
+                          client_id=client_id, product=product, email=email, hostname=hostname,
+                          template=template, ipv6=ipv6)
+
+    def change_package(self, *, service_id: int, product: str,
+                       idempotency_key: str | None = None, occurred_at: str | None = None,
+                       ) -> ChangePackageEvent:
+        return self._emit(ChangePackageEvent, service_id, idempotency_key, occurred_at,
+                          product=product)
+
+    def reinstall(self, *, service_id: int, template: str | None = None,
+                  idempotency_key: str | None = None, occurred_at: str | None = None,
+                  ) -> ReinstallEvent:
+        return self._emit(ReinstallEvent, service_id, idempotency_key, occurred_at,
+                          template=template)
+
+    def suspend(self, *, service_id: int, idempotency_key: str | None = None,
+                occurred_at: str | None = None) -> SuspendEvent:
+        return self._emit(SuspendEvent, service_id, idempotency_key, occurred_at)
+
+    def unsuspend(self, *, service_id: int, idempotency_key: str | None = None,
+                  occurred_at: str | None = None) -> UnsuspendEvent:
+        return self._emit(UnsuspendEvent, service_id, idempotency_key, occurred_at)
+
+    def terminate(self, *, service_id: int, idempotency_key: str | None = None,
+                  occurred_at: str | None = None) -> TerminateEvent:
+        return self._emit(TerminateEvent, service_id, idempotency_key, occurred_at)
+
+    def snapshot_create(self, *, service_id: int, name: str, description: str | None = None,
+                        idempotency_key: str | None = None, occurred_at: str | None = None,
+                        ) -> SnapshotCreateEvent:
+        return self._emit(SnapshotCreateEvent, service_id, idempotency_key, occurred_at,
+                          name=name, description=description)
+
+    def snapshot_delete(self, *, service_id: int, name: str, description: str | None = None,
+                        idempotency_key: str | None = None, occurred_at: str | None = None,
+                        ) -> SnapshotDeleteEvent:
+        return self._emit(SnapshotDeleteEvent, service_id, idempotency_key, occurred_at,
+                          name=name, description=description)
+
+    def snapshot_rollback(self, *, service_id: int, name: str, description: str | None = None,
+                          idempotency_key: str | None = None, occurred_at: str | None = None,
+                          ) -> SnapshotRollbackEvent:
+        return self._emit(SnapshotRollbackEvent, service_id, idempotency_key, occurred_at,
+                          name=name, description=description)
+
+    def backup_create(self, *, service_id: int, note: str | None = None,
+                      idempotency_key: str | None = None, occurred_at: str | None = None,
+                      ) -> BackupCreateEvent:
+        return self._emit(BackupCreateEvent, service_id, idempotency_key, occurred_at,
+                          note=note)
+
+    def backup_delete(self, *, service_id: int, backup_id: int,
+                      idempotency_key: str | None = None, occurred_at: str | None = None,
+                      ) -> BackupDeleteEvent:
+        return self._emit(BackupDeleteEvent, service_id, idempotency_key, occurred_at,
+                          backup_id=backup_id)
+
+    def backup_restore(self, *, service_id: int, backup_id: int,
+                       idempotency_key: str | None = None, occurred_at: str | None = None,
+                       ) -> BackupRestoreEvent:
+        return self._emit(BackupRestoreEvent, service_id, idempotency_key, occurred_at,
+                          backup_id=backup_id)
+
+    def backup_schedule(self, *, service_id: int, days: Iterable[str],
+                        idempotency_key: str | None = None, occurred_at: str | None = None,
+                        ) -> BackupScheduleEvent:
+        days = days if isinstance(days, str | list | tuple) else list(days)
+        return self._emit(BackupScheduleEvent, service_id, idempotency_key, occurred_at,
+                          days=days)
+
+    def reset_password(self, *, service_id: int, idempotency_key: str | None = None,
+                       occurred_at: str | None = None) -> ResetPasswordEvent:
+        return self._emit(ResetPasswordEvent, service_id, idempotency_key, occurred_at)
+
+    def iso_mount(self, *, service_id: int, iso: str, idempotency_key: str | None = None,
+                  occurred_at: str | None = None) -> IsoMountEvent:
+        return self._emit(IsoMountEvent, service_id, idempotency_key, occurred_at, iso=iso)
+
+    def iso_unmount(self, *, service_id: int, idempotency_key: str | None = None,
+                    occurred_at: str | None = None) -> IsoUnmountEvent:
+        return self._emit(IsoUnmountEvent, service_id, idempotency_key, occurred_at)
+
+    def power(self, *, service_id: int, action: str, idempotency_key: str | None = None,
+              occurred_at: str | None = None) -> PowerEvent:
+        return self._emit(PowerEvent, service_id, idempotency_key, occurred_at, action=action)
+
+
+__all__ = ["OrderClient", "utc_now"]

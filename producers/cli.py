@@ -1,0 +1,169 @@
+"""``python -m producers``: place an order from the shell.
+
+    python -m producers create --service-id 5546 --client-id 17 --product vps-s \\
+        --email client@example.com --hostname web1.example.com --dry-run
+    python -m producers backup_schedule --service-id 5546 --days mon thu
+    python -m producers backup_schedule --service-id 5546 --days          # automatic backups off
+    python -m producers raw replay.json          # publish a body as-is (``-`` = stdin)
+
+One subcommand per event type, one ``--option`` per field (``client_id`` → ``--client-id``).
+``--amqp-url`` defaults to ``$AMQP_URL``, ``--namespace`` to ``$PVEKVM_NAMESPACE`` or ``pvekvm``;
+``--dry-run`` prints the JSON instead of publishing. On success the event JSON (dry run) or
+``published <routing key> message_id=<key>`` is printed on stdout.
+
+``raw`` does no validation on purpose (operators replaying dead letters; intake validates): the
+routing key defaults to ``order.<type>`` when the body is a JSON object with a string ``type``,
+else ``order.raw``; the message id to its string ``idempotency_key``, else a hash of the body.
+
+Exit codes: 0 ok, 1 publishing failed (broker), 2 invalid input (reason on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import MISSING, fields
+from typing import Any
+
+from producers.api import OrderClient, utc_now
+from producers.events import (
+    ENVELOPE_FIELDS,
+    EVENT_TYPES,
+    POWER_ACTIONS,
+    WEEKDAYS,
+    InvalidEvent,
+    boolean,
+    positive_int,
+    weekdays,
+)
+
+EXIT_OK, EXIT_PUBLISH_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS so the options work before or after the subcommand without one overriding the
+    # other; defaults are resolved in main().
+    parser.add_argument("--amqp-url", default=argparse.SUPPRESS,
+                        help="broker URL (default: $AMQP_URL)")
+    parser.add_argument("--namespace", default=argparse.SUPPRESS,
+                        help="topology namespace (default: $PVEKVM_NAMESPACE or pvekvm)")
+    parser.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS,
+                        help="print the message instead of publishing it")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m producers",
+                                     description="Publish pvekvm order events.")
+    _common(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="TYPE")
+    for event_type, cls in EVENT_TYPES.items():
+        p = sub.add_parser(event_type, help=f"publish an '{event_type}' order")
+        _common(p)
+        p.add_argument("--service-id", type=int, required=True)
+        p.add_argument("--idempotency-key", help="default: derived from type, service and fields")
+        p.add_argument("--occurred-at", help="ISO-8601 with offset (default: now, UTC)")
+        for f in fields(cls):
+            if f.name in ENVELOPE_FIELDS or f.name == "service_id":
+                continue
+            check = f.metadata["check"]
+            required = f.default is MISSING
+            kwargs: dict[str, Any] = {"dest": f.name}
+            if check is boolean:
+                kwargs.update(action="store_true")
+            elif check is weekdays:
+                kwargs.update(nargs="*", required=required, metavar="DAY",
+                              help=f"zero or more of {' '.join(WEEKDAYS)}; none = off")
+            elif check is positive_int:
+                kwargs.update(type=int, required=required)
+            elif f.name == "action":
+                kwargs.update(required=required, choices=POWER_ACTIONS)
+            else:
+                kwargs.update(required=required)
+            p.add_argument(_option(f.name), **kwargs)
+    raw = sub.add_parser("raw", help="publish a body as-is, without validation")
+    _common(raw)
+    raw.add_argument("file", help="file with the message body, '-' for stdin")
+    raw.add_argument("--routing-key", help="default: order.<type> from the body, else order.raw")
+    raw.add_argument("--message-id", help="default: the body's idempotency_key, else its hash")
+    return parser
+
+
+def _raw_defaults(body: bytes) -> tuple[str, str]:
+    routing_key, message_id = "order.raw", "raw:" + hashlib.sha256(body).hexdigest()[:40]
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return routing_key, message_id
+    if isinstance(data, dict):
+        if isinstance(data.get("type"), str) and re.fullmatch(r"[a-z0-9_]{1,64}", data["type"]):
+            routing_key = f"order.{data['type']}"
+        key = data.get("idempotency_key")
+        if isinstance(key, str) and 0 < len(key) <= 255:
+            message_id = key
+    return routing_key, message_id
+
+
+def _fail(code: int, message: str) -> int:
+    print(message, file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    amqp_url = getattr(args, "amqp_url", None) or os.environ.get("AMQP_URL")
+    namespace = (getattr(args, "namespace", None) or os.environ.get("PVEKVM_NAMESPACE")
+                 or "pvekvm")
+    dry_run = getattr(args, "dry_run", False)
+    try:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", namespace):
+            raise InvalidEvent(f"namespace: not a valid namespace: {namespace!r}")
+        if args.command == "raw":
+            body = _read_body(args.file)
+            default_key, default_id = _raw_defaults(body)
+            routing_key = args.routing_key or default_key
+            message_id = args.message_id or default_id
+        else:
+            cls = EVENT_TYPES[args.command]
+            values = {f.name: getattr(args, f.name) for f in fields(cls)
+                      if f.name not in ("version", "occurred_at")}
+            event = cls(occurred_at=args.occurred_at or utc_now(), **values)
+            body, routing_key, message_id = (event.to_json(), event.routing_key,
+                                             event.idempotency_key)
+    except InvalidEvent as exc:
+        return _fail(EXIT_INVALID, f"invalid order: {exc.reason}")
+    except OSError as exc:
+        return _fail(EXIT_INVALID, f"cannot read {args.file}: {exc.strerror or exc}")
+
+    if dry_run:
+        sys.stdout.buffer.write(body + b"\n")
+        sys.stdout.flush()
+        return EXIT_OK
+    if not amqp_url:
+        return _fail(EXIT_INVALID, "no broker: pass --amqp-url or set AMQP_URL")
+    try:
+        with OrderClient(amqp_url, namespace) as client:
+            client.publish_raw(body, routing_key, message_id)
+    except Exception as exc:  # any broker failure: report it, exit 1
+        return _fail(EXIT_PUBLISH_FAILED,
+                     f"publish failed: {type(exc).__name__}: {str(exc) or repr(exc)}")
+    print(f"published {routing_key} message_id={message_id}")
+    return EXIT_OK
+
+
+def _read_body(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,177 @@
+"""Client e-mail: plain-text templates rendered with ``string.Template``, sent with smtplib.
+
+Templates live in ``<templates_dir>/<name>.txt`` (UTF-8)::
+
+    Subject: Your server $hostname is ready
+    <blank line>
+    body with $variables ...
+
+Rules:
+
+- Substitution is strict: a variable the template uses but the context lacks raises
+  :class:`TemplateError` naming it (never ``safe_substitute``: a mail with a literal ``$password``
+  is worse than no mail). ``$$`` is a literal dollar.
+- A body line whose variables include one set to ``None`` is left out, for optional values such as
+  ``ipv6`` ("IPv6 address: $ipv6" disappears for a VM without IPv6). ``None`` in the subject is an
+  error.
+- Values are inserted as ``str(value)``; a subject containing a line break is refused.
+
+Templates shipped in ``config/mail`` and their variables: ``welcome`` (hostname, service_id),
+``vm_ready`` / ``reinstalled`` (hostname, service_id, ip, ipv6, username, password; reinstalled
+also template), ``backup_restored`` (hostname, service_id, backup), ``password_reset``
+(hostname, service_id, ip, username, password). :func:`template_variables` lists them.
+
+:func:`send` raises :class:`MailError` with ``transient=True`` when retrying later may help
+(connection refused or dropped, timeouts, 4xx replies) and ``transient=False`` when it will not
+(5xx replies, TLS/authentication/configuration problems, a bad recipient address).
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+from collections.abc import Mapping
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from pvekvm.config import SmtpSettings
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_ADDRESS = re.compile(r"[^\s@<>,;\"]+@[A-Za-z0-9.-]+")
+
+
+class TemplateError(ValueError):
+    """A template that cannot be rendered: unknown, malformed, or a variable is missing."""
+
+
+class MailError(Exception):
+    """Sending failed. ``transient``: worth retrying later. ``smtp_code``: the reply, if any."""
+
+    def __init__(self, message: str, transient: bool, smtp_code: int | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.smtp_code = smtp_code
+
+
+# --------------------------------------------------------------------------- rendering
+
+def _template_path(templates_dir: str | Path, name: str) -> Path:
+    if not _NAME.fullmatch(name):
+        raise TemplateError(f"invalid template name {name!r}")
+    path = Path(templates_dir) / f"{name}.txt"
+    if not path.is_file():
+        raise TemplateError(f"mail template {name!r} not found: {path}")
+    return path
+
+
+def _split(name: str, source: str) -> tuple[str, str]:
+    first, sep, rest = source.partition("\n")
+    if not first.startswith("Subject:") or not sep:
+        raise TemplateError(f"template {name!r}: first line must be 'Subject: ...'")
+    blank, sep, body = rest.partition("\n")
+    if blank.strip() or not sep:
+        raise TemplateError(f"template {name!r}: a blank line must follow the subject")
+    return first[len("Subject:"):].strip(), body
+
+
+def template_variables(templates_dir: str | Path, name: str) -> set[str]:
+    """The variables template ``name`` uses (subject and body)."""
+    source = _template_path(templates_dir, name).read_text(encoding="utf-8")
+    return set(Template(source.replace("\r\n", "\n")).get_identifiers())
+
+
+def _substitute(name: str, part: str, text: str, context: Mapping[str, Any]) -> str:
+    try:
+        return Template(text).substitute(context)
+    except KeyError as exc:
+        raise TemplateError(
+            f"template {name!r}: missing variable {exc.args[0]!r} in the {part}") from None
+    except ValueError as exc:
+        raise TemplateError(f"template {name!r}: malformed placeholder in the {part}: {exc}") \
+            from None
+
+
+def render(templates_dir: str | Path, name: str, context: Mapping[str, Any]) -> EmailMessage:
+    """Render template ``name`` with ``context`` into a message with Subject and a UTF-8 plain
+    text body (From/To/Date/Message-ID are set by :func:`send`)."""
+    source = _template_path(templates_dir, name).read_text(encoding="utf-8")
+    subject_t, body_t = _split(name, source.replace("\r\n", "\n"))
+    if any(context.get(v, "") is None for v in Template(subject_t).get_identifiers()):
+        raise TemplateError(f"template {name!r}: subject variables must not be None")
+    subject = _substitute(name, "subject", subject_t, context)
+    if "\r" in subject or "\n" in subject:
+        raise TemplateError(f"template {name!r}: subject contains a line break")
+    lines = [line for line in body_t.split("\n")
+             if not any(v in context and context[v] is None
+                        for v in Template(line).get_identifiers())]
+    body = _substitute(name, "body", "\n".join(lines), context)
+    if not body.endswith("\n"):
+        body += "\n"
+
+    msg = EmailMessage()
+    msg["Subject"] = subject
+    plain = body.isascii() and all(len(line) <= 78 for line in body.split("\n"))
+    msg.set_content(body, charset="utf-8", cte="7bit" if plain else "quoted-printable")
+    return msg
+
+
+# --------------------------------------------------------------------------- sending
+
+def _reply_error(what: str, code: int, reply: bytes | str) -> MailError:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return MailError(f"{what}: {code} {text}".strip(), transient=not 500 <= code < 600,
+                     smtp_code=code)
+
+
+def send(smtp: SmtpSettings, to: str, msg: EmailMessage) -> None:
+    """Send ``msg`` to ``to`` (sets From to ``smtp.sender``, To, and Date/Message-ID when absent).
+
+    Uses SMTP_SSL when ``smtp.ssl``, else SMTP with STARTTLS when ``smtp.starttls``; logs in when
+    ``smtp.user`` is set; every network operation is bounded by ``smtp.timeout``."""
+    if not isinstance(to, str) or not _ADDRESS.fullmatch(to):
+        raise MailError(f"invalid recipient address {to!r}", transient=False)
+    for header in ("From", "To"):
+        del msg[header]
+    msg["From"] = smtp.sender
+    msg["To"] = to
+    if "Date" not in msg:
+        msg["Date"] = formatdate(localtime=False, usegmt=True)
+    if "Message-ID" not in msg:
+        msg["Message-ID"] = make_msgid(domain=smtp.sender.rpartition("@")[2] or None)
+
+    where = f"{smtp.host}:{smtp.port}"
+    try:
+        context = ssl.create_default_context() if smtp.ssl or smtp.starttls else None
+        client: smtplib.SMTP
+        if smtp.ssl:
+            client = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=context)
+        else:
+            client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
+        with client:
+            if smtp.starttls and not smtp.ssl:
+                client.starttls(context=context)
+            if smtp.user:
+                client.login(smtp.user, smtp.password)
+            client.send_message(msg, from_addr=smtp.sender, to_addrs=[to])
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, reply = exc.recipients.get(to, (550, b"recipient refused"))
+        raise _reply_error(f"{where} refused recipient {to}", code, reply) from exc
+    except smtplib.SMTPResponseException as exc:
+        # sender refused, data refused, HELO/auth failures, or a 421 "closing" at any stage
+        raise _reply_error(f"{where} answered", exc.smtp_code, exc.smtp_error) from exc
+    except smtplib.SMTPServerDisconnected as exc:
+        raise MailError(f"{where} closed the connection: {exc}", transient=True) from exc
+    except ssl.SSLCertVerificationError as exc:
+        raise MailError(f"{where}: TLS certificate rejected: {exc}", transient=False) from exc
+    except smtplib.SMTPException as exc:
+        # e.g. STARTTLS or AUTH not supported by the server: configuration, not luck
+        raise MailError(f"{where}: {exc}", transient=False) from exc
+    except OSError as exc:  # refused, unreachable, DNS, timeouts, TLS handshake dropped
+        raise MailError(f"cannot talk to {where}: {exc}", transient=True) from exc
+
+
+__all__ = ["MailError", "TemplateError", "render", "send", "template_variables"]

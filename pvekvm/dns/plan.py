@@ -20,11 +20,17 @@ DEFAULT_TTL = 3600
 _CLASSLESS = re.compile(r"^(\d{1,3})([-/])(\d{1,3})$")
 _OCTET = re.compile(r"^(0|[1-9]\d{0,2})$")
 _NIBBLE = re.compile(r"^[0-9a-f]$")
+# Belt and braces around is_valid_hostname (whose "$" also matches before a final newline).
+_SAFE_CHARS = re.compile(r"[A-Za-z0-9.-]+")
+
+
+def _valid_host(name: object) -> bool:
+    return isinstance(name, str) and bool(_SAFE_CHARS.fullmatch(name)) and is_valid_hostname(name)
 
 
 def normalize_hostname(hostname: object) -> str:
     """Lower-case FQDN without trailing dot; ValueError unless RFC 1123."""
-    if not is_valid_hostname(hostname):
+    if not _valid_host(hostname):
         raise ValueError(f"invalid host name: {str(hostname)[:80]!r}")
     assert isinstance(hostname, str)
     return hostname.lower().rstrip(".")
@@ -51,10 +57,10 @@ def _reverse_of(zone: str) -> _Reverse | None:
     if zone.endswith(".in-addr.arpa") or zone == "in-addr.arpa":
         parts = labels[:-2]
         classless = None
-        if parts and _CLASSLESS.match(parts[0]):
-            classless = _CLASSLESS.match(parts[0])
+        if parts and _CLASSLESS.fullmatch(parts[0]):
+            classless = _CLASSLESS.fullmatch(parts[0])
             parts = parts[1:]
-        if len(parts) > (3 if classless else 4) or not all(_OCTET.match(p) for p in parts):
+        if len(parts) > (3 if classless else 4) or not all(_OCTET.fullmatch(p) for p in parts):
             raise ValueError(f"invalid reverse zone: {zone!r}")
         octets = [int(p) for p in reversed(parts)]
         if any(o > 255 for o in octets):
@@ -81,7 +87,7 @@ def _reverse_of(zone: str) -> _Reverse | None:
         return _Reverse(net, int(net.network_address), int(net.broadcast_address), False)
     if zone.endswith(".ip6.arpa") or zone == "ip6.arpa":
         nibbles = labels[:-2]
-        if len(nibbles) > 32 or not all(_NIBBLE.match(n) for n in nibbles):
+        if len(nibbles) > 32 or not all(_NIBBLE.fullmatch(n) for n in nibbles):
             raise ValueError(f"invalid reverse zone: {zone!r}")
         hexstr = "".join(reversed(nibbles)).ljust(32, "0")
         addr = ipaddress.IPv6Address(int(hexstr, 16))
@@ -104,11 +110,11 @@ def normalize_zone(zone: ZoneConfig) -> str:
     name = name.lower().rstrip(".")
     first, _, rest = name.partition(".")
     # The only non-RFC-1123 label we accept: the "0/26" label of an RFC 2317 zone.
-    if "/" in first and _CLASSLESS.match(first) and rest.endswith("in-addr.arpa"):
+    if "/" in first and _CLASSLESS.fullmatch(first) and rest.endswith("in-addr.arpa"):
         checked = rest
     else:
         checked = name
-    if not is_valid_hostname(checked) or len(name) > 253:
+    if not _valid_host(checked) or len(name) > 253:
         raise ValueError(f"invalid zone name: {str(zone.name)[:80]!r}")
     _reverse_of(name)  # raises for a malformed reverse zone
     return name
@@ -164,8 +170,10 @@ def forward_zone(hostname: str, zones: dict[str, ZoneConfig]) -> str | None:
     """The longest configured forward zone that contains ``hostname``."""
     best = None
     for name in zones:
-        if _reverse_of(name) is None and _in_zone(hostname, name) and (
-            best is None or len(name) > len(best)
+        if (
+            _reverse_of(name) is None
+            and _in_zone(hostname, name)
+            and (best is None or len(name) > len(best))
         ):
             best = name
     return best
@@ -232,9 +240,9 @@ def check_record(record: DnsRecord, zones: dict[str, ZoneConfig]) -> DnsRecord:
     # A classless PTR name is "<octet>.<zone>"; any other name must itself be RFC 1123.
     head = name[: -len(zone) - 1] if name.endswith("." + zone) else None
     if record.type == "PTR" and head is not None and "/" in zone:
-        if not _OCTET.match(head):
+        if not _OCTET.fullmatch(head):
             raise ValueError(f"invalid PTR name: {record.name[:80]!r}")
-    elif not is_valid_hostname(name):
+    elif not _valid_host(name):
         raise ValueError(f"invalid record name: {record.name[:80]!r}")
     if not _in_zone(name, zone):
         raise ValueError(f"record {record.name!r} is not inside zone {zone!r}")

@@ -1,0 +1,105 @@
+"""Loading the operator's catalog (templates, IP pools, products, DNS providers and zones) from
+TOML into the database. Idempotent: rows are matched by name and updated in place."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pvekvm import secrets
+from pvekvm.models import (
+    DnsProvider,
+    DnsZone,
+    IpAddress,
+    IpPool,
+    Product,
+    Template,
+    database,
+)
+from pvekvm.validation import is_valid_hostname
+
+MAX_POOL_ADDRESSES = 65536
+
+
+class CatalogError(ValueError):
+    pass
+
+
+def _upsert(model, key: str, values: dict[str, Any]):
+    row = model.get_or_none(getattr(model, key) == values[key])
+    if row is None:
+        return model.create(**values)
+    model.update(**values).where(model.id == row.id).execute()
+    return model.get_by_id(row.id)
+
+
+def pool_addresses(network: str, first: str | None, last: str | None) -> list[str]:
+    net = ipaddress.ip_network(network, strict=False)
+    lo = ipaddress.ip_address(first) if first else net.network_address + 1
+    hi = ipaddress.ip_address(last) if last else (
+        net.broadcast_address - 1 if net.version == 4 else net.network_address + 255)
+    if lo not in net or hi not in net or hi < lo:
+        raise CatalogError(f"pool range {lo}..{hi} is not inside {net}")
+    if int(hi) - int(lo) + 1 > MAX_POOL_ADDRESSES:
+        raise CatalogError(f"pool range {lo}..{hi} is larger than {MAX_POOL_ADDRESSES}")
+    return [str(ipaddress.ip_address(i)) for i in range(int(lo), int(hi) + 1)]
+
+
+def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
+    counts = {"templates": 0, "ip_pools": 0, "addresses": 0, "products": 0, "dns_zones": 0}
+    with database.atomic():
+        templates = {}
+        for t in data.get("templates", []):
+            templates[t["name"]] = _upsert(Template, "name", dict(t))
+            counts["templates"] += 1
+        pools = {}
+        for p in data.get("ip_pools", []):
+            p = dict(p)
+            first, last = p.pop("first", None), p.pop("last", None)
+            pool = pools[p["name"]] = _upsert(IpPool, "name", p)
+            counts["ip_pools"] += 1
+            rows = [{"pool_id": pool.id, "address": a, "version": pool.version}
+                    for a in pool_addresses(pool.network, first, last)]
+            for i in range(0, len(rows), 1000):
+                IpAddress.insert_many(rows[i:i + 1000]).on_conflict_ignore().execute()
+            counts["addresses"] += len(rows)
+        for p in data.get("products", []):
+            p = dict(p)
+            tpl = p.pop("template")
+            if tpl not in templates:
+                t = Template.get_or_none(Template.name == tpl)
+                if t is None:
+                    raise CatalogError(f"product {p['name']}: unknown template {tpl}")
+                templates[tpl] = t
+            p["template_id"] = templates[tpl].id
+            for key, col in (("ip_pool", "ip_pool_id"), ("ip6_pool", "ip6_pool_id")):
+                name = p.pop(key, None)
+                if name:
+                    pool = pools.get(name) or IpPool.get_or_none(IpPool.name == name)
+                    if pool is None:
+                        raise CatalogError(f"product {p['name']}: unknown pool {name}")
+                    p[col] = pool.id
+            if p.get("dns_zone") and not is_valid_hostname(p["dns_zone"]):
+                raise CatalogError(f"product {p['name']}: bad dns_zone {p['dns_zone']!r}")
+            _upsert(Product, "name", p)
+            counts["products"] += 1
+        providers = {}
+        for d in data.get("dns_providers", []):
+            enc = secrets.encrypt(key_file, json.dumps(d.get("settings", {})))
+            providers[d["name"]] = _upsert(DnsProvider, "name", {
+                "name": d["name"], "kind": d["kind"], "settings_enc": enc})
+        for z in data.get("dns_zones", []):
+            prov = providers.get(z["provider"]) or DnsProvider.get_or_none(
+                DnsProvider.name == z["provider"])
+            if prov is None:
+                raise CatalogError(f"zone {z['name']}: unknown provider {z['provider']}")
+            _upsert(DnsZone, "name", {"name": z["name"], "provider_id": prov.id})
+            counts["dns_zones"] += 1
+    return counts
+
+
+def load_file(path: str | Path, key_file: str) -> dict[str, int]:
+    return load(tomllib.loads(Path(path).read_text()), key_file)

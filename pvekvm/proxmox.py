@@ -1,0 +1,140 @@
+"""The Proxmox VE client used by steps: proxmoxer over HTTPS with an API token, one keep-alive
+session per thread, errors sorted into transient (retry later) and permanent (stop visibly), and
+the time spent inside Proxmox calls counted per thread (the engine-overhead benchmark uses it)."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from proxmoxer import ProxmoxAPI
+from proxmoxer.core import ResourceException
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from pvekvm.config import ProxmoxSettings
+
+# 5xx answers that retrying cannot fix.
+_PERMANENT = re.compile(
+    r"not supported|does not exist|already exists|invalid|not allowed|unable to parse|"
+    r"no such|can't shrink|shrinking", re.IGNORECASE)
+
+
+class ProxmoxError(Exception):
+    """A Proxmox call failed. ``transient`` says whether trying again later can succeed."""
+
+    def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.status = status
+
+
+def _classify(exc: Exception) -> ProxmoxError:
+    if isinstance(exc, ProxmoxError):
+        return exc
+    if isinstance(exc, ResourceException):
+        detail = exc.status_message or ""
+        if exc.errors:
+            detail = f"{detail} {exc.errors}".strip()
+        elif exc.content and exc.content not in detail:
+            detail = f"{detail} {exc.content}".strip()
+        transient = exc.status_code >= 500 and not _PERMANENT.search(detail)
+        return ProxmoxError(detail or f"HTTP {exc.status_code}", transient=transient,
+                            status=exc.status_code)
+    if isinstance(exc, requests.RequestException):
+        return ProxmoxError(f"connection problem: {exc}", transient=True)
+    return ProxmoxError(str(exc), transient=False)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, ProxmoxError) and exc.transient
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    running: bool
+    exitstatus: str | None
+
+    @property
+    def ok(self) -> bool:
+        """A stopped task succeeded only with ``OK`` or ``WARNINGS: N``."""
+        return not self.running and bool(self.exitstatus) and (
+            self.exitstatus == "OK" or self.exitstatus.startswith("WARNINGS"))
+
+
+class Proxmox:
+    """Thin typed facade over proxmoxer: ``get/post/put/delete(path, **params)``."""
+
+    _timing = threading.local()
+
+    def __init__(self, settings: ProxmoxSettings, timeout: float = 30.0) -> None:
+        user, _, token = settings.token_id.partition("!")
+        self._api = ProxmoxAPI(
+            settings.host, port=settings.port, user=user, token_name=token,
+            token_value=settings.token_secret, verify_ssl=settings.ca_bundle,
+            backend="https", timeout=timeout)
+
+    @classmethod
+    def time_spent(cls) -> float:
+        """Seconds this thread has spent inside Proxmox calls."""
+        return getattr(cls._timing, "seconds", 0.0)
+
+    @retry(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(3),
+           wait=wait_exponential(multiplier=0.05, max=0.5), reraise=True)
+    def _call(self, method: str, path: str, params: dict[str, Any]) -> Any:
+        start = time.perf_counter()
+        try:
+            return getattr(self._api(path.strip("/")), method)(**params)
+        except Exception as exc:  # noqa: BLE001 - sorted into transient/permanent
+            raise _classify(exc) from exc
+        finally:
+            t = self._timing
+            t.seconds = getattr(t, "seconds", 0.0) + time.perf_counter() - start
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self._call("get", path, params)
+
+    def post(self, path: str, **params: Any) -> Any:
+        return self._call("post", path, params)
+
+    def put(self, path: str, **params: Any) -> Any:
+        return self._call("put", path, params)
+
+    def delete(self, path: str, **params: Any) -> Any:
+        return self._call("delete", path, params)
+
+    # --- helpers shared by steps -------------------------------------------------------------
+
+    def locate(self, vmid: int) -> str | None:
+        """The node a VM lives on, or None when it does not exist anywhere."""
+        for res in self.get("cluster/resources", type="vm"):
+            if int(res.get("vmid", -1)) == vmid:
+                return res.get("node")
+        return None
+
+    def vm_config(self, node: str, vmid: int) -> dict[str, Any]:
+        return self.get(f"nodes/{node}/qemu/{vmid}/config")
+
+    def task_status(self, node: str, upid: str) -> TaskStatus:
+        try:
+            st = self.get(f"nodes/{node}/tasks/{upid}/status")
+        except ProxmoxError as exc:
+            if exc.status == 400:  # right after dispatch PVE may not know the task yet
+                return TaskStatus(running=True, exitstatus=None)
+            raise
+        return TaskStatus(running=st.get("status") == "running", exitstatus=st.get("exitstatus"))
+
+
+_clients = threading.local()
+
+
+def client(settings: ProxmoxSettings) -> Proxmox:
+    """This thread's client for ``settings`` (one keep-alive session per thread)."""
+    cache: dict[ProxmoxSettings, Proxmox] = getattr(_clients, "cache", None) or {}
+    _clients.cache = cache
+    if settings not in cache:
+        cache[settings] = Proxmox(settings)
+    return cache[settings]

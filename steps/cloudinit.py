@@ -1,0 +1,48 @@
+"""VMSetCloudinit: user, password, network and hostname, then the drive is regenerated
+(changes stay pending in PVE until ``PUT …/cloudinit``; the drive spec itself is never re-sent)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pvekvm.models import Service
+from pvekvm.secrets import generate_password
+from steps.context import StepContext
+from steps.machine import Done, StepResult
+
+
+def ipconfig(ctx: StepContext) -> str:
+    parts = []
+    for version, key, gw_key in ((4, "ip", "gw"), (6, "ip6", "gw6")):
+        addr, pool = ctx.address(version), ctx.pool(version)
+        if addr and pool:
+            prefix = ipaddress.ip_network(pool.network, strict=False).prefixlen
+            parts += [f"{key}={addr.address}/{prefix}", f"{gw_key}={pool.gateway}"]
+    return ",".join(parts) if parts else "ip=dhcp"
+
+
+def set_cloudinit(ctx: StepContext, *, new_password: bool = False) -> StepResult:
+    """Writes the cloud-init settings; a password is generated once (or anew for a reset) and
+    kept encrypted in the database in the same transaction as the state change."""
+    password = ctx.password
+    if password is None or new_password:
+        password = generate_password()
+        ctx.set_password(password)
+    user = ctx.service.username or ctx.template.os_user
+    if ctx.service.username != user:
+        ctx.service.username = user
+        Service.update(username=user).where(Service.id == ctx.service.id).execute()
+    pool = ctx.pool(4) or ctx.pool(6)
+    settings = {"ciuser": user, "cipassword": password, "ipconfig0": ipconfig(ctx),
+                "name": ctx.service.hostname}
+    if pool and pool.nameservers:
+        settings["nameserver"] = pool.nameservers
+    if ctx.product.dns_zone:
+        settings["searchdomain"] = ctx.product.dns_zone
+    ctx.pve.put(f"{ctx.vm_path}/config", **settings)
+    ctx.pve.put(f"{ctx.vm_path}/cloudinit")
+    return Done(f"user {user}, {settings['ipconfig0']}")
+
+
+def reset_password(ctx: StepContext) -> StepResult:
+    return set_cloudinit(ctx, new_password=True)

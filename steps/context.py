@@ -1,0 +1,74 @@
+"""What a step sees: the operation, its service, the package it works toward, and Proxmox."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from pvekvm import secrets
+from pvekvm.config import Settings
+from pvekvm.models import IpAddress, IpPool, Operation, Product, Service, Template
+from pvekvm.proxmox import Proxmox
+
+
+@dataclass
+class StepContext:
+    settings: Settings
+    operation: Operation
+    service: Service
+    pve: Proxmox
+    after_task: bool = False  # the step's Proxmox task just finished OK
+
+    @cached_property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self.operation.params or "{}")
+
+    @cached_property
+    def product(self) -> Product:
+        """The package the operation works toward (the new one during change_package)."""
+        return Product.get_by_id(self.params.get("product_id", self.service.product_id))
+
+    @cached_property
+    def template(self) -> Template:
+        return Template.get_by_id(self.params.get("template_id", self.service.template_id))
+
+    @property
+    def vmid(self) -> int:
+        if self.service.vmid is None:
+            raise RuntimeError(f"service {self.service.id} has no VMID yet")
+        return int(self.service.vmid)
+
+    @property
+    def vm_path(self) -> str:
+        return f"nodes/{self.service.node}/qemu/{self.vmid}"
+
+    def config(self) -> dict[str, Any]:
+        return self.pve.get(f"{self.vm_path}/config")
+
+    def address(self, version: int) -> IpAddress | None:
+        return IpAddress.get_or_none(
+            (IpAddress.service_id == self.service.id) & (IpAddress.version == version))
+
+    def pool(self, version: int) -> IpPool | None:
+        pool_id = self.product.ip_pool_id if version == 4 else self.product.ip6_pool_id
+        return IpPool.get_by_id(pool_id) if pool_id else None
+
+    def ips(self) -> tuple[list[str], list[str]]:
+        v4, v6 = self.address(4), self.address(6)
+        return ([v4.address] if v4 else [], [v6.address] if v6 else [])
+
+    @property
+    def password(self) -> str | None:
+        if not self.service.password_enc:
+            return None
+        return secrets.decrypt(self.settings.secret_key_file, self.service.password_enc)
+
+    def set_password(self, password: str) -> None:
+        self.service.password_enc = secrets.encrypt(self.settings.secret_key_file, password)
+        self.service.save(only=[Service.password_enc])
+
+    def marker(self) -> str:
+        """Written into the VM description so a retried clone recognises the VM as ours."""
+        return f"pvekvm:service={self.service.id}"

@@ -1,0 +1,148 @@
+"""CPU, memory, disks and the network card: each step compares the package with the VM's config
+and changes only what differs, so running it twice changes nothing the second time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pvekvm.models import Product, Service
+from steps import pvecfg
+from steps.context import StepContext
+from steps.machine import Done, Retry, StepFailed, StepResult, Wait
+
+LIMIT_KEYS = ("mbps_rd", "mbps_wr", "iops_rd", "iops_wr")
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    slot: str
+    size_gb: int
+    storage: str
+    limits: dict[str, int]
+
+
+def system_disk(p: Product) -> DiskSpec:
+    return DiskSpec(f"{p.disk_bus}0", p.disk_gb, p.target_storage, {
+        "mbps_rd": p.disk_mbps_rd, "mbps_wr": p.disk_mbps_wr,
+        "iops_rd": p.disk_iops_rd, "iops_wr": p.disk_iops_wr})
+
+
+def additional_disk(p: Product) -> DiskSpec:
+    return DiskSpec(f"{p.disk_bus}1", p.add_disk_gb, p.add_disk_storage or p.target_storage, {
+        "mbps_rd": p.add_disk_mbps_rd, "mbps_wr": p.add_disk_mbps_wr,
+        "iops_rd": p.add_disk_iops_rd, "iops_wr": p.add_disk_iops_wr})
+
+
+def set_cpu_ram(ctx: StepContext) -> StepResult:
+    p, cfg = ctx.product, ctx.config()
+    want = {"cores": p.cores, "sockets": p.sockets, "memory": p.memory_mb}
+    change = {k: v for k, v in want.items() if str(cfg.get(k, "")) != str(v)}
+    if not change:
+        return Done("no change", skipped=True)
+    ctx.pve.put(f"{ctx.vm_path}/config", **change)
+    return Done(f"{p.cores} cores × {p.sockets}, {p.memory_mb} MB")
+
+
+def _resize(ctx: StepContext, disk: DiskSpec) -> StepResult:
+    cfg = ctx.config()
+    if disk.slot not in cfg:
+        raise StepFailed(f"disk {disk.slot} not found on VM {ctx.vmid}")
+    have = pvecfg.size_gb(pvecfg.parse(cfg[disk.slot], "file").get("size", "0"))
+    if have >= disk.size_gb:
+        note = "no change" if have == disk.size_gb else \
+            f"disk is {have:g}G, package {disk.size_gb}G: disks only grow"
+        return Done(note, skipped=True)
+    upid = ctx.pve.put(f"{ctx.vm_path}/resize", disk=disk.slot, size=f"{disk.size_gb}G")
+    if isinstance(upid, str) and upid.startswith("UPID:"):
+        return Wait(upid, ctx.service.node)
+    return Done(f"{disk.slot} {have:g}G -> {disk.size_gb}G")
+
+
+def _set_io(ctx: StepContext, disk: DiskSpec) -> StepResult:
+    cfg = ctx.config()
+    if disk.slot not in cfg:
+        raise StepFailed(f"disk {disk.slot} not found on VM {ctx.vmid}")
+    props = pvecfg.parse(cfg[disk.slot], "file")
+    new = {k: v for k, v in props.items() if k not in LIMIT_KEYS}
+    new.update({k: str(v) for k, v in disk.limits.items() if v})
+    if new == props:
+        return Done("no change", skipped=True)
+    ctx.pve.put(f"{ctx.vm_path}/config", **{disk.slot: pvecfg.render(new, "file")})
+    shown = ", ".join(f"{k}={v}" for k, v in disk.limits.items() if v) or "unlimited"
+    return Done(shown)
+
+
+def resize_system_disk(ctx: StepContext) -> StepResult:
+    return _resize(ctx, system_disk(ctx.product))
+
+
+def set_system_disk_io(ctx: StepContext) -> StepResult:
+    return _set_io(ctx, system_disk(ctx.product))
+
+
+def create_additional_disk(ctx: StepContext) -> StepResult:
+    """Skipped when the package has none. A disk the VM already has is kept (never destroyed
+    by a downgrade: the data on it is the client's)."""
+    disk = additional_disk(ctx.product)
+    if disk.size_gb <= 0:
+        return Done("no additional disk in package", skipped=True)
+    cfg = ctx.config()
+    if cfg.get("lock"):
+        return Retry(f"VM is locked ({cfg['lock']})", delay_s=1.0)
+    if disk.slot in cfg:
+        return Done(f"{disk.slot} exists", skipped=True)
+    upid = ctx.pve.post(f"{ctx.vm_path}/config", **{disk.slot: f"{disk.storage}:{disk.size_gb}"})
+    if isinstance(upid, str) and upid.startswith("UPID:"):
+        return Wait(upid, ctx.service.node)
+    return Done(f"{disk.slot} {disk.size_gb}G on {disk.storage}")
+
+
+def resize_additional_disk(ctx: StepContext) -> StepResult:
+    disk = additional_disk(ctx.product)
+    if disk.size_gb <= 0:
+        return Done("no additional disk in package", skipped=True)
+    return _resize(ctx, disk)
+
+
+def set_additional_disk_io(ctx: StepContext) -> StepResult:
+    disk = additional_disk(ctx.product)
+    if disk.size_gb <= 0:
+        return Done("no additional disk in package", skipped=True)
+    return _set_io(ctx, disk)
+
+
+def set_network(ctx: StepContext) -> StepResult:
+    """VMSetNetwork: bridge, VLAN tag, MAC (kept across reinstall) and rate limit on net0."""
+    p, cfg = ctx.product, ctx.config()
+    props = pvecfg.parse(cfg.get("net0", ""), "model")
+    mac = ctx.service.macaddr or next(
+        (v for k, v in props.items() if k in ("virtio", "e1000") or ":" in v), None)
+    want = {"virtio": mac} if mac else {"model": "virtio"}
+    want["bridge"] = p.bridge
+    want["firewall"] = "1"
+    if p.vlan:
+        want["tag"] = str(p.vlan)
+    if p.net_rate_mbps and float(p.net_rate_mbps) > 0:
+        want["rate"] = f"{float(p.net_rate_mbps):g}"
+    current = {k: v for k, v in props.items() if k != "model" or "virtio" not in props}
+    if mac and current == want:
+        _remember_mac(ctx, mac)
+        return Done("no change", skipped=True)
+    ctx.pve.put(f"{ctx.vm_path}/config", net0=_render_net(want))
+    if not mac:
+        mac = pvecfg.parse(ctx.config()["net0"], "model").get("virtio")
+    _remember_mac(ctx, mac)
+    return Done(f"{p.bridge}" + (f" vlan {p.vlan}" if p.vlan else "") + f" mac {mac}")
+
+
+def _render_net(want: dict[str, str]) -> str:
+    if "virtio" in want:
+        return ",".join(f"{k}={v}" for k, v in want.items())
+    rest = {k: v for k, v in want.items() if k != "model"}
+    return ",".join(["virtio"] + [f"{k}={v}" for k, v in rest.items()])
+
+
+def _remember_mac(ctx: StepContext, mac: str | None) -> None:
+    if mac and ctx.service.macaddr != mac:
+        ctx.service.macaddr = mac
+        Service.update(macaddr=mac).where(Service.id == ctx.service.id).execute()

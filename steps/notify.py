@@ -1,0 +1,59 @@
+"""Client e-mail steps. Each template is sent once per operation: the ``emails`` row (unique per
+operation and template) is written with the send, in the step's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from pvekvm import mail
+from pvekvm.models import Email
+from steps.context import StepContext
+from steps.machine import Done, Retry, StepFailed, StepResult
+from steps.power import verify_running
+
+
+def _values(ctx: StepContext) -> dict[str, object]:
+    v4, v6 = ctx.ips()
+    return {"hostname": ctx.service.hostname, "service_id": ctx.service.id,
+            "ip": v4[0] if v4 else "DHCP", "ipv6": v6[0] if v6 else None,
+            "username": ctx.service.username, "password": ctx.password,
+            "template": ctx.template.name, "backup": ctx.params.get("backup_id")}
+
+
+def send_once(ctx: StepContext, template: str) -> StepResult:
+    sent = Email.get_or_none((Email.operation_id == ctx.operation.id)
+                             & (Email.template == template))
+    if sent is not None and sent.sent_at is not None:
+        return Done(f"{template} already sent", skipped=True)
+    try:
+        msg = mail.render(ctx.settings.templates_dir, template, _values(ctx))
+        mail.send(ctx.settings.smtp, ctx.service.email, msg)
+    except mail.MailError as exc:
+        if exc.transient:
+            return Retry(f"mail: {exc}", delay_s=5.0)
+        raise StepFailed(f"mail: {exc}") from exc
+    except mail.TemplateError as exc:
+        raise StepFailed(f"mail template: {exc}") from exc
+    Email.insert(operation_id=ctx.operation.id, template=template, recipient=ctx.service.email,
+                 sent_at=datetime.now()).on_conflict(update={Email.sent_at: datetime.now()}
+                                                      ).execute()
+    return Done(f"{template} mail to {ctx.service.email}")
+
+
+def mailer(template: str) -> Callable[[StepContext], StepResult]:
+    def step(ctx: StepContext) -> StepResult:
+        return send_once(ctx, template)
+
+    step.__name__ = f"send_{template}"
+    return step
+
+
+def verify_and_mail(template: str) -> Callable[[StepContext], StepResult]:
+    """'Verify running + Email': the VM answers running, then the client gets the access mail."""
+    def step(ctx: StepContext) -> StepResult:
+        checked = verify_running(ctx)
+        return checked if not isinstance(checked, Done) else send_once(ctx, template)
+
+    step.__name__ = f"verify_and_send_{template}"
+    return step

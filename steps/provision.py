@@ -1,0 +1,94 @@
+"""Bringing the VM into existence where the package wants it: clone, migrate, delete."""
+
+from __future__ import annotations
+
+from pvekvm.models import Service
+from pvekvm.proxmox import ProxmoxError
+from steps import pvecfg
+from steps.context import StepContext
+from steps.machine import Done, Retry, StepFailed, StepResult, Wait
+
+DISK_KEYS = tuple(f"{bus}{n}" for bus in ("scsi", "virtio", "sata", "ide") for n in range(6))
+
+
+def _is_disk(key: str, value: object) -> bool:
+    return key in DISK_KEYS and isinstance(value, str) and "media=cdrom" not in value \
+        and "cloudinit" not in value
+
+
+def clone_vm(ctx: StepContext) -> StepResult:
+    """VMClone: full clone of the template on the template's node. A VM already at our VMID that
+    carries our marker is adopted (a retried step after a crash); a foreign one stops us."""
+    tpl = ctx.template
+    node = ctx.pve.locate(ctx.vmid)
+    if node is not None:
+        cfg = ctx.pve.vm_config(node, ctx.vmid)
+        if cfg.get("lock"):  # PVE writes the description when the clone finishes
+            return Retry(f"clone in progress (lock: {cfg['lock']})", delay_s=1.0)
+        if ctx.marker() not in str(cfg.get("description", "")):
+            raise StepFailed(f"VMID {ctx.vmid} is taken by a VM that is not ours")
+        _record_node(ctx, node)
+        return Done(f"VM {ctx.vmid} exists on {node}", skipped=True)
+    upid = ctx.pve.post(
+        f"nodes/{tpl.node}/qemu/{tpl.vmid}/clone", newid=ctx.vmid, name=ctx.service.hostname,
+        full=1, description=f"{ctx.marker()} op={ctx.operation.id}")
+    _record_node(ctx, tpl.node)
+    return Wait(upid, tpl.node)
+
+
+def migrate_to_target(ctx: StepContext) -> StepResult:
+    """migrateToTargetNode: offline migration to the package's node and storage; skipped when
+    the VM is already there. An attached ISO blocks migration, so it is detached first."""
+    node = ctx.pve.locate(ctx.vmid)
+    if node is None:
+        raise StepFailed(f"VM {ctx.vmid} has vanished")
+    _record_node(ctx, node)
+    cfg = ctx.pve.vm_config(node, ctx.vmid)
+    if cfg.get("lock"):
+        return Retry(f"VM is locked ({cfg['lock']})", delay_s=1.0)
+    target, storage = ctx.product.target_node, ctx.product.target_storage
+    disks = {k: v for k, v in cfg.items() if _is_disk(k, v)}
+    on_storage = all(pvecfg.storage_of(v) == storage for v in disks.values())
+    if node == target and on_storage:
+        return Done(f"already on {target}/{storage}", skipped=True)
+    if node == target:
+        return Done(f"on {target}; disks stay on their storage", skipped=True)
+    for key, value in cfg.items():
+        if key in DISK_KEYS and "media=cdrom" in str(value) and not str(value).startswith("none"):
+            ctx.pve.put(f"nodes/{node}/qemu/{ctx.vmid}/config", **{key: "none,media=cdrom"})
+    status = ctx.pve.get(f"nodes/{node}/qemu/{ctx.vmid}/status/current")
+    if status.get("status") == "running":
+        raise StepFailed("VM is running; offline migration needs it stopped")
+    upid = ctx.pve.post(f"nodes/{node}/qemu/{ctx.vmid}/migrate", target=target, online=0,
+                        **{"with-local-disks": 1, "targetstorage": storage})
+    return Wait(upid, node)
+
+
+def delete_vm(ctx: StepContext) -> StepResult:
+    """Remove the VM with its disks. A VM that is already gone counts as deleted."""
+    if ctx.service.vmid is None:
+        return Done("no VM", skipped=True)
+    node = ctx.pve.locate(ctx.vmid)
+    if node is None:
+        return Done(f"VM {ctx.vmid} already gone", skipped=True)
+    _record_node(ctx, node)
+    cfg = ctx.pve.vm_config(node, ctx.vmid)
+    if cfg.get("lock"):
+        return Retry(f"VM is locked ({cfg['lock']})", delay_s=1.0)
+    status = ctx.pve.get(f"nodes/{node}/qemu/{ctx.vmid}/status/current")
+    if status.get("status") == "running":
+        return Wait(ctx.pve.post(f"nodes/{node}/qemu/{ctx.vmid}/status/stop"), node)
+    try:
+        upid = ctx.pve.delete(f"nodes/{node}/qemu/{ctx.vmid}", purge=1,
+                              **{"destroy-unreferenced-disks": 1})
+    except ProxmoxError as exc:
+        if "does not exist" in str(exc):
+            return Done(f"VM {ctx.vmid} already gone", skipped=True)
+        raise
+    return Wait(upid, node)
+
+
+def _record_node(ctx: StepContext, node: str) -> None:
+    if ctx.service.node != node:
+        ctx.service.node = node
+        Service.update(node=node).where(Service.id == ctx.service.id).execute()

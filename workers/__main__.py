@@ -1,0 +1,43 @@
+"""``python -m workers --pools all --concurrency 4``: one worker process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from pvekvm.config import load_settings
+from pvekvm.db import apply_schema, bind
+from workers.consumer import WorkerProcess, all_pools
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
+    ap.add_argument("--pools", default="all",
+                    help=f"comma-separated pools to consume, or 'all' ({','.join(all_pools())})")
+    ap.add_argument("--concurrency", type=int, default=4, help="messages handled in parallel")
+    ap.add_argument("--config", help="TOML settings file (default: $PVEKVM_CONFIG)")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    pools = all_pools() if args.pools == "all" else [p.strip() for p in args.pools.split(",")]
+    unknown = set(pools) - set(all_pools())
+    if unknown:
+        ap.error(f"unknown pools: {', '.join(sorted(unknown))}")
+    logging.basicConfig(level=args.log_level, stream=sys.stdout,
+                        format="%(asctime)s %(name)s %(message)s")
+    settings = load_settings(args.config)
+    apply_schema(bind(settings.database_url))
+    proc = WorkerProcess(settings, pools, max(1, args.concurrency))
+    signal.signal(signal.SIGTERM, lambda *_: proc.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: proc.stop.set())
+    proc.start()
+    logging.getLogger("pvekvm.worker").info(
+        "serving pools %s with %d threads", ",".join(pools), len(proc.threads))
+    proc.stop.wait()
+    proc.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

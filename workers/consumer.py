@@ -1,0 +1,129 @@
+"""Generic worker plumbing: consume pools' queues, hand each message to intake or the engine,
+publish what they ask (confirmed), then ack. One thread = one connection, one channel, one
+database connection; ``concurrency`` threads per process; prefetch 2 per thread.
+
+Ordering that makes a SIGKILL at any line harmless: the database commit happens inside the
+handler, the confirmed publish after it, the ack last. A message is never acked before the
+state it caused is committed and the nudge it owes is confirmed by the broker."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import pika
+from pika.exceptions import AMQPError
+
+from pvekvm import messaging
+from pvekvm.config import Settings
+from pvekvm.models import DeadLetter, database
+from workers.engine import Engine, mark_published
+from workers.intake import handle_order
+from workers.outcome import Outcome
+
+log = logging.getLogger("pvekvm.worker")
+oplog = logging.getLogger("pvekvm.steps")
+INTAKE = "intake"
+PREFETCH_PER_THREAD = 2
+
+
+def all_pools() -> list[str]:
+    return [INTAKE, *messaging.POOLS]
+
+
+class WorkerThread(threading.Thread):
+    def __init__(self, settings: Settings, pools: list[str], stop: threading.Event,
+                 index: int = 0) -> None:
+        super().__init__(name=f"worker-{index}", daemon=True)
+        self.settings = settings
+        self.pools = pools
+        self.stop_event = stop
+        self.topo = messaging.Topology(settings.namespace)
+        self.engine = Engine(settings, worker=f"{socket.gethostname()}/{self.name}")
+        self.handled = 0
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self.stop_event.is_set():
+            try:
+                self._serve()
+                backoff = 0.5
+            except AMQPError as exc:
+                log.warning("%s: broker connection lost (%s); reconnecting", self.name, exc)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 10)
+        database.close()
+
+    def _serve(self) -> None:
+        conn = messaging.connect(self.settings.amqp_url)
+        try:
+            ch = conn.channel()
+            ch.basic_qos(prefetch_count=PREFETCH_PER_THREAD)
+            publisher = messaging.Publisher(self.settings.amqp_url, self.topo, channel=ch)
+            for pool in self.pools:
+                queue = self.topo.orders_queue if pool == INTAKE else self.topo.step_queue(pool)
+                ch.basic_consume(queue, self._callback(pool, publisher))
+            while not self.stop_event.is_set():
+                conn.process_data_events(time_limit=0.5)
+        finally:
+            if conn.is_open:
+                conn.close()
+
+    def _callback(self, pool: str, publisher: messaging.Publisher) -> Callable[..., None]:
+        def on_message(ch, method, props: pika.BasicProperties, body: bytes) -> None:
+            if self.stop_event.is_set():  # finishing up: leave it for another worker
+                ch.basic_nack(method.delivery_tag, requeue=True)
+                return
+            try:
+                database.connect(reuse_if_open=True)
+                outcome = handle_order(body) if pool == INTAKE else self.engine.handle(pool, body)
+                self._follow_up(outcome, publisher, body, pool)
+            except AMQPError:
+                raise
+            except Exception:
+                log.exception("%s: handling a message from %s failed; it goes back", self.name,
+                              pool)
+                ch.basic_nack(method.delivery_tag, requeue=True)
+                time.sleep(0.2)  # a hot loop on a broken database helps no one
+                return
+            ch.basic_ack(method.delivery_tag)
+            self.handled += 1
+
+        return on_message
+
+    def _follow_up(self, outcome: Outcome, publisher: messaging.Publisher, body: bytes,
+                   pool: str) -> None:
+        for line in outcome.log:
+            oplog.info("%s", line)
+        if outcome.dead_reason:
+            log.error("refused message from %s: %s", pool, outcome.dead_reason)
+            DeadLetter.create(source=pool, reason=outcome.dead_reason, body=body,
+                              created_at=datetime.now())
+            publisher.publish_dead(body, outcome.dead_reason, pool)
+        for nudge in outcome.publish:
+            publisher.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id, nudge.delay_s)
+        if outcome.mark_published:
+            mark_published(*outcome.mark_published)
+
+
+class WorkerProcess:
+    """``concurrency`` worker threads over ``pools``; SIGTERM finishes the messages in hand."""
+
+    def __init__(self, settings: Settings, pools: list[str], concurrency: int) -> None:
+        self.stop = threading.Event()
+        messaging.declare(settings.amqp_url, messaging.Topology(settings.namespace))
+        self.threads = [WorkerThread(settings, pools, self.stop, i) for i in range(concurrency)]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        self.stop.set()
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,242 @@
+"""The generic step runner: load the operation, check the nudge is the live one, run the step
+for the operation's state, commit the new state by compare-and-swap, and say what to publish.
+
+Concurrency and crash safety, in short:
+- the operation row is locked ``FOR UPDATE NOWAIT`` for the step: a duplicate delivery of the same
+  nudge that arrives meanwhile is put back on a short delay instead of running the step twice;
+- every change of state bumps ``version`` and names the next live nudge (``nudge_id``) in the
+  same commit; a message whose nudge is not the live one is stale and dropped — except the
+  redelivery of the very message that caused the last change (``prev_nudge_id``) while the next
+  nudge is not yet confirmed published: that one re-publishes it (a crash between commit and
+  publish loses nothing, and duplicates cannot multiply).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import datetime
+from typing import Any
+
+from peewee import OperationalError
+
+from pvekvm import oplog
+from pvekvm.config import Settings
+from pvekvm.models import Operation, Service, StepRun, database
+from pvekvm.proxmox import ProxmoxError, client
+from steps.context import StepContext
+from steps.machine import Done, Machine, Retry, StepFailed, StepResult, Wait
+from steps.machines import MACHINES
+from workers.outcome import Nudge, Outcome
+
+log = logging.getLogger("pvekvm.engine")
+LOCK_BUSY = (1205, 3572)  # lock wait timeout / NOWAIT refused
+
+
+def new_nudge_id() -> str:
+    return str(uuid.uuid4())
+
+
+def nudge_for(op: Operation) -> Nudge | None:
+    """The message that moves ``op`` on from where it stands (None when nothing runs)."""
+    machine = MACHINES.get(op.kind)
+    t = machine.at(op.state) if machine else None
+    if t is None or not op.nudge_id:
+        return None
+    return Nudge(t.pool, op.id, op.nudge_id, op.state, float(op.nudge_delay_s or 0))
+
+
+class Engine:
+    def __init__(self, settings: Settings, worker: str = "") -> None:
+        self.settings = settings
+        self.worker = worker
+
+    # --- entry point --------------------------------------------------------------------------
+
+    def handle(self, pool: str, body: bytes) -> Outcome:
+        try:
+            msg = json.loads(body)
+            op_id, nudge = int(msg["op"]), str(msg["nudge"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return Outcome(dead_reason=f"malformed step message: {exc}")
+        try:
+            with database.atomic():
+                return self._handle_locked(pool, op_id, nudge)
+        except _LostRace:
+            return Outcome()
+        except OperationalError as exc:
+            if exc.args and exc.args[0] in LOCK_BUSY:
+                busy = Nudge(pool, op_id, nudge, str(msg.get("state", "")), delay_s=0.25)
+                return Outcome(publish=[busy])
+            raise
+
+    def _handle_locked(self, pool: str, op_id: int, nudge: str) -> Outcome:
+        op = (Operation.select().where(Operation.id == op_id)
+              .for_update("FOR UPDATE NOWAIT").get_or_none())
+        if op is None:
+            return Outcome(dead_reason=f"unknown operation {op_id}")
+        if nudge != op.nudge_id:
+            if (nudge == op.prev_nudge_id and op.nudge_id and not op.nudge_published
+                    and op.status == "running"):
+                again = nudge_for(op)
+                return Outcome(publish=[again] if again else [],
+                               mark_published=(op.id, op.nudge_id) if again else None)
+            return Outcome()  # stale: someone already moved this operation on
+        if op.status != "running":
+            return Outcome()
+        machine = MACHINES[op.kind]
+        t = machine.at(op.state)
+        if t is None:
+            return self._finish(op, machine, Outcome())
+        if t.pool != pool:  # wrong queue (config change between versions): forward, same id
+            return Outcome(publish=[Nudge(t.pool, op.id, nudge, op.state)])
+        return self._run(op, machine, nudge)
+
+    # --- running a step -------------------------------------------------------------------------
+
+    def _run(self, op: Operation, machine: Machine, nudge: str) -> Outcome:
+        t = machine.at(op.state)
+        assert t is not None
+        service = Service.get_by_id(op.service_id)
+        pve = client(self.settings.proxmox) if self.settings.proxmox else None
+        ctx = StepContext(self.settings, op, service, pve)  # type: ignore[arg-type]
+        started = op.step_started_at or datetime.now()
+        try:
+            if op.upid:
+                status = pve.task_status(op.upid_node, op.upid)
+                if status.running:
+                    polls = op.polls + 1
+                    delays = self.settings.engine.poll_delays_s
+                    return self._reschedule(op, nudge, delays[min(polls, len(delays) - 1)],
+                                            started, upid=op.upid, node=op.upid_node, polls=polls)
+                if not status.ok:
+                    raise ProxmoxError(f"task failed: {status.exitstatus}", transient=True)
+                ctx.after_task = True
+                op.upid = None
+            result: StepResult = t.step(ctx)
+        except StepFailed as exc:
+            return self._pause(op, machine, nudge, started, str(exc))
+        except ProxmoxError as exc:
+            if exc.transient:
+                result = Retry(str(exc), delay_s=2.0)
+            else:
+                return self._pause(op, machine, nudge, started, f"Proxmox: {exc}")
+        except Exception as exc:  # noqa: BLE001 - an unexpected bug must stop visibly, not loop
+            log.exception("step %s crashed for operation %s", t.label, op.id)
+            return self._pause(op, machine, nudge, started, f"{type(exc).__name__}: {exc}")
+
+        if isinstance(result, Wait):
+            return self._reschedule(op, nudge, self.settings.engine.poll_delays_s[0], started,
+                                    upid=result.upid, node=result.node, polls=0)
+        if isinstance(result, Retry):
+            return self._retry(op, machine, nudge, started, result)
+        return self._advance(op, machine, nudge, started, result)
+
+    def _cas(self, op: Operation, nudge: str, **changes: Any) -> None:
+        """Compare-and-swap on (id, version, nudge): the losing side of a race changes nothing."""
+        changes.setdefault("version", op.version + 1)
+        n = (Operation.update(**changes)
+             .where((Operation.id == op.id) & (Operation.version == op.version)
+                    & (Operation.nudge_id == nudge)).execute())
+        if n != 1:
+            raise _LostRace()
+        for k, v in changes.items():
+            setattr(op, k, v)
+
+    def _reschedule(self, op: Operation, nudge: str, delay: float, started: datetime, *,
+                    upid: str | None, node: str | None, polls: int, **more: Any) -> Outcome:
+        nxt = new_nudge_id()
+        self._cas(op, nudge, upid=upid, upid_node=node, polls=polls, nudge_id=nxt,
+                  prev_nudge_id=nudge, nudge_published=False, nudge_delay_s=delay,
+                  step_started_at=started, **more)
+        return Outcome(publish=[Nudge(MACHINES[op.kind].at(op.state).pool, op.id, nxt, op.state,
+                                      delay)], mark_published=(op.id, nxt))
+
+    def _retry(self, op: Operation, machine: Machine, nudge: str, started: datetime,
+               result: Retry) -> Outcome:
+        attempt = op.attempt + 1
+        if attempt > self.settings.engine.max_attempts:
+            return self._pause(op, machine, nudge, started,
+                               f"{result.reason} (gave up after {attempt - 1} attempts)")
+        delay = min(result.delay_s * 2 ** (attempt - 1), 60.0)
+        out = self._reschedule(op, nudge, delay, started, upid=None, node=None, polls=0,
+                               attempt=attempt)
+        line = self._record(op, machine, started, "retry", f"{result.reason}. Will retry.")
+        out.log.append(line)
+        return out
+
+    def _pause(self, op: Operation, machine: Machine, nudge: str, started: datetime,
+               reason: str) -> Outcome:
+        self._cas(op, nudge, status="paused", error=reason[:4000], nudge_id=None,
+                  prev_nudge_id=nudge, upid=None, upid_node=None, step_started_at=None)
+        out = Outcome(log=[self._record(op, machine, started, "error", reason)])
+        out.log.append(oplog.paused_line(machine, op))
+        return out
+
+    def _advance(self, op: Operation, machine: Machine, nudge: str, started: datetime,
+                 result: Done) -> Outcome:
+        t = machine.at(op.state)
+        assert t is not None
+        line = self._record(op, machine, started, "skip" if result.skipped else "success",
+                            result.message, to_state=t.next_state)
+        nxt = new_nudge_id()
+        self._cas(op, nudge, state=t.next_state, attempt=0, nudge_id=nxt, prev_nudge_id=nudge,
+                  nudge_published=False, nudge_delay_s=0, upid=None, upid_node=None, polls=0,
+                  step_started_at=None, error=None)
+        out = Outcome(log=[line])
+        if machine.at(op.state) is None:
+            return self._finish(op, machine, out)
+        out.publish.append(nudge_for(op))  # type: ignore[arg-type]
+        out.mark_published = (op.id, nxt)
+        return out
+
+    def _finish(self, op: Operation, machine: Machine, out: Outcome) -> Outcome:
+        self._cas(op, op.nudge_id, status="done", active_service=None, nudge_id=None,
+                  finished_at=datetime.now())
+        Service.update(status=machine.done_status).where(Service.id == op.service_id).execute()
+        out.log.append(oplog.complete_line(machine, op, machine.done_status))
+        nxt = start_next_queued(op.service_id)
+        if nxt is not None:
+            out.publish.append(nxt)
+            out.mark_published = (nxt.operation_id, nxt.nudge_id)
+        return out
+
+    def _record(self, op: Operation, machine: Machine, started: datetime, result: str,
+                message: str, to_state: str | None = None) -> str:
+        t = machine.at(op.state)
+        assert t is not None
+        ms = int((datetime.now() - started).total_seconds() * 1000)
+        svc = Service.get_by_id(op.service_id)
+        StepRun.create(operation_id=op.id, service_id=op.service_id, vmid=svc.vmid,
+                       label=t.label, from_state=op.state, to_state=to_state or t.next_state,
+                       result=result, duration_ms=ms, message=message[:4000],
+                       worker=self.worker[:64], created_at=datetime.now())
+        return oplog.step_line(op.service_id, machine.number(op.state), t.label, result,
+                               op.state, t.next_state, message, ms / 1000)
+
+
+class _LostRace(Exception):
+    """Another delivery moved the operation on first; this one must change nothing."""
+
+
+def start_next_queued(service_id: int) -> Nudge | None:
+    """When a service's operation ends, the oldest one waiting for it starts (inside the caller's
+    transaction)."""
+    op = (Operation.select().where((Operation.service_id == service_id)
+                                   & (Operation.status == "queued"))
+          .order_by(Operation.id).for_update().first())
+    if op is None:
+        return None
+    nudge = new_nudge_id()
+    Operation.update(status="running", active_service=service_id, nudge_id=nudge,
+                     nudge_published=False, version=Operation.version + 1).where(
+        Operation.id == op.id).execute()
+    machine = MACHINES[op.kind]
+    Service.update(status=machine.busy_status).where(Service.id == service_id).execute()
+    return Nudge(machine.at(op.state).pool, op.id, nudge, op.state)
+
+
+def mark_published(op_id: int, nudge_id: str) -> None:
+    Operation.update(nudge_published=True).where(
+        (Operation.id == op_id) & (Operation.nudge_id == nudge_id)).execute()

@@ -1,0 +1,99 @@
+"""Intake: turn a billing event into an operation row and its first nudge, or refuse it with a
+reason. Nothing here talks to Proxmox; everything is one database transaction."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from peewee import IntegrityError
+
+from producers.events import CreateEvent, Event, InvalidEvent, parse_event
+from pvekvm.models import Operation, Product, Service, Template, database
+from pvekvm.validation import is_valid_hostname
+from steps.machines import MACHINES
+from workers.engine import new_nudge_id, nudge_for
+from workers.outcome import Outcome
+
+log = logging.getLogger("pvekvm.intake")
+MAX_SERVICE_ID = 2**32 - 1
+
+# event type → (machine kind, service status that allows it)
+KIND_OF: dict[str, str] = {"create": "deploy"}
+
+
+class Refused(Exception):
+    """The event is well-formed but cannot be carried out (unknown product, …)."""
+
+
+def handle_order(body: bytes) -> Outcome:
+    try:
+        event = parse_event(body)
+        if event.service_id > MAX_SERVICE_ID:
+            raise InvalidEvent(f"field 'service_id': {event.service_id} is out of range")
+        with database.atomic():
+            return _start(event)
+    except (InvalidEvent, Refused) as exc:
+        return Outcome(dead_reason=str(exc))
+
+
+def _start(event: Event) -> Outcome:
+    existing = Operation.get_or_none(Operation.idempotency_key == event.idempotency_key)
+    if existing is not None:  # the same event again: nothing new; make sure it is moving
+        again = nudge_for(existing) if not existing.nudge_published else None
+        return Outcome(publish=[again] if again else [],
+                       mark_published=(existing.id, existing.nudge_id) if again else None,
+                       log=[f"sid:{event.service_id} duplicate event "
+                            f"{event.idempotency_key}: operation {existing.id} already exists"])
+    kind = KIND_OF.get(event.type)
+    if kind is None or kind not in MACHINES:
+        raise Refused(f"event type {event.type!r} is not supported by this engine version")
+    params: dict[str, Any] = {}
+    if isinstance(event, CreateEvent):
+        _create_service(event)
+    elif Service.get_or_none(Service.id == event.service_id) is None:
+        raise Refused(f"unknown service {event.service_id}")
+    machine = MACHINES[kind]
+    busy = Operation.get_or_none(Operation.active_service == event.service_id)
+    nudge = new_nudge_id()
+    fields = dict(service_id=event.service_id, kind=kind, idempotency_key=event.idempotency_key,
+                  params=json.dumps(params), state=machine.first_state)
+    try:
+        with database.atomic():
+            op = Operation.create(**fields, status="queued" if busy else "running",
+                                  active_service=None if busy else event.service_id,
+                                  nudge_id=None if busy else nudge)
+    except IntegrityError:  # lost a race with another event for this service: queue behind it
+        busy = Operation.get_or_none(Operation.active_service == event.service_id)
+        op = Operation.create(**fields, status="queued")
+    if busy:
+        return Outcome(log=[f"sid:{event.service_id} {kind} queued behind {busy.kind}"])
+    Service.update(status=machine.busy_status).where(Service.id == event.service_id).execute()
+    return Outcome(publish=[nudge_for(op)], mark_published=(op.id, nudge),  # type: ignore[list-item]
+                   log=[f"sid:{event.service_id} {kind} accepted (operation {op.id})"])
+
+
+def _create_service(event: CreateEvent) -> None:
+    product = Product.get_or_none(Product.name == event.product)
+    if product is None:
+        raise Refused(f"unknown product {event.product!r}")
+    if event.template:
+        template = Template.get_or_none(Template.name == event.template)
+        if template is None:
+            raise Refused(f"unknown template {event.template!r}")
+    else:
+        template = Template.get_by_id(product.template_id)
+    hostname = event.hostname or f"{product.hostname_prefix}-{event.client_id}-{event.service_id}"
+    if not event.hostname and product.dns_zone:
+        hostname = f"{hostname}.{product.dns_zone}"
+    if not is_valid_hostname(hostname):
+        raise Refused(f"generated hostname {hostname!r} is not RFC 1123")
+    old = Service.get_or_none(Service.id == event.service_id)
+    if old is not None and old.status != "terminated":
+        raise Refused(f"service {event.service_id} already exists (status {old.status})")
+    if old is not None:
+        old.delete_instance()
+    Service.create(id=event.service_id, client_id=event.client_id, product_id=product.id,
+                   template_id=template.id, email=event.email, hostname=hostname,
+                   status="pending", want_ipv6=bool(event.ipv6))

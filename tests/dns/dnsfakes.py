@@ -8,6 +8,7 @@ absence of traffic. A request of the wrong shape gets the vendor's error answer 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import re
@@ -503,3 +504,85 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:port to a target port. stop() closes the listener and every open
+    connection (new connections are then refused); start() listens again on the same port."""
+
+    def __init__(self, target_port: int, port: int | None = None) -> None:
+        self.target_port = target_port
+        self.port = port or free_port()
+        self.connections = 0
+        self._listener: socket.socket | None = None
+        self._open: list[socket.socket] = []
+        self._stop = threading.Event()
+
+    def start(self) -> TcpProxy:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(16)
+        sock.settimeout(0.05)
+        self._listener = sock
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, args=(sock, self._stop), daemon=True).start()
+        return self
+
+    def _accept(self, sock: socket.socket, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                client, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            client.settimeout(None)
+            upstream.settimeout(None)
+            self._open += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+        sock.close()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for s in self._open:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+        self._open = []
+
+
+class SilentServer:
+    """Accepts TCP connections and never answers: for time-out tests."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()

@@ -10,9 +10,11 @@
 
 ``SmtpSink(data_reply="550 5.7.1 rejected")`` answers DATA with that reply instead of accepting
 (``rcpt_reply`` likewise for RCPT TO), to exercise permanent (5xx) and transient (4xx) failures;
-refused messages are not collected. ``sink.messages`` is a snapshot list of what was accepted;
-``sink.clear()`` empties it. ``wait_for`` blocks on a condition variable until a message matches
-or the deadline passes (then raises ``TimeoutError`` listing what did arrive).
+refused messages are not collected. Extra keyword arguments go to aiosmtpd's SMTP server, e.g.
+``SmtpSink(authenticator=fn, auth_require_tls=False)`` to require a login. ``sink.messages`` is
+a snapshot list of what was accepted; ``sink.clear()`` empties it. ``wait_for`` blocks on a
+condition variable until a message matches or the deadline passes (then raises ``TimeoutError``
+listing what did arrive).
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ def _free_port(host: str) -> int:
 
 class SmtpSink:
     def __init__(self, data_reply: str | None = None, rcpt_reply: str | None = None,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", **server_options: Any) -> None:
         self.host = host
+        self.server_options = server_options
         self.port = 0
         self.data_reply = data_reply
         self.rcpt_reply = rcpt_reply
@@ -92,7 +95,8 @@ class SmtpSink:
         for _ in range(5):  # a free port can be taken between probing and binding
             port = _free_port(self.host)
             controller = Controller(_Handler(self), hostname=self.host, port=port,
-                                    enable_SMTPUTF8=True, ready_timeout=5.0)
+                                    ready_timeout=5.0,
+                                    **{"enable_SMTPUTF8": True, **self.server_options})
             try:
                 controller.start()
             except Exception as exc:  # bind race: try another port

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from pvekvm.config import ROOT, SmtpSettings
 from pvekvm.mail import MailError, TemplateError, render, send, template_variables
@@ -169,3 +170,45 @@ def test_sink_wakes_waiter_from_another_thread(sink: SmtpSink) -> None:
     got = sink.wait_for(lambda m: m.rcpt_tos == ["late@example.com"], timeout=5)
     sender.join(5)
     assert got.subject.startswith("Your virtual server")
+
+
+# handled=False below: aiosmtpd then answers 535 itself (with the default it sends nothing).
+AUTH_SINK = {"authenticator": None, "auth_require_tls": False, "auth_required": True}
+auth_warning = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+
+
+def _authenticator(server, session, envelope, mechanism, auth_data) -> AuthResult:  # noqa: ANN001
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+        b"mailer", b"pa55")
+    return AuthResult(success=ok, handled=False)
+
+
+AUTH_SINK["authenticator"] = _authenticator
+
+
+@auth_warning
+def test_login_then_send() -> None:
+    with SmtpSink(**AUTH_SINK) as s:
+        send(s.settings(user="mailer", password="pa55"), "a@example.com",
+             render(TEMPLATES, "password_reset", ACCESS))
+        got = s.wait_for()
+    assert "New password: S3cr€t$pw" in got.body
+
+
+@auth_warning
+def test_wrong_password_is_permanent() -> None:
+    with SmtpSink(**AUTH_SINK) as s:
+        with pytest.raises(MailError) as err:
+            send(s.settings(user="mailer", password="wrong"), "a@example.com",
+                 render(TEMPLATES, "welcome", ACCESS))
+        assert s.messages == []
+    assert err.value.transient is False
+    assert err.value.smtp_code == 535
+
+
+@auth_warning
+def test_auth_required_but_not_configured_is_permanent() -> None:
+    with SmtpSink(**AUTH_SINK) as s, \
+            pytest.raises(MailError) as err:
+        send(s.settings(), "a@example.com", render(TEMPLATES, "welcome", ACCESS))
+    assert err.value.transient is False

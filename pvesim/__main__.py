@@ -1,0 +1,74 @@
+"""Command line entry point: ``python -m pvesim``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .faults import Faults
+from .server import Simulator
+
+EPILOG = """\
+connection file (JSON): base_url, host, port, nodes, user, password (ticket auth), token_id,
+token_name, token_secret (API token), ca_bundle (CA to verify TLS), control_url, templates
+{name: {vmid, node, storage}}, storages, fingerprint.
+
+faults file (JSON, all optional): {"error_rate": 0.1, "error_status": 500, "latency_ms": 20,
+"task_error_rate": 0.05, "lock_timeout_rate": 0.05, "status_400_after_dispatch": 500,
+"down_nodes": ["pve3"], "apply_to_ticket": false, "seed": 1}. Change at runtime with
+PUT /_sim/faults (JSON body); POST /_sim/reset clears faults ({"state": true} also resets VMs);
+GET /_sim/vms dumps the VM state.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pvesim", description=(
+        "Proxmox VE 8.4 API simulator: HTTPS /api2/json with tickets, API tokens, "
+        "async tasks, locks and fault injection."), epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=8006, help="listen port; 0 picks a free one")
+    ap.add_argument("--state-dir", type=Path, default=Path("./pvesim-state"),
+                    help="CA/certs, secrets and state JSON (saved on shutdown, reloaded)")
+    ap.add_argument("--task-time-scale", type=float, default=1.0,
+                    help="task duration factor: 1.0 realistic (clone 20s, migrate 30s...), "
+                    "0 finishes tasks almost immediately (still asynchronous)")
+    ap.add_argument("--faults", type=Path, help="JSON file with fault settings (see below)")
+    ap.add_argument("--connection-file", type=Path, help="write connection JSON here")
+    ap.add_argument("--nodes", default="pve1,pve2,pve3", help="comma separated node names")
+    ap.add_argument("--clone-storage-limit", type=int, default=2,
+                    help="parallel full clones per node+storage before lock timeouts")
+    ap.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    args = ap.parse_args(argv)
+
+    faults = Faults.from_dict(json.loads(args.faults.read_text())) if args.faults else Faults()
+    sim = Simulator(host=args.host, port=args.port, state_dir=args.state_dir,
+                    task_time_scale=args.task_time_scale, faults=faults,
+                    nodes=[n for n in args.nodes.split(",") if n],
+                    clone_storage_limit=args.clone_storage_limit, verbose=args.verbose)
+    conn = sim.connection()
+    if args.connection_file:
+        tmp = args.connection_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(conn, indent=1))
+        tmp.replace(args.connection_file)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    sim.start()
+    print(f"pvesim listening on {conn['base_url']}", file=sys.stderr, flush=True)
+    while not stop.wait(0.5):
+        pass
+    sim.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""In-memory cluster state: nodes, storages, volumes, VMs; JSON persistence."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+DEFAULT_NODES = ["pve1", "pve2", "pve3"]
+GiB = 1024**3
+
+ISO_FILES = {
+    "Debian-12.5.0-amd64-netinst.iso": 659554304,
+    "Ubuntu-22.04.4-live-server-amd64.iso": 2104408064,
+    "proxmox-ve_8.1-2.iso": 1336590336,
+    "myfile.iso": 1048576,
+}
+
+DRIVE_RE = re.compile(r"^(ide[0-3]|sata[0-5]|scsi(?:[0-9]|[1-2][0-9]|30)|virtio(?:[0-9]|1[0-5])"
+                      r"|efidisk0|tpmstate0)$")
+UNUSED_RE = re.compile(r"^unused\d+$")
+
+
+class PVEError(Exception):
+    """A handler failure answered like PVE: status code + one-line message (default 500)."""
+
+    def __init__(self, message: str, status: int = 500):
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+def storage_defs() -> dict[str, dict[str, Any]]:
+    """Default storage.cfg of the simulated cluster."""
+    return {
+        "local": {"type": "dir", "content": ["iso", "vztmpl", "backup"], "shared": 0,
+                  "path": "/var/lib/vz", "total": 100 * GiB},
+        "local-lvm": {"type": "lvmthin", "content": ["images", "rootdir"], "shared": 0,
+                      "total": 500 * GiB},
+        "nfs-shared": {"type": "nfs", "content": ["images", "iso"], "shared": 1,
+                       "total": 4096 * GiB},
+        "backup": {"type": "dir", "content": ["backup"], "shared": 1, "path": "/mnt/backup",
+                   "total": 2048 * GiB},
+        "iso": {"type": "dir", "content": ["iso"], "shared": 1, "path": "/mnt/iso",
+                "total": 512 * GiB},
+    }
+
+
+TEMPLATES = [
+    (9000, "debian-12-cloud", "pve1", "local-lvm", "ide2"),
+    (9001, "ubuntu-2204-cloud", "pve1", "local-lvm", "ide2"),
+    (9002, "almalinux-9-cloud", "pve1", "nfs-shared", "ide0"),
+]
+
+
+def format_size(n: int) -> str:
+    """PVE's drive ``size=`` rendering (largest exact unit)."""
+    for unit, mult in (("T", 1024**4), ("G", GiB), ("M", 1024**2), ("K", 1024)):
+        if n and n % mult == 0:
+            return f"{n // mult}{unit}"
+    return str(n)
+
+
+def parse_size(s: str) -> int:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)", s)
+    if not m:
+        raise PVEError(f"unable to parse size '{s}'")
+    mult = {"": 1, "K": 1024, "M": 1024**2, "G": GiB, "T": 1024**4}[m.group(2)]
+    return int(float(m.group(1)) * mult)
+
+
+def split_prop(value: str) -> list[tuple[str | None, str]]:
+    """Split a property string into (key or None, value) pairs, keeping order."""
+    out: list[tuple[str | None, str]] = []
+    for part in value.split(","):
+        if not part:
+            continue
+        k, sep, v = part.partition("=")
+        out.append((k, v) if sep else (None, part))
+    return out
+
+
+def join_prop(pairs: list[tuple[str | None, str]]) -> str:
+    return ",".join(v if k is None else f"{k}={v}" for k, v in pairs)
+
+
+def drive_file(value: str) -> str:
+    for k, v in split_prop(value):
+        if k in (None, "file", "volume"):
+            return v
+    return ""
+
+
+def drive_opt(value: str, key: str) -> str | None:
+    for k, v in split_prop(value):
+        if k == key:
+            return v
+    return None
+
+
+def set_drive_opt(value: str, key: str, new: str) -> str:
+    pairs = [(k, v) for k, v in split_prop(value) if k != key]
+    pairs.append((key, new))
+    return join_prop(pairs)
+
+
+def is_cdrom(value: str) -> bool:
+    return drive_opt(value, "media") == "cdrom" and "cloudinit" not in drive_file(value)
+
+
+def is_cloudinit(value: str) -> bool:
+    return "cloudinit" in drive_file(value)
+
+
+def random_mac(rng: random.Random) -> str:
+    return "BC:24:11:" + ":".join(f"{rng.randrange(256):02X}" for _ in range(3))
+
+
+class Cluster:
+    """The whole simulated cluster. Callers hold ``self.lock`` around reads and writes."""
+
+    def __init__(self, nodes: list[str] | None = None):
+        self.lock = threading.RLock()
+        self.rng = random.Random()
+        self.nodes = list(nodes or DEFAULT_NODES)
+        self.storages = storage_defs()
+        self.vms: dict[int, dict[str, Any]] = {}
+        # volumes[scope][volid] where scope is a node name (local storage) or "shared"
+        self.volumes: dict[str, dict[str, dict[str, Any]]] = {}
+        self.boot = time.time() - 86400 * 3
+        self.seed_defaults()
+
+    # --- storage ---------------------------------------------------------------------------
+    def scope(self, storeid: str, node: str) -> str:
+        return "shared" if self.storages[storeid]["shared"] else node
+
+    def volume(self, volid: str, node: str) -> dict[str, Any] | None:
+        storeid = volid.split(":", 1)[0]
+        if storeid not in self.storages:
+            return None
+        return self.volumes.get(self.scope(storeid, node), {}).get(volid)
+
+    def add_volume(self, node: str, volid: str, size: int, content: str, vmid: int | None = None,
+                   fmt: str = "raw", **extra: Any) -> dict[str, Any]:
+        storeid = volid.split(":", 1)[0]
+        vol = {"volid": volid, "size": size, "content": content, "format": fmt,
+               "ctime": int(time.time()), **extra}
+        if vmid is not None:
+            vol["vmid"] = vmid
+        self.volumes.setdefault(self.scope(storeid, node), {})[volid] = vol
+        return vol
+
+    def remove_volume(self, node: str, volid: str) -> None:
+        storeid = volid.split(":", 1)[0]
+        if storeid in self.storages:
+            self.volumes.get(self.scope(storeid, node), {}).pop(volid, None)
+
+    def storage_volumes(self, storeid: str, node: str) -> list[dict[str, Any]]:
+        scope = self.scope(storeid, node)
+        prefix = storeid + ":"
+        return [v for k, v in self.volumes.get(scope, {}).items() if k.startswith(prefix)]
+
+    def storage_used(self, storeid: str, node: str) -> int:
+        return sum(v["size"] for v in self.storage_volumes(storeid, node))
+
+    def new_disk_volid(self, storeid: str, node: str, vmid: int, fmt: str | None = None,
+                       taken: set[str] | None = None) -> str:
+        scfg = self.storages[storeid]
+        used = {v["volid"] for v in self.storage_volumes(storeid, node)} | (taken or set())
+        for n in range(1000):
+            if scfg["type"] in ("lvmthin", "lvm", "rbd", "zfspool"):
+                volid = f"{storeid}:vm-{vmid}-disk-{n}"
+            else:
+                volid = f"{storeid}:{vmid}/vm-{vmid}-disk-{n}.{fmt or 'raw'}"
+            if not any(u == volid or u.endswith("/" + volid.split(":", 1)[1]) for u in used):
+                return volid
+        raise PVEError(f"unable to allocate an image name for VM {vmid} in storage '{storeid}'")
+
+    def cloudinit_volid(self, storeid: str, vmid: int) -> str:
+        if self.storages[storeid]["type"] in ("lvmthin", "lvm", "rbd", "zfspool"):
+            return f"{storeid}:vm-{vmid}-cloudinit"
+        return f"{storeid}:{vmid}/vm-{vmid}-cloudinit.qcow2"
+
+    # --- VMs -------------------------------------------------------------------------------
+    def new_vm(self, vmid: int, node: str, config: dict[str, str]) -> dict[str, Any]:
+        vm = {"vmid": vmid, "node": node, "config": config, "pending": {},
+              "pending_delete": [], "snapshots": {}, "status": "stopped",
+              "qmpstatus": "stopped", "started": 0.0, "ci_applied": {},
+              "firewall": {"options": {}, "rules": [], "ipsets": {}}}
+        self.vms[vmid] = vm
+        return vm
+
+    def vm_on(self, node: str, vmid: int | str) -> dict[str, Any]:
+        """load_config semantics: the VM must live on ``node``."""
+        vm = self.vms.get(int(vmid))
+        if vm is None or vm["node"] != node:
+            raise PVEError(f"Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' "
+                           "does not exist")
+        return vm
+
+    def next_vmid(self) -> int:
+        i = 100
+        while i in self.vms:
+            i += 1
+        return i
+
+    @staticmethod
+    def digest(vm: dict[str, Any]) -> str:
+        text = "".join(f"{k}: {v}\n" for k, v in vm["config"].items())
+        text += "".join(f"[PENDING]{k}: {v}\n" for k, v in vm["pending"].items())
+        text += "delete: " + ",".join(vm["pending_delete"]) + "\n"
+        text += "".join(f"[{n}]" for n in vm["snapshots"])
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    def vm_disks(self, config: dict[str, str]) -> list[tuple[str, str]]:
+        """(key, volid) of non-cdrom drives and unused volumes (incl. cloud-init)."""
+        out = []
+        for k, v in config.items():
+            if DRIVE_RE.match(k) and not is_cdrom(v):
+                f = drive_file(v)
+                if f and f != "none" and ":" in f:
+                    out.append((k, f))
+            elif UNUSED_RE.match(k):
+                out.append((k, v))
+        return out
+
+    def root_disk_size(self, config: dict[str, str]) -> int:
+        for k, v in config.items():
+            if DRIVE_RE.match(k) and not is_cdrom(v) and not is_cloudinit(v):
+                size = drive_opt(v, "size")
+                return parse_size(size) if size else 0
+        return 0
+
+    # --- seed ------------------------------------------------------------------------------
+    def seed_defaults(self) -> None:
+        for name, size in ISO_FILES.items():
+            self.add_volume("", f"iso:iso/{name}", size, "iso", fmt="iso")
+        for vmid, name, node, storeid, ci_slot in TEMPLATES:
+            base = (f"{storeid}:base-{vmid}-disk-0" if storeid == "local-lvm"
+                    else f"{storeid}:{vmid}/base-{vmid}-disk-0.raw")
+            ci = self.cloudinit_volid(storeid, vmid)
+            self.add_volume(node, base, 2 * GiB, "images", vmid)
+            self.add_volume(node, ci, 4 * 1024**2, "images", vmid)
+            cfg = {
+                "boot": "order=scsi0", "cores": "1", "memory": "2048", "name": name,
+                "net0": f"virtio={random_mac(self.rng)},bridge=vmbr0",
+                "ostype": "l26", "scsi0": f"{base},size=2G", "scsihw": "virtio-scsi-pci",
+                ci_slot: f"{ci},media=cdrom", "serial0": "socket", "vga": "serial0",
+                "smbios1": f"uuid={uuid.uuid4()}", "vmgenid": str(uuid.uuid4()),
+                "template": "1", "agent": "1",
+            }
+            self.new_vm(vmid, node, cfg)
+
+    # --- persistence -----------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {"nodes": self.nodes, "storages": self.storages,
+                "vms": {str(k): v for k, v in self.vms.items()}, "volumes": self.volumes}
+
+    def load_json(self, data: dict[str, Any]) -> None:
+        self.nodes = data["nodes"]
+        self.storages = data["storages"]
+        self.vms = {int(k): v for k, v in data["vms"].items()}
+        self.volumes = data["volumes"]
+        for vm in self.vms.values():  # running guests do not survive a simulator restart
+            vm.pop("lock_task", None)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        with self.lock:
+            tmp.write_text(json.dumps(self.to_json(), indent=1))
+        tmp.replace(path)

@@ -1,0 +1,315 @@
+"""HTTPS server (stdlib http.server + ssl) speaking ``/api2/json`` like pveproxy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import ssl
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from . import auth as _auth  # noqa: F401 - registers routes
+from . import cluster as _cluster  # noqa: F401
+from . import firewall as _firewall  # noqa: F401
+from . import qemu as _qemu  # noqa: F401
+from . import qemu_ops as _qemu_ops  # noqa: F401
+from .auth import Auth, AuthError
+from .certs import ensure_certs
+from .faults import Faults
+from .model import Cluster, PVEError
+from .routes import ROUTES, Ctx, match
+from .schema import ParamError, method_info, validator
+from .tasks import TaskManager
+
+API_PREFIX = "/api2/json"
+STATE_FILE = "pvesim-state.json"
+SECRETS_FILE = "pvesim-secrets.json"
+
+
+class Simulator:
+    """Everything a running pvesim owns: state, tasks, faults, auth, HTTPS server."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8006, state_dir: Path | None = None,
+                 task_time_scale: float = 1.0, faults: Faults | None = None,
+                 nodes: list[str] | None = None, clone_storage_limit: int = 2,
+                 cert_dir: Path | None = None, verbose: bool = False):
+        self.host, self.verbose = host, verbose
+        self.state_dir = Path(state_dir) if state_dir else None
+        self.faults = faults or Faults()
+        self.clone_storage_limit = clone_storage_limit
+        self.active_clones: dict[tuple[str, str], int] = {}
+        self.cluster = Cluster(nodes)
+        self.auth = self._load_auth()
+        self.tasks = TaskManager(self.cluster.lock, task_time_scale,
+                                 lambda: self.faults.roll(self.faults.task_error_rate))
+        if self.state_dir and (self.state_dir / STATE_FILE).exists():
+            self.cluster.load_json(json.loads((self.state_dir / STATE_FILE).read_text()))
+        cdir = cert_dir or self.state_dir
+        if cdir is None:
+            raise ValueError("need state_dir or cert_dir for the CA/server certificate")
+        self.ca_path, cert, key = ensure_certs(Path(cdir), [host])
+        der = ssl.PEM_cert_to_DER_cert(Path(cert).read_text())
+        fp = hashlib.sha256(der).hexdigest().upper()
+        self.fingerprint = ":".join(fp[i:i + 2] for i in range(0, len(fp), 2))
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.httpd = _Server((host, port), _Handler)
+        self.httpd.sim = self
+        self.httpd.ssl_ctx = ctx
+        self.port = self.httpd.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    def _load_auth(self) -> Auth:
+        if self.state_dir is None:
+            return Auth()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        f = self.state_dir / SECRETS_FILE
+        if f.exists():
+            d = json.loads(f.read_text())
+            return Auth(d["password"], d["tokens"], bytes.fromhex(d["key"]))
+        a = Auth()
+        f.write_text(json.dumps({"password": a.users["root@pam"], "tokens": a.tokens,
+                                 "key": a.key.hex()}))
+        f.chmod(0o600)
+        return a
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def connection(self) -> dict[str, Any]:
+        """The connection description written to ``--connection-file``."""
+        from .model import TEMPLATES
+
+        host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        token_id, secret = next(iter(self.auth.tokens.items()))
+        return {
+            "base_url": f"https://{host}:{self.port}{API_PREFIX}",
+            "host": host, "port": self.port, "nodes": list(self.cluster.nodes),
+            "user": "root@pam", "password": self.auth.users["root@pam"],
+            "token_id": token_id, "token_name": token_id.split("!", 1)[1],
+            "token_secret": secret, "ca_bundle": str(self.ca_path),
+            "control_url": f"https://{host}:{self.port}/_sim",
+            "templates": {name: {"vmid": vmid, "node": node, "storage": st}
+                          for vmid, name, node, st, _ in TEMPLATES if vmid in self.cluster.vms},
+            "storages": {sid: {"type": s["type"], "content": s["content"],
+                               "shared": bool(s["shared"])}
+                         for sid, s in self.cluster.storages.items()},
+            "fingerprint": self.fingerprint,
+        }
+
+    def start(self) -> Simulator:
+        self._thread = threading.Thread(target=self.httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.1}, daemon=True,
+                                        name="pvesim-http")
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever(poll_interval=0.2)
+
+    def shutdown(self) -> None:
+        """Stop serving, finish due work and save state (when a state dir is set)."""
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join(timeout=5)
+        self.httpd.server_close()
+        self.tasks.stop()
+        self.tasks.finish_all()
+        if self.state_dir:
+            self.cluster.save(self.state_dir / STATE_FILE)
+
+    def reset(self, state: bool = False) -> None:
+        self.faults = Faults()
+        if state:
+            with self.cluster.lock:
+                fresh = Cluster(self.cluster.nodes)
+                self.cluster.vms, self.cluster.volumes = fresh.vms, fresh.volumes
+
+    # --- dispatch --------------------------------------------------------------------------
+    def api(self, method: str, path: str, params: dict[str, Any],
+            headers: Any) -> tuple[int, str, Any, dict[str, str] | None]:
+        """Answer one API call: (status, reason, data, errors)."""
+        try:
+            user = self.auth.authenticate(method, path, headers)
+        except AuthError as e:
+            return 401, str(e), None, None
+        faults = self.faults
+        if path != "/access/ticket" or faults.apply_to_ticket:
+            if faults.latency_ms:
+                time.sleep(faults.latency_ms / 1000.0)
+            if faults.roll(faults.error_rate):
+                return faults.error_status, faults.error_message, None, None
+        m = match(path)
+        if m is None or (method, m[0]) not in ROUTES:
+            return 501, f"Method '{method} {path}' not implemented", None, None
+        template, pathp = m
+        info = method_info(method, template) or {}
+        for k, v in params.items():
+            if k in pathp and pathp[k] != str(v):
+                return 400, "Parameter verification failed.", None, {
+                    k: "duplicate parameter (already defined in URI) with conflicting values!"}
+        params.update(pathp)
+        if user and "!" in user and not info.get("allowtoken", 1):
+            return 403, (f"Permission check failed (URI '{path}' not available with API "
+                         "token, need proper ticket."), None, None
+        node = pathp.get("node")
+        if node is not None and info.get("proxyto") == "node":
+            if node not in self.cluster.nodes:
+                return 500, (f"hostname lookup '{node}' failed - failed to get address info "
+                             f"for: {node}: Name or service not known"), None, None
+            if node in faults.down_nodes:
+                return 595, "No route to host", None, None
+        try:
+            validator(method, template).validate(params)
+            with self.cluster.lock:
+                data = ROUTES[(method, template)](Ctx(self, user or "", params), params)
+        except ParamError as e:
+            return 400, "Parameter verification failed.", None, e.errors
+        except PVEError as e:
+            return e.status, e.message, None, None
+        return 200, "OK", data, None
+
+    def control(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """``/_sim`` control endpoints (not part of the PVE API)."""
+        if path == "/_sim/faults" and method == "GET":
+            return 200, self.faults.to_dict()
+        if path == "/_sim/faults" and method in ("PUT", "POST"):
+            try:
+                self.faults = Faults.from_dict(body)
+            except (TypeError, ValueError) as e:
+                return 400, {"error": str(e)}
+            return 200, self.faults.to_dict()
+        if path == "/_sim/reset" and method == "POST":
+            self.reset(bool(body.get("state")))
+            return 200, {"ok": True}
+        if path == "/_sim/connection" and method == "GET":
+            return 200, self.connection()
+        if path.startswith("/_sim/vms") and method == "GET":
+            with self.cluster.lock:
+                rest = path[len("/_sim/vms"):].strip("/")
+                if rest:
+                    vm = self.cluster.vms.get(int(rest)) if rest.isdigit() else None
+                    return (200, json.loads(json.dumps(vm))) if vm else (404, {"error": rest})
+                return 200, json.loads(json.dumps(self.cluster.vms))
+        if path == "/_sim/tasks" and method == "GET":
+            return 200, [t.status_dict() for t in self.tasks.tasks.values()]
+        return 404, {"error": f"no such control endpoint {method} {path}"}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+    sim: Simulator
+    ssl_ctx: ssl.SSLContext
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = self.socket.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # handshake happens lazily in the handler thread, not in the accept loop
+        return self.ssl_ctx.wrap_socket(sock, server_side=True,
+                                        do_handshake_on_connect=False), addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ssl.SSLError, ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "pve-api-daemon/3.0"
+    sys_version = ""
+    server: _Server
+
+    def setup(self) -> None:
+        self.request.settimeout(120)
+        try:
+            self.request.do_handshake()
+        except (ssl.SSLError, OSError):
+            self.close_connection = True
+        super().setup()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        if self.server.sim.verbose:
+            sys.stderr.write("pvesim: " + (format % args) + "\n")
+
+    def _params(self) -> tuple[str, dict[str, Any]]:
+        url = urllib.parse.urlsplit(self.path)
+        params: dict[str, Any] = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            raw = self.rfile.read(length)
+            ctype = self.headers.get("Content-Type", "")
+            if "json" in ctype:
+                body = json.loads(raw or b"{}")
+                if isinstance(body, dict):
+                    params.update(body)
+            else:
+                params.update(urllib.parse.parse_qsl(raw.decode("utf-8"),
+                                                     keep_blank_values=True))
+        return urllib.parse.unquote(url.path), params
+
+    def _send(self, status: int, reason: str, body: bytes, close: bool = False,
+              ctype: str = "application/json;charset=UTF-8") -> None:
+        reason = reason.splitlines()[0] if reason else ""
+        head = (f"HTTP/1.1 {status} {reason}\r\n"
+                f"Server: {self.server_version}\r\n"
+                f"Date: {self.date_time_string()}\r\n"
+                "Cache-Control: max-age=0\r\nPragma: no-cache\r\nExpires: "
+                f"{self.date_time_string()}\r\n"
+                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n")
+        if close:
+            head += "Connection: close\r\n"
+            self.close_connection = True
+        self.wfile.write(head.encode("latin-1") + b"\r\n" + body)
+        self.log_request(status, len(body))
+
+    def _dispatch(self, method: str) -> None:
+        sim = self.server.sim
+        try:
+            path, params = self._params()
+        except (ValueError, UnicodeDecodeError) as e:
+            self._send(400, "Bad Request", json.dumps({"data": None, "message": str(e)})
+                       .encode(), close=True)
+            return
+        if path.startswith("/_sim"):
+            status, data = sim.control(method, path.rstrip("/"), params)
+            self._send(status, "OK" if status == 200 else "Error",
+                       json.dumps({"data": data}).encode())
+            return
+        if not path.startswith(API_PREFIX + "/"):
+            self._send(404, "Not Found", b"", close=True)
+            return
+        api_path = path[len(API_PREFIX):].rstrip("/") or "/"
+        try:
+            status, reason, data, errors = sim.api(method, api_path, params, self.headers)
+        except Exception as e:  # noqa: BLE001 - answer like pveproxy on internal errors
+            status, reason, data, errors = 500, f"internal error: {e}", None, None
+        if status == 401 and reason != "authentication failure":
+            self._send(401, reason, b"", close=True)
+            return
+        out: dict[str, Any] = {"data": data}
+        if errors:
+            out["errors"] = errors
+        if status >= 400:
+            out["message"] = reason + ("\n" if status != 501 else "")
+        self._send(status, reason, json.dumps(out, separators=(",", ":")).encode(),
+                   close=status >= 400)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")

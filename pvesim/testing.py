@@ -1,0 +1,91 @@
+"""Test helpers: run pvesim in-process on a free port.
+
+Example::
+
+    from pvesim.testing import running_simulator
+
+    def test_clone(tmp_path):
+        with running_simulator(tmp_path, task_time_scale=0) as sim:
+            px = sim.proxmox()
+            upid = px.nodes("pve1").qemu(9000).clone.post(newid=123, name="web1")
+            assert sim.wait_task(upid)["exitstatus"] == "OK"
+            assert sim.vm(123)["config"]["name"] == "web1"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .faults import Faults
+from .server import Simulator
+
+
+class RunningSimulator:
+    """Handle yielded by :func:`running_simulator`."""
+
+    def __init__(self, sim: Simulator):
+        self.sim = sim
+        self.connection: dict[str, Any] = sim.connection()
+
+    def proxmox(self, **kw: Any) -> Any:
+        """A ``proxmoxer.ProxmoxAPI`` using the API token and the simulator's CA bundle."""
+        from proxmoxer import ProxmoxAPI
+
+        c = self.connection
+        return ProxmoxAPI(c["host"], port=c["port"], user=c["user"],
+                          token_name=c["token_name"], token_value=c["token_secret"],
+                          verify_ssl=c["ca_bundle"], timeout=kw.pop("timeout", 30), **kw)
+
+    def proxmox_ticket(self, **kw: Any) -> Any:
+        """A ``proxmoxer.ProxmoxAPI`` using password (ticket) authentication."""
+        from proxmoxer import ProxmoxAPI
+
+        c = self.connection
+        return ProxmoxAPI(c["host"], port=c["port"], user=c["user"], password=c["password"],
+                          verify_ssl=c["ca_bundle"], **kw)
+
+    def set_faults(self, **kw: Any) -> None:
+        """Replace the fault settings (see :class:`pvesim.faults.Faults`); no args clears."""
+        self.sim.faults = Faults.from_dict(kw)
+
+    def reset(self, state: bool = False) -> None:
+        self.sim.reset(state)
+
+    def vm(self, vmid: int) -> dict[str, Any] | None:
+        """Deep copy of the raw VM state (config, pending, snapshots, status, firewall...)."""
+        with self.sim.cluster.lock:
+            vm = self.sim.cluster.vms.get(int(vmid))
+            return copy.deepcopy(vm)
+
+    def task(self, upid: str) -> dict[str, Any]:
+        with self.sim.cluster.lock:
+            return self.sim.tasks.tasks[upid].status_dict()
+
+    def wait_task(self, upid: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Block until the task stopped; return its status dict (exitstatus etc.)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.task(upid)
+            if st["status"] == "stopped":
+                return st
+            time.sleep(0.005)
+        raise TimeoutError(f"task {upid} still running after {timeout}s")
+
+
+@contextlib.contextmanager
+def running_simulator(tmp_path: Path | str, task_time_scale: float = 0,
+                      faults: dict[str, Any] | None = None,
+                      **kw: Any) -> Iterator[RunningSimulator]:
+    """Start pvesim on 127.0.0.1 on a free port (state/certs in ``tmp_path``); stop on exit."""
+    sim = Simulator(host="127.0.0.1", port=0, state_dir=Path(tmp_path) / "pvesim",
+                    task_time_scale=task_time_scale, faults=Faults.from_dict(faults), **kw)
+    sim.start()
+    try:
+        yield RunningSimulator(sim)
+    finally:
+        sim.shutdown()

@@ -63,6 +63,7 @@ class EngineSettings:
     max_attempts: int = 8
     stale_after_s: float = 60.0
     poll_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 5.0, 15.0)
+    inline_task_wait_s: float = 0.1  # look at a fresh task this long before polling by message
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     pve_raw = dict(raw.get("proxmox", {}))
     conn_file = env.get("PVE_CONNECTION_FILE") or pve_raw.pop("connection_file", None)
     proxmox = None
-    if conn_file:
+    if conn_file and Path(conn_file).exists():
         proxmox = ProxmoxSettings.from_connection(json.loads(Path(conn_file).read_text()))
     elif pve_raw:
         proxmox = ProxmoxSettings(**pve_raw)

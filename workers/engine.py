@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from datetime import datetime
 from typing import Any
 
-from peewee import OperationalError
+from peewee import InterfaceError, OperationalError
 
 from pvekvm import oplog
 from pvekvm.config import Settings
@@ -115,6 +116,10 @@ class Engine:
                 ctx.after_task = True
                 op.upid = None
             result: StepResult = t.step(ctx)
+            for _ in range(3):  # a step may run a short task or two (stop, then delete)
+                if not (isinstance(result, Wait) and self._task_done_soon(pve, result)):
+                    break
+                result = self._after_task(ctx, t.step)
         except StepFailed as exc:
             return self._pause(op, machine, nudge, started, str(exc))
         except ProxmoxError as exc:
@@ -122,16 +127,42 @@ class Engine:
                 result = Retry(str(exc), delay_s=2.0)
             else:
                 return self._pause(op, machine, nudge, started, f"Proxmox: {exc}")
+        except (OperationalError, InterfaceError):
+            raise  # the database went away: the message goes back and is redelivered
         except Exception as exc:  # noqa: BLE001 - an unexpected bug must stop visibly, not loop
             log.exception("step %s crashed for operation %s", t.label, op.id)
             return self._pause(op, machine, nudge, started, f"{type(exc).__name__}: {exc}")
 
+        if ctx.after_task and isinstance(result, Done) and result.skipped:
+            result = Done(result.message)  # the work was this step's own task
         if isinstance(result, Wait):
             return self._reschedule(op, nudge, self.settings.engine.poll_delays_s[0], started,
                                     upid=result.upid, node=result.node, polls=0)
         if isinstance(result, Retry):
             return self._retry(op, machine, nudge, started, result)
         return self._advance(op, machine, nudge, started, result)
+
+    def _task_done_soon(self, pve, wait: Wait) -> bool:
+        """Short tasks (config writes, a start on an idle node) end within milliseconds: look a
+        few times before handing the wait to a delayed poll message."""
+        deadline = time.monotonic() + self.settings.engine.inline_task_wait_s
+        pause = 0.005
+        while True:
+            status = pve.task_status(wait.node, wait.upid)
+            if not status.running:
+                if not status.ok:
+                    raise ProxmoxError(f"task failed: {status.exitstatus}", transient=True)
+                return True
+            if time.monotonic() + pause > deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.04)
+
+    @staticmethod
+    def _after_task(ctx: StepContext, step) -> StepResult:
+        ctx.after_task = True
+        ctx.operation.upid = None
+        return step(ctx)
 
     def _cas(self, op: Operation, nudge: str, **changes: Any) -> None:
         """Compare-and-swap on (id, version, nudge): the losing side of a race changes nothing."""

@@ -1,0 +1,140 @@
+"""The whole engine on real services for end-to-end tests: MariaDB, RabbitMQ (a private
+namespace), pvesim, an SMTP sink, and workers (in-process threads or real subprocesses)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+
+from pvekvm import catalog, messaging
+from pvekvm.config import ROOT, EngineSettings, ProxmoxSettings, Settings, SmtpSettings
+from pvekvm.models import Operation, Service, database
+from workers.consumer import WorkerProcess, all_pools
+
+FAST_ENGINE = EngineSettings(poll_delays_s=(0.25, 0.25, 0.5, 1.0), stale_after_s=6.0,
+                             max_attempts=10)
+
+
+def make_settings(tmp_path: Path, amqp_url: str, database_url: str, namespace: str,
+                  connection: dict, smtp: SmtpSettings,
+                  engine: EngineSettings = FAST_ENGINE) -> Settings:
+    return Settings(database_url=database_url, amqp_url=amqp_url, namespace=namespace,
+                    proxmox=ProxmoxSettings.from_connection(connection), smtp=smtp,
+                    engine=engine, secret_key_file=str(tmp_path / "secret.key"))
+
+
+def load_catalog(settings: Settings, **product_overrides: object) -> None:
+    catalog.load_file(ROOT / "config" / "catalog.toml", settings.secret_key_file)
+    if product_overrides:
+        from pvekvm.models import Product
+
+        Product.update(**product_overrides).execute()
+
+
+def write_config(settings: Settings, path: Path) -> Path:
+    """A TOML file (plus env) that makes a subprocess worker use the same settings."""
+    e = settings.engine
+    path.write_text(
+        f'[database]\nurl = "{settings.database_url}"\n'
+        f'[amqp]\nurl = "{settings.amqp_url}"\nnamespace = "{settings.namespace}"\n'
+        f'[proxmox]\nbase_url = "{settings.proxmox.base_url}"\n'
+        f'token_id = "{settings.proxmox.token_id}"\n'
+        f'token_secret = "{settings.proxmox.token_secret}"\n'
+        f'ca_bundle = "{settings.proxmox.ca_bundle}"\n'
+        f'[smtp]\nhost = "{settings.smtp.host}"\nport = {settings.smtp.port}\n'
+        f'[engine]\npoll_delays_s = {list(e.poll_delays_s)}\nstale_after_s = {e.stale_after_s}\n'
+        f'max_attempts = {e.max_attempts}\n'
+        f'[secrets]\nkey_file = "{settings.secret_key_file}"\n')
+    return path
+
+
+class InProcessWorkers:
+    def __init__(self, settings: Settings, concurrency: int = 4,
+                 pools: list[str] | None = None) -> None:
+        self.proc = WorkerProcess(settings, pools or all_pools(), concurrency)
+
+    def __enter__(self) -> InProcessWorkers:
+        self.proc.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.shutdown()
+
+
+class SubprocessWorker:
+    """``python -m workers`` as a real process (so it can be SIGKILLed)."""
+
+    def __init__(self, config: Path, concurrency: int = 4, log: Path | None = None) -> None:
+        self.config, self.concurrency, self.log = config, concurrency, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> SubprocessWorker:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("DATABASE_URL", "AMQP_URL", "PVEKVM_NAMESPACE")}
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workers", "--config", str(self.config),
+             "--concurrency", str(self.concurrency), "--log-level", "WARNING"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def wait_until(cond: Callable[[], object], timeout: float, what: str,
+               interval: float = 0.1) -> object:
+    """Poll ``cond`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        database.connect(reuse_if_open=True)
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def statuses(service_ids: Iterable[int]) -> dict[int, str]:
+    ids = list(service_ids)
+    return {s.id: s.status for s in Service.select().where(Service.id.in_(ids))}
+
+
+def all_ready(service_ids: Iterable[int]) -> Callable[[], bool]:
+    ids = list(service_ids)
+
+    def check() -> bool:
+        st = statuses(ids)
+        return len(st) == len(ids) and all(v == "ready" for v in st.values())
+
+    return check
+
+
+def describe_ops(service_ids: Iterable[int]) -> str:
+    ops = Operation.select().where(Operation.service_id.in_(list(service_ids)))
+    return "; ".join(f"{o.service_id}:{o.state}/{o.status}/{o.error or ''}" for o in ops)
+
+
+def topology_for(settings: Settings) -> messaging.Topology:
+    return messaging.Topology(settings.namespace)
+
+
+__all__ = ["FAST_ENGINE", "InProcessWorkers", "SubprocessWorker", "all_ready", "describe_ops",
+           "load_catalog", "make_settings", "replace", "statuses", "wait_until", "write_config"]

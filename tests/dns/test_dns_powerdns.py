@@ -26,7 +26,7 @@ def setup(pdns, unique):
         "zones": zones,
         "host": f"web1.{fwd}",
         "v4": [f"{net}.5", f"{net}.200"],
-        "v6": [f"{unique['v6prefix']}::1"],
+        "v6": [str(ipaddress.ip_address(f"{unique['v6prefix']}::1"))],
         "classless": classless,
         "rev24": rev,
         "net": net,

@@ -2,7 +2,7 @@
 
 Topology, all durable, declared by :func:`declare_topology` (idempotent):
 
-- ``{ns}.orders``  topic exchange → quorum queue ``{ns}.orders`` (billing events, consumed by intake)
+- ``{ns}.orders``  topic exchange → quorum queue ``{ns}.orders`` (billing events → intake)
 - ``{ns}.steps``   direct exchange, routing key = pool → quorum queue ``{ns}.step.<pool>``
 - ``{ns}.delay.<ms>ms`` fanout exchange → classic queue ``{ns}.wait.<ms>ms`` whose message TTL
   dead-letters back to ``{ns}.steps`` with the original routing key: tiered delays for retries and

@@ -71,7 +71,8 @@ def clone_vm(ctx: Ctx, p: dict[str, Any]) -> str:
              and drive_file(v) not in ("none", "cdrom")]
     for k, v in disks:
         f = drive_file(v)
-        if not full and not is_cloudinit(v) and "base-" not in f.split(":", 1)[1].split("/")[0]:
+        if not full and not is_cloudinit(v) and not f.split("/")[-1].split(":")[-1].startswith(
+                "base-"):
             raise PVEError(f"Linked clone feature is not supported for '{f}' ({k})")
     shared = all(c.storages[_storage_of(drive_file(v))]["shared"] for _, v in disks)
     if storage:

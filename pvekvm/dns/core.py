@@ -33,20 +33,34 @@ def build_provider(zone: ZoneConfig) -> DnsProvider:
     return HestiaProvider(zone.settings)
 
 
-def _run_all(steps: list[Callable[[], None]]) -> None:
-    """Run every step even when some fail, then raise one DnsError naming every failure. The error
-    is transient only when every failure is (a retry cannot fix a permanent one)."""
+def _endpoint(zone: ZoneConfig) -> str:
+    return f"{zone.provider} {zone.settings.get('api_url') or 'default'}"
+
+
+def _run_all(steps: list[tuple[str, Callable[[], None]]]) -> None:
+    """Run every (endpoint, step) even when some fail, then raise one DnsError naming every
+    failure. Once an endpoint failed transiently (down, timing out), its remaining steps are
+    skipped instead of each waiting out its own time-out. The error is transient only when every
+    failure is (a retry cannot fix a permanent one)."""
     errors: list[DnsError] = []
-    for step in steps:
+    down: set[str] = set()
+    skipped = 0
+    for endpoint, step in steps:
+        if endpoint in down:
+            skipped += 1
+            continue
         try:
             step()
         except DnsError as exc:
             errors.append(exc)
-    if len(errors) == 1:
+            if exc.transient:
+                down.add(endpoint)
+    if len(errors) == 1 and not skipped:
         raise errors[0]
     if errors:
+        note = f" ({skipped} more skipped: endpoint unavailable)" if skipped else ""
         raise DnsError(
-            f"{len(errors)} DNS changes failed: " + "; ".join(str(e) for e in errors),
+            f"{len(errors)} DNS changes failed{note}: " + "; ".join(str(e) for e in errors),
             transient=all(e.transient for e in errors),
         )
 
@@ -67,10 +81,11 @@ def apply_records(records: list[DnsRecord], zones: list[ZoneConfig]) -> None:
         if rec.ttl != ttl:
             raise ValueError(f"record {rec.name} {rec.type}: conflicting ttls {ttl} and {rec.ttl}")
     providers: dict[str, DnsProvider] = {}
-    steps: list[Callable[[], None]] = []
+    steps: list[tuple[str, Callable[[], None]]] = []
     for (zone, name, rtype), (contents, ttl) in rrsets.items():
         provider = providers.get(zone) or providers.setdefault(zone, build_provider(by_name[zone]))
-        steps.append(partial(provider.upsert, zone, name, rtype, list(contents), ttl))
+        step = partial(provider.upsert, zone, name, rtype, list(contents), ttl)
+        steps.append((_endpoint(by_name[zone]), step))
     _run_all(steps)
 
 
@@ -91,8 +106,8 @@ def remove_records(
         if found is not None:
             targets.append((found[0], found[1], "PTR"))
     providers: dict[str, DnsProvider] = {}
-    steps: list[Callable[[], None]] = []
+    steps: list[tuple[str, Callable[[], None]]] = []
     for zone, name, rtype in targets:
         provider = providers.get(zone) or providers.setdefault(zone, build_provider(by_name[zone]))
-        steps.append(partial(provider.delete, zone, name, rtype))
+        steps.append((_endpoint(by_name[zone]), partial(provider.delete, zone, name, rtype)))
     _run_all(steps)

@@ -138,7 +138,9 @@ def test_no_answer_times_out_as_transient(setup):
         with pytest.raises(DnsError) as err:
             apply_records(plan_records(setup["host"], setup["v4"][:1], [], zones), zones)
         assert err.value.transient is True and "no answer within" in str(err.value)
-        assert time.monotonic() - started < 5
+        # A and PTR changes go to the same endpoint: the second is skipped, not timed out too
+        assert "skipped" in str(err.value)
+        assert time.monotonic() - started < 0.6 * 2
     finally:
         silent.close()
 

@@ -11,7 +11,7 @@ from .model import GiB, PVEError
 from .qemu import vm_summary, vm_task
 from .routes import Ctx, route
 from .schema import ParamError
-from .tasks import Task
+from .tasks import Task, TaskError
 
 HIDDEN_VOLUME_KEYS = {"config"}
 
@@ -314,6 +314,13 @@ def vzdump(ctx: Ctx, p: dict[str, Any]) -> str:
         task.log.append(f"INFO: creating vzdump archive '{volid}'")
         task.log.append(f"INFO: Finished Backup of VM {vmid}")
 
+    lock = vm["config"].get("lock")
+    if lock:  # vzdump logs the per-guest error and ends the job with "job errors"
+        def failed(task: Task) -> None:
+            task.log.append(f"ERROR: Backup of VM {vmid} failed - VM is locked ({lock})")
+            raise TaskError("job errors")
+
+        return ctx.sim.tasks.start(node, "vzdump", vmid, ctx.user, failed, duration=1).upid
     return vm_task(ctx, vm, "vzdump", "backup", work, p,
                    log=[f"INFO: starting new backup job: vzdump {vmid} --storage {storage} "
                         f"--mode {p.get('mode', 'snapshot')}"])

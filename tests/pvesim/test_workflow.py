@@ -121,3 +121,26 @@ def test_nextid_and_vmid_taken(px):
     with pytest.raises(ResourceException) as e:
         px.cluster.nextid.get(vmid=9000)
     assert e.value.status_code == 400 and e.value.errors == {"vmid": "VM 9000 already exists"}
+
+
+def test_backup_of_locked_vm_ends_with_job_errors(slow_sim):
+    px = slow_sim.proxmox()
+    px.nodes("pve1").qemu(9000).clone.post(newid=250, full=1)  # 250 stays locked (clone)
+    upid = px.nodes("pve1").vzdump.post(vmid=250, storage="backup")
+    st = slow_sim.wait_task(upid, timeout=5)
+    assert st["exitstatus"] == "job errors"
+    log = [line["t"] for line in px.nodes("pve1").tasks(upid).log.get()]
+    assert "ERROR: Backup of VM 250 failed - VM is locked (clone)" in log
+
+
+def test_state_persists_across_restart(tmp_path):
+    from pvesim.testing import running_simulator
+
+    with running_simulator(tmp_path) as s:
+        px = s.proxmox()
+        assert wait_upid(px, px.nodes("pve1").qemu(9000).clone.post(newid=260))[
+            "exitstatus"] == "OK"
+        token = s.connection["token_secret"]
+    with running_simulator(tmp_path) as s:
+        assert s.connection["token_secret"] == token
+        assert s.proxmox().nodes("pve1").qemu(260).config.get()["name"].startswith("Copy-of")

@@ -31,9 +31,16 @@ if ! command -v pdns_server >/dev/null 2>&1 && [ ! -x /usr/sbin/pdns_server ]; t
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     made_policy=1
   fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    pdns-server pdns-backend-sqlite3 sqlite3 >/dev/null
+  log="$(mktemp)"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      pdns-server pdns-backend-sqlite3 sqlite3; } >"$log" 2>&1 </dev/null; then
+    if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+    echo "!! pdns.sh: installing PowerDNS failed:" >&2
+    tail -n 30 "$log" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  rm -f "$log"
   if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
   did+=("installed pdns-server")
 fi

@@ -9,26 +9,7 @@ import uuid
 import dnsfakes
 import pytest
 import requests
-
-PDNS_API_URL = os.environ.get("PDNS_API_URL", "http://127.0.0.1:8081").rstrip("/")
-PDNS_API_KEY = os.environ.get("PDNS_API_KEY", "pvekvm-test-key")
-PDNS_DNS_PORT = int(os.environ.get("PDNS_DNS_PORT", "5354"))
-
-HOSTILE_HOSTNAMES = [
-    "evil;rm -rf /",
-    "a..b",
-    "-x.example.com",
-    "x" * 300,
-    ("a" * 63 + ".") * 4 + "example.com",
-    "web1.example.com\n",
-    "web1\n.example.com",
-    "web 1.example.com",
-    "$(reboot).example.com",
-    "web1.example.com/../../x",
-    "wéb.example.com",
-    "",
-    None,
-]
+from dnsfakes import PDNS_API_KEY, PDNS_API_URL, PDNS_DNS_PORT
 
 
 @pytest.fixture

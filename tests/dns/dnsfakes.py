@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
 import re
 import socket
 import threading
@@ -18,6 +19,26 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+PDNS_API_URL = os.environ.get("PDNS_API_URL", "http://127.0.0.1:8081").rstrip("/")
+PDNS_API_KEY = os.environ.get("PDNS_API_KEY", "pvekvm-test-key")
+PDNS_DNS_PORT = int(os.environ.get("PDNS_DNS_PORT", "5354"))
+
+HOSTILE_HOSTNAMES = [
+    "evil;rm -rf /",
+    "a..b",
+    "-x.example.com",
+    "x" * 300,
+    ("a" * 63 + ".") * 4 + "example.com",
+    "web1.example.com\n",
+    "web1\n.example.com",
+    "web 1.example.com",
+    "$(reboot).example.com",
+    "web1.example.com/../../x",
+    "wéb.example.com",
+    "",
+    None,
+]
 
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _HOST = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 import pytest
-from conftest import HOSTILE_HOSTNAMES
+from dnsfakes import HOSTILE_HOSTNAMES
 
 from pvekvm.dns import DnsError, ZoneConfig, apply_records, plan_records, remove_records
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import HOSTILE_HOSTNAMES
+from dnsfakes import HOSTILE_HOSTNAMES
 
 from pvekvm.dns import DnsRecord, ZoneConfig, apply_records, plan_records, remove_records
 

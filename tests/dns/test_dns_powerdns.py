@@ -8,7 +8,7 @@ import time
 
 import dnsfakes
 import pytest
-from conftest import HOSTILE_HOSTNAMES, PDNS_API_KEY, PDNS_API_URL
+from dnsfakes import HOSTILE_HOSTNAMES, PDNS_API_KEY, PDNS_API_URL
 
 from pvekvm.dns import DnsError, ZoneConfig, apply_records, plan_records, remove_records
 

@@ -91,8 +91,12 @@ def clone_vm(ctx: Ctx, p: dict[str, Any]) -> str:
         ctx.sim.active_clones[key] = busy + 1
     contended = busy >= ctx.sim.clone_storage_limit
 
-    def release() -> None:
-        if full and disks:
+    released = False
+
+    def release() -> None:  # once: from the work, its rollback, or an injected failure
+        nonlocal released
+        if full and disks and not released:
+            released = True
             ctx.sim.active_clones[key] -= 1
 
     def work(task: Task) -> None:
@@ -146,6 +150,7 @@ def clone_vm(ctx: Ctx, p: dict[str, Any]) -> str:
             release()
 
     def rollback() -> None:
+        release()
         for _, volid in c.vm_disks(new_vm["config"]):
             c.remove_volume(new_vm["node"], volid)
         c.vms.pop(newid, None)

@@ -37,6 +37,7 @@ class Retry:
 
     reason: str
     delay_s: float = 2.0
+    counts: bool = True   # False: waiting our turn (a clone slot), not a failed attempt
 
 
 class StepFailed(Exception):

@@ -37,3 +37,9 @@ DEPLOY = Machine("deploy", "Deploy", (
 ), busy_status="deploying", done_status="ready")
 
 MACHINES: dict[str, Machine] = {m.kind: m for m in (DEPLOY,)}
+
+
+def clone_states() -> list[str]:
+    """States whose step dispatches a clone (for the per-node clone limit)."""
+    return [t.state for m in MACHINES.values() for t in m.transitions
+            if t.step is provision.clone_vm]

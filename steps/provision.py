@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pvekvm.models import Service
+from pvekvm.models import Operation, Service, Template
 from pvekvm.proxmox import ProxmoxError
 from steps import pvecfg
 from steps.context import StepContext
@@ -29,11 +29,29 @@ def clone_vm(ctx: StepContext) -> StepResult:
             raise StepFailed(f"VMID {ctx.vmid} is taken by a VM that is not ours")
         _record_node(ctx, node)
         return Done(f"VM {ctx.vmid} exists on {node}", skipped=True)
+    busy = clones_in_flight(tpl.node)
+    if busy >= ctx.settings.engine.clones_per_storage:
+        return Retry(f"{busy} clones running on {tpl.node}: waiting for a slot", delay_s=0.5,
+                     counts=False)
     upid = ctx.pve.post(
         f"nodes/{tpl.node}/qemu/{tpl.vmid}/clone", newid=ctx.vmid, name=ctx.service.hostname,
         full=1, description=f"{ctx.marker()} op={ctx.operation.id}")
     _record_node(ctx, tpl.node)
     return Wait(upid, tpl.node)
+
+
+def clones_in_flight(node: str) -> int:
+    """Full clones hold the storage lock on PVE: count ours running from ``node``'s templates.
+    The template rows are locked until our transaction ends, so two workers cannot both take
+    the last slot."""
+    tpl_ids = [t.id for t in Template.select(Template.id).where(Template.node == node)
+               .order_by(Template.id).for_update()]
+    from steps.machines import clone_states
+
+    return (Operation.select().join(Service, on=(Operation.service_id == Service.id))
+            .where(Operation.state.in_(clone_states()) & Operation.upid.is_null(False)
+                   & (Operation.status == "running") & Service.template_id.in_(tpl_ids))
+            .count())
 
 
 def migrate_to_target(ctx: StepContext) -> StepResult:

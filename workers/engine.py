@@ -186,15 +186,17 @@ class Engine:
 
     def _retry(self, op: Operation, machine: Machine, nudge: str, started: datetime,
                result: Retry) -> Outcome:
-        attempt = op.attempt + 1
+        attempt = op.attempt + 1 if result.counts else op.attempt
         if attempt > self.settings.engine.max_attempts:
             return self._pause(op, machine, nudge, started,
                                f"{result.reason} (gave up after {attempt - 1} attempts)")
-        delay = min(result.delay_s * 2 ** (attempt - 1), 60.0)
+        delay = min(result.delay_s * 2 ** max(attempt - 1, 0), 60.0) if result.counts \
+            else result.delay_s
         out = self._reschedule(op, nudge, delay, started, upid=None, node=None, polls=0,
                                attempt=attempt)
-        line = self._record(op, machine, started, "retry", f"{result.reason}. Will retry.")
-        out.log.append(line)
+        if result.counts:  # waiting for a slot is not news for the operator log
+            out.log.append(self._record(op, machine, started, "retry",
+                                        f"{result.reason}. Will retry."))
         return out
 
     def _pause(self, op: Operation, machine: Machine, nudge: str, started: datetime,

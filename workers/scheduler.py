@@ -67,14 +67,19 @@ def dns_retry_once(settings: Settings) -> int:
     return fixed
 
 
-def build(settings: Settings) -> BlockingScheduler:
-    sched = BlockingScheduler()
+def build(settings: Settings, scheduler_class: type = BlockingScheduler):
+    """The scheduler with every job added (BlockingScheduler for the CLI; tests pass
+    BackgroundScheduler)."""
+    sched = scheduler_class()
     topo = messaging.Topology(settings.namespace)
-    publisher = messaging.Publisher(settings.amqp_url, topo)
 
     def reconcile() -> None:
         database.connect(reuse_if_open=True)
-        reconcile_once(settings, publisher)
+        publisher = messaging.Publisher(settings.amqp_url, topo)  # short-lived: no idle socket
+        try:
+            reconcile_once(settings, publisher)
+        finally:
+            publisher.close()
 
     def dns_retry() -> None:
         database.connect(reuse_if_open=True)

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pvesim.testing import RunningSimulator, running_simulator
 from pvekvm.config import Settings
+from pvesim.testing import RunningSimulator, running_simulator
 from tests.e2e.harness import load_catalog, make_settings
 from tests.smtp_sink import SmtpSink
 

@@ -144,3 +144,15 @@ def test_state_persists_across_restart(tmp_path):
     with running_simulator(tmp_path) as s:
         assert s.connection["token_secret"] == token
         assert s.proxmox().nodes("pve1").qemu(260).config.get()["name"].startswith("Copy-of")
+
+
+def test_failed_clone_tasks_give_their_storage_slot_back(px, sim):
+    """An injected task failure must not leak the clone slot: later clones still succeed."""
+    sim.set_faults(task_error_rate=1.0)
+    for newid in (7301, 7302, 7303):
+        upid = px.nodes("pve1").qemu(9000).clone.post(newid=newid, full=1)
+        assert sim.wait_task(upid)["exitstatus"] == "pvesim: injected task failure"
+    sim.set_faults()
+    upids = [px.nodes("pve1").qemu(9000).clone.post(newid=n, full=1) for n in (7304, 7305)]
+    assert [sim.wait_task(u)["exitstatus"] for u in upids] == ["OK", "OK"]
+    assert sim.vm(7301) is None

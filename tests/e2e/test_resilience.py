@@ -1,0 +1,106 @@
+"""The guarantees under load and failure: many orders at once, workers killed with SIGKILL
+mid-deploy, Proxmox answering 5xx and failing tasks."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from producers.api import OrderClient
+from pvekvm.models import IpAddress, Operation, Service
+from tests.e2e.harness import (
+    InProcessWorkers,
+    SubprocessWorker,
+    all_ready,
+    describe_ops,
+    wait_until,
+    write_config,
+)
+from workers import scheduler
+
+
+def _order(billing: OrderClient, sids: range, product: str = "vps-small") -> None:
+    for sid in sids:
+        billing.create(service_id=sid, client_id=sid % 7 + 1, product=product,
+                       email=f"c{sid}@example.com")
+
+
+def _vms_of_ours(sim) -> dict[int, str]:
+    """Every non-template VM in pvesim → its description."""
+    with sim.sim.cluster.lock:
+        return {vmid: vm["config"].get("description", "")
+                for vmid, vm in sim.sim.cluster.vms.items()
+                if str(vm["config"].get("template", "0")) != "1"}
+
+
+def _assert_one_vm_each(sim, sids: range) -> None:
+    services = {s.id: s for s in Service.select().where(Service.id.in_(list(sids)))}
+    vmids = [s.vmid for s in services.values()]
+    assert len(set(vmids)) == len(sids), "VMIDs must be distinct"
+    vms = _vms_of_ours(sim)
+    assert set(vms) == set(vmids), f"orphans: {set(vms) - set(vmids)}"
+    for sid, svc in services.items():
+        assert f"service={sid} " in vms[svc.vmid] + " "
+    ips = [a.address for a in IpAddress.select().where(IpAddress.service_id.in_(list(sids)))
+           if a.version == 4]
+    assert len(ips) == len(set(ips)) == len(sids), "IPv4 addresses must be distinct"
+
+
+@pytest.fixture()
+def reconciler(settings):
+    sched = scheduler.build(settings, BackgroundScheduler)
+    sched.start()
+    yield sched
+    sched.shutdown(wait=False)
+
+
+def test_fifty_orders_at_once_all_become_ready_with_distinct_ips_and_vmids(settings, sim):
+    sids = range(1000, 1050)
+    with InProcessWorkers(settings, concurrency=8), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        _order(billing, sids)
+        wait_until(all_ready(sids), 240, "50 services ready", interval=0.5)
+    _assert_one_vm_each(sim, sids)
+    assert Operation.select().where(Operation.status != "done").count() == 0
+
+
+def test_workers_killed_mid_deploy_lose_no_order_and_leave_no_orphan(
+        settings, sim, tmp_path, reconciler):
+    sim.sim.task_time_scale = 0.02  # clone 0.4 s, start 0.16 s: kills land inside tasks
+    config = write_config(settings, tmp_path / "worker.toml")
+    log = tmp_path / "workers.log"
+    sids = range(2000, 2012)
+    rng = random.Random(7)
+    workers = [SubprocessWorker(config, concurrency=3, log=log).start() for _ in range(2)]
+    try:
+        with OrderClient(settings.amqp_url, settings.namespace) as billing:
+            _order(billing, sids, product="vps-large")
+        for _ in range(5):  # several kills at random moments, each replaced by a new worker
+            deadline = time.monotonic() + rng.uniform(0.3, 1.5)
+            wait_until(lambda d=deadline: time.monotonic() > d, 5, "a random moment")
+            victim = rng.randrange(len(workers))
+            workers[victim].kill()
+            workers[victim] = SubprocessWorker(config, concurrency=3, log=log).start()
+        wait_until(all_ready(sids), 180, "every order ready after the kills", interval=0.5)
+    finally:
+        for w in workers:
+            w.stop()
+    _assert_one_vm_each(sim, sids)
+    assert "Traceback" not in log.read_text() or describe_ops(sids)
+
+
+def test_orders_converge_while_proxmox_fails_calls_and_tasks(settings, sim, reconciler):
+    sim.set_faults(error_rate=0.10, task_error_rate=0.10)
+    sids = range(3000, 3015)
+    with InProcessWorkers(settings, concurrency=6), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        _order(billing, sids)
+        try:
+            wait_until(all_ready(sids), 180, "orders ready despite faults", interval=0.5)
+        except AssertionError:
+            raise AssertionError(describe_ops(sids)) from None
+    sim.set_faults()
+    _assert_one_vm_each(sim, sids)

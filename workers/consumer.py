@@ -37,13 +37,15 @@ def all_pools() -> list[str]:
 
 class WorkerThread(threading.Thread):
     def __init__(self, settings: Settings, pools: list[str], stop: threading.Event,
-                 index: int = 0) -> None:
+                 index: int = 0, observer: Callable[[str, float, float], None] | None = None
+                 ) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
         self.settings = settings
         self.pools = pools
         self.stop_event = stop
         self.topo = messaging.Topology(settings.namespace)
-        self.engine = Engine(settings, worker=f"{socket.gethostname()}/{self.name}")
+        self.engine = Engine(settings, worker=f"{socket.gethostname()}/{self.name}",
+                             observer=observer)
         self.handled = 0
 
     def run(self) -> None:
@@ -113,10 +115,12 @@ class WorkerThread(threading.Thread):
 class WorkerProcess:
     """``concurrency`` worker threads over ``pools``; SIGTERM finishes the messages in hand."""
 
-    def __init__(self, settings: Settings, pools: list[str], concurrency: int) -> None:
+    def __init__(self, settings: Settings, pools: list[str], concurrency: int,
+                 observer: Callable[[str, float, float], None] | None = None) -> None:
         self.stop = threading.Event()
         messaging.declare(settings.amqp_url, messaging.Topology(settings.namespace))
-        self.threads = [WorkerThread(settings, pools, self.stop, i) for i in range(concurrency)]
+        self.threads = [WorkerThread(settings, pools, self.stop, i, observer)
+                        for i in range(concurrency)]
 
     def start(self) -> None:
         for t in self.threads:

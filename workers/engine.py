@@ -17,6 +17,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +26,7 @@ from peewee import InterfaceError, OperationalError
 from pvekvm import oplog
 from pvekvm.config import Settings
 from pvekvm.models import Operation, Service, StepRun, database
-from pvekvm.proxmox import ProxmoxError, client
+from pvekvm.proxmox import Proxmox, ProxmoxError, client
 from steps.context import StepContext
 from steps.machine import Done, Machine, Retry, StepFailed, StepResult, Wait
 from steps.machines import MACHINES
@@ -49,13 +50,24 @@ def nudge_for(op: Operation) -> Nudge | None:
 
 
 class Engine:
-    def __init__(self, settings: Settings, worker: str = "") -> None:
+    def __init__(self, settings: Settings, worker: str = "",
+                 observer: Callable[[str, float, float], None] | None = None) -> None:
         self.settings = settings
         self.worker = worker
+        self.observer = observer  # (pool, seconds in handle, seconds inside Proxmox calls)
 
     # --- entry point --------------------------------------------------------------------------
 
     def handle(self, pool: str, body: bytes) -> Outcome:
+        if self.observer is None:
+            return self._handle(pool, body)
+        t0, pve0 = time.perf_counter(), Proxmox.time_spent()
+        try:
+            return self._handle(pool, body)
+        finally:
+            self.observer(pool, time.perf_counter() - t0, Proxmox.time_spent() - pve0)
+
+    def _handle(self, pool: str, body: bytes) -> Outcome:
         try:
             msg = json.loads(body)
             op_id, nudge = int(msg["op"]), str(msg["nudge"])

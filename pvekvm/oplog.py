@@ -62,7 +62,7 @@ def history(service_id: int) -> str:
                                      r.message or "", r.duration_ms / 1000))
         if op.status == "done":
             lines.append(f"--- {title} complete: service={service_id} status="
-                         f"{machine.done_status if machine else 'done'} ---")
+                         f"{(machine.done_status if machine else None) or 'done'} ---")
         elif op.status == "paused":
             lines.append(f"--- {title} paused: waiting at ({op.state}) — {op.error} ---")
         else:

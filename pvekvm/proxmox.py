@@ -9,6 +9,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from proxmoxer import ProxmoxAPI
@@ -41,7 +42,8 @@ def _classify(exc: Exception) -> ProxmoxError:
             detail = f"{detail} {exc.errors}".strip()
         elif exc.content and exc.content not in detail:
             detail = f"{detail} {exc.content}".strip()
-        transient = exc.status_code >= 500 and not _PERMANENT.search(detail)
+        transient = (exc.status_code >= 500 and exc.status_code != 501
+                     and not _PERMANENT.search(detail))
         return ProxmoxError(detail or f"HTTP {exc.status_code}", transient=transient,
                             status=exc.status_code)
     if isinstance(exc, requests.RequestException):
@@ -118,11 +120,12 @@ class Proxmox:
     def vm_config(self, node: str, vmid: int) -> dict[str, Any]:
         return self.get(f"nodes/{node}/qemu/{vmid}/config")
 
-    def task_status(self, node: str, upid: str) -> TaskStatus:
+    def task_status(self, node: str, upid: str, fresh: bool = True) -> TaskStatus:
+        """``fresh``: the task was dispatched moments ago, when PVE may answer 400 for it."""
         try:
-            st = self.get(f"nodes/{node}/tasks/{upid}/status")
+            st = self.get(f"nodes/{node}/tasks/{quote(upid, safe='')}/status")
         except ProxmoxError as exc:
-            if exc.status == 400:  # right after dispatch PVE may not know the task yet
+            if exc.status == 400 and fresh:
                 return TaskStatus(running=True, exitstatus=None)
             raise
         return TaskStatus(running=st.get("status") == "running", exitstatus=st.get("exitstatus"))

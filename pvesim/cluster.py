@@ -261,7 +261,8 @@ def storage_delete(ctx: Ctx, p: dict[str, Any]) -> str:
         ctx.cluster.remove_volume(node, volid)
         task.log.append(f"Removed volume '{volid}'")
 
-    return ctx.sim.tasks.start(node, "imgdel", volid, ctx.user, work).upid
+    # PVE forks imgdel without an id (a volid's ':' cannot stand in a UPID)
+    return ctx.sim.tasks.start(node, "imgdel", "", ctx.user, work).upid
 
 
 # --- vzdump --------------------------------------------------------------------------------

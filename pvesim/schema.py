@@ -53,9 +53,16 @@ def schema_index() -> dict[str, dict[str, Any]]:
 def template_regex(template: str) -> re.Pattern[str]:
     """Compile ``/nodes/{node}/qemu`` into a regex with named groups."""
     parts = []
-    for seg in template.strip("/").split("/"):
+    segs = template.strip("/").split("/")
+    for i, seg in enumerate(segs):
         m = re.fullmatch(r"\{([\w-]+)\}", seg)
-        parts.append(f"(?P<{m.group(1).replace('-', '_')}>[^/]+)" if m else re.escape(seg))
+        # a trailing {volume} takes the rest: volids hold '/' ('backup:backup/vzdump-…')
+        value = "[^/]+"
+        if m and m.group(1) == "volume" and i == len(segs) - 1:
+            value = ".+"
+        elif m and m.group(1) == "upid":  # an imgdel task's id is a volid, '/' included
+            value = ".+?"
+        parts.append(f"(?P<{m.group(1).replace('-', '_')}>{value})" if m else re.escape(seg))
     return re.compile("^/" + "/".join(parts) + "$")
 
 

@@ -28,7 +28,7 @@ def set_cloudinit(ctx: StepContext, *, new_password: bool = False) -> StepResult
     if password is None or new_password:
         password = generate_password()
         ctx.set_password(password)
-    user = ctx.service.username or ctx.template.os_user
+    user = ctx.template.os_user  # the OS image decides its login (reinstall may change it)
     if ctx.service.username != user:
         ctx.service.username = user
         Service.update(username=user).where(Service.id == ctx.service.id).execute()

@@ -63,8 +63,8 @@ class Machine:
     kind: str
     title: str                          # "Deploy", "ChangePackage", ... (operator output)
     transitions: tuple[Transition, ...]
-    busy_status: str = "busy"           # service status while the operation runs
-    done_status: str = "ready"          # service status when it completes
+    busy_status: str | None = None      # service status while it runs (None: unchanged)
+    done_status: str | None = None      # service status when it completes (None: unchanged)
     first_state: str = field(init=False)
     final_state: str = field(init=False)
 

@@ -17,6 +17,8 @@ def start_vm(ctx: StepContext) -> StepResult:
 
 
 def stop_vm(ctx: StepContext) -> StepResult:
+    if ctx.service.vmid is None or ctx.pve.locate(ctx.vmid) is None:
+        return Done("no VM", skipped=True)
     if _status(ctx) == "stopped":
         return Done("stopped", skipped=not ctx.after_task)
     upid = ctx.pve.post(f"{ctx.vm_path}/status/shutdown", forceStop=1, timeout=60)

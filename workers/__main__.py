@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown pools: {', '.join(sorted(unknown))}")
     logging.basicConfig(level=args.log_level, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("pika").setLevel(logging.WARNING)
     settings = load_settings(args.config)
     apply_schema(bind(settings.database_url))
     proc = WorkerProcess(settings, pools, max(1, args.concurrency))

@@ -117,7 +117,7 @@ class Engine:
         started = op.step_started_at or datetime.now()
         try:
             if op.upid:
-                status = pve.task_status(op.upid_node, op.upid)
+                status = pve.task_status(op.upid_node, op.upid, fresh=op.polls < 3)
                 if status.running:
                     polls = op.polls + 1
                     delays = self.settings.engine.poll_delays_s
@@ -239,8 +239,12 @@ class Engine:
     def _finish(self, op: Operation, machine: Machine, out: Outcome) -> Outcome:
         self._cas(op, op.nudge_id, status="done", active_service=None, nudge_id=None,
                   finished_at=datetime.now())
-        Service.update(status=machine.done_status).where(Service.id == op.service_id).execute()
-        out.log.append(oplog.complete_line(machine, op, machine.done_status))
+        updates = dict(json.loads(op.params or "{}").get("service", {}))
+        if machine.done_status:
+            updates["status"] = machine.done_status
+        if updates:
+            Service.update(**updates).where(Service.id == op.service_id).execute()
+        out.log.append(oplog.complete_line(machine, op, machine.done_status or "done"))
         nxt = start_next_queued(op.service_id)
         if nxt is not None:
             out.publish.append(nxt)
@@ -278,7 +282,8 @@ def start_next_queued(service_id: int) -> Nudge | None:
                      nudge_published=False, version=Operation.version + 1).where(
         Operation.id == op.id).execute()
     machine = MACHINES[op.kind]
-    Service.update(status=machine.busy_status).where(Service.id == service_id).execute()
+    if machine.busy_status:
+        Service.update(status=machine.busy_status).where(Service.id == service_id).execute()
     return Nudge(machine.at(op.state).pool, op.id, nudge, op.state)
 
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from typing import Any
 
 from peewee import IntegrityError
 
-from producers.events import CreateEvent, Event, InvalidEvent, parse_event
-from pvekvm.models import Operation, Product, Service, Template, database
+from producers.events import (
+    BackupScheduleEvent,
+    CreateEvent,
+    Event,
+    InvalidEvent,
+    parse_event,
+)
+from pvekvm.models import Backup, BackupSchedule, Operation, Product, Service, Template, database
 from pvekvm.validation import is_valid_hostname
 from steps.machines import MACHINES
 from workers.engine import new_nudge_id, nudge_for
@@ -19,8 +26,17 @@ from workers.outcome import Outcome
 log = logging.getLogger("pvekvm.intake")
 MAX_SERVICE_ID = 2**32 - 1
 
-# event type → (machine kind, service status that allows it)
-KIND_OF: dict[str, str] = {"create": "deploy"}
+# event type → the machine that carries it out (the others are handled here, without Proxmox)
+KIND_OF: dict[str, str] = {
+    "create": "deploy", "change_package": "change_package", "reinstall": "reinstall",
+    "suspend": "suspend", "unsuspend": "unsuspend", "terminate": "terminate",
+    "snapshot_create": "snapshot_create", "snapshot_delete": "snapshot_delete",
+    "snapshot_rollback": "snapshot_rollback", "backup_create": "backup_create",
+    "backup_delete": "backup_delete", "backup_restore": "restore",
+    "reset_password": "reset_password", "iso_mount": "iso_mount", "iso_unmount": "iso_unmount",
+    "power": "power",
+}
+GONE = ("terminated", "terminating")
 
 
 class Refused(Exception):
@@ -46,14 +62,21 @@ def _start(event: Event) -> Outcome:
                        mark_published=(existing.id, existing.nudge_id) if again else None,
                        log=[f"sid:{event.service_id} duplicate event "
                             f"{event.idempotency_key}: operation {existing.id} already exists"])
+    if isinstance(event, BackupScheduleEvent):
+        return _save_schedule(event)
     kind = KIND_OF.get(event.type)
     if kind is None or kind not in MACHINES:
         raise Refused(f"event type {event.type!r} is not supported by this engine version")
-    params: dict[str, Any] = {}
     if isinstance(event, CreateEvent):
         _create_service(event)
-    elif Service.get_or_none(Service.id == event.service_id) is None:
-        raise Refused(f"unknown service {event.service_id}")
+        params: dict[str, Any] = {}
+    else:
+        service = Service.get_or_none(Service.id == event.service_id)
+        if service is None:
+            raise Refused(f"unknown service {event.service_id}")
+        if service.status in GONE:
+            raise Refused(f"service {event.service_id} is {service.status}")
+        params = _params(event, service)
     machine = MACHINES[kind]
     busy = Operation.get_or_none(Operation.active_service == event.service_id)
     nudge = new_nudge_id()
@@ -69,7 +92,9 @@ def _start(event: Event) -> Outcome:
         op = Operation.create(**fields, status="queued")
     if busy:
         return Outcome(log=[f"sid:{event.service_id} {kind} queued behind {busy.kind}"])
-    Service.update(status=machine.busy_status).where(Service.id == event.service_id).execute()
+    if machine.busy_status:
+        Service.update(status=machine.busy_status).where(
+            Service.id == event.service_id).execute()
     return Outcome(publish=[nudge_for(op)], mark_published=(op.id, nudge),  # type: ignore[list-item]
                    log=[f"sid:{event.service_id} {kind} accepted (operation {op.id})"])
 
@@ -97,3 +122,40 @@ def _create_service(event: CreateEvent) -> None:
     Service.create(id=event.service_id, client_id=event.client_id, product_id=product.id,
                    template_id=template.id, email=event.email, hostname=hostname,
                    status="pending", want_ipv6=bool(event.ipv6))
+
+
+def _params(event: Event, service: Service) -> dict[str, Any]:
+    """What the operation needs from the event, checked against the catalog; ids, no secrets.
+    ``service`` holds the columns the service takes on when the operation completes."""
+    data = event.payload()
+    if event.type == "change_package":
+        product = Product.get_or_none(Product.name == data["product"])
+        if product is None:
+            raise Refused(f"unknown product {data['product']!r}")
+        return {"product_id": product.id, "service": {"product_id": product.id}}
+    if event.type == "reinstall":
+        name = data.get("template")
+        template = Template.get_or_none(Template.name == name) if name else \
+            Template.get_by_id(service.template_id)
+        if template is None:
+            raise Refused(f"unknown template {name!r}")
+        return {"template_id": template.id, "service": {"template_id": template.id}}
+    if "backup_id" in data and Backup.get_or_none(
+            (Backup.id == data["backup_id"]) & (Backup.service_id == service.id)) is None:
+        raise Refused(f"backup {data['backup_id']} does not belong to service {service.id}")
+    return data
+
+
+def _save_schedule(event: BackupScheduleEvent) -> Outcome:
+    """Backup days are saved at once; the time of day is drawn at random on every save to
+    spread the backup load over the storage (the manual's rule)."""
+    if Service.get_or_none(Service.id == event.service_id) is None:
+        raise Refused(f"unknown service {event.service_id}")
+    minute = secrets.randbelow(24 * 60)
+    BackupSchedule.insert(service_id=event.service_id, days=",".join(event.days),
+                          minute_of_day=minute).on_conflict(
+        update={BackupSchedule.days: ",".join(event.days),
+                BackupSchedule.minute_of_day: minute}).execute()
+    when = f"{minute // 60:02d}:{minute % 60:02d}" if event.days else "off"
+    return Outcome(log=[f"sid:{event.service_id} backup schedule {','.join(event.days) or '-'}"
+                        f" at {when}"])

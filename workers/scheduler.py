@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("pika").setLevel(logging.WARNING)
     settings = load_settings(args.config)
     apply_schema(bind(settings.database_url))
     messaging.declare(settings.amqp_url, messaging.Topology(settings.namespace))

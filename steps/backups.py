@@ -1,0 +1,154 @@
+"""Snapshots and backups: limits from the package, PVE tasks, and our rows kept in step."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from urllib.parse import quote
+
+from pvekvm.models import Backup, Snapshot
+from pvekvm.proxmox import ProxmoxError
+from steps.context import StepContext
+from steps.machine import Done, Retry, StepFailed, StepResult, Wait
+
+
+def _snapshots(ctx: StepContext) -> set[str]:
+    return {s["name"] for s in ctx.pve.get(f"{ctx.vm_path}/snapshot") if s["name"] != "current"}
+
+
+def create_snapshot(ctx: StepContext) -> StepResult:
+    name = ctx.params["name"]
+    if name in _snapshots(ctx):
+        _remember_snapshot(ctx, name)
+        return Done(f"snapshot {name}", skipped=not ctx.after_task)
+    count = Snapshot.select().where(Snapshot.service_id == ctx.service.id).count()
+    if count >= ctx.product.snapshot_limit:
+        raise StepFailed(f"snapshot limit reached ({count}/{ctx.product.snapshot_limit})")
+    cfg = ctx.config()
+    if cfg.get("lock"):
+        return Retry(f"VM is locked ({cfg['lock']})", delay_s=1.0)
+    return Wait(ctx.pve.post(f"{ctx.vm_path}/snapshot", snapname=name,
+                             description=ctx.params.get("description") or "pvekvm"),
+                ctx.service.node)
+
+
+def _remember_snapshot(ctx: StepContext, name: str) -> None:
+    now = datetime.now()
+    Snapshot.insert(service_id=ctx.service.id, name=name,
+                    description=ctx.params.get("description") or "", created_at=now,
+                    expires_at=now + timedelta(days=int(ctx.product.snapshot_days))
+                    ).on_conflict_ignore().execute()
+
+
+def delete_snapshot(ctx: StepContext, name: str | None = None) -> StepResult:
+    name = name or ctx.params["name"]
+    if name not in _snapshots(ctx):
+        Snapshot.delete().where((Snapshot.service_id == ctx.service.id)
+                                & (Snapshot.name == name)).execute()
+        return Done(f"snapshot {name} gone", skipped=not ctx.after_task)
+    return Wait(ctx.pve.delete(f"{ctx.vm_path}/snapshot/{name}"), ctx.service.node)
+
+
+def delete_all_snapshots(ctx: StepContext) -> StepResult:
+    """Reinstall: snapshots go (backups stay)."""
+    if ctx.service.vmid is None or ctx.pve.locate(ctx.vmid) is None:
+        Snapshot.delete().where(Snapshot.service_id == ctx.service.id).execute()
+        return Done("no VM", skipped=True)
+    left = sorted(_snapshots(ctx))
+    if not left:
+        Snapshot.delete().where(Snapshot.service_id == ctx.service.id).execute()
+        return Done("no snapshots", skipped=not ctx.after_task)
+    return delete_snapshot(ctx, left[0])
+
+
+def rollback_snapshot(ctx: StepContext) -> StepResult:
+    name = ctx.params["name"]
+    if ctx.after_task:
+        return Done(f"rolled back to {name}")
+    if name not in _snapshots(ctx):
+        raise StepFailed(f"snapshot {name} does not exist")
+    return Wait(ctx.pve.post(f"{ctx.vm_path}/snapshot/{name}/rollback"), ctx.service.node)
+
+
+def _notes_tag(ctx: StepContext) -> str:
+    return f"pvekvm-op-{ctx.operation.id}"
+
+
+def _backup_volumes(ctx: StepContext, storage: str) -> list[dict]:
+    return ctx.pve.get(f"nodes/{ctx.service.node}/storage/{storage}/content", content="backup",
+                       vmid=ctx.vmid)
+
+
+def create_backup(ctx: StepContext) -> StepResult:
+    storage = ctx.product.backup_storage
+    if not storage or ctx.product.backup_limit <= 0:
+        raise StepFailed("the package allows no backups")
+    tag = _notes_tag(ctx)
+    mine = [v for v in _backup_volumes(ctx, storage) if tag in str(v.get("notes", ""))]
+    if mine:
+        vol = mine[0]
+        Backup.insert(service_id=ctx.service.id, volid=vol["volid"], storage=storage,
+                      node=ctx.service.node, size_bytes=int(vol.get("size", 0)),
+                      scheduled=bool(ctx.params.get("scheduled")),
+                      note=(ctx.params.get("note") or "")[:255], created_at=datetime.now()
+                      ).on_conflict_ignore().execute()
+        return Done(vol["volid"], skipped=not ctx.after_task)
+    held = list(Backup.select().where(Backup.service_id == ctx.service.id)
+                .order_by(Backup.created_at))
+    if len(held) >= ctx.product.backup_limit:
+        if not ctx.params.get("scheduled"):
+            raise StepFailed(f"backup limit reached ({len(held)}/{ctx.product.backup_limit})")
+        return _delete_volume(ctx, held[0])  # rotate: the oldest makes room, then run again
+    cfg = ctx.config()
+    if cfg.get("lock"):
+        return Retry(f"VM is locked ({cfg['lock']})", delay_s=2.0)
+    upid = ctx.pve.post(f"nodes/{ctx.service.node}/vzdump", vmid=ctx.vmid, storage=storage,
+                        mode="snapshot", compress="zstd",
+                        **{"notes-template": f"{{{{guestname}}}} {tag}"})
+    return Wait(upid, ctx.service.node)
+
+
+def _delete_volume(ctx: StepContext, backup: Backup) -> StepResult:
+    try:
+        volume = quote(backup.volid, safe="")  # a volid holds ':' and '/'
+        upid = ctx.pve.delete(f"nodes/{backup.node}/storage/{backup.storage}/content/{volume}")
+    except ProxmoxError as exc:
+        if "does not exist" not in str(exc):
+            raise
+        upid = None
+    backup.delete_instance()
+    if isinstance(upid, str) and upid.startswith("UPID:"):
+        return Wait(upid, backup.node)
+    return Retry("oldest backup removed", delay_s=0.25, counts=False)
+
+
+def delete_backup(ctx: StepContext) -> StepResult:
+    backup = Backup.get_or_none((Backup.id == ctx.params["backup_id"])
+                                & (Backup.service_id == ctx.service.id))
+    if backup is None:
+        return Done("backup already gone", skipped=not ctx.after_task)
+    result = _delete_volume(ctx, backup)
+    return result if isinstance(result, Wait) else Done(f"{backup.volid} deleted")
+
+
+def delete_all_backups(ctx: StepContext) -> StepResult:
+    """Terminate: the client's backups go with the service."""
+    first = Backup.select().where(Backup.service_id == ctx.service.id).first()
+    if first is None:
+        return Done("no backups", skipped=not ctx.after_task)
+    result = _delete_volume(ctx, first)
+    if isinstance(result, Wait):
+        return result
+    return delete_all_backups(ctx)
+
+
+def restore_backup(ctx: StepContext) -> StepResult:
+    """Restore over the existing VM (same VMID); the VM is stopped by the step before."""
+    if ctx.after_task:
+        return Done("restored")
+    backup = Backup.get_or_none((Backup.id == ctx.params["backup_id"])
+                                & (Backup.service_id == ctx.service.id))
+    if backup is None:
+        raise StepFailed(f"backup {ctx.params['backup_id']} not found for this service")
+    upid = ctx.pve.post(f"nodes/{ctx.service.node}/qemu", vmid=ctx.vmid, archive=backup.volid,
+                        force=1, storage=ctx.product.target_storage)
+    return Wait(upid, ctx.service.node)

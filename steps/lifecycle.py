@@ -1,0 +1,102 @@
+"""Steps of the day-2 operations: power, suspend, terminate, reset password, ISO media."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pvekvm.models import AuditLog, Service
+from steps import cloudinit, pvecfg
+from steps.allocation import release_ips
+from steps.context import StepContext
+from steps.machine import Done, Retry, StepFailed, StepResult, Wait
+
+ISO_SLOTS = ("ide2", "ide3", "ide0", "ide1")
+
+
+def vm_exists(ctx: StepContext) -> bool:
+    """True when the service's VM exists; records the node it is on."""
+    if ctx.service.vmid is None:
+        return False
+    node = ctx.pve.locate(ctx.vmid)
+    if node and node != ctx.service.node:
+        ctx.service.node = node
+        Service.update(node=node).where(Service.id == ctx.service.id).execute()
+    return node is not None
+
+
+def power_action(ctx: StepContext) -> StepResult:
+    """start / stop (hard) / shutdown (graceful, then forced) / reboot, from the event."""
+    action = ctx.params.get("action", "start")
+    status = ctx.pve.get(f"{ctx.vm_path}/status/current").get("status")
+    if ctx.after_task or (action == "start" and status == "running") or (
+            action in ("stop", "shutdown") and status == "stopped"):
+        return Done(f"VM {status}", skipped=not ctx.after_task)
+    if action == "reboot" and status != "running":
+        action = "start"
+    extra = {"forceStop": 1, "timeout": 60} if action == "shutdown" else {}
+    return Wait(ctx.pve.post(f"{ctx.vm_path}/status/{action}", **extra), ctx.service.node)
+
+
+def release_addresses(ctx: StepContext) -> StepResult:
+    """Terminate: the IPs go back to the free pool, the VMID is no longer held."""
+    n = release_ips(ctx.service.id)
+    Service.update(vmid=None, node=None).where(Service.id == ctx.service.id).execute()
+    return Done(f"{n} address(es) released")
+
+
+def reset_password(ctx: StepContext) -> StepResult:
+    """A new password once per operation (a retried step re-sends the same one)."""
+    done = AuditLog.get_or_none((AuditLog.operation_id == ctx.operation.id)
+                                & (AuditLog.event == "password_generated"))
+    if done is None:
+        AuditLog.create(service_id=ctx.service.id, operation_id=ctx.operation.id,
+                        event="password_generated", detail="cloud-init password reset",
+                        created_at=datetime.now())
+    return cloudinit.set_cloudinit(ctx, new_password=done is None)
+
+
+def _iso_slot(cfg: dict) -> str:
+    for slot in ISO_SLOTS:
+        value = str(cfg.get(slot, ""))
+        if "cloudinit" not in value:
+            return slot
+    raise StepFailed("no free IDE slot for a CD-ROM")
+
+
+def mount_iso(ctx: StepContext) -> StepResult:
+    storage = ctx.product.iso_storage
+    if not storage:
+        raise StepFailed("the package has no ISO storage")
+    iso = ctx.params["iso"]
+    volid = f"{storage}:iso/{iso}"
+    isos = {c["volid"] for c in ctx.pve.get(f"nodes/{ctx.service.node}/storage/{storage}/content",
+                                            content="iso")}
+    if volid not in isos:
+        raise StepFailed(f"ISO {iso} not found on storage {storage}")
+    cfg = ctx.config()
+    slot = _iso_slot(cfg)
+    if pvecfg.parse(str(cfg.get(slot, "")), "file").get("file") == volid:
+        return Done(f"{iso} already in {slot}", skipped=True)
+    ctx.pve.put(f"{ctx.vm_path}/config", **{slot: f"{volid},media=cdrom"})
+    return Done(f"{iso} in {slot}")
+
+
+def unmount_iso(ctx: StepContext) -> StepResult:
+    cfg = ctx.config()
+    slot = _iso_slot(cfg)
+    if pvecfg.parse(str(cfg.get(slot, "none")), "file").get("file") in ("none", None, ""):
+        return Done("no ISO mounted", skipped=True)
+    ctx.pve.put(f"{ctx.vm_path}/config", **{slot: "none,media=cdrom"})
+    return Done(f"{slot} emptied")
+
+
+def iso_group(filename: str) -> str:
+    """The manual's grouping: the part before the first '-'; no dash → OTHER."""
+    return filename.split("-", 1)[0] if "-" in filename else "OTHER"
+
+
+def guard_locked(ctx: StepContext) -> StepResult | None:
+    cfg = ctx.config()
+    if cfg.get("lock"):
+        return Retry(f"VM is locked ({cfg['lock']})", delay_s=1.0)
+    return None

@@ -1,0 +1,123 @@
+"""Day-2 operations on one VM, each through the engine against pvesim: change package,
+snapshots, backups and restore, reset password, reinstall, ISO, power, suspend, terminate."""
+
+from __future__ import annotations
+
+from producers.api import OrderClient
+from pvekvm import secrets
+from pvekvm.models import Backup, IpAddress, Operation, Product, Service, Snapshot
+from steps.lifecycle import iso_group
+from tests.e2e.harness import InProcessWorkers, all_ready, describe_ops, wait_until
+
+SID = 4242
+
+
+def _op_done(kind: str, count: int = 1):
+    def check() -> bool:
+        q = Operation.select().where((Operation.service_id == SID) & (Operation.kind == kind))
+        return q.where(Operation.status == "done").count() >= count
+    return check
+
+
+def _wait(kind: str, count: int = 1) -> None:
+    try:
+        wait_until(_op_done(kind, count), 60, f"{kind} done")
+    except AssertionError:
+        raise AssertionError(describe_ops([SID])) from None
+
+
+def _cfg(sim, svc: Service) -> dict:
+    return sim.proxmox().nodes(svc.node).qemu(svc.vmid).config.get()
+
+
+def test_a_vm_through_its_whole_life(settings, sim, sink):
+    with InProcessWorkers(settings, concurrency=4), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        billing.create(service_id=SID, client_id=9, product="vps-small", email="o@example.com")
+        wait_until(all_ready([SID]), 60, "deploy")
+        svc = Service.get_by_id(SID)
+        vmid, mac = svc.vmid, svc.macaddr
+        ip = IpAddress.get((IpAddress.service_id == SID) & (IpAddress.version == 4)).address
+
+        billing.snapshot_create(service_id=SID, name="before_upgrade")
+        _wait("snapshot_create")
+        assert "before_upgrade" in sim.vm(vmid)["snapshots"]
+        assert Snapshot.get(Snapshot.service_id == SID).expires_at > Snapshot.get(
+            Snapshot.service_id == SID).created_at
+
+        billing.backup_create(service_id=SID, note="first")
+        _wait("backup_create")
+        backup = Backup.get(Backup.service_id == SID)
+        assert backup.volid.startswith("backup:backup/vzdump-qemu-")
+
+        billing.change_package(service_id=SID, product="vps-large")
+        _wait("change_package")
+        svc = Service.get_by_id(SID)
+        cfg = _cfg(sim, svc)
+        assert (int(cfg["cores"]), int(cfg["memory"])) == (4, 8192)
+        assert "size=80G" in cfg["scsi0"] and "size=100G" in cfg["scsi1"]
+        assert "tag=200" in cfg["net0"] and svc.product_id == Product.get(name="vps-large").id
+        assert sim.vm(vmid)["status"] == "running" and svc.status == "ready"
+
+        old_password = secrets.decrypt(settings.secret_key_file, svc.password_enc)
+        billing.reset_password(service_id=SID)
+        _wait("reset_password")
+        new_password = secrets.decrypt(settings.secret_key_file,
+                                       Service.get_by_id(SID).password_enc)
+        assert new_password != old_password
+        mail = sink.wait_for(lambda m: new_password in m.body, 5)
+        assert mail.rcpt_tos == ["o@example.com"]
+
+        billing.iso_mount(service_id=SID, iso="Debian-12.5.0-amd64-netinst.iso")
+        _wait("iso_mount")
+        assert any("Debian-12.5.0-amd64-netinst.iso" in str(v)
+                   for v in _cfg(sim, Service.get_by_id(SID)).values())
+        billing.iso_unmount(service_id=SID)
+        _wait("iso_unmount")
+        assert not any("netinst" in str(v) for v in _cfg(sim, Service.get_by_id(SID)).values())
+
+        billing.power(service_id=SID, action="stop")
+        _wait("power")
+        assert sim.vm(vmid)["status"] == "stopped"
+
+        billing.reinstall(service_id=SID, template="ubuntu-2204")
+        _wait("reinstall")
+        svc = Service.get_by_id(SID)
+        assert (svc.vmid, svc.macaddr) == (vmid, mac)  # VMID, MAC and IP are kept
+        assert IpAddress.get((IpAddress.service_id == SID) & (IpAddress.version == 4)).address \
+            == ip
+        cfg = _cfg(sim, svc)
+        assert cfg["ciuser"] == "ubuntu" and mac.lower() in cfg["net0"].lower()
+        assert sim.vm(vmid)["snapshots"] == {} and Snapshot.select().count() == 0
+        assert Backup.select().count() == 1  # backups survive a reinstall
+
+        billing.backup_restore(service_id=SID, backup_id=backup.id)
+        _wait("restore")
+        assert sim.vm(vmid)["status"] == "running"
+        sink.wait_for(lambda m: "restor" in m.subject.lower(), 5)
+
+        billing.suspend(service_id=SID)
+        wait_until(lambda: Service.get_by_id(SID).status == "suspended", 30, "suspended")
+        assert sim.vm(vmid)["status"] == "stopped"
+        billing.unsuspend(service_id=SID)
+        _wait("unsuspend")
+        assert Service.get_by_id(SID).status == "ready"
+
+        billing.terminate(service_id=SID)
+        wait_until(lambda: Service.get_by_id(SID).status == "terminated", 60, "terminated")
+    assert sim.vm(vmid) is None
+    assert Service.get_by_id(SID).vmid is None
+    assert IpAddress.select().where(IpAddress.service_id == SID).count() == 0
+    assert Backup.select().count() == 0 and not _backup_files(sim)
+
+
+def _backup_files(sim) -> list[str]:
+    px = sim.proxmox()
+    return [v["volid"] for v in px.nodes("pve1").storage("backup").content.get(content="backup")]
+
+
+def test_iso_groups_follow_the_manual():
+    assert iso_group("Debian-12.5.0-amd64-netinst.iso") == "Debian"
+    assert iso_group("Ubuntu-22.04.4-live-server-amd64.iso") == "Ubuntu"
+    assert iso_group("proxmox-ve_8.1-2.iso") == "proxmox"
+    assert iso_group("myfile.iso") == "OTHER"

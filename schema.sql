@@ -136,7 +136,7 @@ CREATE TABLE IF NOT EXISTS step_runs (
   label         VARCHAR(64)  NOT NULL,
   from_state    VARCHAR(48)  NOT NULL,
   to_state      VARCHAR(48)  NOT NULL,
-  result        VARCHAR(8)   NOT NULL,                -- success|skip|retry|error
+  result        VARCHAR(8)   NOT NULL,                -- success|skip|warn|retry|error
   duration_ms   INT UNSIGNED NOT NULL,
   message       TEXT         NULL,
   worker        VARCHAR(64)  NOT NULL DEFAULT '',

@@ -10,7 +10,7 @@ from pvekvm.models import Operation, Service, StepRun
 if TYPE_CHECKING:
     from steps.machine import Machine
 
-MARK = {"success": "[+]", "skip": "[+]", "retry": "[!]", "error": "[-]"}
+MARK = {"success": "[+]", "skip": "[+]", "warn": "[~]", "retry": "[!]", "error": "[-]"}
 
 
 def format_step(number: int, label: str, result: str, from_state: str, to_state: str,
@@ -18,7 +18,8 @@ def format_step(number: int, label: str, result: str, from_state: str, to_state:
     """``[+]  3. Resize system disk   success (set_cpu_ram -> set_system_disk_size)   [0.12s]``"""
     if result == "skip":
         label = f"{label} (skip — {message or 'no change'})"
-    outcome = "success" if result in ("success", "skip") else message
+    outcome = "success" if result in ("success", "skip") else \
+        f"success — {message}" if result == "warn" else message
     return (f"{MARK.get(result, '[?]')} {number:>2}. {label:<36} {outcome} "
             f"({from_state} -> {to_state})  [{seconds:.2f}s]")
 

@@ -12,7 +12,7 @@ def set_dns_records(ctx: StepContext) -> StepResult:
     try:
         return Done(dnssync.publish(ctx.service, ctx.settings.secret_key_file))
     except dns.DnsError as exc:
-        return Done(f"DNS deferred, will retry in background: {exc}")
+        return Done(f"DNS deferred, will retry in background: {exc}", warning=True)
     except ValueError as exc:
         raise StepFailed(f"DNS: {exc}") from exc
 
@@ -21,6 +21,6 @@ def delete_dns_records(ctx: StepContext) -> StepResult:
     try:
         return Done(dnssync.withdraw(ctx.service, ctx.settings.secret_key_file))
     except dns.DnsError as exc:
-        return Done(f"DNS delete deferred, will retry in background: {exc}")
+        return Done(f"DNS delete deferred, will retry in background: {exc}", warning=True)
     except ValueError as exc:
         raise StepFailed(f"DNS: {exc}") from exc

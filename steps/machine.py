@@ -21,6 +21,7 @@ class Done:
 
     message: str = ""
     skipped: bool = False
+    warning: bool = False  # advanced, but something is owed (DNS deferred): shown to operators
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ class Engine:
             return self._pause(op, machine, nudge, started, f"{type(exc).__name__}: {exc}")
 
         if ctx.after_task and isinstance(result, Done) and result.skipped:
-            result = Done(result.message)  # the work was this step's own task
+            result = Done(result.message, warning=result.warning)  # its own task did the work
         if isinstance(result, Wait):
             return self._reschedule(op, nudge, self.settings.engine.poll_delays_s[0], started,
                                     upid=result.upid, node=result.node, polls=0)
@@ -223,8 +223,8 @@ class Engine:
                  result: Done) -> Outcome:
         t = machine.at(op.state)
         assert t is not None
-        line = self._record(op, machine, started, "skip" if result.skipped else "success",
-                            result.message, to_state=t.next_state)
+        kind = "warn" if result.warning else "skip" if result.skipped else "success"
+        line = self._record(op, machine, started, kind, result.message, to_state=t.next_state)
         nxt = new_nudge_id()
         self._cas(op, nudge, state=t.next_state, attempt=0, nudge_id=nxt, prev_nudge_id=nudge,
                   nudge_published=False, nudge_delay_s=0, upid=None, upid_node=None, polls=0,

@@ -1,0 +1,109 @@
+"""Deploy and terminate with DNS on the real PowerDNS, answers checked over DNS (dnspython)."""
+
+from __future__ import annotations
+
+import os
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+import requests
+
+from producers.api import OrderClient
+from pvekvm import catalog, oplog
+from pvekvm.models import DnsRecordRow, IpAddress, Service
+from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL, PDNS_DNS_PORT, TcpProxy
+from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
+from workers import scheduler
+
+FORWARD, REVERSE4 = "vps.example.net", "2.0.192.in-addr.arpa"
+
+
+def _query(name: str, rtype: str) -> list[str]:
+    answer = dns.query.udp(dns.message.make_query(name, rtype), "127.0.0.1",
+                           port=PDNS_DNS_PORT, timeout=3)
+    want = dns.rdatatype.from_text(rtype)
+    return sorted(rd.to_text() for rr in answer.answer if rr.rdtype == want for rd in rr)
+
+
+@pytest.fixture()
+def pdns_zones():
+    s = requests.Session()
+    s.headers["X-API-Key"] = PDNS_API_KEY
+    url = f"{PDNS_API_URL}/api/v1/servers/localhost/zones"
+    try:
+        s.get(url, timeout=2).raise_for_status()
+    except requests.RequestException as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PowerDNS not answering (scripts/pdns.sh): {exc}")
+        pytest.skip(f"PowerDNS not answering (scripts/pdns.sh): {exc}")
+    for zone in (FORWARD, REVERSE4):
+        s.delete(f"{url}/{zone}.", timeout=5)
+        r = s.post(url, json={"name": f"{zone}.", "kind": "Native",
+                              "nameservers": ["ns1.pvekvm.test."]}, timeout=5)
+        assert r.status_code == 201, r.text
+    yield
+    for zone in (FORWARD, REVERSE4):
+        s.delete(f"{url}/{zone}.", timeout=5)
+
+
+def _use_powerdns(settings, api_url: str) -> None:
+    catalog.load({
+        "dns_providers": [{"name": "pdns", "kind": "powerdns", "settings": {
+            "api_url": api_url, "api_key": PDNS_API_KEY, "server_id": "localhost",
+            "timeout": 1}}],
+        "dns_zones": [{"name": FORWARD, "provider": "pdns"},
+                      {"name": REVERSE4, "provider": "pdns"}],
+    }, settings.secret_key_file)
+
+
+def _ptr_name(ip: str) -> str:
+    return ".".join(reversed(ip.split("."))) + ".in-addr.arpa"
+
+
+def test_deploy_publishes_a_and_ptr_and_terminate_removes_them(settings, pdns_zones):
+    _use_powerdns(settings, PDNS_API_URL)
+    with InProcessWorkers(settings, concurrency=4), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        billing.create(service_id=6001, client_id=3, product="vps-small", email="d@example.com")
+        wait_until(all_ready([6001]), 60, "deploy")
+        host = Service.get_by_id(6001).hostname
+        ip = IpAddress.get((IpAddress.service_id == 6001) & (IpAddress.version == 4)).address
+        assert host == "vps-3-6001.vps.example.net"
+        assert _query(host, "A") == [ip]
+        assert _query(_ptr_name(ip), "PTR") == [f"{host}."]
+
+        billing.terminate(service_id=6001)
+        wait_until(lambda: Service.get_by_id(6001).status == "terminated", 60, "terminate")
+    assert _query(host, "A") == [] and _query(_ptr_name(ip), "PTR") == []
+    assert DnsRecordRow.select().count() == 0
+
+
+def test_powerdns_down_during_deploy_vm_ready_then_dns_converges(settings, pdns_zones):
+    api_port = int(PDNS_API_URL.rsplit(":", 1)[1])
+    proxy = TcpProxy(api_port)  # PowerDNS' API as the engine reaches it; not started = down
+    _use_powerdns(settings, f"http://127.0.0.1:{proxy.port}")
+    try:
+        with InProcessWorkers(settings, concurrency=4), \
+                OrderClient(settings.amqp_url, settings.namespace) as billing:
+            billing.create(service_id=6002, client_id=3, product="vps-small",
+                           email="e@example.com")
+            wait_until(all_ready([6002]), 60, "deploy despite DNS being down")
+        host = Service.get_by_id(6002).hostname
+        ip = IpAddress.get((IpAddress.service_id == 6002) & (IpAddress.version == 4)).address
+        assert _query(host, "A") == []
+        owed = list(DnsRecordRow.select().where(DnsRecordRow.service_id == 6002))
+        assert owed and not any(r.synced for r in owed) and "powerdns" in owed[0].error
+        assert scheduler.dns_retry_once(settings) == 0  # still down: nothing converges
+        line = next(ln for ln in oplog.history(6002).splitlines() if "Set DNS records" in ln)
+        assert line.startswith("[~]") and "DNS deferred" in line and "powerdns" in line
+
+        proxy.start()  # PowerDNS reachable again: the retry job brings DNS in step
+        wait_until(lambda: scheduler.dns_retry_once(settings) or not scheduler.dnssync
+                   .owed_services(), 10, "the DNS retry job")
+        assert _query(host, "A") == [ip]
+        assert _query(_ptr_name(ip), "PTR") == [f"{host}."]
+        assert scheduler.dnssync.owed_services() == []
+    finally:
+        proxy.stop()

@@ -294,7 +294,12 @@ def vzdump(ctx: Ctx, p: dict[str, Any]) -> str:
             raise PVEError(f"Unable to find VM {vmid} on node '{node}'")
         vms.append(vm)
     compress = str(p.get("compress", "0"))
-    stamp = time.strftime("%Y_%m_%d-%H_%M_%S")
+    when = time.time()
+    stamp = time.strftime("%Y_%m_%d-%H_%M_%S", time.localtime(when))
+    while any(v["volid"].startswith(f"{storage}:backup/vzdump-qemu-{vmids[0]}-{stamp}")
+              for v in ctx.cluster.storage_volumes(storage, node)):
+        when += 1  # a real vzdump takes seconds: two archives never share a timestamp
+        stamp = time.strftime("%Y_%m_%d-%H_%M_%S", time.localtime(when))
     if len(vms) != 1:
         raise PVEError("pvesim: vzdump of several guests at once is not supported")
     vm = vms[0]

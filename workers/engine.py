@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from peewee import InterfaceError, OperationalError
+from peewee import IntegrityError, InterfaceError, OperationalError
 
 from pvekvm import oplog
 from pvekvm.config import Settings
@@ -278,9 +278,13 @@ def start_next_queued(service_id: int) -> Nudge | None:
     if op is None:
         return None
     nudge = new_nudge_id()
-    Operation.update(status="running", active_service=service_id, nudge_id=nudge,
-                     nudge_published=False, version=Operation.version + 1).where(
-        Operation.id == op.id).execute()
+    try:
+        with database.atomic():
+            Operation.update(status="running", active_service=service_id, nudge_id=nudge,
+                             nudge_published=False, version=Operation.version + 1).where(
+                Operation.id == op.id).execute()
+    except IntegrityError:  # another operation became active first; it starts ours when done
+        return None
     machine = MACHINES[op.kind]
     if machine.busy_status:
         Service.update(status=machine.busy_status).where(Service.id == service_id).execute()

@@ -20,7 +20,7 @@ from producers.events import (
 from pvekvm.models import Backup, BackupSchedule, Operation, Product, Service, Template, database
 from pvekvm.validation import is_valid_hostname
 from steps.machines import MACHINES
-from workers.engine import new_nudge_id, nudge_for
+from workers.engine import new_nudge_id, nudge_for, start_next_queued
 from workers.outcome import Outcome
 
 log = logging.getLogger("pvekvm.intake")
@@ -77,26 +77,35 @@ def _start(event: Event) -> Outcome:
         if service.status in GONE:
             raise Refused(f"service {event.service_id} is {service.status}")
         params = _params(event, service)
+    return start_operation(event.service_id, kind, event.idempotency_key, params)
+
+
+def start_operation(service_id: int, kind: str, key: str, params: dict[str, Any]) -> Outcome:
+    """Record an operation (running, or queued behind the service's running one) and say which
+    nudge starts it. Also used by the scheduler (snapshot expiry, scheduled backups)."""
     machine = MACHINES[kind]
-    busy = Operation.get_or_none(Operation.active_service == event.service_id)
+    busy = Operation.get_or_none(Operation.active_service == service_id)
     nudge = new_nudge_id()
-    fields = dict(service_id=event.service_id, kind=kind, idempotency_key=event.idempotency_key,
+    fields = dict(service_id=service_id, kind=kind, idempotency_key=key,
                   params=json.dumps(params), state=machine.first_state)
     try:
         with database.atomic():
             op = Operation.create(**fields, status="queued" if busy else "running",
-                                  active_service=None if busy else event.service_id,
+                                  active_service=None if busy else service_id,
                                   nudge_id=None if busy else nudge)
-    except IntegrityError:  # lost a race with another event for this service: queue behind it
-        busy = Operation.get_or_none(Operation.active_service == event.service_id)
+    except IntegrityError:  # lost a race with another operation for this service: queue
         op = Operation.create(**fields, status="queued")
+        if Operation.get_or_none(Operation.active_service == service_id) is None:
+            nxt = start_next_queued(service_id)  # the other one finished meanwhile
+            return Outcome(publish=[nxt] if nxt else [],
+                           mark_published=(nxt.operation_id, nxt.nudge_id) if nxt else None)
+        return Outcome(log=[f"sid:{service_id} {kind} queued"])
     if busy:
-        return Outcome(log=[f"sid:{event.service_id} {kind} queued behind {busy.kind}"])
+        return Outcome(log=[f"sid:{service_id} {kind} queued behind {busy.kind}"])
     if machine.busy_status:
-        Service.update(status=machine.busy_status).where(
-            Service.id == event.service_id).execute()
+        Service.update(status=machine.busy_status).where(Service.id == service_id).execute()
     return Outcome(publish=[nudge_for(op)], mark_published=(op.id, nudge),  # type: ignore[list-item]
-                   log=[f"sid:{event.service_id} {kind} accepted (operation {op.id})"])
+                   log=[f"sid:{service_id} {kind} accepted (operation {op.id})"])
 
 
 def _create_service(event: CreateEvent) -> None:

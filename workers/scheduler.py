@@ -5,6 +5,8 @@
   arrived. The nudge id is the operation's live one, so a re-nudge can never fork an operation.
 - dns_retry: bring DNS of services with unsynced records in step (non-blocking DNS steps leave
   them owed when a provider was down).
+- snapshots_and_backups (every minute): delete snapshots past their package lifetime; start
+  today's scheduled backups once their random time of day has passed.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from datetime import datetime, timedelta
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from producers.events import WEEKDAYS
 from pvekvm import dns, dnssync, messaging
 from pvekvm.config import Settings, load_settings
 from pvekvm.db import apply_schema, bind
-from pvekvm.models import Operation, Service, database
+from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
 from workers.engine import mark_published, nudge_for
+from workers.intake import start_operation
 
 log = logging.getLogger("pvekvm.scheduler")
 
@@ -67,6 +71,56 @@ def dns_retry_once(settings: Settings) -> int:
     return fixed
 
 
+def _submit(publisher: messaging.Publisher, service_id: int, kind: str, key: str,
+            params: dict) -> bool:
+    """Start an operation unless one with this key exists (jobs are idempotent per key)."""
+    if Operation.get_or_none(Operation.idempotency_key == key) is not None:
+        return False
+    with database.atomic():
+        outcome = start_operation(service_id, kind, key, params)
+    for line in outcome.log:
+        log.info("%s", line)
+    for nudge in outcome.publish:
+        publisher.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id)
+    if outcome.mark_published:
+        mark_published(*outcome.mark_published)
+    return True
+
+
+def expire_snapshots_once(publisher: messaging.Publisher, now: datetime | None = None) -> int:
+    """Snapshots past their package lifetime are deleted (one operation each)."""
+    now = now or datetime.now()
+    started = 0
+    for snap in Snapshot.select().where(Snapshot.expires_at < now):
+        svc = Service.get_or_none(Service.id == snap.service_id)
+        if svc is None or svc.status in ("terminated", "terminating"):
+            continue
+        key = f"expire:{snap.service_id}:{snap.name}:{snap.created_at:%Y%m%d%H%M%S}"
+        started += _submit(publisher, snap.service_id, "snapshot_delete", key,
+                           {"name": snap.name})
+    return started
+
+
+def run_backup_schedules_once(publisher: messaging.Publisher,
+                              now: datetime | None = None) -> int:
+    """The manual's rule: today's entry is due once its random time has passed; one scheduled
+    backup per service and day; a full backup slot rotates out the oldest (in the step)."""
+    now = now or datetime.now()
+    today = WEEKDAYS[now.weekday()]
+    minute = now.hour * 60 + now.minute
+    started = 0
+    for sched in BackupSchedule.select().where(BackupSchedule.minute_of_day <= minute):
+        if today not in sched.days.split(","):
+            continue
+        svc = Service.get_or_none(Service.id == sched.service_id)
+        if svc is None or svc.status != "ready":
+            continue
+        key = f"sched-backup:{sched.service_id}:{now:%Y-%m-%d}"
+        started += _submit(publisher, sched.service_id, "backup_create", key,
+                           {"scheduled": True, "note": f"scheduled {now:%Y-%m-%d}"})
+    return started
+
+
 def build(settings: Settings, scheduler_class: type = BlockingScheduler):
     """The scheduler with every job added (BlockingScheduler for the CLI; tests pass
     BackgroundScheduler)."""
@@ -85,6 +139,17 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
         database.connect(reuse_if_open=True)
         dns_retry_once(settings)
 
+    def periodic() -> None:
+        database.connect(reuse_if_open=True)
+        publisher = messaging.Publisher(settings.amqp_url, topo)
+        try:
+            expire_snapshots_once(publisher)
+            run_backup_schedules_once(publisher)
+        finally:
+            publisher.close()
+
+    sched.add_job(periodic, "interval", seconds=60, id="snapshots_and_backups",
+                  max_instances=1, coalesce=True)
     interval = max(1.0, settings.engine.stale_after_s / 3)
     sched.add_job(reconcile, "interval", seconds=interval, id="reconcile", max_instances=1,
                   coalesce=True)

@@ -1,0 +1,166 @@
+"""A ``python -m workers``-like process for bench/bench_deploy.py that also measures each message.
+
+    python bench/_worker.py --config CFG --concurrency C --samples OUT.json [--profile OUT.prof]
+
+Runs ``workers.consumer.WorkerProcess`` over every pool with the engine's observer hook and a few
+wrappers (bench-only; the engine's code is not changed). Per handled message it records, in
+seconds:
+
+- ``total``   the whole delivery callback: DB connect, handle, publish (confirmed), mark, ack;
+- ``handle``  ``Engine.handle`` (the observer's first figure; 0 for intake messages);
+- ``pve``     time inside Proxmox HTTP calls (the observer's second figure);
+- ``inline``  sleeps in ``Engine._task_done_soon`` between task-status calls (waiting for a short
+  Proxmox task to end; not Proxmox-call time, not engine work either);
+- ``smtp``    time inside ``pvekvm.mail.send``;
+- ``db``      time inside pymysql ``Cursor.execute`` (round trip to MariaDB, BEGIN/COMMIT
+  included; not peewee's SQL building) and ``nq`` the number of such statements.
+
+On SIGTERM it finishes the messages in hand, stops, and writes the samples as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pymysql.cursors
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pvekvm import mail  # noqa: E402
+from pvekvm.config import load_settings  # noqa: E402
+from pvekvm.db import bind  # noqa: E402
+from pvekvm.proxmox import Proxmox  # noqa: E402
+from workers import consumer, engine  # noqa: E402
+from workers.consumer import WorkerProcess, all_pools  # noqa: E402
+
+_local = threading.local()
+_samples: list[tuple] = []
+FIELDS = ["pool", "total", "handle", "pve", "inline", "smtp", "db", "nq"]
+_samples_lock = threading.Lock()
+_profiles: list[cProfile.Profile] = []
+
+
+def _acc(name: str, seconds: float) -> None:
+    setattr(_local, name, getattr(_local, name, 0.0) + seconds)
+
+
+def _observer(pool: str, handle_s: float, pve_s: float) -> None:
+    _local.handle, _local.pve = handle_s, pve_s
+
+
+def _instrument(profile: bool) -> None:
+    orig_callback = consumer.WorkerThread._callback
+
+    def _callback(self, pool, publisher):
+        on_message = orig_callback(self, pool, publisher)
+
+        def timed(ch, method, props, body):
+            _local.handle = _local.pve = _local.inline = _local.smtp = _local.db = 0.0
+            _local.nq = 0
+            prof = getattr(_local, "prof", None)
+            if profile and prof is None:  # one profiler per thread
+                prof = _local.prof = cProfile.Profile()
+                _profiles.append(prof)
+            pve0 = Proxmox.time_spent()
+            if prof is not None:
+                prof.enable()
+            t0 = time.perf_counter()
+            try:
+                on_message(ch, method, props, body)
+            finally:
+                total = time.perf_counter() - t0
+                if prof is not None:
+                    prof.disable()
+                pve = _local.pve if _local.handle else Proxmox.time_spent() - pve0
+                with _samples_lock:
+                    _samples.append((pool, total, _local.handle, pve, _local.inline,
+                                     _local.smtp, _local.db, _local.nq))
+
+        return timed
+
+    consumer.WorkerThread._callback = _callback
+
+    orig_done_soon = engine.Engine._task_done_soon
+
+    def _task_done_soon(self, pve, wait):
+        t0, p0 = time.perf_counter(), Proxmox.time_spent()
+        try:
+            return orig_done_soon(self, pve, wait)
+        finally:
+            _acc("inline", (time.perf_counter() - t0) - (Proxmox.time_spent() - p0))
+
+    engine.Engine._task_done_soon = _task_done_soon
+
+    orig_send = mail.send
+
+    def send(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return orig_send(*args, **kwargs)
+        finally:
+            _acc("smtp", time.perf_counter() - t0)
+
+    mail.send = send
+
+    orig_execute = pymysql.cursors.Cursor.execute
+
+    def execute(self, query, args=None):
+        t0 = time.perf_counter()
+        try:
+            return orig_execute(self, query, args)
+        finally:
+            _acc("db", time.perf_counter() - t0)
+            _local.nq = getattr(_local, "nq", 0) + 1
+
+    pymysql.cursors.Cursor.execute = execute
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--samples", required=True, type=Path)
+    ap.add_argument("--profile", type=Path, help="write cProfile stats of message handling")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(message)s")
+    _instrument(bool(args.profile))
+    settings = load_settings(args.config)
+    bind(settings.database_url)
+    proc = WorkerProcess(settings, all_pools(), max(1, args.concurrency), observer=_observer)
+    signal.signal(signal.SIGTERM, lambda *_: proc.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: proc.stop.set())
+    cpu0 = time.process_time()
+    proc.start()
+    proc.stop.wait()
+    proc.shutdown(timeout=20)
+    cpu_s = time.process_time() - cpu0  # every thread of this process, serving only
+    with _samples_lock:
+        rows = list(_samples)
+    tmp = args.samples.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"fields": FIELDS, "rows": rows, "cpu_s": cpu_s}))
+    tmp.replace(args.samples)
+    if args.profile and _profiles:
+        import pstats
+
+        stats = pstats.Stats(_profiles[0])
+        for p in _profiles[1:]:
+            with contextlib.suppress(TypeError):  # a thread that handled nothing
+                stats.add(p)
+        stats.dump_stats(str(args.profile))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,458 @@
+"""Deploy benchmark: N orders through the whole engine (RabbitMQ, MariaDB, pvesim) until every
+service is ready; prints wall time, orders/min, step messages/s, engine overhead and Proxmox time
+per step message (p50/p95), and what a sequential one-cron-tick-per-minute engine (the PHP
+module) would need for the same N.
+
+    .venv/bin/python bench/bench_deploy.py --orders 10 100 500 [--task-time-scale 0]
+        [--workers-procs K --concurrency C] [--realistic [--realistic-orders 10]]
+        [--product vps-small|vps-large|mix] [--profile DIR]
+
+Every run gets a fresh pvesim process (``python -m pvesim``, its own GIL), a fresh
+``pvekvm_bench`` database (schema.sql, catalog from config/catalog.toml plus a 198.18.0.0/21
+benchmark-range IPv4 pool so 500 orders fit), a private RabbitMQ namespace ``bench-<uuid8>``
+(deleted at the end), an SMTP sink in this process, and K worker processes
+(``bench/_worker.py``: ``workers.consumer.WorkerProcess`` over all pools with C threads, the engine
+observer hook and timing wrappers). Engine settings are the production defaults
+(``EngineSettings()``: 2 clones per template node, poll delays 0.25/0.5/1/2/5/15 s).
+Figures are explained in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+from peewee import fn  # noqa: E402
+
+from producers.api import OrderClient  # noqa: E402
+from pvekvm import catalog, messaging, secrets  # noqa: E402
+from pvekvm import db as dbmod  # noqa: E402
+from pvekvm.config import EngineSettings, ProxmoxSettings, Settings  # noqa: E402
+from pvekvm.models import IpPool, Operation, Service, StepRun, database  # noqa: E402
+from tests.e2e.harness import load_catalog, write_config  # noqa: E402
+from tests.smtp_sink import SmtpSink  # noqa: E402
+
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+DB_SERVER = os.environ.get("BENCH_DB_SERVER", "mysql://root@127.0.0.1:3306")
+DATABASE_URL = f"{DB_SERVER}/pvekvm_bench"
+BENCH_POOL = {"name": "bench-v4", "version": 4, "network": "198.18.0.0/21",
+              "gateway": "198.18.0.1", "nameservers": "198.18.0.53",
+              "first": "198.18.0.10", "last": "198.18.7.250"}
+CRON_TICK_S = 60.0
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def pvesim_process(workdir: Path, scale: float):
+    """``python -m pvesim`` on a free port; yields its connection dict; stops it on exit."""
+    conn_file = workdir / "pvesim.json"
+    log = open(workdir / "pvesim.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pvesim", "--port", "0", "--state-dir", str(workdir / "pvesim"),
+         "--task-time-scale", str(scale), "--connection-file", str(conn_file)],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not conn_file.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"pvesim did not start; see {workdir / 'pvesim.log'}")
+            time.sleep(0.1)
+        conn = json.loads(conn_file.read_text())
+        ca = conn["ca_bundle"]
+        while True:  # the file is written before the listener accepts: wait for an answer
+            try:
+                requests.get(f"{conn['control_url']}/connection", verify=ca, timeout=2)
+                break
+            except requests.RequestException:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield conn
+    finally:
+        stop_process(proc, 15)
+        log.close()
+
+
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def start_workers(config: Path, procs: int, concurrency: int, workdir: Path,
+                  profile: Path | None, script: Path) -> list[tuple[subprocess.Popen, Path]]:
+    out = []
+    log = open(workdir / "workers.log", "ab")  # noqa: SIM115
+    for i in range(procs):
+        samples = workdir / f"samples-{i}.json"
+        cmd = [sys.executable, str(script), "--config", str(config),
+               "--concurrency", str(concurrency), "--samples", str(samples)]
+        if profile is not None:
+            cmd += ["--profile", str(profile.with_name(f"{profile.stem}-w{i}.prof"))]
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("DATABASE_URL", "AMQP_URL", "PVEKVM_NAMESPACE")}
+        out.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
+                                     stderr=subprocess.STDOUT), samples))
+    log.close()
+    return out
+
+
+def wait_for_consumers(topo: messaging.Topology, want: int, procs, timeout: float = 60) -> None:
+    """Until every worker thread consumes the orders queue (each thread has its own channel)."""
+    conn = messaging.connect(AMQP_URL)
+    try:
+        ch = conn.channel()
+        deadline = time.monotonic() + timeout
+        while True:
+            n = ch.queue_declare(topo.orders_queue, passive=True).method.consumer_count
+            if n >= want:
+                return
+            if any(p.poll() is not None for p, _ in procs):
+                raise RuntimeError("a worker process exited during start-up; see workers.log")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {n}/{want} consumers after {timeout}s")
+            time.sleep(0.1)
+    finally:
+        conn.close()
+
+
+# --- database ------------------------------------------------------------------------------------
+
+def fresh_database(settings: Settings) -> None:
+    dbmod.create_database(DATABASE_URL)
+    db = dbmod.bind(DATABASE_URL)
+    dbmod.apply_schema(db)
+    dbmod.reset_data(db)
+    catalog.load({"ip_pools": [BENCH_POOL]}, settings.secret_key_file)
+    pool = IpPool.get(IpPool.name == BENCH_POOL["name"])
+    load_catalog(settings, ip_pool_id=pool.id)  # every product draws from the big pool
+    secrets.encrypt(settings.secret_key_file, "x")  # create the key before workers race for it
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    s = sorted(values)
+    return s[max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))]
+
+
+@dataclass
+class Run:
+    orders: int
+    scale: float
+    procs: int
+    concurrency: int
+    product: str
+    publish_s: float = 0.0
+    ready_s: float = math.nan
+    ready: int = 0
+    paused: list[str] = field(default_factory=list)
+    samples: list[tuple] = field(default_factory=list)
+    step_runs: dict[str, int] = field(default_factory=dict)
+    task_s: float = 0.0
+    tasks: int = 0
+    timed_out: bool = False
+    worker_cpu_s: float = 0.0
+    load: tuple[float, float] = (0.0, 0.0)
+
+
+def collect_tasks(conn: dict) -> tuple[int, float]:
+    """(number of Proxmox tasks, sum of their durations in s) from the simulator's task lists.
+    PVE task times are whole seconds: each duration is ±1 s, the sum over many is unbiased."""
+    px = ProxmoxSettings.from_connection(conn)
+    headers = {"Authorization": f"PVEAPIToken={px.token_id}={px.token_secret}"}
+    n, total = 0, 0.0
+    for node in conn["nodes"]:
+        name = node if isinstance(node, str) else node.get("node", node.get("name"))
+        r = requests.get(f"{px.base_url}/nodes/{name}/tasks", params={"limit": 1000000},
+                         headers=headers, verify=px.ca_bundle, timeout=30)
+        r.raise_for_status()
+        for t in r.json()["data"]:
+            if t.get("endtime") is not None:
+                n += 1
+                total += max(0, int(t["endtime"]) - int(t["starttime"]))
+    return n, total
+
+
+def engine_settings(args: argparse.Namespace) -> EngineSettings:
+    if not args.poll_delays:
+        return EngineSettings()
+    return EngineSettings(poll_delays_s=tuple(args.poll_delays))
+
+
+def order_products(product: str, n: int) -> list[str]:
+    if product == "mix":  # 3 small : 1 large
+        return ["vps-large" if i % 4 == 3 else "vps-small" for i in range(n)]
+    return [product] * n
+
+
+def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float) -> Run:
+    run = Run(orders, scale, args.workers_procs, args.concurrency, args.product)
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    topo = messaging.Topology(namespace)
+    with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp, \
+            pvesim_process(Path(tmp), scale) as conn, SmtpSink() as sink:
+        workdir = Path(tmp)
+        settings = Settings(database_url=DATABASE_URL, amqp_url=AMQP_URL, namespace=namespace,
+                            proxmox=ProxmoxSettings.from_connection(conn), smtp=sink.settings(),
+                            engine=engine_settings(args),
+                            secret_key_file=str(workdir / "secret.key"))
+        fresh_database(settings)
+        messaging.declare(AMQP_URL, topo)
+        config = write_config(settings, workdir / "worker.toml")
+        profile = None
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            profile = args.profile / f"n{orders}-s{scale:g}.prof"
+        procs = start_workers(config, args.workers_procs, args.concurrency, workdir, profile,
+                              args.worker_script)
+        try:
+            wait_for_consumers(topo, args.workers_procs * args.concurrency, procs)
+            sids = list(range(100001, 100001 + orders))
+            t0_wall, t0 = datetime.now(), time.perf_counter()
+            with OrderClient(AMQP_URL, namespace) as billing:
+                for sid, product in zip(sids, order_products(args.product, orders), strict=True):
+                    billing.create(service_id=sid, client_id=sid % 97 + 1, product=product,
+                                   email=f"c{sid}@example.com")
+            run.publish_s = time.perf_counter() - t0
+            load0 = os.getloadavg()[0]
+            run.timed_out = not wait_all_ready(run, sids, t0, timeout)
+            run.load = (load0, os.getloadavg()[0])
+            database.connect(reuse_if_open=True)
+            last = (Operation.select(Operation.finished_at).where(Operation.status == "done")
+                    .order_by(Operation.finished_at.desc()).scalar())
+            run.ready = Service.select().where(Service.status == "ready").count()
+            if last is not None and run.ready == orders:
+                run.ready_s = (last - t0_wall).total_seconds()
+            run.paused = [f"{o.service_id}@{o.state}: {o.error}" for o in
+                          Operation.select().where(Operation.status == "paused").limit(5)]
+            run.step_runs = {r.result: r.n for r in StepRun.select(
+                StepRun.result, fn.COUNT(StepRun.id).alias("n")).group_by(StepRun.result)}
+            run.tasks, run.task_s = collect_tasks(conn)
+        finally:
+            for p, _ in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGTERM)
+            for p, _ in procs:
+                try:
+                    p.wait(40)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(10)
+            with contextlib.suppress(Exception):
+                messaging.delete_topology(AMQP_URL, topo)
+            database.close()
+        for _, path in procs:
+            if path.exists():
+                data = json.loads(path.read_text())
+                run.samples += [tuple(r) for r in data["rows"]]
+                run.worker_cpu_s += data["cpu_s"]
+        if run.timed_out or run.ready != orders:
+            tail = (workdir / "workers.log").read_text(errors="replace")[-3000:]
+            print(f"!! workers.log tail:\n{tail}", file=sys.stderr)
+    return run
+
+
+def wait_all_ready(run: Run, sids: list[int], t0: float, timeout: float) -> bool:
+    """Poll the database until every service is ready (True) or the deadline passes (False)."""
+    deadline = t0 + timeout
+    lo, hi = sids[0], sids[-1]
+    last_print = 0.0
+    while True:
+        database.connect(reuse_if_open=True)
+        ready = Service.select().where(Service.id.between(lo, hi)
+                                       & (Service.status == "ready")).count()
+        now = time.perf_counter()
+        if ready == len(sids):
+            return True
+        if now > deadline:
+            return False
+        if now - last_print > 15:
+            last_print = now
+            print(f"   ... {now - t0:5.0f} s: {ready}/{len(sids)} ready", flush=True)
+        time.sleep(0.1 if run.scale == 0 else 0.5)
+
+
+def cron_estimate_s(orders: int, per_order_s: float) -> float:
+    """A sequential engine on a one-minute cron tick: one VM after another, each needing at least
+    its Proxmox time; a tick that overruns delays the next (no overlap). Orders arrive just
+    before a tick. T = 60 s * ceil(N * P / 60 s)."""
+    return CRON_TICK_S * max(1, math.ceil(orders * per_order_s / CRON_TICK_S))
+
+
+def fmt_s(s: float) -> str:
+    if math.isnan(s):
+        return "n/a"
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    if s >= 120:
+        return f"{s / 60:.1f} min"
+    return f"{s:.1f} s"
+
+
+def print_by_pool(samples: list[tuple]) -> None:
+    """Per pool: messages, mean ms of the whole callback / Proxmox / MariaDB (statements), and
+    the overhead p50/p95 (handle - Proxmox calls)."""
+    pools: dict[str, list[tuple]] = {}
+    for r in samples:
+        pools.setdefault(r[0], []).append(r)
+    print(f"   {'pool':<10}{'msgs':>6}{'total':>8}{'pve':>8}{'db':>8}{'stmts':>7}"
+          f"{'ovh p50':>9}{'ovh p95':>9}   (ms, means unless p50/p95)")
+    for pool, rs in sorted(pools.items(), key=lambda kv: -sum(r[1] for r in kv[1])):
+        n = len(rs)
+        ovh = [(r[2] - r[3]) * 1000 if r[0] != "intake" else (r[1] - r[3]) * 1000 for r in rs]
+        print(f"   {pool:<10}{n:>6}{_mean([r[1] for r in rs]):>8.1f}"
+              f"{_mean([r[3] for r in rs]):>8.1f}{_mean([r[6] for r in rs]):>8.1f}"
+              f"{sum(r[7] for r in rs) / n:>7.1f}{pct(ovh, 50):>9.1f}{pct(ovh, 95):>9.1f}")
+
+
+def report(run: Run, extra_n: list[int], by_pool: bool = False) -> dict:
+    steps = [r for r in run.samples if r[0] != "intake"]
+    intake = [r for r in run.samples if r[0] == "intake"]
+    ms = 1000.0
+    over = [(r[2] - r[3]) * ms for r in steps]                       # handle - Proxmox calls
+    engine = [(r[2] - r[3] - r[4] - r[5]) * ms for r in steps]       # minus inline waits, SMTP
+    follow = [(r[1] - r[2]) * ms for r in steps]                     # publish+confirm, mark, ack
+    full = [(r[1] - r[3] - r[4] - r[5]) * ms for r in steps]         # whole message, no I/O
+    pve = [r[3] * ms for r in steps]
+    wall = run.ready_s
+    n_msgs = len(steps)
+    pve_calls_per_order = sum(r[3] for r in steps) / run.orders
+    task_per_order = run.task_s / run.orders
+    per_order = pve_calls_per_order + task_per_order
+    title = (f"N={run.orders} orders ({run.product}), pvesim task-time-scale {run.scale:g}, "
+             f"{run.procs} worker process(es) x {run.concurrency} threads")
+    rows = [
+        ("wall time to all ready", f"{fmt_s(wall)}" + (" (TIMED OUT)" if run.timed_out else "")
+         + f"   [publishing the orders took {run.publish_s:.1f} s]"),
+        ("services ready", f"{run.ready}/{run.orders}"
+         + (f"   paused: {run.paused}" if run.paused else "")),
+        ("orders/min", f"{run.orders / wall * 60:.0f}" if wall == wall else "n/a"),
+        ("step messages/s", f"{n_msgs / wall:.0f}   [{n_msgs} step messages = "
+         f"{n_msgs / run.orders:.1f}/order; {len(intake)} intake; step_runs {run.step_runs}]"
+         if wall == wall else f"n/a ({n_msgs} step messages)"),
+        ("engine overhead/step p50 p95", f"{pct(over, 50):.1f} ms  {pct(over, 95):.1f} ms"
+         f"   (observer: handle - Proxmox calls; mean {sum(over) / max(1, n_msgs):.1f})"),
+        ("  engine work only p50 p95", f"{pct(engine, 50):.1f} ms  {pct(engine, 95):.1f} ms"
+         "   (also minus inline task-wait sleeps and SMTP: DB + Python)"),
+        ("  + follow-up p50 p95", f"{pct(follow, 50):.1f} ms  {pct(follow, 95):.1f} ms"
+         "   (confirmed publish of the next nudge, mark published, ack)"),
+        ("  whole message, no I/O p50 p95", f"{pct(full, 50):.1f} ms  {pct(full, 95):.1f} ms"
+         "   (delivery callback minus Proxmox, inline waits, SMTP)"),
+        ("whole message mean breakdown", breakdown(steps)),
+        ("worker CPU per step message", f"{run.worker_cpu_s / max(1, n_msgs) * 1000:.1f} ms"
+         f"   (worker processes' user+sys CPU while serving / step messages; incl. intake, "
+         "proxmoxer/TLS client work and idle polling)"),
+        ("load average (1 min) start/end", f"{run.load[0]:.2f} / {run.load[1]:.2f}"
+         "   (2 cores; shared with other users of the machine)"),
+        ("Proxmox time/step p50 p95", f"{pct(pve, 50):.1f} ms  {pct(pve, 95):.1f} ms"
+         f"   (inside HTTP calls; mean {_mean([r[3] for r in steps]):.1f})"),
+        ("Proxmox per order", f"{per_order:.2f} s = calls {pve_calls_per_order:.2f} s + "
+         f"tasks {task_per_order:.2f} s ({run.tasks / run.orders:.1f} tasks/order)"),
+        ("sequential cron estimate", f"{fmt_s(cron_estimate_s(run.orders, per_order))}   "
+         f"(60 s x ceil(N x {per_order:.2f} s / 60 s))"),
+    ]
+    for n in extra_n:
+        rows.append((f"  cron estimate N={n}", f"{fmt_s(cron_estimate_s(n, per_order))}   "
+                     "(same formula, P from this run)"))
+    width = max(len(k) for k, _ in rows)
+    print(f"\n== {title} ==")
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    if by_pool:
+        print_by_pool(run.samples)
+    sys.stdout.flush()
+    return {"orders": run.orders, "scale": run.scale, "procs": run.procs,
+            "concurrency": run.concurrency, "wall_s": wall, "messages": n_msgs,
+            "overhead_p50": pct(over, 50), "overhead_p95": pct(over, 95),
+            "engine_p50": pct(engine, 50), "engine_p95": pct(engine, 95),
+            "follow_p50": pct(follow, 50), "follow_p95": pct(follow, 95),
+            "pve_p50": pct(pve, 50), "pve_p95": pct(pve, 95), "per_order_s": per_order,
+            "cron_s": cron_estimate_s(run.orders, per_order), "timed_out": run.timed_out}
+
+
+def breakdown(steps: list[tuple]) -> str:
+    """Mean per step message: where the delivery callback's time goes."""
+    if not steps:
+        return "n/a"
+    n = len(steps)
+    tot, pve, inline, smtp, db = (sum(r[i] for r in steps) / n * 1000 for i in (1, 3, 4, 5, 6))
+    nq = sum(r[7] for r in steps) / n
+    rest = tot - pve - inline - smtp - db
+    return (f"{tot:.1f} ms = Proxmox {pve:.1f} + inline waits {inline:.1f} + SMTP {smtp:.1f} "
+            f"+ MariaDB {db:.1f} ({nq:.1f} statements) + Python/broker/GIL {rest:.1f}")
+
+
+def _mean(seconds: list[float]) -> float:
+    return sum(seconds) / len(seconds) * 1000 if seconds else math.nan
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--orders", type=int, nargs="+", default=[10, 100, 500])
+    ap.add_argument("--task-time-scale", type=float, default=0.0,
+                    help="pvesim task duration factor for the --orders runs (default 0)")
+    ap.add_argument("--workers-procs", type=int, default=1, help="worker processes (K)")
+    ap.add_argument("--concurrency", type=int, default=8, help="threads per worker process (C)")
+    ap.add_argument("--product", default="vps-small", choices=["vps-small", "vps-large", "mix"])
+    ap.add_argument("--realistic", action="store_true",
+                    help="also run --realistic-orders with the seed's task durations (scale 1)")
+    ap.add_argument("--realistic-orders", type=int, default=10)
+    ap.add_argument("--realistic-scale", type=float, default=1.0)
+    ap.add_argument("--timeout", type=float, default=0,
+                    help="seconds per run before giving up (default: from N and the scale)")
+    ap.add_argument("--profile", type=Path,
+                    help="directory for cProfile stats of the workers' message handling")
+    ap.add_argument("--poll-delays", type=float, nargs="+",
+                    help="EngineSettings.poll_delays_s for the workers (default: the engine's)")
+    ap.add_argument("--worker-script", type=Path, default=ROOT / "bench" / "_worker.py",
+                    help="worker entry point (a wrapper of bench/_worker.py can try engine "
+                    "changes without editing the tree)")
+    ap.add_argument("--by-pool", action="store_true", help="also print a per-pool table")
+    ap.add_argument("--json", type=Path, help="also write the summary figures here")
+    args = ap.parse_args()
+
+    plan = [(n, args.task_time_scale) for n in args.orders]
+    if args.realistic:
+        plan.append((args.realistic_orders, args.realistic_scale))
+    summary = []
+    for n, scale in plan:
+        timeout = args.timeout or (60 + 1.0 * n + scale * (90 + 15 * n))
+        print(f"-- running N={n}, task-time-scale {scale:g} (deadline {timeout:.0f} s)",
+              flush=True)
+        run = run_once(args, n, scale, timeout)
+        extra = [500] if scale > 0 and n < 500 else []
+        summary.append(report(run, extra, args.by_pool))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
+    return 1 if any(s["timed_out"] for s in summary) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The periodic jobs: snapshot expiry, randomised backup schedules, the reconciler."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from producers.api import OrderClient
+from pvekvm import messaging
+from pvekvm.models import Backup, BackupSchedule, Operation, Service, Snapshot
+from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
+from workers import scheduler
+
+SID = 7070
+
+
+def _publisher(settings) -> messaging.Publisher:
+    return messaging.Publisher(settings.amqp_url, messaging.Topology(settings.namespace))
+
+
+def _done(kind: str) -> int:
+    return Operation.select().where((Operation.kind == kind)
+                                    & (Operation.status == "done")).count()
+
+
+def test_expired_snapshots_are_deleted_and_scheduled_backups_run_once_a_day(settings, sim):
+    pub = _publisher(settings)
+    with InProcessWorkers(settings, concurrency=4), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        billing.create(service_id=SID, client_id=1, product="vps-small", email="s@example.com")
+        wait_until(all_ready([SID]), 60, "deploy")
+        vmid = Service.get_by_id(SID).vmid
+        billing.snapshot_create(service_id=SID, name="old")
+        billing.snapshot_create(service_id=SID, name="fresh")
+        wait_until(lambda: Snapshot.select().count() == 2, 30, "two snapshots")
+        Snapshot.update(expires_at=datetime.now() - timedelta(minutes=1)).where(
+            Snapshot.name == "old").execute()
+        assert scheduler.expire_snapshots_once(pub) == 1
+        assert scheduler.expire_snapshots_once(pub) == 0  # one deletion per snapshot
+        wait_until(lambda: _done("snapshot_delete") == 1, 30, "expired snapshot deleted")
+        assert set(sim.vm(vmid)["snapshots"]) == {"fresh"}
+
+        now = datetime(2026, 11, 25, 14, 0)  # a Wednesday
+        billing.backup_schedule(service_id=SID, days=["wed", "sat"])
+        sched = wait_until(lambda: BackupSchedule.get_or_none(service_id=SID), 10, "schedule")
+        assert sched.days == "wed,sat" and 0 <= sched.minute_of_day < 1440
+        BackupSchedule.update(minute_of_day=13 * 60).execute()
+        assert scheduler.run_backup_schedules_once(pub, now - timedelta(hours=2)) == 0  # not yet
+        assert scheduler.run_backup_schedules_once(pub, now) == 1
+        assert scheduler.run_backup_schedules_once(pub, now + timedelta(hours=1)) == 0  # once
+        assert scheduler.run_backup_schedules_once(pub, now + timedelta(days=1)) == 0  # not thu
+        wait_until(lambda: _done("backup_create") == 1, 30, "scheduled backup")
+        assert Backup.get(Backup.service_id == SID).scheduled
+        # a full slot rotates: the package keeps 2, the third scheduled one drops the oldest
+        assert scheduler.run_backup_schedules_once(pub, now + timedelta(days=3)) == 1  # sat
+        wait_until(lambda: _done("backup_create") == 2, 30, "second scheduled backup")
+        first = Backup.select().order_by(Backup.created_at).first().id
+        assert scheduler.run_backup_schedules_once(pub, now + timedelta(days=7)) == 1
+        wait_until(lambda: _done("backup_create") == 3, 30, "third scheduled backup")
+    pub.close()
+    kept = [b.id for b in Backup.select()]
+    assert len(kept) == 2 and first not in kept
+
+
+def test_the_reconciler_renudges_an_operation_whose_message_was_lost(settings):
+    with OrderClient(settings.amqp_url, settings.namespace) as billing:
+        billing.create(service_id=SID + 1, client_id=1, product="vps-small",
+                       email="r@example.com")
+        with InProcessWorkers(settings, concurrency=2, pools=["intake"]):
+            wait_until(lambda: Operation.get_or_none(service_id=SID + 1), 10, "intake")
+    messaging.purge(settings.amqp_url, messaging.Topology(settings.namespace))  # nudge lost
+    Operation.update(updated_at=datetime.now() - timedelta(minutes=5)).execute()
+    pub = _publisher(settings)
+    assert scheduler.reconcile_once(settings, pub) == 1
+    pub.close()
+    with InProcessWorkers(settings, concurrency=4):
+        wait_until(all_ready([SID + 1]), 60, "deploy after the re-nudge")

@@ -20,7 +20,7 @@ def format_step(number: int, label: str, result: str, from_state: str, to_state:
         label = f"{label} (skip — {message or 'no change'})"
     outcome = "success" if result in ("success", "skip") else \
         f"success — {message}" if result == "warn" else message
-    return (f"{MARK.get(result, '[?]')} {number:>2}. {label:<36} {outcome} "
+    return (f"{MARK.get(result, '[?]')} {number:>2}. {label:<40} {outcome} "
             f"({from_state} -> {to_state})  [{seconds:.2f}s]")
 
 

@@ -343,28 +343,23 @@ route("POST", S + "/reboot")(_stopper("qmreboot", True))
 route("POST", S + "/reset")(_stopper("qmreset", True))
 
 
-@route("POST", S + "/suspend")
-def vm_suspend(ctx: Ctx, p: dict[str, Any]) -> str:
-    vm = vm_of(ctx, p)
-    if vm["status"] != "running":
-        raise PVEError(f"VM {vm['vmid']} not running")
+def _qmp_setter(wtype: str, qmpstatus: str) -> Any:
+    """suspend/resume: only a running VM; the task flips its QMP status."""
+    def handler(ctx: Ctx, p: dict[str, Any]) -> str:
+        vm = vm_of(ctx, p)
+        if vm["status"] != "running":
+            raise PVEError(f"VM {vm['vmid']} not running")
 
-    def work(task: Task) -> None:
-        vm["qmpstatus"] = "paused"
+        def work(task: Task) -> None:
+            vm["qmpstatus"] = qmpstatus
 
-    return vm_task(ctx, vm, "qmsuspend", None, work, p)
+        return vm_task(ctx, vm, wtype, None, work, p)
+
+    return handler
 
 
-@route("POST", S + "/resume")
-def vm_resume(ctx: Ctx, p: dict[str, Any]) -> str:
-    vm = vm_of(ctx, p)
-    if vm["status"] != "running":
-        raise PVEError(f"VM {vm['vmid']} not running")
-
-    def work(task: Task) -> None:
-        vm["qmpstatus"] = "running"
-
-    return vm_task(ctx, vm, "qmresume", None, work, p)
+route("POST", S + "/suspend")(_qmp_setter("qmsuspend", "paused"))
+route("POST", S + "/resume")(_qmp_setter("qmresume", "running"))
 
 
 @route("POST", V + "/agent/ping")

@@ -3,24 +3,27 @@ stay unsynced for the retry job) and the operation goes on; the step line says s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pvekvm import dns, dnssync
+from pvekvm.models import Service
 from steps.context import StepContext
 from steps.machine import Done, StepFailed, StepResult
 
 
-def set_dns_records(ctx: StepContext) -> StepResult:
+def _non_blocking(ctx: StepContext, change: Callable[[Service, str], str], what: str
+                  ) -> StepResult:
     try:
-        return Done(dnssync.publish(ctx.service, ctx.settings.secret_key_file))
+        return Done(change(ctx.service, ctx.settings.secret_key_file))
     except dns.DnsError as exc:
-        return Done(f"DNS deferred, will retry in background: {exc}", warning=True)
-    except ValueError as exc:
+        return Done(f"DNS {what} deferred, will retry in background: {exc}", warning=True)
+    except ValueError as exc:  # a hostile name or zone never reaches a provider
         raise StepFailed(f"DNS: {exc}") from exc
+
+
+def set_dns_records(ctx: StepContext) -> StepResult:
+    return _non_blocking(ctx, dnssync.publish, "update")
 
 
 def delete_dns_records(ctx: StepContext) -> StepResult:
-    try:
-        return Done(dnssync.withdraw(ctx.service, ctx.settings.secret_key_file))
-    except dns.DnsError as exc:
-        return Done(f"DNS delete deferred, will retry in background: {exc}", warning=True)
-    except ValueError as exc:
-        raise StepFailed(f"DNS: {exc}") from exc
+    return _non_blocking(ctx, dnssync.withdraw, "delete")

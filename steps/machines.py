@@ -45,6 +45,14 @@ def configure(prefix: str, first: str, last: str, *, with_cpu: bool = True,
                  for i, (pool, fn, _, label) in enumerate(steps))
 
 
+def start_and_mail(prefix: str, template: str) -> tuple[T, ...]:
+    """Start the VM, then 'Verify running + Email' with ``template``: the end of every
+    operation that hands the client a (re)built VM."""
+    return (T(f"{prefix}_start", "power", power.start_vm, f"{prefix}_verify", "Start VM"),
+            T(f"{prefix}_verify", "mail", verify_and_mail(template), "ready",
+              "Verify running + Email"))
+
+
 DEPLOY = Machine("deploy", "Deploy", (
     T("new", "ip", allocation.allocate_ips, "ip_allocated", "Allocate IP"),
     T("ip_allocated", "dns", dns.set_dns_records, "dns_set", "Set DNS records"),
@@ -93,25 +101,20 @@ REINSTALL = Machine("reinstall", "Reinstall", (
     *configure("rs", "rs_system_disk_size", "rs_password", with_cpu=False,
                with_cloudinit=False),
     T("rs_password", "cloudinit", lifecycle.reset_password, "rs_start", "Configure cloud-init"),
-    T("rs_start", "power", power.start_vm, "rs_verify", "Start VM"),
-    T("rs_verify", "mail", verify_and_mail("reinstalled"), "ready", "Verify running + Email"),
+    *start_and_mail("rs", "reinstalled"),
 ), busy_status="reinstalling", done_status="ready")
 
 RESTORE = Machine("restore", "Restore", (
     T("restore", "power", power.stop_vm, "rt_restore", "Stop VM"),
     T("rt_restore", "backup", backups.restore_backup, "rt_cpu_ram", "Restore backup"),
     *configure("rt", "rt_cpu_ram", "rt_start", with_cloudinit=False),
-    T("rt_start", "power", power.start_vm, "rt_verify", "Start VM"),
-    T("rt_verify", "mail", verify_and_mail("backup_restored"), "ready",
-      "Verify running + Email"),
+    *start_and_mail("rt", "backup_restored"),
 ), busy_status="restoring", done_status="ready")
 
 RESET_PASSWORD = Machine("reset_password", "ResetPassword", (
     T("reset_password", "power", power.stop_vm, "rp_cloudinit", "Stop VM"),
     T("rp_cloudinit", "cloudinit", lifecycle.reset_password, "rp_start", "Configure cloud-init"),
-    T("rp_start", "power", power.start_vm, "rp_verify", "Start VM"),
-    T("rp_verify", "mail", verify_and_mail("password_reset"), "ready",
-      "Verify running + Email"),
+    *start_and_mail("rp", "password_reset"),
 ), busy_status="resetting", done_status="ready")
 
 TERMINATE = Machine("terminate", "Terminate", (

@@ -97,7 +97,7 @@ def test_powerdns_down_during_deploy_vm_ready_then_dns_converges(settings, pdns_
         assert owed and not any(r.synced for r in owed) and "powerdns" in owed[0].error
         assert scheduler.dns_retry_once(settings) == 0  # still down: nothing converges
         line = next(ln for ln in oplog.history(6002).splitlines() if "Set DNS records" in ln)
-        assert line.startswith("[~]") and "DNS deferred" in line and "powerdns" in line
+        assert line.startswith("[~]") and "DNS update deferred" in line and "powerdns" in line
 
         proxy.start()  # PowerDNS reachable again: the retry job brings DNS in step
         wait_until(lambda: scheduler.dns_retry_once(settings) or not scheduler.dnssync

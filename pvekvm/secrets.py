@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import string
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,11 +17,17 @@ PASSWORD_ALPHABET = string.ascii_letters + string.digits
 @lru_cache(maxsize=8)
 def _fernet(key_file: str) -> Fernet:
     path = Path(key_file)
-    if not path.exists():
+    if not path.exists():  # first use: publish a complete key file atomically, once
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(Fernet.generate_key())
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(Fernet.generate_key())
+            os.link(tmp, path)  # fails if another process won the race: use theirs
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
     return Fernet(path.read_bytes().strip())
 
 

@@ -1,0 +1,63 @@
+"""Permanent trouble stops an operation visibly at its last good state; resume continues it.
+SIGTERM lets a worker finish the message in hand and exit."""
+
+from __future__ import annotations
+
+import signal
+
+from producers.api import OrderClient
+from pvekvm import oplog
+from pvekvm.__main__ import resume
+from pvekvm.config import EngineSettings
+from pvekvm.models import Operation, StepRun
+from tests.e2e.harness import (
+    InProcessWorkers,
+    SubprocessWorker,
+    all_ready,
+    replace,
+    wait_until,
+    write_config,
+)
+
+
+def test_failing_tasks_pause_at_the_last_good_state_and_resume_finishes(settings, sim):
+    settings = replace(settings, engine=replace(settings.engine, max_attempts=2))
+    sim.set_faults(task_error_rate=1.0)  # every Proxmox task ends with an error
+    with InProcessWorkers(settings, concurrency=2), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        billing.create(service_id=8001, client_id=2, product="vps-small", email="p@example.com")
+        op = wait_until(lambda: Operation.get_or_none((Operation.service_id == 8001)
+                                                      & (Operation.status == "paused")),
+                        60, "the operation to pause")
+        assert op.state == "welcome_sent"  # the clone never succeeded: last good state
+        assert "injected task failure" in op.error
+        retries = StepRun.select().where((StepRun.operation_id == op.id)
+                                         & (StepRun.result == "retry")).count()
+        assert retries == 2
+        block = oplog.history(8001)
+        assert "Will retry." in block
+        assert "--- Deploy paused: waiting at (welcome_sent)" in block
+
+        sim.set_faults()
+        assert "resumed at (welcome_sent)" in resume(settings, 8001)
+        wait_until(all_ready([8001]), 60, "deploy after resume")
+    assert Operation.get_by_id(op.id).status == "done"
+
+
+def test_sigterm_finishes_the_message_in_hand_and_exits(settings, sim, tmp_path):
+    assert isinstance(settings.engine, EngineSettings)
+    config = write_config(settings, tmp_path / "worker.toml")
+    worker = SubprocessWorker(config, concurrency=2).start()
+    try:
+        with OrderClient(settings.amqp_url, settings.namespace) as billing:
+            for sid in range(8100, 8105):
+                billing.create(service_id=sid, client_id=2, product="vps-small",
+                               email="t@example.com")
+        wait_until(lambda: Operation.select().where(Operation.state != "new").count() >= 3,
+                   30, "work in progress")
+        worker.proc.send_signal(signal.SIGTERM)
+        assert worker.proc.wait(30) == 0
+    finally:
+        worker.kill()
+    with InProcessWorkers(settings, concurrency=4):  # another host carries on
+        wait_until(all_ready(range(8100, 8105)), 60, "orders ready after the restart")

@@ -24,7 +24,7 @@ from pvekvm import dns, dnssync, messaging
 from pvekvm.config import Settings, load_settings
 from pvekvm.db import apply_schema, bind
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
-from workers.engine import mark_published, nudge_for
+from workers.engine import mark_published, nudge_for, start_next_queued
 from workers.intake import start_operation
 
 log = logging.getLogger("pvekvm.scheduler")
@@ -50,7 +50,25 @@ def reconcile_once(settings: Settings, publisher: messaging.Publisher,
             (Operation.id == op.id) & (Operation.nudge_id == nudge.nudge_id)).execute()
         log.info("sid:%s re-nudged %s at (%s)", op.service_id, op.kind, op.state)
         sent += 1
-    return sent
+    return sent + _start_orphaned_queues(publisher)
+
+
+def _start_orphaned_queues(publisher: messaging.Publisher) -> int:
+    """A queued operation whose service has none running starts (normally the finishing
+    operation starts it; this covers a crash in between)."""
+    active = Operation.select(Operation.active_service).where(
+        Operation.active_service.is_null(False))
+    waiting = (Operation.select(Operation.service_id).distinct()
+               .where((Operation.status == "queued") & Operation.service_id.not_in(active)))
+    started = 0
+    for row in list(waiting):
+        with database.atomic():
+            nudge = start_next_queued(row.service_id)
+        if nudge is not None:
+            publisher.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id)
+            mark_published(nudge.operation_id, nudge.nudge_id)
+            started += 1
+    return started
 
 
 def dns_retry_once(settings: Settings) -> int:

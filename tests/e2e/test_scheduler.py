@@ -74,3 +74,20 @@ def test_the_reconciler_renudges_an_operation_whose_message_was_lost(settings):
     pub.close()
     with InProcessWorkers(settings, concurrency=4):
         wait_until(all_ready([SID + 1]), 60, "deploy after the re-nudge")
+
+
+def test_the_reconciler_starts_a_queued_operation_left_without_a_runner(settings, sim):
+    with InProcessWorkers(settings, concurrency=4), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        billing.create(service_id=SID + 2, client_id=1, product="vps-small",
+                       email="q@example.com")
+        wait_until(all_ready([SID + 2]), 60, "deploy")
+        # as if the worker finishing the deploy died before starting the next one
+        op = Operation.create(service_id=SID + 2, kind="snapshot_create", idempotency_key="orph",
+                              params='{"name": "orphan"}', state="snapshot_create",
+                              status="queued")
+        pub = _publisher(settings)
+        assert scheduler.reconcile_once(settings, pub) == 1
+        pub.close()
+        wait_until(lambda: Operation.get_by_id(op.id).status == "done", 30, "queued op ran")
+    assert "orphan" in sim.vm(Service.get_by_id(SID + 2).vmid)["snapshots"]

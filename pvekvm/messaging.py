@@ -18,6 +18,7 @@ so a dead letter is never lost in transit between queues.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -27,7 +28,13 @@ from typing import Any
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
-from pika.exceptions import AMQPChannelError, AMQPConnectionError, NackError, UnroutableError
+from pika.exceptions import (
+    AMQPChannelError,
+    AMQPConnectionError,
+    AMQPError,
+    NackError,
+    UnroutableError,
+)
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 log = logging.getLogger(__name__)
@@ -152,7 +159,8 @@ class Publisher:
 
     def close(self) -> None:
         if self._own and self._connection is not None and self._connection.is_open:
-            self._connection.close()
+            with contextlib.suppress(AMQPError):  # the broker is gone: nothing left to close
+                self._connection.close()
         self._connection = self._channel = None
 
     @retry(retry=retry_if_exception_type((AMQPConnectionError, AMQPChannelError, NackError)),

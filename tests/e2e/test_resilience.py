@@ -130,3 +130,21 @@ def test_soak_kills_and_faults_together(settings, sim, tmp_path, reconciler):
             w.stop()
     sim.set_faults()
     _assert_one_vm_each(sim, sids)
+
+
+@pytest.mark.slow
+def test_orders_survive_a_broker_restart(settings, sim, reconciler):
+    """On demand: RabbitMQ's app stops and starts mid-deploy; workers reconnect, nothing lost."""
+    import subprocess
+
+    sim.sim.task_time_scale = 0.05
+    sids = range(5100, 5110)
+    with InProcessWorkers(settings, concurrency=4), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        _order(billing, sids)
+        wait_until(lambda: Operation.select().where(Operation.state != "new").count() >= 5,
+                   30, "deploys under way")
+        subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=60)
+        subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=60)
+        wait_until(all_ready(sids), 180, "every order ready after the restart", interval=0.5)
+    _assert_one_vm_each(sim, sids)

@@ -62,7 +62,9 @@ class EngineSettings:
     clones_per_storage: int = 2
     max_attempts: int = 8
     stale_after_s: float = 60.0
-    poll_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 5.0, 15.0)
+    # a task is looked at after these waits, then every last one; long tasks are seen ≤ 2 s late
+    poll_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 5.0)
+    catalog_cache_s: float = 10.0  # products/templates are re-read at most this often
     inline_task_wait_s: float = 0.1  # look at a fresh task this long before polling by message
 
 

@@ -43,7 +43,7 @@ POOLS: tuple[str, ...] = (
     "ip", "dns", "clone", "migrate", "config", "disks", "network", "firewall", "cloudinit",
     "power", "snapshot", "backup", "iso", "mail",
 )
-DELAY_TIERS_MS: tuple[int, ...] = (250, 1000, 5000, 15000, 60000)
+DELAY_TIERS_MS: tuple[int, ...] = (250, 500, 1000, 2000, 5000, 15000, 60000)
 DELIVERY_LIMIT = 10
 PERSISTENT = 2
 

@@ -78,6 +78,9 @@ class Proxmox:
             settings.host, port=settings.port, user=user, token_name=token,
             token_value=settings.token_secret, verify_ssl=settings.ca_bundle,
             backend="https", timeout=timeout)
+        session = self._api._store.get("session")
+        if session is not None:  # no proxy-variable scan of the environment on every call
+            session.trust_env = False
 
     @classmethod
     def time_spent(cls) -> float:

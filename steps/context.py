@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from pvekvm import secrets
 from pvekvm.config import Settings
 from pvekvm.models import IpAddress, IpPool, Operation, Product, Service, Template
 from pvekvm.proxmox import Proxmox
+
+M = TypeVar("M")
+
+
+_catalog: dict[tuple[type, int], tuple[float, Any]] = {}
+
+
+def catalog_row(model: type[M], row_id: int, max_age_s: float) -> M:
+    """Products and templates change rarely and are read by every step: keep them per process
+    for ``max_age_s`` (a catalog reload reaches every worker within that time)."""
+    key = (model, int(row_id))
+    hit = _catalog.get(key)
+    now = time.monotonic()
+    if hit is None or now - hit[0] > max_age_s:
+        hit = _catalog[key] = (now, model.get_by_id(row_id))
+    return hit[1]
 
 
 @dataclass
@@ -28,11 +45,13 @@ class StepContext:
     @cached_property
     def product(self) -> Product:
         """The package the operation works toward (the new one during change_package)."""
-        return Product.get_by_id(self.params.get("product_id", self.service.product_id))
+        return catalog_row(Product, self.params.get("product_id", self.service.product_id),
+                           self.settings.engine.catalog_cache_s)
 
     @cached_property
     def template(self) -> Template:
-        return Template.get_by_id(self.params.get("template_id", self.service.template_id))
+        return catalog_row(Template, self.params.get("template_id", self.service.template_id),
+                           self.settings.engine.catalog_cache_s)
 
     @property
     def vmid(self) -> int:

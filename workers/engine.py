@@ -55,6 +55,7 @@ class Engine:
         self.settings = settings
         self.worker = worker
         self.observer = observer  # (pool, seconds in handle, seconds inside Proxmox calls)
+        self._service: Service | None = None  # the message in hand's service (one engine/thread)
 
     # --- entry point --------------------------------------------------------------------------
 
@@ -68,6 +69,7 @@ class Engine:
             self.observer(pool, time.perf_counter() - t0, Proxmox.time_spent() - pve0)
 
     def _handle(self, pool: str, body: bytes) -> Outcome:
+        self._service = None
         try:
             msg = json.loads(body)
             op_id, nudge = int(msg["op"]), str(msg["nudge"])
@@ -111,7 +113,7 @@ class Engine:
     def _run(self, op: Operation, machine: Machine, nudge: str) -> Outcome:
         t = machine.at(op.state)
         assert t is not None
-        service = Service.get_by_id(op.service_id)
+        service = self._service = Service.get_by_id(op.service_id)
         pve = client(self.settings.proxmox) if self.settings.proxmox else None
         ctx = StepContext(self.settings, op, service, pve)  # type: ignore[arg-type]
         started = op.step_started_at or datetime.now()
@@ -202,9 +204,10 @@ class Engine:
         if attempt > self.settings.engine.max_attempts:
             return self._pause(op, machine, nudge, started,
                                f"{result.reason} (gave up after {attempt - 1} attempts)")
+        waits = 0 if result.counts else op.polls + 1  # waiting our turn backs off to 4 s
         delay = min(result.delay_s * 2 ** max(attempt - 1, 0), 60.0) if result.counts \
-            else result.delay_s
-        out = self._reschedule(op, nudge, delay, started, upid=None, node=None, polls=0,
+            else min(result.delay_s * 2 ** (waits - 1), 4.0)
+        out = self._reschedule(op, nudge, delay, started, upid=None, node=None, polls=waits,
                                attempt=attempt)
         if result.counts:  # waiting for a slot is not news for the operator log
             out.log.append(self._record(op, machine, started, "retry",
@@ -256,8 +259,8 @@ class Engine:
         t = machine.at(op.state)
         assert t is not None
         ms = int((datetime.now() - started).total_seconds() * 1000)
-        svc = Service.get_by_id(op.service_id)
-        StepRun.create(operation_id=op.id, service_id=op.service_id, vmid=svc.vmid,
+        vmid = self._service.vmid if self._service is not None else None
+        StepRun.create(operation_id=op.id, service_id=op.service_id, vmid=vmid,
                        label=t.label, from_state=op.state, to_state=to_state or t.next_state,
                        result=result, duration_ms=ms, message=message[:4000],
                        worker=self.worker[:64], created_at=datetime.now())

@@ -31,6 +31,10 @@ def open_database(url: str) -> MySQLDatabase:
         password=unquote(u.password or ""),
         charset="utf8mb4",
         connect_timeout=10,
+        # Every read sees what is committed now, not a snapshot from the transaction's first
+        # read: a step that waits for a lock (the clone-slot count behind the template rows)
+        # must then count the work its predecessor just committed.
+        init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
     )
 
 

@@ -53,6 +53,10 @@ class RunningSimulator:
         """Replace the fault settings (see :class:`pvesim.faults.Faults`); no args clears."""
         self.sim.faults = Faults.from_dict(kw)
 
+    def set_task_time_scale(self, scale: float) -> None:
+        """Task durations for tasks started from now on (0 = at once, 1 = realistic)."""
+        self.sim.tasks.scale = scale
+
     def reset(self, state: bool = False) -> None:
         self.sim.reset(state)
 

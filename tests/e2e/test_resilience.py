@@ -69,7 +69,7 @@ def test_fifty_orders_at_once_all_become_ready_with_distinct_ips_and_vmids(setti
 
 def test_workers_killed_mid_deploy_lose_no_order_and_leave_no_orphan(
         settings, sim, tmp_path, reconciler):
-    sim.sim.task_time_scale = 0.02  # clone 0.4 s, start 0.16 s: kills land inside tasks
+    sim.set_task_time_scale(0.02)  # clone 0.4 s, start 0.16 s: kills land inside tasks
     config = write_config(settings, tmp_path / "worker.toml")
     log = tmp_path / "workers.log"
     sids = range(2000, 2012)
@@ -109,7 +109,7 @@ def test_orders_converge_while_proxmox_fails_calls_and_tasks(settings, sim, reco
 @pytest.mark.slow
 def test_soak_kills_and_faults_together(settings, sim, tmp_path, reconciler):
     """On demand (scripts/test -m slow): 40 orders, a dozen SIGKILLs, Proxmox faults."""
-    sim.sim.task_time_scale = 0.02
+    sim.set_task_time_scale(0.02)
     sim.set_faults(error_rate=0.05, task_error_rate=0.05)
     config = write_config(settings, tmp_path / "worker.toml")
     sids = range(5000, 5040)
@@ -137,7 +137,7 @@ def test_orders_survive_a_broker_restart(settings, sim, reconciler):
     """On demand: RabbitMQ's app stops and starts mid-deploy; workers reconnect, nothing lost."""
     import subprocess
 
-    sim.sim.task_time_scale = 0.05
+    sim.set_task_time_scale(0.05)
     sids = range(5100, 5110)
     with InProcessWorkers(settings, concurrency=4), \
             OrderClient(settings.amqp_url, settings.namespace) as billing:
@@ -147,4 +147,20 @@ def test_orders_survive_a_broker_restart(settings, sim, reconciler):
         subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=60)
         subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=60)
         wait_until(all_ready(sids), 180, "every order ready after the restart", interval=0.5)
+    _assert_one_vm_each(sim, sids)
+
+
+def test_parallel_clones_stay_within_the_storage_lock_limit(settings, sim):
+    """Full clones hold PVE's storage lock: the engine never has more in flight per template
+    node than PVE tolerates, so no clone dies of a lock timeout."""
+    from pvekvm.models import StepRun
+
+    sim.set_task_time_scale(0.05)  # a clone takes 1 s: orders queue for the two slots
+    sids = range(5200, 5208)
+    with InProcessWorkers(settings, concurrency=8), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        _order(billing, sids)
+        wait_until(all_ready(sids), 120, "every order ready", interval=0.5)
+    lock_failures = StepRun.select().where(StepRun.message.contains("got timeout")).count()
+    assert lock_failures == 0
     _assert_one_vm_each(sim, sids)

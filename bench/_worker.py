@@ -9,8 +9,9 @@ seconds:
 - ``total``   the whole delivery callback: DB connect, handle, publish (confirmed), mark, ack;
 - ``handle``  ``Engine.handle`` (the observer's first figure; 0 for intake messages);
 - ``pve``     time inside Proxmox HTTP calls (the observer's second figure);
-- ``inline``  sleeps in ``Engine._task_done_soon`` between task-status calls (waiting for a short
-  Proxmox task to end; not Proxmox-call time, not engine work either);
+- ``inline``  time in ``Engine._task_done_soon`` not already counted as Proxmox time (the pauses
+  between task-status looks are counted by ``Proxmox.wait_for_task`` since the engine change that
+  followed this benchmark, so this is now ~0);
 - ``smtp``    time inside ``pvekvm.mail.send``;
 - ``db``      time inside pymysql ``Cursor.execute`` (round trip to MariaDB, BEGIN/COMMIT
   included; not peewee's SQL building) and ``nq`` the number of such statements.

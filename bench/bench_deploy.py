@@ -13,7 +13,7 @@ benchmark-range IPv4 pool so 500 orders fit), a private RabbitMQ namespace ``ben
 (deleted at the end), an SMTP sink in this process, and K worker processes
 (``bench/_worker.py``: ``workers.consumer.WorkerProcess`` over all pools with C threads, the engine
 observer hook and timing wrappers). Engine settings are the production defaults
-(``EngineSettings()``: 2 clones per template node, poll delays 0.25/0.5/1/2/5/15 s).
+(``EngineSettings()``: 2 clones per template node, poll delays 0.25/0.5/1/2 s then every 2 s).
 Figures are explained in bench/RESULTS.md.
 """
 

@@ -84,8 +84,14 @@ class Proxmox:
 
     @classmethod
     def time_spent(cls) -> float:
-        """Seconds this thread has spent inside Proxmox calls."""
+        """Seconds this thread has spent inside Proxmox calls or waiting for Proxmox tasks."""
         return getattr(cls._timing, "seconds", 0.0)
+
+    @classmethod
+    def wait_for_task(cls, seconds: float) -> None:
+        """Pause between two looks at a running task (counted as Proxmox time)."""
+        time.sleep(seconds)
+        cls._timing.seconds = getattr(cls._timing, "seconds", 0.0) + seconds
 
     @retry(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(3),
            wait=wait_exponential(multiplier=0.05, max=0.5), reraise=True)

@@ -169,7 +169,7 @@ class Engine:
                 return True
             if time.monotonic() + pause > deadline:
                 return False
-            time.sleep(pause)
+            Proxmox.wait_for_task(pause)
             pause = min(pause * 2, 0.04)
 
     @staticmethod

@@ -457,17 +457,13 @@ def snapshot_delete(ctx: Ctx, p: dict[str, Any]) -> str:
         if s is None:
             raise TaskError(f"snapshot '{name}' does not exist")
         parent = s["config"].get("parent")
-        for other in vm["snapshots"].values():
-            if other["config"].get("parent") == name:
+        # children of the deleted snapshot (and the current state) move up to its parent
+        for conf in [o["config"] for o in vm["snapshots"].values()] + [vm["config"]]:
+            if conf.get("parent") == name:
                 if parent:
-                    other["config"]["parent"] = parent
+                    conf["parent"] = parent
                 else:
-                    other["config"].pop("parent", None)
-        if vm["config"].get("parent") == name:
-            if parent:
-                vm["config"]["parent"] = parent
-            else:
-                vm["config"].pop("parent", None)
+                    conf.pop("parent", None)
         del vm["snapshots"][name]
 
     return vm_task(ctx, vm, "qmdelsnapshot", "snapshot-delete", work, p)

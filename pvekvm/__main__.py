@@ -5,6 +5,8 @@
   history SERVICE_ID       print the service's operations as the manual's --- Deploy --- blocks
   resume SERVICE_ID        restart a paused operation from the state it waits at
   dead-letters [--limit N] list refused messages with their reasons
+  pools                    IP pools: addresses free / held
+  isos STORAGE [--node N]  ISO images on a storage, grouped as the client area shows them
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("service_id", type=int)
     p = sub.add_parser("dead-letters")
     p.add_argument("--limit", type=int, default=20)
+    sub.add_parser("pools")
+    p = sub.add_parser("isos")
+    p.add_argument("storage")
+    p.add_argument("--node", default=None)
     args = ap.parse_args(argv)
     settings = load_settings(args.config)
     db = bind(settings.database_url)
@@ -74,7 +80,43 @@ def main(argv: list[str] | None = None) -> int:
         rows = DeadLetter.select().order_by(DeadLetter.id.desc()).limit(args.limit)
         for r in rows:
             print(f"{r.created_at}  {r.source:<10} {r.reason}  {bytes(r.body)[:120]!r}")
+    elif args.cmd == "pools":
+        print(pool_usage())
+    elif args.cmd == "isos":
+        if settings.proxmox is None:
+            ap.error("no Proxmox configured (PVE_CONNECTION_FILE or [proxmox])")
+        print(list_isos(settings, args.storage, args.node))
     return 0
+
+
+def pool_usage() -> str:
+    from peewee import fn
+
+    from pvekvm.models import IpAddress, IpPool
+
+    lines = [f"{'pool':<16} {'v':>1} {'network':<22} {'free':>6} {'held':>6}"]
+    for pool in IpPool.select().order_by(IpPool.name):
+        held = (IpAddress.select(fn.COUNT(IpAddress.id))
+                .where((IpAddress.pool_id == pool.id) & IpAddress.service_id.is_null(False))
+                .scalar())
+        total = IpAddress.select().where(IpAddress.pool_id == pool.id).count()
+        lines.append(f"{pool.name:<16} {pool.version:>1} {pool.network:<22} "
+                     f"{total - held:>6} {held:>6}")
+    return "\n".join(lines)
+
+
+def list_isos(settings, storage: str, node: str | None) -> str:
+    from pvekvm.proxmox import client
+    from steps.lifecycle import iso_group
+
+    pve = client(settings.proxmox)
+    node = node or pve.get("nodes")[0]["node"]
+    groups: dict[str, list[str]] = {}
+    for item in pve.get(f"nodes/{node}/storage/{storage}/content", content="iso"):
+        name = item["volid"].split("/", 1)[-1]
+        groups.setdefault(iso_group(name), []).append(name)
+    return "\n".join(f"{g}: {', '.join(sorted(n))}"
+                     for g, n in sorted(groups.items(), key=lambda kv: (kv[0] == "OTHER", kv[0])))
 
 
 if __name__ == "__main__":

@@ -121,3 +121,15 @@ def test_iso_groups_follow_the_manual():
     assert iso_group("Ubuntu-22.04.4-live-server-amd64.iso") == "Ubuntu"
     assert iso_group("proxmox-ve_8.1-2.iso") == "proxmox"
     assert iso_group("myfile.iso") == "OTHER"
+
+
+def test_operator_commands_show_pool_usage_and_grouped_isos(settings, sim):
+    from pvekvm.__main__ import list_isos, pool_usage
+
+    IpAddress.update(service_id=1).where(IpAddress.address == "192.0.2.10").execute()
+    usage = {line.split()[0]: line.split() for line in pool_usage().splitlines()[1:]}
+    assert usage["public-v4"][-2:] == ["240", "1"]
+    groups = dict(line.split(": ", 1) for line in list_isos(settings, "iso", "pve1").splitlines())
+    assert groups["Debian"] == "Debian-12.5.0-amd64-netinst.iso"
+    assert groups["proxmox"] == "proxmox-ve_8.1-2.iso"
+    assert list(groups)[-1] == "OTHER" and "myfile.iso" in groups["OTHER"]

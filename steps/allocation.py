@@ -28,6 +28,7 @@ def allocate_ips(ctx: StepContext) -> StepResult:
             if held is not None:  # package moved to another pool: give the old one back
                 release_ips(ctx.service.id, version)
             cursor = database.execute_sql(_TAKE_FREE_IP, (ctx.service.id, pool_id))
+            ctx.addresses_changed()
             if cursor.rowcount != 1:
                 raise StepFailed(f"IPv{version} pool {pool_id} has no free address")
             held = ctx.address(version)

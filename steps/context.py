@@ -66,13 +66,22 @@ class StepContext:
     def config(self) -> dict[str, Any]:
         return self.pve.get(f"{self.vm_path}/config")
 
+    @cached_property
+    def _addresses(self) -> dict[int, IpAddress]:
+        rows = IpAddress.select().where(IpAddress.service_id == self.service.id)
+        return {row.version: row for row in rows}
+
     def address(self, version: int) -> IpAddress | None:
-        return IpAddress.get_or_none(
-            (IpAddress.service_id == self.service.id) & (IpAddress.version == version))
+        return self._addresses.get(version)
+
+    def addresses_changed(self) -> None:
+        """Forget the cached addresses (after allocating or releasing)."""
+        self.__dict__.pop("_addresses", None)
 
     def pool(self, version: int) -> IpPool | None:
         pool_id = self.product.ip_pool_id if version == 4 else self.product.ip6_pool_id
-        return IpPool.get_by_id(pool_id) if pool_id else None
+        return catalog_row(IpPool, pool_id, self.settings.engine.catalog_cache_s) \
+            if pool_id else None
 
     def ips(self) -> tuple[list[str], list[str]]:
         v4, v6 = self.address(4), self.address(6)

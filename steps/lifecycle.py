@@ -40,6 +40,7 @@ def power_action(ctx: StepContext) -> StepResult:
 def release_addresses(ctx: StepContext) -> StepResult:
     """Terminate: the IPs go back to the free pool, the VMID is no longer held."""
     n = release_ips(ctx.service.id)
+    ctx.addresses_changed()
     Service.update(vmid=None, node=None).where(Service.id == ctx.service.id).execute()
     return Done(f"{n} address(es) released")
 

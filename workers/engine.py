@@ -25,7 +25,7 @@ from peewee import IntegrityError, InterfaceError, OperationalError
 
 from pvekvm import oplog
 from pvekvm.config import Settings
-from pvekvm.models import Operation, Service, StepRun, database
+from pvekvm.models import Operation, Service, database
 from pvekvm.proxmox import Proxmox, ProxmoxError, client
 from steps.context import StepContext
 from steps.machine import Done, Machine, Retry, StepFailed, StepResult, Wait
@@ -34,6 +34,14 @@ from workers.outcome import Nudge, Outcome
 
 log = logging.getLogger("pvekvm.engine")
 LOCK_BUSY = (1205, 3572)  # lock wait timeout / NOWAIT refused
+# The statements every step message runs, written once (peewee's SQL building costs more than
+# the round trip on this hot path).
+_LOCK_OPERATION = "SELECT * FROM operations WHERE id = %s FOR UPDATE NOWAIT"
+_LOAD_SERVICE = "SELECT * FROM services WHERE id = %s"
+_INSERT_STEP_RUN = (
+    "INSERT INTO step_runs (operation_id, service_id, vmid, label, from_state, to_state, "
+    "result, duration_ms, message, worker, created_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
 
 
 def new_nudge_id() -> str:
@@ -87,8 +95,7 @@ class Engine:
             raise
 
     def _handle_locked(self, pool: str, op_id: int, nudge: str) -> Outcome:
-        op = (Operation.select().where(Operation.id == op_id)
-              .for_update("FOR UPDATE NOWAIT").get_or_none())
+        op = next(iter(Operation.raw(_LOCK_OPERATION, op_id)), None)
         if op is None:
             return Outcome(dead_reason=f"unknown operation {op_id}")
         if nudge != op.nudge_id:
@@ -113,7 +120,7 @@ class Engine:
     def _run(self, op: Operation, machine: Machine, nudge: str) -> Outcome:
         t = machine.at(op.state)
         assert t is not None
-        service = self._service = Service.get_by_id(op.service_id)
+        service = self._service = next(iter(Service.raw(_LOAD_SERVICE, op.service_id)))
         pve = client(self.settings.proxmox) if self.settings.proxmox else None
         ctx = StepContext(self.settings, op, service, pve)  # type: ignore[arg-type]
         started = op.step_started_at or datetime.now()
@@ -260,10 +267,9 @@ class Engine:
         assert t is not None
         ms = int((datetime.now() - started).total_seconds() * 1000)
         vmid = self._service.vmid if self._service is not None else None
-        StepRun.create(operation_id=op.id, service_id=op.service_id, vmid=vmid,
-                       label=t.label, from_state=op.state, to_state=to_state or t.next_state,
-                       result=result, duration_ms=ms, message=message[:4000],
-                       worker=self.worker[:64], created_at=datetime.now())
+        database.execute_sql(_INSERT_STEP_RUN, (
+            op.id, op.service_id, vmid, t.label, op.state, to_state or t.next_state, result, ms,
+            message[:4000], self.worker[:64], datetime.now()))
         return oplog.step_line(op.service_id, machine.number(op.state), t.label, result,
                                op.state, t.next_state, message, ms / 1000)
 
@@ -295,5 +301,6 @@ def start_next_queued(service_id: int) -> Nudge | None:
 
 
 def mark_published(op_id: int, nudge_id: str) -> None:
-    Operation.update(nudge_published=True).where(
-        (Operation.id == op_id) & (Operation.nudge_id == nudge_id)).execute()
+    database.execute_sql(
+        "UPDATE operations SET nudge_published = 1 WHERE id = %s AND nudge_id = %s",
+        (op_id, nudge_id))

@@ -12,7 +12,7 @@ import requests
 
 from producers.api import OrderClient
 from pvekvm import catalog, oplog
-from pvekvm.models import DnsRecordRow, IpAddress, Service
+from pvekvm.models import DnsRecordRow, IpAddress, Operation, Service
 from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL, PDNS_DNS_PORT, TcpProxy
 from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
 from workers import scheduler
@@ -107,3 +107,33 @@ def test_powerdns_down_during_deploy_vm_ready_then_dns_converges(settings, pdns_
         assert scheduler.dnssync.owed_services() == []
     finally:
         proxy.stop()
+
+
+def test_change_package_to_another_pool_replaces_a_and_ptr(settings, pdns_zones):
+    """A package on another IPv4 pool moves the VM's address: A is replaced and the old PTR
+    goes, never leaving two of either."""
+    _use_powerdns(settings, PDNS_API_URL)
+    catalog.load({
+        "ip_pools": [{"name": "second-v4", "version": 4, "network": "192.0.2.0/24",
+                      "gateway": "192.0.2.1", "first": "192.0.2.251", "last": "192.0.2.254"}],
+        "products": [{"name": "vps-moved", "template": "debian-12", "cores": 2,
+                      "memory_mb": 2048, "disk_gb": 20, "target_node": "pve2",
+                      "target_storage": "local-lvm", "ip_pool": "second-v4",
+                      "dns_zone": FORWARD}],
+    }, settings.secret_key_file)
+    with InProcessWorkers(settings, concurrency=4), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        billing.create(service_id=6003, client_id=3, product="vps-small", email="f@example.com")
+        wait_until(all_ready([6003]), 60, "deploy")
+        host = Service.get_by_id(6003).hostname
+        old_ip = IpAddress.get(IpAddress.service_id == 6003).address
+        billing.change_package(service_id=6003, product="vps-moved")
+        wait_until(lambda: Operation.get_or_none((Operation.kind == "change_package")
+                                                 & (Operation.status == "done")),
+                   60, "change package")
+    new_ip = IpAddress.get(IpAddress.service_id == 6003).address
+    assert new_ip.startswith("192.0.2.25")
+    assert _query(host, "A") == [new_ip]
+    assert _query(_ptr_name(new_ip), "PTR") == [f"{host}."]
+    assert _query(_ptr_name(old_ip), "PTR") == []
+    assert IpAddress.get(IpAddress.address == old_ip).service_id is None  # back in the pool

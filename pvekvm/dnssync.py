@@ -28,18 +28,22 @@ def _addresses(service_id: int) -> tuple[list[str], list[str]]:
     return v4, [r.address for r in rows if r.version == 6]
 
 
-def publish(service: Service, key_file: str) -> str:
+def publish(service: Service, key_file: str) -> tuple[str, bool]:
     """Make the providers hold exactly the records the service's hostname and addresses call
-    for; stale records (an old address) are removed. Returns a summary; raises DnsError with
-    the rows marked unsynced when a provider fails (the retry job picks them up)."""
+    for; stale records (an old address) are removed. Returns a summary and whether anything
+    had to change; raises DnsError with the rows marked unsynced when a provider fails (the
+    retry job picks them up)."""
     zones = configured_zones(key_file)
     if not zones:
-        return "no DNS zones configured"
+        return "no DNS zones configured", False
     v4, v6 = _addresses(service.id)
     wanted = dns.plan_records(service.hostname, v4, v6, zones)
     have = list(DnsRecordRow.select().where(DnsRecordRow.service_id == service.id))
     wanted_keys = {(r.name, r.type, r.content) for r in wanted}
     stale = [h for h in have if (h.name, h.type, h.content) not in wanted_keys]
+    if not stale and all(h.synced for h in have) and \
+            {(h.name, h.type, h.content) for h in have} == wanted_keys:
+        return f"{len(wanted)} record(s) already published", False
     for r in wanted:
         DnsRecordRow.insert(service_id=service.id, zone=r.zone, name=r.name, type=r.type,
                             content=r.content, synced=False).on_conflict_ignore().execute()
@@ -54,7 +58,8 @@ def publish(service: Service, key_file: str) -> str:
         DnsRecordRow.delete().where(DnsRecordRow.id.in_([h.id for h in stale])).execute()
     DnsRecordRow.update(synced=True, error=None).where(
         DnsRecordRow.service_id == service.id).execute()
-    return f"{len(wanted)} record(s)" if wanted else "no configured zone covers this host"
+    return (f"{len(wanted)} record(s)" if wanted else "no configured zone covers this host"), \
+        True
 
 
 def _delete_stale(stale: list[DnsRecordRow], wanted: list[dns.DnsRecord],
@@ -69,11 +74,14 @@ def _delete_stale(stale: list[DnsRecordRow], wanted: list[dns.DnsRecord],
             dns.build_provider(by_zone[zone]).delete(zone, name, rtype)
 
 
-def withdraw(service: Service, key_file: str) -> str:
-    """Remove every record published for the service (terminate, before reinstall)."""
+def withdraw(service: Service, key_file: str) -> tuple[str, bool]:
+    """Remove every record published for the service (terminate, before reinstall). Returns a
+    summary and whether anything had to change."""
     zones = configured_zones(key_file)
     if not zones:
-        return "no DNS zones configured"
+        return "no DNS zones configured", False
+    if not DnsRecordRow.select().where(DnsRecordRow.service_id == service.id).exists():
+        return "no records published", False
     v4, v6 = _addresses(service.id)
     try:
         dns.remove_records(service.hostname, v4, v6, zones)
@@ -82,7 +90,7 @@ def withdraw(service: Service, key_file: str) -> str:
             DnsRecordRow.service_id == service.id).execute()
         raise
     DnsRecordRow.delete().where(DnsRecordRow.service_id == service.id).execute()
-    return "records removed"
+    return "records removed", True
 
 
 def owed_services() -> list[int]:

@@ -20,11 +20,13 @@ def allocate_ips(ctx: StepContext) -> StepResult:
     if ctx.service.want_ipv6:
         wanted.append((6, ctx.product.ip6_pool_id))
     got: list[str] = []
+    changed = False
     for version, pool_id in wanted:
         if pool_id is None:
             continue
         held = ctx.address(version)
         if held is None or held.pool_id != pool_id:
+            changed = True
             if held is not None:  # package moved to another pool: give the old one back
                 release_ips(ctx.service.id, version)
             cursor = database.execute_sql(_TAKE_FREE_IP, (ctx.service.id, pool_id))
@@ -35,7 +37,7 @@ def allocate_ips(ctx: StepContext) -> StepResult:
         got.append(held.address)
     if not got:
         return Done("DHCP package: no address to allocate", skipped=True)
-    return Done(", ".join(got))
+    return Done(", ".join(got), skipped=not changed)
 
 
 def release_ips(service_id: int, version: int | None = None) -> int:

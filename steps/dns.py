@@ -11,10 +11,11 @@ from steps.context import StepContext
 from steps.machine import Done, StepFailed, StepResult
 
 
-def _non_blocking(ctx: StepContext, change: Callable[[Service, str], str], what: str
-                  ) -> StepResult:
+def _non_blocking(ctx: StepContext, change: Callable[[Service, str], tuple[str, bool]],
+                  what: str) -> StepResult:
     try:
-        return Done(change(ctx.service, ctx.settings.secret_key_file))
+        summary, changed = change(ctx.service, ctx.settings.secret_key_file)
+        return Done(summary, skipped=not changed)
     except dns.DnsError as exc:
         return Done(f"DNS {what} deferred, will retry in background: {exc}", warning=True)
     except ValueError as exc:  # a hostile name or zone never reaches a provider

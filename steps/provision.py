@@ -72,7 +72,8 @@ def migrate_to_target(ctx: StepContext) -> StepResult:
     if node == target:
         return Done(f"on {target}; disks stay on their storage", skipped=True)
     for key, value in cfg.items():
-        if key in DISK_KEYS and "media=cdrom" in str(value) and not str(value).startswith("none"):
+        if key in DISK_KEYS and "media=cdrom" in str(value) and "cloudinit" not in str(value) \
+                and not str(value).startswith("none"):  # an ISO, not the cloud-init drive
             ctx.pve.put(f"nodes/{node}/qemu/{ctx.vmid}/config", **{key: "none,media=cdrom"})
     status = ctx.pve.get(f"nodes/{node}/qemu/{ctx.vmid}/status/current")
     if status.get("status") == "running":

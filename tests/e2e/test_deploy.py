@@ -31,6 +31,9 @@ def test_one_order_becomes_a_running_vm_with_every_package_value(settings, sim, 
     v6 = IpAddress.get((IpAddress.service_id == 5546) & (IpAddress.version == 6)).address
     assert cfg["ipconfig0"] == f"ip={v4}/24,gw=192.0.2.1,ip6={v6}/64,gw6=2001:db8:100::1"
     assert cfg["ciuser"] == "debian"
+    assert "cloudinit" in cfg["ide2"]  # the cloud-init drive survives the migration
+    assert f"hostname: {svc.hostname.split('.')[0]}" in sim.proxmox().nodes(svc.node).qemu(
+        svc.vmid).cloudinit.dump.get(type="user")
     ipset = vm["firewall"]["ipsets"]["ipfilter-net0"]
     assert {e["cidr"].split("/")[0] for e in ipset["entries"]} == {v4, v6}
     assert vm["status"] == "running"

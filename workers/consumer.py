@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import pika
+from peewee import InterfaceError, OperationalError
 from pika.exceptions import AMQPError
 
 from pvekvm import messaging
@@ -28,6 +29,13 @@ from workers.outcome import Outcome
 log = logging.getLogger("pvekvm.worker")
 oplog = logging.getLogger("pvekvm.steps")
 INTAKE = "intake"
+DB_OUTAGE_PATIENCE_S = 300.0  # how long a worker holds a message while the database is down
+_UNREACHABLE = {2003, 2006, 2013, 2055}  # can't connect / gone away / lost / lost (SSL)
+
+
+def _database_unreachable(exc: Exception) -> bool:
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    return isinstance(exc, InterfaceError) or code in _UNREACHABLE
 PREFETCH_PER_THREAD = 2
 
 
@@ -80,22 +88,40 @@ class WorkerThread(threading.Thread):
             if self.stop_event.is_set():  # finishing up: leave it for another worker
                 ch.basic_nack(method.delivery_tag, requeue=True)
                 return
-            try:
-                database.connect(reuse_if_open=True)
-                outcome = handle_order(body) if pool == INTAKE else self.engine.handle(pool, body)
-                self._follow_up(outcome, publisher, body, pool)
-            except AMQPError:
-                raise
-            except Exception:
-                log.exception("%s: handling a message from %s failed; it goes back", self.name,
-                              pool)
-                ch.basic_nack(method.delivery_tag, requeue=True)
-                time.sleep(0.2)  # a hot loop on a broken database helps no one
-                return
+            backoff = 0.5
+            deadline = time.monotonic() + DB_OUTAGE_PATIENCE_S
+            while True:
+                try:
+                    database.connect(reuse_if_open=True)
+                    outcome = handle_order(body) if pool == INTAKE else \
+                        self.engine.handle(pool, body)
+                    self._follow_up(outcome, publisher, body, pool)
+                    break
+                except AMQPError:
+                    raise
+                except (OperationalError, InterfaceError) as exc:
+                    if not _database_unreachable(exc) or time.monotonic() > deadline:
+                        return self._give_back(ch, method, pool)
+                    # keep the message (no delivery counted against its limit) and wait for
+                    # the database; the broker connection stays serviced meanwhile
+                    log.warning("%s: database unreachable (%s); waiting %.1fs", self.name,
+                                exc, backoff)
+                    database.close()
+                    ch.connection.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                except Exception:
+                    return self._give_back(ch, method, pool)
             ch.basic_ack(method.delivery_tag)
             self.handled += 1
 
         return on_message
+
+    def _give_back(self, ch, method, pool: str) -> None:
+        """An unexpected failure: the message goes back (its delivery limit parks a poison
+        message in the dead queue)."""
+        log.exception("%s: handling a message from %s failed; it goes back", self.name, pool)
+        ch.basic_nack(method.delivery_tag, requeue=True)
+        ch.connection.sleep(0.2)  # a hot loop on a broken message helps no one
 
     def _follow_up(self, outcome: Outcome, publisher: messaging.Publisher, body: bytes,
                    pool: str) -> None:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
+from peewee import InterfaceError, OperationalError
+
 from pvekvm import catalog, messaging
 from pvekvm.config import ROOT, EngineSettings, ProxmoxSettings, Settings, SmtpSettings
 from pvekvm.models import Operation, Service, database
@@ -99,12 +101,18 @@ class SubprocessWorker:
 
 
 def wait_until(cond: Callable[[], object], timeout: float, what: str,
-               interval: float = 0.1) -> object:
-    """Poll ``cond`` until it returns something truthy, or fail after ``timeout`` seconds."""
+               interval: float = 0.1, db: bool = True) -> object:
+    """Poll ``cond`` until it returns something truthy, or fail after ``timeout`` seconds. A
+    database that does not answer (a restart under test) counts as 'not yet'."""
     deadline = time.monotonic() + timeout
     while True:
-        database.connect(reuse_if_open=True)
-        value = cond()
+        try:
+            if db:
+                database.connect(reuse_if_open=True)
+            value = cond()
+        except (OperationalError, InterfaceError):
+            database.close()
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:

@@ -164,3 +164,46 @@ def test_parallel_clones_stay_within_the_storage_lock_limit(settings, sim):
     lock_failures = StepRun.select().where(StepRun.message.contains("got timeout")).count()
     assert lock_failures == 0
     _assert_one_vm_each(sim, sids)
+
+
+@pytest.mark.slow
+def test_orders_survive_a_database_restart(settings, sim, reconciler):
+    """On demand: MariaDB shuts down mid-deploy and comes back; workers hold their messages,
+    wait for it, and every order still becomes ready (nothing dead-lettered)."""
+    import subprocess
+
+    from pvekvm.models import DeadLetter
+
+    sim.set_task_time_scale(0.05)
+    sids = range(5300, 5310)
+    with InProcessWorkers(settings, concurrency=4), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        _order(billing, sids)
+        wait_until(lambda: Operation.select().where(Operation.state != "new").count() >= 5,
+                   30, "deploys under way")
+        subprocess.run(["mysqladmin", "-uroot", "-h127.0.0.1", "shutdown"], check=True,
+                       timeout=60)
+        wait_until(lambda: subprocess.run(["pgrep", "-x", "mariadbd"],
+                                          capture_output=True).returncode != 0,
+                   60, "the old server to exit", interval=0.2, db=False)
+        subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background", "--exec",
+                        "/usr/sbin/mariadbd"], check=True, timeout=60)
+        _wait_port(3306, open_=True)
+        wait_until(all_ready(sids), 180, "every order ready after the restart", interval=1.0)
+    _assert_one_vm_each(sim, sids)
+    assert DeadLetter.select().count() == 0
+
+
+def _wait_port(port: int, open_: bool, timeout: float = 60.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            is_open = sock.connect_ex(("127.0.0.1", port)) == 0
+        if is_open == open_:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"port {port} still {'closed' if open_ else 'open'}")
+        time.sleep(0.2)

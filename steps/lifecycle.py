@@ -8,20 +8,9 @@ from pvekvm.models import AuditLog, Service
 from steps import cloudinit, pvecfg
 from steps.allocation import release_ips
 from steps.context import StepContext
-from steps.machine import Done, Retry, StepFailed, StepResult, Wait
+from steps.machine import Done, StepFailed, StepResult, Wait
 
 ISO_SLOTS = ("ide2", "ide3", "ide0", "ide1")
-
-
-def vm_exists(ctx: StepContext) -> bool:
-    """True when the service's VM exists; records the node it is on."""
-    if ctx.service.vmid is None:
-        return False
-    node = ctx.pve.locate(ctx.vmid)
-    if node and node != ctx.service.node:
-        ctx.service.node = node
-        Service.update(node=node).where(Service.id == ctx.service.id).execute()
-    return node is not None
 
 
 def power_action(ctx: StepContext) -> StepResult:
@@ -94,10 +83,3 @@ def unmount_iso(ctx: StepContext) -> StepResult:
 def iso_group(filename: str) -> str:
     """The manual's grouping: the part before the first '-'; no dash → OTHER."""
     return filename.split("-", 1)[0] if "-" in filename else "OTHER"
-
-
-def guard_locked(ctx: StepContext) -> StepResult | None:
-    cfg = ctx.config()
-    if cfg.get("lock"):
-        return Retry(f"VM is locked ({cfg['lock']})", delay_s=1.0)
-    return None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from peewee import InterfaceError, OperationalError
 
-from pvekvm import catalog, messaging
+from pvekvm import catalog
 from pvekvm.config import ROOT, EngineSettings, ProxmoxSettings, Settings, SmtpSettings
 from pvekvm.models import Operation, Service, database
 from workers.consumer import WorkerProcess, all_pools
@@ -138,10 +138,6 @@ def all_ready(service_ids: Iterable[int]) -> Callable[[], bool]:
 def describe_ops(service_ids: Iterable[int]) -> str:
     ops = Operation.select().where(Operation.service_id.in_(list(service_ids)))
     return "; ".join(f"{o.service_id}:{o.state}/{o.status}/{o.error or ''}" for o in ops)
-
-
-def topology_for(settings: Settings) -> messaging.Topology:
-    return messaging.Topology(settings.namespace)
 
 
 __all__ = ["FAST_ENGINE", "InProcessWorkers", "SubprocessWorker", "all_ready", "describe_ops",

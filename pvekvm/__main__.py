@@ -5,6 +5,7 @@
   history SERVICE_ID       print the service's operations as the manual's --- Deploy --- blocks
   resume SERVICE_ID        restart a paused operation from the state it waits at
   dead-letters [--limit N] list refused messages with their reasons
+  status                   operations by kind and status, services by status, queue depths
   pools                    IP pools: addresses free / held
   isos STORAGE [--node N]  ISO images on a storage, grouped as the client area shows them
 """
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("dead-letters")
     p.add_argument("--limit", type=int, default=20)
     sub.add_parser("pools")
+    sub.add_parser("status")
     p = sub.add_parser("isos")
     p.add_argument("storage")
     p.add_argument("--node", default=None)
@@ -82,11 +84,47 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r.created_at}  {r.source:<10} {r.reason}  {bytes(r.body)[:120]!r}")
     elif args.cmd == "pools":
         print(pool_usage())
+    elif args.cmd == "status":
+        print(engine_status(settings))
     elif args.cmd == "isos":
         if settings.proxmox is None:
             ap.error("no Proxmox configured (PVE_CONNECTION_FILE or [proxmox])")
         print(list_isos(settings, args.storage, args.node))
     return 0
+
+
+def engine_status(settings) -> str:
+    """What an operator checks first: what runs, what waits, what is stuck, what is queued."""
+    from peewee import fn
+
+    from pvekvm.models import Operation, Service
+
+    lines = ["operations:"]
+    rows = (Operation.select(Operation.kind, Operation.status, fn.COUNT(Operation.id).alias("n"))
+            .group_by(Operation.kind, Operation.status).order_by(Operation.kind))
+    lines += [f"  {r.kind:<18} {r.status:<8} {r.n:>6}" for r in rows]
+    paused = Operation.select().where(Operation.status == "paused").order_by(Operation.id)
+    lines += [f"  paused: sid:{op.service_id} {op.kind} at ({op.state}) — {op.error}"
+              for op in paused.limit(20)]
+    lines.append("services:")
+    rows = (Service.select(Service.status, fn.COUNT(Service.id).alias("n"))
+            .group_by(Service.status).order_by(Service.status))
+    lines += [f"  {r.status:<18} {r.n:>6}" for r in rows]
+    lines.append("queues (messages ready):")
+    topo = messaging.Topology(settings.namespace)
+    conn = messaging.connect(settings.amqp_url)
+    try:
+        ch = conn.channel()
+        for queue in topo.all_queues():
+            try:
+                depth = ch.queue_declare(queue, passive=True).method.message_count
+            except Exception:  # noqa: BLE001 - not declared yet: no worker has started
+                ch = conn.channel()
+                depth = "-"
+            lines.append(f"  {queue:<32} {depth:>6}")
+    finally:
+        conn.close()
+    return "\n".join(lines)
 
 
 def pool_usage() -> str:

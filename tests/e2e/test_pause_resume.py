@@ -61,3 +61,18 @@ def test_sigterm_finishes_the_message_in_hand_and_exits(settings, sim, tmp_path)
         worker.kill()
     with InProcessWorkers(settings, concurrency=4):  # another host carries on
         wait_until(all_ready(range(8100, 8105)), 60, "orders ready after the restart")
+
+
+def test_status_command_shows_paused_operations_and_queue_depths(settings, sim):
+    from pvekvm.__main__ import engine_status
+
+    settings = replace(settings, engine=replace(settings.engine, max_attempts=1))
+    sim.set_faults(task_error_rate=1.0)
+    with InProcessWorkers(settings, concurrency=2), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        billing.create(service_id=8201, client_id=2, product="vps-small", email="u@example.com")
+        wait_until(lambda: Operation.get_or_none(status="paused"), 60, "pause")
+    out = engine_status(settings)
+    assert "deploy             paused        1" in out
+    assert "paused: sid:8201 deploy at (welcome_sent)" in out
+    assert f"{settings.namespace}.step.clone" in out and f"{settings.namespace}.dead" in out

@@ -447,15 +447,21 @@ def snapshot_config_update(ctx: Ctx, p: dict[str, Any]) -> None:
         s["description"] = p["description"]
 
 
+def _task_snapshot(vm: dict[str, Any], name: str) -> dict[str, Any]:
+    """The snapshot a task works on; gone meanwhile → the task fails as PVE's does."""
+    s = vm["snapshots"].get(name)
+    if s is None:
+        raise TaskError(f"snapshot '{name}' does not exist")
+    return s
+
+
 @route("DELETE", SN + "/{snapname}")
 def snapshot_delete(ctx: Ctx, p: dict[str, Any]) -> str:
     vm = vm_of(ctx, p)
     name = p["snapname"]
 
     def work(task: Task) -> None:
-        s = vm["snapshots"].get(name)
-        if s is None:
-            raise TaskError(f"snapshot '{name}' does not exist")
+        s = _task_snapshot(vm, name)
         parent = s["config"].get("parent")
         # children of the deleted snapshot (and the current state) move up to its parent
         for conf in [o["config"] for o in vm["snapshots"].values()] + [vm["config"]]:
@@ -475,9 +481,7 @@ def snapshot_rollback(ctx: Ctx, p: dict[str, Any]) -> str:
     name = p["snapname"]
 
     def work(task: Task) -> None:
-        s = vm["snapshots"].get(name)
-        if s is None:
-            raise TaskError(f"snapshot '{name}' does not exist")
+        s = _task_snapshot(vm, name)
         conf = dict(s["config"])
         conf["parent"] = name
         vm["config"] = conf

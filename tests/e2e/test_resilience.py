@@ -4,6 +4,7 @@ mid-deploy, Proxmox answering 5xx and failing tasks."""
 from __future__ import annotations
 
 import random
+import subprocess
 import time
 
 import pytest
@@ -135,19 +136,11 @@ def test_soak_kills_and_faults_together(settings, sim, tmp_path, reconciler):
 @pytest.mark.slow
 def test_orders_survive_a_broker_restart(settings, sim, reconciler):
     """On demand: RabbitMQ's app stops and starts mid-deploy; workers reconnect, nothing lost."""
-    import subprocess
-
-    sim.set_task_time_scale(0.05)
-    sids = range(5100, 5110)
-    with InProcessWorkers(settings, concurrency=4), \
-            OrderClient(settings.amqp_url, settings.namespace) as billing:
-        _order(billing, sids)
-        wait_until(lambda: Operation.select().where(Operation.state != "new").count() >= 5,
-                   30, "deploys under way")
+    def restart() -> None:
         subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=60)
         subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=60)
-        wait_until(all_ready(sids), 180, "every order ready after the restart", interval=0.5)
-    _assert_one_vm_each(sim, sids)
+
+    _deploy_through(settings, sim, range(5100, 5110), restart)
 
 
 def test_parallel_clones_stay_within_the_storage_lock_limit(settings, sim):
@@ -170,17 +163,9 @@ def test_parallel_clones_stay_within_the_storage_lock_limit(settings, sim):
 def test_orders_survive_a_database_restart(settings, sim, reconciler):
     """On demand: MariaDB shuts down mid-deploy and comes back; workers hold their messages,
     wait for it, and every order still becomes ready (nothing dead-lettered)."""
-    import subprocess
-
     from pvekvm.models import DeadLetter
 
-    sim.set_task_time_scale(0.05)
-    sids = range(5300, 5310)
-    with InProcessWorkers(settings, concurrency=4), \
-            OrderClient(settings.amqp_url, settings.namespace) as billing:
-        _order(billing, sids)
-        wait_until(lambda: Operation.select().where(Operation.state != "new").count() >= 5,
-                   30, "deploys under way")
+    def restart() -> None:
         subprocess.run(["mysqladmin", "-uroot", "-h127.0.0.1", "shutdown"], check=True,
                        timeout=60)
         wait_until(lambda: subprocess.run(["pgrep", "-x", "mariadbd"],
@@ -189,8 +174,8 @@ def test_orders_survive_a_database_restart(settings, sim, reconciler):
         subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background", "--exec",
                         "/usr/sbin/mariadbd"], check=True, timeout=60)
         wait_until(lambda: _port_open(3306), 60, "MariaDB listening", db=False)
-        wait_until(all_ready(sids), 180, "every order ready after the restart", interval=1.0)
-    _assert_one_vm_each(sim, sids)
+
+    _deploy_through(settings, sim, range(5300, 5310), restart)
     assert DeadLetter.select().count() == 0
 
 
@@ -200,3 +185,16 @@ def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _deploy_through(settings, sim, sids: range, disruption) -> None:
+    """Ten orders under way when ``disruption`` runs; all must still become ready, one VM each."""
+    sim.set_task_time_scale(0.05)
+    with InProcessWorkers(settings, concurrency=4), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        _order(billing, sids)
+        wait_until(lambda: Operation.select().where(Operation.state != "new").count() >= 5,
+                   30, "deploys under way")
+        disruption()
+        wait_until(all_ready(sids), 180, "every order ready after the restart", interval=1.0)
+    _assert_one_vm_each(sim, sids)

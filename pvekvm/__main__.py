@@ -3,7 +3,8 @@
   init-db                  apply schema.sql to the configured database
   load-catalog FILE        load templates, IP pools, products, DNS zones (TOML)
   history SERVICE_ID       print the service's operations as the manual's --- Deploy --- blocks
-  resume SERVICE_ID        restart a paused operation from the state it waits at
+  resume SID|op:N          restart a paused operation from the state it waits at
+  cancel SID|op:N          abandon a paused operation (service freed, VM state printed)
   dead-letters [--limit N] list refused messages with their reasons
   status                   operations by kind and status, services by status, queue depths
   pools                    IP pools: addresses free / held
@@ -15,33 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pvekvm import catalog, messaging, oplog
+from pvekvm import catalog, messaging
 from pvekvm.config import load_settings
 from pvekvm.db import apply_schema, bind
-
-
-def resume(settings, service_id: int) -> str:
-    from pvekvm.models import Operation, database
-    from workers.engine import mark_published, new_nudge_id, nudge_for
-
-    with database.atomic():
-        op = (Operation.select().where((Operation.service_id == service_id)
-                                       & (Operation.status == "paused")).for_update().first())
-        if op is None:
-            return f"service {service_id}: no paused operation"
-        nudge = new_nudge_id()
-        Operation.update(status="running", nudge_id=nudge, nudge_published=False, attempt=0,
-                         error=None, version=Operation.version + 1).where(
-            Operation.id == op.id).execute()
-        op = Operation.get_by_id(op.id)
-    n = nudge_for(op)
-    pub = messaging.Publisher(settings.amqp_url, messaging.Topology(settings.namespace))
-    try:
-        pub.publish_step(n.pool, n.payload(), n.nudge_id)
-    finally:
-        pub.close()
-    mark_published(op.id, nudge)
-    return f"service {service_id}: {op.kind} resumed at ({op.state})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file")
     p = sub.add_parser("history")
     p.add_argument("service_id", type=int)
-    p = sub.add_parser("resume")
-    p.add_argument("service_id", type=int)
+    for name in ("resume", "cancel"):
+        p = sub.add_parser(name)
+        p.add_argument("ref", help="a service id, or op:N for an operation id")
     p = sub.add_parser("dead-letters")
     p.add_argument("--limit", type=int, default=20)
     sub.add_parser("pools")
@@ -73,9 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         apply_schema(db)
         print(catalog.load_file(args.file, settings.secret_key_file))
     elif args.cmd == "history":
-        print(oplog.history(args.service_id))
-    elif args.cmd == "resume":
-        print(resume(settings, args.service_id))
+        from workers import admin
+
+        print(admin.history(args.service_id))
+    elif args.cmd in ("resume", "cancel"):
+        from workers import admin
+
+        print(getattr(admin, args.cmd)(settings, args.ref))
     elif args.cmd == "dead-letters":
         from pvekvm.models import DeadLetter
 

@@ -60,7 +60,16 @@ class EngineSettings:
     vmid_min: int = 1000
     vmid_max: int = 899999
     clones_per_storage: int = 2
+    # the default retry policy of every transition (steps/machine.py RetryPolicy): a fault is
+    # retried after retry_first_s, doubling to retry_max_s, max_attempts times, then pauses;
+    # waiting for a turn (a clone slot) backs off from wait_first_s to wait_max_s
     max_attempts: int = 8
+    retry_first_s: float = 2.0
+    retry_max_s: float = 60.0
+    wait_first_s: float = 0.5
+    wait_max_s: float = 4.0
+    # an event for a service whose create has not arrived waits this long, then is refused
+    hold_unknown_service_s: float = 120.0
     stale_after_s: float = 60.0
     # a task is looked at after these waits, then every last one; long tasks are seen ≤ 2 s late
     poll_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 5.0)

@@ -2,11 +2,14 @@
 
 Topology, all durable, declared by :func:`declare_topology` (idempotent):
 
-- ``{ns}.orders``  topic exchange → quorum queue ``{ns}.orders`` (billing events → intake)
+- ``{ns}.orders``  topic exchange → quorum queue ``{ns}.orders`` (billing events → intake), with a
+  single active consumer: events are taken one at a time in the order billing published them
 - ``{ns}.steps``   direct exchange, routing key = pool → quorum queue ``{ns}.step.<pool>``
 - ``{ns}.delay.<ms>ms`` fanout exchange → classic queue ``{ns}.wait.<ms>ms`` whose message TTL
   dead-letters back to ``{ns}.steps`` with the original routing key: tiered delays for retries and
   Proxmox task polling, with no worker sleeping.
+- ``{ns}.events``  topic exchange (routing key = event type): events for billing, which binds
+  its own queues (workers/outbox.py).
 - ``{ns}.dead``    fanout exchange → quorum queue ``{ns}.dead``: messages the engine refused
   (published with an ``x-reason`` header) or that exceeded the delivery limit.
 
@@ -70,6 +73,10 @@ class Topology:
         return f"{self.namespace}.step.{pool}"
 
     @property
+    def events_exchange(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
     def dead_exchange(self) -> str:
         return f"{self.namespace}.dead"
 
@@ -108,8 +115,12 @@ def declare_topology(channel: BlockingChannel, topo: Topology) -> None:
     channel.queue_bind(topo.dead_queue, topo.dead_exchange)
 
     channel.exchange_declare(topo.orders_exchange, "topic", durable=True)
-    channel.queue_declare(topo.orders_queue, durable=True, arguments=work_args)
+    # one consumer at a time takes billing's events, in the order they were published
+    channel.queue_declare(topo.orders_queue, durable=True,
+                          arguments={**work_args, "x-single-active-consumer": True})
     channel.queue_bind(topo.orders_queue, topo.orders_exchange, routing_key="#")
+
+    channel.exchange_declare(topo.events_exchange, "topic", durable=True)
 
     channel.exchange_declare(topo.steps_exchange, "direct", durable=True)
     for pool in POOLS:
@@ -166,9 +177,9 @@ class Publisher:
     @retry(retry=retry_if_exception_type((AMQPConnectionError, AMQPChannelError, NackError)),
            stop=stop_after_attempt(5), wait=wait_exponential(multiplier=0.2, max=3), reraise=True)
     def _publish(self, exchange: str, routing_key: str, body: bytes,
-                 props: pika.BasicProperties) -> None:
+                 props: pika.BasicProperties, mandatory: bool = True) -> None:
         try:
-            self.channel.basic_publish(exchange, routing_key, body, props, mandatory=True)
+            self.channel.basic_publish(exchange, routing_key, body, props, mandatory=mandatory)
         except (AMQPConnectionError, AMQPChannelError):
             if self._own:
                 self._channel = None
@@ -189,6 +200,14 @@ class Publisher:
         exchange = self.topo.delay_exchange(delay_tier(delay_s)) if delay_s > 0 else \
             self.topo.steps_exchange
         self._publish(exchange, pool, body, props)
+
+    def publish_event(self, event_type: str, body: bytes, event_id: str) -> None:
+        """An event for billing on ``{ns}.events`` (routing key = type). Not mandatory: an
+        exchange nobody has bound a queue to yet is not an error."""
+        props = pika.BasicProperties(
+            content_type="application/json", delivery_mode=PERSISTENT, message_id=event_id,
+            type=event_type)
+        self._publish(self.topo.events_exchange, event_type, body, props, mandatory=False)
 
     def publish_dead(self, body: bytes, reason: str, source: str,
                      headers: Mapping[str, Any] | None = None) -> None:
@@ -229,6 +248,7 @@ def delete_topology(url: str, topo: Topology) -> None:
         for q in topo.all_queues():
             ch.queue_delete(q)
         for ex in (topo.orders_exchange, topo.steps_exchange, topo.dead_exchange,
+                   topo.events_exchange,
                    *map(topo.delay_exchange, DELAY_TIERS_MS)):
             ch.exchange_delete(ex)
     finally:

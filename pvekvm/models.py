@@ -102,6 +102,7 @@ class Service(BaseModel):
     username = CharField(max_length=32, null=True)
     password_enc = BlobField(null=True)
     want_ipv6 = BooleanField(default=False)
+    suspended = BooleanField(default=False)
     created_at = DateTimeField(null=True)
     updated_at = DateTimeField(null=True)
 
@@ -128,6 +129,8 @@ class Operation(BaseModel):
     params = TextField()
     state = CharField(max_length=48)
     status = CharField(max_length=16, default="running")
+    request_hash = CharField(max_length=64, null=True)
+    prior_status = CharField(max_length=16, null=True)
     active_service = IntegerField(null=True, unique=True)
     version = IntegerField(default=0)
     nudge_id = CharField(max_length=36, null=True)
@@ -146,6 +149,36 @@ class Operation(BaseModel):
 
     class Meta:
         table_name = "operations"
+
+
+class OutboxEvent(BaseModel):
+    """An event for billing, written in the commit of the change it reports."""
+
+    id = BigAutoField()
+    event_id = CharField(max_length=36, unique=True)
+    type = CharField(max_length=48)
+    service_id = IntegerField(null=True)
+    operation_id = BigIntegerField(null=True)
+    body = TextField()
+    created_at = DateTimeField(null=True)
+    published_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "outbox"
+
+
+class HeldEvent(BaseModel):
+    """An event that arrived before its service's ``create``: kept until then, or refused."""
+
+    id = BigAutoField()
+    service_id = IntegerField(index=True)
+    idempotency_key = CharField(max_length=128, unique=True)
+    body = BlobField()
+    received_at = DateTimeField(null=True)
+    expires_at = DateTimeField()
+
+    class Meta:
+        table_name = "held_events"
 
 
 class StepRun(BaseModel):
@@ -267,6 +300,7 @@ class AuditLog(BaseModel):
 
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
-    Template, IpPool, Product, Service, IpAddress, Operation, StepRun, Snapshot, Backup,
-    BackupSchedule, DnsProvider, DnsZone, DnsRecordRow, Email, DeadLetter, AuditLog,
+    Template, IpPool, Product, Service, IpAddress, Operation, OutboxEvent, HeldEvent, StepRun,
+    Snapshot, Backup, BackupSchedule, DnsProvider, DnsZone, DnsRecordRow, Email, DeadLetter,
+    AuditLog,
 )

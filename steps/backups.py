@@ -8,7 +8,7 @@ from urllib.parse import quote
 from pvekvm.models import Backup, Snapshot
 from pvekvm.proxmox import ProxmoxError
 from steps.context import StepContext
-from steps.machine import Done, Retry, StepFailed, StepResult, Wait
+from steps.machine import Done, Refused, Retry, StepResult, Wait
 
 
 def _snapshots(ctx: StepContext) -> set[str]:
@@ -22,10 +22,10 @@ def create_snapshot(ctx: StepContext) -> StepResult:
         return Done(f"snapshot {name}", skipped=not ctx.after_task)
     count = Snapshot.select().where(Snapshot.service_id == ctx.service.id).count()
     if count >= ctx.product.snapshot_limit:
-        raise StepFailed(f"snapshot limit reached ({count}/{ctx.product.snapshot_limit})")
+        raise Refused(f"snapshot limit reached ({count}/{ctx.product.snapshot_limit})")
     cfg = ctx.config()
     if cfg.get("lock"):
-        return Retry(f"VM is locked ({cfg['lock']})", delay_s=1.0)
+        return Retry(f"VM is locked ({cfg['lock']})")
     return Wait(ctx.pve.post(f"{ctx.vm_path}/snapshot", snapname=name,
                              description=ctx.params.get("description") or "pvekvm"),
                 ctx.service.node)
@@ -65,7 +65,7 @@ def rollback_snapshot(ctx: StepContext) -> StepResult:
     if ctx.after_task:
         return Done(f"rolled back to {name}")
     if name not in _snapshots(ctx):
-        raise StepFailed(f"snapshot {name} does not exist")
+        raise Refused(f"snapshot {name} does not exist")
     return Wait(ctx.pve.post(f"{ctx.vm_path}/snapshot/{name}/rollback"), ctx.service.node)
 
 
@@ -81,7 +81,7 @@ def _backup_volumes(ctx: StepContext, storage: str) -> list[dict]:
 def create_backup(ctx: StepContext) -> StepResult:
     storage = ctx.product.backup_storage
     if not storage or ctx.product.backup_limit <= 0:
-        raise StepFailed("the package allows no backups")
+        raise Refused("the package allows no backups")
     tag = _notes_tag(ctx)
     mine = [v for v in _backup_volumes(ctx, storage) if tag in str(v.get("notes", ""))]
     if mine:
@@ -96,11 +96,11 @@ def create_backup(ctx: StepContext) -> StepResult:
                 .order_by(Backup.created_at))
     if len(held) >= ctx.product.backup_limit:
         if not ctx.params.get("scheduled"):
-            raise StepFailed(f"backup limit reached ({len(held)}/{ctx.product.backup_limit})")
+            raise Refused(f"backup limit reached ({len(held)}/{ctx.product.backup_limit})")
         return _delete_volume(ctx, held[0])  # rotate: the oldest makes room, then run again
     cfg = ctx.config()
     if cfg.get("lock"):
-        return Retry(f"VM is locked ({cfg['lock']})", delay_s=2.0)
+        return Retry(f"VM is locked ({cfg['lock']})")
     upid = ctx.pve.post(f"nodes/{ctx.service.node}/vzdump", vmid=ctx.vmid, storage=storage,
                         mode="snapshot", compress="zstd",
                         **{"notes-template": f"{{{{guestname}}}} {tag}"})
@@ -118,7 +118,7 @@ def _delete_volume(ctx: StepContext, backup: Backup) -> StepResult:
     backup.delete_instance()
     if isinstance(upid, str) and upid.startswith("UPID:"):
         return Wait(upid, backup.node)
-    return Retry("oldest backup removed", delay_s=0.25, counts=False)
+    return Retry("oldest backup removed", counts=False)
 
 
 def delete_backup(ctx: StepContext) -> StepResult:
@@ -148,7 +148,7 @@ def restore_backup(ctx: StepContext) -> StepResult:
     backup = Backup.get_or_none((Backup.id == ctx.params["backup_id"])
                                 & (Backup.service_id == ctx.service.id))
     if backup is None:
-        raise StepFailed(f"backup {ctx.params['backup_id']} not found for this service")
+        raise Refused(f"backup {ctx.params['backup_id']} not found for this service")
     upid = ctx.pve.post(f"nodes/{ctx.service.node}/qemu", vmid=ctx.vmid, archive=backup.volid,
                         force=1, storage=ctx.product.target_storage)
     return Wait(upid, ctx.service.node)

@@ -88,7 +88,7 @@ def create_additional_disk(ctx: StepContext) -> StepResult:
         return Done("no additional disk in package", skipped=True)
     cfg = ctx.config()
     if cfg.get("lock"):
-        return Retry(f"VM is locked ({cfg['lock']})", delay_s=1.0)
+        return Retry(f"VM is locked ({cfg['lock']})")
     if disk.slot in cfg:
         return Done(f"{disk.slot} exists", skipped=True)
     upid = ctx.pve.post(f"{ctx.vm_path}/config", **{disk.slot: f"{disk.storage}:{disk.size_gb}"})

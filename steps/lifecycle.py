@@ -8,7 +8,7 @@ from pvekvm.models import AuditLog, Service
 from steps import cloudinit, pvecfg
 from steps.allocation import release_ips
 from steps.context import StepContext
-from steps.machine import Done, StepFailed, StepResult, Wait
+from steps.machine import Done, Refused, StepFailed, StepResult, Wait
 
 ISO_SLOTS = ("ide2", "ide3", "ide0", "ide1")
 
@@ -16,6 +16,8 @@ ISO_SLOTS = ("ide2", "ide3", "ide0", "ide1")
 def power_action(ctx: StepContext) -> StepResult:
     """start / stop (hard) / shutdown (graceful, then forced) / reboot, from the event."""
     action = ctx.params.get("action", "start")
+    if ctx.service.suspended and action in ("start", "reboot"):
+        raise Refused("the service is suspended: its VM may not be started")
     status = ctx.pve.get(f"{ctx.vm_path}/status/current").get("status")
     if ctx.after_task or (action == "start" and status == "running") or (
             action in ("stop", "shutdown") and status == "stopped"):
@@ -56,13 +58,13 @@ def _iso_slot(cfg: dict) -> str:
 def mount_iso(ctx: StepContext) -> StepResult:
     storage = ctx.product.iso_storage
     if not storage:
-        raise StepFailed("the package has no ISO storage")
+        raise Refused("the package has no ISO storage")
     iso = ctx.params["iso"]
     volid = f"{storage}:iso/{iso}"
     isos = {c["volid"] for c in ctx.pve.get(f"nodes/{ctx.service.node}/storage/{storage}/content",
                                             content="iso")}
     if volid not in isos:
-        raise StepFailed(f"ISO {iso} not found on storage {storage}")
+        raise Refused(f"ISO {iso} not found on storage {storage}")
     cfg = ctx.config()
     slot = _iso_slot(cfg)
     if pvecfg.parse(str(cfg.get(slot, "")), "file").get("file") == volid:

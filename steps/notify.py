@@ -31,7 +31,7 @@ def send_once(ctx: StepContext, template: str) -> StepResult:
         mail.send(ctx.settings.smtp, ctx.service.email, msg)
     except mail.MailError as exc:
         if exc.transient:
-            return Retry(f"mail: {exc}", delay_s=5.0)
+            return Retry(f"mail: {exc}")
         raise StepFailed(f"mail: {exc}") from exc
     except mail.TemplateError as exc:
         raise StepFailed(f"mail template: {exc}") from exc

@@ -24,15 +24,14 @@ def clone_vm(ctx: StepContext) -> StepResult:
     if node is not None:
         cfg = ctx.pve.vm_config(node, ctx.vmid)
         if cfg.get("lock"):  # PVE writes the description when the clone finishes
-            return Retry(f"clone in progress (lock: {cfg['lock']})", delay_s=1.0)
+            return Retry(f"clone in progress (lock: {cfg['lock']})")
         if ctx.marker() not in str(cfg.get("description", "")):
             raise StepFailed(f"VMID {ctx.vmid} is taken by a VM that is not ours")
         _record_node(ctx, node)
         return Done(f"VM {ctx.vmid} exists on {node}", skipped=True)
     busy = clones_in_flight(tpl.node)
     if busy >= ctx.settings.engine.clones_per_storage:
-        return Retry(f"{busy} clones running on {tpl.node}: waiting for a slot", delay_s=0.5,
-                     counts=False)
+        return Retry(f"{busy} clones running on {tpl.node}: waiting for a slot", counts=False)
     upid = ctx.pve.post(
         f"nodes/{tpl.node}/qemu/{tpl.vmid}/clone", newid=ctx.vmid, name=ctx.service.hostname,
         full=1, description=f"{ctx.marker()} op={ctx.operation.id}")
@@ -41,15 +40,14 @@ def clone_vm(ctx: StepContext) -> StepResult:
 
 
 def clones_in_flight(node: str) -> int:
-    """Full clones hold the storage lock on PVE: count ours running from ``node``'s templates.
+    """Full clones hold the storage lock on PVE: count ours running from ``node``'s templates
+    (an operation waiting on a task whose UPID type is ``qmclone``).
     The template rows are locked until our transaction ends, so two workers cannot both take
     the last slot."""
     tpl_ids = [t.id for t in Template.select(Template.id).where(Template.node == node)
                .order_by(Template.id).for_update()]
-    from steps.machines import clone_states
-
     return (Operation.select().join(Service, on=(Operation.service_id == Service.id))
-            .where(Operation.state.in_(clone_states()) & Operation.upid.is_null(False)
+            .where(Operation.upid.contains(":qmclone:")
                    & (Operation.status == "running") & Service.template_id.in_(tpl_ids))
             .count())
 
@@ -63,7 +61,7 @@ def migrate_to_target(ctx: StepContext) -> StepResult:
     _record_node(ctx, node)
     cfg = ctx.pve.vm_config(node, ctx.vmid)
     if cfg.get("lock"):
-        return Retry(f"VM is locked ({cfg['lock']})", delay_s=1.0)
+        return Retry(f"VM is locked ({cfg['lock']})")
     target, storage = ctx.product.target_node, ctx.product.target_storage
     disks = {k: v for k, v in cfg.items() if _is_disk(k, v)}
     on_storage = all(pvecfg.storage_of(v) == storage for v in disks.values())
@@ -93,7 +91,7 @@ def delete_vm(ctx: StepContext) -> StepResult:
     _record_node(ctx, node)
     cfg = ctx.pve.vm_config(node, ctx.vmid)
     if cfg.get("lock"):
-        return Retry(f"VM is locked ({cfg['lock']})", delay_s=1.0)
+        return Retry(f"VM is locked ({cfg['lock']})")
     status = ctx.pve.get(f"nodes/{node}/qemu/{ctx.vmid}/status/current")
     if status.get("status") == "running":
         return Wait(ctx.pve.post(f"nodes/{node}/qemu/{ctx.vmid}/status/stop"), node)

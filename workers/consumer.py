@@ -22,7 +22,8 @@ from pika.exceptions import AMQPError
 from pvekvm import messaging
 from pvekvm.config import Settings
 from pvekvm.models import DeadLetter, database
-from workers.engine import Engine, mark_published
+from workers import operations, outbox
+from workers.engine import Engine
 from workers.intake import handle_order
 from workers.outcome import Outcome
 
@@ -72,9 +73,10 @@ class WorkerThread(threading.Thread):
         conn = messaging.connect(self.settings.amqp_url)
         try:
             ch = conn.channel()
-            ch.basic_qos(prefetch_count=PREFETCH_PER_THREAD)
             publisher = messaging.Publisher(self.settings.amqp_url, self.topo, channel=ch)
             for pool in self.pools:
+                # billing's events one at a time: a message given back cannot be overtaken
+                ch.basic_qos(prefetch_count=1 if pool == INTAKE else PREFETCH_PER_THREAD)
                 queue = self.topo.orders_queue if pool == INTAKE else self.topo.step_queue(pool)
                 ch.basic_consume(queue, self._callback(pool, publisher))
             while not self.stop_event.is_set():
@@ -84,6 +86,8 @@ class WorkerThread(threading.Thread):
                 conn.close()
 
     def _callback(self, pool: str, publisher: messaging.Publisher) -> Callable[..., None]:
+        hold = self.settings.engine.hold_unknown_service_s
+
         def on_message(ch, method, props: pika.BasicProperties, body: bytes) -> None:
             if self.stop_event.is_set():  # finishing up: leave it for another worker
                 ch.basic_nack(method.delivery_tag, requeue=True)
@@ -93,7 +97,7 @@ class WorkerThread(threading.Thread):
             while True:
                 try:
                     database.connect(reuse_if_open=True)
-                    outcome = handle_order(body) if pool == INTAKE else \
+                    outcome = handle_order(body, hold) if pool == INTAKE else \
                         self.engine.handle(pool, body)
                     self._follow_up(outcome, publisher, body, pool)
                     break
@@ -127,15 +131,21 @@ class WorkerThread(threading.Thread):
                    pool: str) -> None:
         for line in outcome.log:
             oplog.info("%s", line)
-        if outcome.dead_reason:
-            log.error("refused message from %s: %s", pool, outcome.dead_reason)
-            DeadLetter.create(source=pool, reason=outcome.dead_reason, body=body,
-                              created_at=datetime.now())
-            publisher.publish_dead(body, outcome.dead_reason, pool)
-        for nudge in outcome.publish:
-            publisher.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id, nudge.delay_s)
-        if outcome.mark_published:
-            mark_published(*outcome.mark_published)
+        refused = [(body, outcome.dead_reason)] if outcome.dead_reason else []
+        for message, reason in refused + outcome.parked:
+            park(publisher, pool, message, reason)
+        operations.deliver(outcome, publisher)
+
+
+def park(publisher: messaging.Publisher, source: str, body: bytes, reason: str) -> None:
+    """A refused message goes where operators look: ``dead_letters`` and the dead queue, with
+    its reason."""
+    log.error("refused message from %s: %s", source, reason)
+    with database.atomic():
+        DeadLetter.create(source=source, reason=reason, body=body, created_at=datetime.now())
+        told = [outbox.refused(body, reason)] if source == INTAKE else []
+    publisher.publish_dead(body, reason, source)
+    outbox.publish(told, publisher)
 
 
 class WorkerProcess:

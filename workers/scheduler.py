@@ -24,8 +24,11 @@ from pvekvm import dns, dnssync, messaging
 from pvekvm.config import Settings, load_settings
 from pvekvm.db import apply_schema, bind
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
-from workers.engine import mark_published, nudge_for, start_next_queued
-from workers.intake import start_operation
+from workers import operations, outbox
+from workers.consumer import park
+from workers.intake import expired_held_events
+from workers.operations import OpStatus
+from workers.outcome import Outcome
 
 log = logging.getLogger("pvekvm.scheduler")
 
@@ -36,21 +39,36 @@ def reconcile_once(settings: Settings, publisher: messaging.Publisher,
     stale = now - timedelta(seconds=settings.engine.stale_after_s)
     unconfirmed = now - timedelta(seconds=5)
     ops = list(Operation.select().where(
-        (Operation.status == "running") & Operation.nudge_id.is_null(False)
+        (Operation.status == OpStatus.RUNNING) & Operation.nudge_id.is_null(False)
         & ((Operation.updated_at < stale)
            | (~Operation.nudge_published & (Operation.updated_at < unconfirmed)))))
     sent = 0
     for op in ops:
-        nudge = nudge_for(op)
+        nudge = operations.nudge_for(op)
         if nudge is None:
             continue
-        publisher.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id)
-        mark_published(op.id, nudge.nudge_id)
+        operations.deliver(Outcome(publish=[nudge]), publisher)
         Operation.update(updated_at=datetime.now()).where(
             (Operation.id == op.id) & (Operation.nudge_id == nudge.nudge_id)).execute()
         log.info("sid:%s re-nudged %s at (%s)", op.service_id, op.kind, op.state)
         sent += 1
-    return sent + _start_orphaned_queues(publisher)
+    events = outbox.unpublished(older_than=unconfirmed)
+    outbox.publish(events, publisher)  # a crash came between a commit and its publish
+    return (sent + len(events) + _start_orphaned_queues(publisher)
+            + refuse_expired_held(publisher, now))
+
+
+def refuse_expired_held(publisher: messaging.Publisher, now: datetime | None = None) -> int:
+    """Events whose service's create never came within the hold time are refused."""
+    refused = 0
+    for row in expired_held_events(now):
+        with database.atomic():
+            if row.delete_instance() != 1:
+                continue  # the create came (or another scheduler) meanwhile
+            park(publisher, "intake", bytes(row.body), f"unknown service {row.service_id}: "
+                 f"no create arrived by {row.expires_at:%H:%M:%S}")
+        refused += 1
+    return refused
 
 
 def _start_orphaned_queues(publisher: messaging.Publisher) -> int:
@@ -59,15 +77,15 @@ def _start_orphaned_queues(publisher: messaging.Publisher) -> int:
     active = Operation.select(Operation.active_service).where(
         Operation.active_service.is_null(False))
     waiting = (Operation.select(Operation.service_id).distinct()
-               .where((Operation.status == "queued") & Operation.service_id.not_in(active)))
+               .where((Operation.status == OpStatus.QUEUED) & Operation.service_id.not_in(active)))
     started = 0
     for row in list(waiting):
         with database.atomic():
-            nudge = start_next_queued(row.service_id)
-        if nudge is not None:
-            publisher.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id)
-            mark_published(nudge.operation_id, nudge.nudge_id)
-            started += 1
+            out = operations.start_next_queued(row.service_id)
+        for line in out.log:
+            log.info("%s", line)
+        operations.deliver(out, publisher)
+        started += len(out.publish)
     return started
 
 
@@ -95,13 +113,10 @@ def _submit(publisher: messaging.Publisher, service_id: int, kind: str, key: str
     if Operation.get_or_none(Operation.idempotency_key == key) is not None:
         return False
     with database.atomic():
-        outcome = start_operation(service_id, kind, key, params)
+        outcome = operations.begin(service_id, kind, key, params)
     for line in outcome.log:
         log.info("%s", line)
-    for nudge in outcome.publish:
-        publisher.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id)
-    if outcome.mark_published:
-        mark_published(*outcome.mark_published)
+    operations.deliver(outcome, publisher)
     return True
 
 
@@ -111,8 +126,8 @@ def expire_snapshots_once(publisher: messaging.Publisher, now: datetime | None =
     started = 0
     for snap in Snapshot.select().where(Snapshot.expires_at < now):
         svc = Service.get_or_none(Service.id == snap.service_id)
-        if svc is None or svc.status in ("terminated", "terminating"):
-            continue
+        if svc is None or svc.status in ("terminated", "terminating") or svc.suspended:
+            continue  # a suspended service's snapshots expire once it is unsuspended
         key = f"expire:{snap.service_id}:{snap.name}:{snap.created_at:%Y%m%d%H%M%S}"
         started += _submit(publisher, snap.service_id, "snapshot_delete", key,
                            {"name": snap.name})

@@ -11,11 +11,11 @@ import pytest
 import requests
 
 from producers.api import OrderClient
-from pvekvm import catalog, oplog
+from pvekvm import catalog
 from pvekvm.models import DnsRecordRow, IpAddress, Operation, Service
 from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL, PDNS_DNS_PORT, TcpProxy
 from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
-from workers import scheduler
+from workers import admin, scheduler
 
 FORWARD, REVERSE4 = "vps.example.net", "2.0.192.in-addr.arpa"
 
@@ -96,7 +96,7 @@ def test_powerdns_down_during_deploy_vm_ready_then_dns_converges(settings, pdns_
         owed = list(DnsRecordRow.select().where(DnsRecordRow.service_id == 6002))
         assert owed and not any(r.synced for r in owed) and "powerdns" in owed[0].error
         assert scheduler.dns_retry_once(settings) == 0  # still down: nothing converges
-        line = next(ln for ln in oplog.history(6002).splitlines() if "Set DNS records" in ln)
+        line = next(ln for ln in admin.history(6002).splitlines() if "Set DNS records" in ln)
         assert line.startswith("[~]") and "DNS update deferred" in line and "powerdns" in line
 
         proxy.start()  # PowerDNS reachable again: the retry job brings DNS in step

@@ -58,7 +58,3 @@ def _fingerprint(settings: dict[str, str], password_enc: bytes) -> str:
     public = {k: v for k, v in settings.items() if k != "cipassword"}
     blob = json.dumps(public, sort_keys=True).encode() + password_enc
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def reset_password(ctx: StepContext) -> StepResult:
-    return set_cloudinit(ctx, new_password=True)

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 import pika
 from peewee import InterfaceError, OperationalError
@@ -40,21 +41,32 @@ def _database_unreachable(exc: Exception) -> bool:
 PREFETCH_PER_THREAD = 2
 
 
+class Observer(Protocol):
+    """Hooks for measuring a worker (the deploy benchmark): around each delivery, and the
+    engine's own figures for a step message."""
+
+    def message_started(self, pool: str) -> None: ...
+
+    def message_done(self, pool: str, seconds: float) -> None: ...
+
+    def step_handled(self, pool: str, handle_s: float, pve_s: float) -> None: ...
+
+
 def all_pools() -> list[str]:
     return [INTAKE, *messaging.POOLS]
 
 
 class WorkerThread(threading.Thread):
     def __init__(self, settings: Settings, pools: list[str], stop: threading.Event,
-                 index: int = 0, observer: Callable[[str, float, float], None] | None = None
-                 ) -> None:
+                 index: int = 0, observer: Observer | None = None) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
         self.settings = settings
         self.pools = pools
         self.stop_event = stop
         self.topo = messaging.Topology(settings.namespace)
         self.engine = Engine(settings, worker=f"{socket.gethostname()}/{self.name}",
-                             observer=observer)
+                             observer=observer.step_handled if observer else None)
+        self.observer = observer
         self.handled = 0
 
     def run(self) -> None:
@@ -89,6 +101,16 @@ class WorkerThread(threading.Thread):
         hold = self.settings.engine.hold_unknown_service_s
 
         def on_message(ch, method, props: pika.BasicProperties, body: bytes) -> None:
+            if self.observer is None:
+                return deliver(ch, method, props, body)
+            self.observer.message_started(pool)
+            t0 = time.perf_counter()
+            try:
+                return deliver(ch, method, props, body)
+            finally:
+                self.observer.message_done(pool, time.perf_counter() - t0)
+
+        def deliver(ch, method, props: pika.BasicProperties, body: bytes) -> None:
             if self.stop_event.is_set():  # finishing up: leave it for another worker
                 ch.basic_nack(method.delivery_tag, requeue=True)
                 return
@@ -152,7 +174,7 @@ class WorkerProcess:
     """``concurrency`` worker threads over ``pools``; SIGTERM finishes the messages in hand."""
 
     def __init__(self, settings: Settings, pools: list[str], concurrency: int,
-                 observer: Callable[[str, float, float], None] | None = None) -> None:
+                 observer: Observer | None = None) -> None:
         self.stop = threading.Event()
         messaging.declare(settings.amqp_url, messaging.Topology(settings.namespace))
         self.threads = [WorkerThread(settings, pools, self.stop, i, observer)

@@ -178,5 +178,6 @@ def describe_ops(service_ids: Iterable[int]) -> str:
     return "; ".join(f"{o.service_id}:{o.state}/{o.status}/{o.error or ''}" for o in ops)
 
 
-__all__ = ["FAST_ENGINE", "BillingQueue", "InProcessWorkers", "SubprocessWorker", "all_ready", "describe_ops",
-           "load_catalog", "make_settings", "replace", "statuses", "wait_until", "write_config"]
+__all__ = ["FAST_ENGINE", "BillingQueue", "InProcessWorkers", "SubprocessWorker", "all_ready",
+           "describe_ops", "load_catalog", "make_settings", "replace", "statuses", "wait_until",
+           "write_config"]

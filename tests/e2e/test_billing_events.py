@@ -94,3 +94,41 @@ def test_an_event_lost_between_commit_and_publish_is_sent_once_by_the_reconciler
     assert events[0]["operation_id"] == Operation.get(Operation.service_id == 7203).id
     assert OutboxEvent.select().where(OutboxEvent.published_at.is_null()).count() == 0
     assert json.loads(OutboxEvent.get().body)["event_id"] == events[0]["event_id"]
+
+
+def test_the_example_billing_consumer_prints_each_event_once(settings, sim):
+    import subprocess
+    import sys
+
+    from pvekvm.config import ROOT
+
+    queue = f"{settings.namespace}.billing-watch"
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "producers", "watch", "--amqp-url", settings.amqp_url,
+         "--namespace", settings.namespace, "--queue", queue, "--types", "operation.*",
+         "--count", "2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        conn = messaging.connect(settings.amqp_url)
+        wait_until(lambda: _queue_exists(conn, queue), 30, "the watch queue", db=False)
+        with InProcessWorkers(settings, concurrency=4), \
+                OrderClient(settings.amqp_url, settings.namespace) as billing:
+            billing.create(service_id=7204, client_id=3, product="vps-small",
+                           email="e@example.com")
+            out, err = watch.communicate(timeout=60)
+    finally:
+        watch.kill()
+        conn.channel().queue_delete(queue)
+        conn.close()
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert [e["type"] for e in lines] == ["operation.accepted", "operation.completed"], err
+    assert all(e["service_id"] == 7204 for e in lines)
+
+
+def _queue_exists(conn, queue: str) -> bool:
+    from pika.exceptions import ChannelClosedByBroker
+
+    try:
+        conn.channel().queue_declare(queue, passive=True)
+        return True
+    except ChannelClosedByBroker:
+        return False

@@ -68,6 +68,9 @@ class EngineSettings:
     retry_max_s: float = 60.0
     wait_first_s: float = 0.5
     wait_max_s: float = 4.0
+    # first come, first served in a burst: at most this many deploys run at once, the others
+    # wait in order of arrival (0: no limit)
+    deploy_window: int = 64
     # an event for a service whose create has not arrived waits this long, then is refused
     hold_unknown_service_s: float = 120.0
     stale_after_s: float = 60.0

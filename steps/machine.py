@@ -129,6 +129,7 @@ class Machine:
     failed_status: str | None = None    # status when refused/cancelled (None: the one before)
     runs_while_suspended: bool = False  # may run on a suspended service (never starts its VM)
     suspended_after: bool | None = None  # the service's suspended flag once it completes
+    admission: bool = False             # at most [engine] window of this kind run at once
     first_state: str = field(init=False)
     final_state: str = field(init=False)
 

@@ -74,7 +74,7 @@ DEPLOY = Machine("deploy", "Deploy", (
     T("set_cloudinit", pool="power", run=power.start_vm, then="starting", label="Start VM"),
     T("starting", pool="mail", run=verify_and_mail("vm_ready"), then="ready",
       label="Verify running + Email", retry=SLOW_TO_BOOT),
-), busy_status="deploying", done_status="ready", failed_status="failed")
+), busy_status="deploying", done_status="ready", failed_status="failed", admission=True)
 
 CHANGE_PACKAGE = Machine("change_package", "ChangePackage", (
     T("change_package", pool="ip", run=package.update_ip_dns_firewall, then="cp_stop",

@@ -15,6 +15,7 @@ from pvekvm.models import Operation, Product, Service, StepRun, Template, databa
 from steps.context import StepContext
 from steps.machine import Done, Machine, Refused, Retry, RetryPolicy, StepResult, T
 from steps.machines import MACHINES
+from workers import operations
 from workers.engine import BUSY_DELAY_S, Engine
 from workers.operations import OpStatus
 from workers.testing import EngineDriver
@@ -59,12 +60,12 @@ def engine(database_url: str) -> Engine:
 def machine(monkeypatch) -> Iterator[Callable[..., Machine]]:
     """Register a probe machine (kind ``probe``/``probe2``) for the test's length."""
     def make(*steps: Probe, kind: str = "probe", retry: RetryPolicy | None = None,
-             busy: str | None = "probing") -> Machine:
+             busy: str | None = "probing", admission: bool = False) -> Machine:
         states = [f"{kind}_{i}" for i in range(len(steps))] + ["done"]
         m = Machine(kind, kind.title(), tuple(
             T(states[i], pool="config", run=step, then=states[i + 1], label=f"Probe {i}",
               retry=retry) for i, step in enumerate(steps)), busy_status=busy,
-            done_status="ready" if busy else None)
+            done_status="ready" if busy else None, admission=admission)
         monkeypatch.setitem(MACHINES, kind, m)
         return m
     yield make
@@ -213,3 +214,27 @@ def test_a_refusal_fails_at_once_frees_the_service_and_starts_the_next(service, 
     assert first.active_service is None and first.attempt == 0
     assert nxt.runs == 1 and _op("probe2").status == OpStatus.DONE
     assert Service.get_by_id(SID).status == "ready"
+
+
+def test_a_burst_is_admitted_first_come_first_served(service, machine, database_url):
+    """With a window of 2, six deploys queue in arrival order: each one that ends admits the
+    oldest waiting, so they finish in the order they came (not all together at the end)."""
+    for sid in range(41, 47):
+        Service.create(id=sid, client_id=1, product_id=service.product_id,
+                       template_id=service.template_id, email="d@example.com",
+                       hostname=f"h{sid}.example.com", status="pending")
+    probe = Probe()
+    machine(probe, admission=True)
+    settings = Settings(database_url=database_url, amqp_url="amqp://unused", proxmox=None,
+                        engine=EngineSettings(deploy_window=2))
+    d = EngineDriver(Engine(settings, worker="driver"))
+    for sid in range(41, 47):
+        with database.atomic():
+            d.accept(operations.begin(sid, "probe", f"k{sid}", {}, window=2))
+    running = Operation.select().where(Operation.status == OpStatus.RUNNING).count()
+    assert running == 2
+    d.run()
+    finished = [o.service_id for o in Operation.select().where(Operation.kind == "probe")
+                .order_by(Operation.finished_at, Operation.id)]
+    assert finished == list(range(41, 47))
+    assert probe.runs == 6

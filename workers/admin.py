@@ -52,7 +52,7 @@ def cancel(settings: Settings, ref: str, who: str = "operator") -> str:
             _find(ref, (OpStatus.PAUSED, OpStatus.QUEUED))
         if op is None:
             return f"{ref}: no paused operation"
-        out = operations.cancel(op, who)
+        out = operations.cancel(op, who, settings.engine.deploy_window)
     where = vm_state(settings, op.service_id)  # as the cancel leaves it, before the next op
     _deliver(settings, out)
     return "\n".join([*out.log, where])

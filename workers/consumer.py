@@ -98,7 +98,7 @@ class WorkerThread(threading.Thread):
                 conn.close()
 
     def _callback(self, pool: str, publisher: messaging.Publisher) -> Callable[..., None]:
-        hold = self.settings.engine.hold_unknown_service_s
+        engine = self.settings.engine
 
         def on_message(ch, method, props: pika.BasicProperties, body: bytes) -> None:
             if self.observer is None:
@@ -119,7 +119,7 @@ class WorkerThread(threading.Thread):
             while True:
                 try:
                     database.connect(reuse_if_open=True)
-                    outcome = handle_order(body, hold) if pool == INTAKE else \
+                    outcome = handle_order(body, engine) if pool == INTAKE else \
                         self.engine.handle(pool, body)
                     self._follow_up(outcome, publisher, body, pool)
                     break

@@ -107,6 +107,7 @@ class Engine:
         self.observer = observer
         self.machines = machines
         self.policy = default_policy(settings.engine)
+        self.window = settings.engine.deploy_window
 
     # --- entry point --------------------------------------------------------------------------
 
@@ -149,7 +150,7 @@ class Engine:
         machine = self.machines[op.kind]
         t = machine.at(op.state)
         if t is None:
-            return operations.finish(op, machine, Outcome())
+            return operations.finish(op, machine, Outcome(), self.window)
         if t.pool != pool:  # wrong queue (config change between versions): forward, same id
             return Outcome(publish=[Nudge(t.pool, op.id, nudge, op.state)])
         return self._run(Attempt(op, machine, t, nudge, op.step_started_at or datetime.now()))
@@ -263,7 +264,7 @@ class Engine:
 
     def _refuse(self, a: Attempt, reason: str) -> Outcome:
         line = self._record(a, "error", f"refused: {reason}")
-        out = operations.fail(a.op, a.machine, a.nudge, reason)
+        out = operations.fail(a.op, a.machine, a.nudge, reason, self.window)
         out.log.insert(0, line)
         return out
 
@@ -276,7 +277,7 @@ class Engine:
             upid_node=None, polls=0, step_started_at=None, error=None)
         out = Outcome(log=[line])
         if a.machine.at(a.op.state) is None:
-            return operations.finish(a.op, a.machine, out)
+            return operations.finish(a.op, a.machine, out, self.window)
         nudge = operations.nudge_for(a.op, self.machines)
         assert nudge is not None
         out.publish.append(nudge)

@@ -29,6 +29,7 @@ from producers.events import (
     InvalidEvent,
     parse_event,
 )
+from pvekvm.config import EngineSettings
 from pvekvm.models import (
     Backup,
     BackupSchedule,
@@ -60,16 +61,17 @@ KIND_OF: dict[str, str] = {
     "reset_password": "reset_password", "iso_mount": "iso_mount", "iso_unmount": "iso_unmount",
     "power": "power",
 }
-LIVE = ("terminated",)  # a service in any other status holds its host name
+LIVE = ("terminated",)
+DEFAULTS = EngineSettings()  # a service in any other status holds its host name
 
 
-def handle_order(body: bytes, hold_unknown_s: float = 120.0) -> Outcome:
+def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
     try:
         event = parse_event(body)
         if event.service_id > MAX_SERVICE_ID:
             raise InvalidEvent(f"field 'service_id': {event.service_id} is out of range")
         with database.atomic():
-            return _accept(event, body, hold_unknown_s)
+            return _accept(event, body, engine)
     except (InvalidEvent, Refused) as exc:
         return Outcome(dead_reason=str(exc))
 
@@ -82,7 +84,7 @@ def request_hash(event: Event) -> str:
     return hashlib.sha256(repr(sorted(canonical.items())).encode()).hexdigest()
 
 
-def _accept(event: Event, body: bytes, hold_unknown_s: float) -> Outcome:
+def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
     key, digest = event.idempotency_key, request_hash(event)
     existing = Operation.get_or_none(Operation.idempotency_key == key)
     if existing is not None:
@@ -101,11 +103,11 @@ def _accept(event: Event, body: bytes, hold_unknown_s: float) -> Outcome:
         raise Refused(f"event type {event.type!r} is not supported by this engine version")
     if isinstance(event, CreateEvent):
         _create_service(event)
-        out = operations.begin(event.service_id, kind, key, {}, digest)
+        out = operations.begin(event.service_id, kind, key, {}, digest, engine.deploy_window)
         return out.merge(_replay_held(event.service_id))
     service = Service.get_or_none(Service.id == event.service_id)
     if service is None:
-        return _hold(event, body, hold_unknown_s)
+        return _hold(event, body, engine.hold_unknown_service_s)
     params = _params(event, service)
     return operations.begin(event.service_id, kind, key, params, digest)
 

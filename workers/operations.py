@@ -76,9 +76,10 @@ def cas(op: Operation, nudge: str | None, **changes: Any) -> None:
 # --- starting -------------------------------------------------------------------------------
 
 def begin(service_id: int, kind: str, key: str, params: dict[str, Any],
-          request_hash: str | None = None) -> Outcome:
-    """Record an operation: it runs now when the service is free, else it is queued behind the
-    service's unfinished operation (intake and the scheduler start operations only here)."""
+          request_hash: str | None = None, window: int = 0) -> Outcome:
+    """Record an operation: it runs now when the service is free (and, for a machine under
+    admission, fewer than ``window`` of its kind run), else it is queued (intake and the
+    scheduler start operations only here)."""
     op = Operation.create(service_id=service_id, kind=kind, idempotency_key=key,
                           params=json.dumps(params), state=MACHINES[kind].first_state,
                           status=OpStatus.QUEUED, request_hash=request_hash)
@@ -89,12 +90,13 @@ def begin(service_id: int, kind: str, key: str, params: dict[str, Any],
                             f"(operation {op.id})"], events=[accepted])
     out = Outcome(log=[f"sid:{service_id} {kind} accepted (operation {op.id})"],
                   events=[accepted])
-    return out.merge(start_next_queued(service_id))
+    return out.merge(start_next_queued(service_id, window))
 
 
-def start_next_queued(service_id: int) -> Outcome:
+def start_next_queued(service_id: int, window: int = 0) -> Outcome:
     """The oldest queued operation of a free service starts; one that may not run now (the
-    service is suspended or gone) fails with its reason and the next one is tried."""
+    service is suspended or gone) fails with its reason and the next one is tried; one under
+    admission waits while ``window`` of its kind run (first come, first served in a burst)."""
     out = Outcome()
     while True:
         op = (Operation.select().where((Operation.service_id == service_id)
@@ -111,6 +113,8 @@ def start_next_queued(service_id: int) -> Outcome:
             out.log.append(oplog.refused_line(machine, op, reason))
             out.events.append(outbox.operation_event("operation.failed", op, reason=reason))
             continue
+        if machine.admission and window and running(op.kind) >= window:
+            return out  # its turn comes when one of its kind ends (admit_next)
         nudge = new_nudge_id()
         try:
             with database.atomic():
@@ -127,6 +131,24 @@ def start_next_queued(service_id: int) -> Outcome:
         return out
 
 
+def running(kind: str) -> int:
+    return Operation.select().where((Operation.kind == kind)
+                                    & (Operation.status == OpStatus.RUNNING)).count()
+
+
+def admit_next(kind: str, window: int) -> Outcome:
+    """An operation under admission ended: the oldest one of its kind waiting for a turn (on a
+    free service) starts."""
+    if not window or not MACHINES[kind].admission:
+        return Outcome()
+    waiting = Operation.raw(
+        "SELECT o.* FROM operations o WHERE o.kind = %s AND o.status = %s AND NOT EXISTS "
+        "(SELECT 1 FROM operations a WHERE a.active_service = o.service_id) "
+        "ORDER BY o.id LIMIT 1", kind, OpStatus.QUEUED.value)
+    op = next(iter(waiting), None)
+    return start_next_queued(op.service_id, window) if op is not None else Outcome()
+
+
 def not_allowed_now(machine: Machine, service: Service) -> str | None:
     """Why ``machine`` may not run on ``service`` now (None: it may)."""
     if service.status in ("terminated", "terminating") and machine.kind != "deploy":
@@ -140,7 +162,7 @@ def not_allowed_now(machine: Machine, service: Service) -> str | None:
 
 # --- ending ---------------------------------------------------------------------------------
 
-def finish(op: Operation, machine: Machine, out: Outcome) -> Outcome:
+def finish(op: Operation, machine: Machine, out: Outcome, window: int = 0) -> Outcome:
     """The machine reached its final state: done; the service takes on its new columns and
     status (a suspended service stays suspended); the next queued operation starts."""
     cas(op, op.nudge_id, status=OpStatus.DONE, active_service=None, nudge_id=None,
@@ -161,10 +183,12 @@ def finish(op: Operation, machine: Machine, out: Outcome) -> Outcome:
     service_event = outbox.service_event(status, op) if status else None
     if service_event is not None:
         out.events.append(service_event)
-    return out.merge(start_next_queued(op.service_id))
+    out.merge(start_next_queued(op.service_id, window))
+    return out.merge(admit_next(op.kind, window))
 
 
-def fail(op: Operation, machine: Machine, nudge: str | None, reason: str) -> Outcome:
+def fail(op: Operation, machine: Machine, nudge: str | None, reason: str,
+         window: int = 0) -> Outcome:
     """A refusal: the operation fails at once with ``reason``, the service is freed and given
     back the status it had, and the next queued operation starts."""
     cas(op, nudge, status=OpStatus.FAILED, error=reason[:4000], active_service=None,
@@ -174,7 +198,8 @@ def fail(op: Operation, machine: Machine, nudge: str | None, reason: str) -> Out
     out = Outcome(log=[oplog.refused_line(machine, op, reason)],
                   events=[outbox.operation_event("operation.failed", op, state=op.state,
                                                  reason=reason)])
-    return out.merge(start_next_queued(op.service_id))
+    out.merge(start_next_queued(op.service_id, window))
+    return out.merge(admit_next(op.kind, window))
 
 
 def pause(op: Operation, nudge: str, reason: str) -> Outcome:
@@ -199,7 +224,7 @@ def resume(op: Operation) -> Outcome:
                    events=[outbox.operation_event("operation.resumed", op, state=op.state)])
 
 
-def cancel(op: Operation, who: str = "operator") -> Outcome:
+def cancel(op: Operation, who: str = "operator", window: int = 0) -> Outcome:
     """Abandon a paused (or queued) operation: recorded, the service freed and given back its
     status, the next queued operation started. Proxmox is not touched."""
     if op.status not in (OpStatus.PAUSED, OpStatus.QUEUED):
@@ -217,7 +242,9 @@ def cancel(op: Operation, who: str = "operator") -> Outcome:
     out = Outcome(log=[f"--- {machine.title} cancelled: service={op.service_id} "
                        f"at ({op.state}) ---"],
                   events=[outbox.operation_event("operation.cancelled", op, state=op.state)])
-    return out.merge(start_next_queued(op.service_id)) if was == OpStatus.PAUSED else out
+    if was == OpStatus.PAUSED:
+        out.merge(start_next_queued(op.service_id, window))
+    return out.merge(admit_next(op.kind, window))
 
 
 def _give_back_service(op: Operation, machine: Machine) -> None:

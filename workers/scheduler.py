@@ -18,6 +18,7 @@ import sys
 from datetime import datetime, timedelta
 
 from apscheduler.schedulers.blocking import BlockingScheduler
+from peewee import fn
 
 from producers.events import WEEKDAYS
 from pvekvm import dns, dnssync, messaging
@@ -54,8 +55,8 @@ def reconcile_once(settings: Settings, publisher: messaging.Publisher,
         sent += 1
     events = outbox.unpublished(older_than=unconfirmed)
     outbox.publish(events, publisher)  # a crash came between a commit and its publish
-    return (sent + len(events) + _start_orphaned_queues(publisher)
-            + refuse_expired_held(publisher, now))
+    orphans = _start_orphaned_queues(publisher, settings.engine.deploy_window)
+    return sent + len(events) + orphans + refuse_expired_held(publisher, now)
 
 
 def refuse_expired_held(publisher: messaging.Publisher, now: datetime | None = None) -> int:
@@ -71,17 +72,19 @@ def refuse_expired_held(publisher: messaging.Publisher, now: datetime | None = N
     return refused
 
 
-def _start_orphaned_queues(publisher: messaging.Publisher) -> int:
-    """A queued operation whose service has none running starts (normally the finishing
-    operation starts it; this covers a crash in between)."""
+def _start_orphaned_queues(publisher: messaging.Publisher, window: int) -> int:
+    """A queued operation whose service has none running starts, oldest first (normally the
+    finishing operation starts it; this covers a crash in between). Deploys over the admission
+    window stay queued."""
     active = Operation.select(Operation.active_service).where(
         Operation.active_service.is_null(False))
-    waiting = (Operation.select(Operation.service_id).distinct()
-               .where((Operation.status == OpStatus.QUEUED) & Operation.service_id.not_in(active)))
+    waiting = (Operation.select(Operation.service_id, fn.MIN(Operation.id).alias("first"))
+               .where((Operation.status == OpStatus.QUEUED) & Operation.service_id.not_in(active))
+               .group_by(Operation.service_id).order_by(fn.MIN(Operation.id)).limit(500))
     started = 0
     for row in list(waiting):
         with database.atomic():
-            out = operations.start_next_queued(row.service_id)
+            out = operations.start_next_queued(row.service_id, window)
         for line in out.log:
             log.info("%s", line)
         operations.deliver(out, publisher)

@@ -258,7 +258,12 @@ def migrate_vm(ctx: Ctx, p: dict[str, Any]) -> str:
             dst = smap.get(sid, smap.get("*", sid))
             vol = c.volume(f, node)
             c.remove_volume(node, f)
-            new = f if dst == sid else c.new_disk_volid(dst, target, vmid)
+            if dst == sid:
+                new = f
+            elif is_cloudinit(vm["config"].get(d["drivename"], "")):
+                new = c.cloudinit_volid(dst, vmid)  # storage_migrate keeps the volume's name
+            else:
+                new = c.new_disk_volid(dst, target, vmid)
             c.add_volume(target, new, vol["size"] if vol else 0, "images", vmid)
             key = d["drivename"]
             vm["config"][key] = vm["config"][key].replace(f, new, 1)

@@ -83,7 +83,9 @@ DEPLOY = Machine("deploy", "Deploy", (
 CHANGE_PACKAGE = Machine("change_package", "ChangePackage", (
     T("change_package", "ip", package.update_ip_dns_firewall, "cp_stop",
       "Update IP + DNS + Firewall"),
-    T("cp_stop", "power", power.stop_vm, "cp_cpu_ram", "Stop VM"),
+    T("cp_stop", "power", power.stop_vm, "cp_relocate", "Stop VM"),
+    T("cp_relocate", "migrate", provision.migrate_to_target, "cp_cpu_ram",
+      "Migrate to target node"),
     *configure("cp", "cp_cpu_ram", "cp_start", with_cloudinit=False),
     T("cp_start", "power", power.start_vm, "cp_verify", "Start VM"),
     T("cp_verify", "power", power.verify_running, "ready", "Verify VM"),

@@ -1,0 +1,92 @@
+"""What the manual promises about packages, storage, DHCP, snapshots, ISO media, restores and
+VMIDs, each through the real path: billing event → RabbitMQ → intake → workers → pvesim and
+MariaDB."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from producers.api import OrderClient
+from pvekvm.models import Operation, Product, Service
+from steps.context import _catalog
+from tests.e2e.harness import InProcessWorkers, describe_ops, wait_until
+
+
+@pytest.fixture()
+def billing(settings) -> Iterator[OrderClient]:
+    _catalog.clear()  # row ids restart with each test's fresh database
+    with InProcessWorkers(settings, concurrency=4), \
+            OrderClient(settings.amqp_url, settings.namespace) as client:
+        yield client
+
+
+def _product(name: str, like: str = "vps-small", **overrides: object) -> Product:
+    """A new package (a new row, so no worker holds a cached copy of it)."""
+    base = Product.get(Product.name == like)
+    data = {f.name: getattr(base, f.name) for f in Product._meta.sorted_fields if f.name != "id"}
+    data.update(name=name, **overrides)
+    return Product.create(**data)
+
+
+def _wait_op(sid: int, kind: str, count: int = 1) -> None:
+    def done() -> bool:
+        return Operation.select().where(
+            (Operation.service_id == sid) & (Operation.kind == kind)
+            & (Operation.status == "done")).count() >= count
+    try:
+        wait_until(done, 60, f"{kind} done")
+    except AssertionError:
+        raise AssertionError(describe_ops([sid])) from None
+
+
+def _deploy(billing: OrderClient, sid: int, product: str) -> Service:
+    billing.create(service_id=sid, client_id=7, product=product, email="c@example.com")
+    _wait_op(sid, "deploy")
+    return Service.get_by_id(sid)
+
+
+def _disks(sim, vmid: int) -> dict[str, str]:
+    """Data disks of the VM in pvesim: slot → storage."""
+    cfg = sim.vm(vmid)["config"]
+    return {k: v.split(":", 1)[0] for k, v in cfg.items()
+            if k[:4] in ("scsi", "virt", "sata") and k[-1].isdigit() and "cloudinit" not in v
+            and "media=cdrom" not in v}
+
+
+def _volumes_of(sim, vmid: int, node: str, storage: str) -> list[str]:
+    content = sim.proxmox().nodes(node).storage(storage).content.get(content="images")
+    return [v["volid"] for v in content if v.get("vmid") == vmid]
+
+
+# --- packages and storage ---------------------------------------------------------------------
+
+def test_change_package_migrates_the_vm_and_moves_its_disks(settings, sim, billing):
+    _product("far-nfs", target_node="pve3", target_storage="nfs-shared")
+    _product("far-lvm", target_node="pve3", target_storage="local-lvm")
+    svc = _deploy(billing, 801, "vps-small")
+    vmid = svc.vmid
+    assert (sim.vm(vmid)["node"], _disks(sim, vmid)) == ("pve2", {"scsi0": "local-lvm"})
+
+    billing.change_package(service_id=801, product="far-nfs")  # other node and storage
+    _wait_op(801, "change_package")
+    assert sim.vm(vmid)["node"] == "pve3" and Service.get_by_id(801).node == "pve3"
+    assert _disks(sim, vmid) == {"scsi0": "nfs-shared"}
+    assert _volumes_of(sim, vmid, "pve2", "local-lvm") == []
+    assert sim.vm(vmid)["status"] == "running"
+
+    billing.change_package(service_id=801, product="far-lvm")  # same node, other storage
+    _wait_op(801, "change_package", 2)
+    assert _disks(sim, vmid) == {"scsi0": "local-lvm"}
+    assert _volumes_of(sim, vmid, "pve3", "nfs-shared") == []
+    assert "unused0" not in sim.vm(vmid)["config"]  # the source volume is deleted, not kept
+    assert sim.vm(vmid)["status"] == "running"
+
+
+def test_deploy_on_the_template_node_honours_the_target_storage(settings, sim, billing):
+    _product("home-nfs", target_node="pve1", target_storage="nfs-shared")  # template: pve1/lvm
+    svc = _deploy(billing, 802, "home-nfs")
+    assert sim.vm(svc.vmid)["node"] == "pve1"
+    assert _disks(sim, svc.vmid) == {"scsi0": "nfs-shared"}
+    assert _volumes_of(sim, svc.vmid, "pve1", "local-lvm") == []

@@ -90,3 +90,18 @@ def test_deploy_on_the_template_node_honours_the_target_storage(settings, sim, b
     assert sim.vm(svc.vmid)["node"] == "pve1"
     assert _disks(sim, svc.vmid) == {"scsi0": "nfs-shared"}
     assert _volumes_of(sim, svc.vmid, "pve1", "local-lvm") == []
+
+
+# --- VMIDs ------------------------------------------------------------------------------------
+
+def test_a_terminated_services_vmid_is_never_given_out_again(settings, sim, billing):
+    first = _deploy(billing, 803, "vps-small").vmid
+    billing.terminate(service_id=803)
+    _wait_op(803, "terminate")
+    assert sim.vm(first) is None and Service.get_by_id(803).vmid is None
+    second = _deploy(billing, 804, "vps-small").vmid
+    assert second != first
+    billing.create(service_id=803, client_id=7, product="vps-small", email="c@example.com",
+                   idempotency_key="803-again")  # the same service ordered anew
+    wait_until(lambda: Service.get_by_id(803).status == "ready", 60, "redeploy")
+    assert Service.get_by_id(803).vmid not in (first, second)

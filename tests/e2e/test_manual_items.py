@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from producers.api import OrderClient
-from pvekvm.models import Operation, Product, Service
+from pvekvm import secrets
+from pvekvm.models import Backup, Operation, Product, Service, Template
 from steps.context import _catalog
 from tests.e2e.harness import InProcessWorkers, describe_ops, wait_until
 
@@ -105,3 +106,24 @@ def test_a_terminated_services_vmid_is_never_given_out_again(settings, sim, bill
                    idempotency_key="803-again")  # the same service ordered anew
     wait_until(lambda: Service.get_by_id(803).status == "ready", 60, "redeploy")
     assert Service.get_by_id(803).vmid not in (first, second)
+
+
+# --- restore ----------------------------------------------------------------------------------
+
+def test_a_restore_brings_back_the_os_user_and_password_of_the_backup(settings, sim, billing):
+    svc = _deploy(billing, 805, "vps-small")
+    debian, password = svc.template_id, secrets.decrypt(settings.secret_key_file, svc.password_enc)
+    billing.backup_create(service_id=805)
+    _wait_op(805, "backup_create")
+    backup = Backup.get(Backup.service_id == 805)
+    billing.reinstall(service_id=805, template="ubuntu-2204")
+    _wait_op(805, "reinstall")
+    svc = Service.get_by_id(805)
+    assert (svc.username, svc.template_id) == ("ubuntu", Template.get(name="ubuntu-2204").id)
+
+    billing.backup_restore(service_id=805, backup_id=backup.id)
+    _wait_op(805, "restore")
+    svc = Service.get_by_id(805)
+    assert sim.vm(svc.vmid)["config"]["ciuser"] == "debian"  # the VM is the backed-up one
+    assert (svc.template_id, svc.username) == (debian, "debian")
+    assert secrets.decrypt(settings.secret_key_file, svc.password_enc) == password

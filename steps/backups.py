@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from pvekvm.models import Backup, Service, Snapshot
+from pvekvm.models import AuditLog, Backup, Service, Snapshot
 from pvekvm.proxmox import ProxmoxError
+from steps import power
 from steps.context import StepContext
 from steps.machine import Done, Retry, StepFailed, StepResult, Wait
 
@@ -61,12 +62,43 @@ def delete_all_snapshots(ctx: StepContext) -> StepResult:
 
 
 def rollback_snapshot(ctx: StepContext) -> StepResult:
+    """Roll back and leave the VM powered as it was before: PVE's rollback stops the VM, or
+    starts it when the snapshot holds RAM. The power state before is kept in the audit log
+    (once per operation), so the step can put it back after the rollback task."""
     name = ctx.params["name"]
     if ctx.after_task:
-        return Done(f"rolled back to {name}")
+        before = _power_before_rollback(ctx)
+        now = _power(ctx)
+        if before == "running" and now != "running":
+            return power.start_vm(ctx)
+        if before == "stopped" and now == "running":
+            return power.stop_vm(ctx)
+        return Done(f"rolled back to {name}, VM {now}")
     if name not in _snapshots(ctx):
         raise StepFailed(f"snapshot {name} does not exist")
-    return Wait(ctx.pve.post(f"{ctx.vm_path}/snapshot/{name}/rollback"), ctx.service.node)
+    cfg = ctx.config()
+    if cfg.get("lock"):
+        return Retry(f"VM is locked ({cfg['lock']})", delay_s=1.0)
+    before = _power_before_rollback(ctx) or _power(ctx)
+    AuditLog.insert(service_id=ctx.service.id, operation_id=ctx.operation.id,
+                    event=_POWER_BEFORE, detail=before, created_at=datetime.now()).execute()
+    start = {"start": 1} if before == "running" else {}
+    return Wait(ctx.pve.post(f"{ctx.vm_path}/snapshot/{name}/rollback", **start),
+                ctx.service.node)
+
+
+_POWER_BEFORE = "power_before_rollback"
+
+
+def _power(ctx: StepContext) -> str:
+    return str(ctx.pve.get(f"{ctx.vm_path}/status/current").get("status", "unknown"))
+
+
+def _power_before_rollback(ctx: StepContext) -> str | None:
+    row = (AuditLog.select(AuditLog.detail)
+           .where((AuditLog.operation_id == ctx.operation.id) & (AuditLog.event == _POWER_BEFORE))
+           .order_by(AuditLog.id).first())
+    return row.detail if row else None
 
 
 def _notes_tag(ctx: StepContext) -> str:

@@ -127,3 +127,22 @@ def test_a_restore_brings_back_the_os_user_and_password_of_the_backup(settings, 
     assert sim.vm(svc.vmid)["config"]["ciuser"] == "debian"  # the VM is the backed-up one
     assert (svc.template_id, svc.username) == (debian, "debian")
     assert secrets.decrypt(settings.secret_key_file, svc.password_enc) == password
+
+
+# --- snapshots --------------------------------------------------------------------------------
+
+def test_a_rollback_leaves_the_vm_powered_as_it_was(settings, sim, billing):
+    svc = _deploy(billing, 806, "vps-small")
+    billing.snapshot_create(service_id=806, name="disk_only")
+    _wait_op(806, "snapshot_create")
+    billing.snapshot_rollback(service_id=806, name="disk_only")  # running → PVE stops it
+    _wait_op(806, "snapshot_rollback")
+    assert sim.vm(svc.vmid)["status"] == "running"
+
+    vm = sim.proxmox().nodes(svc.node).qemu(svc.vmid)
+    sim.wait_task(vm.snapshot.post(snapname="with_ram", vmstate=1))  # made by an operator
+    billing.power(service_id=806, action="stop")
+    _wait_op(806, "power")
+    billing.snapshot_rollback(service_id=806, name="with_ram")  # stopped → PVE resumes RAM
+    _wait_op(806, "snapshot_rollback", 2)
+    assert sim.vm(svc.vmid)["status"] == "stopped"

@@ -146,3 +146,20 @@ def test_a_rollback_leaves_the_vm_powered_as_it_was(settings, sim, billing):
     billing.snapshot_rollback(service_id=806, name="with_ram")  # stopped → PVE resumes RAM
     _wait_op(806, "snapshot_rollback", 2)
     assert sim.vm(svc.vmid)["status"] == "stopped"
+
+
+# --- ISO media --------------------------------------------------------------------------------
+
+def test_a_mounted_iso_boots_first_and_unmount_restores_the_boot_order(settings, sim, billing):
+    svc = _deploy(billing, 807, "vps-small")
+    vm = sim.proxmox().nodes(svc.node).qemu(svc.vmid)
+    before = vm.config.get()["boot"]
+    billing.iso_mount(service_id=807, iso="Debian-12.5.0-amd64-netinst.iso")
+    _wait_op(807, "iso_mount")
+    cfg = vm.config.get()
+    slot = next(k for k, v in cfg.items() if "netinst" in str(v))
+    assert cfg["boot"] == f"order={slot};" + before.removeprefix("order=")
+    billing.iso_unmount(service_id=807)
+    _wait_op(807, "iso_unmount")
+    cfg = vm.config.get()
+    assert cfg["boot"] == before and not any("netinst" in str(v) for v in cfg.values())

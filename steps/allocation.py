@@ -17,7 +17,13 @@ _TAKE_FREE_IP = (
 
 
 def allocate_ips(ctx: StepContext) -> StepResult:
-    """VMSetDedicatedIp: one IPv4 (and an IPv6 when ordered and the package has a v6 pool)."""
+    """VMSetDedicatedIp: one IPv4 (and an IPv6 when ordered and the package has a v6 pool). A
+    DHCP package allocates none, and a service moving to one gives its addresses back."""
+    if ctx.product.dhcp:
+        released = release_ips(ctx.service.id)
+        ctx.addresses_changed()
+        return Done(f"DHCP package: {released} address(es) released" if released
+                    else "DHCP package: no address to allocate", skipped=not released)
     wanted = [(4, ctx.product.ip_pool_id)]
     if ctx.service.want_ipv6:
         wanted.append((6, ctx.product.ip6_pool_id))

@@ -4,13 +4,15 @@ MariaDB."""
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Iterator
 
 import pytest
 
 from producers.api import OrderClient
-from pvekvm import secrets
-from pvekvm.models import Backup, Operation, Product, Service, Template
+from pvekvm import catalog, secrets
+from pvekvm.config import ROOT
+from pvekvm.models import Backup, IpAddress, Operation, Product, Service, Template
 from steps.context import _catalog
 from tests.e2e.harness import InProcessWorkers, describe_ops, wait_until
 
@@ -163,3 +165,34 @@ def test_a_mounted_iso_boots_first_and_unmount_restores_the_boot_order(settings,
     _wait_op(807, "iso_unmount")
     cfg = vm.config.get()
     assert cfg["boot"] == before and not any("netinst" in str(v) for v in cfg.values())
+
+
+# --- DHCP -------------------------------------------------------------------------------------
+
+def test_a_dhcp_package_manages_only_bandwidth_bridge_and_vlan(settings, sim, billing):
+    svc = _deploy(billing, 808, "vps-dhcp")
+    vm = sim.vm(svc.vmid)
+    assert IpAddress.select().where(IpAddress.service_id == 808).count() == 0
+    assert vm["firewall"] == {"options": {}, "rules": [], "ipsets": {}}  # as cloned
+    net0 = vm["config"]["net0"]
+    assert {"bridge=vmbr1", "tag=300", "rate=12.5"} <= set(net0.split(","))
+    assert "firewall=1" not in net0
+    assert vm["config"]["ipconfig0"] == "ip=dhcp"
+
+    static = _deploy(billing, 809, "vps-small")  # a static package moving to DHCP
+    assert sim.vm(static.vmid)["firewall"]["ipsets"]
+    billing.change_package(service_id=809, product="vps-dhcp")
+    _wait_op(809, "change_package")
+    vm = sim.vm(static.vmid)
+    assert IpAddress.select().where(IpAddress.service_id == 809).count() == 0
+    options = sim.proxmox().nodes(vm["node"]).qemu(static.vmid).firewall.options.get()
+    assert vm["firewall"]["ipsets"] == {} and options["ipfilter"] == 0
+    assert vm["config"]["ipconfig0"] == "ip=dhcp"
+
+
+def test_the_catalog_refuses_a_dhcp_product_with_ip_pools(clean_db, tmp_path):
+    data = tomllib.loads((ROOT / "config" / "catalog.toml").read_text())
+    dhcp = next(p for p in data["products"] if p.get("dhcp"))
+    dhcp["ip_pool"] = "public-v4"
+    with pytest.raises(catalog.CatalogError, match="DHCP product has no IP pools"):
+        catalog.load(data, str(tmp_path / "key"))

@@ -68,8 +68,8 @@ def migrate_to_target(ctx: StepContext) -> StepResult:
     """migrateToTargetNode: the VM goes to the package's node and its disks to the package's
     storages, whatever node it starts from (deploy, reinstall, change package). Another node:
     offline migration with the local disks (``targetstorage``); then each disk still on the
-    wrong storage is moved (``move_disk``, source deleted). One Proxmox task per run; the step
-    runs again after each task until nothing is left to do."""
+    wrong storage is moved (``move_disk``; the source is deleted unless a snapshot needs it).
+    One Proxmox task per run; the step runs again after each task until nothing is left."""
     node = ctx.pve.locate(ctx.vmid)
     if node is None:
         raise StepFailed(f"VM {ctx.vmid} has vanished")
@@ -84,8 +84,11 @@ def migrate_to_target(ctx: StepContext) -> StepResult:
                  if pvecfg.storage_of(cfg[k]) != want}
     if misplaced:
         key, want = next(iter(misplaced.items()))
+        # a snapshot still refers to the source volume: PVE then keeps it (as unusedN)
+        snapshots = [s for s in ctx.pve.get(f"nodes/{node}/qemu/{ctx.vmid}/snapshot")
+                     if s.get("name") != "current"]
         return Wait(ctx.pve.post(f"nodes/{node}/qemu/{ctx.vmid}/move_disk", disk=key,
-                                 storage=want, delete=1), node)
+                                 storage=want, delete=0 if snapshots else 1), node)
     where = ", ".join(sorted({f"{k} on {pvecfg.storage_of(cfg[k])}"
                               for k in wanted_storages(ctx, cfg)}))
     return Done(f"on {target}: {where}", skipped=not ctx.after_task)

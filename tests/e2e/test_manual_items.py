@@ -79,11 +79,15 @@ def test_change_package_migrates_the_vm_and_moves_its_disks(settings, sim, billi
     assert _volumes_of(sim, vmid, "pve2", "local-lvm") == []
     assert sim.vm(vmid)["status"] == "running"
 
+    billing.snapshot_create(service_id=801, name="before_move")
+    _wait_op(801, "snapshot_create")
     billing.change_package(service_id=801, product="far-lvm")  # same node, other storage
     _wait_op(801, "change_package", 2)
     assert _disks(sim, vmid) == {"scsi0": "local-lvm"}
-    assert _volumes_of(sim, vmid, "pve3", "nfs-shared") == []
-    assert "unused0" not in sim.vm(vmid)["config"]  # the source volume is deleted, not kept
+    kept = _volumes_of(sim, vmid, "pve3", "nfs-shared")  # the snapshot still needs them
+    cfg = sim.vm(vmid)["config"]
+    assert sorted(kept) == sorted(v for k, v in cfg.items() if k.startswith("unused"))
+    assert any("disk-0" in v for v in kept)
     assert sim.vm(vmid)["status"] == "running"
 
 

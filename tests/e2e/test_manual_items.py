@@ -19,10 +19,11 @@ from tests.e2e.harness import InProcessWorkers, describe_ops, wait_until
 
 @pytest.fixture()
 def billing(settings) -> Iterator[OrderClient]:
-    _catalog.clear()  # row ids restart with each test's fresh database
+    _catalog.clear()  # row ids restart with each test's fresh database: no stale packages
     with InProcessWorkers(settings, concurrency=4), \
             OrderClient(settings.amqp_url, settings.namespace) as client:
         yield client
+    _catalog.clear()
 
 
 def _product(name: str, like: str = "vps-small", **overrides: object) -> Product:

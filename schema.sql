@@ -45,7 +45,9 @@ CREATE TABLE IF NOT EXISTS products (
   template_id           INT UNSIGNED NOT NULL,
   target_node           VARCHAR(64)  NOT NULL,
   target_storage        VARCHAR(64)  NOT NULL,
-  ip_pool_id            INT UNSIGNED NULL,                    -- NULL = DHCP: no IP management
+  dhcp                  TINYINT(1)   NOT NULL DEFAULT 0,      -- 1 = DHCP: only bandwidth, bridge
+                                                              -- and VLAN (no IPs, no firewall)
+  ip_pool_id            INT UNSIGNED NULL,                    -- NULL: no IPv4 managed
   ip6_pool_id           INT UNSIGNED NULL,
   snapshot_limit        SMALLINT UNSIGNED NOT NULL DEFAULT 0,
   snapshot_days         TINYINT UNSIGNED NOT NULL DEFAULT 1,  -- 1..10
@@ -79,6 +81,7 @@ CREATE TABLE IF NOT EXISTS services (
   password_enc  VARBINARY(512) NULL,                  -- Fernet token, never plaintext
   want_ipv6     TINYINT(1)   NOT NULL DEFAULT 0,
   suspended     TINYINT(1)   NOT NULL DEFAULT 0,      -- billing suspended it: nothing may start the VM
+  boot_before_iso VARCHAR(255) NULL,                  -- boot order before an ISO mount ('' = none)
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
   UNIQUE KEY uq_services_vmid (vmid),
@@ -87,6 +90,19 @@ CREATE TABLE IF NOT EXISTS services (
   CONSTRAINT fk_services_product FOREIGN KEY (product_id) REFERENCES products (id),
   CONSTRAINT fk_services_template FOREIGN KEY (template_id) REFERENCES templates (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- Every VMID ever given out, never deleted: a VMID is given to one service only, ever (a
+-- reused VMID would mix two customers' vzdump files on shared backup storage).
+CREATE TABLE IF NOT EXISTS vmid_allocations (
+  vmid          INT UNSIGNED NOT NULL PRIMARY KEY,
+  service_id    INT UNSIGNED NOT NULL,
+  allocated_at  DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  KEY ix_vmid_allocations_service (service_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- VMIDs held before vmid_allocations existed count as given out.
+INSERT IGNORE INTO vmid_allocations (vmid, service_id)
+  SELECT vmid, id FROM services WHERE vmid IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS ip_addresses (
   id            INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -196,6 +212,9 @@ CREATE TABLE IF NOT EXISTS backups (
   size_bytes    BIGINT UNSIGNED NOT NULL DEFAULT 0,
   scheduled     TINYINT(1)   NOT NULL DEFAULT 0,
   note          VARCHAR(255) NOT NULL DEFAULT '',
+  template_id   INT UNSIGNED NULL,                    -- what the VM ran when backed up: a
+  username      VARCHAR(32)  NULL,                    -- restore brings these back into the
+  password_enc  VARBINARY(512) NULL,                  -- service row (NULL: not recorded)
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   UNIQUE KEY uq_backups_volid (volid),
   KEY ix_backups_service (service_id, created_at)

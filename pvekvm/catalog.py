@@ -75,6 +75,8 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
                     raise CatalogError(f"product {p['name']}: unknown template {tpl}")
                 templates[tpl] = t
             p["template_id"] = templates[tpl].id
+            if p.get("dhcp") and (p.get("ip_pool") or p.get("ip6_pool")):
+                raise CatalogError(f"product {p['name']}: a DHCP product has no IP pools")
             for key, col in (("ip_pool", "ip_pool_id"), ("ip6_pool", "ip6_pool_id")):
                 name = p.pop(key, None)
                 if name:

@@ -71,6 +71,7 @@ class Product(BaseModel):
     template_id = IntegerField()
     target_node = CharField(max_length=64)
     target_storage = CharField(max_length=64)
+    dhcp = BooleanField(default=False)
     ip_pool_id = IntegerField(null=True)
     ip6_pool_id = IntegerField(null=True)
     snapshot_limit = SmallIntegerField(default=0)
@@ -103,11 +104,23 @@ class Service(BaseModel):
     password_enc = BlobField(null=True)
     want_ipv6 = BooleanField(default=False)
     suspended = BooleanField(default=False)
+    boot_before_iso = CharField(max_length=255, null=True)
     created_at = DateTimeField(null=True)
     updated_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "services"
+
+
+class VmidAllocation(BaseModel):
+    """A VMID given out; rows are never deleted, so no VMID is given twice."""
+
+    vmid = IntegerField(primary_key=True)
+    service_id = IntegerField(index=True)
+    allocated_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "vmid_allocations"
 
 
 class IpAddress(BaseModel):
@@ -218,6 +231,9 @@ class Backup(BaseModel):
     size_bytes = BigIntegerField(default=0)
     scheduled = BooleanField(default=False)
     note = CharField(max_length=255, default="")
+    template_id = IntegerField(null=True)
+    username = CharField(max_length=32, null=True)
+    password_enc = BlobField(null=True)
     created_at = DateTimeField(null=True)
 
     class Meta:
@@ -300,7 +316,7 @@ class AuditLog(BaseModel):
 
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
-    Template, IpPool, Product, Service, IpAddress, Operation, OutboxEvent, HeldEvent, StepRun,
-    Snapshot, Backup, BackupSchedule, DnsProvider, DnsZone, DnsRecordRow, Email, DeadLetter,
-    AuditLog,
+    Template, IpPool, Product, Service, VmidAllocation, IpAddress, Operation, OutboxEvent,
+    HeldEvent, StepRun, Snapshot, Backup, BackupSchedule, DnsProvider, DnsZone, DnsRecordRow,
+    Email, DeadLetter, AuditLog,
 )

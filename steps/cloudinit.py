@@ -14,6 +14,8 @@ from steps.machine import Done, StepResult
 
 
 def ipconfig(ctx: StepContext) -> str:
+    if ctx.product.dhcp:
+        return "ip=dhcp"
     parts = []
     for version, key, gw_key in ((4, "ip", "gw"), (6, "ip6", "gw6")):
         addr, pool = ctx.address(version), ctx.pool(version)

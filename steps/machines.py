@@ -79,7 +79,9 @@ DEPLOY = Machine("deploy", "Deploy", (
 CHANGE_PACKAGE = Machine("change_package", "ChangePackage", (
     T("change_package", pool="ip", run=package.update_ip_dns_firewall, then="cp_stop",
       label="Update IP + DNS + Firewall"),
-    T("cp_stop", pool="power", run=power.stop_vm, then="cp_cpu_ram", label="Stop VM"),
+    T("cp_stop", pool="power", run=power.stop_vm, then="cp_relocate", label="Stop VM"),
+    T("cp_relocate", pool="migrate", run=provision.migrate_to_target, then="cp_cpu_ram",
+      label="Migrate to target node"),
     *configure("cp_cpu_ram", "cp_system_disk_size", "cp_system_disk_bandwidth",
                "cp_additional_disk", "cp_additional_disk_size", "cp_additional_disk_bandwidth",
                "cp_network", "cp_firewall", then="cp_start", skip=("Configure cloud-init",)),

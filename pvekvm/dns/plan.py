@@ -176,6 +176,11 @@ def check_provider_rules(zone: ZoneConfig, name: str) -> None:
                 f"zone {name!r}: Cloudflare api_key is a Global API Key, sent as X-Auth-Key "
                 "with X-Auth-Email: set email too (or use an API token in token)"
             )
+        if isinstance(token, str) and token.startswith("cfk_"):
+            raise ValueError(
+                f"zone {name!r}: that token is a Cloudflare Global API Key (cfk_): put it in "
+                "api_key with the account's email in email, or create an API token"
+            )
         if not token and not s.get("api_key"):
             raise ValueError(f"zone {name!r}: Cloudflare needs token (or api_key and email)")
         zone_id = s.get("zone_id")

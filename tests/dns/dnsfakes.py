@@ -144,13 +144,15 @@ class CfZone:
     enterprise: bool = False  # dns-records_ttl: the 30 s minimum is for Enterprise zones only
 
 
-# Credential formats as the API checks them before anything else (cloudflare/api-schemas
-# openapi.json securitySchemes: api_token = "Authorization: Bearer", api_key + api_email =
-# "X-Auth-Key" + "X-Auth-Email"). A malformed header is refused with 6003 "Invalid request
-# headers" and, in error_chain, 6111 (Authorization) or 6103 (X-Auth-Key): the answer a Global
-# API Key sent as a Bearer token gets.
-CF_TOKEN = re.compile(r"^[A-Za-z0-9_-]{40}$")
-CF_GLOBAL_KEY = re.compile(r"^[0-9a-f]{37}$")
+# Credentials (developers.cloudflare.com/fundamentals/api/get-started/token-formats): API tokens
+# are "Authorization: Bearer" with 40 alphanumerics (before 2026) or cfut_/cfat_ + 40 + checksum;
+# a Global API Key goes in X-Auth-Key (37-45 lowercase hex, or cfk_ + 40 + checksum) with the
+# account email in X-Auth-Email. A header of the wrong format is refused with 400, 6003 "Invalid
+# request headers" and, in error_chain, 6111 (Authorization) or 6103 (X-Auth-Key): the answer
+# a Global API Key sent as a Bearer token gets (as reported in jeessy2/ddns-go#916,
+# kissgyorgy/cloudflare-dyndns#40).
+CF_TOKEN = re.compile(r"^([A-Za-z0-9]{40}|(cfut|cfat)_[A-Za-z0-9]{40,})$")
+CF_GLOBAL_KEY = re.compile(r"^([0-9a-f]{37,45}|cfk_[A-Za-z0-9]{40,})$")
 
 
 class FakeCloudflare(_Base):
@@ -160,12 +162,13 @@ class FakeCloudflare(_Base):
 
     PREFIX = "/client/v4"
 
-    def __init__(self, token: str = "cf" + "t" * 38, max_per_page: int = 2) -> None:
+    def __init__(self, token: str = "cfut_" + "t" * 40 + "ab12", max_per_page: int = 2) -> None:
         self.token = token
         self.email = "ops@example.com"
         self.global_key = "0123456789abcdef0123456789abcdef01234"  # 37 hex, like the real one
-        # A token without Zone:Zone:Read does not see the zone in GET /zones (an empty list):
-        # it can then only work with a configured zone id.
+        # GET /zones lists only the zones the token may read: a token without Zone:Zone:Read
+        # gets an empty list (acmesh-official/acme.sh#2398, qdm12/ddns-updater#632 -- certbot
+        # and lexicon also ask for Zone:Read or a configured zone id).
         self.token_zone_read = True
         self.max_per_page = max_per_page
         self.zones: dict[str, CfZone] = {}

@@ -223,6 +223,7 @@ def test_cloudflare_ttl_range(ttl, enterprise, ok):
     ({"api_key": "0" * 37}, ["Global API Key", "email"]),
     ({}, ["token"]),
     ({"token": "t", "zone_id": "x;y"}, ["zone_id"]),
+    ({"token": "cfk_" + "a" * 44}, ["Global API Key", "api_key", "email"]),
 ])
 def test_cloudflare_credentials_shape(settings, words):
     with pytest.raises(ValueError) as err:

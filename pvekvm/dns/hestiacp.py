@@ -178,26 +178,22 @@ class HestiaProvider:
                             "users (API_SYSTEM=2) or use an admin user's key")
         if code == E_DISABLED:
             return DnsError(f"{where}: the panel's API is disabled {tag}")
-        return DnsError(f"{where}: Hestia error {code} {name}{detail}" if code != UNKNOWN
-                        else f"{where}: HestiaCP error{detail}",
+        if code == UNKNOWN:
+            return DnsError(f"{where}: HestiaCP error{detail}")
+        return DnsError(f"{where}: Hestia error {code} {name}{detail}",
                         transient=code in TRANSIENT_CODES)
 
-    def _write(self, zone: str, what: str, cmd: str, args: list[str]) -> int:
-        """Run a changing command. A failed DNS restart after the change was written is
-        remembered (raised by the caller once every change is made), not raised here."""
+    def _write(self, zone: str, what: str, cmd: str, args: list[str]) -> None:
+        """Run v-add-dns-record / v-change-dns-record. A failed DNS restart after the change
+        was written is remembered (raised once every change is made), not raised here."""
         where, code, text = self._post(zone, what, cmd, args)
         if code == E_RESTART or (code == E_INVALID and text.splitlines()[-1:] == ["Error: 20"]):
             # E_RESTART, or v-add-dns-record's swapped check_result: exit 2, "Error: 20".
             self._restart_failure = DnsError(
                 f"{where}: written, but the panel's DNS restart failed (E_RESTART): served "
                 "after the next successful restart", transient=True)
-            return 0
-        if code in (E_NOTEXIST, E_EXISTS) and cmd in ("v-delete-dns-record",
-                                                      "v-change-dns-record"):
-            return code
-        if code:
+        elif code and not (code == E_EXISTS and cmd == "v-change-dns-record"):  # no change
             raise self._fail(where, code, text, cmd)
-        return 0
 
     def _raise_restart_failure(self) -> None:
         failure, self._restart_failure = self._restart_failure, None
@@ -242,7 +238,7 @@ class HestiaProvider:
         )
         if code == E_INVALID and "should remain active" in text:
             raise self._critical(zone, name, rtype)
-        if code in (E_RESTART,):
+        if code == E_RESTART:  # deleted, then the restart failed
             self._restart_failure = DnsError(
                 f"{where}: deleted, but the panel's DNS restart failed (E_RESTART)",
                 transient=True)

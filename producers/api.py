@@ -77,7 +77,7 @@ class OrderClient:
         """Publish ``body`` as-is, without validation (operators replaying messages)."""
         if self._publisher is None:
             declare(self.amqp_url, self.topology)
-            self._publisher = Publisher(self.amqp_url, self.topology)
+            self._publisher = Publisher(self.amqp_url, self.topology, app_id="pvekvm-producer")
         self._publisher.publish_order(body, routing_key, message_id=message_id)
 
     def _emit(self, cls: type[Event], service_id: int, idempotency_key: str | None,

@@ -23,7 +23,7 @@ from typing import Any
 
 from peewee import IntegrityError, InterfaceError, OperationalError
 
-from pvekvm import oplog
+from pvekvm import metrics, oplog
 from pvekvm.config import Settings
 from pvekvm.models import Operation, Service, database
 from pvekvm.proxmox import Proxmox, ProxmoxError, client
@@ -270,6 +270,7 @@ class Engine:
         database.execute_sql(_INSERT_STEP_RUN, (
             op.id, op.service_id, vmid, t.label, op.state, to_state or t.next_state, result, ms,
             message[:4000], self.worker[:64], datetime.now()))
+        metrics.observe_step(t.pool, t.label, result, ms / 1000)
         return oplog.step_line(op.service_id, machine.number(op.state), t.label, result,
                                op.state, t.next_state, message, ms / 1000)
 

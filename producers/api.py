@@ -89,11 +89,13 @@ class OrderClient:
     # ------------------------------------------------------------------ one method per type
     def create(self, *, service_id: int, client_id: int, product: str, email: str,
                hostname: str | None = None, template: str | None = None, ipv6: bool = False,
-               idempotency_key: str | None = None, occurred_at: str | None = None,
-               ) -> CreateEvent:
+               language: str | None = None, idempotency_key: str | None = None,
+               occurred_at: str | None = None) -> CreateEvent:
+        """``language``: the client's (``de``, ``pt-BR``, ``german``); mails fall back to
+        English when no template exists for it."""
         return self._emit(CreateEvent, service_id, idempotency_key, occurred_at,
                           client_id=client_id, product=product, email=email, hostname=hostname,
-                          template=template, ipv6=ipv6)
+                          template=template, ipv6=ipv6, language=language)
 
     def change_package(self, *, service_id: int, product: str,
                        idempotency_key: str | None = None, occurred_at: str | None = None,

@@ -102,6 +102,7 @@ class Service(BaseModel):
     username = CharField(max_length=32, null=True)
     password_enc = BlobField(null=True)
     want_ipv6 = BooleanField(default=False)
+    language = CharField(max_length=35, null=True)
     created_at = DateTimeField(null=True)
     updated_at = DateTimeField(null=True)
 

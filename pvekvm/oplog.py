@@ -3,6 +3,7 @@ from many VMs interleave readably; and one service's history rebuilt from step_r
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from pvekvm.models import Operation, Service, StepRun
@@ -30,16 +31,26 @@ def step_line(service_id: int, number: int, label: str, result: str, from_state:
                                               message, seconds)
 
 
+def title(machine: Machine | None, op: Operation) -> str:
+    """The block title; an operation with an ``action`` (power) names it: ``Power (stop)``."""
+    name = machine.title if machine else op.kind
+    try:
+        action = json.loads(op.params or "{}").get("action")
+    except (ValueError, AttributeError):
+        action = None
+    return f"{name} ({action})" if isinstance(action, str) and action else name
+
+
 def header(machine: Machine, op: Operation, vmid: int | None, status: str) -> str:
-    return f"--- {machine.title}: service={op.service_id} vm={vmid or '-'} status={status} ---"
+    return f"--- {title(machine, op)}: service={op.service_id} vm={vmid or '-'} status={status} ---"
 
 
 def complete_line(machine: Machine, op: Operation, status: str) -> str:
-    return f"--- {machine.title} complete: service={op.service_id} status={status} ---"
+    return f"--- {title(machine, op)} complete: service={op.service_id} status={status} ---"
 
 
 def paused_line(machine: Machine, op: Operation) -> str:
-    return f"--- {machine.title} paused: waiting at ({op.state}) ---"
+    return f"--- {title(machine, op)} paused: waiting at ({op.state}) ---"
 
 
 def history(service_id: int) -> str:
@@ -54,19 +65,19 @@ def history(service_id: int) -> str:
         machine = MACHINES.get(op.kind)
         runs = list(StepRun.select().where(StepRun.operation_id == op.id).order_by(StepRun.id))
         first = runs[0].from_state if runs else op.state
-        title = machine.title if machine else op.kind
+        name = title(machine, op)
         vmid = next((r.vmid for r in reversed(runs) if r.vmid), svc.vmid)
-        lines = [f"--- {title}: service={service_id} vm={vmid or '-'} status={first} ---"]
+        lines = [f"--- {name}: service={service_id} vm={vmid or '-'} status={first} ---"]
         for r in runs:
             number = machine.number(r.from_state) if machine and machine.at(r.from_state) else 0
             lines.append(format_step(number, r.label, r.result, r.from_state, r.to_state,
                                      r.message or "", r.duration_ms / 1000))
         if op.status == "done":
-            lines.append(f"--- {title} complete: service={service_id} status="
+            lines.append(f"--- {name} complete: service={service_id} status="
                          f"{(machine.done_status if machine else None) or 'done'} ---")
         elif op.status == "paused":
-            lines.append(f"--- {title} paused: waiting at ({op.state}) — {op.error} ---")
+            lines.append(f"--- {name} paused: waiting at ({op.state}) — {op.error} ---")
         else:
-            lines.append(f"--- {title} {op.status}: at ({op.state}) ---")
+            lines.append(f"--- {name} {op.status}: at ({op.state}) ---")
         blocks.append("\n".join(lines))
     return "\n".join(blocks) if blocks else f"service {service_id}: no operations"

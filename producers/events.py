@@ -142,7 +142,7 @@ def text(max_len: int) -> Check:
 def language_tag(name: str, value: Any) -> str:
     """A client language: a BCP 47-style tag or an English language name, normalised
     (``pt_br`` → ``pt-BR``, ``german`` → ``de``); see :mod:`pvekvm.languages`."""
-    _string(name, value, languages.MAX_LENGTH + 1)
+    _string(name, value, languages.MAX_LENGTH)
     try:
         return languages.normalize(value)
     except ValueError as exc:

@@ -3,8 +3,9 @@
 ``text`` (default): ``2026-04-10 03:50:16 pvekvm.steps sid:5546 [+]  3. Resize system disk …`` —
 the manual's step lines, prefixed with time and logger. ``json``: one JSON object per line for
 log shippers (Loki, Elasticsearch, …) with ``ts`` (UTC, ISO 8601), ``level``, ``logger``,
-``thread``, ``message``, ``service_id`` when the line is about one service (``sid:N`` prefix) and
-``exc`` with the traceback, if any. Either way pika's chatter is cut to warnings.
+``thread``, ``message``, ``service_id`` when the line is about one service (a ``sid:N`` prefix
+or a ``--- … service=N`` block line) and ``exc`` with the traceback, if any. Either way
+pika's chatter is cut to warnings.
 
 Neither format adds anything a step did not already write: secrets never reach a log line
 because messages carry ids only and step messages never include passwords or tokens (a test
@@ -22,7 +23,7 @@ from typing import TextIO
 
 TEXT_FORMAT = "%(asctime)s %(name)s %(message)s"
 TEXT_DATEFMT = "%Y-%m-%d %H:%M:%S"
-_SID = re.compile(r"^\s*sid:(\d+)\b")
+_SID = re.compile(r"^\s*sid:(\d+)\b|^---.*\bservice=(\d+)\b")
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,7 +40,7 @@ class JsonFormatter(logging.Formatter):
         }
         sid = _SID.match(message)
         if sid:
-            out["service_id"] = int(sid.group(1))
+            out["service_id"] = int(next(g for g in sid.groups() if g))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)

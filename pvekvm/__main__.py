@@ -35,7 +35,8 @@ def resume(settings, service_id: int) -> str:
             Operation.id == op.id).execute()
         op = Operation.get_by_id(op.id)
     n = nudge_for(op)
-    pub = messaging.Publisher(settings.amqp_url, messaging.Topology(settings.namespace))
+    pub = messaging.Publisher(settings.amqp_url, messaging.Topology(settings.namespace),
+                              app_id="pvekvm-cli")
     try:
         pub.publish_step(n.pool, n.payload(), n.nudge_id)
     finally:

@@ -100,6 +100,8 @@ def observe_handling(pool: str, seconds: float, _proxmox_seconds: float = 0.0) -
 # --------------------------------------------------------------------------- database gauges
 
 _NAMESPACE_COLLECTORS: dict[str, Collector] = {}
+DATABASE_GAUGES = ("pvekvm_operations", "pvekvm_dead_letters", "pvekvm_clone_slots_in_use",
+                   "pvekvm_oldest_running_idle_seconds")
 
 
 class DatabaseCollector(Collector):

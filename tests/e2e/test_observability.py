@@ -14,11 +14,12 @@ from datetime import datetime, timedelta
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from producers.api import OrderClient
 from pvekvm import messaging, metrics
-from pvekvm.config import MetricsSettings
+from pvekvm.config import ROOT, MetricsSettings
 from pvekvm.models import DeadLetter, Operation, StepRun
 from steps.machines import MACHINES
 from tests.e2e.harness import InProcessWorkers, all_ready, describe_ops, wait_until
@@ -164,3 +165,12 @@ def test_queued_messages_say_what_they_are_and_the_scheduler_reports_the_databas
 ])
 def test_proxmox_endpoint_kinds_carry_no_ids(path, kind):
     assert metrics.endpoint_kind(path) == kind
+
+
+def test_the_example_dashboard_queries_only_metrics_pvekvm_exposes():
+    dashboard = json.loads((ROOT / "config" / "grafana-dashboard.json").read_text())
+    queried = {re.sub(r"_(bucket|count|sum|total)$", "", name)
+               for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"pvekvm_\w+", target["expr"])}
+    exposed = {family.name for family in REGISTRY.collect()} | set(metrics.DATABASE_GAUGES)
+    assert queried and queried <= exposed, queried - exposed

@@ -99,14 +99,15 @@ def observe_handling(pool: str, seconds: float, _proxmox_seconds: float = 0.0) -
 
 # --------------------------------------------------------------------------- database gauges
 
-_NAMESPACE_COLLECTORS: dict[str, Collector] = {}
+_registered: dict[str, Collector] = {}
 DATABASE_GAUGES = ("pvekvm_operations", "pvekvm_dead_letters", "pvekvm_clone_slots_in_use",
                    "pvekvm_oldest_running_idle_seconds")
 
 
 class DatabaseCollector(Collector):
-    """Reads the operations' and dead letters' picture from the database at scrape time (its
-    own connection: peewee connections are per thread)."""
+    """Reads the operations' and dead letters' picture from the database at scrape time, on the
+    HTTP server's thread with a connection of its own (peewee connections are per thread),
+    closed after each scrape."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from pvekvm.models import DeadLetter, Operation, database
@@ -150,15 +151,14 @@ class DatabaseCollector(Collector):
             return
         finally:
             database.close()
-        yield from (ops, dead, clones, idle)
+        yield from (ops, dead, clones, idle)  # the names of DATABASE_GAUGES
 
 
 def register_database_gauges() -> None:
     """Add the database gauges to this process's registry (once)."""
-    if "db" not in _NAMESPACE_COLLECTORS:
-        collector = DatabaseCollector()
-        REGISTRY.register(collector)
-        _NAMESPACE_COLLECTORS["db"] = collector
+    if "db" not in _registered:
+        _registered["db"] = DatabaseCollector()
+        REGISTRY.register(_registered["db"])
 
 
 class MetricsServer:

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections import defaultdict
@@ -22,7 +26,13 @@ from pvekvm import messaging, metrics
 from pvekvm.config import ROOT, MetricsSettings
 from pvekvm.models import DeadLetter, Operation, StepRun
 from steps.machines import MACHINES
-from tests.e2e.harness import InProcessWorkers, all_ready, describe_ops, wait_until
+from tests.e2e.harness import (
+    InProcessWorkers,
+    all_ready,
+    describe_ops,
+    wait_until,
+    write_config,
+)
 from workers import scheduler
 
 SID = 6161
@@ -174,3 +184,39 @@ def test_the_example_dashboard_queries_only_metrics_pvekvm_exposes():
                for name in re.findall(r"pvekvm_\w+", target["expr"])}
     exposed = {family.name for family in REGISTRY.collect()} | set(metrics.DATABASE_GAUGES)
     assert queried and queried <= exposed, queried - exposed
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_scheduler_process_serves_metrics_and_json_logs_from_its_settings(settings, tmp_path):
+    port = _free_port()
+    config = write_config(settings, tmp_path / "pvekvm.toml")
+    config.write_text(config.read_text() + f'[observability]\nscheduler_port = {port}\n'
+                      'addr = "127.0.0.1"\nlog_format = "json"\n')
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "AMQP_URL", "PVEKVM_NAMESPACE")}
+    log_path = tmp_path / "scheduler.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "workers.scheduler", "--config",
+                                 str(config)], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        def scraped() -> Samples | None:
+            try:
+                return scrape(port)
+            except OSError:
+                return None
+        seen = wait_until(scraped, 30, "the scheduler's /metrics", db=False)
+        assert seen[("pvekvm_dead_letters", frozenset())] == 0
+        wait_until(lambda: "[reconcile] Done (" in log_path.read_text(), 30,
+                   "a reconcile summary", db=False)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line]
+    assert any(re.fullmatch(r"\[reconcile\] Done \(\d+\.\ds\) — processed: 0, errors: 0",
+                            r["message"]) for r in records)

@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS services (
   want_ipv6     TINYINT(1)   NOT NULL DEFAULT 0,
   suspended     TINYINT(1)   NOT NULL DEFAULT 0,      -- billing suspended it: nothing may start the VM
   boot_before_iso VARCHAR(255) NULL,                  -- boot order before an ISO mount ('' = none)
+  language      VARCHAR(35)  NULL,                    -- client's language tag (de, pt-BR); NULL = English
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
   UNIQUE KEY uq_services_vmid (vmid),
@@ -284,3 +285,7 @@ CREATE TABLE IF NOT EXISTS audit_log (
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   KEY ix_audit_log_service (service_id, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- Upgrades: columns added after their table was first created, so an existing database gains
+-- them when the schema is applied again (idempotent; MariaDB's ADD COLUMN IF NOT EXISTS).
+ALTER TABLE services ADD COLUMN IF NOT EXISTS language VARCHAR(35) NULL AFTER want_ipv6;

@@ -1,12 +1,14 @@
 """Settings: one TOML file (``PVEKVM_CONFIG``, default ``config/pvekvm.toml``) plus environment
 overrides for what differs per machine (``DATABASE_URL``, ``AMQP_URL``, ``PVEKVM_NAMESPACE``,
-``PVE_CONNECTION_FILE``, ``SMTP_HOST``, ``SMTP_PORT``)."""
+``PVE_CONNECTION_FILE``, ``SMTP_HOST``, ``SMTP_PORT``, ``PVEKVM_METRICS_PORT``,
+``PVEKVM_LOG_FORMAT``)."""
 
 from __future__ import annotations
 
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,18 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Where ``/metrics`` listens: ``port`` for worker processes, ``scheduler_port`` for the
+    scheduler (None = no endpoint, 0 = any free port). ``log_format``: ``text`` (the step lines
+    as they are) or ``json`` (one JSON object per line, for log shippers)."""
+
+    port: int | None = None
+    scheduler_port: int | None = None
+    addr: str = "0.0.0.0"
+    log_format: str = "text"
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     amqp_url: str
@@ -90,6 +104,7 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     secret_key_file: str = "var/secret.key"
     templates_dir: str = str(ROOT / "config" / "mail")
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -127,4 +142,18 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         secret_key_file=env.get("PVEKVM_SECRET_KEY_FILE")
         or raw.get("secrets", {}).get("key_file", "var/secret.key"),
         templates_dir=raw.get("mail", {}).get("templates_dir", str(ROOT / "config" / "mail")),
+        metrics=_metrics(raw.get("observability", {}), env),
     )
+
+
+def _metrics(raw: dict[str, Any], env: Mapping[str, str]) -> MetricsSettings:
+    values = dict(raw)
+    if env.get("PVEKVM_METRICS_PORT"):
+        values["port"] = int(env["PVEKVM_METRICS_PORT"])
+    if env.get("PVEKVM_LOG_FORMAT"):
+        values["log_format"] = env["PVEKVM_LOG_FORMAT"]
+    settings = MetricsSettings(**values)
+    if settings.log_format not in ("text", "json"):
+        raise RuntimeError(f"observability.log_format must be 'text' or 'json', "
+                           f"not {settings.log_format!r}")
+    return settings

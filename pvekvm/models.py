@@ -105,6 +105,7 @@ class Service(BaseModel):
     want_ipv6 = BooleanField(default=False)
     suspended = BooleanField(default=False)
     boot_before_iso = CharField(max_length=255, null=True)
+    language = CharField(max_length=35, null=True)
     created_at = DateTimeField(null=True)
     updated_at = DateTimeField(null=True)
 

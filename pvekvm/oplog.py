@@ -3,6 +3,7 @@ from many VMs interleave readably (formatting only; workers/admin.py rebuilds a 
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from pvekvm.models import Operation
@@ -30,13 +31,23 @@ def step_line(service_id: int, number: int, label: str, result: str, from_state:
                                               message, seconds)
 
 
+def title(machine: Machine | None, op: Operation) -> str:
+    """The block title; an operation with an ``action`` (power) names it: ``Power (stop)``."""
+    name = machine.title if machine else op.kind
+    try:
+        action = json.loads(op.params or "{}").get("action")
+    except (ValueError, AttributeError):
+        action = None
+    return f"{name} ({action})" if isinstance(action, str) and action else name
+
+
 def complete_line(machine: Machine, op: Operation, status: str) -> str:
-    return f"--- {machine.title} complete: service={op.service_id} status={status} ---"
+    return f"--- {title(machine, op)} complete: service={op.service_id} status={status} ---"
 
 
 def paused_line(machine: Machine, op: Operation) -> str:
-    return f"--- {machine.title} paused: waiting at ({op.state}) ---"
+    return f"--- {title(machine, op)} paused: waiting at ({op.state}) ---"
 
 
 def refused_line(machine: Machine, op: Operation, reason: str) -> str:
-    return f"--- {machine.title} refused: service={op.service_id} — {reason} ---"
+    return f"--- {title(machine, op)} refused: service={op.service_id} — {reason} ---"

@@ -16,6 +16,7 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from pvekvm import metrics
 from pvekvm.config import ProxmoxSettings
 
 # 5xx answers that retrying cannot fix.
@@ -109,7 +110,7 @@ class Proxmox:
     @retry(retry=retry_if_exception(_safe_to_repeat), stop=stop_after_attempt(3),
            wait=wait_exponential(multiplier=0.05, max=0.5), reraise=True)
     def _call(self, method: str, path: str, params: dict[str, Any]) -> Any:
-        start = time.perf_counter()
+        start, error = time.perf_counter(), None
         try:
             return getattr(self._api(path.strip("/")), method)(**params)
         except Exception as exc:  # noqa: BLE001 - sorted into transient/permanent
@@ -117,8 +118,9 @@ class Proxmox:
             error.method = method
             raise error from exc
         finally:
-            t = self._timing
-            t.seconds = getattr(t, "seconds", 0.0) + time.perf_counter() - start
+            t, spent = self._timing, time.perf_counter() - start
+            t.seconds = getattr(t, "seconds", 0.0) + spent
+            metrics.observe_proxmox(method, path, spent, error)
 
     def get(self, path: str, **params: Any) -> Any:
         return self._call("get", path, params)

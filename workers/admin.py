@@ -88,7 +88,7 @@ def history(service_id: int) -> str:
         machine = MACHINES.get(op.kind)
         runs = list(StepRun.select().where(StepRun.operation_id == op.id).order_by(StepRun.id))
         first = runs[0].from_state if runs else op.state
-        title = machine.title if machine else op.kind
+        title = oplog.title(machine, op)
         vmid = next((r.vmid for r in reversed(runs) if r.vmid), svc.vmid)
         lines = [f"--- {title}: service={service_id} vm={vmid or '-'} status={first} ---"]
         for r in runs:

@@ -20,7 +20,7 @@ import pika
 from peewee import InterfaceError, OperationalError
 from pika.exceptions import AMQPError
 
-from pvekvm import messaging
+from pvekvm import messaging, metrics
 from pvekvm.config import Settings
 from pvekvm.models import DeadLetter, database
 from workers import operations, outbox
@@ -65,7 +65,8 @@ class WorkerThread(threading.Thread):
         self.stop_event = stop
         self.topo = messaging.Topology(settings.namespace)
         self.engine = Engine(settings, worker=f"{socket.gethostname()}/{self.name}",
-                             observer=observer.step_handled if observer else None)
+                             observer=_observers(metrics.observe_handling,
+                                                 observer.step_handled if observer else None))
         self.observer = observer
         self.handled = 0
 
@@ -85,7 +86,8 @@ class WorkerThread(threading.Thread):
         conn = messaging.connect(self.settings.amqp_url)
         try:
             ch = conn.channel()
-            publisher = messaging.Publisher(self.settings.amqp_url, self.topo, channel=ch)
+            publisher = messaging.Publisher(self.settings.amqp_url, self.topo, channel=ch,
+                                            app_id="pvekvm-worker")
             for pool in self.pools:
                 # billing's events one at a time: a message given back cannot be overtaken
                 ch.basic_qos(prefetch_count=1 if pool == INTAKE else PREFETCH_PER_THREAD)
@@ -114,6 +116,9 @@ class WorkerThread(threading.Thread):
             if self.stop_event.is_set():  # finishing up: leave it for another worker
                 ch.basic_nack(method.delivery_tag, requeue=True)
                 return
+            lag = messaging.message_lag_s(props)
+            if lag is not None:
+                metrics.LAG_SECONDS.labels(pool).observe(lag)
             backoff = 0.5
             deadline = time.monotonic() + DB_OUTAGE_PATIENCE_S
             while True:
@@ -139,6 +144,7 @@ class WorkerThread(threading.Thread):
                     return self._give_back(ch, method, pool)
             ch.basic_ack(method.delivery_tag)
             self.handled += 1
+            metrics.MESSAGES.labels(pool, _result(outcome)).inc()
 
         return on_message
 
@@ -146,6 +152,7 @@ class WorkerThread(threading.Thread):
         """An unexpected failure: the message goes back (its delivery limit parks a poison
         message in the dead queue)."""
         log.exception("%s: handling a message from %s failed; it goes back", self.name, pool)
+        metrics.MESSAGES.labels(pool, "requeued").inc()
         ch.basic_nack(method.delivery_tag, requeue=True)
         ch.connection.sleep(0.2)  # a hot loop on a broken message helps no one
 
@@ -167,20 +174,42 @@ def park(publisher: messaging.Publisher, source: str, body: bytes, reason: str) 
         DeadLetter.create(source=source, reason=reason, body=body, created_at=datetime.now())
         told = [outbox.refused(body, reason)] if source == INTAKE else []
     publisher.publish_dead(body, reason, source)
+    metrics.DEAD_LETTERED.labels(source).inc()
     outbox.publish(told, publisher)
 
 
+def _result(outcome: Outcome) -> str:
+    if outcome.dead_reason:
+        return "refused"
+    return "ok" if outcome.log or outcome.publish else "noop"
+
+
+def _observers(*fns: Callable[[str, float, float], None] | None
+               ) -> Callable[[str, float, float], None]:
+    chosen = [f for f in fns if f is not None]
+
+    def observe(pool: str, seconds: float, proxmox_seconds: float) -> None:
+        for f in chosen:
+            f(pool, seconds, proxmox_seconds)
+
+    return observe
+
+
 class WorkerProcess:
-    """``concurrency`` worker threads over ``pools``; SIGTERM finishes the messages in hand."""
+    """``concurrency`` worker threads over ``pools``; SIGTERM finishes the messages in hand.
+    ``/metrics`` listens on ``metrics_port`` (default: ``settings.metrics.port``; None = off)."""
 
     def __init__(self, settings: Settings, pools: list[str], concurrency: int,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, metrics_port: int | None = None) -> None:
         self.stop = threading.Event()
+        port = metrics_port if metrics_port is not None else settings.metrics.port
+        self.metrics = metrics.MetricsServer(port, settings.metrics.addr)
         messaging.declare(settings.amqp_url, messaging.Topology(settings.namespace))
         self.threads = [WorkerThread(settings, pools, self.stop, i, observer)
                         for i in range(concurrency)]
 
     def start(self) -> None:
+        self.metrics.start()
         for t in self.threads:
             t.start()
 
@@ -189,3 +218,4 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        self.metrics.stop()

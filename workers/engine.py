@@ -27,7 +27,7 @@ from datetime import datetime
 
 from peewee import InterfaceError, OperationalError
 
-from pvekvm import oplog
+from pvekvm import metrics, oplog
 from pvekvm.config import EngineSettings, Settings
 from pvekvm.models import Operation, Service, database
 from pvekvm.proxmox import Proxmox, ProxmoxError, client
@@ -290,6 +290,7 @@ class Engine:
         database.execute_sql(_INSERT_STEP_RUN, (
             op.id, op.service_id, vmid, t.label, op.state, to_state or t.then, result, ms,
             message[:4000], self.worker[:64], datetime.now()))
+        metrics.observe_step(t.pool, t.label, result, ms / 1000)
         return oplog.step_line(op.service_id, a.machine.number(op.state), t.label, result,
                                op.state, t.then, message, ms / 1000)
 

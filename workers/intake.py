@@ -196,7 +196,7 @@ def _create_service(event: CreateEvent) -> None:
         old.delete_instance()
     Service.create(id=event.service_id, client_id=event.client_id, product_id=product.id,
                    template_id=template.id, email=event.email, hostname=hostname,
-                   status="pending", want_ipv6=bool(event.ipv6))
+                   status="pending", want_ipv6=bool(event.ipv6), language=event.language)
 
 
 def _params(event: Event, service: Service) -> dict[str, Any]:

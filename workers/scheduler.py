@@ -7,6 +7,12 @@
   them owed when a provider was down).
 - snapshots_and_backups (every minute): delete snapshots past their package lifetime; start
   today's scheduled backups once their random time of day has passed.
+
+Each run prints the manual's summary line, ``[reconcile] Done (0.1s) — processed: 2, errors: 0``
+(processed: operations nudged or started, DNS records brought in step; errors: items that
+failed, or 1 when the job itself crashed), and counts into ``pvekvm_scheduler_job_*``. The
+scheduler serves ``/metrics`` on ``observability.scheduler_port`` with the database gauges
+(operations by kind and status, dead letters, clone slots in use, oldest idle operation).
 """
 
 from __future__ import annotations
@@ -15,13 +21,16 @@ import argparse
 import logging
 import signal
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 from peewee import fn
 
 from producers.events import WEEKDAYS
-from pvekvm import dns, dnssync, messaging
+from pvekvm import dns, dnssync, logs, messaging, metrics
 from pvekvm.config import Settings, load_settings
 from pvekvm.db import apply_schema, bind
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
@@ -32,6 +41,30 @@ from workers.operations import OpStatus
 from workers.outcome import Outcome
 
 log = logging.getLogger("pvekvm.scheduler")
+
+
+@dataclass
+class JobRun:
+    """What one run of a job did: the numbers of its summary line."""
+
+    processed: int = 0
+    errors: int = 0
+
+
+def run_job(name: str, body: Callable[[JobRun], None]) -> JobRun:
+    """Run ``body``, then print ``[name] Done (X.Xs) — processed: N, errors: M``. A crash is
+    logged with its traceback and counted as one error; the scheduler keeps going."""
+    run, started = JobRun(), time.perf_counter()
+    try:
+        body(run)
+    except Exception:  # noqa: BLE001 - one failed run must not stop the scheduler
+        log.exception("[%s] failed", name)
+        run.errors += 1
+    log.info("[%s] Done (%.1fs) — processed: %d, errors: %d", name,
+             time.perf_counter() - started, run.processed, run.errors)
+    metrics.JOB_RUNS.labels(name, "error" if run.errors else "ok").inc()
+    metrics.JOB_ITEMS.labels(name).inc(run.processed)
+    return run
 
 
 def reconcile_once(settings: Settings, publisher: messaging.Publisher,
@@ -92,7 +125,9 @@ def _start_orphaned_queues(publisher: messaging.Publisher, window: int) -> int:
     return started
 
 
-def dns_retry_once(settings: Settings) -> int:
+def dns_retry_once(settings: Settings, run: JobRun | None = None) -> int:
+    """Services whose DNS is owed are retried; returns how many are now in step (failures are
+    counted into ``run.errors``)."""
     fixed = 0
     for sid in dnssync.owed_services():
         svc = Service.get_or_none(Service.id == sid)
@@ -107,6 +142,8 @@ def dns_retry_once(settings: Settings) -> int:
             log.info("sid:%s DNS now in step", sid)
         except (dns.DnsError, ValueError) as exc:
             log.warning("sid:%s DNS still failing: %s", sid, exc)
+            if run is not None:
+                run.errors += 1
     return fixed
 
 
@@ -163,26 +200,38 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
     sched = scheduler_class()
     topo = messaging.Topology(settings.namespace)
 
-    def reconcile() -> None:
+    def publisher() -> messaging.Publisher:  # short-lived: no idle socket between runs
+        return messaging.Publisher(settings.amqp_url, topo, app_id="pvekvm-scheduler")
+
+    def reconcile_body(run: JobRun) -> None:
         database.connect(reuse_if_open=True)
-        publisher = messaging.Publisher(settings.amqp_url, topo)  # short-lived: no idle socket
+        pub = publisher()
         try:
-            reconcile_once(settings, publisher)
+            run.processed += reconcile_once(settings, pub)
         finally:
-            publisher.close()
+            pub.close()
+
+    def dns_retry_body(run: JobRun) -> None:
+        database.connect(reuse_if_open=True)
+        run.processed += dns_retry_once(settings, run)
+
+    def periodic_body(run: JobRun) -> None:
+        database.connect(reuse_if_open=True)
+        pub = publisher()
+        try:
+            run.processed += expire_snapshots_once(pub)
+            run.processed += run_backup_schedules_once(pub)
+        finally:
+            pub.close()
+
+    def reconcile() -> None:
+        run_job("reconcile", reconcile_body)
 
     def dns_retry() -> None:
-        database.connect(reuse_if_open=True)
-        dns_retry_once(settings)
+        run_job("dns_retry", dns_retry_body)
 
     def periodic() -> None:
-        database.connect(reuse_if_open=True)
-        publisher = messaging.Publisher(settings.amqp_url, topo)
-        try:
-            expire_snapshots_once(publisher)
-            run_backup_schedules_once(publisher)
-        finally:
-            publisher.close()
+        run_job("snapshots_and_backups", periodic_body)
 
     sched.add_job(periodic, "interval", seconds=60, id="snapshots_and_backups",
                   max_instances=1, coalesce=True)
@@ -198,12 +247,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m workers.scheduler", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config")
+    ap.add_argument("--log-format", choices=("text", "json"))
+    ap.add_argument("--metrics-port", type=int,
+                    help="port of /metrics (default: observability.scheduler_port; 0 = any)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("pika").setLevel(logging.WARNING)
     settings = load_settings(args.config)
+    logs.setup("INFO", args.log_format or settings.metrics.log_format)
     apply_schema(bind(settings.database_url))
+    metrics.register_database_gauges()
+    port = args.metrics_port if args.metrics_port is not None else \
+        settings.metrics.scheduler_port
+    metrics.MetricsServer(port, settings.metrics.addr).start()
     messaging.declare(settings.amqp_url, messaging.Topology(settings.namespace))
     sched = build(settings)
     signal.signal(signal.SIGTERM, lambda *_: sched.shutdown(wait=False))

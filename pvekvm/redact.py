@@ -62,3 +62,14 @@ def redact_body(body: bytes) -> bytes:
         return body
     return json.dumps(scrubbed, ensure_ascii=False, separators=(",", ":")).encode(
         "utf-8", "backslashreplace")
+
+
+MAX_REASON = 2000
+
+
+def safe_reason(reason: str) -> str:
+    """A refusal reason fit for a TEXT column and an AMQP header: valid UTF-8, no control
+    characters, at most ``MAX_REASON`` characters."""
+    text = reason.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 3] + "..."

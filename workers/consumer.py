@@ -22,6 +22,7 @@ from pika.exceptions import AMQPError
 from pvekvm import messaging
 from pvekvm.config import Settings
 from pvekvm.models import DeadLetter, database
+from pvekvm.redact import redact_body, safe_reason
 from workers.engine import Engine, mark_published
 from workers.intake import handle_order
 from workers.outcome import Outcome
@@ -128,10 +129,11 @@ class WorkerThread(threading.Thread):
         for line in outcome.log:
             oplog.info("%s", line)
         if outcome.dead_reason:
-            log.error("refused message from %s: %s", pool, outcome.dead_reason)
-            DeadLetter.create(source=pool, reason=outcome.dead_reason, body=body,
-                              created_at=datetime.now())
-            publisher.publish_dead(body, outcome.dead_reason, pool)
+            reason = safe_reason(outcome.dead_reason)
+            log.error("refused message from %s: %s", pool, reason)
+            parked = redact_body(body)  # no secret is kept in clear, in the table or the queue
+            DeadLetter.create(source=pool, reason=reason, body=parked, created_at=datetime.now())
+            publisher.publish_dead(parked, reason, pool)
         for nudge in outcome.publish:
             publisher.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id, nudge.delay_s)
         if outcome.mark_published:

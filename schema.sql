@@ -80,7 +80,11 @@ CREATE TABLE IF NOT EXISTS services (
   want_ipv6     TINYINT(1)   NOT NULL DEFAULT 0,
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+  -- the host name while the service lives: unique (case-insensitive collation), so two live
+  -- services never hold one name, even when two orders race. Generated: not in the models.
+  live_hostname VARCHAR(253) GENERATED ALWAYS AS (IF(status = 'terminated', NULL, hostname)) STORED,
   UNIQUE KEY uq_services_vmid (vmid),
+  UNIQUE KEY uq_services_live_hostname (live_hostname),
   KEY ix_services_client (client_id),
   CONSTRAINT fk_services_product FOREIGN KEY (product_id) REFERENCES products (id),
   CONSTRAINT fk_services_template FOREIGN KEY (template_id) REFERENCES templates (id)
@@ -104,6 +108,8 @@ CREATE TABLE IF NOT EXISTS operations (
   service_id      INT UNSIGNED NOT NULL,
   kind            VARCHAR(32)  NOT NULL,              -- deploy|change_package|reinstall|restore|...
   idempotency_key VARCHAR(128) NOT NULL,
+  request_hash    CHAR(64)     NULL,                  -- what the event asked (events.request_hash):
+                                                      -- the same key for another order is refused
   params          TEXT         NOT NULL,              -- JSON: the event's arguments (no secrets)
   state           VARCHAR(48)  NOT NULL,              -- last state reached (vm_state-like)
   status          VARCHAR(16)  NOT NULL DEFAULT 'running', -- running|paused|done|failed|cancelled

@@ -104,6 +104,7 @@ class Service(BaseModel):
     want_ipv6 = BooleanField(default=False)
     created_at = DateTimeField(null=True)
     updated_at = DateTimeField(null=True)
+    # live_hostname: a generated column (unique while live) the database alone maintains.
 
     class Meta:
         table_name = "services"
@@ -125,6 +126,7 @@ class Operation(BaseModel):
     service_id = IntegerField(index=True)
     kind = CharField(max_length=32)
     idempotency_key = CharField(max_length=128, unique=True)
+    request_hash = CharField(max_length=64, null=True)
     params = TextField()
     state = CharField(max_length=48)
     status = CharField(max_length=16, default="running")

@@ -12,9 +12,12 @@ INT_TYPES = {"int", "bigint", "smallint", "tinyint", "mediumint"}
 
 
 def _db_columns(database, table: str) -> dict[str, tuple[str, bool]]:
+    """Stored columns; generated ones (computed by the database, e.g. an index helper) are not
+    mapped by the models."""
     rows = database.execute_sql(
         "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
-        "WHERE table_schema = DATABASE() AND table_name = %s", (table,)).fetchall()
+        "WHERE table_schema = DATABASE() AND table_name = %s "
+        "AND extra NOT LIKE '%%GENERATED%%'", (table,)).fetchall()
     return {name: (dtype, nullable == "YES") for name, dtype, nullable in rows}
 
 

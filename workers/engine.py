@@ -30,7 +30,7 @@ from pvekvm.proxmox import Proxmox, ProxmoxError, client
 from steps.context import StepContext
 from steps.machine import Done, Machine, Retry, StepFailed, StepResult, Wait
 from steps.machines import MACHINES
-from workers.outcome import Nudge, Outcome
+from workers.outcome import Nudge, Outcome, read_step_message
 
 log = logging.getLogger("pvekvm.engine")
 LOCK_BUSY = (1205, 3572)  # lock wait timeout / NOWAIT refused
@@ -79,9 +79,8 @@ class Engine:
     def _handle(self, pool: str, body: bytes) -> Outcome:
         self._service = None
         try:
-            msg = json.loads(body)
-            op_id, nudge = int(msg["op"]), str(msg["nudge"])
-        except (ValueError, KeyError, TypeError) as exc:
+            op_id, nudge, state = read_step_message(body)
+        except ValueError as exc:
             return Outcome(dead_reason=f"malformed step message: {exc}")
         try:
             with database.atomic():
@@ -90,7 +89,7 @@ class Engine:
             return Outcome()
         except OperationalError as exc:
             if exc.args and exc.args[0] in LOCK_BUSY:
-                busy = Nudge(pool, op_id, nudge, str(msg.get("state", "")), delay_s=0.25)
+                busy = Nudge(pool, op_id, nudge, state, delay_s=0.25)
                 return Outcome(publish=[busy])
             raise
 

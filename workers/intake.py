@@ -16,6 +16,7 @@ from producers.events import (
     Event,
     InvalidEvent,
     parse_event,
+    request_hash,
 )
 from pvekvm.models import Backup, BackupSchedule, Operation, Product, Service, Template, database
 from pvekvm.validation import is_valid_hostname
@@ -48,8 +49,14 @@ def handle_order(body: bytes) -> Outcome:
         event = parse_event(body)
         if event.service_id > MAX_SERVICE_ID:
             raise InvalidEvent(f"field 'service_id': {event.service_id} is out of range")
-        with database.atomic():
-            return _start(event)
+        try:
+            with database.atomic():
+                return _start(event)
+        except IntegrityError:
+            # Lost a race to another worker (the same event, or an order for the same host
+            # name, committed meanwhile): decide again on what is committed now.
+            with database.atomic():
+                return _start(event)
     except (InvalidEvent, Refused) as exc:
         return Outcome(dead_reason=str(exc))
 
@@ -57,6 +64,7 @@ def handle_order(body: bytes) -> Outcome:
 def _start(event: Event) -> Outcome:
     existing = Operation.get_or_none(Operation.idempotency_key == event.idempotency_key)
     if existing is not None:  # the same event again: nothing new; make sure it is moving
+        _check_same_order(existing, event)
         again = nudge_for(existing) if not existing.nudge_published else None
         return Outcome(publish=[again] if again else [],
                        mark_published=(existing.id, existing.nudge_id) if again else None,
@@ -77,17 +85,32 @@ def _start(event: Event) -> Outcome:
         if service.status in GONE:
             raise Refused(f"service {event.service_id} is {service.status}")
         params = _params(event, service)
-    return start_operation(event.service_id, kind, event.idempotency_key, params)
+    return start_operation(event.service_id, kind, event.idempotency_key, params,
+                           request_hash=request_hash(event))
 
 
-def start_operation(service_id: int, kind: str, key: str, params: dict[str, Any]) -> Outcome:
+def _check_same_order(op: Operation, event: Event) -> None:
+    """A key names one order: the same key with another service, type or fields is a
+    conflict, refused with a reason (copies of the one event stay quiet duplicates)."""
+    same = op.service_id == event.service_id and (
+        op.request_hash == request_hash(event) if op.request_hash
+        else op.kind == KIND_OF.get(event.type))
+    if not same:
+        raise Refused(f"idempotency key conflict: {event.idempotency_key!r} was already used "
+                      f"by operation {op.id} ({op.kind}, service {op.service_id}) for a "
+                      "different order")
+
+
+def start_operation(service_id: int, kind: str, key: str, params: dict[str, Any],
+                    request_hash: str | None = None) -> Outcome:
     """Record an operation (running, or queued behind the service's running one) and say which
     nudge starts it. Also used by the scheduler (snapshot expiry, scheduled backups)."""
     machine = MACHINES[kind]
     busy = Operation.get_or_none(Operation.active_service == service_id)
     nudge = new_nudge_id()
     fields = dict(service_id=service_id, kind=kind, idempotency_key=key,
-                  params=json.dumps(params), state=machine.first_state)
+                  request_hash=request_hash, params=json.dumps(params),
+                  state=machine.first_state)
     try:
         with database.atomic():
             op = Operation.create(**fields, status="queued" if busy else "running",
@@ -121,16 +144,27 @@ def _create_service(event: CreateEvent) -> None:
     hostname = event.hostname or f"{product.hostname_prefix}-{event.client_id}-{event.service_id}"
     if not event.hostname and product.dns_zone:
         hostname = f"{hostname}.{product.dns_zone}"
+    hostname = hostname.lower()
     if not is_valid_hostname(hostname):
         raise Refused(f"generated hostname {hostname!r} is not RFC 1123")
     old = Service.get_or_none(Service.id == event.service_id)
     if old is not None and old.status != "terminated":
         raise Refused(f"service {event.service_id} already exists (status {old.status})")
+    _check_hostname_free(hostname, event.service_id)
     if old is not None:
         old.delete_instance()
     Service.create(id=event.service_id, client_id=event.client_id, product_id=product.id,
                    template_id=template.id, email=event.email, hostname=hostname,
                    status="pending", want_ipv6=bool(event.ipv6))
+
+
+def _check_hostname_free(hostname: str, service_id: int) -> None:
+    """One DNS name, one live service: another's name is refused (compared case-insensitively
+    by the column's collation; services.live_hostname's unique key settles a race)."""
+    holder = Service.get_or_none((Service.hostname == hostname) & (Service.id != service_id)
+                                 & (Service.status != "terminated"))
+    if holder is not None:
+        raise Refused(f"hostname {hostname!r} is held by live service {holder.id}")
 
 
 def _params(event: Event, service: Service) -> dict[str, Any]:

@@ -209,10 +209,13 @@ CREATE TABLE IF NOT EXISTS dns_records (
   type          VARCHAR(8)   NOT NULL,
   content       VARCHAR(255) NOT NULL,
   synced        TINYINT(1)   NOT NULL DEFAULT 0,      -- 0 = the retry job still owes it
+  held_by       INT UNSIGNED NULL,                    -- another service owns this name: not
+                                                      -- published; retried until it is free
   error         TEXT         NULL,
   updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
   UNIQUE KEY uq_dns_records (service_id, name, type, content),
-  KEY ix_dns_records_pending (synced)
+  KEY ix_dns_records_pending (synced),
+  KEY ix_dns_records_name (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE TABLE IF NOT EXISTS emails (

@@ -227,6 +227,7 @@ class DnsRecordRow(BaseModel):
     type = CharField(max_length=8)
     content = CharField(max_length=255)
     synced = BooleanField(default=False)
+    held_by = IntegerField(null=True)
     error = TextField(null=True)
     updated_at = DateTimeField(null=True)
 

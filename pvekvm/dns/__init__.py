@@ -16,7 +16,7 @@ ZoneConfig.settings per provider (all take ttl, default 3600, and timeout, defau
               hestia_user (owner of the DNS domain; defaults to user), verify_tls (default true)
 """
 
-from .core import apply_records, build_provider, remove_records
+from .core import apply_records, build_provider, remove_records, remove_rrsets
 from .model import DnsError, DnsProvider, DnsRecord, ZoneConfig
 from .plan import plan_records
 
@@ -29,4 +29,5 @@ __all__ = [
     "build_provider",
     "plan_records",
     "remove_records",
+    "remove_rrsets",
 ]

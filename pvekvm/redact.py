@@ -64,7 +64,7 @@ def redact_body(body: bytes) -> bytes:
         "utf-8", "backslashreplace")
 
 
-MAX_REASON = 2000
+MAX_REASON = 1000  # publish_dead keeps this much of a reason in its header
 
 
 def safe_reason(reason: str) -> str:

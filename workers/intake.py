@@ -52,9 +52,13 @@ def handle_order(body: bytes) -> Outcome:
         try:
             with database.atomic():
                 return _start(event)
-        except IntegrityError:
-            # Lost a race to another worker (the same event, or an order for the same host
-            # name, committed meanwhile): decide again on what is committed now.
+        except (IntegrityError, Refused) as exc:
+            # Lost a race to another worker: a copy of this event (or an order for the same
+            # host name) committed between our reads — each statement sees what is committed
+            # now. Decide again on that: a copy is then a quiet duplicate, not a refusal.
+            if isinstance(exc, Refused) and not Operation.select().where(
+                    Operation.idempotency_key == event.idempotency_key).exists():
+                raise
             with database.atomic():
                 return _start(event)
     except (InvalidEvent, Refused) as exc:

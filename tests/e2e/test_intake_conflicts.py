@@ -10,12 +10,14 @@ without keys) covers the producers (helper 8b's part)."""
 from __future__ import annotations
 
 import json
+import threading
 
 from producers.api import OrderClient
 from producers.events import CreateEvent, SuspendEvent
 from pvekvm import messaging
 from pvekvm.models import DeadLetter, Operation, Service
 from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
+from workers import intake
 
 GAVE_BACK = "it goes back"
 
@@ -67,6 +69,31 @@ def test_ten_copies_of_one_event_are_one_operation_and_no_refusal(settings, capl
     assert Operation.select().where(Operation.service_id == 721).count() == 1
     assert DeadLetter.select().count() == 0
     assert not [r for r in caplog.records if GAVE_BACK in r.getMessage()]
+
+
+def test_a_copy_committed_between_intakes_reads_is_a_duplicate_not_a_refusal(settings,
+                                                                            monkeypatch):
+    """The race behind a refused copy: worker A finds no operation for the key, worker B
+    commits the whole event, then A finds B's service. A must end as a quiet duplicate."""
+    body = CreateEvent(service_id=722, client_id=5, product="vps-small",
+                       email="c@example.com").to_json()
+    real_create = intake._create_service
+    worker_a = threading.current_thread()
+    other: list = []
+
+    def create_after_the_copy_committed(event):
+        if threading.current_thread() is worker_a and not other:
+            b = threading.Thread(target=lambda: other.append(intake.handle_order(body)))
+            b.start()  # worker B runs the whole event while A is between its reads
+            b.join(30)
+        return real_create(event)
+
+    monkeypatch.setattr(intake, "_create_service", create_after_the_copy_committed)
+    first = intake.handle_order(body)
+    [second] = other
+    assert second.dead_reason is None and second.publish  # B accepted the order
+    assert first.dead_reason is None and "duplicate event" in first.log[0]  # A: quietly
+    assert Operation.select().where(Operation.service_id == 722).count() == 1
 
 
 def test_a_key_reused_for_another_service_or_order_is_a_conflict(settings):

@@ -1,5 +1,6 @@
 """Shared fixtures: a real MariaDB database with schema.sql applied, a private RabbitMQ
-namespace per test, and pvesim."""
+namespace per test, and pvesim. With ``PVEKVM_CONTAINERS=1`` RabbitMQ, MariaDB and PowerDNS are
+testcontainers (tests/services.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,42 @@ from pvekvm import db as dbmod
 from pvekvm import messaging
 from tests import services
 
+# Containers mode: PowerDNS's ports must be in the environment before test modules read them.
+PDNS_PORTS = services.reserve_pdns_ports()
+
+PDNS_FIXTURES = {"pdns", "pdns_zones"}  # the fixtures of the tests that talk to PowerDNS
+
+
+def _engine_or_skip() -> None:
+    if services.containers_mode():
+        reason = services.engine_unavailable_reason()
+        if reason:
+            pytest.skip(f"containers mode: {reason}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def powerdns_container(request) -> Iterator[None]:
+    """Containers mode: PowerDNS as a testcontainer, when a collected test uses it."""
+    wanted = any(PDNS_FIXTURES & set(getattr(item, "fixturenames", ()))
+                 for item in request.session.items)
+    if PDNS_PORTS is None or not wanted:
+        yield
+        return
+    _engine_or_skip()
+    with services.powerdns_container(PDNS_PORTS):
+        yield
+
 
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
+    _engine_or_skip()
     with services.amqp_url() as url:
         yield url
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
+    _engine_or_skip()
     with services.database_url() as url:
         yield url
 

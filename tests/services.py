@@ -197,3 +197,67 @@ def engine_unavailable_reason() -> str | None:
         return None
     except Exception as exc:
         return f"no Docker engine answers ({exc}); scripts/containers engine starts one"
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_port(port: int, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not _port_open(port):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not listening on port {port} after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def _test_container(service: str):
+    import docker
+
+    labels = [f"pvekvm.test={test_name()}", f"pvekvm.service={service}"]
+    found = docker.from_env().containers.list(all=True, filters={"label": labels})
+    assert len(found) == 1, f"expected one {service} test container, found {len(found)}"
+    return found[0]
+
+
+def restart_broker(amqp: str) -> None:
+    """Stop and start RabbitMQ mid-test: the test's container in containers mode, else the
+    machine's broker application (``rabbitmqctl stop_app`` / ``start_app``)."""
+    import subprocess
+    from urllib.parse import urlparse
+
+    if containers_mode():  # the same commands, inside the container (its node, its env)
+        container = _test_container("rabbitmq")
+        for command in (["rabbitmqctl", "-q", "stop_app"], ["rabbitmqctl", "-q", "start_app"]):
+            code, out = container.exec_run(command)
+            assert code == 0, f"{command} in the container: {out.decode(errors='replace')}"
+    else:
+        subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=60)
+        subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=60)
+    _wait_port(urlparse(amqp).port or 5672, "RabbitMQ")
+
+
+def restart_database(database: str) -> None:
+    """Shut MariaDB down mid-test and start it again: the test's container in containers mode,
+    else the machine's server (mysqladmin shutdown, then start-stop-daemon)."""
+    import subprocess
+    from urllib.parse import urlparse
+
+    port = urlparse(database).port or 3306
+    if containers_mode():
+        container = _test_container("mariadb")
+        container.stop(timeout=60)
+        container.start()
+    else:
+        subprocess.run(["mysqladmin", "-uroot", "-h127.0.0.1", f"-P{port}", "shutdown"],
+                       check=True, timeout=60)
+        deadline = time.monotonic() + 60
+        while subprocess.run(["pgrep", "-x", "mariadbd"], capture_output=True).returncode == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the old MariaDB server did not exit")
+            time.sleep(0.2)
+        subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background", "--exec",
+                        "/usr/sbin/mariadbd"], check=True, timeout=60)
+    _wait_port(port, "MariaDB")

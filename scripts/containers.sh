@@ -104,7 +104,7 @@ build_image() {  # build_image TAG HASH CONTEXT [docker build args...]
   mkdir -p "$CONTAINERS_VAR"
   log="$CONTAINERS_VAR/build-${tag//[\/:]/_}.log"
   echo ">> building $tag"
-  if ! docker build --network host --label "pvekvm.inputs=$hash" -t "$tag" "$@" "$context" \
+  if ! docker build --force-rm --network host --label "pvekvm.inputs=$hash" -t "$tag" "$@" "$context" \
       >"$log" 2>&1 </dev/null; then
     echo "!! building $tag failed; last lines of $log:" >&2
     tail -n 30 "$log" >&2

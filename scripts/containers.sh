@@ -120,10 +120,11 @@ ensure_base_image() {
   command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap || return 1
   echo ">> building $BASE_IMAGE (debootstrap --variant=minbase)"
   local tmp=$BASE_IMAGE-building
+  mkdir -p "$CONTAINERS_VAR"
   bash images/base/build.sh "$tmp" || return 1
   # docker import takes no labels: one empty build step adds the inputs hash.
   printf 'FROM %s\n' "$tmp" | docker build --label "pvekvm.inputs=$hash" -t "$BASE_IMAGE" - \
-    >/dev/null || return 1
+    >"$CONTAINERS_VAR/build-base-label.log" 2>&1 || { cat "$CONTAINERS_VAR/build-base-label.log" >&2; return 1; }
   docker rmi "$tmp" >/dev/null 2>&1 || true
   echo "   built $BASE_IMAGE in $((SECONDS - start)) s"
 }

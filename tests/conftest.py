@@ -4,6 +4,7 @@ testcontainers (tests/services.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 
@@ -26,17 +27,23 @@ def _engine_or_skip() -> None:
             pytest.skip(f"containers mode: {reason}")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def powerdns_container(request) -> Iterator[None]:
-    """Containers mode: PowerDNS as a testcontainer, when a collected test uses it."""
-    wanted = any(PDNS_FIXTURES & set(getattr(item, "fixturenames", ()))
-                 for item in request.session.items)
-    if PDNS_PORTS is None or not wanted:
-        yield
+_pdns_container = contextlib.ExitStack()
+_pdns_started: set[str] = set()  # {"started"} once the PowerDNS container is up
+
+
+def pytest_runtest_setup(item) -> None:
+    """Containers mode: PowerDNS as a testcontainer, started before the first test that uses
+    it (a test without it never waits for it); without an engine those tests are skipped."""
+    if PDNS_PORTS is None or not PDNS_FIXTURES & set(getattr(item, "fixturenames", ())):
         return
     _engine_or_skip()
-    with services.powerdns_container(PDNS_PORTS):
-        yield
+    if not _pdns_started:
+        _pdns_container.enter_context(services.powerdns_container(PDNS_PORTS))
+        _pdns_started.add("started")
+
+
+def pytest_sessionfinish(session) -> None:
+    _pdns_container.close()
 
 
 @pytest.fixture(scope="session")

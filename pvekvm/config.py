@@ -69,6 +69,18 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """The service API (``python -m pvekvm api``). ``tokens``: (name, ``sha256:<hex>``) pairs, the
+    SHA-256 of each billing token (the token itself is stored nowhere); a billing token may read
+    and order for any service. ``client_token_key``: HMAC key from which per-service client
+    tokens are derived (empty: no client tokens); changing it revokes every client token."""
+
+    tokens: tuple[tuple[str, str], ...] = ()
+    client_token_key: str = ""
+    proxmox_timeout_s: float = 3.0  # live status/graphs/console: answer fast when PVE is down
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     amqp_url: str
@@ -78,6 +90,7 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     secret_key_file: str = "var/secret.key"
     templates_dir: str = str(ROOT / "config" / "mail")
+    api: ApiSettings = field(default_factory=ApiSettings)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -115,4 +128,15 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         secret_key_file=env.get("PVEKVM_SECRET_KEY_FILE")
         or raw.get("secrets", {}).get("key_file", "var/secret.key"),
         templates_dir=raw.get("mail", {}).get("templates_dir", str(ROOT / "config" / "mail")),
+        api=_api_settings(raw.get("api", {})),
     )
+
+
+def _api_settings(raw: dict[str, Any]) -> ApiSettings:
+    """``[api]`` with ``[api.tokens]`` name = "sha256:<hex>"; ``PVEKVM_API_CLIENT_TOKEN_KEY``
+    overrides the client token key."""
+    raw = dict(raw)
+    tokens = tuple(sorted((str(k), str(v)) for k, v in raw.pop("tokens", {}).items()))
+    key = os.environ.get("PVEKVM_API_CLIENT_TOKEN_KEY") or raw.pop("client_token_key", "")
+    raw.pop("client_token_key", None)
+    return ApiSettings(tokens=tokens, client_token_key=key, **raw)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import replace
 
@@ -11,11 +14,12 @@ import pytest
 import requests
 
 from pvekvm import secrets
-from pvekvm.config import ProxmoxSettings
+from pvekvm.api.auth import hash_token
+from pvekvm.config import ROOT, ProxmoxSettings
 from pvekvm.models import AuditLog, IpAddress, Operation, Service
-from tests.api.conftest import BILLING_TOKEN, SID_A, SID_B, ApiEnv
+from tests.api.conftest import BILLING_TOKEN, CLIENT_KEY, SID_A, SID_B, ApiEnv
 from tests.api.server import ApiServer
-from tests.e2e.harness import describe_ops, wait_until
+from tests.e2e.harness import describe_ops, wait_until, write_config
 
 TOKEN = BILLING_TOKEN
 
@@ -201,3 +205,37 @@ def test_openapi_document_is_served(api_env: ApiEnv):
             "/v1/services/{service_id}/graphs", "/v1/services/{service_id}/console",
             "/v1/events", "/v1/isos"} <= paths
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_the_api_command_serves_with_several_worker_processes(api_env: ApiEnv, tmp_path):
+    """``python -m pvekvm api --workers 2``: stateless processes built from one config file."""
+    config = write_config(api_env.settings, tmp_path / "pvekvm.toml")
+    with config.open("a") as fh:
+        fh.write(f'[api]\nclient_token_key = "{CLIENT_KEY}"\n'
+                 f'[api.tokens]\nwhmcs = "{hash_token(BILLING_TOKEN)}"\n')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AMQP_URL")}
+    proc = subprocess.Popen([sys.executable, "-m", "pvekvm", "--config", str(config), "api",
+                             "--port", str(port), "--workers", "2", "--log-level", "warning"],
+                            cwd=ROOT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            try:
+                return requests.get(url + "/openapi.json", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+        wait_until(up, 30, "api command answering", db=False)
+        headers = {"Authorization": f"Bearer {BILLING_TOKEN}"}
+        bodies = [requests.get(f"{url}/v1/services/{SID_A}", headers=headers, timeout=10)
+                  for _ in range(4)]
+        assert {r.json()["status"] for r in bodies} == {"ready"}
+        assert requests.get(f"{url}/v1/services/{SID_A}", timeout=10).status_code == 401
+        own = requests.get(f"{url}/v1/services/{SID_A}", timeout=10, headers={
+            "Authorization": f"Bearer {api_env.client_token(SID_A)}"})
+        assert own.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(20)

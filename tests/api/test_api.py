@@ -208,7 +208,8 @@ def test_openapi_document_is_served(api_env: ApiEnv):
 
 
 def test_the_api_command_serves_with_several_worker_processes(api_env: ApiEnv, tmp_path):
-    """``python -m pvekvm api --workers 2``: stateless processes built from one config file."""
+    """``python -m pvekvm api --workers 2``: stateless processes built from one config file;
+    with the access log on, a console ticket still never reaches the log."""
     config = write_config(api_env.settings, tmp_path / "pvekvm.toml")
     with config.open("a") as fh:
         fh.write(f'[api]\nclient_token_key = "{CLIENT_KEY}"\n'
@@ -217,9 +218,11 @@ def test_the_api_command_serves_with_several_worker_processes(api_env: ApiEnv, t
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AMQP_URL")}
-    proc = subprocess.Popen([sys.executable, "-m", "pvekvm", "--config", str(config), "api",
-                             "--port", str(port), "--workers", "2", "--log-level", "warning"],
-                            cwd=ROOT, env=env)
+    log = tmp_path / "api.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pvekvm", "--config", str(config), "api",
+                                 "--port", str(port), "--workers", "2", "--log-level", "info"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         def up() -> bool:
@@ -236,6 +239,11 @@ def test_the_api_command_serves_with_several_worker_processes(api_env: ApiEnv, t
         own = requests.get(f"{url}/v1/services/{SID_A}", timeout=10, headers={
             "Authorization": f"Bearer {api_env.client_token(SID_A)}"})
         assert own.status_code == 200
+        ticket = requests.post(f"{url}/v1/services/{SID_A}/console", headers=headers,
+                               timeout=10).json()["ticket"]
     finally:
         proc.terminate()
         proc.wait(20)
+    text = log.read_text()
+    assert f"POST /v1/services/{SID_A}/console" in text and ticket not in text
+    assert ticket.split("::", 1)[1] not in text

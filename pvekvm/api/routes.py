@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Sec
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from producers.events import InvalidEvent, parse_event
+from producers.events import MAX_EVENT_BYTES, InvalidEvent, parse_event
 from pvekvm import messaging
 from pvekvm import secrets as secretbox
 from pvekvm.api import pve, schemas
@@ -82,7 +82,7 @@ def audit(svc: Service, event: str, who: Principal, request: Request, **extra: A
     """Who read what; never the secret itself."""
     detail = {"by": who.name, "from": request.client.host if request.client else None, **extra}
     AuditLog.create(service_id=svc.id, event=event, detail=json.dumps(detail, sort_keys=True),
-                    created_at=datetime.now(UTC).replace(tzinfo=None))
+                    created_at=datetime.now())
 
 
 # --------------------------------------------------------------------------- views
@@ -329,8 +329,13 @@ async def post_event(request: Request, who: Who, settings: Cfg) -> schemas.Event
     confirms; 202 once the broker confirmed. Billing tokens only."""
     if who.service_id is not None:
         raise HTTPException(403, "only a billing token may post events")
+    body = bytearray()
+    async for chunk in request.stream():  # never hold more than one event's worth
+        body += chunk
+        if len(body) > MAX_EVENT_BYTES:
+            raise HTTPException(422, f"event too large: over {MAX_EVENT_BYTES} bytes")
     try:
-        event = parse_event(await request.body())
+        event = parse_event(bytes(body))
     except InvalidEvent as exc:
         raise HTTPException(422, exc.reason) from None
     if event.occurred_at is None:

@@ -13,6 +13,7 @@ from dataclasses import replace
 import pytest
 import requests
 
+from producers.events import MAX_EVENT_BYTES
 from pvekvm import secrets
 from pvekvm.api.auth import hash_token
 from pvekvm.config import ROOT, ProxmoxSettings
@@ -127,6 +128,8 @@ def test_events_posted_over_http_run_and_show_in_the_lists(api_env: ApiEnv):
                                               "name": "1bad"})
     assert bad.status_code == 422 and "name" in bad.json()["detail"]
     assert api.post("/v1/events", TOKEN, data=b"{not json").status_code == 422
+    huge = api.post("/v1/events", TOKEN, data=b" " * (MAX_EVENT_BYTES + 1))
+    assert huge.status_code == 422 and "too large" in huge.json()["detail"]
 
     r = api.post("/v1/events", TOKEN, json={"version": 1, "type": "snapshot_create",
                                             "idempotency_key": "whmcs-call-1",

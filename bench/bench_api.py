@@ -104,10 +104,26 @@ def api_process(config: Path, workers: int, workdir: Path):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"API did not start; see {workdir}/api-{workers}.log")
             time.sleep(0.1)
-        yield url
+        yield url, proc.pid
     finally:
         stop_process(proc, 20)
         log.close()
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its child processes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
 
 
 def load(url: str, token: str, clients: int, seconds: float) -> tuple[int, int, list[float]]:
@@ -156,15 +172,18 @@ def main() -> int:
             print(f"load before: {os.getloadavg()[0]:.2f} (1-min), clients={args.clients}, "
                   f"{args.seconds:.0f} s per figure")
             print(f"{'processes':>9} {'endpoint':<28} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} "
-                  f"{'errors':>6}")
+                  f"{'API CPU ms/req':>14} {'errors':>6}")
             for workers in args.workers:
-                with api_process(config, workers, workdir) as url:
+                with api_process(config, workers, workdir) as (url, pid):
                     load(f"{url}/v1/services/{SID}", token, args.clients, 1.0)  # warm up
                     for label, path in (("status (DB + PVE live)", f"/v1/services/{SID}"),
                                         ("snapshots (DB only)", f"/v1/services/{SID}/snapshots")):
+                        cpu0 = tree_cpu_s(pid)
                         ok, bad, lat = load(url + path, token, args.clients, args.seconds)
+                        cpu_ms = (tree_cpu_s(pid) - cpu0) * 1000 / max(ok, 1)
                         print(f"{workers:>9} {label:<28} {ok / args.seconds:>7.0f} "
-                              f"{pct(lat, 50):>7.1f} {pct(lat, 95):>7.1f} {bad:>6}", flush=True)
+                              f"{pct(lat, 50):>7.1f} {pct(lat, 95):>7.1f} {cpu_ms:>14.1f} "
+                              f"{bad:>6}", flush=True)
             print(f"load after: {os.getloadavg()[0]:.2f} (1-min)")
     return 0
 

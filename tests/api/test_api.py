@@ -250,3 +250,30 @@ def test_the_api_command_serves_with_several_worker_processes(api_env: ApiEnv, t
     text = log.read_text()
     assert f"POST /v1/services/{SID_A}/console" in text and ticket not in text
     assert ticket.split("::", 1)[1] not in text
+
+
+def test_a_running_operation_shows_with_its_last_step_line(api_env: ApiEnv):
+    """While a reset-password runs (tasks slowed down), the status names the operation and the
+    last step line written; when it is done, the service shows no operation again."""
+    api = api_env.api
+    api_env.sim.set_task_time_scale(0.3)
+    try:
+        r = api.post("/v1/events", TOKEN, json={"version": 1, "type": "reset_password",
+                                                "idempotency_key": "whmcs-call-rp",
+                                                "service_id": SID_A})
+        assert r.status_code == 202
+
+        def in_progress() -> dict | None:
+            op = api.get(f"/v1/services/{SID_A}", TOKEN).json()["operation"]
+            return op if op and op["last_step"] else None
+        op = wait_until(in_progress, 30, "a step line of the running operation", db=False)
+        assert op["kind"] == "reset_password" and op["status"] == "running"
+        assert op["last_step"].startswith("[+] ") and "success (" in op["last_step"]
+        assert api.get(f"/v1/services/{SID_A}", TOKEN).json()["status"] == "resetting"
+    finally:
+        api_env.sim.set_task_time_scale(0)
+    _wait_op("reset_password", "whmcs-call-rp")
+    body = api.get(f"/v1/services/{SID_A}", TOKEN).json()
+    assert body["operation"] is None and body["status"] == "ready"
+    history = api.get(f"/v1/services/{SID_A}/operations/{op['id']}", TOKEN).json()
+    assert op["last_step"] in [s["line"] for s in history["steps"]]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from peewee import InterfaceError, OperationalError
 
 from pvekvm.config import Settings, load_settings
 from pvekvm.db import bind
@@ -22,6 +24,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description=(pvekvm.api.__doc__ or "").strip())
     app.state.settings = settings
     app.include_router(routes.router)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        """The database is restarting or unreachable: say so (the next request reconnects)."""
+        return JSONResponse({"detail": "database_unavailable"}, status_code=503)
+
     return app
 
 

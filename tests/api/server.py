@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import requests
 import uvicorn
 
 from pvekvm.api.app import create_app
-from pvekvm.config import Settings
+from pvekvm.config import ROOT, Settings
 
 
 class ApiServer:
@@ -49,3 +55,33 @@ class ApiServer:
 
 def _auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+@contextlib.contextmanager
+def api_command(config: Path, workers: int, log: Path) -> Iterator[str]:
+    """``python -m pvekvm --config CONFIG api --workers N`` on a free port; yields its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AMQP_URL")}
+    url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pvekvm", "--config", str(config), "api",
+                                 "--port", str(port), "--workers", str(workers),
+                                 "--log-level", "info"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if requests.get(url + "/openapi.json", timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"api command did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.1)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(20)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from dataclasses import replace
 
@@ -16,10 +13,10 @@ import requests
 from producers.events import MAX_EVENT_BYTES
 from pvekvm import secrets
 from pvekvm.api.auth import hash_token
-from pvekvm.config import ROOT, ProxmoxSettings
+from pvekvm.config import ProxmoxSettings
 from pvekvm.models import AuditLog, IpAddress, Operation, Service
 from tests.api.conftest import BILLING_TOKEN, CLIENT_KEY, SID_A, SID_B, ApiEnv
-from tests.api.server import ApiServer
+from tests.api.server import ApiServer, api_command
 from tests.e2e.harness import describe_ops, wait_until, write_config
 
 TOKEN = BILLING_TOKEN
@@ -210,30 +207,19 @@ def test_openapi_document_is_served(api_env: ApiEnv):
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
-def test_the_api_command_serves_with_several_worker_processes(api_env: ApiEnv, tmp_path):
-    """``python -m pvekvm api --workers 2``: stateless processes built from one config file;
-    with the access log on, a console ticket still never reaches the log."""
-    config = write_config(api_env.settings, tmp_path / "pvekvm.toml")
+def _api_config(api_env: ApiEnv, path, **overrides: str):
+    config = write_config(replace(api_env.settings, **overrides), path)
     with config.open("a") as fh:
         fh.write(f'[api]\nclient_token_key = "{CLIENT_KEY}"\n'
                  f'[api.tokens]\nwhmcs = "{hash_token(BILLING_TOKEN)}"\n')
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AMQP_URL")}
+    return config
+
+
+def test_the_api_command_serves_with_several_worker_processes(api_env: ApiEnv, tmp_path):
+    """``python -m pvekvm api --workers 2``: stateless processes built from one config file;
+    with the access log on, a console ticket still never reaches the log."""
     log = tmp_path / "api.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pvekvm", "--config", str(config), "api",
-                                 "--port", str(port), "--workers", "2", "--log-level", "info"],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        def up() -> bool:
-            try:
-                return requests.get(url + "/openapi.json", timeout=2).status_code == 200
-            except requests.ConnectionError:
-                return False
-        wait_until(up, 30, "api command answering", db=False)
+    with api_command(_api_config(api_env, tmp_path / "pvekvm.toml"), 2, log) as url:
         headers = {"Authorization": f"Bearer {BILLING_TOKEN}"}
         bodies = [requests.get(f"{url}/v1/services/{SID_A}", headers=headers, timeout=10)
                   for _ in range(4)]
@@ -244,12 +230,20 @@ def test_the_api_command_serves_with_several_worker_processes(api_env: ApiEnv, t
         assert own.status_code == 200
         ticket = requests.post(f"{url}/v1/services/{SID_A}/console", headers=headers,
                                timeout=10).json()["ticket"]
-    finally:
-        proc.terminate()
-        proc.wait(20)
     text = log.read_text()
     assert f"POST /v1/services/{SID_A}/console" in text and ticket not in text
     assert ticket.split("::", 1)[1] not in text
+
+
+def test_database_down_answers_503_not_a_crash(api_env: ApiEnv, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"mysql://root@127.0.0.1:{s.getsockname()[1]}/nothing"
+    config = _api_config(api_env, tmp_path / "pvekvm.toml", database_url=dead)
+    with api_command(config, 1, tmp_path / "api.log") as url:
+        r = requests.get(f"{url}/v1/services/{SID_A}", timeout=30,
+                         headers={"Authorization": f"Bearer {BILLING_TOKEN}"})
+    assert r.status_code == 503 and r.json() == {"detail": "database_unavailable"}
 
 
 def test_a_running_operation_shows_with_its_last_step_line(api_env: ApiEnv):

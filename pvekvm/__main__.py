@@ -9,6 +9,7 @@
   status                   operations by kind and status, services by status, queue depths
   pools                    IP pools: addresses free / held
   isos STORAGE [--node N]  ISO images on a storage, grouped as the client area shows them
+  api [--host H] [--port P] [--workers N]   the HTTP service API (see pvekvm.api)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("isos")
     p.add_argument("storage")
     p.add_argument("--node", default=None)
+    add_api_command(sub)
     args = ap.parse_args(argv)
     settings = load_settings(args.config)
     db = bind(settings.database_url)
@@ -68,11 +70,30 @@ def main(argv: list[str] | None = None) -> int:
         print(pool_usage())
     elif args.cmd == "status":
         print(engine_status(settings))
+    elif args.cmd == "api":
+        args.run(args)
     elif args.cmd == "isos":
         if settings.proxmox is None:
             ap.error("no Proxmox configured (PVE_CONNECTION_FILE or [proxmox])")
         print(list_isos(settings, args.storage, args.node))
     return 0
+
+
+def add_api_command(sub) -> None:
+    """``api``: serve the HTTP service API with uvicorn (stateless; run several behind a
+    balancer or give ``--workers N``)."""
+    p = sub.add_parser("api")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--log-level", default="info")
+
+    def run(args) -> None:
+        from pvekvm.api.app import serve
+
+        serve(args.host, args.port, args.workers, args.config, args.log_level)
+
+    p.set_defaults(run=run)
 
 
 def engine_status(settings) -> str:

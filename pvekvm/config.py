@@ -95,6 +95,18 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """The service API (``python -m pvekvm api``). ``tokens``: (name, ``sha256:<hex>``) pairs, the
+    SHA-256 of each billing token (the token itself is stored nowhere); a billing token may read
+    and order for any service. ``client_token_key``: HMAC key from which per-service client
+    tokens are derived (empty: no client tokens); changing it revokes every client token."""
+
+    tokens: tuple[tuple[str, str], ...] = ()
+    client_token_key: str = ""
+    proxmox_timeout_s: float = 3.0  # live status/graphs/console: answer fast when PVE is down
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     amqp_url: str
@@ -105,6 +117,7 @@ class Settings:
     secret_key_file: str = "var/secret.key"
     templates_dir: str = str(ROOT / "config" / "mail")
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -143,6 +156,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         or raw.get("secrets", {}).get("key_file", "var/secret.key"),
         templates_dir=raw.get("mail", {}).get("templates_dir", str(ROOT / "config" / "mail")),
         metrics=_metrics(raw.get("observability", {}), env),
+        api=_api_settings(raw.get("api", {})),
     )
 
 
@@ -157,3 +171,13 @@ def _metrics(raw: dict[str, Any], env: Mapping[str, str]) -> MetricsSettings:
         raise RuntimeError(f"observability.log_format must be 'text' or 'json', "
                            f"not {settings.log_format!r}")
     return settings
+
+
+def _api_settings(raw: dict[str, Any]) -> ApiSettings:
+    """``[api]`` with ``[api.tokens]`` name = "sha256:<hex>"; ``PVEKVM_API_CLIENT_TOKEN_KEY``
+    overrides the client token key."""
+    raw = dict(raw)
+    tokens = tuple(sorted((str(k), str(v)) for k, v in raw.pop("tokens", {}).items()))
+    key = os.environ.get("PVEKVM_API_CLIENT_TOKEN_KEY") or raw.pop("client_token_key", "")
+    raw.pop("client_token_key", None)
+    return ApiSettings(tokens=tokens, client_token_key=key, **raw)

@@ -101,6 +101,12 @@ def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
         return Outcome(publish=[again] if again else [],
                        log=[f"sid:{event.service_id} duplicate event {key}: "
                             f"operation {existing.id} already exists"])
+    held = HeldEvent.get_or_none(HeldEvent.idempotency_key == key)
+    if held is not None:
+        if request_hash(parse_event(bytes(held.body))) != digest:
+            raise Refused(f"idempotency key conflict: {key!r} was already used by a held event "
+                          f"(service {held.service_id}) for a different order")
+        return Outcome(log=[f"sid:{event.service_id} duplicate event {key}: already held"])
     if isinstance(event, BackupScheduleEvent):
         return _save_schedule(event)
     kind = KIND_OF.get(event.type)
@@ -138,14 +144,6 @@ def _hold(event: Event, body: bytes, hold_unknown_s: float) -> Outcome:
     """Keep an event whose service does not exist yet until its create arrives."""
     if hold_unknown_s <= 0:
         raise Refused(f"unknown service {event.service_id}")
-    held = HeldEvent.get_or_none(HeldEvent.idempotency_key == event.idempotency_key)
-    if held is not None:
-        if request_hash(parse_event(bytes(held.body))) != request_hash(event):
-            raise Refused(f"idempotency key conflict: {event.idempotency_key!r} was already "
-                          f"used by a held event (service {held.service_id}) for a different "
-                          f"order")
-        return Outcome(log=[f"sid:{event.service_id} duplicate event {event.idempotency_key}: "
-                            f"already held"])
     now = datetime.now()
     HeldEvent.insert(service_id=event.service_id, idempotency_key=event.idempotency_key,
                      body=body, received_at=now,

@@ -87,8 +87,9 @@ class OrderClient:
     def _emit(self, cls: type[Event], service_id: int, idempotency_key: str | None,
               occurred_at: str | None, **fields: Any) -> Any:
         key = producer_key(cls.type, service_id, idempotency_key)
-        event = cls(service_id=service_id, idempotency_key=key,
-                    occurred_at=occurred_at or utc_now(), **fields)
+        if key is not None:
+            fields["idempotency_key"] = key  # else the event derives one
+        event = cls(service_id=service_id, occurred_at=occurred_at or utc_now(), **fields)
         return self.publish(event)
 
     # ------------------------------------------------------------------ one method per type

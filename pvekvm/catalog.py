@@ -41,7 +41,7 @@ def pool_addresses(network: str, first: str | None, last: str | None) -> list[st
     lo = ipaddress.ip_address(first) if first else net.network_address + 1
     hi = ipaddress.ip_address(last) if last else (
         net.broadcast_address - 1 if net.version == 4 else net.network_address + 255)
-    if lo not in net or hi not in net or hi < lo:
+    if lo not in net or hi not in net or int(hi) < int(lo):
         raise CatalogError(f"pool range {lo}..{hi} is not inside {net}")
     if int(hi) - int(lo) + 1 > MAX_POOL_ADDRESSES:
         raise CatalogError(f"pool range {lo}..{hi} is larger than {MAX_POOL_ADDRESSES}")

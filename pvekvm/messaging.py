@@ -253,7 +253,8 @@ def message_lag_s(props: pika.BasicProperties) -> float | None:
     published = headers.get("x-published-ms")
     if not isinstance(published, int):
         return None
-    delay = headers.get("x-delay-ms") if isinstance(headers.get("x-delay-ms"), int) else 0
+    delay = headers.get("x-delay-ms")
+    delay = delay if isinstance(delay, int) else 0
     return max(0.0, (time.time() * 1000 - published - delay) / 1000)
 
 

@@ -4,6 +4,7 @@ agree). The database handle is a proxy bound once per process by :func:`pvekvm.d
 from __future__ import annotations
 
 from peewee import (
+    AutoField,
     BigAutoField,
     BigIntegerField,
     BlobField,
@@ -28,6 +29,7 @@ class BaseModel(Model):
 
 
 class Template(BaseModel):
+    id = AutoField()
     name = CharField(max_length=64, unique=True)
     vmid = IntegerField()
     node = CharField(max_length=64)
@@ -38,6 +40,7 @@ class Template(BaseModel):
 
 
 class IpPool(BaseModel):
+    id = AutoField()
     name = CharField(max_length=64, unique=True)
     version = SmallIntegerField()
     network = CharField(max_length=64)
@@ -49,6 +52,7 @@ class IpPool(BaseModel):
 
 
 class Product(BaseModel):
+    id = AutoField()
     name = CharField(max_length=64, unique=True)
     cores = SmallIntegerField()
     sockets = SmallIntegerField(default=1)
@@ -126,6 +130,7 @@ class VmidAllocation(BaseModel):
 
 
 class IpAddress(BaseModel):
+    id = AutoField()
     pool_id = IntegerField()
     address = CharField(max_length=45, unique=True)
     version = SmallIntegerField()
@@ -215,6 +220,7 @@ class StepRun(BaseModel):
 
 
 class Snapshot(BaseModel):
+    id = AutoField()
     service_id = IntegerField()
     name = CharField(max_length=40)
     description = CharField(max_length=255, default="")
@@ -226,6 +232,7 @@ class Snapshot(BaseModel):
 
 
 class Backup(BaseModel):
+    id = AutoField()
     service_id = IntegerField()
     volid = CharField(max_length=255, unique=True)
     storage = CharField(max_length=64)
@@ -253,6 +260,7 @@ class BackupSchedule(BaseModel):
 
 
 class DnsProvider(BaseModel):
+    id = AutoField()
     name = CharField(max_length=64, unique=True)
     kind = CharField(max_length=16)
     settings_enc = BlobField()
@@ -262,6 +270,7 @@ class DnsProvider(BaseModel):
 
 
 class DnsZone(BaseModel):
+    id = AutoField()
     name = CharField(max_length=253, unique=True)
     provider_id = IntegerField()
 
@@ -270,6 +279,7 @@ class DnsZone(BaseModel):
 
 
 class DnsRecordRow(BaseModel):
+    id = AutoField()
     service_id = IntegerField()
     zone = CharField(max_length=253)
     name = CharField(max_length=253)

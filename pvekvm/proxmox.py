@@ -77,8 +77,8 @@ class TaskStatus:
     @property
     def ok(self) -> bool:
         """A stopped task succeeded only with ``OK`` or ``WARNINGS: N``."""
-        return not self.running and bool(self.exitstatus) and (
-            self.exitstatus == "OK" or self.exitstatus.startswith("WARNINGS"))
+        status = self.exitstatus or ""
+        return not self.running and (status == "OK" or status.startswith("WARNINGS"))
 
 
 class Proxmox:

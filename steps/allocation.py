@@ -42,6 +42,8 @@ def allocate_ips(ctx: StepContext) -> StepResult:
             if cursor.rowcount != 1:
                 raise StepFailed(f"IPv{version} pool {pool_id} has no free address")
             held = ctx.address(version)
+            if held is None:
+                raise StepFailed(f"IPv{version} address taken but not found")
         got.append(held.address)
     if not got:
         return Done("DHCP package: no address to allocate", skipped=True)

@@ -29,7 +29,7 @@ def create_snapshot(ctx: StepContext) -> StepResult:
         return Retry(f"VM is locked ({cfg['lock']})")
     return Wait(ctx.pve.post(f"{ctx.vm_path}/snapshot", snapname=name,
                              description=ctx.params.get("description") or "pvekvm"),
-                ctx.service.node)
+                ctx.node)
 
 
 def _remember_snapshot(ctx: StepContext, name: str) -> None:
@@ -46,7 +46,7 @@ def delete_snapshot(ctx: StepContext, name: str | None = None) -> StepResult:
         Snapshot.delete().where((Snapshot.service_id == ctx.service.id)
                                 & (Snapshot.name == name)).execute()
         return Done(f"snapshot {name} gone", skipped=not ctx.after_task)
-    return Wait(ctx.pve.delete(f"{ctx.vm_path}/snapshot/{name}"), ctx.service.node)
+    return Wait(ctx.pve.delete(f"{ctx.vm_path}/snapshot/{name}"), ctx.node)
 
 
 def delete_all_snapshots(ctx: StepContext) -> StepResult:
@@ -84,7 +84,7 @@ def rollback_snapshot(ctx: StepContext) -> StepResult:
                     event=_POWER_BEFORE, detail=before, created_at=datetime.now()).execute()
     start = {"start": 1} if before == "running" else {}
     return Wait(ctx.pve.post(f"{ctx.vm_path}/snapshot/{name}/rollback", **start),
-                ctx.service.node)
+                ctx.node)
 
 
 _POWER_BEFORE = "power_before_rollback"
@@ -136,7 +136,7 @@ def create_backup(ctx: StepContext) -> StepResult:
     upid = ctx.pve.post(f"nodes/{ctx.service.node}/vzdump", vmid=ctx.vmid, storage=storage,
                         mode="snapshot", compress="zstd",
                         **{"notes-template": f"{{{{guestname}}}} {tag}"})
-    return Wait(upid, ctx.service.node)
+    return Wait(upid, ctx.node)
 
 
 def _delete_volume(ctx: StepContext, backup: Backup) -> StepResult:
@@ -199,4 +199,4 @@ def restore_backup(ctx: StepContext) -> StepResult:
         return Done(f"restored {backup.volid}")
     upid = ctx.pve.post(f"nodes/{ctx.service.node}/qemu", vmid=ctx.vmid, archive=backup.volid,
                         force=1, storage=ctx.product.target_storage)
-    return Wait(upid, ctx.service.node)
+    return Wait(upid, ctx.node)

@@ -46,7 +46,7 @@ def set_cloudinit(ctx: StepContext, *, new_password: bool = False) -> StepResult
     # PVE stores cipassword as a salted hash, so the config cannot tell whether these settings
     # are in place: a fingerprint in the VM's description does (over the encrypted password,
     # never the password itself).
-    fingerprint = _fingerprint(settings, bytes(ctx.service.password_enc))
+    fingerprint = _fingerprint(settings, bytes(ctx.service.password_enc or b""))
     description = str(ctx.config().get("description", ""))
     if f"ci={fingerprint}" in description.split():
         return Done("no change", skipped=True)

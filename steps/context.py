@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 
 from pvekvm import secrets
 from pvekvm.config import Settings
-from pvekvm.models import IpAddress, IpPool, Operation, Product, Service, Template
+from pvekvm.models import BaseModel, IpAddress, IpPool, Operation, Product, Service, Template
 from pvekvm.proxmox import Proxmox
 from steps.machine import StepFailed
 
-M = TypeVar("M")
+M = TypeVar("M", bound=BaseModel)
 
 
 _catalog: dict[tuple[type, int], tuple[float, Any]] = {}
@@ -66,6 +66,13 @@ class StepContext:
         if self.service.vmid is None:
             raise RuntimeError(f"service {self.service.id} has no VMID yet")
         return int(self.service.vmid)
+
+    @property
+    def node(self) -> str:
+        """The node the service's VM lives on (a step before the clone has none)."""
+        if self.service.node is None:
+            raise StepFailed(f"service {self.service.id} has no node yet")
+        return str(self.service.node)
 
     @property
     def vm_path(self) -> str:

@@ -54,7 +54,7 @@ def _resize(ctx: StepContext, disk: DiskSpec) -> StepResult:
         return Done(note, skipped=True)
     upid = ctx.pve.put(f"{ctx.vm_path}/resize", disk=disk.slot, size=f"{disk.size_gb}G")
     if isinstance(upid, str) and upid.startswith("UPID:"):
-        return Wait(upid, ctx.service.node)
+        return Wait(upid, ctx.node)
     return Done(f"{disk.slot} {have:g}G -> {disk.size_gb}G")
 
 
@@ -93,7 +93,7 @@ def create_additional_disk(ctx: StepContext) -> StepResult:
         return Done(f"{disk.slot} exists", skipped=True)
     upid = ctx.pve.post(f"{ctx.vm_path}/config", **{disk.slot: f"{disk.storage}:{disk.size_gb}"})
     if isinstance(upid, str) and upid.startswith("UPID:"):
-        return Wait(upid, ctx.service.node)
+        return Wait(upid, ctx.node)
     return Done(f"{disk.slot} {disk.size_gb}G on {disk.storage}")
 
 

@@ -26,7 +26,7 @@ def power_action(ctx: StepContext) -> StepResult:
     if action == "reboot" and status != "running":
         action = "start"
     extra = {"forceStop": 1, "timeout": 60} if action == "shutdown" else {}
-    return Wait(ctx.pve.post(f"{ctx.vm_path}/status/{action}", **extra), ctx.service.node)
+    return Wait(ctx.pve.post(f"{ctx.vm_path}/status/{action}", **extra), ctx.node)
 
 
 def release_addresses(ctx: StepContext) -> StepResult:

@@ -17,7 +17,8 @@ def update_ip_dns_firewall(ctx: StepContext) -> StepResult:
         Service.update(product_id=ctx.product.id).where(Service.id == ctx.service.id).execute()
     allocation.allocate_ips(ctx)
     after = ctx.ips()
-    notes = [dns_steps.set_dns_records(ctx).message]
+    dns_result = dns_steps.set_dns_records(ctx)
+    notes = [dns_result.message if isinstance(dns_result, Done) else ""]
     if after != before:
         ctx.pve.put(f"{ctx.vm_path}/config", ipconfig0=cloudinit.ipconfig(ctx))
         ctx.pve.put(f"{ctx.vm_path}/cloudinit")

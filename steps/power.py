@@ -21,7 +21,7 @@ def start_vm(ctx: StepContext) -> StepResult:
         return Done("service suspended: the VM stays stopped", skipped=True)
     if _status(ctx) == "running":
         return Done("running", skipped=not ctx.after_task)
-    return Wait(ctx.pve.post(f"{ctx.vm_path}/status/start"), ctx.service.node)
+    return Wait(ctx.pve.post(f"{ctx.vm_path}/status/start"), ctx.node)
 
 
 def stop_vm(ctx: StepContext) -> StepResult:
@@ -30,7 +30,7 @@ def stop_vm(ctx: StepContext) -> StepResult:
     if _status(ctx) == "stopped":
         return Done("stopped", skipped=not ctx.after_task)
     upid = ctx.pve.post(f"{ctx.vm_path}/status/shutdown", forceStop=1, timeout=60)
-    return Wait(upid, ctx.service.node)
+    return Wait(upid, ctx.node)
 
 
 def verify_running(ctx: StepContext) -> StepResult:

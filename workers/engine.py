@@ -147,9 +147,8 @@ class Engine:
         ctx = StepContext(self.settings, op, a.service, pve)
         try:
             if op.upid:
-                if pve is None:
-                    raise StepFailed("no Proxmox connection configured")
-                status = pve.task_status(op.upid_node, op.upid, fresh=op.polls < 3)
+                status = ctx.pve.task_status(op.upid_node or ctx.node, op.upid,
+                                             fresh=op.polls < 3)
                 if status.running:
                     polls = op.polls + 1
                     delays = self.settings.engine.poll_delays_s

@@ -113,4 +113,5 @@ def unpublished(older_than: datetime, limit: int = 500) -> list[Pending]:
     rows = (OutboxEvent.select().where(OutboxEvent.published_at.is_null()
                                        & (OutboxEvent.created_at < older_than))
             .order_by(OutboxEvent.id).limit(limit))
-    return [Pending(r.id, r.type, r.body.encode(), r.event_id, r.created_at) for r in rows]
+    return [Pending(r.id, r.type, r.body.encode(), r.event_id, r.created_at or older_than)
+            for r in rows]

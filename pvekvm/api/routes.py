@@ -42,7 +42,7 @@ CONSOLE_REFUSED = ("suspended", "terminated")
 bearer = HTTPBearer(auto_error=False, description="billing token or per-service client token")
 router = APIRouter(prefix="/v1", responses={
     401: {"model": schemas.Problem, "description": "no token or a wrong token"}})
-NOT_FOUND = {404: {"model": schemas.Problem,
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": schemas.Problem,
                    "description": "no such service, or not the token's service"}}
 
 
@@ -243,8 +243,11 @@ def get_graph(svc: Svc, settings: Cfg, metric: schemas.Metric,
 def open_console(svc: Svc, who: Who, settings: Cfg, request: Request) -> schemas.ConsoleTicket:
     """A noVNC console ticket (PVE ``vncproxy`` with websocket). Refused for suspended and
     terminated services. Issuing is audit-logged; the ticket is never logged."""
-    if svc.status in CONSOLE_REFUSED or not svc.vmid or not svc.node:
-        raise HTTPException(409, f"console refused: service {svc.id} is {svc.status}")
+    if svc.status in CONSOLE_REFUSED or svc.suspended or not svc.vmid or not svc.node:
+        state = "suspended" if svc.suspended else svc.status
+        raise HTTPException(409, f"console refused: service {svc.id} is {state}")
+    if settings.proxmox is None:
+        raise HTTPException(503, "no Proxmox connection configured")
     path = f"nodes/{svc.node}/qemu/{svc.vmid}"
     data = _pve_or_503(settings, "post", f"{path}/vncproxy", websocket=1)
     audit(svc, "api_console_ticket_issued", who, request, vmid=svc.vmid, port=data["port"])
@@ -268,7 +271,7 @@ def list_isos(who: Who, settings: Cfg) -> list[schemas.IsoList]:
     if who.service_id is not None:
         svc = Service.get_or_none(Service.id == who.service_id)
         products = products.where(Product.id == (svc.product_id if svc else -1))
-    storages = sorted({p.iso_storage for p in products})
+    storages = sorted({str(p.iso_storage) for p in products})
     if not storages:
         return []
     node = _pve_or_503(settings, "get", "nodes")[0]["node"]

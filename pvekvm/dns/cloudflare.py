@@ -112,7 +112,7 @@ class CloudflareProvider:
         try:
             body = self._api(
                 "GET", "/zones", f"zone {zone}: look up zone id", params={"name": zone}
-            )
+            ) or {}
         except DnsError as exc:
             if exc.transient or "authentication refused: 9109" not in str(exc):
                 raise
@@ -139,7 +139,7 @@ class CloudflareProvider:
                 f"/zones/{zid}/dns_records",
                 f"zone {zone}: list {rtype} {name}",
                 params={"type": rtype, "name": name, "page": page, "per_page": PER_PAGE},
-            )
+            ) or {}
             result = body.get("result") or []
             found += [
                 r

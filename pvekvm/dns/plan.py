@@ -90,9 +90,8 @@ def _reverse_of(zone: str) -> _Reverse | None:
         if len(nibbles) > 32 or not all(_NIBBLE.fullmatch(n) for n in nibbles):
             raise ValueError(f"invalid reverse zone: {zone!r}")
         hexstr = "".join(reversed(nibbles)).ljust(32, "0")
-        addr = ipaddress.IPv6Address(int(hexstr, 16))
-        net = ipaddress.IPv6Network(f"{addr}/{4 * len(nibbles)}")
-        return _Reverse(net, int(net.network_address), int(net.broadcast_address), False)
+        net6 = ipaddress.IPv6Network(f"{ipaddress.IPv6Address(int(hexstr, 16))}/{4 * len(nibbles)}")
+        return _Reverse(net6, int(net6.network_address), int(net6.broadcast_address), False)
     return None
 
 

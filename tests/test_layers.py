@@ -1,8 +1,8 @@
 """The packages stack in one direction: ``pvekvm`` (the core: models, messaging, Proxmox
 client, config, mail, DNS) under ``steps`` under ``workers``; ``producers`` (what billing
 runs) needs only the core. The operator CLI (``pvekvm/__main__.py``) and the service API
-(``pvekvm/api``) are the apps on top and may use everything. Imports inside functions count; type-only ones
-(``if TYPE_CHECKING:``) do not."""
+(``pvekvm/api``) are the apps on top and may use everything. Imports inside functions count;
+type-only ones (``if TYPE_CHECKING:``) do not."""
 
 from __future__ import annotations
 

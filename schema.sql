@@ -235,3 +235,13 @@ CREATE TABLE IF NOT EXISTS audit_log (
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   KEY ix_audit_log_service (service_id, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- Schema version. `python -m pvekvm init-db` applies this file (every statement is idempotent),
+-- then the migrations in pvekvm/migrations/ (NNNN_name.sql) newer than the recorded version, in
+-- order, recording each. This file always describes the latest version: a fresh database is
+-- stamped with the newest migration number at once.
+CREATE TABLE IF NOT EXISTS schema_version (
+  version       INT UNSIGNED NOT NULL PRIMARY KEY,
+  name          VARCHAR(128) NOT NULL,
+  applied_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

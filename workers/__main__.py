@@ -7,9 +7,23 @@ import logging
 import signal
 import sys
 
-from pvekvm.config import load_settings
-from pvekvm.db import apply_schema, bind
+from pvekvm import preflight
+from pvekvm.db import bind
 from workers.consumer import WorkerProcess, all_pools
+
+#: pools whose steps never call Proxmox; every other pool needs it, intake too (an order is
+#: accepted only where it can run)
+NO_PROXMOX = {"dns", "mail"}
+
+
+def needs(pools: list[str]) -> list[str]:
+    """The dependencies a worker serving ``pools`` checks at start."""
+    out = ["database", "broker"]
+    if set(pools) - NO_PROXMOX:
+        out.append("proxmox")
+    if "mail" in pools:
+        out.append("smtp")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("pika").setLevel(logging.WARNING)
-    settings = load_settings(args.config)
-    apply_schema(bind(settings.database_url))
+    settings = preflight.settings_or_exit(args.config, "python -m workers")
+    preflight.require(settings, needs(pools), "python -m workers")
+    bind(settings.database_url)
     proc = WorkerProcess(settings, pools, max(1, args.concurrency))
     signal.signal(signal.SIGTERM, lambda *_: proc.stop.set())
     signal.signal(signal.SIGINT, lambda *_: proc.stop.set())

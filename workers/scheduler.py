@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from producers.events import WEEKDAYS
-from pvekvm import dns, dnssync, messaging
-from pvekvm.config import Settings, load_settings
-from pvekvm.db import apply_schema, bind
+from pvekvm import dns, dnssync, messaging, preflight
+from pvekvm.config import Settings
+from pvekvm.db import bind
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
 from workers.engine import mark_published, nudge_for, start_next_queued
 from workers.intake import start_operation
@@ -184,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("pika").setLevel(logging.WARNING)
-    settings = load_settings(args.config)
-    apply_schema(bind(settings.database_url))
+    settings = preflight.settings_or_exit(args.config, "python -m workers.scheduler")
+    preflight.require(settings, ("database", "broker"), "python -m workers.scheduler")
+    bind(settings.database_url)
     messaging.declare(settings.amqp_url, messaging.Topology(settings.namespace))
     sched = build(settings)
     signal.signal(signal.SIGTERM, lambda *_: sched.shutdown(wait=False))

@@ -112,6 +112,16 @@ def config_path(path: str | os.PathLike[str] | None = None) -> Path:
     return Path(path or os.environ.get("PVEKVM_CONFIG") or DEFAULT_CONFIG)
 
 
+def _named_file(path: str | os.PathLike[str] | None) -> Path:
+    """The settings file; one named explicitly (``--config``, ``PVEKVM_CONFIG``) must exist,
+    the default may be absent (defaults and environment only)."""
+    cfg = config_path(path)
+    if not cfg.exists() and (path or os.environ.get("PVEKVM_CONFIG")):
+        named_by = "--config" if path else "PVEKVM_CONFIG"
+        raise ConfigError(f"{shown(cfg)}: settings file not found (named by {named_by})")
+    return cfg
+
+
 def shown(path: Path) -> str:
     """``path`` as the user would type it (relative to the working directory when inside it)."""
     try:
@@ -245,18 +255,14 @@ def _broker(raw: dict[str, Any], cfg: Path) -> tuple[str, str, str]:
 def broker_settings(path: str | os.PathLike[str] | None = None) -> tuple[str, str, str]:
     """(AMQP URL, where it is set, namespace) read exactly as :func:`load_settings` reads them,
     for programs that need only the broker (the producer CLI)."""
-    cfg = config_path(path)
-    if path and not cfg.exists():
-        raise ConfigError(f"{shown(cfg)}: settings file not found")
+    cfg = _named_file(path)
     return _broker(read_raw(cfg), cfg)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read the TOML file (absent file = defaults) and apply environment overrides; raise
     ConfigError naming the file and key (or variable) of the first wrong setting."""
-    cfg = config_path(path)
-    if path and not cfg.exists():
-        raise ConfigError(f"{shown(cfg)}: settings file not found")
+    cfg = _named_file(path)
     raw = read_raw(cfg)
     env = os.environ
     db, db_where = _url(raw, cfg, "database", "DATABASE_URL", ("mysql", "mysql+pymysql",

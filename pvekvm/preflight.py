@@ -54,7 +54,7 @@ class Verdict:
         return self.status == "FAIL"
 
     def line(self) -> str:
-        return f"{self.status:<4}  {self.name:<28} {self.detail}"
+        return f"{self.status:<4}  {self.name:<30}  {self.detail}"
 
 
 def _ok(name: str, detail: str) -> Verdict:

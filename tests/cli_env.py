@@ -167,7 +167,7 @@ def make_shell(tmp_path: Path, database_url: str, amqp_url: str, suffix: str) ->
     env.update(DATABASE_URL=db_url, AMQP_URL=vhost_url or amqp_url, PYTHONUNBUFFERED="1")
     if vhost_url is None:
         env["PVEKVM_NAMESPACE"] = name
-    (tmp_path / "config").mkdir()
+    (tmp_path / "config").mkdir(parents=True)
     shutil.copy(ROOT / "config" / "catalog.toml", tmp_path / "config" / "catalog.toml")
     return Shell(cwd=tmp_path, env=env, database_url=db_url, amqp_url=env["AMQP_URL"])
 
@@ -177,3 +177,14 @@ def remove_shell(shell: Shell, amqp_url: str) -> None:
     drop_database(shell.database_url)
     if shell.amqp_url != amqp_url:
         delete_vhost(amqp_url, urlparse(shell.database_url).path.lstrip("/"))
+
+
+def verdicts(stdout: str) -> dict[str, str]:
+    """``python -m pvekvm check`` lines ('ok    Name    detail') as {name: 'ok detail'}."""
+    out = {}
+    for line in stdout.splitlines():
+        status, _, rest = line.partition("  ")
+        if status.strip() in ("ok", "FAIL", "skip"):
+            name, _, detail = rest.strip().partition("  ")
+            out[name.strip()] = f"{status.strip()} {detail.strip()}".strip()
+    return out

@@ -200,9 +200,9 @@ def check_proxmox(settings: Settings, nodes: bool = True,
 
     pve = settings.proxmox
     where = _where(settings, "proxmox", "PVE_CONNECTION_FILE or [proxmox]")
-    if pve is None:
-        return [_fail("Proxmox", where if "does not exist" in where or "no Proxmox" in where
-                      else f"no Proxmox connection ({where})")]
+    if pve is None:  # the origin then says why there is none
+        return [_fail("Proxmox", settings.origin.get("proxmox") or "no Proxmox connection: "
+                      "set PVE_CONNECTION_FILE or [proxmox] in the settings")]
     try:
         api = Proxmox(pve, timeout=10)
         version = api.get("version")

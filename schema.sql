@@ -45,7 +45,9 @@ CREATE TABLE IF NOT EXISTS products (
   template_id           INT UNSIGNED NOT NULL,
   target_node           VARCHAR(64)  NOT NULL,
   target_storage        VARCHAR(64)  NOT NULL,
-  ip_pool_id            INT UNSIGNED NULL,                    -- NULL = DHCP: no IP management
+  dhcp                  TINYINT(1)   NOT NULL DEFAULT 0,      -- 1 = DHCP: only bandwidth, bridge
+                                                              -- and VLAN (no IPs, no firewall)
+  ip_pool_id            INT UNSIGNED NULL,                    -- NULL: no IPv4 managed
   ip6_pool_id           INT UNSIGNED NULL,
   snapshot_limit        SMALLINT UNSIGNED NOT NULL DEFAULT 0,
   snapshot_days         TINYINT UNSIGNED NOT NULL DEFAULT 1,  -- 1..10
@@ -78,13 +80,30 @@ CREATE TABLE IF NOT EXISTS services (
   username      VARCHAR(32)  NULL,
   password_enc  VARBINARY(512) NULL,                  -- Fernet token, never plaintext
   want_ipv6     TINYINT(1)   NOT NULL DEFAULT 0,
+  suspended     TINYINT(1)   NOT NULL DEFAULT 0,      -- billing suspended it: nothing may start the VM
+  boot_before_iso VARCHAR(255) NULL,                  -- boot order before an ISO mount ('' = none)
+  language      VARCHAR(35)  NULL,                    -- client's language tag (de, pt-BR); NULL = English
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
   UNIQUE KEY uq_services_vmid (vmid),
   KEY ix_services_client (client_id),
+  KEY ix_services_hostname (hostname),              -- a live service's name is its own
   CONSTRAINT fk_services_product FOREIGN KEY (product_id) REFERENCES products (id),
   CONSTRAINT fk_services_template FOREIGN KEY (template_id) REFERENCES templates (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- Every VMID ever given out, never deleted: a VMID is given to one service only, ever (a
+-- reused VMID would mix two customers' vzdump files on shared backup storage).
+CREATE TABLE IF NOT EXISTS vmid_allocations (
+  vmid          INT UNSIGNED NOT NULL PRIMARY KEY,
+  service_id    INT UNSIGNED NOT NULL,
+  allocated_at  DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  KEY ix_vmid_allocations_service (service_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- VMIDs held before vmid_allocations existed count as given out.
+INSERT IGNORE INTO vmid_allocations (vmid, service_id)
+  SELECT vmid, id FROM services WHERE vmid IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS ip_addresses (
   id            INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -106,7 +125,9 @@ CREATE TABLE IF NOT EXISTS operations (
   idempotency_key VARCHAR(128) NOT NULL,
   params          TEXT         NOT NULL,              -- JSON: the event's arguments (no secrets)
   state           VARCHAR(48)  NOT NULL,              -- last state reached (vm_state-like)
-  status          VARCHAR(16)  NOT NULL DEFAULT 'running', -- running|paused|done|failed|cancelled
+  status          VARCHAR(16)  NOT NULL DEFAULT 'running', -- queued|running|paused|done|failed|cancelled
+  request_hash    CHAR(64)     NULL,                  -- sha256 of the event: a reused key must match
+  prior_status    VARCHAR(16)  NULL,                  -- service status before it ran (fail/cancel restore it)
   active_service  INT UNSIGNED NULL,                  -- = service_id while not finished: one op per VM
   version         INT UNSIGNED NOT NULL DEFAULT 0,    -- bumped by every compare-and-swap
   nudge_id        CHAR(36)     NULL,                  -- the one live nudge message for this op
@@ -126,6 +147,32 @@ CREATE TABLE IF NOT EXISTS operations (
   UNIQUE KEY uq_operations_active (active_service),
   KEY ix_operations_service (service_id),
   KEY ix_operations_progress (status, updated_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS outbox (
+  id            BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  event_id      CHAR(36)     NOT NULL,                -- stable: billing de-duplicates by it
+  type          VARCHAR(48)  NOT NULL,                -- routing key on {ns}.events
+  service_id    INT UNSIGNED NULL,
+  operation_id  BIGINT UNSIGNED NULL,
+  body          TEXT         NOT NULL,                -- the JSON message; never a secret
+  created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  published_at  DATETIME(3)  NULL,                    -- confirmed by the broker
+  UNIQUE KEY uq_outbox_event (event_id),
+  KEY ix_outbox_unpublished (published_at, id),
+  KEY ix_outbox_service (service_id, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS held_events (
+  id            BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  service_id    INT UNSIGNED NOT NULL,                -- a service whose create has not arrived yet
+  idempotency_key VARCHAR(128) NOT NULL,
+  body          MEDIUMBLOB   NOT NULL,                -- the event as billing sent it
+  received_at   DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  expires_at    DATETIME(3)  NOT NULL,                -- refused ('no create') after this
+  UNIQUE KEY uq_held_events_key (idempotency_key),
+  KEY ix_held_events_service (service_id, id),
+  KEY ix_held_events_expiry (expires_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE TABLE IF NOT EXISTS step_runs (
@@ -166,6 +213,9 @@ CREATE TABLE IF NOT EXISTS backups (
   size_bytes    BIGINT UNSIGNED NOT NULL DEFAULT 0,
   scheduled     TINYINT(1)   NOT NULL DEFAULT 0,
   note          VARCHAR(255) NOT NULL DEFAULT '',
+  template_id   INT UNSIGNED NULL,                    -- what the VM ran when backed up: a
+  username      VARCHAR(32)  NULL,                    -- restore brings these back into the
+  password_enc  VARBINARY(512) NULL,                  -- service row (NULL: not recorded)
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   UNIQUE KEY uq_backups_volid (volid),
   KEY ix_backups_service (service_id, created_at)
@@ -235,6 +285,10 @@ CREATE TABLE IF NOT EXISTS audit_log (
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   KEY ix_audit_log_service (service_id, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- Upgrades: columns added after their table was first created, so an existing database gains
+-- them when the schema is applied again (idempotent; MariaDB's ADD COLUMN IF NOT EXISTS).
+ALTER TABLE services ADD COLUMN IF NOT EXISTS language VARCHAR(35) NULL AFTER want_ipv6;
 
 -- Schema version. `python -m pvekvm init-db` applies this file (every statement is idempotent),
 -- then the migrations in pvekvm/migrations/ (NNNN_name.sql) newer than the recorded version, in

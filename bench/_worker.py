@@ -2,16 +2,16 @@
 
     python bench/_worker.py --config CFG --concurrency C --samples OUT.json [--profile OUT.prof]
 
-Runs ``workers.consumer.WorkerProcess`` over every pool with the engine's observer hook and a few
-wrappers (bench-only; the engine's code is not changed). Per handled message it records, in
-seconds:
+Runs ``workers.consumer.WorkerProcess`` over every pool with its observer hooks (around each
+delivery, and the engine's figures per step message) plus timing wrappers around two public
+functions (``pvekvm.mail.send``, pymysql's ``Cursor.execute``). Per handled message it records,
+in seconds:
 
 - ``total``   the whole delivery callback: DB connect, handle, publish (confirmed), mark, ack;
 - ``handle``  ``Engine.handle`` (the observer's first figure; 0 for intake messages);
 - ``pve``     time inside Proxmox HTTP calls (the observer's second figure);
-- ``inline``  time in ``Engine._task_done_soon`` not already counted as Proxmox time (the pauses
-  between task-status looks are counted by ``Proxmox.wait_for_task`` since the engine change that
-  followed this benchmark, so this is now ~0);
+- ``inline``  always 0 (kept for the column layout): the pauses between task-status looks are
+  counted as Proxmox time by ``Proxmox.wait_for_task``;
 - ``smtp``    time inside ``pvekvm.mail.send``;
 - ``db``      time inside pymysql ``Cursor.execute`` (round trip to MariaDB, BEGIN/COMMIT
   included; not peewee's SQL building) and ``nq`` the number of such statements.
@@ -42,7 +42,6 @@ from pvekvm import mail  # noqa: E402
 from pvekvm.config import load_settings  # noqa: E402
 from pvekvm.db import bind  # noqa: E402
 from pvekvm.proxmox import Proxmox  # noqa: E402
-from workers import consumer, engine  # noqa: E402
 from workers.consumer import WorkerProcess, all_pools  # noqa: E402
 
 _local = threading.local()
@@ -56,53 +55,37 @@ def _acc(name: str, seconds: float) -> None:
     setattr(_local, name, getattr(_local, name, 0.0) + seconds)
 
 
-def _observer(pool: str, handle_s: float, pve_s: float) -> None:
-    _local.handle, _local.pve = handle_s, pve_s
+class _Measure:
+    """The worker's observer: per-thread figures of the message in hand."""
+
+    def __init__(self, profile: bool) -> None:
+        self.profile = profile
+
+    def message_started(self, pool: str) -> None:
+        _local.handle = _local.pve = _local.inline = _local.smtp = _local.db = 0.0
+        _local.nq = 0
+        _local.pve0 = Proxmox.time_spent()
+        prof = getattr(_local, "prof", None)
+        if self.profile and prof is None:  # one profiler per thread
+            prof = _local.prof = cProfile.Profile()
+            _profiles.append(prof)
+        if prof is not None:
+            prof.enable()
+
+    def step_handled(self, pool: str, handle_s: float, pve_s: float) -> None:
+        _local.handle, _local.pve = handle_s, pve_s
+
+    def message_done(self, pool: str, seconds: float) -> None:
+        prof = getattr(_local, "prof", None)
+        if prof is not None:
+            prof.disable()
+        pve = _local.pve if _local.handle else Proxmox.time_spent() - _local.pve0
+        with _samples_lock:
+            _samples.append((pool, seconds, _local.handle, pve, _local.inline, _local.smtp,
+                             _local.db, _local.nq))
 
 
-def _instrument(profile: bool) -> None:
-    orig_callback = consumer.WorkerThread._callback
-
-    def _callback(self, pool, publisher):
-        on_message = orig_callback(self, pool, publisher)
-
-        def timed(ch, method, props, body):
-            _local.handle = _local.pve = _local.inline = _local.smtp = _local.db = 0.0
-            _local.nq = 0
-            prof = getattr(_local, "prof", None)
-            if profile and prof is None:  # one profiler per thread
-                prof = _local.prof = cProfile.Profile()
-                _profiles.append(prof)
-            pve0 = Proxmox.time_spent()
-            if prof is not None:
-                prof.enable()
-            t0 = time.perf_counter()
-            try:
-                on_message(ch, method, props, body)
-            finally:
-                total = time.perf_counter() - t0
-                if prof is not None:
-                    prof.disable()
-                pve = _local.pve if _local.handle else Proxmox.time_spent() - pve0
-                with _samples_lock:
-                    _samples.append((pool, total, _local.handle, pve, _local.inline,
-                                     _local.smtp, _local.db, _local.nq))
-
-        return timed
-
-    consumer.WorkerThread._callback = _callback
-
-    orig_done_soon = engine.Engine._task_done_soon
-
-    def _task_done_soon(self, pve, wait):
-        t0, p0 = time.perf_counter(), Proxmox.time_spent()
-        try:
-            return orig_done_soon(self, pve, wait)
-        finally:
-            _acc("inline", (time.perf_counter() - t0) - (Proxmox.time_spent() - p0))
-
-    engine.Engine._task_done_soon = _task_done_soon
-
+def _instrument() -> None:
     orig_send = mail.send
 
     def send(*args, **kwargs):
@@ -136,10 +119,11 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
-    _instrument(bool(args.profile))
+    _instrument()
     settings = load_settings(args.config)
     bind(settings.database_url)
-    proc = WorkerProcess(settings, all_pools(), max(1, args.concurrency), observer=_observer)
+    proc = WorkerProcess(settings, all_pools(), max(1, args.concurrency),
+                         observer=_Measure(bool(args.profile)))
     signal.signal(signal.SIGTERM, lambda *_: proc.stop.set())
     signal.signal(signal.SIGINT, lambda *_: proc.stop.set())
     cpu0 = time.process_time()

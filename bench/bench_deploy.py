@@ -120,13 +120,14 @@ def start_workers(config: Path, procs: int, concurrency: int, workdir: Path,
 
 
 def wait_for_consumers(topo: messaging.Topology, want: int, procs, timeout: float = 60) -> None:
-    """Until every worker thread consumes the orders queue (each thread has its own channel)."""
+    """Until every worker thread consumes a step queue (each thread has its own channel; the
+    orders queue counts only its single active consumer)."""
     conn = messaging.connect(AMQP_URL)
     try:
         ch = conn.channel()
         deadline = time.monotonic() + timeout
         while True:
-            n = ch.queue_declare(topo.orders_queue, passive=True).method.consumer_count
+            n = ch.queue_declare(topo.step_queue("mail"), passive=True).method.consumer_count
             if n >= want:
                 return
             if any(p.poll() is not None for p, _ in procs):

@@ -1,7 +1,12 @@
-"""``python -m producers`` — see :mod:`producers.cli`."""
+"""``python -m producers`` — see :mod:`producers.cli`; ``watch`` is :mod:`producers.watch`."""
 
 import sys
 
-from producers.cli import main
+if sys.argv[1:2] == ["watch"]:
+    from producers.watch import main as watch
+
+    sys.exit(watch(sys.argv[2:]))
+
+from producers.cli import main  # noqa: E402
 
 sys.exit(main())

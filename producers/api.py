@@ -77,7 +77,7 @@ class OrderClient:
         """Publish ``body`` as-is, without validation (operators replaying messages)."""
         if self._publisher is None:
             declare(self.amqp_url, self.topology)
-            self._publisher = Publisher(self.amqp_url, self.topology)
+            self._publisher = Publisher(self.amqp_url, self.topology, app_id="pvekvm-producer")
         self._publisher.publish_order(body, routing_key, message_id=message_id)
 
     def _emit(self, cls: type[Event], service_id: int, idempotency_key: str | None,
@@ -89,11 +89,13 @@ class OrderClient:
     # ------------------------------------------------------------------ one method per type
     def create(self, *, service_id: int, client_id: int, product: str, email: str,
                hostname: str | None = None, template: str | None = None, ipv6: bool = False,
-               idempotency_key: str | None = None, occurred_at: str | None = None,
-               ) -> CreateEvent:
+               language: str | None = None, idempotency_key: str | None = None,
+               occurred_at: str | None = None) -> CreateEvent:
+        """``language``: the client's (``de``, ``pt-BR``, ``german``); mails fall back to
+        English when no template exists for it."""
         return self._emit(CreateEvent, service_id, idempotency_key, occurred_at,
                           client_id=client_id, product=product, email=email, hostname=hostname,
-                          template=template, ipv6=ipv6)
+                          template=template, ipv6=ipv6, language=language)
 
     def change_package(self, *, service_id: int, product: str,
                        idempotency_key: str | None = None, occurred_at: str | None = None,

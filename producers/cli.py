@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     dry_run = getattr(args, "dry_run", False)
     try:
-        amqp_url, where, namespace = _broker(args, needed=not dry_run)
+        amqp_url, where, namespace = broker_args(args, needed=not dry_run)
         if args.command == "raw":
             body = _read_body(args.file)
             default_key, default_id = _raw_defaults(body)
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _broker(args: argparse.Namespace, needed: bool) -> tuple[str, str, str]:
+def broker_args(args: argparse.Namespace, needed: bool) -> tuple[str, str, str]:
     """(AMQP URL, where it is set, namespace): options first, then the shared settings (a URL
     is ``needed`` unless this is a dry run)."""
     url, ns, where = getattr(args, "amqp_url", None), getattr(args, "namespace", None), ""

@@ -25,6 +25,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar
 
+from pvekvm import languages
 from pvekvm.validation import is_valid_hostname
 
 EVENT_VERSION = 1
@@ -136,6 +137,16 @@ def text(max_len: int) -> Check:
             raise _bad(name, "contains control characters")
         return value
     return check
+
+
+def language_tag(name: str, value: Any) -> str:
+    """A client language: a BCP 47-style tag or an English language name, normalised
+    (``pt_br`` → ``pt-BR``, ``german`` → ``de``); see :mod:`pvekvm.languages`."""
+    _string(name, value, languages.MAX_LENGTH)
+    try:
+        return languages.normalize(value)
+    except ValueError as exc:
+        raise _bad(name, str(exc)) from None
 
 
 def boolean(name: str, value: Any) -> bool:
@@ -262,6 +273,7 @@ class CreateEvent(Event):
     hostname: str | None = _f(valid_hostname, None)
     template: str | None = _f(slug, None)
     ipv6: bool = _f(boolean, False)
+    language: str | None = _f(language_tag, None)  # the client's; mail in it, English fallback
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,7 +5,8 @@
   config-check FILE        validate a settings or catalog file (names file, key, problem)
   load-catalog FILE        load templates, IP pools, products, DNS zones (TOML)
   history SERVICE_ID       print the service's operations as the manual's --- Deploy --- blocks
-  resume SERVICE_ID        restart a paused operation from the state it waits at
+  resume SID|op:N          restart a paused operation from the state it waits at
+  cancel SID|op:N          abandon a paused operation (service freed, VM state printed)
   dead-letters [--limit N] list refused messages with their reasons
   status                   operations by kind and status, services by status, queue depths
   pools                    IP pools: addresses free / held
@@ -23,7 +24,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from pvekvm import catalog, messaging, oplog, preflight
+from pvekvm import catalog, messaging, preflight
 from pvekvm.config import ConfigError, load_settings, shown
 from pvekvm.db import bind
 
@@ -35,6 +36,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "load-catalog": ("database-exists",),  # it brings the schema up to date itself
     "history": ("database",),
     "resume": ("database", "broker"),
+    "cancel": ("database", "broker"),
     "dead-letters": ("database",),
     "pools": ("database",),
     "status": ("database", "broker"),
@@ -163,39 +165,22 @@ def cmd_dead_letters(settings, args) -> int:
     return 0
 
 
+def _admin():
+    from workers import admin
+
+    return admin
+
+
 COMMANDS = {
     "load-catalog": cmd_load_catalog,
-    "history": lambda settings, args: print(oplog.history(args.service_id)),
-    "resume": lambda settings, args: print(resume(settings, args.service_id)),
+    "history": lambda settings, args: print(_admin().history(args.service_id)),
+    "resume": lambda settings, args: print(_admin().resume(settings, args.ref)),
+    "cancel": lambda settings, args: print(_admin().cancel(settings, args.ref)),
     "dead-letters": cmd_dead_letters,
     "pools": lambda settings, args: print(pool_usage()),
     "status": lambda settings, args: print(engine_status(settings)),
     "isos": lambda settings, args: print(list_isos(settings, args.storage, args.node)),
 }
-
-
-def resume(settings, service_id: int) -> str:
-    from pvekvm.models import Operation, database
-    from workers.engine import mark_published, new_nudge_id, nudge_for
-
-    with database.atomic():
-        op = (Operation.select().where((Operation.service_id == service_id)
-                                       & (Operation.status == "paused")).for_update().first())
-        if op is None:
-            return f"service {service_id}: no paused operation"
-        nudge = new_nudge_id()
-        Operation.update(status="running", nudge_id=nudge, nudge_published=False, attempt=0,
-                         error=None, version=Operation.version + 1).where(
-            Operation.id == op.id).execute()
-        op = Operation.get_by_id(op.id)
-    n = nudge_for(op)
-    pub = messaging.Publisher(settings.amqp_url, messaging.Topology(settings.namespace))
-    try:
-        pub.publish_step(n.pool, n.payload(), n.nudge_id)
-    finally:
-        pub.close()
-    mark_published(op.id, nudge)
-    return f"service {service_id}: {op.kind} resumed at ({op.state})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p = sub.add_parser("history")
     p.add_argument("service_id", type=int)
-    p = sub.add_parser("resume")
-    p.add_argument("service_id", type=int)
+    for name in ("resume", "cancel"):
+        p = sub.add_parser(name)
+        p.add_argument("ref", help="a service id, or op:N for an operation id")
     p = sub.add_parser("dead-letters")
     p.add_argument("--limit", type=int, default=20)
     sub.add_parser("pools")

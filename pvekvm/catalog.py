@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pvekvm import secrets
+from pvekvm import dns, secrets
 from pvekvm.models import (
     DnsProvider,
     DnsZone,
@@ -48,7 +48,43 @@ def pool_addresses(network: str, first: str | None, last: str | None) -> list[st
     return [str(ipaddress.ip_address(i)) for i in range(int(lo), int(hi) + 1)]
 
 
+def check_dns(data: dict[str, Any], key_file: str) -> None:
+    """Every DNS zone the catalog leaves configured (this file's plus those already loaded),
+    checked as the planner and the provider would: zone name, provider kind, the ttl range and
+    reverse-zone forms the provider accepts, credentials' shape. CatalogError names the zone."""
+    from pvekvm.dnssync import configured_zones
+
+    kinds = {d["name"]: (d["kind"], d.get("settings", {})) for d in data.get("dns_providers", [])}
+    zones: dict[str, dns.ZoneConfig] = {}
+    if data.get("dns_zones") or kinds:
+        for z in configured_zones(key_file):  # already in the database
+            zones[z.name.lower().rstrip(".")] = z
+        provider_of = {z.name: p.name for z in DnsZone.select()
+                       for p in [DnsProvider.get_by_id(z.provider_id)]}
+        for name, zone in list(zones.items()):
+            own = provider_of.get(zone.name)
+            if own in kinds:  # re-loaded provider: check with its new settings
+                kind, settings = kinds[own]
+                zones[name] = dns.ZoneConfig(zone.name, kind, dict(settings))
+    for z in data.get("dns_zones", []):
+        if z["provider"] in kinds:
+            kind, settings = kinds[z["provider"]]
+        else:
+            prov = DnsProvider.get_or_none(DnsProvider.name == z["provider"])
+            if prov is None:
+                raise CatalogError(f"zone {z['name']}: unknown provider {z['provider']}")
+            kind = prov.kind
+            settings = json.loads(secrets.decrypt(key_file, prov.settings_enc))
+        zones[str(z["name"]).lower().rstrip(".")] = dns.ZoneConfig(z["name"], kind,
+                                                                    dict(settings))
+    try:
+        dns.check_zones(list(zones.values()))
+    except ValueError as exc:
+        raise CatalogError(f"DNS: {exc}") from None
+
+
 def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
+    check_dns(data, key_file)
     counts = {"templates": 0, "ip_pools": 0, "addresses": 0, "products": 0, "dns_zones": 0}
     with database.atomic():
         templates = {}
@@ -75,6 +111,8 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
                     raise CatalogError(f"product {p['name']}: unknown template {tpl}")
                 templates[tpl] = t
             p["template_id"] = templates[tpl].id
+            if p.get("dhcp") and (p.get("ip_pool") or p.get("ip6_pool")):
+                raise CatalogError(f"product {p['name']}: a DHCP product has no IP pools")
             for key, col in (("ip_pool", "ip_pool_id"), ("ip6_pool", "ip6_pool_id")):
                 name = p.pop(key, None)
                 if name:

@@ -1,6 +1,7 @@
 """Settings: one TOML file (``PVEKVM_CONFIG``, default ``config/pvekvm.toml``) plus environment
 overrides for what differs per machine (``DATABASE_URL``, ``AMQP_URL``, ``PVEKVM_NAMESPACE``,
-``PVE_CONNECTION_FILE``, ``SMTP_HOST``, ``SMTP_PORT``, ``PVEKVM_SECRET_KEY_FILE``).
+``PVE_CONNECTION_FILE``, ``SMTP_HOST``, ``SMTP_PORT``, ``PVEKVM_SECRET_KEY_FILE``,
+``PVEKVM_METRICS_PORT``, ``PVEKVM_LOG_FORMAT``).
 
 Every entry point reads them through :func:`load_settings`, which validates them: a wrong or
 missing setting is a :class:`ConfigError` naming the file and key (or the variable)."""
@@ -65,12 +66,36 @@ class EngineSettings:
     vmid_min: int = 1000
     vmid_max: int = 899999
     clones_per_storage: int = 2
+    # the default retry policy of every transition (steps/machine.py RetryPolicy): a fault is
+    # retried after retry_first_s, doubling to retry_max_s, max_attempts times, then pauses;
+    # waiting for a turn (a clone slot) backs off from wait_first_s to wait_max_s
     max_attempts: int = 8
+    retry_first_s: float = 2.0
+    retry_max_s: float = 60.0
+    wait_first_s: float = 0.5
+    wait_max_s: float = 4.0
+    # first come, first served in a burst: at most this many deploys run at once, the others
+    # wait in order of arrival (0: no limit)
+    deploy_window: int = 64
+    # an event for a service whose create has not arrived waits this long, then is refused
+    hold_unknown_service_s: float = 120.0
     stale_after_s: float = 60.0
     # a task is looked at after these waits, then every last one; long tasks are seen ≤ 2 s late
     poll_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 5.0)
     catalog_cache_s: float = 10.0  # products/templates are re-read at most this often
     inline_task_wait_s: float = 0.1  # look at a fresh task this long before polling by message
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Where ``/metrics`` listens: ``port`` for worker processes, ``scheduler_port`` for the
+    scheduler (None = no endpoint, 0 = any free port). ``log_format``: ``text`` (the step lines
+    as they are) or ``json`` (one JSON object per line, for log shippers)."""
+
+    port: int | None = None
+    scheduler_port: int | None = None
+    addr: str = "0.0.0.0"
+    log_format: str = "text"
 
 
 @dataclass(frozen=True)
@@ -83,6 +108,7 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     secret_key_file: str = "var/secret.key"
     templates_dir: str = str(ROOT / "config" / "mail")
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     #: where each dependency's setting comes from ("DATABASE_URL", "config/pvekvm.toml [database]
     #: url", ...) or, for "proxmox" when there is none, why: named in start-up failures
     origin: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -102,11 +128,8 @@ SECTIONS: dict[str, set[str]] = {
     "engine": {f.name for f in fields(EngineSettings)},
     "secrets": {"key_file"},
     "mail": {"templates_dir"},
+    "observability": {f.name for f in fields(MetricsSettings)},
 }
-_ENV = ("DATABASE_URL", "AMQP_URL", "PVEKVM_NAMESPACE", "PVE_CONNECTION_FILE", "SMTP_HOST",
-        "SMTP_PORT", "PVEKVM_SECRET_KEY_FILE")
-
-
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
     """The settings file in use: ``path``, else ``$PVEKVM_CONFIG``, else config/pvekvm.toml."""
     return Path(path or os.environ.get("PVEKVM_CONFIG") or DEFAULT_CONFIG)
@@ -290,5 +313,28 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     return Settings(
         database_url=db, amqp_url=amqp, namespace=namespace, proxmox=proxmox, smtp=smtp,
         engine=engine, secret_key_file=key_file, templates_dir=templates,
+        metrics=_metrics(raw.get("observability", {}), cfg),
         origin={"file": shown(cfg), "database": db_where, "amqp": amqp_where,
                 "proxmox": pve_where, "smtp": smtp_where})
+
+
+def _metrics(raw: dict[str, Any], cfg: Path) -> MetricsSettings:
+    values = dict(raw)
+    where = {k: f"{shown(cfg)} [observability] {k}" for k in ("port", "scheduler_port",
+                                                              "addr", "log_format")}
+    for var, key in (("PVEKVM_METRICS_PORT", "port"), ("PVEKVM_LOG_FORMAT", "log_format")):
+        if os.environ.get(var):
+            values[key], where[key] = os.environ[var], var
+    for key in ("port", "scheduler_port"):
+        v = values.get(key)
+        if isinstance(v, str) and v.isdigit():
+            v = values[key] = int(v)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)
+                              or not 0 <= v <= 65535):
+            raise ConfigError(f"{where[key]}: expected a port number (0 = any free), got {v!r}")
+    if not isinstance(values.get("addr", ""), str):
+        raise ConfigError(f"{where['addr']}: expected an address, got {values['addr']!r}")
+    if values.get("log_format", "text") not in ("text", "json"):
+        raise ConfigError(f"{where['log_format']}: expected 'text' or 'json', "
+                          f"got {values['log_format']!r}")
+    return MetricsSettings(**values)

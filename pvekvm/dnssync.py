@@ -84,13 +84,13 @@ def withdraw(service: Service, key_file: str) -> tuple[str, bool]:
         return "no records published", False
     v4, v6 = _addresses(service.id)
     try:
-        dns.remove_records(service.hostname, v4, v6, zones)
+        notes = dns.remove_records(service.hostname, v4, v6, zones)
     except dns.DnsError as exc:
         DnsRecordRow.update(synced=False, error=f"delete: {exc}"[:2000]).where(
             DnsRecordRow.service_id == service.id).execute()
         raise
     DnsRecordRow.delete().where(DnsRecordRow.service_id == service.id).execute()
-    return "records removed", True
+    return "; ".join(["records removed", *notes]), True
 
 
 def owed_services() -> list[int]:

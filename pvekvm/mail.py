@@ -1,6 +1,8 @@
 """Client e-mail: plain-text templates rendered with ``string.Template``, sent with smtplib.
 
-Templates live in ``<templates_dir>/<name>.txt`` (UTF-8)::
+Templates live in ``<templates_dir>/<name>.txt`` (UTF-8, English, the fallback) and
+``<templates_dir>/<language>/<name>.txt`` per client language (``de``, ``fr``, ``pt-BR``, …;
+:func:`render` with ``language="de-AT"`` tries ``de-AT/``, then ``de/``, then the English one)::
 
     Subject: Your server $hostname is ready
     <blank line>
@@ -38,9 +40,11 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from pvekvm import languages
 from pvekvm.config import SmtpSettings
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_LANG_DIR = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}")
 _ADDRESS = re.compile(r"[^\s@<>,;\"]+@[A-Za-z0-9.-]+")
 
 
@@ -59,13 +63,21 @@ class MailError(Exception):
 
 # --------------------------------------------------------------------------- rendering
 
-def _template_path(templates_dir: str | Path, name: str) -> Path:
+def _template_path(templates_dir: str | Path, name: str,
+                   language: str | None = None) -> tuple[Path, str]:
+    """The template file for ``name`` in ``language`` (or its fallback) and the language used."""
     if not _NAME.fullmatch(name):
         raise TemplateError(f"invalid template name {name!r}")
+    for lang in languages.candidates(language):
+        if lang == languages.DEFAULT or not _LANG_DIR.fullmatch(lang):
+            continue
+        path = Path(templates_dir) / lang / f"{name}.txt"
+        if path.is_file():
+            return path, lang
     path = Path(templates_dir) / f"{name}.txt"
     if not path.is_file():
         raise TemplateError(f"mail template {name!r} not found: {path}")
-    return path
+    return path, languages.DEFAULT
 
 
 def _split(name: str, source: str) -> tuple[str, str]:
@@ -78,9 +90,10 @@ def _split(name: str, source: str) -> tuple[str, str]:
     return first[len("Subject:"):].strip(), body
 
 
-def template_variables(templates_dir: str | Path, name: str) -> set[str]:
+def template_variables(templates_dir: str | Path, name: str,
+                       language: str | None = None) -> set[str]:
     """The variables template ``name`` uses (subject and body)."""
-    source = _template_path(templates_dir, name).read_text(encoding="utf-8")
+    source = _template_path(templates_dir, name, language)[0].read_text(encoding="utf-8")
     return set(Template(source.replace("\r\n", "\n")).get_identifiers())
 
 
@@ -95,10 +108,13 @@ def _substitute(name: str, part: str, text: str, context: Mapping[str, Any]) -> 
             from None
 
 
-def render(templates_dir: str | Path, name: str, context: Mapping[str, Any]) -> EmailMessage:
-    """Render template ``name`` with ``context`` into a message with Subject and a UTF-8 plain
-    text body (From/To/Date/Message-ID are set by :func:`send`)."""
-    source = _template_path(templates_dir, name).read_text(encoding="utf-8")
+def render(templates_dir: str | Path, name: str, context: Mapping[str, Any],
+           language: str | None = None) -> EmailMessage:
+    """Render template ``name`` (in ``language`` when there is one, else English) with
+    ``context`` into a message with Subject, Content-Language and a UTF-8 plain text body
+    (From/To/Date/Message-ID are set by :func:`send`)."""
+    path, used = _template_path(templates_dir, name, language)
+    source = path.read_text(encoding="utf-8")
     subject_t, body_t = _split(name, source.replace("\r\n", "\n"))
     if any(context.get(v, "") is None for v in Template(subject_t).get_identifiers()):
         raise TemplateError(f"template {name!r}: subject variables must not be None")
@@ -116,6 +132,7 @@ def render(templates_dir: str | Path, name: str, context: Mapping[str, Any]) -> 
     msg["Subject"] = subject
     plain = body.isascii() and all(len(line) <= 78 for line in body.split("\n"))
     msg.set_content(body, charset="utf-8", cte="7bit" if plain else "quoted-printable")
+    msg["Content-Language"] = used  # after set_content, which clears Content-* headers
     return msg
 
 

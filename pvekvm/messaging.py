@@ -2,11 +2,14 @@
 
 Topology, all durable, declared by :func:`declare_topology` (idempotent):
 
-- ``{ns}.orders``  topic exchange → quorum queue ``{ns}.orders`` (billing events → intake)
+- ``{ns}.orders``  topic exchange → quorum queue ``{ns}.orders`` (billing events → intake), with a
+  single active consumer: events are taken one at a time in the order billing published them
 - ``{ns}.steps``   direct exchange, routing key = pool → quorum queue ``{ns}.step.<pool>``
 - ``{ns}.delay.<ms>ms`` fanout exchange → classic queue ``{ns}.wait.<ms>ms`` whose message TTL
   dead-letters back to ``{ns}.steps`` with the original routing key: tiered delays for retries and
   Proxmox task polling, with no worker sleeping.
+- ``{ns}.events``  topic exchange (routing key = event type): events for billing, which binds
+  its own queues (workers/outbox.py).
 - ``{ns}.dead``    fanout exchange → quorum queue ``{ns}.dead``: messages the engine refused
   (published with an ``x-reason`` header) or that exceeded the delivery limit.
 
@@ -14,6 +17,14 @@ Dead-letter strategy: quorum queues carry ``x-delivery-limit`` (a poison message
 workers is parked after that many deliveries rather than looping, or being silently dropped as
 RabbitMQ 4.x does after 20) and dead-letter ``at-least-once`` (needs ``x-overflow=reject-publish``)
 so a dead letter is never lost in transit between queues.
+
+Message properties, so an operator reading a queue in the RabbitMQ console knows what each
+message is: ``app_id`` (the publishing program: ``pvekvm-producer``, ``pvekvm-worker``,
+``pvekvm-scheduler``, ...), ``type`` (``order.<event type>``, ``step.<state>`` or
+``dead-letter``), ``correlation_id`` (a step's operation id; an order's idempotency key, which
+the operation row keeps; a dead letter's operation id when its body names one), ``timestamp``
+(publish time, epoch seconds) and the headers ``x-published-ms`` / ``x-delay-ms`` from which a
+consumer measures how long a message waited beyond its intended delay.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -70,6 +82,10 @@ class Topology:
         return f"{self.namespace}.step.{pool}"
 
     @property
+    def events_exchange(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
     def dead_exchange(self) -> str:
         return f"{self.namespace}.dead"
 
@@ -108,8 +124,12 @@ def declare_topology(channel: BlockingChannel, topo: Topology) -> None:
     channel.queue_bind(topo.dead_queue, topo.dead_exchange)
 
     channel.exchange_declare(topo.orders_exchange, "topic", durable=True)
-    channel.queue_declare(topo.orders_queue, durable=True, arguments=work_args)
+    # one consumer at a time takes billing's events, in the order they were published
+    channel.queue_declare(topo.orders_queue, durable=True,
+                          arguments={**work_args, "x-single-active-consumer": True})
     channel.queue_bind(topo.orders_queue, topo.orders_exchange, routing_key="#")
+
+    channel.exchange_declare(topo.events_exchange, "topic", durable=True)
 
     channel.exchange_declare(topo.steps_exchange, "direct", durable=True)
     for pool in POOLS:
@@ -138,9 +158,11 @@ class Publisher:
     """Confirmed, persistent, mandatory publishing on one connection (not thread-safe: one per
     thread). Reconnects and re-publishes when the broker drops or a confirm is missing."""
 
-    def __init__(self, url: str, topo: Topology, channel: BlockingChannel | None = None) -> None:
+    def __init__(self, url: str, topo: Topology, channel: BlockingChannel | None = None,
+                 app_id: str = "pvekvm") -> None:
         self.url = url
         self.topo = topo
+        self.app_id = app_id
         self._own = channel is None
         self._connection: pika.BlockingConnection | None = None
         self._channel = channel
@@ -166,39 +188,73 @@ class Publisher:
     @retry(retry=retry_if_exception_type((AMQPConnectionError, AMQPChannelError, NackError)),
            stop=stop_after_attempt(5), wait=wait_exponential(multiplier=0.2, max=3), reraise=True)
     def _publish(self, exchange: str, routing_key: str, body: bytes,
-                 props: pika.BasicProperties) -> None:
+                 props: pika.BasicProperties, mandatory: bool = True) -> None:
         try:
-            self.channel.basic_publish(exchange, routing_key, body, props, mandatory=True)
+            self.channel.basic_publish(exchange, routing_key, body, props, mandatory=mandatory)
         except (AMQPConnectionError, AMQPChannelError):
             if self._own:
                 self._channel = None
             raise
 
+    def _props(self, content_type: str, kind: str, correlation_id: str | None,
+               message_id: str | None = None, delay_ms: int = 0,
+               headers: Mapping[str, Any] | None = None) -> pika.BasicProperties:
+        now = time.time()
+        return pika.BasicProperties(
+            content_type=content_type, delivery_mode=PERSISTENT, app_id=self.app_id,
+            type=kind, correlation_id=correlation_id, timestamp=int(now),
+            message_id=message_id or str(uuid.uuid4()),
+            headers={**(headers or {}), "x-published-ms": int(now * 1000),
+                     "x-delay-ms": delay_ms})
+
     def publish_order(self, body: bytes, routing_key: str, message_id: str | None = None) -> None:
-        props = pika.BasicProperties(
-            content_type="application/json", delivery_mode=PERSISTENT,
-            message_id=message_id or str(uuid.uuid4()))
+        """An order event; ``message_id`` (the idempotency key) is also its correlation id."""
+        props = self._props("application/json", routing_key, message_id, message_id)
         self._publish(self.topo.orders_exchange, routing_key, body, props)
 
     def publish_step(self, pool: str, payload: Mapping[str, Any], message_id: str,
                      delay_s: float = 0.0) -> None:
         """Nudge pool ``pool``; with ``delay_s`` > 0 through the matching wait tier."""
-        props = pika.BasicProperties(
-            content_type="application/json", delivery_mode=PERSISTENT, message_id=message_id)
+        tier = delay_tier(delay_s) if delay_s > 0 else 0
+        props = self._props("application/json", f"step.{payload.get('state', '')}",
+                            str(payload.get("op", "")) or None, message_id, delay_ms=tier)
         body = json.dumps(payload, separators=(",", ":")).encode()
-        exchange = self.topo.delay_exchange(delay_tier(delay_s)) if delay_s > 0 else \
-            self.topo.steps_exchange
+        exchange = self.topo.delay_exchange(tier) if tier else self.topo.steps_exchange
         self._publish(exchange, pool, body, props)
+
+    def publish_event(self, event_type: str, body: bytes, event_id: str) -> None:
+        """An event for billing on ``{ns}.events`` (routing key = type). Not mandatory: an
+        exchange nobody has bound a queue to yet is not an error."""
+        props = self._props("application/json", event_type, _operation_of(body, "operation_id"),
+                            event_id)
+        self._publish(self.topo.events_exchange, event_type, body, props, mandatory=False)
 
     def publish_dead(self, body: bytes, reason: str, source: str,
                      headers: Mapping[str, Any] | None = None) -> None:
         """Park a refused message with its reason where operators look."""
-        props = pika.BasicProperties(
-            content_type="application/octet-stream", delivery_mode=PERSISTENT,
+        props = self._props(
+            "application/octet-stream", "dead-letter", _operation_of(body),
             headers={**(headers or {}), "x-reason": reason[:1000], "x-source": source})
         self._publish(self.topo.dead_exchange, source, body, props)
 
 
+def _operation_of(body: bytes, key: str = "op") -> str | None:
+    """The operation id a step message (or an event) names, if it does."""
+    try:
+        op = json.loads(body).get(key)
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return str(op) if isinstance(op, int) else None
+
+
+def message_lag_s(props: pika.BasicProperties) -> float | None:
+    """Seconds a delivered message waited beyond its intended delay (None: not stamped)."""
+    headers = props.headers or {}
+    published = headers.get("x-published-ms")
+    if not isinstance(published, int):
+        return None
+    delay = headers.get("x-delay-ms") if isinstance(headers.get("x-delay-ms"), int) else 0
+    return max(0.0, (time.time() * 1000 - published - delay) / 1000)
 
 
 def declare(url: str, topo: Topology) -> None:
@@ -229,6 +285,7 @@ def delete_topology(url: str, topo: Topology) -> None:
         for q in topo.all_queues():
             ch.queue_delete(q)
         for ex in (topo.orders_exchange, topo.steps_exchange, topo.dead_exchange,
+                   topo.events_exchange,
                    *map(topo.delay_exchange, DELAY_TIERS_MS)):
             ch.exchange_delete(ex)
     finally:
@@ -236,4 +293,4 @@ def delete_topology(url: str, topo: Topology) -> None:
 
 
 __all__ = ["POOLS", "Publisher", "Topology", "UnroutableError", "connect", "declare",
-           "declare_topology", "delay_tier", "delete_topology", "purge"]
+           "declare_topology", "delay_tier", "delete_topology", "message_lag_s", "purge"]

@@ -71,6 +71,7 @@ class Product(BaseModel):
     template_id = IntegerField()
     target_node = CharField(max_length=64)
     target_storage = CharField(max_length=64)
+    dhcp = BooleanField(default=False)
     ip_pool_id = IntegerField(null=True)
     ip6_pool_id = IntegerField(null=True)
     snapshot_limit = SmallIntegerField(default=0)
@@ -102,11 +103,25 @@ class Service(BaseModel):
     username = CharField(max_length=32, null=True)
     password_enc = BlobField(null=True)
     want_ipv6 = BooleanField(default=False)
+    suspended = BooleanField(default=False)
+    boot_before_iso = CharField(max_length=255, null=True)
+    language = CharField(max_length=35, null=True)
     created_at = DateTimeField(null=True)
     updated_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "services"
+
+
+class VmidAllocation(BaseModel):
+    """A VMID given out; rows are never deleted, so no VMID is given twice."""
+
+    vmid = IntegerField(primary_key=True)
+    service_id = IntegerField(index=True)
+    allocated_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "vmid_allocations"
 
 
 class IpAddress(BaseModel):
@@ -128,6 +143,8 @@ class Operation(BaseModel):
     params = TextField()
     state = CharField(max_length=48)
     status = CharField(max_length=16, default="running")
+    request_hash = CharField(max_length=64, null=True)
+    prior_status = CharField(max_length=16, null=True)
     active_service = IntegerField(null=True, unique=True)
     version = IntegerField(default=0)
     nudge_id = CharField(max_length=36, null=True)
@@ -146,6 +163,36 @@ class Operation(BaseModel):
 
     class Meta:
         table_name = "operations"
+
+
+class OutboxEvent(BaseModel):
+    """An event for billing, written in the commit of the change it reports."""
+
+    id = BigAutoField()
+    event_id = CharField(max_length=36, unique=True)
+    type = CharField(max_length=48)
+    service_id = IntegerField(null=True)
+    operation_id = BigIntegerField(null=True)
+    body = TextField()
+    created_at = DateTimeField(null=True)
+    published_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "outbox"
+
+
+class HeldEvent(BaseModel):
+    """An event that arrived before its service's ``create``: kept until then, or refused."""
+
+    id = BigAutoField()
+    service_id = IntegerField(index=True)
+    idempotency_key = CharField(max_length=128, unique=True)
+    body = BlobField()
+    received_at = DateTimeField(null=True)
+    expires_at = DateTimeField()
+
+    class Meta:
+        table_name = "held_events"
 
 
 class StepRun(BaseModel):
@@ -185,6 +232,9 @@ class Backup(BaseModel):
     size_bytes = BigIntegerField(default=0)
     scheduled = BooleanField(default=False)
     note = CharField(max_length=255, default="")
+    template_id = IntegerField(null=True)
+    username = CharField(max_length=32, null=True)
+    password_enc = BlobField(null=True)
     created_at = DateTimeField(null=True)
 
     class Meta:
@@ -278,7 +328,7 @@ class SchemaVersion(BaseModel):
 
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
-    Template, IpPool, Product, Service, IpAddress, Operation, StepRun, Snapshot, Backup,
-    BackupSchedule, DnsProvider, DnsZone, DnsRecordRow, Email, DeadLetter, AuditLog,
-    SchemaVersion,
+    Template, IpPool, Product, Service, VmidAllocation, IpAddress, Operation, OutboxEvent,
+    HeldEvent, StepRun, Snapshot, Backup, BackupSchedule, DnsProvider, DnsZone, DnsRecordRow,
+    Email, DeadLetter, AuditLog, SchemaVersion,
 )

@@ -1,11 +1,12 @@
 """Operator output in the seed manual's v3.0 format, prefixed with the service id so lines
-from many VMs interleave readably; and one service's history rebuilt from step_runs."""
+from many VMs interleave readably (formatting only; workers/admin.py rebuilds a history)."""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
-from pvekvm.models import Operation, Service, StepRun
+from pvekvm.models import Operation
 
 if TYPE_CHECKING:
     from steps.machine import Machine
@@ -30,43 +31,23 @@ def step_line(service_id: int, number: int, label: str, result: str, from_state:
                                               message, seconds)
 
 
-def header(machine: Machine, op: Operation, vmid: int | None, status: str) -> str:
-    return f"--- {machine.title}: service={op.service_id} vm={vmid or '-'} status={status} ---"
+def title(machine: Machine | None, op: Operation) -> str:
+    """The block title; an operation with an ``action`` (power) names it: ``Power (stop)``."""
+    name = machine.title if machine else op.kind
+    try:
+        action = json.loads(op.params or "{}").get("action")
+    except (ValueError, AttributeError):
+        action = None
+    return f"{name} ({action})" if isinstance(action, str) and action else name
 
 
 def complete_line(machine: Machine, op: Operation, status: str) -> str:
-    return f"--- {machine.title} complete: service={op.service_id} status={status} ---"
+    return f"--- {title(machine, op)} complete: service={op.service_id} status={status} ---"
 
 
 def paused_line(machine: Machine, op: Operation) -> str:
-    return f"--- {machine.title} paused: waiting at ({op.state}) ---"
+    return f"--- {title(machine, op)} paused: waiting at ({op.state}) ---"
 
 
-def history(service_id: int) -> str:
-    """Every operation of a service as the manual's ``--- Deploy: … ---`` blocks."""
-    from steps.machines import MACHINES
-
-    svc = Service.get_or_none(Service.id == service_id)
-    if svc is None:
-        return f"no service {service_id}"
-    blocks: list[str] = []
-    for op in Operation.select().where(Operation.service_id == service_id).order_by(Operation.id):
-        machine = MACHINES.get(op.kind)
-        runs = list(StepRun.select().where(StepRun.operation_id == op.id).order_by(StepRun.id))
-        first = runs[0].from_state if runs else op.state
-        title = machine.title if machine else op.kind
-        vmid = next((r.vmid for r in reversed(runs) if r.vmid), svc.vmid)
-        lines = [f"--- {title}: service={service_id} vm={vmid or '-'} status={first} ---"]
-        for r in runs:
-            number = machine.number(r.from_state) if machine and machine.at(r.from_state) else 0
-            lines.append(format_step(number, r.label, r.result, r.from_state, r.to_state,
-                                     r.message or "", r.duration_ms / 1000))
-        if op.status == "done":
-            lines.append(f"--- {title} complete: service={service_id} status="
-                         f"{(machine.done_status if machine else None) or 'done'} ---")
-        elif op.status == "paused":
-            lines.append(f"--- {title} paused: waiting at ({op.state}) — {op.error} ---")
-        else:
-            lines.append(f"--- {title} {op.status}: at ({op.state}) ---")
-        blocks.append("\n".join(lines))
-    return "\n".join(blocks) if blocks else f"service {service_id}: no operations"
+def refused_line(machine: Machine, op: Operation, reason: str) -> str:
+    return f"--- {title(machine, op)} refused: service={op.service_id} — {reason} ---"

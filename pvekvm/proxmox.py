@@ -16,6 +16,7 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from pvekvm import metrics
 from pvekvm.config import ProxmoxSettings
 
 # 5xx answers that retrying cannot fix.
@@ -25,12 +26,17 @@ _PERMANENT = re.compile(
 
 
 class ProxmoxError(Exception):
-    """A Proxmox call failed. ``transient`` says whether trying again later can succeed."""
+    """A Proxmox call failed. ``transient`` says whether trying again later can succeed;
+    ``not_sent`` that the request never reached PVE (no connection was made), so even a POST
+    can be repeated at once."""
 
-    def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
+    def __init__(self, message: str, *, transient: bool, status: int | None = None,
+                 not_sent: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
         self.status = status
+        self.not_sent = not_sent
+        self.method = "get"  # the HTTP method of the call that failed
 
 
 def _classify(exc: Exception) -> ProxmoxError:
@@ -47,12 +53,20 @@ def _classify(exc: Exception) -> ProxmoxError:
         return ProxmoxError(detail or f"HTTP {exc.status_code}", transient=transient,
                             status=exc.status_code)
     if isinstance(exc, requests.RequestException):
-        return ProxmoxError(f"connection problem: {exc}", transient=True)
+        not_sent = isinstance(exc, requests.ConnectTimeout) or (
+            isinstance(exc, requests.ConnectionError)
+            and "NewConnectionError" in repr(exc.args))
+        return ProxmoxError(f"connection problem: {exc}", transient=True, not_sent=not_sent)
     return ProxmoxError(str(exc), transient=False)
 
 
-def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, ProxmoxError) and exc.transient
+def _safe_to_repeat(exc: BaseException) -> bool:
+    """Retry inline only what cannot have been done twice: a read that failed transiently,
+    or any call that never reached PVE. A POST/PUT/DELETE that may have been carried out is
+    left to the step, which looks at Proxmox before trying again (steps are idempotent)."""
+    if not isinstance(exc, ProxmoxError) or not exc.transient:
+        return False
+    return exc.not_sent or exc.method == "get"
 
 
 @dataclass(frozen=True)
@@ -93,17 +107,20 @@ class Proxmox:
         time.sleep(seconds)
         cls._timing.seconds = getattr(cls._timing, "seconds", 0.0) + seconds
 
-    @retry(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(3),
+    @retry(retry=retry_if_exception(_safe_to_repeat), stop=stop_after_attempt(3),
            wait=wait_exponential(multiplier=0.05, max=0.5), reraise=True)
     def _call(self, method: str, path: str, params: dict[str, Any]) -> Any:
-        start = time.perf_counter()
+        start, error = time.perf_counter(), None
         try:
             return getattr(self._api(path.strip("/")), method)(**params)
         except Exception as exc:  # noqa: BLE001 - sorted into transient/permanent
-            raise _classify(exc) from exc
+            error = _classify(exc)
+            error.method = method
+            raise error from exc
         finally:
-            t = self._timing
-            t.seconds = getattr(t, "seconds", 0.0) + time.perf_counter() - start
+            t, spent = self._timing, time.perf_counter() - start
+            t.seconds = getattr(t, "seconds", 0.0) + spent
+            metrics.observe_proxmox(method, path, spent, error)
 
     def get(self, path: str, **params: Any) -> Any:
         return self._call("get", path, params)

@@ -258,7 +258,12 @@ def migrate_vm(ctx: Ctx, p: dict[str, Any]) -> str:
             dst = smap.get(sid, smap.get("*", sid))
             vol = c.volume(f, node)
             c.remove_volume(node, f)
-            new = f if dst == sid else c.new_disk_volid(dst, target, vmid)
+            if dst == sid:
+                new = f
+            elif is_cloudinit(vm["config"].get(d["drivename"], "")):
+                new = c.cloudinit_volid(dst, vmid)  # storage_migrate keeps the volume's name
+            else:
+                new = c.new_disk_volid(dst, target, vmid)
             c.add_volume(target, new, vol["size"] if vol else 0, "images", vmid)
             key = d["drivename"]
             vm["config"][key] = vm["config"][key].replace(f, new, 1)
@@ -268,6 +273,55 @@ def migrate_vm(ctx: Ctx, p: dict[str, Any]) -> str:
 
     return vm_task(ctx, vm, "qmigrate", "migrate", work, p,
                    log=[f"starting migration of VM {vmid} to node '{target}'"])
+
+
+@route("POST", V + "/move_disk")
+def move_disk(ctx: Ctx, p: dict[str, Any]) -> str:
+    """Move one volume to another storage on the VM's node (qemu-server's ``qmmove``): the old
+    volume is kept as ``unusedN`` unless ``delete=1``."""
+    c = ctx.cluster
+    vm = vm_of(ctx, p)
+    disk, storage = p["disk"], p.get("storage")
+    if p.get("target-vmid") or p.get("target-disk"):
+        raise PVEError("pvesim: moving a disk to another VM is not supported")
+    if not storage:
+        raise ParamError({"storage": "parameter is required when moving to the same VM"})
+    check_lock(vm, p)
+    scfg = c.storages.get(storage)
+    if scfg is None:
+        raise PVEError(f"storage '{storage}' does not exist")
+    if "images" not in scfg["content"]:
+        raise PVEError(f"storage '{storage}' does not support vm images")
+    value = vm["config"].get(disk)
+    if value is None:
+        raise PVEError(f"disk '{disk}' does not exist")
+    if is_cdrom(value):
+        raise PVEError("you can't move a cdrom")
+    old = drive_file(value)
+    if _storage_of(old) == storage and (not p.get("format") or old.endswith(p["format"])):
+        raise PVEError("you can't move to the same storage with same format")
+    delete = str(p.get("delete", "0")) == "1"
+    if vm["snapshots"] and delete:
+        raise PVEError("you can't move a disk with snapshots and delete the source")
+
+    def work(task: Task) -> None:
+        node, vmid = vm["node"], vm["vmid"]
+        vol = c.volume(old, node)
+        new = (c.cloudinit_volid(storage, vmid) if is_cloudinit(value)
+               else c.new_disk_volid(storage, node, vmid, p.get("format")))
+        c.add_volume(node, new, vol["size"] if vol else 0, "images", vmid)
+        vm["config"][disk] = vm["config"][disk].replace(old, new, 1)
+        task.log.append(f"moving disk '{old}' to '{new}'")
+        if delete:
+            c.remove_volume(node, old)
+            return
+        n = 0
+        while f"unused{n}" in vm["config"]:
+            n += 1
+        vm["config"][f"unused{n}"] = old
+
+    return vm_task(ctx, vm, "qmmove", None, work, p,
+                   log=[f"create full clone of drive {disk} ({old})"])
 
 
 # --- power state ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ TASK_DURATIONS: dict[str, float] = {
     "qmclone": 20, "qmigrate": 30, "qmcreate": 3, "qmrestore": 60, "vzdump": 60,
     "qmstart": 8, "qmstop": 10, "qmshutdown": 10, "qmreboot": 10, "qmreset": 2,
     "qmsuspend": 2, "qmresume": 2, "qmsnapshot": 5, "qmdelsnapshot": 5, "qmrollback": 10,
-    "qmdestroy": 5, "resize": 2, "qmconfig": 3, "imgdel": 1, "qmtemplate": 5,
+    "qmdestroy": 5, "resize": 2, "qmconfig": 3, "imgdel": 1, "qmtemplate": 5, "qmmove": 20,
 }
 
 

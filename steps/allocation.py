@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from peewee import IntegrityError, fn
 
-from pvekvm.models import IpAddress, Service, database
+from pvekvm.models import IpAddress, Service, VmidAllocation, database
 from pvekvm.proxmox import ProxmoxError
 from steps.context import StepContext
 from steps.machine import Done, StepFailed, StepResult
@@ -15,7 +17,13 @@ _TAKE_FREE_IP = (
 
 
 def allocate_ips(ctx: StepContext) -> StepResult:
-    """VMSetDedicatedIp: one IPv4 (and an IPv6 when ordered and the package has a v6 pool)."""
+    """VMSetDedicatedIp: one IPv4 (and an IPv6 when ordered and the package has a v6 pool). A
+    DHCP package allocates none, and a service moving to one gives its addresses back."""
+    if ctx.product.dhcp:
+        released = release_ips(ctx.service.id)
+        ctx.addresses_changed()
+        return Done(f"DHCP package: {released} address(es) released" if released
+                    else "DHCP package: no address to allocate", skipped=not released)
     wanted = [(4, ctx.product.ip_pool_id)]
     if ctx.service.want_ipv6:
         wanted.append((6, ctx.product.ip6_pool_id))
@@ -49,12 +57,15 @@ def release_ips(service_id: int, version: int | None = None) -> int:
 
 
 def reserve_vmid(ctx: StepContext) -> StepResult:
-    """A VMID unique in our database (unique index) and free in Proxmox (``nextid?vmid=``)."""
+    """A VMID never given out before (``vmid_allocations`` keeps every VMID ever handed out, so
+    a terminated service's VMID is not reused) and free in Proxmox (``nextid?vmid=``). Two
+    workers racing for the same number: the primary key lets one win, the other takes the
+    next."""
     if ctx.service.vmid is not None:
         return Done(f"VMID {ctx.service.vmid} already reserved", skipped=True)
     eng = ctx.settings.engine
-    top = (Service.select(fn.MAX(Service.vmid))
-           .where(Service.vmid.between(eng.vmid_min, eng.vmid_max)).scalar())
+    top = (VmidAllocation.select(fn.MAX(VmidAllocation.vmid))
+           .where(VmidAllocation.vmid.between(eng.vmid_min, eng.vmid_max)).scalar())
     candidate = max(eng.vmid_min, (top or 0) + 1)
     for _ in range(200):
         if candidate > eng.vmid_max:
@@ -62,6 +73,8 @@ def reserve_vmid(ctx: StepContext) -> StepResult:
         if _free_in_proxmox(ctx, candidate):
             try:
                 with database.atomic():
+                    VmidAllocation.insert(vmid=candidate, service_id=ctx.service.id,
+                                          allocated_at=datetime.now()).execute()
                     Service.update(vmid=candidate).where(
                         (Service.id == ctx.service.id) & Service.vmid.is_null()).execute()
             except IntegrityError:

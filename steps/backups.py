@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from pvekvm.models import Backup, Snapshot
+from pvekvm.models import AuditLog, Backup, Service, Snapshot
 from pvekvm.proxmox import ProxmoxError
+from steps import power
 from steps.context import StepContext
-from steps.machine import Done, Retry, StepFailed, StepResult, Wait
+from steps.machine import Done, Refused, Retry, StepResult, Wait
 
 
 def _snapshots(ctx: StepContext) -> set[str]:
@@ -22,10 +23,10 @@ def create_snapshot(ctx: StepContext) -> StepResult:
         return Done(f"snapshot {name}", skipped=not ctx.after_task)
     count = Snapshot.select().where(Snapshot.service_id == ctx.service.id).count()
     if count >= ctx.product.snapshot_limit:
-        raise StepFailed(f"snapshot limit reached ({count}/{ctx.product.snapshot_limit})")
+        raise Refused(f"snapshot limit reached ({count}/{ctx.product.snapshot_limit})")
     cfg = ctx.config()
     if cfg.get("lock"):
-        return Retry(f"VM is locked ({cfg['lock']})", delay_s=1.0)
+        return Retry(f"VM is locked ({cfg['lock']})")
     return Wait(ctx.pve.post(f"{ctx.vm_path}/snapshot", snapname=name,
                              description=ctx.params.get("description") or "pvekvm"),
                 ctx.service.node)
@@ -61,12 +62,43 @@ def delete_all_snapshots(ctx: StepContext) -> StepResult:
 
 
 def rollback_snapshot(ctx: StepContext) -> StepResult:
+    """Roll back and leave the VM powered as it was before: PVE's rollback stops the VM, or
+    starts it when the snapshot holds RAM. The power state before is kept in the audit log
+    (once per operation), so the step can put it back after the rollback task."""
     name = ctx.params["name"]
     if ctx.after_task:
-        return Done(f"rolled back to {name}")
+        before = _power_before_rollback(ctx)
+        now = _power(ctx)
+        if before == "running" and now != "running":
+            return power.start_vm(ctx)
+        if before == "stopped" and now == "running":
+            return power.stop_vm(ctx)
+        return Done(f"rolled back to {name}, VM {now}")
     if name not in _snapshots(ctx):
-        raise StepFailed(f"snapshot {name} does not exist")
-    return Wait(ctx.pve.post(f"{ctx.vm_path}/snapshot/{name}/rollback"), ctx.service.node)
+        raise Refused(f"snapshot {name} does not exist")
+    cfg = ctx.config()
+    if cfg.get("lock"):
+        return Retry(f"VM is locked ({cfg['lock']})")
+    before = _power_before_rollback(ctx) or _power(ctx)
+    AuditLog.insert(service_id=ctx.service.id, operation_id=ctx.operation.id,
+                    event=_POWER_BEFORE, detail=before, created_at=datetime.now()).execute()
+    start = {"start": 1} if before == "running" else {}
+    return Wait(ctx.pve.post(f"{ctx.vm_path}/snapshot/{name}/rollback", **start),
+                ctx.service.node)
+
+
+_POWER_BEFORE = "power_before_rollback"
+
+
+def _power(ctx: StepContext) -> str:
+    return str(ctx.pve.get(f"{ctx.vm_path}/status/current").get("status", "unknown"))
+
+
+def _power_before_rollback(ctx: StepContext) -> str | None:
+    row = (AuditLog.select(AuditLog.detail)
+           .where((AuditLog.operation_id == ctx.operation.id) & (AuditLog.event == _POWER_BEFORE))
+           .order_by(AuditLog.id).first())
+    return row.detail if row else None
 
 
 def _notes_tag(ctx: StepContext) -> str:
@@ -81,7 +113,7 @@ def _backup_volumes(ctx: StepContext, storage: str) -> list[dict]:
 def create_backup(ctx: StepContext) -> StepResult:
     storage = ctx.product.backup_storage
     if not storage or ctx.product.backup_limit <= 0:
-        raise StepFailed("the package allows no backups")
+        raise Refused("the package allows no backups")
     tag = _notes_tag(ctx)
     mine = [v for v in _backup_volumes(ctx, storage) if tag in str(v.get("notes", ""))]
     if mine:
@@ -89,18 +121,18 @@ def create_backup(ctx: StepContext) -> StepResult:
         Backup.insert(service_id=ctx.service.id, volid=vol["volid"], storage=storage,
                       node=ctx.service.node, size_bytes=int(vol.get("size", 0)),
                       scheduled=bool(ctx.params.get("scheduled")),
-                      note=(ctx.params.get("note") or "")[:255], created_at=datetime.now()
-                      ).on_conflict_ignore().execute()
+                      note=(ctx.params.get("note") or "")[:255], created_at=datetime.now(),
+                      **_what_the_vm_runs(ctx.service)).on_conflict_ignore().execute()
         return Done(vol["volid"], skipped=not ctx.after_task)
     held = list(Backup.select().where(Backup.service_id == ctx.service.id)
                 .order_by(Backup.created_at))
     if len(held) >= ctx.product.backup_limit:
         if not ctx.params.get("scheduled"):
-            raise StepFailed(f"backup limit reached ({len(held)}/{ctx.product.backup_limit})")
+            raise Refused(f"backup limit reached ({len(held)}/{ctx.product.backup_limit})")
         return _delete_volume(ctx, held[0])  # rotate: the oldest makes room, then run again
     cfg = ctx.config()
     if cfg.get("lock"):
-        return Retry(f"VM is locked ({cfg['lock']})", delay_s=2.0)
+        return Retry(f"VM is locked ({cfg['lock']})")
     upid = ctx.pve.post(f"nodes/{ctx.service.node}/vzdump", vmid=ctx.vmid, storage=storage,
                         mode="snapshot", compress="zstd",
                         **{"notes-template": f"{{{{guestname}}}} {tag}"})
@@ -118,7 +150,7 @@ def _delete_volume(ctx: StepContext, backup: Backup) -> StepResult:
     backup.delete_instance()
     if isinstance(upid, str) and upid.startswith("UPID:"):
         return Wait(upid, backup.node)
-    return Retry("oldest backup removed", delay_s=0.25, counts=False)
+    return Retry("oldest backup removed", counts=False)
 
 
 def delete_backup(ctx: StepContext) -> StepResult:
@@ -141,14 +173,30 @@ def delete_all_backups(ctx: StepContext) -> StepResult:
     return delete_all_backups(ctx)
 
 
+_RESTORED_FIELDS = ("template_id", "username", "password_enc")
+
+
+def _what_the_vm_runs(service: Service) -> dict[str, object]:
+    """Recorded with a backup: the OS, login and password the backed-up VM has."""
+    return {f: getattr(service, f) for f in _RESTORED_FIELDS}
+
+
 def restore_backup(ctx: StepContext) -> StepResult:
-    """Restore over the existing VM (same VMID); the VM is stopped by the step before."""
-    if ctx.after_task:
-        return Done("restored")
+    """Restore over the existing VM (same VMID); the VM is stopped by the step before. When the
+    restore is done, the service row says what the restored VM has: the OS, login and password
+    of the backup (a backup taken before a reinstall brings the old OS back)."""
     backup = Backup.get_or_none((Backup.id == ctx.params["backup_id"])
                                 & (Backup.service_id == ctx.service.id))
     if backup is None:
-        raise StepFailed(f"backup {ctx.params['backup_id']} not found for this service")
+        raise Refused(f"backup {ctx.params['backup_id']} not found for this service")
+    if ctx.after_task:
+        restored = {f: getattr(backup, f) for f in _RESTORED_FIELDS
+                    if getattr(backup, f) is not None}
+        if restored:
+            Service.update(**restored).where(Service.id == ctx.service.id).execute()
+            for field, value in restored.items():
+                setattr(ctx.service, field, value)
+        return Done(f"restored {backup.volid}")
     upid = ctx.pve.post(f"nodes/{ctx.service.node}/qemu", vmid=ctx.vmid, archive=backup.volid,
                         force=1, storage=ctx.product.target_storage)
     return Wait(upid, ctx.service.node)

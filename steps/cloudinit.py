@@ -14,6 +14,8 @@ from steps.machine import Done, StepResult
 
 
 def ipconfig(ctx: StepContext) -> str:
+    if ctx.product.dhcp:
+        return "ip=dhcp"
     parts = []
     for version, key, gw_key in ((4, "ip", "gw"), (6, "ip6", "gw6")):
         addr, pool = ctx.address(version), ctx.pool(version)
@@ -58,7 +60,3 @@ def _fingerprint(settings: dict[str, str], password_enc: bytes) -> str:
     public = {k: v for k, v in settings.items() if k != "cipassword"}
     blob = json.dumps(public, sort_keys=True).encode() + password_enc
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def reset_password(ctx: StepContext) -> StepResult:
-    return set_cloudinit(ctx, new_password=True)

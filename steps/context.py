@@ -12,6 +12,7 @@ from pvekvm import secrets
 from pvekvm.config import Settings
 from pvekvm.models import IpAddress, IpPool, Operation, Product, Service, Template
 from pvekvm.proxmox import Proxmox
+from steps.machine import StepFailed
 
 M = TypeVar("M")
 
@@ -35,8 +36,15 @@ class StepContext:
     settings: Settings
     operation: Operation
     service: Service
-    pve: Proxmox
+    proxmox: Proxmox | None
     after_task: bool = False  # the step's Proxmox task just finished OK
+
+    @property
+    def pve(self) -> Proxmox:
+        if self.proxmox is None:
+            raise StepFailed("no Proxmox connection configured (PVE_CONNECTION_FILE, or "
+                             "[proxmox] in the settings file)")
+        return self.proxmox
 
     @cached_property
     def params(self) -> dict[str, Any]:

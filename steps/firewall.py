@@ -9,7 +9,11 @@ IPSET = "ipfilter-net0"  # the name PVE's ipfilter option looks for on net0
 
 
 def set_firewall(ctx: StepContext) -> StepResult:
+    """A DHCP package's firewall is not ours to manage (the manual): nothing is set, only our
+    anti-spoofing IPSet from an earlier static package is taken away."""
     p = ctx.product
+    if p.dhcp:
+        return _leave_to_dhcp(ctx)
     base = f"{ctx.vm_path}/firewall"
     v4, v6 = ctx.ips()
     mine = set(v4 + v6)
@@ -35,3 +39,12 @@ def set_firewall(ctx: StepContext) -> StepResult:
     if not changed:
         return Done("no change", skipped=True)
     return Done(", ".join(changed))
+
+
+def _leave_to_dhcp(ctx: StepContext) -> StepResult:
+    base = f"{ctx.vm_path}/firewall"
+    if IPSET not in {s.get("name") for s in ctx.pve.get(f"{base}/ipset")}:
+        return Done("DHCP package: firewall not managed", skipped=True)
+    ctx.pve.put(f"{base}/options", ipfilter=0)
+    ctx.pve.delete(f"{base}/ipset/{IPSET}", force=1)
+    return Done(f"DHCP package: anti-spoofing IPSet {IPSET} removed")

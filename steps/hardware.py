@@ -88,7 +88,7 @@ def create_additional_disk(ctx: StepContext) -> StepResult:
         return Done("no additional disk in package", skipped=True)
     cfg = ctx.config()
     if cfg.get("lock"):
-        return Retry(f"VM is locked ({cfg['lock']})", delay_s=1.0)
+        return Retry(f"VM is locked ({cfg['lock']})")
     if disk.slot in cfg:
         return Done(f"{disk.slot} exists", skipped=True)
     upid = ctx.pve.post(f"{ctx.vm_path}/config", **{disk.slot: f"{disk.storage}:{disk.size_gb}"})
@@ -119,7 +119,10 @@ def set_network(ctx: StepContext) -> StepResult:
         (v for k, v in props.items() if k in ("virtio", "e1000") or ":" in v), None)
     want = {"virtio": mac} if mac else {"model": "virtio"}
     want["bridge"] = p.bridge
-    want["firewall"] = "1"
+    if not p.dhcp:  # DHCP: only bandwidth, bridge and VLAN are ours
+        want["firewall"] = "1"
+    elif "firewall" in props:
+        want["firewall"] = props["firewall"]
     if p.vlan:
         want["tag"] = str(p.vlan)
     if p.net_rate_mbps and float(p.net_rate_mbps) > 0:

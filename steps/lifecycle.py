@@ -8,7 +8,8 @@ from pvekvm.models import AuditLog, Service
 from steps import cloudinit, pvecfg
 from steps.allocation import release_ips
 from steps.context import StepContext
-from steps.machine import Done, StepFailed, StepResult, Wait
+from steps.machine import Done, Refused, StepFailed, StepResult, Wait
+from steps.provision import DISK_KEYS
 
 ISO_SLOTS = ("ide2", "ide3", "ide0", "ide1")
 
@@ -16,6 +17,8 @@ ISO_SLOTS = ("ide2", "ide3", "ide0", "ide1")
 def power_action(ctx: StepContext) -> StepResult:
     """start / stop (hard) / shutdown (graceful, then forced) / reboot, from the event."""
     action = ctx.params.get("action", "start")
+    if ctx.service.suspended and action in ("start", "reboot"):
+        raise Refused("the service is suspended: its VM may not be started")
     status = ctx.pve.get(f"{ctx.vm_path}/status/current").get("status")
     if ctx.after_task or (action == "start" and status == "running") or (
             action in ("stop", "shutdown") and status == "stopped"):
@@ -54,30 +57,64 @@ def _iso_slot(cfg: dict) -> str:
 
 
 def mount_iso(ctx: StepContext) -> StepResult:
+    """The ISO goes into the CD-ROM slot and the CD-ROM first in the boot order; the order it
+    replaces is kept on the service (once: mounting again keeps the original) for unmount."""
     storage = ctx.product.iso_storage
     if not storage:
-        raise StepFailed("the package has no ISO storage")
+        raise Refused("the package has no ISO storage")
     iso = ctx.params["iso"]
     volid = f"{storage}:iso/{iso}"
     isos = {c["volid"] for c in ctx.pve.get(f"nodes/{ctx.service.node}/storage/{storage}/content",
                                             content="iso")}
     if volid not in isos:
-        raise StepFailed(f"ISO {iso} not found on storage {storage}")
+        raise Refused(f"ISO {iso} not found on storage {storage}")
     cfg = ctx.config()
     slot = _iso_slot(cfg)
-    if pvecfg.parse(str(cfg.get(slot, "")), "file").get("file") == volid:
-        return Done(f"{iso} already in {slot}", skipped=True)
-    ctx.pve.put(f"{ctx.vm_path}/config", **{slot: f"{volid},media=cdrom"})
-    return Done(f"{iso} in {slot}")
+    order = boot_order(cfg)
+    first = [slot] + [d for d in order if d != slot]
+    if pvecfg.parse(str(cfg.get(slot, "")), "file").get("file") == volid and order == first:
+        return Done(f"{iso} already in {slot}, boots first", skipped=True)
+    if ctx.service.boot_before_iso is None:
+        _keep_boot(ctx, str(cfg.get("boot", "")))
+    ctx.pve.put(f"{ctx.vm_path}/config",
+                **{slot: f"{volid},media=cdrom", "boot": f"order={';'.join(first)}"})
+    return Done(f"{iso} in {slot}, boot order {';'.join(first)}")
 
 
 def unmount_iso(ctx: StepContext) -> StepResult:
+    """Empty the CD-ROM and put back the boot order the mount replaced."""
     cfg = ctx.config()
     slot = _iso_slot(cfg)
-    if pvecfg.parse(str(cfg.get(slot, "none")), "file").get("file") in ("none", None, ""):
+    change: dict[str, str] = {}
+    if pvecfg.parse(str(cfg.get(slot, "none")), "file").get("file") not in ("none", None, ""):
+        change[slot] = "none,media=cdrom"
+    saved = ctx.service.boot_before_iso
+    if saved is not None and saved != str(cfg.get("boot", "")):
+        if saved:
+            change["boot"] = saved
+        else:
+            change["delete"] = "boot"
+    if not change:
+        if saved is not None:
+            _keep_boot(ctx, None)
         return Done("no ISO mounted", skipped=True)
-    ctx.pve.put(f"{ctx.vm_path}/config", **{slot: "none,media=cdrom"})
-    return Done(f"{slot} emptied")
+    ctx.pve.put(f"{ctx.vm_path}/config", **change)
+    _keep_boot(ctx, None)
+    return Done(f"{slot} emptied, boot {saved or 'default'}")
+
+
+def boot_order(cfg: dict) -> list[str]:
+    """The devices of ``boot: order=a;b;c``; without one, PVE's default: disks, then net0."""
+    props = pvecfg.parse(str(cfg.get("boot", "")), "legacy")
+    if "order" in props:
+        return [d for d in props["order"].split(";") if d]
+    disks = [k for k in DISK_KEYS if k in cfg and "media=cdrom" not in str(cfg[k])]
+    return disks[:1] + (["net0"] if "net0" in cfg else [])
+
+
+def _keep_boot(ctx: StepContext, boot: str | None) -> None:
+    ctx.service.boot_before_iso = boot
+    Service.update(boot_before_iso=boot).where(Service.id == ctx.service.id).execute()
 
 
 def iso_group(filename: str) -> str:

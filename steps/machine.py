@@ -1,15 +1,20 @@
 """State machines as data, and what a step may answer.
 
-A machine is an ordered list of transitions ``(state, pool, step, next_state, label)``: when an
-operation is at ``state``, the worker pool ``pool`` runs ``step`` and, on success, moves the
-operation to ``next_state``. The last transition's ``next_state`` is the machine's final state.
+A machine is an ordered list of transitions: when an operation is at ``state``, the worker
+pool ``pool`` runs ``run`` and, on success, moves the operation to ``then``; ``retry`` says how
+a fault in that step is retried (unset fields come from the settings' default policy). The last
+transition's ``then`` is the machine's final state. Building a machine checks that the states
+chain, that no state appears twice and that every pool exists: a typo fails at import, not as an
+unroutable message at run time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING
+
+from pvekvm.messaging import POOLS, delay_tier
 
 if TYPE_CHECKING:
     from steps.context import StepContext
@@ -34,16 +39,24 @@ class Wait:
 
 @dataclass(frozen=True)
 class Retry:
-    """Not possible yet (a lock, a busy storage, a transient error): try again after a delay."""
+    """Not possible yet (a lock, a busy storage, a transient error): run the step again later,
+    after the delay its transition's retry policy gives. ``counts=False``: waiting our turn (a
+    clone slot), not a failed attempt."""
 
     reason: str
-    delay_s: float = 2.0
-    counts: bool = True   # False: waiting our turn (a clone slot), not a failed attempt
+    counts: bool = True
 
 
 class StepFailed(Exception):
-    """A permanent problem (bad package value, refused by Proxmox): the operation pauses at the
-    last good state with this message until an operator resumes it."""
+    """A fault retrying cannot fix (Proxmox refused, a VM that is not ours at our VMID): the
+    operation pauses at the last good state with this message until an operator resumes or
+    cancels it."""
+
+
+class Refused(Exception):
+    """The request itself is wrong or not allowed now (over a limit, an unknown snapshot or ISO,
+    a suspended service asked to start): the operation fails at once with this reason, changes
+    nothing more and frees the service."""
 
 
 StepResult = Done | Wait | Retry
@@ -51,12 +64,59 @@ Step = Callable[["StepContext"], StepResult]
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """How a step's faults are retried. A counted retry waits ``first_s``, doubling up to
+    ``max_s``; after ``max_attempts`` the operation pauses. Waiting for a turn (``counts=False``)
+    backs off from ``wait_s`` to ``wait_max_s`` and never gives up. ``None`` = take the
+    default's value (see :meth:`over`)."""
+
+    first_s: float | None = None
+    max_s: float | None = None
+    max_attempts: int | None = None
+    wait_s: float | None = None
+    wait_max_s: float | None = None
+
+    def over(self, default: RetryPolicy) -> RetryPolicy:
+        """This policy with its unset fields taken from ``default``."""
+        return replace(default, **{f.name: getattr(self, f.name) for f in fields(self)
+                                   if getattr(self, f.name) is not None})
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """The delay asked for and the delay tier (ms) the message really waits in."""
+
+    want_s: float
+    tier_ms: int
+
+    @property
+    def seconds(self) -> float:
+        return self.tier_ms / 1000
+
+
+def backoff(policy: RetryPolicy, n: int, *, waiting: bool = False) -> Backoff:
+    """The delay before the ``n``-th retry (1-based) under a resolved ``policy``: the one
+    place where retry delays are computed, and the tier each lands on."""
+    base, cap = (policy.wait_s, policy.wait_max_s) if waiting else (policy.first_s, policy.max_s)
+    assert base is not None and cap is not None, "resolve the policy with .over() first"
+    want = min(base * 2 ** max(n - 1, 0), cap)
+    return Backoff(want, delay_tier(want))
+
+
+@dataclass(frozen=True)
 class Transition:
     state: str
     pool: str
-    step: Step
-    next_state: str
+    run: Step
+    then: str
     label: str
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def T(state: str, *, pool: str, run: Step, then: str, label: str,
+      retry: RetryPolicy | None = None) -> Transition:
+    """One transition, written with keywords so a reader can grep for each state."""
+    return Transition(state, pool, run, then, label, retry or RetryPolicy())
 
 
 @dataclass(frozen=True)
@@ -66,6 +126,10 @@ class Machine:
     transitions: tuple[Transition, ...]
     busy_status: str | None = None      # service status while it runs (None: unchanged)
     done_status: str | None = None      # service status when it completes (None: unchanged)
+    failed_status: str | None = None    # status when refused/cancelled (None: the one before)
+    runs_while_suspended: bool = False  # may run on a suspended service (never starts its VM)
+    suspended_after: bool | None = None  # the service's suspended flag once it completes
+    admission: bool = False             # at most [engine] window of this kind run at once
     first_state: str = field(init=False)
     final_state: str = field(init=False)
 
@@ -74,10 +138,14 @@ class Machine:
         if len(set(states)) != len(states):
             raise ValueError(f"{self.kind}: a state appears twice")
         for a, b in zip(self.transitions, self.transitions[1:], strict=False):
-            if a.next_state != b.state:
-                raise ValueError(f"{self.kind}: {a.next_state} does not lead to {b.state}")
+            if a.then != b.state:
+                raise ValueError(f"{self.kind}: {a.then} does not lead to {b.state}")
+        for t in self.transitions:
+            if t.pool not in POOLS:
+                raise ValueError(f"{self.kind}: state {t.state} names unknown pool {t.pool!r}"
+                                 f" (pools: {', '.join(POOLS)})")
         object.__setattr__(self, "first_state", self.transitions[0].state)
-        object.__setattr__(self, "final_state", self.transitions[-1].next_state)
+        object.__setattr__(self, "final_state", self.transitions[-1].then)
 
     def at(self, state: str) -> Transition | None:
         """The transition to run from ``state`` (None at the final state)."""
@@ -87,6 +155,6 @@ class Machine:
         """1-based position of the transition leaving ``state``."""
         return next(i for i, t in enumerate(self.transitions, 1) if t.state == state)
 
-    def before(self, state: str) -> str | None:
-        """The state just before ``state``."""
-        return next((t.state for t in self.transitions if t.next_state == state), None)
+    @property
+    def pools(self) -> frozenset[str]:
+        return frozenset(t.pool for t in self.transitions)

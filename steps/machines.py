@@ -1,7 +1,16 @@
-"""The operations' state machines, as data. Steps shared between machines are the same
-functions: deploy, change package, reinstall and restore all configure the VM with the same
-hardware, network, firewall and cloud-init steps. State names follow the seed manual (deploy's
-``clone -> migrated``, change package's ``cp_*``)."""
+"""Every operation's state machine, as data: the map of what the engine does.
+
+Read a line as: *at* ``state``, the ``pool`` workers *run* a step, *then* the operation is at the
+next state; ``retry`` (when present) overrides how that step's faults are retried (the rest of the
+policy is ``[engine]`` in the settings: steps/machine.py ``RetryPolicy``, ``backoff``).
+
+State names: deploy keeps the seed manual's names, which say what is already in place
+(``ip_allocated``, ``migrated``, ``set_firewall``); every other machine names the step about to run,
+after a short prefix of its own (``cp_stop``: change package is about to stop the VM). Each state
+is written out literally, so ``grep -n cp_stop`` finds its line. Steps shared between machines are
+the same functions: deploy, change package, reinstall and restore configure the VM with the same
+hardware, network, firewall and cloud-init steps (``configure``).
+"""
 
 from __future__ import annotations
 
@@ -17,145 +26,176 @@ from steps import (
     power,
     provision,
 )
-from steps.machine import Machine
-from steps.machine import Transition as T
+from steps.machine import Machine, RetryPolicy, T, Transition
 from steps.notify import mailer, verify_and_mail
 
+SLOW_TO_BOOT = RetryPolicy(first_s=5.0)  # a VM that was just started may need a few seconds
 
-def configure(prefix: str, first: str, last: str, *, with_cpu: bool = True,
-              with_cloudinit: bool = True) -> tuple[T, ...]:
-    """The shared tail: CPU/RAM, disks, network, firewall (and cloud-init), from ``first`` to
-    ``last``; states are ``<prefix>_<what>``."""
-    steps = [("config", hardware.set_cpu_ram, "cpu_ram", "Set CPU & RAM")] if with_cpu else []
-    steps += [
-        ("disks", hardware.resize_system_disk, "system_disk_size", "Resize system disk"),
-        ("disks", hardware.set_system_disk_io, "system_disk_bandwidth", "Set system disk I/O"),
-        ("disks", hardware.create_additional_disk, "additional_disk", "Create additional disk"),
-        ("disks", hardware.resize_additional_disk, "additional_disk_size",
-         "Resize additional disk"),
-        ("disks", hardware.set_additional_disk_io, "additional_disk_bandwidth",
-         "Set additional disk I/O"),
-        ("network", hardware.set_network, "network", "Configure network"),
-        ("firewall", firewall.set_firewall, "firewall", "Configure firewall"),
-    ]
-    if with_cloudinit:
-        steps.append(("cloudinit", cloudinit.set_cloudinit, "cloudinit", "Configure cloud-init"))
-    states = [first] + [f"{prefix}_{s[2]}" for s in steps[1:]] + [last]
-    return tuple(T(states[i], pool, fn, states[i + 1], label)
-                 for i, (pool, fn, _, label) in enumerate(steps))
+CONFIGURE_STEPS = (  # (pool, step, label): the shared tail after the VM exists
+    ("config", hardware.set_cpu_ram, "Set CPU & RAM"),
+    ("disks", hardware.resize_system_disk, "Resize system disk"),
+    ("disks", hardware.set_system_disk_io, "Set system disk I/O"),
+    ("disks", hardware.create_additional_disk, "Create additional disk"),
+    ("disks", hardware.resize_additional_disk, "Resize additional disk"),
+    ("disks", hardware.set_additional_disk_io, "Set additional disk I/O"),
+    ("network", hardware.set_network, "Configure network"),
+    ("firewall", firewall.set_firewall, "Configure firewall"),
+    ("cloudinit", cloudinit.set_cloudinit, "Configure cloud-init"),
+)
 
 
-def start_and_mail(prefix: str, template: str) -> tuple[T, ...]:
-    """Start the VM, then 'Verify running + Email' with ``template``: the end of every
-    operation that hands the client a (re)built VM."""
-    return (T(f"{prefix}_start", "power", power.start_vm, f"{prefix}_verify", "Start VM"),
-            T(f"{prefix}_verify", "mail", verify_and_mail(template), "ready",
-              "Verify running + Email"))
+def configure(*states: str, then: str, skip: tuple[str, ...] = ()) -> tuple[Transition, ...]:
+    """The shared tail (CPU/RAM, disks, network, firewall, cloud-init) through the ``states``
+    given, one per step not named in ``skip`` (labels), ending at ``then``."""
+    steps = [s for s in CONFIGURE_STEPS if s[2] not in skip]
+    if len(steps) != len(states):
+        raise ValueError(f"configure: {len(steps)} steps but {len(states)} states")
+    chain = (*states, then)
+    return tuple(T(chain[i], pool=pool, run=run, then=chain[i + 1], label=label)
+                 for i, (pool, run, label) in enumerate(steps))
 
 
 DEPLOY = Machine("deploy", "Deploy", (
-    T("new", "ip", allocation.allocate_ips, "ip_allocated", "Allocate IP"),
-    T("ip_allocated", "dns", dns.set_dns_records, "dns_set", "Set DNS records"),
-    T("dns_set", "clone", allocation.reserve_vmid, "vmid_reserved", "Reserve VMID"),
-    T("vmid_reserved", "mail", mailer("welcome"), "welcome_sent", "Welcome email"),
-    T("welcome_sent", "clone", provision.clone_vm, "clone", "Clone from template"),
-    T("clone", "migrate", provision.migrate_to_target, "migrated", "Migrate to target node"),
-    T("migrated", "config", hardware.set_cpu_ram, "set_cpu_ram", "Set CPU & RAM"),
-    T("set_cpu_ram", "disks", hardware.resize_system_disk, "set_system_disk_size",
-      "Resize system disk"),
-    T("set_system_disk_size", "disks", hardware.set_system_disk_io, "set_system_disk_bandwidth",
-      "Set system disk I/O"),
-    T("set_system_disk_bandwidth", "disks", hardware.create_additional_disk,
-      "set_created_additional_disk", "Create additional disk"),
-    T("set_created_additional_disk", "disks", hardware.resize_additional_disk,
-      "set_additional_disk_size", "Resize additional disk"),
-    T("set_additional_disk_size", "disks", hardware.set_additional_disk_io,
-      "set_additional_disk_bandwidth", "Set additional disk I/O"),
-    T("set_additional_disk_bandwidth", "network", hardware.set_network, "set_network",
-      "Configure network"),
-    T("set_network", "firewall", firewall.set_firewall, "set_firewall", "Configure firewall"),
-    T("set_firewall", "cloudinit", cloudinit.set_cloudinit, "set_cloudinit",
-      "Configure cloud-init"),
-    T("set_cloudinit", "power", power.start_vm, "starting", "Start VM"),
-    T("starting", "mail", verify_and_mail("vm_ready"), "ready", "Verify running + Email"),
-), busy_status="deploying", done_status="ready")
+    T("new", pool="ip", run=allocation.allocate_ips, then="ip_allocated", label="Allocate IP"),
+    T("ip_allocated", pool="dns", run=dns.set_dns_records, then="dns_set",
+      label="Set DNS records"),
+    T("dns_set", pool="clone", run=allocation.reserve_vmid, then="vmid_reserved",
+      label="Reserve VMID"),
+    T("vmid_reserved", pool="mail", run=mailer("welcome"), then="welcome_sent",
+      label="Welcome email"),
+    T("welcome_sent", pool="clone", run=provision.clone_vm, then="clone",
+      label="Clone from template"),
+    T("clone", pool="migrate", run=provision.migrate_to_target, then="migrated",
+      label="Migrate to target node"),
+    *configure("migrated", "set_cpu_ram", "set_system_disk_size", "set_system_disk_bandwidth",
+               "set_created_additional_disk", "set_additional_disk_size",
+               "set_additional_disk_bandwidth", "set_network", "set_firewall",
+               then="set_cloudinit"),
+    T("set_cloudinit", pool="power", run=power.start_vm, then="starting", label="Start VM"),
+    T("starting", pool="mail", run=verify_and_mail("vm_ready"), then="ready",
+      label="Verify running + Email", retry=SLOW_TO_BOOT),
+), busy_status="deploying", done_status="ready", failed_status="failed", admission=True)
 
 CHANGE_PACKAGE = Machine("change_package", "ChangePackage", (
-    T("change_package", "ip", package.update_ip_dns_firewall, "cp_stop",
-      "Update IP + DNS + Firewall"),
-    T("cp_stop", "power", power.stop_vm, "cp_cpu_ram", "Stop VM"),
-    *configure("cp", "cp_cpu_ram", "cp_start", with_cloudinit=False),
-    T("cp_start", "power", power.start_vm, "cp_verify", "Start VM"),
-    T("cp_verify", "power", power.verify_running, "ready", "Verify VM"),
-), busy_status="changing", done_status="ready")
+    T("change_package", pool="ip", run=package.update_ip_dns_firewall, then="cp_stop",
+      label="Update IP + DNS + Firewall"),
+    T("cp_stop", pool="power", run=power.stop_vm, then="cp_relocate", label="Stop VM"),
+    T("cp_relocate", pool="migrate", run=provision.migrate_to_target, then="cp_cpu_ram",
+      label="Migrate to target node"),
+    *configure("cp_cpu_ram", "cp_system_disk_size", "cp_system_disk_bandwidth",
+               "cp_additional_disk", "cp_additional_disk_size", "cp_additional_disk_bandwidth",
+               "cp_network", "cp_firewall", then="cp_start", skip=("Configure cloud-init",)),
+    T("cp_start", pool="power", run=power.start_vm, then="cp_verify", label="Start VM"),
+    T("cp_verify", pool="power", run=power.verify_running, then="ready", label="Verify VM",
+      retry=SLOW_TO_BOOT),
+), busy_status="changing", done_status="ready", runs_while_suspended=True)
 
 REINSTALL = Machine("reinstall", "Reinstall", (
-    T("reinstall", "snapshot", backups.delete_all_snapshots, "rs_remove", "Delete snapshots"),
-    T("rs_remove", "clone", provision.delete_vm, "rs_clone", "Remove VM"),
-    T("rs_clone", "clone", provision.clone_vm, "rs_migrate", "Clone from template"),
-    T("rs_migrate", "migrate", provision.migrate_to_target, "rs_cpu_ram",
-      "Migrate to target node"),
-    T("rs_cpu_ram", "config", hardware.set_cpu_ram, "rs_dns_delete", "Set CPU & RAM"),
-    T("rs_dns_delete", "dns", dns.delete_dns_records, "rs_dns_set", "Delete DNS records"),
-    T("rs_dns_set", "dns", dns.set_dns_records, "rs_system_disk_size", "Set DNS records"),
-    *configure("rs", "rs_system_disk_size", "rs_password", with_cpu=False,
-               with_cloudinit=False),
-    T("rs_password", "cloudinit", lifecycle.reset_password, "rs_start", "Configure cloud-init"),
-    *start_and_mail("rs", "reinstalled"),
+    T("reinstall", pool="snapshot", run=backups.delete_all_snapshots, then="rs_remove",
+      label="Delete snapshots"),
+    T("rs_remove", pool="clone", run=provision.delete_vm, then="rs_clone", label="Remove VM"),
+    T("rs_clone", pool="clone", run=provision.clone_vm, then="rs_migrate",
+      label="Clone from template"),
+    T("rs_migrate", pool="migrate", run=provision.migrate_to_target, then="rs_cpu_ram",
+      label="Migrate to target node"),
+    T("rs_cpu_ram", pool="config", run=hardware.set_cpu_ram, then="rs_dns_delete",
+      label="Set CPU & RAM"),
+    T("rs_dns_delete", pool="dns", run=dns.delete_dns_records, then="rs_dns_set",
+      label="Delete DNS records"),
+    T("rs_dns_set", pool="dns", run=dns.set_dns_records, then="rs_system_disk_size",
+      label="Set DNS records"),
+    *configure("rs_system_disk_size", "rs_system_disk_bandwidth", "rs_additional_disk",
+               "rs_additional_disk_size", "rs_additional_disk_bandwidth", "rs_network",
+               "rs_firewall", then="rs_password",
+               skip=("Set CPU & RAM", "Configure cloud-init")),
+    T("rs_password", pool="cloudinit", run=lifecycle.reset_password, then="rs_start",
+      label="Configure cloud-init"),
+    T("rs_start", pool="power", run=power.start_vm, then="rs_verify", label="Start VM"),
+    T("rs_verify", pool="mail", run=verify_and_mail("reinstalled"), then="ready",
+      label="Verify running + Email", retry=SLOW_TO_BOOT),
 ), busy_status="reinstalling", done_status="ready")
 
 RESTORE = Machine("restore", "Restore", (
-    T("restore", "power", power.stop_vm, "rt_restore", "Stop VM"),
-    T("rt_restore", "backup", backups.restore_backup, "rt_cpu_ram", "Restore backup"),
-    *configure("rt", "rt_cpu_ram", "rt_start", with_cloudinit=False),
-    *start_and_mail("rt", "backup_restored"),
+    T("restore", pool="power", run=power.stop_vm, then="rt_restore", label="Stop VM"),
+    T("rt_restore", pool="backup", run=backups.restore_backup, then="rt_cpu_ram",
+      label="Restore backup"),
+    *configure("rt_cpu_ram", "rt_system_disk_size", "rt_system_disk_bandwidth",
+               "rt_additional_disk", "rt_additional_disk_size", "rt_additional_disk_bandwidth",
+               "rt_network", "rt_firewall", then="rt_start", skip=("Configure cloud-init",)),
+    T("rt_start", pool="power", run=power.start_vm, then="rt_verify", label="Start VM"),
+    T("rt_verify", pool="mail", run=verify_and_mail("backup_restored"), then="ready",
+      label="Verify running + Email", retry=SLOW_TO_BOOT),
 ), busy_status="restoring", done_status="ready")
 
 RESET_PASSWORD = Machine("reset_password", "ResetPassword", (
-    T("reset_password", "power", power.stop_vm, "rp_cloudinit", "Stop VM"),
-    T("rp_cloudinit", "cloudinit", lifecycle.reset_password, "rp_start", "Configure cloud-init"),
-    *start_and_mail("rp", "password_reset"),
+    T("reset_password", pool="power", run=power.stop_vm, then="rp_cloudinit", label="Stop VM"),
+    T("rp_cloudinit", pool="cloudinit", run=lifecycle.reset_password, then="rp_start",
+      label="Configure cloud-init"),
+    T("rp_start", pool="power", run=power.start_vm, then="rp_verify", label="Start VM"),
+    T("rp_verify", pool="mail", run=verify_and_mail("password_reset"), then="ready",
+      label="Verify running + Email", retry=SLOW_TO_BOOT),
 ), busy_status="resetting", done_status="ready")
 
 TERMINATE = Machine("terminate", "Terminate", (
-    T("terminate", "power", power.stop_vm, "tm_backups", "Stop VM"),
-    T("tm_backups", "backup", backups.delete_all_backups, "tm_remove", "Delete backups"),
-    T("tm_remove", "clone", provision.delete_vm, "tm_dns", "Remove VM"),
-    T("tm_dns", "dns", dns.delete_dns_records, "tm_release", "Delete DNS records"),
-    T("tm_release", "ip", lifecycle.release_addresses, "terminated", "Release IPs"),
-), busy_status="terminating", done_status="terminated")
+    T("terminate", pool="power", run=power.stop_vm, then="tm_backups", label="Stop VM"),
+    T("tm_backups", pool="backup", run=backups.delete_all_backups, then="tm_remove",
+      label="Delete backups"),
+    T("tm_remove", pool="clone", run=provision.delete_vm, then="tm_dns", label="Remove VM"),
+    T("tm_dns", pool="dns", run=dns.delete_dns_records, then="tm_release",
+      label="Delete DNS records"),
+    T("tm_release", pool="ip", run=lifecycle.release_addresses, then="terminated",
+      label="Release IPs"),
+), busy_status="terminating", done_status="terminated", runs_while_suspended=True,
+   suspended_after=False)
 
 SUSPEND = Machine("suspend", "Suspend", (
-    T("suspend", "power", power.stop_vm, "suspended", "Stop VM"),
-), busy_status="suspending", done_status="suspended")
+    T("suspend", pool="power", run=power.stop_vm, then="suspended", label="Stop VM"),
+), busy_status="suspending", done_status="suspended", runs_while_suspended=True,
+   suspended_after=True)
 
 UNSUSPEND = Machine("unsuspend", "Unsuspend", (
-    T("unsuspend", "power", power.start_vm, "us_verify", "Start VM"),
-    T("us_verify", "power", power.verify_running, "ready", "Verify VM"),
-), busy_status="unsuspending", done_status="ready")
+    T("unsuspend", pool="power", run=power.start_vm, then="us_verify", label="Start VM"),
+    T("us_verify", pool="power", run=power.verify_running, then="ready", label="Verify VM",
+      retry=SLOW_TO_BOOT),
+), busy_status="unsuspending", done_status="ready", runs_while_suspended=True,
+   suspended_after=False)
 
-
-
-def _one(kind: str, title: str, pool: str, step, label: str) -> Machine:
-    """A one-step operation that leaves the service's status as it was."""
-    return Machine(kind, title, (T(kind, pool, step, "done", label),))
-
+POWER = Machine("power", "Power", (
+    T("power", pool="power", run=lifecycle.power_action, then="done", label="Power action"),
+))
+SNAPSHOT_CREATE = Machine("snapshot_create", "Snapshot", (
+    T("snapshot_create", pool="snapshot", run=backups.create_snapshot, then="done",
+      label="Create snapshot"),
+))
+SNAPSHOT_DELETE = Machine("snapshot_delete", "Snapshot", (
+    T("snapshot_delete", pool="snapshot", run=backups.delete_snapshot, then="done",
+      label="Delete snapshot"),
+))
+SNAPSHOT_ROLLBACK = Machine("snapshot_rollback", "Snapshot", (
+    T("snapshot_rollback", pool="snapshot", run=backups.rollback_snapshot, then="done",
+      label="Roll back to snapshot"),
+))
+BACKUP_CREATE = Machine("backup_create", "Backup", (
+    T("backup_create", pool="backup", run=backups.create_backup, then="done",
+      label="Create backup"),
+))
+BACKUP_DELETE = Machine("backup_delete", "Backup", (
+    T("backup_delete", pool="backup", run=backups.delete_backup, then="done",
+      label="Delete backup"),
+))
+ISO_MOUNT = Machine("iso_mount", "ISO", (
+    T("iso_mount", pool="iso", run=lifecycle.mount_iso, then="done", label="Mount ISO"),
+))
+ISO_UNMOUNT = Machine("iso_unmount", "ISO", (
+    T("iso_unmount", pool="iso", run=lifecycle.unmount_iso, then="done", label="Unmount ISO"),
+))
 
 MACHINES: dict[str, Machine] = {m.kind: m for m in (
     DEPLOY, CHANGE_PACKAGE, REINSTALL, RESTORE, RESET_PASSWORD, TERMINATE, SUSPEND, UNSUSPEND,
-    _one("power", "Power", "power", lifecycle.power_action, "Power action"),
-    _one("snapshot_create", "Snapshot", "snapshot", backups.create_snapshot, "Create snapshot"),
-    _one("snapshot_delete", "Snapshot", "snapshot", backups.delete_snapshot, "Delete snapshot"),
-    _one("snapshot_rollback", "Snapshot", "snapshot", backups.rollback_snapshot,
-         "Roll back to snapshot"),
-    _one("backup_create", "Backup", "backup", backups.create_backup, "Create backup"),
-    _one("backup_delete", "Backup", "backup", backups.delete_backup, "Delete backup"),
-    _one("iso_mount", "ISO", "iso", lifecycle.mount_iso, "Mount ISO"),
-    _one("iso_unmount", "ISO", "iso", lifecycle.unmount_iso, "Unmount ISO"),
+    POWER, SNAPSHOT_CREATE, SNAPSHOT_DELETE, SNAPSHOT_ROLLBACK, BACKUP_CREATE, BACKUP_DELETE,
+    ISO_MOUNT, ISO_UNMOUNT,
 )}
 
-
-def clone_states() -> list[str]:
-    """States whose step dispatches a clone (for the per-node clone limit)."""
-    return [t.state for m in MACHINES.values() for t in m.transitions
-            if t.step is provision.clone_vm]
+CLONE_STATES: tuple[str, ...] = tuple(
+    t.state for m in MACHINES.values() for t in m.transitions if t.run is provision.clone_vm)
+"""States whose step dispatches a clone (the per-node clone limit counts operations there)."""

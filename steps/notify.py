@@ -27,11 +27,12 @@ def send_once(ctx: StepContext, template: str) -> StepResult:
     if sent is not None and sent.sent_at is not None:
         return Done(f"{template} already sent", skipped=True)
     try:
-        msg = mail.render(ctx.settings.templates_dir, template, _values(ctx))
+        msg = mail.render(ctx.settings.templates_dir, template, _values(ctx),
+                          language=ctx.service.language)
         mail.send(ctx.settings.smtp, ctx.service.email, msg)
     except mail.MailError as exc:
         if exc.transient:
-            return Retry(f"mail: {exc}", delay_s=5.0)
+            return Retry(f"mail: {exc}")
         raise StepFailed(f"mail: {exc}") from exc
     except mail.TemplateError as exc:
         raise StepFailed(f"mail template: {exc}") from exc

@@ -10,7 +10,15 @@ def _status(ctx: StepContext) -> str:
     return ctx.pve.get(f"{ctx.vm_path}/status/current").get("status", "unknown")
 
 
+def held_stopped(ctx: StepContext) -> bool:
+    """A suspended service's VM stays stopped whatever the operation (only unsuspend starts
+    it)."""
+    return bool(ctx.service.suspended) and ctx.operation.kind != "unsuspend"
+
+
 def start_vm(ctx: StepContext) -> StepResult:
+    if held_stopped(ctx):
+        return Done("service suspended: the VM stays stopped", skipped=True)
     if _status(ctx) == "running":
         return Done("running", skipped=not ctx.after_task)
     return Wait(ctx.pve.post(f"{ctx.vm_path}/status/start"), ctx.service.node)
@@ -26,7 +34,9 @@ def stop_vm(ctx: StepContext) -> StepResult:
 
 
 def verify_running(ctx: StepContext) -> StepResult:
+    if held_stopped(ctx):
+        return Done("service suspended: the VM stays stopped", skipped=True)
     status = _status(ctx)
     if status != "running":
-        return Retry(f"VM failed to start (status: {status})", delay_s=5.0)
+        return Retry(f"VM failed to start (status: {status})")
     return Done("running")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pvekvm.models import Operation, Service, Template
 from pvekvm.proxmox import ProxmoxError
-from steps import pvecfg
+from steps import hardware, pvecfg
 from steps.context import StepContext
 from steps.machine import Done, Retry, StepFailed, StepResult, Wait
 
@@ -24,15 +24,14 @@ def clone_vm(ctx: StepContext) -> StepResult:
     if node is not None:
         cfg = ctx.pve.vm_config(node, ctx.vmid)
         if cfg.get("lock"):  # PVE writes the description when the clone finishes
-            return Retry(f"clone in progress (lock: {cfg['lock']})", delay_s=1.0)
+            return Retry(f"clone in progress (lock: {cfg['lock']})")
         if ctx.marker() not in str(cfg.get("description", "")):
             raise StepFailed(f"VMID {ctx.vmid} is taken by a VM that is not ours")
         _record_node(ctx, node)
         return Done(f"VM {ctx.vmid} exists on {node}", skipped=True)
     busy = clones_in_flight(tpl.node)
     if busy >= ctx.settings.engine.clones_per_storage:
-        return Retry(f"{busy} clones running on {tpl.node}: waiting for a slot", delay_s=0.5,
-                     counts=False)
+        return Retry(f"{busy} clones running on {tpl.node}: waiting for a slot", counts=False)
     upid = ctx.pve.post(
         f"nodes/{tpl.node}/qemu/{tpl.vmid}/clone", newid=ctx.vmid, name=ctx.service.hostname,
         full=1, description=f"{ctx.marker()} op={ctx.operation.id}")
@@ -41,36 +40,60 @@ def clone_vm(ctx: StepContext) -> StepResult:
 
 
 def clones_in_flight(node: str) -> int:
-    """Full clones hold the storage lock on PVE: count ours running from ``node``'s templates.
+    """Full clones hold the storage lock on PVE: count ours running from ``node``'s templates
+    (an operation waiting on a task whose UPID type is ``qmclone``).
     The template rows are locked until our transaction ends, so two workers cannot both take
     the last slot."""
     tpl_ids = [t.id for t in Template.select(Template.id).where(Template.node == node)
                .order_by(Template.id).for_update()]
-    from steps.machines import clone_states
-
     return (Operation.select().join(Service, on=(Operation.service_id == Service.id))
-            .where(Operation.state.in_(clone_states()) & Operation.upid.is_null(False)
+            .where(Operation.upid.contains(":qmclone:")
                    & (Operation.status == "running") & Service.template_id.in_(tpl_ids))
             .count())
 
 
+def wanted_storages(ctx: StepContext, cfg: dict) -> dict[str, str]:
+    """Where each volume of the VM belongs under the package: the additional disk on its own
+    storage (when the package has one), every other disk and the cloud-init drive on the
+    target storage."""
+    extra = hardware.additional_disk(ctx.product)
+    return {k: extra.storage if extra.size_gb > 0 and k == extra.slot
+            else ctx.product.target_storage for k, v in cfg.items()
+            if _is_disk(k, v) or (k in DISK_KEYS and "cloudinit" in str(v))}
+
+
 def migrate_to_target(ctx: StepContext) -> StepResult:
-    """migrateToTargetNode: offline migration to the package's node and storage; skipped when
-    the VM is already there. An attached ISO blocks migration, so it is detached first."""
+    """migrateToTargetNode: the VM goes to the package's node and its disks to the package's
+    storages, whatever node it starts from (deploy, reinstall, change package). Another node:
+    offline migration with the local disks (``targetstorage``); then each disk still on the
+    wrong storage is moved (``move_disk``; the source is deleted unless a snapshot needs it).
+    One Proxmox task per run; the step runs again after each task until nothing is left."""
     node = ctx.pve.locate(ctx.vmid)
     if node is None:
         raise StepFailed(f"VM {ctx.vmid} has vanished")
     _record_node(ctx, node)
     cfg = ctx.pve.vm_config(node, ctx.vmid)
     if cfg.get("lock"):
-        return Retry(f"VM is locked ({cfg['lock']})", delay_s=1.0)
+        return Retry(f"VM is locked ({cfg['lock']})")
     target, storage = ctx.product.target_node, ctx.product.target_storage
-    disks = {k: v for k, v in cfg.items() if _is_disk(k, v)}
-    on_storage = all(pvecfg.storage_of(v) == storage for v in disks.values())
-    if node == target and on_storage:
-        return Done(f"already on {target}/{storage}", skipped=True)
-    if node == target:
-        return Done(f"on {target}; disks stay on their storage", skipped=True)
+    if node != target:
+        return _migrate(ctx, node, cfg, target, storage)
+    misplaced = {k: want for k, want in wanted_storages(ctx, cfg).items()
+                 if pvecfg.storage_of(cfg[k]) != want}
+    if misplaced:
+        key, want = next(iter(misplaced.items()))
+        # a snapshot still refers to the source volume: PVE then keeps it (as unusedN)
+        snapshots = [s for s in ctx.pve.get(f"nodes/{node}/qemu/{ctx.vmid}/snapshot")
+                     if s.get("name") != "current"]
+        return Wait(ctx.pve.post(f"nodes/{node}/qemu/{ctx.vmid}/move_disk", disk=key,
+                                 storage=want, delete=0 if snapshots else 1), node)
+    where = ", ".join(sorted({f"{k} on {pvecfg.storage_of(cfg[k])}"
+                              for k in wanted_storages(ctx, cfg)}))
+    return Done(f"on {target}: {where}", skipped=not ctx.after_task)
+
+
+def _migrate(ctx: StepContext, node: str, cfg: dict, target: str, storage: str) -> StepResult:
+    """Offline migration; an attached ISO blocks it, so it is detached first."""
     for key, value in cfg.items():
         if key in DISK_KEYS and "media=cdrom" in str(value) and "cloudinit" not in str(value) \
                 and not str(value).startswith("none"):  # an ISO, not the cloud-init drive
@@ -93,7 +116,7 @@ def delete_vm(ctx: StepContext) -> StepResult:
     _record_node(ctx, node)
     cfg = ctx.pve.vm_config(node, ctx.vmid)
     if cfg.get("lock"):
-        return Retry(f"VM is locked ({cfg['lock']})", delay_s=1.0)
+        return Retry(f"VM is locked ({cfg['lock']})")
     status = ctx.pve.get(f"nodes/{node}/qemu/{ctx.vmid}/status/current")
     if status.get("status") == "running":
         return Wait(ctx.pve.post(f"nodes/{node}/qemu/{ctx.vmid}/status/stop"), node)

@@ -33,24 +33,24 @@ Delivery = tuple[Any, pika.BasicProperties, bytes]
 
 
 def drain(amqp_url: str, queue: str, expect: int, timeout: float = 5.0) -> list[Delivery]:
-    """Get (and ack) messages from ``queue`` until ``expect`` arrived or the deadline passed,
-    then make sure nothing more is there."""
+    """Consume (and ack) messages from ``queue`` until ``expect`` arrived or the deadline
+    passed, then make sure nothing more is there (a consumer: the orders queue has a single
+    active consumer, which basic.get cannot be)."""
     conn = messaging.connect(amqp_url)
     got: list[Delivery] = []
     try:
         ch = conn.channel()
         deadline = time.monotonic() + timeout
-        while len(got) < expect and time.monotonic() < deadline:
-            method, props, body = ch.basic_get(queue, auto_ack=True)
-            if method is None:
-                conn.sleep(0.05)  # services pika's I/O loop while waiting
-                continue
-            got.append((method, props, body))
-        extra = ch.basic_get(queue, auto_ack=True)
-        assert extra[0] is None, f"unexpected extra message: {extra[2]!r}"
+        for method, props, body in ch.consume(queue, auto_ack=True, inactivity_timeout=0.2):
+            if method is not None:
+                got.append((method, props, body))
+            elif len(got) >= expect or time.monotonic() > deadline:
+                break
+        ch.cancel()
     finally:
         conn.close()
-    assert len(got) == expect, f"expected {expect} messages, got {len(got)}"
+    assert len(got) == expect, f"expected {expect} messages, got {len(got)}: " \
+        f"{[b for _, _, b in got]!r}"
     return got
 
 

@@ -51,6 +51,17 @@ def shell(tmp_path, database_url, amqp_url) -> Iterator[Shell]:
     remove_shell(sh, amqp_url)
 
 
+def _consumers(shell: Shell, queue: str) -> int:
+    ns = shell.env.get("PVEKVM_NAMESPACE", "pvekvm")
+    conn = pika.BlockingConnection(pika.URLParameters(shell.amqp_url))
+    try:
+        return conn.channel().queue_declare(f"{ns}.{queue}", passive=True).method.consumer_count
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0
+    finally:
+        conn.close()
+
+
 def _orders_waiting(shell: Shell) -> int:
     topo = messaging.Topology(shell.env.get("PVEKVM_NAMESPACE", "pvekvm"))
     conn = pika.BlockingConnection(pika.URLParameters(shell.amqp_url))
@@ -80,6 +91,13 @@ def test_readme_section_in_order_on_a_fresh_database_and_vhost(shell: Shell) -> 
                     continue  # the alternative to --pools all, not a further step
                 started(shell, command.replace("--concurrency 4", "--concurrency 2"))
                 continue
+            if command == "python -m producers watch":
+                # billing's consumer runs until stopped: started, it binds its queue and waits
+                proc, log = shell.start(command)
+                wait_for(lambda p=proc: p.poll() is not None or _consumers(shell, "billing"),
+                         30, "producers watch consuming")
+                assert proc.poll() is None, log.read_text()
+                continue
             out = shell.run(command)
             assert out.returncode == 0, f"{command}: {out.stderr}"
             if command.startswith("python -m producers"):
@@ -90,7 +108,7 @@ def test_readme_section_in_order_on_a_fresh_database_and_vhost(shell: Shell) -> 
                 assert "created; schema version none -> 1" in out.stdout
             if command.startswith("python -m pvekvm history"):
                 assert "--- Deploy" in out.stdout
-            if command.startswith("python -m pvekvm resume"):
+            if command.startswith(("python -m pvekvm resume", "python -m pvekvm cancel")):
                 assert "no paused operation" in out.stdout
             if command.startswith("python -m pvekvm check"):
                 assert "FAIL" not in out.stdout, out.stdout

@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 
-from pvekvm import preflight
+from pvekvm import logs, preflight
 from pvekvm.db import bind
 from workers.consumer import WorkerProcess, all_pools
 
@@ -33,18 +33,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=4, help="messages handled in parallel")
     ap.add_argument("--config", help="TOML settings file (default: $PVEKVM_CONFIG)")
     ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--log-format", choices=("text", "json"),
+                    help="text (the step lines) or json (one object per line); default: settings")
+    ap.add_argument("--metrics-port", type=int,
+                    help="port of /metrics (default: settings' observability.port; 0 = any)")
     args = ap.parse_args(argv)
     pools = all_pools() if args.pools == "all" else [p.strip() for p in args.pools.split(",")]
     unknown = set(pools) - set(all_pools())
     if unknown:
         ap.error(f"unknown pools: {', '.join(sorted(unknown))}")
-    logging.basicConfig(level=args.log_level, stream=sys.stdout,
-                        format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("pika").setLevel(logging.WARNING)
     settings = preflight.settings_or_exit(args.config, "python -m workers")
+    logs.setup(args.log_level, args.log_format or settings.metrics.log_format)
     preflight.require(settings, needs(pools), "python -m workers")
     bind(settings.database_url)
-    proc = WorkerProcess(settings, pools, max(1, args.concurrency))
+    proc = WorkerProcess(settings, pools, max(1, args.concurrency),
+                         metrics_port=args.metrics_port)
     signal.signal(signal.SIGTERM, lambda *_: proc.stop.set())
     signal.signal(signal.SIGINT, lambda *_: proc.stop.set())
     proc.start()

@@ -14,15 +14,17 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 import pika
 from peewee import InterfaceError, OperationalError
 from pika.exceptions import AMQPError
 
-from pvekvm import messaging
+from pvekvm import messaging, metrics
 from pvekvm.config import Settings
 from pvekvm.models import DeadLetter, database
-from workers.engine import Engine, mark_published
+from workers import operations, outbox
+from workers.engine import Engine
 from workers.intake import handle_order
 from workers.outcome import Outcome
 
@@ -39,21 +41,33 @@ def _database_unreachable(exc: Exception) -> bool:
 PREFETCH_PER_THREAD = 2
 
 
+class Observer(Protocol):
+    """Hooks for measuring a worker (the deploy benchmark): around each delivery, and the
+    engine's own figures for a step message."""
+
+    def message_started(self, pool: str) -> None: ...
+
+    def message_done(self, pool: str, seconds: float) -> None: ...
+
+    def step_handled(self, pool: str, handle_s: float, pve_s: float) -> None: ...
+
+
 def all_pools() -> list[str]:
     return [INTAKE, *messaging.POOLS]
 
 
 class WorkerThread(threading.Thread):
     def __init__(self, settings: Settings, pools: list[str], stop: threading.Event,
-                 index: int = 0, observer: Callable[[str, float, float], None] | None = None
-                 ) -> None:
+                 index: int = 0, observer: Observer | None = None) -> None:
         super().__init__(name=f"worker-{index}", daemon=True)
         self.settings = settings
         self.pools = pools
         self.stop_event = stop
         self.topo = messaging.Topology(settings.namespace)
         self.engine = Engine(settings, worker=f"{socket.gethostname()}/{self.name}",
-                             observer=observer)
+                             observer=_observers(metrics.observe_handling,
+                                                 observer.step_handled if observer else None))
+        self.observer = observer
         self.handled = 0
 
     def run(self) -> None:
@@ -72,9 +86,11 @@ class WorkerThread(threading.Thread):
         conn = messaging.connect(self.settings.amqp_url)
         try:
             ch = conn.channel()
-            ch.basic_qos(prefetch_count=PREFETCH_PER_THREAD)
-            publisher = messaging.Publisher(self.settings.amqp_url, self.topo, channel=ch)
+            publisher = messaging.Publisher(self.settings.amqp_url, self.topo, channel=ch,
+                                            app_id="pvekvm-worker")
             for pool in self.pools:
+                # billing's events one at a time: a message given back cannot be overtaken
+                ch.basic_qos(prefetch_count=1 if pool == INTAKE else PREFETCH_PER_THREAD)
                 queue = self.topo.orders_queue if pool == INTAKE else self.topo.step_queue(pool)
                 ch.basic_consume(queue, self._callback(pool, publisher))
             while not self.stop_event.is_set():
@@ -84,16 +100,31 @@ class WorkerThread(threading.Thread):
                 conn.close()
 
     def _callback(self, pool: str, publisher: messaging.Publisher) -> Callable[..., None]:
+        engine = self.settings.engine
+
         def on_message(ch, method, props: pika.BasicProperties, body: bytes) -> None:
+            if self.observer is None:
+                return deliver(ch, method, props, body)
+            self.observer.message_started(pool)
+            t0 = time.perf_counter()
+            try:
+                return deliver(ch, method, props, body)
+            finally:
+                self.observer.message_done(pool, time.perf_counter() - t0)
+
+        def deliver(ch, method, props: pika.BasicProperties, body: bytes) -> None:
             if self.stop_event.is_set():  # finishing up: leave it for another worker
                 ch.basic_nack(method.delivery_tag, requeue=True)
                 return
+            lag = messaging.message_lag_s(props)
+            if lag is not None:
+                metrics.LAG_SECONDS.labels(pool).observe(lag)
             backoff = 0.5
             deadline = time.monotonic() + DB_OUTAGE_PATIENCE_S
             while True:
                 try:
                     database.connect(reuse_if_open=True)
-                    outcome = handle_order(body) if pool == INTAKE else \
+                    outcome = handle_order(body, engine) if pool == INTAKE else \
                         self.engine.handle(pool, body)
                     self._follow_up(outcome, publisher, body, pool)
                     break
@@ -113,6 +144,7 @@ class WorkerThread(threading.Thread):
                     return self._give_back(ch, method, pool)
             ch.basic_ack(method.delivery_tag)
             self.handled += 1
+            metrics.MESSAGES.labels(pool, _result(outcome)).inc()
 
         return on_message
 
@@ -120,6 +152,7 @@ class WorkerThread(threading.Thread):
         """An unexpected failure: the message goes back (its delivery limit parks a poison
         message in the dead queue)."""
         log.exception("%s: handling a message from %s failed; it goes back", self.name, pool)
+        metrics.MESSAGES.labels(pool, "requeued").inc()
         ch.basic_nack(method.delivery_tag, requeue=True)
         ch.connection.sleep(0.2)  # a hot loop on a broken message helps no one
 
@@ -127,28 +160,56 @@ class WorkerThread(threading.Thread):
                    pool: str) -> None:
         for line in outcome.log:
             oplog.info("%s", line)
-        if outcome.dead_reason:
-            log.error("refused message from %s: %s", pool, outcome.dead_reason)
-            DeadLetter.create(source=pool, reason=outcome.dead_reason, body=body,
-                              created_at=datetime.now())
-            publisher.publish_dead(body, outcome.dead_reason, pool)
-        for nudge in outcome.publish:
-            publisher.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id, nudge.delay_s)
-        if outcome.mark_published:
-            mark_published(*outcome.mark_published)
+        refused = [(body, outcome.dead_reason)] if outcome.dead_reason else []
+        for message, reason in refused + outcome.parked:
+            park(publisher, pool, message, reason)
+        operations.deliver(outcome, publisher)
+
+
+def park(publisher: messaging.Publisher, source: str, body: bytes, reason: str) -> None:
+    """A refused message goes where operators look: ``dead_letters`` and the dead queue, with
+    its reason."""
+    log.error("refused message from %s: %s", source, reason)
+    with database.atomic():
+        DeadLetter.create(source=source, reason=reason, body=body, created_at=datetime.now())
+        told = [outbox.refused(body, reason)] if source == INTAKE else []
+    publisher.publish_dead(body, reason, source)
+    metrics.DEAD_LETTERED.labels(source).inc()
+    outbox.publish(told, publisher)
+
+
+def _result(outcome: Outcome) -> str:
+    if outcome.dead_reason:
+        return "refused"
+    return "ok" if outcome.log or outcome.publish else "noop"
+
+
+def _observers(*fns: Callable[[str, float, float], None] | None
+               ) -> Callable[[str, float, float], None]:
+    chosen = [f for f in fns if f is not None]
+
+    def observe(pool: str, seconds: float, proxmox_seconds: float) -> None:
+        for f in chosen:
+            f(pool, seconds, proxmox_seconds)
+
+    return observe
 
 
 class WorkerProcess:
-    """``concurrency`` worker threads over ``pools``; SIGTERM finishes the messages in hand."""
+    """``concurrency`` worker threads over ``pools``; SIGTERM finishes the messages in hand.
+    ``/metrics`` listens on ``metrics_port`` (default: ``settings.metrics.port``; None = off)."""
 
     def __init__(self, settings: Settings, pools: list[str], concurrency: int,
-                 observer: Callable[[str, float, float], None] | None = None) -> None:
+                 observer: Observer | None = None, metrics_port: int | None = None) -> None:
         self.stop = threading.Event()
+        port = metrics_port if metrics_port is not None else settings.metrics.port
+        self.metrics = metrics.MetricsServer(port, settings.metrics.addr)
         messaging.declare(settings.amqp_url, messaging.Topology(settings.namespace))
         self.threads = [WorkerThread(settings, pools, self.stop, i, observer)
                         for i in range(concurrency)]
 
     def start(self) -> None:
+        self.metrics.start()
         for t in self.threads:
             t.start()
 
@@ -157,3 +218,4 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        self.metrics.stop()

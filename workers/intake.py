@@ -1,14 +1,26 @@
 """Intake: turn a billing event into an operation row and its first nudge, or refuse it with a
-reason. Nothing here talks to Proxmox; everything is one database transaction."""
+reason. Nothing here talks to Proxmox; everything is one database transaction.
+
+Order per service: the orders queue has a single active consumer, so events reach intake in the
+order billing published them (see README, "Order of events"), and intake records operations in
+that order; a service's operations start in id order. An event for a service whose ``create``
+has not arrived yet is held (``held_events``) and replayed right after the create, or refused
+once ``hold_unknown_service_s`` has passed.
+
+What can be checked without Proxmox is checked here, so a request that cannot be done never
+becomes an operation: limits of the package, snapshots and backups that exist, a suspended or
+terminated service, a host name another live service holds, an idempotency key reused for a
+different request.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
+from datetime import datetime, timedelta
 from typing import Any
-
-from peewee import IntegrityError
 
 from producers.events import (
     BackupScheduleEvent,
@@ -17,10 +29,23 @@ from producers.events import (
     InvalidEvent,
     parse_event,
 )
-from pvekvm.models import Backup, BackupSchedule, Operation, Product, Service, Template, database
+from pvekvm.config import EngineSettings
+from pvekvm.models import (
+    Backup,
+    BackupSchedule,
+    HeldEvent,
+    Operation,
+    Product,
+    Service,
+    Snapshot,
+    Template,
+    database,
+)
 from pvekvm.validation import is_valid_hostname
+from steps.machine import Refused
 from steps.machines import MACHINES
-from workers.engine import new_nudge_id, nudge_for, start_next_queued
+from workers import operations
+from workers.operations import UNFINISHED, OpStatus
 from workers.outcome import Outcome
 
 log = logging.getLogger("pvekvm.intake")
@@ -36,32 +61,41 @@ KIND_OF: dict[str, str] = {
     "reset_password": "reset_password", "iso_mount": "iso_mount", "iso_unmount": "iso_unmount",
     "power": "power",
 }
-GONE = ("terminated", "terminating")
+LIVE = ("terminated",)
+DEFAULTS = EngineSettings()  # a service in any other status holds its host name
 
 
-class Refused(Exception):
-    """The event is well-formed but cannot be carried out (unknown product, …)."""
-
-
-def handle_order(body: bytes) -> Outcome:
+def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
     try:
         event = parse_event(body)
         if event.service_id > MAX_SERVICE_ID:
             raise InvalidEvent(f"field 'service_id': {event.service_id} is out of range")
         with database.atomic():
-            return _start(event)
+            return _accept(event, body, engine)
     except (InvalidEvent, Refused) as exc:
         return Outcome(dead_reason=str(exc))
 
 
-def _start(event: Event) -> Outcome:
-    existing = Operation.get_or_none(Operation.idempotency_key == event.idempotency_key)
-    if existing is not None:  # the same event again: nothing new; make sure it is moving
-        again = nudge_for(existing) if not existing.nudge_published else None
+def request_hash(event: Event) -> str:
+    """What the idempotency key stands for: the same key must always mean the same request."""
+    canonical = event.to_dict()
+    canonical.pop("occurred_at", None)
+    canonical.pop("idempotency_key", None)
+    return hashlib.sha256(repr(sorted(canonical.items())).encode()).hexdigest()
+
+
+def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
+    key, digest = event.idempotency_key, request_hash(event)
+    existing = Operation.get_or_none(Operation.idempotency_key == key)
+    if existing is not None:
+        if existing.request_hash and existing.request_hash != digest:
+            raise Refused(f"idempotency key {key!r} was already used for a different request "
+                          f"(operation {existing.id}, service {existing.service_id})")
+        # the same event again: nothing new; make sure it is moving
+        again = operations.nudge_for(existing) if not existing.nudge_published else None
         return Outcome(publish=[again] if again else [],
-                       mark_published=(existing.id, existing.nudge_id) if again else None,
-                       log=[f"sid:{event.service_id} duplicate event "
-                            f"{event.idempotency_key}: operation {existing.id} already exists"])
+                       log=[f"sid:{event.service_id} duplicate event {key}: "
+                            f"operation {existing.id} already exists"])
     if isinstance(event, BackupScheduleEvent):
         return _save_schedule(event)
     kind = KIND_OF.get(event.type)
@@ -69,43 +103,70 @@ def _start(event: Event) -> Outcome:
         raise Refused(f"event type {event.type!r} is not supported by this engine version")
     if isinstance(event, CreateEvent):
         _create_service(event)
-        params: dict[str, Any] = {}
-    else:
-        service = Service.get_or_none(Service.id == event.service_id)
-        if service is None:
-            raise Refused(f"unknown service {event.service_id}")
-        if service.status in GONE:
-            raise Refused(f"service {event.service_id} is {service.status}")
-        params = _params(event, service)
-    return start_operation(event.service_id, kind, event.idempotency_key, params)
+        out = operations.begin(event.service_id, kind, key, {}, digest, engine.deploy_window)
+        return out.merge(_replay_held(event.service_id))
+    service = Service.get_or_none(Service.id == event.service_id)
+    if service is None:
+        return _hold(event, body, engine.hold_unknown_service_s)
+    params = _params(event, service)
+    return operations.begin(event.service_id, kind, key, params, digest)
 
 
-def start_operation(service_id: int, kind: str, key: str, params: dict[str, Any]) -> Outcome:
-    """Record an operation (running, or queued behind the service's running one) and say which
-    nudge starts it. Also used by the scheduler (snapshot expiry, scheduled backups)."""
-    machine = MACHINES[kind]
-    busy = Operation.get_or_none(Operation.active_service == service_id)
-    nudge = new_nudge_id()
-    fields = dict(service_id=service_id, kind=kind, idempotency_key=key,
-                  params=json.dumps(params), state=machine.first_state)
-    try:
-        with database.atomic():
-            op = Operation.create(**fields, status="queued" if busy else "running",
-                                  active_service=None if busy else service_id,
-                                  nudge_id=None if busy else nudge)
-    except IntegrityError:  # lost a race with another operation for this service: queue
-        op = Operation.create(**fields, status="queued")
-        if Operation.get_or_none(Operation.active_service == service_id) is None:
-            nxt = start_next_queued(service_id)  # the other one finished meanwhile
-            return Outcome(publish=[nxt] if nxt else [],
-                           mark_published=(nxt.operation_id, nxt.nudge_id) if nxt else None)
-        return Outcome(log=[f"sid:{service_id} {kind} queued"])
-    if busy:
-        return Outcome(log=[f"sid:{service_id} {kind} queued behind {busy.kind}"])
-    if machine.busy_status:
-        Service.update(status=machine.busy_status).where(Service.id == service_id).execute()
-    return Outcome(publish=[nudge_for(op)], mark_published=(op.id, nudge),  # type: ignore[list-item]
-                   log=[f"sid:{service_id} {kind} accepted (operation {op.id})"])
+def _check_now(kind: str, service: Service) -> None:
+    """Refuse what may not run on the service as it will be when this event's turn comes: the
+    operations already accepted (a terminate, the last suspend or unsuspend) count."""
+    kinds = [p.kind for p in Operation.select(Operation.kind).where(
+        (Operation.service_id == service.id) & Operation.status.in_(UNFINISHED))
+        .order_by(Operation.id)]
+    if service.status in ("terminated", "terminating") or "terminate" in kinds:
+        raise Refused(f"service {service.id} is terminated or being terminated")
+    suspended = bool(service.suspended) or service.status in ("suspended", "suspending")
+    for k in kinds:
+        if k in ("suspend", "unsuspend"):
+            suspended = k == "suspend"
+    if suspended and not MACHINES[kind].runs_while_suspended:
+        raise Refused(f"service {service.id} is suspended: only unsuspend, terminate and "
+                      f"package changes are accepted")
+
+
+def _hold(event: Event, body: bytes, hold_unknown_s: float) -> Outcome:
+    """Keep an event whose service does not exist yet until its create arrives."""
+    if hold_unknown_s <= 0:
+        raise Refused(f"unknown service {event.service_id}")
+    now = datetime.now()
+    HeldEvent.insert(service_id=event.service_id, idempotency_key=event.idempotency_key,
+                     body=body, received_at=now,
+                     expires_at=now + timedelta(seconds=hold_unknown_s)
+                     ).on_conflict_ignore().execute()
+    return Outcome(log=[f"sid:{event.service_id} {event.type} held: service unknown until its "
+                        f"create arrives (at most {hold_unknown_s:g}s)"])
+
+
+def _replay_held(service_id: int) -> Outcome:
+    """Right after a create: the events that came before it, in the order they arrived. One
+    that is refused now is parked with its reason; the others become operations."""
+    out = Outcome()
+    held = list(HeldEvent.select().where(HeldEvent.service_id == service_id)
+                .order_by(HeldEvent.id).for_update())
+    for row in held:
+        row.delete_instance()
+        try:
+            event = parse_event(bytes(row.body))
+            service = Service.get_by_id(service_id)
+            params = _params(event, service)
+            kind = KIND_OF[event.type]
+            out.merge(operations.begin(service_id, kind, event.idempotency_key, params,
+                                       request_hash(event)))
+        except (InvalidEvent, Refused) as exc:
+            out.log.append(f"sid:{service_id} held event {row.idempotency_key} refused: {exc}")
+            out.parked.append((bytes(row.body), str(exc)))
+    return out
+
+
+def expired_held_events(now: datetime | None = None) -> list[HeldEvent]:
+    """Held events whose create never came in time (the scheduler refuses them)."""
+    return list(HeldEvent.select().where(HeldEvent.expires_at < (now or datetime.now()))
+                .order_by(HeldEvent.id))
 
 
 def _create_service(event: CreateEvent) -> None:
@@ -123,25 +184,34 @@ def _create_service(event: CreateEvent) -> None:
         hostname = f"{hostname}.{product.dns_zone}"
     if not is_valid_hostname(hostname):
         raise Refused(f"generated hostname {hostname!r} is not RFC 1123")
+    hostname = hostname.lower().rstrip(".")
     old = Service.get_or_none(Service.id == event.service_id)
     if old is not None and old.status != "terminated":
         raise Refused(f"service {event.service_id} already exists (status {old.status})")
+    holder = Service.get_or_none((Service.hostname == hostname) & Service.status.not_in(LIVE)
+                                 & (Service.id != event.service_id))
+    if holder is not None:
+        raise Refused(f"host name {hostname!r} is held by another service")
     if old is not None:
         old.delete_instance()
     Service.create(id=event.service_id, client_id=event.client_id, product_id=product.id,
                    template_id=template.id, email=event.email, hostname=hostname,
-                   status="pending", want_ipv6=bool(event.ipv6))
+                   status="pending", want_ipv6=bool(event.ipv6), language=event.language)
 
 
 def _params(event: Event, service: Service) -> dict[str, Any]:
-    """What the operation needs from the event, checked against the catalog; ids, no secrets.
-    ``service`` holds the columns the service takes on when the operation completes."""
+    """What the operation needs from the event, checked against the catalog and the service;
+    ids, no secrets. ``service`` holds the columns the service takes on when the operation
+    completes."""
+    kind = KIND_OF[event.type]
+    _check_now(kind, service)
     data = event.payload()
+    product = Product.get_by_id(service.product_id)
     if event.type == "change_package":
-        product = Product.get_or_none(Product.name == data["product"])
-        if product is None:
+        new = Product.get_or_none(Product.name == data["product"])
+        if new is None:
             raise Refused(f"unknown product {data['product']!r}")
-        return {"product_id": product.id, "service": {"product_id": product.id}}
+        return {"product_id": new.id, "service": {"product_id": new.id}}
     if event.type == "reinstall":
         name = data.get("template")
         template = Template.get_or_none(Template.name == name) if name else \
@@ -149,10 +219,48 @@ def _params(event: Event, service: Service) -> dict[str, Any]:
         if template is None:
             raise Refused(f"unknown template {name!r}")
         return {"template_id": template.id, "service": {"template_id": template.id}}
-    if "backup_id" in data and Backup.get_or_none(
-            (Backup.id == data["backup_id"]) & (Backup.service_id == service.id)) is None:
-        raise Refused(f"backup {data['backup_id']} does not belong to service {service.id}")
+    if event.type == "snapshot_create":
+        _check_snapshot_room(service, product, data["name"])
+    if event.type in ("snapshot_rollback", "snapshot_delete") and Snapshot.get_or_none(
+            (Snapshot.service_id == service.id) & (Snapshot.name == data["name"])) is None \
+            and not _pending(service.id, "snapshot_create", name=data["name"]):
+        raise Refused(f"snapshot {data['name']!r} does not exist")
+    if event.type == "backup_create":
+        if not product.backup_storage or product.backup_limit <= 0:
+            raise Refused("the package allows no backups")
+        held = Backup.select().where(Backup.service_id == service.id).count()
+        queued = _pending(service.id, "backup_create")
+        if held + queued >= product.backup_limit:
+            raise Refused(f"backup limit reached ({held + queued}/{product.backup_limit})")
+    if event.type == "iso_mount" and not product.iso_storage:
+        raise Refused("the package has no ISO storage")
+    if "backup_id" in data:
+        if Backup.get_or_none((Backup.id == data["backup_id"])
+                              & (Backup.service_id == service.id)) is None:
+            raise Refused(f"backup {data['backup_id']} does not belong to service {service.id}")
+        if event.type == "backup_restore" and _pending(service.id, "restore",
+                                                       backup_id=data["backup_id"]):
+            raise Refused(f"a restore of backup {data['backup_id']} is already pending: "
+                          f"resume or cancel it")
     return data
+
+
+def _check_snapshot_room(service: Service, product: Product, name: str) -> None:
+    held = {s.name for s in Snapshot.select(Snapshot.name).where(Snapshot.service_id == service.id)}
+    if name in held or _pending(service.id, "snapshot_create", name=name):
+        raise Refused(f"snapshot {name!r} already exists")
+    queued = _pending(service.id, "snapshot_create")
+    if len(held) + queued >= product.snapshot_limit:
+        raise Refused(f"snapshot limit reached ({len(held) + queued}/{product.snapshot_limit})")
+
+
+def _pending(service_id: int, kind: str, **params: Any) -> int:
+    """How many unfinished operations of ``kind`` (with these params) the service has."""
+    rows = Operation.select(Operation.params).where(
+        (Operation.service_id == service_id) & (Operation.kind == kind)
+        & Operation.status.in_(UNFINISHED))
+    return sum(1 for r in rows
+               if all(json.loads(r.params or "{}").get(k) == v for k, v in params.items()))
 
 
 def _save_schedule(event: BackupScheduleEvent) -> Outcome:
@@ -168,3 +276,6 @@ def _save_schedule(event: BackupScheduleEvent) -> Outcome:
     when = f"{minute // 60:02d}:{minute % 60:02d}" if event.days else "off"
     return Outcome(log=[f"sid:{event.service_id} backup schedule {','.join(event.days) or '-'}"
                         f" at {when}"])
+
+
+__all__ = ["KIND_OF", "OpStatus", "expired_held_events", "handle_order", "request_hash"]

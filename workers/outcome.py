@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from workers.outbox import Pending
+
 
 @dataclass(frozen=True)
 class Nudge:
@@ -21,7 +23,17 @@ class Nudge:
 
 @dataclass
 class Outcome:
-    publish: list[Nudge] = field(default_factory=list)
-    mark_published: tuple[int, str] | None = None     # (operation id, nudge id) once confirmed
+    publish: list[Nudge] = field(default_factory=list)  # confirmed, then marked published
     dead_reason: str | None = None                    # park the incoming message with this reason
     log: list[str] = field(default_factory=list)      # operator lines, printed after commit
+    parked: list[tuple[bytes, str]] = field(default_factory=list)  # other refused messages
+    events: list[Pending] = field(default_factory=list)  # outbox rows written in the commit
+
+    def merge(self, other: Outcome) -> Outcome:
+        """This outcome followed by ``other`` (one commit, one delivery)."""
+        self.publish += other.publish
+        self.log += other.log
+        self.parked += other.parked
+        self.events += other.events
+        self.dead_reason = self.dead_reason or other.dead_reason
+        return self

@@ -7,6 +7,12 @@
   them owed when a provider was down).
 - snapshots_and_backups (every minute): delete snapshots past their package lifetime; start
   today's scheduled backups once their random time of day has passed.
+
+Each run prints the manual's summary line, ``[reconcile] Done (0.1s) — processed: 2, errors: 0``
+(processed: operations nudged or started, DNS records brought in step; errors: items that
+failed, or 1 when the job itself crashed), and counts into ``pvekvm_scheduler_job_*``. The
+scheduler serves ``/metrics`` on ``observability.scheduler_port`` with the database gauges
+(operations by kind and status, dead letters, clone slots in use, oldest idle operation).
 """
 
 from __future__ import annotations
@@ -15,19 +21,50 @@ import argparse
 import logging
 import signal
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from apscheduler.schedulers.blocking import BlockingScheduler
+from peewee import fn
 
 from producers.events import WEEKDAYS
-from pvekvm import dns, dnssync, messaging, preflight
+from pvekvm import dns, dnssync, logs, messaging, metrics, preflight
 from pvekvm.config import Settings
 from pvekvm.db import bind
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
-from workers.engine import mark_published, nudge_for, start_next_queued
-from workers.intake import start_operation
+from workers import operations, outbox
+from workers.consumer import park
+from workers.intake import expired_held_events
+from workers.operations import OpStatus
+from workers.outcome import Outcome
 
 log = logging.getLogger("pvekvm.scheduler")
+
+
+@dataclass
+class JobRun:
+    """What one run of a job did: the numbers of its summary line."""
+
+    processed: int = 0
+    errors: int = 0
+
+
+def run_job(name: str, body: Callable[[JobRun], None]) -> JobRun:
+    """Run ``body``, then print ``[name] Done (X.Xs) — processed: N, errors: M``. A crash is
+    logged with its traceback and counted as one error; the scheduler keeps going."""
+    run, started = JobRun(), time.perf_counter()
+    try:
+        body(run)
+    except Exception:  # noqa: BLE001 - one failed run must not stop the scheduler
+        log.exception("[%s] failed", name)
+        run.errors += 1
+    log.info("[%s] Done (%.1fs) — processed: %d, errors: %d", name,
+             time.perf_counter() - started, run.processed, run.errors)
+    metrics.JOB_RUNS.labels(name, "error" if run.errors else "ok").inc()
+    metrics.JOB_ITEMS.labels(name).inc(run.processed)
+    return run
 
 
 def reconcile_once(settings: Settings, publisher: messaging.Publisher,
@@ -36,42 +73,61 @@ def reconcile_once(settings: Settings, publisher: messaging.Publisher,
     stale = now - timedelta(seconds=settings.engine.stale_after_s)
     unconfirmed = now - timedelta(seconds=5)
     ops = list(Operation.select().where(
-        (Operation.status == "running") & Operation.nudge_id.is_null(False)
+        (Operation.status == OpStatus.RUNNING) & Operation.nudge_id.is_null(False)
         & ((Operation.updated_at < stale)
            | (~Operation.nudge_published & (Operation.updated_at < unconfirmed)))))
     sent = 0
     for op in ops:
-        nudge = nudge_for(op)
+        nudge = operations.nudge_for(op)
         if nudge is None:
             continue
-        publisher.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id)
-        mark_published(op.id, nudge.nudge_id)
+        operations.deliver(Outcome(publish=[nudge]), publisher)
         Operation.update(updated_at=datetime.now()).where(
             (Operation.id == op.id) & (Operation.nudge_id == nudge.nudge_id)).execute()
         log.info("sid:%s re-nudged %s at (%s)", op.service_id, op.kind, op.state)
         sent += 1
-    return sent + _start_orphaned_queues(publisher)
+    events = outbox.unpublished(older_than=unconfirmed)
+    outbox.publish(events, publisher)  # a crash came between a commit and its publish
+    orphans = _start_orphaned_queues(publisher, settings.engine.deploy_window)
+    return sent + len(events) + orphans + refuse_expired_held(publisher, now)
 
 
-def _start_orphaned_queues(publisher: messaging.Publisher) -> int:
-    """A queued operation whose service has none running starts (normally the finishing
-    operation starts it; this covers a crash in between)."""
+def refuse_expired_held(publisher: messaging.Publisher, now: datetime | None = None) -> int:
+    """Events whose service's create never came within the hold time are refused."""
+    refused = 0
+    for row in expired_held_events(now):
+        with database.atomic():
+            if row.delete_instance() != 1:
+                continue  # the create came (or another scheduler) meanwhile
+            park(publisher, "intake", bytes(row.body), f"unknown service {row.service_id}: "
+                 f"no create arrived by {row.expires_at:%H:%M:%S}")
+        refused += 1
+    return refused
+
+
+def _start_orphaned_queues(publisher: messaging.Publisher, window: int) -> int:
+    """A queued operation whose service has none running starts, oldest first (normally the
+    finishing operation starts it; this covers a crash in between). Deploys over the admission
+    window stay queued."""
     active = Operation.select(Operation.active_service).where(
         Operation.active_service.is_null(False))
-    waiting = (Operation.select(Operation.service_id).distinct()
-               .where((Operation.status == "queued") & Operation.service_id.not_in(active)))
+    waiting = (Operation.select(Operation.service_id, fn.MIN(Operation.id).alias("first"))
+               .where((Operation.status == OpStatus.QUEUED) & Operation.service_id.not_in(active))
+               .group_by(Operation.service_id).order_by(fn.MIN(Operation.id)).limit(500))
     started = 0
     for row in list(waiting):
         with database.atomic():
-            nudge = start_next_queued(row.service_id)
-        if nudge is not None:
-            publisher.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id)
-            mark_published(nudge.operation_id, nudge.nudge_id)
-            started += 1
+            out = operations.start_next_queued(row.service_id, window)
+        for line in out.log:
+            log.info("%s", line)
+        operations.deliver(out, publisher)
+        started += len(out.publish)
     return started
 
 
-def dns_retry_once(settings: Settings) -> int:
+def dns_retry_once(settings: Settings, run: JobRun | None = None) -> int:
+    """Services whose DNS is owed are retried; returns how many are now in step (failures are
+    counted into ``run.errors``)."""
     fixed = 0
     for sid in dnssync.owed_services():
         svc = Service.get_or_none(Service.id == sid)
@@ -86,6 +142,8 @@ def dns_retry_once(settings: Settings) -> int:
             log.info("sid:%s DNS now in step", sid)
         except (dns.DnsError, ValueError) as exc:
             log.warning("sid:%s DNS still failing: %s", sid, exc)
+            if run is not None:
+                run.errors += 1
     return fixed
 
 
@@ -95,13 +153,10 @@ def _submit(publisher: messaging.Publisher, service_id: int, kind: str, key: str
     if Operation.get_or_none(Operation.idempotency_key == key) is not None:
         return False
     with database.atomic():
-        outcome = start_operation(service_id, kind, key, params)
+        outcome = operations.begin(service_id, kind, key, params)
     for line in outcome.log:
         log.info("%s", line)
-    for nudge in outcome.publish:
-        publisher.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id)
-    if outcome.mark_published:
-        mark_published(*outcome.mark_published)
+    operations.deliver(outcome, publisher)
     return True
 
 
@@ -111,8 +166,8 @@ def expire_snapshots_once(publisher: messaging.Publisher, now: datetime | None =
     started = 0
     for snap in Snapshot.select().where(Snapshot.expires_at < now):
         svc = Service.get_or_none(Service.id == snap.service_id)
-        if svc is None or svc.status in ("terminated", "terminating"):
-            continue
+        if svc is None or svc.status in ("terminated", "terminating") or svc.suspended:
+            continue  # a suspended service's snapshots expire once it is unsuspended
         key = f"expire:{snap.service_id}:{snap.name}:{snap.created_at:%Y%m%d%H%M%S}"
         started += _submit(publisher, snap.service_id, "snapshot_delete", key,
                            {"name": snap.name})
@@ -145,26 +200,38 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
     sched = scheduler_class()
     topo = messaging.Topology(settings.namespace)
 
-    def reconcile() -> None:
+    def publisher() -> messaging.Publisher:  # short-lived: no idle socket between runs
+        return messaging.Publisher(settings.amqp_url, topo, app_id="pvekvm-scheduler")
+
+    def reconcile_body(run: JobRun) -> None:
         database.connect(reuse_if_open=True)
-        publisher = messaging.Publisher(settings.amqp_url, topo)  # short-lived: no idle socket
+        pub = publisher()
         try:
-            reconcile_once(settings, publisher)
+            run.processed += reconcile_once(settings, pub)
         finally:
-            publisher.close()
+            pub.close()
+
+    def dns_retry_body(run: JobRun) -> None:
+        database.connect(reuse_if_open=True)
+        run.processed += dns_retry_once(settings, run)
+
+    def periodic_body(run: JobRun) -> None:
+        database.connect(reuse_if_open=True)
+        pub = publisher()
+        try:
+            run.processed += expire_snapshots_once(pub)
+            run.processed += run_backup_schedules_once(pub)
+        finally:
+            pub.close()
+
+    def reconcile() -> None:
+        run_job("reconcile", reconcile_body)
 
     def dns_retry() -> None:
-        database.connect(reuse_if_open=True)
-        dns_retry_once(settings)
+        run_job("dns_retry", dns_retry_body)
 
     def periodic() -> None:
-        database.connect(reuse_if_open=True)
-        publisher = messaging.Publisher(settings.amqp_url, topo)
-        try:
-            expire_snapshots_once(publisher)
-            run_backup_schedules_once(publisher)
-        finally:
-            publisher.close()
+        run_job("snapshots_and_backups", periodic_body)
 
     sched.add_job(periodic, "interval", seconds=60, id="snapshots_and_backups",
                   max_instances=1, coalesce=True)
@@ -180,13 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m workers.scheduler", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config")
+    ap.add_argument("--log-format", choices=("text", "json"))
+    ap.add_argument("--metrics-port", type=int,
+                    help="port of /metrics (default: observability.scheduler_port; 0 = any)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("pika").setLevel(logging.WARNING)
     settings = preflight.settings_or_exit(args.config, "python -m workers.scheduler")
+    logs.setup("INFO", args.log_format or settings.metrics.log_format)
     preflight.require(settings, ("database", "broker"), "python -m workers.scheduler")
     bind(settings.database_url)
+    metrics.register_database_gauges()
+    port = args.metrics_port if args.metrics_port is not None else \
+        settings.metrics.scheduler_port
+    metrics.MetricsServer(port, settings.metrics.addr).start()
     messaging.declare(settings.amqp_url, messaging.Topology(settings.namespace))
     sched = build(settings)
     signal.signal(signal.SIGTERM, lambda *_: sched.shutdown(wait=False))

@@ -1,5 +1,11 @@
 """Cloudflare API v4 provider: find the zone id by name, list the rrset (paginated), then update
-records in place (PUT), create what is missing (POST) and delete the surplus (DELETE)."""
+records in place (PUT), create what is missing (POST) and delete the surplus (DELETE).
+
+Credentials (cloudflare/api-schemas securitySchemes): an API token goes in
+"Authorization: Bearer"; a Global API Key in X-Auth-Key together with the account's email in
+X-Auth-Email (sent as a Bearer token it is refused, 6003/6111). A token needs Zone:DNS:Edit on
+the zone, plus Zone:Zone:Read to find the zone by name (GET /zones?name=); without it, set
+zone_id."""
 
 from __future__ import annotations
 
@@ -16,16 +22,27 @@ NOT_FOUND_CODES = {81044}  # "Record does not exist."
 
 
 class CloudflareProvider:
-    """Settings: token (API token, sent as Bearer; api_token / api_key accepted as aliases),
-    api_url (default https://api.cloudflare.com/client/v4), zone_id (optional: skips the zone
-    look-up), timeout (seconds, default 5). Records are never proxied."""
+    """Settings: token (API token, sent as Bearer; api_token accepted as alias) or api_key +
+    email (Global API Key), api_url (default https://api.cloudflare.com/client/v4), zone_id
+    (optional: skips the zone look-up; one zone per provider), timeout (seconds, default 5).
+    Records are never proxied."""
 
     name = "cloudflare"
 
     def __init__(self, settings: dict, session: requests.Session | None = None) -> None:
         self.base = str(settings.get("api_url") or DEFAULT_URL).rstrip("/")
-        token = settings.get("token") or settings.get("api_token") or settings.get("api_key")
-        self.token = str(token or "")
+        token = settings.get("token") or settings.get("api_token")
+        if token:
+            self.auth_headers = {"Authorization": f"Bearer {token}"}
+        elif settings.get("api_key"):
+            if not settings.get("email"):
+                raise ValueError("cloudflare: api_key (Global API Key) needs email")
+            self.auth_headers = {
+                "X-Auth-Email": str(settings["email"]),
+                "X-Auth-Key": str(settings["api_key"]),
+            }
+        else:
+            self.auth_headers = {"Authorization": "Bearer "}
         self.timeout = timeout_of(settings)
         self.session = session or requests.Session()
         self._zone_ids: dict[str, str] = {}
@@ -37,7 +54,7 @@ class CloudflareProvider:
     # -- transport ---------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, where: str, **kwargs) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        headers = {**self.auth_headers, "Accept": "application/json"}
         return call(
             self.session,
             method,
@@ -64,15 +81,22 @@ class CloudflareProvider:
             )
         if body.get("success") is True and resp.status_code < 400:
             return body
-        errors = body.get("errors") or []
-        codes = {e.get("code") for e in errors if isinstance(e, dict)}
+        errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
+        codes = {e.get("code") for e in errors}
         if codes and codes <= ok_codes:
             return None
-        detail = "; ".join(
-            f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)
-        ) or snippet(resp.text)
+        chain = [c for e in errors for c in e.get("error_chain") or [] if isinstance(c, dict)]
+        detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors + chain) or \
+            snippet(resp.text)
+        if codes & {6003} or {c.get("code") for c in chain} & {6111, 6103, 6102}:
+            raise DnsError(
+                f"cloudflare {where}: authentication refused: {detail} (an API token goes in "
+                "token; a Global API Key in api_key, with the account's email in email)"
+            )
         if resp.status_code in (401, 403) or codes & {9103, 9106, 9109, 10000, 10001}:
             raise DnsError(f"cloudflare {where}: authentication refused: {detail}")
+        if codes & {7003}:
+            raise DnsError(f"cloudflare {where}: no such zone id (check zone_id): {detail}")
         raise DnsError(
             f"cloudflare {where}: HTTP {resp.status_code}: {detail}",
             transient=status_transient(resp.status_code),
@@ -85,12 +109,24 @@ class CloudflareProvider:
             return self._fixed_zone_id
         if zone in self._zone_ids:
             return self._zone_ids[zone]
-        body = self._api("GET", "/zones", f"zone {zone}: look up zone id", params={"name": zone})
+        try:
+            body = self._api(
+                "GET", "/zones", f"zone {zone}: look up zone id", params={"name": zone}
+            )
+        except DnsError as exc:
+            if exc.transient or "authentication refused: 9109" not in str(exc):
+                raise
+            raise DnsError(f"{exc} (GET /zones?name= needs the Zone:Zone:Read permission; "
+                           "grant it, or set zone_id on the provider)") from None
         matches = [
             z for z in body.get("result") or [] if str(z.get("name", "")).lower() == zone.lower()
         ]
         if not matches or not matches[0].get("id"):
-            raise DnsError(f"cloudflare zone {zone}: zone not found in this account")
+            raise DnsError(
+                f"cloudflare zone {zone}: zone not found by name: it is not in this account, or "
+                "the API token lacks the Zone:Zone:Read permission that GET /zones?name= needs "
+                "(grant it, or set zone_id on the provider)"
+            )
         self._zone_ids[zone] = str(matches[0]["id"])
         return self._zone_ids[zone]
 

@@ -37,12 +37,14 @@ def _endpoint(zone: ZoneConfig) -> str:
     return f"{zone.provider} {zone.settings.get('api_url') or 'default'}"
 
 
-def _run_all(steps: list[tuple[str, Callable[[], None]]]) -> None:
+def _run_all(steps: list[tuple[str, Callable[[], object]]]) -> list[str]:
     """Run every (endpoint, step) even when some fail, then raise one DnsError naming every
-    failure. Once an endpoint failed transiently (down, timing out), its remaining steps are
-    skipped instead of each waiting out its own time-out. The error is transient only when every
-    failure is (a retry cannot fix a permanent one)."""
+    failure; return the notes (str results) steps handed back. Once an endpoint failed
+    transiently (down, timing out), its remaining steps are skipped instead of each waiting out
+    its own time-out. The error is transient only when every failure is (a retry cannot fix a
+    permanent one)."""
     errors: list[DnsError] = []
+    notes: list[str] = []
     down: set[str] = set()
     skipped = 0
     for endpoint, step in steps:
@@ -50,7 +52,9 @@ def _run_all(steps: list[tuple[str, Callable[[], None]]]) -> None:
             skipped += 1
             continue
         try:
-            step()
+            note = step()
+            if isinstance(note, str):
+                notes.append(note)
         except DnsError as exc:
             errors.append(exc)
             if exc.transient:
@@ -63,6 +67,7 @@ def _run_all(steps: list[tuple[str, Callable[[], None]]]) -> None:
             f"{len(errors)} DNS changes failed{note}: " + "; ".join(str(e) for e in errors),
             transient=all(e.transient for e in errors),
         )
+    return notes
 
 
 def apply_records(records: list[DnsRecord], zones: list[ZoneConfig]) -> None:
@@ -81,7 +86,7 @@ def apply_records(records: list[DnsRecord], zones: list[ZoneConfig]) -> None:
         if rec.ttl != ttl:
             raise ValueError(f"record {rec.name} {rec.type}: conflicting ttls {ttl} and {rec.ttl}")
     providers: dict[str, DnsProvider] = {}
-    steps: list[tuple[str, Callable[[], None]]] = []
+    steps: list[tuple[str, Callable[[], object]]] = []
     for (zone, name, rtype), (contents, ttl) in rrsets.items():
         provider = providers.get(zone) or providers.setdefault(zone, build_provider(by_name[zone]))
         step = partial(provider.upsert, zone, name, rtype, list(contents), ttl)
@@ -91,9 +96,10 @@ def apply_records(records: list[DnsRecord], zones: list[ZoneConfig]) -> None:
 
 def remove_records(
     hostname: str, ipv4: list[str], ipv6: list[str], zones: list[ZoneConfig]
-) -> None:
+) -> list[str]:
     """Delete the host's A and AAAA rrsets and the PTR rrset of each given address, in the zones
-    plan_records would use. Records that are already absent are fine."""
+    plan_records would use. Records that are already absent are fine. Returns notes on what a
+    provider did instead of deleting (a HestiaCP zone's last A record kept as a placeholder)."""
     host = normalize_hostname(hostname)
     v4, v6 = _check_ips(ipv4, ipv6)
     by_name = check_zones(zones)
@@ -106,8 +112,8 @@ def remove_records(
         if found is not None:
             targets.append((found[0], found[1], "PTR"))
     providers: dict[str, DnsProvider] = {}
-    steps: list[tuple[str, Callable[[], None]]] = []
+    steps: list[tuple[str, Callable[[], object]]] = []
     for zone, name, rtype in targets:
         provider = providers.get(zone) or providers.setdefault(zone, build_provider(by_name[zone]))
         steps.append((_endpoint(by_name[zone]), partial(provider.delete, zone, name, rtype)))
-    _run_all(steps)
+    return _run_all(steps)

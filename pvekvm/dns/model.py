@@ -55,6 +55,7 @@ class DnsProvider(Protocol):
         """Make the rrset (name, type) hold exactly ``contents``."""
         ...
 
-    def delete(self, zone: str, name: str, type: str) -> None:
-        """Remove the rrset (name, type); absent is fine."""
+    def delete(self, zone: str, name: str, type: str) -> str | None:
+        """Remove the rrset (name, type); absent is fine. May return a note on what was done
+        instead (a HestiaCP zone's last A record turned into the operator's placeholder)."""
         ...

@@ -121,13 +121,71 @@ def normalize_zone(zone: ZoneConfig) -> str:
 
 
 def zone_ttl(zone: ZoneConfig) -> int:
+    """The zone's ttl setting, in the range its provider accepts. Cloudflare
+    (cloudflare/api-schemas dns-records_ttl): 1 = automatic, else 60..86400, from 30 on
+    Enterprise zones (setting ``enterprise = true``)."""
     ttl = zone.settings.get("ttl", DEFAULT_TTL)
     if isinstance(ttl, bool) or not isinstance(ttl, int | str) or not str(ttl).isdigit():
         raise ValueError(f"zone {zone.name!r}: invalid ttl {ttl!r}")
     ttl = int(ttl)
     if not 1 <= ttl <= 2_147_483_647:
         raise ValueError(f"zone {zone.name!r}: ttl out of range: {ttl}")
+    if zone.provider == "cloudflare":
+        low = 30 if zone.settings.get("enterprise") is True else 60
+        if ttl != 1 and not low <= ttl <= 86400:
+            raise ValueError(
+                f"zone {zone.name!r}: Cloudflare accepts ttl 1 (automatic) or {low}..86400"
+                f"{'' if low == 30 else ' (30..86400 on Enterprise zones: enterprise = true)'}"
+                f", not {ttl}"
+            )
     return ttl
+
+
+def check_provider_rules(zone: ZoneConfig, name: str) -> None:
+    """What each provider refuses, checked before any request (and at catalog load).
+
+    Reverse zones: RFC 2317 "0/26.c.b.a.in-addr.arpa" exists only on PowerDNS; HestiaCP
+    refuses "/" in a domain name (func/main.sh is_domain_format_valid) but takes the
+    "0-63.c.b.a.in-addr.arpa" form; Cloudflare offers IPv4 reverse zones for /24 and /16
+    prefixes and ip6.arpa zones only (developers.cloudflare.com/dns/additional-options/
+    reverse-zones)."""
+    rev = _reverse_of(name)
+    if rev is not None and rev.network.version == 4:
+        label = name.split(".")[0]
+        if zone.provider == "hestiacp" and rev.classless and "/" in label:
+            first, last = rev.first & 255, rev.last & 255
+            raise ValueError(
+                f"zone {name!r}: HestiaCP refuses '/' in domain names; name the classless "
+                f"zone {first}-{last}.{name.partition('.')[2]} (RFC 2317 allows either form)"
+            )
+        slash = rev.network.prefixlen
+        if zone.provider == "cloudflare" and (rev.classless or slash not in (16, 24)):
+            raise ValueError(
+                f"zone {name!r}: Cloudflare offers IPv4 reverse zones for /24 and /16 prefixes "
+                "only (c.b.a.in-addr.arpa, b.a.in-addr.arpa); serve this zone from PowerDNS"
+            )
+    if zone.provider == "hestiacp":
+        from .hestiacp import check_placeholder
+
+        check_placeholder(zone.settings.get("last_a_placeholder"))
+    if zone.provider == "cloudflare":
+        s = zone.settings
+        token = s.get("token") or s.get("api_token")
+        if s.get("api_key") and not s.get("email"):
+            raise ValueError(
+                f"zone {name!r}: Cloudflare api_key is a Global API Key, sent as X-Auth-Key "
+                "with X-Auth-Email: set email too (or use an API token in token)"
+            )
+        if isinstance(token, str) and token.startswith("cfk_"):
+            raise ValueError(
+                f"zone {name!r}: that token is a Cloudflare Global API Key (cfk_): put it in "
+                "api_key with the account's email in email, or create an API token"
+            )
+        if not token and not s.get("api_key"):
+            raise ValueError(f"zone {name!r}: Cloudflare needs token (or api_key and email)")
+        zone_id = s.get("zone_id")
+        if zone_id is not None and not (isinstance(zone_id, str) and zone_id.isalnum()):
+            raise ValueError(f"zone {name!r}: invalid Cloudflare zone_id")
 
 
 def _check_ips(ipv4: object, ipv6: object) -> tuple[list[str], list[str]]:
@@ -153,12 +211,22 @@ def check_zones(zones: list[ZoneConfig]) -> dict[str, ZoneConfig]:
     if isinstance(zones, ZoneConfig) or not isinstance(zones, list | tuple):
         raise ValueError("zones must be a list of ZoneConfig")
     by_name: dict[str, ZoneConfig] = {}
+    zone_ids: dict[str, str] = {}
     for zone in zones:
         name = normalize_zone(zone)
         zone_ttl(zone)
+        check_provider_rules(zone, name)
         if name in by_name:
             raise ValueError(f"zone {name!r} configured twice")
         by_name[name] = zone
+        zone_id = zone.settings.get("zone_id") if zone.provider == "cloudflare" else None
+        if zone_id is not None:
+            if zone_id in zone_ids:
+                raise ValueError(
+                    f"zones {zone_ids[zone_id]!r} and {name!r} share Cloudflare zone_id "
+                    f"{zone_id}: a zone_id names one zone, give each zone its own provider"
+                )
+            zone_ids[zone_id] = name
     return by_name
 
 

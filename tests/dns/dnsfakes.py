@@ -141,6 +141,18 @@ class CfZone:
     id: str
     name: str
     records: dict[str, dict] = field(default_factory=dict)
+    enterprise: bool = False  # dns-records_ttl: the 30 s minimum is for Enterprise zones only
+
+
+# Credentials (developers.cloudflare.com/fundamentals/api/get-started/token-formats): API tokens
+# are "Authorization: Bearer" with 40 alphanumerics (before 2026) or cfut_/cfat_ + 40 + checksum;
+# a Global API Key goes in X-Auth-Key (37-45 lowercase hex, or cfk_ + 40 + checksum) with the
+# account email in X-Auth-Email. A header of the wrong format is refused with 400, 6003 "Invalid
+# request headers" and, in error_chain, 6111 (Authorization) or 6103 (X-Auth-Key): the answer
+# a Global API Key sent as a Bearer token gets (as reported in jeessy2/ddns-go#916,
+# kissgyorgy/cloudflare-dyndns#40).
+CF_TOKEN = re.compile(r"^([A-Za-z0-9]{40}|(cfut|cfat)_[A-Za-z0-9]{40,})$")
+CF_GLOBAL_KEY = re.compile(r"^([0-9a-f]{37,45}|cfk_[A-Za-z0-9]{40,})$")
 
 
 class FakeCloudflare(_Base):
@@ -150,8 +162,14 @@ class FakeCloudflare(_Base):
 
     PREFIX = "/client/v4"
 
-    def __init__(self, token: str = "cf-test-token", max_per_page: int = 2) -> None:
+    def __init__(self, token: str = "cfut_" + "t" * 40 + "ab12", max_per_page: int = 2) -> None:
         self.token = token
+        self.email = "ops@example.com"
+        self.global_key = "0123456789abcdef0123456789abcdef01234"  # 37 hex, like the real one
+        # GET /zones lists only the zones the token may read: a token without Zone:Zone:Read
+        # gets an empty list (acmesh-official/acme.sh#2398, qdm12/ddns-updater#632 -- certbot
+        # and lexicon also ask for Zone:Read or a configured zone id).
+        self.token_zone_read = True
         self.max_per_page = max_per_page
         self.zones: dict[str, CfZone] = {}
         super().__init__()
@@ -160,8 +178,8 @@ class FakeCloudflare(_Base):
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.PREFIX}"
 
-    def add_zone(self, name: str) -> CfZone:
-        zone = CfZone(uuid.uuid4().hex, name)
+    def add_zone(self, name: str, enterprise: bool = False) -> CfZone:
+        zone = CfZone(uuid.uuid4().hex, name, enterprise=enterprise)
         self.zones[zone.id] = zone
         return zone
 
@@ -216,6 +234,37 @@ class FakeCloudflare(_Base):
             self.violation(f"{status} {code} {message}")
         return self._envelope(status, None, [{"code": code, "message": message}])
 
+    def _bad_headers(self, code: int, message: str) -> tuple:
+        error = {
+            "code": 6003,
+            "message": "Invalid request headers",
+            "error_chain": [{"code": code, "message": message}],
+        }
+        return self._envelope(400, None, [error])
+
+    def _authenticate(self, seen: Seen) -> tuple[str | None, tuple | None]:
+        """(who, None) or (None, the error answer). who: "token" or "global"."""
+        auth = seen.headers.get("authorization")
+        if auth is not None:
+            scheme, _, value = auth.partition(" ")
+            if scheme != "Bearer" or not CF_TOKEN.match(value):
+                return None, self._bad_headers(6111, "Invalid format for Authorization header")
+            if value != self.token:
+                return None, self._error(403, 10000, "Authentication error", violation=False)
+            return "token", None
+        key, email = seen.headers.get("x-auth-key"), seen.headers.get("x-auth-email")
+        if key is not None or email is not None:
+            if not key or not CF_GLOBAL_KEY.match(key):
+                return None, self._bad_headers(6103, "Invalid format for X-Auth-Key header")
+            if not email or "@" not in email:
+                return None, self._bad_headers(6102, "Invalid format for X-Auth-Email header")
+            if (key, email) != (self.global_key, self.email):
+                return None, self._error(
+                    403, 9103, "Unknown X-Auth-Key or X-Auth-Email", violation=False
+                )
+            return "global", None
+        return None, self._bad_headers(9106, "Missing X-Auth-Key, X-Auth-Email or Authorization")
+
     def _page(self, items: list, query: dict) -> tuple | list:
         try:
             page = int(query.get("page", ["1"])[0])
@@ -254,8 +303,13 @@ class FakeCloudflare(_Base):
             return None, self._error(400, 9004, "DNS record type is invalid")
         if not isinstance(name, str) or not (name == zone.name or name.endswith("." + zone.name)):
             return None, self._error(400, 9005, "DNS name is invalid or outside the zone")
-        if type(ttl) is not int or not (ttl == 1 or 30 <= ttl <= 86400):
-            return None, self._error(400, 9021, "Invalid TTL. Must be 1 (auto) or 30..86400")
+        # cloudflare/api-schemas dns-records_ttl: "Setting to 1 means 'automatic'. Value must be
+        # between 60 and 86400, with the minimum reduced to 30 for Enterprise zones."
+        low = 30 if zone.enterprise else 60
+        if type(ttl) is not int or not (ttl == 1 or low <= ttl <= 86400):
+            return None, self._error(
+                400, 9021, f"Invalid TTL. Must be 1 (automatic) or {low}..86400", violation=False
+            )
         if not isinstance(proxied, bool) or (proxied and rtype not in ("A", "AAAA", "CNAME")):
             return None, self._error(400, 9003, "Invalid 'proxied' value")
         if "proxied" in body and rtype not in ("A", "AAAA", "CNAME"):
@@ -270,8 +324,9 @@ class FakeCloudflare(_Base):
         return body, None
 
     def handle(self, seen: Seen) -> tuple[int, dict, bytes]:
-        if seen.headers.get("authorization") != f"Bearer {self.token}":
-            return self._error(403, 10000, "Authentication error", violation=False)
+        who, err = self._authenticate(seen)
+        if err:
+            return err
         if not seen.path.startswith(self.PREFIX + "/"):
             return self._error(404, 7003, "Could not route to path")
         parts = seen.path[len(self.PREFIX) :].strip("/").split("/")
@@ -280,14 +335,18 @@ class FakeCloudflare(_Base):
             found = [
                 {"id": z.id, "name": z.name, "status": "active", "paused": False, "type": "full"}
                 for z in self.zones.values()
-                if not names or z.name == names[0]
+                if (not names or z.name == names[0])
+                and (who == "global" or self.token_zone_read)
             ]
             return self._page(found, seen.query)
         if len(parts) < 3 or parts[0] != "zones" or parts[2] != "dns_records":
             return self._error(404, 7003, "Could not route to path")
         zone = self.zones.get(parts[1])
         if zone is None:
-            return self._error(404, 7003, "Could not route to zone (no such zone id)")
+            return self._error(
+                400, 7003, "Could not route to /zones/x/dns_records, perhaps your object "
+                "identifier is invalid?", violation=False
+            )
         if len(parts) == 3 and seen.method == "GET":
             allowed = {"type", "name", "content", "page", "per_page", "match", "order", "direction"}
             if set(seen.query) - allowed:
@@ -343,15 +402,45 @@ class FakeCloudflare(_Base):
 # --------------------------------------------------------------------------------------------
 # HestiaCP API
 # --------------------------------------------------------------------------------------------
+# References (hestiacp/hestiacp): web/api/index.php (api_legacy, api_connection, api_error),
+# web/inc/helpers.php (exit_code_to_http_code, E_API_DISABLED = 21), func/main.sh (exit codes,
+# check_result, check_access_key_cmd), func/domain.sh (is_dns_record_critical),
+# bin/v-list-dns-records (json_list), bin/v-add-dns-record, bin/v-delete-dns-record,
+# bin/v-change-dns-record, bin/v-restart-dns, install/common/api/update-dns-records.
 
-E_ARGS, E_INVALID, E_NOTEXIST, E_PASSWORD, E_FORBIDEN = 1, 2, 3, 9, 10
+E_ARGS, E_INVALID, E_NOTEXIST, E_EXISTS, E_PASSWORD, E_FORBIDEN = 1, 2, 3, 4, 9, 10
+E_DISABLED, E_RESTART, E_API_DISABLED = 11, 20, 21
 _HESTIA_RECORD = re.compile(r"^(@|\*|[a-z0-9_*]([a-z0-9_.*-]{0,250}[a-z0-9_])?)$")
+# install/common/api/update-dns-records: the bundled profile a DNS key is usually given.
+PROFILE_UPDATE_DNS_RECORDS = frozenset({"v-list-dns-records", "v-change-dns-record"})
+DNS_COMMANDS = frozenset(
+    {"v-list-dns-records", "v-add-dns-record", "v-delete-dns-record", "v-change-dns-record"}
+)
+# bash `exit "dns failed to restart"` (v-add-dns-record's swapped check_result arguments).
+_BASH_BAD_EXIT = 2
+
+
+def _http_of(code: int) -> int:
+    """web/inc/helpers.php exit_code_to_http_code."""
+    return {0: 200, 1: 400, 2: 422, 9: 401, 5: 401, 6: 401, 10: 401, 21: 401, 11: 400}.get(
+        code, 400
+    )
+
+
+@dataclass
+class HestiaKey:
+    user: str
+    commands: frozenset | None  # None: no PERMISSIONS (allowed only for the admin user)
 
 
 class FakeHestia(_Base):
-    """HestiaCP web/api/index.php subset: access-key hash or admin user+password; commands
-    v-list-dns-records, v-add-dns-record, v-delete-dns-record with Hestia's exit codes.
-    ``fail_code`` makes every command exit with that code (e.g. 20 E_RESTART)."""
+    """HestiaCP web/api/index.php: access keys ("ACCESS:SECRET" in ``hash``, with the key's user
+    and permission profile), the legacy user+password / legacy hash path, and the commands
+    v-list-dns-records, v-add-dns-record, v-delete-dns-record, v-change-dns-record with Hestia's
+    exit codes and quirks. ``fail_code`` makes every command exit with that code;
+    ``restart_fails`` makes the DNS restart fail the way bin/v-restart-dns does."""
+
+    ROOT_USER = "admin"
 
     def __init__(
         self,
@@ -363,16 +452,30 @@ class FakeHestia(_Base):
         self.hash = f"{access}:{secret}"
         self.owner = owner
         self.password = password
+        self.keys: dict[str, HestiaKey] = {self.hash: HestiaKey(self.ROOT_USER, None)}
+        self.legacy_hash = "L" * 32  # web/api/index.php api_legacy: v-check-api-key
+        self.api_system = 2  # API_SYSTEM: 0 off, 1 admin only, 2 all users
         self.domains: dict[str, dict[str, dict]] = {}
         self.next_id: dict[str, int] = {}
         self.fail_code: int | None = None
+        self.restart_fails = False
+        self.restarts = 0
         super().__init__()
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def add_key(self, user: str, commands: frozenset | None, access: str = "K" * 20) -> str:
+        key = f"{access}:{'k' * 40}"
+        self.keys[key] = HestiaKey(user, commands)
+        return key
+
     def add_domain(self, domain: str) -> None:
+        # func/main.sh is_domain_format_valid: '/' (among others) is refused in a domain name,
+        # so an RFC 2317 "0/26.c.b.a.in-addr.arpa" zone cannot exist on HestiaCP.
+        if re.search(r"[][!@#$^&*()+={},<>?_/\\\"|'`;%\s]", domain):
+            raise ValueError(f"Error: invalid domain format :: {domain}")
         self.domains[domain] = {}
         self.next_id[domain] = 1
         # Hestia's default template records, so the listing is realistic.
@@ -400,16 +503,17 @@ class FakeHestia(_Base):
             r for r in self.domains[domain].values() if r["RECORD"] == record and r["TYPE"] == rtype
         ]
 
-    def _answer(self, code: int, output: str, mode: str, http: int | None = None) -> tuple:
+    # -- web/api/index.php ---------------------------------------------------------------------
+
+    @staticmethod
+    def _api_error(code: int, message: str, mode: str) -> tuple:
+        """api_error(): Hestia-Exit-Code header and an HTTP status, on both paths."""
         headers = {"Hestia-Exit-Code": str(code), "Content-Type": "text/html; charset=UTF-8"}
         if mode == "code":
-            return http or 200, headers, str(code).encode()
-        if code:
-            status = http or {1: 400, 2: 422, 9: 401, 10: 401, 5: 401, 6: 401}.get(code, 400)
-            return status, headers, output.encode()
-        if output.strip().startswith("{"):
-            headers["Content-Type"] = "application/json; charset=utf-8"
-        return (200 if output else 204), headers, output.encode()
+            body = str(code)
+        else:
+            body = message if message.startswith("Error:") else f"Error: {message}"
+        return _http_of(code), headers, body.encode()
 
     def handle(self, seen: Seen) -> tuple[int, dict, bytes]:
         if seen.method != "POST" or seen.path not in ("/api/", "/api/index.php"):
@@ -430,19 +534,6 @@ class FakeHestia(_Base):
         mode = "code" if data.get("returncode") == "yes" else "data"
         if data.get("returncode", "no") not in ("yes", "no"):
             self.violation(f"returncode={data.get('returncode')!r}")
-        if "hash" in data:
-            if data["hash"] != self.hash:
-                return self._answer(E_PASSWORD, "Error: authentication failed", mode, 401)
-        elif "user" in data:
-            if data["user"] != self.owner:
-                return self._answer(E_FORBIDEN, "Error: authentication failed", mode, 401)
-            if data.get("password") != self.password:
-                return self._answer(E_PASSWORD, "Error: authentication failed", mode, 401)
-        else:
-            self.violation("no credentials")
-            return 405, {}, b"Error: data received is null or invalid"
-        if self.fail_code is not None:
-            return self._answer(self.fail_code, "Error: injected failure", mode)
         args = []
         i = 1
         while f"arg{i}" in data:
@@ -450,19 +541,95 @@ class FakeHestia(_Base):
             i += 1
         if len(args) != len([k for k in data if k.startswith("arg")]):
             self.violation(f"argument numbering has holes: {sorted(data)}")
-        cmd = data.get("cmd", "")
+        cmd = data.get("cmd", "").strip()
+        parts = data.get("hash", "").split(":")
+        if len(parts) == 2 and len(parts[0]) == 20 and len(parts[1]) == 40:
+            return self._access_key(data["hash"], cmd, args, mode)
+        if "user" in data or "hash" in data:
+            return self._legacy(data, cmd, args, mode)
+        self.violation("no credentials")
+        return 405, {}, b"Error: data received is null or invalid"
+
+    def _access_key(self, key: str, cmd: str, args: list[str], mode: str) -> tuple:
+        """api_connection(): v-check-access-key, then the command; Hestia-Exit-Code always."""
+        if not self.api_system:
+            return self._api_error(E_DISABLED, "API has been disabled", mode)
+        found = self.keys.get(key)
+        if found is None:  # v-check-access-key: abort_missmatch exits E_PASSWORD
+            return self._api_error(E_PASSWORD, "Error: authentication failed", mode)
+        access = key.split(":")[0]
+        if found.commands is not None and cmd not in found.commands:
+            # func/main.sh check_access_key_cmd
+            msg = f"Error: Key {access} don't have permission to run the command {cmd}"
+            return self._api_error(E_FORBIDEN, msg, mode)
+        if found.commands is None and found.user != self.ROOT_USER:
+            msg = f"Error: Key {access} don't have permission to run the command {cmd}"
+            return self._api_error(E_FORBIDEN, msg, mode)
+        if found.user != self.ROOT_USER and self.api_system < 2:
+            return self._api_error(E_API_DISABLED, "API has been disabled", mode)
+        if found.user != self.ROOT_USER and (args[:1] or [""])[0] != found.user:
+            msg = f"Key {access} - the \"user\" argument doesn't match the key's user"
+            return self._api_error(E_FORBIDEN, msg, mode)
+        code, output = self._run(cmd, args)
+        headers = {"Hestia-Exit-Code": str(code), "Content-Type": "text/html; charset=UTF-8"}
+        output = output.strip()
+        if mode == "code":
+            return 200, headers, str(code).encode()
+        if code:
+            return _http_of(code), headers, output.encode()
+        if output.startswith("{"):
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        return (200 if output else 204), headers, output.encode()
+
+    def _legacy(self, data: dict, cmd: str, args: list[str], mode: str) -> tuple:
+        """api_legacy(): errors before the command go through api_error (header, HTTP code);
+        the command's own result is HTTP 200 with no Hestia-Exit-Code header: the exit code in
+        the body (returncode=yes) or its output, "OK" when it printed nothing."""
+        if "hash" in data and data["hash"]:
+            if data["hash"] != self.legacy_hash:
+                return self._api_error(E_PASSWORD, "Error: authentication failed", mode)
+        else:
+            if data.get("user") != self.ROOT_USER:
+                return self._api_error(E_FORBIDEN, "Error: authentication failed", mode)
+            if data.get("password") != self.password:
+                return self._api_error(E_PASSWORD, "Error: authentication failed", mode)
+        if not cmd:
+            return self._api_error(E_INVALID, "Command not provided", mode)
+        code, output = self._run(cmd, args)
+        headers = {"Content-Type": "text/html; charset=UTF-8"}
+        if mode == "code":
+            return 200, headers, str(code).encode()
+        body = "OK" if not output else output + "\n"
+        return 200, headers, body.encode()
+
+    def _run(self, cmd: str, args: list[str]) -> tuple[int, str]:
+        if self.fail_code is not None:
+            return self.fail_code, "Error: injected failure"
         handler = {
             "v-list-dns-records": self._list,
             "v-add-dns-record": self._add,
             "v-delete-dns-record": self._delete,
+            "v-change-dns-record": self._change,
         }.get(cmd)
         if handler is None:
             self.violation(f"unexpected command {cmd!r}")
-            return self._answer(E_INVALID, f"Error: {cmd} command invalid", mode)
+            return E_INVALID, f"Error: {cmd} command invalid"
         code, output = handler(args)
-        if code not in (0, E_NOTEXIST):
+        expected = (0, E_NOTEXIST, E_RESTART, _BASH_BAD_EXIT if self.restart_fails else 0)
+        if code not in expected and "should remain active" not in output:
             self.violation(f"{cmd} {args} -> {code} {output}")
-        return self._answer(code, output, mode)
+        return code, output
+
+    # -- bin/v-*-dns-* -------------------------------------------------------------------------
+
+    def _restart(self, restart: str) -> tuple[int, str]:
+        """bin/v-restart-dns: "no" does nothing; otherwise named-checkconf, then a restart."""
+        if restart == "no":
+            return 0, ""
+        if self.restart_fails:
+            return E_RESTART, "Error: bind9 restart failed'"
+        self.restarts += 1
+        return 0, ""
 
     def _target(self, args: list[str], need: int) -> tuple[int, str, dict | None]:
         if len(args) < need:
@@ -480,7 +647,29 @@ class FakeHestia(_Base):
             return code, out
         if len(args) > 2 and args[2] != "json":
             return E_INVALID, "Error: test fake only speaks json"
-        return 0, json.dumps(records, indent=4)
+        # bin/v-list-dns-records json_list: the JSON is printed by echo; VALUE gets only
+        # sed 's/"/\\"/g' and 5 spaces -> \u0009, so a backslash in any record (a TXT value)
+        # comes out raw and the whole answer is not valid JSON.
+        items = []
+        for rec in records.values():
+            value = rec["VALUE"].replace('"', '\\"').replace("     ", "\\u0009")
+            fields = dict(rec, VALUE=value)
+            body = ",\n".join(
+                f'        "{k}": "{fields[k]}"'
+                for k in ("RECORD", "TYPE", "PRIORITY", "VALUE", "ID", "SUSPENDED", "TIME", "DATE")
+            )
+            body += f',\n        "TTL": "{rec["TTL"]}"'
+            items.append(f'    "{rec["ID"]}": {{\n{body}\n    }}')
+        return 0, "{\n" + ",\n".join(items) + "\n}"
+
+    def _check_value(self, record: str, rtype: str, value: str) -> tuple[int, str] | None:
+        if not _HESTIA_RECORD.match(record):
+            return E_INVALID, f"Error: invalid record format :: {record}"
+        if rtype == "A" and not _is_ip(value, 4) or rtype == "AAAA" and not _is_ip(value, 6):
+            return E_INVALID, f"Error: invalid ip format :: {value}"
+        if rtype == "PTR" and not _is_host(value):
+            return E_INVALID, f"Error: invalid value format :: {value}"
+        return None
 
     def _add(self, args: list[str]) -> tuple[int, str]:
         code, out, records = self._target(args, 5)
@@ -490,23 +679,24 @@ class FakeHestia(_Base):
         domain, record, rtype, value, priority, rid, restart, ttl = args[1:9]
         rtype = rtype.upper()
         record = record.lower()
-        if not _HESTIA_RECORD.match(record):
-            return E_INVALID, f"Error: invalid record format :: {record}"
         if rtype in ("NS", "CNAME", "MX", "PTR", "SRV") and not value.endswith("."):
             value += "."
-        if rtype == "A" and not _is_ip(value, 4) or rtype == "AAAA" and not _is_ip(value, 6):
-            return E_INVALID, f"Error: invalid ip format :: {value}"
-        if rtype == "PTR" and not _is_host(value):
-            return E_INVALID, f"Error: invalid value format :: {value}"
-        if restart not in ("", "yes", "no"):
+        bad = self._check_value(record, rtype, value)
+        if bad:
+            return bad
+        if restart not in ("", "yes", "no", "scheduled"):
             return E_INVALID, f"Error: invalid restart format :: {restart}"
         if ttl and not ttl.isdigit():
             return E_INVALID, f"Error: invalid ttl format :: {ttl}"
-        if priority and rtype not in ("MX", "SRV"):
-            priority = ""
         if rid and rid in records:
-            return 4, f"Error: ID={rid} already exists"
-        rid = self.seed(domain, record, rtype, value, int(ttl) if ttl else 3600)
+            return E_EXISTS, f"Error: ID={rid} already exists"
+        self.seed(domain, record, rtype, value, int(ttl) if ttl else 3600)
+        code, out = self._restart(restart)
+        if code:
+            # v-add-dns-record: `check_result $? "$E_RESTART" 'dns failed to restart'` passes
+            # the message as the exit code: check_result echoes "Error: 20" and bash's
+            # `exit "dns failed to restart"` exits 2 -- after the record was written.
+            return _BASH_BAD_EXIT, out + "\nError: 20"
         return 0, ""
 
     def _delete(self, args: list[str]) -> tuple[int, str]:
@@ -517,7 +707,40 @@ class FakeHestia(_Base):
             return E_INVALID, f"Error: invalid id format :: {args[2]}"
         if args[2] not in records:
             return E_NOTEXIST, f"Error: dns record with ID={args[2]} doesn't exist"
+        rtype = records[args[2]]["TYPE"]
+        # func/domain.sh is_dns_record_critical: the zone's last A (or NS) record stays.
+        if rtype in ("A", "NS") and sum(r["TYPE"] == rtype for r in records.values()) <= 1:
+            return E_INVALID, f"Error: at least one {rtype} record should remain active"
         del records[args[2]]
+        restart = args[3] if len(args) > 3 else ""
+        code, out = self._restart(restart)
+        if code:  # `check_result $? "Bind restart failed" > /dev/null`: exit 20, record gone
+            return E_RESTART, out
+        return 0, ""
+
+    def _change(self, args: list[str]) -> tuple[int, str]:
+        """v-change-dns-record USER DOMAIN ID RECORD TYPE VALUE [PRIORITY] [RESTART] [TTL]"""
+        code, out, records = self._target(args, 6)
+        if records is None:
+            return code, out
+        args = args + [""] * (9 - len(args))
+        rid, record, rtype, value, _priority, restart, ttl = args[2:9]
+        if rid not in records:
+            return E_NOTEXIST, f"Error: dns record with ID={rid} doesn't exist"
+        rtype = (rtype or records[rid]["TYPE"]).upper()
+        if rtype in ("NS", "CNAME", "MX", "PTR", "SRV") and not value.endswith("."):
+            value += "."
+        bad = self._check_value(record, rtype, value)
+        if bad:
+            return bad
+        old = records[rid]
+        ttl = ttl or old["TTL"]
+        if (old["RECORD"], old["TYPE"], old["VALUE"], old["TTL"]) == (record, rtype, value, ttl):
+            return E_EXISTS, "No pending changes in DNS entry."
+        old.update(RECORD=record, TYPE=rtype, VALUE=value, TTL=ttl)
+        code, out = self._restart(restart)
+        if code:  # `check_result $? "DNS restart failed" > /dev/null`: exit 20, written
+            return E_RESTART, out
         return 0, ""
 
 

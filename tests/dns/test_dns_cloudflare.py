@@ -88,12 +88,12 @@ def test_remove_and_remove_again(cloudflare, zones):
 
 
 def test_auth_failure_is_permanent(cloudflare, zones):
-    bad = [ZoneConfig(z.name, z.provider, dict(z.settings, token="wrong")) for z in zones]
+    bad = [ZoneConfig(z.name, z.provider, dict(z.settings, token="w" * 40)) for z in zones]
     with pytest.raises(DnsError) as err:
         deploy(bad, ["192.0.2.10"])
     assert err.value.transient is False
     assert "cloudflare" in str(err.value) and "example.com" in str(err.value)
-    assert "wrong" not in str(err.value)
+    assert "w" * 40 not in str(err.value)
     assert "Authentication error" in str(err.value)
 
 
@@ -133,3 +133,52 @@ def test_hostile_hostname_never_reaches_the_server(cloudflare, zones, hostname):
     with pytest.raises(ValueError):
         remove_records(hostname, ["192.0.2.10"], [], zones)
     assert cloudflare.requests == []
+
+
+def test_global_api_key_goes_with_email_in_x_auth_headers(cloudflare, zones):
+    glob = {"api_url": cloudflare.api_url, "api_key": cloudflare.global_key,
+            "email": cloudflare.email, "ttl": 300}
+    zs = [ZoneConfig(z.name, "cloudflare", dict(glob)) for z in zones]
+    deploy(zs, ["192.0.2.10"])
+    assert contents(cloudflare, "example.com", HOST, "A") == ["192.0.2.10"]
+    sent = cloudflare.requests[-1].headers
+    assert sent["x-auth-key"] == cloudflare.global_key and "authorization" not in sent
+
+
+def test_global_api_key_sent_as_token_is_refused_with_the_fix(cloudflare, zones):
+    """A Global API Key as a Bearer token: 400, 6003 Invalid request headers / 6111."""
+    bad = [ZoneConfig(z.name, z.provider, dict(z.settings, token=cloudflare.global_key))
+           for z in zones[:1]]
+    with pytest.raises(DnsError) as err:
+        deploy(bad, ["192.0.2.10"])
+    text = str(err.value)
+    assert err.value.transient is False and "6111" in text
+    assert "api_key" in text and "email" in text and cloudflare.global_key not in text
+
+
+def test_token_without_zone_read_needs_zone_id(cloudflare, zones):
+    """GET /zones?name= lists only zones the token may read (Zone:Zone:Read)."""
+    cloudflare.token_zone_read = False
+    with pytest.raises(DnsError) as err:
+        deploy(zones[:1], ["192.0.2.10"])
+    assert "Zone:Zone:Read" in str(err.value) and "zone_id" in str(err.value)
+    zid = cloudflare.zone("example.com").id
+    fixed = [ZoneConfig("example.com", "cloudflare", dict(zones[0].settings, zone_id=zid))]
+    deploy(fixed, ["192.0.2.10"])
+    assert contents(cloudflare, "example.com", HOST, "A") == ["192.0.2.10"]
+    wrong = [ZoneConfig("example.com", "cloudflare", dict(zones[0].settings, zone_id="f" * 32))]
+    with pytest.raises(DnsError, match="zone_id"):
+        deploy(wrong, ["192.0.2.11"])
+
+
+def test_ttl_below_sixty_is_refused_by_a_non_enterprise_zone(cloudflare, zones):
+    """dns-records_ttl: the 30 s minimum is for Enterprise zones; claiming enterprise for a
+    zone that is not gets Cloudflare's own refusal (permanent)."""
+    low = [ZoneConfig(z.name, z.provider, dict(z.settings, ttl=30, enterprise=True))
+           for z in zones[:1]]
+    with pytest.raises(DnsError) as err:
+        deploy(low, ["192.0.2.10"])
+    assert err.value.transient is False and "9021" in str(err.value)
+    cloudflare.zone("example.com").enterprise = True
+    deploy(low, ["192.0.2.10"])
+    assert cloudflare.rrset("example.com", HOST, "A")[0]["ttl"] == 30

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from dnsfakes import HOSTILE_HOSTNAMES
 
-from pvekvm.dns import DnsRecord, ZoneConfig, apply_records, plan_records, remove_records
+from pvekvm.dns import (
+    DnsRecord,
+    ZoneConfig,
+    apply_records,
+    check_zones,
+    plan_records,
+    remove_records,
+)
 
 
 def Z(name: str, provider: str = "powerdns", **settings) -> ZoneConfig:
@@ -16,7 +23,7 @@ ZONES = [
     Z("example.com"),
     Z("vm.example.com", ttl=300),
     Z("2.0.192.in-addr.arpa"),
-    Z("0/26.2.0.192.in-addr.arpa", "cloudflare"),
+    Z("0/26.2.0.192.in-addr.arpa"),
     Z("64-127.2.0.192.in-addr.arpa", "hestiacp"),
     Z("51.198.in-addr.arpa"),
     Z("8.b.d.0.1.0.0.2.ip6.arpa"),
@@ -166,3 +173,71 @@ def test_zone_repr_hides_credentials():
     zone = Z("example.com", api_key="secret-key")
     assert "secret-key" not in repr(zone)
     assert hash(zone) == hash(Z("example.com", api_key="other"))
+
+
+@pytest.mark.parametrize(
+    "zone,words",
+    [
+        # HestiaCP refuses "/" in a domain name (func/main.sh is_domain_format_valid).
+        (Z("0/26.2.0.192.in-addr.arpa", "hestiacp"), ["HestiaCP", "0-63.2.0.192.in-addr.arpa"]),
+        (Z("64/27.2.0.192.in-addr.arpa", "hestiacp"), ["64-95.2.0.192.in-addr.arpa"]),
+        # Cloudflare reverse zones: /24, /16 and ip6.arpa only.
+        (Z("0/26.2.0.192.in-addr.arpa", "cloudflare", token="t"), ["Cloudflare", "/24"]),
+        (Z("0-63.2.0.192.in-addr.arpa", "cloudflare", token="t"), ["Cloudflare", "/16"]),
+        (Z("192.in-addr.arpa", "cloudflare", token="t"), ["Cloudflare", "PowerDNS"]),
+    ],
+)
+def test_reverse_zone_forms_a_provider_refuses_are_refused_before_any_request(zone, words):
+    with pytest.raises(ValueError) as err:
+        check_zones([zone])
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_reverse_zone_forms_each_provider_accepts():
+    check_zones([
+        Z("0/26.2.0.192.in-addr.arpa"),  # PowerDNS: RFC 2317 "/" form
+        Z("64-127.2.0.192.in-addr.arpa", "hestiacp"),
+        Z("2.0.192.in-addr.arpa", "cloudflare", token="t"),
+        Z("51.198.in-addr.arpa", "cloudflare", token="t2", zone_id="a1"),
+        Z("8.b.d.0.1.0.0.2.ip6.arpa", "cloudflare", token="t"),
+    ])
+
+
+@pytest.mark.parametrize("ttl,enterprise,ok", [
+    (1, False, True), (60, False, True), (86400, False, True), (30, True, True),
+    (30, False, False), (59, False, False), (86401, False, False), (29, True, False),
+    (3_000_000, False, False),
+])
+def test_cloudflare_ttl_range(ttl, enterprise, ok):
+    """cloudflare/api-schemas dns-records_ttl: 1 = automatic, else 60..86400 (30 on
+    Enterprise); anything else fails on every apply, so it is refused up front."""
+    zone = Z("example.com", "cloudflare", token="t", ttl=ttl, enterprise=enterprise)
+    if ok:
+        assert plan_records("a.example.com", ["192.0.2.1"], [], [zone])[0].ttl == ttl
+    else:
+        with pytest.raises(ValueError, match="Cloudflare accepts ttl 1"):
+            plan_records("a.example.com", ["192.0.2.1"], [], [zone])
+
+
+@pytest.mark.parametrize("settings,words", [
+    ({"api_key": "0" * 37}, ["Global API Key", "email"]),
+    ({}, ["token"]),
+    ({"token": "t", "zone_id": "x;y"}, ["zone_id"]),
+    ({"token": "cfk_" + "a" * 44}, ["Global API Key", "api_key", "email"]),
+])
+def test_cloudflare_credentials_shape(settings, words):
+    with pytest.raises(ValueError) as err:
+        check_zones([ZoneConfig("example.com", "cloudflare", settings)])
+    assert all(w in str(err.value) for w in words)
+
+
+def test_one_cloudflare_zone_id_serves_one_zone():
+    settings = {"token": "t", "zone_id": "abc123"}
+    with pytest.raises(ValueError, match="zone_id"):
+        check_zones([ZoneConfig("a.org", "cloudflare", settings),
+                     ZoneConfig("b.org", "cloudflare", settings)])
+
+
+def test_hestia_placeholder_must_be_ipv4():
+    with pytest.raises(ValueError, match="last_a_placeholder"):
+        check_zones([Z("example.com", "hestiacp", last_a_placeholder="2001:db8::1")])

@@ -100,6 +100,44 @@ class SubprocessWorker:
                 self.kill()
 
 
+class BillingQueue:
+    """A queue billing would bind to ``{ns}.events`` (every type), read back as parsed events."""
+
+    def __init__(self, settings: Settings, pattern: str = "#") -> None:
+        from pvekvm import messaging
+
+        self.conn = messaging.connect(settings.amqp_url)
+        self.ch = self.conn.channel()
+        topo = messaging.Topology(settings.namespace)
+        self.ch.exchange_declare(topo.events_exchange, "topic", durable=True)
+        self.queue = self.ch.queue_declare("", exclusive=True).method.queue
+        self.ch.queue_bind(self.queue, topo.events_exchange, routing_key=pattern)
+        self.received: list[dict] = []
+        self.raw: list[bytes] = []
+
+    def drain(self) -> list[dict]:
+        import json
+
+        while True:
+            method, props, body = self.ch.basic_get(self.queue, auto_ack=True)
+            if method is None:
+                return self.received
+            self.raw.append(body)
+            event = json.loads(body)
+            assert props.message_id == event["event_id"] and method.routing_key == event["type"]
+            self.received.append(event)
+
+    def wait_for(self, match: Callable[[dict], bool], timeout: float, what: str) -> dict:
+        def found() -> dict | None:
+            self.drain()
+            return next((e for e in self.received if match(e)), None)
+        return wait_until(found, timeout, what, db=False)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self.conn.is_open:
+            self.conn.close()
+
+
 def wait_until(cond: Callable[[], object], timeout: float, what: str,
                interval: float = 0.1, db: bool = True) -> object:
     """Poll ``cond`` until it returns something truthy, or fail after ``timeout`` seconds. A
@@ -140,5 +178,6 @@ def describe_ops(service_ids: Iterable[int]) -> str:
     return "; ".join(f"{o.service_id}:{o.state}/{o.status}/{o.error or ''}" for o in ops)
 
 
-__all__ = ["FAST_ENGINE", "InProcessWorkers", "SubprocessWorker", "all_ready", "describe_ops",
-           "load_catalog", "make_settings", "replace", "statuses", "wait_until", "write_config"]
+__all__ = ["FAST_ENGINE", "BillingQueue", "InProcessWorkers", "SubprocessWorker", "all_ready",
+           "describe_ops", "load_catalog", "make_settings", "replace", "statuses", "wait_until",
+           "write_config"]

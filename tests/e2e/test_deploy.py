@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from producers.api import OrderClient
-from pvekvm import oplog, secrets
+from pvekvm import secrets
 from pvekvm.models import IpAddress, Service, StepRun
 from tests.e2e.harness import InProcessWorkers, all_ready, describe_ops, wait_until
+from workers import admin
 
 
 def test_one_order_becomes_a_running_vm_with_every_package_value(settings, sim, sink):
@@ -47,7 +48,7 @@ def test_one_order_becomes_a_running_vm_with_every_package_value(settings, sim, 
 
     runs = list(StepRun.select().where(StepRun.service_id == 5546).order_by(StepRun.id))
     assert [r.to_state for r in runs if r.result in ("success", "skip")][-1] == "ready"
-    block = oplog.history(5546)
+    block = admin.history(5546)
     assert block.startswith(f"--- Deploy: service=5546 vm={svc.vmid} status=new ---")
     assert "(clone -> migrated)" in block and "Migrate to target node" in block
     assert block.rstrip().endswith("--- Deploy complete: service=5546 status=ready ---"), \

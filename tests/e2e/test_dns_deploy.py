@@ -1,4 +1,5 @@
-"""Deploy and terminate with DNS on the real PowerDNS, answers checked over DNS (dnspython)."""
+"""Deploy and terminate with DNS on the real PowerDNS, answers checked over DNS (dnspython), and
+on a HestiaCP panel (the fake in tests/dns/dnsfakes.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import pytest
 import requests
 
 from producers.api import OrderClient
-from pvekvm import catalog, oplog
+from pvekvm import catalog
 from pvekvm.models import DnsRecordRow, IpAddress, Operation, Service
-from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL, PDNS_DNS_PORT, TcpProxy
+from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL, PDNS_DNS_PORT, FakeHestia, TcpProxy
 from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
-from workers import scheduler
+from workers import admin, scheduler
 
 FORWARD, REVERSE4 = "vps.example.net", "2.0.192.in-addr.arpa"
 
@@ -96,7 +97,7 @@ def test_powerdns_down_during_deploy_vm_ready_then_dns_converges(settings, pdns_
         owed = list(DnsRecordRow.select().where(DnsRecordRow.service_id == 6002))
         assert owed and not any(r.synced for r in owed) and "powerdns" in owed[0].error
         assert scheduler.dns_retry_once(settings) == 0  # still down: nothing converges
-        line = next(ln for ln in oplog.history(6002).splitlines() if "Set DNS records" in ln)
+        line = next(ln for ln in admin.history(6002).splitlines() if "Set DNS records" in ln)
         assert line.startswith("[~]") and "DNS update deferred" in line and "powerdns" in line
 
         proxy.start()  # PowerDNS reachable again: the retry job brings DNS in step
@@ -137,3 +138,52 @@ def test_change_package_to_another_pool_replaces_a_and_ptr(settings, pdns_zones)
     assert _query(_ptr_name(new_ip), "PTR") == [f"{host}."]
     assert _query(_ptr_name(old_ip), "PTR") == []
     assert IpAddress.get(IpAddress.address == old_ip).service_id is None  # back in the pool
+
+
+def _use_hestia(settings, hestia, **extra) -> None:
+    catalog.load({
+        "dns_providers": [{"name": "panel", "kind": "hestiacp", "settings": {
+            "api_url": hestia.api_url, "hash": hestia.hash, "hestia_user": "admin",
+            "timeout": 2, **extra}}],
+        "dns_zones": [{"name": FORWARD, "provider": "panel"}],
+    }, settings.secret_key_file)
+
+
+def test_terminating_the_last_vm_of_a_hestia_zone(settings):
+    """HestiaCP keeps a zone's last A record (is_dns_record_critical). Terminating the zone's
+    only VM completes (never pauses); the step line says why its A record stays and what to
+    set. Once the operator sets last_a_placeholder, the DNS retry job turns that record into
+    "@ A <placeholder>" and the service owes nothing more."""
+    hestia = FakeHestia()
+    hestia.add_domain(FORWARD)  # only the template's NS records: the VM's A will be the last
+    _use_hestia(settings, hestia)
+    try:
+        with InProcessWorkers(settings, concurrency=4), \
+                OrderClient(settings.amqp_url, settings.namespace) as billing:
+            billing.create(service_id=6101, client_id=3, product="vps-small",
+                           email="h@example.com")
+            wait_until(all_ready([6101]), 60, "deploy")
+            host = Service.get_by_id(6101).hostname
+            label = host[: -len(FORWARD) - 1]
+            ip = IpAddress.get((IpAddress.service_id == 6101) & (IpAddress.version == 4)).address
+            assert [r["VALUE"] for r in hestia.rrset(FORWARD, label, "A")] == [ip]
+            billing.terminate(service_id=6101)
+            wait_until(lambda: Service.get_by_id(6101).status == "terminated", 60, "terminate")
+        terminate = Operation.get((Operation.service_id == 6101)
+                                  & (Operation.kind == "terminate"))
+        assert terminate.status == "done"
+        line = next(ln for ln in admin.history(6101).splitlines() if "Delete DNS records" in ln)
+        assert line.startswith("[~]") and "last A record" in line
+        assert "last_a_placeholder" in line
+        assert [r["VALUE"] for r in hestia.rrset(FORWARD, label, "A")] == [ip]
+        assert scheduler.dnssync.owed_services() == [6101]
+
+        _use_hestia(settings, hestia, last_a_placeholder="192.0.2.254")
+        assert scheduler.dns_retry_once(settings) == 1
+        assert hestia.rrset(FORWARD, label, "A") == []
+        assert [r["VALUE"] for r in hestia.rrset(FORWARD, "@", "A")] == ["192.0.2.254"]
+        assert scheduler.dnssync.owed_services() == []
+        assert DnsRecordRow.select().count() == 0
+        assert hestia.violations == []
+    finally:
+        hestia.close()

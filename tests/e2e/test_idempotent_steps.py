@@ -49,9 +49,9 @@ def test_every_deploy_step_run_twice_is_the_same_as_once(settings, sim, sink):
     op = Operation.get(Operation.service_id == 9100)
     assert MACHINES[op.kind] is DEPLOY
     for t in DEPLOY.transitions:
-        _run(settings, op, t.step)
+        _run(settings, op, t.run)
         once = _state(sim, 9100)
-        again = _run(settings, op, t.step)
+        again = _run(settings, op, t.run)
         assert _state(sim, 9100) == once, f"{t.label}: the second run changed something"
         assert again.skipped, f"{t.label}: a second run should find nothing to do ({again})"
     assert sim.vm(Service.get_by_id(9100).vmid)["status"] == "running"

@@ -6,8 +6,6 @@ from __future__ import annotations
 import signal
 
 from producers.api import OrderClient
-from pvekvm import oplog
-from pvekvm.__main__ import resume
 from pvekvm.config import EngineSettings
 from pvekvm.models import Operation, StepRun
 from tests.e2e.harness import (
@@ -18,6 +16,7 @@ from tests.e2e.harness import (
     wait_until,
     write_config,
 )
+from workers import admin
 
 
 def test_failing_tasks_pause_at_the_last_good_state_and_resume_finishes(settings, sim):
@@ -34,12 +33,12 @@ def test_failing_tasks_pause_at_the_last_good_state_and_resume_finishes(settings
         retries = StepRun.select().where((StepRun.operation_id == op.id)
                                          & (StepRun.result == "retry")).count()
         assert retries == 2
-        block = oplog.history(8001)
-        assert "Will retry." in block
+        block = admin.history(8001)
+        assert "Will retry in" in block
         assert "--- Deploy paused: waiting at (welcome_sent)" in block
 
         sim.set_faults()
-        assert "resumed at (welcome_sent)" in resume(settings, 8001)
+        assert "resumed at (welcome_sent)" in admin.resume(settings, "8001")
         wait_until(all_ready([8001]), 60, "deploy after resume")
     assert Operation.get_by_id(op.id).status == "done"
 

@@ -11,8 +11,9 @@ import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from producers.api import OrderClient
-from pvekvm.models import IpAddress, Operation, Service
+from pvekvm.models import IpAddress, Operation, OutboxEvent, Service
 from tests.e2e.harness import (
+    BillingQueue,
     InProcessWorkers,
     SubprocessWorker,
     all_ready,
@@ -75,6 +76,7 @@ def test_workers_killed_mid_deploy_lose_no_order_and_leave_no_orphan(
     log = tmp_path / "workers.log"
     sids = range(2000, 2012)
     rng = random.Random(7)
+    events = BillingQueue(settings)
     workers = [SubprocessWorker(config, concurrency=3, log=log).start() for _ in range(2)]
     try:
         with OrderClient(settings.amqp_url, settings.namespace) as billing:
@@ -86,11 +88,27 @@ def test_workers_killed_mid_deploy_lose_no_order_and_leave_no_orphan(
             workers[victim].kill()
             workers[victim] = SubprocessWorker(config, concurrency=3, log=log).start()
         wait_until(all_ready(sids), 180, "every order ready after the kills", interval=0.5)
+        wait_until(lambda: OutboxEvent.select().where(OutboxEvent.published_at.is_null())
+                   .count() == 0, 30, "every event published")
     finally:
         for w in workers:
             w.stop()
     _assert_one_vm_each(sim, sids)
     assert " crashed for operation " not in log.read_text()  # no step hit an unexpected bug
+    _assert_billing_heard_each_event_once(events, sids)
+
+
+def _assert_billing_heard_each_event_once(events: BillingQueue, sids: range) -> None:
+    """On the wire an event may come twice (at least once); by event id, billing hears every
+    recorded event, and exactly one accepted, completed and ready per deploy."""
+    received = {e["event_id"]: e for e in wait_until(
+        lambda: len(events.drain()) >= OutboxEvent.select().count() and events.received,
+        30, "the events on billing's queue", db=True)}
+    events.close()
+    assert set(received) == {r.event_id for r in OutboxEvent.select()}
+    for sid in sids:
+        mine = [e["type"] for e in received.values() if e["service_id"] == sid]
+        assert sorted(mine) == ["operation.accepted", "operation.completed", "service.ready"]
 
 
 def test_orders_converge_while_proxmox_fails_calls_and_tasks(settings, sim, reconciler):

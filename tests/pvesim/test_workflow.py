@@ -79,6 +79,23 @@ def test_offline_migrate_with_local_disks_moves_vm(px):
     assert px.nodes("pve2").qemu(203).config.get()["scsi0"].startswith("local-lvm:vm-203-disk-0")
 
 
+def test_move_disk_to_another_storage_keeps_or_deletes_the_source(px):
+    node = px.nodes("pve1")
+    assert wait_upid(px, node.qemu(9000).clone.post(newid=261, full=1))["exitstatus"] == "OK"
+    with pytest.raises(ResourceException, match="same storage with same format"):
+        node.qemu(261).move_disk.post(disk="scsi0", storage="local-lvm")
+    upid = node.qemu(261).move_disk.post(disk="scsi0", storage="nfs-shared")
+    assert wait_upid(px, upid)["exitstatus"] == "OK"
+    cfg = node.qemu(261).config.get()
+    assert cfg["scsi0"].startswith("nfs-shared:261/vm-261-disk-0.raw") and "size=2G" in cfg["scsi0"]
+    assert cfg["unused0"] == "local-lvm:vm-261-disk-0"
+    upid = node.qemu(261).move_disk.post(disk="scsi0", storage="local-lvm", delete=1)
+    assert wait_upid(px, upid)["exitstatus"] == "OK"
+    volids = {v["volid"] for v in node.storage("nfs-shared").content.get()}
+    assert not any("vm-261" in v for v in volids)
+    assert node.qemu(261).config.get()["scsi0"].startswith("local-lvm:vm-261-disk-1")
+
+
 def test_vzdump_and_restore(px):
     node = px.nodes("pve1")
     assert wait_upid(px, node.qemu(9000).clone.post(newid=204, full=1, name="bk"))[

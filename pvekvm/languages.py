@@ -1,0 +1,64 @@
+"""The client's language: validated on the order, kept on the service, used to pick mail
+templates.
+
+An order may carry ``language`` as a BCP 47-style tag (``de``, ``pt-BR``, ``zh-Hans``) or as the
+lower-case English name billing systems such as WHMCS store (``german``, ``russian``). Rules:
+
+- malformed (not 2-3 letters optionally followed by ``-`` subtags of 2-8 letters/digits, or longer
+  than 35 characters) → :class:`ValueError` naming what is wrong; intake refuses the order;
+- well-formed → normalised (``DE_at`` → ``de-AT``, ``german`` → ``de``) and stored, even when no
+  template exists for it: mail falls back from ``de-AT`` to ``de`` to English, so adding a
+  language later is a matter of adding its template folder.
+
+:data:`MANUAL_LANGUAGES` are the 25 languages of the manual's module; templates ship for
+:data:`SHIPPED` (English at the top of ``config/mail``, the others in ``config/mail/<code>/``).
+"""
+
+from __future__ import annotations
+
+import re
+
+DEFAULT = "en"
+MAX_LENGTH = 35
+_TAG = re.compile(r"([A-Za-z]{2,3})((?:[-_][A-Za-z0-9]{2,8}){0,3})")
+
+# The manual's 25 languages: English name (as WHMCS stores it) → ISO 639-1 code.
+MANUAL_LANGUAGES: dict[str, str] = {
+    "arabic": "ar", "azerbaijani": "az", "catalan": "ca", "chinese": "zh", "croatian": "hr",
+    "czech": "cs", "danish": "da", "dutch": "nl", "english": "en", "estonian": "et",
+    "farsi": "fa", "french": "fr", "german": "de", "hebrew": "he", "hungarian": "hu",
+    "italian": "it", "macedonian": "mk", "norwegian": "nb", "polish": "pl", "romanian": "ro",
+    "russian": "ru", "spanish": "es", "swedish": "sv", "turkish": "tr", "ukrainian": "uk",
+}
+SHIPPED: tuple[str, ...] = ("en", "de", "fr", "es", "ru")
+
+
+def normalize(value: str) -> str:
+    """The canonical tag for ``value``; raises ValueError (with the reason) when malformed."""
+    if len(value) > MAX_LENGTH:
+        raise ValueError(f"too long: {len(value)} characters (max {MAX_LENGTH})")
+    name = MANUAL_LANGUAGES.get(value.lower())
+    if name is not None:
+        return name
+    m = _TAG.fullmatch(value)
+    if m is None:
+        raise ValueError(f"not a language tag (like 'de', 'pt-BR') or a known language name: "
+                         f"{value!r}")
+    subtags = [s for s in re.split(r"[-_]", m.group(2)) if s]
+    out = [m.group(1).lower()]
+    for s in subtags:
+        out.append(s.upper() if len(s) == 2 and s.isalpha() else
+                   s.title() if len(s) == 4 and s.isalpha() else s.lower())
+    return "-".join(out)
+
+
+def candidates(tag: str | None) -> list[str]:
+    """Template folders to try, most specific first: ``de-AT`` → ``de-AT``, ``de``; English
+    (the top folder) is the caller's fallback."""
+    if not tag:
+        return []
+    parts = tag.split("-")
+    return ["-".join(parts[:i]) for i in range(len(parts), 0, -1)]
+
+
+__all__ = ["DEFAULT", "MANUAL_LANGUAGES", "SHIPPED", "candidates", "normalize"]

@@ -1,0 +1,240 @@
+"""The engine's delicate branches, driven directly (workers/testing.py): duplicate and
+previous-nudge redelivery, a lost compare-and-swap, a row busy under NOWAIT, backoff and give-up,
+waiting for a turn, and a refusal that frees the service. Real MariaDB; virtual time; the steps
+are probes that count their runs and answer what the test scripts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from pvekvm.config import EngineSettings, Settings
+from pvekvm.models import Operation, Product, Service, StepRun, Template, database
+from steps.context import StepContext
+from steps.machine import Done, Machine, Refused, Retry, RetryPolicy, StepResult, T
+from steps.machines import MACHINES
+from workers import operations
+from workers.engine import BUSY_DELAY_S, Engine
+from workers.operations import OpStatus
+from workers.testing import EngineDriver
+
+SID = 31
+
+
+class Probe:
+    """A step that records each run and answers from a script (the last answer repeats)."""
+
+    def __init__(self, *answers: StepResult | Exception | Callable[[], StepResult]) -> None:
+        self.answers = list(answers) or [Done("ok")]
+        self.runs = 0
+
+    def __call__(self, ctx: StepContext) -> StepResult:
+        answer = self.answers[min(self.runs, len(self.answers) - 1)]
+        self.runs += 1
+        if isinstance(answer, Exception):
+            raise answer
+        return answer() if callable(answer) else answer
+
+
+@pytest.fixture()
+def service(clean_db) -> Service:
+    tpl = Template.create(name="t", vmid=9000, node="pve1")
+    prod = Product.create(name="p", cores=1, memory_mb=512, disk_gb=10, template_id=tpl.id,
+                          target_node="pve1", target_storage="local-lvm")
+    return Service.create(id=SID, client_id=1, product_id=prod.id, template_id=tpl.id,
+                          email="d@example.com", hostname="d.example.com", status="ready")
+
+
+@pytest.fixture()
+def engine(database_url: str) -> Engine:
+    settings = Settings(database_url=database_url, amqp_url="amqp://unused", proxmox=None,
+                        engine=EngineSettings(max_attempts=4, retry_first_s=1.0,
+                                              retry_max_s=60.0, wait_first_s=0.5,
+                                              wait_max_s=4.0))
+    return Engine(settings, worker="driver")
+
+
+@pytest.fixture()
+def machine(monkeypatch) -> Iterator[Callable[..., Machine]]:
+    """Register a probe machine (kind ``probe``/``probe2``) for the test's length."""
+    def make(*steps: Probe, kind: str = "probe", retry: RetryPolicy | None = None,
+             busy: str | None = "probing", admission: bool = False) -> Machine:
+        states = [f"{kind}_{i}" for i in range(len(steps))] + ["done"]
+        m = Machine(kind, kind.title(), tuple(
+            T(states[i], pool="config", run=step, then=states[i + 1], label=f"Probe {i}",
+              retry=retry) for i, step in enumerate(steps)), busy_status=busy,
+            done_status="ready" if busy else None, admission=admission)
+        monkeypatch.setitem(MACHINES, kind, m)
+        return m
+    yield make
+
+
+def _op(kind: str = "probe") -> Operation:
+    return Operation.get((Operation.service_id == SID) & (Operation.kind == kind))
+
+
+def test_a_clean_run_takes_each_step_once_and_frees_the_service(service, engine, machine):
+    a, b = Probe(), Probe()
+    machine(a, b)
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+    assert Service.get_by_id(SID).status == "probing"
+    assert d.run() == 2
+    assert (a.runs, b.runs) == (1, 1)
+    op = _op()
+    assert op.status == OpStatus.DONE and op.active_service is None
+    assert Service.get_by_id(SID).status == "ready"
+
+
+def test_a_duplicate_of_a_consumed_nudge_changes_nothing(service, engine, machine):
+    a, b = Probe(), Probe(Retry("hold on", counts=False))
+    machine(a, b)
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+    first = d.next()
+    d.handle(first)
+    version = _op().version
+    assert d.handle(first).publish == []          # the same message again: stale
+    assert a.runs == 1 and _op().version == version
+
+
+def test_the_previous_nudge_redelivered_republishes_a_lost_next_nudge(service, engine, machine):
+    """A crash between commit and publish: the message comes back and re-sends what was owed,
+    once; the step does not run again."""
+    a, b = Probe(), Probe()
+    machine(a, b)
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+    first = d.next()
+    lost = d.handle(first, publish=False).publish[0]    # committed, never published
+    again = d.handle(first)                              # the broker redelivers the first
+    assert [n.nudge_id for n in again.publish] == [lost.nudge_id]
+    assert d.handle(first).publish == []                 # now published: plain stale
+    assert d.run() == 1
+    assert (a.runs, b.runs) == (1, 1) and _op().status == OpStatus.DONE
+
+
+def test_a_lost_race_rolls_back_everything(service, engine, machine):
+    """Another delivery moved the operation on while this one ran: its step's writes and its
+    state change are both discarded."""
+    def sneaky() -> StepResult:
+        Operation.update(version=Operation.version + 1).where(Operation.service_id == SID) \
+            .execute()
+        return Done("moved")
+    a = Probe(sneaky)
+    machine(a)
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+    version = _op().version
+    out = d.handle(d.next())
+    assert out.publish == [] and out.log == []
+    op = _op()
+    assert op.version == version and op.state == "probe_0"    # the sneaky bump rolled back too
+    assert StepRun.select().count() == 0
+
+
+def test_a_locked_row_puts_the_message_back_on_a_short_delay(service, engine, machine):
+    a = Probe()
+    machine(a)
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+    nudge = d.next()
+    locked, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with database.connection_context(), database.atomic():
+            database.execute_sql("SELECT id FROM operations WHERE service_id = %s FOR UPDATE",
+                                 (SID,))
+            locked.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        assert locked.wait(10)
+        out = d.handle(nudge)
+    finally:
+        release.set()
+        t.join()
+    assert [(n.nudge_id, n.delay_s) for n in out.publish] == [(nudge.nudge_id, BUSY_DELAY_S)]
+    assert a.runs == 0
+    assert d.run() == 1 and a.runs == 1
+
+
+def test_faults_back_off_on_the_delay_tiers_then_pause(service, engine, machine):
+    a = Probe(Retry("storage busy"))
+    machine(a)
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+    d.run()
+    delays = [round(b - a_, 3) for (a_, _), (b, _) in zip(d.delivered, d.delivered[1:],
+                                                          strict=False)]
+    assert delays == [1.0, 2.0, 5.0, 15.0]   # 1, 2, 4, 8 s asked; the tiers they land on
+    op = _op()
+    assert op.status == OpStatus.PAUSED and op.active_service == SID
+    assert "storage busy (gave up after 4 attempts)" in op.error
+    assert any("Will retry in 5s (attempt 3/4)" in line for line in d.log)
+    assert Service.get_by_id(SID).status == "probing"          # a fault keeps the service
+
+
+def test_a_transition_policy_overrides_the_settings(service, engine, machine):
+    a = Probe(Retry("slow"))
+    machine(a, retry=RetryPolicy(first_s=0.25, max_attempts=2))
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+    d.run()
+    assert a.runs == 3 and d.now == pytest.approx(0.25 + 0.5)
+    assert "gave up after 2 attempts" in _op().error
+
+
+def test_waiting_for_a_turn_never_gives_up_and_caps_its_delay(service, engine, machine):
+    a = Probe(*[Retry("no slot", counts=False)] * 9, Done("got one"))
+    machine(a)
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+    d.run()
+    gaps = [b - a_ for (a_, _), (b, _) in zip(d.delivered, d.delivered[1:], strict=False)]
+    assert a.runs == 10 and _op().status == OpStatus.DONE
+    assert gaps[:4] == [0.5, 1.0, 2.0, 5.0] and max(gaps) == 5.0   # 4 s cap → 5 s tier
+
+
+def test_a_refusal_fails_at_once_frees_the_service_and_starts_the_next(service, engine, machine):
+    machine(Probe(Refused("over the limit")))
+    nxt = Probe()
+    machine(nxt, kind="probe2")
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+    d.begin(SID, "probe2", "k2")                       # queued behind
+    assert _op("probe2").status == OpStatus.QUEUED
+    d.run()
+    first = _op()
+    assert first.status == OpStatus.FAILED and first.error == "over the limit"
+    assert first.active_service is None and first.attempt == 0
+    assert nxt.runs == 1 and _op("probe2").status == OpStatus.DONE
+    assert Service.get_by_id(SID).status == "ready"
+
+
+def test_a_burst_is_admitted_first_come_first_served(service, machine, database_url):
+    """With a window of 2, six deploys queue in arrival order: each one that ends admits the
+    oldest waiting, so they finish in the order they came (not all together at the end)."""
+    for sid in range(41, 47):
+        Service.create(id=sid, client_id=1, product_id=service.product_id,
+                       template_id=service.template_id, email="d@example.com",
+                       hostname=f"h{sid}.example.com", status="pending")
+    probe = Probe()
+    machine(probe, admission=True)
+    settings = Settings(database_url=database_url, amqp_url="amqp://unused", proxmox=None,
+                        engine=EngineSettings(deploy_window=2))
+    d = EngineDriver(Engine(settings, worker="driver"))
+    for sid in range(41, 47):
+        with database.atomic():
+            d.accept(operations.begin(sid, "probe", f"k{sid}", {}, window=2))
+    running = Operation.select().where(Operation.status == OpStatus.RUNNING).count()
+    assert running == 2
+    d.run()
+    finished = [o.service_id for o in Operation.select().where(Operation.kind == "probe")
+                .order_by(Operation.finished_at, Operation.id)]
+    assert finished == list(range(41, 47))
+    assert probe.runs == 6

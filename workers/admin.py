@@ -1,0 +1,108 @@
+"""The operator's actions on operations (``python -m pvekvm resume|cancel|history``): the app
+layer above the core, built on :mod:`workers.operations`."""
+
+from __future__ import annotations
+
+from pvekvm import messaging, oplog
+from pvekvm.config import Settings
+from pvekvm.models import Operation, Service, StepRun, database
+from pvekvm.proxmox import ProxmoxError, client
+from steps.machines import MACHINES
+from workers import operations
+from workers.operations import OpStatus
+from workers.outcome import Outcome
+
+
+def _find(ref: str, statuses: tuple[OpStatus, ...]) -> Operation | None:
+    """``ref`` is a service id, or ``op:N`` / ``#N`` for an operation id."""
+    query = Operation.select().where(Operation.status.in_(statuses))
+    if ref.startswith(("op:", "#")):
+        query = query.where(Operation.id == int(ref.split(":", 1)[-1].lstrip("#")))
+    else:
+        query = query.where(Operation.service_id == int(ref))
+    return query.order_by(Operation.id).for_update().first()
+
+
+def _deliver(settings: Settings, out: Outcome) -> None:
+    if not out.publish:
+        return
+    pub = messaging.Publisher(settings.amqp_url, messaging.Topology(settings.namespace))
+    try:
+        operations.deliver(out, pub)
+    finally:
+        pub.close()
+
+
+def resume(settings: Settings, ref: str) -> str:
+    """Restart a paused operation from the state it waits at."""
+    with database.atomic():
+        op = _find(ref, (OpStatus.PAUSED,))
+        if op is None:
+            return f"{ref}: no paused operation"
+        out = operations.resume(op)
+    _deliver(settings, out)
+    return "\n".join(out.log)
+
+
+def cancel(settings: Settings, ref: str, who: str = "operator") -> str:
+    """Abandon a paused operation (or a queued one given as op:N): recorded, the service freed,
+    and the state the VM is left in said."""
+    with database.atomic():
+        op = _find(ref, (OpStatus.PAUSED,)) if not ref.startswith(("op:", "#")) else \
+            _find(ref, (OpStatus.PAUSED, OpStatus.QUEUED))
+        if op is None:
+            return f"{ref}: no paused operation"
+        out = operations.cancel(op, who, settings.engine.deploy_window)
+    where = vm_state(settings, op.service_id)  # as the cancel leaves it, before the next op
+    _deliver(settings, out)
+    return "\n".join([*out.log, where])
+
+
+def vm_state(settings: Settings, service_id: int) -> str:
+    """One line on what Proxmox holds for the service's VM now."""
+    svc = Service.get_or_none(Service.id == service_id)
+    if svc is None or svc.vmid is None:
+        return f"sid:{service_id} VM: none (no VMID reserved)"
+    if settings.proxmox is None:
+        return f"sid:{service_id} VM {svc.vmid}: unknown (no Proxmox configured)"
+    try:
+        pve = client(settings.proxmox)
+        node = pve.locate(int(svc.vmid))
+        if node is None:
+            return f"sid:{service_id} VM {svc.vmid}: does not exist on Proxmox"
+        st = pve.get(f"nodes/{node}/qemu/{svc.vmid}/status/current")
+        lock = pve.vm_config(node, int(svc.vmid)).get("lock")
+        return (f"sid:{service_id} VM {svc.vmid} on {node}: {st.get('status')}"
+                + (f" (lock: {lock})" if lock else "") + f"; service status {svc.status}")
+    except ProxmoxError as exc:
+        return f"sid:{service_id} VM {svc.vmid}: Proxmox unreachable ({exc})"
+
+
+def history(service_id: int) -> str:
+    """Every operation of a service as the manual's ``--- Deploy: … ---`` blocks."""
+    svc = Service.get_or_none(Service.id == service_id)
+    if svc is None:
+        return f"no service {service_id}"
+    blocks: list[str] = []
+    for op in Operation.select().where(Operation.service_id == service_id).order_by(Operation.id):
+        machine = MACHINES.get(op.kind)
+        runs = list(StepRun.select().where(StepRun.operation_id == op.id).order_by(StepRun.id))
+        first = runs[0].from_state if runs else op.state
+        title = oplog.title(machine, op)
+        vmid = next((r.vmid for r in reversed(runs) if r.vmid), svc.vmid)
+        lines = [f"--- {title}: service={service_id} vm={vmid or '-'} status={first} ---"]
+        for r in runs:
+            number = machine.number(r.from_state) if machine and machine.at(r.from_state) else 0
+            lines.append(oplog.format_step(number, r.label, r.result, r.from_state, r.to_state,
+                                           r.message or "", r.duration_ms / 1000))
+        if op.status == OpStatus.DONE:
+            lines.append(f"--- {title} complete: service={service_id} status="
+                         f"{(machine.done_status if machine else None) or 'done'} ---")
+        elif op.status == OpStatus.PAUSED:
+            lines.append(f"--- {title} paused: waiting at ({op.state}) — {op.error} ---")
+        elif op.status in (OpStatus.FAILED, OpStatus.CANCELLED):
+            lines.append(f"--- {title} {op.status}: at ({op.state}) — {op.error} ---")
+        else:
+            lines.append(f"--- {title} {op.status}: at ({op.state}) ---")
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks) if blocks else f"service {service_id}: no operations"

@@ -1,0 +1,278 @@
+"""The one owner of the ``operations`` row: every change of an operation's status, state or live
+nudge goes through this module, inside the caller's transaction; :func:`deliver` publishes what
+a change owes and marks it published.
+
+Invariants:
+- an operation holds its service (``active_service`` = service id) from the moment it runs until
+  it is done, failed or cancelled; a paused operation still holds it; queued ones wait behind it
+  and start in id order (the order intake accepted them);
+- state moves only by compare-and-swap on (id, version, nudge id) (:func:`cas`); a change that
+  names a next step also names its one live nudge (``nudge_id``), published after the commit;
+- a refusal (:func:`fail`) and a cancel free the service at once and give it back the status it
+  had before the operation ran; a fault pauses (:func:`pause`) and keeps the service.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from peewee import IntegrityError
+
+from pvekvm import oplog
+from pvekvm.messaging import Publisher
+from pvekvm.models import AuditLog, Operation, Service, database
+from steps.machine import Machine
+from steps.machines import MACHINES
+from workers import outbox
+from workers.outcome import Nudge, Outcome
+
+
+class OpStatus(StrEnum):
+    QUEUED = "queued"        # accepted, waiting for the service's running operation
+    RUNNING = "running"
+    PAUSED = "paused"        # a fault: waits at its last good state for resume or cancel
+    DONE = "done"
+    FAILED = "failed"        # refused: the request was wrong or not allowed
+    CANCELLED = "cancelled"  # abandoned by an operator
+
+
+UNFINISHED = (OpStatus.QUEUED, OpStatus.RUNNING, OpStatus.PAUSED)
+
+
+class LostRace(Exception):
+    """Another delivery moved the operation on first; this one must change nothing."""
+
+
+def new_nudge_id() -> str:
+    return str(uuid.uuid4())
+
+
+def nudge_for(op: Operation, machines: Mapping[str, Machine] = MACHINES) -> Nudge | None:
+    """The message that moves ``op`` on from where it stands (None when nothing runs)."""
+    machine = machines.get(op.kind)
+    t = machine.at(op.state) if machine else None
+    if t is None or not op.nudge_id:
+        return None
+    return Nudge(t.pool, op.id, op.nudge_id, op.state, float(op.nudge_delay_s or 0))
+
+
+def cas(op: Operation, nudge: str | None, **changes: Any) -> None:
+    """Compare-and-swap on (id, version, nudge): the losing side of a race changes nothing."""
+    changes.setdefault("version", op.version + 1)
+    n = (Operation.update(**changes)
+         .where((Operation.id == op.id) & (Operation.version == op.version)
+                & (Operation.nudge_id == nudge)).execute())
+    if n != 1:
+        raise LostRace()
+    for k, v in changes.items():
+        setattr(op, k, v)
+
+
+# --- starting -------------------------------------------------------------------------------
+
+def begin(service_id: int, kind: str, key: str, params: dict[str, Any],
+          request_hash: str | None = None, window: int = 0) -> Outcome:
+    """Record an operation: it runs now when the service is free (and, for a machine under
+    admission, fewer than ``window`` of its kind run), else it is queued (intake and the
+    scheduler start operations only here)."""
+    op = Operation.create(service_id=service_id, kind=kind, idempotency_key=key,
+                          params=json.dumps(params), state=MACHINES[kind].first_state,
+                          status=OpStatus.QUEUED, request_hash=request_hash)
+    accepted = outbox.operation_event("operation.accepted", op)
+    holder = Operation.get_or_none(Operation.active_service == service_id)
+    if holder is not None:
+        return Outcome(log=[f"sid:{service_id} {kind} queued behind {holder.kind} "
+                            f"(operation {op.id})"], events=[accepted])
+    out = Outcome(log=[f"sid:{service_id} {kind} accepted (operation {op.id})"],
+                  events=[accepted])
+    return out.merge(start_next_queued(service_id, window))
+
+
+def start_next_queued(service_id: int, window: int = 0) -> Outcome:
+    """The oldest queued operation of a free service starts; one that may not run now (the
+    service is suspended or gone) fails with its reason and the next one is tried; one under
+    admission waits while ``window`` of its kind run (first come, first served in a burst)."""
+    out = Outcome()
+    while True:
+        op = (Operation.select().where((Operation.service_id == service_id)
+                                       & (Operation.status == OpStatus.QUEUED))
+              .order_by(Operation.id).for_update().first())
+        if op is None:
+            return out
+        machine = MACHINES[op.kind]
+        service = Service.get_by_id(service_id)
+        reason = not_allowed_now(machine, service)
+        if reason is not None:
+            Operation.update(status=OpStatus.FAILED, error=reason, finished_at=datetime.now(),
+                             version=Operation.version + 1).where(Operation.id == op.id).execute()
+            out.log.append(oplog.refused_line(machine, op, reason))
+            out.events.append(outbox.operation_event("operation.failed", op, reason=reason))
+            continue
+        if machine.admission and window and running(op.kind) >= window:
+            return out  # its turn comes when one of its kind ends (admit_next)
+        nudge = new_nudge_id()
+        try:
+            with database.atomic():
+                Operation.update(status=OpStatus.RUNNING, active_service=service_id,
+                                 nudge_id=nudge, nudge_published=False,
+                                 prior_status=service.status,
+                                 version=Operation.version + 1).where(
+                    Operation.id == op.id).execute()
+        except IntegrityError:  # another operation holds the service; it starts ours when done
+            return out
+        if machine.busy_status:
+            Service.update(status=machine.busy_status).where(Service.id == service_id).execute()
+        out.publish.append(Nudge(machine.transitions[0].pool, op.id, nudge, op.state))
+        return out
+
+
+def running(kind: str) -> int:
+    return Operation.select().where((Operation.kind == kind)
+                                    & (Operation.status == OpStatus.RUNNING)).count()
+
+
+def admit_next(kind: str, window: int) -> Outcome:
+    """An operation under admission ended: the oldest one of its kind waiting for a turn (on a
+    free service) starts."""
+    if not window or not MACHINES[kind].admission:
+        return Outcome()
+    waiting = Operation.raw(
+        "SELECT o.* FROM operations o WHERE o.kind = %s AND o.status = %s AND NOT EXISTS "
+        "(SELECT 1 FROM operations a WHERE a.active_service = o.service_id) "
+        "ORDER BY o.id LIMIT 1", kind, OpStatus.QUEUED.value)
+    op = next(iter(waiting), None)
+    return start_next_queued(op.service_id, window) if op is not None else Outcome()
+
+
+def not_allowed_now(machine: Machine, service: Service) -> str | None:
+    """Why ``machine`` may not run on ``service`` now (None: it may)."""
+    if service.status in ("terminated", "terminating") and machine.kind != "deploy":
+        return f"service {service.id} is {service.status}"
+    if (service.suspended or service.status in ("suspended", "suspending")) \
+            and not machine.runs_while_suspended:
+        return (f"service {service.id} is suspended: only unsuspend, terminate and package "
+                f"changes are accepted")
+    return None
+
+
+# --- ending ---------------------------------------------------------------------------------
+
+def finish(op: Operation, machine: Machine, out: Outcome, window: int = 0) -> Outcome:
+    """The machine reached its final state: done; the service takes on its new columns and
+    status (a suspended service stays suspended); the next queued operation starts."""
+    cas(op, op.nudge_id, status=OpStatus.DONE, active_service=None, nudge_id=None,
+        finished_at=datetime.now())
+    updates = dict(json.loads(op.params or "{}").get("service", {}))
+    if machine.suspended_after is not None:
+        updates["suspended"] = machine.suspended_after
+    status = machine.done_status
+    if status == "ready" and updates.get("suspended", _suspended(op.service_id)):
+        status = "suspended"
+    if status:
+        updates["status"] = status
+    if updates:
+        Service.update(**updates).where(Service.id == op.service_id).execute()
+    out.log.append(oplog.complete_line(machine, op, status or "done"))
+    out.events.append(outbox.operation_event("operation.completed", op, state=op.state,
+                                             status=status))
+    service_event = outbox.service_event(status, op) if status else None
+    if service_event is not None:
+        out.events.append(service_event)
+    out.merge(start_next_queued(op.service_id, window))
+    return out.merge(admit_next(op.kind, window))
+
+
+def fail(op: Operation, machine: Machine, nudge: str | None, reason: str,
+         window: int = 0) -> Outcome:
+    """A refusal: the operation fails at once with ``reason``, the service is freed and given
+    back the status it had, and the next queued operation starts."""
+    cas(op, nudge, status=OpStatus.FAILED, error=reason[:4000], active_service=None,
+        nudge_id=None, prev_nudge_id=nudge, upid=None, upid_node=None, step_started_at=None,
+        finished_at=datetime.now())
+    _give_back_service(op, machine)
+    out = Outcome(log=[oplog.refused_line(machine, op, reason)],
+                  events=[outbox.operation_event("operation.failed", op, state=op.state,
+                                                 reason=reason)])
+    out.merge(start_next_queued(op.service_id, window))
+    return out.merge(admit_next(op.kind, window))
+
+
+def pause(op: Operation, nudge: str, reason: str) -> Outcome:
+    """A fault retrying could not fix: wait at the last good state, still holding the service."""
+    cas(op, nudge, status=OpStatus.PAUSED, error=reason[:4000], nudge_id=None,
+        prev_nudge_id=nudge, upid=None, upid_node=None, step_started_at=None)
+    return Outcome(events=[outbox.operation_event("operation.paused", op, state=op.state,
+                                                  error=reason[:1000])])
+
+
+def resume(op: Operation) -> Outcome:
+    """Restart a paused operation at the state it waits at, attempts counted afresh."""
+    if op.status != OpStatus.PAUSED:
+        raise ValueError(f"operation {op.id} is {op.status}, not paused")
+    nudge = new_nudge_id()
+    cas(op, None, status=OpStatus.RUNNING, nudge_id=nudge, nudge_published=False, attempt=0,
+        polls=0, nudge_delay_s=0, error=None)
+    again = nudge_for(op)
+    assert again is not None
+    return Outcome(publish=[again],
+                   log=[f"sid:{op.service_id} {op.kind} resumed at ({op.state})"],
+                   events=[outbox.operation_event("operation.resumed", op, state=op.state)])
+
+
+def cancel(op: Operation, who: str = "operator", window: int = 0) -> Outcome:
+    """Abandon a paused (or queued) operation: recorded, the service freed and given back its
+    status, the next queued operation started. Proxmox is not touched."""
+    if op.status not in (OpStatus.PAUSED, OpStatus.QUEUED):
+        raise ValueError(f"operation {op.id} is {op.status}: only a paused or queued "
+                         f"operation can be cancelled")
+    machine = MACHINES[op.kind]
+    was = op.status
+    cas(op, None, status=OpStatus.CANCELLED, active_service=None, finished_at=datetime.now(),
+        error=f"cancelled by {who} at ({op.state})" + (f"; was: {op.error}" if op.error else ""))
+    AuditLog.create(service_id=op.service_id, operation_id=op.id, event="operation_cancelled",
+                    detail=f"{op.kind} cancelled by {who} at ({op.state})",
+                    created_at=datetime.now())
+    if was == OpStatus.PAUSED:
+        _give_back_service(op, machine)
+    out = Outcome(log=[f"--- {machine.title} cancelled: service={op.service_id} "
+                       f"at ({op.state}) ---"],
+                  events=[outbox.operation_event("operation.cancelled", op, state=op.state)])
+    if was == OpStatus.PAUSED:
+        out.merge(start_next_queued(op.service_id, window))
+    return out.merge(admit_next(op.kind, window))
+
+
+def _give_back_service(op: Operation, machine: Machine) -> None:
+    if not machine.busy_status:
+        return
+    status = machine.failed_status or op.prior_status or "ready"
+    Service.update(status=status).where((Service.id == op.service_id)
+                                        & (Service.status == machine.busy_status)).execute()
+
+
+def _suspended(service_id: int) -> bool:
+    svc = Service.get_or_none(Service.id == service_id)
+    return bool(svc and svc.suspended)
+
+
+# --- after the commit -----------------------------------------------------------------------
+
+def mark_published(op_id: int, nudge_id: str) -> None:
+    database.execute_sql(
+        "UPDATE operations SET nudge_published = 1 WHERE id = %s AND nudge_id = %s",
+        (op_id, nudge_id))
+
+
+def deliver(outcome: Outcome, publisher: Publisher) -> None:
+    """Publish (confirmed) every nudge and event the committed change owes, then record each as
+    published; a crash in between leaves them unpublished for the reconciler."""
+    for nudge in outcome.publish:
+        publisher.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id, nudge.delay_s)
+    for nudge in outcome.publish:
+        mark_published(nudge.operation_id, nudge.nudge_id)
+    outbox.publish(outcome.events, publisher)

@@ -1,0 +1,110 @@
+"""Events to billing, through an outbox: each is a row written in the same commit as the change
+it reports, published (confirmed) to the ``{ns}.events`` topic exchange after the commit with
+routing key = type, and re-published by the reconciler when a crash came between. Billing
+de-duplicates by ``event_id``. No event carries a secret: fields are chosen here, never copied
+from a row wholesale.
+
+Types: operation.accepted | completed | failed | paused | resumed | cancelled, event.refused,
+service.ready | suspended | terminated.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pvekvm.messaging import Publisher
+from pvekvm.models import IpAddress, Operation, OutboxEvent, Service, database
+
+SERVICE_EVENT_OF_STATUS = {"ready": "service.ready", "suspended": "service.suspended",
+                           "terminated": "service.terminated"}
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An outbox row to publish after the commit."""
+
+    row_id: int
+    type: str
+    body: bytes
+    event_id: str
+
+
+def record(type_: str, *, service_id: int | None, operation: Operation | None = None,
+           idempotency_key: str | None = None, **fields: Any) -> Pending:
+    """Write one event (inside the caller's transaction) and say what to publish."""
+    event_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    body = {"event_id": event_id, "type": type_, "service_id": service_id,
+            "operation_id": operation.id if operation is not None else None,
+            "idempotency_key": idempotency_key or (operation.idempotency_key
+                                                   if operation is not None else None),
+            "occurred_at": now.isoformat(timespec="milliseconds"), **fields}
+    if operation is not None:
+        body.setdefault("kind", operation.kind)
+    text = json.dumps(body, separators=(",", ":"), default=str)
+    row = OutboxEvent.create(event_id=event_id, type=type_, service_id=service_id,
+                             operation_id=body["operation_id"], body=text,
+                             created_at=now.replace(tzinfo=None))
+    return Pending(row.id, type_, text.encode(), event_id)
+
+
+def operation_event(type_: str, op: Operation, **fields: Any) -> Pending:
+    return record(type_, service_id=op.service_id, operation=op, **fields)
+
+
+def service_event(status: str, op: Operation) -> Pending | None:
+    """``service.ready`` (where the client's VM is: vmid, node, hostname, addresses, OS user —
+    never the password), ``service.suspended`` or ``service.terminated``."""
+    type_ = SERVICE_EVENT_OF_STATUS.get(status)
+    if type_ is None:
+        return None
+    svc = Service.get_by_id(op.service_id)
+    fields: dict[str, Any] = {"status": status}
+    if type_ == "service.ready":
+        addrs = IpAddress.select().where(IpAddress.service_id == svc.id)
+        fields.update(vmid=svc.vmid, node=svc.node, hostname=svc.hostname,
+                      ipv4=[a.address for a in addrs if a.version == 4],
+                      ipv6=[a.address for a in addrs if a.version == 6],
+                      os_user=svc.username)
+    return operation_event(type_, op, **fields)
+
+
+def refused(body: bytes, reason: str) -> Pending:
+    """``event.refused``: a billing event that never became an operation, with billing's key
+    when one can be read from it."""
+    key, service_id, etype = None, None, None
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict):
+            key = data.get("idempotency_key") if isinstance(data.get("idempotency_key"),
+                                                            str) else None
+            sid = data.get("service_id")
+            service_id = sid if type(sid) is int and 0 < sid < 2**32 else None
+            etype = data.get("type") if isinstance(data.get("type"), str) else None
+    except (ValueError, RecursionError):
+        pass
+    return record("event.refused", service_id=service_id, idempotency_key=(key or "")[:128]
+                  or None, event_type=(etype or "")[:64] or None, reason=reason[:1000])
+
+
+def publish(pending: list[Pending], publisher: Publisher) -> None:
+    """Publish (confirmed) and mark each published; unmarked ones the reconciler re-sends."""
+    for p in pending:
+        publisher.publish_event(p.type, p.body, p.event_id)
+    if pending:
+        database.execute_sql(
+            "UPDATE outbox SET published_at = %s WHERE id IN ("
+            + ",".join(["%s"] * len(pending)) + ")",
+            (datetime.now(), *[p.row_id for p in pending]))
+
+
+def unpublished(older_than: datetime, limit: int = 500) -> list[Pending]:
+    """Events whose publish was not confirmed (a crash between commit and publish)."""
+    rows = (OutboxEvent.select().where(OutboxEvent.published_at.is_null()
+                                       & (OutboxEvent.created_at < older_than))
+            .order_by(OutboxEvent.id).limit(limit))
+    return [Pending(r.id, r.type, r.body.encode(), r.event_id) for r in rows]

@@ -85,7 +85,11 @@ CREATE TABLE IF NOT EXISTS services (
   language      VARCHAR(35)  NULL,                    -- client's language tag (de, pt-BR); NULL = English
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+  -- the host name while the service lives: unique (case-insensitive collation), so two live
+  -- services never hold one name, even when two orders race. Generated: not in the models.
+  live_hostname VARCHAR(253) GENERATED ALWAYS AS (IF(status = 'terminated', NULL, hostname)) STORED,
   UNIQUE KEY uq_services_vmid (vmid),
+  UNIQUE KEY uq_services_live_hostname (live_hostname),
   KEY ix_services_client (client_id),
   KEY ix_services_hostname (hostname),              -- a live service's name is its own
   CONSTRAINT fk_services_product FOREIGN KEY (product_id) REFERENCES products (id),
@@ -123,10 +127,11 @@ CREATE TABLE IF NOT EXISTS operations (
   service_id      INT UNSIGNED NOT NULL,
   kind            VARCHAR(32)  NOT NULL,              -- deploy|change_package|reinstall|restore|...
   idempotency_key VARCHAR(128) NOT NULL,
+  request_hash    CHAR(64)     NULL,                  -- what the event asked (events.request_hash):
+                                                      -- the same key for another order is refused
   params          TEXT         NOT NULL,              -- JSON: the event's arguments (no secrets)
   state           VARCHAR(48)  NOT NULL,              -- last state reached (vm_state-like)
   status          VARCHAR(16)  NOT NULL DEFAULT 'running', -- queued|running|paused|done|failed|cancelled
-  request_hash    CHAR(64)     NULL,                  -- sha256 of the event: a reused key must match
   prior_status    VARCHAR(16)  NULL,                  -- service status before it ran (fail/cancel restore it)
   active_service  INT UNSIGNED NULL,                  -- = service_id while not finished: one op per VM
   version         INT UNSIGNED NOT NULL DEFAULT 0,    -- bumped by every compare-and-swap
@@ -253,10 +258,13 @@ CREATE TABLE IF NOT EXISTS dns_records (
   type          VARCHAR(8)   NOT NULL,
   content       VARCHAR(255) NOT NULL,
   synced        TINYINT(1)   NOT NULL DEFAULT 0,      -- 0 = the retry job still owes it
+  held_by       INT UNSIGNED NULL,                    -- another service owns this name: not
+                                                      -- published; retried until it is free
   error         TEXT         NULL,
   updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
   UNIQUE KEY uq_dns_records (service_id, name, type, content),
-  KEY ix_dns_records_pending (synced)
+  KEY ix_dns_records_pending (synced),
+  KEY ix_dns_records_name (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE TABLE IF NOT EXISTS emails (

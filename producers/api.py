@@ -8,9 +8,12 @@ Each method builds the event (validated by the same rules as intake: a bad value
 :class:`~producers.events.InvalidEvent` before anything is sent), stamps ``occurred_at`` with the
 current UTC time unless given, and publishes it confirmed, persistent and mandatory to
 ``{namespace}.orders`` with routing key ``order.<type>`` and ``message_id`` = idempotency key.
-Without an ``idempotency_key`` a deterministic one is derived from type, service id and fields, so
-publishing the same order twice carries the same key and the engine runs it once; pass your own
-key (e.g. billing's module-call id) for actions that may legitimately repeat.
+Without an ``idempotency_key``: ``create``, ``terminate`` and ``backup_schedule`` derive one from
+type, service id and fields (the same order published twice carries the same key and runs once);
+every other type (``REPEATABLE_TYPES``: suspend, unsuspend, power, snapshots, backups, reset
+password, …) gets a fresh key per call, so a second legitimate suspend is not taken for a copy of
+the first. To make a retry of one call idempotent, pass billing's own key (e.g. its module-call
+id) — the same key with a different order is refused by intake as a conflict.
 
 Not thread-safe: one client per thread. The topology is declared once, on first publish.
 """
@@ -41,6 +44,7 @@ from producers.events import (
     SuspendEvent,
     TerminateEvent,
     UnsuspendEvent,
+    producer_key,
 )
 from pvekvm.messaging import Publisher, Topology, declare
 
@@ -82,7 +86,8 @@ class OrderClient:
 
     def _emit(self, cls: type[Event], service_id: int, idempotency_key: str | None,
               occurred_at: str | None, **fields: Any) -> Any:
-        event = cls(service_id=service_id, idempotency_key=idempotency_key,
+        key = producer_key(cls.type, service_id, idempotency_key)
+        event = cls(service_id=service_id, idempotency_key=key,
                     occurred_at=occurred_at or utc_now(), **fields)
         return self.publish(event)
 

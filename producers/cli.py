@@ -9,8 +9,11 @@
 One subcommand per event type, one ``--option`` per field (``client_id`` → ``--client-id``).
 ``--amqp-url`` and ``--namespace`` default to the settings every pvekvm program reads
 (``$AMQP_URL`` / ``$PVEKVM_NAMESPACE``, else ``[amqp]`` of ``--config``, ``$PVEKVM_CONFIG`` or
-config/pvekvm.toml); ``--dry-run`` prints the JSON instead of publishing. On success the event
-JSON (dry run) or ``published <routing key> message_id=<key>`` is printed on stdout.
+config/pvekvm.toml); ``--dry-run`` prints the JSON instead of publishing. Without
+``--idempotency-key`` a repeatable action (``REPEATABLE_TYPES``: suspend, power, snapshots, …)
+gets a fresh key, create, terminate and backup_schedule one derived from their fields. On
+success the event JSON (dry run) or ``published <routing key> message_id=<key>`` is printed on
+stdout.
 
 ``raw`` does no validation on purpose (operators replaying dead letters; intake validates): the
 routing key defaults to ``order.<type>`` when the body is a JSON object with a string ``type``,
@@ -41,6 +44,7 @@ from producers.events import (
     InvalidEvent,
     boolean,
     positive_int,
+    producer_key,
     weekdays,
 )
 from pvekvm.config import ConfigError, broker_settings
@@ -76,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(event_type, help=f"publish an '{event_type}' order")
         _common(p)
         p.add_argument("--service-id", type=int, required=True)
-        p.add_argument("--idempotency-key", help="default: derived from type, service and fields")
+        p.add_argument("--idempotency-key",
+                       help="default: fresh per call for repeatable actions "
+                            "(suspend, power, snapshots, ...), else derived from the fields")
         p.add_argument("--occurred-at", help="ISO-8601 with offset (default: now, UTC)")
         for f in fields(cls):
             if f.name in ENVELOPE_FIELDS or f.name == "service_id":
@@ -138,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cls = EVENT_TYPES[args.command]
             values = {f.name: getattr(args, f.name) for f in fields(cls)
                       if f.name not in ("version", "occurred_at")}
+            values["idempotency_key"] = producer_key(args.command, values["service_id"],
+                                                     values["idempotency_key"])
             event = cls(occurred_at=args.occurred_at or utc_now(), **values)
             body, routing_key, message_id = (event.to_json(), event.routing_key,
                                              event.idempotency_key)

@@ -10,9 +10,25 @@ extra fields, wrong JSON types — ``true`` is not an integer —, values out of
 names) with :class:`InvalidEvent` whose ``reason`` names the offending field. Constructing an event
 class directly applies the same rules, so producers cannot build what intake would refuse.
 
+Ranges and lengths come from :mod:`pvekvm.limits`, which tests/test_schema.py checks against the
+columns the values land in: what this module accepts always fits the database. Integer literals
+longer than ``MAX_INT_DIGITS`` digits are refused while parsing (Python itself refuses to parse
+more than 4300 digits, with a ValueError that is not a JSON error).
+
+Host names: RFC 1123, at most 253 octets, not ``localhost`` (or under ``.localhost``), not an IP
+address nor any name whose last label is all digits. Internationalised names must be sent as
+punycode A-labels (``xn--…``, checked to decode); they are stored and compared in that ASCII form,
+case-insensitively. Unicode host names are refused.
+
 Optional fields that are absent (or ``null``) are ``None`` and are left out of :meth:`to_json`.
 Host names are normalised (lower case, no trailing dot) and backup days to week order, so that
 equal orders serialise, and derive idempotency keys, identically.
+
+Idempotency keys: an event built without one derives it from type, service and fields
+(:func:`derive_idempotency_key`). The producers (``OrderClient``, the CLI) instead give the types
+in ``REPEATABLE_TYPES`` a fresh key per call (:func:`fresh_idempotency_key`), since the same
+suspend or power action may legitimately be ordered again; billing passes its own key to make a
+retry of one call idempotent.
 """
 
 from __future__ import annotations
@@ -20,25 +36,28 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar
 
 from pvekvm import languages
-from pvekvm.validation import is_valid_hostname
+from pvekvm.limits import FIELD_LENGTHS, FIELD_RANGES, MAX_INT_DIGITS
+from pvekvm.validation import is_valid_hostname, service_hostname_problem
 
 EVENT_VERSION = 1
 SUPPORTED_VERSIONS: frozenset[int] = frozenset({1})
 MAX_EVENT_BYTES = 64 * 1024
-MAX_ID = 2**63 - 1  # ids land in BIGINT columns
 
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 POWER_ACTIONS: tuple[str, ...] = ("start", "stop", "shutdown", "reboot")
 
-_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_SNAPSHOT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{1,39}")
+_KEY_LEN, _SLUG_LEN = FIELD_LENGTHS["idempotency_key"], FIELD_LENGTHS["product"]
+_SNAPSHOT_LEN = FIELD_LENGTHS["name"]
+_IDEMPOTENCY_KEY = re.compile(rf"[A-Za-z0-9._:-]{{1,{_KEY_LEN}}}")
+_SLUG = re.compile(rf"[a-z0-9][a-z0-9._-]{{0,{_SLUG_LEN - 1}}}")
+_SNAPSHOT_NAME = re.compile(rf"[A-Za-z][A-Za-z0-9_-]{{1,{_SNAPSHOT_LEN - 1}}}")
 _ISO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}\.iso")
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _HOST_CHARS = re.compile(r"[A-Za-z0-9.-]+")
@@ -69,8 +88,15 @@ def _type_name(value: Any) -> str:
             dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
 
 
+def _label(name: str) -> str:
+    """A field name as it may appear in a reason: a name from the wire is shown escaped and
+    cut short (a reason is stored and sent as a header: no control or lone surrogate
+    characters, no 60 KB names)."""
+    return name if re.fullmatch(r"[a-z0-9_]{1,40}", name) else _show(name)
+
+
 def _bad(name: str, message: str) -> InvalidEvent:
-    return InvalidEvent(f"field '{name}': {message}")
+    return InvalidEvent(f"field '{_label(name)}': {message}")
 
 
 def _expect(name: str, value: Any, kind: type, label: str) -> None:
@@ -80,9 +106,11 @@ def _expect(name: str, value: Any, kind: type, label: str) -> None:
 
 
 def positive_int(name: str, value: Any) -> int:
+    """An id in the range of its column (:data:`pvekvm.limits.FIELD_RANGES`)."""
     _expect(name, value, int, "integer")
-    if not 0 < value <= MAX_ID:
-        raise _bad(name, f"out of range: {value} (must be 1..{MAX_ID})")
+    low, high = FIELD_RANGES[name]
+    if not low <= value <= high:
+        raise _bad(name, f"out of range: {_show(value)} (must be {low}..{high})")
     return value
 
 
@@ -90,6 +118,10 @@ def _string(name: str, value: Any, max_len: int) -> str:
     _expect(name, value, str, "string")
     if len(value) > max_len:
         raise _bad(name, f"too long: {len(value)} characters (max {max_len})")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") decodes from JSON, stores nowhere
+        raise _bad(name, "not valid Unicode (lone surrogate)") from None
     return value
 
 
@@ -102,26 +134,34 @@ def _pattern(regex: re.Pattern[str], max_len: int, what: str) -> Check:
     return check
 
 
-valid_key = _pattern(_IDEMPOTENCY_KEY, 128, "1-128 characters of [A-Za-z0-9._:-]")
-slug = _pattern(_SLUG, 64, "a slug ([a-z0-9][a-z0-9._-]{0,63})")
-snapshot_name = _pattern(_SNAPSHOT_NAME, 40,
-                         "a snapshot name (a letter, then 1-39 of [A-Za-z0-9_-])")
+valid_key = _pattern(_IDEMPOTENCY_KEY, _KEY_LEN,
+                     f"1-{_KEY_LEN} characters of [A-Za-z0-9._:-]")
+slug = _pattern(_SLUG, _SLUG_LEN, f"a slug ([a-z0-9][a-z0-9._-]{{0,{_SLUG_LEN - 1}}})")
+snapshot_name = _pattern(_SNAPSHOT_NAME, _SNAPSHOT_LEN,
+                         f"a snapshot name (a letter, then 1-{_SNAPSHOT_LEN - 1} of "
+                         "[A-Za-z0-9_-])")
 iso_name = _pattern(_ISO_NAME, 205, "an ISO file name (no path, [A-Za-z0-9._+-], ending .iso)")
 
 
 def valid_hostname(name: str, value: Any) -> str:
-    _string(name, value, 254)
+    """RFC 1123, lower-cased, without trailing dot; see the module docstring for what else is
+    refused (localhost, IP addresses, > 253 octets, bad punycode)."""
+    max_len = FIELD_LENGTHS["hostname"]
+    _string(name, value, max_len + 1)  # + the trailing dot
     # _HOST_CHARS also guards against a trailing newline slipping through a `$` anchor.
     if not _HOST_CHARS.fullmatch(value) or not is_valid_hostname(value):
         raise _bad(name, f"not a valid RFC 1123 host name: {_show(value)}")
     host = value.lower().rstrip(".")
-    if len(host) > 253:
-        raise _bad(name, f"too long: {len(host)} characters (max 253)")
+    if len(host) > max_len:
+        raise _bad(name, f"too long: {len(host)} octets (max {max_len})")
+    problem = service_hostname_problem(host)
+    if problem:
+        raise _bad(name, f"not usable as a host name: {_show(value)}: {problem}")
     return host
 
 
 def valid_email(name: str, value: Any) -> str:
-    _string(name, value, 254)
+    _string(name, value, FIELD_LENGTHS["email"])
     local, at, domain = value.rpartition("@")
     if (not at or not local or len(local) > 64 or not _EMAIL_LOCAL.fullmatch(local)
             or "." not in domain.strip(".") or not _HOST_CHARS.fullmatch(domain)
@@ -252,16 +292,31 @@ class Event:
                           ensure_ascii=False).encode()
 
 
+def _order_digest(event_type: str, service_id: int, payload: Mapping[str, Any]) -> str:
+    canonical = json.dumps({"type": event_type, "service_id": service_id, **payload},
+                           sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def derive_idempotency_key(event_type: str, service_id: int, payload: Mapping[str, Any]) -> str:
     """Deterministic key: the same order (type, service, fields) always gets the same key.
 
     Beware: two *intended* identical orders (suspend, unsuspend, suspend again) then share a key
-    and the engine will drop the repeat; billing should pass its own key (e.g. its module-call
-    id) for actions that may legitimately repeat."""
-    canonical = json.dumps({"type": event_type, "service_id": service_id, **payload},
-                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = hashlib.sha256(canonical.encode()).hexdigest()[:40]
-    return f"{event_type}:{service_id}:{digest}"
+    and the engine will drop the repeat; that is why the producers give ``REPEATABLE_TYPES`` a
+    fresh key instead (:func:`fresh_idempotency_key`)."""
+    return f"{event_type}:{service_id}:{_order_digest(event_type, service_id, payload)[:40]}"
+
+
+def fresh_idempotency_key(event_type: str, service_id: int) -> str:
+    """A key no other call gets: for an action that may legitimately be ordered again."""
+    return f"{event_type}:{service_id}:{uuid.uuid4().hex}"
+
+
+def request_hash(event: Event) -> str:
+    """SHA-256 (hex) of what the event asks for — type, service, fields; not the key nor the
+    time. Intake keeps it with the operation: the same key arriving with another hash is a
+    conflict, not a duplicate."""
+    return _order_digest(event.type, event.service_id, event.payload())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -306,7 +361,7 @@ class TerminateEvent(Event):
 @dataclass(frozen=True, kw_only=True)
 class _SnapshotEvent(Event):
     name: str = _f(snapshot_name)
-    description: str | None = _f(text(255), None)
+    description: str | None = _f(text(FIELD_LENGTHS["description"]), None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -327,7 +382,7 @@ class SnapshotRollbackEvent(_SnapshotEvent):
 @dataclass(frozen=True, kw_only=True)
 class BackupCreateEvent(Event):
     type: ClassVar[str] = "backup_create"
-    note: str | None = _f(text(255), None)
+    note: str | None = _f(text(FIELD_LENGTHS["note"]), None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -379,6 +434,23 @@ EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in (
     ResetPasswordEvent, IsoMountEvent, IsoUnmountEvent, PowerEvent,
 )}
 
+# Orders that may legitimately be placed again with the same fields (suspend, unsuspend,
+# suspend again; X → Y → X packages; a second reinstall): the producers give each call a fresh
+# key. Not repeatable: create and terminate (once per service) and backup_schedule (saving the
+# same days twice is the same state).
+REPEATABLE_TYPES: frozenset[str] = frozenset(EVENT_TYPES) - {"create", "terminate",
+                                                             "backup_schedule"}
+
+
+def producer_key(event_type: str, service_id: int, given: str | None) -> str | None:
+    """The key a producer sends: ``given`` when billing passes one, else a fresh key for a
+    repeatable type, else None (derived from the fields when the event is built)."""
+    if given is not None:
+        return given
+    if event_type in REPEATABLE_TYPES and type(service_id) is int:
+        return fresh_idempotency_key(event_type, service_id)
+    return None
+
 
 # --------------------------------------------------------------------------- parsing
 
@@ -394,9 +466,17 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise InvalidEvent(f"field '{key}': given twice")
+            raise _bad(key, "given twice")
         out[key] = value
     return out
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise InvalidEvent(f"number too large: an integer of {digits} digits "
+                           f"(max {MAX_INT_DIGITS})")
+    return int(text)
 
 
 def _reject_constant(name: str) -> Any:
@@ -416,10 +496,14 @@ def parse_event(body: bytes | bytearray | str) -> Event:
         raise InvalidEvent(f"not JSON: expected bytes, got {type(body).__name__}")
     try:
         data = json.loads(body, object_pairs_hook=_no_duplicates,
-                          parse_constant=_reject_constant)
+                          parse_constant=_reject_constant, parse_int=_bounded_int)
     except json.JSONDecodeError as exc:
         raise InvalidEvent(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") \
             from None
+    except InvalidEvent:
+        raise
+    except ValueError as exc:  # anything else json refuses outside JSONDecodeError
+        raise InvalidEvent(f"not JSON: {str(exc)[:200]}") from None
     except RecursionError:
         raise InvalidEvent("not JSON: nested too deeply") from None
     return event_from_dict(data)
@@ -442,7 +526,7 @@ def event_from_dict(data: Any) -> Event:
     known = {f.name: f for f in fields(cls)}
     for key in data:
         if key != "type" and key not in known:
-            raise InvalidEvent(f"field '{key}': unknown field for event type '{event_type}'")
+            raise _bad(key, f"unknown field for event type '{event_type}'")
     kwargs: dict[str, Any] = {}
     for name, f in known.items():
         required = f.default is MISSING or name == "idempotency_key"
@@ -462,6 +546,6 @@ __all__ = [
     "ChangePackageEvent", "CreateEvent", "Event", "InvalidEvent", "IsoMountEvent",
     "IsoUnmountEvent", "PowerEvent", "ReinstallEvent", "ResetPasswordEvent",
     "SnapshotCreateEvent", "SnapshotDeleteEvent", "SnapshotRollbackEvent", "SuspendEvent",
-    "TerminateEvent", "UnsuspendEvent", "derive_idempotency_key", "event_from_dict",
-    "parse_event",
+    "REPEATABLE_TYPES", "TerminateEvent", "UnsuspendEvent", "derive_idempotency_key",
+    "event_from_dict", "fresh_idempotency_key", "parse_event", "producer_key", "request_hash",
 ]

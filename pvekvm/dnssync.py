@@ -28,36 +28,75 @@ def _addresses(service_id: int) -> tuple[list[str], list[str]]:
     return v4, [r.address for r in rows if r.version == 6]
 
 
+def _owners(names: set[str]) -> dict[str, int]:
+    """DNS name → the service that owns it: the one whose published (not held) row for that
+    name is the oldest. A name nobody has published is absent."""
+    if not names:
+        return {}
+    rows = (DnsRecordRow.select(DnsRecordRow.name, DnsRecordRow.service_id)
+            .where(DnsRecordRow.name.in_(sorted(names)) & DnsRecordRow.held_by.is_null())
+            .order_by(DnsRecordRow.id))
+    owners: dict[str, int] = {}
+    for row in rows:
+        owners.setdefault(row.name.lower(), row.service_id)
+    return owners
+
+
 def publish(service: Service, key_file: str) -> tuple[str, bool]:
     """Make the providers hold exactly the records the service's hostname and addresses call
     for; stale records (an old address) are removed. Returns a summary and whether anything
     had to change; raises DnsError with the rows marked unsynced when a provider fails (the
-    retry job picks them up)."""
+    retry job picks them up).
+
+    Ownership: a DNS name (A/AAAA host, PTR name) belongs to the service that published it
+    first. A record whose name another service owns is never sent to a provider: it is kept
+    as a held row (``held_by`` = owner, unsynced) and DnsError says so; the retry job publishes
+    it once the owner has let go (a PTR whose address changed hands while the old owner's
+    delete was still owed)."""
     zones = configured_zones(key_file)
     if not zones:
         return "no DNS zones configured", False
     v4, v6 = _addresses(service.id)
     wanted = dns.plan_records(service.hostname, v4, v6, zones)
     have = list(DnsRecordRow.select().where(DnsRecordRow.service_id == service.id))
+    owners = _owners({r.name for r in wanted} | {h.name for h in have})
+
+    def ours(name: str) -> bool:
+        return owners.get(name.lower(), service.id) == service.id
+
+    mine = [r for r in wanted if ours(r.name)]
+    held = [r for r in wanted if not ours(r.name)]
     wanted_keys = {(r.name, r.type, r.content) for r in wanted}
     stale = [h for h in have if (h.name, h.type, h.content) not in wanted_keys]
-    if not stale and all(h.synced for h in have) and \
+    if not stale and not held and all(h.synced and h.held_by is None for h in have) and \
             {(h.name, h.type, h.content) for h in have} == wanted_keys:
         return f"{len(wanted)} record(s) already published", False
-    for r in wanted:
+    for r in mine:
         DnsRecordRow.insert(service_id=service.id, zone=r.zone, name=r.name, type=r.type,
-                            content=r.content, synced=False).on_conflict_ignore().execute()
+                            content=r.content, synced=False).on_conflict(
+            update={DnsRecordRow.held_by: None}).execute()
+    for r in held:
+        owner = owners[r.name.lower()]
+        note = f"{r.name} is held by service {owner}: not published"
+        DnsRecordRow.insert(service_id=service.id, zone=r.zone, name=r.name, type=r.type,
+                            content=r.content, synced=False, held_by=owner, error=note,
+                            ).on_conflict(update={DnsRecordRow.held_by: owner,
+                                                  DnsRecordRow.synced: False,
+                                                  DnsRecordRow.error: note}).execute()
+    ours_published = (DnsRecordRow.service_id == service.id) & DnsRecordRow.held_by.is_null()
     try:
-        _delete_stale(stale, wanted, zones)
-        dns.apply_records(wanted, zones)
+        _delete_stale([h for h in stale if h.held_by is None and ours(h.name)], mine, zones)
+        dns.apply_records(mine, zones)
     except dns.DnsError as exc:
-        DnsRecordRow.update(synced=False, error=str(exc)[:2000]).where(
-            DnsRecordRow.service_id == service.id).execute()
+        DnsRecordRow.update(synced=False, error=str(exc)[:2000]).where(ours_published).execute()
         raise
     if stale:
         DnsRecordRow.delete().where(DnsRecordRow.id.in_([h.id for h in stale])).execute()
-    DnsRecordRow.update(synced=True, error=None).where(
-        DnsRecordRow.service_id == service.id).execute()
+    DnsRecordRow.update(synced=True, error=None).where(ours_published).execute()
+    if held:
+        names = sorted({f"{r.name} (service {owners[r.name.lower()]})" for r in held})
+        raise dns.DnsError(f"{len(mine)} record(s) published; not published, the name belongs "
+                           f"to another service: {', '.join(names)}")
     return (f"{len(wanted)} record(s)" if wanted else "no configured zone covers this host"), \
         True
 
@@ -65,31 +104,37 @@ def publish(service: Service, key_file: str) -> tuple[str, bool]:
 def _delete_stale(stale: list[DnsRecordRow], wanted: list[dns.DnsRecord],
                   zones: list[dns.ZoneConfig]) -> None:
     """Drop rrsets we published earlier that the service no longer calls for (an old address's
-    PTR, a renamed host's A). An rrset still wanted is replaced by apply_records instead."""
-    by_zone = {z.name: z for z in zones}
+    PTR, a renamed host's A). An rrset still wanted is replaced by apply_records instead.
+    ``stale`` holds only rows whose name the service owns."""
     wanted_sets = {(r.name, r.type) for r in wanted}
-    for row in {(h.zone, h.name, h.type) for h in stale}:
-        zone, name, rtype = row
-        if (name, rtype) not in wanted_sets and zone in by_zone:
-            dns.build_provider(by_zone[zone]).delete(zone, name, rtype)
+    gone = {(h.zone, h.name, h.type) for h in stale if (h.name, h.type) not in wanted_sets}
+    dns.remove_rrsets(sorted(gone), zones)
 
 
 def withdraw(service: Service, key_file: str) -> tuple[str, bool]:
-    """Remove every record published for the service (terminate, before reinstall). Returns a
-    summary and whether anything had to change."""
+    """Remove every record published for the service (terminate, before reinstall) — only
+    rrsets whose name the service owns: a held row, or a name another service published
+    first, is dropped from the table and never deleted at the provider. Returns a summary and
+    whether anything had to change."""
     zones = configured_zones(key_file)
     if not zones:
         return "no DNS zones configured", False
-    if not DnsRecordRow.select().where(DnsRecordRow.service_id == service.id).exists():
+    have = list(DnsRecordRow.select().where(DnsRecordRow.service_id == service.id))
+    if not have:
         return "no records published", False
-    v4, v6 = _addresses(service.id)
+    owners = _owners({h.name for h in have})
+    owned = {(h.zone, h.name, h.type) for h in have
+             if h.held_by is None and owners.get(h.name.lower()) == service.id}
     try:
-        notes = dns.remove_records(service.hostname, v4, v6, zones)
+        notes = dns.remove_rrsets(sorted(owned), zones)
     except dns.DnsError as exc:
         DnsRecordRow.update(synced=False, error=f"delete: {exc}"[:2000]).where(
             DnsRecordRow.service_id == service.id).execute()
         raise
     DnsRecordRow.delete().where(DnsRecordRow.service_id == service.id).execute()
+    left = len({h.name for h in have if (h.zone, h.name, h.type) not in owned})
+    if left:
+        notes.append(f"{left} name(s) of other services left alone")
     return "; ".join(["records removed", *notes]), True
 
 

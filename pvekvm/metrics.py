@@ -44,6 +44,9 @@ HANDLE_SECONDS = Histogram(
 LAG_SECONDS = Histogram(
     "pvekvm_message_lag_seconds", "Time a message waited in the broker beyond its intended "
     "delay (publish to delivery)", ["pool"], buckets=_LAG_BUCKETS)
+EVENT_LAG_SECONDS = Histogram(
+    "pvekvm_event_lag_seconds", "Time from the commit of a state change to the confirmed "
+    "publish of its event for billing", ["type"], buckets=_LAG_BUCKETS)
 PROXMOX_SECONDS = Histogram(
     "pvekvm_proxmox_call_seconds", "Proxmox API call latency by method and endpoint kind",
     ["method", "endpoint"], buckets=_CALL_BUCKETS)
@@ -124,8 +127,6 @@ class DatabaseCollector(Collector):
                                  "changed (a lost nudge shows here before the reconciler acts)")
         try:
             database.connect(reuse_if_open=True)
-            from steps.machines import clone_states
-
             rows = database.execute_sql(
                 "SELECT kind, status, COUNT(*) FROM operations "
                 "WHERE status IN ('running', 'queued', 'paused', 'failed') "
@@ -133,14 +134,12 @@ class DatabaseCollector(Collector):
             for kind, status, n in rows:
                 ops.add_metric([kind, status], n)
             dead.add_metric([], DeadLetter.select().count())
-            states = list(clone_states())
-            marks = ", ".join(["%s"] * len(states))
-            for node, n in database.execute_sql(
+            for node, n in database.execute_sql(  # a clone holds a slot while its task runs
                     "SELECT t.node, COUNT(*) FROM operations o "
                     "JOIN services s ON s.id = o.service_id "
                     "JOIN templates t ON t.id = s.template_id "
-                    f"WHERE o.status = 'running' AND o.upid IS NOT NULL AND o.state IN ({marks}) "
-                    "GROUP BY t.node", states).fetchall():
+                    "WHERE o.status = 'running' AND o.upid LIKE %s "
+                    "GROUP BY t.node", ("%:qmclone:%",)).fetchall():
                 clones.add_metric([node], n)
             oldest = (Operation.select(Operation.updated_at)
                       .where(Operation.status == "running")

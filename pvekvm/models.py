@@ -108,6 +108,7 @@ class Service(BaseModel):
     language = CharField(max_length=35, null=True)
     created_at = DateTimeField(null=True)
     updated_at = DateTimeField(null=True)
+    # live_hostname: a generated column (unique while live) the database alone maintains.
 
     class Meta:
         table_name = "services"
@@ -140,10 +141,10 @@ class Operation(BaseModel):
     service_id = IntegerField(index=True)
     kind = CharField(max_length=32)
     idempotency_key = CharField(max_length=128, unique=True)
+    request_hash = CharField(max_length=64, null=True)
     params = TextField()
     state = CharField(max_length=48)
     status = CharField(max_length=16, default="running")
-    request_hash = CharField(max_length=64, null=True)
     prior_status = CharField(max_length=16, null=True)
     active_service = IntegerField(null=True, unique=True)
     version = IntegerField(default=0)
@@ -275,6 +276,7 @@ class DnsRecordRow(BaseModel):
     type = CharField(max_length=8)
     content = CharField(max_length=255)
     synced = BooleanField(default=False)
+    held_by = IntegerField(null=True)
     error = TextField(null=True)
     updated_at = DateTimeField(null=True)
 

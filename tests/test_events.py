@@ -229,7 +229,8 @@ def test_hostile_hostname_refused(host: str) -> None:
     assert reason.startswith("field 'hostname': "), reason
 
 
-@pytest.mark.parametrize("host", ["web1", "web-1.example.com", "a" * 63 + ".example.com", "1.2.3"])
+@pytest.mark.parametrize("host", ["web1", "web-1.example.com", "a" * 63 + ".example.com",
+                                  "1.2.example", "xn--bcher-kva.example"])
 def test_good_hostname_accepted(host: str) -> None:
     assert parse_event(body("create", hostname=host)).hostname == host  # type: ignore[attr-defined]
 

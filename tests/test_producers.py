@@ -75,15 +75,47 @@ def test_create_lands_exactly_the_json(amqp_url: str,
 def test_same_order_twice_carries_the_same_key(amqp_url: str,
                                                topology: messaging.Topology) -> None:
     with OrderClient(amqp_url, topology.namespace) as client:
-        first = client.snapshot_create(service_id=9, name="before_upgrade")
-        second = client.snapshot_create(service_id=9, name="before_upgrade")
-        other = client.snapshot_create(service_id=9, name="after_upgrade")
+        first = client.create(service_id=9, client_id=1, product="vps-s", email="a@example.com")
+        second = client.create(service_id=9, client_id=1, product="vps-s", email="a@example.com")
+        other = client.create(service_id=9, client_id=1, product="vps-m", email="a@example.com")
     assert first.idempotency_key == second.idempotency_key != other.idempotency_key
 
     got = drain(amqp_url, topology.orders_queue, 3)
     ids = [props.message_id for _, props, _ in got]
     assert ids == [first.idempotency_key, first.idempotency_key, other.idempotency_key]
     assert [parse_event(b).idempotency_key for _, _, b in got] == ids
+
+
+def test_repeatable_actions_get_a_fresh_key_per_call_unless_one_is_passed(
+        amqp_url: str, topology: messaging.Topology) -> None:
+    """suspend, unsuspend, suspend again: the second suspend is a new order, not a copy."""
+    with OrderClient(amqp_url, topology.namespace) as client:
+        keys = [client.suspend(service_id=9).idempotency_key,
+                client.suspend(service_id=9).idempotency_key,
+                client.power(service_id=9, action="start").idempotency_key,
+                client.power(service_id=9, action="start").idempotency_key,
+                client.snapshot_create(service_id=9, name="nightly").idempotency_key,
+                client.snapshot_create(service_id=9, name="nightly").idempotency_key,
+                client.backup_create(service_id=9).idempotency_key,
+                client.reset_password(service_id=9).idempotency_key,
+                client.reset_password(service_id=9).idempotency_key]
+        retried = [client.suspend(service_id=9, idempotency_key="whmcs:77").idempotency_key
+                   for _ in range(2)]
+    assert len(set(keys)) == len(keys)
+    assert retried == ["whmcs:77", "whmcs:77"]
+    ids = [props.message_id for _, props, _ in drain(amqp_url, topology.orders_queue, 11)]
+    assert ids == keys + retried
+
+
+def test_cli_gives_repeatable_actions_a_fresh_key() -> None:
+    runs = [cli("--dry-run", "suspend", "--service-id", "4") for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    first, second = (parse_event(r.stdout).idempotency_key for r in runs)
+    assert first != second
+    kept = cli("--dry-run", "suspend", "--service-id", "4", "--idempotency-key", "whmcs:5")
+    assert parse_event(kept.stdout).idempotency_key == "whmcs:5"
+    once = [cli("--dry-run", "terminate", "--service-id", "4") for _ in range(2)]
+    assert len({parse_event(r.stdout).idempotency_key for r in once}) == 1  # not repeatable
 
 
 def test_explicit_key_and_time_are_kept(amqp_url: str, topology: messaging.Topology) -> None:

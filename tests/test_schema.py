@@ -5,16 +5,21 @@ from __future__ import annotations
 import pytest
 from peewee import IntegrityError
 
+from producers.events import EVENT_TYPES, InvalidEvent
 from pvekvm import db as dbmod
+from pvekvm.limits import FIELD_COLUMNS, FIELD_LENGTHS, FIELD_RANGES, UNSIGNED_MAX
 from pvekvm.models import ALL_MODELS, IpAddress, IpPool, Operation, Product, Service, Template
 
 INT_TYPES = {"int", "bigint", "smallint", "tinyint", "mediumint"}
 
 
 def _db_columns(database, table: str) -> dict[str, tuple[str, bool]]:
+    """Stored columns; generated ones (computed by the database, e.g. an index helper) are not
+    mapped by the models."""
     rows = database.execute_sql(
         "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
-        "WHERE table_schema = DATABASE() AND table_name = %s", (table,)).fetchall()
+        "WHERE table_schema = DATABASE() AND table_name = %s "
+        "AND extra NOT LIKE '%%GENERATED%%'", (table,)).fetchall()
     return {name: (dtype, nullable == "YES") for name, dtype, nullable in rows}
 
 
@@ -59,6 +64,39 @@ def test_model_unique_fields_are_unique_in_schema(database, model):
     for field in model._meta.sorted_fields:
         if field.unique:
             assert field.column_name in single_unique, f"{model.__name__}.{field.name}"
+
+
+@pytest.mark.parametrize("field", sorted(FIELD_COLUMNS))
+def test_event_limits_match_their_columns(database, field):
+    """pvekvm.limits is the one source for the validator's ranges: each must be exactly what
+    its column holds, so an event intake accepts always fits the database."""
+    table, column = FIELD_COLUMNS[field]
+    data_type, column_type, max_chars = database.execute_sql(
+        "SELECT data_type, column_type, character_maximum_length FROM information_schema.columns"
+        " WHERE table_schema = DATABASE() AND table_name = %s AND column_name = %s",
+        (table, column)).fetchone()
+    if field in FIELD_RANGES:
+        assert "unsigned" in column_type, column_type
+        assert FIELD_RANGES[field] == (1, UNSIGNED_MAX[data_type]), (table, column)
+    else:
+        assert FIELD_LENGTHS[field] == max_chars, (table, column)
+
+
+@pytest.mark.parametrize("field", sorted(FIELD_RANGES))
+def test_the_validator_applies_the_limits(field):
+    """Every event type with the field refuses one past the limit and accepts the limit."""
+    low, high = FIELD_RANGES[field]
+    types = [cls for cls in EVENT_TYPES.values() if field in cls.__dataclass_fields__]
+    assert types
+    for cls in types:
+        base = {"service_id": 1, "client_id": 1, "product": "p", "email": "a@b.example",
+                "backup_id": 1, "days": [], "name": "snap1", "iso": "a.iso",
+                "action": "start"}
+        kwargs = {k: v for k, v in base.items() if k in cls.__dataclass_fields__}
+        assert getattr(cls(**{**kwargs, field: high}), field) == high
+        for bad in (low - 1, high + 1):
+            with pytest.raises(InvalidEvent, match=f"field '{field}': out of range"):
+                cls(**{**kwargs, field: bad})
 
 
 def test_schema_applies_twice(database):

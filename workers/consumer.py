@@ -23,6 +23,7 @@ from pika.exceptions import AMQPError
 from pvekvm import messaging, metrics
 from pvekvm.config import Settings
 from pvekvm.models import DeadLetter, database
+from pvekvm.redact import redact_body, safe_reason
 from workers import operations, outbox
 from workers.engine import Engine
 from workers.intake import handle_order
@@ -168,12 +169,14 @@ class WorkerThread(threading.Thread):
 
 def park(publisher: messaging.Publisher, source: str, body: bytes, reason: str) -> None:
     """A refused message goes where operators look: ``dead_letters`` and the dead queue, with
-    its reason."""
+    its reason; no secret is kept in clear, in the table or the queue."""
+    reason = safe_reason(reason)
     log.error("refused message from %s: %s", source, reason)
+    parked = redact_body(body)
     with database.atomic():
-        DeadLetter.create(source=source, reason=reason, body=body, created_at=datetime.now())
-        told = [outbox.refused(body, reason)] if source == INTAKE else []
-    publisher.publish_dead(body, reason, source)
+        DeadLetter.create(source=source, reason=reason, body=parked, created_at=datetime.now())
+        told = [outbox.refused(parked, reason)] if source == INTAKE else []
+    publisher.publish_dead(parked, reason, source)
     metrics.DEAD_LETTERED.labels(source).inc()
     outbox.publish(told, publisher)
 

@@ -17,7 +17,6 @@ Concurrency and crash safety, in short:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -47,7 +46,7 @@ from steps.machine import (
 from steps.machines import MACHINES
 from workers import operations
 from workers.operations import LostRace, OpStatus, cas, new_nudge_id
-from workers.outcome import Nudge, Outcome
+from workers.outcome import Nudge, Outcome, read_step_message
 
 log = logging.getLogger("pvekvm.engine")
 LOCK_BUSY = (1205, 3572)  # lock wait timeout / NOWAIT refused
@@ -69,22 +68,6 @@ def default_policy(engine: EngineSettings) -> RetryPolicy:
     return RetryPolicy(first_s=engine.retry_first_s, max_s=engine.retry_max_s,
                        max_attempts=engine.max_attempts, wait_s=engine.wait_first_s,
                        wait_max_s=engine.wait_max_s)
-
-
-def parse_step_message(body: bytes) -> tuple[int, str, str]:
-    """(operation id, nudge id, state) of a step message; ValueError says what is wrong."""
-    try:
-        msg = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(msg, dict):
-        raise ValueError("not a JSON object")
-    op, nudge, state = msg.get("op"), msg.get("nudge"), msg.get("state", "")
-    if type(op) is not int or not 0 < op < 2**63:
-        raise ValueError(f"field 'op': expected an operation id, got {str(op)[:40]!r}")
-    if not isinstance(nudge, str) or not 0 < len(nudge) <= 36:
-        raise ValueError("field 'nudge': expected a nudge id")
-    return op, nudge, str(state)[:64]
 
 
 @dataclass
@@ -122,7 +105,7 @@ class Engine:
 
     def _handle(self, pool: str, body: bytes) -> Outcome:
         try:
-            op_id, nudge, state = parse_step_message(body)
+            op_id, nudge, state = read_step_message(body)
         except ValueError as exc:
             return Outcome(dead_reason=f"malformed step message: {exc}")
         try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pvekvm import metrics
 from pvekvm.messaging import Publisher
 from pvekvm.models import IpAddress, Operation, OutboxEvent, Service, database
 
@@ -31,6 +32,7 @@ class Pending:
     type: str
     body: bytes
     event_id: str
+    created: datetime  # when the change was committed (local time, as the row keeps it)
 
 
 def record(type_: str, *, service_id: int | None, operation: Operation | None = None,
@@ -48,8 +50,8 @@ def record(type_: str, *, service_id: int | None, operation: Operation | None = 
     text = json.dumps(body, separators=(",", ":"), default=str)
     row = OutboxEvent.create(event_id=event_id, type=type_, service_id=service_id,
                              operation_id=body["operation_id"], body=text,
-                             created_at=now.replace(tzinfo=None))
-    return Pending(row.id, type_, text.encode(), event_id)
+                             created_at=now.astimezone().replace(tzinfo=None))
+    return Pending(row.id, type_, text.encode(), event_id, now.astimezone().replace(tzinfo=None))
 
 
 def operation_event(type_: str, op: Operation, **fields: Any) -> Pending:
@@ -96,10 +98,14 @@ def publish(pending: list[Pending], publisher: Publisher) -> None:
     for p in pending:
         publisher.publish_event(p.type, p.body, p.event_id)
     if pending:
+        now = datetime.now()
         database.execute_sql(
             "UPDATE outbox SET published_at = %s WHERE id IN ("
             + ",".join(["%s"] * len(pending)) + ")",
-            (datetime.now(), *[p.row_id for p in pending]))
+            (now, *[p.row_id for p in pending]))
+        for p in pending:
+            metrics.EVENT_LAG_SECONDS.labels(p.type).observe(
+                max(0.0, (now - p.created).total_seconds()))
 
 
 def unpublished(older_than: datetime, limit: int = 500) -> list[Pending]:
@@ -107,4 +113,4 @@ def unpublished(older_than: datetime, limit: int = 500) -> list[Pending]:
     rows = (OutboxEvent.select().where(OutboxEvent.published_at.is_null()
                                        & (OutboxEvent.created_at < older_than))
             .order_by(OutboxEvent.id).limit(limit))
-    return [Pending(r.id, r.type, r.body.encode(), r.event_id) for r in rows]
+    return [Pending(r.id, r.type, r.body.encode(), r.event_id, r.created_at) for r in rows]

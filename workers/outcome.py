@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from workers.outbox import Pending
+
+MAX_OPERATION_ID = 2**64 - 1  # operations.id BIGINT UNSIGNED
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,35 @@ class Nudge:
 
     def payload(self) -> dict[str, object]:
         return {"v": 1, "op": self.operation_id, "nudge": self.nudge_id, "state": self.state}
+
+
+def _refuse(what: str) -> Any:
+    raise ValueError(f"{what} is not allowed")
+
+
+def _short_int(text: str) -> int:
+    if len(text) > 20:
+        raise ValueError(f"integer of {len(text)} digits")
+    return int(text)
+
+
+def read_step_message(body: bytes) -> tuple[int, str, str]:
+    """(operation id, nudge id, state) of a step message — the inverse of
+    :meth:`Nudge.payload`; ValueError saying what is wrong with anything else."""
+    try:
+        msg = json.loads(body, parse_int=_short_int, parse_constant=_refuse)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(msg, dict):
+        raise ValueError(f"expected a JSON object, got {type(msg).__name__}")
+    op, nudge, state = msg.get("op"), msg.get("nudge"), msg.get("state", "")
+    if type(op) is not int or not 0 < op <= MAX_OPERATION_ID:
+        raise ValueError(f"'op' must be an operation id, got {repr(op)[:40]}")
+    if type(nudge) is not str or not 0 < len(nudge) <= 36:
+        raise ValueError(f"'nudge' must be a nudge id, got {repr(nudge)[:40]}")
+    if type(state) is not str or len(state) > 48:
+        raise ValueError(f"'state' must be a state name, got {repr(state)[:40]}")
+    return op, nudge, state
 
 
 @dataclass

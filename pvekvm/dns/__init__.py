@@ -24,7 +24,7 @@ Reverse zones: RFC 2317 "0/26.c.b.a.in-addr.arpa" on PowerDNS only; HestiaCP tak
 "0-63.c.b.a.in-addr.arpa"; Cloudflare /24, /16 and ip6.arpa zones only.
 """
 
-from .core import apply_records, build_provider, remove_records
+from .core import apply_records, build_provider, remove_records, remove_rrsets
 from .model import DnsError, DnsProvider, DnsRecord, ZoneConfig
 from .plan import check_zones, plan_records
 
@@ -38,4 +38,5 @@ __all__ = [
     "check_zones",
     "plan_records",
     "remove_records",
+    "remove_rrsets",
 ]

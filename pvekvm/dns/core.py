@@ -111,6 +111,18 @@ def remove_records(
         found = ptr_name(ip, by_name)
         if found is not None:
             targets.append((found[0], found[1], "PTR"))
+    return _delete_rrsets(targets, by_name)
+
+
+def remove_rrsets(rrsets: list[tuple[str, str, str]], zones: list[ZoneConfig]) -> list[str]:
+    """Delete each (zone, name, type) rrset; those in a zone no longer configured are skipped,
+    absent ones are fine. Returns notes as :func:`remove_records` does."""
+    by_name = check_zones(zones)
+    return _delete_rrsets([(z, n, t) for z, n, t in rrsets if z in by_name], by_name)
+
+
+def _delete_rrsets(targets: list[tuple[str, str, str]],
+                   by_name: dict[str, ZoneConfig]) -> list[str]:
     providers: dict[str, DnsProvider] = {}
     steps: list[tuple[str, Callable[[], object]]] = []
     for zone, name, rtype in targets:

@@ -97,13 +97,14 @@ def test_a_deploy_moves_the_worker_metrics_and_mails_the_client_in_german(settin
 
 
 def _get(ch, queue: str, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        method, props, body = ch.basic_get(queue, auto_ack=False)
-        if method is not None:
-            return method, props, body
-        time.sleep(0.05)
-    raise AssertionError(f"no message in {queue} within {timeout}s")
+    """One message from ``queue``, unacked (a consumer: the orders queue has a single active
+    consumer, which basic.get cannot be)."""
+    for method, props, body in ch.consume(queue, inactivity_timeout=timeout):
+        if method is None:
+            raise AssertionError(f"no message in {queue} within {timeout}s")
+        ch.cancel()
+        return method, props, body
+    raise AssertionError(f"no message in {queue}")
 
 
 def test_queued_messages_say_what_they_are_and_the_scheduler_reports_the_database(

@@ -141,7 +141,8 @@ def test_a_refused_action_is_recorded_and_later_events_still_run(settings, sim):
         wait_until(lambda: _status(7150) == "suspended", 60, describe_ops([7150]))
         reasons = [d.reason for d in DeadLetter.select().order_by(DeadLetter.id)]
         assert any("snapshot limit reached (1/1)" in r for r in reasons), reasons
-        assert any("snapshot 'never' does not exist" in r for r in reasons), reasons
+        rollback = next(o for o in _ops(7150) if o.kind == "snapshot_rollback")
+        assert rollback.status == "failed" and "snapshot never does not exist" in rollback.error
         assert any("backup 99999 does not belong" in r for r in reasons), reasons
         assert sim.vm(svc.vmid)["status"] == "stopped"
 

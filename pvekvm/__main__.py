@@ -11,6 +11,7 @@
   status                   operations by kind and status, services by status, queue depths
   pools                    IP pools: addresses free / held
   isos STORAGE [--node N]  ISO images on a storage, grouped as the client area shows them
+  api [--host H] [--port P] [--workers N]   the HTTP service API (see pvekvm.api)
 
 Settings: --config FILE, else $PVEKVM_CONFIG, else config/pvekvm.toml, overridden by the
 environment (see pvekvm.config). Exit codes: 0 ok, 1 a check or command failed, 2 a setting or
@@ -41,6 +42,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "pools": ("database",),
     "status": ("database", "broker"),
     "isos": ("proxmox",),
+    "api": ("database", "broker"),  # live Proxmox calls answer fast and degrade when it is down
 }
 
 
@@ -180,6 +182,7 @@ COMMANDS = {
     "pools": lambda settings, args: print(pool_usage()),
     "status": lambda settings, args: print(engine_status(settings)),
     "isos": lambda settings, args: print(list_isos(settings, args.storage, args.node)),
+    "api": lambda settings, args: args.run(args),
 }
 
 
@@ -207,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("isos")
     p.add_argument("storage")
     p.add_argument("--node", default=None)
+    add_api_command(sub)
     return ap
 
 
@@ -227,6 +231,23 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a dependency that went away mid-command: one line
         print(f"{PROG} {args.cmd}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def add_api_command(sub) -> None:
+    """``api``: serve the HTTP service API with uvicorn (stateless; run several behind a
+    balancer or give ``--workers N``)."""
+    p = sub.add_parser("api")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--log-level", default="info")
+
+    def run(args) -> None:
+        from pvekvm.api.app import serve
+
+        serve(args.host, args.port, args.workers, args.config, args.log_level)
+
+    p.set_defaults(run=run)
 
 
 def engine_status(settings) -> str:

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -99,6 +99,18 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """The service API (``python -m pvekvm api``). ``tokens``: (name, ``sha256:<hex>``) pairs, the
+    SHA-256 of each billing token (the token itself is stored nowhere); a billing token may read
+    and order for any service. ``client_token_key``: HMAC key from which per-service client
+    tokens are derived (empty: no client tokens); changing it revokes every client token."""
+
+    tokens: tuple[tuple[str, str], ...] = ()
+    client_token_key: str = ""
+    proxmox_timeout_s: float = 3.0  # live status/graphs/console: answer fast when PVE is down
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     amqp_url: str
@@ -109,6 +121,7 @@ class Settings:
     secret_key_file: str = "var/secret.key"
     templates_dir: str = str(ROOT / "config" / "mail")
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     #: where each dependency's setting comes from ("DATABASE_URL", "config/pvekvm.toml [database]
     #: url", ...) or, for "proxmox" when there is none, why: named in start-up failures
     origin: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -129,6 +142,7 @@ SECTIONS: dict[str, set[str]] = {
     "secrets": {"key_file"},
     "mail": {"templates_dir"},
     "observability": {f.name for f in fields(MetricsSettings)},
+    "api": {f.name for f in fields(ApiSettings)},
 }
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
     """The settings file in use: ``path``, else ``$PVEKVM_CONFIG``, else config/pvekvm.toml."""
@@ -314,6 +328,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         database_url=db, amqp_url=amqp, namespace=namespace, proxmox=proxmox, smtp=smtp,
         engine=engine, secret_key_file=key_file, templates_dir=templates,
         metrics=_metrics(raw.get("observability", {}), cfg),
+        api=_api_settings(raw.get("api", {}), cfg),
         origin={"file": shown(cfg), "database": db_where, "amqp": amqp_where,
                 "proxmox": pve_where, "smtp": smtp_where})
 
@@ -338,3 +353,20 @@ def _metrics(raw: dict[str, Any], cfg: Path) -> MetricsSettings:
         raise ConfigError(f"{where['log_format']}: expected 'text' or 'json', "
                           f"got {values['log_format']!r}")
     return MetricsSettings(**values)
+
+
+def _api_settings(raw: dict[str, Any], cfg: Path) -> ApiSettings:
+    """``[api]`` with ``[api.tokens]`` name = "sha256:<hex>"; ``PVEKVM_API_CLIENT_TOKEN_KEY``
+    overrides the client token key."""
+    raw = dict(raw)
+    tokens = raw.pop("tokens", {})
+    if not isinstance(tokens, dict) or not all(isinstance(v, str) for v in tokens.values()):
+        raise ConfigError(f"{shown(cfg)} [api.tokens]: expected NAME = \"sha256:<hex>\" lines "
+                          "(python -m pvekvm.api new-token prints one)")
+    key = os.environ.get("PVEKVM_API_CLIENT_TOKEN_KEY") or raw.pop("client_token_key", "")
+    raw.pop("client_token_key", None)
+    if not isinstance(key, str):
+        raise ConfigError(f"{shown(cfg)} [api] client_token_key: expected a string")
+    api = _typed(ApiSettings, raw, f"{shown(cfg)} [api]")
+    return replace(api, tokens=tuple(sorted((str(k), v) for k, v in tokens.items())),
+                   client_token_key=key)

@@ -17,6 +17,7 @@ from typing import Any
 from . import access as _access  # noqa: F401 - registers routes
 from . import auth as _auth  # noqa: F401
 from . import cluster as _cluster  # noqa: F401
+from . import console as _console  # noqa: F401
 from . import firewall as _firewall  # noqa: F401
 from . import qemu as _qemu  # noqa: F401
 from . import qemu_ops as _qemu_ops  # noqa: F401
@@ -55,6 +56,8 @@ class Simulator:
         if cdir is None:
             raise ValueError("need state_dir or cert_dir for the CA/server certificate")
         self.ca_path, cert, key = ensure_certs(Path(cdir), [host])
+        self.cert_pem = Path(cert).read_text()
+        self.vnc_sessions: dict[str, dict[str, Any]] = {}  # vncproxy ticket -> session
         der = ssl.PEM_cert_to_DER_cert(Path(cert).read_text())
         fp = hashlib.sha256(der).hexdigest().upper()
         self.fingerprint = ":".join(fp[i:i + 2] for i in range(0, len(fp), 2))

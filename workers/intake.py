@@ -93,8 +93,9 @@ def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
     existing = Operation.get_or_none(Operation.idempotency_key == key)
     if existing is not None:
         if existing.request_hash and existing.request_hash != digest:
-            raise Refused(f"idempotency key {key!r} was already used for a different request "
-                          f"(operation {existing.id}, service {existing.service_id})")
+            raise Refused(f"idempotency key conflict: {key!r} was already used by operation "
+                          f"{existing.id} ({existing.kind}, service {existing.service_id}) for "
+                          f"a different order")
         # the same event again: nothing new; make sure it is moving
         again = operations.nudge_for(existing) if not existing.nudge_published else None
         return Outcome(publish=[again] if again else [],
@@ -137,6 +138,14 @@ def _hold(event: Event, body: bytes, hold_unknown_s: float) -> Outcome:
     """Keep an event whose service does not exist yet until its create arrives."""
     if hold_unknown_s <= 0:
         raise Refused(f"unknown service {event.service_id}")
+    held = HeldEvent.get_or_none(HeldEvent.idempotency_key == event.idempotency_key)
+    if held is not None:
+        if request_hash(parse_event(bytes(held.body))) != request_hash(event):
+            raise Refused(f"idempotency key conflict: {event.idempotency_key!r} was already "
+                          f"used by a held event (service {held.service_id}) for a different "
+                          f"order")
+        return Outcome(log=[f"sid:{event.service_id} duplicate event {event.idempotency_key}: "
+                            f"already held"])
     now = datetime.now()
     HeldEvent.insert(service_id=event.service_id, idempotency_key=event.idempotency_key,
                      body=body, received_at=now,

@@ -13,12 +13,12 @@ import pytest
 import requests
 
 from producers.api import OrderClient
-from pvekvm import catalog, oplog
+from pvekvm import catalog
 from pvekvm.models import DnsRecordRow, IpAddress, Product, Service, StepRun
 from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL, TcpProxy
 from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
 from tests.e2e.test_dns_deploy import _query
-from workers import scheduler
+from workers import admin, scheduler
 
 
 @pytest.fixture()
@@ -52,7 +52,7 @@ def _use_powerdns(settings, zone: str, api_url: str) -> None:
 
 
 def _dns_line(service_id: int, label: str) -> str:
-    return next(ln for ln in reversed(oplog.history(service_id).splitlines()) if label in ln)
+    return next(ln for ln in reversed(admin.history(service_id).splitlines()) if label in ln)
 
 
 def test_a_name_whose_old_owner_still_owes_its_delete_is_held_then_published(settings, zone):

@@ -4,7 +4,6 @@ mid-deploy, Proxmox answering 5xx and failing tasks."""
 from __future__ import annotations
 
 import random
-import subprocess
 import time
 
 import pytest
@@ -12,6 +11,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from producers.api import OrderClient
 from pvekvm.models import IpAddress, Operation, OutboxEvent, Service
+from tests import services
 from tests.e2e.harness import (
     BillingQueue,
     InProcessWorkers,
@@ -154,11 +154,8 @@ def test_soak_kills_and_faults_together(settings, sim, tmp_path, reconciler):
 @pytest.mark.slow
 def test_orders_survive_a_broker_restart(settings, sim, reconciler):
     """On demand: RabbitMQ's app stops and starts mid-deploy; workers reconnect, nothing lost."""
-    def restart() -> None:
-        subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=60)
-        subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=60)
-
-    _deploy_through(settings, sim, range(5100, 5110), restart)
+    _deploy_through(settings, sim, range(5100, 5110),
+                    lambda: services.restart_broker(settings.amqp_url))
 
 
 def test_parallel_clones_stay_within_the_storage_lock_limit(settings, sim):
@@ -183,26 +180,9 @@ def test_orders_survive_a_database_restart(settings, sim, reconciler):
     wait for it, and every order still becomes ready (nothing dead-lettered)."""
     from pvekvm.models import DeadLetter
 
-    def restart() -> None:
-        subprocess.run(["mysqladmin", "-uroot", "-h127.0.0.1", "shutdown"], check=True,
-                       timeout=60)
-        wait_until(lambda: subprocess.run(["pgrep", "-x", "mariadbd"],
-                                          capture_output=True).returncode != 0,
-                   60, "the old server to exit", interval=0.2, db=False)
-        subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background", "--exec",
-                        "/usr/sbin/mariadbd"], check=True, timeout=60)
-        wait_until(lambda: _port_open(3306), 60, "MariaDB listening", db=False)
-
-    _deploy_through(settings, sim, range(5300, 5310), restart)
+    _deploy_through(settings, sim, range(5300, 5310),
+                    lambda: services.restart_database(settings.database_url))
     assert DeadLetter.select().count() == 0
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _deploy_through(settings, sim, sids: range, disruption) -> None:

@@ -1,0 +1,19 @@
+"""The service API: HTTP/JSON for the billing panel's client and admin areas.
+
+Run ``python -m pvekvm api --host 127.0.0.1 --port 8080 [--workers N]``: stateless, so one
+process or many behind a balancer; the OpenAPI document is served at ``/openapi.json``.
+
+Token model (bearer tokens, ``Authorization: Bearer <token>``):
+
+* **Billing tokens** — the panel holds one secret and proxies its clients' requests. Settings keep
+  only ``sha256:<hex>`` of each (``[api.tokens] whmcs = "sha256:…"``, made by
+  ``python -m pvekvm.api new-token``); a billing token may read any service and post events.
+* **Client tokens** — optional, for a client area that calls the API directly:
+  ``svc.<service id>.<HMAC-SHA256(client_token_key, service id)>``, derived, stored nowhere,
+  valid for exactly one service (any other service answers 404, events 403). A billing token
+  mints them (``POST /v1/services/{id}/client-token``); changing ``client_token_key`` revokes all.
+
+Every comparison is constant time. No token or a wrong token: 401. A service that does not exist
+or is outside the token's scope: 404 (the two are indistinguishable). Reads of credentials and
+console tickets are written to ``audit_log`` with who asked, never the secret.
+"""

@@ -1,0 +1,154 @@
+"""Response bodies (pydantic): what the OpenAPI document promises and responses are held to."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class Address(BaseModel):
+    address: str
+    version: int
+
+
+class StepLine(BaseModel):
+    line: str = Field(description="the manual's step line, e.g. '[+]  3. Resize system disk …'")
+    result: str
+    at: datetime | None
+
+
+class OperationView(BaseModel):
+    id: int
+    kind: str
+    status: str = Field(description="running|paused|done|failed|cancelled")
+    state: str
+    error: str | None
+    created_at: datetime | None
+    finished_at: datetime | None
+    steps: list[StepLine]
+
+
+class CurrentOperation(BaseModel):
+    id: int
+    kind: str
+    status: str
+    state: str
+    error: str | None
+    last_step: str | None = Field(description="the last step line written, if any")
+
+
+class LiveStatus(BaseModel):
+    """From Proxmox ``status/current``."""
+
+    power: str = Field(description="running|stopped (PVE 'status')")
+    qmpstatus: str | None
+    uptime_s: int
+    cpu: float = Field(description="CPU use, fraction of all vCPUs (0..1)")
+    cpus: int
+    mem_bytes: int
+    maxmem_bytes: int
+
+
+class ServiceView(BaseModel):
+    id: int
+    client_id: int
+    status: str = Field(description="pending|deploying|ready|suspended|failed|terminated")
+    vmid: int | None
+    node: str | None
+    hostname: str
+    addresses: list[Address]
+    product: str | None
+    operation: CurrentOperation | None = Field(description="the unfinished operation, if any")
+    live: LiveStatus | None
+    proxmox_unreachable: bool = Field(
+        description="true when Proxmox did not answer within the API's short timeout")
+    proxmox_error: str | None = Field(description="Proxmox answered, but with this error")
+
+
+class Credentials(BaseModel):
+    service_id: int
+    username: str | None
+    password: str | None
+
+
+class SnapshotView(BaseModel):
+    name: str
+    description: str
+    created_at: datetime | None
+    expires_at: datetime
+
+
+class BackupView(BaseModel):
+    id: int
+    volid: str
+    storage: str
+    node: str
+    size_bytes: int
+    scheduled: bool
+    note: str
+    created_at: datetime | None
+
+
+class BackupScheduleView(BaseModel):
+    days: list[str] = Field(description="weekdays (mon..sun); empty: no scheduled backups")
+    time: str | None = Field(description="HH:MM, chosen at random when the schedule was saved")
+
+
+class IsoGroup(BaseModel):
+    group: str = Field(description="filename part before the first '-'; no dash: OTHER")
+    isos: list[str]
+
+
+class IsoList(BaseModel):
+    storage: str
+    groups: list[IsoGroup]
+
+
+Metric = Literal["cpu", "memory", "network", "disk"]
+Timeframe = Literal["hour", "day", "week", "month", "year"]
+
+
+class GraphPoint(BaseModel):
+    time: int
+    values: dict[str, float | None]
+
+
+class Graph(BaseModel):
+    metric: Metric
+    timeframe: Timeframe
+    series: list[str] = Field(description="the Proxmox rrddata fields in each point's values")
+    points: list[GraphPoint]
+
+
+class ConsoleTicket(BaseModel):
+    """What a noVNC proxy host needs: open ``wss://{pve_host}:{pve_port}{websocket_path}`` with
+    the same PVE API token the engine uses (the ticket is bound to it), then speak VNC with
+    ``ticket`` as the password. Valid for about 40 seconds."""
+
+    node: str
+    vmid: int
+    pve_host: str
+    pve_port: int
+    port: int
+    ticket: str
+    user: str
+    upid: str
+    cert: str | None
+    websocket_path: str
+
+
+class ClientToken(BaseModel):
+    service_id: int
+    token: str
+
+
+class EventAccepted(BaseModel):
+    idempotency_key: str
+    type: str
+    service_id: int

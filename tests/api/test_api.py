@@ -1,0 +1,273 @@
+"""The service API over real HTTP against the engine's database, pvesim and RabbitMQ."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import replace
+
+import pytest
+import requests
+
+from producers.events import MAX_EVENT_BYTES
+from pvekvm import secrets
+from pvekvm.api.auth import hash_token
+from pvekvm.config import ProxmoxSettings
+from pvekvm.models import AuditLog, IpAddress, Operation, Service
+from tests.api.conftest import BILLING_TOKEN, CLIENT_KEY, SID_A, SID_B, ApiEnv
+from tests.api.server import ApiServer, api_command
+from tests.e2e.harness import describe_ops, wait_until, write_config
+
+TOKEN = BILLING_TOKEN
+
+
+def _wait_op(kind: str, key: str) -> Operation:
+    def done() -> Operation | None:
+        return Operation.get_or_none((Operation.idempotency_key == key)
+                                     & (Operation.status == "done"))
+    try:
+        return wait_until(done, 60, f"{kind} done")
+    except AssertionError:
+        raise AssertionError(describe_ops([SID_A])) from None
+
+
+def test_tokens_decide_who_sees_what(api_env: ApiEnv):
+    api = api_env.api
+    assert api.get(f"/v1/services/{SID_A}").status_code == 401
+    assert api.get(f"/v1/services/{SID_A}", "not-a-token").status_code == 401
+    assert api.get(f"/v1/services/{SID_A}", api_env.client_token(SID_A) + "x").status_code == 401
+    assert api.get("/v1/services/999999", TOKEN).status_code == 404
+    # a client token reads its own service only; another client's service does not exist for it
+    own, other = api_env.client_token(SID_A), api_env.client_token(SID_B)
+    assert api.get(f"/v1/services/{SID_A}", own).json()["id"] == SID_A
+    for path in ("", "/credentials", "/operations", "/snapshots", "/graphs?metric=cpu"):
+        assert api.get(f"/v1/services/{SID_B}{path}", own).status_code == 404, path
+    assert api.post(f"/v1/services/{SID_B}/console", own).status_code == 404
+    event = {"version": 1, "type": "terminate", "idempotency_key": "k1", "service_id": SID_B}
+    assert api.post("/v1/events", other, json=event).status_code == 403
+    assert api.post(f"/v1/services/{SID_A}/client-token", own).status_code == 403
+    minted = api.post(f"/v1/services/{SID_A}/client-token", TOKEN).json()["token"]
+    assert minted == own
+
+
+def test_service_view_carries_live_state_from_proxmox(api_env: ApiEnv):
+    a = api_env.api.get(f"/v1/services/{SID_A}", TOKEN).json()
+    svc = Service.get_by_id(SID_A)
+    ip = IpAddress.get((IpAddress.service_id == SID_A) & (IpAddress.version == 4)).address
+    assert (a["status"], a["vmid"], a["node"], a["product"]) == ("ready", svc.vmid, svc.node,
+                                                                 "vps-small")
+    assert {"address": ip, "version": 4} in a["addresses"] and a["hostname"] == svc.hostname
+    assert a["operation"] is None and a["proxmox_unreachable"] is False
+    vm = api_env.sim.vm(svc.vmid)
+    assert a["live"]["power"] == vm["status"] == "running"
+    assert a["live"]["maxmem_bytes"] == int(vm["config"]["memory"]) * 1024**2
+    b = api_env.api.get(f"/v1/services/{SID_B}", TOKEN).json()
+    assert b["status"] == "suspended" and b["live"]["power"] == "stopped"
+    assert b["live"]["uptime_s"] == 0
+
+
+@pytest.mark.parametrize("how", ["refused", "silent"])
+def test_proxmox_down_is_reported_quickly(api_env: ApiEnv, how: str):
+    """Proxmox not listening, or accepting but never answering: the status still answers,
+    within the short timeout, with proxmox_unreachable."""
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        if how == "silent":
+            dead.listen(8)
+        port = dead.getsockname()[1]
+        if how == "refused":
+            dead.close()
+        pve = ProxmoxSettings(base_url=f"https://127.0.0.1:{port}/api2/json",
+                              token_id="root@pam!pvekvm", token_secret="x",
+                              ca_bundle=api_env.settings.proxmox.ca_bundle)
+        settings = replace(api_env.settings, proxmox=pve,
+                           api=replace(api_env.settings.api, proxmox_timeout_s=1.0))
+        with ApiServer(settings) as api:
+            start = time.monotonic()
+            r = api.get(f"/v1/services/{SID_A}", TOKEN)
+            elapsed = time.monotonic() - start
+            assert r.status_code == 200
+            body = r.json()
+            assert body["proxmox_unreachable"] is True and body["live"] is None
+            assert body["status"] == "ready"  # what the engine knows is still answered
+            assert elapsed < 3.0
+            assert api.get(f"/v1/services/{SID_A}/graphs?metric=cpu", TOKEN).status_code == 503
+
+
+def test_credentials_are_decrypted_and_their_reads_audited(api_env: ApiEnv):
+    r = api_env.api.get(f"/v1/services/{SID_A}/credentials", TOKEN)
+    svc = Service.get_by_id(SID_A)
+    password = secrets.decrypt(api_env.settings.secret_key_file, svc.password_enc)
+    assert r.json() == {"service_id": SID_A, "username": svc.username, "password": password}
+    row = (AuditLog.select().where((AuditLog.service_id == SID_A)
+                                   & (AuditLog.event == "api_credentials_read"))
+           .order_by(AuditLog.id.desc()).first())
+    assert json.loads(row.detail)["by"] == "billing:whmcs" and password not in row.detail
+
+
+def test_operations_history_has_the_step_lines(api_env: ApiEnv):
+    api = api_env.api
+    ops = api.get(f"/v1/services/{SID_A}/operations", TOKEN).json()
+    deploy = next(o for o in ops if o["kind"] == "deploy")
+    assert deploy["status"] == "done" and len(deploy["steps"]) >= 15
+    assert all(s["line"].startswith(("[+]", "[~]", "[!]", "[-]")) for s in deploy["steps"])
+    one = api.get(f"/v1/services/{SID_A}/operations/{deploy['id']}", TOKEN).json()
+    assert one == deploy
+    b_op = Operation.get(Operation.service_id == SID_B).id
+    assert api.get(f"/v1/services/{SID_A}/operations/{b_op}", TOKEN).status_code == 404
+
+
+def test_events_posted_over_http_run_and_show_in_the_lists(api_env: ApiEnv):
+    api = api_env.api
+    bad = api.post("/v1/events", TOKEN, json={"version": 1, "type": "snapshot_create",
+                                              "idempotency_key": "k-bad", "service_id": SID_A,
+                                              "name": "1bad"})
+    assert bad.status_code == 422 and "name" in bad.json()["detail"]
+    assert api.post("/v1/events", TOKEN, data=b"{not json").status_code == 422
+    huge = api.post("/v1/events", TOKEN, data=b" " * (MAX_EVENT_BYTES + 1))
+    assert huge.status_code == 422 and "too large" in huge.json()["detail"]
+
+    r = api.post("/v1/events", TOKEN, json={"version": 1, "type": "snapshot_create",
+                                            "idempotency_key": "whmcs-call-1",
+                                            "service_id": SID_A, "name": "api_snap"})
+    assert r.status_code == 202 and r.json()["idempotency_key"] == "whmcs-call-1"
+    _wait_op("snapshot_create", r.json()["idempotency_key"])
+    snaps = api.get(f"/v1/services/{SID_A}/snapshots", TOKEN).json()
+    assert [s["name"] for s in snaps] == ["api_snap"]
+
+    r = api.post("/v1/events", TOKEN, json={"version": 1, "type": "backup_create",
+                                            "idempotency_key": "whmcs-call-2",
+                                            "service_id": SID_A, "note": "via api"})
+    _wait_op("backup_create", r.json()["idempotency_key"])
+    backups = api.get(f"/v1/services/{SID_A}/backups", TOKEN).json()
+    assert [b["note"] for b in backups] == ["via api"]
+    assert backups[0]["volid"].startswith("backup:backup/vzdump-qemu-")
+
+    assert api.get(f"/v1/services/{SID_A}/backup-schedule", TOKEN).json() == {
+        "days": [], "time": None}
+    r = api.post("/v1/events", TOKEN, json={"version": 1, "type": "backup_schedule",
+                                            "idempotency_key": "whmcs-call-3",
+                                            "service_id": SID_A, "days": ["fri", "mon"]})
+    key = r.json()["idempotency_key"]
+    wait_until(lambda: api.get(f"/v1/services/{SID_A}/backup-schedule", TOKEN).json()["days"],
+               30, f"schedule {key} saved")
+    sched = api.get(f"/v1/services/{SID_A}/backup-schedule", TOKEN).json()
+    assert sched["days"] == ["mon", "fri"] and len(sched["time"]) == 5
+
+
+def test_graphs_are_proxmox_rrddata(api_env: ApiEnv):
+    svc = Service.get_by_id(SID_A)
+    rrd = api_env.sim.proxmox().nodes(svc.node).qemu(svc.vmid).rrddata.get(timeframe="day")
+    g = api_env.api.get(f"/v1/services/{SID_A}/graphs?metric=network&timeframe=day",
+                        TOKEN).json()
+    assert g["series"] == ["netin", "netout"] and len(g["points"]) == len(rrd) == 70
+    assert [p["time"] for p in g["points"]] == [r["time"] for r in rrd]
+    assert g["points"][-1]["values"]["netin"] == rrd[-1]["netin"] > 0
+    for bad in ("metric=load", "metric=cpu&timeframe=decade", ""):
+        assert api_env.api.get(f"/v1/services/{SID_A}/graphs?{bad}", TOKEN).status_code == 422
+
+
+def test_console_ticket_opens_the_websocket_and_is_refused_when_suspended(api_env: ApiEnv):
+    api = api_env.api
+    r = api.post(f"/v1/services/{SID_A}/console", TOKEN)
+    assert r.status_code == 200
+    c = r.json()
+    assert c["ticket"].startswith("PVEVNC:") and 5900 <= c["port"] <= 5999
+    conn = api_env.settings.proxmox
+    assert (c["pve_host"], c["pve_port"]) == (conn.host, conn.port)
+    # the VNC proxy host's next call, with the engine's PVE token, is accepted by Proxmox
+    url = f"{conn.base_url.rsplit('/api2/json', 1)[0]}{c['websocket_path']}"
+    ws = requests.get(url, verify=conn.ca_bundle, timeout=10, headers={
+        "Authorization": f"PVEAPIToken={conn.token_id}={conn.token_secret}"})
+    assert ws.status_code == 200 and ws.json()["data"] == {"port": str(c["port"])}
+    row = (AuditLog.select().where((AuditLog.service_id == SID_A)
+                                   & (AuditLog.event == "api_console_ticket_issued"))
+           .order_by(AuditLog.id.desc()).first())
+    assert row is not None and c["ticket"] not in row.detail
+    refused = api.post(f"/v1/services/{SID_B}/console", TOKEN)
+    assert refused.status_code == 409 and "suspended" in refused.json()["detail"]
+
+
+def test_isos_are_grouped_as_the_manual_says(api_env: ApiEnv):
+    lists = api_env.api.get("/v1/isos", TOKEN).json()
+    assert [x["storage"] for x in lists] == ["iso"]
+    groups = {g["group"]: g["isos"] for g in lists[0]["groups"]}
+    assert groups["Debian"] == ["Debian-12.5.0-amd64-netinst.iso"]
+    assert "myfile.iso" in groups["OTHER"] and lists[0]["groups"][-1]["group"] == "OTHER"
+    assert api_env.api.get("/v1/isos", api_env.client_token(SID_A)).json() == lists
+
+
+def test_openapi_document_is_served(api_env: ApiEnv):
+    doc = api_env.api.get("/openapi.json").json()
+    paths = set(doc["paths"])
+    assert {"/v1/services/{service_id}", "/v1/services/{service_id}/credentials",
+            "/v1/services/{service_id}/graphs", "/v1/services/{service_id}/console",
+            "/v1/events", "/v1/isos"} <= paths
+    assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def _api_config(api_env: ApiEnv, path, **overrides: str):
+    config = write_config(replace(api_env.settings, **overrides), path)
+    with config.open("a") as fh:
+        fh.write(f'[api]\nclient_token_key = "{CLIENT_KEY}"\n'
+                 f'[api.tokens]\nwhmcs = "{hash_token(BILLING_TOKEN)}"\n')
+    return config
+
+
+def test_the_api_command_serves_with_several_worker_processes(api_env: ApiEnv, tmp_path):
+    """``python -m pvekvm api --workers 2``: stateless processes built from one config file;
+    with the access log on, a console ticket still never reaches the log."""
+    log = tmp_path / "api.log"
+    with api_command(_api_config(api_env, tmp_path / "pvekvm.toml"), 2, log) as url:
+        headers = {"Authorization": f"Bearer {BILLING_TOKEN}"}
+        bodies = [requests.get(f"{url}/v1/services/{SID_A}", headers=headers, timeout=10)
+                  for _ in range(4)]
+        assert {r.json()["status"] for r in bodies} == {"ready"}
+        assert requests.get(f"{url}/v1/services/{SID_A}", timeout=10).status_code == 401
+        own = requests.get(f"{url}/v1/services/{SID_A}", timeout=10, headers={
+            "Authorization": f"Bearer {api_env.client_token(SID_A)}"})
+        assert own.status_code == 200
+        ticket = requests.post(f"{url}/v1/services/{SID_A}/console", headers=headers,
+                               timeout=10).json()["ticket"]
+    text = log.read_text()
+    assert f"POST /v1/services/{SID_A}/console" in text and ticket not in text
+    assert ticket.split("::", 1)[1] not in text
+
+
+def test_database_down_answers_503_not_a_crash(api_env: ApiEnv, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"mysql://root@127.0.0.1:{s.getsockname()[1]}/nothing"
+    config = _api_config(api_env, tmp_path / "pvekvm.toml", database_url=dead)
+    with api_command(config, 1, tmp_path / "api.log") as url:
+        r = requests.get(f"{url}/v1/services/{SID_A}", timeout=30,
+                         headers={"Authorization": f"Bearer {BILLING_TOKEN}"})
+    assert r.status_code == 503 and r.json() == {"detail": "database_unavailable"}
+
+
+def test_a_running_operation_shows_with_its_last_step_line(api_env: ApiEnv):
+    """While a reset-password runs (tasks slowed down), the status names the operation and the
+    last step line written; when it is done, the service shows no operation again."""
+    api = api_env.api
+    api_env.sim.set_task_time_scale(0.3)
+    try:
+        r = api.post("/v1/events", TOKEN, json={"version": 1, "type": "reset_password",
+                                                "idempotency_key": "whmcs-call-rp",
+                                                "service_id": SID_A})
+        assert r.status_code == 202
+
+        def in_progress() -> dict | None:
+            op = api.get(f"/v1/services/{SID_A}", TOKEN).json()["operation"]
+            return op if op and op["last_step"] else None
+        op = wait_until(in_progress, 30, "a step line of the running operation", db=False)
+        assert op["kind"] == "reset_password" and op["status"] == "running"
+        assert op["last_step"].startswith("[+] ") and "success (" in op["last_step"]
+        assert api.get(f"/v1/services/{SID_A}", TOKEN).json()["status"] == "resetting"
+    finally:
+        api_env.sim.set_task_time_scale(0)
+    _wait_op("reset_password", "whmcs-call-rp")
+    body = api.get(f"/v1/services/{SID_A}", TOKEN).json()
+    assert body["operation"] is None and body["status"] == "ready"
+    history = api.get(f"/v1/services/{SID_A}/operations/{op['id']}", TOKEN).json()
+    assert op["last_step"] in [s["line"] for s in history["steps"]]

@@ -1,0 +1,61 @@
+"""rrddata, vncproxy and vncwebsocket answer with the shapes of the PVE schema."""
+
+from __future__ import annotations
+
+import pytest
+from proxmoxer.core import ResourceException
+
+VMID = 7300
+
+
+@pytest.fixture(scope="module")
+def vm(sim):
+    px = sim.proxmox()
+    sim.wait_task(px.nodes("pve1").qemu(9000).clone.post(newid=VMID, name="console"))
+    sim.wait_task(px.nodes("pve1").qemu(VMID).status.start.post())
+    return px.nodes("pve1").qemu(VMID)
+
+
+@pytest.mark.parametrize("timeframe,reso", [("hour", 60), ("day", 1800), ("year", 604800)])
+def test_rrddata_rows_are_aligned_deterministic_and_scaled_to_the_vm(vm, timeframe, reso):
+    rows = vm.rrddata.get(timeframe=timeframe)
+    assert len(rows) == 70 and all(r["time"] % reso == 0 for r in rows)
+    assert [b["time"] - a["time"] for a, b in zip(rows, rows[1:], strict=False)] == [reso] * 69
+    again = vm.rrddata.get(timeframe=timeframe)
+    assert again[-2] == rows[-2]  # the same row asked twice carries the same values
+    cfg = vm.config.get()
+    for r in rows:
+        assert r["maxmem"] == int(cfg["memory"]) * 1024**2 and 0 < r["mem"] < r["maxmem"]
+        assert 0 < r["cpu"] <= 1 and r["maxcpu"] == int(cfg["cores"])
+        assert r["netin"] > 0 and r["diskwrite"] >= 0
+    peak = vm.rrddata.get(timeframe=timeframe, cf="MAX")
+    assert sum(r["cpu"] for r in peak) > sum(r["cpu"] for r in rows)
+    with pytest.raises(ResourceException) as e:
+        vm.rrddata.get(timeframe="decade")
+    assert e.value.status_code == 400
+
+
+def test_vnc_ticket_is_bound_to_user_and_vm(sim, vm):
+    px = sim.proxmox()
+    r = vm.vncproxy.post(websocket=1)
+    assert set(r) == {"user", "ticket", "port", "upid", "cert"}
+    assert r["user"] == sim.connection["token_id"] and r["ticket"].startswith("PVEVNC:")
+    assert 5900 <= r["port"] <= 5999 and ":vncproxy:7300:" in r["upid"]
+    assert r["cert"].startswith("-----BEGIN CERTIFICATE-----")
+    second = vm.vncproxy.post(websocket=1)
+    assert second["port"] != r["port"]  # a live session keeps its port
+    assert vm.vncwebsocket.get(port=r["port"], vncticket=r["ticket"]) == {"port": str(r["port"])}
+    for node, vmid, ticket in (("pve1", 9000, r["ticket"]), ("pve1", VMID, r["ticket"] + "0")):
+        with pytest.raises(ResourceException) as e:
+            px.nodes(node).qemu(vmid).vncwebsocket.get(port=r["port"], vncticket=ticket)
+        assert "invalid PVEVNC ticket" in str(e.value)
+    by_ticket = sim.proxmox_ticket().nodes("pve1").qemu(VMID)  # root@pam, not the token
+    with pytest.raises(ResourceException):
+        by_ticket.vncwebsocket.get(port=r["port"], vncticket=r["ticket"])
+
+
+def test_vncproxy_task_fails_for_a_stopped_vm(sim):
+    px = sim.proxmox()
+    sim.wait_task(px.nodes("pve1").qemu(9000).clone.post(newid=VMID + 1, name="off"))
+    upid = px.nodes("pve1").qemu(VMID + 1).vncproxy.post(websocket=1)["upid"]
+    assert sim.wait_task(upid)["exitstatus"] == f"VM {VMID + 1} not running"

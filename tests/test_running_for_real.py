@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pika
 import pytest
+import requests
 
 from pvekvm import db as dbmod
 from pvekvm import messaging
@@ -62,6 +63,13 @@ def _consumers(shell: Shell, queue: str) -> int:
         conn.close()
 
 
+def _answers(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
 def _orders_waiting(shell: Shell) -> int:
     topo = messaging.Topology(shell.env.get("PVEKVM_NAMESPACE", "pvekvm"))
     conn = pika.BlockingConnection(pika.URLParameters(shell.amqp_url))
@@ -90,6 +98,14 @@ def test_readme_section_in_order_on_a_fresh_database_and_vhost(shell: Shell) -> 
                 if "clone,migrate" in command:
                     continue  # the alternative to --pools all, not a further step
                 started(shell, command.replace("--concurrency 4", "--concurrency 2"))
+                continue
+            if command.startswith("python -m pvekvm api"):
+                # the service API serves until stopped: on a free port, it answers
+                port = closed_port()
+                proc, log = shell.start(f"python -m pvekvm api --port {port} --workers 1")
+                wait_for(lambda p=proc, port=port: p.poll() is not None or _answers(port), 60,
+                         "the service API")
+                assert proc.poll() is None, log.read_text()
                 continue
             if command == "python -m producers watch":
                 # billing's consumer runs until stopped: started, it binds its queue and waits

@@ -263,10 +263,10 @@ def _proxmox(raw: dict[str, Any], cfg: Path) -> tuple[ProxmoxSettings | None, st
     return ProxmoxSettings(**pve_raw), where
 
 
-def _url(raw: dict[str, Any], cfg: Path, section: str, env: str,
+def _url(raw: dict[str, Any], cfg: Path, section: str, env: str, env_value: str | None,
          schemes: tuple[str, ...]) -> tuple[str, str]:
-    if os.environ.get(env):
-        value, where = os.environ[env], env
+    if env_value:
+        value, where = env_value, env
     else:
         value, where = raw.get(section, {}).get("url"), f"{shown(cfg)} [{section}] url"
     if not value:
@@ -278,7 +278,8 @@ def _url(raw: dict[str, Any], cfg: Path, section: str, env: str,
 
 
 def _broker(raw: dict[str, Any], cfg: Path) -> tuple[str, str, str]:
-    amqp, where = _url(raw, cfg, "amqp", "AMQP_URL", ("amqp", "amqps"))
+    amqp, where = _url(raw, cfg, "amqp", "AMQP_URL", os.environ.get("AMQP_URL"),
+                       ("amqp", "amqps"))
     env = os.environ
     namespace = env.get("PVEKVM_NAMESPACE") or raw.get("amqp", {}).get("namespace", "pvekvm")
     if not isinstance(namespace, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", namespace):
@@ -302,8 +303,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     cfg = _named_file(path)
     raw = read_raw(cfg)
     env = os.environ
-    db, db_where = _url(raw, cfg, "database", "DATABASE_URL", ("mysql", "mysql+pymysql",
-                                                                "mariadb"))
+    db, db_where = _url(raw, cfg, "database", "DATABASE_URL", os.environ.get("DATABASE_URL"),
+                        ("mysql", "mysql+pymysql", "mariadb"))
     amqp, amqp_where, namespace = _broker(raw, cfg)
     proxmox, pve_where = _proxmox(raw, cfg)
     smtp_raw = dict(raw.get("smtp", {}))

@@ -297,3 +297,13 @@ CREATE TABLE IF NOT EXISTS audit_log (
 -- Upgrades: columns added after their table was first created, so an existing database gains
 -- them when the schema is applied again (idempotent; MariaDB's ADD COLUMN IF NOT EXISTS).
 ALTER TABLE services ADD COLUMN IF NOT EXISTS language VARCHAR(35) NULL AFTER want_ipv6;
+
+-- Schema version. `python -m pvekvm init-db` applies this file (every statement is idempotent),
+-- then the migrations in pvekvm/migrations/ (NNNN_name.sql) newer than the recorded version, in
+-- order, recording each. This file always describes the latest version: a fresh database is
+-- stamped with the newest migration number at once.
+CREATE TABLE IF NOT EXISTS schema_version (
+  version       INT UNSIGNED NOT NULL PRIMARY KEY,
+  name          VARCHAR(128) NOT NULL,
+  applied_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

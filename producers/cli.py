@@ -7,17 +7,20 @@
     python -m producers raw replay.json          # publish a body as-is (``-`` = stdin)
 
 One subcommand per event type, one ``--option`` per field (``client_id`` → ``--client-id``).
-``--amqp-url`` defaults to ``$AMQP_URL``, ``--namespace`` to ``$PVEKVM_NAMESPACE`` or ``pvekvm``;
-``--dry-run`` prints the JSON instead of publishing. Without ``--idempotency-key`` a repeatable
-action (``REPEATABLE_TYPES``: suspend, power, snapshots, …) gets a fresh key, create, terminate
-and backup_schedule one derived from their fields. On success the event JSON (dry run) or
-``published <routing key> message_id=<key>`` is printed on stdout.
+``--amqp-url`` and ``--namespace`` default to the settings every pvekvm program reads
+(``$AMQP_URL`` / ``$PVEKVM_NAMESPACE``, else ``[amqp]`` of ``--config``, ``$PVEKVM_CONFIG`` or
+config/pvekvm.toml); ``--dry-run`` prints the JSON instead of publishing. Without
+``--idempotency-key`` a repeatable action (``REPEATABLE_TYPES``: suspend, power, snapshots, …)
+gets a fresh key, create, terminate and backup_schedule one derived from their fields. On
+success the event JSON (dry run) or ``published <routing key> message_id=<key>`` is printed on
+stdout.
 
 ``raw`` does no validation on purpose (operators replaying dead letters; intake validates): the
 routing key defaults to ``order.<type>`` when the body is a JSON object with a string ``type``,
 else ``order.raw``; the message id to its string ``idempotency_key``, else a hash of the body.
 
-Exit codes: 0 ok, 1 publishing failed (broker), 2 invalid input (reason on stderr).
+Exit codes: 0 ok, 1 publishing failed (broker: one line naming the setting and the fix),
+2 invalid input or settings (reason on stderr).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from producers.events import (
     producer_key,
     weekdays,
 )
+from pvekvm.config import ConfigError, broker_settings
+from pvekvm.preflight import broker_verdict
 
 EXIT_OK, EXIT_PUBLISH_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -56,9 +61,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     # SUPPRESS so the options work before or after the subcommand without one overriding the
     # other; defaults are resolved in main().
     parser.add_argument("--amqp-url", default=argparse.SUPPRESS,
-                        help="broker URL (default: $AMQP_URL)")
+                        help="broker URL (default: $AMQP_URL, else [amqp] url of the settings)")
     parser.add_argument("--namespace", default=argparse.SUPPRESS,
-                        help="topology namespace (default: $PVEKVM_NAMESPACE or pvekvm)")
+                        help="topology namespace (default: $PVEKVM_NAMESPACE, else [amqp] "
+                        "namespace of the settings, else pvekvm)")
+    parser.add_argument("--config", default=argparse.SUPPRESS,
+                        help="settings file (default: $PVEKVM_CONFIG or config/pvekvm.toml)")
     parser.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS,
                         help="print the message instead of publishing it")
 
@@ -124,13 +132,9 @@ def _fail(code: int, message: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    amqp_url = getattr(args, "amqp_url", None) or os.environ.get("AMQP_URL")
-    namespace = (getattr(args, "namespace", None) or os.environ.get("PVEKVM_NAMESPACE")
-                 or "pvekvm")
     dry_run = getattr(args, "dry_run", False)
     try:
-        if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", namespace):
-            raise InvalidEvent(f"namespace: not a valid namespace: {namespace!r}")
+        amqp_url, where, namespace = broker_args(args, needed=not dry_run)
         if args.command == "raw":
             body = _read_body(args.file)
             default_key, default_id = _raw_defaults(body)
@@ -145,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             event = cls(occurred_at=args.occurred_at or utc_now(), **values)
             body, routing_key, message_id = (event.to_json(), event.routing_key,
                                              event.idempotency_key)
+    except ConfigError as exc:
+        return _fail(EXIT_INVALID, f"configuration error: {exc}")
     except InvalidEvent as exc:
         return _fail(EXIT_INVALID, f"invalid order: {exc.reason}")
     except OSError as exc:
@@ -154,16 +160,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.buffer.write(body + b"\n")
         sys.stdout.flush()
         return EXIT_OK
-    if not amqp_url:
-        return _fail(EXIT_INVALID, "no broker: pass --amqp-url or set AMQP_URL")
     try:
         with OrderClient(amqp_url, namespace) as client:
             client.publish_raw(body, routing_key, message_id)
     except Exception as exc:  # any broker failure: report it, exit 1
+        verdict, _ = broker_verdict(amqp_url, where)
+        if verdict.failed:
+            return _fail(EXIT_PUBLISH_FAILED, f"publish failed: {verdict.detail}")
         return _fail(EXIT_PUBLISH_FAILED,
                      f"publish failed: {type(exc).__name__}: {str(exc) or repr(exc)}")
     print(f"published {routing_key} message_id={message_id}")
     return EXIT_OK
+
+
+def broker_args(args: argparse.Namespace, needed: bool) -> tuple[str, str, str]:
+    """(AMQP URL, where it is set, namespace): options first, then the shared settings (a URL
+    is ``needed`` unless this is a dry run)."""
+    url, ns, where = getattr(args, "amqp_url", None), getattr(args, "namespace", None), ""
+    if url:
+        where = "--amqp-url"
+    if not url or not ns:
+        try:
+            s_url, s_where, s_ns = broker_settings(getattr(args, "config", None))
+        except ConfigError:
+            if needed and not url:
+                raise
+            s_url, s_where, s_ns = "", "", os.environ.get("PVEKVM_NAMESPACE") or "pvekvm"
+        if not url:
+            url, where = s_url, s_where
+        ns = ns or s_ns
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", ns):
+        raise InvalidEvent(f"namespace: not a valid namespace: {ns!r}")
+    return url, where, ns
 
 
 def _read_body(path: str) -> bytes:

@@ -7,28 +7,40 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from producers.cli import broker_args
+from producers.events import InvalidEvent
 from pvekvm import messaging
+from pvekvm.config import ConfigError
+from pvekvm.preflight import broker_verdict
 
 SEEN_MAX = 100_000  # event ids remembered for de-duplication
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m producers watch", description=__doc__)
-    ap.add_argument("--amqp-url", default=os.environ.get("AMQP_URL"))
-    ap.add_argument("--namespace", default=os.environ.get("PVEKVM_NAMESPACE", "pvekvm"))
+    ap.add_argument("--amqp-url", help="default: $AMQP_URL, else [amqp] url of the settings")
+    ap.add_argument("--namespace", help="default: $PVEKVM_NAMESPACE, else [amqp] namespace of "
+                    "the settings, else pvekvm")
+    ap.add_argument("--config", help="settings file (default: $PVEKVM_CONFIG or "
+                    "config/pvekvm.toml)")
     ap.add_argument("--queue", help="queue to bind (default: NAMESPACE.billing)")
     ap.add_argument("--types", nargs="*", default=["#"],
                     help="routing patterns, e.g. 'service.*' 'operation.failed'")
     ap.add_argument("--count", type=int, default=0, help="stop after N events (0: never)")
     args = ap.parse_args(argv)
-    if not args.amqp_url:
-        print("no broker: pass --amqp-url or set AMQP_URL", file=sys.stderr)
+    try:  # the same settings, read the same way, as every pvekvm program
+        args.amqp_url, where, args.namespace = broker_args(args, needed=True)
+    except (ConfigError, InvalidEvent) as exc:
+        print(f"configuration error: {getattr(exc, 'reason', exc)}", file=sys.stderr)
         return 2
+    verdict, _ = broker_verdict(args.amqp_url, where)
+    if verdict.failed:
+        print(f"cannot watch: {verdict.detail}", file=sys.stderr)
+        return 1
     topo = messaging.Topology(args.namespace)
     conn = messaging.connect(args.amqp_url)
     ch = conn.channel()

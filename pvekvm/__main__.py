@@ -1,6 +1,8 @@
 """Operator commands: ``python -m pvekvm <command>``.
 
-  init-db                  apply schema.sql to the configured database
+  init-db                  create the database if missing, apply schema.sql and migrations
+  check                    one line per dependency (RabbitMQ, MariaDB, Proxmox, DNS, SMTP)
+  config-check FILE        validate a settings or catalog file (names file, key, problem)
   load-catalog FILE        load templates, IP pools, products, DNS zones (TOML)
   history SERVICE_ID       print the service's operations as the manual's --- Deploy --- blocks
   resume SID|op:N          restart a paused operation from the state it waits at
@@ -10,24 +12,192 @@
   pools                    IP pools: addresses free / held
   isos STORAGE [--node N]  ISO images on a storage, grouped as the client area shows them
   api [--host H] [--port P] [--workers N]   the HTTP service API (see pvekvm.api)
+
+Settings: --config FILE, else $PVEKVM_CONFIG, else config/pvekvm.toml, overridden by the
+environment (see pvekvm.config). Exit codes: 0 ok, 1 a check or command failed, 2 a setting or
+file is wrong, 3 a dependency does not answer (one line says which and the fix).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tomllib
+from pathlib import Path
 
-from pvekvm import catalog, messaging
-from pvekvm.config import load_settings
-from pvekvm.db import apply_schema, bind
+from pvekvm import catalog, messaging, preflight
+from pvekvm.config import ConfigError, load_settings, shown
+from pvekvm.db import bind
+
+PROG = "python -m pvekvm"
+EXIT_FAILED = 1
+
+#: what each command needs before it runs (checked at start, see pvekvm.preflight)
+NEEDS: dict[str, tuple[str, ...]] = {
+    "load-catalog": ("database-exists",),  # it brings the schema up to date itself
+    "history": ("database",),
+    "resume": ("database", "broker"),
+    "cancel": ("database", "broker"),
+    "dead-letters": ("database",),
+    "pools": ("database",),
+    "status": ("database", "broker"),
+    "isos": ("proxmox",),
+    # the service API is built to run on and answer 503 while the database or broker is down
+    # (tests/api); its settings are still validated at start
+    "api": (),
+}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pvekvm", description=__doc__,
+def cmd_init_db(settings) -> int:
+    """Create the database when missing, then bring its schema to the latest version."""
+    import pymysql
+
+    from pvekvm.db import (
+        DatabaseSetupError,
+        apply_schema,
+        create_database,
+        database_name,
+        schema_version,
+    )
+
+    name = database_name(settings.database_url)
+    try:
+        created = create_database(settings.database_url)
+        db = bind(settings.database_url)
+        before = schema_version(db)
+        version = apply_schema(db)
+    except DatabaseSetupError as exc:
+        print(f"{PROG} init-db: {exc}", file=sys.stderr)
+        return preflight.EXIT_DEPENDENCY
+    except pymysql.err.MySQLError:
+        verdict = preflight.check_database(settings, schema=False)
+        print(f"{PROG} init-db: {verdict.detail}", file=sys.stderr)
+        return preflight.EXIT_DEPENDENCY
+    state = "created" if created else "exists"
+    if before == version:
+        print(f"database `{name}` {state}; schema version {version} (up to date)")
+    else:
+        print(f"database `{name}` {state}; schema version {before or 'none'} -> {version}")
+    return 0
+
+
+def cmd_check(settings) -> int:
+    """Every dependency, one line each; exit 1 when any fails."""
+    verdicts = [preflight.check_database(settings)]
+    verdicts += preflight.check_broker(settings)
+    verdicts += preflight.check_proxmox(settings)
+    if verdicts[0].failed:
+        verdicts.append(preflight.Verdict("DNS", "skip", "needs the database (catalog)"))
+    else:
+        bind(settings.database_url)
+        verdicts += preflight.check_dns(settings)
+    verdicts.append(preflight.check_smtp(settings))
+    for v in verdicts:
+        print(v.line())
+    failed = [v for v in verdicts if v.failed]
+    print(f"{len(failed)} failed" if failed else "all dependencies answer")
+    return EXIT_FAILED if failed else 0
+
+
+CATALOG_SECTIONS = {"templates", "ip_pools", "products", "dns_providers", "dns_zones"}
+
+
+def cmd_config_check(path: str) -> int:
+    """A settings file (as the entry points would read it, environment included) or a catalog
+    file; every problem on its own line, exit 2 when there is one."""
+    from pvekvm.catalog_check import validate_file
+
+    f = Path(path)
+    try:
+        data = tomllib.loads(f.read_text())
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return preflight.EXIT_CONFIG
+    except tomllib.TOMLDecodeError as exc:
+        print(f"{path}: not valid TOML: {exc}", file=sys.stderr)
+        return preflight.EXIT_CONFIG
+    if set(data) & CATALOG_SECTIONS:
+        errors = validate_file(f)
+        for e in errors:
+            print(e, file=sys.stderr)
+        if errors:
+            return preflight.EXIT_CONFIG
+        counts = ", ".join(f"{len(data.get(k, []))} {k}" for k in sorted(CATALOG_SECTIONS))
+        print(f"{path}: catalog ok ({counts})")
+        return 0
+    try:
+        s = load_settings(f)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return preflight.EXIT_CONFIG
+    o = s.origin
+    pve = o["proxmox"] if s.proxmox else f"none ({o['proxmox']})"
+    print(f"{shown(f)}: settings ok (database: {o['database']}; broker: {o['amqp']}; "
+          f"proxmox: {pve}; smtp: {o['smtp']})")
+    return 0
+
+
+def cmd_load_catalog(settings, args) -> int:
+    from pvekvm.catalog_check import validate_file
+    from pvekvm.db import DatabaseSetupError, apply_schema
+    from pvekvm.models import database
+
+    errors = validate_file(args.file)
+    for e in errors:
+        print(e, file=sys.stderr)
+    if errors:
+        return preflight.EXIT_CONFIG
+    try:
+        apply_schema(database.obj)
+    except DatabaseSetupError as exc:
+        print(f"{PROG} load-catalog: {exc}", file=sys.stderr)
+        return preflight.EXIT_DEPENDENCY
+    try:
+        print(catalog.load_file(args.file, settings.secret_key_file))
+    except catalog.CatalogError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return preflight.EXIT_CONFIG
+    return 0
+
+
+def cmd_dead_letters(settings, args) -> int:
+    from pvekvm.models import DeadLetter
+
+    rows = DeadLetter.select().order_by(DeadLetter.id.desc()).limit(args.limit)
+    for r in rows:
+        print(f"{r.created_at}  {r.source:<10} {r.reason}  {bytes(r.body)[:120]!r}")
+    return 0
+
+
+def _admin():
+    from workers import admin
+
+    return admin
+
+
+COMMANDS = {
+    "load-catalog": cmd_load_catalog,
+    "history": lambda settings, args: print(_admin().history(args.service_id)),
+    "resume": lambda settings, args: print(_admin().resume(settings, args.ref)),
+    "cancel": lambda settings, args: print(_admin().cancel(settings, args.ref)),
+    "dead-letters": cmd_dead_letters,
+    "pools": lambda settings, args: print(pool_usage()),
+    "status": lambda settings, args: print(engine_status(settings)),
+    "isos": lambda settings, args: print(list_isos(settings, args.storage, args.node)),
+    "api": lambda settings, args: args.run(args),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config")
+    ap.add_argument("--config", help="settings file (default: $PVEKVM_CONFIG or "
+                    "config/pvekvm.toml)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("init-db")
+    sub.add_parser("check")
+    p = sub.add_parser("config-check")
+    p.add_argument("file")
     p = sub.add_parser("load-catalog")
     p.add_argument("file")
     p = sub.add_parser("history")
@@ -43,40 +213,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("storage")
     p.add_argument("--node", default=None)
     add_api_command(sub)
-    args = ap.parse_args(argv)
-    settings = load_settings(args.config)
-    db = bind(settings.database_url)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "config-check":
+        return cmd_config_check(args.file)
+    settings = preflight.settings_or_exit(args.config, PROG)
     if args.cmd == "init-db":
-        apply_schema(db)
-        print("schema applied")
-    elif args.cmd == "load-catalog":
-        apply_schema(db)
-        print(catalog.load_file(args.file, settings.secret_key_file))
-    elif args.cmd == "history":
-        from workers import admin
-
-        print(admin.history(args.service_id))
-    elif args.cmd in ("resume", "cancel"):
-        from workers import admin
-
-        print(getattr(admin, args.cmd)(settings, args.ref))
-    elif args.cmd == "dead-letters":
-        from pvekvm.models import DeadLetter
-
-        rows = DeadLetter.select().order_by(DeadLetter.id.desc()).limit(args.limit)
-        for r in rows:
-            print(f"{r.created_at}  {r.source:<10} {r.reason}  {bytes(r.body)[:120]!r}")
-    elif args.cmd == "pools":
-        print(pool_usage())
-    elif args.cmd == "status":
-        print(engine_status(settings))
-    elif args.cmd == "api":
-        args.run(args)
-    elif args.cmd == "isos":
-        if settings.proxmox is None:
-            ap.error("no Proxmox configured (PVE_CONNECTION_FILE or [proxmox])")
-        print(list_isos(settings, args.storage, args.node))
-    return 0
+        return cmd_init_db(settings)
+    if args.cmd == "check":
+        return cmd_check(settings)
+    preflight.require(settings, NEEDS[args.cmd], f"{PROG} {args.cmd}")
+    if {"database", "database-exists"} & set(NEEDS[args.cmd]):
+        bind(settings.database_url)
+    try:
+        return COMMANDS[args.cmd](settings, args) or 0
+    except Exception as exc:  # noqa: BLE001 - a dependency that went away mid-command: one line
+        print(f"{PROG} {args.cmd}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def add_api_command(sub) -> None:

@@ -1,17 +1,21 @@
 """Settings: one TOML file (``PVEKVM_CONFIG``, default ``config/pvekvm.toml``) plus environment
 overrides for what differs per machine (``DATABASE_URL``, ``AMQP_URL``, ``PVEKVM_NAMESPACE``,
-``PVE_CONNECTION_FILE``, ``SMTP_HOST``, ``SMTP_PORT``, ``PVEKVM_METRICS_PORT``,
-``PVEKVM_LOG_FORMAT``)."""
+``PVE_CONNECTION_FILE``, ``SMTP_HOST``, ``SMTP_PORT``, ``PVEKVM_SECRET_KEY_FILE``,
+``PVEKVM_METRICS_PORT``, ``PVEKVM_LOG_FORMAT``).
+
+Every entry point reads them through :func:`load_settings`, which validates them: a wrong or
+missing setting is a :class:`ConfigError` naming the file and key (or the variable)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config" / "pvekvm.toml"
@@ -118,66 +122,252 @@ class Settings:
     templates_dir: str = str(ROOT / "config" / "mail")
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    #: where each dependency's setting comes from ("DATABASE_URL", "config/pvekvm.toml [database]
+    #: url", ...) or, for "proxmox" when there is none, why: named in start-up failures
+    origin: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong. The message names where it is set (file and key, or
+    environment variable), what is wrong and the fix, on one line."""
+
+
+#: what each section of the settings file may contain (anything else is a typo worth naming)
+SECTIONS: dict[str, set[str]] = {
+    "database": {"url"},
+    "amqp": {"url", "namespace"},
+    "proxmox": {"connection_file", "base_url", "token_id", "token_secret", "ca_bundle"},
+    "smtp": {f.name for f in fields(SmtpSettings)},
+    "engine": {f.name for f in fields(EngineSettings)},
+    "secrets": {"key_file"},
+    "mail": {"templates_dir"},
+    "observability": {f.name for f in fields(MetricsSettings)},
+    "api": {f.name for f in fields(ApiSettings)},
+}
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The settings file in use: ``path``, else ``$PVEKVM_CONFIG``, else config/pvekvm.toml."""
+    return Path(path or os.environ.get("PVEKVM_CONFIG") or DEFAULT_CONFIG)
+
+
+def _named_file(path: str | os.PathLike[str] | None) -> Path:
+    """The settings file; one named explicitly (``--config``, ``PVEKVM_CONFIG``) must exist,
+    the default may be absent (defaults and environment only)."""
+    cfg = config_path(path)
+    if not cfg.exists() and (path or os.environ.get("PVEKVM_CONFIG")):
+        named_by = "--config" if path else "PVEKVM_CONFIG"
+        raise ConfigError(f"{shown(cfg)}: settings file not found (named by {named_by})")
+    return cfg
+
+
+def shown(path: Path) -> str:
+    """``path`` as the user would type it (relative to the working directory when inside it)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def read_raw(path: Path) -> dict[str, Any]:
+    """The settings file's tables, checked for unknown sections and keys (absent file = {})."""
+    if not path.exists():
+        return {}
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{shown(path)}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{shown(path)}: cannot read: {exc.strerror or exc}") from None
+    for section, body in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{shown(path)}: unknown section [{section}] "
+                              f"(known: {', '.join(sorted(SECTIONS))})")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{shown(path)}: {section} must be a table ([{section}])")
+        for key in body:
+            if key not in SECTIONS[section]:
+                raise ConfigError(f"{shown(path)}: [{section}] unknown key {key!r} "
+                                  f"(known: {', '.join(sorted(SECTIONS[section]))})")
+    return raw
+
+
+def connection_file_setting(path: str | os.PathLike[str] | None = None) -> tuple[str, str] | None:
+    """(file, where it is set) of the Proxmox connection file the settings name, or None.
+    ``python -m pvesim`` writes its connection file there by default."""
+    if os.environ.get("PVE_CONNECTION_FILE"):
+        return os.environ["PVE_CONNECTION_FILE"], "PVE_CONNECTION_FILE"
+    cfg = config_path(path)
+    value = read_raw(cfg).get("proxmox", {}).get("connection_file")
+    return (value, f"{shown(cfg)} [proxmox] connection_file") if value else None
+
+
+def _typed(cls: type, values: dict[str, Any], where: str) -> Any:
+    """``cls(**values)`` with every value checked against the type of the field's default."""
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in values:
+            continue
+        v, default = values[f.name], getattr(cls(), f.name)
+        if isinstance(default, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(default, float):
+            ok = isinstance(v, int | float) and not isinstance(v, bool)
+            v = float(v) if ok else v
+        elif isinstance(default, int):
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif isinstance(default, tuple):
+            ok = isinstance(v, list | tuple) and all(
+                isinstance(x, int | float) and not isinstance(x, bool) for x in v) and bool(v)
+            v = tuple(float(x) for x in v) if ok else v
+        else:
+            ok = isinstance(v, str)
+        if not ok:
+            kind = type(default).__name__.replace("tuple", "non-empty list of numbers")
+            raise ConfigError(f"{where} {f.name}: expected {kind}, got {v!r}")
+        out[f.name] = v
+    return cls(**out)
+
+
+def _proxmox(raw: dict[str, Any], cfg: Path) -> tuple[ProxmoxSettings | None, str]:
+    """The Proxmox connection and where it comes from (or why there is none)."""
+    pve_raw = dict(raw.get("proxmox", {}))
+    env_file = os.environ.get("PVE_CONNECTION_FILE")
+    conn_file = env_file or pve_raw.pop("connection_file", None)
+    where = "PVE_CONNECTION_FILE" if env_file else f"{shown(cfg)} [proxmox] connection_file"
+    if conn_file:
+        f = Path(conn_file)
+        if not f.exists():
+            return None, (f"{where} = {conn_file}: the file does not exist; start "
+                          "`python -m pvesim` (it writes it) or set base_url, token_id and "
+                          f"token_secret in [proxmox] of {shown(cfg)}")
+        try:
+            data = json.loads(f.read_text())
+            return ProxmoxSettings.from_connection(data), f"{where} = {conn_file}"
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{where} = {conn_file}: not a readable JSON file: {exc}") from None
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"{where} = {conn_file}: lacks key {exc} (needs base_url, "
+                              "token_id, token_secret)") from None
+    if not pve_raw:
+        return None, (f"no Proxmox connection: set [proxmox] connection_file, or base_url, "
+                      f"token_id and token_secret, in {shown(cfg)} (or PVE_CONNECTION_FILE)")
+    where = f"{shown(cfg)} [proxmox]"
+    for key in ("base_url", "token_id", "token_secret"):
+        if not isinstance(pve_raw.get(key), str) or not pve_raw[key]:
+            raise ConfigError(f"{where} {key}: missing (needs base_url, token_id, token_secret)")
+    if not pve_raw["base_url"].startswith("https://"):
+        raise ConfigError(f"{where} base_url: expected https://host:8006/api2/json, "
+                          f"got {pve_raw['base_url']!r}")
+    if "!" not in pve_raw["token_id"]:
+        raise ConfigError(f"{where} token_id: expected USER@REALM!TOKENNAME, "
+                          f"got {pve_raw['token_id']!r}")
+    return ProxmoxSettings(**pve_raw), where
+
+
+def _url(raw: dict[str, Any], cfg: Path, section: str, env: str, env_value: str | None,
+         schemes: tuple[str, ...]) -> tuple[str, str]:
+    if env_value:
+        value, where = env_value, env
+    else:
+        value, where = raw.get(section, {}).get("url"), f"{shown(cfg)} [{section}] url"
+    if not value:
+        raise ConfigError(f"{where}: not set; set {env} or url in [{section}] of {shown(cfg)}")
+    if not isinstance(value, str) or urlparse(value).scheme not in schemes:
+        raise ConfigError(f"{where}: expected a {' or '.join(s + '://' for s in schemes)} URL, "
+                          f"got {value!r}")
+    return value, where
+
+
+def _broker(raw: dict[str, Any], cfg: Path) -> tuple[str, str, str]:
+    amqp, where = _url(raw, cfg, "amqp", "AMQP_URL", os.environ.get("AMQP_URL"),
+                       ("amqp", "amqps"))
+    env = os.environ
+    namespace = env.get("PVEKVM_NAMESPACE") or raw.get("amqp", {}).get("namespace", "pvekvm")
+    if not isinstance(namespace, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", namespace):
+        ns_where = ("PVEKVM_NAMESPACE" if env.get("PVEKVM_NAMESPACE")
+                    else f"{shown(cfg)} [amqp] namespace")
+        raise ConfigError(f"{ns_where}: expected letters, digits, '.', '_' or '-', "
+                          f"got {namespace!r}")
+    return amqp, where, namespace
+
+
+def broker_settings(path: str | os.PathLike[str] | None = None) -> tuple[str, str, str]:
+    """(AMQP URL, where it is set, namespace) read exactly as :func:`load_settings` reads them,
+    for programs that need only the broker (the producer CLI)."""
+    cfg = _named_file(path)
+    return _broker(read_raw(cfg), cfg)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Read the TOML file (absent file = defaults) and apply environment overrides."""
-    path = Path(path or os.environ.get("PVEKVM_CONFIG") or DEFAULT_CONFIG)
-    raw: dict[str, Any] = tomllib.loads(path.read_text()) if path.exists() else {}
+    """Read the TOML file (absent file = defaults) and apply environment overrides; raise
+    ConfigError naming the file and key (or variable) of the first wrong setting."""
+    cfg = _named_file(path)
+    raw = read_raw(cfg)
     env = os.environ
-    db = env.get("DATABASE_URL") or raw.get("database", {}).get("url")
-    amqp = env.get("AMQP_URL") or raw.get("amqp", {}).get("url")
-    if not db or not amqp:
-        raise RuntimeError("DATABASE_URL and AMQP_URL must be set (environment or config file)")
-    namespace = env.get("PVEKVM_NAMESPACE") or raw.get("amqp", {}).get("namespace", "pvekvm")
-    pve_raw = dict(raw.get("proxmox", {}))
-    conn_file = env.get("PVE_CONNECTION_FILE") or pve_raw.pop("connection_file", None)
-    proxmox = None
-    if conn_file and Path(conn_file).exists():
-        proxmox = ProxmoxSettings.from_connection(json.loads(Path(conn_file).read_text()))
-    elif pve_raw:
-        proxmox = ProxmoxSettings(**pve_raw)
+    db, db_where = _url(raw, cfg, "database", "DATABASE_URL", os.environ.get("DATABASE_URL"),
+                        ("mysql", "mysql+pymysql", "mariadb"))
+    amqp, amqp_where, namespace = _broker(raw, cfg)
+    proxmox, pve_where = _proxmox(raw, cfg)
     smtp_raw = dict(raw.get("smtp", {}))
+    smtp_where = f"{shown(cfg)} [smtp]"
     if env.get("SMTP_HOST"):
         smtp_raw["host"] = env["SMTP_HOST"]
+        smtp_where = "SMTP_HOST"
     if env.get("SMTP_PORT"):
+        if not env["SMTP_PORT"].isdigit():
+            raise ConfigError(f"SMTP_PORT: expected a port number, got {env['SMTP_PORT']!r}")
         smtp_raw["port"] = int(env["SMTP_PORT"])
-    engine_raw = dict(raw.get("engine", {}))
-    if "poll_delays_s" in engine_raw:
-        engine_raw["poll_delays_s"] = tuple(engine_raw["poll_delays_s"])
+        smtp_where = "SMTP_HOST/SMTP_PORT" if env.get("SMTP_HOST") else "SMTP_PORT"
+    smtp = _typed(SmtpSettings, smtp_raw, f"{shown(cfg)} [smtp]")
+    engine = _typed(EngineSettings, dict(raw.get("engine", {})), f"{shown(cfg)} [engine]")
+    key_file = env.get("PVEKVM_SECRET_KEY_FILE") or raw.get("secrets", {}).get(
+        "key_file", "var/secret.key")
+    templates = raw.get("mail", {}).get("templates_dir", str(ROOT / "config" / "mail"))
+    for value, where in ((key_file, "[secrets] key_file"), (templates, "[mail] templates_dir")):
+        if not isinstance(value, str):
+            raise ConfigError(f"{shown(cfg)} {where}: expected a path, got {value!r}")
     return Settings(
-        database_url=db,
-        amqp_url=amqp,
-        namespace=namespace,
-        proxmox=proxmox,
-        smtp=SmtpSettings(**smtp_raw),
-        engine=EngineSettings(**engine_raw),
-        secret_key_file=env.get("PVEKVM_SECRET_KEY_FILE")
-        or raw.get("secrets", {}).get("key_file", "var/secret.key"),
-        templates_dir=raw.get("mail", {}).get("templates_dir", str(ROOT / "config" / "mail")),
-        metrics=_metrics(raw.get("observability", {}), env),
-        api=_api_settings(raw.get("api", {})),
-    )
+        database_url=db, amqp_url=amqp, namespace=namespace, proxmox=proxmox, smtp=smtp,
+        engine=engine, secret_key_file=key_file, templates_dir=templates,
+        metrics=_metrics(raw.get("observability", {}), cfg),
+        api=_api_settings(raw.get("api", {}), cfg),
+        origin={"file": shown(cfg), "database": db_where, "amqp": amqp_where,
+                "proxmox": pve_where, "smtp": smtp_where})
 
 
-def _metrics(raw: dict[str, Any], env: Mapping[str, str]) -> MetricsSettings:
+def _metrics(raw: dict[str, Any], cfg: Path) -> MetricsSettings:
     values = dict(raw)
-    if env.get("PVEKVM_METRICS_PORT"):
-        values["port"] = int(env["PVEKVM_METRICS_PORT"])
-    if env.get("PVEKVM_LOG_FORMAT"):
-        values["log_format"] = env["PVEKVM_LOG_FORMAT"]
-    settings = MetricsSettings(**values)
-    if settings.log_format not in ("text", "json"):
-        raise RuntimeError(f"observability.log_format must be 'text' or 'json', "
-                           f"not {settings.log_format!r}")
-    return settings
+    where = {k: f"{shown(cfg)} [observability] {k}" for k in ("port", "scheduler_port",
+                                                              "addr", "log_format")}
+    for var, key in (("PVEKVM_METRICS_PORT", "port"), ("PVEKVM_LOG_FORMAT", "log_format")):
+        if os.environ.get(var):
+            values[key], where[key] = os.environ[var], var
+    for key in ("port", "scheduler_port"):
+        v = values.get(key)
+        if isinstance(v, str) and v.isdigit():
+            v = values[key] = int(v)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)
+                              or not 0 <= v <= 65535):
+            raise ConfigError(f"{where[key]}: expected a port number (0 = any free), got {v!r}")
+    if not isinstance(values.get("addr", ""), str):
+        raise ConfigError(f"{where['addr']}: expected an address, got {values['addr']!r}")
+    if values.get("log_format", "text") not in ("text", "json"):
+        raise ConfigError(f"{where['log_format']}: expected 'text' or 'json', "
+                          f"got {values['log_format']!r}")
+    return MetricsSettings(**values)
 
 
-def _api_settings(raw: dict[str, Any]) -> ApiSettings:
+def _api_settings(raw: dict[str, Any], cfg: Path) -> ApiSettings:
     """``[api]`` with ``[api.tokens]`` name = "sha256:<hex>"; ``PVEKVM_API_CLIENT_TOKEN_KEY``
     overrides the client token key."""
     raw = dict(raw)
-    tokens = tuple(sorted((str(k), str(v)) for k, v in raw.pop("tokens", {}).items()))
+    tokens = raw.pop("tokens", {})
+    if not isinstance(tokens, dict) or not all(isinstance(v, str) for v in tokens.values()):
+        raise ConfigError(f"{shown(cfg)} [api.tokens]: expected NAME = \"sha256:<hex>\" lines "
+                          "(python -m pvekvm.api new-token prints one)")
     key = os.environ.get("PVEKVM_API_CLIENT_TOKEN_KEY") or raw.pop("client_token_key", "")
     raw.pop("client_token_key", None)
-    return ApiSettings(tokens=tokens, client_token_key=key, **raw)
+    if not isinstance(key, str):
+        raise ConfigError(f"{shown(cfg)} [api] client_token_key: expected a string")
+    api = _typed(ApiSettings, raw, f"{shown(cfg)} [api]")
+    return replace(api, tokens=tuple(sorted((str(k), v) for k, v in tokens.items())),
+                   client_token_key=key)

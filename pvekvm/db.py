@@ -1,17 +1,30 @@
 """Database binding: one MySQL/MariaDB handle per process (peewee, pymysql driver), with
-automatic reconnect after a server restart, and schema.sql applied on demand."""
+automatic reconnect after a server restart; creating the database, applying schema.sql and the
+numbered migrations (the version applied is recorded in ``schema_version``)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import pymysql
 from peewee import MySQLDatabase
 from playhouse.shortcuts import ReconnectMixin
 
 from pvekvm.models import database
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema.sql"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: the version schema.sql had when versions started being recorded: a database holding tables
+#: but no version row is at this version
+BASELINE_VERSION = 1
+_MIGRATION = re.compile(r"(\d{4})_([\w-]+)\.sql")
+
+
+class DatabaseSetupError(RuntimeError):
+    """The database cannot be created or brought up to date; the message says why and what to
+    run instead."""
 
 
 class _ReconnectingMySQL(ReconnectMixin, MySQLDatabase):
@@ -38,13 +51,48 @@ def open_database(url: str) -> MySQLDatabase:
     )
 
 
-def create_database(url: str) -> None:
-    """Create the database named in ``url`` when it does not exist yet."""
+def database_name(url: str) -> str:
+    return urlparse(url).path.lstrip("/")
+
+
+def create_sql(name: str) -> str:
+    return (f"CREATE DATABASE IF NOT EXISTS `{name}` "
+            "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+
+
+def create_database(url: str) -> bool:
+    """Create the database named in ``url`` when it does not exist yet; True when created.
+    DatabaseSetupError (with the SQL line an administrator can run) when not allowed."""
+    u, name = urlparse(url), database_name(url)
+    if not name:
+        raise DatabaseSetupError(f"the database URL names no database: {redact(url)}")
+    conn = pymysql.connect(host=u.hostname or "127.0.0.1", port=u.port or 3306,
+                           user=unquote(u.username or "root"),
+                           password=unquote(u.password or ""), connect_timeout=10)
+    try:
+        with conn.cursor() as cur:
+            exists = cur.execute("SHOW DATABASES LIKE %s", (name.replace("_", "\\_"),))
+            if exists:
+                return False
+            try:
+                cur.execute(create_sql(name))
+            except pymysql.err.OperationalError as exc:
+                raise DatabaseSetupError(
+                    f"database `{name}` does not exist and user {u.username or 'root'!r} may "
+                    f"not create it ({exc.args[-1]}); as a MariaDB administrator run: "
+                    f"{create_sql(name)}; GRANT ALL ON `{name}`.* TO "
+                    f"'{u.username or 'root'}'@'%';") from None
+            return True
+    finally:
+        conn.close()
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages)."""
     u = urlparse(url)
-    server = open_database(u._replace(path="/mysql").geturl())
-    server.execute_sql(f"CREATE DATABASE IF NOT EXISTS `{u.path.lstrip('/')}` "
-                       "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    server.close()
+    if u.password is None:
+        return url
+    return u._replace(netloc=u.netloc.replace(f":{u.password}@", ":***@", 1)).geturl()
 
 
 def bind(url: str) -> MySQLDatabase:
@@ -61,15 +109,80 @@ def schema_statements(text: str | None = None) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-def apply_schema(db: MySQLDatabase) -> None:
-    """Create every table of schema.sql that does not exist yet."""
-    for stmt in schema_statements():
-        db.execute_sql(stmt)
+def migrations(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, Path]]:
+    """(version, name, file) of every migration, in order (files ``NNNN_name.sql``)."""
+    found = []
+    for f in directory.glob("*.sql"):
+        m = _MIGRATION.fullmatch(f.name)
+        if m is None:
+            raise DatabaseSetupError(f"{f}: a migration must be named NNNN_name.sql")
+        found.append((int(m.group(1)), m.group(2), f))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions) or any(v <= BASELINE_VERSION for v in versions):
+        raise DatabaseSetupError(f"{directory}: migration numbers must be unique and start "
+                                 f"after {BASELINE_VERSION}")
+    return found
+
+
+def latest_version(directory: Path = MIGRATIONS_DIR) -> int:
+    return max([BASELINE_VERSION] + [v for v, _, _ in migrations(directory)])
+
+
+def schema_version(db: MySQLDatabase) -> int | None:
+    """The recorded schema version; None when the schema was never applied."""
+    if "schema_version" not in db.get_tables():
+        return None
+    row = db.execute_sql("SELECT MAX(version) FROM schema_version").fetchone()
+    return row[0] if row and row[0] is not None else None
+
+
+def apply_schema(db: MySQLDatabase, directory: Path = MIGRATIONS_DIR) -> int:
+    """Bring the database to the latest schema version and return it. Safe to run again and
+    from several processes at once (a named lock serialises them).
+
+    A database without tables gets schema.sql and the latest version at once (schema.sql always
+    describes it); one with tables but no version row is at BASELINE_VERSION; then every newer
+    migration runs in order, each recorded when its statements succeeded."""
+    steps = migrations(directory)
+    latest = max([BASELINE_VERSION] + [v for v, _, _ in steps])
+    lock = f"pvekvm_schema:{db.database}"[:64]
+    if not db.execute_sql("SELECT GET_LOCK(%s, 120)", (lock,)).fetchone()[0]:
+        raise DatabaseSetupError("another process holds the schema lock for 120 s")
+    try:
+        fresh = not (set(db.get_tables()) - {"schema_version"})
+        current = schema_version(db)
+        if current is None:
+            for stmt in schema_statements():
+                db.execute_sql(stmt)
+            current = latest if fresh else BASELINE_VERSION
+            _record(db, current, "schema.sql" if fresh else "baseline")
+        elif current > latest:
+            raise DatabaseSetupError(
+                f"database `{db.database}` is at schema version {current}, newer than this "
+                f"code knows ({latest}): upgrade pvekvm")
+        else:
+            for stmt in schema_statements():  # tables added to schema.sql without a migration
+                db.execute_sql(stmt)
+        for version, name, f in steps:
+            if version > current:
+                for stmt in schema_statements(f.read_text()):
+                    db.execute_sql(stmt)
+                _record(db, version, name)
+                current = version
+        return current
+    finally:
+        db.execute_sql("SELECT RELEASE_LOCK(%s)", (lock,))
+
+
+def _record(db: MySQLDatabase, version: int, name: str) -> None:
+    db.execute_sql("INSERT IGNORE INTO schema_version (version, name) VALUES (%s, %s)",
+                   (version, name))
 
 
 def reset_data(db: MySQLDatabase) -> None:
-    """Empty every table (tests)."""
-    tables = db.get_tables()
+    """Empty every table but the schema version (tests)."""
+    tables = [t for t in db.get_tables() if t != "schema_version"]
     db.execute_sql("SET FOREIGN_KEY_CHECKS=0")
     try:
         for t in tables:

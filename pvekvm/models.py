@@ -328,8 +328,19 @@ class AuditLog(BaseModel):
         table_name = "audit_log"
 
 
+class SchemaVersion(BaseModel):
+    """One row per schema version applied (see pvekvm.db.apply_schema)."""
+
+    version = IntegerField(primary_key=True)
+    name = CharField(max_length=128)
+    applied_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "schema_version"
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Template, IpPool, Product, Service, VmidAllocation, IpAddress, Operation, OutboxEvent,
     HeldEvent, StepRun, Snapshot, Backup, BackupSchedule, DnsProvider, DnsZone, DnsRecordRow,
-    Email, DeadLetter, AuditLog,
+    Email, DeadLetter, AuditLog, SchemaVersion,
 )

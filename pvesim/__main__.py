@@ -25,6 +25,20 @@ GET /_sim/vms dumps the VM state.
 """
 
 
+def _settings_connection_file() -> tuple[Path | None, str]:
+    """The connection file pvekvm's settings name, so workers find this simulator."""
+    try:
+        from pvekvm.config import ConfigError, connection_file_setting
+    except ImportError:  # pvesim installed without pvekvm
+        return None, ""
+    try:
+        found = connection_file_setting()
+    except ConfigError as exc:
+        print(f"pvesim: not writing a connection file: {exc}", file=sys.stderr)
+        return None, ""
+    return (Path(found[0]), found[1]) if found else (None, "")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pvesim", description=(
         "Proxmox VE 8.4 API simulator: HTTPS /api2/json with tickets, API tokens, "
@@ -38,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="task duration factor: 1.0 realistic (clone 20s, migrate 30s...), "
                     "0 finishes tasks almost immediately (still asynchronous)")
     ap.add_argument("--faults", type=Path, help="JSON file with fault settings (see below)")
-    ap.add_argument("--connection-file", type=Path, help="write connection JSON here")
+    ap.add_argument("--connection-file", type=Path,
+                    help="write connection JSON here (default: the file pvekvm's settings "
+                    "name: $PVE_CONNECTION_FILE, else [proxmox] connection_file of "
+                    "$PVEKVM_CONFIG or config/pvekvm.toml)")
     ap.add_argument("--nodes", default="pve1,pve2,pve3", help="comma separated node names")
     ap.add_argument("--clone-storage-limit", type=int, default=2,
                     help="parallel full clones per node+storage before lock timeouts")
@@ -51,10 +68,16 @@ def main(argv: list[str] | None = None) -> int:
                     nodes=[n for n in args.nodes.split(",") if n],
                     clone_storage_limit=args.clone_storage_limit, verbose=args.verbose)
     conn = sim.connection()
-    if args.connection_file:
-        tmp = args.connection_file.with_suffix(".tmp")
+    target, named_by = args.connection_file, "--connection-file"
+    if target is None:
+        target, named_by = _settings_connection_file()
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
         tmp.write_text(json.dumps(conn, indent=1))
-        tmp.replace(args.connection_file)
+        tmp.chmod(0o600)
+        tmp.replace(target)
+        print(f"pvesim wrote {target} (named by {named_by})", file=sys.stderr, flush=True)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

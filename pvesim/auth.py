@@ -29,6 +29,10 @@ class Auth:
         self.key = key or secrets.token_bytes(32)
         self.users = {"root@pam": password or secrets.token_urlsafe(12)}
         self.tokens = dict(tokens or {"root@pam!pvekvm": str(uuid.uuid4())})
+        #: token id -> 1 when privilege-separated (tokens made at start share root's privileges)
+        self.privsep: dict[str, int] = {}
+        #: ACL entries for tokens: (path, token id, role, propagate), see pvesim.access
+        self.acl: list[tuple[str, str, str, int]] = []
 
     def _sig(self, text: str) -> str:
         mac = hmac.new(self.key, text.encode(), hashlib.sha256).digest()
@@ -129,15 +133,16 @@ def _tokens_of(ctx: Ctx, userid: str) -> dict[str, str]:
 
 @route("GET", "/access/users/{userid}/token")
 def token_index(ctx: Ctx, p: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"tokenid": k.split("!", 1)[1], "privsep": 0, "expire": 0, "comment": ""}
-            for k in _tokens_of(ctx, p["userid"])]
+    return [{"tokenid": k.split("!", 1)[1], "privsep": ctx.sim.auth.privsep.get(k, 0),
+             "expire": 0, "comment": ""} for k in _tokens_of(ctx, p["userid"])]
 
 
 @route("GET", "/access/users/{userid}/token/{tokenid}")
 def token_read(ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
     if f"{p['userid']}!{p['tokenid']}" not in _tokens_of(ctx, p["userid"]):
         raise PVEError(f"no such token '{p['tokenid']}' for user '{p['userid']}'")
-    return {"privsep": 0, "expire": 0, "comment": ""}
+    full = f"{p['userid']}!{p['tokenid']}"
+    return {"privsep": ctx.sim.auth.privsep.get(full, 0), "expire": 0, "comment": ""}
 
 
 @route("POST", "/access/users/{userid}/token/{tokenid}")
@@ -147,6 +152,7 @@ def token_generate(ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
         raise PVEError("Token already exists.")
     value = str(uuid.uuid4())
     ctx.sim.auth.tokens[full] = value
+    ctx.sim.auth.privsep[full] = int(p.get("privsep", 1))
     return {"full-tokenid": full, "value": value,
             "info": {"privsep": int(p.get("privsep", 1)), "expire": int(p.get("expire", 0))}}
 
@@ -157,3 +163,5 @@ def token_remove(ctx: Ctx, p: dict[str, Any]) -> None:
     if full not in _tokens_of(ctx, p["userid"]):
         raise PVEError(f"no such token '{p['tokenid']}' for user '{p['userid']}'")
     del ctx.sim.auth.tokens[full]
+    ctx.sim.auth.privsep.pop(full, None)
+    ctx.sim.auth.acl[:] = [e for e in ctx.sim.auth.acl if e[1] != full]

@@ -14,7 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from . import auth as _auth  # noqa: F401 - registers routes
+from . import access as _access  # noqa: F401 - registers routes
+from . import auth as _auth  # noqa: F401
 from . import cluster as _cluster  # noqa: F401
 from . import console as _console  # noqa: F401
 from . import firewall as _firewall  # noqa: F401

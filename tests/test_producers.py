@@ -156,6 +156,7 @@ def test_invalid_order_raises_and_publishes_nothing(amqp_url: str,
 def cli(*args: str, amqp_url: str | None = None, stdin: bytes | None = None,
         ) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if k not in ("AMQP_URL", "PVEKVM_NAMESPACE")}
+    env["PVEKVM_CONFIG"] = os.devnull  # an empty settings file: only options and environment
     if amqp_url:
         env["AMQP_URL"] = amqp_url
     return subprocess.run([sys.executable, "-m", "producers", *args], cwd=ROOT, env=env,

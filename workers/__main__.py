@@ -7,10 +7,23 @@ import logging
 import signal
 import sys
 
-from pvekvm import logs
-from pvekvm.config import load_settings
-from pvekvm.db import apply_schema, bind
+from pvekvm import logs, preflight
+from pvekvm.db import bind
 from workers.consumer import WorkerProcess, all_pools
+
+#: pools whose steps never call Proxmox; every other pool needs it, intake too (an order is
+#: accepted only where it can run)
+NO_PROXMOX = {"dns", "mail"}
+
+
+def needs(pools: list[str]) -> list[str]:
+    """The dependencies a worker serving ``pools`` checks at start."""
+    out = ["database", "broker"]
+    if set(pools) - NO_PROXMOX:
+        out.append("proxmox")
+    if "mail" in pools:
+        out.append("smtp")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(pools) - set(all_pools())
     if unknown:
         ap.error(f"unknown pools: {', '.join(sorted(unknown))}")
-    settings = load_settings(args.config)
+    settings = preflight.settings_or_exit(args.config, "python -m workers")
     logs.setup(args.log_level, args.log_format or settings.metrics.log_format)
-    apply_schema(bind(settings.database_url))
+    preflight.require(settings, needs(pools), "python -m workers")
+    bind(settings.database_url)
     proc = WorkerProcess(settings, pools, max(1, args.concurrency),
                          metrics_port=args.metrics_port)
     signal.signal(signal.SIGTERM, lambda *_: proc.stop.set())

@@ -30,9 +30,9 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from peewee import fn
 
 from producers.events import WEEKDAYS
-from pvekvm import dns, dnssync, logs, messaging, metrics
-from pvekvm.config import Settings, load_settings
-from pvekvm.db import apply_schema, bind
+from pvekvm import dns, dnssync, logs, messaging, metrics, preflight
+from pvekvm.config import Settings
+from pvekvm.db import bind
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
 from workers import operations, outbox
 from workers.consumer import park
@@ -251,9 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metrics-port", type=int,
                     help="port of /metrics (default: observability.scheduler_port; 0 = any)")
     args = ap.parse_args(argv)
-    settings = load_settings(args.config)
+    settings = preflight.settings_or_exit(args.config, "python -m workers.scheduler")
     logs.setup("INFO", args.log_format or settings.metrics.log_format)
-    apply_schema(bind(settings.database_url))
+    preflight.require(settings, ("database", "broker"), "python -m workers.scheduler")
+    bind(settings.database_url)
     metrics.register_database_gauges()
     port = args.metrics_port if args.metrics_port is not None else \
         settings.metrics.scheduler_port

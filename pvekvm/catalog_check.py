@@ -1,0 +1,182 @@
+"""Validating a catalog file (templates, IP pools, products, DNS providers and zones) before it
+is loaded: every problem named by file, entry and key, without touching the database.
+
+Keys and types come from the models (the columns an entry fills); references between entries
+(a product's template and pools, a zone's provider) are checked when the file defines that kind
+of entry (otherwise they may already be in the database: load-catalog checks them there).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from peewee import BooleanField, CharField, DecimalField, Field, IntegerField, TextField
+
+from pvekvm.catalog import CatalogError, pool_addresses
+from pvekvm.dns.model import PROVIDERS
+from pvekvm.models import IpPool, Product, Template
+from pvekvm.validation import is_valid_hostname
+
+#: section -> (model, extra keys the loader accepts, columns the loader fills itself)
+SECTIONS: dict[str, tuple[Any, dict[str, type], set[str]]] = {
+    "templates": (Template, {}, set()),
+    "ip_pools": (IpPool, {"first": str, "last": str}, set()),
+    "products": (Product, {"template": str, "ip_pool": str, "ip6_pool": str},
+                 {"template_id", "ip_pool_id", "ip6_pool_id"}),
+}
+REQUIRED_EXTRA = {"products": {"template"}}
+
+
+def _kind(field: Field) -> tuple[type | tuple[type, ...], str]:
+    if isinstance(field, BooleanField):
+        return bool, "true/false"
+    if isinstance(field, DecimalField):
+        return (int, float), "a number"
+    if isinstance(field, IntegerField):
+        return int, "an integer"
+    if isinstance(field, CharField | TextField):
+        return str, "a string"
+    return object, "a value"
+
+
+def _entry(where: str, section: str, entry: dict[str, Any]) -> list[str]:
+    model, extra, filled = SECTIONS[section]
+    columns = {f.name: f for f in model._meta.sorted_fields if f.name != "id"}
+    allowed = (set(columns) - filled) | set(extra)
+    errors = [f"{where} {key}: unknown key (known: {', '.join(sorted(allowed))})"
+              for key in entry if key not in allowed]
+    for name, f in columns.items():
+        if name in filled:
+            continue
+        if name not in entry:
+            if not f.null and f.default is None:
+                errors.append(f"{where} {name}: missing")
+            continue
+        types, text = _kind(f)
+        value = entry[name]
+        if not isinstance(value, types) or (types is int and isinstance(value, bool)):
+            errors.append(f"{where} {name}: expected {text}, got {value!r}")
+        elif isinstance(value, str) and getattr(f, "max_length", None) and \
+                len(value) > f.max_length:
+            errors.append(f"{where} {name}: longer than {f.max_length} characters")
+        elif isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            errors.append(f"{where} {name}: must not be negative, got {value!r}")
+    for key, typ in extra.items():
+        if key in entry and not isinstance(entry[key], typ):
+            errors.append(f"{where} {key}: expected a string, got {entry[key]!r}")
+        elif key not in entry and key in REQUIRED_EXTRA.get(section, ()):
+            errors.append(f"{where} {key}: missing")
+    return errors
+
+
+def _pool(where: str, pool: dict[str, Any]) -> list[str]:
+    try:
+        net = ipaddress.ip_network(str(pool.get("network")), strict=False)
+    except ValueError:
+        return [f"{where} network: not a network in CIDR form: {pool.get('network')!r}"]
+    errors = []
+    if pool.get("version") not in (4, 6) or pool.get("version") != net.version:
+        errors.append(f"{where} version: expected {net.version} for {net}, "
+                      f"got {pool.get('version')!r}")
+    try:
+        if ipaddress.ip_address(str(pool.get("gateway"))) not in net:
+            errors.append(f"{where} gateway: {pool['gateway']} is not inside {net}")
+    except ValueError:
+        errors.append(f"{where} gateway: not an address: {pool.get('gateway')!r}")
+    try:
+        first, last = pool.get("first"), pool.get("last")
+        if len(pool_addresses(str(net), first, last)) == 0:
+            errors.append(f"{where}: the range holds no address")
+    except (CatalogError, ValueError) as exc:
+        errors.append(f"{where} first/last: {exc}")
+    return errors
+
+
+def validate(data: dict[str, Any], name: str) -> list[str]:
+    """Every problem in a parsed catalog, as '<file>: [[section]] #n (name) key: what'."""
+    known = set(SECTIONS) | {"dns_providers", "dns_zones"}
+    errors = [f"{name}: unknown section [[{s}]] (known: {', '.join(sorted(known))})"
+              for s in data if s not in known]
+    names: dict[str, set[str]] = {}
+    for section in sorted(known & set(data)):
+        entries = data[section]
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            errors.append(f"{name}: {section} must be a list of tables ([[{section}]])")
+            continue
+        seen = names.setdefault(section, set())
+        for i, entry in enumerate(entries, 1):
+            where = f"{name}: [[{section}]] #{i} ({entry.get('name', '?')})"
+            if entry.get("name") in seen:
+                errors.append(f"{where} name: defined twice")
+            seen.add(entry.get("name"))
+            if section in SECTIONS:
+                errors += _entry(where, section, entry)
+            if section == "ip_pools" and not any(e.startswith(where) for e in errors):
+                errors += _pool(where, entry)
+            if section == "products":
+                errors += _product_refs(where, entry, data)
+            if section == "dns_providers":
+                errors += _provider(where, entry)
+            if section == "dns_zones":
+                errors += _zone(where, entry, data)
+    return errors
+
+
+def _refs(data: dict[str, Any], section: str) -> set[str] | None:
+    return {e.get("name") for e in data[section]} if data.get(section) else None
+
+
+def _product_refs(where: str, p: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    errors = []
+    for key, section in (("template", "templates"), ("ip_pool", "ip_pools"),
+                         ("ip6_pool", "ip_pools")):
+        known = _refs(data, section)
+        if key in p and known is not None and p[key] not in known:
+            errors.append(f"{where} {key}: no [[{section}]] named {p[key]!r} in this file")
+    if isinstance(p.get("dns_zone"), str) and not is_valid_hostname(p["dns_zone"]):
+        errors.append(f"{where} dns_zone: not a valid zone name: {p['dns_zone']!r}")
+    for key in ("firewall_policy_in", "firewall_policy_out"):
+        if key in p and p[key] not in ("ACCEPT", "DROP", "REJECT"):
+            errors.append(f"{where} {key}: expected ACCEPT, DROP or REJECT, got {p[key]!r}")
+    return errors
+
+
+def _provider(where: str, d: dict[str, Any]) -> list[str]:
+    errors = [f"{where} {k}: unknown key (known: kind, name, settings)"
+              for k in d if k not in ("name", "kind", "settings")]
+    if d.get("kind") not in PROVIDERS:
+        errors.append(f"{where} kind: expected one of {', '.join(PROVIDERS)}, "
+                      f"got {d.get('kind')!r}")
+    if not isinstance(d.get("settings", {}), dict):
+        errors.append(f"{where} settings: expected a table")
+    if not isinstance(d.get("name"), str):
+        errors.append(f"{where} name: missing")
+    return errors
+
+
+def _zone(where: str, z: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    errors = [f"{where} {k}: unknown key (known: name, provider)"
+              for k in z if k not in ("name", "provider")]
+    if not isinstance(z.get("name"), str) or not is_valid_hostname(z["name"].rstrip(".")):
+        errors.append(f"{where} name: not a valid zone name: {z.get('name')!r}")
+    known = _refs(data, "dns_providers")
+    if not isinstance(z.get("provider"), str):
+        errors.append(f"{where} provider: missing")
+    elif known is not None and z["provider"] not in known:
+        errors.append(f"{where} provider: no [[dns_providers]] named {z['provider']!r} "
+                      "in this file")
+    return errors
+
+
+def validate_file(path: str | Path) -> list[str]:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        return [f"{path}: cannot read: {exc.strerror or exc}"]
+    except tomllib.TOMLDecodeError as exc:
+        return [f"{path}: not valid TOML: {exc}"]
+    return validate(data, str(path))

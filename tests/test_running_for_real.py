@@ -1,0 +1,264 @@
+"""README's "Running it for real", followed literally as subprocesses in a fresh directory with
+the default settings file (config/pvekvm.toml): in order on a fresh database and vhost, and with
+the database missing, the broker stopped and no Proxmox configured. Every command exits as it
+should and says what is missing; no output anywhere holds a traceback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+import requests
+
+from pvekvm import db as dbmod
+from pvekvm import messaging
+from pvekvm.config import ROOT
+from tests.cli_env import (
+    Shell,
+    closed_port,
+    drop_database,
+    make_shell,
+    query,
+    remove_shell,
+    verdicts,
+    wait_for,
+)
+from tests.smtp_sink import SmtpSink
+
+ORDER = ("python -m producers create --service-id 5546 --client-id 77 --product vps-large "
+         "--email client@example.com")
+
+
+def readme_commands() -> list[str]:
+    """The commands of the README section, continuation lines joined, comments dropped."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Running it for real", 1)[1].split("```", 2)[1]
+    joined = block.replace("\\\n", " ")
+    commands = []
+    for line in joined.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("python"):
+            commands += [c.strip() for c in line.split("&&")]
+    return [" ".join(c.split()) for c in commands]
+
+
+@pytest.fixture()
+def shell(tmp_path, database_url, amqp_url) -> Iterator[Shell]:
+    sh = make_shell(tmp_path, database_url, amqp_url, "readme")
+    yield sh
+    remove_shell(sh, amqp_url)
+
+
+def _consumers(shell: Shell, queue: str) -> int:
+    ns = shell.env.get("PVEKVM_NAMESPACE", "pvekvm")
+    conn = pika.BlockingConnection(pika.URLParameters(shell.amqp_url))
+    try:
+        return conn.channel().queue_declare(f"{ns}.{queue}", passive=True).method.consumer_count
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0
+    finally:
+        conn.close()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/openapi.json", timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
+def _orders_waiting(shell: Shell) -> int:
+    topo = messaging.Topology(shell.env.get("PVEKVM_NAMESPACE", "pvekvm"))
+    conn = pika.BlockingConnection(pika.URLParameters(shell.amqp_url))
+    try:
+        return conn.channel().queue_declare(topo.orders_queue, passive=True).method.message_count
+    finally:
+        conn.close()
+
+
+def test_readme_section_in_order_on_a_fresh_database_and_vhost(shell: Shell) -> None:
+    commands = readme_commands()
+    assert commands[:2] == ["python -m pvekvm init-db",
+                            "python -m pvekvm load-catalog config/catalog.toml"]
+    with SmtpSink() as sink:
+        shell.env.update(SMTP_HOST=sink.host, SMTP_PORT=str(sink.port))
+        for command in commands:
+            if command == "python -m pvesim &":
+                # the README's pvesim line: started as the README says, it writes the
+                # connection file the default settings name (var/pvesim/connection.json)
+                shell.start("python -m pvesim --port 0 --task-time-scale 0")
+                conn_file = shell.cwd / "var" / "pvesim" / "connection.json"
+                wait_for(conn_file.exists, 30, "pvesim's connection file")
+                assert json.loads(conn_file.read_text())["token_id"]
+                continue
+            if command.startswith(("python -m workers", "python -m workers.scheduler")):
+                if "clone,migrate" in command:
+                    continue  # the alternative to --pools all, not a further step
+                started(shell, command.replace("--concurrency 4", "--concurrency 2"))
+                continue
+            if command.startswith("python -m pvekvm api"):
+                # the service API serves until stopped: on a free port, it answers
+                port = closed_port()
+                proc, log = shell.start(f"python -m pvekvm api --port {port} --workers 1")
+                wait_for(lambda p=proc, port=port: p.poll() is not None or _answers(port), 60,
+                         "the service API")
+                assert proc.poll() is None, log.read_text()
+                continue
+            if command == "python -m producers watch":
+                # billing's consumer runs until stopped: started, it binds its queue and waits
+                proc, log = shell.start(command)
+                wait_for(lambda p=proc: p.poll() is not None or _consumers(shell, "billing"),
+                         30, "producers watch consuming")
+                assert proc.poll() is None, log.read_text()
+                continue
+            out = shell.run(command)
+            assert out.returncode == 0, f"{command}: {out.stderr}"
+            if command.startswith("python -m producers"):
+                wait_for(lambda: query(shell.database_url,
+                                       "SELECT 1 FROM services WHERE id = 5546 AND "
+                                       "status = 'ready'"), 120, "service 5546 ready")
+            if command == "python -m pvekvm init-db":
+                assert "created; schema version none -> 1" in out.stdout
+            if command.startswith("python -m pvekvm history"):
+                assert "--- Deploy" in out.stdout
+            if command.startswith(("python -m pvekvm resume", "python -m pvekvm cancel")):
+                assert "no paused operation" in out.stdout
+            if command.startswith("python -m pvekvm check"):
+                assert "FAIL" not in out.stdout, out.stdout
+        assert shell.run("python -m pvekvm init-db").stdout.strip().endswith("(up to date)")
+        logs = shell.stop_all()
+    for command, log in logs.items():
+        assert "Traceback" not in log, f"{command}:\n{log}"
+
+
+def started(shell: Shell, command: str) -> None:
+    """Start a worker or the scheduler and wait until it says it serves (past its checks)."""
+    proc, log = shell.start(command)
+    marker = "Scheduler started" if "scheduler" in command else "serving pools"
+    wait_for(lambda: proc.poll() is not None or marker in log.read_text(), 60,
+             f"{command} to start")
+    assert proc.poll() is None, f"{command} exited {proc.returncode}: {log.read_text()}"
+
+
+def test_database_missing_every_command_says_run_init_db(shell: Shell) -> None:
+    commands = ["python -m pvekvm load-catalog config/catalog.toml", "python -m pvekvm status",
+                "python -m pvekvm history 5546", "python -m pvekvm resume 5546",
+                "python -m pvekvm dead-letters", "python -m pvekvm pools",
+                "python -m workers --pools all --concurrency 4", "python -m workers.scheduler"]
+    name = shell.database_url.rsplit("/", 1)[1]
+    for command, out in zip(commands, shell.run_all(commands), strict=True):
+        assert out.returncode == 3, f"{command}: {out.returncode} {out.stderr}"
+        assert (f"database `{name}` does not exist on 127.0.0.1:3306 (DATABASE_URL): run "
+                "`python -m pvekvm init-db`") in out.stderr, f"{command}: {out.stderr}"
+    out = shell.run("python -m pvekvm init-db")
+    assert out.returncode == 0 and f"database `{name}` created" in out.stdout
+
+
+def test_broker_stopped_every_command_names_amqp_url(shell: Shell) -> None:
+    assert shell.run("python -m pvekvm init-db").returncode == 0
+    port = closed_port()
+    down = f"amqp://guest:guest@127.0.0.1:{port}/%2F"
+    reach = f"RabbitMQ: cannot reach 127.0.0.1:{port} (AMQP_URL = amqp://guest:***@127.0.0.1:"
+    commands = ["python -m workers --pools all --concurrency 4", "python -m workers.scheduler",
+                "python -m pvekvm status", "python -m pvekvm resume 5546", ORDER,
+                "python -m pvekvm check"]
+    outs = shell.run_all(commands, AMQP_URL=down)
+    for command, out in zip(commands[:4], outs[:4], strict=True):
+        assert out.returncode == 3, f"{command}: {out.returncode} {out.stderr}"
+        assert reach in out.stderr and "start RabbitMQ or fix the URL" in out.stderr, out.stderr
+    order, check = outs[4:]
+    assert order.returncode == 1
+    assert order.stderr.startswith(f"publish failed: cannot reach 127.0.0.1:{port} (AMQP_URL")
+    assert check.returncode == 1
+    assert verdicts(check.stdout)["RabbitMQ"].startswith(f"FAIL cannot reach 127.0.0.1:{port}")
+
+
+def test_no_proxmox_configured_workers_refuse_and_the_order_waits(shell: Shell) -> None:
+    assert shell.run("python -m pvekvm init-db").returncode == 0
+    assert shell.run("python -m pvekvm load-catalog config/catalog.toml").returncode == 0
+    out = shell.run("python -m workers --pools all --concurrency 4")
+    assert out.returncode == 3
+    assert (f"python -m workers: cannot start: Proxmox: {ROOT}/config/pvekvm.toml [proxmox] "
+            "connection_file = var/pvesim/connection.json: the file does not exist; start "
+            "`python -m pvesim` (it writes it)") in out.stderr
+    # billing may still queue the order; nothing accepted it, so it waits for a worker that can
+    assert shell.run(ORDER).returncode == 0
+    assert _orders_waiting(shell) == 1
+    assert query(shell.database_url, "SELECT COUNT(*) FROM operations")[0][0] == 0
+    # a worker for pools that never call Proxmox starts (and takes no order)
+    started(shell, "python -m workers --pools dns --concurrency 1")
+    assert _orders_waiting(shell) == 1
+
+
+def test_producers_read_the_same_settings_file(shell: Shell, tmp_path: Path) -> None:
+    settings = tmp_path / "site.toml"
+    settings.write_text(f'[database]\nurl = "{shell.database_url}"\n'
+                        f'[amqp]\nurl = "{shell.amqp_url}"\nnamespace = "site7"\n')
+    env = {k: v for k, v in shell.env.items() if k not in ("AMQP_URL", "PVEKVM_NAMESPACE")}
+    shell.env = {**env, "PVEKVM_CONFIG": str(settings)}
+    out = shell.run(ORDER)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("published order.create message_id=")
+    shell.env["PVEKVM_NAMESPACE"] = "site7"
+    assert _orders_waiting(shell) == 1
+    missing = tmp_path / "no-broker.toml"
+    missing.write_text(f'[database]\nurl = "{shell.database_url}"\n')
+    out = shell.run(ORDER, PVEKVM_CONFIG=str(missing))
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("configuration error: no-broker.toml [amqp] url: not set; set "
+                                  "AMQP_URL or url in [amqp] of no-broker.toml")
+
+
+# --- init-db: creating the database, migrations in order, the version recorded ---------------
+
+def test_init_db_without_create_privilege_prints_the_sql_to_run(shell: Shell) -> None:
+    user = "pvekvm_t17_nocreate"
+    query(shell.database_url.rsplit("/", 1)[0] + "/mysql",
+          f"CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY 'pw'")
+    try:
+        name = shell.database_url.rsplit("/", 1)[1]
+        out = shell.run("python -m pvekvm init-db",
+                        DATABASE_URL=f"mysql://{user}:pw@127.0.0.1:3306/{name}")
+        assert out.returncode == 3
+        assert (f"as a MariaDB administrator run: CREATE DATABASE IF NOT EXISTS `{name}` "
+                "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;") in out.stderr
+    finally:
+        query(shell.database_url.rsplit("/", 1)[0] + "/mysql", f"DROP USER '{user}'@'%'")
+
+
+def test_migrations_apply_in_order_once_and_record_the_version(shell: Shell,
+                                                              tmp_path: Path) -> None:
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "0002_extra.sql").write_text(
+        "CREATE TABLE t17_extra (id INT PRIMARY KEY) ENGINE=InnoDB;")
+    (migrations / "0003_extra_note.sql").write_text(
+        "-- needs 0002\nALTER TABLE t17_extra ADD COLUMN note VARCHAR(20) NULL;")
+    dbmod.create_database(shell.database_url)
+    db = dbmod.open_database(shell.database_url)
+    try:
+        # a database from before versions were recorded: tables, no version row
+        for stmt in dbmod.schema_statements():
+            db.execute_sql(stmt)
+        db.execute_sql("DROP TABLE schema_version")
+        assert dbmod.apply_schema(db, migrations) == 3
+        rows = db.execute_sql("SELECT version, name FROM schema_version ORDER BY version")
+        assert list(rows) == [(1, "baseline"), (2, "extra"), (3, "extra_note")]
+        assert dbmod.apply_schema(db, migrations) == 3  # again: nothing to do, no error
+        db.execute_sql("INSERT INTO t17_extra (id, note) VALUES (1, 'both ran')")
+        db.execute_sql("INSERT INTO schema_version (version, name) VALUES (9, 'future')")
+        with pytest.raises(dbmod.DatabaseSetupError, match="newer than this code knows"):
+            dbmod.apply_schema(db, migrations)
+    finally:
+        db.close()
+    drop_database(shell.database_url)
+    dbmod.create_database(shell.database_url)
+    db = dbmod.open_database(shell.database_url)
+    try:  # a fresh database gets schema.sql, stamped with the newest number at once
+        assert dbmod.apply_schema(db, migrations) == 3
+        assert list(db.execute_sql("SELECT version FROM schema_version")) == [(3,)]
+    finally:
+        db.close()

@@ -294,9 +294,6 @@ CREATE TABLE IF NOT EXISTS audit_log (
   KEY ix_audit_log_service (service_id, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
--- Upgrades: columns added after their table was first created, so an existing database gains
--- them when the schema is applied again (idempotent; MariaDB's ADD COLUMN IF NOT EXISTS).
-ALTER TABLE services ADD COLUMN IF NOT EXISTS language VARCHAR(35) NULL AFTER want_ipv6;
 
 -- Schema version. `python -m pvekvm init-db` applies this file (every statement is idempotent),
 -- then the migrations in pvekvm/migrations/ (NNNN_name.sql) newer than the recorded version, in

@@ -254,21 +254,20 @@ def add_api_command(sub) -> None:
 
 def engine_status(settings) -> str:
     """What an operator checks first: what runs, what waits, what is stuck, what is queued."""
-    from peewee import fn
-
-    from pvekvm.models import Operation, Service
+    from pvekvm.models import Operation, database
 
     lines = ["operations:"]
-    rows = (Operation.select(Operation.kind, Operation.status, fn.COUNT(Operation.id).alias("n"))
-            .group_by(Operation.kind, Operation.status).order_by(Operation.kind))
-    lines += [f"  {r.kind:<18} {r.status:<8} {r.n:>6}" for r in rows]
+    for kind, status, n in database.execute_sql(
+            "SELECT kind, status, COUNT(*) FROM operations GROUP BY kind, status "
+            "ORDER BY kind, status").fetchall():
+        lines.append(f"  {kind:<18} {status:<9} {n:>6}")
     paused = Operation.select().where(Operation.status == "paused").order_by(Operation.id)
     lines += [f"  paused: sid:{op.service_id} {op.kind} at ({op.state}) — {op.error}"
               for op in paused.limit(20)]
     lines.append("services:")
-    rows = (Service.select(Service.status, fn.COUNT(Service.id).alias("n"))
-            .group_by(Service.status).order_by(Service.status))
-    lines += [f"  {r.status:<18} {r.n:>6}" for r in rows]
+    for status, n in database.execute_sql(
+            "SELECT status, COUNT(*) FROM services GROUP BY status ORDER BY status").fetchall():
+        lines.append(f"  {status:<18} {n:>6}")
     lines.append("queues (messages ready):")
     topo = messaging.Topology(settings.namespace)
     conn = messaging.connect(settings.amqp_url)

@@ -299,30 +299,11 @@ def check_dns(settings: Settings) -> list[Verdict]:
     for zone in zones:
         name = f"DNS {zone.provider} {zone.name}"
         try:
-            _probe_zone(dns.build_provider(zone), zone)
+            dns.build_provider(zone).probe(zone.name)
             out.append(_ok(name, f"zone found at {zone.settings.get('api_url') or 'default'}"))
         except (dns.DnsError, ValueError, requests.RequestException) as exc:
             out.append(_fail(name, f"{str(exc)[:200]} (catalog [[dns_providers]])"))
     return out
-
-
-def _probe_zone(provider: object, zone: object) -> None:
-    from pvekvm.dns import DnsError
-
-    if provider.name == "powerdns":
-        r = provider.session.get(provider._zone_url(zone.name), timeout=provider.timeout,
-                                 headers={"X-API-Key": provider.api_key,
-                                          "Accept": "application/json"})
-        if r.status_code in (401, 403):
-            raise DnsError(f"authentication refused (HTTP {r.status_code})")
-        if r.status_code == 404:
-            raise DnsError(f"zone not found on server {provider.server_id!r}")
-        if r.status_code != 200:
-            raise DnsError(f"HTTP {r.status_code}")
-    elif provider.name == "cloudflare":
-        provider._zone_id(zone.name)
-    else:
-        provider._list(zone.name, "@", "A")
 
 
 # --- start-up ----------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def test_readme_section_in_order_on_a_fresh_database_and_vhost(shell: Shell) -> 
                                        "SELECT 1 FROM services WHERE id = 5546 AND "
                                        "status = 'ready'"), 120, "service 5546 ready")
             if command == "python -m pvekvm init-db":
-                assert "created; schema version none -> 1" in out.stdout
+                assert f"created; schema version none -> {dbmod.latest_version()}" in out.stdout
             if command.startswith("python -m pvekvm history"):
                 assert "--- Deploy" in out.stdout
             if command.startswith(("python -m pvekvm resume", "python -m pvekvm cancel")):

@@ -104,6 +104,9 @@ class CloudflareProvider:
 
     # -- look-ups ----------------------------------------------------------------------------
 
+    def probe(self, zone: str) -> None:
+        self._zone_id(zone)
+
     def _zone_id(self, zone: str) -> str:
         if self._fixed_zone_id:
             return self._fixed_zone_id

@@ -211,6 +211,9 @@ class HestiaProvider:
             raise ValueError(f"{name!r} is not inside zone {zone!r}")
         return name[: -len(suffix)]
 
+    def probe(self, zone: str) -> None:
+        self._zone_records(zone)
+
     def _zone_records(self, zone: str) -> list[dict]:
         where, code, text = self._post(
             zone, "list records", "v-list-dns-records", [self.owner, zone, "json"]

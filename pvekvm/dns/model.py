@@ -59,3 +59,7 @@ class DnsProvider(Protocol):
         """Remove the rrset (name, type); absent is fine. May return a note on what was done
         instead (a HestiaCP zone's last A record turned into the operator's placeholder)."""
         ...
+
+    def probe(self, zone: str) -> None:
+        """Read-only: DnsError unless the zone is reachable with these credentials."""
+        ...

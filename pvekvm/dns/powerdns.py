@@ -40,6 +40,16 @@ class PowerDnsProvider:
             f"/zones/{quote(zone_id(zone), safe='=.')}"
         )
 
+    def probe(self, zone: str) -> None:
+        resp = self.session.get(self._zone_url(zone), timeout=self.timeout,
+                                headers={"X-API-Key": self.api_key, "Accept": "application/json"})
+        if resp.status_code in (401, 403):
+            raise DnsError(f"authentication refused (HTTP {resp.status_code})")
+        if resp.status_code == 404:
+            raise DnsError(f"zone not found on server {self.server_id!r}")
+        if resp.status_code != 200:
+            raise DnsError(f"HTTP {resp.status_code}")
+
     def _patch(self, zone: str, rrset: dict, action: str) -> None:
         where = f"powerdns zone {zone}: {action}"
         resp = call(

@@ -45,7 +45,7 @@ from producers.api import OrderClient  # noqa: E402
 from pvekvm import catalog, messaging, secrets  # noqa: E402
 from pvekvm import db as dbmod  # noqa: E402
 from pvekvm.config import EngineSettings, ProxmoxSettings, Settings  # noqa: E402
-from pvekvm.models import IpPool, Operation, Service, StepRun, database  # noqa: E402
+from pvekvm.models import IpPool, Operation, OutboxEvent, Service, StepRun, database  # noqa: E402
 from tests.e2e.harness import load_catalog, write_config  # noqa: E402
 from tests.smtp_sink import SmtpSink  # noqa: E402
 
@@ -180,6 +180,8 @@ class Run:
     timed_out: bool = False
     worker_cpu_s: float = 0.0
     load: tuple[float, float] = (0.0, 0.0)
+    ready_at_s: list[float] = field(default_factory=list)   # each deploy's end, from publish
+    event_lag_ms: list[float] = field(default_factory=list)  # commit -> confirmed publish
 
 
 def collect_tasks(conn: dict) -> tuple[int, float]:
@@ -255,6 +257,14 @@ def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float
             run.step_runs = {r.result: r.n for r in StepRun.select(
                 StepRun.result, fn.COUNT(StepRun.id).alias("n")).group_by(StepRun.result)}
             run.tasks, run.task_s = collect_tasks(conn)
+            run.ready_at_s = sorted(
+                (op.finished_at - t0_wall).total_seconds() for op in Operation.select(
+                    Operation.finished_at).where((Operation.kind == "deploy")
+                                                 & (Operation.status == "done")))
+            run.event_lag_ms = [1000 * (e.published_at - e.created_at).total_seconds()
+                                for e in OutboxEvent.select(OutboxEvent.created_at,
+                                                            OutboxEvent.published_at)
+                                .where(OutboxEvent.published_at.is_null(False))]
         finally:
             for p, _ in procs:
                 with contextlib.suppress(ProcessLookupError):
@@ -375,6 +385,12 @@ def report(run: Run, extra_n: list[int], by_pool: bool = False) -> dict:
          f"   (inside HTTP calls; mean {_mean([r[3] for r in steps]):.1f})"),
         ("Proxmox per order", f"{per_order:.2f} s = calls {pve_calls_per_order:.2f} s + "
          f"tasks {task_per_order:.2f} s ({run.tasks / run.orders:.1f} tasks/order)"),
+        ("time to ready first / p50 / last", f"{pct(run.ready_at_s, 0):.1f} s / "
+         f"{pct(run.ready_at_s, 50):.1f} s / {pct(run.ready_at_s, 100):.1f} s   (p50 = "
+         f"{pct(run.ready_at_s, 50) / max(wall, 1e-9):.2f} x the wall time; from publishing)"),
+        ("event lag p50 p95", f"{pct(run.event_lag_ms, 50):.1f} ms  "
+         f"{pct(run.event_lag_ms, 95):.1f} ms   ({len(run.event_lag_ms)} events: state change "
+         "committed -> published to billing, confirmed)"),
         ("sequential cron estimate", f"{fmt_s(cron_estimate_s(run.orders, per_order))}   "
          f"(60 s x ceil(N x {per_order:.2f} s / 60 s))"),
     ]

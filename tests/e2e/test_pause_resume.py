@@ -72,6 +72,6 @@ def test_status_command_shows_paused_operations_and_queue_depths(settings, sim):
         billing.create(service_id=8201, client_id=2, product="vps-small", email="u@example.com")
         wait_until(lambda: Operation.get_or_none(status="paused"), 60, "pause")
     out = engine_status(settings)
-    assert "deploy             paused        1" in out
+    assert "deploy             paused         1" in out
     assert "paused: sid:8201 deploy at (welcome_sent)" in out
     assert f"{settings.namespace}.step.clone" in out and f"{settings.namespace}.dead" in out

@@ -32,6 +32,9 @@ def make_settings(tmp_path: Path, amqp_url: str, database_url: str, namespace: s
 
 
 def load_catalog(settings: Settings, **product_overrides: object) -> None:
+    from steps.context import _catalog
+
+    _catalog.clear()  # row ids restart with each test's fresh database: no stale packages
     catalog.load_file(ROOT / "config" / "catalog.toml", settings.secret_key_file)
     if product_overrides:
         from pvekvm.models import Product

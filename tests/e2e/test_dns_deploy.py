@@ -172,7 +172,7 @@ def test_terminating_the_last_vm_of_a_hestia_zone(settings):
         terminate = Operation.get((Operation.service_id == 6101)
                                   & (Operation.kind == "terminate"))
         assert terminate.status == "done"
-        line = next(ln for ln in oplog.history(6101).splitlines() if "Delete DNS records" in ln)
+        line = next(ln for ln in admin.history(6101).splitlines() if "Delete DNS records" in ln)
         assert line.startswith("[~]") and "last A record" in line
         assert "last_a_placeholder" in line
         assert [r["VALUE"] for r in hestia.rrset(FORWARD, label, "A")] == [ip]

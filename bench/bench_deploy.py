@@ -117,7 +117,8 @@ def start_workers(config: Path, procs: int, concurrency: int, workdir: Path,
         cmd = [sys.executable, str(script), "--config", str(config),
                "--concurrency", str(concurrency), "--samples", str(samples)]
         if profile is not None:
-            cmd += ["--profile", str(profile.with_name(f"{profile.stem}-w{i}.prof"))]
+            cmd += ["--profile", str(profile.with_name(f"{profile.stem}-w{i}.prof")),
+                    "--profile-threads"]
         env = {k: v for k, v in os.environ.items()
                if k not in ("DATABASE_URL", "AMQP_URL", "PVEKVM_NAMESPACE")}
         out.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,

@@ -134,8 +134,20 @@ class Proxmox:
 
     # --- helpers shared by steps -------------------------------------------------------------
 
-    def locate(self, vmid: int) -> str | None:
-        """The node a VM lives on, or None when it does not exist anywhere."""
+    def locate(self, vmid: int, hint: str | None = None) -> str | None:
+        """The node a VM lives on, or None when it does not exist anywhere. Asks first with one
+        small call — the ``hint`` node we last saw it on, or without a hint whether the VMID is
+        still unused (``cluster/nextid?vmid=``) — and lists the cluster's VMs (a large answer
+        on a busy cluster) only when that does not settle it."""
+        try:
+            if hint:
+                self.get(f"nodes/{hint}/qemu/{vmid}/status/current")
+                return hint
+            self.get("cluster/nextid", vmid=vmid)
+            return None  # unused: it exists nowhere
+        except ProxmoxError as exc:
+            if exc.transient or exc.status not in (400, 500):
+                raise
         for res in self.get("cluster/resources", type="vm"):
             if int(res.get("vmid", -1)) == vmid:
                 return res.get("node")

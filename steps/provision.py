@@ -85,7 +85,7 @@ def clone_vm(ctx: StepContext) -> StepResult:
     our VMID that carries our marker is adopted (a retried step after a crash); a foreign one
     stops us."""
     plan = clone_plan(ctx)
-    node = ctx.pve.locate(ctx.vmid)
+    node = ctx.pve.locate(ctx.vmid, ctx.service.node)
     if node is not None:
         cfg = ctx.pve.vm_config(node, ctx.vmid)
         if cfg.get("lock"):  # PVE writes the description when the clone finishes
@@ -169,7 +169,7 @@ def migrate_to_target(ctx: StepContext) -> StepResult:
     offline migration with the local disks (``targetstorage``); then each disk still on the
     wrong storage is moved (``move_disk``; the source is deleted unless a snapshot needs it).
     One Proxmox task per run; the step runs again after each task until nothing is left."""
-    node = ctx.pve.locate(ctx.vmid)
+    node = ctx.pve.locate(ctx.vmid, ctx.service.node)
     if node is None:
         raise StepFailed(f"VM {ctx.vmid} has vanished")
     _record_node(ctx, node)
@@ -213,7 +213,7 @@ def delete_vm(ctx: StepContext) -> StepResult:
     """Remove the VM with its disks. A VM that is already gone counts as deleted."""
     if ctx.service.vmid is None:
         return Done("no VM", skipped=True)
-    node = ctx.pve.locate(ctx.vmid)
+    node = ctx.pve.locate(ctx.vmid, ctx.service.node)
     if node is None:
         return Done(f"VM {ctx.vmid} already gone", skipped=True)
     _record_node(ctx, node)

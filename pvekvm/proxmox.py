@@ -24,6 +24,9 @@ _PERMANENT = re.compile(
     r"no such|can't shrink|shrinking", re.IGNORECASE)
 
 
+FIRST_RETRY_S = 0.05  # pause before repeating a call that may be repeated
+
+
 class ProxmoxError(Exception):
     """A Proxmox call failed. ``transient`` says whether trying again later can succeed;
     ``not_sent`` that the request never reached PVE (no connection was made), so even a POST
@@ -106,9 +109,23 @@ class Proxmox:
         time.sleep(seconds)
         cls._timing.seconds = getattr(cls._timing, "seconds", 0.0) + seconds
 
-    @retry(retry=retry_if_exception(_safe_to_repeat), stop=stop_after_attempt(3),
-           wait=wait_exponential(multiplier=0.05, max=0.5), reraise=True)
     def _call(self, method: str, path: str, params: dict[str, Any]) -> Any:
+        """One call; what is safe to repeat is tried twice more (3 in all). The first try
+        runs outside tenacity: its wrapper cost ~0.3 ms of CPU on every call, retried or not."""
+        try:
+            return self._call_once(method, path, params)
+        except ProxmoxError as exc:
+            if not _safe_to_repeat(exc):
+                raise
+        time.sleep(FIRST_RETRY_S)
+        return self._call_again(method, path, params)
+
+    @retry(retry=retry_if_exception(_safe_to_repeat), stop=stop_after_attempt(2),
+           wait=wait_exponential(multiplier=0.1, max=0.5), reraise=True)
+    def _call_again(self, method: str, path: str, params: dict[str, Any]) -> Any:
+        return self._call_once(method, path, params)
+
+    def _call_once(self, method: str, path: str, params: dict[str, Any]) -> Any:
         start = time.perf_counter()
         try:
             return getattr(self._api(path.strip("/")), method)(**params)

@@ -10,7 +10,7 @@ import pytest
 
 from producers.api import OrderClient
 from pvekvm import catalog
-from pvekvm.models import Product, Service
+from pvekvm.models import Product, Service, Template
 from pvesim.testing import RunningSimulator, running_simulator
 from steps.context import _catalog
 from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
@@ -91,6 +91,33 @@ def test_linked_clone_from_the_copy_and_the_copy_cannot_be_removed_meanwhile(set
     assert "base volume 'local-lvm:base-9010-disk-0' is still in use by linked cloned" \
         in status["exitstatus"]
     assert sim.vm(9010) is not None
+
+
+def test_a_copy_on_shared_storage_is_cloned_to_the_target_node_and_moved(settings, sim):
+    """No copy on pve2, but one on shared storage: PVE clones it to pve2 (``target``; a full
+    clone to another node must stay on shared storage), then the disk moves to local-lvm."""
+    _catalog.clear()
+    catalog.load({"templates": [{"name": "almalinux-9", "vmid": 9002, "node": "pve1",
+                                 "os_user": "almalinux", "replicas": [
+                                     {"node": "pve1", "vmid": 9002, "storage": "nfs-shared",
+                                      "shared": True}]}]}, settings.secret_key_file)
+    small = Product.get(Product.name == "vps-small")
+    row = {f.name: getattr(small, f.name) for f in Product._meta.sorted_fields if f.name != "id"}
+    tpl = Template.get(Template.name == "almalinux-9")
+    Product.create(**{**row, "name": "vps-alma", "template_id": tpl.id})
+    with InProcessWorkers(settings, concurrency=4), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        billing.create(service_id=7401, client_id=7, product="vps-alma", email="a@example.com")
+        wait_until(all_ready([7401]), 60, "ready")
+
+    svc = Service.get_by_id(7401)
+    vm = sim.vm(svc.vmid)
+    assert vm["node"] == "pve2" and vm["status"] == "running"
+    assert vm["config"]["scsi0"].startswith(f"local-lvm:vm-{svc.vmid}-disk-")
+    tasks = _tasks_of(sim, svc.vmid)
+    assert "qmigrate" not in tasks and "qmmove" in tasks
+    assert any(n == "pve1" and src == "9002" and f"to {svc.vmid}" in log[0]
+               for n, src, log in _clone_tasks(sim))
 
 
 def test_clone_slots_per_node_and_storage_never_exceed_the_limit(settings, sim):

@@ -74,7 +74,9 @@ def clone_plan(ctx: StepContext) -> ClonePlan:
                          None, linked, f"shared/{shared.storage}",
                          f"{kind} clone of template copy {shared.vmid} ({shared.storage}, "
                          f"shared) to {node}: no migration")
-    return ClonePlan(tpl.node, tpl.vmid, None, None, False, f"{tpl.node}/*",
+    own = copies.get(tpl.node)  # the original listed as a copy: its storage is known
+    return ClonePlan(tpl.node, tpl.vmid, None, None, False,
+                     f"{tpl.node}/{own.storage if own is not None else '*'}",
                      f"full clone on template node {tpl.node} (no template copy on {node}): "
                      "migration follows")
 

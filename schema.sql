@@ -11,6 +11,21 @@ CREATE TABLE IF NOT EXISTS templates (
   UNIQUE KEY uq_templates_name (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
+-- Copies of a template on other nodes (or the original, listed to be used directly): a deploy
+-- whose target node has one clones there, straight onto the product's storage, and needs no
+-- migration. ``shared`` = its disks are on shared storage: it serves every node (clone with
+-- ``target``). VMIDs are cluster-wide, so each copy has its own.
+CREATE TABLE IF NOT EXISTS template_replicas (
+  id            INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  template_id   INT UNSIGNED NOT NULL,
+  node          VARCHAR(64)  NOT NULL,
+  vmid          INT UNSIGNED NOT NULL,
+  storage       VARCHAR(64)  NOT NULL,                -- where the copy's disks are
+  shared        TINYINT(1)   NOT NULL DEFAULT 0,
+  UNIQUE KEY uq_template_replicas_node (template_id, node),
+  CONSTRAINT fk_template_replicas_template FOREIGN KEY (template_id) REFERENCES templates (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
 CREATE TABLE IF NOT EXISTS ip_pools (
   id            INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   name          VARCHAR(64)  NOT NULL,
@@ -59,6 +74,9 @@ CREATE TABLE IF NOT EXISTS products (
   firewall_policy_out   VARCHAR(8)   NOT NULL DEFAULT 'ACCEPT',
   hostname_prefix       VARCHAR(32)  NOT NULL DEFAULT 'vps',
   dns_zone              VARCHAR(253) NULL,                    -- forward zone for <host>.<zone>
+  linked_clone          TINYINT(1)   NOT NULL DEFAULT 0,      -- 1 = linked clone where PVE can
+                                                              -- (a template copy on the target
+                                                              -- node and storage)
   UNIQUE KEY uq_products_name (name),
   CONSTRAINT fk_products_template FOREIGN KEY (template_id) REFERENCES templates (id),
   CONSTRAINT fk_products_pool4 FOREIGN KEY (ip_pool_id) REFERENCES ip_pools (id),
@@ -303,4 +321,18 @@ CREATE TABLE IF NOT EXISTS schema_version (
   version       INT UNSIGNED NOT NULL PRIMARY KEY,
   name          VARCHAR(128) NOT NULL,
   applied_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- Clone slots (PVE's storage lock): one row per node+storage, locked FOR UPDATE while a worker
+-- decides whether a full clone may start there.
+CREATE TABLE IF NOT EXISTS clone_slots (
+  slot          VARCHAR(130) NOT NULL PRIMARY KEY     -- "<node>/<storage>" ("shared/<storage>")
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- Which slot an operation's full clone needs: waiting (its operation at a clone state with no
+-- task) or running (a qmclone task). The oldest waiting operation takes the next free slot.
+CREATE TABLE IF NOT EXISTS clone_claims (
+  operation_id  BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+  slot          VARCHAR(130) NOT NULL,
+  KEY ix_clone_claims_slot (slot, operation_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

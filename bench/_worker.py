@@ -42,7 +42,7 @@ from pvekvm import mail  # noqa: E402
 from pvekvm.config import load_settings  # noqa: E402
 from pvekvm.db import bind  # noqa: E402
 from pvekvm.proxmox import Proxmox  # noqa: E402
-from workers.consumer import WorkerProcess, all_pools  # noqa: E402
+from workers.consumer import WorkerProcess, WorkerThread, all_pools  # noqa: E402
 
 _local = threading.local()
 _samples: list[tuple] = []
@@ -66,8 +66,8 @@ class _Measure:
         _local.nq = 0
         _local.pve0 = Proxmox.time_spent()
         prof = getattr(_local, "prof", None)
-        if self.profile and prof is None:  # one profiler per thread
-            prof = _local.prof = cProfile.Profile()
+        if self.profile and prof is None:  # one profiler per thread, of its CPU time
+            prof = _local.prof = cProfile.Profile(time.thread_time)
             _profiles.append(prof)
         if prof is not None:
             prof.enable()
@@ -83,6 +83,24 @@ class _Measure:
         with _samples_lock:
             _samples.append((pool, seconds, _local.handle, pve, _local.inline, _local.smtp,
                              _local.db, _local.nq))
+
+
+def _profile_whole_threads() -> None:
+    """Profile each worker thread's whole run (pika's I/O loop and heartbeats too, not only
+    the delivery callbacks), counting the thread's CPU time (``time.thread_time``)."""
+    orig_run = WorkerThread.run
+
+    def run(self) -> None:
+        prof = cProfile.Profile(time.thread_time)
+        with _samples_lock:
+            _profiles.append(prof)
+        prof.enable()
+        try:
+            orig_run(self)
+        finally:
+            prof.disable()
+
+    WorkerThread.run = run
 
 
 def _instrument() -> None:
@@ -116,14 +134,18 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--samples", required=True, type=Path)
     ap.add_argument("--profile", type=Path, help="write cProfile stats of message handling")
+    ap.add_argument("--profile-threads", action="store_true",
+                    help="with --profile: the worker threads' whole run, not only callbacks")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
     _instrument()
     settings = load_settings(args.config)
     bind(settings.database_url)
+    if args.profile and args.profile_threads:
+        _profile_whole_threads()
     proc = WorkerProcess(settings, all_pools(), max(1, args.concurrency),
-                         observer=_Measure(bool(args.profile)))
+                         observer=_Measure(bool(args.profile) and not args.profile_threads))
     signal.signal(signal.SIGTERM, lambda *_: proc.stop.set())
     signal.signal(signal.SIGINT, lambda *_: proc.stop.set())
     cpu0 = time.process_time()

@@ -45,13 +45,19 @@ from producers.api import OrderClient  # noqa: E402
 from pvekvm import catalog, messaging, secrets  # noqa: E402
 from pvekvm import db as dbmod  # noqa: E402
 from pvekvm.config import EngineSettings, ProxmoxSettings, Settings  # noqa: E402
-from pvekvm.models import IpPool, Operation, OutboxEvent, Service, StepRun, database  # noqa: E402
+from pvekvm.models import IpPool, Operation, OutboxEvent, Product, Service, StepRun, database  # noqa: E402
 from tests.e2e.harness import load_catalog, write_config  # noqa: E402
 from tests.smtp_sink import SmtpSink  # noqa: E402
 
-AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+AMQP_SERVER = os.environ.get("BENCH_AMQP_SERVER", "amqp://guest:guest@127.0.0.1:5672")
 DB_SERVER = os.environ.get("BENCH_DB_SERVER", "mysql://root@127.0.0.1:3306")
+# the database and RabbitMQ vhost of the runs (--name or BENCH_NAME; several people may run the
+# bench on one machine at once): main() sets them
+AMQP_URL = f"{AMQP_SERVER}/%2F"
 DATABASE_URL = f"{DB_SERVER}/pvekvm_bench"
+NODES = ("pve1", "pve2", "pve3")
+TEMPLATE_COPIES = [{"node": n, "vmid": 9000 + 10 * i, "storage": "local-lvm"}
+                   for i, n in enumerate(NODES)]  # pvesim --template-replicas seeds these
 BENCH_POOL = {"name": "bench-v4", "version": 4, "network": "198.18.0.0/21",
               "gateway": "198.18.0.1", "nameservers": "198.18.0.53",
               "first": "198.18.0.10", "last": "198.18.7.250"}
@@ -61,13 +67,14 @@ CRON_TICK_S = 60.0
 # --- processes -----------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def pvesim_process(workdir: Path, scale: float):
+def pvesim_process(workdir: Path, scale: float, replicas: bool = False):
     """``python -m pvesim`` on a free port; yields its connection dict; stops it on exit."""
     conn_file = workdir / "pvesim.json"
     log = open(workdir / "pvesim.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "pvesim", "--port", "0", "--state-dir", str(workdir / "pvesim"),
-         "--task-time-scale", str(scale), "--connection-file", str(conn_file)],
+         "--task-time-scale", str(scale), "--connection-file", str(conn_file)]
+        + (["--template-replicas"] if replicas else []),
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
@@ -110,7 +117,8 @@ def start_workers(config: Path, procs: int, concurrency: int, workdir: Path,
         cmd = [sys.executable, str(script), "--config", str(config),
                "--concurrency", str(concurrency), "--samples", str(samples)]
         if profile is not None:
-            cmd += ["--profile", str(profile.with_name(f"{profile.stem}-w{i}.prof"))]
+            cmd += ["--profile", str(profile.with_name(f"{profile.stem}-w{i}.prof")),
+                    "--profile-threads"]
         env = {k: v for k, v in os.environ.items()
                if k not in ("DATABASE_URL", "AMQP_URL", "PVEKVM_NAMESPACE")}
         out.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
@@ -141,7 +149,12 @@ def wait_for_consumers(topo: messaging.Topology, want: int, procs, timeout: floa
 
 # --- database ------------------------------------------------------------------------------------
 
-def fresh_database(settings: Settings) -> None:
+def fresh_database(settings: Settings, path: str = "fallback") -> None:
+    """Schema, catalog and the benchmark pool. ``path``: ``fallback`` = the catalog as shipped
+    (templates on pve1 only: clone there, then migrate); ``copies`` = a copy of debian-12 on
+    every node (full clone on the target node); ``linked`` = copies, and linked clones. With
+    copies, ``vps-small`` also exists as ``vps-small-pve1``/``-pve3`` so orders spread over the
+    three nodes (round robin)."""
     dbmod.create_database(DATABASE_URL)
     db = dbmod.bind(DATABASE_URL)
     dbmod.apply_schema(db)
@@ -149,6 +162,17 @@ def fresh_database(settings: Settings) -> None:
     catalog.load({"ip_pools": [BENCH_POOL]}, settings.secret_key_file)
     pool = IpPool.get(IpPool.name == BENCH_POOL["name"])
     load_catalog(settings, ip_pool_id=pool.id)  # every product draws from the big pool
+    if path != "fallback":
+        catalog.load({"templates": [{"name": "debian-12", "vmid": 9000, "node": "pve1",
+                                     "os_user": "debian", "replicas": TEMPLATE_COPIES}]},
+                     settings.secret_key_file)
+        small = Product.get(Product.name == "vps-small")
+        for node in ("pve1", "pve3"):
+            row = {f.name: getattr(small, f.name) for f in Product._meta.sorted_fields
+                   if f.name != "id"}
+            Product.create(**{**row, "name": f"vps-small-{node}", "target_node": node})
+        if path == "linked":
+            Product.update(linked_clone=True).execute()
     secrets.encrypt(settings.secret_key_file, "x")  # create the key before workers race for it
 
 
@@ -169,7 +193,11 @@ class Run:
     procs: int
     concurrency: int
     product: str
+    path: str = "fallback"
+    window: int = 0
     publish_s: float = 0.0
+    ready_at: list[float] = field(default_factory=list)  # each order's time to ready, sorted
+    floor: tuple[float, str] = (math.nan, "")
     ready_s: float = math.nan
     ready: int = 0
     paused: list[str] = field(default_factory=list)
@@ -180,7 +208,6 @@ class Run:
     timed_out: bool = False
     worker_cpu_s: float = 0.0
     load: tuple[float, float] = (0.0, 0.0)
-    ready_at_s: list[float] = field(default_factory=list)   # each deploy's end, from publish
     event_lag_ms: list[float] = field(default_factory=list)  # commit -> confirmed publish
 
 
@@ -203,29 +230,80 @@ def collect_tasks(conn: dict) -> tuple[int, float]:
 
 
 def engine_settings(args: argparse.Namespace) -> EngineSettings:
-    if not args.poll_delays:
-        return EngineSettings()
-    return EngineSettings(poll_delays_s=tuple(args.poll_delays))
+    kw: dict = {}
+    if args.poll_delays:
+        kw["poll_delays_s"] = tuple(args.poll_delays)
+    if getattr(args, "deploy_window_now", None) is not None:
+        kw["deploy_window"] = args.deploy_window_now
+    return EngineSettings(**kw)
 
 
-def order_products(product: str, n: int) -> list[str]:
+def all_tasks(conn: dict) -> list[dict]:
+    px = ProxmoxSettings.from_connection(conn)
+    headers = {"Authorization": f"PVEAPIToken={px.token_id}={px.token_secret}"}
+    out = []
+    for node in conn["nodes"]:
+        r = requests.get(f"{px.base_url}/nodes/{node}/tasks", params={"limit": 1000000},
+                         headers=headers, verify=px.ca_bundle, timeout=30)
+        r.raise_for_status()
+        out += r.json()["data"]
+    return out
+
+
+def clone_floor(conn: dict, orders: int, limit: int) -> tuple[float, str]:
+    """The least time Proxmox's task durations and storage locks allow for this run's orders,
+    if the engine cost nothing: per clone node, its full clones in waves of ``limit`` (PVE's
+    storage lock) — linked clones need no slot — then the tail of one order (the median over
+    orders of its own tasks after the clone, run one after another: migrate, config, start).
+    Task times are PVE's whole seconds."""
+    tasks = [t for t in all_tasks(conn) if t.get("endtime") is not None]
+    vmids = {int(v) for (v,) in Service.select(Service.vmid).where(
+        Service.vmid.is_null(False)).tuples()}
+
+    def dur(t: dict) -> int:
+        return max(0, int(t["endtime"]) - int(t["starttime"]))
+
+    clones = [t for t in tasks if t["type"] == "qmclone" and t.get("status") == "OK"]
+    if not clones:
+        return math.nan, "no clone tasks"
+    per_node: dict[str, list[int]] = {}
+    for t in clones:
+        per_node.setdefault(t["node"], []).append(dur(t))
+    tails = sorted(sum(dur(t) for t in tasks if t["id"] == str(v)) for v in vmids)
+    tail = tails[len(tails) // 2] if tails else 0
+    clone_s = sorted(dur(t) for t in clones)[len(clones) // 2]
+    linked = clone_s <= 3  # pvesim: linked 1 s, full 20 s at scale 1
+    waves = {n: 1 if linked else math.ceil(len(ds) / limit) for n, ds in per_node.items()}
+    worst = max(waves.values())
+    floor = worst * clone_s + tail
+    spread = ", ".join(f"{n}: {len(per_node[n])}" for n in sorted(per_node))
+    how = (f"{'linked' if linked else 'full'} clones on {spread}; {worst} wave(s) x "
+           f"{clone_s} s + tail {tail} s")
+    return float(floor), how
+
+
+def order_products(product: str, n: int, spread: bool = False) -> list[str]:
     if product == "mix":  # 3 small : 1 large
         return ["vps-large" if i % 4 == 3 else "vps-small" for i in range(n)]
+    if spread and product == "vps-small":  # target nodes pve1, pve2, pve3 in turn
+        return [("vps-small-pve1", "vps-small", "vps-small-pve3")[i % 3] for i in range(n)]
     return [product] * n
 
 
-def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float) -> Run:
-    run = Run(orders, scale, args.workers_procs, args.concurrency, args.product)
+def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float,
+             path: str = "fallback") -> Run:
+    run = Run(orders, scale, args.workers_procs, args.concurrency, args.product, path)
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     topo = messaging.Topology(namespace)
     with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp, \
-            pvesim_process(Path(tmp), scale) as conn, SmtpSink() as sink:
+            pvesim_process(Path(tmp), scale, path != "fallback") as conn, SmtpSink() as sink:
         workdir = Path(tmp)
         settings = Settings(database_url=DATABASE_URL, amqp_url=AMQP_URL, namespace=namespace,
                             proxmox=ProxmoxSettings.from_connection(conn), smtp=sink.settings(),
                             engine=engine_settings(args),
                             secret_key_file=str(workdir / "secret.key"))
-        fresh_database(settings)
+        run.window = settings.engine.deploy_window
+        fresh_database(settings, path)
         messaging.declare(AMQP_URL, topo)
         config = write_config(settings, workdir / "worker.toml")
         profile = None
@@ -239,7 +317,8 @@ def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float
             sids = list(range(100001, 100001 + orders))
             t0_wall, t0 = datetime.now(), time.perf_counter()
             with OrderClient(AMQP_URL, namespace) as billing:
-                for sid, product in zip(sids, order_products(args.product, orders), strict=True):
+                for sid, product in zip(sids, order_products(args.product, orders,
+                                                             path != "fallback"), strict=True):
                     billing.create(service_id=sid, client_id=sid % 97 + 1, product=product,
                                    email=f"c{sid}@example.com")
             run.publish_s = time.perf_counter() - t0
@@ -257,10 +336,10 @@ def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float
             run.step_runs = {r.result: r.n for r in StepRun.select(
                 StepRun.result, fn.COUNT(StepRun.id).alias("n")).group_by(StepRun.result)}
             run.tasks, run.task_s = collect_tasks(conn)
-            run.ready_at_s = sorted(
-                (op.finished_at - t0_wall).total_seconds() for op in Operation.select(
-                    Operation.finished_at).where((Operation.kind == "deploy")
-                                                 & (Operation.status == "done")))
+            run.ready_at = sorted(
+                (o.finished_at - t0_wall).total_seconds() for o in Operation.select().where(
+                    (Operation.kind == "deploy") & (Operation.status == "done")))
+            run.floor = clone_floor(conn, orders, settings.engine.clones_per_storage)
             run.event_lag_ms = [1000 * (e.published_at - e.created_at).total_seconds()
                                 for e in OutboxEvent.select(OutboxEvent.created_at,
                                                             OutboxEvent.published_at)
@@ -356,7 +435,8 @@ def report(run: Run, extra_n: list[int], by_pool: bool = False) -> dict:
     pve_calls_per_order = sum(r[3] for r in steps) / run.orders
     task_per_order = run.task_s / run.orders
     per_order = pve_calls_per_order + task_per_order
-    title = (f"N={run.orders} orders ({run.product}), pvesim task-time-scale {run.scale:g}, "
+    title = (f"N={run.orders} orders ({run.product}, clone path {run.path}), "
+             f"pvesim task-time-scale {run.scale:g}, deploy_window {run.window}, "
              f"{run.procs} worker process(es) x {run.concurrency} threads")
     rows = [
         ("wall time to all ready", f"{fmt_s(wall)}" + (" (TIMED OUT)" if run.timed_out else "")
@@ -385,15 +465,18 @@ def report(run: Run, extra_n: list[int], by_pool: bool = False) -> dict:
          f"   (inside HTTP calls; mean {_mean([r[3] for r in steps]):.1f})"),
         ("Proxmox per order", f"{per_order:.2f} s = calls {pve_calls_per_order:.2f} s + "
          f"tasks {task_per_order:.2f} s ({run.tasks / run.orders:.1f} tasks/order)"),
-        ("time to ready first / p50 / last", f"{pct(run.ready_at_s, 0):.1f} s / "
-         f"{pct(run.ready_at_s, 50):.1f} s / {pct(run.ready_at_s, 100):.1f} s   (p50 = "
-         f"{pct(run.ready_at_s, 50) / max(wall, 1e-9):.2f} x the wall time; from publishing)"),
         ("event lag p50 p95", f"{pct(run.event_lag_ms, 50):.1f} ms  "
          f"{pct(run.event_lag_ms, 95):.1f} ms   ({len(run.event_lag_ms)} events: state change "
          "committed -> published to billing, confirmed)"),
         ("sequential cron estimate", f"{fmt_s(cron_estimate_s(run.orders, per_order))}   "
-         f"(60 s x ceil(N x {per_order:.2f} s / 60 s))"),
+         f"(60 s x ceil(N x {per_order:.2f} s / 60 s)); measured / cron = "
+         f"{wall / cron_estimate_s(run.orders, per_order):.2f}"),
+        ("time to ready: first / p50 / last", ready_figures(run)),
     ]
+    if run.scale > 0:
+        rows.append((f"floor of the clone path ({run.path})",
+                     f"{fmt_s(run.floor[0])}   ({run.floor[1]}); measured / floor = "
+                     f"{wall / run.floor[0]:.2f}"))
     for n in extra_n:
         rows.append((f"  cron estimate N={n}", f"{fmt_s(cron_estimate_s(n, per_order))}   "
                      "(same formula, P from this run)"))
@@ -410,7 +493,22 @@ def report(run: Run, extra_n: list[int], by_pool: bool = False) -> dict:
             "engine_p50": pct(engine, 50), "engine_p95": pct(engine, 95),
             "follow_p50": pct(follow, 50), "follow_p95": pct(follow, 95),
             "pve_p50": pct(pve, 50), "pve_p95": pct(pve, 95), "per_order_s": per_order,
-            "cron_s": cron_estimate_s(run.orders, per_order), "timed_out": run.timed_out}
+            "cron_s": cron_estimate_s(run.orders, per_order), "timed_out": run.timed_out,
+            "path": run.path, "floor_s": run.floor[0], "first_ready_s":
+            run.ready_at[0] if run.ready_at else math.nan,
+            "p50_ready_s": pct(run.ready_at, 50),
+            "cpu_per_step_ms": run.worker_cpu_s / max(1, n_msgs) * 1000}
+
+
+def ready_figures(run: Run) -> str:
+    r = run.ready_at
+    if not r:
+        return "n/a"
+    p50 = pct(r, 50)
+    marks = ", ".join(f"{sum(1 for x in r if x <= t)} by {t:g} s" for t in (10, 30, 60)
+                      if t < r[-1])
+    return (f"{r[0]:.1f} s / {p50:.1f} s / {r[-1]:.1f} s   (p50 / wall = {p50 / r[-1]:.2f}; "
+            f"{marks or 'all within 10 s'})")
 
 
 def breakdown(steps: list[tuple]) -> str:
@@ -452,18 +550,38 @@ def main() -> int:
                     help="worker entry point (a wrapper of bench/_worker.py can try engine "
                     "changes without editing the tree)")
     ap.add_argument("--by-pool", action="store_true", help="also print a per-pool table")
+    ap.add_argument("--name", default=os.environ.get("BENCH_NAME", "pvekvm_bench"),
+                    help="database and RabbitMQ vhost of the runs (env BENCH_NAME; default "
+                    "pvekvm_bench); the vhost is created when missing (rabbitmqctl)")
+    ap.add_argument("--paths", nargs="+", default=["fallback"],
+                    choices=["fallback", "copies", "linked"],
+                    help="clone paths to run, one after another, for every N: fallback (clone "
+                    "on pve1, migrate), copies (a template copy per node, orders spread over "
+                    "3 nodes), linked (copies and linked clones)")
+    ap.add_argument("--deploy-window", type=int, nargs="+",
+                    help="[engine] deploy_window values to compare (default: the engine's)")
     ap.add_argument("--json", type=Path, help="also write the summary figures here")
     args = ap.parse_args()
 
+    global AMQP_URL, DATABASE_URL
+    AMQP_URL = f"{AMQP_SERVER}/{args.name}"
+    DATABASE_URL = f"{DB_SERVER}/{args.name}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", args.name], capture_output=True)
+    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", args.name, "guest", ".*", ".*",
+                    ".*"], capture_output=True, check=True)
     plan = [(n, args.task_time_scale) for n in args.orders]
     if args.realistic:
         plan.append((args.realistic_orders, args.realistic_scale))
     summary = []
-    for n, scale in plan:
+    windows = args.deploy_window or [None]
+    for (n, scale), path, window in [(p, path, w) for p in plan for path in args.paths
+                                     for w in windows]:
+        args.deploy_window_now = window
         timeout = args.timeout or (60 + 1.0 * n + scale * (90 + 15 * n))
-        print(f"-- running N={n}, task-time-scale {scale:g} (deadline {timeout:.0f} s)",
-              flush=True)
-        run = run_once(args, n, scale, timeout)
+        print(f"-- running N={n}, task-time-scale {scale:g}, clone path {path}, deploy_window "
+              f"{window if window is not None else 'default'} (deadline {timeout:.0f} s); "
+              f"uptime: {os.getloadavg()}", flush=True)
+        run = run_once(args, n, scale, timeout, path)
         extra = [500] if scale > 0 and n < 500 else []
         summary.append(report(run, extra, args.by_pool))
     if args.json:

@@ -17,6 +17,7 @@ from pvekvm.models import (
     IpPool,
     Product,
     Template,
+    TemplateReplica,
     database,
 )
 from pvekvm.validation import is_valid_hostname
@@ -83,14 +84,37 @@ def check_dns(data: dict[str, Any], key_file: str) -> None:
         raise CatalogError(f"DNS: {exc}") from None
 
 
+REPLICA_KEYS = {"node", "vmid", "storage", "shared"}
+
+
+def _load_replicas(tpl: Template, replicas: list[dict[str, Any]]) -> None:
+    """The template's copies become exactly the listed ones (node, vmid, storage, shared)."""
+    nodes = set()
+    for r in replicas:
+        if not {"node", "vmid", "storage"} <= set(r) or set(r) - REPLICA_KEYS:
+            raise CatalogError(f"template {tpl.name}: a replica needs node, vmid and storage "
+                               f"(and may say shared = true), got {sorted(r)}")
+        if r["node"] in nodes:
+            raise CatalogError(f"template {tpl.name}: two replicas on node {r['node']}")
+        nodes.add(r["node"])
+    TemplateReplica.delete().where(TemplateReplica.template_id == tpl.id).execute()
+    for r in replicas:
+        TemplateReplica.create(template_id=tpl.id, node=r["node"], vmid=int(r["vmid"]),
+                               storage=r["storage"], shared=bool(r.get("shared", False)))
+
+
 def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
     check_dns(data, key_file)
     counts = {"templates": 0, "ip_pools": 0, "addresses": 0, "products": 0, "dns_zones": 0}
     with database.atomic():
         templates = {}
         for t in data.get("templates", []):
-            templates[t["name"]] = _upsert(Template, "name", dict(t))
+            t = dict(t)
+            replicas = t.pop("replicas", None)
+            tpl = templates[t["name"]] = _upsert(Template, "name", t)
             counts["templates"] += 1
+            if replicas is not None:
+                _load_replicas(tpl, replicas)
         pools = {}
         for p in data.get("ip_pools", []):
             p = dict(p)

@@ -39,6 +39,18 @@ class Template(BaseModel):
         table_name = "templates"
 
 
+class TemplateReplica(BaseModel):
+    template_id = IntegerField()
+    node = CharField(max_length=64)
+    vmid = IntegerField()
+    storage = CharField(max_length=64)
+    shared = BooleanField(default=False)
+
+    class Meta:
+        table_name = "template_replicas"
+        indexes = ((("template_id", "node"), True),)
+
+
 class IpPool(BaseModel):
     id = AutoField()
     name = CharField(max_length=64, unique=True)
@@ -88,6 +100,7 @@ class Product(BaseModel):
     firewall_policy_out = CharField(max_length=8, default="ACCEPT")
     hostname_prefix = CharField(max_length=32, default="vps")
     dns_zone = CharField(max_length=253, null=True)
+    linked_clone = BooleanField(default=False)
 
     class Meta:
         table_name = "products"
@@ -339,8 +352,23 @@ class SchemaVersion(BaseModel):
         table_name = "schema_version"
 
 
+class CloneSlot(BaseModel):
+    slot = CharField(max_length=130, primary_key=True)
+
+    class Meta:
+        table_name = "clone_slots"
+
+
+class CloneClaim(BaseModel):
+    operation_id = BigIntegerField(primary_key=True)
+    slot = CharField(max_length=130)
+
+    class Meta:
+        table_name = "clone_claims"
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
-    Template, IpPool, Product, Service, VmidAllocation, IpAddress, Operation, OutboxEvent,
-    HeldEvent, StepRun, Snapshot, Backup, BackupSchedule, DnsProvider, DnsZone, DnsRecordRow,
-    Email, DeadLetter, AuditLog, SchemaVersion,
+    Template, TemplateReplica, IpPool, Product, Service, VmidAllocation, IpAddress, Operation,
+    OutboxEvent, HeldEvent, StepRun, Snapshot, Backup, BackupSchedule, DnsProvider, DnsZone,
+    DnsRecordRow, Email, DeadLetter, AuditLog, SchemaVersion, CloneSlot, CloneClaim,
 )

@@ -25,6 +25,9 @@ _PERMANENT = re.compile(
     r"no such|can't shrink|shrinking", re.IGNORECASE)
 
 
+FIRST_RETRY_S = 0.05  # pause before repeating a call that may be repeated
+
+
 class ProxmoxError(Exception):
     """A Proxmox call failed. ``transient`` says whether trying again later can succeed;
     ``not_sent`` that the request never reached PVE (no connection was made), so even a POST
@@ -107,9 +110,23 @@ class Proxmox:
         time.sleep(seconds)
         cls._timing.seconds = getattr(cls._timing, "seconds", 0.0) + seconds
 
-    @retry(retry=retry_if_exception(_safe_to_repeat), stop=stop_after_attempt(3),
-           wait=wait_exponential(multiplier=0.05, max=0.5), reraise=True)
     def _call(self, method: str, path: str, params: dict[str, Any]) -> Any:
+        """One call; what is safe to repeat is tried twice more (3 in all). The first try
+        runs outside tenacity: its wrapper cost ~0.3 ms of CPU on every call, retried or not."""
+        try:
+            return self._call_once(method, path, params)
+        except ProxmoxError as exc:
+            if not _safe_to_repeat(exc):
+                raise
+        time.sleep(FIRST_RETRY_S)
+        return self._call_again(method, path, params)
+
+    @retry(retry=retry_if_exception(_safe_to_repeat), stop=stop_after_attempt(2),
+           wait=wait_exponential(multiplier=0.1, max=0.5), reraise=True)
+    def _call_again(self, method: str, path: str, params: dict[str, Any]) -> Any:
+        return self._call_once(method, path, params)
+
+    def _call_once(self, method: str, path: str, params: dict[str, Any]) -> Any:
         start, error = time.perf_counter(), None
         try:
             return getattr(self._api(path.strip("/")), method)(**params)
@@ -136,8 +153,20 @@ class Proxmox:
 
     # --- helpers shared by steps -------------------------------------------------------------
 
-    def locate(self, vmid: int) -> str | None:
-        """The node a VM lives on, or None when it does not exist anywhere."""
+    def locate(self, vmid: int, hint: str | None = None) -> str | None:
+        """The node a VM lives on, or None when it does not exist anywhere. Asks first with one
+        small call — the ``hint`` node we last saw it on, or without a hint whether the VMID is
+        still unused (``cluster/nextid?vmid=``) — and lists the cluster's VMs (a large answer
+        on a busy cluster) only when that does not settle it."""
+        try:
+            if hint:
+                self.get(f"nodes/{hint}/qemu/{vmid}/status/current")
+                return hint
+            self.get("cluster/nextid", vmid=vmid)
+            return None  # unused: it exists nowhere
+        except ProxmoxError as exc:
+            if exc.transient or exc.status not in (400, 500):
+                raise
         for res in self.get("cluster/resources", type="vm"):
             if int(res.get("vmid", -1)) == vmid:
                 return res.get("node")

@@ -15,7 +15,8 @@ from .server import Simulator
 EPILOG = """\
 connection file (JSON): base_url, host, port, nodes, user, password (ticket auth), token_id,
 token_name, token_secret (API token), ca_bundle (CA to verify TLS), control_url, templates
-{name: {vmid, node, storage}}, storages, fingerprint.
+{name: {vmid, node, storage}} (the original of each), template_copies [{name, vmid, node,
+storage}] (originals and replicas), storages, fingerprint.
 
 faults file (JSON, all optional): {"error_rate": 0.1, "error_status": 500, "latency_ms": 20,
 "task_error_rate": 0.05, "lock_timeout_rate": 0.05, "status_400_after_dispatch": 500,
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", default="pve1,pve2,pve3", help="comma separated node names")
     ap.add_argument("--clone-storage-limit", type=int, default=2,
                     help="parallel full clones per node+storage before lock timeouts")
+    ap.add_argument("--template-replicas", action="store_true",
+                    help="seed a copy of each local-storage template on every other node "
+                    "(VMID + 10 per node index: 9010/9011 on pve2, 9020/9021 on pve3)")
     ap.add_argument("--verbose", action="store_true", help="log requests to stderr")
     args = ap.parse_args(argv)
 
@@ -66,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     sim = Simulator(host=args.host, port=args.port, state_dir=args.state_dir,
                     task_time_scale=args.task_time_scale, faults=faults,
                     nodes=[n for n in args.nodes.split(",") if n],
-                    clone_storage_limit=args.clone_storage_limit, verbose=args.verbose)
+                    clone_storage_limit=args.clone_storage_limit, verbose=args.verbose,
+                    template_replicas=args.template_replicas)
     conn = sim.connection()
     target, named_by = args.connection_file, "--connection-file"
     if target is None:

@@ -133,6 +133,8 @@ def node_tasks(ctx: Ctx, p: dict[str, Any]) -> list[dict[str, Any]]:
     ts = [t for t in ctx.sim.tasks.tasks.values() if t.node == p["node"]]
     if p.get("vmid"):
         ts = [t for t in ts if t.id == str(p["vmid"])]
+    if p.get("typefilter"):
+        ts = [t for t in ts if t.type == p["typefilter"]]
     if p.get("source") == "active":
         ts = [t for t in ts if t.status == "running"]
     ts.sort(key=lambda t: t.starttime, reverse=True)

@@ -56,6 +56,13 @@ TEMPLATES = [
     (9001, "ubuntu-2204-cloud", "pve1", "local-lvm", "ide2"),
     (9002, "almalinux-9-cloud", "pve1", "nfs-shared", "ide0"),
 ]
+REPLICA_VMID_STEP = 10  # replica of template T on the i-th node (i >= 1): VMID T + 10 * i
+
+#: Storage types whose base volumes PVE can clone linked (``volume_has_feature(..., 'clone')``:
+#: LVM-thin, ZFS, Ceph RBD and the file plugins with raw/qcow2/vmdk bases). Plain LVM and iSCSI
+#: cannot (nor can they hold a template).
+LINKED_CLONE_TYPES = frozenset({"lvmthin", "zfspool", "rbd", "dir", "nfs", "cifs", "glusterfs",
+                                "cephfs"})
 
 
 def format_size(n: int) -> str:
@@ -124,7 +131,8 @@ def random_mac(rng: random.Random) -> str:
 class Cluster:
     """The whole simulated cluster. Callers hold ``self.lock`` around reads and writes."""
 
-    def __init__(self, nodes: list[str] | None = None):
+    def __init__(self, nodes: list[str] | None = None, template_replicas: bool = False):
+        self.template_replicas = template_replicas
         self.lock = threading.RLock()
         self.rng = random.Random()
         self.nodes = list(nodes or DEFAULT_NODES)
@@ -237,10 +245,22 @@ class Cluster:
         return 0
 
     # --- seed ------------------------------------------------------------------------------
+    def template_copies(self) -> list[tuple[int, str, str, str, str]]:
+        """(vmid, name, node, storage, cloud-init slot) of every seeded template: the defaults
+        and, with ``template_replicas``, a copy of each local-storage template on every other
+        node (an operator's per-node replicas; VMIDs are cluster-wide, so each has its own)."""
+        out = list(TEMPLATES)
+        if self.template_replicas:
+            for i, other in enumerate(self.nodes):
+                out += [(vmid + REPLICA_VMID_STEP * i, name, other, st, ci)
+                        for vmid, name, node, st, ci in TEMPLATES
+                        if other != node and not self.storages[st]["shared"]]
+        return out
+
     def seed_defaults(self) -> None:
         for name, size in ISO_FILES.items():
             self.add_volume("", f"iso:iso/{name}", size, "iso", fmt="iso")
-        for vmid, name, node, storeid, ci_slot in TEMPLATES:
+        for vmid, name, node, storeid, ci_slot in self.template_copies():
             base = (f"{storeid}:base-{vmid}-disk-0" if storeid == "local-lvm"
                     else f"{storeid}:{vmid}/base-{vmid}-disk-0.raw")
             ci = self.cloudinit_volid(storeid, vmid)

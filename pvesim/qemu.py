@@ -227,6 +227,20 @@ def _restore(ctx: Ctx, p: dict[str, Any], vmid: int, node: str, emsg: str) -> st
                                log=[f"restore vma archive: {archive}"]).upid
 
 
+def linked_clone_of(c: Any, volid: str) -> int | None:
+    """A VM whose disk is a linked clone of base volume ``volid`` (None: none, or not a base)."""
+    sid, _, name = volid.partition(":")
+    base = name.split("/")[-1]
+    if not base.startswith("base-"):
+        return None
+    for vm in c.vms.values():
+        for _, v in c.vm_disks(vm["config"]):
+            vsid, _, vname = v.partition(":")
+            if vsid == sid and v != volid and f"{base}/" in vname:
+                return int(vm["vmid"])
+    return None
+
+
 @route("DELETE", V)
 def destroy_vm(ctx: Ctx, p: dict[str, Any]) -> str:
     c = ctx.cluster
@@ -240,6 +254,11 @@ def destroy_vm(ctx: Ctx, p: dict[str, Any]) -> str:
     def work(task: Task) -> None:
         if vm["status"] == "running":
             raise TaskError(f"VM {vmid} is running - destroy failed")
+        for _, volid in c.vm_disks(vm["config"]):
+            user = linked_clone_of(c, volid)
+            if user is not None:  # PVE::Storage::vdisk_free on a base volume
+                raise TaskError(f"base volume '{volid}' is still in use by linked cloned "
+                                f"(VM {user})")
         for key, volid in c.vm_disks(vm["config"]):
             if key.startswith("unused") and str(p.get("destroy-unreferenced-disks", "1")) == "0":
                 continue

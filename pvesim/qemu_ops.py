@@ -9,6 +9,7 @@ from typing import Any
 
 from .model import (
     DRIVE_RE,
+    LINKED_CLONE_TYPES,
     UNUSED_RE,
     PVEError,
     drive_file,
@@ -71,9 +72,12 @@ def clone_vm(ctx: Ctx, p: dict[str, Any]) -> str:
              and drive_file(v) not in ("none", "cdrom")]
     for k, v in disks:
         f = drive_file(v)
-        if not full and not is_cloudinit(v) and not f.split("/")[-1].split(":")[-1].startswith(
-                "base-"):
-            raise PVEError(f"Linked clone feature is not supported for '{f}' ({k})")
+        # qemu-server: volume_has_feature('clone') holds only for a base volume (a template's
+        # disk) on a storage type that can clone it; the cloud-init drive is always copied
+        if not full and not is_cloudinit(v) and (
+                not f.split("/")[-1].split(":")[-1].startswith("base-")
+                or c.storages[_storage_of(f)]["type"] not in LINKED_CLONE_TYPES):
+            raise PVEError(f"Linked clone feature is not supported for drive '{k}'")
     shared = all(c.storages[_storage_of(drive_file(v))]["shared"] for _, v in disks)
     if storage:
         shared = bool(c.storages[storage]["shared"])
@@ -89,6 +93,7 @@ def clone_vm(ctx: Ctx, p: dict[str, Any]) -> str:
     busy = ctx.sim.active_clones.get(key, 0) if full and disks else 0
     if full and disks:
         ctx.sim.active_clones[key] = busy + 1
+        ctx.sim.most_clones[key] = max(ctx.sim.most_clones.get(key, 0), busy + 1)
     contended = busy >= ctx.sim.clone_storage_limit
 
     released = False
@@ -163,7 +168,7 @@ def clone_vm(ctx: Ctx, p: dict[str, Any]) -> str:
                             "- got timeout")
         return ctx.sim.tasks.start(node, "qmclone", vmid, ctx.user, work_fail, rollback,
                                    log).upid
-    duration = 20 if full else 3
+    duration = 20 if full else 1  # a linked clone only writes a thin snapshot/qcow2 header
     return ctx.sim.tasks.start(node, "qmclone", vmid, ctx.user, work, rollback, log,
                                duration).upid
 

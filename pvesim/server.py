@@ -40,13 +40,15 @@ class Simulator:
     def __init__(self, host: str = "127.0.0.1", port: int = 8006, state_dir: Path | None = None,
                  task_time_scale: float = 1.0, faults: Faults | None = None,
                  nodes: list[str] | None = None, clone_storage_limit: int = 2,
-                 cert_dir: Path | None = None, verbose: bool = False):
+                 cert_dir: Path | None = None, verbose: bool = False,
+                 template_replicas: bool = False):
         self.host, self.verbose = host, verbose
         self.state_dir = Path(state_dir) if state_dir else None
         self.faults = faults or Faults()
         self.clone_storage_limit = clone_storage_limit
         self.active_clones: dict[tuple[str, str], int] = {}
-        self.cluster = Cluster(nodes)
+        self.most_clones: dict[tuple[str, str], int] = {}  # high-water mark, for tests
+        self.cluster = Cluster(nodes, template_replicas)
         self.auth = self._load_auth()
         self.tasks = TaskManager(self.cluster.lock, task_time_scale,
                                  lambda: self.faults.roll(self.faults.task_error_rate))
@@ -86,8 +88,6 @@ class Simulator:
     # --- lifecycle -------------------------------------------------------------------------
     def connection(self) -> dict[str, Any]:
         """The connection description written to ``--connection-file``."""
-        from .model import TEMPLATES
-
         host = self.host if self.host not in ("0.0.0.0", "::") else "127.0.0.1"
         token_id, secret = next(iter(self.auth.tokens.items()))
         return {
@@ -98,7 +98,11 @@ class Simulator:
             "token_secret": secret, "ca_bundle": str(self.ca_path),
             "control_url": f"https://{host}:{self.port}/_sim",
             "templates": {name: {"vmid": vmid, "node": node, "storage": st}
-                          for vmid, name, node, st, _ in TEMPLATES if vmid in self.cluster.vms},
+                          for vmid, name, node, st, _ in reversed(self.cluster.template_copies())
+                          if vmid in self.cluster.vms},
+            "template_copies": [{"name": name, "vmid": vmid, "node": node, "storage": st}
+                                for vmid, name, node, st, _ in self.cluster.template_copies()
+                                if vmid in self.cluster.vms],
             "storages": {sid: {"type": s["type"], "content": s["content"],
                                "shared": bool(s["shared"])}
                          for sid, s in self.cluster.storages.items()},
@@ -130,7 +134,7 @@ class Simulator:
         self.faults = Faults()
         if state:
             with self.cluster.lock:
-                fresh = Cluster(self.cluster.nodes)
+                fresh = Cluster(self.cluster.nodes, self.cluster.template_replicas)
                 self.cluster.vms, self.cluster.volumes = fresh.vms, fresh.volumes
 
     # --- dispatch --------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from steps.machine import Machine, RetryPolicy, T, Transition
 from steps.notify import mailer, verify_and_mail
 
 SLOW_TO_BOOT = RetryPolicy(first_s=5.0)  # a VM that was just started may need a few seconds
+# waiting for a clone slot: look again soon (the oldest waiter takes a slot PVE just freed)
+CLONE_TURN = RetryPolicy(wait_s=0.5, wait_max_s=1.0)
 
 CONFIGURE_STEPS = (  # (pool, step, label): the shared tail after the VM exists
     ("config", hardware.set_cpu_ram, "Set CPU & RAM"),
@@ -64,7 +66,7 @@ DEPLOY = Machine("deploy", "Deploy", (
     T("vmid_reserved", pool="mail", run=mailer("welcome"), then="welcome_sent",
       label="Welcome email"),
     T("welcome_sent", pool="clone", run=provision.clone_vm, then="clone",
-      label="Clone from template"),
+      label="Clone from template", retry=CLONE_TURN),
     T("clone", pool="migrate", run=provision.migrate_to_target, then="migrated",
       label="Migrate to target node"),
     *configure("migrated", "set_cpu_ram", "set_system_disk_size", "set_system_disk_bandwidth",
@@ -95,7 +97,7 @@ REINSTALL = Machine("reinstall", "Reinstall", (
       label="Delete snapshots"),
     T("rs_remove", pool="clone", run=provision.delete_vm, then="rs_clone", label="Remove VM"),
     T("rs_clone", pool="clone", run=provision.clone_vm, then="rs_migrate",
-      label="Clone from template"),
+      label="Clone from template", retry=CLONE_TURN),
     T("rs_migrate", pool="migrate", run=provision.migrate_to_target, then="rs_cpu_ram",
       label="Migrate to target node"),
     T("rs_cpu_ram", pool="config", run=hardware.set_cpu_ram, then="rs_dns_delete",

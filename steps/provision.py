@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from pvekvm.models import Operation, Service, Template
+import time
+from dataclasses import dataclass
+
+from pvekvm.models import CloneClaim, CloneSlot, Service, TemplateReplica, database
 from pvekvm.proxmox import ProxmoxError
 from steps import hardware, pvecfg
-from steps.context import StepContext
+from steps.context import StepContext, _catalog
 from steps.machine import Done, Retry, StepFailed, StepResult, Wait
 
 DISK_KEYS = tuple(f"{bus}{n}" for bus in ("scsi", "virtio", "sata", "ide") for n in range(6))
@@ -16,11 +19,75 @@ def _is_disk(key: str, value: object) -> bool:
         and "cloudinit" not in value
 
 
+@dataclass(frozen=True)
+class ClonePlan:
+    """Where and how a VM is cloned. ``node``/``source``: the template copy whose node runs the
+    clone task; ``target``: another node to clone to (only from shared storage); ``storage``: a
+    full clone's destination (None: the copy's own storage); ``slot``: the storage lock a full
+    clone holds ("<node>/<storage>", "shared/<storage>")."""
+
+    node: str
+    source: int
+    target: str | None
+    storage: str | None
+    linked: bool
+    slot: str
+    path: str  # for the operator log
+
+    @property
+    def dest_node(self) -> str:
+        return self.target or self.node
+
+
+def replicas(template_id: int, max_age_s: float) -> dict[str, TemplateReplica]:
+    """The template's copies by node (kept per process with the catalog rows)."""
+    key = (TemplateReplica, int(template_id))
+    hit = _catalog.get(key)
+    now = time.monotonic()
+    if hit is None or now - hit[0] > max_age_s:
+        rows = TemplateReplica.select().where(TemplateReplica.template_id == template_id)
+        hit = _catalog[key] = (now, {r.node: r for r in rows})
+    return hit[1]
+
+
+def clone_plan(ctx: StepContext) -> ClonePlan:
+    """A copy on the target node: clone there onto the product's storage (linked when the
+    product asks and the copy is on that storage). Else a copy on shared storage: clone to the
+    target node (the disk is then moved to the product's storage). Else the manual's path:
+    full clone on the template's node, then an offline migration."""
+    tpl, product = ctx.template, ctx.product
+    node, storage = product.target_node, product.target_storage
+    copies = replicas(tpl.id, ctx.settings.engine.catalog_cache_s)
+    here = copies.get(node)
+    if here is not None:
+        linked = bool(product.linked_clone) and here.storage == storage
+        kind = "linked" if linked else "full"
+        return ClonePlan(node, here.vmid, None, None if linked else storage, linked,
+                         f"{node}/{storage}",
+                         f"{kind} clone of template copy {here.vmid} on {node} onto {storage}: "
+                         "no migration")
+    shared = next((r for r in copies.values() if r.shared), None)
+    if shared is not None:
+        linked = bool(product.linked_clone) and shared.storage == storage
+        kind = "linked" if linked else "full"
+        return ClonePlan(shared.node, shared.vmid, node if node != shared.node else None,
+                         None, linked, f"shared/{shared.storage}",
+                         f"{kind} clone of template copy {shared.vmid} ({shared.storage}, "
+                         f"shared) to {node}: no migration")
+    own = copies.get(tpl.node)  # the original listed as a copy: its storage is known
+    return ClonePlan(tpl.node, tpl.vmid, None, None, False,
+                     f"{tpl.node}/{own.storage if own is not None else '*'}",
+                     f"full clone on template node {tpl.node} (no template copy on {node}): "
+                     "migration follows")
+
+
 def clone_vm(ctx: StepContext) -> StepResult:
-    """VMClone: full clone of the template on the template's node. A VM already at our VMID that
-    carries our marker is adopted (a retried step after a crash); a foreign one stops us."""
-    tpl = ctx.template
-    node = ctx.pve.locate(ctx.vmid)
+    """VMClone: clone the template where :func:`clone_plan` says. A full clone first takes a
+    clone slot of its node+storage (:func:`take_clone_slot`: oldest order first). A VM already at
+    our VMID that carries our marker is adopted (a retried step after a crash); a foreign one
+    stops us."""
+    plan = clone_plan(ctx)
+    node = ctx.pve.locate(ctx.vmid, ctx.service.node)
     if node is not None:
         cfg = ctx.pve.vm_config(node, ctx.vmid)
         if cfg.get("lock"):  # PVE writes the description when the clone finishes
@@ -28,28 +95,64 @@ def clone_vm(ctx: StepContext) -> StepResult:
         if ctx.marker() not in str(cfg.get("description", "")):
             raise StepFailed(f"VMID {ctx.vmid} is taken by a VM that is not ours")
         _record_node(ctx, node)
+        CloneClaim.delete().where(CloneClaim.operation_id == ctx.operation.id).execute()
+        if ctx.after_task:
+            return Done(f"VM {ctx.vmid} on {node}: {plan.path}")
         return Done(f"VM {ctx.vmid} exists on {node}", skipped=True)
-    busy = clones_in_flight(tpl.node)
-    if busy >= ctx.settings.engine.clones_per_storage:
-        return Retry(f"{busy} clones running on {tpl.node}: waiting for a slot", counts=False)
+    if not plan.linked:
+        busy = take_clone_slot(ctx, plan.slot)
+        if busy:
+            return Retry(busy, counts=False)
+    extra: dict[str, object] = {"full": 0 if plan.linked else 1}
+    if plan.target:
+        extra["target"] = plan.target
+    if plan.storage:
+        extra["storage"] = plan.storage
     upid = ctx.pve.post(
-        f"nodes/{tpl.node}/qemu/{tpl.vmid}/clone", newid=ctx.vmid, name=ctx.service.hostname,
-        full=1, description=f"{ctx.marker()} op={ctx.operation.id}")
-    _record_node(ctx, tpl.node)
-    return Wait(upid, tpl.node)
+        f"nodes/{plan.node}/qemu/{plan.source}/clone", newid=ctx.vmid,
+        name=ctx.service.hostname, description=f"{ctx.marker()} op={ctx.operation.id}", **extra)
+    _record_node(ctx, plan.dest_node)
+    return Wait(upid, plan.node)
 
 
-def clones_in_flight(node: str) -> int:
-    """Full clones hold the storage lock on PVE: count ours running from ``node``'s templates
-    (an operation waiting on a task whose UPID type is ``qmclone``).
-    The template rows are locked until our transaction ends, so two workers cannot both take
-    the last slot."""
-    tpl_ids = [t.id for t in Template.select(Template.id).where(Template.node == node)
-               .order_by(Template.id).for_update()]
-    return (Operation.select().join(Service, on=(Operation.service_id == Service.id))
-            .where(Operation.upid.contains(":qmclone:")
-                   & (Operation.status == "running") & Service.template_id.in_(tpl_ids))
-            .count())
+_CLAIMS = ("SELECT o.id, o.upid, o.upid_node FROM clone_claims c "
+           "JOIN operations o ON o.id = c.operation_id "
+           "WHERE c.slot = %s AND o.status = 'running' AND o.state IN ({states}) "
+           "ORDER BY o.created_at, o.id")
+
+
+def take_clone_slot(ctx: StepContext, slot: str) -> str | None:
+    """PVE's storage lock lets ``clones_per_storage`` full clones run per node+storage. The
+    slot's row is locked until our transaction ends (two workers never both take the last
+    one); the operations waiting for it are served oldest first: this one may start only when
+    fewer than the free slots wait ahead of it. Clones our rows still count as running are
+    checked against PVE's active tasks, so a slot frees as soon as PVE's clone ends, not when
+    its operation next polls. None: the slot is ours; else why we wait."""
+    from steps.machines import CLONE_STATES
+
+    limit = ctx.settings.engine.clones_per_storage
+    CloneSlot.insert(slot=slot).on_conflict_ignore().execute()
+    list(CloneSlot.select().where(CloneSlot.slot == slot).for_update())
+    CloneClaim.insert(operation_id=ctx.operation.id, slot=slot).on_conflict(
+        update={CloneClaim.slot: slot}).execute()
+    sql = _CLAIMS.format(states=", ".join(["%s"] * len(CLONE_STATES)))
+    rows = database.execute_sql(sql, (slot, *CLONE_STATES)).fetchall()
+    running = [(upid, node) for op_id, upid, node in rows
+               if op_id != ctx.operation.id and upid and ":qmclone:" in upid]
+    waiting = [op_id for op_id, upid, _ in rows if not (upid and ":qmclone:" in upid)]
+    ahead = waiting.index(ctx.operation.id) if ctx.operation.id in waiting else 0
+    if ahead + len(running) < limit:
+        return None
+    if ahead >= limit:
+        return f"{ahead} older orders wait for a clone slot on {slot}"
+    active: set[str] = set()
+    for node in {n for _, n in running}:
+        active |= {t.get("upid") for t in ctx.pve.get(
+            f"nodes/{node}/tasks", source="active", typefilter="qmclone", limit=1000)}
+    busy = sum(1 for upid, _ in running if upid in active)
+    if ahead + busy < limit:
+        return None
+    return f"{busy} clones running on {slot}, {ahead} older orders first: waiting for a slot"
 
 
 def wanted_storages(ctx: StepContext, cfg: dict) -> dict[str, str]:
@@ -68,7 +171,7 @@ def migrate_to_target(ctx: StepContext) -> StepResult:
     offline migration with the local disks (``targetstorage``); then each disk still on the
     wrong storage is moved (``move_disk``; the source is deleted unless a snapshot needs it).
     One Proxmox task per run; the step runs again after each task until nothing is left."""
-    node = ctx.pve.locate(ctx.vmid)
+    node = ctx.pve.locate(ctx.vmid, ctx.service.node)
     if node is None:
         raise StepFailed(f"VM {ctx.vmid} has vanished")
     _record_node(ctx, node)
@@ -89,6 +192,8 @@ def migrate_to_target(ctx: StepContext) -> StepResult:
                                  storage=want, delete=0 if snapshots else 1), node)
     where = ", ".join(sorted({f"{k} on {pvecfg.storage_of(cfg[k])}"
                               for k in wanted_storages(ctx, cfg)}))
+    if not ctx.after_task and ctx.operation.kind in ("deploy", "reinstall"):
+        where = f"{where}; cloned here: {clone_plan(ctx).path}"  # which clone path was taken
     return Done(f"on {target}: {where}", skipped=not ctx.after_task)
 
 
@@ -110,7 +215,7 @@ def delete_vm(ctx: StepContext) -> StepResult:
     """Remove the VM with its disks. A VM that is already gone counts as deleted."""
     if ctx.service.vmid is None:
         return Done("no VM", skipped=True)
-    node = ctx.pve.locate(ctx.vmid)
+    node = ctx.pve.locate(ctx.vmid, ctx.service.node)
     if node is None:
         return Done(f"VM {ctx.vmid} already gone", skipped=True)
     _record_node(ctx, node)

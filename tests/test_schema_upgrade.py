@@ -6,7 +6,7 @@ from __future__ import annotations
 from pvekvm import db as dbmod
 
 ADDED_IN_2 = {  # table -> columns migration 0002 adds
-    "products": ["dhcp"],
+    "products": ["dhcp", "linked_clone"],
     "services": ["live_hostname", "language", "boot_before_iso", "suspended"],
     "operations": ["request_hash", "prior_status"],
     "backups": ["template_id", "username", "password_enc"],

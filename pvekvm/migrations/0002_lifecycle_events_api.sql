@@ -3,6 +3,7 @@
 ALTER TABLE products ADD COLUMN IF NOT EXISTS dhcp TINYINT(1) NOT NULL DEFAULT 0 AFTER vlan;
 -- before version 2 a product without pools was the DHCP product
 UPDATE products SET dhcp = 1 WHERE ip_pool_id IS NULL AND ip6_pool_id IS NULL;
+ALTER TABLE products ADD COLUMN IF NOT EXISTS linked_clone TINYINT(1) NOT NULL DEFAULT 0;
 ALTER TABLE services ADD COLUMN IF NOT EXISTS suspended TINYINT(1) NOT NULL DEFAULT 0 AFTER want_ipv6;
 ALTER TABLE services ADD COLUMN IF NOT EXISTS boot_before_iso VARCHAR(255) NULL AFTER suspended;
 ALTER TABLE services ADD COLUMN IF NOT EXISTS language VARCHAR(35) NULL AFTER boot_before_iso;

@@ -32,6 +32,9 @@ def make_settings(tmp_path: Path, amqp_url: str, database_url: str, namespace: s
 
 
 def load_catalog(settings: Settings, **product_overrides: object) -> None:
+    from steps.context import _catalog
+
+    _catalog.clear()  # row ids restart with each test's fresh database: no stale packages
     catalog.load_file(ROOT / "config" / "catalog.toml", settings.secret_key_file)
     if product_overrides:
         from pvekvm.models import Product
@@ -51,7 +54,8 @@ def write_config(settings: Settings, path: Path) -> Path:
         f'ca_bundle = "{settings.proxmox.ca_bundle}"\n'
         f'[smtp]\nhost = "{settings.smtp.host}"\nport = {settings.smtp.port}\n'
         f'[engine]\npoll_delays_s = {list(e.poll_delays_s)}\nstale_after_s = {e.stale_after_s}\n'
-        f'max_attempts = {e.max_attempts}\n'
+        f'max_attempts = {e.max_attempts}\ndeploy_window = {e.deploy_window}\n'
+        f'clones_per_storage = {e.clones_per_storage}\n'
         f'[secrets]\nkey_file = "{settings.secret_key_file}"\n')
     return path
 

@@ -26,7 +26,7 @@ from steps import (
     power,
     provision,
 )
-from steps.machine import Machine, RetryPolicy, T, Transition
+from steps.machine import Machine, RetryPolicy, Step, T, Transition
 from steps.notify import mailer, verify_and_mail
 
 SLOW_TO_BOOT = RetryPolicy(first_s=5.0)  # a VM that was just started may need a few seconds
@@ -162,35 +162,29 @@ UNSUSPEND = Machine("unsuspend", "Unsuspend", (
 ), busy_status="unsuspending", done_status="ready", runs_while_suspended=True,
    suspended_after=False)
 
-POWER = Machine("power", "Power", (
-    T("power", pool="power", run=lifecycle.power_action, then="done", label="Power action"),
-))
-SNAPSHOT_CREATE = Machine("snapshot_create", "Snapshot", (
-    T("snapshot_create", pool="snapshot", run=backups.create_snapshot, then="done",
-      label="Create snapshot"),
-))
-SNAPSHOT_DELETE = Machine("snapshot_delete", "Snapshot", (
-    T("snapshot_delete", pool="snapshot", run=backups.delete_snapshot, then="done",
-      label="Delete snapshot"),
-))
-SNAPSHOT_ROLLBACK = Machine("snapshot_rollback", "Snapshot", (
-    T("snapshot_rollback", pool="snapshot", run=backups.rollback_snapshot, then="done",
-      label="Roll back to snapshot"),
-))
-BACKUP_CREATE = Machine("backup_create", "Backup", (
-    T("backup_create", pool="backup", run=backups.create_backup, then="done",
-      label="Create backup"),
-))
-BACKUP_DELETE = Machine("backup_delete", "Backup", (
-    T("backup_delete", pool="backup", run=backups.delete_backup, then="done",
-      label="Delete backup"),
-))
-ISO_MOUNT = Machine("iso_mount", "ISO", (
-    T("iso_mount", pool="iso", run=lifecycle.mount_iso, then="done", label="Mount ISO"),
-))
-ISO_UNMOUNT = Machine("iso_unmount", "ISO", (
-    T("iso_unmount", pool="iso", run=lifecycle.unmount_iso, then="done", label="Unmount ISO"),
-))
+
+
+def one_step(kind: str, title: str, *, pool: str, run: Step, label: str) -> Machine:
+    """A day-2 operation of one step: its only state is its kind, and it ends at ``done``
+    leaving the service's status as it was."""
+    return Machine(kind, title, (T(kind, pool=pool, run=run, then="done", label=label),))
+
+
+POWER = one_step("power", "Power", pool="power", run=lifecycle.power_action,
+                 label="Power action")
+SNAPSHOT_CREATE = one_step("snapshot_create", "Snapshot", pool="snapshot",
+                           run=backups.create_snapshot, label="Create snapshot")
+SNAPSHOT_DELETE = one_step("snapshot_delete", "Snapshot", pool="snapshot",
+                           run=backups.delete_snapshot, label="Delete snapshot")
+SNAPSHOT_ROLLBACK = one_step("snapshot_rollback", "Snapshot", pool="snapshot",
+                             run=backups.rollback_snapshot, label="Roll back to snapshot")
+BACKUP_CREATE = one_step("backup_create", "Backup", pool="backup", run=backups.create_backup,
+                         label="Create backup")
+BACKUP_DELETE = one_step("backup_delete", "Backup", pool="backup", run=backups.delete_backup,
+                         label="Delete backup")
+ISO_MOUNT = one_step("iso_mount", "ISO", pool="iso", run=lifecycle.mount_iso, label="Mount ISO")
+ISO_UNMOUNT = one_step("iso_unmount", "ISO", pool="iso", run=lifecycle.unmount_iso,
+                       label="Unmount ISO")
 
 MACHINES: dict[str, Machine] = {m.kind: m for m in (
     DEPLOY, CHANGE_PACKAGE, REINSTALL, RESTORE, RESET_PASSWORD, TERMINATE, SUSPEND, UNSUSPEND,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from peewee import InterfaceError, OperationalError
 
 from pvekvm import catalog
@@ -142,6 +143,42 @@ class BillingQueue:
             self.conn.close()
 
 
+def dead_queue(settings: Settings) -> list[tuple[dict, bytes]]:
+    """(headers, body) of every message parked in the namespace's dead queue, taken off it."""
+    from pvekvm import messaging
+
+    conn = messaging.connect(settings.amqp_url)
+    out: list[tuple[dict, bytes]] = []
+    try:
+        ch = conn.channel()
+        queue = messaging.Topology(settings.namespace).dead_queue
+        while True:
+            method, props, body = ch.basic_get(queue, auto_ack=True)
+            if method is None:
+                return out
+            out.append((props.headers or {}, body))
+    finally:
+        conn.close()
+
+
+def powerdns_zones_or_skip():
+    """(session, zones URL) of the test PowerDNS's API; skips (fails on CI) when it is down."""
+    import requests
+
+    from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL
+
+    s = requests.Session()
+    s.headers["X-API-Key"] = PDNS_API_KEY
+    url = f"{PDNS_API_URL}/api/v1/servers/localhost/zones"
+    try:
+        s.get(url, timeout=2).raise_for_status()
+    except requests.RequestException as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PowerDNS not answering (scripts/pdns.sh): {exc}")
+        pytest.skip(f"PowerDNS not answering (scripts/pdns.sh): {exc}")
+    return s, url
+
+
 def wait_until(cond: Callable[[], object], timeout: float, what: str,
                interval: float = 0.1, db: bool = True) -> object:
     """Poll ``cond`` until it returns something truthy, or fail after ``timeout`` seconds. A
@@ -183,5 +220,6 @@ def describe_ops(service_ids: Iterable[int]) -> str:
 
 
 __all__ = ["FAST_ENGINE", "BillingQueue", "InProcessWorkers", "SubprocessWorker", "all_ready",
-           "describe_ops", "load_catalog", "make_settings", "replace", "statuses", "wait_until",
+           "dead_queue", "describe_ops", "load_catalog", "make_settings", "powerdns_zones_or_skip",
+           "replace", "statuses", "wait_until",
            "write_config"]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pvekvm import messaging
 from pvekvm.models import DeadLetter
-from tests.e2e.harness import InProcessWorkers, wait_until
+from tests.e2e.harness import InProcessWorkers, dead_queue, wait_until
 from tests.jsonfuzz import ORDER_BODIES, STEP_BODIES
 
 GOOD = {"version": 1, "type": "create", "idempotency_key": "bad-1", "service_id": 901,
@@ -47,22 +47,6 @@ def _publish(settings, pool: str, bodies: list[bytes]) -> None:
         conn.close()
 
 
-def _dead_queue(settings) -> list[tuple[dict, bytes]]:
-    """(headers, body) of every message in the dead queue, taken off it."""
-    conn = messaging.connect(settings.amqp_url)
-    out = []
-    try:
-        ch = conn.channel()
-        while True:
-            method, props, body = ch.basic_get(messaging.Topology(settings.namespace).dead_queue,
-                                               auto_ack=True)
-            if method is None:
-                return out
-            out.append((props.headers or {}, body))
-    finally:
-        conn.close()
-
-
 def _handled(workers: InProcessWorkers) -> int:
     return sum(t.handled for t in workers.proc.threads)
 
@@ -77,7 +61,7 @@ def test_input_that_used_to_slip_through_is_dead_lettered_with_its_reason(settin
         wait_until(lambda: _handled(workers) == 1, 5, "the ack")
     assert words in row.reason, row.reason
     assert not [r for r in caplog.records if GAVE_BACK in r.getMessage()]  # first delivery
-    [(headers, parked)] = _dead_queue(settings)
+    [(headers, parked)] = dead_queue(settings)
     assert headers["x-reason"] == row.reason and headers["x-source"] == pool
     assert parked == bytes(row.body)
     if case == "password field":
@@ -99,7 +83,7 @@ def _consume_batch(settings, caplog, pool: str, bodies: list[bytes]) -> list[tup
         wait_until(lambda: _handled(workers) == len(bodies), 60,
                    f"{len(bodies)} messages acked", interval=0.05)
     assert not [r for r in caplog.records if GAVE_BACK in r.getMessage()]
-    parked = _dead_queue(settings)
+    parked = dead_queue(settings)
     assert all(h.get("x-reason") for h, _ in parked)  # none parked by the delivery limit
     assert len(parked) == DeadLetter.select().count() - before
     return parked

@@ -3,19 +3,16 @@ on a HestiaCP panel (the fake in tests/dns/dnsfakes.py)."""
 
 from __future__ import annotations
 
-import os
-
 import dns.message
 import dns.query
 import dns.rdatatype
 import pytest
-import requests
 
 from producers.api import OrderClient
 from pvekvm import catalog
 from pvekvm.models import DnsRecordRow, IpAddress, Operation, Service
 from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL, PDNS_DNS_PORT, FakeHestia, TcpProxy
-from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
+from tests.e2e.harness import InProcessWorkers, all_ready, powerdns_zones_or_skip, wait_until
 from workers import admin, scheduler
 
 FORWARD, REVERSE4 = "vps.example.net", "2.0.192.in-addr.arpa"
@@ -30,15 +27,7 @@ def _query(name: str, rtype: str) -> list[str]:
 
 @pytest.fixture()
 def pdns_zones():
-    s = requests.Session()
-    s.headers["X-API-Key"] = PDNS_API_KEY
-    url = f"{PDNS_API_URL}/api/v1/servers/localhost/zones"
-    try:
-        s.get(url, timeout=2).raise_for_status()
-    except requests.RequestException as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PowerDNS not answering (scripts/pdns.sh): {exc}")
-        pytest.skip(f"PowerDNS not answering (scripts/pdns.sh): {exc}")
+    s, url = powerdns_zones_or_skip()
     for zone in (FORWARD, REVERSE4):
         s.delete(f"{url}/{zone}.", timeout=5)
         r = s.post(url, json={"name": f"{zone}.", "kind": "Native",

@@ -7,16 +7,13 @@ fail these tests for nothing."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-import requests
 
 from producers.api import OrderClient
 from pvekvm import catalog
 from pvekvm.models import DnsRecordRow, IpAddress, Product, Service, StepRun
 from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL, TcpProxy
-from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
+from tests.e2e.harness import InProcessWorkers, all_ready, powerdns_zones_or_skip, wait_until
 from tests.e2e.test_dns_deploy import _query
 from workers import admin, scheduler
 
@@ -25,15 +22,7 @@ from workers import admin, scheduler
 def zone(topology, settings):
     """A fresh forward zone on PowerDNS for this test only; vps-small's hosts live in it."""
     name = f"{topology.namespace}.example.net"
-    s = requests.Session()
-    s.headers["X-API-Key"] = PDNS_API_KEY
-    url = f"{PDNS_API_URL}/api/v1/servers/localhost/zones"
-    try:
-        s.get(url, timeout=2).raise_for_status()
-    except requests.RequestException as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PowerDNS not answering (scripts/pdns.sh): {exc}")
-        pytest.skip(f"PowerDNS not answering (scripts/pdns.sh): {exc}")
+    s, url = powerdns_zones_or_skip()
     r = s.post(url, json={"name": f"{name}.", "kind": "Native",
                           "nameservers": ["ns1.pvekvm.test."]}, timeout=5)
     assert r.status_code == 201, r.text

@@ -10,7 +10,7 @@ from producers.api import OrderClient
 from producers.events import CreateEvent
 from pvekvm import messaging
 from pvekvm.models import DeadLetter, Operation, Service
-from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
+from tests.e2e.harness import InProcessWorkers, all_ready, dead_queue, wait_until
 
 GOOD = {"version": 1, "type": "create", "idempotency_key": "bad-1", "service_id": 901,
         "client_id": 5, "product": "vps-small", "email": "a@example.com"}
@@ -39,21 +39,6 @@ def _publish_raw(settings, body: bytes) -> None:
         pub.close()
 
 
-def _dead_queue_reasons(settings) -> list[str]:
-    conn = messaging.connect(settings.amqp_url)
-    reasons = []
-    try:
-        ch = conn.channel()
-        while True:
-            method, props, _body = ch.basic_get(messaging.Topology(settings.namespace).dead_queue,
-                                                auto_ack=True)
-            if method is None:
-                return reasons
-            reasons.append(props.headers["x-reason"])
-    finally:
-        conn.close()
-
-
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_is_dead_lettered_with_its_reason_and_the_next_order_still_served(
         settings, case):
@@ -66,7 +51,7 @@ def test_bad_input_is_dead_lettered_with_its_reason_and_the_next_order_still_ser
     assert REASON_WORDS[case].lower() in row.reason.lower(), row.reason
     assert bytes(row.body) == BAD_INPUTS[case]
     assert Service.get_or_none(Service.id == 901) is None  # nothing else touched
-    reasons = _dead_queue_reasons(settings)
+    reasons = [h["x-reason"] for h, _ in dead_queue(settings)]
     assert reasons == [row.reason]  # operators see it in the dead queue too
 
 

@@ -116,6 +116,7 @@ CREATE TABLE IF NOT EXISTS ip_addresses (
   version       TINYINT UNSIGNED NOT NULL,
   service_id    INT UNSIGNED NULL,                    -- NULL = free
   released_at   DATETIME(3)  NULL,                    -- set when a terminated service gives it back
+  ptr           VARCHAR(253) NULL,                    -- the client's reverse DNS name (NULL = hostname)
   UNIQUE KEY uq_ip_addresses_address (address),
   UNIQUE KEY uq_ip_addresses_holder (service_id, version), -- one v4 and one v6 per service
   KEY ix_ip_addresses_free (pool_id, service_id, released_at),

@@ -136,6 +136,7 @@ class IpAddress(BaseModel):
     version = SmallIntegerField()
     service_id = IntegerField(null=True)
     released_at = DateTimeField(null=True)
+    ptr = CharField(max_length=253, null=True)  # client reverse DNS; None = the service hostname
 
     class Meta:
         table_name = "ip_addresses"

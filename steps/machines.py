@@ -25,6 +25,7 @@ from steps import (
     package,
     power,
     provision,
+    rdns,
 )
 from steps.machine import Machine, RetryPolicy, T, Transition
 from steps.notify import mailer, verify_and_mail
@@ -189,11 +190,18 @@ ISO_MOUNT = Machine("iso_mount", "ISO", (
 ISO_UNMOUNT = Machine("iso_unmount", "ISO", (
     T("iso_unmount", pool="iso", run=lifecycle.unmount_iso, then="done", label="Unmount ISO"),
 ))
+RDNS_SET = Machine("rdns_set", "ReverseDNS", (
+    T("rdns_set", pool="dns", run=rdns.set_client_ptr, then="done", label="Set reverse DNS"),
+))
+RDNS_RESET = Machine("rdns_reset", "ReverseDNS", (
+    T("rdns_reset", pool="dns", run=rdns.reset_client_ptr, then="done",
+      label="Reset reverse DNS"),
+))
 
 MACHINES: dict[str, Machine] = {m.kind: m for m in (
     DEPLOY, CHANGE_PACKAGE, REINSTALL, RESTORE, RESET_PASSWORD, TERMINATE, SUSPEND, UNSUSPEND,
     POWER, SNAPSHOT_CREATE, SNAPSHOT_DELETE, SNAPSHOT_ROLLBACK, BACKUP_CREATE, BACKUP_DELETE,
-    ISO_MOUNT, ISO_UNMOUNT,
+    ISO_MOUNT, ISO_UNMOUNT, RDNS_SET, RDNS_RESET,
 )}
 
 CLONE_STATES: tuple[str, ...] = tuple(

@@ -14,7 +14,15 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Sec
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from producers.events import MAX_EVENT_BYTES, InvalidEvent, parse_event
+from producers.events import (
+    MAX_EVENT_BYTES,
+    Event,
+    InvalidEvent,
+    RdnsResetEvent,
+    RdnsSetEvent,
+    fresh_idempotency_key,
+    parse_event,
+)
 from pvekvm import messaging
 from pvekvm import secrets as secretbox
 from pvekvm.api import pve, schemas
@@ -350,3 +358,52 @@ async def post_event(request: Request, who: Who, settings: Cfg) -> schemas.Event
         raise HTTPException(503, f"event not published: {type(exc).__name__}") from None
     return schemas.EventAccepted(idempotency_key=event.idempotency_key, type=event.type,
                                  service_id=event.service_id)
+
+
+# --------------------------------------------------------------------------- client reverse DNS
+
+RDNS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **NOT_FOUND, 409: {"model": schemas.Problem, "description": "the service does not hold "
+                       "that address"},
+    422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}}
+
+
+async def _order_rdns(svc: Service, who: Principal, request: Request, settings: Settings,
+                      build: Any) -> schemas.EventAccepted:
+    """Publish an rdns_set/rdns_reset order for one of the service's own addresses (the client's
+    token may); intake checks the address again when the order's turn comes."""
+    try:
+        event: Event = build(service_id=svc.id, occurred_at=datetime.now(UTC).isoformat(
+            timespec="seconds"), idempotency_key=fresh_idempotency_key("rdns", svc.id))
+    except InvalidEvent as exc:
+        raise HTTPException(422, exc.reason) from None
+    address = event.address  # type: ignore[attr-defined]  # canonical form
+    if IpAddress.get_or_none((IpAddress.address == address)
+                             & (IpAddress.service_id == svc.id)) is None:
+        raise HTTPException(409, f"address {address} is not held by service {svc.id}")
+    try:
+        await run_in_threadpool(_publish, settings, event.to_json(), event.routing_key,
+                                event.idempotency_key)
+    except Exception as exc:  # noqa: BLE001 - broker down or refused after retries
+        raise HTTPException(503, f"event not published: {type(exc).__name__}") from None
+    audit(svc, f"api_{event.type}", who, request, address=address)
+    return schemas.EventAccepted(idempotency_key=event.idempotency_key, type=event.type,
+                                 service_id=event.service_id)
+
+
+@router.put("/services/{service_id}/rdns/{address}", status_code=202,
+            response_model=schemas.EventAccepted, responses=RDNS_RESPONSES)
+async def set_rdns(svc: Svc, who: Who, settings: Cfg, request: Request, address: str,
+                   body: schemas.RdnsRequest) -> schemas.EventAccepted:
+    """Set the PTR of one of the service's addresses to ``hostname`` (202 once ordered)."""
+    return await _order_rdns(svc, who, request, settings, lambda **kw: RdnsSetEvent(
+        address=address, hostname=body.hostname, **kw))
+
+
+@router.delete("/services/{service_id}/rdns/{address}", status_code=202,
+               response_model=schemas.EventAccepted, responses=RDNS_RESPONSES)
+async def reset_rdns(svc: Svc, who: Who, settings: Cfg, request: Request,
+                     address: str) -> schemas.EventAccepted:
+    """Give the address's PTR back to the service's host name (202 once ordered)."""
+    return await _order_rdns(svc, who, request, settings, lambda **kw: RdnsResetEvent(
+        address=address, **kw))

@@ -148,6 +148,10 @@ class ClientToken(BaseModel):
     token: str
 
 
+class RdnsRequest(BaseModel):
+    hostname: str = Field(max_length=254, description="RFC 1123 name the address's PTR gives")
+
+
 class EventAccepted(BaseModel):
     idempotency_key: str
     type: str

@@ -169,6 +169,24 @@ CREATE TABLE IF NOT EXISTS outbox (
   KEY ix_outbox_service (service_id, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
+CREATE TABLE IF NOT EXISTS traffic_usage (
+  id            BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  service_id    INT UNSIGNED NOT NULL,
+  period_start  DATETIME     NOT NULL,                -- UTC hour the bytes were moved in
+  bytes_in      DECIMAL(24,3) NOT NULL DEFAULT 0,     -- sum of rrddata netin (B/s) x step
+  bytes_out     DECIMAL(24,3) NOT NULL DEFAULT 0,
+  UNIQUE KEY uq_traffic_usage_period (service_id, period_start)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS traffic_cursors (
+  service_id    INT UNSIGNED NOT NULL PRIMARY KEY,
+  vmid          INT UNSIGNED NOT NULL,                -- the VM whose RRD series was read
+  counted_from  BIGINT       NOT NULL,                -- unix time: first RRD row counted
+  counted_to    BIGINT       NOT NULL,                -- unix time: rows before it are counted
+  missed_s      BIGINT UNSIGNED NOT NULL DEFAULT 0,   -- seconds no longer in the RRD when read
+  updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
 CREATE TABLE IF NOT EXISTS held_events (
   id            BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
   service_id    INT UNSIGNED NOT NULL,                -- a service whose create has not arrived yet

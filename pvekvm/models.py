@@ -188,6 +188,34 @@ class OutboxEvent(BaseModel):
         table_name = "outbox"
 
 
+class TrafficUsage(BaseModel):
+    """Bytes a service's VM moved in one UTC hour (workers/traffic.py adds each RRD row once)."""
+
+    id = BigAutoField()
+    service_id = IntegerField()
+    period_start = DateTimeField()
+    bytes_in = DecimalField(max_digits=24, decimal_places=3, default=0)
+    bytes_out = DecimalField(max_digits=24, decimal_places=3, default=0)
+
+    class Meta:
+        table_name = "traffic_usage"
+        indexes = ((("service_id", "period_start"), True),)
+
+
+class TrafficCursor(BaseModel):
+    """How far a service's RRD series is counted: rows with time < ``counted_to`` are in."""
+
+    service_id = IntegerField(primary_key=True)
+    vmid = IntegerField()
+    counted_from = BigIntegerField()
+    counted_to = BigIntegerField()
+    missed_s = BigIntegerField(default=0)
+    updated_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "traffic_cursors"
+
+
 class HeldEvent(BaseModel):
     """An event that arrived before its service's ``create``: kept until then, or refused."""
 
@@ -343,5 +371,5 @@ class SchemaVersion(BaseModel):
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Template, IpPool, Product, Service, VmidAllocation, IpAddress, Operation, OutboxEvent,
     HeldEvent, StepRun, Snapshot, Backup, BackupSchedule, DnsProvider, DnsZone, DnsRecordRow,
-    Email, DeadLetter, AuditLog, SchemaVersion,
+    Email, DeadLetter, AuditLog, SchemaVersion, TrafficUsage, TrafficCursor,
 )

@@ -1,0 +1,188 @@
+"""Traffic accounting: each VM's network bytes per UTC hour, from Proxmox ``rrddata``.
+
+PVE's ``rrddata`` (timeframe ``hour``: 70 rows of 60 s) gives ``netin``/``netout`` as the
+average bytes per second over each step; a row at ``time`` t covers (t - step, t] (rrdtool's
+row timestamps end their interval). A row's bytes are value x step, booked to the UTC hour
+its interval lies in (rows are aligned to the step, which divides the hour).
+
+Each byte counts once: ``traffic_cursors.counted_to`` is the time of the last row counted for
+the service, and a run adds only rows after it and no later than now, in the same transaction
+that moves the cursor (the cursor row is locked, so two runs that overlap add each row once).
+The series is read on the node the VM is on now (``cluster/resources``; PVE keeps a VM's RRD
+across a migration), so a VM migrated mid-hour continues its series. ``rrddata`` carries
+rates, not counters: a counter reset after a reboot shows as a row with no value (PVE's
+DERIVE drops the negative step), which adds nothing. Rows that left the 70-minute window before
+a run read them (the job did not run for over an hour) are not guessed at: their seconds are
+added to ``missed_s`` and logged.
+
+Each run publishes ``usage.reported`` on ``{ns}.events`` for every hour it added to: the
+service, the period, the hour's totals so far (whole bytes) and ``final`` once the hour is
+fully counted; billing keeps the latest per (service, period).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from peewee import IntegrityError
+
+from pvekvm.messaging import Publisher
+from pvekvm.models import Service, TrafficCursor, TrafficUsage, database
+from pvekvm.proxmox import Proxmox
+from workers import outbox
+
+log = logging.getLogger("pvekvm.traffic")
+STEP_S = 60  # rrddata timeframe=hour
+HOUR_S = 3600
+JOB_LOCK = "traffic_accounting"
+
+
+@dataclass
+class RunResult:
+    services: int = 0        # services whose series was read
+    rows: int = 0            # RRD rows added
+    events: int = 0          # usage.reported events written
+    missed_s: int = 0        # seconds no longer in the RRD when read
+    errors: list[str] = field(default_factory=list)
+
+
+def hour_of(row_time: int) -> int:
+    """The UTC hour (unix seconds) the row's interval (row_time - step, row_time] lies in."""
+    return (row_time - STEP_S) // HOUR_S * HOUR_S
+
+
+def _utc(ts: int) -> datetime:
+    """A naive UTC datetime (the column holds UTC hours)."""
+    return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
+
+
+def _bytes(value: Any) -> Decimal:
+    if value is None or value == "":
+        return Decimal(0)  # unknown (a counter reset): nothing measured
+    return Decimal(str(value)) * STEP_S
+
+
+def account_service(service_id: int, vmid: int, rows: list[dict[str, Any]], now: int,
+                    result: RunResult) -> list[outbox.Pending]:
+    """Add the rows not yet counted (time in (counted_to, now]) to the service's hours and move
+    its cursor, in one transaction; the events to publish after the commit."""
+    for attempt in (1, 2):
+        try:
+            with database.atomic():
+                return _account(service_id, vmid, rows, now, result)
+        except IntegrityError:  # a concurrent first run created the cursor: read it again
+            if attempt == 2:
+                raise
+    return []
+
+
+def _account(service_id: int, vmid: int, rows: list[dict[str, Any]], now: int,
+             result: RunResult) -> list[outbox.Pending]:
+    rows = sorted((r for r in rows if int(r["time"]) <= now), key=lambda r: int(r["time"]))
+    if not rows:
+        return []
+    cursor = (TrafficCursor.select().where(TrafficCursor.service_id == service_id)
+              .for_update().first())
+    if cursor is not None and cursor.vmid != vmid:  # a new VM for the service: a new series
+        cursor.delete_instance()
+        cursor = None
+    first = int(rows[0]["time"])
+    if cursor is None:
+        cursor = TrafficCursor(service_id=service_id, vmid=vmid, counted_from=first,
+                               counted_to=first - STEP_S, missed_s=0)
+        cursor.save(force_insert=True)
+    fresh = [r for r in rows if int(r["time"]) > cursor.counted_to]
+    if not fresh:
+        return []
+    missed = max(0, int(fresh[0]["time"]) - STEP_S - cursor.counted_to)
+    if missed:
+        log.warning("sid:%d traffic: %ds no longer in the RRD when read (job did not run)",
+                    service_id, missed)
+    per_hour: dict[int, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    for r in fresh:
+        bucket = per_hour[hour_of(int(r["time"]))]
+        bucket[0] += _bytes(r.get("netin"))
+        bucket[1] += _bytes(r.get("netout"))
+    last = int(fresh[-1]["time"])
+    pending = []
+    for hour, (b_in, b_out) in sorted(per_hour.items()):
+        TrafficUsage.insert(service_id=service_id, period_start=_utc(hour), bytes_in=b_in,
+                            bytes_out=b_out).on_conflict(update={
+                                TrafficUsage.bytes_in: TrafficUsage.bytes_in + b_in,
+                                TrafficUsage.bytes_out: TrafficUsage.bytes_out + b_out,
+                            }).execute()
+        total = TrafficUsage.get((TrafficUsage.service_id == service_id)
+                                 & (TrafficUsage.period_start == _utc(hour)))
+        pending.append(outbox.record(
+            "usage.reported", service_id=service_id,
+            period_start=_utc(hour).isoformat() + "Z",
+            period_end=_utc(hour + HOUR_S).isoformat() + "Z",
+            bytes_in=int(total.bytes_in), bytes_out=int(total.bytes_out),
+            final=last >= hour + HOUR_S))
+    TrafficCursor.update(counted_to=last, missed_s=TrafficCursor.missed_s + missed,
+                         updated_at=datetime.now()).where(
+        TrafficCursor.service_id == service_id).execute()
+    result.rows += len(fresh)
+    result.missed_s += missed
+    return pending
+
+
+def _ours() -> dict[int, int]:
+    """vmid -> service id, for every service that has a VM."""
+    q = Service.select(Service.id, Service.vmid).where(
+        Service.vmid.is_null(False) & (Service.status != "terminated"))
+    return {s.vmid: s.id for s in q if s.vmid is not None}
+
+
+def run_once(pve: Proxmox, publisher: Publisher | None, now: float | None = None) -> RunResult:
+    """One accounting run over every VM of ours that Proxmox knows (one ``cluster/resources``
+    call, one ``rrddata`` call per VM). Skipped (returns None-like empty result) when another
+    scheduler host holds the job's lock: one firing across all hosts."""
+    result = RunResult()
+    at = int(now if now is not None else time.time())
+    lock = f"{database.database}.{JOB_LOCK}"
+    if not database.execute_sql("SELECT GET_LOCK(%s, 0)", (lock,)).fetchone()[0]:
+        result.errors.append("another scheduler host is running the job")
+        return result
+    try:
+        ours = _ours()
+        for vm in _vms(pve, ours):
+            vmid, node = int(vm["vmid"]), vm["node"]
+            try:
+                rows = pve.get(f"nodes/{node}/qemu/{vmid}/rrddata", timeframe="hour",
+                               cf="AVERAGE")
+                pending = account_service(ours[vmid], vmid, rows, at, result)
+            except Exception as exc:  # noqa: BLE001 - one VM's failure must not stop the run
+                result.errors.append(f"vmid {vmid}: {exc}")
+                continue
+            result.services += 1
+            result.events += len(pending)
+            if publisher is not None:
+                outbox.publish(pending, publisher)
+    finally:
+        database.execute_sql("SELECT RELEASE_LOCK(%s)", (lock,))
+    return result
+
+
+def _vms(pve: Proxmox, ours: dict[int, int]) -> Iterable[dict[str, Any]]:
+    for res in pve.get("cluster/resources", type="vm"):
+        if res.get("type", "qemu") == "qemu" and int(res.get("vmid", -1)) in ours \
+                and not res.get("template"):
+            yield res
+
+
+def usage(service_id: int, start: datetime, end: datetime) -> list[TrafficUsage]:
+    """The service's hours with start <= period_start < end (naive UTC), oldest first."""
+    return list(TrafficUsage.select().where(
+        (TrafficUsage.service_id == service_id) & (TrafficUsage.period_start >= start)
+        & (TrafficUsage.period_start < end)).order_by(TrafficUsage.period_start))
+
+
+__all__ = ["RunResult", "account_service", "hour_of", "run_once", "usage"]

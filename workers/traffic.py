@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from peewee import IntegrityError
+from peewee import IntegrityError, fn
 
 from pvekvm.messaging import Publisher
 from pvekvm.models import Service, TrafficCursor, TrafficUsage, database
@@ -50,6 +50,7 @@ class RunResult:
     rows: int = 0            # RRD rows added
     events: int = 0          # usage.reported events written
     missed_s: int = 0        # seconds no longer in the RRD when read
+    skipped: str = ""        # why the run did nothing (another host ran it)
     errors: list[str] = field(default_factory=list)
 
 
@@ -141,17 +142,24 @@ def _ours() -> dict[int, int]:
     return {s.vmid: s.id for s in q if s.vmid is not None}
 
 
-def run_once(pve: Proxmox, publisher: Publisher | None, now: float | None = None) -> RunResult:
+def run_once(pve: Proxmox, publisher: Publisher | None, now: float | None = None,
+             min_gap_s: float = 0) -> RunResult:
     """One accounting run over every VM of ours that Proxmox knows (one ``cluster/resources``
-    call, one ``rrddata`` call per VM). Skipped (returns None-like empty result) when another
-    scheduler host holds the job's lock: one firing across all hosts."""
+    call, one ``rrddata`` call per VM). One firing across all scheduler hosts: skipped while
+    another host holds the job's lock, or when any host ran it less than ``min_gap_s`` ago
+    (the scheduler passes half its interval)."""
     result = RunResult()
     at = int(now if now is not None else time.time())
     lock = f"{database.database}.{JOB_LOCK}"
     if not database.execute_sql("SELECT GET_LOCK(%s, 0)", (lock,)).fetchone()[0]:
-        result.errors.append("another scheduler host is running the job")
+        result.skipped = "another scheduler host is running the job"
         return result
     try:
+        last = TrafficCursor.select(fn.MAX(TrafficCursor.updated_at)).scalar()
+        if min_gap_s and last is not None and \
+                (datetime.now() - last).total_seconds() < min_gap_s:
+            result.skipped = f"ran {(datetime.now() - last).total_seconds():.0f}s ago"
+            return result
         ours = _ours()
         for vm in _vms(pve, ours):
             vmid, node = int(vm["vmid"]), vm["node"]

@@ -62,6 +62,7 @@ def test_overlapping_runs_a_migration_and_a_reboot_count_every_byte_once(setting
         sim.wait_task(upid)
         traffic.run_once(pve, pub)
         done = traffic.run_once(pve, pub, now=time.time())
+        assert "ago" in traffic.run_once(pve, pub, min_gap_s=1800).skipped  # once per hour
 
         cursor = TrafficCursor.get_by_id(6301)
         assert cursor.missed_s == 0

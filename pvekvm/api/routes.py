@@ -38,6 +38,7 @@ from pvekvm.models import (
     Service,
     Snapshot,
     StepRun,
+    TrafficUsage,
 )
 from pvekvm.oplog import format_step
 
@@ -227,6 +228,33 @@ def get_backup_schedule(svc: Svc) -> schemas.BackupScheduleView:
         return schemas.BackupScheduleView(days=[], time=None)
     hours, minutes = divmod(row.minute_of_day, 60)
     return schemas.BackupScheduleView(days=row.days.split(","), time=f"{hours:02d}:{minutes:02d}")
+
+
+def _utc_naive(when: datetime) -> datetime:
+    """An ISO timestamp as the naive UTC the usage table keeps (no offset = UTC)."""
+    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+
+
+@router.get("/services/{service_id}/usage", response_model=schemas.Usage,
+            response_model_by_alias=True,
+            responses={**NOT_FOUND, 422: {"model": schemas.Problem}})
+def get_usage(svc: Svc, start: Annotated[datetime, Query(alias="from")],
+              end: Annotated[datetime, Query(alias="to")]) -> schemas.Usage:
+    """Bytes in/out per UTC hour whose start lies in [from, to), and their sums."""
+    lo, hi = _utc_naive(start), _utc_naive(end)
+    if hi <= lo:
+        raise HTTPException(422, "'to' must be after 'from'")
+    rows = list(TrafficUsage.select().where(
+        (TrafficUsage.service_id == svc.id) & (TrafficUsage.period_start >= lo)
+        & (TrafficUsage.period_start < hi)).order_by(TrafficUsage.period_start))
+    hours = [schemas.UsageHour(period_start=r.period_start.replace(tzinfo=UTC),
+                               bytes_in=int(r.bytes_in), bytes_out=int(r.bytes_out))
+             for r in rows]
+    return schemas.Usage.model_validate({"service_id": svc.id, "from": lo.replace(tzinfo=UTC),
+                                         "to": hi.replace(tzinfo=UTC),
+                                         "bytes_in": int(sum(r.bytes_in for r in rows)),
+                                         "bytes_out": int(sum(r.bytes_out for r in rows)),
+                                         "hours": hours})
 
 
 @router.get("/services/{service_id}/graphs", response_model=schemas.Graph,

@@ -6,6 +6,7 @@ import json
 import socket
 import time
 from dataclasses import replace
+from datetime import datetime
 
 import pytest
 import requests
@@ -296,3 +297,27 @@ def test_a_client_sets_and_resets_the_ptr_of_its_own_address_only(api_env: ApiEn
     assert r.status_code == 202 and r.json()["type"] == "rdns_reset"
     _wait_op("rdns_reset", r.json()["idempotency_key"])
     assert IpAddress.get(IpAddress.address == ip).ptr is None
+
+
+def test_usage_is_served_per_hour_from_the_accounting_table(api_env: ApiEnv):
+    from decimal import Decimal
+
+    from pvekvm.models import TrafficUsage
+
+    hours = [datetime(2026, 11, 1, h) for h in (9, 10, 11)]
+    for i, h in enumerate(hours):
+        TrafficUsage.create(service_id=SID_A, period_start=h,
+                            bytes_in=Decimal("1000.6") * (i + 1), bytes_out=Decimal(10) * (i + 1))
+    api, mine = api_env.api, api_env.client_token(SID_A)
+    r = api.get(f"/v1/services/{SID_A}/usage", mine,
+                params={"from": "2026-11-01T10:00:00Z", "to": "2026-11-01T12:00:00+01:00"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [h["period_start"][:13] for h in body["hours"]] == ["2026-11-01T10"]  # to 12:00+01 = 11Z
+    assert (body["bytes_in"], body["bytes_out"]) == (2001, 20)
+    assert api.get(f"/v1/services/{SID_B}/usage", mine,
+                   params={"from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z"}
+                   ).status_code == 404
+    assert api.get(f"/v1/services/{SID_A}/usage", mine,
+                   params={"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"}
+                   ).status_code == 422

@@ -17,15 +17,15 @@ from tests.e2e.harness import BillingQueue, InProcessWorkers, all_ready, wait_un
 from workers import traffic
 
 
-def _expected(vmid: int, first: int, last: int) -> dict[datetime, tuple[Decimal, Decimal]]:
-    """pvesim's series integrated by hand: each 60 s row's B/s x 60, per UTC hour."""
-    vm = {"vmid": vmid, "status": "running", "config": {}}
+def _expected(vm: dict, first: int, last: int) -> dict[datetime, tuple[Decimal, Decimal]]:
+    """pvesim's series integrated by hand: each 60 s row's B/s x 60, per UTC hour (the row of
+    a counter reset has no rate: nothing)."""
     hours: dict[datetime, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
     for t in range(first, last + 1, 60):
         row = _row(vm, 0, t, False)
         hour = datetime.fromtimestamp((t - 60) // 3600 * 3600, UTC).replace(tzinfo=None)
-        hours[hour][0] += Decimal(str(row["netin"])) * 60
-        hours[hour][1] += Decimal(str(row["netout"])) * 60
+        hours[hour][0] += Decimal(str(row.get("netin", 0))) * 60
+        hours[hour][1] += Decimal(str(row.get("netout", 0))) * 60
     return {h: (a, b) for h, (a, b) in hours.items()}
 
 
@@ -34,7 +34,7 @@ def _stored(sid: int) -> dict[datetime, tuple[Decimal, Decimal]]:
             for u in TrafficUsage.select().where(TrafficUsage.service_id == sid)}
 
 
-def test_overlapping_runs_a_migration_and_a_reboot_count_every_byte_once(settings, sim):
+def test_overlapping_runs_a_counter_reset_and_a_migration_count_every_byte_once(settings, sim):
     with InProcessWorkers(settings, concurrency=4), \
             OrderClient(settings.amqp_url, settings.namespace) as billing:
         billing.create(service_id=6301, client_id=3, product="vps-small", email="t@example.com")
@@ -48,6 +48,14 @@ def test_overlapping_runs_a_migration_and_a_reboot_count_every_byte_once(setting
         first = traffic.run_once(pve, pub, now=now - 1800)  # the first 40 of 70 minutes
         again = traffic.run_once(pve, pub, now=now - 1800)  # the same window again: nothing
         assert first.rows >= 39 and again.rows == 0 and not first.errors
+
+        upid = pve.post(f"nodes/{svc.node}/qemu/{svc.vmid}/status/reboot")
+        sim.wait_task(upid)  # new tap counters; its minute's row shows once that minute ends:
+        with sim.sim.cluster.lock:  # place the reboot 20 minutes ago, not to wait for it
+            sim.sim.cluster.vms[svc.vmid]["started"] = now - 1200
+        reset_row = (int(now) - 1200) // 60 * 60 + 60
+        rrd = pve.get(f"nodes/{svc.node}/qemu/{svc.vmid}/rrddata", timeframe="hour")
+        assert [r["time"] for r in rrd if "netin" not in r] == [reset_row]
         traffic.run_once(pve, pub, now=now - 600)           # overlaps the first window
 
         target = "pve1" if svc.node != "pve1" else "pve2"
@@ -57,10 +65,6 @@ def test_overlapping_runs_a_migration_and_a_reboot_count_every_byte_once(setting
         assert sim.vm(svc.vmid)["node"] == target
         mid = traffic.run_once(pve, pub)                     # read on the new node
         assert not mid.errors and mid.rows > 0
-
-        upid = pve.post(f"nodes/{target}/qemu/{svc.vmid}/status/reboot")
-        sim.wait_task(upid)
-        traffic.run_once(pve, pub)
         done = traffic.run_once(pve, pub, now=time.time())
         assert "ago" in traffic.run_once(pve, pub, min_gap_s=1800).skipped  # once per hour
 
@@ -68,7 +72,8 @@ def test_overlapping_runs_a_migration_and_a_reboot_count_every_byte_once(setting
         assert cursor.missed_s == 0
         assert int(time.time()) // 60 * 60 - cursor.counted_to in (0, 60)  # up to the last row
         assert not done.errors
-        expected = _expected(svc.vmid, cursor.counted_from, cursor.counted_to)
+        assert cursor.counted_from < reset_row < cursor.counted_to
+        expected = _expected(sim.vm(svc.vmid), cursor.counted_from, cursor.counted_to)
         assert _stored(6301) == expected
         assert (cursor.counted_to - cursor.counted_from) // 60 + 1 >= 69
 

@@ -11,9 +11,11 @@ that moves the cursor (the cursor row is locked, so two runs that overlap add ea
 The series is read on the node the VM is on now (``cluster/resources``; PVE keeps a VM's RRD
 across a migration), so a VM migrated mid-hour continues its series. ``rrddata`` carries
 rates, not counters: a counter reset after a reboot shows as a row with no value (PVE's
-DERIVE drops the negative step), which adds nothing. Rows that left the 70-minute window before
-a run read them (the job did not run for over an hour) are not guessed at: their seconds are
-added to ``missed_s`` and logged.
+DERIVE drops the negative step), which adds nothing. When the job did not run for over an hour
+(the gap between the cursor and the oldest minute row), the gap is taken from the ``day``
+series (30-minute averages, kept 35 hours): each 30-minute row adds its rate x the seconds of
+its interval inside the gap. What even that series no longer holds is added to ``missed_s``
+and logged.
 
 Each run publishes ``usage.reported`` on ``{ns}.events`` for every hour it added to: the
 service, the period, the hour's totals so far (whole bytes) and ``final`` once the hour is
@@ -40,6 +42,7 @@ from workers import outbox
 
 log = logging.getLogger("pvekvm.traffic")
 STEP_S = 60  # rrddata timeframe=hour
+GAP_STEP_S = 1800  # rrddata timeframe=day: fills a gap of more than the 70 minute rows
 HOUR_S = 3600
 JOB_LOCK = "traffic_accounting"
 
@@ -71,21 +74,41 @@ def _bytes(value: Any) -> Decimal:
 
 
 def account_service(service_id: int, vmid: int, rows: list[dict[str, Any]], now: int,
-                    result: RunResult) -> list[outbox.Pending]:
+                    result: RunResult, gap_rows: list[dict[str, Any]] | None = None,
+                    ) -> list[outbox.Pending]:
     """Add the rows not yet counted (time in (counted_to, now]) to the service's hours and move
-    its cursor, in one transaction; the events to publish after the commit."""
+    its cursor, in one transaction; the events to publish after the commit. ``gap_rows``: the
+    ``day`` series, for a cursor older than the first minute row."""
     for attempt in (1, 2):
         try:
             with database.atomic():
-                return _account(service_id, vmid, rows, now, result)
+                return _account(service_id, vmid, rows, now, result, gap_rows or [])
         except IntegrityError:  # a concurrent first run created the cursor: read it again
             if attempt == 2:
                 raise
     return []
 
 
+def _gap_bytes(gap_rows: list[dict[str, Any]], start: int, end: int,
+               per_hour: dict[int, list[Decimal]]) -> int:
+    """Add the 30-minute rows' bytes for the seconds of (start, end] they cover; the seconds
+    no row covers."""
+    covered = 0
+    for r in gap_rows:
+        t = int(r["time"])
+        lo, hi = max(t - GAP_STEP_S, start), min(t, end)
+        if hi <= lo:
+            continue
+        covered += hi - lo
+        bucket = per_hour[lo // HOUR_S * HOUR_S]  # 30-minute rows never straddle an hour
+        for i, key in enumerate(("netin", "netout")):
+            if r.get(key) is not None:
+                bucket[i] += Decimal(str(r[key])) * (hi - lo)
+    return end - start - covered
+
+
 def _account(service_id: int, vmid: int, rows: list[dict[str, Any]], now: int,
-             result: RunResult) -> list[outbox.Pending]:
+             result: RunResult, gap_rows: list[dict[str, Any]]) -> list[outbox.Pending]:
     rows = sorted((r for r in rows if int(r["time"]) <= now), key=lambda r: int(r["time"]))
     if not rows:
         return []
@@ -102,11 +125,14 @@ def _account(service_id: int, vmid: int, rows: list[dict[str, Any]], now: int,
     fresh = [r for r in rows if int(r["time"]) > cursor.counted_to]
     if not fresh:
         return []
-    missed = max(0, int(fresh[0]["time"]) - STEP_S - cursor.counted_to)
+    per_hour: dict[int, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    gap_end = int(fresh[0]["time"]) - STEP_S
+    missed = 0
+    if gap_end > cursor.counted_to:
+        missed = _gap_bytes(gap_rows, cursor.counted_to, gap_end, per_hour)
     if missed:
         log.warning("sid:%d traffic: %ds no longer in the RRD when read (job did not run)",
                     service_id, missed)
-    per_hour: dict[int, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
     for r in fresh:
         bucket = per_hour[hour_of(int(r["time"]))]
         bucket[0] += _bytes(r.get("netin"))
@@ -161,12 +187,19 @@ def run_once(pve: Proxmox, publisher: Publisher | None, now: float | None = None
             result.skipped = f"ran {(datetime.now() - last).total_seconds():.0f}s ago"
             return result
         ours = _ours()
+        behind = {c.service_id: c.counted_to for c in TrafficCursor.select(
+            TrafficCursor.service_id, TrafficCursor.counted_to)}
         for vm in _vms(pve, ours):
             vmid, node = int(vm["vmid"]), vm["node"]
             try:
                 rows = pve.get(f"nodes/{node}/qemu/{vmid}/rrddata", timeframe="hour",
                                cf="AVERAGE")
-                pending = account_service(ours[vmid], vmid, rows, at, result)
+                gap_rows = None
+                if rows and ours[vmid] in behind and \
+                        behind[ours[vmid]] < min(int(r["time"]) for r in rows) - STEP_S:
+                    gap_rows = pve.get(f"nodes/{node}/qemu/{vmid}/rrddata", timeframe="day",
+                                       cf="AVERAGE")
+                pending = account_service(ours[vmid], vmid, rows, at, result, gap_rows)
             except Exception as exc:  # noqa: BLE001 - one VM's failure must not stop the run
                 result.errors.append(f"vmid {vmid}: {exc}")
                 continue

@@ -105,3 +105,26 @@ def test_a_counter_reset_row_adds_nothing_and_a_restart_resumes_from_the_cursor(
     usage = TrafficUsage.get(TrafficUsage.service_id == 42)
     assert usage.bytes_in == Decimal("100.5") * 60 * 9 and usage.bytes_out == 10 * 60 * 9
     assert result.rows == 10 and TrafficCursor.get_by_id(42).counted_to == base + 600
+
+
+def test_a_missed_hour_is_taken_from_the_30_minute_series(settings):
+    """The job did not run for three hours: the minute rows no longer reach the cursor, so the
+    gap comes from the day series (rate x the seconds of each row inside the gap); what that
+    series lacks is counted as missed, never guessed."""
+    base = 1_800_000_000 // 3600 * 3600
+    result = traffic.RunResult()
+    minute = [{"time": base + 60 * i, "netin": 10, "netout": 1} for i in range(1, 11)]
+    traffic.account_service(43, 901, minute, now=base + 600, result=result)
+    later = [{"time": base + 10800 + 60 * i, "netin": 10, "netout": 1} for i in range(1, 6)]
+    day = [{"time": base + 1800 * k, "netin": 1000, "netout": 100} for k in range(1, 7)]
+    del day[3]  # (base + 5400, base + 7200] is not in the series either
+    traffic.account_service(43, 901, later, now=base + 11100, result=result, gap_rows=day)
+    got = {u.period_start: (u.bytes_in, u.bytes_out)
+           for u in TrafficUsage.select().where(TrafficUsage.service_id == 43)}
+    hour = [datetime.fromtimestamp(base + 3600 * h, UTC).replace(tzinfo=None) for h in range(4)]
+    assert got == {hour[0]: (10 * 600 + 1000 * 3000, 600 + 100 * 3000),  # 1200 s + 1800 s
+                   hour[1]: (1000 * 1800, 100 * 1800),                    # one row of two
+                   hour[2]: (1000 * 3600, 100 * 3600),
+                   hour[3]: (10 * 300, 300)}
+    cursor = TrafficCursor.get_by_id(43)
+    assert cursor.missed_s == 1800 and cursor.counted_to == base + 11100

@@ -134,6 +134,7 @@ CREATE TABLE IF NOT EXISTS ip_addresses (
   version       TINYINT UNSIGNED NOT NULL,
   service_id    INT UNSIGNED NULL,                    -- NULL = free
   released_at   DATETIME(3)  NULL,                    -- set when a terminated service gives it back
+  ptr           VARCHAR(253) NULL,                    -- the client's reverse DNS name (NULL = hostname)
   UNIQUE KEY uq_ip_addresses_address (address),
   UNIQUE KEY uq_ip_addresses_holder (service_id, version), -- one v4 and one v6 per service
   KEY ix_ip_addresses_free (pool_id, service_id, released_at),
@@ -184,6 +185,24 @@ CREATE TABLE IF NOT EXISTS outbox (
   UNIQUE KEY uq_outbox_event (event_id),
   KEY ix_outbox_unpublished (published_at, id),
   KEY ix_outbox_service (service_id, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS traffic_usage (
+  id            BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  service_id    INT UNSIGNED NOT NULL,
+  period_start  DATETIME     NOT NULL,                -- UTC hour the bytes were moved in
+  bytes_in      DECIMAL(24,3) NOT NULL DEFAULT 0,     -- sum of rrddata netin (B/s) x step
+  bytes_out     DECIMAL(24,3) NOT NULL DEFAULT 0,
+  UNIQUE KEY uq_traffic_usage_period (service_id, period_start)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS traffic_cursors (
+  service_id    INT UNSIGNED NOT NULL PRIMARY KEY,
+  vmid          INT UNSIGNED NOT NULL,                -- the VM whose RRD series was read
+  counted_from  BIGINT       NOT NULL,                -- unix time: first RRD row counted
+  counted_to    BIGINT       NOT NULL,                -- unix time: rows before it are counted
+  missed_s      BIGINT UNSIGNED NOT NULL DEFAULT 0,   -- seconds no longer in the RRD when read
+  updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE TABLE IF NOT EXISTS held_events (

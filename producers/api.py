@@ -36,6 +36,8 @@ from producers.events import (
     IsoMountEvent,
     IsoUnmountEvent,
     PowerEvent,
+    RdnsResetEvent,
+    RdnsSetEvent,
     ReinstallEvent,
     ResetPasswordEvent,
     SnapshotCreateEvent,
@@ -181,6 +183,17 @@ class OrderClient:
     def iso_unmount(self, *, service_id: int, idempotency_key: str | None = None,
                     occurred_at: str | None = None) -> IsoUnmountEvent:
         return self._emit(IsoUnmountEvent, service_id, idempotency_key, occurred_at)
+
+    def rdns_set(self, *, service_id: int, address: str, hostname: str,
+                 idempotency_key: str | None = None, occurred_at: str | None = None,
+                 ) -> RdnsSetEvent:
+        return self._emit(RdnsSetEvent, service_id, idempotency_key, occurred_at,
+                          address=address, hostname=hostname)
+
+    def rdns_reset(self, *, service_id: int, address: str, idempotency_key: str | None = None,
+                   occurred_at: str | None = None) -> RdnsResetEvent:
+        return self._emit(RdnsResetEvent, service_id, idempotency_key, occurred_at,
+                          address=address)
 
     def power(self, *, service_id: int, action: str, idempotency_key: str | None = None,
               occurred_at: str | None = None) -> PowerEvent:

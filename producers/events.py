@@ -34,6 +34,7 @@ retry of one call idempotent.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 import uuid
@@ -158,6 +159,15 @@ def valid_hostname(name: str, value: Any) -> str:
     if problem:
         raise _bad(name, f"not usable as a host name: {_show(value)}: {problem}")
     return host
+
+
+def ip_address(name: str, value: Any) -> str:
+    """An IPv4 or IPv6 address, in its canonical text form (``2001:DB8::0:1`` → ``2001:db8::1``)."""
+    _string(name, value, 45)
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise _bad(name, f"not an IPv4 or IPv6 address: {_show(value)}") from None
 
 
 def valid_email(name: str, value: Any) -> str:
@@ -427,11 +437,28 @@ class PowerEvent(Event):
     action: str = _f(one_of(POWER_ACTIONS))
 
 
+@dataclass(frozen=True, kw_only=True)
+class RdnsSetEvent(Event):
+    """The client's reverse DNS: ``address`` (one the service holds) gets PTR ``hostname``."""
+
+    type: ClassVar[str] = "rdns_set"
+    address: str = _f(ip_address)
+    hostname: str = _f(valid_hostname)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RdnsResetEvent(Event):
+    """The PTR of ``address`` goes back to the service's own host name."""
+
+    type: ClassVar[str] = "rdns_reset"
+    address: str = _f(ip_address)
+
+
 EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in (
     CreateEvent, ChangePackageEvent, ReinstallEvent, SuspendEvent, UnsuspendEvent,
     TerminateEvent, SnapshotCreateEvent, SnapshotDeleteEvent, SnapshotRollbackEvent,
     BackupCreateEvent, BackupDeleteEvent, BackupRestoreEvent, BackupScheduleEvent,
-    ResetPasswordEvent, IsoMountEvent, IsoUnmountEvent, PowerEvent,
+    ResetPasswordEvent, IsoMountEvent, IsoUnmountEvent, PowerEvent, RdnsSetEvent, RdnsResetEvent,
 )}
 
 # Orders that may legitimately be placed again with the same fields (suspend, unsuspend,
@@ -544,7 +571,8 @@ __all__ = [
     "EVENT_TYPES", "EVENT_VERSION", "POWER_ACTIONS", "SUPPORTED_VERSIONS", "WEEKDAYS",
     "BackupCreateEvent", "BackupDeleteEvent", "BackupRestoreEvent", "BackupScheduleEvent",
     "ChangePackageEvent", "CreateEvent", "Event", "InvalidEvent", "IsoMountEvent",
-    "IsoUnmountEvent", "PowerEvent", "ReinstallEvent", "ResetPasswordEvent",
+    "IsoUnmountEvent", "PowerEvent", "RdnsResetEvent", "RdnsSetEvent", "ReinstallEvent",
+    "ResetPasswordEvent",
     "SnapshotCreateEvent", "SnapshotDeleteEvent", "SnapshotRollbackEvent", "SuspendEvent",
     "REPEATABLE_TYPES", "TerminateEvent", "UnsuspendEvent", "derive_idempotency_key",
     "event_from_dict", "fresh_idempotency_key", "parse_event", "producer_key", "request_hash",

@@ -84,6 +84,7 @@ class EngineSettings:
     poll_delays_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 5.0)
     catalog_cache_s: float = 10.0  # products/templates are re-read at most this often
     inline_task_wait_s: float = 0.1  # look at a fresh task this long before polling by message
+    traffic_interval_s: float = 3600.0  # traffic accounting runs (rrddata keeps 70 minutes)
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,12 @@ def configured_zones(key_file: str) -> list[dns.ZoneConfig]:
     return zones
 
 
-def _addresses(service_id: int) -> tuple[list[str], list[str]]:
+def _addresses(service_id: int) -> tuple[list[str], list[str], dict[str, str]]:
+    """The service's IPv4 and IPv6 addresses, and the client's PTR names by address."""
     rows = list(IpAddress.select().where(IpAddress.service_id == service_id))
     v4 = [r.address for r in rows if r.version == 4]
-    return v4, [r.address for r in rows if r.version == 6]
+    return v4, [r.address for r in rows if r.version == 6], {r.address: r.ptr for r in rows
+                                                             if r.ptr}
 
 
 def _owners(names: set[str]) -> dict[str, int]:
@@ -56,8 +58,8 @@ def publish(service: Service, key_file: str) -> tuple[str, bool]:
     zones = configured_zones(key_file)
     if not zones:
         return "no DNS zones configured", False
-    v4, v6 = _addresses(service.id)
-    wanted = dns.plan_records(service.hostname, v4, v6, zones)
+    v4, v6, ptrs = _addresses(service.id)
+    wanted = dns.plan_records(service.hostname, v4, v6, zones, ptrs)
     have = list(DnsRecordRow.select().where(DnsRecordRow.service_id == service.id))
     owners = _owners({r.name for r in wanted} | {h.name for h in have})
 

@@ -149,6 +149,7 @@ class IpAddress(BaseModel):
     version = SmallIntegerField()
     service_id = IntegerField(null=True)
     released_at = DateTimeField(null=True)
+    ptr = CharField(max_length=253, null=True)  # client reverse DNS; None = the service hostname
 
     class Meta:
         table_name = "ip_addresses"
@@ -198,6 +199,34 @@ class OutboxEvent(BaseModel):
 
     class Meta:
         table_name = "outbox"
+
+
+class TrafficUsage(BaseModel):
+    """Bytes a service's VM moved in one UTC hour (workers/traffic.py adds each RRD row once)."""
+
+    id = BigAutoField()
+    service_id = IntegerField()
+    period_start = DateTimeField()
+    bytes_in = DecimalField(max_digits=24, decimal_places=3, default=0)
+    bytes_out = DecimalField(max_digits=24, decimal_places=3, default=0)
+
+    class Meta:
+        table_name = "traffic_usage"
+        indexes = ((("service_id", "period_start"), True),)
+
+
+class TrafficCursor(BaseModel):
+    """How far a service's RRD series is counted: rows with time < ``counted_to`` are in."""
+
+    service_id = IntegerField(primary_key=True)
+    vmid = IntegerField()
+    counted_from = BigIntegerField()
+    counted_to = BigIntegerField()
+    missed_s = BigIntegerField(default=0)
+    updated_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "traffic_cursors"
 
 
 class HeldEvent(BaseModel):
@@ -371,4 +400,5 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     Template, TemplateReplica, IpPool, Product, Service, VmidAllocation, IpAddress, Operation,
     OutboxEvent, HeldEvent, StepRun, Snapshot, Backup, BackupSchedule, DnsProvider, DnsZone,
     DnsRecordRow, Email, DeadLetter, AuditLog, SchemaVersion, CloneSlot, CloneClaim,
+    TrafficUsage, TrafficCursor,
 )

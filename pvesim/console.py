@@ -4,7 +4,10 @@ rrddata: PVE 8 keeps five RRAs of 70 rows (1 min, 30 min, 3 h, 12 h, 1 week reso
 answers rows ``{time, maxcpu, cpu, maxmem, mem, maxdisk, disk, netin, netout, diskread,
 diskwrite}`` aligned to the resolution. Here the values are a deterministic function of
 (vmid, row time): the same question always gets the same series, with a daily rhythm plus noise,
-scaled to the VM's configured cores/memory/disk. A stopped VM's rows carry zero load.
+scaled to the VM's configured cores/memory/disk. A stopped VM's rows carry zero load. The
+minute row whose interval (t - 60, t] holds the VM's last (re)start has no ``netin``/``netout``:
+the new QEMU process's tap counters start again at 0 and PVE's DERIVE data source (minimum 0)
+stores the negative step as unknown, which ``rrddata`` leaves out of the row.
 
 vncproxy (``websocket=1``): a ``PVEVNC:`` ticket bound to the calling user and ``/vms/{vmid}``,
 a port from 5900-5999 free on the node, the node certificate and the ``vncproxy`` task's UPID.
@@ -41,7 +44,8 @@ def _noise(vmid: int, t: int, salt: str) -> float:
     return struct.unpack(">Q", h)[0] / 2**64
 
 
-def _row(vm: dict[str, Any], maxdisk: int, t: int, peak: bool) -> dict[str, Any]:
+def _row(vm: dict[str, Any], maxdisk: int, t: int, peak: bool,
+         reso: int = 60) -> dict[str, Any]:
     conf = vm["config"]
     vmid = vm["vmid"]
     cpus = int(conf.get("cores", "1")) * int(conf.get("sockets", "1"))
@@ -65,6 +69,8 @@ def _row(vm: dict[str, Any], maxdisk: int, t: int, peak: bool) -> dict[str, Any]
         diskread=round(4e6 * load("diskread") ** 3, 2),
         diskwrite=round(1.5e6 * load("diskwrite") ** 2, 2),
     )
+    if reso == 60 and t - reso < vm.get("started", 0.0) <= t:  # counters reset: unknown
+        del row["netin"], row["netout"]
     return row
 
 
@@ -75,7 +81,7 @@ def rrddata(ctx: Ctx, p: dict[str, Any]) -> list[dict[str, Any]]:
     last = int(time.time()) // reso * reso
     maxdisk = ctx.cluster.root_disk_size(vm["config"])
     peak = p.get("cf") == "MAX"
-    return [_row(vm, maxdisk, last - (RRD_ROWS - 1 - i) * reso, peak)
+    return [_row(vm, maxdisk, last - (RRD_ROWS - 1 - i) * reso, peak, reso)
             for i in range(RRD_ROWS)]
 
 

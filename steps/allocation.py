@@ -12,7 +12,7 @@ from steps.context import StepContext
 from steps.machine import Done, StepFailed, StepResult
 
 _TAKE_FREE_IP = (
-    "UPDATE ip_addresses SET service_id = %s, released_at = NULL "
+    "UPDATE ip_addresses SET service_id = %s, released_at = NULL, ptr = NULL "
     "WHERE pool_id = %s AND service_id IS NULL ORDER BY id LIMIT 1")
 
 
@@ -55,7 +55,7 @@ def release_ips(service_id: int, version: int | None = None) -> int:
     cond = IpAddress.service_id == service_id
     if version is not None:
         cond &= IpAddress.version == version
-    return IpAddress.update(service_id=None, released_at=fn.NOW(3)).where(cond).execute()
+    return IpAddress.update(service_id=None, released_at=fn.NOW(3), ptr=None).where(cond).execute()
 
 
 def reserve_vmid(ctx: StepContext) -> StepResult:

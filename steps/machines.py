@@ -25,6 +25,7 @@ from steps import (
     package,
     power,
     provision,
+    rdns,
 )
 from steps.machine import Machine, RetryPolicy, Step, T, Transition
 from steps.notify import mailer, verify_and_mail
@@ -185,11 +186,15 @@ BACKUP_DELETE = one_step("backup_delete", "Backup", pool="backup", run=backups.d
 ISO_MOUNT = one_step("iso_mount", "ISO", pool="iso", run=lifecycle.mount_iso, label="Mount ISO")
 ISO_UNMOUNT = one_step("iso_unmount", "ISO", pool="iso", run=lifecycle.unmount_iso,
                        label="Unmount ISO")
+RDNS_SET = one_step("rdns_set", "ReverseDNS", pool="dns", run=rdns.set_client_ptr,
+                    label="Set reverse DNS")
+RDNS_RESET = one_step("rdns_reset", "ReverseDNS", pool="dns", run=rdns.reset_client_ptr,
+                      label="Reset reverse DNS")
 
 MACHINES: dict[str, Machine] = {m.kind: m for m in (
     DEPLOY, CHANGE_PACKAGE, REINSTALL, RESTORE, RESET_PASSWORD, TERMINATE, SUSPEND, UNSUSPEND,
     POWER, SNAPSHOT_CREATE, SNAPSHOT_DELETE, SNAPSHOT_ROLLBACK, BACKUP_CREATE, BACKUP_DELETE,
-    ISO_MOUNT, ISO_UNMOUNT,
+    ISO_MOUNT, ISO_UNMOUNT, RDNS_SET, RDNS_RESET,
 )}
 
 CLONE_STATES: tuple[str, ...] = tuple(

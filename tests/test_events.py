@@ -40,6 +40,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "iso_mount": {"iso": "Debian-12.5.0-amd64-netinst.iso"},
     "iso_unmount": {},
     "power": {"action": "reboot"},
+    "rdns_set": {"address": "192.0.2.10", "hostname": "mail.client.example"},
+    "rdns_reset": {"address": "2001:db8::10"},
 }
 
 

@@ -36,6 +36,7 @@ from pvekvm.models import (
     Backup,
     BackupSchedule,
     HeldEvent,
+    IpAddress,
     Operation,
     Product,
     Service,
@@ -61,7 +62,7 @@ KIND_OF: dict[str, str] = {
     "snapshot_rollback": "snapshot_rollback", "backup_create": "backup_create",
     "backup_delete": "backup_delete", "backup_restore": "restore",
     "reset_password": "reset_password", "iso_mount": "iso_mount", "iso_unmount": "iso_unmount",
-    "power": "power",
+    "power": "power", "rdns_set": "rdns_set", "rdns_reset": "rdns_reset",
 }
 LIVE = ("terminated",)
 DEFAULTS = EngineSettings()  # a service in any other status holds its host name
@@ -247,6 +248,8 @@ def _params(event: Event, service: Service) -> dict[str, Any]:
         queued = _pending(service.id, "backup_create")
         if held + queued >= product.backup_limit:
             raise Refused(f"backup limit reached ({held + queued}/{product.backup_limit})")
+    if event.type in ("rdns_set", "rdns_reset"):
+        _check_holds_address(service, data["address"])
     if event.type == "iso_mount" and not product.iso_storage:
         raise Refused("the package has no ISO storage")
     if "backup_id" in data:
@@ -258,6 +261,13 @@ def _params(event: Event, service: Service) -> dict[str, Any]:
             raise Refused(f"a restore of backup {data['backup_id']} is already pending: "
                           f"resume or cancel it")
     return data
+
+
+def _check_holds_address(service: Service, address: str) -> None:
+    """Reverse DNS only for an address the service holds (the step checks again at run time)."""
+    if IpAddress.get_or_none((IpAddress.address == address)
+                             & (IpAddress.service_id == service.id)) is None:
+        raise Refused(f"address {address} is not held by service {service.id}")
 
 
 def _check_snapshot_room(service: Service, product: Product, name: str) -> None:

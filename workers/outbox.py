@@ -5,7 +5,8 @@ de-duplicates by ``event_id``. No event carries a secret: fields are chosen here
 from a row wholesale.
 
 Types: operation.accepted | completed | failed | paused | resumed | cancelled, event.refused,
-service.ready | suspended | terminated.
+service.ready | suspended | terminated, usage.reported (workers/traffic.py: a service's bytes
+in/out for one UTC hour so far; billing keeps the latest per service and period).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@
   arrived. The nudge id is the operation's live one, so a re-nudge can never fork an operation.
 - dns_retry: bring DNS of services with unsynced records in step (non-blocking DNS steps leave
   them owed when a provider was down).
+- traffic_accounting (hourly, ``[engine] traffic_interval_s``): each VM's rrddata bytes per hour
+  (workers/traffic.py); one firing across all scheduler hosts (a MariaDB lock).
 - snapshots_and_backups (every minute): delete snapshots past their package lifetime; start
   today's scheduled backups once their random time of day has passed.
 
@@ -30,11 +32,11 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from peewee import fn
 
 from producers.events import WEEKDAYS
-from pvekvm import dns, dnssync, logs, messaging, metrics, preflight
+from pvekvm import dns, dnssync, logs, messaging, metrics, preflight, proxmox
 from pvekvm.config import Settings
 from pvekvm.db import bind
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
-from workers import operations, outbox
+from workers import operations, outbox, traffic
 from workers.consumer import park
 from workers.intake import expired_held_events
 from workers.operations import OpStatus
@@ -224,8 +226,28 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
         finally:
             pub.close()
 
+    def traffic_body(run: JobRun) -> None:
+        if settings.proxmox is None:
+            return
+        database.connect(reuse_if_open=True)
+        pub = publisher()
+        try:
+            result = traffic.run_once(proxmox.client(settings.proxmox), pub,
+                                      min_gap_s=settings.engine.traffic_interval_s / 2)
+        finally:
+            pub.close()
+        run.processed += result.services
+        run.errors += len(result.errors)
+        for error in result.errors:
+            log.warning("[traffic_accounting] %s", error)
+        if result.skipped:
+            log.info("[traffic_accounting] skipped: %s", result.skipped)
+
     def reconcile() -> None:
         run_job("reconcile", reconcile_body)
+
+    def traffic_accounting() -> None:
+        run_job("traffic_accounting", traffic_body)
 
     def dns_retry() -> None:
         run_job("dns_retry", dns_retry_body)
@@ -240,6 +262,8 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
                   coalesce=True)
     sched.add_job(dns_retry, "interval", seconds=60, id="dns_retry", max_instances=1,
                   coalesce=True)
+    sched.add_job(traffic_accounting, "interval", seconds=settings.engine.traffic_interval_s,
+                  id="traffic_accounting", max_instances=1, coalesce=True)
     return sched
 
 

@@ -14,7 +14,15 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Sec
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from producers.events import MAX_EVENT_BYTES, InvalidEvent, parse_event
+from producers.events import (
+    MAX_EVENT_BYTES,
+    Event,
+    InvalidEvent,
+    RdnsResetEvent,
+    RdnsSetEvent,
+    fresh_idempotency_key,
+    parse_event,
+)
 from pvekvm import messaging
 from pvekvm import secrets as secretbox
 from pvekvm.api import pve, schemas
@@ -30,6 +38,7 @@ from pvekvm.models import (
     Service,
     Snapshot,
     StepRun,
+    TrafficUsage,
 )
 from pvekvm.oplog import format_step
 
@@ -221,6 +230,33 @@ def get_backup_schedule(svc: Svc) -> schemas.BackupScheduleView:
     return schemas.BackupScheduleView(days=row.days.split(","), time=f"{hours:02d}:{minutes:02d}")
 
 
+def _utc_naive(when: datetime) -> datetime:
+    """An ISO timestamp as the naive UTC the usage table keeps (no offset = UTC)."""
+    return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
+
+
+@router.get("/services/{service_id}/usage", response_model=schemas.Usage,
+            response_model_by_alias=True,
+            responses={**NOT_FOUND, 422: {"model": schemas.Problem}})
+def get_usage(svc: Svc, start: Annotated[datetime, Query(alias="from")],
+              end: Annotated[datetime, Query(alias="to")]) -> schemas.Usage:
+    """Bytes in/out per UTC hour whose start lies in [from, to), and their sums."""
+    lo, hi = _utc_naive(start), _utc_naive(end)
+    if hi <= lo:
+        raise HTTPException(422, "'to' must be after 'from'")
+    rows = list(TrafficUsage.select().where(
+        (TrafficUsage.service_id == svc.id) & (TrafficUsage.period_start >= lo)
+        & (TrafficUsage.period_start < hi)).order_by(TrafficUsage.period_start))
+    hours = [schemas.UsageHour(period_start=r.period_start.replace(tzinfo=UTC),
+                               bytes_in=int(r.bytes_in), bytes_out=int(r.bytes_out))
+             for r in rows]
+    return schemas.Usage.model_validate({"service_id": svc.id, "from": lo.replace(tzinfo=UTC),
+                                         "to": hi.replace(tzinfo=UTC),
+                                         "bytes_in": int(sum(r.bytes_in for r in rows)),
+                                         "bytes_out": int(sum(r.bytes_out for r in rows)),
+                                         "hours": hours})
+
+
 @router.get("/services/{service_id}/graphs", response_model=schemas.Graph,
             responses={**NOT_FOUND, 409: {"model": schemas.Problem},
                        503: {"model": schemas.Problem}})
@@ -350,3 +386,52 @@ async def post_event(request: Request, who: Who, settings: Cfg) -> schemas.Event
         raise HTTPException(503, f"event not published: {type(exc).__name__}") from None
     return schemas.EventAccepted(idempotency_key=event.idempotency_key, type=event.type,
                                  service_id=event.service_id)
+
+
+# --------------------------------------------------------------------------- client reverse DNS
+
+RDNS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **NOT_FOUND, 409: {"model": schemas.Problem, "description": "the service does not hold "
+                       "that address"},
+    422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}}
+
+
+async def _order_rdns(svc: Service, who: Principal, request: Request, settings: Settings,
+                      build: Any) -> schemas.EventAccepted:
+    """Publish an rdns_set/rdns_reset order for one of the service's own addresses (the client's
+    token may); intake checks the address again when the order's turn comes."""
+    try:
+        event: Event = build(service_id=svc.id, occurred_at=datetime.now(UTC).isoformat(
+            timespec="seconds"), idempotency_key=fresh_idempotency_key("rdns", svc.id))
+    except InvalidEvent as exc:
+        raise HTTPException(422, exc.reason) from None
+    address = event.address  # type: ignore[attr-defined]  # canonical form
+    if IpAddress.get_or_none((IpAddress.address == address)
+                             & (IpAddress.service_id == svc.id)) is None:
+        raise HTTPException(409, f"address {address} is not held by service {svc.id}")
+    try:
+        await run_in_threadpool(_publish, settings, event.to_json(), event.routing_key,
+                                event.idempotency_key)
+    except Exception as exc:  # noqa: BLE001 - broker down or refused after retries
+        raise HTTPException(503, f"event not published: {type(exc).__name__}") from None
+    audit(svc, f"api_{event.type}", who, request, address=address)
+    return schemas.EventAccepted(idempotency_key=event.idempotency_key, type=event.type,
+                                 service_id=event.service_id)
+
+
+@router.put("/services/{service_id}/rdns/{address}", status_code=202,
+            response_model=schemas.EventAccepted, responses=RDNS_RESPONSES)
+async def set_rdns(svc: Svc, who: Who, settings: Cfg, request: Request, address: str,
+                   body: schemas.RdnsRequest) -> schemas.EventAccepted:
+    """Set the PTR of one of the service's addresses to ``hostname`` (202 once ordered)."""
+    return await _order_rdns(svc, who, request, settings, lambda **kw: RdnsSetEvent(
+        address=address, hostname=body.hostname, **kw))
+
+
+@router.delete("/services/{service_id}/rdns/{address}", status_code=202,
+               response_model=schemas.EventAccepted, responses=RDNS_RESPONSES)
+async def reset_rdns(svc: Svc, who: Who, settings: Cfg, request: Request,
+                     address: str) -> schemas.EventAccepted:
+    """Give the address's PTR back to the service's host name (202 once ordered)."""
+    return await _order_rdns(svc, who, request, settings, lambda **kw: RdnsResetEvent(
+        address=address, **kw))

@@ -126,6 +126,24 @@ class Graph(BaseModel):
     points: list[GraphPoint]
 
 
+class UsageHour(BaseModel):
+    period_start: datetime = Field(description="UTC hour")
+    bytes_in: int
+    bytes_out: int
+
+
+class Usage(BaseModel):
+    """Traffic counted by the accounting job (rrddata netin/netout) for hours starting in
+    [from, to)."""
+
+    service_id: int
+    period_from: datetime = Field(alias="from")
+    period_to: datetime = Field(alias="to")
+    bytes_in: int
+    bytes_out: int
+    hours: list[UsageHour]
+
+
 class ConsoleTicket(BaseModel):
     """What a noVNC proxy host needs: open ``wss://{pve_host}:{pve_port}{websocket_path}`` with
     the same PVE API token the engine uses (the ticket is bound to it), then speak VNC with
@@ -146,6 +164,10 @@ class ConsoleTicket(BaseModel):
 class ClientToken(BaseModel):
     service_id: int
     token: str
+
+
+class RdnsRequest(BaseModel):
+    hostname: str = Field(max_length=254, description="RFC 1123 name the address's PTR gives")
 
 
 class EventAccepted(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pvekvm.validation import is_valid_hostname, is_valid_ip
@@ -268,14 +269,18 @@ def ptr_name(ip: str, zones: dict[str, ZoneConfig]) -> tuple[str, str] | None:
 
 
 def plan_records(
-    hostname: str, ipv4: list[str], ipv6: list[str], zones: list[ZoneConfig]
+    hostname: str, ipv4: list[str], ipv6: list[str], zones: list[ZoneConfig],
+    ptr_hosts: Mapping[str, str] | None = None,
 ) -> list[DnsRecord]:
     """A/AAAA records in the longest configured zone containing ``hostname``, and a PTR for each
     address in the most specific configured reverse zone covering it (IPv4 /8-/24 octet zones,
     RFC 2317 classless zones "0-63.c.b.a.in-addr.arpa" / "0/26.c.b.a.in-addr.arpa", IPv6 nibble
-    zones). Addresses or host names without a zone get no record. ValueError for an invalid host
-    name, address or zone, before anything else."""
+    zones). Addresses or host names without a zone get no record. ``ptr_hosts`` maps an address
+    to the name its PTR gives instead of ``hostname`` (client reverse DNS). ValueError for an
+    invalid host name, address or zone, before anything else."""
     host = normalize_hostname(hostname)
+    ptrs = {str(ipaddress.ip_address(ip)): normalize_hostname(name)
+            for ip, name in (ptr_hosts or {}).items()}
     v4, v6 = _check_ips(ipv4, ipv6)
     by_name = check_zones(zones)
     records: list[DnsRecord] = []
@@ -288,7 +293,8 @@ def plan_records(
         found = ptr_name(ip, by_name)
         if found is not None:
             zone, name = found
-            records.append(DnsRecord(zone, name, "PTR", host, zone_ttl(by_name[zone])))
+            records.append(DnsRecord(zone, name, "PTR", ptrs.get(ip, host),
+                                     zone_ttl(by_name[zone])))
     return records
 
 

@@ -52,6 +52,12 @@ class ApiServer:
     def post(self, path: str, token: str | None = None, **kw: object) -> requests.Response:
         return requests.post(self.url + path, headers=_auth(token), timeout=30, **kw)
 
+    def put(self, path: str, token: str | None = None, **kw: object) -> requests.Response:
+        return requests.put(self.url + path, headers=_auth(token), timeout=30, **kw)
+
+    def delete(self, path: str, token: str | None = None, **kw: object) -> requests.Response:
+        return requests.delete(self.url + path, headers=_auth(token), timeout=30, **kw)
+
 
 def _auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}

@@ -6,6 +6,7 @@ import json
 import socket
 import time
 from dataclasses import replace
+from datetime import datetime
 
 import pytest
 import requests
@@ -271,3 +272,52 @@ def test_a_running_operation_shows_with_its_last_step_line(api_env: ApiEnv):
     assert body["operation"] is None and body["status"] == "ready"
     history = api.get(f"/v1/services/{SID_A}/operations/{op['id']}", TOKEN).json()
     assert op["last_step"] in [s["line"] for s in history["steps"]]
+
+
+def test_a_client_sets_and_resets_the_ptr_of_its_own_address_only(api_env: ApiEnv):
+    api, mine = api_env.api, api_env.client_token(SID_A)
+    ip = IpAddress.get((IpAddress.service_id == SID_A) & (IpAddress.version == 4)).address
+    other = IpAddress.get(IpAddress.service_id == SID_B).address
+    r = api.put(f"/v1/services/{SID_A}/rdns/{ip}", mine, json={"hostname": "Mail.Shop.example"})
+    assert r.status_code == 202 and r.json()["type"] == "rdns_set", r.text
+    _wait_op("rdns_set", r.json()["idempotency_key"])
+    assert IpAddress.get(IpAddress.address == ip).ptr == "mail.shop.example"
+
+    foreign = api.put(f"/v1/services/{SID_A}/rdns/{other}", mine, json={"hostname": "x.example"})
+    assert foreign.status_code == 409 and "not held by service" in foreign.json()["detail"]
+    assert api.put(f"/v1/services/{SID_B}/rdns/{other}", mine,
+                   json={"hostname": "x.example"}).status_code == 404
+    bad = api.put(f"/v1/services/{SID_A}/rdns/{ip}", mine, json={"hostname": "bad_name!"})
+    assert bad.status_code == 422 and "hostname" in bad.json()["detail"]
+    assert api.put(f"/v1/services/{SID_A}/rdns/not-an-ip", mine,
+                   json={"hostname": "x.example"}).status_code == 422
+    assert IpAddress.get(IpAddress.address == other).ptr is None
+
+    r = api.delete(f"/v1/services/{SID_A}/rdns/{ip}", mine)
+    assert r.status_code == 202 and r.json()["type"] == "rdns_reset"
+    _wait_op("rdns_reset", r.json()["idempotency_key"])
+    assert IpAddress.get(IpAddress.address == ip).ptr is None
+
+
+def test_usage_is_served_per_hour_from_the_accounting_table(api_env: ApiEnv):
+    from decimal import Decimal
+
+    from pvekvm.models import TrafficUsage
+
+    hours = [datetime(2026, 11, 1, h) for h in (9, 10, 11)]
+    for i, h in enumerate(hours):
+        TrafficUsage.create(service_id=SID_A, period_start=h,
+                            bytes_in=Decimal("1000.6") * (i + 1), bytes_out=Decimal(10) * (i + 1))
+    api, mine = api_env.api, api_env.client_token(SID_A)
+    r = api.get(f"/v1/services/{SID_A}/usage", mine,
+                params={"from": "2026-11-01T10:00:00Z", "to": "2026-11-01T12:00:00+01:00"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [h["period_start"][:13] for h in body["hours"]] == ["2026-11-01T10"]  # to 12:00+01 = 11Z
+    assert (body["bytes_in"], body["bytes_out"]) == (2001, 20)
+    assert api.get(f"/v1/services/{SID_B}/usage", mine,
+                   params={"from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z"}
+                   ).status_code == 404
+    assert api.get(f"/v1/services/{SID_A}/usage", mine,
+                   params={"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"}
+                   ).status_code == 422

@@ -1,0 +1,33 @@
+"""Client reverse DNS: the PTR of one of the service's own addresses names the client's host
+(``rdns_set``) or the service's host name again (``rdns_reset``). The name is kept on the address
+row (``ip_addresses.ptr``) so every later DNS publish (package change, retry job) keeps it, and
+releasing the address forgets it; the records go out through the same path as deploy's
+(:func:`pvekvm.dnssync.publish`), so terminate's withdraw removes them."""
+
+from __future__ import annotations
+
+from pvekvm.models import IpAddress
+from steps.context import StepContext
+from steps.dns import set_dns_records
+from steps.machine import Refused, StepResult
+
+
+def _held(ctx: StepContext) -> IpAddress:
+    address = ctx.params["address"]
+    row = IpAddress.get_or_none((IpAddress.address == address)
+                                & (IpAddress.service_id == ctx.service.id))
+    if row is None:  # released between intake and now (a package change, an operator)
+        raise Refused(f"address {address} is not held by service {ctx.service.id}")
+    return row
+
+
+def set_client_ptr(ctx: StepContext) -> StepResult:
+    row = _held(ctx)
+    IpAddress.update(ptr=ctx.params["hostname"]).where(IpAddress.id == row.id).execute()
+    return set_dns_records(ctx)
+
+
+def reset_client_ptr(ctx: StepContext) -> StepResult:
+    row = _held(ctx)
+    IpAddress.update(ptr=None).where(IpAddress.id == row.id).execute()
+    return set_dns_records(ctx)

@@ -1,5 +1,6 @@
 """Settings: one TOML file (``PVEKVM_CONFIG``, default ``config/pvekvm.toml``) plus environment
-overrides for what differs per machine (``DATABASE_URL``, ``AMQP_URL``, ``PVEKVM_NAMESPACE``,
+overrides for what differs per machine (``DATABASE_URL``, ``AMQP_URL`` — one broker URL or
+several comma-separated, the nodes of a cluster — ``PVEKVM_NAMESPACE``,
 ``PVE_CONNECTION_FILE``, ``SMTP_HOST``, ``SMTP_PORT``)."""
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class EngineSettings:
 @dataclass(frozen=True)
 class Settings:
     database_url: str
-    amqp_url: str
+    amqp_url: str  # one URL, or a cluster's nodes comma-separated (tried in order)
     namespace: str = "pvekvm"
     proxmox: ProxmoxSettings | None = None
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
@@ -89,13 +90,22 @@ class Settings:
     templates_dir: str = str(ROOT / "config" / "mail")
 
 
+def _amqp_urls(section: dict[str, Any]) -> str | None:
+    """``[amqp] url = "..."`` (one broker, or several comma-separated) or ``urls = [...]``
+    (a cluster's nodes): one comma-separated string, as ``AMQP_URL`` takes it."""
+    urls = section.get("urls")
+    if urls:
+        return ",".join(urls)
+    return section.get("url")
+
+
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read the TOML file (absent file = defaults) and apply environment overrides."""
     path = Path(path or os.environ.get("PVEKVM_CONFIG") or DEFAULT_CONFIG)
     raw: dict[str, Any] = tomllib.loads(path.read_text()) if path.exists() else {}
     env = os.environ
     db = env.get("DATABASE_URL") or raw.get("database", {}).get("url")
-    amqp = env.get("AMQP_URL") or raw.get("amqp", {}).get("url")
+    amqp = env.get("AMQP_URL") or _amqp_urls(raw.get("amqp", {}))
     if not db or not amqp:
         raise RuntimeError("DATABASE_URL and AMQP_URL must be set (environment or config file)")
     namespace = env.get("PVEKVM_NAMESPACE") or raw.get("amqp", {}).get("namespace", "pvekvm")

@@ -136,13 +136,34 @@ def declare_topology(channel: BlockingChannel, topo: Topology) -> None:
         channel.queue_bind(topo.wait_queue(ms), topo.delay_exchange(ms))
 
 
+def broker_urls(url: str) -> list[str]:
+    """The broker URLs in a setting: one URL, or several separated by commas (the nodes of a
+    cluster, tried in order)."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("no broker URL given")
+    return urls
+
+
 def connect(url: str, heartbeat: int = 60) -> pika.BlockingConnection:
-    params = pika.URLParameters(url)
-    params.heartbeat = heartbeat
-    params.blocked_connection_timeout = 30
-    params.connection_attempts = 3
-    params.retry_delay = 1
-    return pika.BlockingConnection(params)
+    """A blocking connection to the first broker that answers among ``url``'s comma-separated
+    URLs (a cluster's nodes). A ``heartbeat=`` in a URL wins over ``heartbeat``: a short one
+    lets the broker notice a worker cut off the network (and hand its unacked messages to
+    others) sooner."""
+    urls = broker_urls(url)
+    several = len(urls) > 1
+    params = []
+    for u in urls:
+        p = pika.URLParameters(u)
+        if "heartbeat=" not in u:
+            p.heartbeat = heartbeat
+        p.blocked_connection_timeout = 30
+        # one attempt per node when there are several: a stopped node refuses at once and the
+        # next is tried; the list as a whole is what callers retry
+        p.connection_attempts = 1 if several else 3
+        p.retry_delay = 1
+        params.append(p)
+    return pika.BlockingConnection(params if several else params[0])
 
 
 class Publisher:
@@ -255,5 +276,5 @@ def delete_topology(url: str, topo: Topology) -> None:
         conn.close()
 
 
-__all__ = ["POOLS", "Publisher", "Topology", "UnroutableError", "connect", "declare",
-           "declare_topology", "delay_tier", "delete_topology", "purge"]
+__all__ = ["POOLS", "Publisher", "Topology", "UnroutableError", "broker_urls", "connect",
+           "declare", "declare_topology", "delay_tier", "delete_topology", "purge"]

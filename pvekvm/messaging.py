@@ -5,9 +5,9 @@ Topology, all durable, declared by :func:`declare_topology` (idempotent):
 - ``{ns}.orders``  topic exchange → quorum queue ``{ns}.orders`` (billing events → intake), with a
   single active consumer: events are taken one at a time in the order billing published them
 - ``{ns}.steps``   direct exchange, routing key = pool → quorum queue ``{ns}.step.<pool>``
-- ``{ns}.delay.<ms>ms`` fanout exchange → classic queue ``{ns}.wait.<ms>ms`` whose message TTL
-  dead-letters back to ``{ns}.steps`` with the original routing key: tiered delays for retries and
-  Proxmox task polling, with no worker sleeping.
+- ``{ns}.delay.<ms>ms`` fanout exchange → queue ``{ns}.wait.<ms>ms`` (classic on one broker,
+  quorum on a cluster) whose message TTL dead-letters back to ``{ns}.steps`` with the original
+  routing key: tiered delays for retries and Proxmox task polling, with no worker sleeping.
 - ``{ns}.events``  topic exchange (routing key = event type): events for billing, which binds
   its own queues (workers/outbox.py).
 - ``{ns}.dead``    fanout exchange → quorum queue ``{ns}.dead``: messages the engine refused
@@ -101,8 +101,12 @@ def delay_tier(seconds: float) -> int:
     return next((ms for ms in DELAY_TIERS_MS if ms >= want), DELAY_TIERS_MS[-1])
 
 
-def declare_topology(channel: BlockingChannel, topo: Topology) -> None:
-    """Declare every exchange, queue and binding. Safe to call from every process at start."""
+def declare_topology(channel: BlockingChannel, topo: Topology, replicated: bool = False) -> None:
+    """Declare every exchange, queue and binding. Safe to call from every process at start.
+
+    ``replicated`` (a cluster: several broker URLs) makes the wait queues quorum queues too, so
+    delayed nudges (task polls, retries) survive the node that held them; on one broker they
+    stay classic queues, as deployments created them."""
     work_args = {
         "x-queue-type": "quorum",
         "x-delivery-limit": DELIVERY_LIMIT,
@@ -129,10 +133,12 @@ def declare_topology(channel: BlockingChannel, topo: Topology) -> None:
 
     for ms in DELAY_TIERS_MS:
         channel.exchange_declare(topo.delay_exchange(ms), "fanout", durable=True)
-        channel.queue_declare(topo.wait_queue(ms), durable=True, arguments={
-            "x-message-ttl": ms,
-            "x-dead-letter-exchange": topo.steps_exchange,
-        })
+        wait_args: dict[str, Any] = {"x-message-ttl": ms,
+                                     "x-dead-letter-exchange": topo.steps_exchange}
+        if replicated:
+            wait_args.update({"x-queue-type": "quorum", "x-overflow": "reject-publish",
+                              "x-dead-letter-strategy": "at-least-once"})
+        channel.queue_declare(topo.wait_queue(ms), durable=True, arguments=wait_args)
         channel.queue_bind(topo.wait_queue(ms), topo.delay_exchange(ms))
 
 
@@ -245,7 +251,7 @@ def declare(url: str, topo: Topology) -> None:
     """Open a short connection and declare the topology."""
     conn = connect(url)
     try:
-        declare_topology(conn.channel(), topo)
+        declare_topology(conn.channel(), topo, replicated=len(broker_urls(url)) > 1)
     finally:
         conn.close()
 

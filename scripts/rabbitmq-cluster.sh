@@ -55,8 +55,12 @@ await_node() {  # until node I's rabbit app answers (await_startup alone can ret
   done
 }
 
-stop_node() {
-  rabbitmqctl -q -n "$(node "$1")" stop "$BASE/$1/pid" >/dev/null 2>&1 || true
+stop_node() {  # stop node I if it runs, and wait until it has exited
+  if rabbitmqctl -q -n "$(node "$1")" ping >/dev/null 2>&1; then
+    timeout 120 rabbitmqctl -q -n "$(node "$1")" stop >/dev/null 2>&1 || true
+  fi
+  local deadline=$((SECONDS + 60))
+  while port_open "$(amqp_port "$1")" && ((SECONDS < deadline)); do sleep 0.5; done
 }
 
 cmd="${1:-start}"
@@ -81,7 +85,8 @@ case "$cmd" in
   start-node) start_node "$2"; await_node "$2" ;;
   status) ctl 2 cluster_status ;;
   stop|wipe)
-    for i in 1 2 3; do stop_node "$i"; done
+    for i in 1 2 3; do stop_node "$i" & done
+    wait
     if [ "$cmd" = wipe ]; then rm -rf "$BASE"; fi
     ;;
   *) echo "usage: $0 start|urls|stop-node I|start-node I|status|stop|wipe" >&2; exit 2 ;;

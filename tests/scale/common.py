@@ -77,5 +77,17 @@ def queue_depths(settings: Settings) -> dict[str, int]:
 
 
 def work_queues_empty(settings: Settings) -> bool:
-    """Orders, steps, waits and dead queue all empty."""
-    return not any(queue_depths(settings).values())
+    """Orders, steps and waits all empty (the dead queue keeps what was refused)."""
+    dead = messaging.Topology(settings.namespace).dead_queue
+    return not any(n for q, n in queue_depths(settings).items() if q != dead)
+
+
+def assert_dead_queue_recorded(settings: Settings) -> int:
+    """Every message in the dead queue is a refusal recorded with its reason (none parked there
+    by the delivery limit unexplained). Returns the depth."""
+    from pvekvm.models import DeadLetter
+
+    depth = queue_depths(settings)[messaging.Topology(settings.namespace).dead_queue]
+    assert depth == DeadLetter.select().count(), \
+        f"{depth} dead messages, {DeadLetter.select().count()} recorded refusals"
+    return depth

@@ -11,7 +11,7 @@ import pytest
 
 from pvekvm import messaging
 from pvekvm.config import Settings
-from tests.e2e.conftest import sim, sink  # noqa: F401 - the same fixtures
+from tests.e2e.conftest import settings, sim, sink  # noqa: F401 - the same fixtures
 from tests.e2e.harness import load_catalog, make_settings
 from tests.scale.cluster import Cluster
 

@@ -11,7 +11,7 @@ from producers.api import OrderClient
 from pvekvm.models import Operation, OutboxEvent
 from tests.e2e.harness import InProcessWorkers, all_ready, describe_ops, wait_until
 from tests.scale import invariants
-from tests.scale.common import DurableBilling, work_queues_empty
+from tests.scale.common import DurableBilling, assert_dead_queue_recorded, work_queues_empty
 from workers import scheduler
 
 
@@ -53,6 +53,7 @@ def _run_through_a_node_stop(cluster, settings, sim, sids: range) -> invariants.
     moved = cluster.queues(other, settings.namespace)
     assert cluster.node(leader) not in {q["leader"] for q in moved}, "leaders moved on"
     wait_until(lambda: work_queues_empty(settings), 30, "queues empty", db=False)
+    assert_dead_queue_recorded(settings)
     invariants.check_events_once(heard)
     billing.delete()
     return invariants.check(sim, sids)

@@ -136,8 +136,10 @@ def declare_topology(channel: BlockingChannel, topo: Topology, replicated: bool 
         wait_args: dict[str, Any] = {"x-message-ttl": ms,
                                      "x-dead-letter-exchange": topo.steps_exchange}
         if replicated:
-            wait_args.update({"x-queue-type": "quorum", "x-overflow": "reject-publish",
-                              "x-dead-letter-strategy": "at-least-once"})
+            # at-most-once dead-lettering: with at-least-once, RabbitMQ 3.10 stopped moving
+            # expired messages on after the queue's leader node stopped (a lost move is
+            # re-sent by the scheduler's reconciler)
+            wait_args["x-queue-type"] = "quorum"
         channel.queue_declare(topo.wait_queue(ms), durable=True, arguments=wait_args)
         channel.queue_bind(topo.wait_queue(ms), topo.delay_exchange(ms))
 

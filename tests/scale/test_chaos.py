@@ -189,9 +189,10 @@ def test_chaos_short(cluster_settings, cluster, sim, tmp_path):
 
 @pytest.mark.slow
 def test_chaos_at_scale(cluster_settings, cluster, sim, tmp_path):
-    """On demand: PVEKVM_CHAOS_SERVICES services (default 300) through the whole lifecycle;
-    PVEKVM_CHAOS_NODE_STOP=0 leaves the broker node stop out."""
-    n = int(os.environ.get("PVEKVM_CHAOS_SERVICES", "300"))
+    """On demand: PVEKVM_CHAOS_SERVICES services (default 80) through the whole lifecycle;
+    PVEKVM_CHAOS_NODE_STOP=0 leaves the broker node stop out. 300 needs an IPv4 pool larger
+    than the example catalog's (it runs out of addresses there)."""
+    n = int(os.environ.get("PVEKVM_CHAOS_SERVICES", "80"))
     stop = os.environ.get("PVEKVM_CHAOS_NODE_STOP", "1") != "0"
     _, figures = run_chaos(cluster_settings, sim, cluster, tmp_path, n=n, stop_a_node=stop)
     assert Service.select().count() == n and figures.operations["done"] > n

@@ -1,5 +1,6 @@
 """Settings: one TOML file (``PVEKVM_CONFIG``, default ``config/pvekvm.toml``) plus environment
-overrides for what differs per machine (``DATABASE_URL``, ``AMQP_URL``, ``PVEKVM_NAMESPACE``,
+overrides for what differs per machine (``DATABASE_URL``, ``AMQP_URL`` — one broker URL or
+several comma-separated, the nodes of a cluster — ``PVEKVM_NAMESPACE``,
 ``PVE_CONNECTION_FILE``, ``SMTP_HOST``, ``SMTP_PORT``, ``PVEKVM_SECRET_KEY_FILE``,
 ``PVEKVM_METRICS_PORT``, ``PVEKVM_LOG_FORMAT``).
 
@@ -114,7 +115,7 @@ class ApiSettings:
 @dataclass(frozen=True)
 class Settings:
     database_url: str
-    amqp_url: str
+    amqp_url: str  # one URL, or a cluster's nodes comma-separated (tried in order)
     namespace: str = "pvekvm"
     proxmox: ProxmoxSettings | None = None
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
@@ -136,7 +137,7 @@ class ConfigError(ValueError):
 #: what each section of the settings file may contain (anything else is a typo worth naming)
 SECTIONS: dict[str, set[str]] = {
     "database": {"url"},
-    "amqp": {"url", "namespace"},
+    "amqp": {"url", "urls", "namespace"},
     "proxmox": {"connection_file", "base_url", "token_id", "token_secret", "ca_bundle"},
     "smtp": {f.name for f in fields(SmtpSettings)},
     "engine": {f.name for f in fields(EngineSettings)},
@@ -266,15 +267,25 @@ def _proxmox(raw: dict[str, Any], cfg: Path) -> tuple[ProxmoxSettings | None, st
 
 def _url(raw: dict[str, Any], cfg: Path, section: str, env: str, env_value: str | None,
          schemes: tuple[str, ...]) -> tuple[str, str]:
+    """A URL setting; the broker's may name several nodes, comma-separated (or ``urls = [...]``
+    in ``[amqp]``), each checked."""
     if env_value:
         value, where = env_value, env
+    elif section == "amqp" and raw.get(section, {}).get("urls"):
+        urls = raw[section]["urls"]
+        where = f"{shown(cfg)} [{section}] urls"
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise ConfigError(f"{where}: expected a list of URLs, got {urls!r}")
+        value = ",".join(urls)
     else:
         value, where = raw.get(section, {}).get("url"), f"{shown(cfg)} [{section}] url"
     if not value:
         raise ConfigError(f"{where}: not set; set {env} or url in [{section}] of {shown(cfg)}")
-    if not isinstance(value, str) or urlparse(value).scheme not in schemes:
-        raise ConfigError(f"{where}: expected a {' or '.join(s + '://' for s in schemes)} URL, "
-                          f"got {value!r}")
+    parts = value.split(",") if isinstance(value, str) and section == "amqp" else [value]
+    for part in parts:
+        if not isinstance(part, str) or urlparse(part.strip()).scheme not in schemes:
+            raise ConfigError(f"{where}: expected a {' or '.join(s + '://' for s in schemes)} "
+                              f"URL, got {part!r}")
     return value, where
 
 

@@ -5,9 +5,9 @@ Topology, all durable, declared by :func:`declare_topology` (idempotent):
 - ``{ns}.orders``  topic exchange → quorum queue ``{ns}.orders`` (billing events → intake), with a
   single active consumer: events are taken one at a time in the order billing published them
 - ``{ns}.steps``   direct exchange, routing key = pool → quorum queue ``{ns}.step.<pool>``
-- ``{ns}.delay.<ms>ms`` fanout exchange → classic queue ``{ns}.wait.<ms>ms`` whose message TTL
-  dead-letters back to ``{ns}.steps`` with the original routing key: tiered delays for retries and
-  Proxmox task polling, with no worker sleeping.
+- ``{ns}.delay.<ms>ms`` fanout exchange → queue ``{ns}.wait.<ms>ms`` (classic on one broker,
+  quorum on a cluster) whose message TTL dead-letters back to ``{ns}.steps`` with the original
+  routing key: tiered delays for retries and Proxmox task polling, with no worker sleeping.
 - ``{ns}.events``  topic exchange (routing key = event type): events for billing, which binds
   its own queues (workers/outbox.py).
 - ``{ns}.dead``    fanout exchange → quorum queue ``{ns}.dead``: messages the engine refused
@@ -111,8 +111,12 @@ def delay_tier(seconds: float) -> int:
     return next((ms for ms in DELAY_TIERS_MS if ms >= want), DELAY_TIERS_MS[-1])
 
 
-def declare_topology(channel: BlockingChannel, topo: Topology) -> None:
-    """Declare every exchange, queue and binding. Safe to call from every process at start."""
+def declare_topology(channel: BlockingChannel, topo: Topology, replicated: bool = False) -> None:
+    """Declare every exchange, queue and binding. Safe to call from every process at start.
+
+    ``replicated`` (a cluster: several broker URLs) makes the wait queues quorum queues too, so
+    delayed nudges (task polls, retries) survive the node that held them; on one broker they
+    stay classic queues, as deployments created them."""
     work_args = {
         "x-queue-type": "quorum",
         "x-delivery-limit": DELIVERY_LIMIT,
@@ -139,20 +143,45 @@ def declare_topology(channel: BlockingChannel, topo: Topology) -> None:
 
     for ms in DELAY_TIERS_MS:
         channel.exchange_declare(topo.delay_exchange(ms), "fanout", durable=True)
-        channel.queue_declare(topo.wait_queue(ms), durable=True, arguments={
-            "x-message-ttl": ms,
-            "x-dead-letter-exchange": topo.steps_exchange,
-        })
+        wait_args: dict[str, Any] = {"x-message-ttl": ms,
+                                     "x-dead-letter-exchange": topo.steps_exchange}
+        if replicated:
+            # at-most-once dead-lettering: with at-least-once, RabbitMQ 3.10 stopped moving
+            # expired messages on after the queue's leader node stopped (a lost move is
+            # re-sent by the scheduler's reconciler)
+            wait_args["x-queue-type"] = "quorum"
+        channel.queue_declare(topo.wait_queue(ms), durable=True, arguments=wait_args)
         channel.queue_bind(topo.wait_queue(ms), topo.delay_exchange(ms))
 
 
+def broker_urls(url: str) -> list[str]:
+    """The broker URLs in a setting: one URL, or several separated by commas (the nodes of a
+    cluster, tried in order)."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("no broker URL given")
+    return urls
+
+
 def connect(url: str, heartbeat: int = 60) -> pika.BlockingConnection:
-    params = pika.URLParameters(url)
-    params.heartbeat = heartbeat
-    params.blocked_connection_timeout = 30
-    params.connection_attempts = 3
-    params.retry_delay = 1
-    return pika.BlockingConnection(params)
+    """A blocking connection to the first broker that answers among ``url``'s comma-separated
+    URLs (a cluster's nodes). A ``heartbeat=`` in a URL wins over ``heartbeat``: a short one
+    lets the broker notice a worker cut off the network (and hand its unacked messages to
+    others) sooner."""
+    urls = broker_urls(url)
+    several = len(urls) > 1
+    params = []
+    for u in urls:
+        p = pika.URLParameters(u)
+        if "heartbeat=" not in u:
+            p.heartbeat = heartbeat
+        p.blocked_connection_timeout = 30
+        # one attempt per node when there are several: a stopped node refuses at once and the
+        # next is tried; the list as a whole is what callers retry
+        p.connection_attempts = 1 if several else 3
+        p.retry_delay = 1
+        params.append(p)
+    return pika.BlockingConnection(params if several else params[0])
 
 
 class Publisher:
@@ -278,7 +307,7 @@ def declare(url: str, topo: Topology) -> None:
     """Open a short connection and declare the topology."""
     conn = connect(url)
     try:
-        declare_topology(conn.channel(), topo)
+        declare_topology(conn.channel(), topo, replicated=len(broker_urls(url)) > 1)
     finally:
         conn.close()
 
@@ -309,5 +338,6 @@ def delete_topology(url: str, topo: Topology) -> None:
         conn.close()
 
 
-__all__ = ["POOLS", "Publisher", "Topology", "UnroutableError", "connect", "declare",
-           "declare_topology", "delay_tier", "delete_topology", "message_lag_s", "purge"]
+__all__ = ["POOLS", "Publisher", "Topology", "UnroutableError", "broker_urls", "connect",
+           "declare", "declare_topology", "delay_tier", "delete_topology", "message_lag_s",
+           "purge"]

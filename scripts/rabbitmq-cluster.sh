@@ -19,7 +19,17 @@ cd "$(dirname "$0")/.."
 NAME="${PVEKVM_CLUSTER_NAME:-pvekvm_cluster}"
 PORT="${PVEKVM_CLUSTER_PORT:-5713}"
 VHOST="${PVEKVM_CLUSTER_VHOST:-/}"
-BASE="$PWD/var/rabbit-cluster/$NAME"
+# Data and logs: var/rabbit-cluster/ of this checkout, or — when the nodes run as the rabbitmq
+# user (started by root) and it cannot enter the checkout (a clone under a private mktemp
+# directory) — a directory of that user's (PVEKVM_CLUSTER_DIR overrides both).
+if [ -n "${PVEKVM_CLUSTER_DIR:-}" ]; then
+  BASE="$PVEKVM_CLUSTER_DIR/$NAME"
+elif [ "$(id -u)" = 0 ] && id rabbitmq >/dev/null 2>&1 \
+    && ! runuser -u rabbitmq -- test -x "$PWD" 2>/dev/null; then
+  BASE="/var/lib/rabbitmq/pvekvm-cluster/$NAME"
+else
+  BASE="$PWD/var/rabbit-cluster/$NAME"
+fi
 
 node() { echo "${NAME}_$1@localhost"; }
 amqp_port() { echo $((PORT + $1 - 1)); }

@@ -113,7 +113,7 @@ class Broker:
     def deliver(self, item: tuple[str, object], mode: str) -> None:
         self.take(item)
         kind, msg = item
-        out = handle_order(msg, hold_unknown_s=120.0) if kind == "order" else \
+        out = handle_order(msg) if kind == "order" else \
             self.driver.engine.handle(pool_of(msg), body(msg))
         if mode != "crash":
             with database.atomic():

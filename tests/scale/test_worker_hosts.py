@@ -53,6 +53,7 @@ def advanced_twice() -> list[tuple[int, str]]:
     return sorted({r for r in rows if rows.count(r) > 1})
 
 
+@pytest.mark.slow  # ~40 s: on demand (scripts/test -m slow tests/scale), CI's budget is ten minutes
 def test_a_host_cut_off_mid_task_loses_nothing_does_nothing_twice_and_rejoins(
         settings, sim, tmp_path, hosts):
     from dataclasses import replace

@@ -238,3 +238,25 @@ def test_a_burst_is_admitted_first_come_first_served(service, machine, database_
                 .order_by(Operation.finished_at, Operation.id)]
     assert finished == list(range(41, 47))
     assert probe.runs == 6
+
+
+def test_the_message_that_ended_an_operation_republishes_the_next_ones_lost_start(
+        service, engine, machine):
+    """A crash between the commit that finished one operation (and started the queued next)
+    and the publish of the next one's first nudge: the redelivered message sends it again at
+    once, not only the reconciler seconds later."""
+    machine(Probe())
+    nxt = Probe()
+    machine(nxt, kind="probe2")
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+    d.begin(SID, "probe2", "k2")
+    last = d.next()
+    lost = d.handle(last, publish=False).publish     # committed: probe done, probe2 started
+    assert [n.operation_id for n in lost] == [_op("probe2").id]
+    assert d.queue == [] and nxt.runs == 0
+    again = d.handle(last)                           # the broker redelivers the last message
+    assert [n.nudge_id for n in again.publish] == [lost[0].nudge_id]
+    assert d.handle(last).publish == []              # once published: plain stale
+    d.run()
+    assert nxt.runs == 1 and _op("probe2").status == OpStatus.DONE

@@ -45,7 +45,7 @@ from steps.machine import (
 )
 from steps.machines import MACHINES
 from workers import operations
-from workers.operations import LostRace, OpStatus, cas, new_nudge_id
+from workers.operations import FINISHED, LostRace, OpStatus, cas, new_nudge_id
 from workers.outcome import Nudge, Outcome, read_step_message
 
 log = logging.getLogger("pvekvm.engine")
@@ -127,6 +127,9 @@ class Engine:
                     and op.status == OpStatus.RUNNING):
                 again = operations.nudge_for(op, self.machines)
                 return Outcome(publish=[again] if again else [])
+            if nudge == op.prev_nudge_id and op.status in FINISHED:
+                # the message that ended it: the next operation it started may be unpublished
+                return Outcome(publish=operations.unpublished_successors(op))
             return Outcome()  # stale: someone already moved this operation on
         if op.status != OpStatus.RUNNING:
             return Outcome()

@@ -42,6 +42,7 @@ class OpStatus(StrEnum):
 
 
 UNFINISHED = (OpStatus.QUEUED, OpStatus.RUNNING, OpStatus.PAUSED)
+FINISHED = (OpStatus.DONE, OpStatus.FAILED, OpStatus.CANCELLED)
 
 
 class LostRace(Exception):
@@ -129,6 +130,18 @@ def start_next_queued(service_id: int, window: int = 0) -> Outcome:
             Service.update(status=machine.busy_status).where(Service.id == service_id).execute()
         out.publish.append(Nudge(machine.transitions[0].pool, op.id, nudge, op.state))
         return out
+
+
+def unpublished_successors(op: Operation) -> list[Nudge]:
+    """The first nudge of the operation that ``op``'s end started on its service, while the
+    broker has not confirmed it (a crash between that commit and its publish): the redelivered
+    message that ended ``op`` sends it again rather than waiting for the reconciler."""
+    nxt = Operation.get_or_none((Operation.active_service == op.service_id)
+                                & (Operation.status == OpStatus.RUNNING)
+                                & (Operation.nudge_published == False)  # noqa: E712
+                                & (Operation.id > op.id))
+    again = nudge_for(nxt) if nxt is not None else None
+    return [again] if again is not None else []
 
 
 def running(kind: str) -> int:

@@ -58,6 +58,14 @@ def configure(*states: str, then: str, skip: tuple[str, ...] = ()) -> tuple[Tran
                  for i, (pool, run, label) in enumerate(steps))
 
 
+def start_and_mail(start: str, verify: str, template: str) -> tuple[Transition, ...]:
+    """Start the VM, then 'Verify running + Email' with ``template``: the end of every
+    operation that hands the client a (re)built VM; ends at ``ready``."""
+    return (T(start, pool="power", run=power.start_vm, then=verify, label="Start VM"),
+            T(verify, pool="mail", run=verify_and_mail(template), then="ready",
+              label="Verify running + Email", retry=SLOW_TO_BOOT))
+
+
 DEPLOY = Machine("deploy", "Deploy", (
     T("new", pool="ip", run=allocation.allocate_ips, then="ip_allocated", label="Allocate IP"),
     T("ip_allocated", pool="dns", run=dns.set_dns_records, then="dns_set",
@@ -113,9 +121,7 @@ REINSTALL = Machine("reinstall", "Reinstall", (
                skip=("Set CPU & RAM", "Configure cloud-init")),
     T("rs_password", pool="cloudinit", run=lifecycle.reset_password, then="rs_start",
       label="Configure cloud-init"),
-    T("rs_start", pool="power", run=power.start_vm, then="rs_verify", label="Start VM"),
-    T("rs_verify", pool="mail", run=verify_and_mail("reinstalled"), then="ready",
-      label="Verify running + Email", retry=SLOW_TO_BOOT),
+    *start_and_mail("rs_start", "rs_verify", "reinstalled"),
 ), busy_status="reinstalling", done_status="ready")
 
 RESTORE = Machine("restore", "Restore", (
@@ -125,18 +131,14 @@ RESTORE = Machine("restore", "Restore", (
     *configure("rt_cpu_ram", "rt_system_disk_size", "rt_system_disk_bandwidth",
                "rt_additional_disk", "rt_additional_disk_size", "rt_additional_disk_bandwidth",
                "rt_network", "rt_firewall", then="rt_start", skip=("Configure cloud-init",)),
-    T("rt_start", pool="power", run=power.start_vm, then="rt_verify", label="Start VM"),
-    T("rt_verify", pool="mail", run=verify_and_mail("backup_restored"), then="ready",
-      label="Verify running + Email", retry=SLOW_TO_BOOT),
+    *start_and_mail("rt_start", "rt_verify", "backup_restored"),
 ), busy_status="restoring", done_status="ready")
 
 RESET_PASSWORD = Machine("reset_password", "ResetPassword", (
     T("reset_password", pool="power", run=power.stop_vm, then="rp_cloudinit", label="Stop VM"),
     T("rp_cloudinit", pool="cloudinit", run=lifecycle.reset_password, then="rp_start",
       label="Configure cloud-init"),
-    T("rp_start", pool="power", run=power.start_vm, then="rp_verify", label="Start VM"),
-    T("rp_verify", pool="mail", run=verify_and_mail("password_reset"), then="ready",
-      label="Verify running + Email", retry=SLOW_TO_BOOT),
+    *start_and_mail("rp_start", "rp_verify", "password_reset"),
 ), busy_status="resetting", done_status="ready")
 
 TERMINATE = Machine("terminate", "Terminate", (

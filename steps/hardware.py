@@ -80,12 +80,19 @@ def set_system_disk_io(ctx: StepContext) -> StepResult:
     return _set_io(ctx, system_disk(ctx.product))
 
 
+def no_additional_disk(ctx: StepContext) -> str | None:
+    """The three additional-disk steps have nothing to do when the package has no such disk
+    (a disk the VM already has is kept: see :func:`create_additional_disk`)."""
+    return "no additional disk in package" if additional_disk(ctx.product).size_gb <= 0 \
+        else None
+
+
 def create_additional_disk(ctx: StepContext) -> StepResult:
     """Skipped when the package has none. A disk the VM already has is kept (never destroyed
     by a downgrade: the data on it is the client's)."""
     disk = additional_disk(ctx.product)
-    if disk.size_gb <= 0:
-        return Done("no additional disk in package", skipped=True)
+    if (reason := no_additional_disk(ctx)) is not None:
+        return Done(reason, skipped=True)
     cfg = ctx.config()
     if cfg.get("lock"):
         return Retry(f"VM is locked ({cfg['lock']})")
@@ -99,15 +106,15 @@ def create_additional_disk(ctx: StepContext) -> StepResult:
 
 def resize_additional_disk(ctx: StepContext) -> StepResult:
     disk = additional_disk(ctx.product)
-    if disk.size_gb <= 0:
-        return Done("no additional disk in package", skipped=True)
+    if (reason := no_additional_disk(ctx)) is not None:
+        return Done(reason, skipped=True)
     return _resize(ctx, disk)
 
 
 def set_additional_disk_io(ctx: StepContext) -> StepResult:
     disk = additional_disk(ctx.product)
-    if disk.size_gb <= 0:
-        return Done("no additional disk in package", skipped=True)
+    if (reason := no_additional_disk(ctx)) is not None:
+        return Done(reason, skipped=True)
     return _set_io(ctx, disk)
 
 

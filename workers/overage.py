@@ -19,7 +19,7 @@ A throttle or unthrottle is an operation like any other (operations.begin: opera
 params carry the period, the usage and quota seen and the reason. Idempotent: the state lives
 on the service (``throttled_period``, written when the operation completes) and a pass starts
 nothing while one is unfinished, so one throttle per period and package, never two; one pass at
-a time across scheduler hosts (a MariaDB lock).
+a time across scheduler hosts (a MariaDB lock; the next one waits for it).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from workers.operations import UNFINISHED
 
 log = logging.getLogger("pvekvm.overage")
 JOB_LOCK = "traffic_overage"
+LOCK_WAIT_S = 30
 KINDS = ("throttle", "unthrottle")
 
 
@@ -61,7 +62,9 @@ def run_once(publisher: Publisher | None, now: datetime | None = None,
     period = overage.period_of(at)
     result = PassResult()
     lock = f"{database.database}.{JOB_LOCK}"
-    if not database.execute_sql("SELECT GET_LOCK(%s, 0)", (lock,)).fetchone()[0]:
+    # a pass takes milliseconds: wait for one running elsewhere rather than skip (the hourly
+    # pass must not miss its turn because the minute pass held the lock)
+    if not database.execute_sql("SELECT GET_LOCK(%s, %s)", (lock, LOCK_WAIT_S)).fetchone()[0]:
         result.skipped = "another scheduler host is running the pass"
         return result
     try:
@@ -70,7 +73,7 @@ def run_once(publisher: Publisher | None, now: datetime | None = None,
             result.checked += 1
             used = usage.get(svc.id, 0) if usage is not None else \
                 overage.used_bytes(svc.id, period)
-            _one(svc, product, used, period, result, publisher)
+            _one(svc, product, used, period, result, publisher, quiet=throttled_only)
     finally:
         database.execute_sql("SELECT RELEASE_LOCK(%s)", (lock,))
     return result
@@ -90,13 +93,17 @@ def _candidates(throttled_only: bool) -> list[tuple[Service, Product]]:
 
 
 def _one(svc: Service, product: Product, used: int, period: date, result: PassResult,
-         publisher: Publisher | None) -> None:
+         publisher: Publisher | None, quiet: bool) -> None:
+    """``quiet``: a service left alone is counted, not logged (the minute pass: the hourly one
+    logs it)."""
     decision = overage.decide(product, svc.throttled_period, used, period)
     if decision.action is None:
         return
     kind = decision.action.value
     if svc.suspended or svc.status in ("suspended", "suspending"):
-        _say(result, f"sid:{svc.id} {kind} due ({decision.reason}) — not touched: suspended")
+        if not quiet:
+            _say(result, f"sid:{svc.id} {kind} due ({decision.reason}) — not touched: "
+                         "suspended")
         result.left_alone += 1
         return
     pending = Operation.get_or_none((Operation.service_id == svc.id)
@@ -105,8 +112,9 @@ def _one(svc: Service, product: Product, used: int, period: date, result: PassRe
     if pending is not None:
         return  # already on its way (or paused for an operator)
     if svc.status != "ready":
-        _say(result, f"sid:{svc.id} {kind} due ({decision.reason}) — waits: service is "
-                     f"{svc.status}")
+        if not quiet:
+            _say(result, f"sid:{svc.id} {kind} due ({decision.reason}) — waits: service is "
+                         f"{svc.status}")
         result.left_alone += 1
         return
     quota = overage.quota_bytes(product)

@@ -12,9 +12,11 @@ import pytest
 
 from pvekvm import catalog, overage
 from pvekvm.catalog_check import validate
-from pvekvm.config import ROOT
-from pvekvm.models import Product, TrafficUsage
+from pvekvm.config import ROOT, Settings
+from pvekvm.models import Operation, Product, Service, Template, TrafficUsage
 from pvekvm.overage import GB, Action
+from workers.engine import Engine
+from workers.testing import EngineDriver
 
 NOV, DEC, JAN = date(2026, 11, 1), date(2026, 12, 1), date(2027, 1, 1)
 
@@ -108,3 +110,44 @@ def test_a_quota_loads_and_leaving_it_out_makes_the_product_unlimited_again(clea
     catalog.load(_catalog(), key)
     p = Product.get(Product.name == "vps-small")
     assert (p.traffic_quota_gb, p.overage_rate_mbps) == (None, None)
+
+
+@pytest.fixture()
+def driver(clean_db, database_url) -> EngineDriver:
+    from steps.context import _catalog
+
+    _catalog.clear()  # row ids restart with each test's fresh data: no stale package
+    settings = Settings(database_url=database_url, amqp_url="amqp://unused", proxmox=None)
+    return EngineDriver(Engine(settings, worker="driver"))
+
+
+def _service(quota_gb: int | None, throttled: date | None) -> Service:
+    tpl = Template.create(name="t", vmid=9000, node="pve1")
+    prod = Product.create(name="p", cores=1, memory_mb=512, disk_gb=10, template_id=tpl.id,
+                          target_node="pve1", target_storage="local-lvm", net_rate_mbps=10,
+                          traffic_quota_gb=quota_gb, overage_rate_mbps=quota_gb and 1)
+    TrafficUsage.create(service_id=77, period_start=datetime(2026, 12, 3), bytes_in=5 * GB,
+                        bytes_out=0)
+    return Service.create(id=77, client_id=1, product_id=prod.id, template_id=tpl.id,
+                          email="o@example.com", hostname="o.example.com", status="ready",
+                          vmid=177, node="pve1", throttled_period=throttled)
+
+
+@pytest.mark.parametrize(("kind", "quota", "throttled", "reason"), [
+    ("throttle", None, None, "not over quota (package p: 5.00 GB used in 2026-12, no quota)"),
+    ("throttle", 10, None, "not over quota (package p: 5.00 GB used in 2026-12, quota 10.00"),
+    ("unthrottle", 2, DEC, "still over quota (package p: 5.00 GB used in 2026-12, quota 2.00"),
+])
+def test_a_decision_that_no_longer_holds_when_its_turn_comes_fails_with_the_reason(
+        driver, kind, quota, throttled, reason):
+    """The package changed while the operation waited: Proxmox is not touched (there is no
+    connection here), the operation fails with the reason and the throttle state stays."""
+    _service(quota, throttled)
+    driver.begin(77, kind, f"{kind}:77:2026-12:1", {
+        "period": DEC.isoformat(), "reason": "test",
+        "service": {"throttled_period": DEC.isoformat() if kind == "throttle" else None}})
+    driver.run()
+    op = Operation.get(Operation.kind == kind)
+    assert op.status == "failed" and op.error.startswith(reason), op.error
+    assert Service.get_by_id(77).throttled_period == throttled
+    assert any("refused" in line and reason in line for line in driver.log)

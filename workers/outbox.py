@@ -8,8 +8,8 @@ Types: operation.accepted | completed | failed | paused | resumed | cancelled, e
 service.ready | suspended | terminated, usage.reported (workers/traffic.py: a service's bytes
 in/out for one UTC hour so far; billing keeps the latest per service and period),
 service.throttled | unthrottled (a throttle / unthrottle operation completed: net0 now runs at
-``rate_mbps``, the overage or the package rate; ``period`` is the month, ``used_bytes`` and
-``quota_bytes`` what the decision saw, ``reason`` why).
+``rate_mbps``, the overage or the package rate, 0 = unlimited; ``period`` is the month, YYYY-MM;
+``used_bytes`` and ``quota_bytes`` what the decision saw; ``reason`` why).
 """
 
 from __future__ import annotations

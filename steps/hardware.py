@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pvekvm.models import Product, Service
-from steps import pvecfg
+from steps import overage, pvecfg
 from steps.context import StepContext
 from steps.machine import Done, Retry, StepFailed, StepResult, Wait
 
@@ -119,7 +119,9 @@ def set_additional_disk_io(ctx: StepContext) -> StepResult:
 
 
 def set_network(ctx: StepContext) -> StepResult:
-    """VMSetNetwork: bridge, VLAN tag, MAC (kept across reinstall) and rate limit on net0."""
+    """VMSetNetwork: bridge, VLAN tag, MAC (kept across reinstall) and rate limit on net0. The
+    rate is the package's, or its overage rate while the service is throttled for this month
+    and the package's quota is used up (steps/overage.py ``rate_for``)."""
     p, cfg = ctx.product, ctx.config()
     props = pvecfg.parse(cfg.get("net0", ""), "model")
     mac = ctx.service.macaddr or next(
@@ -132,17 +134,20 @@ def set_network(ctx: StepContext) -> StepResult:
         want["firewall"] = props["firewall"]
     if p.vlan:
         want["tag"] = str(p.vlan)
-    if p.net_rate_mbps and float(p.net_rate_mbps) > 0:
-        want["rate"] = f"{float(p.net_rate_mbps):g}"
+    rate = overage.rate_for(ctx)
+    if rate.text:
+        want["rate"] = rate.text
+    note = f" ({rate.reason})" if ctx.service.throttled_period is not None else ""
     current = {k: v for k, v in props.items() if k != "model" or "virtio" not in props}
     if mac and current == want:
         _remember_mac(ctx, mac)
-        return Done("no change", skipped=True)
+        return Done("no change" + note, skipped=True)
     ctx.pve.put(f"{ctx.vm_path}/config", net0=_render_net(want))
     if not mac:
         mac = pvecfg.parse(ctx.config()["net0"], "model").get("virtio")
     _remember_mac(ctx, mac)
-    return Done(f"{p.bridge}" + (f" vlan {p.vlan}" if p.vlan else "") + f" mac {mac}")
+    return Done(f"{p.bridge}" + (f" vlan {p.vlan}" if p.vlan else "") + f" mac {mac}"
+                + (f" rate {rate.text} MB/s" if rate.text else "") + note)
 
 
 def _render_net(want: dict[str, str]) -> str:

@@ -139,6 +139,8 @@ class Machine:
     runs_while_suspended: bool = False  # may run on a suspended service (never starts its VM)
     suspended_after: bool | None = None  # the service's suspended flag once it completes
     admission: bool = False             # at most [engine] window of this kind run at once
+    completed_event: str | None = None  # the event billing gets when it completes (besides
+                                        # operation.completed): workers/outbox.py
     first_state: str = field(init=False)
     final_state: str = field(init=False)
 

@@ -22,6 +22,7 @@ from steps import (
     firewall,
     hardware,
     lifecycle,
+    overage,
     package,
     power,
     provision,
@@ -169,10 +170,12 @@ UNSUSPEND = Machine("unsuspend", "Unsuspend", (
 
 
 
-def one_step(kind: str, title: str, *, pool: str, run: Step, label: str) -> Machine:
+def one_step(kind: str, title: str, *, pool: str, run: Step, label: str,
+             completed_event: str | None = None) -> Machine:
     """A day-2 operation of one step: its only state is its kind, and it ends at ``done``
     leaving the service's status as it was."""
-    return Machine(kind, title, (T(kind, pool=pool, run=run, then="done", label=label),))
+    return Machine(kind, title, (T(kind, pool=pool, run=run, then="done", label=label),),
+                   completed_event=completed_event)
 
 
 POWER = one_step("power", "Power", pool="power", run=lifecycle.power_action,
@@ -194,11 +197,17 @@ RDNS_SET = one_step("rdns_set", "ReverseDNS", pool="dns", run=rdns.set_client_pt
                     label="Set reverse DNS")
 RDNS_RESET = one_step("rdns_reset", "ReverseDNS", pool="dns", run=rdns.reset_client_ptr,
                       label="Reset reverse DNS")
+# Traffic over quota (the scheduler's overage pass starts them; never on a suspended service):
+# only net0's rate changes (pvekvm/overage.py has the rule, steps/overage.py the steps)
+THROTTLE = one_step("throttle", "Throttle", pool="network", run=overage.throttle,
+                    label="Set overage rate", completed_event="service.throttled")
+UNTHROTTLE = one_step("unthrottle", "Unthrottle", pool="network", run=overage.unthrottle,
+                      label="Restore package rate", completed_event="service.unthrottled")
 
 MACHINES: dict[str, Machine] = {m.kind: m for m in (
     DEPLOY, CHANGE_PACKAGE, REINSTALL, RESTORE, RESET_PASSWORD, TERMINATE, SUSPEND, UNSUSPEND,
     POWER, SNAPSHOT_CREATE, SNAPSHOT_DELETE, SNAPSHOT_ROLLBACK, BACKUP_CREATE, BACKUP_DELETE,
-    ISO_MOUNT, ISO_UNMOUNT, RDNS_SET, RDNS_RESET,
+    ISO_MOUNT, ISO_UNMOUNT, RDNS_SET, RDNS_RESET, THROTTLE, UNTHROTTLE,
 )}
 
 CLONE_STATES: tuple[str, ...] = tuple(

@@ -207,6 +207,8 @@ def finish(op: Operation, machine: Machine, out: Outcome, window: int = 0) -> Ou
     service_event = outbox.service_event(status, op) if status else None
     if service_event is not None:
         out.events.append(service_event)
+    if machine.completed_event:
+        out.events.append(outbox.completed_event(machine.completed_event, op))
     out.merge(start_next_queued(op.service_id, window))
     return out.merge(admit_next(op.kind, window))
 

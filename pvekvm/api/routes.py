@@ -169,7 +169,8 @@ def get_service(svc: Svc, settings: Cfg) -> schemas.ServiceView:
         hostname=svc.hostname, product=product.name if product else None,
         addresses=[schemas.Address(address=a.address, version=a.version) for a in addresses],
         operation=_current(svc), live=live, proxmox_unreachable=unreachable,
-        proxmox_error=error)
+        proxmox_error=error, throttled_period=f"{svc.throttled_period:%Y-%m}"
+        if svc.throttled_period else None)
 
 
 @router.get("/services/{service_id}/credentials", response_model=schemas.Credentials,

@@ -24,6 +24,7 @@ from typing import Any
 from peewee import IntegrityError
 
 from pvekvm import oplog
+from pvekvm.db import scalar
 from pvekvm.messaging import Publisher
 from pvekvm.models import AuditLog, Operation, Service, database
 from steps.machine import Machine
@@ -96,9 +97,9 @@ def begin(service_id: int, kind: str, key: str, params: dict[str, Any],
                           params=json.dumps(params), state=MACHINES[kind].first_state,
                           status=OpStatus.QUEUED, request_hash=request_hash)
     accepted = outbox.operation_event("operation.accepted", op)
-    holder = Operation.get_or_none(Operation.active_service == service_id)
+    holder = scalar("SELECT kind FROM operations WHERE active_service = %s", service_id)
     if holder is not None:
-        return Outcome(log=[f"sid:{service_id} {kind} queued behind {holder.kind} "
+        return Outcome(log=[f"sid:{service_id} {kind} queued behind {holder} "
                             f"(operation {op.id})"], events=[accepted])
     out = Outcome(log=[f"sid:{service_id} {kind} accepted (operation {op.id})"],
                   events=[accepted])
@@ -282,8 +283,7 @@ def _give_back_service(op: Operation, machine: Machine) -> None:
 
 
 def _suspended(service_id: int) -> bool:
-    svc = Service.get_or_none(Service.id == service_id)
-    return bool(svc and svc.suspended)
+    return bool(scalar("SELECT suspended FROM services WHERE id = %s", service_id))
 
 
 # --- after the commit -----------------------------------------------------------------------

@@ -83,6 +83,7 @@ def pvesim_process(workdir: Path, scale: float, replicas: bool = False):
                 raise RuntimeError(f"pvesim did not start; see {workdir / 'pvesim.log'}")
             time.sleep(0.1)
         conn = json.loads(conn_file.read_text())
+        conn["pid"] = proc.pid  # for its CPU time (process_cpu_s)
         ca = conn["ca_bundle"]
         while True:  # the file is written before the listener accepts: wait for an answer
             try:
@@ -96,6 +97,12 @@ def pvesim_process(workdir: Path, scale: float, replicas: bool = False):
     finally:
         stop_process(proc, 15)
         log.close()
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a running process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop_process(proc: subprocess.Popen, timeout: float) -> None:
@@ -207,6 +214,7 @@ class Run:
     tasks: int = 0
     timed_out: bool = False
     worker_cpu_s: float = 0.0
+    pvesim_cpu_s: float = 0.0
     statements: dict[str, int] = field(default_factory=dict)  # SQL text -> times executed
     load: tuple[float, float] = (0.0, 0.0)
     event_lag_ms: list[float] = field(default_factory=list)  # commit -> confirmed publish
@@ -317,6 +325,7 @@ def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float
             wait_for_consumers(topo, args.workers_procs * args.concurrency, procs)
             sids = list(range(100001, 100001 + orders))
             t0_wall, t0 = datetime.now(), time.perf_counter()
+            sim_cpu0 = process_cpu_s(conn["pid"])
             with OrderClient(AMQP_URL, namespace) as billing:
                 for sid, product in zip(sids, order_products(args.product, orders,
                                                              path != "fallback"), strict=True):
@@ -325,6 +334,7 @@ def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float
             run.publish_s = time.perf_counter() - t0
             load0 = os.getloadavg()[0]
             run.timed_out = not wait_all_ready(run, sids, t0, timeout)
+            run.pvesim_cpu_s = process_cpu_s(conn["pid"]) - sim_cpu0
             run.load = (load0, os.getloadavg()[0])
             database.connect(reuse_if_open=True)
             last = (Operation.select(Operation.finished_at).where(Operation.status == "done")
@@ -470,6 +480,10 @@ def report(run: Run, extra_n: list[int], by_pool: bool = False,
         ("worker CPU per step message", f"{run.worker_cpu_s / max(1, n_msgs) * 1000:.1f} ms"
          f"   (worker processes' user+sys CPU while serving / step messages; incl. intake, "
          "proxmoxer/TLS client work and idle polling)"),
+        ("CPU per order: workers / pvesim",
+         f"{run.worker_cpu_s / max(1, run.orders) * 1000:.0f} ms / "
+         f"{run.pvesim_cpu_s / max(1, run.orders) * 1000:.0f} ms   (MariaDB and RabbitMQ are "
+         "shared with the machine's other users: not counted)"),
         ("load average (1 min) start/end", f"{run.load[0]:.2f} / {run.load[1]:.2f}"
          "   (2 cores; shared with other users of the machine)"),
         ("Proxmox time/step p50 p95", f"{pct(pve, 50):.1f} ms  {pct(pve, 95):.1f} ms"

@@ -58,7 +58,8 @@ def test_service_view_carries_live_state_from_proxmox(api_env: ApiEnv):
     ip = IpAddress.get((IpAddress.service_id == SID_A) & (IpAddress.version == 4)).address
     assert (a["status"], a["vmid"], a["node"], a["product"]) == ("ready", svc.vmid, svc.node,
                                                                  "vps-small")
-    assert {"address": ip, "version": 4} in a["addresses"] and a["hostname"] == svc.hostname
+    assert {"address": ip, "version": 4, "primary": True, "routed_prefix": None} in \
+        a["addresses"] and a["hostname"] == svc.hostname
     assert a["operation"] is None and a["proxmox_unreachable"] is False
     vm = api_env.sim.vm(svc.vmid)
     assert a["live"]["power"] == vm["status"] == "running"

@@ -7,12 +7,13 @@ an upgrade takes them again, terminate releases everything, the prefix included.
 from __future__ import annotations
 
 import ipaddress
+import json
 
 import pytest
 
 from producers.api import OrderClient
 from pvekvm import catalog
-from pvekvm.models import DnsRecordRow, IpAddress, Operation, Service
+from pvekvm.models import DnsRecordRow, IpAddress, Operation, OutboxEvent, Service
 from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL
 from tests.e2e.harness import (
     InProcessWorkers,
@@ -120,6 +121,12 @@ def test_extra_ipv4_and_routed_prefix_in_cloudinit_ipset_dns_then_released(setti
         assert _query(host, "A") == [v4] and _query(host, "AAAA") == [host6]
         for address in (v4, x1, x2, host6):
             assert _ptr(address) == [f"{host}."], address
+        # billing hears every address (primary first) and the prefix
+        ready = json.loads(OutboxEvent.select().where(
+            (OutboxEvent.service_id == SID) & (OutboxEvent.type == "service.ready"))
+            .order_by(OutboxEvent.id).first().body)
+        assert (ready["ipv4"], ready["ipv6"]) == ([v4, x1, x2], [host6])
+        assert ready["ipv6_prefixes"] == [net6]
 
         # the client's reverse DNS for an extra address (intake checks the service holds it)
         billing.rdns_set(service_id=SID, address=x2, hostname="mail.client.example")

@@ -47,13 +47,13 @@ def zones():
 def _catalog(settings) -> None:
     product = {"template": "debian-12", "cores": 1, "memory_mb": 1024, "disk_gb": 10,
                "target_node": "pve2", "target_storage": "local-lvm", "bridge": "vmbr0",
-               "vlan": 14, "ip_pool": "extra-v4", "ip6_pool": "routed-v6",
+               "vlan": 14, "ip_pool": "extra-v4", "ip6_pool": "h14b-routed",
                "dns_zone": FORWARD}
     catalog.load({
         "ip_pools": [
             {"name": "extra-v4", "version": 4, "network": "100.64.14.0/24",
              "gateway": "100.64.14.1", "first": "100.64.14.10", "last": "100.64.14.250"},
-            {"name": "routed-v6", "version": 6, "network": "2001:db8:14b::/48",
+            {"name": "h14b-routed", "version": 6, "network": "2001:db8:14b::/48",
              "gateway": "fe80::1", "assign": 64}],
         "products": [{"name": "vps-extra", "extra_ipv4": 2, **product},
                      {"name": "vps-plain", **product}],

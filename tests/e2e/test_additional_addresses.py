@@ -2,7 +2,8 @@
 the real PowerDNS (zones of this test only): deploy puts every address in cloud-init (one NIC per
 extra IPv4), in the anti-spoofing IPSets and in reverse DNS; the client may set the PTR of an
 extra address; a downgrade gives the extras back (NICs, ipconfigN, IPSet entries and PTRs gone),
-an upgrade takes them again, terminate releases everything, the prefix included."""
+an upgrade takes them again, a reinstall keeps them, terminate releases everything, the prefix
+included."""
 
 from __future__ import annotations
 
@@ -157,6 +158,16 @@ def test_extra_ipv4_and_routed_prefix_in_cloudinit_ipset_dns_then_released(setti
         assert {"net1", "net2"} <= set(cfg)
         assert _ipsets(sim, svc) == {f"ipfilter-net{n}": {v4, y1, y2, net6} for n in range(3)}
         assert _ptr(y1) == _ptr(y2) == [f"{host}."]
+
+        billing.reinstall(service_id=SID)  # a fresh clone gets its NICs and ipconfigN again
+        _done("reinstall")
+        svc = Service.get_by_id(SID)
+        cfg = sim.proxmox().nodes(svc.node).qemu(svc.vmid).config.get()
+        assert (cfg["ipconfig1"], cfg["ipconfig2"]) == (f"ip={y1}/24", f"ip={y2}/24")
+        assert {"net1", "net2"} <= set(cfg) and sorted(_held()) == [(4, 0), (4, 1), (4, 2),
+                                                                    (6, 0)]
+        assert _ipsets(sim, svc) == {f"ipfilter-net{n}": {v4, y1, y2, net6} for n in range(3)}
+        assert _ptr(y1) == _ptr(y2) == _ptr(host6) == [f"{host}."]
 
         billing.terminate(service_id=SID)
         wait_until(lambda: Service.get_by_id(SID).status == "terminated", 60, "terminate")

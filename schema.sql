@@ -82,6 +82,9 @@ CREATE TABLE IF NOT EXISTS products (
   linked_clone          TINYINT(1)   NOT NULL DEFAULT 0,      -- 1 = linked clone where PVE can
                                                               -- (a template copy on the target
                                                               -- node and storage)
+  traffic_quota_gb      INT UNSIGNED NULL,                    -- bytes in + out per UTC calendar
+                                                              -- month, GB = 10^9; NULL = unlimited
+  overage_rate_mbps     DECIMAL(8,2) NULL,                    -- net0 rate (MB/s) once over quota
   UNIQUE KEY uq_products_name (name),
   CONSTRAINT fk_products_template FOREIGN KEY (template_id) REFERENCES templates (id),
   CONSTRAINT fk_products_pool4 FOREIGN KEY (ip_pool_id) REFERENCES ip_pools (id),
@@ -106,6 +109,8 @@ CREATE TABLE IF NOT EXISTS services (
   suspended     TINYINT(1)   NOT NULL DEFAULT 0,      -- billing suspended it: nothing may start the VM
   boot_before_iso VARCHAR(255) NULL,                  -- boot order before an ISO mount ('' = none)
   language      VARCHAR(35)  NULL,                    -- client's language tag (de, pt-BR); NULL = English
+  throttled_period DATE      NULL,                    -- first day of the UTC month whose quota it is
+                                                      -- throttled for (net0 at the overage rate); NULL = not
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
   -- the host name while the service lives: unique (case-insensitive collation), so two live

@@ -207,6 +207,7 @@ class Run:
     tasks: int = 0
     timed_out: bool = False
     worker_cpu_s: float = 0.0
+    statements: dict[str, int] = field(default_factory=dict)  # SQL text -> times executed
     load: tuple[float, float] = (0.0, 0.0)
     event_lag_ms: list[float] = field(default_factory=list)  # commit -> confirmed publish
 
@@ -362,6 +363,8 @@ def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float
                 data = json.loads(path.read_text())
                 run.samples += [tuple(r) for r in data["rows"]]
                 run.worker_cpu_s += data["cpu_s"]
+                for text, n in data.get("statements", {}).items():
+                    run.statements[text] = run.statements.get(text, 0) + n
         if run.timed_out or run.ready != orders:
             tail = (workdir / "workers.log").read_text(errors="replace")[-3000:]
             print(f"!! workers.log tail:\n{tail}", file=sys.stderr)
@@ -405,6 +408,13 @@ def fmt_s(s: float) -> str:
     return f"{s:.1f} s"
 
 
+def print_statements(counts: dict[str, int], messages: int, top: int = 25) -> None:
+    """The statements the workers ran, most frequent first, per step message."""
+    print(f"\nSQL statements per step message ({sum(counts.values()) / messages:.2f} in all):")
+    for text, n in sorted(counts.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {n / messages:6.3f}  {' '.join(text.split())[:150]}")
+
+
 def print_by_pool(samples: list[tuple]) -> None:
     """Per pool: messages, mean ms of the whole callback / Proxmox / MariaDB (statements), and
     the overhead p50/p95 (handle - Proxmox calls)."""
@@ -421,7 +431,8 @@ def print_by_pool(samples: list[tuple]) -> None:
               f"{sum(r[7] for r in rs) / n:>7.1f}{pct(ovh, 50):>9.1f}{pct(ovh, 95):>9.1f}")
 
 
-def report(run: Run, extra_n: list[int], by_pool: bool = False) -> dict:
+def report(run: Run, extra_n: list[int], by_pool: bool = False,
+           statements: bool = False) -> dict:
     steps = [r for r in run.samples if r[0] != "intake"]
     intake = [r for r in run.samples if r[0] == "intake"]
     ms = 1000.0
@@ -486,6 +497,8 @@ def report(run: Run, extra_n: list[int], by_pool: bool = False) -> dict:
         print(f"{k:<{width}}  {v}")
     if by_pool:
         print_by_pool(run.samples)
+    if statements:
+        print_statements(run.statements, max(1, n_msgs))
     sys.stdout.flush()
     return {"orders": run.orders, "scale": run.scale, "procs": run.procs,
             "concurrency": run.concurrency, "wall_s": wall, "messages": n_msgs,
@@ -550,6 +563,8 @@ def main() -> int:
                     help="worker entry point (a wrapper of bench/_worker.py can try engine "
                     "changes without editing the tree)")
     ap.add_argument("--by-pool", action="store_true", help="also print a per-pool table")
+    ap.add_argument("--statements", action="store_true",
+                    help="also print the SQL statements the workers ran, per step message")
     ap.add_argument("--name", default=os.environ.get("BENCH_NAME", "pvekvm_bench"),
                     help="database and RabbitMQ vhost of the runs (env BENCH_NAME; default "
                     "pvekvm_bench); the vhost is created when missing (rabbitmqctl)")
@@ -583,7 +598,7 @@ def main() -> int:
               f"uptime: {os.getloadavg()}", flush=True)
         run = run_once(args, n, scale, timeout, path)
         extra = [500] if scale > 0 and n < 500 else []
-        summary.append(report(run, extra, args.by_pool))
+        summary.append(report(run, extra, args.by_pool, args.statements))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     return 1 if any(s["timed_out"] for s in summary) else 0

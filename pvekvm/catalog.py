@@ -21,6 +21,7 @@ from pvekvm.models import (
     TemplateReplica,
     database,
 )
+from pvekvm.overage import overage_problem
 from pvekvm.validation import is_valid_hostname
 
 MAX_POOL_ADDRESSES = 65536
@@ -204,6 +205,11 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
                                        f"IPv{pool.version} pool, IPv{version} expected")
             if p.get("dns_zone") and not is_valid_hostname(p["dns_zone"]):
                 raise CatalogError(f"product {p['name']}: bad dns_zone {p['dns_zone']!r}")
+            problem = overage_problem(p)
+            if problem:
+                raise CatalogError(f"product {p['name']}: {problem}")
+            p.setdefault("traffic_quota_gb", None)  # left out = unlimited (a reload clears it)
+            p.setdefault("overage_rate_mbps", None)
             _upsert(Product, "name", p)
             counts["products"] += 1
         providers = {}

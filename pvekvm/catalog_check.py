@@ -19,6 +19,7 @@ from pvekvm.addresses import MAX_EXTRA_IPV4
 from pvekvm.catalog import CatalogError, check_prefix_pool, pool_addresses
 from pvekvm.dns.model import PROVIDERS
 from pvekvm.models import IpPool, Product, Template
+from pvekvm.overage import overage_problem
 from pvekvm.validation import is_valid_hostname
 
 #: section -> (model, extra keys the loader accepts, columns the loader fills itself)
@@ -161,6 +162,9 @@ def _product_refs(where: str, p: dict[str, Any], data: dict[str, Any]) -> list[s
     for key in ("firewall_policy_in", "firewall_policy_out"):
         if key in p and p[key] not in ("ACCEPT", "DROP", "REJECT"):
             errors.append(f"{where} {key}: expected ACCEPT, DROP or REJECT, got {p[key]!r}")
+    problem = overage_problem(p)
+    if problem:
+        errors.append(f"{where} traffic quota: {problem}")
     return errors
 
 

@@ -11,6 +11,7 @@ from peewee import (
     BooleanField,
     CharField,
     DatabaseProxy,
+    DateField,
     DateTimeField,
     DecimalField,
     IntegerField,
@@ -103,6 +104,8 @@ class Product(BaseModel):
     hostname_prefix = CharField(max_length=32, default="vps")
     dns_zone = CharField(max_length=253, null=True)
     linked_clone = BooleanField(default=False)
+    traffic_quota_gb = IntegerField(null=True)  # per UTC month, in + out, GB = 10^9 bytes
+    overage_rate_mbps = DecimalField(max_digits=8, decimal_places=2, null=True)
 
     class Meta:
         table_name = "products"
@@ -125,6 +128,7 @@ class Service(BaseModel):
     suspended = BooleanField(default=False)
     boot_before_iso = CharField(max_length=255, null=True)
     language = CharField(max_length=35, null=True)
+    throttled_period = DateField(null=True)  # the month (its first day) it is throttled for
     created_at = DateTimeField(null=True)
     updated_at = DateTimeField(null=True)
     # live_hostname: a generated column (unique while live) the database alone maintains.

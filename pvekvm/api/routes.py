@@ -170,7 +170,8 @@ def get_service(svc: Svc, settings: Cfg) -> schemas.ServiceView:
                                    primary=a.slot == 0, routed_prefix=None if a.prefixlen is None
                                    else cidr(a)) for a in addresses],
         operation=_current(svc), live=live, proxmox_unreachable=unreachable,
-        proxmox_error=error)
+        proxmox_error=error, throttled_period=f"{svc.throttled_period:%Y-%m}"
+        if svc.throttled_period else None)
 
 
 @router.get("/services/{service_id}/credentials", response_model=schemas.Credentials,

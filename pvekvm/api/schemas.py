@@ -74,6 +74,9 @@ class ServiceView(BaseModel):
     proxmox_unreachable: bool = Field(
         description="true when Proxmox did not answer within the API's short timeout")
     proxmox_error: str | None = Field(description="Proxmox answered, but with this error")
+    throttled_period: str | None = Field(
+        None, description="YYYY-MM: the month (UTC) the VM is throttled for, its traffic over "
+        "the package's quota (net0 at the overage rate); null = the package rate")
 
 
 class Credentials(BaseModel):

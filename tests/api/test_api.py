@@ -6,7 +6,7 @@ import json
 import socket
 import time
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime
 
 import pytest
 import requests
@@ -67,6 +67,11 @@ def test_service_view_carries_live_state_from_proxmox(api_env: ApiEnv):
     b = api_env.api.get(f"/v1/services/{SID_B}", TOKEN).json()
     assert b["status"] == "suspended" and b["live"]["power"] == "stopped"
     assert b["live"]["uptime_s"] == 0
+    assert a["throttled_period"] is None  # traffic overage: the package rate
+    Service.update(throttled_period=date(2026, 11, 1)).where(Service.id == SID_A).execute()
+    assert api_env.api.get(f"/v1/services/{SID_A}", TOKEN).json()["throttled_period"] == \
+        "2026-11"
+    Service.update(throttled_period=None).where(Service.id == SID_A).execute()
 
 
 @pytest.mark.parametrize("how", ["refused", "silent"])

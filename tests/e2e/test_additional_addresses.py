@@ -11,10 +11,12 @@ import ipaddress
 import json
 
 import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from producers.api import OrderClient
-from pvekvm import catalog
-from pvekvm.models import DnsRecordRow, IpAddress, Operation, OutboxEvent, Service
+from pvekvm import catalog, messaging
+from pvekvm.models import DnsRecordRow, IpAddress, Operation, OutboxEvent, Product, Service
+from steps import pvecfg
 from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL
 from tests.e2e.harness import (
     InProcessWorkers,
@@ -24,6 +26,9 @@ from tests.e2e.harness import (
     wait_until,
 )
 from tests.e2e.test_dns_deploy import _query
+from tests.e2e.test_overage import _month_after, period  # noqa: F401
+from workers import overage as overage_pass
+from workers import scheduler
 
 FORWARD = "h14b-extra.pvekvm.test"
 REVERSE4 = "14.64.100.in-addr.arpa"          # pool 100.64.14.0/24
@@ -178,3 +183,32 @@ def test_extra_ipv4_and_routed_prefix_in_cloudinit_ipset_dns_then_released(setti
     assert IpAddress.get(IpAddress.address == prefix.address).service_id is None
     assert _ptr(host6) == [] and _query(host, "A") == []
     assert DnsRecordRow.select().where(DnsRecordRow.service_id == SID).count() == 0
+
+
+def test_a_throttled_service_is_throttled_on_its_extra_nics_too(settings, sim, period):  # noqa: F811
+    """Over quota, the overage rate applies to every NIC (an extra NIC at the package rate would
+    let the VM's traffic bypass the throttle); the next month brings the package rate back."""
+    Product.update(extra_ipv4=2, traffic_quota_gb=1, overage_rate_mbps=1).where(
+        Product.name == "vps-small").execute()
+    pub = messaging.Publisher(settings.amqp_url, messaging.Topology(settings.namespace))
+    try:
+        with InProcessWorkers(settings, concurrency=4), \
+                OrderClient(settings.amqp_url, settings.namespace) as billing:
+            billing.create(service_id=SID, client_id=14, product="vps-small",
+                           email="t@example.com")
+            wait_until(all_ready([SID]), 60, "deploy")
+            assert _rates(sim) == {"net0": "12.5", "net1": "12.5", "net2": "12.5"}
+            scheduler.build(settings, BackgroundScheduler).get_job("traffic_accounting").func()
+            _done("throttle")
+            assert _rates(sim) == {"net0": "1", "net1": "1", "net2": "1"}
+            overage_pass.run_once(pub, now=_month_after(period), throttled_only=True)
+            _done("unthrottle")
+            assert _rates(sim) == {"net0": "12.5", "net1": "12.5", "net2": "12.5"}
+    finally:
+        pub.close()
+
+
+def _rates(sim) -> dict[str, str | None]:
+    cfg = sim.vm(Service.get_by_id(SID).vmid)["config"]
+    return {k: pvecfg.parse(v, "model").get("rate") for k, v in cfg.items()
+            if k.startswith("net") and k[3:].isdigit()}

@@ -59,6 +59,7 @@ class IpPool(BaseModel):
     network = CharField(max_length=64)
     gateway = CharField(max_length=45)
     nameservers = CharField(max_length=255, default="")
+    assign = SmallIntegerField(null=True)  # prefix pool: one /assign per service; None = addresses
 
     class Meta:
         table_name = "ip_pools"
@@ -91,6 +92,7 @@ class Product(BaseModel):
     dhcp = BooleanField(default=False)
     ip_pool_id = IntegerField(null=True)
     ip6_pool_id = IntegerField(null=True)
+    extra_ipv4 = SmallIntegerField(default=0)  # additional IPv4 from ip_pool, on net1..netN
     snapshot_limit = SmallIntegerField(default=0)
     snapshot_days = SmallIntegerField(default=1)
     backup_limit = SmallIntegerField(default=0)
@@ -154,6 +156,8 @@ class IpAddress(BaseModel):
     service_id = IntegerField(null=True)
     released_at = DateTimeField(null=True)
     ptr = CharField(max_length=253, null=True)  # client reverse DNS; None = the service hostname
+    slot = SmallIntegerField(default=0)  # 0 = primary; N = extra IPv4 N (on netN)
+    prefixlen = SmallIntegerField(null=True)  # a routed prefix address/prefixlen; None = address
 
     class Meta:
         table_name = "ip_addresses"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pvekvm.addresses import MAX_EXTRA_IPV4
 from pvekvm.models import Product, Service
 from steps import overage, pvecfg
 from steps.context import StepContext
@@ -119,9 +120,11 @@ def set_additional_disk_io(ctx: StepContext) -> StepResult:
 
 
 def set_network(ctx: StepContext) -> StepResult:
-    """VMSetNetwork: bridge, VLAN tag, MAC (kept across reinstall) and rate limit on net0. The
-    rate is the package's, or its overage rate while the service is throttled for this month
-    and the package's quota is used up (steps/overage.py ``rate_for``)."""
+    """VMSetNetwork: bridge, VLAN tag, MAC (kept across reinstall) and rate limit on net0; one
+    more NIC per extra IPv4 (``netN`` for slot N, same bridge, VLAN and rate, MAC chosen by
+    PVE), and the extra NICs a smaller package no longer has are removed. The rate is the
+    package's, or its overage rate while the service is throttled for this month and the
+    package's quota is used up (steps/overage.py ``rate_for``)."""
     p, cfg = ctx.product, ctx.config()
     props = pvecfg.parse(cfg.get("net0", ""), "model")
     mac = ctx.service.macaddr or next(
@@ -139,15 +142,49 @@ def set_network(ctx: StepContext) -> StepResult:
         want["rate"] = rate.text
     note = f" ({rate.reason})" if ctx.service.throttled_period is not None else ""
     current = {k: v for k, v in props.items() if k != "model" or "virtio" not in props}
+    extras = _set_extra_nics(ctx, cfg, rate.text)
     if mac and current == want:
         _remember_mac(ctx, mac)
-        return Done("no change" + note, skipped=True)
+        return Done((", ".join(extras) or "no change") + note, skipped=not extras)
     ctx.pve.put(f"{ctx.vm_path}/config", net0=_render_net(want))
     if not mac:
         mac = pvecfg.parse(ctx.config()["net0"], "model").get("virtio")
     _remember_mac(ctx, mac)
     return Done(f"{p.bridge}" + (f" vlan {p.vlan}" if p.vlan else "") + f" mac {mac}"
-                + (f" rate {rate.text} MB/s" if rate.text else "") + note)
+                + (f" rate {rate.text} MB/s" if rate.text else "") + note
+                + "".join(f", {e}" for e in extras))
+
+
+def _link(p: Product, rate: str | None) -> dict[str, str]:
+    link = {"bridge": p.bridge, "firewall": "1"}
+    if p.vlan:
+        link["tag"] = str(p.vlan)
+    if rate:
+        link["rate"] = rate
+    return link
+
+
+def _set_extra_nics(ctx: StepContext, cfg: dict, rate: str | None) -> list[str]:
+    """NIC ``netN`` for each extra IPv4 slot N (the NIC ``ipconfigN`` configures), at net0's
+    ``rate`` (a throttled service is throttled on every NIC); netN of a slot no longer held
+    (1..MAX_EXTRA_IPV4) is removed."""
+    slots = {row.slot for row in ctx.extra_ipv4()}
+    changes: dict[str, str] = {}
+    for slot in sorted(slots):
+        key = f"net{slot}"
+        props = pvecfg.parse(str(cfg.get(key, "")), "model")
+        mac = props.get("virtio")
+        want = ({"virtio": mac} if mac else {"model": "virtio"}) | _link(ctx.product, rate)
+        current = {k: v for k, v in props.items() if k != "model" or "virtio" not in props}
+        if not mac or current != want:
+            changes[key] = _render_net(want)
+    gone = [f"net{n}" for n in range(1, MAX_EXTRA_IPV4 + 1)
+            if f"net{n}" in cfg and n not in slots]
+    if gone:
+        changes["delete"] = ",".join(gone)
+    if changes:
+        ctx.pve.put(f"{ctx.vm_path}/config", **changes)
+    return [f"{k} set" for k in changes if k != "delete"] + [f"{k} removed" for k in gone]
 
 
 def _render_net(want: dict[str, str]) -> str:

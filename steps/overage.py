@@ -62,16 +62,27 @@ def _shown(rate: str | None) -> str:
 
 
 def _set_rate(ctx: StepContext, mbps: Decimal, why: str) -> StepResult:
-    net0 = ctx.config().get("net0")
+    """net0, and the NIC of each extra IPv4 (net1..netN), at ``mbps`` (0 = unlimited)."""
+    cfg = ctx.config()
+    net0 = cfg.get("net0")
     if not net0:
         raise StepFailed(f"VM {ctx.vmid} has no net0")
-    props = pvecfg.parse(net0, "model")
-    want = dict(props)
-    if mbps > 0:
-        want["rate"] = f"{float(mbps):g}"
-    else:
-        want.pop("rate", None)
-    if want == props:
-        return Done(f"net0 already at {_shown(props.get('rate'))}: {why}", skipped=True)
-    ctx.pve.put(f"{ctx.vm_path}/config", net0=pvecfg.render(want, "model"))
-    return Done(f"net0 rate {_shown(props.get('rate'))} -> {_shown(want.get('rate'))}: {why}")
+    changes: dict[str, str] = {}
+    for key in ["net0"] + [f"net{row.slot}" for row in ctx.extra_ipv4()]:
+        if key not in cfg:
+            continue
+        props = pvecfg.parse(str(cfg[key]), "model")
+        want = dict(props)
+        if mbps > 0:
+            want["rate"] = f"{float(mbps):g}"
+        else:
+            want.pop("rate", None)
+        if want != props:
+            changes[key] = pvecfg.render(want, "model")
+    before = pvecfg.parse(net0, "model").get("rate")
+    if not changes:
+        return Done(f"net0 already at {_shown(before)}: {why}", skipped=True)
+    ctx.pve.put(f"{ctx.vm_path}/config", **changes)
+    after = f"{float(mbps):g}" if mbps > 0 else None
+    nics = "" if list(changes) == ["net0"] else f" ({', '.join(changes)})"
+    return Done(f"net0 rate {_shown(before)} -> {_shown(after)}{nics}: {why}")

@@ -31,13 +31,13 @@ from producers.events import (
     parse_event,
     request_hash,
 )
+from pvekvm.addresses import held_row
 from pvekvm.config import EngineSettings
 from pvekvm.db import scalar
 from pvekvm.models import (
     Backup,
     BackupSchedule,
     HeldEvent,
-    IpAddress,
     Operation,
     Product,
     Service,
@@ -268,8 +268,7 @@ def _params(event: Event, service: Service) -> dict[str, Any]:
 
 def _check_holds_address(service: Service, address: str) -> None:
     """Reverse DNS only for an address the service holds (the step checks again at run time)."""
-    if IpAddress.get_or_none((IpAddress.address == address)
-                             & (IpAddress.service_id == service.id)) is None:
+    if held_row(service.id, address) is None:
         raise Refused(f"address {address} is not held by service {service.id}")
 
 

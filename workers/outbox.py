@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pvekvm import metrics
+from pvekvm.addresses import cidr, held, host_address
 from pvekvm.messaging import Publisher
-from pvekvm.models import IpAddress, Operation, OutboxEvent, Product, Service, database
+from pvekvm.models import Operation, OutboxEvent, Product, Service, database
 
 SERVICE_EVENT_OF_STATUS = {"ready": "service.ready", "suspended": "service.suspended",
                            "terminated": "service.terminated"}
@@ -71,11 +72,14 @@ def service_event(status: str, op: Operation) -> Pending | None:
     svc = Service.get_by_id(op.service_id)
     fields: dict[str, Any] = {"status": status}
     if type_ == "service.ready":
-        addrs = IpAddress.select().where(IpAddress.service_id == svc.id)
+        addrs = held(svc.id)  # primary first, then the additional IPv4
         fields.update(vmid=svc.vmid, node=svc.node, hostname=svc.hostname,
                       ipv4=[a.address for a in addrs if a.version == 4],
-                      ipv6=[a.address for a in addrs if a.version == 6],
+                      ipv6=[host_address(a) for a in addrs if a.version == 6],
                       os_user=svc.username)
+        prefixes = [cidr(a) for a in addrs if a.prefixlen is not None]
+        if prefixes:
+            fields["ipv6_prefixes"] = prefixes
     return operation_event(type_, op, **fields)
 
 

@@ -13,8 +13,13 @@ class Problem(BaseModel):
 
 
 class Address(BaseModel):
-    address: str
+    address: str = Field(description="an address the VM is configured with (for a routed "
+                         "prefix, its first host address)")
     version: int
+    primary: bool = Field(True, description="the VM's main address of this version; false: "
+                          "an additional IPv4 (on its own NIC)")
+    routed_prefix: str | None = Field(None, description="the IPv6 prefix routed to the VM, "
+                                      "e.g. 2001:db8:100:5::/64")
 
 
 class StepLine(BaseModel):

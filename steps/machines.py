@@ -9,7 +9,9 @@ State names: deploy keeps the seed manual's names, which say what is already in 
 after a short prefix of its own (``cp_stop``: change package is about to stop the VM). Each state
 is written out literally, so ``grep -n cp_stop`` finds its line. Steps shared between machines are
 the same functions: deploy, change package, reinstall and restore configure the VM with the same
-hardware, network, firewall and cloud-init steps (``configure``).
+hardware, network, firewall and cloud-init steps (``configure``). A step with ``skip_if`` (the
+additional-disk steps: the package has none) is passed by in the previous step's commit, recorded
+as skipped with its reason, without a message of its own.
 """
 
 from __future__ import annotations

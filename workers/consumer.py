@@ -199,8 +199,12 @@ def _observers(*fns: Callable[[str, float, float], None] | None
 
 
 class WorkerProcess:
-    """``concurrency`` worker threads over ``pools``; SIGTERM finishes the messages in hand.
-    ``/metrics`` listens on ``metrics_port`` (default: ``settings.metrics.port``; None = off)."""
+    """``concurrency`` worker threads over the step ``pools``, and one thread of its own for
+    billing's events when ``pools`` names intake: intake has one active consumer (events in
+    order), so an order must not wait in that consumer's thread behind step messages (under a
+    burst, the last order's intake is then late by the whole burst's steps). SIGTERM finishes
+    the messages in hand. ``/metrics`` listens on ``metrics_port`` (default:
+    ``settings.metrics.port``; None = off)."""
 
     def __init__(self, settings: Settings, pools: list[str], concurrency: int,
                  observer: Observer | None = None, metrics_port: int | None = None) -> None:
@@ -208,8 +212,12 @@ class WorkerProcess:
         port = metrics_port if metrics_port is not None else settings.metrics.port
         self.metrics = metrics.MetricsServer(port, settings.metrics.addr)
         messaging.declare(settings.amqp_url, messaging.Topology(settings.namespace))
-        self.threads = [WorkerThread(settings, pools, self.stop, i, observer)
-                        for i in range(concurrency)]
+        steps = [p for p in pools if p != INTAKE]
+        self.threads = [WorkerThread(settings, steps, self.stop, i, observer)
+                        for i in range(concurrency if steps else 0)]
+        if INTAKE in pools:
+            self.threads.append(WorkerThread(settings, [INTAKE], self.stop, len(self.threads),
+                                             observer))
 
     def start(self) -> None:
         self.metrics.start()

@@ -49,7 +49,10 @@ from workers.operations import FINISHED, LostRace, OpStatus, cas, new_nudge_id
 from workers.outcome import Nudge, Outcome, read_step_message
 
 log = logging.getLogger("pvekvm.engine")
-LOCK_BUSY = (1205, 3572)  # lock wait timeout / NOWAIT refused
+# lock wait timeout / NOWAIT refused / deadlock victim (InnoDB rolled the transaction back):
+# nothing of the attempt is committed, so the same nudge comes again after a short delay
+# instead of going back to the queue (where each return counts against its delivery limit)
+LOCK_BUSY = (1205, 3572, 1213)
 BUSY_DELAY_S = 0.25       # a duplicate delivery waits this long for the row lock
 # The statements every step message runs, written once (peewee's SQL building costs more than
 # the round trip on this hot path).

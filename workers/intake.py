@@ -21,7 +21,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from peewee import IntegrityError
+from peewee import IntegrityError, OperationalError
 
 from producers.events import (
     BackupScheduleEvent,
@@ -65,6 +65,7 @@ KIND_OF: dict[str, str] = {
     "power": "power", "rdns_set": "rdns_set", "rdns_reset": "rdns_reset",
 }
 LIVE = ("terminated",)
+DEADLOCK = 1213  # InnoDB chose this transaction as a deadlock's victim and rolled it back
 DEFAULTS = EngineSettings()  # a service in any other status holds its host name
 
 
@@ -76,10 +77,13 @@ def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
         try:
             with database.atomic():
                 return _accept(event, body, engine)
-        except (IntegrityError, Refused) as exc:
+        except (IntegrityError, Refused, OperationalError) as exc:
             # Lost a race: a copy of this event (or an order for the same host name) committed
-            # between our reads. Decide again on what is committed now: a copy is then a quiet
-            # duplicate, not a refusal.
+            # between our reads, or InnoDB rolled us back as a deadlock's victim (an operation
+            # of the same service starting at once). Decide again on what is committed now: a
+            # copy is then a quiet duplicate, not a refusal.
+            if isinstance(exc, OperationalError) and exc.args[:1] != (DEADLOCK,):
+                raise
             if isinstance(exc, Refused) and not Operation.select().where(
                     Operation.idempotency_key == event.idempotency_key).exists():
                 raise

@@ -119,6 +119,22 @@ def run_chaos(settings, sim, cluster, tmp_path, n: int, seed: int = 12,
         workers[i] = SubprocessWorker(config, concurrency=3, log=log).start()
         chaos.faults["worker SIGKILL"] += 1
 
+    def supervise() -> None:
+        """What systemd's Restart=always does (README): a process that exited is started
+        again — one started while MariaDB is down refuses to start, by design."""
+        for i, w in enumerate(workers):
+            if w.proc is not None and w.proc.poll() is not None:
+                workers[i] = SubprocessWorker(config, concurrency=3, log=log).start()
+                chaos.faults["process exited, restarted by the supervisor"] += 1
+        for i, sched in enumerate(schedulers):
+            if sched.proc.poll() is not None:
+                schedulers[i] = Scheduler(config, log)
+                chaos.faults["process exited, restarted by the supervisor"] += 1
+
+    def settled() -> bool:
+        supervise()
+        return _unfinished() == 0
+
     def pvesim_burst(**faults) -> None:
         sim.set_faults(**faults)
         chaos.faults[f"pvesim {', '.join(sorted(faults))}"] += 1
@@ -165,7 +181,7 @@ def run_chaos(settings, sim, cluster, tmp_path, n: int, seed: int = 12,
             kill_a_worker()
             sim.set_faults()
             phase_2_at = deadline - budget_s * 4 / 9
-            wait_until(lambda: _unfinished() == 0 or time.monotonic() > phase_2_at, budget_s,
+            wait_until(lambda: settled() or time.monotonic() > phase_2_at, budget_s,
                        "phase 1 finished", interval=1.0)
             # phase 2: what needs phase 1 done: restore a backup, drop a snapshot, terminate
             for sid in sids:
@@ -183,7 +199,7 @@ def run_chaos(settings, sim, cluster, tmp_path, n: int, seed: int = 12,
                 chaos.faults["MariaDB SIGKILLed (crash, start)"] += 1
             time.sleep(2)
             sim.set_faults()
-        wait_until(lambda: _unfinished() == 0, max(30.0, deadline - time.monotonic()),
+        wait_until(settled, max(30.0, deadline - time.monotonic()),
                    "every operation finished", interval=1.0)
         wait_until(lambda: OutboxEvent.select().where(OutboxEvent.published_at.is_null())
                    .count() == 0, 60, "every event published")

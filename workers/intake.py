@@ -82,7 +82,7 @@ def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
             # between our reads, or InnoDB rolled us back as a deadlock's victim (an operation
             # of the same service starting at once). Decide again on what is committed now: a
             # copy is then a quiet duplicate, not a refusal.
-            if isinstance(exc, OperationalError) and exc.args[:1] != (DEADLOCK,):
+            if isinstance(exc, OperationalError) and not _deadlocked(exc):
                 raise
             if isinstance(exc, Refused) and not Operation.select().where(
                     Operation.idempotency_key == event.idempotency_key).exists():
@@ -91,6 +91,16 @@ def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
                 return _accept(event, body, engine)
     except (InvalidEvent, Refused) as exc:
         return Outcome(dead_reason=str(exc))
+
+
+def _deadlocked(exc: BaseException | None) -> bool:
+    """A deadlock, or an error raised while handling one (inside a nested ``atomic()`` it
+    surfaces as 'SAVEPOINT does not exist')."""
+    while exc is not None:
+        if isinstance(exc, OperationalError) and exc.args[:1] == (DEADLOCK,):
+            return True
+        exc = exc.__context__
+    return False
 
 
 def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:

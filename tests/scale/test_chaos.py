@@ -244,7 +244,7 @@ def test_chaos_in_ci(private_db_cluster_settings, cluster, sim, private_mariadb,
 
 @pytest.mark.slow
 def test_chaos_short(private_db_cluster_settings, cluster, sim, private_mariadb, tmp_path):
-    """The short on-demand version (~60 s): six services through the same faults but the
+    """The short on-demand version (~30 s): six services through the same faults but the
     broker node stop, the MariaDB restart and SIGKILL included."""
     settings = private_db_cluster_settings
     use_chaos_pool(settings)

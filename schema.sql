@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS ip_pools (
   network       VARCHAR(64)  NOT NULL,                -- CIDR, e.g. 192.0.2.0/24
   gateway       VARCHAR(45)  NOT NULL,
   nameservers   VARCHAR(255) NOT NULL DEFAULT '',     -- space separated
+  assign        TINYINT UNSIGNED NULL,                -- prefix pool: each service gets one /assign
+                                                      -- of network (NULL = a pool of addresses)
   UNIQUE KEY uq_ip_pools_name (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
@@ -63,7 +65,10 @@ CREATE TABLE IF NOT EXISTS products (
   dhcp                  TINYINT(1)   NOT NULL DEFAULT 0,      -- 1 = DHCP: only bandwidth, bridge
                                                               -- and VLAN (no IPs, no firewall)
   ip_pool_id            INT UNSIGNED NULL,                    -- NULL: no IPv4 managed
-  ip6_pool_id           INT UNSIGNED NULL,
+  ip6_pool_id           INT UNSIGNED NULL,                    -- an address pool, or a prefix pool
+                                                              -- (the service gets a routed prefix)
+  extra_ipv4            TINYINT UNSIGNED NOT NULL DEFAULT 0,  -- additional IPv4 from ip_pool, each
+                                                              -- on its own NIC net1..netN
   snapshot_limit        SMALLINT UNSIGNED NOT NULL DEFAULT 0,
   snapshot_days         TINYINT UNSIGNED NOT NULL DEFAULT 1,  -- 1..10
   backup_limit          SMALLINT UNSIGNED NOT NULL DEFAULT 0,
@@ -77,6 +82,9 @@ CREATE TABLE IF NOT EXISTS products (
   linked_clone          TINYINT(1)   NOT NULL DEFAULT 0,      -- 1 = linked clone where PVE can
                                                               -- (a template copy on the target
                                                               -- node and storage)
+  traffic_quota_gb      INT UNSIGNED NULL,                    -- bytes in + out per UTC calendar
+                                                              -- month, GB = 10^9; NULL = unlimited
+  overage_rate_mbps     DECIMAL(8,2) NULL,                    -- net0 rate (MB/s) once over quota
   UNIQUE KEY uq_products_name (name),
   CONSTRAINT fk_products_template FOREIGN KEY (template_id) REFERENCES templates (id),
   CONSTRAINT fk_products_pool4 FOREIGN KEY (ip_pool_id) REFERENCES ip_pools (id),
@@ -101,6 +109,8 @@ CREATE TABLE IF NOT EXISTS services (
   suspended     TINYINT(1)   NOT NULL DEFAULT 0,      -- billing suspended it: nothing may start the VM
   boot_before_iso VARCHAR(255) NULL,                  -- boot order before an ISO mount ('' = none)
   language      VARCHAR(35)  NULL,                    -- client's language tag (de, pt-BR); NULL = English
+  throttled_period DATE      NULL,                    -- first day of the UTC month whose quota it is
+                                                      -- throttled for (net0 at the overage rate); NULL = not
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
   -- the host name while the service lives: unique (case-insensitive collation), so two live
@@ -135,8 +145,10 @@ CREATE TABLE IF NOT EXISTS ip_addresses (
   service_id    INT UNSIGNED NULL,                    -- NULL = free
   released_at   DATETIME(3)  NULL,                    -- set when a terminated service gives it back
   ptr           VARCHAR(253) NULL,                    -- the client's reverse DNS name (NULL = hostname)
+  slot          TINYINT UNSIGNED NOT NULL DEFAULT 0,  -- 0 = the primary address; N = extra IPv4 N (netN)
+  prefixlen     TINYINT UNSIGNED NULL,                -- a routed prefix address/prefixlen (NULL = one address)
   UNIQUE KEY uq_ip_addresses_address (address),
-  UNIQUE KEY uq_ip_addresses_holder (service_id, version), -- one v4 and one v6 per service
+  UNIQUE KEY uq_ip_addresses_slot (service_id, version, slot), -- a service holds each slot once
   KEY ix_ip_addresses_free (pool_id, service_id, released_at),
   CONSTRAINT fk_ip_addresses_pool FOREIGN KEY (pool_id) REFERENCES ip_pools (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

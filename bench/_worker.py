@@ -16,6 +16,9 @@ in seconds:
 - ``db``      time inside pymysql ``Cursor.execute`` (round trip to MariaDB, BEGIN/COMMIT
   included; not peewee's SQL building) and ``nq`` the number of such statements.
 
+It also counts every statement by its text (placeholders, not values): ``statements`` in the
+samples file, printed by ``bench_deploy.py --statements``.
+
 On SIGTERM it finishes the messages in hand, stops, and writes the samples as JSON.
 """
 
@@ -49,6 +52,7 @@ _samples: list[tuple] = []
 FIELDS = ["pool", "total", "handle", "pve", "inline", "smtp", "db", "nq"]
 _samples_lock = threading.Lock()
 _profiles: list[cProfile.Profile] = []
+_census: dict[str, int] = {}  # statement text (placeholders, not values) -> times executed
 
 
 def _acc(name: str, seconds: float) -> None:
@@ -124,6 +128,8 @@ def _instrument() -> None:
         finally:
             _acc("db", time.perf_counter() - t0)
             _local.nq = getattr(_local, "nq", 0) + 1
+            shape = str(query)[:160]
+            _census[shape] = _census.get(shape, 0) + 1
 
     pymysql.cursors.Cursor.execute = execute
 
@@ -156,7 +162,8 @@ def main() -> int:
     with _samples_lock:
         rows = list(_samples)
     tmp = args.samples.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"fields": FIELDS, "rows": rows, "cpu_s": cpu_s}))
+    tmp.write_text(json.dumps({"fields": FIELDS, "rows": rows, "cpu_s": cpu_s,
+                               "statements": dict(_census)}))
     tmp.replace(args.samples)
     if args.profile and _profiles:
         import pstats

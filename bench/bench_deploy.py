@@ -83,6 +83,7 @@ def pvesim_process(workdir: Path, scale: float, replicas: bool = False):
                 raise RuntimeError(f"pvesim did not start; see {workdir / 'pvesim.log'}")
             time.sleep(0.1)
         conn = json.loads(conn_file.read_text())
+        conn["pid"] = proc.pid  # for its CPU time (process_cpu_s)
         ca = conn["ca_bundle"]
         while True:  # the file is written before the listener accepts: wait for an answer
             try:
@@ -96,6 +97,12 @@ def pvesim_process(workdir: Path, scale: float, replicas: bool = False):
     finally:
         stop_process(proc, 15)
         log.close()
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a running process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop_process(proc: subprocess.Popen, timeout: float) -> None:
@@ -207,6 +214,8 @@ class Run:
     tasks: int = 0
     timed_out: bool = False
     worker_cpu_s: float = 0.0
+    pvesim_cpu_s: float = 0.0
+    statements: dict[str, int] = field(default_factory=dict)  # SQL text -> times executed
     load: tuple[float, float] = (0.0, 0.0)
     event_lag_ms: list[float] = field(default_factory=list)  # commit -> confirmed publish
 
@@ -316,6 +325,7 @@ def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float
             wait_for_consumers(topo, args.workers_procs * args.concurrency, procs)
             sids = list(range(100001, 100001 + orders))
             t0_wall, t0 = datetime.now(), time.perf_counter()
+            sim_cpu0 = process_cpu_s(conn["pid"])
             with OrderClient(AMQP_URL, namespace) as billing:
                 for sid, product in zip(sids, order_products(args.product, orders,
                                                              path != "fallback"), strict=True):
@@ -324,6 +334,7 @@ def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float
             run.publish_s = time.perf_counter() - t0
             load0 = os.getloadavg()[0]
             run.timed_out = not wait_all_ready(run, sids, t0, timeout)
+            run.pvesim_cpu_s = process_cpu_s(conn["pid"]) - sim_cpu0
             run.load = (load0, os.getloadavg()[0])
             database.connect(reuse_if_open=True)
             last = (Operation.select(Operation.finished_at).where(Operation.status == "done")
@@ -362,6 +373,8 @@ def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float
                 data = json.loads(path.read_text())
                 run.samples += [tuple(r) for r in data["rows"]]
                 run.worker_cpu_s += data["cpu_s"]
+                for text, n in data.get("statements", {}).items():
+                    run.statements[text] = run.statements.get(text, 0) + n
         if run.timed_out or run.ready != orders:
             tail = (workdir / "workers.log").read_text(errors="replace")[-3000:]
             print(f"!! workers.log tail:\n{tail}", file=sys.stderr)
@@ -405,6 +418,13 @@ def fmt_s(s: float) -> str:
     return f"{s:.1f} s"
 
 
+def print_statements(counts: dict[str, int], messages: int, top: int = 25) -> None:
+    """The statements the workers ran, most frequent first, per step message."""
+    print(f"\nSQL statements per step message ({sum(counts.values()) / messages:.2f} in all):")
+    for text, n in sorted(counts.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {n / messages:6.3f}  {' '.join(text.split())[:150]}")
+
+
 def print_by_pool(samples: list[tuple]) -> None:
     """Per pool: messages, mean ms of the whole callback / Proxmox / MariaDB (statements), and
     the overhead p50/p95 (handle - Proxmox calls)."""
@@ -421,7 +441,8 @@ def print_by_pool(samples: list[tuple]) -> None:
               f"{sum(r[7] for r in rs) / n:>7.1f}{pct(ovh, 50):>9.1f}{pct(ovh, 95):>9.1f}")
 
 
-def report(run: Run, extra_n: list[int], by_pool: bool = False) -> dict:
+def report(run: Run, extra_n: list[int], by_pool: bool = False,
+           statements: bool = False) -> dict:
     steps = [r for r in run.samples if r[0] != "intake"]
     intake = [r for r in run.samples if r[0] == "intake"]
     ms = 1000.0
@@ -459,6 +480,10 @@ def report(run: Run, extra_n: list[int], by_pool: bool = False) -> dict:
         ("worker CPU per step message", f"{run.worker_cpu_s / max(1, n_msgs) * 1000:.1f} ms"
          f"   (worker processes' user+sys CPU while serving / step messages; incl. intake, "
          "proxmoxer/TLS client work and idle polling)"),
+        ("CPU per order: workers / pvesim",
+         f"{run.worker_cpu_s / max(1, run.orders) * 1000:.0f} ms / "
+         f"{run.pvesim_cpu_s / max(1, run.orders) * 1000:.0f} ms   (MariaDB and RabbitMQ are "
+         "shared with the machine's other users: not counted)"),
         ("load average (1 min) start/end", f"{run.load[0]:.2f} / {run.load[1]:.2f}"
          "   (2 cores; shared with other users of the machine)"),
         ("Proxmox time/step p50 p95", f"{pct(pve, 50):.1f} ms  {pct(pve, 95):.1f} ms"
@@ -486,6 +511,8 @@ def report(run: Run, extra_n: list[int], by_pool: bool = False) -> dict:
         print(f"{k:<{width}}  {v}")
     if by_pool:
         print_by_pool(run.samples)
+    if statements:
+        print_statements(run.statements, max(1, n_msgs))
     sys.stdout.flush()
     return {"orders": run.orders, "scale": run.scale, "procs": run.procs,
             "concurrency": run.concurrency, "wall_s": wall, "messages": n_msgs,
@@ -550,6 +577,8 @@ def main() -> int:
                     help="worker entry point (a wrapper of bench/_worker.py can try engine "
                     "changes without editing the tree)")
     ap.add_argument("--by-pool", action="store_true", help="also print a per-pool table")
+    ap.add_argument("--statements", action="store_true",
+                    help="also print the SQL statements the workers ran, per step message")
     ap.add_argument("--name", default=os.environ.get("BENCH_NAME", "pvekvm_bench"),
                     help="database and RabbitMQ vhost of the runs (env BENCH_NAME; default "
                     "pvekvm_bench); the vhost is created when missing (rabbitmqctl)")
@@ -583,7 +612,7 @@ def main() -> int:
               f"uptime: {os.getloadavg()}", flush=True)
         run = run_once(args, n, scale, timeout, path)
         extra = [500] if scale > 0 and n < 500 else []
-        summary.append(report(run, extra, args.by_pool))
+        summary.append(report(run, extra, args.by_pool, args.statements))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     return 1 if any(s["timed_out"] for s in summary) else 0

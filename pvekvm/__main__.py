@@ -296,7 +296,12 @@ def pool_usage() -> str:
                 .where((IpAddress.pool_id == pool.id) & IpAddress.service_id.is_null(False))
                 .scalar())
         total = IpAddress.select().where(IpAddress.pool_id == pool.id).count()
-        lines.append(f"{pool.name:<16} {pool.version:>1} {pool.network:<22} "
+        network = pool.network
+        if pool.assign is not None:  # a prefix pool: rows exist only for prefixes handed out
+            bits = int(pool.network.rsplit("/", 1)[1])
+            total = 1 << (int(pool.assign) - bits)
+            network = f"{pool.network} /{pool.assign}"
+        lines.append(f"{pool.name:<16} {pool.version:>1} {network:<22} "
                      f"{total - held:>6} {held:>6}")
     return "\n".join(lines)
 

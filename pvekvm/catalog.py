@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pvekvm import dns, secrets
+from pvekvm.addresses import MAX_EXTRA_IPV4
 from pvekvm.models import (
     DnsProvider,
     DnsZone,
@@ -20,6 +21,7 @@ from pvekvm.models import (
     TemplateReplica,
     database,
 )
+from pvekvm.overage import overage_problem
 from pvekvm.validation import is_valid_hostname
 
 MAX_POOL_ADDRESSES = 65536
@@ -47,6 +49,45 @@ def pool_addresses(network: str, first: str | None, last: str | None) -> list[st
     if int(hi) - int(lo) + 1 > MAX_POOL_ADDRESSES:
         raise CatalogError(f"pool range {lo}..{hi} is larger than {MAX_POOL_ADDRESSES}")
     return [str(ipaddress.ip_address(i)) for i in range(int(lo), int(hi) + 1)]
+
+
+def check_prefix_pool(p: dict[str, Any], first: str | None, last: str | None) -> None:
+    """A prefix pool (``assign`` set): IPv6, ``assign`` longer than the network's prefix and
+    at most /128, no first/last, a gateway inside the network or link-local (``fe80::1``, the
+    usual gateway of routed prefixes)."""
+    where = f"pool {p.get('name')}"
+    try:
+        net = ipaddress.ip_network(str(p.get("network")), strict=False)
+        gateway = ipaddress.ip_address(str(p.get("gateway")))
+    except ValueError as exc:
+        raise CatalogError(f"{where}: {exc}") from None
+    assign = p.get("assign")
+    if net.version != 6 or p.get("version") != 6:
+        raise CatalogError(f"{where}: assign (routed prefixes) is for IPv6 pools only")
+    if not isinstance(assign, int) or isinstance(assign, bool) or \
+            not net.prefixlen < assign <= 128:
+        raise CatalogError(f"{where}: assign must be a prefix length longer than the "
+                           f"network's /{net.prefixlen} and at most 128, got {assign!r}")
+    if first is not None or last is not None:
+        raise CatalogError(f"{where}: a prefix pool hands out every /{assign} of {net}: "
+                           "first/last are for address pools")
+    if gateway not in net and not gateway.is_link_local:
+        raise CatalogError(f"{where}: gateway {gateway} is neither inside {net} nor "
+                           "link-local (fe80::1 for routed prefixes)")
+
+
+def _check_no_overlap(pool: IpPool) -> None:
+    """A prefix pool shares no address with another IPv6 pool: its prefixes are handed out
+    without rows in advance, so only distinct networks keep an address from being given twice."""
+    if pool.version != 6:
+        return
+    net = ipaddress.ip_network(pool.network, strict=False)
+    for other in IpPool.select().where((IpPool.version == 6) & (IpPool.id != pool.id)):
+        if pool.assign is None and other.assign is None:
+            continue
+        if net.overlaps(ipaddress.ip_network(other.network, strict=False)):
+            raise CatalogError(f"pool {pool.name}: prefix pool {net} overlaps pool "
+                               f"{other.name} ({other.network})")
 
 
 def check_dns(data: dict[str, Any], key_file: str) -> None:
@@ -119,13 +160,19 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
         for p in data.get("ip_pools", []):
             p = dict(p)
             first, last = p.pop("first", None), p.pop("last", None)
+            if p.get("assign") is not None:
+                check_prefix_pool(p, first, last)
             pool = pools[p["name"]] = _upsert(IpPool, "name", p)
             counts["ip_pools"] += 1
+            if pool.assign is not None:  # prefixes are inserted as they are handed out
+                continue
             rows = [{"pool_id": pool.id, "address": a, "version": pool.version}
                     for a in pool_addresses(pool.network, first, last)]
             for i in range(0, len(rows), 1000):
                 IpAddress.insert_many(rows[i:i + 1000]).on_conflict_ignore().execute()
             counts["addresses"] += len(rows)
+        for pool in pools.values():
+            _check_no_overlap(pool)
         for p in data.get("products", []):
             p = dict(p)
             tpl = p.pop("template")
@@ -144,8 +191,25 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
                     if pool is None:
                         raise CatalogError(f"product {p['name']}: unknown pool {name}")
                     p[col] = pool.id
+            extra = p.get("extra_ipv4", 0)
+            if extra and not p.get("ip_pool_id"):
+                raise CatalogError(f"product {p['name']}: extra_ipv4 needs an ip_pool "
+                                   "(the extra addresses come from it)")
+            if not isinstance(extra, int) or not 0 <= extra <= MAX_EXTRA_IPV4:
+                raise CatalogError(f"product {p['name']}: extra_ipv4 must be 0..{MAX_EXTRA_IPV4}"
+                                   f" (one NIC each), got {extra!r}")
+            for col, version in (("ip_pool_id", 4), ("ip6_pool_id", 6)):
+                pool = IpPool.get_or_none(IpPool.id == p.get(col))
+                if pool is not None and pool.version != version:
+                    raise CatalogError(f"product {p['name']}: {col[:-3]} {pool.name} is an "
+                                       f"IPv{pool.version} pool, IPv{version} expected")
             if p.get("dns_zone") and not is_valid_hostname(p["dns_zone"]):
                 raise CatalogError(f"product {p['name']}: bad dns_zone {p['dns_zone']!r}")
+            problem = overage_problem(p)
+            if problem:
+                raise CatalogError(f"product {p['name']}: {problem}")
+            p.setdefault("traffic_quota_gb", None)  # left out = unlimited (a reload clears it)
+            p.setdefault("overage_rate_mbps", None)
             _upsert(Product, "name", p)
             counts["products"] += 1
         providers = {}

@@ -15,9 +15,11 @@ from typing import Any
 
 from peewee import BooleanField, CharField, DecimalField, Field, IntegerField, TextField
 
-from pvekvm.catalog import CatalogError, pool_addresses
+from pvekvm.addresses import MAX_EXTRA_IPV4
+from pvekvm.catalog import CatalogError, check_prefix_pool, pool_addresses
 from pvekvm.dns.model import PROVIDERS
 from pvekvm.models import IpPool, Product, Template
+from pvekvm.overage import overage_problem
 from pvekvm.validation import is_valid_hostname
 
 #: section -> (model, extra keys the loader accepts, columns the loader fills itself)
@@ -78,6 +80,12 @@ def _pool(where: str, pool: dict[str, Any]) -> list[str]:
     except ValueError:
         return [f"{where} network: not a network in CIDR form: {pool.get('network')!r}"]
     errors = []
+    if pool.get("assign") is not None:
+        try:
+            check_prefix_pool(pool, pool.get("first"), pool.get("last"))
+        except CatalogError as exc:
+            errors.append(f"{where} assign: {exc}")
+        return errors
     if pool.get("version") not in (4, 6) or pool.get("version") != net.version:
         errors.append(f"{where} version: expected {net.version} for {net}, "
                       f"got {pool.get('version')!r}")
@@ -136,11 +144,27 @@ def _product_refs(where: str, p: dict[str, Any], data: dict[str, Any]) -> list[s
         known = _refs(data, section)
         if key in p and known is not None and p[key] not in known:
             errors.append(f"{where} {key}: no [[{section}]] named {p[key]!r} in this file")
+    extra = p.get("extra_ipv4", 0)
+    if isinstance(extra, int) and extra > MAX_EXTRA_IPV4:
+        errors.append(f"{where} extra_ipv4: at most {MAX_EXTRA_IPV4} (one NIC each), got {extra}")
+    if extra and not p.get("ip_pool"):
+        errors.append(f"{where} extra_ipv4: needs an ip_pool (the extra addresses come from it)")
+    if extra and p.get("dhcp"):
+        errors.append(f"{where} extra_ipv4: a DHCP product has no managed addresses")
+    pools = {e.get("name"): e for e in data.get("ip_pools", []) if isinstance(e, dict)}
+    for key, version in (("ip_pool", 4), ("ip6_pool", 6)):
+        pool = pools.get(p.get(key))
+        if pool is not None and pool.get("version") != version:
+            errors.append(f"{where} {key}: {p[key]} is an IPv{pool.get('version')} pool, "
+                          f"IPv{version} expected")
     if isinstance(p.get("dns_zone"), str) and not is_valid_hostname(p["dns_zone"]):
         errors.append(f"{where} dns_zone: not a valid zone name: {p['dns_zone']!r}")
     for key in ("firewall_policy_in", "firewall_policy_out"):
         if key in p and p[key] not in ("ACCEPT", "DROP", "REJECT"):
             errors.append(f"{where} {key}: expected ACCEPT, DROP or REJECT, got {p[key]!r}")
+    problem = overage_problem(p)
+    if problem:
+        errors.append(f"{where} traffic quota: {problem}")
     return errors
 
 

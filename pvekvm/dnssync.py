@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import logging
 
-from pvekvm import dns, secrets
-from pvekvm.models import DnsProvider, DnsRecordRow, DnsZone, IpAddress, Service
+from pvekvm import addresses, dns, secrets
+from pvekvm.models import DnsProvider, DnsRecordRow, DnsZone, Service
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +22,15 @@ def configured_zones(key_file: str) -> list[dns.ZoneConfig]:
     return zones
 
 
-def _addresses(service_id: int) -> tuple[list[str], list[str], dict[str, str]]:
-    """The service's IPv4 and IPv6 addresses, and the client's PTR names by address."""
-    rows = list(IpAddress.select().where(IpAddress.service_id == service_id))
-    v4 = [r.address for r in rows if r.version == 4]
-    return v4, [r.address for r in rows if r.version == 6], {r.address: r.ptr for r in rows
-                                                             if r.ptr}
+def _addresses(service_id: int) -> tuple[list[str], list[str], list[str], dict[str, str]]:
+    """The service's primary IPv4 and IPv6 (the host name's A/AAAA), its additional
+    addresses (a PTR each, no A), and the client's PTR names by address. A routed prefix is
+    named by its host address (``<prefix>::1``, the one the VM is configured with)."""
+    rows = addresses.held(service_id)
+    v4 = [r.address for r in rows if r.version == 4 and r.slot == 0]
+    v6 = [addresses.host_address(r) for r in rows if r.version == 6 and r.slot == 0]
+    extra = [addresses.host_address(r) for r in rows if r.slot > 0]
+    return v4, v6, extra, {addresses.host_address(r): r.ptr for r in rows if r.ptr}
 
 
 def _owners(names: set[str]) -> dict[str, int]:
@@ -58,8 +61,8 @@ def publish(service: Service, key_file: str) -> tuple[str, bool]:
     zones = configured_zones(key_file)
     if not zones:
         return "no DNS zones configured", False
-    v4, v6, ptrs = _addresses(service.id)
-    wanted = dns.plan_records(service.hostname, v4, v6, zones, ptrs)
+    v4, v6, extra, ptrs = _addresses(service.id)
+    wanted = dns.plan_records(service.hostname, v4, v6, zones, ptrs, extra)
     have = list(DnsRecordRow.select().where(DnsRecordRow.service_id == service.id))
     owners = _owners({r.name for r in wanted} | {h.name for h in have})
 

@@ -11,6 +11,7 @@ from peewee import (
     BooleanField,
     CharField,
     DatabaseProxy,
+    DateField,
     DateTimeField,
     DecimalField,
     IntegerField,
@@ -58,6 +59,7 @@ class IpPool(BaseModel):
     network = CharField(max_length=64)
     gateway = CharField(max_length=45)
     nameservers = CharField(max_length=255, default="")
+    assign = SmallIntegerField(null=True)  # prefix pool: one /assign per service; None = addresses
 
     class Meta:
         table_name = "ip_pools"
@@ -90,6 +92,7 @@ class Product(BaseModel):
     dhcp = BooleanField(default=False)
     ip_pool_id = IntegerField(null=True)
     ip6_pool_id = IntegerField(null=True)
+    extra_ipv4 = SmallIntegerField(default=0)  # additional IPv4 from ip_pool, on net1..netN
     snapshot_limit = SmallIntegerField(default=0)
     snapshot_days = SmallIntegerField(default=1)
     backup_limit = SmallIntegerField(default=0)
@@ -101,6 +104,8 @@ class Product(BaseModel):
     hostname_prefix = CharField(max_length=32, default="vps")
     dns_zone = CharField(max_length=253, null=True)
     linked_clone = BooleanField(default=False)
+    traffic_quota_gb = IntegerField(null=True)  # per UTC month, in + out, GB = 10^9 bytes
+    overage_rate_mbps = DecimalField(max_digits=8, decimal_places=2, null=True)
 
     class Meta:
         table_name = "products"
@@ -123,6 +128,7 @@ class Service(BaseModel):
     suspended = BooleanField(default=False)
     boot_before_iso = CharField(max_length=255, null=True)
     language = CharField(max_length=35, null=True)
+    throttled_period = DateField(null=True)  # the month (its first day) it is throttled for
     created_at = DateTimeField(null=True)
     updated_at = DateTimeField(null=True)
     # live_hostname: a generated column (unique while live) the database alone maintains.
@@ -150,6 +156,8 @@ class IpAddress(BaseModel):
     service_id = IntegerField(null=True)
     released_at = DateTimeField(null=True)
     ptr = CharField(max_length=253, null=True)  # client reverse DNS; None = the service hostname
+    slot = SmallIntegerField(default=0)  # 0 = primary; N = extra IPv4 N (on netN)
+    prefixlen = SmallIntegerField(null=True)  # a routed prefix address/prefixlen; None = address
 
     class Meta:
         table_name = "ip_addresses"

@@ -172,6 +172,19 @@ class Proxmox:
                 return res.get("node")
         return None
 
+    def find_vm(self, vmid: int, hint: str | None) -> tuple[str, dict[str, Any]] | None:
+        """Where a VM lives and its configuration, or None when it exists nowhere: one call
+        when ``hint`` (the node we last saw it on) is right, as PVE answers a config read on
+        another node with 'Configuration file ... does not exist'; else :meth:`locate`."""
+        if hint:
+            try:
+                return hint, self.vm_config(hint, vmid)
+            except ProxmoxError as exc:
+                if exc.transient or exc.status not in (400, 500):
+                    raise
+        node = self.locate(vmid)
+        return (node, self.vm_config(node, vmid)) if node is not None else None
+
     def vm_config(self, node: str, vmid: int) -> dict[str, Any]:
         return self.get(f"nodes/{node}/qemu/{vmid}/config")
 

@@ -7,6 +7,8 @@ import hashlib
 import ipaddress
 import json
 
+from pvekvm import addresses
+from pvekvm.addresses import MAX_EXTRA_IPV4
 from pvekvm.models import Service
 from pvekvm.secrets import generate_password
 from steps.context import StepContext
@@ -14,15 +16,33 @@ from steps.machine import Done, StepResult
 
 
 def ipconfig(ctx: StepContext) -> str:
+    """``ipconfig0``: the primary IPv4 and the IPv6 address, or for a routed prefix its first
+    host address with the prefix pool's gateway (``ip6=2001:db8:100:5::1/64,gw6=fe80::1``)."""
     if ctx.product.dhcp:
         return "ip=dhcp"
     parts = []
     for version, key, gw_key in ((4, "ip", "gw"), (6, "ip6", "gw6")):
         addr, pool = ctx.address(version), ctx.pool(version)
         if addr and pool:
-            prefix = ipaddress.ip_network(pool.network, strict=False).prefixlen
-            parts += [f"{key}={addr.address}/{prefix}", f"{gw_key}={pool.gateway}"]
+            prefix = addr.prefixlen or ipaddress.ip_network(pool.network, strict=False).prefixlen
+            parts += [f"{key}={addresses.host_address(addr)}/{prefix}", f"{gw_key}={pool.gateway}"]
     return ",".join(parts) if parts else "ip=dhcp"
+
+
+def network_settings(ctx: StepContext) -> tuple[dict[str, str], list[str]]:
+    """The ``ipconfigN`` keys the VM should have, and those it has but should not. PVE's
+    cloud-init takes one address per interface (``ipconfigN`` configures NIC ``netN``), so
+    extra IPv4 N is ``ipconfigN = ip=<address>/<pool prefix>`` on its own NIC, without a
+    gateway: the default route stays on net0."""
+    want = {"ipconfig0": ipconfig(ctx)}
+    pool = ctx.pool(4)
+    if pool is not None and not ctx.product.dhcp:
+        bits = ipaddress.ip_network(pool.network, strict=False).prefixlen
+        for row in ctx.extra_ipv4():
+            want[f"ipconfig{row.slot}"] = f"ip={row.address}/{bits}"
+    stale = [k for k in ctx.config() if k.startswith("ipconfig") and k[8:].isdigit()
+             and k not in want and 1 <= int(k[8:]) <= MAX_EXTRA_IPV4]
+    return want, sorted(stale)
 
 
 def set_cloudinit(ctx: StepContext, *, new_password: bool = False) -> StepResult:
@@ -37,8 +57,8 @@ def set_cloudinit(ctx: StepContext, *, new_password: bool = False) -> StepResult
         ctx.service.username = user
         Service.update(username=user).where(Service.id == ctx.service.id).execute()
     pool = ctx.pool(4) or ctx.pool(6)
-    settings = {"ciuser": user, "cipassword": password, "ipconfig0": ipconfig(ctx),
-                "name": ctx.service.hostname}
+    network, stale = network_settings(ctx)
+    settings = {"ciuser": user, "cipassword": password, **network, "name": ctx.service.hostname}
     if pool and pool.nameservers:
         settings["nameserver"] = pool.nameservers
     if ctx.product.dns_zone:
@@ -51,7 +71,9 @@ def set_cloudinit(ctx: StepContext, *, new_password: bool = False) -> StepResult
     if f"ci={fingerprint}" in description.split():
         return Done("no change", skipped=True)
     kept = " ".join(w for w in description.split() if not w.startswith("ci="))
-    ctx.pve.put(f"{ctx.vm_path}/config", **settings, description=f"{kept} ci={fingerprint}")
+    extra = {"delete": ",".join(stale)} if stale else {}
+    ctx.pve.put(f"{ctx.vm_path}/config", **settings, **extra,
+                description=f"{kept} ci={fingerprint}")
     ctx.pve.put(f"{ctx.vm_path}/cloudinit")
     return Done(f"user {user}, {settings['ipconfig0']}")
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
-from pvekvm import secrets
+from pvekvm import addresses, secrets
 from pvekvm.config import Settings
 from pvekvm.models import BaseModel, IpAddress, IpPool, Operation, Product, Service, Template
 from pvekvm.proxmox import Proxmox
@@ -82,12 +82,21 @@ class StepContext:
         return self.pve.get(f"{self.vm_path}/config")
 
     @cached_property
-    def _addresses(self) -> dict[int, IpAddress]:
-        rows = IpAddress.select().where(IpAddress.service_id == self.service.id)
-        return {row.version: row for row in rows}
+    def _addresses(self) -> dict[tuple[int, int], IpAddress]:
+        return {(row.version, row.slot): row for row in addresses.held(self.service.id)}
 
-    def address(self, version: int) -> IpAddress | None:
-        return self._addresses.get(version)
+    def address(self, version: int, slot: int = 0) -> IpAddress | None:
+        """The held row of ``version`` in ``slot`` (0: the primary address or prefix)."""
+        return self._addresses.get((version, slot))
+
+    def extra_ipv4(self) -> list[IpAddress]:
+        """The additional IPv4 rows, by slot (slot N is on NIC netN)."""
+        return [row for (version, slot), row in sorted(self._addresses.items())
+                if version == 4 and slot > 0]
+
+    def firewall_cidrs(self) -> set[str]:
+        """Every address and routed prefix the VM may send from (its anti-spoofing IPSet)."""
+        return {addresses.cidr(row) for row in self._addresses.values()}
 
     def addresses_changed(self) -> None:
         """Forget the cached addresses (after allocating or releasing)."""
@@ -99,8 +108,9 @@ class StepContext:
             if pool_id else None
 
     def ips(self) -> tuple[list[str], list[str]]:
+        """The primary IPv4 and IPv6 (a prefix's host address) the VM is reached at."""
         v4, v6 = self.address(4), self.address(6)
-        return ([v4.address] if v4 else [], [v6.address] if v6 else [])
+        return ([v4.address] if v4 else [], [addresses.host_address(v6)] if v6 else [])
 
     @property
     def password(self) -> str | None:

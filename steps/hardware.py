@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pvekvm.addresses import MAX_EXTRA_IPV4
 from pvekvm.models import Product, Service
-from steps import pvecfg
+from steps import overage, pvecfg
 from steps.context import StepContext
 from steps.machine import Done, Retry, StepFailed, StepResult, Wait
 
@@ -80,12 +81,19 @@ def set_system_disk_io(ctx: StepContext) -> StepResult:
     return _set_io(ctx, system_disk(ctx.product))
 
 
+def no_additional_disk(ctx: StepContext) -> str | None:
+    """The three additional-disk steps have nothing to do when the package has no such disk
+    (a disk the VM already has is kept: see :func:`create_additional_disk`)."""
+    return "no additional disk in package" if additional_disk(ctx.product).size_gb <= 0 \
+        else None
+
+
 def create_additional_disk(ctx: StepContext) -> StepResult:
     """Skipped when the package has none. A disk the VM already has is kept (never destroyed
     by a downgrade: the data on it is the client's)."""
     disk = additional_disk(ctx.product)
-    if disk.size_gb <= 0:
-        return Done("no additional disk in package", skipped=True)
+    if (reason := no_additional_disk(ctx)) is not None:
+        return Done(reason, skipped=True)
     cfg = ctx.config()
     if cfg.get("lock"):
         return Retry(f"VM is locked ({cfg['lock']})")
@@ -99,20 +107,24 @@ def create_additional_disk(ctx: StepContext) -> StepResult:
 
 def resize_additional_disk(ctx: StepContext) -> StepResult:
     disk = additional_disk(ctx.product)
-    if disk.size_gb <= 0:
-        return Done("no additional disk in package", skipped=True)
+    if (reason := no_additional_disk(ctx)) is not None:
+        return Done(reason, skipped=True)
     return _resize(ctx, disk)
 
 
 def set_additional_disk_io(ctx: StepContext) -> StepResult:
     disk = additional_disk(ctx.product)
-    if disk.size_gb <= 0:
-        return Done("no additional disk in package", skipped=True)
+    if (reason := no_additional_disk(ctx)) is not None:
+        return Done(reason, skipped=True)
     return _set_io(ctx, disk)
 
 
 def set_network(ctx: StepContext) -> StepResult:
-    """VMSetNetwork: bridge, VLAN tag, MAC (kept across reinstall) and rate limit on net0."""
+    """VMSetNetwork: bridge, VLAN tag, MAC (kept across reinstall) and rate limit on net0; one
+    more NIC per extra IPv4 (``netN`` for slot N, same bridge, VLAN and rate, MAC chosen by
+    PVE), and the extra NICs a smaller package no longer has are removed. The rate is the
+    package's, or its overage rate while the service is throttled for this month and the
+    package's quota is used up (steps/overage.py ``rate_for``)."""
     p, cfg = ctx.product, ctx.config()
     props = pvecfg.parse(cfg.get("net0", ""), "model")
     mac = ctx.service.macaddr or next(
@@ -125,17 +137,54 @@ def set_network(ctx: StepContext) -> StepResult:
         want["firewall"] = props["firewall"]
     if p.vlan:
         want["tag"] = str(p.vlan)
-    if p.net_rate_mbps and float(p.net_rate_mbps) > 0:
-        want["rate"] = f"{float(p.net_rate_mbps):g}"
+    rate = overage.rate_for(ctx)
+    if rate.text:
+        want["rate"] = rate.text
+    note = f" ({rate.reason})" if ctx.service.throttled_period is not None else ""
     current = {k: v for k, v in props.items() if k != "model" or "virtio" not in props}
+    extras = _set_extra_nics(ctx, cfg, rate.text)
     if mac and current == want:
         _remember_mac(ctx, mac)
-        return Done("no change", skipped=True)
+        return Done((", ".join(extras) or "no change") + note, skipped=not extras)
     ctx.pve.put(f"{ctx.vm_path}/config", net0=_render_net(want))
     if not mac:
         mac = pvecfg.parse(ctx.config()["net0"], "model").get("virtio")
     _remember_mac(ctx, mac)
-    return Done(f"{p.bridge}" + (f" vlan {p.vlan}" if p.vlan else "") + f" mac {mac}")
+    return Done(f"{p.bridge}" + (f" vlan {p.vlan}" if p.vlan else "") + f" mac {mac}"
+                + (f" rate {rate.text} MB/s" if rate.text else "") + note
+                + "".join(f", {e}" for e in extras))
+
+
+def _link(p: Product, rate: str | None) -> dict[str, str]:
+    link = {"bridge": p.bridge, "firewall": "1"}
+    if p.vlan:
+        link["tag"] = str(p.vlan)
+    if rate:
+        link["rate"] = rate
+    return link
+
+
+def _set_extra_nics(ctx: StepContext, cfg: dict, rate: str | None) -> list[str]:
+    """NIC ``netN`` for each extra IPv4 slot N (the NIC ``ipconfigN`` configures), at net0's
+    ``rate`` (a throttled service is throttled on every NIC); netN of a slot no longer held
+    (1..MAX_EXTRA_IPV4) is removed."""
+    slots = {row.slot for row in ctx.extra_ipv4()}
+    changes: dict[str, str] = {}
+    for slot in sorted(slots):
+        key = f"net{slot}"
+        props = pvecfg.parse(str(cfg.get(key, "")), "model")
+        mac = props.get("virtio")
+        want = ({"virtio": mac} if mac else {"model": "virtio"}) | _link(ctx.product, rate)
+        current = {k: v for k, v in props.items() if k != "model" or "virtio" not in props}
+        if not mac or current != want:
+            changes[key] = _render_net(want)
+    gone = [f"net{n}" for n in range(1, MAX_EXTRA_IPV4 + 1)
+            if f"net{n}" in cfg and n not in slots]
+    if gone:
+        changes["delete"] = ",".join(gone)
+    if changes:
+        ctx.pve.put(f"{ctx.vm_path}/config", **changes)
+    return [f"{k} set" for k in changes if k != "delete"] + [f"{k} removed" for k in gone]
 
 
 def _render_net(want: dict[str, str]) -> str:

@@ -103,6 +103,11 @@ def backoff(policy: RetryPolicy, n: int, *, waiting: bool = False) -> Backoff:
     return Backoff(want, delay_tier(want))
 
 
+#: Why a step has nothing to do, decided from the database alone (the package, the service),
+#: never from Proxmox; None = it may have work.
+SkipIf = Callable[["StepContext"], "str | None"]
+
+
 @dataclass(frozen=True)
 class Transition:
     state: str
@@ -111,12 +116,16 @@ class Transition:
     then: str
     label: str
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    skip_if: SkipIf | None = None  # the engine passes the step by in the previous step's commit
 
 
 def T(state: str, *, pool: str, run: Step, then: str, label: str,
-      retry: RetryPolicy | None = None) -> Transition:
-    """One transition, written with keywords so a reader can grep for each state."""
-    return Transition(state, pool, run, then, label, retry or RetryPolicy())
+      retry: RetryPolicy | None = None, skip_if: SkipIf | None = None) -> Transition:
+    """One transition, written with keywords so a reader can grep for each state.
+    ``skip_if``: when it gives a reason, the step is recorded as skipped with that reason and
+    passed by without a message of its own (the step itself must skip in the same case, so a
+    message that does reach it — after a resume — changes nothing)."""
+    return Transition(state, pool, run, then, label, retry or RetryPolicy(), skip_if)
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,8 @@ class Machine:
     runs_while_suspended: bool = False  # may run on a suspended service (never starts its VM)
     suspended_after: bool | None = None  # the service's suspended flag once it completes
     admission: bool = False             # at most [engine] window of this kind run at once
+    completed_event: str | None = None  # the event billing gets when it completes (besides
+                                        # operation.completed): workers/outbox.py
     first_state: str = field(init=False)
     final_state: str = field(init=False)
 

@@ -9,7 +9,9 @@ State names: deploy keeps the seed manual's names, which say what is already in 
 after a short prefix of its own (``cp_stop``: change package is about to stop the VM). Each state
 is written out literally, so ``grep -n cp_stop`` finds its line. Steps shared between machines are
 the same functions: deploy, change package, reinstall and restore configure the VM with the same
-hardware, network, firewall and cloud-init steps (``configure``).
+hardware, network, firewall and cloud-init steps (``configure``). A step with ``skip_if`` (the
+additional-disk steps: the package has none) is passed by in the previous step's commit, recorded
+as skipped with its reason, without a message of its own.
 """
 
 from __future__ import annotations
@@ -22,28 +24,31 @@ from steps import (
     firewall,
     hardware,
     lifecycle,
+    overage,
     package,
     power,
     provision,
     rdns,
 )
-from steps.machine import Machine, RetryPolicy, Step, T, Transition
+from steps.machine import Machine, RetryPolicy, SkipIf, Step, T, Transition
 from steps.notify import mailer, verify_and_mail
 
 SLOW_TO_BOOT = RetryPolicy(first_s=5.0)  # a VM that was just started may need a few seconds
 # waiting for a clone slot: look again soon (the oldest waiter takes a slot PVE just freed)
 CLONE_TURN = RetryPolicy(wait_s=0.5, wait_max_s=1.0)
 
-CONFIGURE_STEPS = (  # (pool, step, label): the shared tail after the VM exists
-    ("config", hardware.set_cpu_ram, "Set CPU & RAM"),
-    ("disks", hardware.resize_system_disk, "Resize system disk"),
-    ("disks", hardware.set_system_disk_io, "Set system disk I/O"),
-    ("disks", hardware.create_additional_disk, "Create additional disk"),
-    ("disks", hardware.resize_additional_disk, "Resize additional disk"),
-    ("disks", hardware.set_additional_disk_io, "Set additional disk I/O"),
-    ("network", hardware.set_network, "Configure network"),
-    ("firewall", firewall.set_firewall, "Configure firewall"),
-    ("cloudinit", cloudinit.set_cloudinit, "Configure cloud-init"),
+NO_EXTRA_DISK = hardware.no_additional_disk
+CONFIGURE_STEPS: tuple[tuple[str, Step, str, SkipIf | None], ...] = (
+    # (pool, step, label, skip_if): the shared tail after the VM exists
+    ("config", hardware.set_cpu_ram, "Set CPU & RAM", None),
+    ("disks", hardware.resize_system_disk, "Resize system disk", None),
+    ("disks", hardware.set_system_disk_io, "Set system disk I/O", None),
+    ("disks", hardware.create_additional_disk, "Create additional disk", NO_EXTRA_DISK),
+    ("disks", hardware.resize_additional_disk, "Resize additional disk", NO_EXTRA_DISK),
+    ("disks", hardware.set_additional_disk_io, "Set additional disk I/O", NO_EXTRA_DISK),
+    ("network", hardware.set_network, "Configure network", None),
+    ("firewall", firewall.set_firewall, "Configure firewall", None),
+    ("cloudinit", cloudinit.set_cloudinit, "Configure cloud-init", None),
 )
 
 
@@ -54,8 +59,8 @@ def configure(*states: str, then: str, skip: tuple[str, ...] = ()) -> tuple[Tran
     if len(steps) != len(states):
         raise ValueError(f"configure: {len(steps)} steps but {len(states)} states")
     chain = (*states, then)
-    return tuple(T(chain[i], pool=pool, run=run, then=chain[i + 1], label=label)
-                 for i, (pool, run, label) in enumerate(steps))
+    return tuple(T(chain[i], pool=pool, run=run, then=chain[i + 1], label=label,
+                   skip_if=skip_if) for i, (pool, run, label, skip_if) in enumerate(steps))
 
 
 def start_and_mail(start: str, verify: str, template: str) -> tuple[Transition, ...]:
@@ -167,10 +172,12 @@ UNSUSPEND = Machine("unsuspend", "Unsuspend", (
 
 
 
-def one_step(kind: str, title: str, *, pool: str, run: Step, label: str) -> Machine:
+def one_step(kind: str, title: str, *, pool: str, run: Step, label: str,
+             completed_event: str | None = None) -> Machine:
     """A day-2 operation of one step: its only state is its kind, and it ends at ``done``
     leaving the service's status as it was."""
-    return Machine(kind, title, (T(kind, pool=pool, run=run, then="done", label=label),))
+    return Machine(kind, title, (T(kind, pool=pool, run=run, then="done", label=label),),
+                   completed_event=completed_event)
 
 
 POWER = one_step("power", "Power", pool="power", run=lifecycle.power_action,
@@ -192,11 +199,17 @@ RDNS_SET = one_step("rdns_set", "ReverseDNS", pool="dns", run=rdns.set_client_pt
                     label="Set reverse DNS")
 RDNS_RESET = one_step("rdns_reset", "ReverseDNS", pool="dns", run=rdns.reset_client_ptr,
                       label="Reset reverse DNS")
+# Traffic over quota (the scheduler's overage pass starts them; never on a suspended service):
+# only net0's rate changes (pvekvm/overage.py has the rule, steps/overage.py the steps)
+THROTTLE = one_step("throttle", "Throttle", pool="network", run=overage.throttle,
+                    label="Set overage rate", completed_event="service.throttled")
+UNTHROTTLE = one_step("unthrottle", "Unthrottle", pool="network", run=overage.unthrottle,
+                      label="Restore package rate", completed_event="service.unthrottled")
 
 MACHINES: dict[str, Machine] = {m.kind: m for m in (
     DEPLOY, CHANGE_PACKAGE, REINSTALL, RESTORE, RESET_PASSWORD, TERMINATE, SUSPEND, UNSUSPEND,
     POWER, SNAPSHOT_CREATE, SNAPSHOT_DELETE, SNAPSHOT_ROLLBACK, BACKUP_CREATE, BACKUP_DELETE,
-    ISO_MOUNT, ISO_UNMOUNT, RDNS_SET, RDNS_RESET,
+    ISO_MOUNT, ISO_UNMOUNT, RDNS_SET, RDNS_RESET, THROTTLE, UNTHROTTLE,
 )}
 
 CLONE_STATES: tuple[str, ...] = tuple(

@@ -11,16 +11,23 @@ from steps.machine import Done, StepResult
 
 
 def update_ip_dns_firewall(ctx: StepContext) -> StepResult:
-    before = ctx.ips()
+    """Upgrading takes the package's further extra IPv4 (and their ``ipconfigN``), a downgrade
+    releases the surplus (their ``ipconfigN`` deleted here; their NICs and IPSet entries go in
+    the network and firewall steps that follow)."""
+    before = sorted(ctx.firewall_cidrs())
     if ctx.service.product_id != ctx.product.id:
         ctx.service.product_id = ctx.product.id
         Service.update(product_id=ctx.product.id).where(Service.id == ctx.service.id).execute()
     allocation.allocate_ips(ctx)
-    after = ctx.ips()
+    after = sorted(ctx.firewall_cidrs())
     dns_result = dns_steps.set_dns_records(ctx)
     notes = [dns_result.message if isinstance(dns_result, Done) else ""]
-    if after != before:
-        ctx.pve.put(f"{ctx.vm_path}/config", ipconfig0=cloudinit.ipconfig(ctx))
+    network, stale = cloudinit.network_settings(ctx)
+    have = ctx.config()
+    if after != before or stale or any(str(have.get(k)) != v for k, v in network.items()):
+        ctx.pve.put(f"{ctx.vm_path}/config", **network,
+                    **({"delete": ",".join(stale)} if stale else {}))
         ctx.pve.put(f"{ctx.vm_path}/cloudinit")
-        notes.insert(0, f"addresses {before} -> {after}")
+        notes.insert(0, f"addresses {before} -> {after}" if after != before
+                     else "cloud-init network updated")
     return Done("; ".join(n for n in notes if n))

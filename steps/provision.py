@@ -87,9 +87,9 @@ def clone_vm(ctx: StepContext) -> StepResult:
     our VMID that carries our marker is adopted (a retried step after a crash); a foreign one
     stops us."""
     plan = clone_plan(ctx)
-    node = ctx.pve.locate(ctx.vmid, ctx.service.node)
-    if node is not None:
-        cfg = ctx.pve.vm_config(node, ctx.vmid)
+    found = ctx.pve.find_vm(ctx.vmid, ctx.service.node)
+    if found is not None:
+        node, cfg = found
         if cfg.get("lock"):  # PVE writes the description when the clone finishes
             return Retry(f"clone in progress (lock: {cfg['lock']})")
         if ctx.marker() not in str(cfg.get("description", "")):
@@ -179,11 +179,13 @@ def migrate_to_target(ctx: StepContext) -> StepResult:
     offline migration with the local disks (``targetstorage``); then each disk still on the
     wrong storage is moved (``move_disk``; the source is deleted unless a snapshot needs it).
     One Proxmox task per run; the step runs again after each task until nothing is left."""
-    node = ctx.pve.locate(ctx.vmid, ctx.service.node)
-    if node is None:
+    # after our migrate or move_disk task the VM is on the target node: look there first
+    hint = ctx.product.target_node if ctx.after_task else ctx.service.node
+    found = ctx.pve.find_vm(ctx.vmid, hint)
+    if found is None:
         raise StepFailed(f"VM {ctx.vmid} has vanished")
+    node, cfg = found
     _record_node(ctx, node)
-    cfg = ctx.pve.vm_config(node, ctx.vmid)
     if cfg.get("lock"):
         return Retry(f"VM is locked ({cfg['lock']})")
     target, storage = ctx.product.target_node, ctx.product.target_storage
@@ -223,11 +225,11 @@ def delete_vm(ctx: StepContext) -> StepResult:
     """Remove the VM with its disks. A VM that is already gone counts as deleted."""
     if ctx.service.vmid is None:
         return Done("no VM", skipped=True)
-    node = ctx.pve.locate(ctx.vmid, ctx.service.node)
-    if node is None:
+    found = ctx.pve.find_vm(ctx.vmid, ctx.service.node)
+    if found is None:
         return Done(f"VM {ctx.vmid} already gone", skipped=True)
+    node, cfg = found
     _record_node(ctx, node)
-    cfg = ctx.pve.vm_config(node, ctx.vmid)
     if cfg.get("lock"):
         return Retry(f"VM is locked ({cfg['lock']})")
     status = ctx.pve.get(f"nodes/{node}/qemu/{ctx.vmid}/status/current")

@@ -6,6 +6,7 @@ releasing the address forgets it; the records go out through the same path as de
 
 from __future__ import annotations
 
+from pvekvm.addresses import held_row
 from pvekvm.models import IpAddress
 from steps.context import StepContext
 from steps.dns import set_dns_records
@@ -14,8 +15,7 @@ from steps.machine import Refused, StepResult
 
 def _held(ctx: StepContext) -> IpAddress:
     address = ctx.params["address"]
-    row = IpAddress.get_or_none((IpAddress.address == address)
-                                & (IpAddress.service_id == ctx.service.id))
+    row = held_row(ctx.service.id, address)
     if row is None:  # released between intake and now (a package change, an operator)
         raise Refused(f"address {address} is not held by service {ctx.service.id}")
     return row

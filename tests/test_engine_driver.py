@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import pytest
 from peewee import OperationalError
@@ -87,6 +88,49 @@ def test_a_clean_run_takes_each_step_once_and_frees_the_service(service, engine,
     op = _op()
     assert op.status == OpStatus.DONE and op.active_service is None
     assert Service.get_by_id(SID).status == "ready"
+
+
+def test_steps_with_nothing_to_do_are_passed_by_in_the_previous_commit(service, engine,
+                                                                        monkeypatch):
+    """A step whose ``skip_if`` gives a reason is recorded as skipped with that reason and costs
+    no message; one whose ``skip_if`` says it may have work runs."""
+    a, b, c, d_ = Probe(), Probe(), Probe(), Probe()
+    nothing = lambda ctx: "nothing to do here"  # noqa: E731
+    m = Machine("probe", "Probe", (
+        T("p_0", pool="config", run=a, then="p_1", label="First"),
+        T("p_1", pool="disks", run=b, then="p_2", label="Idle one", skip_if=nothing),
+        T("p_2", pool="disks", run=c, then="p_3", label="Idle two", skip_if=nothing),
+        T("p_3", pool="network", run=d_, then="done", label="Busy",
+          skip_if=lambda ctx: None),
+    ), busy_status="probing", done_status="ready")
+    monkeypatch.setitem(MACHINES, "probe", m)
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+    after_first = d.handle(d.next())
+    assert [n.state for n in after_first.publish] == ["p_3"]   # one message: on to Busy
+    assert d.run() == 1
+    assert (a.runs, b.runs, c.runs, d_.runs) == (1, 0, 0, 1)
+    runs = [(r.label, r.result, r.message) for r in
+            StepRun.select().where(StepRun.service_id == SID).order_by(StepRun.id)]
+    assert runs == [("First", "success", "ok"), ("Idle one", "skip", "nothing to do here"),
+                    ("Idle two", "skip", "nothing to do here"), ("Busy", "success", "ok")]
+    assert _op().status == OpStatus.DONE
+
+
+def test_a_package_without_an_additional_disk_passes_its_three_steps_by(service, engine):
+    """The real deploy map: the additional-disk steps skip by the package alone."""
+    deploy = MACHINES["deploy"]
+    disk_steps = [t for t in deploy.transitions if "additional disk" in t.label]
+    assert len(disk_steps) == 3 and all(t.skip_if is not None for t in disk_steps)
+    fresh = replace(engine.settings, engine=replace(engine.settings.engine, catalog_cache_s=0))
+
+    def reasons() -> set[str | None]:
+        ctx = StepContext(fresh, Operation(params="{}"), Service.get_by_id(SID), None)
+        return {t.skip_if(ctx) for t in disk_steps if t.skip_if}
+
+    assert reasons() == {"no additional disk in package"}
+    Product.update(add_disk_gb=20).execute()
+    assert reasons() == {None}
 
 
 def test_a_duplicate_of_a_consumed_nudge_changes_nothing(service, engine, machine):

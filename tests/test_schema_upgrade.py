@@ -13,6 +13,10 @@ ADDED_IN_2 = {  # table -> columns migration 0002 adds
     "dns_records": ["held_by"],
 }
 ADDED_IN_3 = {"ip_addresses": ["ptr"]}  # migration 0003 (client reverse DNS)
+ADDED_IN_4 = {"products": ["traffic_quota_gb", "overage_rate_mbps"],  # 0004 (traffic overage)
+              "services": ["throttled_period"]}
+ADDED_IN_5 = {"ip_addresses": ["slot", "prefixlen"], "ip_pools": ["assign"],  # 0005: extra
+              "products": ["extra_ipv4"]}                                  # IPv4, prefixes
 
 
 def _columns(database, table: str) -> set[str]:
@@ -24,7 +28,11 @@ def _columns(database, table: str) -> set[str]:
 
 def test_a_version_1_database_gains_what_version_2_added(database):
     database.execute_sql("ALTER TABLE services DROP INDEX uq_services_live_hostname")
-    for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items()):
+    database.execute_sql("DELETE FROM ip_addresses WHERE slot > 0")  # an old one held no extras
+    database.execute_sql("ALTER TABLE ip_addresses DROP INDEX uq_ip_addresses_slot, ADD UNIQUE "
+                         "KEY uq_ip_addresses_holder (service_id, version)")
+    for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
+                           *ADDED_IN_5.items()):
         for column in columns:
             database.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
     database.execute_sql("DELETE FROM schema_version")
@@ -33,10 +41,14 @@ def test_a_version_1_database_gains_what_version_2_added(database):
         assert "suspended" not in _columns(database, "services")
         assert dbmod.apply_schema(database) == dbmod.latest_version() >= 2
         assert dbmod.apply_schema(database) == dbmod.latest_version()  # again: nothing to do
-        for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items()):
+        for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
+                               *ADDED_IN_5.items()):
             assert set(columns) <= _columns(database, table), table
         indexes = {i.name for i in database.get_indexes("services")}
         assert {"uq_services_live_hostname", "ix_services_hostname"} <= indexes
+        slots = {i.name: i.columns for i in database.get_indexes("ip_addresses")}
+        assert slots.get("uq_ip_addresses_slot") == ["service_id", "version", "slot"]
+        assert "uq_ip_addresses_holder" not in slots  # a service may hold several IPv4
     finally:  # whatever happened, later tests get the latest schema back
         database.execute_sql("DELETE FROM schema_version WHERE version > 1")
         database.execute_sql("DELETE FROM schema_version WHERE version = 1")

@@ -201,7 +201,7 @@ class Engine:
                                     upid=result.upid, node=result.node, polls=0)
         if isinstance(result, Retry):
             return self._retry(a, result)
-        return self._advance(a, result)
+        return self._advance(a, result, ctx)
 
     def _task_done_soon(self, pve: Proxmox, wait: Wait) -> bool:
         """Short tasks (config writes, a start on an idle node) end within milliseconds: look a
@@ -266,14 +266,22 @@ class Engine:
         out.log.insert(0, line)
         return out
 
-    def _advance(self, a: Attempt, result: Done) -> Outcome:
+    def _advance(self, a: Attempt, result: Done, ctx: StepContext) -> Outcome:
+        """Move on to the next step, passing by (recorded as skipped, in this same commit) the
+        steps whose ``skip_if`` says they have nothing to do."""
         kind = "warn" if result.warning else "skip" if result.skipped else "success"
-        line = self._record(a, kind, result.message, to_state=a.transition.then)
+        out = Outcome(log=[self._record(a, kind, result.message)])
+        state = a.transition.then
+        while (t := a.machine.at(state)) is not None and t.skip_if is not None:
+            reason = t.skip_if(ctx)
+            if reason is None:
+                break
+            out.log.append(self._record(a, "skip", reason, t))
+            state = t.then
         nxt = new_nudge_id()
-        cas(a.op, a.nudge, state=a.transition.then, attempt=0, nudge_id=nxt,
+        cas(a.op, a.nudge, state=state, attempt=0, nudge_id=nxt,
             prev_nudge_id=a.nudge, nudge_published=False, nudge_delay_s=0, upid=None,
             upid_node=None, polls=0, step_started_at=None, error=None)
-        out = Outcome(log=[line])
         if a.machine.at(a.op.state) is None:
             return operations.finish(a.op, a.machine, out, self.window)
         nudge = operations.nudge_for(a.op, self.machines)
@@ -281,16 +289,19 @@ class Engine:
         out.publish.append(nudge)
         return out
 
-    def _record(self, a: Attempt, result: str, message: str, to_state: str | None = None) -> str:
-        op, t = a.op, a.transition
-        ms = int((datetime.now() - a.started).total_seconds() * 1000)
+    def _record(self, a: Attempt, result: str, message: str,
+                passed_by: Transition | None = None) -> str:
+        """A step_runs row and the operator line for the attempt's step (or for a step the
+        engine ``passed_by`` without running it: 0 ms)."""
+        op, t = a.op, passed_by or a.transition
+        ms = 0 if passed_by else int((datetime.now() - a.started).total_seconds() * 1000)
         vmid = a.service.vmid if a.service is not None else None
         database.execute_sql(_INSERT_STEP_RUN, (
-            op.id, op.service_id, vmid, t.label, op.state, to_state or t.then, result, ms,
+            op.id, op.service_id, vmid, t.label, t.state, t.then, result, ms,
             message[:4000], self.worker[:64], datetime.now()))
         metrics.observe_step(t.pool, t.label, result, ms / 1000)
-        return oplog.step_line(op.service_id, a.machine.number(op.state), t.label, result,
-                               op.state, t.then, message, ms / 1000)
+        return oplog.step_line(op.service_id, a.machine.number(t.state), t.label, result,
+                               t.state, t.then, message, ms / 1000)
 
 
 def _seconds(s: float) -> str:

@@ -31,12 +31,13 @@ from producers.events import (
     parse_event,
     request_hash,
 )
+from pvekvm.addresses import held_row
 from pvekvm.config import EngineSettings
+from pvekvm.db import scalar
 from pvekvm.models import (
     Backup,
     BackupSchedule,
     HeldEvent,
-    IpAddress,
     Operation,
     Product,
     Service,
@@ -105,7 +106,8 @@ def _deadlocked(exc: BaseException | None) -> bool:
 
 def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
     key, digest = event.idempotency_key, request_hash(event)
-    existing = Operation.get_or_none(Operation.idempotency_key == key)
+    seen = scalar("SELECT id FROM operations WHERE idempotency_key = %s", key)
+    existing = Operation.get_by_id(seen) if seen is not None else None
     if existing is not None:
         if existing.request_hash and existing.request_hash != digest:
             raise Refused(f"idempotency key conflict: {key!r} was already used by operation "
@@ -116,7 +118,8 @@ def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
         return Outcome(publish=[again] if again else [],
                        log=[f"sid:{event.service_id} duplicate event {key}: "
                             f"operation {existing.id} already exists"])
-    held = HeldEvent.get_or_none(HeldEvent.idempotency_key == key)
+    held_id = scalar("SELECT id FROM held_events WHERE idempotency_key = %s", key)
+    held = HeldEvent.get_by_id(held_id) if held_id is not None else None
     if held is not None:
         if request_hash(parse_event(bytes(held.body))) != digest:
             raise Refused(f"idempotency key conflict: {key!r} was already used by a held event "
@@ -211,12 +214,12 @@ def _create_service(event: CreateEvent) -> None:
     if not is_valid_hostname(hostname):
         raise Refused(f"generated hostname {hostname!r} is not RFC 1123")
     hostname = hostname.lower().rstrip(".")
-    old = Service.get_or_none(Service.id == event.service_id)
-    if old is not None and old.status != "terminated":
-        raise Refused(f"service {event.service_id} already exists (status {old.status})")
+    old = scalar("SELECT status FROM services WHERE id = %s", event.service_id)
+    if old is not None and old != "terminated":
+        raise Refused(f"service {event.service_id} already exists (status {old})")
     _check_hostname_free(hostname, event.service_id)
     if old is not None:
-        old.delete_instance()
+        Service.delete().where(Service.id == event.service_id).execute()
     Service.create(id=event.service_id, client_id=event.client_id, product_id=product.id,
                    template_id=template.id, email=event.email, hostname=hostname,
                    status="pending", want_ipv6=bool(event.ipv6), language=event.language)
@@ -225,10 +228,10 @@ def _create_service(event: CreateEvent) -> None:
 def _check_hostname_free(hostname: str, service_id: int) -> None:
     """One DNS name, one live service: another's name is refused (compared case-insensitively
     by the column's collation; services.live_hostname's unique key settles a race)."""
-    holder = Service.get_or_none((Service.hostname == hostname) & (Service.id != service_id)
-                                 & (Service.status != "terminated"))
+    holder = scalar("SELECT id FROM services WHERE hostname = %s AND id <> %s "
+                    "AND status <> 'terminated' LIMIT 1", hostname, service_id)
     if holder is not None:
-        raise Refused(f"hostname {hostname!r} is held by live service {holder.id}")
+        raise Refused(f"hostname {hostname!r} is held by live service {holder}")
 
 
 def _params(event: Event, service: Service) -> dict[str, Any]:
@@ -279,8 +282,7 @@ def _params(event: Event, service: Service) -> dict[str, Any]:
 
 def _check_holds_address(service: Service, address: str) -> None:
     """Reverse DNS only for an address the service holds (the step checks again at run time)."""
-    if IpAddress.get_or_none((IpAddress.address == address)
-                             & (IpAddress.service_id == service.id)) is None:
+    if held_row(service.id, address) is None:
         raise Refused(f"address {address} is not held by service {service.id}")
 
 

@@ -6,7 +6,10 @@ from a row wholesale.
 
 Types: operation.accepted | completed | failed | paused | resumed | cancelled, event.refused,
 service.ready | suspended | terminated, usage.reported (workers/traffic.py: a service's bytes
-in/out for one UTC hour so far; billing keeps the latest per service and period).
+in/out for one UTC hour so far; billing keeps the latest per service and period),
+service.throttled | unthrottled (a throttle / unthrottle operation completed: net0 now runs at
+``rate_mbps``, the overage or the package rate, 0 = unlimited; ``period`` is the month, YYYY-MM;
+``used_bytes`` and ``quota_bytes`` what the decision saw; ``reason`` why).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pvekvm import metrics
+from pvekvm.addresses import cidr, held, host_address
 from pvekvm.messaging import Publisher
-from pvekvm.models import IpAddress, Operation, OutboxEvent, Service, database
+from pvekvm.models import Operation, OutboxEvent, Product, Service, database
 
 SERVICE_EVENT_OF_STATUS = {"ready": "service.ready", "suspended": "service.suspended",
                            "terminated": "service.terminated"}
@@ -68,11 +72,31 @@ def service_event(status: str, op: Operation) -> Pending | None:
     svc = Service.get_by_id(op.service_id)
     fields: dict[str, Any] = {"status": status}
     if type_ == "service.ready":
-        addrs = IpAddress.select().where(IpAddress.service_id == svc.id)
+        addrs = held(svc.id)  # primary first, then the additional IPv4
         fields.update(vmid=svc.vmid, node=svc.node, hostname=svc.hostname,
                       ipv4=[a.address for a in addrs if a.version == 4],
-                      ipv6=[a.address for a in addrs if a.version == 6],
+                      ipv6=[host_address(a) for a in addrs if a.version == 6],
                       os_user=svc.username)
+        prefixes = [cidr(a) for a in addrs if a.prefixlen is not None]
+        if prefixes:
+            fields["ipv6_prefixes"] = prefixes
+    return operation_event(type_, op, **fields)
+
+
+def completed_event(type_: str, op: Operation) -> Pending:
+    """A machine's own completion event (``Machine.completed_event``). ``service.throttled`` /
+    ``service.unthrottled`` carry the rate net0 now has and the decision's figures."""
+    params = json.loads(op.params or "{}")
+    fields: dict[str, Any] = {}
+    if type_ in ("service.throttled", "service.unthrottled"):
+        svc = Service.get_by_id(op.service_id)
+        product = Product.get_by_id(svc.product_id)
+        rate = product.overage_rate_mbps if type_ == "service.throttled" \
+            else product.net_rate_mbps
+        fields = {"period": str(params.get("period", ""))[:7], "product": product.name,
+                  "rate_mbps": float(rate or 0), "used_bytes": params.get("used_bytes"),
+                  "quota_bytes": params.get("quota_bytes"),
+                  "reason": str(params.get("reason", ""))[:1000]}
     return operation_event(type_, op, **fields)
 
 

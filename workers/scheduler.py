@@ -7,8 +7,11 @@
   them owed when a provider was down).
 - traffic_accounting (hourly, ``[engine] traffic_interval_s``): each VM's rrddata bytes per hour
   (workers/traffic.py); one firing across all scheduler hosts (a MariaDB lock).
+  Right after a run that was not skipped, the overage pass (workers/overage.py) throttles
+  services over their package's monthly traffic quota.
 - snapshots_and_backups (every minute): delete snapshots past their package lifetime; start
-  today's scheduled backups once their random time of day has passed.
+  today's scheduled backups once their random time of day has passed; the overage pass over
+  throttled services (the package rate back at a new month or after a package change).
 
 Each run prints the manual's summary line, ``[reconcile] Done (0.1s) — processed: 2, errors: 0``
 (processed: operations nudged or started, DNS records brought in step; errors: items that
@@ -36,7 +39,7 @@ from pvekvm import dns, dnssync, logs, messaging, metrics, preflight, proxmox
 from pvekvm.config import Settings
 from pvekvm.db import bind
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
-from workers import operations, outbox, traffic
+from workers import operations, outbox, overage, traffic
 from workers.consumer import park
 from workers.intake import expired_held_events
 from workers.operations import OpStatus
@@ -223,6 +226,7 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
         try:
             run.processed += expire_snapshots_once(pub)
             run.processed += run_backup_schedules_once(pub)
+            run.processed += overage.run_once(pub, throttled_only=True).started
         finally:
             pub.close()
 
@@ -234,6 +238,8 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
         try:
             result = traffic.run_once(proxmox.client(settings.proxmox), pub,
                                       min_gap_s=settings.engine.traffic_interval_s / 2)
+            if not result.skipped:
+                run.processed += overage.run_once(pub).started
         finally:
             pub.close()
         run.processed += result.services

@@ -25,6 +25,7 @@ from producers.events import (
 )
 from pvekvm import messaging
 from pvekvm import secrets as secretbox
+from pvekvm.addresses import cidr, held, held_row, host_address
 from pvekvm.api import pve, schemas
 from pvekvm.api.auth import Principal, authenticate, client_token
 from pvekvm.config import Settings
@@ -32,7 +33,6 @@ from pvekvm.models import (
     AuditLog,
     Backup,
     BackupSchedule,
-    IpAddress,
     Operation,
     Product,
     Service,
@@ -161,15 +161,17 @@ def _pve_or_503(settings: Settings, method: str, path: str, **params: Any) -> An
 def get_service(svc: Svc, settings: Cfg) -> schemas.ServiceView:
     """Status, placement, addresses, product, the running operation and live power state."""
     product = Product.get_or_none(Product.id == svc.product_id)
-    addresses = IpAddress.select().where(IpAddress.service_id == svc.id).order_by(
-        IpAddress.version)
+    addresses = held(svc.id)
     live, unreachable, error = _live(settings, svc)
     return schemas.ServiceView(
         id=svc.id, client_id=svc.client_id, status=svc.status, vmid=svc.vmid, node=svc.node,
         hostname=svc.hostname, product=product.name if product else None,
-        addresses=[schemas.Address(address=a.address, version=a.version) for a in addresses],
+        addresses=[schemas.Address(address=host_address(a), version=a.version,
+                                   primary=a.slot == 0, routed_prefix=None if a.prefixlen is None
+                                   else cidr(a)) for a in addresses],
         operation=_current(svc), live=live, proxmox_unreachable=unreachable,
-        proxmox_error=error)
+        proxmox_error=error, throttled_period=f"{svc.throttled_period:%Y-%m}"
+        if svc.throttled_period else None)
 
 
 @router.get("/services/{service_id}/credentials", response_model=schemas.Credentials,
@@ -406,8 +408,7 @@ async def _order_rdns(svc: Service, who: Principal, request: Request, settings: 
     except InvalidEvent as exc:
         raise HTTPException(422, exc.reason) from None
     address = event.address  # type: ignore[attr-defined]  # canonical form
-    if IpAddress.get_or_none((IpAddress.address == address)
-                             & (IpAddress.service_id == svc.id)) is None:
+    if held_row(svc.id, address) is None:
         raise HTTPException(409, f"address {address} is not held by service {svc.id}")
     try:
         await run_in_threadpool(_publish, settings, event.to_json(), event.routing_key,

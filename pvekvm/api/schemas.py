@@ -13,8 +13,13 @@ class Problem(BaseModel):
 
 
 class Address(BaseModel):
-    address: str
+    address: str = Field(description="an address the VM is configured with (for a routed "
+                         "prefix, its first host address)")
     version: int
+    primary: bool = Field(True, description="the VM's main address of this version; false: "
+                          "an additional IPv4 (on its own NIC)")
+    routed_prefix: str | None = Field(None, description="the IPv6 prefix routed to the VM, "
+                                      "e.g. 2001:db8:100:5::/64")
 
 
 class StepLine(BaseModel):
@@ -69,6 +74,9 @@ class ServiceView(BaseModel):
     proxmox_unreachable: bool = Field(
         description="true when Proxmox did not answer within the API's short timeout")
     proxmox_error: str | None = Field(description="Proxmox answered, but with this error")
+    throttled_period: str | None = Field(
+        None, description="YYYY-MM: the month (UTC) the VM is throttled for, its traffic over "
+        "the package's quota (net0 at the overage rate); null = the package rate")
 
 
 class Credentials(BaseModel):

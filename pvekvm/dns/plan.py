@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pvekvm.validation import is_valid_hostname, is_valid_ip
@@ -270,18 +270,24 @@ def ptr_name(ip: str, zones: dict[str, ZoneConfig]) -> tuple[str, str] | None:
 
 def plan_records(
     hostname: str, ipv4: list[str], ipv6: list[str], zones: list[ZoneConfig],
-    ptr_hosts: Mapping[str, str] | None = None,
+    ptr_hosts: Mapping[str, str] | None = None, ptr_only: Sequence[str] = (),
 ) -> list[DnsRecord]:
     """A/AAAA records in the longest configured zone containing ``hostname``, and a PTR for each
     address in the most specific configured reverse zone covering it (IPv4 /8-/24 octet zones,
     RFC 2317 classless zones "0-63.c.b.a.in-addr.arpa" / "0/26.c.b.a.in-addr.arpa", IPv6 nibble
     zones). Addresses or host names without a zone get no record. ``ptr_hosts`` maps an address
-    to the name its PTR gives instead of ``hostname`` (client reverse DNS). ValueError for an
-    invalid host name, address or zone, before anything else."""
+    to the name its PTR gives instead of ``hostname`` (client reverse DNS). ``ptr_only`` are
+    further addresses (a service's additional IPv4) that get a PTR but no A/AAAA: the host
+    name resolves to its primary addresses only. ValueError for an invalid host name, address
+    or zone, before anything else."""
     host = normalize_hostname(hostname)
     ptrs = {str(ipaddress.ip_address(ip)): normalize_hostname(name)
             for ip, name in (ptr_hosts or {}).items()}
     v4, v6 = _check_ips(ipv4, ipv6)
+    if isinstance(ptr_only, str):
+        raise ValueError("ptr_only must be a list of addresses")
+    extra4, extra6 = _check_ips([a for a in ptr_only if ":" not in str(a)],
+                                [a for a in ptr_only if ":" in str(a)])
     by_name = check_zones(zones)
     records: list[DnsRecord] = []
     fwd = forward_zone(host, by_name)
@@ -289,7 +295,7 @@ def plan_records(
         ttl = zone_ttl(by_name[fwd])
         records += [DnsRecord(fwd, host, "A", ip, ttl) for ip in v4]
         records += [DnsRecord(fwd, host, "AAAA", ip, ttl) for ip in v6]
-    for ip in v4 + v6:
+    for ip in v4 + v6 + [a for a in extra4 + extra6 if a not in v4 + v6]:
         found = ptr_name(ip, by_name)
         if found is not None:
             zone, name = found

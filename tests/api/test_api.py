@@ -6,7 +6,7 @@ import json
 import socket
 import time
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime
 
 import pytest
 import requests
@@ -18,7 +18,7 @@ from pvekvm.config import ProxmoxSettings
 from pvekvm.models import AuditLog, IpAddress, Operation, Service
 from tests.api.conftest import BILLING_TOKEN, CLIENT_KEY, SID_A, SID_B, ApiEnv
 from tests.api.server import ApiServer, api_command
-from tests.e2e.harness import describe_ops, wait_until, write_config
+from tests.e2e.harness import all_ready, describe_ops, wait_until, write_config
 
 TOKEN = BILLING_TOKEN
 
@@ -58,7 +58,8 @@ def test_service_view_carries_live_state_from_proxmox(api_env: ApiEnv):
     ip = IpAddress.get((IpAddress.service_id == SID_A) & (IpAddress.version == 4)).address
     assert (a["status"], a["vmid"], a["node"], a["product"]) == ("ready", svc.vmid, svc.node,
                                                                  "vps-small")
-    assert {"address": ip, "version": 4} in a["addresses"] and a["hostname"] == svc.hostname
+    assert {"address": ip, "version": 4, "primary": True, "routed_prefix": None} in \
+        a["addresses"] and a["hostname"] == svc.hostname
     assert a["operation"] is None and a["proxmox_unreachable"] is False
     vm = api_env.sim.vm(svc.vmid)
     assert a["live"]["power"] == vm["status"] == "running"
@@ -66,6 +67,11 @@ def test_service_view_carries_live_state_from_proxmox(api_env: ApiEnv):
     b = api_env.api.get(f"/v1/services/{SID_B}", TOKEN).json()
     assert b["status"] == "suspended" and b["live"]["power"] == "stopped"
     assert b["live"]["uptime_s"] == 0
+    assert a["throttled_period"] is None  # traffic overage: the package rate
+    Service.update(throttled_period=date(2026, 11, 1)).where(Service.id == SID_A).execute()
+    assert api_env.api.get(f"/v1/services/{SID_A}", TOKEN).json()["throttled_period"] == \
+        "2026-11"
+    Service.update(throttled_period=None).where(Service.id == SID_A).execute()
 
 
 @pytest.mark.parametrize("how", ["refused", "silent"])
@@ -321,3 +327,32 @@ def test_usage_is_served_per_hour_from_the_accounting_table(api_env: ApiEnv):
     assert api.get(f"/v1/services/{SID_A}/usage", mine,
                    params={"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"}
                    ).status_code == 422
+
+
+def test_extra_addresses_and_a_routed_prefix_in_the_view_and_their_ptrs_for_the_client(
+        api_env: ApiEnv):
+    sid, api = 7103, api_env.api
+    api_env.billing.create(service_id=sid, client_id=3, product="vps-multi", ipv6=True,
+                           email="m@example.com")
+    wait_until(all_ready([sid]), 90, "vps-multi deployed")
+    view = api.get(f"/v1/services/{sid}", TOKEN).json()["addresses"]
+    held = {(r.version, r.slot): r for r in IpAddress.select().where(IpAddress.service_id == sid)}
+    prefix = held[(6, 0)]
+    host6 = f"{prefix.address}1"  # the prefix's ::1, what the VM is configured with
+    assert view == [
+        {"address": held[(4, 0)].address, "version": 4, "primary": True, "routed_prefix": None},
+        {"address": held[(4, 1)].address, "version": 4, "primary": False, "routed_prefix": None},
+        {"address": held[(4, 2)].address, "version": 4, "primary": False, "routed_prefix": None},
+        {"address": host6, "version": 6, "primary": True,
+         "routed_prefix": f"{prefix.address}/64"}]
+    mine = api_env.client_token(sid)
+    for address, row in ((held[(4, 2)].address, held[(4, 2)]), (host6, prefix)):
+        r = api.put(f"/v1/services/{sid}/rdns/{address}", mine, json={"hostname": "mx.m.example"})
+        assert r.status_code == 202, r.text
+        wait_until(lambda r=r: Operation.get_or_none(
+            (Operation.idempotency_key == r.json()["idempotency_key"])
+            & (Operation.status == "done")), 60, "rdns_set done")
+        assert IpAddress.get_by_id(row.id).ptr == "mx.m.example"
+    other = f"{prefix.address}2"  # inside the /64, but no PTR of ours
+    assert api.put(f"/v1/services/{sid}/rdns/{other}", mine,
+                   json={"hostname": "x.example"}).status_code == 409

@@ -1,0 +1,181 @@
+"""Traffic quota and overage: the one rule that says at which rate a service's ``net0`` runs.
+
+- Period: the calendar month in UTC (no billing anniversary is kept here), named by its first
+  day. The accounting (workers/traffic.py) books bytes to the UTC hour they moved in, so an
+  hour belongs to the month it starts in.
+- Usage in a period: ``bytes_in + bytes_out`` of the service's ``traffic_usage`` hours starting
+  in it (both directions count, as most hosts' transfer allowances do).
+- Quota: the product's ``traffic_quota_gb`` x 10^9 bytes (decimal GB, as the bytes are counted);
+  NULL = unlimited: never throttled. Over quota means usage >= quota.
+- Throttled: ``services.throttled_period`` names the month the service is throttled for (set
+  when a ``throttle`` operation completes, cleared by ``unthrottle``). Only those operations
+  write it; which one is due is :func:`decide`'s answer, given by the scheduler's overage pass.
+- Rate (:func:`net_rate`): the package's ``overage_rate_mbps`` while the service is throttled
+  for the current month *and* its package's quota is used up in it; else ``net_rate_mbps``. So
+  a reinstall or restore of a throttled VM keeps the overage rate, and a package change applies
+  the new package's rate unless the new package's quota is used up too (then its overage rate:
+  a package change never silently lifts a throttle that still holds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from peewee import fn
+
+from pvekvm.models import Product, TrafficUsage
+
+GB = 10**9
+
+
+def period_of(at: datetime) -> date:
+    """The month ``at`` lies in (its first day); a naive ``at`` is UTC."""
+    if at.tzinfo is not None:
+        at = at.astimezone(UTC)
+    return date(at.year, at.month, 1)
+
+
+def next_period(period: date) -> date:
+    return date(period.year + period.month // 12, period.month % 12 + 1, 1)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def quota_bytes(product: Product) -> int | None:
+    """The product's monthly allowance in bytes; None = unlimited."""
+    return None if product.traffic_quota_gb is None else int(product.traffic_quota_gb) * GB
+
+
+def used_bytes(service_id: int, period: date) -> int:
+    """Bytes in + out the accounting booked to hours starting in ``period``."""
+    total = (TrafficUsage.select(fn.SUM(TrafficUsage.bytes_in + TrafficUsage.bytes_out))
+             .where((TrafficUsage.service_id == service_id)
+                    & (TrafficUsage.period_start >= _midnight(period))
+                    & (TrafficUsage.period_start < _midnight(next_period(period)))).scalar())
+    return int(total or 0)
+
+
+def used_by_service(period: date) -> dict[int, int]:
+    """Bytes in + out per service in ``period`` (one query: the hourly pass)."""
+    rows = (TrafficUsage.select(TrafficUsage.service_id,
+                                fn.SUM(TrafficUsage.bytes_in + TrafficUsage.bytes_out))
+            .where((TrafficUsage.period_start >= _midnight(period))
+                   & (TrafficUsage.period_start < _midnight(next_period(period))))
+            .group_by(TrafficUsage.service_id).tuples())
+    totals: list[tuple[int, Decimal | None]] = list(rows)  # type: ignore[arg-type]
+    return {int(sid): int(total or 0) for sid, total in totals}
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day)
+
+
+def gb(n: int) -> str:
+    return f"{n / GB:.2f} GB"
+
+
+def usage_text(used: int, quota: int | None, period: date) -> str:
+    allowance = "no quota" if quota is None else f"quota {gb(quota)}"
+    return f"{gb(used)} used in {period:%Y-%m}, {allowance}"
+
+
+def over_quota(product: Product, used: int) -> bool:
+    quota = quota_bytes(product)
+    return quota is not None and used >= quota
+
+
+@dataclass(frozen=True)
+class Rate:
+    """The net0 rate a service's VM should run at, and why."""
+
+    mbps: Decimal | None  # None or 0: unlimited
+    throttled: bool
+    reason: str
+
+    @property
+    def text(self) -> str:
+        return f"{float(self.mbps):g}" if self.mbps and self.mbps > 0 else ""
+
+
+def net_rate(product: Product, throttled_period: date | None, used: int,
+             at: datetime) -> Rate:
+    """The module's rule (see the module docstring): ``used`` = usage in ``at``'s month."""
+    period = period_of(at)
+    package = Decimal(str(product.net_rate_mbps or 0))
+    if throttled_period is None or throttled_period != period:
+        return Rate(package, False, "package rate")
+    if not over_quota(product, used) or not product.overage_rate_mbps:
+        return Rate(package, False, f"package {product.name}: "
+                    f"{usage_text(used, quota_bytes(product), period)}: package rate")
+    return Rate(Decimal(str(product.overage_rate_mbps)), True,
+                f"throttled: {usage_text(used, quota_bytes(product), period)}")
+
+
+class Action(StrEnum):
+    THROTTLE = "throttle"
+    UNTHROTTLE = "unthrottle"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action | None  # None: leave as it is
+    reason: str
+
+
+def decide(product: Product, throttled_period: date | None, used: int,
+           period: date) -> Decision:
+    """What the overage pass does for one service in ``period`` (the current month), given the
+    month it is throttled for and its usage in ``period``:
+
+    - not throttled: throttle once over quota;
+    - throttled for an earlier month: a new period began: unthrottle, or throttle for the new
+      month when it is over quota already;
+    - throttled for this month but no longer over its package's quota (a package change to a
+      larger or unlimited quota): unthrottle;
+    - otherwise nothing.
+    """
+    quota = quota_bytes(product)
+    usage = usage_text(used, quota, period)
+    over = quota is not None and used >= quota
+    if throttled_period is None:
+        if over:
+            return Decision(Action.THROTTLE, f"over quota: {usage}")
+        return Decision(None, usage)
+    if throttled_period < period:
+        if over:
+            return Decision(Action.THROTTLE, f"period {period:%Y-%m} began, over quota "
+                            f"already: {usage}")
+        return Decision(Action.UNTHROTTLE, f"period {throttled_period:%Y-%m} ended: "
+                        f"{period:%Y-%m} began")
+    if throttled_period > period:
+        return Decision(None, f"throttled for a later period ({throttled_period:%Y-%m})")
+    if over:
+        return Decision(None, f"throttled: {usage}")
+    return Decision(Action.UNTHROTTLE, f"package {product.name}: {usage}")
+
+
+def overage_problem(entry: dict) -> str | None:
+    """Why a catalog product's quota settings are wrong (None: they are fine): a quota needs a
+    positive overage rate below the package rate; an overage rate needs a quota."""
+    quota, rate = entry.get("traffic_quota_gb"), entry.get("overage_rate_mbps")
+    package = entry.get("net_rate_mbps") or 0
+    if quota is None:
+        if rate is not None:
+            return "overage_rate_mbps is set but traffic_quota_gb is not (no quota to exceed)"
+        return None
+    if isinstance(quota, bool) or not isinstance(quota, int) or quota <= 0:
+        return (f"traffic_quota_gb must be a positive whole number of GB, got {quota!r} "
+                "(leave it out for unlimited traffic)")
+    if rate is None:
+        return "traffic_quota_gb is set but overage_rate_mbps is not (the rate over quota)"
+    if isinstance(rate, bool) or not isinstance(rate, int | float | Decimal) or rate <= 0:
+        return f"overage_rate_mbps must be a positive number of MB/s, got {rate!r}"
+    if isinstance(package, int | float | Decimal) and 0 < package <= rate:
+        return (f"overage_rate_mbps ({rate:g}) must be below net_rate_mbps ({package:g}): "
+                "over quota is slower")
+    return None

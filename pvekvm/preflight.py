@@ -23,6 +23,7 @@ import requests
 
 from pvekvm.config import ConfigError, Settings, load_settings
 from pvekvm.db import latest_version, redact
+from pvekvm.messaging import broker_urls
 
 EXIT_CONFIG = 2  # a setting is missing or malformed
 EXIT_DEPENDENCY = 3  # a setting is fine but what it names does not answer
@@ -126,11 +127,23 @@ def check_broker(settings: Settings, cluster: bool = True) -> list[Verdict]:
     verdict, props = broker_verdict(settings.amqp_url, _where(settings, "amqp", "AMQP_URL"))
     if verdict.failed or not cluster:
         return [verdict]
-    return [verdict] + _broker_nodes(pika.URLParameters(settings.amqp_url))
+    return [verdict] + _broker_nodes(pika.URLParameters(broker_urls(settings.amqp_url)[0]))
 
 
 def broker_verdict(url: str, where: str) -> tuple[Verdict, dict]:
-    """Connect to the broker at ``url`` (set at ``where``) and open a channel."""
+    """Connect to the broker at ``url`` (set at ``where``) and open a channel. A setting naming
+    several nodes (comma-separated) passes when one of them answers, as the workers need no
+    more; when none does, the first node's failure is the verdict."""
+    verdicts = []
+    for node_url in broker_urls(url):
+        verdict, props = _node_verdict(node_url, where)
+        if not verdict.failed:
+            return verdict, props
+        verdicts.append(verdict)
+    return verdicts[0], {}
+
+
+def _node_verdict(url: str, where: str) -> tuple[Verdict, dict]:
     params = pika.URLParameters(url)
     params.connection_attempts, params.socket_timeout = 1, 5
     params.blocked_connection_timeout, params.heartbeat = 5, 0

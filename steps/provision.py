@@ -121,6 +121,15 @@ _CLAIMS = ("SELECT o.id, o.upid, o.upid_node FROM clone_claims c "
            "ORDER BY o.created_at, o.id")
 
 
+def lock_clone_slot(slot: str) -> None:
+    """Lock the slot's row until the transaction ends, creating it the first time. One
+    statement that takes the exclusive lock at once, whether it inserts or meets the row: an
+    ``INSERT IGNORE`` meeting it takes a shared lock, and two transactions both upgrading
+    theirs to exclusive deadlock (InnoDB kills one; under load most concurrent clone attempts
+    did)."""
+    CloneSlot.insert(slot=slot).on_conflict(update={CloneSlot.slot: slot}).execute()
+
+
 def take_clone_slot(ctx: StepContext, slot: str) -> str | None:
     """PVE's storage lock lets ``clones_per_storage`` full clones run per node+storage. The
     slot's row is locked until our transaction ends (two workers never both take the last
@@ -131,8 +140,7 @@ def take_clone_slot(ctx: StepContext, slot: str) -> str | None:
     from steps.machines import CLONE_STATES
 
     limit = ctx.settings.engine.clones_per_storage
-    CloneSlot.insert(slot=slot).on_conflict_ignore().execute()
-    list(CloneSlot.select().where(CloneSlot.slot == slot).for_update())
+    lock_clone_slot(slot)
     CloneClaim.insert(operation_id=ctx.operation.id, slot=slot).on_conflict(
         update={CloneClaim.slot: slot}).execute()
     sql = _CLAIMS.format(states=", ".join(["%s"] * len(CLONE_STATES)))

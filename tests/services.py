@@ -261,3 +261,141 @@ def restart_database(database: str) -> None:
         subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background", "--exec",
                         "/usr/sbin/mariadbd"], check=True, timeout=60)
     _wait_port(port, "MariaDB")
+
+
+# --- a private MariaDB server (a test may restart or kill it; the machine's stays untouched) ---
+
+MARIADBD = "/usr/sbin/mariadbd"
+
+
+def mariadbd_unavailable_reason() -> str | None:
+    """Why a private ``mariadbd`` cannot be started here, or None when it can."""
+    import shutil
+
+    if not os.access(MARIADBD, os.X_OK) and shutil.which("mariadbd") is None:
+        return "mariadbd is not installed"
+    if shutil.which("mariadb-install-db") is None:
+        return "mariadb-install-db is not installed"
+    return None
+
+
+class PrivateMariaDB:
+    """A ``mariadbd`` of its own: datadir, port, socket and pid file under ``workdir``, root
+    without a password on 127.0.0.1. ``restart`` (SIGTERM, a clean shutdown) and ``kill``
+    (SIGKILL, crash recovery at the next start) act on this server only. Commits reach the
+    OS at each commit (flush at trx commit = 2), so a SIGKILL of the server loses none."""
+
+    def __init__(self, workdir, port: int | None = None) -> None:
+        from pathlib import Path
+
+        self.dir = Path(workdir)
+        self.port = port or free_port()
+        self.proc = None
+        self.restarts: list[str] = []  # "restart" / "kill", in order, for the report
+
+    @property
+    def server(self) -> str:
+        return f"mysql://root@127.0.0.1:{self.port}"
+
+    def url(self, database: str) -> str:
+        return f"{self.server}/{database}"
+
+    def _binary(self) -> str:
+        import shutil
+
+        return MARIADBD if os.access(MARIADBD, os.X_OK) else str(shutil.which("mariadbd"))
+
+    def _user(self) -> list[str]:
+        return ["--user=root"] if os.geteuid() == 0 else []
+
+    def init(self) -> None:
+        """An empty datadir with the system tables (mariadb-install-db, ~1 s)."""
+        import subprocess
+
+        data = self.dir / "data"
+        if (data / "mysql").exists():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            ["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--skip-test-db",
+             "--auth-root-authentication-method=normal", *self._user()],
+            capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            raise RuntimeError(f"mariadb-install-db: {done.stdout[-1000:]}{done.stderr[-1000:]}")
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and return once it answers ``SELECT 1``."""
+        import subprocess
+
+        self.init()
+        log = open(self.dir / "mariadbd.log", "ab")  # noqa: SIM115 - the server's stderr
+        self.proc = subprocess.Popen(
+            [self._binary(), "--no-defaults", f"--datadir={self.dir / 'data'}",
+             f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.dir / 'sock'}",
+             f"--pid-file={self.dir / 'pid'}", "--skip-name-resolve", "--skip-log-bin",
+             "--innodb-flush-log-at-trx-commit=2", "--innodb-buffer-pool-size=128M",
+             "--max-connections=500", *self._user()],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self._wait_answers(timeout)
+
+    def _wait_answers(self, timeout: float) -> None:
+        import pymysql
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                conn = pymysql.connect(host="127.0.0.1", port=self.port, user="root",
+                                       connect_timeout=2)
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                conn.close()
+                return
+            except pymysql.err.MySQLError as exc:
+                if self.proc is None or self.proc.poll() is not None \
+                        or time.monotonic() > deadline:
+                    tail = (self.dir / "mariadbd.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"private mariadbd did not answer ({exc}):\n{tail}") \
+                        from exc
+                time.sleep(0.2)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM: a clean shutdown (connections are cut); SIGKILL after ``timeout``."""
+        import signal
+        import subprocess
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        """Clean shutdown, then start again."""
+        self.stop()
+        self.restarts.append("restart")
+        self.start()
+
+    def kill(self) -> None:
+        """SIGKILL (a crash), then start again (InnoDB recovers)."""
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.restarts.append("kill")
+        self.start()
+
+
+@contextlib.contextmanager
+def private_mariadb(workdir) -> Iterator[PrivateMariaDB]:
+    """A started PrivateMariaDB, stopped (and its datadir left for reading) on exit."""
+    server = PrivateMariaDB(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -158,3 +158,38 @@ def test_the_step_consumer_decides_every_body_without_crashing(clean_db, databas
     outcome = engine.handle("ip", body)
     assert outcome.dead_reason is not None and not outcome.publish
     _reason_is_storable(outcome.dead_reason)
+
+
+def test_intake_decides_again_when_innodb_picks_it_as_a_deadlock_victim(catalog_db,
+                                                                        monkeypatch) -> None:
+    """A deadlock rolls the whole acceptance back; intake decides once more on what is
+    committed (the event is then accepted), instead of giving the message back to its queue,
+    where each return counts against the delivery limit. Other database errors still raise."""
+    from peewee import OperationalError
+
+    import workers.intake as intake
+
+    real, calls = intake._accept, []
+
+    def deadlocked_once(*args):
+        calls.append(1)
+        if len(calls) == 1:  # as in a nested atomic(): the savepoint went with the rollback
+            try:
+                raise OperationalError(1213, "Deadlock found when trying to get lock")
+            except OperationalError:
+                raise OperationalError(1305, "SAVEPOINT s1 does not exist") from None
+        return real(*args)
+
+    monkeypatch.setattr(intake, "_accept", deadlocked_once)
+    body = CreateEvent(service_id=4242, occurred_at="2026-01-01T00:00:00Z", client_id=1,
+                       product="vps-small", email="d@example.com").to_json()
+    outcome = handle_order(body)
+    assert outcome.dead_reason is None and len(calls) == 2
+    assert Operation.get(Operation.service_id == 4242).kind == "deploy"
+
+    def gone(*args):
+        raise OperationalError(2006, "MySQL server has gone away")
+
+    monkeypatch.setattr(intake, "_accept", gone)
+    with pytest.raises(OperationalError):
+        handle_order(body.replace(b"4242", b"4243"))

@@ -13,7 +13,7 @@ import requests
 
 from pvekvm.config import ROOT
 from pvekvm.db import latest_version
-from pvekvm.preflight import REQUIRED_PRIVILEGES, missing_privileges
+from pvekvm.preflight import REQUIRED_PRIVILEGES, broker_verdict, missing_privileges
 from pvesim.access import ROLES
 from pvesim.testing import RunningSimulator, running_simulator
 from tests.cli_env import Shell, closed_port, make_shell, remove_shell
@@ -108,6 +108,18 @@ def test_check_says_ok_per_dependency_and_fails_on_a_closed_port(shell: Shell, s
     assert lines[f"DNS powerdns {MISSING_ZONE}"].startswith(
         "FAIL zone not found on server 'localhost'")
     assert out.stdout.rstrip().endswith("2 failed")
+
+
+def test_a_broker_setting_naming_several_nodes_passes_when_one_answers(amqp_url) -> None:
+    """Workers and the scheduler start against a cluster with a node down: their start-up
+    check tries every comma-separated node (as messaging.connect does), and fails only when
+    none answers, naming the first."""
+    down = f"amqp://guest:guest@127.0.0.1:{closed_port()}/%2F"
+    verdict, _ = broker_verdict(f"{down},{amqp_url}", "AMQP_URL")
+    assert verdict.status == "ok", verdict.detail
+    verdict, _ = broker_verdict(f"{down},{down}", "AMQP_URL")
+    assert verdict.failed and verdict.detail.startswith(
+        f"cannot reach 127.0.0.1:{down.split(':')[3].split('/')[0]} (AMQP_URL")
 
 
 def test_check_names_the_privileges_a_token_lacks(shell: Shell, sim, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
+from peewee import OperationalError
 
 from pvekvm.config import EngineSettings, Settings
 from pvekvm.models import Operation, Product, Service, StepRun, Template, database
@@ -205,6 +206,44 @@ def test_a_locked_row_puts_the_message_back_on_a_short_delay(service, engine, ma
     assert [(n.nudge_id, n.delay_s) for n in out.publish] == [(nudge.nudge_id, BUSY_DELAY_S)]
     assert a.runs == 0
     assert d.run() == 1 and a.runs == 1
+
+
+def test_a_deadlock_victim_comes_back_on_a_short_delay_not_to_the_queue(service, engine,
+                                                                       machine):
+    """InnoDB rolled the whole attempt back: the same nudge comes again shortly (the message
+    is acked), instead of the message going back to its queue, where each return counts
+    against the delivery limit and the tenth would park it unexplained."""
+    a = Probe(OperationalError(1213, "Deadlock found when trying to get lock"), Done("ok"))
+    machine(a)
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+    nudge = d.next()
+    version = _op().version
+    out = d.handle(nudge)
+    assert [(n.nudge_id, n.delay_s) for n in out.publish] == [(nudge.nudge_id, BUSY_DELAY_S)]
+    assert _op().version == version and StepRun.select().count() == 0
+    assert d.run() == 1 and a.runs == 2
+    assert _op().status == OpStatus.DONE
+
+
+def test_a_deadlock_inside_a_savepoint_is_recognised_under_the_error_it_causes(
+        service, engine, machine):
+    """A deadlock in a nested atomic() surfaces as 'SAVEPOINT does not exist' (InnoDB rolled
+    everything back): the nudge still comes again shortly."""
+    def savepoint_gone() -> StepResult:
+        try:
+            raise OperationalError(1213, "Deadlock found when trying to get lock")
+        except OperationalError:
+            raise OperationalError(1305, "SAVEPOINT s1 does not exist") from None
+
+    a = Probe(savepoint_gone, Done("ok"))
+    machine(a)
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+    nudge = d.next()
+    out = d.handle(nudge)
+    assert [(n.nudge_id, n.delay_s) for n in out.publish] == [(nudge.nudge_id, BUSY_DELAY_S)]
+    assert d.run() == 1 and _op().status == OpStatus.DONE
 
 
 def test_faults_back_off_on_the_delay_tiers_then_pause(service, engine, machine):

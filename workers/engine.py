@@ -49,8 +49,21 @@ from workers.operations import FINISHED, LostRace, OpStatus, cas, new_nudge_id
 from workers.outcome import Nudge, Outcome, read_step_message
 
 log = logging.getLogger("pvekvm.engine")
-LOCK_BUSY = (1205, 3572)  # lock wait timeout / NOWAIT refused
+# lock wait timeout / NOWAIT refused / deadlock victim (InnoDB rolled the transaction back):
+# nothing of the attempt is committed, so the same nudge comes again after a short delay
+# instead of going back to the queue (where each return counts against its delivery limit)
+LOCK_BUSY = (1205, 3572, 1213)
 BUSY_DELAY_S = 0.25       # a duplicate delivery waits this long for the row lock
+
+
+def _lock_busy(exc: BaseException | None) -> bool:
+    """A LOCK_BUSY error, or one raised while handling it (a deadlock inside a nested
+    ``atomic()`` surfaces as 'SAVEPOINT does not exist': InnoDB already rolled it all back)."""
+    while exc is not None:
+        if isinstance(exc, OperationalError) and exc.args and exc.args[0] in LOCK_BUSY:
+            return True
+        exc = exc.__context__
+    return False
 # The statements every step message runs, written once (peewee's SQL building costs more than
 # the round trip on this hot path).
 _LOCK_OPERATION = "SELECT * FROM operations WHERE id = %s FOR UPDATE NOWAIT"
@@ -114,7 +127,7 @@ class Engine:
         except LostRace:
             return Outcome()
         except OperationalError as exc:
-            if exc.args and exc.args[0] in LOCK_BUSY:
+            if _lock_busy(exc):
                 return Outcome(publish=[Nudge(pool, op_id, nudge, state, BUSY_DELAY_S)])
             raise
 

@@ -21,7 +21,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from peewee import IntegrityError
+from peewee import IntegrityError, OperationalError
 
 from producers.events import (
     BackupScheduleEvent,
@@ -66,6 +66,7 @@ KIND_OF: dict[str, str] = {
     "power": "power", "rdns_set": "rdns_set", "rdns_reset": "rdns_reset",
 }
 LIVE = ("terminated",)
+DEADLOCK = 1213  # InnoDB chose this transaction as a deadlock's victim and rolled it back
 DEFAULTS = EngineSettings()  # a service in any other status holds its host name
 
 
@@ -77,10 +78,13 @@ def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
         try:
             with database.atomic():
                 return _accept(event, body, engine)
-        except (IntegrityError, Refused) as exc:
+        except (IntegrityError, Refused, OperationalError) as exc:
             # Lost a race: a copy of this event (or an order for the same host name) committed
-            # between our reads. Decide again on what is committed now: a copy is then a quiet
-            # duplicate, not a refusal.
+            # between our reads, or InnoDB rolled us back as a deadlock's victim (an operation
+            # of the same service starting at once). Decide again on what is committed now: a
+            # copy is then a quiet duplicate, not a refusal.
+            if isinstance(exc, OperationalError) and not _deadlocked(exc):
+                raise
             if isinstance(exc, Refused) and not Operation.select().where(
                     Operation.idempotency_key == event.idempotency_key).exists():
                 raise
@@ -88,6 +92,16 @@ def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
                 return _accept(event, body, engine)
     except (InvalidEvent, Refused) as exc:
         return Outcome(dead_reason=str(exc))
+
+
+def _deadlocked(exc: BaseException | None) -> bool:
+    """A deadlock, or an error raised while handling one (inside a nested ``atomic()`` it
+    surfaces as 'SAVEPOINT does not exist')."""
+    while exc is not None:
+        if isinstance(exc, OperationalError) and exc.args[:1] == (DEADLOCK,):
+            return True
+        exc = exc.__context__
+    return False
 
 
 def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:

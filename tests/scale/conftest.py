@@ -1,16 +1,21 @@
 """Fixtures of the scale tests: pvesim and an SMTP sink (as tests/e2e), a private three-node
-RabbitMQ cluster for the session, and settings bound to it."""
+RabbitMQ cluster for the session, settings bound to it, and a private MariaDB server (its own
+``mariadbd``) a test may restart or kill without touching the machine's."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from peewee import MySQLDatabase
 
-from pvekvm import messaging
+from pvekvm import db as dbmod
+from pvekvm import messaging, models
 from pvekvm.config import Settings
+from tests import services
 from tests.e2e.conftest import settings, sim, sink  # noqa: F401 - the same fixtures
 from tests.e2e.harness import load_catalog, make_settings
 from tests.scale.cluster import Cluster
@@ -48,5 +53,56 @@ def cluster_settings(tmp_path, cluster, cluster_topology, database_url, clean_db
                      sink) -> Settings:  # noqa: F811
     s = make_settings(tmp_path, cluster.urls, database_url, cluster_topology.namespace,
                       sim.connection, sink.settings())
+    load_catalog(s)
+    return s
+
+
+@pytest.fixture(scope="session")
+def private_mariadb(tmp_path_factory) -> Iterator[services.PrivateMariaDB]:
+    """A ``mariadbd`` of this session's own (datadir under pytest's temp directory, a free
+    port): tests restart or SIGKILL it (``.restart()`` / ``.kill()``), never the machine's
+    server. Skipped, with the reason, where mariadbd is missing or cannot start."""
+    why = services.mariadbd_unavailable_reason()
+    if why:
+        pytest.skip(f"no private MariaDB here: {why}")
+    workdir = tmp_path_factory.mktemp("mariadb")
+    server = services.PrivateMariaDB(workdir)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        server.stop()
+        pytest.skip(f"a private mariadbd cannot start here: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir / "data", ignore_errors=True)  # ~100 MB; its log stays
+
+
+@pytest.fixture()
+def private_database(private_mariadb: services.PrivateMariaDB) -> Iterator[MySQLDatabase]:
+    """This test's database on the private server: schema applied, every table emptied, and
+    the models bound to it for the test (the previous binding is put back afterwards)."""
+    url = private_mariadb.url(services.test_name())
+    dbmod.create_database(url)
+    previous = models.database.obj
+    db = dbmod.bind(url)
+    try:
+        dbmod.apply_schema(db)
+        dbmod.reset_data(db)
+        yield db
+    finally:
+        db.close()
+        if previous is not None:
+            models.database.initialize(previous)
+
+
+@pytest.fixture()
+def private_db_cluster_settings(tmp_path, cluster, cluster_topology, private_mariadb,
+                                private_database, sim, sink) -> Settings:  # noqa: F811
+    """As ``cluster_settings``, but the database is on the private server (the example
+    catalog loaded; a test adds what it needs)."""
+    s = make_settings(tmp_path, cluster.urls, private_mariadb.url(services.test_name()),
+                      cluster_topology.namespace, sim.connection, sink.settings())
     load_catalog(s)
     return s

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+import zlib
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +22,12 @@ from tests.e2e.harness import load_catalog, make_settings
 from tests.scale.cluster import Cluster
 
 
+def cluster_port(name: str) -> int:
+    """The first AMQP port of this run's cluster: 5713 for the default test name, another
+    block of ten per other name (checkouts running side by side on one machine)."""
+    return 5713 if name == "pvekvm_test" else 5723 + 10 * (zlib.crc32(name.encode()) % 60)
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     """Started once per session and stopped at its end (no process is left behind)."""
@@ -28,7 +35,8 @@ def cluster() -> Iterator[Cluster]:
     if why:
         pytest.skip(f"no RabbitMQ cluster here: {why}")
     name = os.environ.get("PVEKVM_TEST_NAME", "pvekvm_test")
-    c = Cluster(name=name, vhost=name, port=int(os.environ.get("PVEKVM_CLUSTER_PORT", "5713")))
+    c = Cluster(name=name, vhost=name, port=int(os.environ.get("PVEKVM_CLUSTER_PORT",
+                                                               cluster_port(name))))
     c.start()
     try:
         yield c

@@ -181,7 +181,7 @@ CREATE TABLE IF NOT EXISTS operations (
   finished_at     DATETIME(3)  NULL,
   UNIQUE KEY uq_operations_idempotency (idempotency_key),
   UNIQUE KEY uq_operations_active (active_service),
-  KEY ix_operations_service (service_id),
+  KEY ix_operations_service_status (service_id, status, id), -- next queued: FOR UPDATE
   KEY ix_operations_progress (status, updated_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 

@@ -35,6 +35,8 @@ def test_a_version_1_database_gains_what_version_2_added(database):
                            *ADDED_IN_5.items()):
         for column in columns:
             database.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+    database.execute_sql("ALTER TABLE operations DROP INDEX ix_operations_service_status, "
+                         "ADD KEY ix_operations_service (service_id)")
     database.execute_sql("DELETE FROM schema_version")
     database.execute_sql("INSERT INTO schema_version (version, name) VALUES (1, 'baseline')")
     try:
@@ -49,6 +51,9 @@ def test_a_version_1_database_gains_what_version_2_added(database):
         slots = {i.name: i.columns for i in database.get_indexes("ip_addresses")}
         assert slots.get("uq_ip_addresses_slot") == ["service_id", "version", "slot"]
         assert "uq_ip_addresses_holder" not in slots  # a service may hold several IPv4
+        ops = {i.name: i.columns for i in database.get_indexes("operations")}  # 0006
+        assert ops.get("ix_operations_service_status") == ["service_id", "status", "id"]
+        assert "ix_operations_service" not in ops
     finally:  # whatever happened, later tests get the latest schema back
         database.execute_sql("DELETE FROM schema_version WHERE version > 1")
         database.execute_sql("DELETE FROM schema_version WHERE version = 1")

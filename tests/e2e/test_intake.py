@@ -11,6 +11,7 @@ from producers.events import CreateEvent
 from pvekvm import messaging
 from pvekvm.models import DeadLetter, Operation, Service
 from tests.e2e.harness import InProcessWorkers, all_ready, dead_queue, wait_until
+from workers.consumer import INTAKE, WorkerProcess, all_pools
 
 GOOD = {"version": 1, "type": "create", "idempotency_key": "bad-1", "service_id": 901,
         "client_id": 5, "product": "vps-small", "email": "a@example.com"}
@@ -85,3 +86,15 @@ def _all_vms(sim) -> dict[int, dict]:
     with sim.sim.cluster.lock:
         return {vmid: vm for vmid, vm in sim.sim.cluster.vms.items()
                 if vm["config"].get("template") not in ("1", 1)}
+
+
+@pytest.mark.parametrize(("pools", "step_threads", "intake_threads"), [
+    (None, 3, 1), (["clone", "disks"], 3, 0), (["intake"], 0, 1)])
+def test_billing_events_have_a_worker_thread_of_their_own(settings, pools, step_threads,
+                                                         intake_threads):
+    """Intake's one active consumer never shares a thread (and its message loop) with step
+    consumers, so under a burst an order does not wait behind prefetched step messages."""
+    proc = WorkerProcess(settings, pools or all_pools(), 3, metrics_port=None)
+    kinds = [INTAKE if t.pools == [INTAKE] else "steps" for t in proc.threads]
+    assert kinds.count("steps") == step_threads and kinds.count(INTAKE) == intake_threads
+    assert all(INTAKE not in t.pools for t in proc.threads if t.pools != [INTAKE])

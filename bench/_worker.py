@@ -8,7 +8,9 @@ functions (``pvekvm.mail.send``, pymysql's ``Cursor.execute``). Per handled mess
 in seconds:
 
 - ``total``   the whole delivery callback: DB connect, handle, publish (confirmed), mark, ack;
-- ``handle``  ``Engine.handle`` (the observer's first figure; 0 for intake messages);
+- ``handle``  ``Engine.handle_nudge``, summed over the steps the delivery ran (a delivery
+  runs the next steps of its operation in a row when this process serves their pools; 0
+  for intake messages); ``steps`` how many;
 - ``pve``     time inside Proxmox HTTP calls (the observer's second figure);
 - ``inline``  always 0 (kept for the column layout): the pauses between task-status looks are
   counted as Proxmox time by ``Proxmox.wait_for_task``;
@@ -49,7 +51,7 @@ from workers.consumer import WorkerProcess, WorkerThread, all_pools  # noqa: E40
 
 _local = threading.local()
 _samples: list[tuple] = []
-FIELDS = ["pool", "total", "handle", "pve", "inline", "smtp", "db", "nq"]
+FIELDS = ["pool", "total", "handle", "pve", "inline", "smtp", "db", "nq", "steps"]
 _samples_lock = threading.Lock()
 _profiles: list[cProfile.Profile] = []
 _census: dict[str, int] = {}  # statement text (placeholders, not values) -> times executed
@@ -67,7 +69,7 @@ class _Measure:
 
     def message_started(self, pool: str) -> None:
         _local.handle = _local.pve = _local.inline = _local.smtp = _local.db = 0.0
-        _local.nq = 0
+        _local.nq = _local.steps = 0
         _local.pve0 = Proxmox.time_spent()
         prof = getattr(_local, "prof", None)
         if self.profile and prof is None:  # one profiler per thread, of its CPU time
@@ -77,7 +79,10 @@ class _Measure:
             prof.enable()
 
     def step_handled(self, pool: str, handle_s: float, pve_s: float) -> None:
-        _local.handle, _local.pve = handle_s, pve_s
+        # a delivery may run several steps of its operation in a row (workers.consumer chains)
+        _local.handle += handle_s
+        _local.pve += pve_s
+        _local.steps += 1
 
     def message_done(self, pool: str, seconds: float) -> None:
         prof = getattr(_local, "prof", None)
@@ -86,7 +91,7 @@ class _Measure:
         pve = _local.pve if _local.handle else Proxmox.time_spent() - _local.pve0
         with _samples_lock:
             _samples.append((pool, seconds, _local.handle, pve, _local.inline, _local.smtp,
-                             _local.db, _local.nq))
+                             _local.db, _local.nq, _local.steps))
 
 
 def _profile_whole_threads() -> None:

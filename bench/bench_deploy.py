@@ -419,8 +419,8 @@ def fmt_s(s: float) -> str:
 
 
 def print_statements(counts: dict[str, int], messages: int, top: int = 25) -> None:
-    """The statements the workers ran, most frequent first, per step message."""
-    print(f"\nSQL statements per step message ({sum(counts.values()) / messages:.2f} in all):")
+    """The statements the workers ran, most frequent first, per step run."""
+    print(f"\nSQL statements per step ({sum(counts.values()) / messages:.2f} in all):")
     for text, n in sorted(counts.items(), key=lambda kv: -kv[1])[:top]:
         print(f"  {n / messages:6.3f}  {' '.join(text.split())[:150]}")
 
@@ -452,7 +452,8 @@ def report(run: Run, extra_n: list[int], by_pool: bool = False,
     full = [(r[1] - r[3] - r[4] - r[5]) * ms for r in steps]         # whole message, no I/O
     pve = [r[3] * ms for r in steps]
     wall = run.ready_s
-    n_msgs = len(steps)
+    n_msgs = len(steps)                                    # step deliveries from the broker
+    n_steps = sum(r[8] if len(r) > 8 else 1 for r in steps)  # steps run (chains included)
     pve_calls_per_order = sum(r[3] for r in steps) / run.orders
     task_per_order = run.task_s / run.orders
     per_order = pve_calls_per_order + task_per_order
@@ -465,9 +466,11 @@ def report(run: Run, extra_n: list[int], by_pool: bool = False,
         ("services ready", f"{run.ready}/{run.orders}"
          + (f"   paused: {run.paused}" if run.paused else "")),
         ("orders/min", f"{run.orders / wall * 60:.0f}" if wall == wall else "n/a"),
-        ("step messages/s", f"{n_msgs / wall:.0f}   [{n_msgs} step messages = "
-         f"{n_msgs / run.orders:.1f}/order; {len(intake)} intake; step_runs {run.step_runs}]"
-         if wall == wall else f"n/a ({n_msgs} step messages)"),
+        ("steps run/s", f"{n_steps / wall:.0f}   [{n_steps} steps = "
+         f"{n_steps / run.orders:.1f}/order, of which {n_msgs} delivered by the broker "
+         f"({n_msgs / run.orders:.1f}/order) and the rest run in a chain; {len(intake)} intake; "
+         f"step_runs {run.step_runs}]"
+         if wall == wall else f"n/a ({n_steps} steps)"),
         ("engine overhead/step p50 p95", f"{pct(over, 50):.1f} ms  {pct(over, 95):.1f} ms"
          f"   (observer: handle - Proxmox calls; mean {sum(over) / max(1, n_msgs):.1f})"),
         ("  engine work only p50 p95", f"{pct(engine, 50):.1f} ms  {pct(engine, 95):.1f} ms"
@@ -477,8 +480,9 @@ def report(run: Run, extra_n: list[int], by_pool: bool = False,
         ("  whole message, no I/O p50 p95", f"{pct(full, 50):.1f} ms  {pct(full, 95):.1f} ms"
          "   (delivery callback minus Proxmox, inline waits, SMTP)"),
         ("whole message mean breakdown", breakdown(steps)),
-        ("worker CPU per step message", f"{run.worker_cpu_s / max(1, n_msgs) * 1000:.1f} ms"
-         f"   (worker processes' user+sys CPU while serving / step messages; incl. intake, "
+        ("worker CPU per step", f"{run.worker_cpu_s / max(1, n_steps) * 1000:.1f} ms"
+         f"   (per step delivery {run.worker_cpu_s / max(1, n_msgs) * 1000:.1f} ms; worker "
+         "processes' user+sys CPU while serving / steps run; incl. intake, "
          "proxmoxer/TLS client work and idle polling)"),
         ("CPU per order: workers / pvesim",
          f"{run.worker_cpu_s / max(1, run.orders) * 1000:.0f} ms / "
@@ -512,10 +516,11 @@ def report(run: Run, extra_n: list[int], by_pool: bool = False,
     if by_pool:
         print_by_pool(run.samples)
     if statements:
-        print_statements(run.statements, max(1, n_msgs))
+        print_statements(run.statements, max(1, n_steps))
     sys.stdout.flush()
     return {"orders": run.orders, "scale": run.scale, "procs": run.procs,
             "concurrency": run.concurrency, "wall_s": wall, "messages": n_msgs,
+            "steps": n_steps,
             "overhead_p50": pct(over, 50), "overhead_p95": pct(over, 95),
             "engine_p50": pct(engine, 50), "engine_p95": pct(engine, 95),
             "follow_p50": pct(follow, 50), "follow_p95": pct(follow, 95),
@@ -524,7 +529,8 @@ def report(run: Run, extra_n: list[int], by_pool: bool = False,
             "path": run.path, "floor_s": run.floor[0], "first_ready_s":
             run.ready_at[0] if run.ready_at else math.nan,
             "p50_ready_s": pct(run.ready_at, 50),
-            "cpu_per_step_ms": run.worker_cpu_s / max(1, n_msgs) * 1000}
+            "cpu_per_step_ms": run.worker_cpu_s / max(1, n_steps) * 1000,
+            "cpu_per_order_ms": run.worker_cpu_s / max(1, run.orders) * 1000}
 
 
 def ready_figures(run: Run) -> str:
@@ -539,7 +545,7 @@ def ready_figures(run: Run) -> str:
 
 
 def breakdown(steps: list[tuple]) -> str:
-    """Mean per step message: where the delivery callback's time goes."""
+    """Mean per step delivery: where the delivery callback's time goes."""
     if not steps:
         return "n/a"
     n = len(steps)
@@ -578,7 +584,7 @@ def main() -> int:
                     "changes without editing the tree)")
     ap.add_argument("--by-pool", action="store_true", help="also print a per-pool table")
     ap.add_argument("--statements", action="store_true",
-                    help="also print the SQL statements the workers ran, per step message")
+                    help="also print the SQL statements the workers ran, per step run")
     ap.add_argument("--name", default=os.environ.get("BENCH_NAME", "pvekvm_bench"),
                     help="database and RabbitMQ vhost of the runs (env BENCH_NAME; default "
                     "pvekvm_bench); the vhost is created when missing (rabbitmqctl)")

@@ -18,6 +18,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from pvekvm import metrics
 from pvekvm.config import ProxmoxSettings
+from pvekvm.pvehttp import PveSession, TransportError
 
 # 5xx answers that retrying cannot fix.
 _PERMANENT = re.compile(
@@ -55,6 +56,8 @@ def _classify(exc: Exception) -> ProxmoxError:
                      and not _PERMANENT.search(detail))
         return ProxmoxError(detail or f"HTTP {exc.status_code}", transient=transient,
                             status=exc.status_code)
+    if isinstance(exc, TransportError):
+        return ProxmoxError(f"connection problem: {exc}", transient=True, not_sent=exc.not_sent)
     if isinstance(exc, requests.RequestException):
         not_sent = isinstance(exc, requests.ConnectTimeout) or (
             isinstance(exc, requests.ConnectionError)
@@ -95,9 +98,9 @@ class Proxmox:
             settings.host, port=settings.port, user=user, token_name=token,
             token_value=settings.token_secret, verify_ssl=settings.ca_bundle,
             backend="https", timeout=timeout)
-        session = self._api._store.get("session")
-        if session is not None:  # no proxy-variable scan of the environment on every call
-            session.trust_env = False
+        token_header = f"PVEAPIToken={settings.token_id}={settings.token_secret}"
+        self._api._store["session"] = PveSession(settings.host, settings.port, token_header,
+                                                 settings.ca_bundle, timeout)
 
     @classmethod
     def time_spent(cls) -> float:

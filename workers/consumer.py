@@ -27,7 +27,7 @@ from pvekvm.redact import redact_body, safe_reason
 from workers import operations, outbox
 from workers.engine import Engine
 from workers.intake import handle_order
-from workers.outcome import Outcome
+from workers.outcome import Nudge, Outcome
 
 log = logging.getLogger("pvekvm.worker")
 oplog = logging.getLogger("pvekvm.steps")
@@ -40,6 +40,10 @@ def _database_unreachable(exc: Exception) -> bool:
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
     return isinstance(exc, InterfaceError) or code in _UNREACHABLE
 PREFETCH_PER_THREAD = 2
+# Steps of one operation a thread runs in a row after the message in hand (the message is
+# acked after the last): a continuation skips the broker; a crash mid-chain leaves the next
+# nudge committed and unpublished, which the redelivered message or the reconciler sends.
+CHAIN_STEPS = 32
 
 
 class Observer(Protocol):
@@ -159,12 +163,40 @@ class WorkerThread(threading.Thread):
 
     def _follow_up(self, outcome: Outcome, publisher: messaging.Publisher, body: bytes,
                    pool: str) -> None:
-        for line in outcome.log:
-            oplog.info("%s", line)
+        """Print, park and publish what ``outcome`` owes; the next step of the same operation,
+        when this thread serves its pool and it is due now, runs here at once (up to
+        ``CHAIN_STEPS`` in a row) instead of a round trip through the broker."""
         refused = [(body, outcome.dead_reason)] if outcome.dead_reason else []
-        for message, reason in refused + outcome.parked:
-            park(publisher, pool, message, reason)
-        operations.deliver(outcome, publisher)
+        for step in range(CHAIN_STEPS + 1):
+            for line in outcome.log:
+                oplog.info("%s", line)
+            for message, reason in refused + outcome.parked:
+                park(publisher, pool, message, reason)
+            refused = []
+            nxt = self._continuation(outcome, last=step == CHAIN_STEPS)
+            operations.deliver(outcome, publisher)
+            if nxt is None:
+                return
+            try:
+                outcome = self.engine.handle_nudge(nxt)
+            except Exception:
+                # its state is committed and its nudge unpublished: send it the usual way
+                log.exception("%s: step of operation %s failed in a chain; it goes through "
+                              "the broker", self.name, nxt.operation_id)
+                operations.deliver(Outcome(publish=[nxt]), publisher)
+                return
+            metrics.MESSAGES.labels(nxt.pool, "chained").inc()
+
+    def _continuation(self, outcome: Outcome, last: bool) -> Nudge | None:
+        """The nudge of ``outcome`` this thread runs itself (taken out of its publish list):
+        one due now, in a pool of this thread, continuing an operation already in hand."""
+        if last or self.stop_event.is_set():
+            return None
+        for i, nudge in enumerate(outcome.publish):
+            if nudge.delay_s == 0 and nudge.pool in self.pools and \
+                    nudge.operation_id == outcome.in_hand:
+                return outcome.publish.pop(i)
+        return None
 
 
 def park(publisher: messaging.Publisher, source: str, body: bytes, reason: str) -> None:

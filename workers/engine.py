@@ -108,19 +108,27 @@ class Engine:
     # --- entry point --------------------------------------------------------------------------
 
     def handle(self, pool: str, body: bytes) -> Outcome:
-        if self.observer is None:
-            return self._handle(pool, body)
-        t0, pve0 = time.perf_counter(), Proxmox.time_spent()
-        try:
-            return self._handle(pool, body)
-        finally:
-            self.observer(pool, time.perf_counter() - t0, Proxmox.time_spent() - pve0)
-
-    def _handle(self, pool: str, body: bytes) -> Outcome:
+        """A step message from ``pool``'s queue."""
         try:
             op_id, nudge, state = read_step_message(body)
         except ValueError as exc:
             return Outcome(dead_reason=f"malformed step message: {exc}")
+        return self.handle_nudge(Nudge(pool, op_id, nudge, state))
+
+    def handle_nudge(self, nudge: Nudge) -> Outcome:
+        """One nudge, delivered by the broker or handed over by the worker that committed it
+        (a continuation run at once: see :mod:`workers.consumer`)."""
+        t0, pve0 = time.perf_counter(), Proxmox.time_spent()
+        try:
+            out = self._handle(nudge.pool, nudge.operation_id, nudge.nudge_id, nudge.state)
+        finally:
+            if self.observer is not None:
+                self.observer(nudge.pool, time.perf_counter() - t0,
+                              Proxmox.time_spent() - pve0)
+        out.in_hand = nudge.operation_id
+        return out
+
+    def _handle(self, pool: str, op_id: int, nudge: str, state: str) -> Outcome:
         try:
             with database.atomic():
                 return self._handle_locked(pool, op_id, nudge)

@@ -61,6 +61,7 @@ class Outcome:
     log: list[str] = field(default_factory=list)      # operator lines, printed after commit
     parked: list[tuple[bytes, str]] = field(default_factory=list)  # other refused messages
     events: list[Pending] = field(default_factory=list)  # outbox rows written in the commit
+    in_hand: int | None = None  # the operation whose step message was handled
 
     def merge(self, other: Outcome) -> Outcome:
         """This outcome followed by ``other`` (one commit, one delivery)."""

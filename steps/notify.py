@@ -7,7 +7,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from pvekvm import mail
-from pvekvm.models import Email
+from pvekvm.db import scalar
+from pvekvm.models import database
 from steps.context import StepContext
 from steps.machine import Done, Retry, StepFailed, StepResult
 from steps.power import verify_running
@@ -22,9 +23,8 @@ def _values(ctx: StepContext) -> dict[str, object]:
 
 
 def send_once(ctx: StepContext, template: str) -> StepResult:
-    sent = Email.get_or_none((Email.operation_id == ctx.operation.id)
-                             & (Email.template == template))
-    if sent is not None and sent.sent_at is not None:
+    if scalar("SELECT sent_at FROM emails WHERE operation_id = %s AND template = %s",
+              ctx.operation.id, template) is not None:
         return Done(f"{template} already sent", skipped=True)
     try:
         msg = mail.render(ctx.settings.templates_dir, template, _values(ctx),
@@ -36,9 +36,11 @@ def send_once(ctx: StepContext, template: str) -> StepResult:
         raise StepFailed(f"mail: {exc}") from exc
     except mail.TemplateError as exc:
         raise StepFailed(f"mail template: {exc}") from exc
-    Email.insert(operation_id=ctx.operation.id, template=template, recipient=ctx.service.email,
-                 sent_at=datetime.now()).on_conflict(update={Email.sent_at: datetime.now()}
-                                                      ).execute()
+    now = datetime.now()
+    database.execute_sql(
+        "INSERT INTO emails (operation_id, template, recipient, sent_at) VALUES (%s, %s, %s, %s) "
+        "ON DUPLICATE KEY UPDATE sent_at = %s",
+        (ctx.operation.id, template, ctx.service.email, now, now))
     return Done(f"{template} mail to {ctx.service.email}")
 
 

@@ -343,3 +343,30 @@ def test_the_message_that_ended_an_operation_republishes_the_next_ones_lost_star
     assert d.handle(last).publish == []              # once published: plain stale
     d.run()
     assert nxt.runs == 1 and _op("probe2").status == OpStatus.DONE
+
+
+def test_a_chain_carries_the_row_only_while_its_version_holds(service, engine, machine):
+    """The next step of a chain uses the row its previous step committed; a row another
+    delivery changed meanwhile (its version moved) is read afresh, so a stale copy never
+    runs a step."""
+    a, b, c = Probe(), Probe(), Probe()
+    machine(a, b, c)
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+    first = d.next()
+    assert first is not None
+    out = engine.handle_nudge(first)
+    assert out.row is not None and out.row.state == "probe_1" and out.in_hand == out.row.id
+    (second,) = out.publish
+    carried = out.row
+    # someone else moves the operation on (a duplicate delivery, an operator): version + 1
+    fresh = _op()
+    operations.cas(fresh, fresh.nudge_id, polls=7)
+    again = engine.handle_nudge(second, carried)
+    assert b.runs == 1 and again.row is not None and again.row.polls == 0  # read afresh
+    # with the carried row of that commit, the third step runs on it as it is
+    (third,) = again.publish
+    engine.handle_nudge(third, again.row)
+    assert (a.runs, b.runs, c.runs) == (1, 1, 1) and _op().status == OpStatus.DONE
+    stale = engine.handle_nudge(third, carried)  # a stale copy of a finished operation
+    assert stale.publish == [] and c.runs == 1

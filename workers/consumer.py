@@ -178,7 +178,7 @@ class WorkerThread(threading.Thread):
             if nxt is None:
                 return
             try:
-                outcome = self.engine.handle_nudge(nxt)
+                outcome = self.engine.handle_nudge(nxt, outcome.row)
             except Exception:
                 # its state is committed and its nudge unpublished: send it the usual way
                 log.exception("%s: step of operation %s failed in a chain; it goes through "

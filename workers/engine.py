@@ -72,6 +72,7 @@ _INSERT_STEP_RUN = (
     "INSERT INTO step_runs (operation_id, service_id, vmid, label, from_state, to_state, "
     "result, duration_ms, message, worker, created_at) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+_LOCK_VERSION = "SELECT version FROM operations WHERE id = %s FOR UPDATE NOWAIT"
 # (pool, seconds in handle, seconds inside Proxmox calls) for each message handled
 Observer = Callable[[str, float, float], None]
 
@@ -81,6 +82,16 @@ def default_policy(engine: EngineSettings) -> RetryPolicy:
     return RetryPolicy(first_s=engine.retry_first_s, max_s=engine.retry_max_s,
                        max_attempts=engine.max_attempts, wait_s=engine.wait_first_s,
                        wait_max_s=engine.wait_max_s)
+
+
+def _lock(op_id: int, row: Operation | None) -> Operation | None:
+    """The operation, locked for this step: ``row`` itself when the locked row still has its
+    version (every change bumps it), else read afresh."""
+    if row is not None and row.id == op_id:
+        version = database.execute_sql(_LOCK_VERSION, (op_id,)).fetchone()
+        if version is None or version[0] == row.version:
+            return row if version is not None else None
+    return next(iter(Operation.raw(_LOCK_OPERATION, op_id)), None)
 
 
 @dataclass
@@ -115,12 +126,13 @@ class Engine:
             return Outcome(dead_reason=f"malformed step message: {exc}")
         return self.handle_nudge(Nudge(pool, op_id, nudge, state))
 
-    def handle_nudge(self, nudge: Nudge) -> Outcome:
+    def handle_nudge(self, nudge: Nudge, row: Operation | None = None) -> Outcome:
         """One nudge, delivered by the broker or handed over by the worker that committed it
-        (a continuation run at once: see :mod:`workers.consumer`)."""
+        (a continuation run at once: see :mod:`workers.consumer`), then with the ``row`` that
+        commit left, used when the locked row still has its version."""
         t0, pve0 = time.perf_counter(), Proxmox.time_spent()
         try:
-            out = self._handle(nudge.pool, nudge.operation_id, nudge.nudge_id, nudge.state)
+            out = self._handle(nudge.pool, nudge.operation_id, nudge.nudge_id, nudge.state, row)
         finally:
             if self.observer is not None:
                 self.observer(nudge.pool, time.perf_counter() - t0,
@@ -128,10 +140,11 @@ class Engine:
         out.in_hand = nudge.operation_id
         return out
 
-    def _handle(self, pool: str, op_id: int, nudge: str, state: str) -> Outcome:
+    def _handle(self, pool: str, op_id: int, nudge: str, state: str,
+                row: Operation | None = None) -> Outcome:
         try:
             with database.atomic():
-                return self._handle_locked(pool, op_id, nudge)
+                return self._handle_locked(pool, op_id, nudge, row)
         except LostRace:
             return Outcome()
         except OperationalError as exc:
@@ -139,8 +152,9 @@ class Engine:
                 return Outcome(publish=[Nudge(pool, op_id, nudge, state, BUSY_DELAY_S)])
             raise
 
-    def _handle_locked(self, pool: str, op_id: int, nudge: str) -> Outcome:
-        op = next(iter(Operation.raw(_LOCK_OPERATION, op_id)), None)
+    def _handle_locked(self, pool: str, op_id: int, nudge: str,
+                       row: Operation | None = None) -> Outcome:
+        op = _lock(op_id, row)
         if op is None:
             return Outcome(dead_reason=f"unknown operation {op_id}")
         if nudge != op.nudge_id:
@@ -160,7 +174,9 @@ class Engine:
             return operations.finish(op, machine, Outcome(), self.window)
         if t.pool != pool:  # wrong queue (config change between versions): forward, same id
             return Outcome(publish=[Nudge(t.pool, op.id, nudge, op.state)])
-        return self._run(Attempt(op, machine, t, nudge, op.step_started_at or datetime.now()))
+        out = self._run(Attempt(op, machine, t, nudge, op.step_started_at or datetime.now()))
+        out.row = op  # every change above went through cas(): the row as committed
+        return out
 
     # --- running a step -------------------------------------------------------------------------
 

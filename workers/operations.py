@@ -63,6 +63,8 @@ def nudge_for(op: Operation, machines: Mapping[str, Machine] = MACHINES) -> Nudg
     return Nudge(t.pool, op.id, op.nudge_id, op.state, float(op.nudge_delay_s or 0))
 
 
+_FIRST_QUEUED = ("SELECT * FROM operations WHERE service_id = %s AND status = 'queued' "
+                 "ORDER BY id LIMIT 1 FOR UPDATE")
 _CAS_SQL: dict[tuple[str, ...], str] = {}  # the columns a cas changes -> its statement
 
 
@@ -112,17 +114,17 @@ def start_next_queued(service_id: int, window: int = 0) -> Outcome:
     admission waits while ``window`` of its kind run (first come, first served in a burst)."""
     out = Outcome()
     while True:
-        op = (Operation.select().where((Operation.service_id == service_id)
-                                       & (Operation.status == OpStatus.QUEUED))
-              .order_by(Operation.id).for_update().first())
+        op = next(iter(Operation.raw(_FIRST_QUEUED, service_id)), None)
         if op is None:
             return out
         machine = MACHINES[op.kind]
-        service = Service.get_by_id(service_id)
+        service = next(iter(Service.raw("SELECT * FROM services WHERE id = %s", service_id)))
         reason = not_allowed_now(machine, service)
         if reason is not None:
-            Operation.update(status=OpStatus.FAILED, error=reason, finished_at=datetime.now(),
-                             version=Operation.version + 1).where(Operation.id == op.id).execute()
+            database.execute_sql(
+                "UPDATE operations SET status = %s, error = %s, finished_at = %s, "
+                "version = version + 1 WHERE id = %s",
+                (OpStatus.FAILED.value, reason, datetime.now(), op.id))
             out.log.append(oplog.refused_line(machine, op, reason))
             out.events.append(outbox.operation_event("operation.failed", op, reason=reason))
             continue
@@ -131,15 +133,16 @@ def start_next_queued(service_id: int, window: int = 0) -> Outcome:
         nudge = new_nudge_id()
         try:
             with database.atomic():
-                Operation.update(status=OpStatus.RUNNING, active_service=service_id,
-                                 nudge_id=nudge, nudge_published=False,
-                                 prior_status=service.status,
-                                 version=Operation.version + 1).where(
-                    Operation.id == op.id).execute()
+                database.execute_sql(
+                    "UPDATE operations SET status = %s, active_service = %s, nudge_id = %s, "
+                    "nudge_published = 0, prior_status = %s, version = version + 1 "
+                    "WHERE id = %s",
+                    (OpStatus.RUNNING.value, service_id, nudge, service.status, op.id))
         except IntegrityError:  # another operation holds the service; it starts ours when done
             return out
         if machine.busy_status:
-            Service.update(status=machine.busy_status).where(Service.id == service_id).execute()
+            database.execute_sql("UPDATE services SET status = %s WHERE id = %s",
+                                 (machine.busy_status, service_id))
         out.publish.append(Nudge(machine.transitions[0].pool, op.id, nudge, op.state))
         return out
 
@@ -157,8 +160,8 @@ def unpublished_successors(op: Operation) -> list[Nudge]:
 
 
 def running(kind: str) -> int:
-    return Operation.select().where((Operation.kind == kind)
-                                    & (Operation.status == OpStatus.RUNNING)).count()
+    return int(scalar("SELECT COUNT(*) FROM operations WHERE kind = %s AND status = %s",
+                      kind, OpStatus.RUNNING.value))
 
 
 def admit_next(kind: str, window: int) -> Outcome:

@@ -25,6 +25,8 @@ from pvekvm.addresses import cidr, held, host_address
 from pvekvm.messaging import Publisher
 from pvekvm.models import Operation, OutboxEvent, Product, Service, database
 
+_INSERT_EVENT = ("INSERT INTO outbox (event_id, type, service_id, operation_id, body, created_at) "
+                 "VALUES (%s, %s, %s, %s, %s, %s)")
 SERVICE_EVENT_OF_STATUS = {"ready": "service.ready", "suspended": "service.suspended",
                            "terminated": "service.terminated"}
 
@@ -53,10 +55,10 @@ def record(type_: str, *, service_id: int | None, operation: Operation | None = 
     if operation is not None:
         body.setdefault("kind", operation.kind)
     text = json.dumps(body, separators=(",", ":"), default=str)
-    row = OutboxEvent.create(event_id=event_id, type=type_, service_id=service_id,
-                             operation_id=body["operation_id"], body=text,
-                             created_at=now.astimezone().replace(tzinfo=None))
-    return Pending(row.id, type_, text.encode(), event_id, now.astimezone().replace(tzinfo=None))
+    local = now.astimezone().replace(tzinfo=None)
+    row_id = database.execute_sql(_INSERT_EVENT, (event_id, type_, service_id,
+                                                  body["operation_id"], text, local)).lastrowid
+    return Pending(row_id, type_, text.encode(), event_id, local)
 
 
 def operation_event(type_: str, op: Operation, **fields: Any) -> Pending:
@@ -69,7 +71,7 @@ def service_event(status: str, op: Operation) -> Pending | None:
     type_ = SERVICE_EVENT_OF_STATUS.get(status)
     if type_ is None:
         return None
-    svc = Service.get_by_id(op.service_id)
+    svc = next(iter(Service.raw("SELECT * FROM services WHERE id = %s", op.service_id)))
     fields: dict[str, Any] = {"status": status}
     if type_ == "service.ready":
         addrs = held(svc.id)  # primary first, then the additional IPv4

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pvekvm.models import Operation
 from workers.outbox import Pending
 
 MAX_OPERATION_ID = 2**64 - 1  # operations.id BIGINT UNSIGNED
@@ -62,6 +63,7 @@ class Outcome:
     parked: list[tuple[bytes, str]] = field(default_factory=list)  # other refused messages
     events: list[Pending] = field(default_factory=list)  # outbox rows written in the commit
     in_hand: int | None = None  # the operation whose step message was handled
+    row: Operation | None = None  # its row as this commit left it (for the next step in a chain)
 
     def merge(self, other: Outcome) -> Outcome:
         """This outcome followed by ``other`` (one commit, one delivery)."""

@@ -17,7 +17,7 @@ from steps.machine import StepFailed
 M = TypeVar("M", bound=BaseModel)
 
 
-_catalog: dict[tuple[type, int], tuple[float, Any]] = {}
+_catalog: dict[tuple[type, int | str], tuple[float, Any]] = {}  # (model, id or name)
 
 
 def catalog_row(model: type[M], row_id: int, max_age_s: float) -> M:
@@ -28,6 +28,21 @@ def catalog_row(model: type[M], row_id: int, max_age_s: float) -> M:
     now = time.monotonic()
     if hit is None or now - hit[0] > max_age_s:
         hit = _catalog[key] = (now, model.get_by_id(row_id))
+    return hit[1]
+
+
+def catalog_named(model: type[M], name: str, max_age_s: float) -> M | None:
+    """The catalog row called ``name`` (products and templates have unique names), kept like
+    :func:`catalog_row`; a name the catalog does not have is asked again every time (a new
+    package is orderable at once)."""
+    key = (model, name)
+    hit = _catalog.get(key)
+    now = time.monotonic()
+    if hit is None or now - hit[0] > max_age_s:
+        row = model.get_or_none(model.name == name)  # type: ignore[attr-defined]
+        if row is None:
+            return None
+        hit = _catalog[key] = (now, row)
     return hit[1]
 
 

@@ -46,6 +46,7 @@ from pvekvm.models import (
     database,
 )
 from pvekvm.validation import is_valid_hostname
+from steps.context import catalog_named, catalog_row
 from steps.machine import Refused
 from steps.machines import MACHINES
 from workers import operations
@@ -131,7 +132,7 @@ def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
     if kind is None or kind not in MACHINES:
         raise Refused(f"event type {event.type!r} is not supported by this engine version")
     if isinstance(event, CreateEvent):
-        _create_service(event)
+        _create_service(event, engine.catalog_cache_s)
         out = operations.begin(event.service_id, kind, key, {}, digest, engine.deploy_window)
         return out.merge(_replay_held(event.service_id))
     service = Service.get_or_none(Service.id == event.service_id)
@@ -175,8 +176,8 @@ def _replay_held(service_id: int) -> Outcome:
     """Right after a create: the events that came before it, in the order they arrived. One
     that is refused now is parked with its reason; the others become operations."""
     out = Outcome()
-    held = list(HeldEvent.select().where(HeldEvent.service_id == service_id)
-                .order_by(HeldEvent.id).for_update())
+    held = list(HeldEvent.raw("SELECT * FROM held_events WHERE service_id = %s ORDER BY id "
+                              "FOR UPDATE", service_id))
     for row in held:
         row.delete_instance()
         try:
@@ -198,16 +199,16 @@ def expired_held_events(now: datetime | None = None) -> list[HeldEvent]:
                 .order_by(HeldEvent.id))
 
 
-def _create_service(event: CreateEvent) -> None:
-    product = Product.get_or_none(Product.name == event.product)
+def _create_service(event: CreateEvent, max_age_s: float) -> None:
+    product = catalog_named(Product, event.product, max_age_s)
     if product is None:
         raise Refused(f"unknown product {event.product!r}")
     if event.template:
-        template = Template.get_or_none(Template.name == event.template)
+        template = catalog_named(Template, event.template, max_age_s)
         if template is None:
             raise Refused(f"unknown template {event.template!r}")
     else:
-        template = Template.get_by_id(product.template_id)
+        template = catalog_row(Template, product.template_id, max_age_s)
     hostname = event.hostname or f"{product.hostname_prefix}-{event.client_id}-{event.service_id}"
     if not event.hostname and product.dns_zone:
         hostname = f"{hostname}.{product.dns_zone}"

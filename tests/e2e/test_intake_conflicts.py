@@ -81,12 +81,12 @@ def test_a_copy_committed_between_intakes_reads_is_a_duplicate_not_a_refusal(set
     worker_a = threading.current_thread()
     other: list = []
 
-    def create_after_the_copy_committed(event):
+    def create_after_the_copy_committed(event, *args):
         if threading.current_thread() is worker_a and not other:
             b = threading.Thread(target=lambda: other.append(intake.handle_order(body)))
             b.start()  # worker B runs the whole event while A is between its reads
             b.join(30)
-        return real_create(event)
+        return real_create(event, *args)
 
     monkeypatch.setattr(intake, "_create_service", create_after_the_copy_committed)
     first = intake.handle_order(body)

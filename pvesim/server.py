@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
 import socket
@@ -229,6 +230,18 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The Date header's value, formatted once per second (every answer carries it twice)."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, email.utils.formatdate(now, usegmt=True))
+    return _date_cache[1]
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "pve-api-daemon/3.0"
@@ -266,11 +279,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, reason: str, body: bytes, close: bool = False,
               ctype: str = "application/json;charset=UTF-8") -> None:
         reason = reason.splitlines()[0] if reason else ""
+        date = _http_date()
         head = (f"HTTP/1.1 {status} {reason}\r\n"
                 f"Server: {self.server_version}\r\n"
-                f"Date: {self.date_time_string()}\r\n"
+                f"Date: {date}\r\n"
                 "Cache-Control: max-age=0\r\nPragma: no-cache\r\nExpires: "
-                f"{self.date_time_string()}\r\n"
+                f"{date}\r\n"
                 f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n")
         if close:
             head += "Connection: close\r\n"

@@ -70,9 +70,10 @@ _LOCK_OPERATION = "SELECT * FROM operations WHERE id = %s FOR UPDATE NOWAIT"
 _LOAD_SERVICE = "SELECT * FROM services WHERE id = %s"
 _INSERT_STEP_RUN = (
     "INSERT INTO step_runs (operation_id, service_id, vmid, label, from_state, to_state, "
-    "result, duration_ms, message, worker, created_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
-_LOCK_VERSION = "SELECT version FROM operations WHERE id = %s FOR UPDATE NOWAIT"
+    "result, duration_ms, message, worker, created_at) VALUES ")
+_STEP_RUN_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_LOCK_WITH_SERVICE = ("SELECT s.*, o.version AS op_version FROM operations o "
+                      "JOIN services s ON s.id = o.service_id WHERE o.id = %s FOR UPDATE NOWAIT")
 # (pool, seconds in handle, seconds inside Proxmox calls) for each message handled
 Observer = Callable[[str, float, float], None]
 
@@ -84,14 +85,16 @@ def default_policy(engine: EngineSettings) -> RetryPolicy:
                        wait_max_s=engine.wait_max_s)
 
 
-def _lock(op_id: int, row: Operation | None) -> Operation | None:
-    """The operation, locked for this step: ``row`` itself when the locked row still has its
-    version (every change bumps it), else read afresh."""
-    if row is not None and row.id == op_id:
-        version = database.execute_sql(_LOCK_VERSION, (op_id,)).fetchone()
-        if version is None or version[0] == row.version:
-            return row if version is not None else None
-    return next(iter(Operation.raw(_LOCK_OPERATION, op_id)), None)
+def _lock(op_id: int, row: Operation | None) -> tuple[Operation | None, Service | None]:
+    """The operation and its service, both rows locked for this step, in one statement when
+    ``row`` (what the previous step of a chain committed) still has the locked row's version
+    (every change bumps it); else the operation is read afresh. Only the operation running on a
+    service writes its row (intake and the API create operations), so the lock waits on no one."""
+    svc = next(iter(Service.raw(_LOCK_WITH_SERVICE, op_id)), None)
+    if svc is not None and row is not None and row.id == op_id \
+            and svc.op_version == row.version:  # type: ignore[attr-defined]
+        return row, svc
+    return next(iter(Operation.raw(_LOCK_OPERATION, op_id)), None), svc
 
 
 @dataclass
@@ -154,7 +157,7 @@ class Engine:
 
     def _handle_locked(self, pool: str, op_id: int, nudge: str,
                        row: Operation | None = None) -> Outcome:
-        op = _lock(op_id, row)
+        op, service = _lock(op_id, row)
         if op is None:
             return Outcome(dead_reason=f"unknown operation {op_id}")
         if nudge != op.nudge_id:
@@ -174,7 +177,8 @@ class Engine:
             return operations.finish(op, machine, Outcome(), self.window)
         if t.pool != pool:  # wrong queue (config change between versions): forward, same id
             return Outcome(publish=[Nudge(t.pool, op.id, nudge, op.state)])
-        out = self._run(Attempt(op, machine, t, nudge, op.step_started_at or datetime.now()))
+        out = self._run(Attempt(op, machine, t, nudge, op.step_started_at or datetime.now(),
+                                service))
         out.row = op  # every change above went through cas(): the row as committed
         return out
 
@@ -182,7 +186,8 @@ class Engine:
 
     def _run(self, a: Attempt) -> Outcome:
         op, t = a.op, a.transition
-        a.service = next(iter(Service.raw(_LOAD_SERVICE, op.service_id)))
+        if a.service is None:  # no service row for the operation: fails as it always did
+            a.service = next(iter(Service.raw(_LOAD_SERVICE, op.service_id)))
         pve = client(self.settings.proxmox) if self.settings.proxmox else None
         ctx = StepContext(self.settings, op, a.service, pve)
         try:
@@ -294,14 +299,15 @@ class Engine:
         """Move on to the next step, passing by (recorded as skipped, in this same commit) the
         steps whose ``skip_if`` says they have nothing to do."""
         kind = "warn" if result.warning else "skip" if result.skipped else "success"
-        out = Outcome(log=[self._record(a, kind, result.message)])
+        records = [(a.transition, kind, result.message)]
         state = a.transition.then
         while (t := a.machine.at(state)) is not None and t.skip_if is not None:
             reason = t.skip_if(ctx)
             if reason is None:
                 break
-            out.log.append(self._record(a, "skip", reason, t))
+            records.append((t, "skip", reason))
             state = t.then
+        out = Outcome(log=self._record_all(a, records))
         nxt = new_nudge_id()
         cas(a.op, a.nudge, state=state, attempt=0, nudge_id=nxt,
             prev_nudge_id=a.nudge, nudge_published=False, nudge_delay_s=0, upid=None,
@@ -313,19 +319,27 @@ class Engine:
         out.publish.append(nudge)
         return out
 
-    def _record(self, a: Attempt, result: str, message: str,
-                passed_by: Transition | None = None) -> str:
-        """A step_runs row and the operator line for the attempt's step (or for a step the
-        engine ``passed_by`` without running it: 0 ms)."""
-        op, t = a.op, passed_by or a.transition
-        ms = 0 if passed_by else int((datetime.now() - a.started).total_seconds() * 1000)
+    def _record(self, a: Attempt, result: str, message: str) -> str:
+        """A step_runs row and the operator line for the attempt's step."""
+        return self._record_all(a, [(a.transition, result, message)])[0]
+
+    def _record_all(self, a: Attempt, records: list[tuple[Transition, str, str]]) -> list[str]:
+        """The step_runs rows (one statement) and operator lines of the attempt's step and of
+        the steps the engine passed by after it without running them (0 ms)."""
+        op, now = a.op, datetime.now()
         vmid = a.service.vmid if a.service is not None else None
-        database.execute_sql(_INSERT_STEP_RUN, (
-            op.id, op.service_id, vmid, t.label, t.state, t.then, result, ms,
-            message[:4000], self.worker[:64], datetime.now()))
-        metrics.observe_step(t.pool, t.label, result, ms / 1000)
-        return oplog.step_line(op.service_id, a.machine.number(t.state), t.label, result,
-                               t.state, t.then, message, ms / 1000)
+        values: list[object] = []
+        lines = []
+        for i, (t, result, message) in enumerate(records):
+            ms = int((now - a.started).total_seconds() * 1000) if i == 0 else 0
+            values += [op.id, op.service_id, vmid, t.label, t.state, t.then, result, ms,
+                       message[:4000], self.worker[:64], now]
+            metrics.observe_step(t.pool, t.label, result, ms / 1000)
+            lines.append(oplog.step_line(op.service_id, a.machine.number(t.state), t.label,
+                                         result, t.state, t.then, message, ms / 1000))
+        database.execute_sql(_INSERT_STEP_RUN + ", ".join([_STEP_RUN_ROW] * len(records)),
+                             values)
+        return lines
 
 
 def _seconds(s: float) -> str:

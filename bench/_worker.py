@@ -18,7 +18,8 @@ in seconds:
 - ``db``      time inside pymysql ``Cursor.execute`` (round trip to MariaDB, BEGIN/COMMIT
   included; not peewee's SQL building) and ``nq`` the number of such statements.
 
-It also counts every statement by its text (placeholders, not values): ``statements`` in the
+It also counts every statement by its text (placeholders, not values) and every Proxmox call
+by method and path (numbers as N, task ids as UPID): ``statements`` in the
 samples file, printed by ``bench_deploy.py --statements``.
 
 On SIGTERM it finishes the messages in hand, stops, and writes the samples as JSON.
@@ -31,6 +32,7 @@ import contextlib
 import cProfile
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -137,6 +139,16 @@ def _instrument() -> None:
             _census[shape] = _census.get(shape, 0) + 1
 
     pymysql.cursors.Cursor.execute = execute
+
+    orig_call = Proxmox._call_once
+
+    def call_once(self, method, path, params):
+        shape = "PVE " + method.upper() + " " + re.sub(r"/\d+(?=/|$)", "/N",
+                                                       re.sub(r"UPID[^/]*", "UPID", path))
+        _census[shape] = _census.get(shape, 0) + 1
+        return orig_call(self, method, path, params)
+
+    Proxmox._call_once = call_once
 
 
 def main() -> int:

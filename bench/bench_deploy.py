@@ -436,10 +436,14 @@ def fmt_s(s: float) -> str:
 
 
 def print_statements(counts: dict[str, int], messages: int, top: int = 25) -> None:
-    """The statements the workers ran, most frequent first, per step run."""
-    print(f"\nSQL statements per step ({sum(counts.values()) / messages:.2f} in all):")
-    for text, n in sorted(counts.items(), key=lambda kv: -kv[1])[:top]:
-        print(f"  {n / messages:6.3f}  {' '.join(text.split())[:150]}")
+    """The statements the workers ran, most frequent first, per step run; then the Proxmox
+    calls (counted under "PVE <method> <path>")."""
+    sql = {k: v for k, v in counts.items() if not k.startswith("PVE ")}
+    pve = {k: v for k, v in counts.items() if k.startswith("PVE ")}
+    for title, group, limit in (("SQL statements", sql, top), ("Proxmox calls", pve, 40)):
+        print(f"\n{title} per step ({sum(group.values()) / messages:.2f} in all):")
+        for text, n in sorted(group.items(), key=lambda kv: -kv[1])[:limit]:
+            print(f"  {n / messages:6.3f}  {' '.join(text.split())[:150]}")
 
 
 def print_by_pool(samples: list[tuple]) -> None:

@@ -192,6 +192,13 @@ def reset_data(db: MySQLDatabase) -> None:
         db.execute_sql("SET FOREIGN_KEY_CHECKS=1")
 
 
+def values(sql: str, *args: object) -> tuple[Any, ...] | None:
+    """The first row as a tuple (None when there is none): several lookups in one round trip
+    (``SELECT (SELECT ...), (SELECT ...)``)."""
+    row = database.execute_sql(sql, args).fetchone()
+    return tuple(row) if row else None
+
+
 def scalar(sql: str, *args: object) -> Any:
     """The first column of the first row (None when there is none), for the hot-path lookups
     that need one value: a statement written out costs a fraction of a peewee query that

@@ -33,7 +33,7 @@ from producers.events import (
 )
 from pvekvm.addresses import held_row
 from pvekvm.config import EngineSettings
-from pvekvm.db import scalar
+from pvekvm.db import values
 from pvekvm.models import (
     Backup,
     BackupSchedule,
@@ -69,6 +69,12 @@ KIND_OF: dict[str, str] = {
 LIVE = ("terminated",)
 DEADLOCK = 1213  # InnoDB chose this transaction as a deadlock's victim and rolled it back
 DEFAULTS = EngineSettings()  # a service in any other status holds its host name
+# billing's key seen before (as an operation, as a held event); events held for the service
+_SEEN = ("SELECT (SELECT id FROM operations WHERE idempotency_key = %s), "
+         "(SELECT id FROM held_events WHERE idempotency_key = %s), "
+         "EXISTS (SELECT 1 FROM held_events WHERE service_id = %s)")
+_HOSTNAME_HOLDER = ("(SELECT id FROM services WHERE hostname = %s AND id <> %s "
+                    "AND status <> 'terminated' LIMIT 1)")
 
 
 def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
@@ -107,7 +113,7 @@ def _deadlocked(exc: BaseException | None) -> bool:
 
 def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
     key, digest = event.idempotency_key, request_hash(event)
-    seen = scalar("SELECT id FROM operations WHERE idempotency_key = %s", key)
+    seen, held_id, waiting = values(_SEEN, key, key, event.service_id) or (None, None, None)
     existing = Operation.get_by_id(seen) if seen is not None else None
     if existing is not None:
         if existing.request_hash and existing.request_hash != digest:
@@ -119,7 +125,6 @@ def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
         return Outcome(publish=[again] if again else [],
                        log=[f"sid:{event.service_id} duplicate event {key}: "
                             f"operation {existing.id} already exists"])
-    held_id = scalar("SELECT id FROM held_events WHERE idempotency_key = %s", key)
     held = HeldEvent.get_by_id(held_id) if held_id is not None else None
     if held is not None:
         if request_hash(parse_event(bytes(held.body))) != digest:
@@ -134,7 +139,8 @@ def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
     if isinstance(event, CreateEvent):
         _create_service(event, engine.catalog_cache_s)
         out = operations.begin(event.service_id, kind, key, {}, digest, engine.deploy_window)
-        return out.merge(_replay_held(event.service_id))
+        # only intake (one active consumer) holds events: none held now, none can appear
+        return out.merge(_replay_held(event.service_id)) if waiting else out
     service = Service.get_or_none(Service.id == event.service_id)
     if service is None:
         return _hold(event, body, engine.hold_unknown_service_s)
@@ -215,10 +221,12 @@ def _create_service(event: CreateEvent, max_age_s: float) -> None:
     if not is_valid_hostname(hostname):
         raise Refused(f"generated hostname {hostname!r} is not RFC 1123")
     hostname = hostname.lower().rstrip(".")
-    old = scalar("SELECT status FROM services WHERE id = %s", event.service_id)
+    old, holder = values(
+        "SELECT (SELECT status FROM services WHERE id = %s), " + _HOSTNAME_HOLDER,
+        event.service_id, hostname, event.service_id) or (None, None)
     if old is not None and old != "terminated":
         raise Refused(f"service {event.service_id} already exists (status {old})")
-    _check_hostname_free(hostname, event.service_id)
+    _check_hostname_free(hostname, holder)
     if old is not None:
         Service.delete().where(Service.id == event.service_id).execute()
     Service.create(id=event.service_id, client_id=event.client_id, product_id=product.id,
@@ -226,11 +234,10 @@ def _create_service(event: CreateEvent, max_age_s: float) -> None:
                    status="pending", want_ipv6=bool(event.ipv6), language=event.language)
 
 
-def _check_hostname_free(hostname: str, service_id: int) -> None:
-    """One DNS name, one live service: another's name is refused (compared case-insensitively
-    by the column's collation; services.live_hostname's unique key settles a race)."""
-    holder = scalar("SELECT id FROM services WHERE hostname = %s AND id <> %s "
-                    "AND status <> 'terminated' LIMIT 1", hostname, service_id)
+def _check_hostname_free(hostname: str, holder: int | None) -> None:
+    """One DNS name, one live service: another's name (``holder``: the live service other than
+    this one holding it, read by ``_HOSTNAME_HOLDER``, compared case-insensitively by the
+    column's collation) is refused; services.live_hostname's unique key settles a race."""
     if holder is not None:
         raise Refused(f"hostname {hostname!r} is held by live service {holder}")
 

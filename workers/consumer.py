@@ -4,7 +4,10 @@ database connection; ``concurrency`` threads per process; prefetch 2 per thread.
 
 Ordering that makes a SIGKILL at any line harmless: the database commit happens inside the
 handler, the confirmed publish after it, the ack last. A message is never acked before the
-state it caused is committed and the nudge it owes is confirmed by the broker."""
+state it caused is committed and the nudge it owes is confirmed by the broker — or run: the
+next step of the same operation, due now in a pool this thread serves, runs here after the
+commit (a chain), and the message is acked after the chain's last step; a SIGKILL mid-chain
+leaves a committed, unpublished nudge, which the redelivered message or the reconciler sends."""
 
 from __future__ import annotations
 

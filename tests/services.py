@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
-LOCAL_DB = "mysql://root@127.0.0.1:3306/pvekvm_test"
+LOCAL_MARIADB = "mysql://root@127.0.0.1:3306"  # the machine's server; database = test name
 PDNS_KEY = "pvekvm-test-key"
 
 IMAGES = {
@@ -185,7 +185,10 @@ def database_url() -> Iterator[str]:
         with mariadb_container(test_name()) as url:
             yield url
     else:
-        yield os.environ.get("DATABASE_URL", LOCAL_DB)
+        # without DATABASE_URL (pytest run directly, not through scripts/test): the database of
+        # this test name, created when missing, so that checkouts testing side by side with
+        # their own PVEKVM_TEST_NAME never empty each other's tables
+        yield os.environ.get("DATABASE_URL", f"{LOCAL_MARIADB}/{test_name()}")
 
 
 def engine_unavailable_reason() -> str | None:

@@ -137,8 +137,9 @@ def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
     if kind is None or kind not in MACHINES:
         raise Refused(f"event type {event.type!r} is not supported by this engine version")
     if isinstance(event, CreateEvent):
-        _create_service(event, engine.catalog_cache_s)
-        out = operations.begin(event.service_id, kind, key, {}, digest, engine.deploy_window)
+        created = _create_service(event, engine.catalog_cache_s)
+        out = operations.begin(event.service_id, kind, key, {}, digest, engine.deploy_window,
+                               created)
         # only intake (one active consumer) holds events: none held now, none can appear
         return out.merge(_replay_held(event.service_id)) if waiting else out
     service = Service.get_or_none(Service.id == event.service_id)
@@ -205,7 +206,7 @@ def expired_held_events(now: datetime | None = None) -> list[HeldEvent]:
                 .order_by(HeldEvent.id))
 
 
-def _create_service(event: CreateEvent, max_age_s: float) -> None:
+def _create_service(event: CreateEvent, max_age_s: float) -> Service:
     product = catalog_named(Product, event.product, max_age_s)
     if product is None:
         raise Refused(f"unknown product {event.product!r}")
@@ -229,9 +230,9 @@ def _create_service(event: CreateEvent, max_age_s: float) -> None:
     _check_hostname_free(hostname, holder)
     if old is not None:
         Service.delete().where(Service.id == event.service_id).execute()
-    Service.create(id=event.service_id, client_id=event.client_id, product_id=product.id,
-                   template_id=template.id, email=event.email, hostname=hostname,
-                   status="pending", want_ipv6=bool(event.ipv6), language=event.language)
+    return Service.create(id=event.service_id, client_id=event.client_id, product_id=product.id,
+                          template_id=template.id, email=event.email, hostname=hostname,
+                          status="pending", want_ipv6=bool(event.ipv6), language=event.language)
 
 
 def _check_hostname_free(hostname: str, holder: int | None) -> None:

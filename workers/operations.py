@@ -91,34 +91,39 @@ def cas(op: Operation, nudge: str | None, **changes: Any) -> None:
 # --- starting -------------------------------------------------------------------------------
 
 def begin(service_id: int, kind: str, key: str, params: dict[str, Any],
-          request_hash: str | None = None, window: int = 0) -> Outcome:
+          request_hash: str | None = None, window: int = 0,
+          created: Service | None = None) -> Outcome:
     """Record an operation: it runs now when the service is free (and, for a machine under
     admission, fewer than ``window`` of its kind run), else it is queued (intake and the
-    scheduler start operations only here)."""
+    scheduler start operations only here). ``created``: the service row this transaction has
+    just written (nothing holds it; it need not be read again)."""
     op = Operation.create(service_id=service_id, kind=kind, idempotency_key=key,
                           params=json.dumps(params), state=MACHINES[kind].first_state,
                           status=OpStatus.QUEUED, request_hash=request_hash)
     accepted = outbox.operation_event("operation.accepted", op)
-    holder = scalar("SELECT kind FROM operations WHERE active_service = %s", service_id)
+    holder = None if created is not None else \
+        scalar("SELECT kind FROM operations WHERE active_service = %s", service_id)
     if holder is not None:
         return Outcome(log=[f"sid:{service_id} {kind} queued behind {holder} "
                             f"(operation {op.id})"], events=[accepted])
     out = Outcome(log=[f"sid:{service_id} {kind} accepted (operation {op.id})"],
                   events=[accepted])
-    return out.merge(start_next_queued(service_id, window))
+    return out.merge(start_next_queued(service_id, window, created))
 
 
-def start_next_queued(service_id: int, window: int = 0) -> Outcome:
+def start_next_queued(service_id: int, window: int = 0, known: Service | None = None) -> Outcome:
     """The oldest queued operation of a free service starts; one that may not run now (the
     service is suspended or gone) fails with its reason and the next one is tried; one under
-    admission waits while ``window`` of its kind run (first come, first served in a burst)."""
+    admission waits while ``window`` of its kind run (first come, first served in a burst).
+    ``known``: the service's row as this transaction has it (else it is read)."""
     out = Outcome()
     while True:
         op = next(iter(Operation.raw(_FIRST_QUEUED, service_id)), None)
         if op is None:
             return out
         machine = MACHINES[op.kind]
-        service = next(iter(Service.raw("SELECT * FROM services WHERE id = %s", service_id)))
+        service = known if known is not None else \
+            next(iter(Service.raw("SELECT * FROM services WHERE id = %s", service_id)))
         reason = not_allowed_now(machine, service)
         if reason is not None:
             database.execute_sql(

@@ -14,14 +14,31 @@ DNS_PORT="${PDNS_DNS_PORT:-5354}"
 API_KEY="${PDNS_API_KEY:-pvekvm-test-key}"
 did=()
 
-api_answers() {  # 0 when our API answers with our key
+api_answers() {  # 0 when our API answers with our key and its database answers (zone list)
   python3 - "$API_PORT" "$API_KEY" <<'EOF' 2>/dev/null
 import sys, urllib.request
-req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/api/v1/servers/localhost",
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/api/v1/servers/localhost/zones",
                              headers={"X-API-Key": sys.argv[2]})
 with urllib.request.urlopen(req, timeout=2) as r:
     sys.exit(0 if r.status == 200 else 1)
 EOF
+}
+
+stop_stale() {  # a test instance of ours whose database is gone (its checkout was deleted)
+  local pid dir deadline
+  for pid in $(pgrep -x pdns_server); do
+    dir="$(tr '\0' ' ' </proc/"$pid"/cmdline | sed -n 's/.*--config-dir=\([^ ]*\).*/\1/p')"
+    case "$dir" in
+      */var/pdns)
+        if [ ! -s "$dir/pdns.sqlite3" ] && kill "$pid"; then
+          did+=("stopped PowerDNS $pid: $dir is gone")
+        fi ;;
+    esac
+  done
+  deadline=$((SECONDS + 10))
+  while (exec 3<>"/dev/tcp/127.0.0.1/$API_PORT") 2>/dev/null && ((SECONDS < deadline)); do
+    sleep 0.2  # poll interval while the stopped server lets go of its port
+  done
 }
 
 if ! command -v pdns_server >/dev/null 2>&1 && [ ! -x /usr/sbin/pdns_server ]; then
@@ -97,6 +114,9 @@ else
   rm -f "$DIR/pdns.conf.new"
 fi
 
+if ! api_answers; then
+  stop_stale
+fi
 if api_answers; then
   did+=("PowerDNS already answering")
 else

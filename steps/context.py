@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
@@ -20,30 +21,30 @@ M = TypeVar("M", bound=BaseModel)
 _catalog: dict[tuple[type, int | str], tuple[float, Any]] = {}  # (model, id or name)
 
 
-def catalog_row(model: type[M], row_id: int, max_age_s: float) -> M:
-    """Products and templates change rarely and are read by every step: keep them per process
-    for ``max_age_s`` (a catalog reload reaches every worker within that time)."""
-    key = (model, int(row_id))
+def _kept(key: tuple[type, int | str], max_age_s: float, load: Callable[[], Any]) -> Any:
+    """``load()``'s row, kept per process for ``max_age_s``; a missing row is not kept."""
     hit = _catalog.get(key)
     now = time.monotonic()
     if hit is None or now - hit[0] > max_age_s:
-        hit = _catalog[key] = (now, model.get_by_id(row_id))
+        row = load()
+        if row is None:
+            return None
+        hit = _catalog[key] = (now, row)
     return hit[1]
+
+
+def catalog_row(model: type[M], row_id: int, max_age_s: float) -> M:
+    """Products and templates change rarely and are read by every step: keep them per process
+    for ``max_age_s`` (a catalog reload reaches every worker within that time)."""
+    return _kept((model, int(row_id)), max_age_s, lambda: model.get_by_id(row_id))
 
 
 def catalog_named(model: type[M], name: str, max_age_s: float) -> M | None:
     """The catalog row called ``name`` (products and templates have unique names), kept like
     :func:`catalog_row`; a name the catalog does not have is asked again every time (a new
     package is orderable at once)."""
-    key = (model, name)
-    hit = _catalog.get(key)
-    now = time.monotonic()
-    if hit is None or now - hit[0] > max_age_s:
-        row = model.get_or_none(model.name == name)  # type: ignore[attr-defined]
-        if row is None:
-            return None
-        hit = _catalog[key] = (now, row)
-    return hit[1]
+    return _kept((model, name), max_age_s,
+                 lambda: model.get_or_none(model.name == name))  # type: ignore[attr-defined]
 
 
 @dataclass

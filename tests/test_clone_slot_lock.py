@@ -8,6 +8,7 @@ from peewee import OperationalError
 
 from pvekvm.models import CloneSlot, database
 from steps.provision import lock_clone_slot
+from tests.locks import held_elsewhere
 
 
 def test_workers_taking_one_clone_slot_at_once_queue_and_never_deadlock(clean_db):
@@ -40,26 +41,12 @@ def test_workers_taking_one_clone_slot_at_once_queue_and_never_deadlock(clean_db
 def test_a_clone_slot_held_by_one_worker_makes_the_next_wait(clean_db):
     """The lock is exclusive: while one transaction holds the slot, another's lock waits (here
     until a one-second lock wait timeout), so two workers never count free slots at once."""
-    held, release = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        with database.connection_context(), database.atomic():
-            lock_clone_slot("pve2/local-lvm")
-            held.set()
-            release.wait(20)
-
-    t = threading.Thread(target=holder)
-    t.start()
-    try:
-        assert held.wait(10)
-        with database.connection_context():
-            database.execute_sql("SET SESSION innodb_lock_wait_timeout = 1")
-            try:
-                with database.atomic():
-                    lock_clone_slot("pve2/local-lvm")
-                raise AssertionError("took a slot another transaction holds")
-            except OperationalError as exc:
-                assert exc.args[0] == 1205  # lock wait timeout
-    finally:
-        release.set()
-        t.join(30)
+    with held_elsewhere(lambda: lock_clone_slot("pve2/local-lvm")), \
+            database.connection_context():
+        database.execute_sql("SET SESSION innodb_lock_wait_timeout = 1")
+        try:
+            with database.atomic():
+                lock_clone_slot("pve2/local-lvm")
+            raise AssertionError("took a slot another transaction holds")
+        except OperationalError as exc:
+            assert exc.args[0] == 1205  # lock wait timeout

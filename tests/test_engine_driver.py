@@ -5,7 +5,6 @@ are probes that count their runs and answer what the test scripts."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -17,6 +16,7 @@ from pvekvm.models import Operation, Product, Service, StepRun, Template, databa
 from steps.context import StepContext
 from steps.machine import Done, Machine, Refused, Retry, RetryPolicy, StepResult, T
 from steps.machines import MACHINES
+from tests.locks import held_elsewhere
 from workers import operations
 from workers.engine import BUSY_DELAY_S, Engine
 from workers.operations import OpStatus
@@ -186,23 +186,9 @@ def test_a_locked_row_puts_the_message_back_on_a_short_delay(service, engine, ma
     d = EngineDriver(engine)
     d.begin(SID, "probe", "k1")
     nudge = d.next()
-    locked, release = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        with database.connection_context(), database.atomic():
-            database.execute_sql("SELECT id FROM operations WHERE service_id = %s FOR UPDATE",
-                                 (SID,))
-            locked.set()
-            release.wait(10)
-
-    t = threading.Thread(target=holder)
-    t.start()
-    try:
-        assert locked.wait(10)
+    with held_elsewhere(lambda: database.execute_sql(
+            "SELECT id FROM operations WHERE service_id = %s FOR UPDATE", (SID,))):
         out = d.handle(nudge)
-    finally:
-        release.set()
-        t.join()
     assert [(n.nudge_id, n.delay_s) for n in out.publish] == [(nudge.nudge_id, BUSY_DELAY_S)]
     assert a.runs == 0
     assert d.run() == 1 and a.runs == 1

@@ -67,7 +67,6 @@ def _lock_busy(exc: BaseException | None) -> bool:
 # The statements every step message runs, written once (peewee's SQL building costs more than
 # the round trip on this hot path).
 _LOCK_OPERATION = "SELECT * FROM operations WHERE id = %s FOR UPDATE NOWAIT"
-_LOAD_SERVICE = "SELECT * FROM services WHERE id = %s"
 _INSERT_STEP_RUN = (
     "INSERT INTO step_runs (operation_id, service_id, vmid, label, from_state, to_state, "
     "result, duration_ms, message, worker, created_at) VALUES ")
@@ -186,8 +185,8 @@ class Engine:
 
     def _run(self, a: Attempt) -> Outcome:
         op, t = a.op, a.transition
-        if a.service is None:  # no service row for the operation: fails as it always did
-            a.service = next(iter(Service.raw(_LOAD_SERVICE, op.service_id)))
+        if a.service is None:  # the join found no service row: read it, or fail as ever
+            a.service = Service.row(op.service_id)
         pve = client(self.settings.proxmox) if self.settings.proxmox else None
         ctx = StepContext(self.settings, op, a.service, pve)
         try:

@@ -122,8 +122,7 @@ def start_next_queued(service_id: int, window: int = 0, known: Service | None = 
         if op is None:
             return out
         machine = MACHINES[op.kind]
-        service = known if known is not None else \
-            next(iter(Service.raw("SELECT * FROM services WHERE id = %s", service_id)))
+        service = known if known is not None else Service.row(service_id)
         reason = not_allowed_now(machine, service)
         if reason is not None:
             database.execute_sql(

@@ -71,7 +71,7 @@ def service_event(status: str, op: Operation) -> Pending | None:
     type_ = SERVICE_EVENT_OF_STATUS.get(status)
     if type_ is None:
         return None
-    svc = next(iter(Service.raw("SELECT * FROM services WHERE id = %s", op.service_id)))
+    svc = Service.row(op.service_id)
     fields: dict[str, Any] = {"status": status}
     if type_ == "service.ready":
         addrs = held(svc.id)  # primary first, then the additional IPv4

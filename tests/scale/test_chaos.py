@@ -160,10 +160,10 @@ def run_chaos(settings, sim, cluster, tmp_path, n: int, seed: int = 12,
                         send(client, kind, sid)
             # the faults, each bounded in time, while phase 1 runs
             pvesim_burst(error_rate=0.3)                       # a 5xx burst
-            time.sleep(2)
+            time.sleep(2)  # how long the burst lasts (a fault's duration, not a wait for a state)
             pvesim_burst(latency_ms=150, lock_timeout_rate=0.1)
             kill_a_worker()
-            time.sleep(2)
+            time.sleep(2)  # latency and lock timeouts last this long
             pvesim_burst(task_error_rate=0.15)
             schedulers[0].kill()
             chaos.faults["scheduler SIGKILL"] += 1
@@ -177,7 +177,7 @@ def run_chaos(settings, sim, cluster, tmp_path, n: int, seed: int = 12,
             if mariadb is not None:
                 mariadb.restart()
                 chaos.faults["MariaDB restarted (SIGTERM, start)"] += 1
-            time.sleep(3)
+            time.sleep(3)  # failing tasks, a node down and a stopped broker node last this long
             kill_a_worker()
             sim.set_faults()
             phase_2_at = deadline - budget_s * 4 / 9
@@ -197,7 +197,7 @@ def run_chaos(settings, sim, cluster, tmp_path, n: int, seed: int = 12,
             if mariadb is not None:
                 mariadb.kill()
                 chaos.faults["MariaDB SIGKILLed (crash, start)"] += 1
-            time.sleep(2)
+            time.sleep(2)  # the phase-2 error burst lasts this long
             sim.set_faults()
         wait_until(settled, max(30.0, deadline - time.monotonic()),
                    "every operation finished", interval=1.0)

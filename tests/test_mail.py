@@ -31,8 +31,8 @@ def test_every_shipped_template_renders_with_its_variables() -> None:
         needed = template_variables(TEMPLATES, name)
         assert {"hostname", "service_id"} <= needed, name
         msg = render(TEMPLATES, name, {k: ACCESS[k] for k in needed})
-        assert "web1.example.com" in msg["Subject"]
-        body = msg.get_content()
+        assert "web1.example.com" in msg.subject
+        body = msg.body
         assert "$" not in body.replace("S3cr€t$pw", ""), (name, body)
         assert "5546" in body
 
@@ -65,6 +65,24 @@ def test_welcome_received_with_hostname_and_service(sink: SmtpSink) -> None:
     got = sink.wait_for()
     assert "web1.example.com" in got.subject
     assert "Service ID: 5546" in got.body
+
+
+def test_what_is_received_is_exactly_what_was_rendered(sink: SmtpSink, tmp_path: Path) -> None:
+    """Subject and body come out of a real SMTP server and the email package's parser as they
+    were rendered: a non-ASCII subject, long lines, '=', a leading '.', trailing spaces."""
+    long_line = "Ihr Server " + "ä" * 50 + " = bereit " + "x" * 80
+    (tmp_path / "odd.txt").write_text(
+        "Subject: Ihr Server $hostname ist bereit — grüße\n\n"
+        f"{long_line}\n.\n. leading dot\ntrailing spaces   \n$hostname\n", encoding="utf-8")
+    for name, values in (("odd", {"hostname": "web1.example.com"}), ("welcome", ACCESS)):
+        rendered = render(TEMPLATES if name == "welcome" else tmp_path, name, values)
+        to = f"{name}@example.com"
+        send(sink.settings(), to, rendered)
+        got = sink.wait_for(lambda m, to=to: m.rcpt_tos == [to])
+        assert got.subject == rendered.subject
+        assert got.body.replace("\r\n", "\n") == rendered.body
+        assert got.message.get_content_charset() == "utf-8"
+        assert got.message["Content-Language"] == "en"
 
 
 def test_missing_variable_raises_naming_it() -> None:

@@ -40,7 +40,7 @@ def test_shipped_languages_cover_every_mail_with_the_same_variables():
 
 @pytest.mark.parametrize("lang", languages.SHIPPED)
 def test_every_mail_is_received_in_the_clients_language(sink: SmtpSink, lang: str):
-    english = {name: render(TEMPLATES, name, VALUES)["Subject"] for name in MAILS}
+    english = {name: render(TEMPLATES, name, VALUES).subject for name in MAILS}
     for name in MAILS:
         to = f"{name.replace('_', '-')}.{lang}@example.com"
         send(sink.settings(), to, render(TEMPLATES, name, VALUES, language=lang))
@@ -64,8 +64,8 @@ def test_every_mail_is_received_in_the_clients_language(sink: SmtpSink, lang: st
 ])
 def test_fallback_to_the_language_then_english(asked, used):
     msg = render(TEMPLATES, "welcome", VALUES, language=asked)
-    assert msg["Content-Language"] == used
-    assert msg.get_content().startswith(GREETING[used])
+    assert msg.language == used
+    assert msg.body.startswith(GREETING[used])
 
 
 def _create(**extra) -> dict:

@@ -31,8 +31,8 @@ def cidr(row: IpAddress) -> str:
 def held(service_id: int) -> list[IpAddress]:
     """Every row the service holds, IPv4 first, primary before extras (several steps of each
     operation read them: the statement is written out, not built)."""
-    return list(IpAddress.raw("SELECT * FROM ip_addresses WHERE service_id = %s "
-                              "ORDER BY version, slot", service_id))
+    return IpAddress.fetch("SELECT * FROM ip_addresses WHERE service_id = %s "
+                           "ORDER BY version, slot", service_id)
 
 
 def held_row(service_id: int, address: str) -> IpAddress | None:

@@ -3,6 +3,9 @@ agree). The database handle is a proxy bound once per process by :func:`pvekvm.d
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Self
+
 from peewee import (
     AutoField,
     BigAutoField,
@@ -23,10 +26,48 @@ from peewee import (
 database = DatabaseProxy()
 
 
+# (model, column names of a statement) -> for each column: its field's name and converter, or
+# its own name and None for a column that is no field (a plain attribute, as Model.raw makes it)
+_SHAPES: dict[tuple[type[Model], tuple[str, ...]],
+              tuple[tuple[str, Callable[[Any], Any] | None], ...]] = {}
+
+
 class BaseModel(Model):
     class Meta:
         database = database
         legacy_table_names = False
+
+    @classmethod
+    def fetch(cls, sql: str, *args: object) -> list[Self]:
+        """The rows of a written-out SELECT as instances, as ``Model.raw`` makes them (a
+        field's column holds the field's Python value, another column is a plain attribute),
+        the columns matched to fields once per statement shape rather than per query (the
+        hot path's reads: peewee's per-query matching cost a third of the read)."""
+        cursor = database.execute_sql(sql, args)
+        key = (cls, tuple(d[0] for d in cursor.description))
+        shape = _SHAPES.get(key)
+        if shape is None:
+            fields = cls._meta.columns
+            shape = _SHAPES[key] = tuple(
+                (fields[name].name, fields[name].python_value) if name in fields else (name, None)
+                for name in key[1])
+        found = []
+        for row in cursor.fetchall():
+            obj = cls(__no_default__=1)
+            data = obj.__data__
+            for (name, convert), value in zip(shape, row, strict=True):
+                if convert is None:
+                    setattr(obj, name, value)
+                else:
+                    data[name] = value if value is None else convert(value)
+            found.append(obj)
+        return found
+
+    @classmethod
+    def fetch_one(cls, sql: str, *args: object) -> Self | None:
+        """The first row of :meth:`fetch` (None when there is none)."""
+        rows = cls.fetch(sql, *args)
+        return rows[0] if rows else None
 
 
 class Template(BaseModel):
@@ -141,7 +182,7 @@ class Service(BaseModel):
         """The service's row, or ``Service.DoesNotExist`` as from ``get_by_id`` (the statement
         written out: steps and operation ends read it, and peewee building it cost more CPU
         than MariaDB running it)."""
-        found = next(iter(cls.raw("SELECT * FROM services WHERE id = %s", service_id)), None)
+        found = cls.fetch_one("SELECT * FROM services WHERE id = %s", service_id)
         if found is None:
             raise cls.DoesNotExist(f"service {service_id}")  # type: ignore[attr-defined]
         return found

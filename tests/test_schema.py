@@ -142,3 +142,29 @@ def test_one_running_operation_per_service(clean_db):
     with pytest.raises(IntegrityError):  # the same event twice is one operation
         Operation.create(service_id=8, kind="deploy", idempotency_key="a", params="{}",
                          state="new")
+
+
+def test_fetch_reads_rows_as_peewee_does(clean_db):
+    """The hot path's written-out reads (``BaseModel.fetch``) give what peewee's own query gives
+    for every field (types included: booleans, decimals, datetimes, NULLs), and a column that
+    is no field as a plain attribute."""
+    prod, pool = _product(clean_db)
+    svc = _service(5, prod, vmid=1005)
+    svc.suspended, svc.want_ipv6 = True, False
+    svc.save()
+    op = Operation.create(service_id=5, kind="deploy", idempotency_key="k", params="{}",
+                          state="new", nudge_delay_s="0.250", nudge_published=True)
+    IpAddress.create(pool_id=pool.id, address="192.0.2.10", version=4, service_id=5)
+    for model, key, sql in (
+            (Service, svc.id, "SELECT s.*, 7 AS op_version FROM services s WHERE id = %s"),
+            (Operation, op.id, "SELECT o.*, 7 AS op_version FROM operations o WHERE id = %s"),
+            (Product, prod.id, "SELECT p.*, 7 AS op_version FROM products p WHERE id = %s")):
+        fetched = model.fetch_one(sql, key)
+        expected = model.get_by_id(key)
+        assert fetched is not None and fetched.__data__ == expected.__data__
+        assert {k: type(v) for k, v in fetched.__data__.items()} == \
+            {k: type(v) for k, v in expected.__data__.items()}
+        assert fetched.op_version == 7 and not fetched.is_dirty()
+    assert [a.address for a in IpAddress.fetch(
+        "SELECT * FROM ip_addresses WHERE service_id = %s", 5)] == ["192.0.2.10"]
+    assert Service.fetch_one("SELECT * FROM services WHERE id = %s", 404) is None

@@ -89,11 +89,11 @@ def _lock(op_id: int, row: Operation | None) -> tuple[Operation | None, Service 
     ``row`` (what the previous step of a chain committed) still has the locked row's version
     (every change bumps it); else the operation is read afresh. Only the operation running on a
     service writes its row (intake and the API create operations), so the lock waits on no one."""
-    svc = next(iter(Service.raw(_LOCK_WITH_SERVICE, op_id)), None)
+    svc = Service.fetch_one(_LOCK_WITH_SERVICE, op_id)
     if svc is not None and row is not None and row.id == op_id \
             and svc.op_version == row.version:  # type: ignore[attr-defined]
         return row, svc
-    return next(iter(Operation.raw(_LOCK_OPERATION, op_id)), None), svc
+    return Operation.fetch_one(_LOCK_OPERATION, op_id), svc
 
 
 @dataclass

@@ -183,8 +183,8 @@ def _replay_held(service_id: int) -> Outcome:
     """Right after a create: the events that came before it, in the order they arrived. One
     that is refused now is parked with its reason; the others become operations."""
     out = Outcome()
-    held = list(HeldEvent.raw("SELECT * FROM held_events WHERE service_id = %s ORDER BY id "
-                              "FOR UPDATE", service_id))
+    held = HeldEvent.fetch("SELECT * FROM held_events WHERE service_id = %s ORDER BY id "
+                           "FOR UPDATE", service_id)
     for row in held:
         row.delete_instance()
         try:

@@ -118,7 +118,7 @@ def start_next_queued(service_id: int, window: int = 0, known: Service | None = 
     ``known``: the service's row as this transaction has it (else it is read)."""
     out = Outcome()
     while True:
-        op = next(iter(Operation.raw(_FIRST_QUEUED, service_id)), None)
+        op = Operation.fetch_one(_FIRST_QUEUED, service_id)
         if op is None:
             return out
         machine = MACHINES[op.kind]
@@ -173,11 +173,10 @@ def admit_next(kind: str, window: int) -> Outcome:
     free service) starts."""
     if not window or not MACHINES[kind].admission:
         return Outcome()
-    waiting = Operation.raw(
+    op = Operation.fetch_one(
         "SELECT o.* FROM operations o WHERE o.kind = %s AND o.status = %s AND NOT EXISTS "
         "(SELECT 1 FROM operations a WHERE a.active_service = o.service_id) "
         "ORDER BY o.id LIMIT 1", kind, OpStatus.QUEUED.value)
-    op = next(iter(waiting), None)
     return start_next_queued(op.service_id, window) if op is not None else Outcome()
 
 

@@ -344,6 +344,24 @@ CREATE TABLE IF NOT EXISTS audit_log (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 
+-- Client tokens (pvekvm/tokens.py writes them): one service's, for one life of its id (the
+-- services row's client_id and created_at when minted; a re-created id is another life). Only
+-- the SHA-256 of the secret is kept; a token ends when it expires, is revoked (one by one, or
+-- all of the service's at terminate) or its service is terminated or re-created.
+CREATE TABLE IF NOT EXISTS client_tokens (
+  id            CHAR(16) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY, -- public
+  service_id    INT UNSIGNED NOT NULL,
+  client_id     INT UNSIGNED NOT NULL,
+  service_created_at DATETIME(3) NOT NULL,            -- the life it was minted for
+  secret_sha256 VARBINARY(32) NOT NULL,
+  created_by    VARCHAR(64)  NOT NULL,                -- the billing token's name
+  created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  expires_at    DATETIME(3)  NOT NULL,
+  revoked_at    DATETIME(3)  NULL,
+  revoked_why   VARCHAR(64)  NULL,                    -- 'revoked by billing:whmcs', 'terminated'
+  KEY ix_client_tokens_service (service_id, revoked_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
 -- Schema version. `python -m pvekvm init-db` applies this file (every statement is idempotent),
 -- then the migrations in pvekvm/migrations/ (NNNN_name.sql) newer than the recorded version, in
 -- order, recording each. This file always describes the latest version: a fresh database is

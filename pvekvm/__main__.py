@@ -131,6 +131,8 @@ def cmd_config_check(path: str) -> int:
         print(exc, file=sys.stderr)
         return preflight.EXIT_CONFIG
     o = s.origin
+    if "api_note" in o:
+        print(f"note: {o['api_note']}", file=sys.stderr)
     pve = o["proxmox"] if s.proxmox else f"none ({o['proxmox']})"
     print(f"{shown(f)}: settings ok (database: {o['database']}; broker: {o['amqp']}; "
           f"proxmox: {pve}; smtp: {o['smtp']})")

@@ -9,6 +9,7 @@ missing setting is a :class:`ConfigError` naming the file and key (or the variab
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -110,11 +111,14 @@ class MetricsSettings:
 class ApiSettings:
     """The service API (``python -m pvekvm api``). ``tokens``: (name, ``sha256:<hex>``) pairs, the
     SHA-256 of each billing token (the token itself is stored nowhere); a billing token may read
-    and order for any service. ``client_token_key``: HMAC key from which per-service client
-    tokens are derived (empty: no client tokens); changing it revokes every client token."""
+    and order for any service. ``client_token_ttl_s``: how long a client token lives (a mint may
+    ask for less, never more). ``trusted_proxies``: addresses or networks of the reverse proxies
+    whose ``X-Forwarded-For`` names the caller (none: the TCP peer is the caller). The old
+    ``client_token_key`` is accepted and ignored (client tokens are stored, not derived)."""
 
     tokens: tuple[tuple[str, str], ...] = ()
-    client_token_key: str = ""
+    client_token_ttl_s: int = 86400
+    trusted_proxies: tuple[str, ...] = ()
     proxmox_timeout_s: float = 3.0  # live status/graphs/console: answer fast when PVE is down
 
 
@@ -150,7 +154,7 @@ SECTIONS: dict[str, set[str]] = {
     "secrets": {"key_file"},
     "mail": {"templates_dir"},
     "observability": {f.name for f in fields(MetricsSettings)},
-    "api": {f.name for f in fields(ApiSettings)},
+    "api": {f.name for f in fields(ApiSettings)} | {"client_token_key"},  # the key: obsolete
 }
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
     """The settings file in use: ``path``, else ``$PVEKVM_CONFIG``, else config/pvekvm.toml."""
@@ -343,13 +347,14 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     for value, where in ((key_file, "[secrets] key_file"), (templates, "[mail] templates_dir")):
         if not isinstance(value, str):
             raise ConfigError(f"{shown(cfg)} {where}: expected a path, got {value!r}")
+    api, api_note = _api_settings(raw.get("api", {}), cfg)
     return Settings(
         database_url=db, amqp_url=amqp, namespace=namespace, proxmox=proxmox, smtp=smtp,
         engine=engine, secret_key_file=key_file, templates_dir=templates,
         metrics=_metrics(raw.get("observability", {}), cfg),
-        api=_api_settings(raw.get("api", {}), cfg),
-        origin={"file": shown(cfg), "database": db_where, "amqp": amqp_where,
-                "proxmox": pve_where, "smtp": smtp_where})
+        api=api, origin={"file": shown(cfg), "database": db_where, "amqp": amqp_where,
+                         "proxmox": pve_where, "smtp": smtp_where,
+                         **({"api_note": api_note} if api_note else {})})
 
 
 def _metrics(raw: dict[str, Any], cfg: Path) -> MetricsSettings:
@@ -374,18 +379,32 @@ def _metrics(raw: dict[str, Any], cfg: Path) -> MetricsSettings:
     return MetricsSettings(**values)
 
 
-def _api_settings(raw: dict[str, Any], cfg: Path) -> ApiSettings:
-    """``[api]`` with ``[api.tokens]`` name = "sha256:<hex>"; ``PVEKVM_API_CLIENT_TOKEN_KEY``
-    overrides the client token key."""
+def _api_settings(raw: dict[str, Any], cfg: Path) -> tuple[ApiSettings, str | None]:
+    """``[api]`` with ``[api.tokens]`` name = "sha256:<hex>", and a note when the obsolete
+    ``client_token_key`` (or ``PVEKVM_API_CLIENT_TOKEN_KEY``) is still set."""
     raw = dict(raw)
     tokens = raw.pop("tokens", {})
     if not isinstance(tokens, dict) or not all(isinstance(v, str) for v in tokens.values()):
         raise ConfigError(f"{shown(cfg)} [api.tokens]: expected NAME = \"sha256:<hex>\" lines "
                           "(python -m pvekvm.api new-token prints one)")
-    key = os.environ.get("PVEKVM_API_CLIENT_TOKEN_KEY") or raw.pop("client_token_key", "")
-    raw.pop("client_token_key", None)
-    if not isinstance(key, str):
-        raise ConfigError(f"{shown(cfg)} [api] client_token_key: expected a string")
+    note = None
+    if "client_token_key" in raw or os.environ.get("PVEKVM_API_CLIENT_TOKEN_KEY"):
+        raw.pop("client_token_key", None)
+        note = (f"{shown(cfg)} [api] client_token_key (or PVEKVM_API_CLIENT_TOKEN_KEY): no longer "
+                "used and ignored: client tokens are random, stored hashed in client_tokens and "
+                "end with their service; tokens derived from the key are refused; remove it")
+    proxies = raw.pop("trusted_proxies", [])
+    where = f"{shown(cfg)} [api] trusted_proxies"
+    if not isinstance(proxies, list) or not all(isinstance(p, str) for p in proxies):
+        raise ConfigError(f"{where}: expected a list of addresses or networks, got {proxies!r}")
+    for p in proxies:
+        try:
+            ipaddress.ip_network(p, strict=False)
+        except ValueError:
+            raise ConfigError(f"{where}: {p!r} is not an IP address or network") from None
     api = _typed(ApiSettings, raw, f"{shown(cfg)} [api]")
+    if api.client_token_ttl_s < 60:
+        raise ConfigError(f"{shown(cfg)} [api] client_token_ttl_s: expected at least 60 "
+                          f"seconds, got {api.client_token_ttl_s}")
     return replace(api, tokens=tuple(sorted((str(k), v) for k, v in tokens.items())),
-                   client_token_key=key)
+                   trusted_proxies=tuple(proxies)), note

@@ -429,6 +429,25 @@ class AuditLog(BaseModel):
         table_name = "audit_log"
 
 
+class ClientToken(BaseModel):
+    """A client token of one life of one service (written by pvekvm.tokens only); the secret
+    itself is stored nowhere, only its SHA-256."""
+
+    id = CharField(max_length=16, primary_key=True)
+    service_id = IntegerField()
+    client_id = IntegerField()
+    service_created_at = DateTimeField()
+    secret_sha256 = BlobField()
+    created_by = CharField(max_length=64)
+    created_at = DateTimeField(null=True)
+    expires_at = DateTimeField()
+    revoked_at = DateTimeField(null=True)
+    revoked_why = CharField(max_length=64, null=True)
+
+    class Meta:
+        table_name = "client_tokens"
+
+
 class SchemaVersion(BaseModel):
     """One row per schema version applied (see pvekvm.db.apply_schema)."""
 
@@ -459,5 +478,5 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     Template, TemplateReplica, IpPool, Product, Service, VmidAllocation, IpAddress, Operation,
     OutboxEvent, HeldEvent, StepRun, Snapshot, Backup, BackupSchedule, DnsProvider, DnsZone,
     DnsRecordRow, Email, DeadLetter, AuditLog, SchemaVersion, CloneSlot, CloneClaim,
-    TrafficUsage, TrafficCursor,
+    TrafficUsage, TrafficCursor, ClientToken,
 )

@@ -153,8 +153,10 @@ TERMINATE = Machine("terminate", "Terminate", (
     T("tm_remove", pool="clone", run=provision.delete_vm, then="tm_dns", label="Remove VM"),
     T("tm_dns", pool="dns", run=dns.delete_dns_records, then="tm_release",
       label="Delete DNS records"),
-    T("tm_release", pool="ip", run=lifecycle.release_addresses, then="terminated",
+    T("tm_release", pool="ip", run=lifecycle.release_addresses, then="tm_forget",
       label="Release IPs"),
+    T("tm_forget", pool="ip", run=lifecycle.forget_client_secrets, then="terminated",
+      label="Erase client secrets"),
 ), busy_status="terminating", done_status="terminated", runs_while_suspended=True,
    suspended_after=False)
 

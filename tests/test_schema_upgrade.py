@@ -37,6 +37,7 @@ def test_a_version_1_database_gains_what_version_2_added(database):
             database.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
     database.execute_sql("ALTER TABLE operations DROP INDEX ix_operations_service_status, "
                          "ADD KEY ix_operations_service (service_id)")
+    database.execute_sql("DROP TABLE client_tokens")  # 0007 (client tokens, stored hashed)
     database.execute_sql("DELETE FROM schema_version")
     database.execute_sql("INSERT INTO schema_version (version, name) VALUES (1, 'baseline')")
     try:
@@ -54,6 +55,8 @@ def test_a_version_1_database_gains_what_version_2_added(database):
         ops = {i.name: i.columns for i in database.get_indexes("operations")}  # 0006
         assert ops.get("ix_operations_service_status") == ["service_id", "status", "id"]
         assert "ix_operations_service" not in ops
+        assert "client_tokens" in database.get_tables()  # 0007
+        assert dbmod.latest_version() >= 7
     finally:  # whatever happened, later tests get the latest schema back
         database.execute_sql("DELETE FROM schema_version WHERE version > 1")
         database.execute_sql("DELETE FROM schema_version WHERE version = 1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from fastapi import FastAPI, Request
@@ -19,6 +20,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from pvekvm.api import routes
 
     settings = settings or load_settings()
+    if "api_note" in settings.origin:
+        logging.getLogger(__name__).warning("%s", settings.origin["api_note"])
     bind(settings.database_url)
     app = FastAPI(title="pvekvm service API", version="1",
                   description=(pvekvm.api.__doc__ or "").strip())
@@ -42,4 +45,5 @@ def serve(host: str, port: int, workers: int = 1, config: str | None = None,
     if config:
         os.environ["PVEKVM_CONFIG"] = os.path.abspath(config)
     uvicorn.run("pvekvm.api.app:create_app", factory=True, host=host, port=port,
-                workers=workers, log_level=log_level, proxy_headers=True)
+                workers=workers, log_level=log_level,
+                proxy_headers=False)  # X-Forwarded-For: only from [api] trusted_proxies (routes)

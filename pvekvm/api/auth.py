@@ -1,27 +1,32 @@
-"""Bearer tokens: billing tokens (hashed in settings) and derived per-service client tokens."""
+"""Bearer tokens: billing tokens (hashed in settings) and client tokens (pvekvm.tokens: random,
+stored hashed, bound to one life of one service)."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
 
+from pvekvm import tokens
 from pvekvm.config import ApiSettings
-
-CLIENT_PREFIX = "svc."
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is asking. ``service_id`` None: any service (billing); else exactly that one."""
+    """Who is asking. ``service_id`` None: any service (billing); else exactly that one.
+    ``token_id``: the client token's public id (None for billing)."""
 
     name: str
     service_id: int | None = None
+    token_id: str | None = None
 
     def may_read(self, service_id: int) -> bool:
         return self.service_id is None or self.service_id == service_id
+
+    @property
+    def is_client(self) -> bool:
+        return self.service_id is not None
 
 
 def hash_token(token: str) -> str:
@@ -34,21 +39,16 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def client_token(key: str, service_id: int) -> str:
-    mac = hmac.new(key.encode(), f"pvekvm-api-client:{service_id}".encode(), hashlib.sha256)
-    return f"{CLIENT_PREFIX}{service_id}.{base64.urlsafe_b64encode(mac.digest()).decode()[:43]}"
-
-
 def authenticate(api: ApiSettings, token: str) -> Principal | None:
-    """The principal ``token`` stands for, or None. Compares against every billing hash in
-    constant time (no early exit, so timing says nothing about which one nearly matched)."""
-    if token.startswith(CLIENT_PREFIX) and api.client_token_key:
-        sid_text = token[len(CLIENT_PREFIX):].split(".", 1)[0]
-        if sid_text.isdigit() and len(sid_text) <= 10:
-            expected = client_token(api.client_token_key, int(sid_text))
-            if hmac.compare_digest(expected.encode(), token.encode()):
-                return Principal(f"client:{int(sid_text)}", int(sid_text))
-        return None
+    """The principal ``token`` stands for, or None. A client token (``svc.`` prefix) is looked
+    up by its id; a billing token is compared against every billing hash in constant time (no
+    early exit, so timing says nothing about which one nearly matched)."""
+    if token.startswith(tokens.PREFIX):
+        holder = tokens.verify(token)
+        if holder is None:
+            return None
+        return Principal(f"client:{holder.service_id}/{holder.token_id}", holder.service_id,
+                         holder.token_id)
     presented = hash_token(token).encode()
     found: str | None = None
     for name, stored in api.tokens:

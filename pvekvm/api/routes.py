@@ -3,6 +3,7 @@ API itself writes only ``audit_log`` and publishes order events."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import threading
 from dataclasses import replace
@@ -23,11 +24,11 @@ from producers.events import (
     fresh_idempotency_key,
     parse_event,
 )
-from pvekvm import messaging
+from pvekvm import messaging, tokens
 from pvekvm import secrets as secretbox
 from pvekvm.addresses import cidr, held, held_row, host_address
 from pvekvm.api import pve, schemas
-from pvekvm.api.auth import Principal, authenticate, client_token
+from pvekvm.api.auth import Principal, authenticate
 from pvekvm.config import Settings
 from pvekvm.models import (
     AuditLog,
@@ -87,11 +88,43 @@ Svc = Annotated[Service, Depends(scoped_service)]
 Cfg = Annotated[Settings, Depends(settings_of)]
 
 
-def audit(svc: Service, event: str, who: Principal, request: Request, **extra: Any) -> None:
-    """Who read what; never the secret itself."""
-    detail = {"by": who.name, "from": request.client.host if request.client else None, **extra}
-    AuditLog.create(service_id=svc.id, event=event, detail=json.dumps(detail, sort_keys=True),
-                    created_at=datetime.now())
+def caller_address(request: Request, trusted: tuple[str, ...]) -> str | None:
+    """The caller's address: the TCP peer, unless the peer is one of the ``trusted`` proxies;
+    then ``X-Forwarded-For`` read from the right, past the trusted hops, to the first address
+    no trusted proxy holds (anything left of it was written by the caller, so is not believed).
+    The server runs with uvicorn's own proxy headers off, so the peer here is the real one."""
+    peer = request.client.host if request.client else None
+    if not trusted or peer is None:
+        return peer
+    nets = [ipaddress.ip_network(t, strict=False) for t in trusted]
+
+    def is_trusted(addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in n for n in nets)
+
+    if not is_trusted(peer):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getlist("x-forwarded-for")).split(",")]
+    for hop in reversed(hops[-32:]):  # bounded: a proxy chain is short
+        if not is_trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # a proxy passed on garbage: the proxy is what we know
+    return peer
+
+
+def audit(svc: Service | int, event: str, who: Principal, request: Request,
+          **extra: Any) -> None:
+    """Who read what, from where (:func:`caller_address`); never the secret itself."""
+    settings: Settings = request.app.state.settings
+    detail = {"by": who.name, "from": caller_address(request, settings.api.trusted_proxies),
+              **extra}
+    AuditLog.create(service_id=svc if isinstance(svc, int) else svc.id, event=event,
+                    detail=json.dumps(detail, sort_keys=True), created_at=datetime.now())
 
 
 # --------------------------------------------------------------------------- views
@@ -280,7 +313,8 @@ def get_graph(svc: Svc, settings: Cfg, metric: schemas.Metric,
                         503: {"model": schemas.Problem}})
 def open_console(svc: Svc, who: Who, settings: Cfg, request: Request) -> schemas.ConsoleTicket:
     """A noVNC console ticket (PVE ``vncproxy`` with websocket). Refused for suspended and
-    terminated services. Issuing is audit-logged; the ticket is never logged."""
+    terminated services. Issuing is audit-logged; the ticket is never logged. A client token
+    is not shown ``user`` nor ``upid`` (both name the engine's Proxmox token id)."""
     if svc.status in CONSOLE_REFUSED or svc.suspended or not svc.vmid or not svc.node:
         state = "suspended" if svc.suspended else svc.status
         raise HTTPException(409, f"console refused: service {svc.id} is {state}")
@@ -292,8 +326,9 @@ def open_console(svc: Svc, who: Who, settings: Cfg, request: Request) -> schemas
     port = int(data["port"])
     return schemas.ConsoleTicket(
         node=svc.node, vmid=svc.vmid, pve_host=settings.proxmox.host,
-        pve_port=settings.proxmox.port, port=port, ticket=data["ticket"], user=data["user"],
-        upid=data["upid"], cert=data.get("cert"),
+        pve_port=settings.proxmox.port, port=port, ticket=data["ticket"],
+        user=None if who.is_client else data["user"],  # the engine's PVE identity: billing only
+        upid=None if who.is_client else data["upid"], cert=data.get("cert"),
         websocket_path=(f"/api2/json/{path}/vncwebsocket?port={port}"
                         f"&vncticket={quote(data['ticket'], safe='')}"))
 
@@ -328,17 +363,44 @@ def list_isos(who: Who, settings: Cfg) -> list[schemas.IsoList]:
 
 @router.post("/services/{service_id}/client-token", response_model=schemas.ClientToken,
              responses={**NOT_FOUND, 403: {"model": schemas.Problem},
-                        409: {"model": schemas.Problem}})
-def mint_client_token(svc: Svc, who: Who, settings: Cfg,
-                      request: Request) -> schemas.ClientToken:
-    """(billing tokens only) the token that lets one client read only this service."""
-    if who.service_id is not None:
+                        409: {"model": schemas.Problem}, 422: {"model": schemas.Problem}})
+def mint_client_token(svc: Svc, who: Who, settings: Cfg, request: Request,
+                      body: schemas.ClientTokenRequest | None = None) -> schemas.ClientToken:
+    """(billing tokens only) a token that lets the service's client read this service only,
+    for this life of the service: it ends at ``expires_at`` (``[api] client_token_ttl_s``, or
+    the shorter ``ttl_s`` asked for), when revoked, or when the service is terminated or its
+    id re-created."""
+    if who.is_client:
         raise HTTPException(403, "only a billing token may mint client tokens")
-    if not settings.api.client_token_key:
-        raise HTTPException(409, "no client_token_key configured")
-    audit(svc, "api_client_token_issued", who, request)
-    return schemas.ClientToken(service_id=svc.id,
-                               token=client_token(settings.api.client_token_key, svc.id))
+    limit = settings.api.client_token_ttl_s
+    ttl = body.ttl_s if body is not None and body.ttl_s is not None else limit
+    if ttl > limit:
+        raise HTTPException(422, f"ttl_s {ttl} is over the configured limit of {limit} s "
+                                 "([api] client_token_ttl_s)")
+    if svc.status in ("terminating", "terminated") or svc.created_at is None:
+        raise HTTPException(409, f"service {svc.id} is {svc.status}: no client token")
+    minted = tokens.mint(svc.id, svc.client_id, svc.created_at, ttl, who.name)
+    if minted is None:
+        raise HTTPException(409, f"service {svc.id} was terminated or re-created meanwhile")
+    audit(svc, "api_client_token_issued", who, request, token_id=minted.token_id, ttl_s=ttl)
+    return schemas.ClientToken(service_id=svc.id, token=minted.token, token_id=minted.token_id,
+                               expires_at=minted.expires_at)
+
+
+@router.delete("/client-tokens/{token_id}", status_code=204,
+               responses={403: {"model": schemas.Problem}, 404: {"model": schemas.Problem}})
+def revoke_client_token(who: Who, request: Request,
+                        token_id: Annotated[str, Path(max_length=64)]) -> None:
+    """(billing tokens only) revoke one client token at once (the next request with it is
+    refused with 401); revoking a revoked token again is no error. Audit-logged."""
+    if who.is_client:
+        raise HTTPException(403, "only a billing token may revoke client tokens")
+    service_id = tokens.service_of(token_id)
+    if service_id is None or not who.may_read(service_id):
+        raise HTTPException(404, f"no client token {token_id}")
+    revoked = tokens.revoke(token_id, f"revoked by {who.name}")
+    audit(service_id, "api_client_token_revoked", who, request, token_id=token_id,
+          already=not revoked)
 
 
 _publishers = threading.local()

@@ -163,15 +163,27 @@ class ConsoleTicket(BaseModel):
     pve_port: int
     port: int
     ticket: str
-    user: str
-    upid: str
+    user: str | None = Field(description="the Proxmox user the ticket is bound to (the engine's "
+                             "API token id); null for a client token: not shown to clients")
+    upid: str | None = Field(description="the vncproxy task (names the engine's Proxmox user); "
+                             "null for a client token")
     cert: str | None
     websocket_path: str
 
 
+class ClientTokenRequest(BaseModel):
+    ttl_s: int | None = Field(None, ge=60, le=10**8, description="seconds the token lives; at "
+                              "most [api] client_token_ttl_s (the default)")
+
+
 class ClientToken(BaseModel):
+    """Shown once: only its SHA-256 is kept. Ends at ``expires_at``, when revoked
+    (``DELETE /v1/client-tokens/{token_id}``) or when the service is terminated or re-created."""
+
     service_id: int
     token: str
+    token_id: str
+    expires_at: datetime
 
 
 class RdnsRequest(BaseModel):

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import pytest
 
 from producers.api import OrderClient
 from pvekvm import db as dbmod
 from pvekvm import messaging
-from pvekvm.api.auth import client_token, hash_token
+from pvekvm.api.auth import hash_token
 from pvekvm.config import ApiSettings, Settings
 from pvekvm.models import Service
 from pvesim.testing import RunningSimulator, running_simulator
@@ -23,7 +23,6 @@ from tests.smtp_sink import SmtpSink
 
 SID_A, SID_B = 7101, 7102
 BILLING_TOKEN = "billing-" + uuid.uuid4().hex
-CLIENT_KEY = uuid.uuid4().hex
 
 
 @dataclass
@@ -32,14 +31,19 @@ class ApiEnv:
     sim: RunningSimulator
     api: ApiServer
     billing: OrderClient
+    minted: dict[int, str] = field(default_factory=dict)
 
     def client_token(self, service_id: int) -> str:
-        return client_token(CLIENT_KEY, service_id)
+        """A client token of the service, minted once over HTTP with the billing token."""
+        if service_id not in self.minted:
+            r = self.api.post(f"/v1/services/{service_id}/client-token", BILLING_TOKEN)
+            assert r.status_code == 200, r.text
+            self.minted[service_id] = r.json()["token"]
+        return self.minted[service_id]
 
 
 def api_settings(base: Settings, **kw: object) -> Settings:
-    return replace(base, api=ApiSettings(tokens=(("whmcs", hash_token(BILLING_TOKEN)),),
-                                         client_token_key=CLIENT_KEY, **kw))
+    return replace(base, api=ApiSettings(tokens=(("whmcs", hash_token(BILLING_TOKEN)),), **kw))
 
 
 @pytest.fixture(scope="package")

@@ -16,7 +16,7 @@ from pvekvm import secrets
 from pvekvm.api.auth import hash_token
 from pvekvm.config import ProxmoxSettings
 from pvekvm.models import AuditLog, IpAddress, Operation, Service
-from tests.api.conftest import BILLING_TOKEN, CLIENT_KEY, SID_A, SID_B, ApiEnv
+from tests.api.conftest import BILLING_TOKEN, SID_A, SID_B, ApiEnv
 from tests.api.server import ApiServer, api_command
 from tests.e2e.harness import all_ready, describe_ops, wait_until, write_config
 
@@ -48,8 +48,9 @@ def test_tokens_decide_who_sees_what(api_env: ApiEnv):
     event = {"version": 1, "type": "terminate", "idempotency_key": "k1", "service_id": SID_B}
     assert api.post("/v1/events", other, json=event).status_code == 403
     assert api.post(f"/v1/services/{SID_A}/client-token", own).status_code == 403
-    minted = api.post(f"/v1/services/{SID_A}/client-token", TOKEN).json()["token"]
-    assert minted == own
+    minted = api.post(f"/v1/services/{SID_A}/client-token", TOKEN).json()
+    assert minted["token"] != own and minted["token"].startswith(f"svc.{minted['token_id']}.")
+    assert api.get(f"/v1/services/{SID_A}", minted["token"]).status_code == 200
 
 
 def test_service_view_carries_live_state_from_proxmox(api_env: ApiEnv):
@@ -217,8 +218,7 @@ def test_openapi_document_is_served(api_env: ApiEnv):
 def _api_config(api_env: ApiEnv, path, **overrides: str):
     config = write_config(replace(api_env.settings, **overrides), path)
     with config.open("a") as fh:
-        fh.write(f'[api]\nclient_token_key = "{CLIENT_KEY}"\n'
-                 f'[api.tokens]\nwhmcs = "{hash_token(BILLING_TOKEN)}"\n')
+        fh.write(f'[api.tokens]\nwhmcs = "{hash_token(BILLING_TOKEN)}"\n')
     return config
 
 

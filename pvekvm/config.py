@@ -113,10 +113,14 @@ class ApiSettings:
     SHA-256 of each billing token (the token itself is stored nowhere); a billing token may read
     and order for any service. ``client_token_ttl_s``: how long a client token lives (a mint may
     ask for less, never more). ``trusted_proxies``: addresses or networks of the reverse proxies
-    whose ``X-Forwarded-For`` names the caller (none: the TCP peer is the caller). The old
+    whose ``X-Forwarded-For`` names the caller (none: the TCP peer is the caller).
+    ``scopes``: (name, ranges) pairs from ``[api.scopes] NAME = ["3000-3999", "4711"]``: the
+    billing token of that name reads, mints and orders for service ids in those ranges only (a
+    billing system per brand); a token without a scope may do so for every service. The old
     ``client_token_key`` is accepted and ignored (client tokens are stored, not derived)."""
 
     tokens: tuple[tuple[str, str], ...] = ()
+    scopes: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = ()
     client_token_ttl_s: int = 86400
     trusted_proxies: tuple[str, ...] = ()
     proxmox_timeout_s: float = 3.0  # live status/graphs/console: answer fast when PVE is down
@@ -402,9 +406,36 @@ def _api_settings(raw: dict[str, Any], cfg: Path) -> tuple[ApiSettings, str | No
             ipaddress.ip_network(p, strict=False)
         except ValueError:
             raise ConfigError(f"{where}: {p!r} is not an IP address or network") from None
+    scopes = _scopes(raw.pop("scopes", {}), set(tokens), f"{shown(cfg)} [api.scopes]")
     api = _typed(ApiSettings, raw, f"{shown(cfg)} [api]")
     if api.client_token_ttl_s < 60:
         raise ConfigError(f"{shown(cfg)} [api] client_token_ttl_s: expected at least 60 "
                           f"seconds, got {api.client_token_ttl_s}")
     return replace(api, tokens=tuple(sorted((str(k), v) for k, v in tokens.items())),
-                   trusted_proxies=tuple(proxies)), note
+                   trusted_proxies=tuple(proxies), scopes=scopes), note
+
+
+_RANGE = re.compile(r"(\d{1,10})(?:-(\d{1,10}))?")
+
+
+def _scopes(raw: object, names: set[str], where: str
+            ) -> tuple[tuple[str, tuple[tuple[int, int], ...]], ...]:
+    """``NAME = ["3000-3999", "4711"]`` per billing token: inclusive service-id ranges."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected NAME = [\"first-last\", ...] lines")
+    out = []
+    for name, ranges in sorted(raw.items()):
+        if name not in names:
+            raise ConfigError(f"{where} {name}: no billing token of that name in [api.tokens]")
+        if not isinstance(ranges, list) or not ranges:
+            raise ConfigError(f"{where} {name}: expected a non-empty list of \"first-last\"")
+        parsed = []
+        for r in ranges:
+            m = _RANGE.fullmatch(r) if isinstance(r, str) else None
+            lo, hi = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, -1)
+            if not 1 <= lo <= hi <= 2**32 - 1:
+                raise ConfigError(f"{where} {name}: {r!r} is not a service-id range "
+                                  "(\"first-last\" or \"id\", 1 to 4294967295, first <= last)")
+            parsed.append((lo, hi))
+        out.append((str(name), tuple(parsed)))
+    return tuple(out)

@@ -14,15 +14,19 @@ from pvekvm.config import ApiSettings
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is asking. ``service_id`` None: any service (billing); else exactly that one.
+    """Who is asking. ``service_id`` set: a client token, exactly that service. Else billing:
+    the service ids in ``ranges`` ((first, last) inclusive), or any when ``ranges`` is None.
     ``token_id``: the client token's public id (None for billing)."""
 
     name: str
     service_id: int | None = None
     token_id: str | None = None
+    ranges: tuple[tuple[int, int], ...] | None = None
 
     def may_read(self, service_id: int) -> bool:
-        return self.service_id is None or self.service_id == service_id
+        if self.service_id is not None:
+            return self.service_id == service_id
+        return self.ranges is None or any(lo <= service_id <= hi for lo, hi in self.ranges)
 
     @property
     def is_client(self) -> bool:
@@ -54,4 +58,6 @@ def authenticate(api: ApiSettings, token: str) -> Principal | None:
     for name, stored in api.tokens:
         if hmac.compare_digest(presented, stored.strip().lower().encode()):
             found = name
-    return Principal(f"billing:{found}") if found is not None else None
+    if found is None:
+        return None
+    return Principal(f"billing:{found}", ranges=dict(api.scopes).get(found))

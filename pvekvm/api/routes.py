@@ -441,6 +441,9 @@ async def post_event(request: Request, who: Who, settings: Cfg) -> schemas.Event
         event = parse_event(bytes(body))
     except InvalidEvent as exc:
         raise HTTPException(422, exc.reason) from None
+    if not who.may_read(event.service_id):
+        raise HTTPException(403, f"service {event.service_id} is outside the scope of "
+                                 f"{who.name} ([api.scopes])")
     if event.occurred_at is None:
         event = replace(event, occurred_at=datetime.now(UTC).isoformat(timespec="seconds"))
     try:

@@ -202,3 +202,39 @@ def test_the_old_client_token_key_is_ignored_with_a_note_and_bad_proxies_refused
     config.write_text(text + '[api]\nclient_token_ttl_s = 5\n')
     with pytest.raises(ConfigError, match="client_token_ttl_s: expected at least 60"):
         load_settings(config)
+
+
+def test_a_scoped_billing_token_sees_and_orders_for_its_own_service_ids_only(api_env: ApiEnv):
+    from tests.api.conftest import SID_B
+
+    b_token = _mint(api_env.api, SID_B)
+    brand = replace(api_env.settings, api=replace(api_env.settings.api,
+                                                  scopes=(("whmcs", ((SID_A, SID_A),)),)))
+    with ApiServer(brand) as api:
+        assert api.get(f"/v1/services/{SID_A}", BILLING_TOKEN).status_code == 200
+        for path in ("", "/credentials", "/operations"):
+            assert api.get(f"/v1/services/{SID_B}{path}", BILLING_TOKEN).status_code == 404
+        assert api.post(f"/v1/services/{SID_B}/client-token", BILLING_TOKEN).status_code == 404
+        assert api.delete(f"/v1/client-tokens/{b_token['token_id']}",
+                          BILLING_TOKEN).status_code == 404
+        event = {"version": 1, "type": "power", "action": "start",
+                 "idempotency_key": "scoped-1", "service_id": SID_B}
+        r = api.post("/v1/events", BILLING_TOKEN, json=event)
+        assert r.status_code == 403 and "outside the scope" in r.json()["detail"]
+    assert api_env.api.get(f"/v1/services/{SID_B}", b_token["token"]).status_code == 200
+
+
+@pytest.mark.parametrize("scopes, reason", [
+    ('whmcs = ["10-5"]', "is not a service-id range"),
+    ('whmcs = ["1-99999999999"]', "is not a service-id range"),
+    ('whmcs = []', "non-empty list"),
+    ('other = ["1-9"]', "no billing token of that name"),
+])
+def test_a_bad_scope_is_refused_with_its_reason(api_env: ApiEnv, tmp_path, scopes, reason):
+    from pvekvm.api.auth import hash_token
+
+    config = write_config(api_env.settings, tmp_path / "pvekvm.toml")
+    config.write_text(config.read_text() + f'[api.tokens]\nwhmcs = "{hash_token("x")}"\n'
+                      f'[api.scopes]\n{scopes}\n')
+    with pytest.raises(ConfigError, match=reason):
+        load_settings(config)

@@ -7,11 +7,14 @@ Token model (bearer tokens, ``Authorization: Bearer <token>``):
 
 * **Billing tokens** — the panel holds one secret and proxies its clients' requests. Settings keep
   only ``sha256:<hex>`` of each (``[api.tokens] whmcs = "sha256:…"``, made by
-  ``python -m pvekvm.api new-token``); a billing token may read any service and post events.
-* **Client tokens** — optional, for a client area that calls the API directly:
-  ``svc.<service id>.<HMAC-SHA256(client_token_key, service id)>``, derived, stored nowhere,
-  valid for exactly one service (any other service answers 404, events 403). A billing token
-  mints them (``POST /v1/services/{id}/client-token``); changing ``client_token_key`` revokes all.
+  ``python -m pvekvm.api new-token``); a billing token may read any service and post events, or
+  only the service ids of its ``[api.scopes]`` ranges.
+* **Client tokens** — for a client area that calls the API directly: ``svc.<token id>.<secret>``,
+  random, minted by a billing token (``POST /v1/services/{id}/client-token``), shown once,
+  stored as its SHA-256. Valid for exactly one service and one life of it (any other service
+  answers 404, events 403) until it expires (``[api] client_token_ttl_s``, 24 h by default), is
+  revoked (``DELETE /v1/client-tokens/{token id}``), or the service is terminated (terminate
+  revokes all its tokens) or re-created under the same id.
 
 Every comparison is constant time. No token or a wrong token: 401. A service that does not exist
 or is outside the token's scope: 404 (the two are indistinguishable). Reads of credentials and

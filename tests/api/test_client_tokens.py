@@ -6,13 +6,15 @@ engine (terminate and re-create go through the orders exchange), the real databa
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
 import requests
 
 from pvekvm import secrets
-from pvekvm.config import ConfigError, load_settings
+from pvekvm.config import ROOT, ConfigError, load_settings
 from pvekvm.db import database
 from pvekvm.models import AuditLog, Backup, BackupSchedule, ClientToken, Service, Snapshot
 from tests.api.conftest import BILLING_TOKEN, SID_A, ApiEnv
@@ -196,6 +198,10 @@ def test_the_old_client_token_key_is_ignored_with_a_note_and_bad_proxies_refused
     loaded = load_settings(config)
     assert "client_token_key" in loaded.origin["api_note"]
     assert "no longer used" in loaded.origin["api_note"]
+    check = subprocess.run([sys.executable, "-m", "pvekvm", "config-check", str(config)],
+                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert check.returncode == 0 and "settings ok" in check.stdout
+    assert "note:" in check.stderr and "client_token_key" in check.stderr
     config.write_text(text + '[api]\ntrusted_proxies = ["10.0.0.0/8", "proxy.example"]\n')
     with pytest.raises(ConfigError, match="trusted_proxies: 'proxy.example' is not an IP"):
         load_settings(config)

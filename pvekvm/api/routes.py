@@ -151,6 +151,13 @@ def _operation(op: Operation) -> schemas.OperationView:
                for r in runs])
 
 
+def _this_life(svc: Service) -> Any:
+    """Operations of the service's present life: a reused id's earlier life (another client,
+    maybe) is not shown (both created_at come from the database clock)."""
+    cond = Operation.service_id == svc.id
+    return cond & (Operation.created_at >= svc.created_at) if svc.created_at else cond
+
+
 def _current(svc: Service) -> schemas.CurrentOperation | None:
     op = Operation.get_or_none(Operation.active_service == svc.id)
     if op is None:
@@ -222,8 +229,7 @@ def get_credentials(svc: Svc, who: Who, settings: Cfg, request: Request) -> sche
 def list_operations(svc: Svc, limit: Annotated[int, Query(ge=1, le=200)] = 20
                     ) -> list[schemas.OperationView]:
     """The service's operations, newest first, each with its step lines."""
-    ops = (Operation.select().where(Operation.service_id == svc.id)
-           .order_by(Operation.id.desc()).limit(limit))
+    ops = Operation.select().where(_this_life(svc)).order_by(Operation.id.desc()).limit(limit)
     return [_operation(op) for op in ops]
 
 
@@ -231,8 +237,7 @@ def list_operations(svc: Svc, limit: Annotated[int, Query(ge=1, le=200)] = 20
             response_model=schemas.OperationView, responses=NOT_FOUND)
 def get_operation(svc: Svc, operation_id: Annotated[int, Path(ge=1, le=2**63 - 1)]
                   ) -> schemas.OperationView:
-    op = Operation.get_or_none((Operation.id == operation_id)
-                               & (Operation.service_id == svc.id))
+    op = Operation.get_or_none((Operation.id == operation_id) & _this_life(svc))
     if op is None:
         raise HTTPException(404, f"no operation {operation_id} for service {svc.id}")
     return _operation(op)

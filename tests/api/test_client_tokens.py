@@ -16,7 +16,15 @@ import requests
 from pvekvm import secrets
 from pvekvm.config import ROOT, ConfigError, load_settings
 from pvekvm.db import database
-from pvekvm.models import AuditLog, Backup, BackupSchedule, ClientToken, Service, Snapshot
+from pvekvm.models import (
+    AuditLog,
+    Backup,
+    BackupSchedule,
+    ClientToken,
+    Operation,
+    Service,
+    Snapshot,
+)
 from tests.api.conftest import BILLING_TOKEN, SID_A, ApiEnv
 from tests.api.server import ApiServer
 from tests.e2e.harness import all_ready, describe_ops, wait_until, write_config
@@ -88,6 +96,13 @@ def test_a_client_token_ends_with_its_service_and_never_reads_a_reused_id(api_en
     _refused_everywhere(api, SID, old["token"])
 
     new = _mint(api, SID)["token"]
+    first_life = [o.id for o in Operation.select().where(Operation.service_id == SID)
+                  if o.kind in ("snapshot_create", "terminate")]
+    assert len(first_life) == 2
+    ops = api.get(f"/v1/services/{SID}/operations", new).json()
+    assert [o["kind"] for o in ops] == ["deploy"]  # not the first life's history
+    for op_id in first_life:
+        assert api.get(f"/v1/services/{SID}/operations/{op_id}", new).status_code == 404
     creds = api.get(f"/v1/services/{SID}/credentials", new)
     assert creds.status_code == 200
     svc = Service.get_by_id(SID)

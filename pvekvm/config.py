@@ -385,18 +385,18 @@ def _metrics(raw: dict[str, Any], cfg: Path) -> MetricsSettings:
 
 def _api_settings(raw: dict[str, Any], cfg: Path) -> tuple[ApiSettings, str | None]:
     """``[api]`` with ``[api.tokens]`` name = "sha256:<hex>", and a note when the obsolete
-    ``client_token_key`` (or ``PVEKVM_API_CLIENT_TOKEN_KEY``) is still set."""
+    ``client_token_key`` is still set (``PVEKVM_API_CLIENT_TOKEN_KEY`` is no longer read)."""
     raw = dict(raw)
     tokens = raw.pop("tokens", {})
     if not isinstance(tokens, dict) or not all(isinstance(v, str) for v in tokens.values()):
         raise ConfigError(f"{shown(cfg)} [api.tokens]: expected NAME = \"sha256:<hex>\" lines "
                           "(python -m pvekvm.api new-token prints one)")
     note = None
-    if "client_token_key" in raw or os.environ.get("PVEKVM_API_CLIENT_TOKEN_KEY"):
-        raw.pop("client_token_key", None)
-        note = (f"{shown(cfg)} [api] client_token_key (or PVEKVM_API_CLIENT_TOKEN_KEY): no longer "
-                "used and ignored: client tokens are random, stored hashed in client_tokens and "
-                "end with their service; tokens derived from the key are refused; remove it")
+    if "client_token_key" in raw:
+        raw.pop("client_token_key")
+        note = (f"{shown(cfg)} [api] client_token_key: no longer used and ignored: client tokens "
+                "are random, stored hashed in client_tokens and end with their service; tokens "
+                "derived from the key are refused; remove it")
     proxies = raw.pop("trusted_proxies", [])
     where = f"{shown(cfg)} [api] trusted_proxies"
     if not isinstance(proxies, list) or not all(isinstance(p, str) for p in proxies):

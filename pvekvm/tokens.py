@@ -118,3 +118,11 @@ def revoke_service(service_id: int, why: str) -> int:
     return database.execute_sql(
         "UPDATE client_tokens SET revoked_at = NOW(3), revoked_why = %s "
         "WHERE service_id = %s AND revoked_at IS NULL", (why[:64], service_id)).rowcount
+
+
+def purge_ended(keep_days: int = 30) -> int:
+    """Forget tokens that ended (expired or revoked) more than ``keep_days`` ago; the audit log
+    keeps who minted and revoked them. The scheduler runs it every minute."""
+    return database.execute_sql(
+        "DELETE FROM client_tokens WHERE LEAST(expires_at, COALESCE(revoked_at, expires_at)) "
+        "< NOW(3) - INTERVAL %s DAY LIMIT 1000", (int(keep_days),)).rowcount

@@ -11,7 +11,8 @@
   services over their package's monthly traffic quota.
 - snapshots_and_backups (every minute): delete snapshots past their package lifetime; start
   today's scheduled backups once their random time of day has passed; the overage pass over
-  throttled services (the package rate back at a new month or after a package change).
+  throttled services (the package rate back at a new month or after a package change); forget
+  client tokens that ended over 30 days ago.
 
 Each run prints the manual's summary line, ``[reconcile] Done (0.1s) — processed: 2, errors: 0``
 (processed: operations nudged or started, DNS records brought in step; errors: items that
@@ -35,7 +36,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from peewee import fn
 
 from producers.events import WEEKDAYS
-from pvekvm import dns, dnssync, logs, messaging, metrics, preflight, proxmox
+from pvekvm import dns, dnssync, logs, messaging, metrics, preflight, proxmox, tokens
 from pvekvm.config import Settings
 from pvekvm.db import bind
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
@@ -229,6 +230,7 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
             run.processed += overage.run_once(pub, throttled_only=True).started
         finally:
             pub.close()
+        tokens.purge_ended()  # client tokens ended over 30 days ago
 
     def traffic_body(run: JobRun) -> None:
         if settings.proxmox is None:

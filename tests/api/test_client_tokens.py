@@ -259,3 +259,18 @@ def test_a_bad_scope_is_refused_with_its_reason(api_env: ApiEnv, tmp_path, scope
                       f'[api.scopes]\n{scopes}\n')
     with pytest.raises(ConfigError, match=reason):
         load_settings(config)
+
+
+def test_tokens_ended_a_month_ago_are_forgotten_the_others_kept(api_env: ApiEnv):
+    from pvekvm import tokens
+
+    live, old_revoked, old_expired = (_mint(api_env.api, SID_A) for _ in range(3))
+    database.execute_sql("UPDATE client_tokens SET revoked_at = NOW(3) - INTERVAL 31 DAY "
+                         "WHERE id = %s", (old_revoked["token_id"],))
+    database.execute_sql("UPDATE client_tokens SET expires_at = NOW(3) - INTERVAL 31 DAY "
+                         "WHERE id = %s", (old_expired["token_id"],))
+    assert tokens.purge_ended() >= 2
+    left = {t.id for t in ClientToken.select()}
+    assert live["token_id"] in left
+    assert not {old_revoked["token_id"], old_expired["token_id"]} & left
+    assert api_env.api.get(f"/v1/services/{SID_A}", live["token"]).status_code == 200

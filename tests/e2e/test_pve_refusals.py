@@ -14,7 +14,7 @@ import pytest
 
 from producers.api import OrderClient
 from pvekvm.config import ProxmoxSettings
-from pvekvm.models import DeadLetter, Operation, Service
+from pvekvm.models import DeadLetter, Operation, Service, Snapshot
 from pvekvm.proxmox import Proxmox, ProxmoxError, task_failure
 from pvekvm.pveerrors import RULES, Kind, classify
 from tests.e2e.harness import BillingQueue, InProcessWorkers, all_ready, describe_ops, wait_until
@@ -163,3 +163,22 @@ def test_a_locked_vm_is_still_retried_and_the_snapshot_then_made(settings, sim):
         wait_until(_finished(7303, "snapshot_create"), 30, describe_ops([7303]))
     assert _op(7303, "snapshot_create").status == "done"
     assert "nightly" in sim.vm(vmid)["snapshots"]
+
+
+def test_a_snapshot_of_that_name_this_order_did_not_make_is_refused_not_adopted(settings, sim):
+    """"Already exists" of a different owner: an operator's snapshot of the same name is not
+    recorded as the client's (a later rollback or delete would act on it); the order fails."""
+    with InProcessWorkers(settings, concurrency=2), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        _deploy(billing, 7304)
+        svc = Service.get_by_id(7304)
+        vm = sim.proxmox().nodes(svc.node).qemu(svc.vmid)
+        sim.wait_task(vm.snapshot.post(snapname="nightly", description="operator's"))
+        billing.snapshot_create(service_id=7304, name="nightly")
+        billing.snapshot_create(service_id=7304, name="mine")
+        wait_until(_finished(7304, "snapshot_create", 2), 30, describe_ops([7304]))
+    theirs, mine = _op(7304, "snapshot_create", 1), _op(7304, "snapshot_create", 2)
+    assert theirs.status == "failed" and "nightly already exists on Proxmox" in theirs.error
+    assert mine.status == "done"
+    assert [s.name for s in Snapshot.select().where(Snapshot.service_id == 7304)] == ["mine"]
+    assert sim.vm(svc.vmid)["snapshots"]["nightly"]["description"] == "operator's"

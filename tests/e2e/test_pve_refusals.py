@@ -14,7 +14,7 @@ import pytest
 
 from producers.api import OrderClient
 from pvekvm.config import ProxmoxSettings
-from pvekvm.models import DeadLetter, Operation, Service, Snapshot
+from pvekvm.models import Backup, DeadLetter, Operation, Service, Snapshot
 from pvekvm.proxmox import Proxmox, ProxmoxError, task_failure
 from pvekvm.pveerrors import RULES, Kind, classify
 from tests.e2e.harness import BillingQueue, InProcessWorkers, all_ready, describe_ops, wait_until
@@ -49,6 +49,8 @@ def test_each_rule_of_the_table_classifies_its_pve_text(rule):
     (500, "unable to use snapshot name 'pending' (reserved name)", Kind.REFUSAL),
     (403, "Permission check failed (/vms/100, VM.Snapshot)", Kind.FAULT),  # our token
     (500, "storage 'fast' does not exist", Kind.FAULT),         # our catalog
+    (500, "unable to create VM 4321 - VM 4321 already exists on node 'pve2'", Kind.FAULT),
+    (500, "Configuration file 'nodes/pve1/qemu-server/4321.conf' does not exist", Kind.FAULT),
 ])
 def test_statuses_and_messages_outside_the_examples(status, message, kind):
     assert classify(status, message) is kind
@@ -182,3 +184,24 @@ def test_a_snapshot_of_that_name_this_order_did_not_make_is_refused_not_adopted(
     assert mine.status == "done"
     assert [s.name for s in Snapshot.select().where(Snapshot.service_id == 7304)] == ["mine"]
     assert sim.vm(svc.vmid)["snapshots"]["nightly"]["description"] == "operator's"
+
+
+def test_a_restore_of_a_backup_gone_from_proxmox_is_refused_and_the_next_runs(settings, sim):
+    """A volume not found is permanent: PVE's 500 "can't find file" fails the restore at
+    once; the suspend behind it runs."""
+    with InProcessWorkers(settings, concurrency=2), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        _deploy(billing, 7305)
+        billing.backup_create(service_id=7305)
+        wait_until(lambda: Backup.get_or_none(Backup.service_id == 7305), 30, "the backup")
+        backup = Backup.get(Backup.service_id == 7305)
+        storage = sim.proxmox().nodes(backup.node).storage(backup.storage)
+        storage.content(backup.volid).delete()  # gone behind our back (an operator, a disk)
+        wait_until(lambda: not storage.content.get(content="backup"), 10, "the volume to go")
+        billing.backup_restore(service_id=7305, backup_id=backup.id)
+        billing.suspend(service_id=7305, idempotency_key=uuid.uuid4().hex)
+        wait_until(lambda: Service.get_by_id(7305).status == "suspended", 30,
+                   describe_ops([7305]))
+    restore = _op(7305, "restore")
+    assert restore.status == "failed" and restore.attempt == 0
+    assert restore.error == f"Proxmox refused: can't find file '{backup.volid}'"

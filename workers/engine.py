@@ -30,6 +30,7 @@ from pvekvm import metrics, oplog
 from pvekvm.config import EngineSettings, Settings
 from pvekvm.models import Operation, Service, database
 from pvekvm.proxmox import Proxmox, ProxmoxError, client, task_failure
+from pvekvm.redact import safe_reason
 from steps.context import StepContext
 from steps.machine import (
     Done,
@@ -214,7 +215,7 @@ class Engine:
             return self._pause(a, str(exc))
         except ProxmoxError as exc:
             if exc.refusal:  # the request can never succeed as asked: fail it, free the service
-                return self._refuse(a, f"Proxmox refused: {exc}")
+                return self._refuse(a, safe_reason(f"Proxmox refused: {exc}"))
             if not exc.transient:
                 return self._pause(a, f"Proxmox: {exc}")
             result = Retry(str(exc))

@@ -13,6 +13,7 @@ from dataclasses import replace
 import pytest
 
 from producers.api import OrderClient
+from producers.events import InvalidEvent, parse_event
 from pvekvm.config import ProxmoxSettings
 from pvekvm.models import Backup, DeadLetter, Operation, Service, Snapshot
 from pvekvm.proxmox import Proxmox, ProxmoxError, task_failure
@@ -61,6 +62,21 @@ def test_a_failed_task_is_a_refusal_only_when_its_exitstatus_is_one():
     assert task_failure("VM is locked (backup)").transient
     assert task_failure("pvesim: injected task failure").transient
     assert task_failure("storage 'fast' does not exist").transient  # retried, then paused
+
+
+@pytest.mark.parametrize(("name", "refused"), [
+    ("current", True), ("pending", True), ("Pending", True), ("PENDING", True),
+    ("Current", False), ("vzdump", False), ("a" + "b" * 39, False), ("a" + "b" * 40, True),
+    ("9lives", True), ("a", True), ("snap.1", True),
+])
+def test_intake_takes_pves_snapshot_names_and_only_those(name, refused):
+    body = json.dumps({"version": 1, "type": "snapshot_create", "idempotency_key": "k1",
+                       "service_id": 1, "name": name})
+    if refused:
+        with pytest.raises(InvalidEvent, match="field 'name'"):
+            parse_event(body)
+    else:
+        assert parse_event(body).name == name  # type: ignore[attr-defined]
 
 
 # --- pvesim answers like PVE, and the client sorts the answer -------------------------------

@@ -138,9 +138,18 @@ def _pattern(regex: re.Pattern[str], max_len: int, what: str) -> Check:
 valid_key = _pattern(_IDEMPOTENCY_KEY, _KEY_LEN,
                      f"1-{_KEY_LEN} characters of [A-Za-z0-9._:-]")
 slug = _pattern(_SLUG, _SLUG_LEN, f"a slug ([a-z0-9][a-z0-9._-]{{0,{_SLUG_LEN - 1}}})")
-snapshot_name = _pattern(_SNAPSHOT_NAME, _SNAPSHOT_LEN,
-                         f"a snapshot name (a letter, then 1-{_SNAPSHOT_LEN - 1} of "
-                         "[A-Za-z0-9_-])")
+_snapshot_pattern = _pattern(_SNAPSHOT_NAME, _SNAPSHOT_LEN,
+                             f"a snapshot name (a letter, then 1-{_SNAPSHOT_LEN - 1} of "
+                             "[A-Za-z0-9_-])")
+
+
+def snapshot_name(name: str, value: Any) -> str:
+    """PVE's pve-snapshot-name (format pve-configid, at most 40 characters) without the names
+    qemu-server reserves: 'current' (the VM's present state) and 'pending' in any case."""
+    value = _snapshot_pattern(name, value)
+    if value == "current" or value.lower() == "pending":
+        raise _bad(name, f"{value} is a snapshot name Proxmox reserves")
+    return value
 iso_name = _pattern(_ISO_NAME, 205, "an ISO file name (no path, [A-Za-z0-9._+-], ending .iso)")
 
 

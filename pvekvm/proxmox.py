@@ -1,10 +1,10 @@
 """The Proxmox VE client used by steps: proxmoxer over HTTPS with an API token, one keep-alive
-session per thread, errors sorted into transient (retry later) and permanent (stop visibly), and
-the time spent inside Proxmox calls counted per thread (the engine-overhead benchmark uses it)."""
+session per thread, errors sorted by :mod:`pvekvm.pveerrors` into transient (retry later),
+refusals (the request can never succeed: fail it) and faults (stop visibly), and the time spent
+inside Proxmox calls counted per thread (the engine-overhead benchmark uses it)."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -16,28 +16,24 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from pvekvm import metrics
+from pvekvm import metrics, pveerrors
 from pvekvm.config import ProxmoxSettings
 from pvekvm.pvehttp import PveSession, TransportError
-
-# 5xx answers that retrying cannot fix.
-_PERMANENT = re.compile(
-    r"not supported|does not exist|already exists|invalid|not allowed|unable to parse|"
-    r"no such|can't shrink|shrinking", re.IGNORECASE)
-
 
 FIRST_RETRY_S = 0.05  # pause before repeating a call that may be repeated
 
 
 class ProxmoxError(Exception):
     """A Proxmox call failed. ``transient`` says whether trying again later can succeed;
-    ``not_sent`` that the request never reached PVE (no connection was made), so even a POST
-    can be repeated at once."""
+    ``refusal`` that PVE refused the request itself (it can never succeed as asked: the
+    operation fails at once); neither = a fault for an operator. ``not_sent``: the request
+    never reached PVE (no connection was made), so even a POST can be repeated at once."""
 
     def __init__(self, message: str, *, transient: bool, status: int | None = None,
-                 not_sent: bool = False) -> None:
+                 not_sent: bool = False, refusal: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        self.refusal = refusal and not transient
         self.status = status
         self.not_sent = not_sent
         self.method = "get"  # the HTTP method of the call that failed
@@ -47,15 +43,14 @@ def _classify(exc: Exception) -> ProxmoxError:
     if isinstance(exc, ProxmoxError):
         return exc
     if isinstance(exc, ResourceException):
-        detail = exc.status_message or ""
+        # PVE's message is the reason phrase (``content``); status_message is the generic one
+        detail = str(exc.content or "").strip() or exc.status_message or ""
         if exc.errors:
-            detail = f"{detail} {exc.errors}".strip()
-        elif exc.content and exc.content not in detail:
-            detail = f"{detail} {exc.content}".strip()
-        transient = (exc.status_code >= 500 and exc.status_code != 501
-                     and not _PERMANENT.search(detail))
-        return ProxmoxError(detail or f"HTTP {exc.status_code}", transient=transient,
-                            status=exc.status_code)
+            detail = f"{detail} {pveerrors.errors_text(exc.errors)}".strip()
+        kind = pveerrors.classify(exc.status_code, detail)
+        return ProxmoxError(detail or f"HTTP {exc.status_code}", status=exc.status_code,
+                            transient=kind is pveerrors.Kind.TRANSIENT,
+                            refusal=kind is pveerrors.Kind.REFUSAL)
     if isinstance(exc, TransportError):
         return ProxmoxError(f"connection problem: {exc}", transient=True, not_sent=exc.not_sent)
     if isinstance(exc, requests.RequestException):
@@ -64,6 +59,15 @@ def _classify(exc: Exception) -> ProxmoxError:
             and "NewConnectionError" in repr(exc.args))
         return ProxmoxError(f"connection problem: {exc}", transient=True, not_sent=not_sent)
     return ProxmoxError(str(exc), transient=False)
+
+
+def task_failure(exitstatus: str | None) -> ProxmoxError:
+    """A PVE task that ended without success: a refusal when its exitstatus is one
+    (``snapshot name 'x' already used``), else transient (retried, then paused: a task fails
+    for many passing reasons, so its fault patterns do not pause at once)."""
+    text = exitstatus or "no exit status"
+    refusal = pveerrors.classify(None, text) is pveerrors.Kind.REFUSAL
+    return ProxmoxError(f"task failed: {text}", transient=not refusal, refusal=refusal)
 
 
 def _safe_to_repeat(exc: BaseException) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import threading
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -13,6 +14,8 @@ class Faults:
     """Per-run fault knobs. All rates are fractions in [0, 1].
 
     error_rate: API calls answering ``error_status`` before anything is changed.
+    error_path: only calls whose ``METHOD /path`` this regex finds get error_rate ("" = all).
+    error_errors: the ``errors`` object of the injected answer (PVE sends one with 400s).
     latency_ms: delay added to every API call.
     task_error_rate: tasks that end with an error exitstatus (their change is not applied).
     lock_timeout_rate: modifying VM calls failing with PVE's config lock timeout message.
@@ -26,6 +29,8 @@ class Faults:
     error_rate: float = 0.0
     error_status: int = 500
     error_message: str = "pvesim: injected fault"
+    error_path: str = ""
+    error_errors: dict[str, str] | None = None
     latency_ms: float = 0.0
     task_error_rate: float = 0.0
     lock_timeout_rate: float = 0.0
@@ -48,6 +53,10 @@ class Faults:
         if isinstance(data.get("status_400_after_dispatch"), bool):
             data = {**data, "status_400_after_dispatch": 500.0 if data[
                 "status_400_after_dispatch"] else 0.0}
+        try:  # a bad pattern is refused when set, not on every call
+            re.compile(str(data.get("error_path") or ""))
+        except re.error as e:
+            raise ValueError(f"error_path: {e}") from None
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:

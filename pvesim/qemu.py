@@ -174,8 +174,8 @@ def _restore(ctx: Ctx, p: dict[str, Any], vmid: int, node: str, emsg: str) -> st
     c = ctx.cluster
     archive = p["archive"]
     vol = c.volume(archive, node)
-    if vol is None or vol.get("content") != "backup":
-        raise PVEError(f"{emsg} volume '{archive}' does not exist")
+    if vol is None or vol.get("content") != "backup":  # PVE::Storage::abs_filesystem_path
+        raise PVEError(f"can't find file '{archive}'")
     if vmid in c.vms and c.vms[vmid]["status"] == "running":
         raise PVEError(f"{emsg} vm is running")
     storage = p.get("storage")

@@ -459,8 +459,8 @@ def snapshot_list(ctx: Ctx, p: dict[str, Any]) -> list[dict[str, Any]]:
 def snapshot_create(ctx: Ctx, p: dict[str, Any]) -> str:
     vm = vm_of(ctx, p)
     name = p["snapname"]
-    if name in ("current", "pending"):
-        raise PVEError(f"unable to use snapshot name '{name}' (reserved name)")
+    if name == "current" or name.lower() == "pending":  # as qemu-server's API2/Qemu.pm
+        raise PVEError(f"unable to use snapshot name '{name.lower()}' (reserved name)")
 
     def work(task: Task) -> None:
         if name in vm["snapshots"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import json
+import re
 import socket
 import ssl
 import sys
@@ -150,8 +151,9 @@ class Simulator:
         if path != "/access/ticket" or faults.apply_to_ticket:
             if faults.latency_ms:
                 time.sleep(faults.latency_ms / 1000.0)
-            if faults.roll(faults.error_rate):
-                return faults.error_status, faults.error_message, None, None
+            if ((not faults.error_path or re.search(faults.error_path, f"{method} {path}"))
+                    and faults.roll(faults.error_rate)):
+                return faults.error_status, faults.error_message, None, faults.error_errors
         m = match(path)
         if m is None or (method, m[0]) not in ROUTES:
             return 501, f"Method '{method} {path}' not implemented", None, None

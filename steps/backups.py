@@ -12,13 +12,23 @@ from steps.context import StepContext
 from steps.machine import Done, Refused, Retry, StepResult, Wait
 
 
+def _snapshot_list(ctx: StepContext) -> dict[str, dict]:
+    return {s["name"]: s for s in ctx.pve.get(f"{ctx.vm_path}/snapshot")
+            if s["name"] != "current"}
+
+
 def _snapshots(ctx: StepContext) -> set[str]:
-    return {s["name"] for s in ctx.pve.get(f"{ctx.vm_path}/snapshot") if s["name"] != "current"}
+    return set(_snapshot_list(ctx))
 
 
 def create_snapshot(ctx: StepContext) -> StepResult:
-    name = ctx.params["name"]
-    if name in _snapshots(ctx):
+    """A snapshot this operation made carries its tag in the description: one of that name
+    without the tag (an operator's, another tool's) is not adopted as the client's: refused."""
+    name, tag = ctx.params["name"], _notes_tag(ctx)
+    there = _snapshot_list(ctx).get(name)
+    if there is not None:
+        if tag not in str(there.get("description", "")):
+            raise Refused(f"snapshot {name} already exists on Proxmox and is not this order's")
         _remember_snapshot(ctx, name)
         return Done(f"snapshot {name}", skipped=not ctx.after_task)
     count = Snapshot.select().where(Snapshot.service_id == ctx.service.id).count()
@@ -27,8 +37,8 @@ def create_snapshot(ctx: StepContext) -> StepResult:
     cfg = ctx.config()
     if cfg.get("lock"):
         return Retry(f"VM is locked ({cfg['lock']})")
-    return Wait(ctx.pve.post(f"{ctx.vm_path}/snapshot", snapname=name,
-                             description=ctx.params.get("description") or "pvekvm"),
+    description = f"{ctx.params.get('description') or 'pvekvm'} ({tag})"
+    return Wait(ctx.pve.post(f"{ctx.vm_path}/snapshot", snapname=name, description=description),
                 ctx.node)
 
 

@@ -29,7 +29,8 @@ from peewee import InterfaceError, OperationalError
 from pvekvm import metrics, oplog
 from pvekvm.config import EngineSettings, Settings
 from pvekvm.models import Operation, Service, database
-from pvekvm.proxmox import Proxmox, ProxmoxError, client
+from pvekvm.proxmox import Proxmox, ProxmoxError, client, task_failure
+from pvekvm.redact import safe_reason
 from steps.context import StepContext
 from steps.machine import (
     Done,
@@ -199,7 +200,7 @@ class Engine:
                     return self._reschedule(a, delays[min(polls, len(delays) - 1)],
                                             upid=op.upid, node=op.upid_node, polls=polls)
                 if not status.ok:
-                    raise ProxmoxError(f"task failed: {status.exitstatus}", transient=True)
+                    raise task_failure(status.exitstatus)
                 ctx.after_task = True
                 op.upid = None
             result: StepResult = t.run(ctx)
@@ -213,6 +214,8 @@ class Engine:
         except StepFailed as exc:
             return self._pause(a, str(exc))
         except ProxmoxError as exc:
+            if exc.refusal:  # the request can never succeed as asked: fail it, free the service
+                return self._refuse(a, safe_reason(f"Proxmox refused: {exc}"))
             if not exc.transient:
                 return self._pause(a, f"Proxmox: {exc}")
             result = Retry(str(exc))
@@ -243,7 +246,7 @@ class Engine:
             status = pve.task_status(wait.node, wait.upid)
             if not status.running:
                 if not status.ok:
-                    raise ProxmoxError(f"task failed: {status.exitstatus}", transient=True)
+                    raise task_failure(status.exitstatus)
                 return True
             pause *= 2
         return False

@@ -183,6 +183,7 @@ SECTIONS: dict[str, set[str]] = {
     "mail": {"templates_dir"},
     "observability": {f.name for f in fields(MetricsSettings)},
     "api": {f.name for f in fields(ApiSettings)},
+    "rdns": {"resolver", "timeout_s", "changes_per_hour"},
 }
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
     """The settings file in use: ``path``, else ``$PVEKVM_CONFIG``, else config/pvekvm.toml."""

@@ -82,6 +82,10 @@ def test_a_ptr_naming_someone_elses_host_is_refused_with_a_reason_and_audited(
     assert [(a["hostname"], a["status"], a["by"]) for a in refused] == [
         (name, 422, f"client:{SID_A}") for name in cases]
     assert all(reason in a["reason"] for a, reason in zip(refused, cases.values(), strict=True))
+    bad = api.put(f"/v1/services/{SID_A}/rdns/{ip}", mine,
+                  json={"hostname": f"xn--n3h.{_host(SID_A)}"})  # a snowman: IDNA 2008 says no
+    assert bad.status_code == 422 and "not an IDNA 2008 A-label" in bad.json()["detail"]
+    assert _audits(SID_A, "api_rdns_refused")[-1]["status"] == 422
     assert Operation.select().where(Operation.service_id == SID_A).count() == ops  # none ordered
     assert IpAddress.get(IpAddress.address == ip).ptr == before
 
@@ -89,7 +93,8 @@ def test_a_ptr_naming_someone_elses_host_is_refused_with_a_reason_and_audited(
 def test_a_name_the_service_owns_or_that_points_at_the_address_is_applied(
         api_env: ApiEnv, client_zone):
     api, mine, ip = api_env.api, api_env.client_token(SID_A), _ipv4(SID_A)
-    for name in (f"smtp.{_host(SID_A)}", f"mail.{CLIENT_ZONE}"):  # owned; forward-confirmed
+    for name in (f"smtp.{_host(SID_A)}", f"xn--bcher-kva.{_host(SID_A)}",  # owned
+                 f"mail.{CLIENT_ZONE}"):  # forward-confirmed
         r = api.put(f"/v1/services/{SID_A}/rdns/{ip}", mine, json={"hostname": name})
         assert r.status_code == 202, r.text
         op = _finished(r.json()["idempotency_key"])

@@ -17,9 +17,11 @@ from pvekvm.config import Settings
 from pvekvm.models import AuditLog, database
 
 WINDOW = timedelta(hours=1)
-#: the audit kinds of accepted orders from the client routes: every one counts as a client event
-CLIENT_ORDER_EVENTS = ("api_rdns_set", "api_rdns_reset")
-#: of those, the ones that change a PTR
+#: the audit kinds of accepted orders from the client routes, and of the requests they refused
+#: after work (a name checked in DNS): each counts as a client event, so refused names cannot
+#: make the API ask DNS without bound; the 429s themselves (``api_rdns_limited``) do not count
+CLIENT_ORDER_EVENTS = ("api_rdns_set", "api_rdns_reset", "api_rdns_refused")
+#: the accepted orders that change a PTR
 PTR_EVENTS = ("api_rdns_set", "api_rdns_reset")
 LOCK_WAIT_S = 10
 
@@ -52,7 +54,8 @@ def refusal(service_id: int, settings: Settings, ptr_change: bool,
     """Why one more client order for ``service_id`` is over a limit, with the seconds until a
     slot frees; None when within them. 0 in a setting: no limit."""
     at = now or datetime.now()
-    limits = [(settings.api.client_events_per_hour, CLIENT_ORDER_EVENTS, "client orders")]
+    limits: list[tuple[int, tuple[str, ...], str]] = [
+        (settings.api.client_events_per_hour, CLIENT_ORDER_EVENTS, "client orders")]
     if ptr_change:
         limits.insert(0, (settings.rdns.changes_per_hour, PTR_EVENTS, "PTR changes"))
     for limit, kinds, what in limits:

@@ -413,8 +413,14 @@ async def _order_rdns(svc: Service, who: Principal, request: Request, settings: 
 
     def refuse(status: int, reason: str, headers: dict[str, str] | None = None,
                **extra: Any) -> HTTPException:
-        audit(svc, "api_rdns_refused", who, request, status=status, reason=reason, **extra)
+        kind = "api_rdns_limited" if status == 429 else "api_rdns_refused"
+        audit(svc, kind, who, request, status=status, reason=reason, **extra)
         return HTTPException(status, reason, headers=headers)
+
+    def limit() -> None:
+        over = client_limits.refusal(svc.id, settings, ptr_change=True)
+        if over is not None:
+            raise refuse(429, over.reason, {"Retry-After": str(over.retry_after_s)}, **named)
 
     try:
         event: Event = build(service_id=svc.id, occurred_at=datetime.now(UTC).isoformat(
@@ -427,6 +433,7 @@ async def _order_rdns(svc: Service, who: Principal, request: Request, settings: 
     if held_row(svc.id, address) is None:
         raise await run_in_threadpool(refuse, 409, f"address {address} is not held by service "
                                       f"{svc.id}", **named)
+    await run_in_threadpool(limit)  # before any DNS lookup; again under the lock below
     if name is not None:
         product = Product.get_by_id(svc.product_id)
         why = await run_in_threadpool(rdns_policy.problem, svc, address, name,
@@ -437,10 +444,7 @@ async def _order_rdns(svc: Service, who: Principal, request: Request, settings: 
     def take() -> None:
         """Limit check, publish and audit row as one step per service (the named lock)."""
         with client_limits.serialized(svc.id):
-            over = client_limits.refusal(svc.id, settings, ptr_change=True)
-            if over is not None:
-                raise refuse(429, over.reason, {"Retry-After": str(over.retry_after_s)},
-                             **named)
+            limit()
             _publish(settings, event.to_json(), event.routing_key, event.idempotency_key)
             audit(svc, f"api_{event.type}", who, request, **named)
 

@@ -85,6 +85,9 @@ CREATE TABLE IF NOT EXISTS products (
   traffic_quota_gb      INT UNSIGNED NULL,                    -- bytes in + out per UTC calendar
                                                               -- month, GB = 10^9; NULL = unlimited
   overage_rate_mbps     DECIMAL(8,2) NULL,                    -- net0 rate (MB/s) once over quota
+  rdns_policy           VARCHAR(16)  NOT NULL DEFAULT 'owned-or-fcrdns'  -- client PTR names:
+                        CHECK (rdns_policy IN ('owned', 'fcrdns', 'owned-or-fcrdns', 'off')),
+                                                              -- see pvekvm/rdns_policy.py
   UNIQUE KEY uq_products_name (name),
   CONSTRAINT fk_products_template FOREIGN KEY (template_id) REFERENCES templates (id),
   CONSTRAINT fk_products_pool4 FOREIGN KEY (ip_pool_id) REFERENCES ip_pools (id),

@@ -448,7 +448,9 @@ class PowerEvent(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class RdnsSetEvent(Event):
-    """The client's reverse DNS: ``address`` (one the service holds) gets PTR ``hostname``."""
+    """The client's reverse DNS: ``address`` (one the service holds) gets PTR ``hostname``, a
+    name the product's ``rdns_policy`` allows (:mod:`pvekvm.rdns_policy`: checked by the API,
+    by intake as far as the database goes, and by the step, DNS included)."""
 
     type: ClassVar[str] = "rdns_set"
     address: str = _f(ip_address)

@@ -22,6 +22,7 @@ from pvekvm.models import (
     database,
 )
 from pvekvm.overage import overage_problem
+from pvekvm.rdns_policy import DEFAULT_POLICY, policy_problem
 from pvekvm.validation import is_valid_hostname
 
 MAX_POOL_ADDRESSES = 65536
@@ -205,7 +206,8 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
                                        f"IPv{pool.version} pool, IPv{version} expected")
             if p.get("dns_zone") and not is_valid_hostname(p["dns_zone"]):
                 raise CatalogError(f"product {p['name']}: bad dns_zone {p['dns_zone']!r}")
-            problem = overage_problem(p)
+            problem = overage_problem(p) or policy_problem(p.setdefault("rdns_policy",
+                                                                         DEFAULT_POLICY))
             if problem:
                 raise CatalogError(f"product {p['name']}: {problem}")
             p.setdefault("traffic_quota_gb", None)  # left out = unlimited (a reload clears it)

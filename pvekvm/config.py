@@ -124,6 +124,36 @@ class ApiSettings:
     client_token_ttl_s: int = 86400
     trusted_proxies: tuple[str, ...] = ()
     proxmox_timeout_s: float = 3.0  # live status/graphs/console: answer fast when PVE is down
+    # orders a service's callers may publish through the API's client routes (rDNS set/reset),
+    # per service per rolling hour, counted in audit_log (0 = no limit)
+    client_events_per_hour: int = 30
+
+
+@dataclass(frozen=True)
+class RdnsSettings:
+    """Client reverse DNS (``[rdns]``). ``resolver``: the nameservers FCrDNS asks, "ip" or
+    "ip:port" ("[v6]:port"), comma-separated (empty: the system's /etc/resolv.conf);
+    ``timeout_s`` bounds one whole lookup; ``changes_per_hour``: PTR changes (set or reset) per
+    service per rolling hour through the API, counted in audit_log (0 = no limit)."""
+
+    resolver: str = ""
+    timeout_s: float = 2.0
+    changes_per_hour: int = 10
+
+    def nameservers(self) -> list[tuple[str, int]]:
+        """(address, port) pairs of ``resolver``; ValueError naming the bad entry."""
+        out = []
+        for entry in filter(None, (e.strip() for e in self.resolver.split(","))):
+            host, port = entry, "53"
+            if entry.startswith("["):
+                host, _, rest = entry[1:].partition("]")
+                port = rest.removeprefix(":") or "53"
+            elif entry.count(":") == 1:
+                host, port = entry.split(":")
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"bad port in {entry!r}")
+            out.append((str(ipaddress.ip_address(host)), int(port)))
+        return out
 
 
 @dataclass(frozen=True)
@@ -138,6 +168,7 @@ class Settings:
     templates_dir: str = str(ROOT / "config" / "mail")
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    rdns: RdnsSettings = field(default_factory=RdnsSettings)
     #: where each dependency's setting comes from ("DATABASE_URL", "config/pvekvm.toml [database]
     #: url", ...) or, for "proxmox" when there is none, why: named in start-up failures
     origin: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -159,6 +190,7 @@ SECTIONS: dict[str, set[str]] = {
     "mail": {"templates_dir"},
     "observability": {f.name for f in fields(MetricsSettings)},
     "api": {f.name for f in fields(ApiSettings)} | {"client_token_key"},  # the key: obsolete
+    "rdns": {"resolver", "timeout_s", "changes_per_hour"},
 }
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
     """The settings file in use: ``path``, else ``$PVEKVM_CONFIG``, else config/pvekvm.toml."""
@@ -356,9 +388,23 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         database_url=db, amqp_url=amqp, namespace=namespace, proxmox=proxmox, smtp=smtp,
         engine=engine, secret_key_file=key_file, templates_dir=templates,
         metrics=_metrics(raw.get("observability", {}), cfg),
-        api=api, origin={"file": shown(cfg), "database": db_where, "amqp": amqp_where,
-                         "proxmox": pve_where, "smtp": smtp_where,
-                         **({"api_note": api_note} if api_note else {})})
+        api=api, rdns=_rdns(raw.get("rdns", {}), cfg),
+        origin={"file": shown(cfg), "database": db_where, "amqp": amqp_where,
+                "proxmox": pve_where, "smtp": smtp_where,
+                **({"api_note": api_note} if api_note else {})})
+
+
+def _rdns(raw: dict[str, Any], cfg: Path) -> RdnsSettings:
+    where = f"{shown(cfg)} [rdns]"
+    rdns = _typed(RdnsSettings, dict(raw), where)
+    try:
+        rdns.nameservers()
+    except ValueError as exc:
+        raise ConfigError(f"{where} resolver: expected \"ip[:port], ...\": {exc}") from None
+    for key in ("changes_per_hour", "timeout_s"):
+        if getattr(rdns, key) < 0:
+            raise ConfigError(f"{where} {key}: must not be negative")
+    return rdns
 
 
 def _metrics(raw: dict[str, Any], cfg: Path) -> MetricsSettings:

@@ -147,6 +147,7 @@ class Product(BaseModel):
     linked_clone = BooleanField(default=False)
     traffic_quota_gb = IntegerField(null=True)  # per UTC month, in + out, GB = 10^9 bytes
     overage_rate_mbps = DecimalField(max_digits=8, decimal_places=2, null=True)
+    rdns_policy = CharField(max_length=16, default="owned-or-fcrdns")  # pvekvm/rdns_policy.py
 
     class Meta:
         table_name = "products"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+import idna
+
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
@@ -35,10 +37,11 @@ def service_hostname_problem(name: str) -> str | None:
 
     Refused: ``localhost`` and names under ``.localhost`` (RFC 6761), bare IP addresses and any
     name whose last label is all digits (``10.0.0.1``, ``127.1``: RFC 3696 §2, resolvers read
-    them as addresses), more than 253 octets. Punycode: ``xn--`` labels (IDNA A-labels) are
-    accepted when their tail decodes as punycode and compared as ASCII; Unicode names must be
-    sent in that A-label form; other labels with ``--`` in positions 3-4 are reserved
-    (RFC 5891 §4.2.3.1) and refused."""
+    them as addresses), more than 253 octets. Punycode: an ``xn--`` label (IDNA A-label) must
+    decode to a U-label that IDNA 2008 (RFC 5891/5892, the ``idna`` package's tables) permits
+    and encode back to exactly the same A-label; Unicode names must be sent in that A-label form;
+    other labels with ``--`` in positions 3-4 are reserved (RFC 5891 §4.2.3.1) and refused.
+    Reasons name a label by its position, never echo it."""
     if len(name) > 253:
         return f"longer than 253 octets ({len(name)})"
     if name == "localhost" or name.endswith(".localhost"):
@@ -48,22 +51,23 @@ def service_hostname_problem(name: str) -> str | None:
     labels = name.split(".")
     if labels[-1].isdigit():
         return "the last label is all digits (reads as an IP address)"
-    for label in labels:
+    for number, label in enumerate(labels, 1):
         if label[2:4] != "--":
             continue
         if not label.startswith("xn--"):
-            return f"label {label!r}: '--' in positions 3-4 is reserved for xn-- labels"
-        if not _is_a_label(label):
-            return f"label {label!r}: not a valid punycode (IDNA A-label) label"
+            return f"label {number}: '--' in positions 3-4 is reserved for xn-- labels"
+        if not is_idna2008_a_label(label):
+            return f"label {number}: not an IDNA 2008 A-label (punycode of permitted code points)"
     return None
 
 
-def _is_a_label(label: str) -> bool:
-    """``xn--`` + punycode that decodes to a non-ASCII, printable U-label and back again."""
-    tail = label[4:]
+def is_idna2008_a_label(label: str) -> bool:
+    """``xn--`` + punycode whose U-label IDNA 2008 permits (code points PVALID or with their
+    CONTEXTJ/CONTEXTO rule met, NFC, hyphen and bidi rules) and which re-encodes to the same
+    A-label: ``xn--bcher-kva`` (bücher) yes, ``xn--n3h`` (U+2603, a symbol: DISALLOWED) no.
+    Bounded work: a label is at most 63 octets."""
     try:
-        unicode = tail.encode("ascii").decode("punycode")
-    except UnicodeError:
+        unicode = idna.ulabel(label)
+        return not unicode.isascii() and idna.alabel(unicode).decode("ascii") == label
+    except (idna.IDNAError, UnicodeError, ValueError):
         return False
-    return (bool(unicode) and not unicode.isascii() and unicode.isprintable()
-            and unicode.encode("punycode").decode("ascii") == tail)

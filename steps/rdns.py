@@ -2,12 +2,15 @@
 (``rdns_set``) or the service's host name again (``rdns_reset``). The name is kept on the address
 row (``ip_addresses.ptr``) so every later DNS publish (package change, retry job) keeps it, and
 releasing the address forgets it; the records go out through the same path as deploy's
-(:func:`pvekvm.dnssync.publish`), so terminate's withdraw removes them."""
+(:func:`pvekvm.dnssync.publish`), so terminate's withdraw removes them. Before the name is kept,
+the product's ``rdns_policy`` is checked once more, DNS included (:mod:`pvekvm.rdns_policy`):
+an order billing published over AMQP was checked by intake only as far as the database goes."""
 
 from __future__ import annotations
 
+from pvekvm import rdns_policy
 from pvekvm.addresses import held_row
-from pvekvm.models import IpAddress
+from pvekvm.models import IpAddress, Product
 from steps.context import StepContext
 from steps.dns import set_dns_records
 from steps.machine import Refused, StepResult
@@ -23,6 +26,11 @@ def _held(ctx: StepContext) -> IpAddress:
 
 def set_client_ptr(ctx: StepContext) -> StepResult:
     row = _held(ctx)
+    product = Product.get_by_id(ctx.service.product_id)  # fresh: the policy may just have changed
+    why = rdns_policy.problem(ctx.service, ctx.params["address"], ctx.params["hostname"],
+                              product.rdns_policy, ctx.settings.rdns)
+    if why:
+        raise Refused(why)
     IpAddress.update(ptr=ctx.params["hostname"]).where(IpAddress.id == row.id).execute()
     return set_dns_records(ctx)
 

@@ -75,6 +75,7 @@ def test_a_5000_digit_integer_is_refused_with_a_reason() -> None:
     "localhost", "LocalHost.", "db.localhost", "10.0.0.1", "127.1", "192.168.1.1.", "::1",
     "[::1]", "2001:db8::1", ("a" * 63 + ".") * 3 + "b" * 62,  # 254 octets
     "xn--zz9zz.example", "xn--abc-.example", "ab--cd.example",
+    "xn--n3h", "xn--n3h.example",  # U+2603 SNOWMAN: punycode, but IDNA 2008 DISALLOWED
 ])
 def test_unusable_host_names_are_refused(host: str) -> None:
     with pytest.raises(InvalidEvent, match="field 'hostname'"):

@@ -17,6 +17,7 @@ ADDED_IN_4 = {"products": ["traffic_quota_gb", "overage_rate_mbps"],  # 0004 (tr
               "services": ["throttled_period"]}
 ADDED_IN_5 = {"ip_addresses": ["slot", "prefixlen"], "ip_pools": ["assign"],  # 0005: extra
               "products": ["extra_ipv4"]}                                  # IPv4, prefixes
+ADDED_IN_8 = {"products": ["rdns_policy"]}  # 0008: client reverse DNS policy per product
 
 
 def _columns(database, table: str) -> set[str]:
@@ -32,7 +33,7 @@ def test_a_version_1_database_gains_what_version_2_added(database):
     database.execute_sql("ALTER TABLE ip_addresses DROP INDEX uq_ip_addresses_slot, ADD UNIQUE "
                          "KEY uq_ip_addresses_holder (service_id, version)")
     for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
-                           *ADDED_IN_5.items()):
+                           *ADDED_IN_5.items(), *ADDED_IN_8.items()):
         for column in columns:
             database.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
     database.execute_sql("ALTER TABLE operations DROP INDEX ix_operations_service_status, "
@@ -45,7 +46,7 @@ def test_a_version_1_database_gains_what_version_2_added(database):
         assert dbmod.apply_schema(database) == dbmod.latest_version() >= 2
         assert dbmod.apply_schema(database) == dbmod.latest_version()  # again: nothing to do
         for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
-                               *ADDED_IN_5.items()):
+                               *ADDED_IN_5.items(), *ADDED_IN_8.items()):
             assert set(columns) <= _columns(database, table), table
         indexes = {i.name for i in database.get_indexes("services")}
         assert {"uq_services_live_hostname", "ix_services_hostname"} <= indexes

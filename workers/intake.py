@@ -31,6 +31,7 @@ from producers.events import (
     parse_event,
     request_hash,
 )
+from pvekvm import rdns_policy
 from pvekvm.addresses import held_row
 from pvekvm.config import EngineSettings
 from pvekvm.db import values
@@ -276,6 +277,11 @@ def _params(event: Event, service: Service) -> dict[str, Any]:
             raise Refused(f"backup limit reached ({held + queued}/{product.backup_limit})")
     if event.type in ("rdns_set", "rdns_reset"):
         _check_holds_address(service, data["address"])
+    if event.type == "rdns_set":  # what the database answers; the step asks DNS (FCrDNS)
+        why = rdns_policy.problem(service, data["address"], data["hostname"],
+                                  product.rdns_policy, None)
+        if why:
+            raise Refused(why)
     if event.type == "iso_mount" and not product.iso_storage:
         raise Refused("the package has no ISO storage")
     if "backup_id" in data:

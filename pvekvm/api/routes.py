@@ -465,27 +465,67 @@ async def post_event(request: Request, who: Who, settings: Cfg) -> schemas.Event
 RDNS_RESPONSES: dict[int | str, dict[str, Any]] = {
     **NOT_FOUND, 409: {"model": schemas.Problem, "description": "the service does not hold "
                        "that address"},
-    422: {"model": schemas.Problem}, 503: {"model": schemas.Problem}}
+    422: {"model": schemas.Problem, "description": "a bad address or name, or a name the "
+          "product's rdns_policy refuses (pvekvm/rdns_policy.py)"},
+    429: {"model": schemas.Problem, "description": "over the service's rate limit; see "
+          "Retry-After", "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+    503: {"model": schemas.Problem}}
 
 
 async def _order_rdns(svc: Service, who: Principal, request: Request, settings: Settings,
                       build: Any) -> schemas.EventAccepted:
     """Publish an rdns_set/rdns_reset order for one of the service's own addresses (the client's
-    token may); intake checks the address again when the order's turn comes."""
+    token may); intake checks the address again when the order's turn comes. A name the
+    product's rdns_policy refuses is 422, one over the service's rate limits 429 with
+    Retry-After; every refusal and every order is audit-logged with the address and name."""
+    from pvekvm import rdns_policy
+    from pvekvm.api import client_limits
+
+    def refuse(status: int, reason: str, headers: dict[str, str] | None = None,
+               **extra: Any) -> HTTPException:
+        kind = "api_rdns_limited" if status == 429 else "api_rdns_refused"
+        audit(svc, kind, who, request, status=status, reason=reason, **extra)
+        return HTTPException(status, reason, headers=headers)
+
+    def limit() -> None:
+        over = client_limits.refusal(svc.id, settings, ptr_change=True)
+        if over is not None:
+            raise refuse(429, over.reason, {"Retry-After": str(over.retry_after_s)}, **named)
+
     try:
         event: Event = build(service_id=svc.id, occurred_at=datetime.now(UTC).isoformat(
             timespec="seconds"), idempotency_key=fresh_idempotency_key("rdns", svc.id))
     except InvalidEvent as exc:
-        raise HTTPException(422, exc.reason) from None
+        raise await run_in_threadpool(refuse, 422, exc.reason) from None
     address = event.address  # type: ignore[attr-defined]  # canonical form
+    name = getattr(event, "hostname", None)
+    named = {"address": address, **({"hostname": name} if name else {})}
     if held_row(svc.id, address) is None:
-        raise HTTPException(409, f"address {address} is not held by service {svc.id}")
+        raise await run_in_threadpool(refuse, 409, f"address {address} is not held by service "
+                                      f"{svc.id}", **named)
+    await run_in_threadpool(limit)  # before any DNS lookup; again under the lock below
+    if name is not None:
+        product = Product.get_by_id(svc.product_id)
+        why = await run_in_threadpool(rdns_policy.problem, svc, address, name,
+                                      product.rdns_policy, settings.rdns)
+        if why:
+            raise await run_in_threadpool(refuse, 422, why, **named)
+
+    def take() -> None:
+        """Limit check, publish and audit row as one step per service (the named lock)."""
+        with client_limits.serialized(svc.id):
+            limit()
+            _publish(settings, event.to_json(), event.routing_key, event.idempotency_key)
+            audit(svc, f"api_{event.type}", who, request, **named)
+
     try:
-        await run_in_threadpool(_publish, settings, event.to_json(), event.routing_key,
-                                event.idempotency_key)
+        await run_in_threadpool(take)
+    except HTTPException:
+        raise
+    except client_limits.Busy as exc:
+        raise HTTPException(503, str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - broker down or refused after retries
         raise HTTPException(503, f"event not published: {type(exc).__name__}") from None
-    audit(svc, f"api_{event.type}", who, request, address=address)
     return schemas.EventAccepted(idempotency_key=event.idempotency_key, type=event.type,
                                  service_id=event.service_id)
 
@@ -494,7 +534,9 @@ async def _order_rdns(svc: Service, who: Principal, request: Request, settings: 
             response_model=schemas.EventAccepted, responses=RDNS_RESPONSES)
 async def set_rdns(svc: Svc, who: Who, settings: Cfg, request: Request, address: str,
                    body: schemas.RdnsRequest) -> schemas.EventAccepted:
-    """Set the PTR of one of the service's addresses to ``hostname`` (202 once ordered)."""
+    """Set the PTR of one of the service's addresses to ``hostname`` (202 once ordered): a name
+    the service owns or one whose A/AAAA records point at the address, as the product's
+    ``rdns_policy`` says; at most ``[rdns] changes_per_hour`` changes per service."""
     return await _order_rdns(svc, who, request, settings, lambda **kw: RdnsSetEvent(
         address=address, hostname=body.hostname, **kw))
 
@@ -503,6 +545,7 @@ async def set_rdns(svc: Svc, who: Who, settings: Cfg, request: Request, address:
                response_model=schemas.EventAccepted, responses=RDNS_RESPONSES)
 async def reset_rdns(svc: Svc, who: Who, settings: Cfg, request: Request,
                      address: str) -> schemas.EventAccepted:
-    """Give the address's PTR back to the service's host name (202 once ordered)."""
+    """Give the address's PTR back to the service's host name (202 once ordered; counts as a
+    PTR change for the rate limit)."""
     return await _order_rdns(svc, who, request, settings, lambda **kw: RdnsResetEvent(
         address=address, **kw))

@@ -16,7 +16,14 @@ import pytest
 from peewee import InterfaceError, OperationalError
 
 from pvekvm import catalog
-from pvekvm.config import ROOT, EngineSettings, ProxmoxSettings, Settings, SmtpSettings
+from pvekvm.config import (
+    ROOT,
+    EngineSettings,
+    ProxmoxSettings,
+    RdnsSettings,
+    Settings,
+    SmtpSettings,
+)
 from pvekvm.models import Operation, Service, database
 from workers.consumer import WorkerProcess, all_pools
 
@@ -24,12 +31,18 @@ FAST_ENGINE = EngineSettings(poll_delays_s=(0.25, 0.25, 0.5, 1.0), stale_after_s
                              max_attempts=10)
 
 
+#: FCrDNS asks the suite's PowerDNS (scripts/pdns.sh), never the machine's resolver
+TEST_RDNS = RdnsSettings(resolver=f"127.0.0.1:{os.environ.get('PDNS_DNS_PORT', '5354')}",
+                         timeout_s=2.0)
+
+
 def make_settings(tmp_path: Path, amqp_url: str, database_url: str, namespace: str,
                   connection: dict, smtp: SmtpSettings,
                   engine: EngineSettings = FAST_ENGINE) -> Settings:
     return Settings(database_url=database_url, amqp_url=amqp_url, namespace=namespace,
                     proxmox=ProxmoxSettings.from_connection(connection), smtp=smtp,
-                    engine=engine, secret_key_file=str(tmp_path / "secret.key"))
+                    engine=engine, secret_key_file=str(tmp_path / "secret.key"),
+                    rdns=TEST_RDNS)
 
 
 def load_catalog(settings: Settings, **product_overrides: object) -> None:
@@ -57,7 +70,8 @@ def write_config(settings: Settings, path: Path) -> Path:
         f'[engine]\npoll_delays_s = {list(e.poll_delays_s)}\nstale_after_s = {e.stale_after_s}\n'
         f'max_attempts = {e.max_attempts}\ndeploy_window = {e.deploy_window}\n'
         f'clones_per_storage = {e.clones_per_storage}\n'
-        f'[secrets]\nkey_file = "{settings.secret_key_file}"\n')
+        f'[secrets]\nkey_file = "{settings.secret_key_file}"\n'
+        f'[rdns]\nresolver = "{settings.rdns.resolver}"\ntimeout_s = {settings.rdns.timeout_s}\n')
     return path
 
 

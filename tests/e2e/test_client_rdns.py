@@ -1,6 +1,6 @@
 """Client reverse DNS on the real PowerDNS, answers checked over DNS: rdns_set / rdns_reset
-events through intake and the workers, a refusal for an address the service does not hold, and
-terminate removing the client's PTR."""
+events through intake and the workers, a refusal for an address the service does not hold or a
+name that is another live service's, and terminate removing the client's PTR."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ def test_client_sets_and_resets_its_ptr_refused_for_foreign_address(settings, pd
         other_ip = IpAddress.get(IpAddress.service_id == 6202).address
         assert _query(_ptr_name(ip), "PTR") == [f"{host}."]
 
-        billing.rdns_set(service_id=6201, address=ip, hostname="Mail.Client-Shop.example.")
-        wait_until(_done(6201, "rdns_set"), 30, "rdns_set")
-        assert _query(_ptr_name(ip), "PTR") == ["mail.client-shop.example."]
+        billing.rdns_set(service_id=6201, address=ip, hostname=f"Mail.{host.upper()}.")
+        wait_until(_done(6201, "rdns_set"), 30, "rdns_set")  # a name under its own: owned
+        assert _query(_ptr_name(ip), "PTR") == [f"mail.{host}."]
 
         billing.rdns_set(service_id=6201, address=other_ip, hostname="steal.example.org")
         dead = wait_until(lambda: DeadLetter.select().where(
@@ -41,13 +41,20 @@ def test_client_sets_and_resets_its_ptr_refused_for_foreign_address(settings, pd
         assert dead.source == "intake"
         assert _query(_ptr_name(other_ip), "PTR") == [f"{Service.get_by_id(6202).hostname}."]
 
+        other_host = Service.get_by_id(6202).hostname  # another customer's name for my address
+        billing.rdns_set(service_id=6201, address=ip, hostname=other_host)
+        assert wait_until(lambda: DeadLetter.select().where(DeadLetter.reason.contains(
+            "the name is another live service's host name")).first(), 30,
+            "intake's refusal").source == "intake"
+        assert _query(_ptr_name(ip), "PTR") == [f"mail.{host}."]
+
         billing.rdns_reset(service_id=6201, address=ip)
         wait_until(_done(6201, "rdns_reset"), 30, "rdns_reset")
         assert _query(_ptr_name(ip), "PTR") == [f"{host}."]
 
-        billing.rdns_set(service_id=6201, address=ip, hostname="mx.client-shop.example")
+        billing.rdns_set(service_id=6201, address=ip, hostname=f"mx.{host}")
         wait_until(_done(6201, "rdns_set", 2), 30, "second rdns_set")
-        assert _query(_ptr_name(ip), "PTR") == ["mx.client-shop.example."]
+        assert _query(_ptr_name(ip), "PTR") == [f"mx.{host}."]
 
         billing.terminate(service_id=6201)
         wait_until(lambda: Service.get_by_id(6201).status == "terminated", 60, "terminate")

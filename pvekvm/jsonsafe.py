@@ -14,6 +14,7 @@ import re
 from itertools import accumulate
 from typing import Any
 
+WIRE_MAX_BYTES = 64 * 1024  # the largest message decoded from a wire (an order event's limit)
 MAX_DEPTH = 32  # an order event is 2 deep; nothing the engine reads from a wire needs more
 # A string, its end quote optional (an unterminated one runs to the end, so each character is
 # looked at once); possessive: no backtracking.

@@ -15,6 +15,7 @@ import logging
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
@@ -227,21 +228,24 @@ def delivery_count(props: pika.BasicProperties) -> int:
     """How many times the broker has had this message back (quorum queues: returns, rejects
     and closed channels — a worker killed mid-message — all count; RabbitMQ 3.10 sets the
     header from the first delivery on)."""
-    count = (props.headers or {}).get("x-delivery-count")
-    return count if type(count) is int else 0
+    count = (props.headers or {}).get("x-delivery-count")  # pika's own int subclass, 'long'
+    return int(count) if isinstance(count, int) and not isinstance(count, bool) else 0
 
 
 def _decide_order(body: bytes, engine: EngineSettings) -> Outcome:
     """``handle_order``, with any failure that is not the database's a refusal: a body that
     trips a bug is parked once, redacted, with one ``event.refused``, rather than sent back
-    to block intake (one active consumer) until its delivery limit. The reason names the
-    exception's type only: its text could quote the body."""
+    to block intake (one active consumer) until its delivery limit. The reason and the log
+    name the exception's type and where it was raised, never its text: that could quote the
+    body, and a secret in it."""
     try:
         return handle_order(body, engine)
     except (OperationalError, InterfaceError, AMQPError):
         raise
     except Exception as exc:
-        log.exception("intake failed on an event; it is refused")
+        log.error("intake failed on an event (%s); it is refused. Traceback, without the "
+                  "exception's text:\n%s", type(exc).__name__,
+                  "".join(traceback.format_tb(exc.__traceback__)).rstrip())
         return Outcome(dead_reason=f"intake failed on this event ({type(exc).__name__}): "
                                    "refused; the worker log has the traceback")
 

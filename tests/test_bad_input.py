@@ -104,8 +104,8 @@ def test_unicode_host_names_must_come_as_punycode() -> None:
 @given(JSON)
 def test_redaction_leaves_a_body_without_secrets_byte_for_byte(value) -> None:
     body = json.dumps(value).encode()
-    if b"pass" in body.lower() or b"secret" in body.lower() or b"token" in body.lower() \
-            or b"key" in body.lower() or b"credential" in body.lower():
+    if any(word in body.lower() for word in (b"pass", b"pw", b"secret", b"token", b"key",
+                                             b"credential")):
         return
     assert redact_body(body) == body
 

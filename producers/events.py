@@ -43,7 +43,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar
 
-from pvekvm import languages
+from pvekvm import jsonsafe, languages
 from pvekvm.limits import FIELD_LENGTHS, FIELD_RANGES, MAX_INT_DIGITS
 from pvekvm.validation import is_valid_hostname, service_hostname_problem
 
@@ -80,7 +80,23 @@ Check = Callable[[str, Any], Any]
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    """What was sent, as a reason says it: its JSON type, then a number, boolean or null as it
+    is (it carries no text) and anything else by its size only. A reason never repeats text a
+    client sent: reasons go to billing and the logs, and a refused value may be a secret sent
+    in the wrong field, or someone else's name."""
+    kind = _type_name(value)
+    if isinstance(value, str):
+        return f"{kind} of {len(value)} characters"
+    if isinstance(value, list | tuple):
+        return f"{kind} of {len(value)} items"
+    if isinstance(value, dict):
+        return f"{kind} of {len(value)} fields"
+    text = json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
+    return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _excerpt(name: str) -> str:
+    text = repr(name)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -93,7 +109,7 @@ def _label(name: str) -> str:
     """A field name as it may appear in a reason: a name from the wire is shown escaped and
     cut short (a reason is stored and sent as a header: no control or lone surrogate
     characters, no 60 KB names)."""
-    return name if re.fullmatch(r"[a-z0-9_]{1,40}", name) else _show(name)
+    return name if re.fullmatch(r"[a-z0-9_]{1,40}", name) else _excerpt(name)
 
 
 def _bad(name: str, message: str) -> InvalidEvent:
@@ -103,7 +119,7 @@ def _bad(name: str, message: str) -> InvalidEvent:
 def _expect(name: str, value: Any, kind: type, label: str) -> None:
     # bool is a subclass of int: `true` is not a service id.
     if type(value) is not kind:
-        raise _bad(name, f"expected {label}, got {_type_name(value)} {_show(value)}")
+        raise _bad(name, f"expected {label}, got {_show(value)}")
 
 
 def positive_int(name: str, value: Any) -> int:
@@ -166,6 +182,7 @@ def valid_hostname(name: str, value: Any) -> str:
         raise _bad(name, f"too long: {len(host)} octets (max {max_len})")
     problem = service_hostname_problem(host)
     if problem:
+        problem = re.sub(r"label '[^']*'", "a label", problem)  # the reason names no label
         raise _bad(name, f"not usable as a host name: {_show(value)}: {problem}")
     return host
 
@@ -204,8 +221,9 @@ def language_tag(name: str, value: Any) -> str:
     _string(name, value, languages.MAX_LENGTH)
     try:
         return languages.normalize(value)
-    except ValueError as exc:
-        raise _bad(name, str(exc)) from None
+    except ValueError:  # its message quotes the value
+        raise _bad(name, f"not a language tag (like 'de', 'pt-BR') or a known language name: "
+                         f"{_show(value)}") from None
 
 
 def boolean(name: str, value: Any) -> bool:
@@ -226,7 +244,7 @@ def timestamp(name: str, value: Any) -> str:
 
 def weekdays(name: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple):
-        raise _bad(name, f"expected array, got {_type_name(value)} {_show(value)}")
+        raise _bad(name, f"expected array, got {_show(value)}")
     seen: set[str] = set()
     for day in value:
         if type(day) is not str or day not in WEEKDAYS:
@@ -494,7 +512,7 @@ def producer_key(event_type: str, service_id: int, given: str | None) -> str | N
 
 def _check_version(version: Any) -> None:
     if type(version) is not int:
-        raise _bad("version", f"expected integer, got {_type_name(version)} {_show(version)}")
+        raise _bad("version", f"expected integer, got {_show(version)}")
     if version not in SUPPORTED_VERSIONS:
         supported = ", ".join(map(str, sorted(SUPPORTED_VERSIONS)))
         raise _bad("version", f"unsupported version {version} (supported: {supported})")
@@ -532,18 +550,15 @@ def parse_event(body: bytes | bytearray | str) -> Event:
             raise InvalidEvent(f"not JSON: invalid UTF-8 ({exc.reason})") from None
     elif not isinstance(body, str):
         raise InvalidEvent(f"not JSON: expected bytes, got {type(body).__name__}")
-    try:
-        data = json.loads(body, object_pairs_hook=_no_duplicates,
-                          parse_constant=_reject_constant, parse_int=_bounded_int)
-    except json.JSONDecodeError as exc:
-        raise InvalidEvent(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") \
-            from None
+    try:  # bounded: nested past jsonsafe.MAX_DEPTH is refused before decoding
+        data = jsonsafe.loads(body, object_pairs_hook=_no_duplicates,
+                              parse_constant=_reject_constant, parse_int=_bounded_int)
     except InvalidEvent:
         raise
+    except jsonsafe.JsonRefused as exc:
+        raise InvalidEvent(f"not JSON: {exc.reason}") from None
     except ValueError as exc:  # anything else json refuses outside JSONDecodeError
         raise InvalidEvent(f"not JSON: {str(exc)[:200]}") from None
-    except RecursionError:
-        raise InvalidEvent("not JSON: nested too deeply") from None
     return event_from_dict(data)
 
 

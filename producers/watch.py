@@ -10,14 +10,31 @@ import json
 import sys
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 from producers.cli import broker_args
 from producers.events import InvalidEvent
-from pvekvm import messaging
+from pvekvm import jsonsafe, messaging
 from pvekvm.config import ConfigError
 from pvekvm.preflight import broker_verdict
+from pvekvm.redact import safe_reason
 
 SEEN_MAX = 100_000  # event ids remembered for de-duplication
+
+
+def _event_of(body: bytes) -> dict[str, Any] | None:
+    """The event ``body`` holds; None (and a line on stderr saying why) for anything else —
+    bounded decode, so no body stops the watch."""
+    try:
+        event = jsonsafe.loads(body, max_bytes=jsonsafe.WIRE_MAX_BYTES)
+    except ValueError as exc:
+        print(f"skipped a message that is not an event: {safe_reason(str(exc))}",
+              file=sys.stderr)
+        return None
+    if not isinstance(event, dict):
+        print("skipped a message that is not an event: not a JSON object", file=sys.stderr)
+        return None
+    return event
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,9 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for method, _props, body in ch.consume(queue, inactivity_timeout=1.0):
             if method is None:
                 continue
-            event = json.loads(body)
-            if event.get("event_id") not in seen:
-                seen[event.get("event_id")] = None
+            event = _event_of(body)
+            if event is None:  # not an event of ours: said on stderr, acked, not printed
+                ch.basic_ack(method.delivery_tag)
+                continue
+            event_id = str(event.get("event_id"))[:64]  # hashable whatever was sent
+            if event_id not in seen:
+                seen[event_id] = None
                 if len(seen) > SEEN_MAX:
                     seen.popitem(last=False)
                 print(json.dumps(event, sort_keys=True), flush=True)

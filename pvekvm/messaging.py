@@ -49,6 +49,8 @@ from pika.exceptions import (
 )
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from pvekvm import jsonsafe
+
 log = logging.getLogger(__name__)
 
 POOLS: tuple[str, ...] = (
@@ -284,10 +286,11 @@ class Publisher:
 
 
 def _operation_of(body: bytes, key: str = "op") -> str | None:
-    """The operation id a step message (or an event) names, if it does."""
+    """The operation id a step message (or an event) names, if it does; None for anything
+    else, whatever the bytes (bounded decode: no RecursionError, no 1 MB parse)."""
     try:
-        op = json.loads(body).get(key)
-    except (ValueError, AttributeError, UnicodeDecodeError):
+        op = jsonsafe.loads(body, max_bytes=jsonsafe.WIRE_MAX_BYTES).get(key)
+    except (ValueError, AttributeError):
         return None
     return str(op) if isinstance(op, int) else None
 

@@ -94,3 +94,52 @@ def step_dicts(draw: st.DrawFn) -> dict[str, Any]:
 
 STEP_BODIES = st.one_of(step_dicts().map(_dumps), with_raw_number(step_dicts()),
                         JSON.map(_dumps), st.binary(max_size=64))
+
+
+# --------------------------------------------------------------------------- hostile, with a secret
+SECRET = "hunter2-Zq9"  # every HOSTILE_WITH_SECRET body holds it; no dead letter may
+SECRET_NAMES = st.sampled_from(["password", "pwd", "pass", "rootpw", "Root-Password",
+                                "api_key", "token", "client_secret", "db_pw", "passphrase"])
+_ADVERSARIAL_PADDING = st.sampled_from([b"a-" * 8000, b"pw " * 5000, b'"\\"' * 5000,
+                                        b"[" * 20000, b"{" * 20000, b"password" * 2000,
+                                        b" " * 20000, b"", b"\xff\xfe" * 100])
+
+
+def _secret_object(name: str, wrap: int) -> Any:
+    value: Any = SECRET
+    for _ in range(wrap):  # the secret inside arrays and objects under the secret's name
+        value = [value] if wrap % 2 else {"x": value}
+    return {name: value}
+
+
+@st.composite
+def hostile_with_secret(draw: st.DrawFn) -> bytes:
+    """A body every intake must refuse (it has a secret-named field, never an event field),
+    shaped to hurt: nested past any depth limit, cut short, padded with what made redaction
+    quadratic, as key=value text, oversized; the secret is always in what is kept."""
+    event = draw(near_valid_events())
+    event.update(_secret_object(draw(SECRET_NAMES), draw(st.integers(0, 3))))
+    keys = list(event)
+    order = draw(st.permutations(keys))
+    text = json.dumps({k: event[k] for k in order}, ensure_ascii=draw(st.booleans())).encode(
+        "utf-8", "surrogatepass")
+    shape = draw(st.sampled_from(["plain", "nested", "cut", "padded", "key=value",
+                                  "oversized", "unbalanced"]))
+    if shape == "nested":
+        depth = draw(st.sampled_from([33, 100, 5000, 25000]))
+        return b"[" * depth + text + b"]" * depth
+    if shape == "cut":  # cut somewhere inside or after the secret's value
+        at = text.index(SECRET.encode()) + len(SECRET) + draw(st.integers(0, 20))
+        return text[:at]
+    if shape == "padded":
+        return draw(_ADVERSARIAL_PADDING) + text + draw(_ADVERSARIAL_PADDING)
+    if shape == "key=value":
+        return (draw(_ADVERSARIAL_PADDING) + f"&{draw(SECRET_NAMES)}={SECRET}&x=1".encode())
+    if shape == "oversized":
+        return text + b" " * (64 * 1024)
+    if shape == "unbalanced":
+        return text + b"]" * draw(st.integers(1, 30000))
+    return text
+
+
+HOSTILE_WITH_SECRET = hostile_with_secret()

@@ -278,3 +278,44 @@ def test_non_ascii_text_round_trips() -> None:
     event = parse_event(body("snapshot_create", description="vor dem Update — ünïcødé"))
     assert parse_event(event.to_json()) == event
     assert "ünïcødé".encode() in event.to_json()
+
+
+MARK = "hunter2Q"  # in every refused value below: no reason may repeat it
+
+
+@pytest.mark.parametrize(("event_type", "field", "value"), [
+    ("create", "hostname", f"{MARK}.example..com"),
+    ("create", "hostname", f"ab--{MARK}.example"),  # the label is quoted by its rule
+    ("create", "email", f"{MARK}@"),
+    ("create", "product", f"{MARK}!"),
+    ("create", "template", f"/{MARK}"),
+    ("create", "client_id", f"{MARK}"),
+    ("create", "ipv6", [MARK]),
+    ("create", "idempotency_key", f"{MARK} with spaces"),
+    ("create", "language", f"{MARK}-{MARK}-{MARK}"),
+    ("create", "occurred_at", f"{MARK}"),
+    ("power", "action", MARK),
+    ("backup_schedule", "days", [MARK]),
+    ("snapshot_create", "name", f"{MARK}/x"),
+    ("rdns_set", "address", MARK),
+    ("iso_mount", "iso", f"../{MARK}.iso"),
+    ("suspend", "type", MARK),
+])
+def test_a_reason_names_the_field_and_the_rule_never_the_value(event_type, field, value):
+    """Reasons go to billing and the logs: a refused value (a host name, a key, a secret sent
+    in the wrong field) is described by its type and size, never repeated."""
+    reason = reason_of(body(event_type, **{field: value}))
+    assert f"field '{field}'" in reason, reason
+    assert MARK not in reason, reason
+
+
+def test_a_reason_shows_a_number_as_it_is() -> None:
+    reason = reason_of(body("create", service_id=2**40))
+    assert "out of range: integer 1099511627776" in reason, reason
+    assert "got string of 4 characters" in reason_of(body("create", service_id="5546"))
+
+
+@pytest.mark.parametrize("depth", [33, 30000])
+def test_nesting_past_the_bound_is_refused_with_its_depth(depth: int) -> None:
+    raw = body("create", hostname="@H@").replace(b'"@H@"', b"[" * depth + b"]" * depth)
+    assert reason_of(raw) == f"not JSON: nested {depth + 1} levels deep (max 32)"  # + the event

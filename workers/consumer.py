@@ -15,6 +15,7 @@ import logging
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
@@ -24,7 +25,7 @@ from peewee import InterfaceError, OperationalError
 from pika.exceptions import AMQPError
 
 from pvekvm import messaging, metrics
-from pvekvm.config import Settings
+from pvekvm.config import EngineSettings, Settings
 from pvekvm.models import DeadLetter, database
 from pvekvm.redact import redact_body, safe_reason
 from workers import operations, outbox
@@ -43,6 +44,11 @@ def _database_unreachable(exc: Exception) -> bool:
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
     return isinstance(exc, InterfaceError) or code in _UNREACHABLE
 PREFETCH_PER_THREAD = 2
+MAX_KEPT_BYTES = 256 * 1024  # of a refused body, in dead_letters and the dead queue
+SPENT_REASON = (f"given back {messaging.DELIVERY_LIMIT} times without a decision (handling "
+                "failed each time, or killed its worker: see the worker log); parked on its "
+                "last delivery, unhandled")
+WITHHELD = b"[body withheld]"
 # Steps of one operation a thread runs in a row after the message in hand (the message is
 # acked after the last): a continuation skips the broker; a crash mid-chain leaves the next
 # nudge committed and unpublished, which the redelivered message or the reconciler sends.
@@ -127,20 +133,25 @@ class WorkerThread(threading.Thread):
             lag = messaging.message_lag_s(props)
             if lag is not None:
                 metrics.LAG_SECONDS.labels(pool).observe(lag)
+            spent = delivery_count(props) >= messaging.DELIVERY_LIMIT
             backoff = 0.5
             deadline = time.monotonic() + DB_OUTAGE_PATIENCE_S
             while True:
                 try:
                     database.connect(reuse_if_open=True)
-                    outcome = handle_order(body, engine) if pool == INTAKE else \
-                        self.engine.handle(pool, body)
+                    if spent:  # the broker's last delivery: park it here, redacted, unhandled
+                        outcome = Outcome(dead_reason=SPENT_REASON)
+                    elif pool == INTAKE:
+                        outcome = _decide_order(body, engine)
+                    else:
+                        outcome = self.engine.handle(pool, body)
                     self._follow_up(outcome, publisher, body, pool)
                     break
                 except AMQPError:
                     raise
                 except (OperationalError, InterfaceError) as exc:
                     if not _database_unreachable(exc) or time.monotonic() > deadline:
-                        return self._give_back(ch, method, pool)
+                        return self._give_back(ch, method, pool, publisher, spent)
                     # keep the message (no delivery counted against its limit) and wait for
                     # the database; the broker connection stays serviced meanwhile
                     log.warning("%s: database unreachable (%s); waiting %.1fs", self.name,
@@ -149,19 +160,30 @@ class WorkerThread(threading.Thread):
                     ch.connection.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                 except Exception:
-                    return self._give_back(ch, method, pool)
+                    return self._give_back(ch, method, pool, publisher, spent)
             ch.basic_ack(method.delivery_tag)
             self.handled += 1
             metrics.MESSAGES.labels(pool, _result(outcome)).inc()
 
         return on_message
 
-    def _give_back(self, ch, method, pool: str) -> None:
-        """An unexpected failure: the message goes back (its delivery limit parks a poison
-        message in the dead queue)."""
+    def _give_back(self, ch, method, pool: str, publisher: messaging.Publisher,
+                   spent: bool) -> None:
+        """An unexpected failure: the message goes back, counted against its delivery limit
+        (``basic.reject``: RabbitMQ 4.3 counts a reject, not a nack); its last delivery is
+        parked by ``deliver``. When even parking it failed on that last delivery, the broker
+        must not dead-letter the original: a placeholder takes its place in the dead queue."""
+        if spent:
+            log.exception("%s: parking a spent message from %s failed; its body is withheld",
+                          self.name, pool)
+            publisher.publish_dead(WITHHELD, SPENT_REASON + "; parking it failed, its body "
+                                   "is withheld (see the worker log)", pool)
+            ch.basic_ack(method.delivery_tag)
+            metrics.DEAD_LETTERED.labels(pool).inc()
+            return
         log.exception("%s: handling a message from %s failed; it goes back", self.name, pool)
         metrics.MESSAGES.labels(pool, "requeued").inc()
-        ch.basic_nack(method.delivery_tag, requeue=True)
+        ch.basic_reject(method.delivery_tag, requeue=True)
         ch.connection.sleep(0.2)  # a hot loop on a broken message helps no one
 
     def _follow_up(self, outcome: Outcome, publisher: messaging.Publisher, body: bytes,
@@ -202,9 +224,40 @@ class WorkerThread(threading.Thread):
         return None
 
 
+def delivery_count(props: pika.BasicProperties) -> int:
+    """How many times the broker has had this message back (quorum queues: returns, rejects
+    and closed channels — a worker killed mid-message — all count; RabbitMQ 3.10 sets the
+    header from the first delivery on)."""
+    count = (props.headers or {}).get("x-delivery-count")  # pika's own int subclass, 'long'
+    return int(count) if isinstance(count, int) and not isinstance(count, bool) else 0
+
+
+def _decide_order(body: bytes, engine: EngineSettings) -> Outcome:
+    """``handle_order``, with any failure that is not the database's a refusal: a body that
+    trips a bug is parked once, redacted, with one ``event.refused``, rather than sent back
+    to block intake (one active consumer) until its delivery limit. The reason and the log
+    name the exception's type and where it was raised, never its text: that could quote the
+    body, and a secret in it."""
+    try:
+        return handle_order(body, engine)
+    except (OperationalError, InterfaceError, AMQPError):
+        raise
+    except Exception as exc:
+        log.error("intake failed on an event (%s); it is refused. Traceback, without the "
+                  "exception's text:\n%s", type(exc).__name__,
+                  "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+        return Outcome(dead_reason=f"intake failed on this event ({type(exc).__name__}): "
+                                   "refused; the worker log has the traceback")
+
+
 def park(publisher: messaging.Publisher, source: str, body: bytes, reason: str) -> None:
     """A refused message goes where operators look: ``dead_letters`` and the dead queue, with
-    its reason; no secret is kept in clear, in the table or the queue."""
+    its reason; no secret is kept in clear, in the table or the queue. A body past
+    ``MAX_KEPT_BYTES`` is kept cut to that (then redacted: a value cut short is redacted to
+    its end), so parking is bounded whatever was sent."""
+    if len(body) > MAX_KEPT_BYTES:
+        reason = f"{reason} (body cut to its first {MAX_KEPT_BYTES} of {len(body)} bytes)"
+        body = body[:MAX_KEPT_BYTES]
     reason = safe_reason(reason)
     log.error("refused message from %s: %s", source, reason)
     parked = redact_body(body)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pvekvm import metrics
+from pvekvm import jsonsafe, metrics
 from pvekvm.addresses import cidr, held, host_address
 from pvekvm.messaging import Publisher
 from pvekvm.models import Operation, OutboxEvent, Product, Service, database
@@ -107,14 +107,14 @@ def refused(body: bytes, reason: str) -> Pending:
     when one can be read from it."""
     key, service_id, etype = None, None, None
     try:
-        data = json.loads(body)
+        data = jsonsafe.loads(body, max_bytes=jsonsafe.WIRE_MAX_BYTES)
         if isinstance(data, dict):
             key = data.get("idempotency_key") if isinstance(data.get("idempotency_key"),
                                                             str) else None
             sid = data.get("service_id")
             service_id = sid if type(sid) is int and 0 < sid < 2**32 else None
             etype = data.get("type") if isinstance(data.get("type"), str) else None
-    except (ValueError, RecursionError):
+    except ValueError:  # not JSON, too large or too deep: the reason says so, nothing else
         pass
     return record("event.refused", service_id=service_id, idempotency_key=(key or "")[:128]
                   or None, event_type=(etype or "")[:64] or None, reason=reason[:1000])

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from peewee import InterfaceError, OperationalError
 
+from pvekvm.api.bodylimit import BoundedBodies
 from pvekvm.config import Settings, load_settings
 from pvekvm.db import bind
 
@@ -26,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="pvekvm service API", version="1",
                   description=(pvekvm.api.__doc__ or "").strip())
     app.state.settings = settings
+    app.add_middleware(BoundedBodies)  # size and JSON depth, before any route parses a body
     app.include_router(routes.router)
 
     @app.exception_handler(OperationalError)

@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pvekvm import messaging
-from pvekvm.models import DeadLetter
+from pvekvm.models import DeadLetter, OutboxEvent
 from tests.e2e.harness import InProcessWorkers, dead_queue, wait_until
-from tests.jsonfuzz import ORDER_BODIES, STEP_BODIES
+from tests.jsonfuzz import HOSTILE_WITH_SECRET, ORDER_BODIES, SECRET, STEP_BODIES
+from workers import consumer
 
 GOOD = {"version": 1, "type": "create", "idempotency_key": "bad-1", "service_id": 901,
         "client_id": 5, "product": "vps-small", "email": "a@example.com"}
@@ -101,3 +102,114 @@ def test_random_step_messages_are_each_refused_with_a_reason(settings, caplog, b
     parked = _consume_batch(settings, caplog, "ip", bodies)
     assert len(parked) == len(bodies)  # no operation exists: every one is refused
 
+
+
+# --------------------------------------------------------------------------- parked once
+
+def _refusals() -> list[OutboxEvent]:
+    return list(OutboxEvent.select().where(OutboxEvent.type == "event.refused"))
+
+
+def _assert_parked_once(settings, caplog, reason_words: str) -> tuple[dict, bytes]:
+    """One dead_letters row, one dead-queue copy with its reason, one event.refused; the
+    secret nowhere; no traceback and no give-back."""
+    [row] = list(DeadLetter.select())
+    [(headers, parked)] = dead_queue(settings)
+    [refused] = _refusals()
+    assert reason_words in row.reason, row.reason
+    assert headers["x-reason"] == row.reason and parked == bytes(row.body)
+    for where in (parked, bytes(row.body), refused.body.encode(), row.reason.encode(),
+                  caplog.text.encode()):
+        assert SECRET.encode() not in where
+    assert not [r for r in caplog.records if GAVE_BACK in r.getMessage()]
+    return headers, parked
+
+
+def test_a_body_nested_30000_deep_is_parked_once_redacted_with_one_refusal(settings, caplog):
+    """It used to raise RecursionError after park() committed: 11 rows, 11 event.refused and
+    the broker's own dead letter carrying the password in clear."""
+    body = b"[" * 30000 + json.dumps({"password": SECRET}).encode() + b"]" * 30000
+    with InProcessWorkers(settings, concurrency=1, pools=["intake"]) as workers:
+        _publish(settings, "intake", [body])
+        wait_until(lambda: _handled(workers) == 1, 20, "the ack")
+    _, parked = _assert_parked_once(settings, caplog, "nested 30001 levels deep (max 32)")
+    assert b'{"password": "[redacted]"}' in parked  # redacted as text: too deep for JSON
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def _spend_deliveries(settings, body: bytes) -> None:
+    """Deliver ``body`` DELIVERY_LIMIT times to a consumer that dies with it (its channel
+    closes unacknowledged, as when a body kills the worker process): the broker dead-letters
+    it itself if the next delivery is returned too."""
+    _publish(settings, "intake", [body])
+    conn = messaging.connect(settings.amqp_url)
+    queue = messaging.Topology(settings.namespace).orders_queue
+    try:
+        for n in range(messaging.DELIVERY_LIMIT):
+            ch = conn.channel()
+            ch.basic_qos(prefetch_count=1)
+            method, props, _ = next(ch.consume(queue, inactivity_timeout=10))
+            assert method is not None, "no delivery within 10 s"
+            assert consumer.delivery_count(props) == n
+            ch.close()  # unacknowledged: back to the queue, counted
+    finally:
+        conn.close()
+
+
+def test_a_body_that_kills_its_worker_is_parked_redacted_on_its_last_delivery(settings,
+                                                                             caplog):
+    """The quorum queue's x-delivery-count says when the broker would dead-letter the
+    original: the worker parks the redacted copy itself, unhandled, and acks."""
+    body = b'{"version": 1, "type": "create", "password": "' + SECRET.encode() + b'", "x": '
+    _spend_deliveries(settings, body)
+    with InProcessWorkers(settings, concurrency=1, pools=["intake"]) as workers:
+        wait_until(lambda: _handled(workers) == 1, 20, "the ack")
+    headers, parked = _assert_parked_once(settings, caplog, "parked on its last delivery")
+    assert headers["x-source"] == "intake" and b'"[redacted]"' in parked
+
+
+def test_an_order_that_trips_a_bug_is_refused_once_not_sent_back(settings, caplog,
+                                                                 monkeypatch):
+    def broken(body, engine):
+        raise RuntimeError(f"bug quoting the body: {body!r}")
+
+    monkeypatch.setattr(consumer, "handle_order", broken)
+    body = json.dumps({**GOOD, "root_password": SECRET}).encode()
+    with InProcessWorkers(settings, concurrency=1, pools=["intake"]) as workers:
+        _publish(settings, "intake", [body])
+        wait_until(lambda: _handled(workers) == 1, 20, "the ack")
+    caplog.records[:] = [r for r in caplog.records if "intake failed" not in r.getMessage()]
+    _assert_parked_once(settings, caplog, "intake failed on this event (RuntimeError)")
+
+
+def _hostile_batch(settings, caplog, bodies: list[bytes]) -> None:
+    """Every body holds the secret and is refused: one dead letter each, no exception out of
+    intake, no secret in the dead queue, the table or billing's events."""
+    DeadLetter.delete().execute()
+    OutboxEvent.delete().execute()
+    caplog.clear()
+    parked = _consume_batch(settings, caplog, "intake", bodies)
+    assert len(parked) == len(bodies) == DeadLetter.select().count() == len(_refusals())
+    assert not [r for r in caplog.records if r.exc_info]  # nothing escaped handle_order
+    for headers, body in parked:
+        assert SECRET.encode() not in body and SECRET not in headers["x-reason"]
+    assert not [r for r in DeadLetter.select() if SECRET.encode() in bytes(r.body)]
+    assert not [e for e in _refusals() if SECRET in e.body]
+
+
+@settings(max_examples=3, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(bodies=st.lists(HOSTILE_WITH_SECRET, min_size=12, max_size=12))
+def test_hostile_bodies_are_each_parked_once_without_their_secret(settings, caplog, bodies):
+    _hostile_batch(settings, caplog, bodies)
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(bodies=st.lists(HOSTILE_WITH_SECRET, min_size=25, max_size=25))
+def test_hostile_bodies_are_each_parked_once_without_their_secret_long(settings, caplog,
+                                                                       bodies):
+    _hostile_batch(settings, caplog, bodies)

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from peewee import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 from pvekvm.config import Settings, load_settings
 from pvekvm.db import bind
@@ -74,13 +74,15 @@ def validation_problem(errors: Any) -> tuple[int, dict[str, Any]]:
 
 
 def allowed_methods(app: FastAPI, request: Request) -> list[str]:
-    """Every method some route of the app serves at this request's path."""
-    methods: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "\0"})
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    """Every method the OpenAPI document lists for this request's path (what the routes serve:
+    the document is generated from them)."""
+    table = getattr(app.state, "allow_table", None)
+    if table is None:
+        table = app.state.allow_table = [
+            (compile_path(path)[0], sorted(m.upper() for m in item))
+            for path, item in app.openapi()["paths"].items()]
+    return sorted({m for regex, methods in table if regex.match(request.url.path)
+                   for m in methods})
 
 
 def serve(host: str, port: int, workers: int = 1, config: str | None = None,

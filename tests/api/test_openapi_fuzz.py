@@ -23,7 +23,7 @@ from pvekvm.config import ROOT
 from tests.api.conftest import BILLING_TOKEN, SID_A, ApiEnv
 from tests.api.server import ApiServer
 
-EXAMPLES = 5  # per operation and phase
+EXAMPLES = 5  # per operation and phase (the coverage phase, deterministic, is most of the ~60 s)
 HERE = Path(__file__).resolve().parent
 
 
@@ -47,10 +47,11 @@ def test_schemathesis_all_checks_find_nothing(fuzz_api: ApiServer, tmp_path: Pat
          "--checks", "all", "-H", f"Authorization: Bearer {BILLING_TOKEN}",
          "--max-examples", str(EXAMPLES), "--seed", "23", "--generation-deterministic",
          "--no-shrink", "--suppress-health-check", "all",
-         "--workers", "2", "--request-timeout", "10", "--no-color",
+         "--workers", "1", "--request-timeout", "10", "--no-color",
          "--report", "json", "--report-json-path", str(report)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-12000:]
-    assert "15 selected" in out and "failures" not in out.split("SUMMARY")[-1].lower(), out[-4000:]
-    assert json.loads(report.read_text()), "no report written"
+    summary = json.loads(report.read_text())
+    assert summary["operations"]["tested"] == 15 and summary["failures"] == [], summary
+    assert summary["test_cases"]["generated"] > 500, summary["test_cases"]

@@ -19,4 +19,11 @@ Token model (bearer tokens, ``Authorization: Bearer <token>``):
 Every comparison is constant time. No token or a wrong token: 401. A service that does not exist
 or is outside the token's scope: 404 (the two are indistinguishable). Reads of credentials and
 console tickets are written to ``audit_log`` with who asked, never the secret.
+
+Refusals: every error answer is a Problem, ``{"detail": "<one sentence>"}``; a request that fails
+validation is a 422 that also lists ``errors`` (``loc``, ``msg``, ``type`` per field: never the
+value sent); a body that is not JSON is a 400. Timestamps always carry their offset (UTC).
+Every 422, and every 4xx answer to a POST/PUT/DELETE, is recorded in ``audit_log`` (event
+``api_refused``: caller, route, status, reason; at most 30 rows a minute per caller and worker
+process, then one ``api_refusals_suppressed``); see ``pvekvm/api/refusals.py``.
 """

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from peewee import InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from pvekvm.api.bodylimit import BoundedBodies
 from pvekvm.config import Settings, load_settings
@@ -18,7 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``settings`` (default: :func:`load_settings`, i.e. ``PVEKVM_CONFIG`` and the
     environment). Binds the models to the configured database."""
     import pvekvm.api
-    from pvekvm.api import routes
+    from pvekvm.api import refusals, routes
 
     settings = settings or load_settings()
     if "api_note" in settings.origin:
@@ -36,7 +41,53 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The database is restarting or unreachable: say so (the next request reconnects)."""
         return JSONResponse({"detail": "database_unavailable"}, status_code=503)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Every HTTP refusal: a Problem, recorded (see :mod:`pvekvm.api.refusals`); a 405 lists
+        every method of the path (Starlette's names only the first route's)."""
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(app, request))
+        await run_in_threadpool(refusals.record, request, exc.status_code, str(exc.detail))
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code,
+                            headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """400 for a body that is not JSON; else 422 with a one-line ``detail`` and the
+        per-field ``errors`` (location, message, type: never the value sent, which may be a
+        secret or a megabyte)."""
+        status, body = validation_problem(exc.errors())
+        await run_in_threadpool(refusals.record, request, status, body["detail"])
+        return JSONResponse(body, status_code=status)
+
     return app
+
+
+MAX_ERRORS = 20
+
+
+def validation_problem(errors: Any) -> tuple[int, dict[str, Any]]:
+    """(status, Problem body) for pydantic's errors, at most :data:`MAX_ERRORS` of them."""
+    items = [{"loc": [p if isinstance(p, int) else str(p)[:60] for p in e.get("loc", ())][:8],
+              "msg": str(e.get("msg", ""))[:200], "type": str(e.get("type", ""))[:60]}
+             for e in list(errors)[:MAX_ERRORS]]
+    if any(e["type"] == "json_invalid" for e in items):
+        return 400, {"detail": "malformed JSON body"}
+    summary = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in items[:5])
+    return 422, {"detail": f"invalid request: {summary}"[:500], "errors": items}
+
+
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method the OpenAPI document lists for this request's path (what the routes serve:
+    the document is generated from them)."""
+    table = getattr(app.state, "allow_table", None)
+    if table is None:
+        table = app.state.allow_table = [
+            (compile_path(path)[0], sorted(m.upper() for m in item))
+            for path, item in app.openapi()["paths"].items()]
+    return sorted({m for regex, methods in table if regex.match(request.url.path)
+                   for m in methods})
 
 
 def serve(host: str, port: int, workers: int = 1, config: str | None = None,

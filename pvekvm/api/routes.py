@@ -51,7 +51,12 @@ CONSOLE_REFUSED = ("suspended", "terminated")
 
 bearer = HTTPBearer(auto_error=False, description="billing token or per-service client token")
 router = APIRouter(prefix="/v1", responses={
-    401: {"model": schemas.Problem, "description": "no token or a wrong token"}})
+    400: {"model": schemas.Problem, "description": "a body that is not JSON"},
+    401: {"model": schemas.Problem, "description": "no token or a wrong token"},
+    422: {"model": schemas.Problem, "description": "the request is refused: detail says why; "
+          "errors lists each field's problem"},
+    503: {"model": schemas.Problem, "description": "the database (or Proxmox, or the broker) "
+          "is unavailable"}})
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": schemas.Problem,
                    "description": "no such service, or not the token's service"}}
 
@@ -62,13 +67,15 @@ def settings_of(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def principal(creds: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+def principal(request: Request,
+              creds: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
               settings: Annotated[Settings, Depends(settings_of)]) -> Principal:
     if creds is None:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     who = authenticate(settings.api, creds.credentials)
     if who is None:
         raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
+    request.state.principal = who.name  # for the refusal record (pvekvm.api.refusals)
     return who
 
 
@@ -430,8 +437,7 @@ def _publish(settings: Settings, body: bytes, routing_key: str, message_id: str)
              responses={403: {"model": schemas.Problem}, 422: {"model": schemas.Problem},
                         503: {"model": schemas.Problem}},
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                 "schema": {"type": "object", "description":
-                            "an order event, exactly as on the orders exchange"}}}}})
+                 "schema": schemas.event_body_schema()}}}})
 async def post_event(request: Request, who: Who, settings: Cfg) -> schemas.EventAccepted:
     """Accept one order event (same JSON as the orders exchange) and publish it with publisher
     confirms; 202 once the broker confirmed. Billing tokens only."""
@@ -462,6 +468,9 @@ async def post_event(request: Request, who: Who, settings: Cfg) -> schemas.Event
 
 # --------------------------------------------------------------------------- client reverse DNS
 
+IpAddress = Annotated[str, Path(description="an IPv4 or IPv6 address the service holds",
+                                json_schema_extra={"anyOf": [{"format": "ipv4"},
+                                                             {"format": "ipv6"}]})]
 RDNS_RESPONSES: dict[int | str, dict[str, Any]] = {
     **NOT_FOUND, 409: {"model": schemas.Problem, "description": "the service does not hold "
                        "that address"},
@@ -532,7 +541,7 @@ async def _order_rdns(svc: Service, who: Principal, request: Request, settings: 
 
 @router.put("/services/{service_id}/rdns/{address}", status_code=202,
             response_model=schemas.EventAccepted, responses=RDNS_RESPONSES)
-async def set_rdns(svc: Svc, who: Who, settings: Cfg, request: Request, address: str,
+async def set_rdns(svc: Svc, who: Who, settings: Cfg, request: Request, address: IpAddress,
                    body: schemas.RdnsRequest) -> schemas.EventAccepted:
     """Set the PTR of one of the service's addresses to ``hostname`` (202 once ordered): a name
     the service owns or one whose A/AAAA records point at the address, as the product's
@@ -544,7 +553,7 @@ async def set_rdns(svc: Svc, who: Who, settings: Cfg, request: Request, address:
 @router.delete("/services/{service_id}/rdns/{address}", status_code=202,
                response_model=schemas.EventAccepted, responses=RDNS_RESPONSES)
 async def reset_rdns(svc: Svc, who: Who, settings: Cfg, request: Request,
-                     address: str) -> schemas.EventAccepted:
+                     address: IpAddress) -> schemas.EventAccepted:
     """Give the address's PTR back to the service's host name (202 once ordered; counts as a
     PTR change for the rate limit)."""
     return await _order_rdns(svc, who, request, settings, lambda **kw: RdnsResetEvent(

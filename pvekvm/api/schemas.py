@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+import re
+from dataclasses import MISSING, fields
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+from producers import events as ev
+from pvekvm.limits import FIELD_LENGTHS, FIELD_RANGES
+
+
+def _as_utc(when: datetime) -> datetime:
+    """The tables keep naive UTC (the engine runs in UTC): give every timestamp its offset."""
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+# Every datetime the API sends: RFC 3339 with its offset (``2026-12-06T19:59:00.627+00:00``).
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where: path, query, header or body, then the name")
+    msg: str
+    type: str = Field(description="the pydantic error type, e.g. missing, int_parsing")
 
 
 class Problem(BaseModel):
+    """Every refusal: ``detail`` is one readable sentence; a request that fails validation also
+    lists each field's problem in ``errors`` (never the value sent)."""
+
     detail: str
+    errors: list[FieldError] | None = Field(
+        None, description="per-field problems (validation refusals only)")
 
 
 class Address(BaseModel):
@@ -25,7 +50,7 @@ class Address(BaseModel):
 class StepLine(BaseModel):
     line: str = Field(description="the manual's step line, e.g. '[+]  3. Resize system disk …'")
     result: str
-    at: datetime | None
+    at: UtcDatetime | None
 
 
 class OperationView(BaseModel):
@@ -34,8 +59,8 @@ class OperationView(BaseModel):
     status: str = Field(description="running|paused|done|failed|cancelled")
     state: str
     error: str | None
-    created_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     steps: list[StepLine]
 
 
@@ -88,8 +113,8 @@ class Credentials(BaseModel):
 class SnapshotView(BaseModel):
     name: str
     description: str
-    created_at: datetime | None
-    expires_at: datetime
+    created_at: UtcDatetime | None
+    expires_at: UtcDatetime
 
 
 class BackupView(BaseModel):
@@ -100,7 +125,7 @@ class BackupView(BaseModel):
     size_bytes: int
     scheduled: bool
     note: str
-    created_at: datetime | None
+    created_at: UtcDatetime | None
 
 
 class BackupScheduleView(BaseModel):
@@ -135,7 +160,7 @@ class Graph(BaseModel):
 
 
 class UsageHour(BaseModel):
-    period_start: datetime = Field(description="UTC hour")
+    period_start: UtcDatetime = Field(description="UTC hour")
     bytes_in: int
     bytes_out: int
 
@@ -145,8 +170,8 @@ class Usage(BaseModel):
     [from, to)."""
 
     service_id: int
-    period_from: datetime = Field(alias="from")
-    period_to: datetime = Field(alias="to")
+    period_from: UtcDatetime = Field(alias="from")
+    period_to: UtcDatetime = Field(alias="to")
     bytes_in: int
     bytes_out: int
     hours: list[UsageHour]
@@ -187,10 +212,76 @@ class ClientToken(BaseModel):
 
 
 class RdnsRequest(BaseModel):
-    hostname: str = Field(max_length=254, description="RFC 1123 name the address's PTR gives")
+    hostname: str = Field(min_length=1, max_length=254, json_schema_extra={"format": "hostname"},
+                          description="RFC 1123 name the address's PTR gives")
 
 
 class EventAccepted(BaseModel):
     idempotency_key: str
     type: str
     service_id: int
+
+
+# --------------------------------------------------------------------------- order event body
+
+_HOSTNAME_LEN = FIELD_LENGTHS["hostname"]
+
+
+def _anchored(regex: re.Pattern[str]) -> str:
+    return f"^(?:{regex.pattern})$"
+
+
+def _field_schema(name: str) -> dict[str, Any]:
+    """JSON Schema of one event field, stating the rules :mod:`producers.events` applies (the
+    host name, e-mail and language rules go further than a schema can say: those are 422)."""
+    if name in FIELD_RANGES:
+        low, high = FIELD_RANGES[name]
+        return {"type": "integer", "minimum": low, "maximum": high}
+    text = {"type": "string", "pattern": r"^[^\x00-\x1f\x7f]*$"}
+    known: dict[str, dict[str, Any]] = {
+        "idempotency_key": {"type": "string", "pattern": _anchored(ev._IDEMPOTENCY_KEY)},
+        "occurred_at": {"type": "string", "format": "date-time", "maxLength": 64,
+                        "description": "with its UTC offset"},
+        "product": {"type": "string", "pattern": _anchored(ev._SLUG)},
+        "template": {"type": "string", "pattern": _anchored(ev._SLUG)},
+        "email": {"type": "string", "format": "email", "maxLength": FIELD_LENGTHS["email"]},
+        "hostname": {"type": "string", "format": "hostname", "maxLength": _HOSTNAME_LEN,
+                     "description": "RFC 1123; not localhost, not an IP address, punycode "
+                     "for IDN"},
+        "ipv6": {"type": "boolean"},
+        "language": {"type": "string", "maxLength": 35,
+                     "pattern": r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}$",
+                     "description": "BCP 47-style tag (or an English language name)"},
+        "name": {"type": "string", "pattern": _anchored(ev._SNAPSHOT_NAME)},
+        "description": {**text, "maxLength": FIELD_LENGTHS["description"]},
+        "note": {**text, "maxLength": FIELD_LENGTHS["note"]},
+        "days": {"type": "array", "items": {"enum": list(ev.WEEKDAYS)}, "uniqueItems": True,
+                 "maxItems": 7},
+        "iso": {"type": "string", "pattern": _anchored(ev._ISO_NAME)},
+        "action": {"enum": list(ev.POWER_ACTIONS)},
+        "address": {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+    }
+    return known[name]
+
+
+def event_body_schema() -> dict[str, Any]:
+    """The request body of ``POST /v1/events``: one of the event types, built from the event
+    classes (required fields, no others; optional fields may be null)."""
+    variants = []
+    for event_type, cls in sorted(ev.EVENT_TYPES.items()):
+        props: dict[str, Any] = {"version": {"enum": sorted(ev.SUPPORTED_VERSIONS)},
+                                 "type": {"const": event_type}}
+        required = ["version", "type"]
+        for f in fields(cls):
+            if f.name == "version":
+                continue
+            schema = _field_schema(f.name)
+            if f.default is MISSING or f.name == "idempotency_key":
+                required.append(f.name)
+                props[f.name] = schema
+            else:
+                props[f.name] = {"anyOf": [schema, {"type": "null"}]}
+        variants.append({"type": "object", "title": cls.__name__, "properties": props,
+                         "required": required, "additionalProperties": False})
+    return {"description": "an order event, exactly as on the orders exchange",
+            "oneOf": variants}

@@ -1,14 +1,17 @@
 """Bounds on every request body before any route or FastAPI's own JSON parsing sees it: at
 most ``max_bytes`` read (a larger body is refused as soon as it passes the bound, not held),
 and JSON nested deeper than :data:`pvekvm.jsonsafe.MAX_DEPTH` refused by the linear pre-scan.
-Each refusal is a 422 whose ``detail`` says why, logged with the path; a body within bounds is
-handed on unchanged."""
+Each refusal is a 422 whose ``detail`` says why, logged with the path and recorded like every
+other refusal (:mod:`pvekvm.api.refusals`, naming the caller the bearer token stands for); a body
+within bounds is handed on unchanged."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from pvekvm import jsonsafe
@@ -61,4 +64,23 @@ class BoundedBodies:
 
     async def _refuse(self, scope: Scope, receive: Any, send: Any, reason: str) -> None:
         log.warning("refused a request body: %s %s: %s", scope["method"], scope["path"], reason)
+        await run_in_threadpool(_record, Request(scope), reason)
         await JSONResponse({"detail": reason}, status_code=422)(scope, receive, send)
+
+
+def _record(request: Request, reason: str) -> None:
+    """The refusal's audit row, under the principal the bearer token stands for (the routes'
+    dependency never ran: the body was refused first)."""
+    from pvekvm.api import refusals
+    from pvekvm.api.auth import authenticate
+
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    settings = getattr(request.app.state, "settings", None) if "app" in request.scope else None
+    if scheme.lower() == "bearer" and token and settings is not None:
+        try:
+            who = authenticate(settings.api, token.strip())
+        except Exception:  # noqa: BLE001 - the database is down: recorded as an unknown caller
+            who = None
+        if who is not None:
+            request.state.principal = who.name
+    refusals.record(request, 422, reason)

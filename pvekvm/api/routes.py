@@ -380,15 +380,12 @@ def mint_client_token(svc: Svc, who: Who, settings: Cfg, request: Request,
                       body: schemas.ClientTokenRequest | None = None) -> schemas.ClientToken:
     """(billing tokens only) a token that lets the service's client read this service only,
     for this life of the service: it ends at ``expires_at`` (``[api] client_token_ttl_s``, or
-    the shorter ``ttl_s`` asked for), when revoked, or when the service is terminated or its
-    id re-created."""
+    the ``ttl_s`` asked for, cut to that limit), when revoked, or when the service is
+    terminated or its id re-created."""
     if who.is_client:
         raise HTTPException(403, "only a billing token may mint client tokens")
     limit = settings.api.client_token_ttl_s
-    ttl = body.ttl_s if body is not None and body.ttl_s is not None else limit
-    if ttl > limit:
-        raise HTTPException(422, f"ttl_s {ttl} is over the configured limit of {limit} s "
-                                 "([api] client_token_ttl_s)")
+    ttl = min(limit, body.ttl_s if body is not None and body.ttl_s is not None else limit)
     if svc.status in ("terminating", "terminated") or svc.created_at is None:
         raise HTTPException(409, f"service {svc.id} is {svc.status}: no client token")
     minted = tokens.mint(svc.id, svc.client_id, svc.created_at, ttl, who.name)

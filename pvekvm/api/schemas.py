@@ -7,7 +7,7 @@ from dataclasses import MISSING, fields
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from producers import events as ev
 from pvekvm.limits import FIELD_LENGTHS, FIELD_RANGES
@@ -197,8 +197,10 @@ class ConsoleTicket(BaseModel):
 
 
 class ClientTokenRequest(BaseModel):
-    ttl_s: int | None = Field(None, ge=60, le=10**8, description="seconds the token lives; at "
-                              "most [api] client_token_ttl_s (the default)")
+    model_config = ConfigDict(extra="forbid")
+
+    ttl_s: int | None = Field(None, ge=60, le=10**8, description="seconds the token lives; "
+                              "more than [api] client_token_ttl_s (the default) is cut to it")
 
 
 class ClientToken(BaseModel):
@@ -208,7 +210,7 @@ class ClientToken(BaseModel):
     service_id: int
     token: str
     token_id: str
-    expires_at: datetime
+    expires_at: UtcDatetime
 
 
 class RdnsRequest(BaseModel):

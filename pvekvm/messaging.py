@@ -352,5 +352,5 @@ def delete_topology(url: str, topo: Topology) -> None:
 
 
 __all__ = ["POOLS", "Publisher", "Topology", "UnroutableError", "broker_urls", "connect",
-           "declare", "declare_if_allowed", "declare_topology", "delay_tier", "delete_topology", "message_lag_s",
-           "purge"]
+           "declare", "declare_if_allowed", "declare_topology", "delay_tier", "delete_topology",
+           "message_lag_s", "purge"]

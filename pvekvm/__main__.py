@@ -3,9 +3,10 @@
   init-db                  create the database if missing, apply schema.sql and migrations,
                            create the secret key file if missing and no data needs a key
   init-key [--force]       create the secret key file ([secrets] key_file) if missing
-  rotate-keys [--keep-key] [--drop-old] [--batch N]
+  rotate-keys [--keep-key|--add|--promote] [--drop-old] [--batch N]
                            prepend a new key, re-encrypt every stored secret under it, and
-                           (--drop-old) remove the old keys once no value needs them
+                           (--drop-old) remove the old keys once no value needs them;
+                           several hosts: --add, copy the file, --promote, copy, --drop-old
   grants [--prefix P] [--host H] [--vhost V]
                            print the commands creating least-privilege RabbitMQ and MariaDB
                            users (fresh passwords), see pvekvm.grants
@@ -210,8 +211,13 @@ def cmd_rotate_keys(settings, args) -> int:
     from pvekvm import keyrotate
     from pvekvm.models import database
 
+    if args.add:
+        n = keyrotate.add_key(settings.secret_key_file)
+        print(f"{settings.secret_key_file}: {n} keys, the new one last (read, not yet used): "
+              "copy this file to every host, then run rotate-keys --promote")
+        return 0
     report = keyrotate.rotate(database.obj, settings.secret_key_file, new_key=not args.keep_key,
-                              drop_old=args.drop_old, batch=args.batch)
+                              promote=args.promote, drop_old=args.drop_old, batch=args.batch)
     print(f"{settings.secret_key_file}: {report.summary()}")
     return EXIT_FAILED if report.unreadable else 0
 
@@ -276,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rotate-keys")
     p.add_argument("--keep-key", action="store_true",
                    help="no new key: finish an interrupted rotation under the newest key")
+    p.add_argument("--add", action="store_true",
+                   help="only append a new key (several hosts: copy the file before --promote)")
+    p.add_argument("--promote", action="store_true",
+                   help="make the key --add appended the newest, re-encrypt under it")
     p.add_argument("--drop-old", action="store_true",
                    help="then leave only the newest key in the file")
     p.add_argument("--batch", type=int, default=500, help="rows per transaction")

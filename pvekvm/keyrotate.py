@@ -91,14 +91,27 @@ def _pass(db, ring: MultiFernet, newest: Fernet, batch: int, report: Rotation,
                 after_batch()
 
 
-def rotate(db, key_file: str, *, new_key: bool = True, drop_old: bool = False,
-           batch: int = 500, after_batch: Callable[[], None] | None = None) -> Rotation:
-    """Prepend a new key (unless ``new_key`` is False), re-encrypt every value under the
-    newest key, and with ``drop_old`` leave only the newest key in the file once no value
-    needs the others. ``after_batch`` is called after each committed batch (tests)."""
+def add_key(key_file: str) -> int:
+    """Several hosts: append a new key last (read with, not yet encrypted with), to be copied
+    to every host before :func:`rotate` ``promote`` makes it the newest. The key count."""
+    keys = [*secrets.read_keys(key_file), Fernet.generate_key()]
+    secrets.write_keys(key_file, keys)
+    return len(keys)
+
+
+def rotate(db, key_file: str, *, new_key: bool = True, promote: bool = False,
+           drop_old: bool = False, batch: int = 500,
+           after_batch: Callable[[], None] | None = None) -> Rotation:
+    """Prepend a new key (unless ``new_key`` is False; ``promote``: move the last key, added
+    by :func:`add_key`, first instead), re-encrypt every value under the newest key, and with
+    ``drop_old`` leave only the newest key in the file once no value needs the others.
+    ``after_batch`` is called after each committed batch (tests)."""
     keys = secrets.read_keys(key_file)
     report = Rotation(keys_before=len(keys))
-    if new_key:
+    if promote:
+        keys = [keys[-1], *keys[:-1]]
+        secrets.write_keys(key_file, keys)
+    elif new_key:
         keys = [Fernet.generate_key(), *keys]
         secrets.write_keys(key_file, keys)
     ring = MultiFernet([Fernet(k) for k in keys])  # held in memory until the end

@@ -207,3 +207,18 @@ def _ask(proc: subprocess.Popen, line: str) -> str:
     proc.stdin.flush()
     return proc.stdout.readline().strip()
 
+
+
+def test_several_hosts_add_the_key_everywhere_before_it_is_used(clean_db, tmp_path):
+    here, other = str(tmp_path / "here.key"), str(tmp_path / "other.key")
+    secrets.create_key(here)
+    passwords = _stored(here, 2)
+    assert keyrotate.add_key(here) == 2
+    new = secrets.read_keys(here)[-1]
+    assert not _readable_by(new, secrets.encrypt(here, "still the old key"))
+    Path(other).write_bytes(Path(here).read_bytes())  # the operator copies the file
+    report = keyrotate.rotate(clean_db, here, promote=True)
+    assert secrets.read_keys(here)[0] == new and report.keys_after == 2
+    for svc in Service.select():  # the other host, with the copied file, reads every value
+        assert _readable_by(new, svc.password_enc)
+        assert secrets.decrypt(other, svc.password_enc) == passwords[svc.id]

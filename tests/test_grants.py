@@ -3,6 +3,7 @@ program needs and is refused the rest. Users get unique names and are deleted af
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import uuid
@@ -27,16 +28,16 @@ def _rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
 
 
-@pytest.fixture()
-def amqp_users(amqp_url: str, topology) -> Iterator[dict[str, str]]:
-    """billing, api and engine users on the tests' vhost for ``topology``: role -> URL."""
+@contextlib.contextmanager
+def amqp_roles(amqp_url: str, namespace: str) -> Iterator[dict[str, str]]:
+    """billing, api and engine users on the tests' vhost for ``namespace``: role -> URL."""
     u = urlparse(amqp_url)
     vhost = unquote(u.path[1:]) or "/"
     tag = uuid.uuid4().hex[:8]
     users = {r: (f"pvekvm_t_{r}_{tag}", generate_password(20)) for r in ("billing", "api",
                                                                           "engine")}
     try:
-        for argv in grants.rabbitmq_commands(vhost, topology.namespace, users):
+        for argv in grants.rabbitmq_commands(vhost, namespace, users):
             _rabbitmqctl(*argv[1:])
         yield {r: u._replace(netloc=f"{n}:{p}@{u.hostname}:{u.port or 5672}").geturl()
                for r, (n, p) in users.items()}
@@ -44,6 +45,12 @@ def amqp_users(amqp_url: str, topology) -> Iterator[dict[str, str]]:
         for name, _ in users.values():
             subprocess.run(["rabbitmqctl", "delete_user", name], capture_output=True,
                            timeout=60, check=False)
+
+
+@pytest.fixture()
+def amqp_users(amqp_url: str, topology) -> Iterator[dict[str, str]]:
+    with amqp_roles(amqp_url, topology.namespace) as urls:
+        yield urls
 
 
 def _refused(url: str, action) -> int:
@@ -129,16 +136,17 @@ def test_engine_user_declares_its_topology_but_not_billings_queues(topology,
 
 # ------------------------------------------------------------------------------ MariaDB
 
-@pytest.fixture()
-def db_users(database_url: str, clean_db) -> Iterator[dict[str, str]]:
-    """admin, worker and api users on the tests' database: role -> URL."""
+@contextlib.contextmanager
+def db_roles(root_db, database_url: str) -> Iterator[dict[str, str]]:
+    """admin, worker and api users on the tests' database (created as ``root_db``'s user):
+    role -> URL."""
     u = urlparse(database_url)
     name = dbmod.database_name(database_url)
     tag = uuid.uuid4().hex[:6]
     users = {r: (f"pvekvm_t_{r}_{tag}", generate_password(20)) for r in ("admin", "worker",
                                                                           "api")}
-    tables = grants.existing_tables(clean_db, name)
-    cursor = clean_db.connection().cursor()  # as the administrator (the tests' root)
+    tables = grants.existing_tables(root_db, name)
+    cursor = root_db.connection().cursor()  # as the administrator (the tests' root)
     try:
         for stmt in grants.mariadb_statements(name, users, "%", tables):
             if not stmt.startswith("--"):
@@ -146,8 +154,15 @@ def db_users(database_url: str, clean_db) -> Iterator[dict[str, str]]:
         yield {r: u._replace(netloc=f"{n}:{p}@{u.hostname}:{u.port or 3306}").geturl()
                for r, (n, p) in users.items()}
     finally:
+        cursor = root_db.connection().cursor()
         for n, _ in users.values():
             cursor.execute(f"DROP USER IF EXISTS '{n}'@'%'")
+
+
+@pytest.fixture()
+def db_users(database_url: str, clean_db) -> Iterator[dict[str, str]]:
+    with db_roles(clean_db, database_url) as urls:
+        yield urls
 
 
 def _sql(url: str, statement: str) -> int | None:

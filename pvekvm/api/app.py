@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from fastapi import FastAPI, Request
@@ -10,6 +11,7 @@ from peewee import InterfaceError, OperationalError
 
 from pvekvm.config import Settings, load_settings
 from pvekvm.db import bind
+from pvekvm.secrets import KeyFileMissing
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -30,6 +32,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         """The database is restarting or unreachable: say so (the next request reconnects)."""
         return JSONResponse({"detail": "database_unavailable"}, status_code=503)
+
+    @app.exception_handler(KeyFileMissing)
+    async def secret_key_missing(request: Request, exc: Exception) -> JSONResponse:
+        """The key file went away after start (start-up refuses to run without it)."""
+        logging.getLogger("pvekvm.api").error("%s", exc)
+        return JSONResponse({"detail": "secret_key_unavailable"}, status_code=503)
 
     return app
 

@@ -51,6 +51,7 @@ def prepare(workdir: Path, conn: dict, token: str) -> Path:
     settings = Settings(database_url=DATABASE_URL, amqp_url=AMQP_URL, namespace="pvekvm_t10_bench",
                         proxmox=ProxmoxSettings.from_connection(conn), smtp=SmtpSettings(),
                         secret_key_file=str(workdir / "secret.key"))
+    secrets.create_key(settings.secret_key_file)
     dbmod.create_database(DATABASE_URL)
     db = dbmod.bind(DATABASE_URL)
     dbmod.apply_schema(db)

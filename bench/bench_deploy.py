@@ -195,7 +195,7 @@ def fresh_database(settings: Settings, path: str = "fallback") -> None:
             Product.create(**{**row, "name": f"vps-small-{node}", "target_node": node})
         if path == "linked":
             Product.update(linked_clone=True).execute()
-    secrets.encrypt(settings.secret_key_file, "x")  # create the key before workers race for it
+    secrets.create_key(settings.secret_key_file)  # as init-db does, before workers start
 
 
 # --- figures -------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ for p in (ROOT, ROOT / "bench"):
 from bench_deploy import pvesim_process  # noqa: E402
 
 from pvekvm import db as dbmod  # noqa: E402
-from pvekvm import messaging  # noqa: E402
+from pvekvm import messaging, secrets  # noqa: E402
 from pvekvm.config import ProxmoxSettings, Settings, SmtpSettings  # noqa: E402
 from pvekvm.models import Product, Service  # noqa: E402
 from pvekvm.proxmox import Proxmox  # noqa: E402
@@ -55,6 +55,7 @@ def prepare(workdir: Path, conn: dict, vms: int) -> Proxmox:
     settings = Settings(database_url=DATABASE_URL, amqp_url=AMQP_URL, namespace="unused",
                         proxmox=ProxmoxSettings.from_connection(conn), smtp=SmtpSettings(),
                         secret_key_file=str(workdir / "secret.key"))
+    secrets.create_key(settings.secret_key_file)
     dbmod.create_database(DATABASE_URL)
     db = dbmod.bind(DATABASE_URL)
     dbmod.apply_schema(db)

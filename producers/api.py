@@ -48,7 +48,7 @@ from producers.events import (
     UnsuspendEvent,
     producer_key,
 )
-from pvekvm.messaging import Publisher, Topology, declare
+from pvekvm.messaging import Publisher, Topology, declare_if_allowed
 
 
 def utc_now() -> str:
@@ -82,7 +82,7 @@ class OrderClient:
     def publish_raw(self, body: bytes, routing_key: str, message_id: str | None = None) -> None:
         """Publish ``body`` as-is, without validation (operators replaying messages)."""
         if self._publisher is None:
-            declare(self.amqp_url, self.topology)
+            declare_if_allowed(self.amqp_url, self.topology)
             self._publisher = Publisher(self.amqp_url, self.topology, app_id="pvekvm-producer")
         self._publisher.publish_order(body, routing_key, message_id=message_id)
 

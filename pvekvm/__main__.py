@@ -1,6 +1,15 @@
 """Operator commands: ``python -m pvekvm <command>``.
 
-  init-db                  create the database if missing, apply schema.sql and migrations
+  init-db                  create the database if missing, apply schema.sql and migrations,
+                           create the secret key file if missing and no data needs a key
+  init-key [--force]       create the secret key file ([secrets] key_file) if missing
+  rotate-keys [--keep-key|--add|--promote] [--drop-old] [--batch N]
+                           prepend a new key, re-encrypt every stored secret under it, and
+                           (--drop-old) remove the old keys once no value needs them;
+                           several hosts: --add, copy the file, --promote, copy, --drop-old
+  grants [--prefix P] [--host H] [--vhost V]
+                           print the commands creating least-privilege RabbitMQ and MariaDB
+                           users (fresh passwords), see pvekvm.grants
   check                    one line per dependency (RabbitMQ, MariaDB, Proxmox, DNS, SMTP)
   config-check FILE        validate a settings or catalog file (names file, key, problem)
   load-catalog FILE        load templates, IP pools, products, DNS zones (TOML)
@@ -34,7 +43,7 @@ EXIT_FAILED = 1
 
 #: what each command needs before it runs (checked at start, see pvekvm.preflight)
 NEEDS: dict[str, tuple[str, ...]] = {
-    "load-catalog": ("database-exists",),  # it brings the schema up to date itself
+    "load-catalog": ("database-exists", "secret-key"),  # it brings the schema up to date
     "history": ("database",),
     "resume": ("database", "broker"),
     "cancel": ("database", "broker"),
@@ -44,7 +53,10 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "isos": ("proxmox",),
     # the service API is built to run on and answer 503 while the database or broker is down
     # (tests/api); its settings are still validated at start
-    "api": (),
+    "api": ("secret-key",),
+    "rotate-keys": ("database", "secret-key"),
+    "init-key": ("database-exists",),
+    "grants": ("database",),
 }
 
 
@@ -74,6 +86,11 @@ def cmd_init_db(settings) -> int:
         print(f"{PROG} init-db: {verdict.detail}", file=sys.stderr)
         return preflight.EXIT_DEPENDENCY
     state = "created" if created else "exists"
+    key = preflight.check_secret_key(settings)
+    if key.failed:
+        print(f"{PROG} init-db: {key.detail}", file=sys.stderr)
+        return preflight.EXIT_DEPENDENCY
+    print(f"secret key {key.detail}")
     if before == version:
         print(f"database `{name}` {state}; schema version {version} (up to date)")
     else:
@@ -171,6 +188,67 @@ def cmd_dead_letters(settings, args) -> int:
     return 0
 
 
+def cmd_init_key(settings, args) -> int:
+    """Create the key file; refused (exit 1) while the database holds encrypted values,
+    unless --force: they would stay encrypted under a key this file does not have."""
+    from pvekvm import keyrotate, secrets
+    from pvekvm.models import database
+
+    path = settings.secret_key_file
+    if Path(path).exists():
+        print(f"{path}: exists ({len(secrets.read_keys(path))} keys); left as it is")
+        return 0
+    held = keyrotate.encrypted_values(database.obj)
+    if held and not args.force:
+        print(f"{PROG} init-key: the database holds {held} encrypted values: a new key at "
+              f"{path} could not read them; point [secrets] key_file at their key file "
+              "(--force creates one anyway)", file=sys.stderr)
+        return EXIT_FAILED
+    secrets.create_key(path)
+    print(f"{path}: created")
+    return 0
+
+
+def cmd_rotate_keys(settings, args) -> int:
+    from pvekvm import keyrotate
+    from pvekvm.models import database
+
+    if args.add:
+        n = keyrotate.add_key(settings.secret_key_file)
+        print(f"{settings.secret_key_file}: {n} keys, the new one last (read, not yet used): "
+              "copy this file to every host, then run rotate-keys --promote")
+        return 0
+    report = keyrotate.rotate(database.obj, settings.secret_key_file, new_key=not args.keep_key,
+                              promote=args.promote, drop_old=args.drop_old, batch=args.batch)
+    print(f"{settings.secret_key_file}: {report.summary()}")
+    return EXIT_FAILED if report.unreadable else 0
+
+
+def cmd_grants(settings, args) -> int:
+    """Print (not run) the rabbitmqctl commands and SQL of the least-privilege users."""
+    import shlex
+    from urllib.parse import unquote, urlparse
+
+    from pvekvm import grants, secrets
+    from pvekvm.db import database_name
+    from pvekvm.models import database
+
+    name = database_name(settings.database_url)
+    vhost = args.vhost or unquote(urlparse(settings.amqp_url.split(",")[0]).path[1:]) or "/"
+    amqp = {r: (f"{args.prefix}_{r}", secrets.generate_password(24))
+            for r in ("billing", "api", "engine")}
+    sql = {r: (f"{args.prefix}_{r}", secrets.generate_password(24))
+           for r in ("admin", "worker", "api")}
+    print(f"# RabbitMQ, vhost {vhost}, namespace {settings.namespace}")
+    for argv in grants.rabbitmq_commands(vhost, settings.namespace, amqp):
+        print(shlex.join(argv))
+    print(f"# MariaDB, database {name} (as an administrator)")
+    tables = grants.existing_tables(database.obj, name)
+    for stmt in grants.mariadb_statements(name, sql, args.host, tables):
+        print(stmt + ("" if stmt.startswith("--") else ";"))
+    return 0
+
+
 def _admin():
     from workers import admin
 
@@ -179,6 +257,9 @@ def _admin():
 
 COMMANDS = {
     "load-catalog": cmd_load_catalog,
+    "init-key": cmd_init_key,
+    "rotate-keys": cmd_rotate_keys,
+    "grants": cmd_grants,
     "history": lambda settings, args: print(_admin().history(args.service_id)),
     "resume": lambda settings, args: print(_admin().resume(settings, args.ref)),
     "cancel": lambda settings, args: print(_admin().cancel(settings, args.ref)),
@@ -197,6 +278,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "config/pvekvm.toml)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("init-db")
+    p = sub.add_parser("init-key")
+    p.add_argument("--force", action="store_true",
+                   help="create a key even though the database holds encrypted values")
+    p = sub.add_parser("rotate-keys")
+    p.add_argument("--keep-key", action="store_true",
+                   help="no new key: finish an interrupted rotation under the newest key")
+    p.add_argument("--add", action="store_true",
+                   help="only append a new key (several hosts: copy the file before --promote)")
+    p.add_argument("--promote", action="store_true",
+                   help="make the key --add appended the newest, re-encrypt under it")
+    p.add_argument("--drop-old", action="store_true",
+                   help="then leave only the newest key in the file")
+    p.add_argument("--batch", type=int, default=500, help="rows per transaction")
+    p = sub.add_parser("grants")
+    p.add_argument("--prefix", default="pvekvm", help="user names: PREFIX_billing, ...")
+    p.add_argument("--host", default="%", help="MariaDB host part of the users")
+    p.add_argument("--vhost", help="RabbitMQ vhost (default: the broker URL's)")
     sub.add_parser("check")
     p = sub.add_parser("config-check")
     p.add_argument("file")

@@ -379,6 +379,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     engine = _typed(EngineSettings, dict(raw.get("engine", {})), f"{shown(cfg)} [engine]")
     key_file = env.get("PVEKVM_SECRET_KEY_FILE") or raw.get("secrets", {}).get(
         "key_file", "var/secret.key")
+    key_where = ("PVEKVM_SECRET_KEY_FILE" if env.get("PVEKVM_SECRET_KEY_FILE")
+                 else f"{shown(cfg)} [secrets] key_file")
     templates = raw.get("mail", {}).get("templates_dir", str(ROOT / "config" / "mail"))
     for value, where in ((key_file, "[secrets] key_file"), (templates, "[mail] templates_dir")):
         if not isinstance(value, str):
@@ -391,7 +393,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         api=api, rdns=_rdns(raw.get("rdns", {}), cfg),
         origin={"file": shown(cfg), "database": db_where, "amqp": amqp_where,
                 "proxmox": pve_where, "smtp": smtp_where,
-                **({"api_note": api_note} if api_note else {})})
+                **({"api_note": api_note} if api_note else {}),
+                "secret_key_file": key_where})
 
 
 def _rdns(raw: dict[str, Any], cfg: Path) -> RdnsSettings:

@@ -315,6 +315,19 @@ def declare(url: str, topo: Topology) -> None:
         conn.close()
 
 
+def declare_if_allowed(url: str, topo: Topology) -> bool:
+    """Declare the topology, unless the user may not (billing's least-privilege user, see
+    pvekvm.grants): then the engine, which declares it at start, is relied on. True when
+    declared."""
+    try:
+        declare(url, topo)
+        return True
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 403:  # ACCESS_REFUSED
+            raise
+        return False
+
+
 def purge(url: str, topo: Topology) -> None:
     """Empty every queue of the namespace (tests and demos)."""
     conn = connect(url)
@@ -342,5 +355,5 @@ def delete_topology(url: str, topo: Topology) -> None:
 
 
 __all__ = ["POOLS", "Publisher", "Topology", "UnroutableError", "broker_urls", "connect",
-           "declare", "declare_topology", "delay_tier", "delete_topology", "message_lag_s",
-           "purge"]
+           "declare", "declare_if_allowed", "declare_topology", "delay_tier", "delete_topology",
+           "message_lag_s", "purge"]

@@ -319,6 +319,44 @@ def check_dns(settings: Settings) -> list[Verdict]:
     return out
 
 
+# --- secret key file ---------------------------------------------------------------------------
+
+def check_secret_key(settings: Settings) -> Verdict:
+    """The key file exists and holds keys; a missing one is created only while the database
+    holds no encrypted value (a new installation), never beside data it could not read."""
+    from pvekvm import keyrotate, secrets
+
+    path = settings.secret_key_file
+    where = settings.origin.get("secret_key_file", "[secrets] key_file")
+    try:
+        n = len(secrets.read_keys(path))
+        return _ok("secret key", f"{path}: {n} key{'s' if n > 1 else ''}")
+    except ValueError as exc:
+        return _fail("secret key", f"{exc}")
+    except secrets.KeyFileMissing:
+        pass
+    from peewee import DatabaseError
+
+    from pvekvm.db import open_database
+
+    try:
+        db = open_database(settings.database_url)
+        try:
+            held = keyrotate.encrypted_values(db)
+        finally:
+            db.close()
+    except (pymysql.err.MySQLError, DatabaseError) as exc:
+        return Verdict("secret key", "skip", f"{path} ({where}) does not exist and the database "
+                       f"cannot say whether data needs it: {exc.args[-1] if exc.args else exc}")
+    if held:
+        return _fail("secret key", f"{path} ({where}) does not exist, but the database holds "
+                     f"{held} values encrypted with a key: point {where} at that key file "
+                     "(a new key would make them unreadable)")
+    created = secrets.create_key(path)
+    return _ok("secret key", f"{path}: {'created' if created else 'exists'} (no encrypted data "
+               "yet)")
+
+
 # --- start-up ----------------------------------------------------------------------------------
 
 CHECKS: dict[str, Callable[[Settings], list[Verdict]]] = {
@@ -327,6 +365,7 @@ CHECKS: dict[str, Callable[[Settings], list[Verdict]]] = {
     "broker": lambda s: check_broker(s, cluster=False),
     "proxmox": lambda s: check_proxmox(s, nodes=False, privileges=False),
     "smtp": lambda s: [check_smtp(s)],
+    "secret-key": lambda s: [check_secret_key(s)],
 }
 
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from producers.events import CreateEvent, InvalidEvent, parse_event
-from pvekvm import catalog
+from pvekvm import catalog, secrets
 from pvekvm.config import ROOT, Settings
 from pvekvm.limits import FIELD_LENGTHS, FIELD_RANGES
 from pvekvm.models import HeldEvent, Operation
@@ -221,6 +221,7 @@ def test_redaction_grows_linearly(shape: str) -> None:
 
 @pytest.fixture()
 def catalog_db(clean_db, tmp_path):
+    secrets.create_key(str(tmp_path / "secret.key"))
     catalog.load_file(ROOT / "config" / "catalog.toml", str(tmp_path / "secret.key"))
     return clean_db
 

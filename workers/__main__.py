@@ -18,7 +18,7 @@ NO_PROXMOX = {"dns", "mail"}
 
 def needs(pools: list[str]) -> list[str]:
     """The dependencies a worker serving ``pools`` checks at start."""
-    out = ["database", "broker"]
+    out = ["database", "broker", "secret-key"]
     if set(pools) - NO_PROXMOX:
         out.append("proxmox")
     if "mail" in pools:

@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     settings = preflight.settings_or_exit(args.config, "python -m workers.scheduler")
     logs.setup("INFO", args.log_format or settings.metrics.log_format)
-    preflight.require(settings, ("database", "broker"), "python -m workers.scheduler")
+    preflight.require(settings, ("database", "broker", "secret-key"),
+                      "python -m workers.scheduler")
     bind(settings.database_url)
     metrics.register_database_gauges()
     port = args.metrics_port if args.metrics_port is not None else \

@@ -17,6 +17,7 @@ from starlette.routing import compile_path
 from pvekvm.api.bodylimit import BoundedBodies
 from pvekvm.config import Settings, load_settings
 from pvekvm.db import bind
+from pvekvm.secrets import KeyFileMissing
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,6 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         status, body = validation_problem(exc.errors())
         await run_in_threadpool(refusals.record, request, status, body["detail"])
         return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(KeyFileMissing)
+    async def secret_key_missing(request: Request, exc: Exception) -> JSONResponse:
+        """The key file went away after start (start-up refuses to run without it)."""
+        logging.getLogger("pvekvm.api").error("%s", exc)
+        return JSONResponse({"detail": "secret_key_unavailable"}, status_code=503)
 
     return app
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pvekvm import catalog
+from pvekvm import catalog, secrets
 from pvekvm.models import DnsZone
 
 
 def _load(tmp_path, kind: str, settings: dict, *zones: str):
+    secrets.create_key(str(tmp_path / "key"))
     return catalog.load({
         "dns_providers": [{"name": "p", "kind": kind, "settings": settings}],
         "dns_zones": [{"name": z, "provider": "p"} for z in zones],

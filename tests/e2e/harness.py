@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from peewee import InterfaceError, OperationalError
 
-from pvekvm import catalog
+from pvekvm import catalog, secrets
 from pvekvm.config import (
     ROOT,
     EngineSettings,
@@ -39,6 +39,7 @@ TEST_RDNS = RdnsSettings(resolver=f"127.0.0.1:{os.environ.get('PDNS_DNS_PORT', '
 def make_settings(tmp_path: Path, amqp_url: str, database_url: str, namespace: str,
                   connection: dict, smtp: SmtpSettings,
                   engine: EngineSettings = FAST_ENGINE) -> Settings:
+    secrets.create_key(str(tmp_path / "secret.key"))  # as init-db does on a new database
     return Settings(database_url=database_url, amqp_url=amqp_url, namespace=namespace,
                     proxmox=ProxmoxSettings.from_connection(connection), smtp=smtp,
                     engine=engine, secret_key_file=str(tmp_path / "secret.key"),

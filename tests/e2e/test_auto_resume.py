@@ -1,0 +1,223 @@
+"""Paused work resumes by itself: on a capped backoff, and within a job interval once the
+dependency whose fault paused it answers again; never a refused or cancelled operation; once
+however many schedulers run; operators act in bulk."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import REGISTRY
+
+from producers.api import OrderClient
+from pvekvm import messaging
+from pvekvm.models import Operation, OutboxEvent, Service, StepRun
+from tests.e2e.harness import (
+    BillingQueue,
+    InProcessWorkers,
+    all_ready,
+    describe_ops,
+    replace,
+    wait_until,
+    write_config,
+)
+from workers import admin, autoresume, scheduler
+
+DONE_RESULTS = ("success", "skip", "warn")
+
+
+def _engine(settings, **changes):
+    base = dict(max_attempts=2, retry_first_s=0.05, retry_max_s=0.1, auto_resume_check_s=1.0)
+    return replace(settings, engine=replace(settings.engine, **{**base, **changes}))
+
+
+@pytest.fixture()
+def billing(settings) -> Iterator[BillingQueue]:
+    q = BillingQueue(settings)
+    yield q
+    q.close()
+
+
+@pytest.fixture()
+def publisher(settings) -> Iterator[messaging.Publisher]:
+    pub = messaging.Publisher(settings.amqp_url, messaging.Topology(settings.namespace))
+    yield pub
+    pub.close()
+
+
+def _running_scheduler(settings) -> BackgroundScheduler:
+    sched = scheduler.build(settings, BackgroundScheduler)
+    sched.start()
+    return sched
+
+
+def _paused(sid: int) -> Operation | None:
+    return Operation.get_or_none((Operation.service_id == sid) & (Operation.status == "paused"))
+
+
+def _order(client: OrderClient, sids) -> None:
+    for sid in sids:
+        client.create(service_id=sid, client_id=3, product="vps-small", email="a@example.com")
+
+
+def test_a_deploy_paused_by_a_proxmox_outage_finishes_by_itself_once_proxmox_answers(
+        settings, sim, billing, publisher):
+    settings = _engine(settings, auto_resume_after_s=(3600.0,))  # only the probe can resume it
+    sim.set_faults(error_rate=1.0, error_status=503)  # Proxmox's API answers nothing useful
+    sched = _running_scheduler(settings)
+    try:
+        with InProcessWorkers(settings, concurrency=2), \
+                OrderClient(settings.amqp_url, settings.namespace) as client:
+            _order(client, [8501])
+            op = wait_until(lambda: _paused(8501), 60, "the deploy to pause")
+            assert op.pause_dependency == "proxmox" and op.auto_resumes == 0
+            assert op.auto_resume_at > datetime.now() + timedelta(minutes=50)  # the backoff
+            wait_until(lambda: op.paused_at <= datetime.now() - timedelta(seconds=1), 5,
+                       "a job interval since the pause")
+            # while Proxmox is down, the job's probe fails: nothing resumes
+            assert autoresume.resume_due(settings, publisher) == 0
+            assert _paused(8501) is not None
+            paused = billing.wait_for(lambda e: e["type"] == "operation.paused", 10, "paused")
+            assert paused["auto_resume"] is True and paused["dependency"] == "proxmox"
+            assert paused["auto_resume_in_s"] == 3600
+
+            sim.set_faults()  # Proxmox is back: no operator command from here on
+            wait_until(all_ready([8501]), 60, "the deploy to finish by itself")
+        resumed = billing.wait_for(lambda e: e["type"] == "operation.resumed", 10, "resumed")
+        assert resumed["by"] == "auto" and resumed["auto_resumes"] == 1
+    finally:
+        sched.shutdown(wait=False)
+    op = Operation.get_by_id(op.id)
+    assert op.status == "done" and op.auto_resumes == 1
+    done = Counter(label for (label,) in StepRun.select(StepRun.label).where(
+        (StepRun.operation_id == op.id) & StepRun.result.in_(DONE_RESULTS)).tuples())
+    assert done and set(done.values()) == {1}, f"a step recorded twice: {done}"
+    with sim.sim.cluster.lock:  # one VM: the clone was not repeated
+        ours = [vmid for vmid, vm in sim.sim.cluster.vms.items()
+                if "service=8501 " in vm["config"].get("description", "") + " "]
+    assert ours == [Service.get_by_id(8501).vmid]
+
+
+def test_a_fault_that_keeps_coming_back_gives_up_after_auto_resume_for_h(settings, sim,
+                                                                          billing):
+    settings = _engine(settings, auto_resume_after_s=(1.0,), auto_resume_for_h=1.5 / 3600)
+    sim.set_faults(task_error_rate=1.0)  # Proxmox answers; its tasks fail: backoff only
+    sched = _running_scheduler(settings)
+    try:
+        with InProcessWorkers(settings, concurrency=2), \
+                OrderClient(settings.amqp_url, settings.namespace) as client:
+            _order(client, [8601])
+            op = wait_until(lambda: (o := _paused(8601)) and o.auto_resume_at is None and o,
+                            60, "auto-resume to give up")
+            assert op.auto_resumes == 1 and op.pause_dependency is None
+            assert "injected task failure" in op.error
+            events = billing.wait_for(
+                lambda e: e["type"] == "operation.paused" and not e["auto_resume"], 10,
+                "billing told it waits for an operator")
+            assert events["auto_resumes"] == 1
+            kinds = [(e["type"], e.get("auto_resume")) for e in billing.received
+                     if e["type"] in ("operation.paused", "operation.resumed")]
+            assert kinds == [("operation.paused", True), ("operation.resumed", None),
+                             ("operation.paused", False)]
+            sched.get_job("auto_resume").func()  # the job again: it stays for the operator
+            assert Operation.get_by_id(op.id).auto_resumes == 1
+
+            sim.set_faults()
+            out = admin.resume_many(settings, reason="INJECTED task")  # bulk, by its reason
+            assert out.endswith("resumed 1 paused operation(s)")
+            wait_until(all_ready([8601]), 60, "the deploy after the operator's resume")
+    finally:
+        sched.shutdown(wait=False)
+    op = Operation.get_by_id(op.id)
+    assert op.status == "done" and op.auto_resumes == 0 and op.paused_since is None
+
+
+def _pause_some(settings, sim, sids) -> list[Operation]:
+    sim.set_faults(task_error_rate=1.0)
+    with InProcessWorkers(settings, concurrency=4), \
+            OrderClient(settings.amqp_url, settings.namespace) as client:
+        _order(client, sids)
+        try:
+            wait_until(lambda: all(_paused(s) for s in sids), 60, "every deploy paused")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {describe_ops(sids)}") from None
+    sim.set_faults()
+    return [_paused(s) for s in sids]
+
+
+def _due_now(ops: list[Operation]) -> None:
+    """Their backoff has passed (as the clock would have it an hour later)."""
+    Operation.update(auto_resume_at=datetime.now() - timedelta(seconds=1)).where(
+        Operation.id.in_([o.id for o in ops])).execute()
+
+
+def test_two_schedulers_at_once_resume_each_operation_once(settings, sim):
+    ops = _pause_some(_engine(settings), sim, range(8700, 8706))
+    _due_now(ops)
+    barrier, counts = threading.Barrier(2), []
+
+    def one_scheduler() -> None:
+        pub = messaging.Publisher(settings.amqp_url, messaging.Topology(settings.namespace))
+        try:
+            barrier.wait(10)
+            counts.append(autoresume.resume_due(settings, pub))
+        finally:
+            pub.close()
+
+    threads = [threading.Thread(target=one_scheduler) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(counts) and sum(counts) == len(ops)
+    for op in ops:
+        row = Operation.get_by_id(op.id)
+        assert row.status == "running" and row.auto_resumes == 1
+    resumed = OutboxEvent.select().where((OutboxEvent.type == "operation.resumed")
+                                         & OutboxEvent.operation_id.in_([o.id for o in ops]))
+    assert resumed.count() == len(ops)  # billing hears each resume once
+    with InProcessWorkers(settings, concurrency=4):
+        wait_until(all_ready(range(8700, 8706)), 60, "every deploy finished")
+
+
+def test_refused_and_cancelled_operations_are_never_auto_resumed(settings, sim, publisher,
+                                                                 tmp_path, capsys):
+    from pvekvm.__main__ import engine_status, main
+
+    settings = _engine(settings)
+    ops = _pause_some(settings, sim, range(8800, 8804))
+    out = engine_status(settings)
+    assert "paused in all: 4: 4 resume by themselves (next at " in out
+    assert "paused: sid:8800 deploy at (welcome_sent)" in out and "[auto-resume 20" in out
+    autoresume.update_paused_gauge()
+    assert REGISTRY.get_sample_value("pvekvm_operations_paused",
+                                     {"resume": "auto", "dependency": "other"}) == 4
+
+    config = write_config(settings, tmp_path / "cli.toml")
+    assert main(["--config", str(config), "cancel", "--reason", "no such reason"]) == 0
+    assert capsys.readouterr().out.strip() == "cancelled 0 paused operation(s)"
+    assert main(["--config", str(config), "cancel", f"op:{ops[0].id}"]) == 0
+    assert main(["--config", str(config), "cancel", "--all"]) == 0
+    assert capsys.readouterr().out.strip().endswith("cancelled 3 paused operation(s)")
+    assert Operation.select().where(Operation.status == "cancelled").count() == 4
+    # a refusal: PVE refuses the clone itself; the operation fails and frees the service
+    sim.set_faults(error_rate=1.0, error_status=400, error_path="POST .*/clone",
+                   error_message="Parameter verification failed.",
+                   error_errors={"newid": "invalid format"})
+    with InProcessWorkers(settings, concurrency=2), \
+            OrderClient(settings.amqp_url, settings.namespace) as client:
+        _order(client, [8810])
+        wait_until(lambda: Operation.get_or_none(service_id=8810, status="failed"), 60,
+                   "the refusal")
+    sim.set_faults()
+    # even a row that (wrongly) still names a due time is left alone unless it is paused
+    Operation.update(auto_resume_at=datetime.now() - timedelta(hours=1)).execute()
+    assert autoresume.resume_due(settings, publisher) == 0
+    assert Operation.select().where(Operation.status.in_(("running", "paused"))).count() == 0
+    assert not OutboxEvent.select().where(OutboxEvent.type == "operation.resumed").exists()
+    assert REGISTRY.get_sample_value("pvekvm_operations_paused",
+                                     {"resume": "auto", "dependency": "other"}) is None

@@ -53,3 +53,19 @@ def test_only_a_dependency_that_did_not_answer_is_named():
     assert dependency_of(ValueError("a bug")) is None
     assert dependency_of_reason("mail: timed out (gave up after 8 attempts)") == "mail"
     assert dependency_of_reason("mail template: missing") is None
+
+
+def test_the_shipped_alert_rules_name_metrics_pvekvm_exports():
+    import re
+
+    import yaml
+    from prometheus_client import REGISTRY
+
+    from pvekvm import metrics  # noqa: F401 - registers the metrics
+    from pvekvm.config import ROOT
+
+    rules = yaml.safe_load((ROOT / "config" / "prometheus-alerts.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    exported = {m.name + ("_total" if m.type == "counter" else "") for m in REGISTRY.collect()}
+    named = {n for e in exprs for n in re.findall(r"pvekvm_\w+", e)}
+    assert "pvekvm_operations_paused" in named and named <= exported

@@ -221,3 +221,32 @@ def test_refused_and_cancelled_operations_are_never_auto_resumed(settings, sim, 
     assert not OutboxEvent.select().where(OutboxEvent.type == "operation.resumed").exists()
     assert REGISTRY.get_sample_value("pvekvm_operations_paused",
                                      {"resume": "auto", "dependency": "other"}) is None
+
+
+def test_a_deploy_paused_by_the_mail_relay_resumes_once_the_relay_answers(
+        settings, sim, sink, billing, publisher, monkeypatch):
+    from tests import smtp_sink
+
+    settings = _engine(settings, auto_resume_after_s=(3600.0,))
+    sink.stop()  # the relay is down: its port refuses connections
+    sched = _running_scheduler(settings)
+    try:
+        with InProcessWorkers(settings, concurrency=2), \
+                OrderClient(settings.amqp_url, settings.namespace) as client:
+            _order(client, [8901])
+            op = wait_until(lambda: _paused(8901), 60, "the deploy to pause on mail")
+            assert op.pause_dependency == "mail" and op.error.startswith("mail: ")
+            wait_until(lambda: op.paused_at <= datetime.now() - timedelta(seconds=1), 5,
+                       "a job interval since the pause")
+            assert autoresume.resume_due(settings, publisher) == 0  # the probe: still down
+            monkeypatch.setattr(smtp_sink, "_free_port", lambda host: sink.port)
+            sink.start()  # the relay is back on its port
+            wait_until(all_ready([8901]), 60, "the deploy to finish by itself")
+            welcome = sink.wait_for(lambda m: m.rcpt_tos == ["a@example.com"], timeout=10)
+        resumed = billing.wait_for(lambda e: e["type"] == "operation.resumed", 10, "resumed")
+        assert resumed["by"] == "auto"
+    finally:
+        sched.shutdown(wait=False)
+    subjects = [m.subject for m in sink.messages]
+    assert welcome is not None and len(subjects) == len(set(subjects))  # each mail sent once
+    assert Operation.get_by_id(op.id).auto_resumes == 1

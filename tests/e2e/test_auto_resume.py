@@ -11,11 +11,12 @@ from datetime import datetime, timedelta
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
+from peewee import fn
 from prometheus_client import REGISTRY
 
 from producers.api import OrderClient
 from pvekvm import messaging
-from pvekvm.models import Operation, OutboxEvent, Service, StepRun
+from pvekvm.models import Operation, OutboxEvent, Service, StepRun, database
 from tests.e2e.harness import (
     BillingQueue,
     InProcessWorkers,
@@ -93,9 +94,7 @@ def test_a_deploy_paused_by_a_proxmox_outage_finishes_by_itself_once_proxmox_ans
         sched.shutdown(wait=False)
     op = Operation.get_by_id(op.id)
     assert op.status == "done" and op.auto_resumes == 1
-    done = Counter(label for (label,) in StepRun.select(StepRun.label).where(
-        (StepRun.operation_id == op.id) & StepRun.result.in_(DONE_RESULTS)).tuples())
-    assert done and set(done.values()) == {1}, f"a step recorded twice: {done}"
+    assert _steps_done_twice([op.id]) == {}
     with sim.sim.cluster.lock:  # one VM: the clone was not repeated
         ours = [vmid for vmid, vm in sim.sim.cluster.vms.items()
                 if "service=8501 " in vm["config"].get("description", "") + " "]
@@ -134,6 +133,20 @@ def test_a_fault_that_keeps_coming_back_gives_up_after_auto_resume_for_h(setting
         sched.shutdown(wait=False)
     op = Operation.get_by_id(op.id)
     assert op.status == "done" and op.auto_resumes == 0 and op.paused_since is None
+
+
+def _steps_done_twice(op_ids: list[int]) -> dict[tuple[int, str], int]:
+    """(operation, state) whose step was recorded done more than once (should be none)."""
+    done = Counter(StepRun.select(StepRun.operation_id, StepRun.from_state).where(
+        StepRun.operation_id.in_(op_ids) & StepRun.result.in_(DONE_RESULTS)).tuples())
+    assert done, "no step recorded at all"
+    return {k: n for k, n in done.items() if n > 1}
+
+
+def _summary() -> list[tuple]:
+    return database.execute_sql(
+        "SELECT status, auto_resumes, pause_dependency, auto_resume_at <= NOW(3), COUNT(*) "
+        "FROM operations GROUP BY 1, 2, 3, 4").fetchall()
 
 
 def _pause_some(settings, sim, sids) -> list[Operation]:
@@ -250,3 +263,58 @@ def test_a_deploy_paused_by_the_mail_relay_resumes_once_the_relay_answers(
     subjects = [m.subject for m in sink.messages]
     assert welcome is not None and len(subjects) == len(set(subjects))  # each mail sent once
     assert Operation.get_by_id(op.id).auto_resumes == 1
+
+
+@pytest.mark.slow
+def test_a_proxmox_outage_with_100_operations_in_flight_ends_with_all_done_by_themselves(
+        settings, sim):
+    """The issue's chaos run, shortened: 100 operations (deploys, package changes, backups,
+    snapshots) in flight when Proxmox's API stops answering; it stays down until every one of
+    them has paused or waits behind one that has, and until the backoff has resumed some into
+    the outage again; once it answers, all finish with no operator command, each step once."""
+    settings = _engine(settings, max_attempts=3, retry_first_s=0.2, retry_max_s=1.0,
+                       auto_resume_after_s=(2.0, 4.0, 8.0), auto_resume_for_h=1.0)
+    old, new = range(9000, 9030), range(9100, 9125)
+    sched = _running_scheduler(settings)
+    try:
+        with InProcessWorkers(settings, concurrency=8), \
+                OrderClient(settings.amqp_url, settings.namespace) as client:
+            _order(client, old)
+            wait_until(all_ready(old), 300, "the first 30 services", interval=0.5)
+            before = Operation.select(fn.MAX(Operation.id)).scalar()
+            _order(client, new)
+            for sid in old:
+                client.change_package(service_id=sid, product="vps-large")
+                client.backup_create(service_id=sid, note="chaos")
+            for sid in old[:15]:
+                client.snapshot_create(service_id=sid, name="chaos")
+            wait_until(lambda: Operation.select().where(Operation.id > before).count() == 100,
+                       60, "100 accepted")
+            sim.set_faults(error_rate=1.0, error_status=503)  # the outage
+            wait_until(lambda: not Operation.select().where(
+                Operation.status == "running").exists(), 300,
+                "every operation paused or waiting behind a paused one", interval=0.5)
+            try:
+                wait_until(lambda: Operation.select().where(
+                    (Operation.status == "paused") & (Operation.auto_resumes >= 1)).exists(),
+                    120, "the backoff to resume some into the outage", interval=0.5)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; (status, auto_resumes, dependency, due, n): "
+                                     f"{_summary()}") from None
+            assert Operation.select().where(Operation.status == "paused").count() > 0
+            sim.set_faults()  # Proxmox answers again
+            wait_until(lambda: Operation.select().where(
+                (Operation.id > before) & (Operation.status == "done")).count() == 100,
+                600, "all 100 done by themselves", interval=1.0)
+    finally:
+        sched.shutdown(wait=False)
+    ops = list(Operation.select().where(Operation.id > before))
+    assert {o.status for o in ops} == {"done"}
+    assert _steps_done_twice([o.id for o in ops]) == {}
+    assert sum(o.auto_resumes for o in ops) == OutboxEvent.select().where(
+        (OutboxEvent.type == "operation.resumed") & (OutboxEvent.operation_id > before)).count()
+    with sim.sim.cluster.lock:
+        described = [vm["config"].get("description", "") for vm in sim.sim.cluster.vms.values()
+                     if str(vm["config"].get("template", "0")) != "1"]
+    assert len(described) == len(old) + len(new)  # no VM cloned twice
+    assert all(Service.get_by_id(s).status == "ready" for s in [*old, *new])

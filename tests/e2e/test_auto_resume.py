@@ -101,6 +101,34 @@ def test_a_deploy_paused_by_a_proxmox_outage_finishes_by_itself_once_proxmox_ans
     assert ours == [Service.get_by_id(8501).vmid]
 
 
+def test_a_flapping_proxmox_resumes_an_operation_at_most_once_per_job_interval(
+        settings, sim, publisher):
+    settings = _engine(settings, auto_resume_after_s=(3600.0,), auto_resume_check_s=30.0)
+    # /version answers, the clone answers 503: the probe says "back", the step fails again
+    sim.set_faults(error_rate=1.0, error_status=503, error_path="POST .*/clone")
+    with InProcessWorkers(settings, concurrency=2), \
+            OrderClient(settings.amqp_url, settings.namespace) as client:
+        _order(client, [8551])
+        op = wait_until(lambda: _paused(8551), 60, "the deploy to pause")
+        assert op.pause_dependency == "proxmox"
+        early = op.paused_at + timedelta(seconds=29)
+        assert autoresume.resume_due(settings, publisher, now=early) == 0  # too soon
+        settled = op.paused_at + timedelta(seconds=30)
+        assert autoresume.resume_due(settings, publisher, now=settled) == 1
+        again = wait_until(lambda: (o := _paused(8551)) and o.auto_resumes == 1 and o, 60,
+                           "paused again after the auto-resume")
+        assert again.paused_at > op.paused_at and again.paused_since == op.paused_since
+        assert autoresume.resume_due(settings, publisher, now=settled) == 0  # counted: once
+        later = again.paused_at + timedelta(seconds=30)
+        assert autoresume.resume_due(settings, publisher, now=later) == 1
+        wait_until(lambda: (o := _paused(8551)) and o.auto_resumes == 2, 60, "counted again")
+        sim.set_faults()
+        assert autoresume.resume_due(settings, publisher,
+                                     now=datetime.now() + timedelta(seconds=31)) == 1
+        wait_until(all_ready([8551]), 60, "the deploy once the clone works")
+    assert Operation.get_by_id(op.id).auto_resumes == 3
+
+
 def test_a_fault_that_keeps_coming_back_gives_up_after_auto_resume_for_h(settings, sim,
                                                                           billing):
     settings = _engine(settings, auto_resume_after_s=(1.0,), auto_resume_for_h=1.5 / 3600)

@@ -180,8 +180,9 @@ CREATE TABLE IF NOT EXISTS operations (
   polls           SMALLINT UNSIGNED NOT NULL DEFAULT 0,
   step_started_at DATETIME(3)  NULL,
   paused_at       DATETIME(3)  NULL,                  -- when it last paused (a fault)
-  paused_since    DATETIME(3)  NULL,                  -- first pause since an operator's resume:
-                                                      -- auto-resume gives up auto_resume_for_h after
+  paused_since    DATETIME(3)  NULL,                  -- first pause since an operator's resume or
+                                                      -- progress: auto-resume gives up
+                                                      -- auto_resume_for_h after it
   auto_resumes    SMALLINT UNSIGNED NOT NULL DEFAULT 0, -- resumed by itself so far
   auto_resume_at  DATETIME(3)  NULL,                  -- next auto-resume; NULL: waits for an operator
   pause_dependency VARCHAR(16) NULL,                  -- proxmox|database|mail|dns whose fault paused it

@@ -244,18 +244,29 @@ def pause(op: Operation, nudge: str, reason: str, dependency: str | None = None,
     from workers.autoresume import dependency_of_reason, next_auto_resume
 
     now = datetime.now()
-    since = op.paused_since or now
-    at = next_auto_resume(engine, since, op.auto_resumes, now) if engine else None
+    since, resumes = op.paused_since, op.auto_resumes
+    if since is None or _progressed_since(op):
+        since, resumes = now, 0
+    at = next_auto_resume(engine, since, resumes, now) if engine else None
     dependency = dependency or dependency_of_reason(reason)
     cas(op, nudge, status=OpStatus.PAUSED, error=reason[:4000], nudge_id=None,
         prev_nudge_id=nudge, upid=None, upid_node=None, step_started_at=None, paused_at=now,
-        paused_since=since, auto_resume_at=at, pause_dependency=dependency)
+        paused_since=since, auto_resumes=resumes, auto_resume_at=at,
+        pause_dependency=dependency)
     when: dict[str, Any] = {"auto_resume": at is not None, "auto_resumes": op.auto_resumes,
                             "dependency": dependency}
     if at is not None:
         when["auto_resume_in_s"] = round((at - now).total_seconds())
     return Outcome(events=[outbox.operation_event("operation.paused", op, state=op.state,
                                                   error=reason[:1000], **when)])
+
+
+def _progressed_since(op: Operation) -> bool:
+    """A step was done after the operation's last pause: this pause is a new one (its backoff
+    and its ``auto_resume_for_h`` start afresh)."""
+    return op.paused_at is not None and scalar(
+        "SELECT 1 FROM step_runs WHERE operation_id = %s AND created_at > %s "
+        "AND result IN ('success', 'skip', 'warn') LIMIT 1", op.id, op.paused_at) is not None
 
 
 def resume(op: Operation, auto: bool = False) -> Outcome:

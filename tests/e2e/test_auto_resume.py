@@ -129,6 +129,25 @@ def test_a_flapping_proxmox_resumes_an_operation_at_most_once_per_job_interval(
     assert Operation.get_by_id(op.id).auto_resumes == 3
 
 
+def test_a_pause_after_progress_starts_its_backoff_and_time_limit_afresh(settings, sim,
+                                                                         publisher):
+    settings = _engine(settings, auto_resume_after_s=(3600.0,))
+    sim.set_faults(error_rate=1.0, error_status=503, error_path="POST .*/clone")
+    with InProcessWorkers(settings, concurrency=2), \
+            OrderClient(settings.amqp_url, settings.namespace) as client:
+        _order(client, [8561])
+        first = wait_until(lambda: _paused(8561), 60, "the deploy to pause at the clone")
+        sim.set_faults(error_rate=1.0, error_status=503, error_path="POST .*/status/start")
+        assert autoresume.resume_due(settings, publisher,
+                                     now=first.paused_at + timedelta(seconds=2)) == 1
+        second = wait_until(lambda: (o := _paused(8561)) and o.state != first.state and o,
+                            60, "the deploy to pause again further on")
+        assert second.auto_resumes == 0 and second.paused_since > first.paused_since
+        sim.set_faults()
+        assert admin.resume_many(settings).endswith("resumed 1 paused operation(s)")
+        wait_until(all_ready([8561]), 60, "the deploy")
+
+
 def test_a_fault_that_keeps_coming_back_gives_up_after_auto_resume_for_h(settings, sim,
                                                                           billing):
     settings = _engine(settings, auto_resume_after_s=(1.0,), auto_resume_for_h=1.5 / 3600)

@@ -6,9 +6,10 @@ Invariants:
   operation, so neither is ever resumed here (the job selects ``status = 'paused'`` only);
 - a pause records when it paused (``paused_at``), since when it has been paused at all
   (``paused_since``; a pause after an operator's resume, or after a step was done since the
-  last pause, starts afresh), how often it resumed by itself since then (``auto_resumes``), the next auto-resume (``auto_resume_at``; NULL: it waits for an operator)
-  and the dependency that did not answer (``pause_dependency``: proxmox, database, mail, dns;
-  NULL for any other fault, e.g. a failed Proxmox task, which only the backoff retries);
+  last pause, starts afresh), how often it resumed by itself since then (``auto_resumes``),
+  the next auto-resume (``auto_resume_at``; NULL: it waits for an operator) and the
+  dependency that did not answer (``pause_dependency``: proxmox, database, mail, dns; NULL
+  for any other fault, e.g. a failed Proxmox task, which only the backoff retries);
 - after the k-th auto-resume the next comes ``auto_resume_after_s[k]`` later (the last wait
   repeats); none is planned past ``paused_since + auto_resume_for_h``: billing then hears
   ``operation.paused`` with ``auto_resume: false``;

@@ -179,13 +179,21 @@ CREATE TABLE IF NOT EXISTS operations (
   upid_node       VARCHAR(64)  NULL,
   polls           SMALLINT UNSIGNED NOT NULL DEFAULT 0,
   step_started_at DATETIME(3)  NULL,
+  paused_at       DATETIME(3)  NULL,                  -- when it last paused (a fault)
+  paused_since    DATETIME(3)  NULL,                  -- first pause since an operator's resume or
+                                                      -- progress: auto-resume gives up
+                                                      -- auto_resume_for_h after it
+  auto_resumes    SMALLINT UNSIGNED NOT NULL DEFAULT 0, -- resumed by itself so far
+  auto_resume_at  DATETIME(3)  NULL,                  -- next auto-resume; NULL: waits for an operator
+  pause_dependency VARCHAR(16) NULL,                  -- proxmox|database|mail|dns whose fault paused it
   created_at      DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   updated_at      DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
   finished_at     DATETIME(3)  NULL,
   UNIQUE KEY uq_operations_idempotency (idempotency_key),
   UNIQUE KEY uq_operations_active (active_service),
   KEY ix_operations_service_status (service_id, status, id), -- next queued: FOR UPDATE
-  KEY ix_operations_progress (status, updated_at)
+  KEY ix_operations_progress (status, updated_at),
+  KEY ix_operations_auto_resume (status, auto_resume_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE TABLE IF NOT EXISTS outbox (

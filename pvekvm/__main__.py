@@ -15,7 +15,10 @@
   load-catalog FILE        load templates, IP pools, products, DNS zones (TOML)
   history SERVICE_ID       print the service's operations as the manual's --- Deploy --- blocks
   resume SID|op:N          restart a paused operation from the state it waits at
+  resume --all | --reason TEXT   every paused operation / those whose reason contains TEXT
   cancel SID|op:N          abandon a paused operation (service freed, VM state printed)
+  cancel --all | --reason TEXT   likewise in bulk (paused operations resume by themselves
+                           on a backoff: see README "What resumes by itself")
   dead-letters [--limit N] list refused messages with their reasons
   status                   operations by kind and status, services by status, queue depths
   pools                    IP pools: addresses free / held
@@ -261,8 +264,12 @@ COMMANDS = {
     "rotate-keys": cmd_rotate_keys,
     "grants": cmd_grants,
     "history": lambda settings, args: print(_admin().history(args.service_id)),
-    "resume": lambda settings, args: print(_admin().resume(settings, args.ref)),
-    "cancel": lambda settings, args: print(_admin().cancel(settings, args.ref)),
+    "resume": lambda settings, args: print(
+        _admin().resume(settings, args.ref) if args.ref is not None
+        else _admin().resume_many(settings, args.reason)),
+    "cancel": lambda settings, args: print(
+        _admin().cancel(settings, args.ref) if args.ref is not None
+        else _admin().cancel_many(settings, args.reason)),
     "dead-letters": cmd_dead_letters,
     "pools": lambda settings, args: print(pool_usage()),
     "status": lambda settings, args: print(engine_status(settings)),
@@ -304,7 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service_id", type=int)
     for name in ("resume", "cancel"):
         p = sub.add_parser(name)
-        p.add_argument("ref", help="a service id, or op:N for an operation id")
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument("ref", nargs="?", help="a service id, or op:N for an operation id")
+        which.add_argument("--all", action="store_true", help="every paused operation")
+        which.add_argument("--reason", type=_reason_text, metavar="TEXT",
+                           help="the paused operations whose pause reason contains TEXT")
     p = sub.add_parser("dead-letters")
     p.add_argument("--limit", type=int, default=20)
     sub.add_parser("pools")
@@ -314,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", default=None)
     add_api_command(sub)
     return ap
+
+
+def _reason_text(text: str) -> str:
+    if not text.strip() or len(text) > 200:
+        raise argparse.ArgumentTypeError("TEXT must be 1 to 200 characters, not blank "
+                                         "(--all acts on every paused operation)")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,8 +380,16 @@ def engine_status(settings) -> str:
             "ORDER BY kind, status").fetchall():
         lines.append(f"  {kind:<18} {status:<9} {n:>6}")
     paused = Operation.select().where(Operation.status == "paused").order_by(Operation.id)
-    lines += [f"  paused: sid:{op.service_id} {op.kind} at ({op.state}) — {op.error}"
-              for op in paused.limit(20)]
+    lines += [f"  paused: sid:{op.service_id} {op.kind} at ({op.state}) — {op.error} "
+              + (f"[auto-resume {op.auto_resume_at:%Y-%m-%d %H:%M:%S}]" if op.auto_resume_at
+                 else "[waits for an operator]") for op in paused.limit(20)]
+    auto, manual, due = database.execute_sql(
+        "SELECT COUNT(auto_resume_at), COUNT(*) - COUNT(auto_resume_at), MIN(auto_resume_at) "
+        "FROM operations WHERE status = 'paused'").fetchone()
+    if auto or manual:
+        lines.append(f"  paused in all: {auto + manual}: {auto} resume by themselves"
+                     + (f" (next at {due:%Y-%m-%d %H:%M:%S})" if due else "")
+                     + f", {manual} wait for an operator")
     lines.append("services:")
     for status, n in database.execute_sql(
             "SELECT status, COUNT(*) FROM services GROUP BY status ORDER BY status").fetchall():

@@ -93,6 +93,12 @@ class EngineSettings:
     # at 0.02 s)
     inline_task_wait_s: float = 0.03
     traffic_interval_s: float = 3600.0  # traffic accounting runs (rrddata keeps 70 minutes)
+    # a paused operation resumes by itself after these waits (the last one repeats), for up to
+    # auto_resume_for_h after it first paused, and within auto_resume_check_s once the
+    # dependency whose fault paused it answers again (workers/autoresume.py)
+    auto_resume_after_s: tuple[float, ...] = (300.0, 600.0, 1200.0, 2400.0, 3600.0)
+    auto_resume_for_h: float = 24.0
+    auto_resume_check_s: float = 60.0  # the scheduler job's interval; at most one resume each
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,11 @@ JOB_RUNS = Counter(
     ["job", "result"])
 JOB_ITEMS = Counter(
     "pvekvm_scheduler_job_items", "Items a scheduler job processed", ["job"])
+PAUSED = Gauge(
+    "pvekvm_operations_paused", "Paused operations (set by the scheduler's auto_resume job), by "
+    "what resumes them (auto: they resume by themselves; operator: auto-resume gave up) and the "
+    "dependency whose fault paused them (proxmox, database, mail, dns, other)",
+    ["resume", "dependency"])
 UP = Gauge("pvekvm_process_start_time_seconds", "When this pvekvm process started (epoch)")
 UP.set_to_current_time()
 

@@ -18,6 +18,8 @@ ADDED_IN_4 = {"products": ["traffic_quota_gb", "overage_rate_mbps"],  # 0004 (tr
 ADDED_IN_5 = {"ip_addresses": ["slot", "prefixlen"], "ip_pools": ["assign"],  # 0005: extra
               "products": ["extra_ipv4"]}                                  # IPv4, prefixes
 ADDED_IN_8 = {"products": ["rdns_policy"]}  # 0008: client reverse DNS policy per product
+ADDED_IN_9 = {"operations": ["paused_at", "paused_since", "auto_resumes",  # 0009: auto-resume
+                             "auto_resume_at", "pause_dependency"]}
 
 
 def _columns(database, table: str) -> set[str]:
@@ -33,9 +35,11 @@ def test_a_version_1_database_gains_what_version_2_added(database):
     database.execute_sql("ALTER TABLE ip_addresses DROP INDEX uq_ip_addresses_slot, ADD UNIQUE "
                          "KEY uq_ip_addresses_holder (service_id, version)")
     for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
-                           *ADDED_IN_5.items(), *ADDED_IN_8.items()):
+                           *ADDED_IN_5.items(), *ADDED_IN_8.items(),
+                           *ADDED_IN_9.items()):
         for column in columns:
             database.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+    database.execute_sql("ALTER TABLE operations DROP INDEX ix_operations_auto_resume")
     database.execute_sql("ALTER TABLE operations DROP INDEX ix_operations_service_status, "
                          "ADD KEY ix_operations_service (service_id)")
     database.execute_sql("DROP TABLE client_tokens")  # 0007 (client tokens, stored hashed)
@@ -46,7 +50,8 @@ def test_a_version_1_database_gains_what_version_2_added(database):
         assert dbmod.apply_schema(database) == dbmod.latest_version() >= 2
         assert dbmod.apply_schema(database) == dbmod.latest_version()  # again: nothing to do
         for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
-                               *ADDED_IN_5.items(), *ADDED_IN_8.items()):
+                               *ADDED_IN_5.items(), *ADDED_IN_8.items(),
+                           *ADDED_IN_9.items()):
             assert set(columns) <= _columns(database, table), table
         indexes = {i.name for i in database.get_indexes("services")}
         assert {"uq_services_live_hostname", "ix_services_hostname"} <= indexes
@@ -56,6 +61,7 @@ def test_a_version_1_database_gains_what_version_2_added(database):
         ops = {i.name: i.columns for i in database.get_indexes("operations")}  # 0006
         assert ops.get("ix_operations_service_status") == ["service_id", "status", "id"]
         assert "ix_operations_service" not in ops
+        assert ops.get("ix_operations_auto_resume") == ["status", "auto_resume_at"]  # 0009
         assert "client_tokens" in database.get_tables()  # 0007
         assert dbmod.latest_version() >= 7
     finally:  # whatever happened, later tests get the latest schema back

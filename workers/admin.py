@@ -3,6 +3,8 @@ layer above the core, built on :mod:`workers.operations`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pvekvm import messaging, oplog
 from pvekvm.config import Settings
 from pvekvm.models import Operation, Service, StepRun, database
@@ -33,6 +35,27 @@ def _deliver(settings: Settings, out: Outcome) -> None:
         pub.close()
 
 
+def _bulk(settings: Settings, reason: str | None,
+          act: Callable[[Operation], Outcome]) -> tuple[list[str], int]:
+    """``act`` on every matching paused operation, one commit each, delivered on one
+    connection; (log lines, how many)."""
+    lines, done = [], 0
+    pub = messaging.Publisher(settings.amqp_url, messaging.Topology(settings.namespace))
+    try:
+        for op_id in _paused_matching(reason):
+            with database.atomic():
+                op = _take_paused(op_id)
+                if op is None:
+                    continue  # another operator or scheduler has it now
+                out = act(op)
+            operations.deliver(out, pub)
+            lines += out.log
+            done += 1
+    finally:
+        pub.close()
+    return lines, done
+
+
 def resume(settings: Settings, ref: str) -> str:
     """Restart a paused operation from the state it waits at."""
     with database.atomic():
@@ -56,6 +79,35 @@ def cancel(settings: Settings, ref: str, who: str = "operator") -> str:
     where = vm_state(settings, op.service_id)  # as the cancel leaves it, before the next op
     _deliver(settings, out)
     return "\n".join([*out.log, where])
+
+
+def _paused_matching(reason: str | None) -> list[int]:
+    """Ids of the paused operations (all, or those whose pause reason contains ``reason``,
+    case-insensitively), oldest first."""
+    rows = database.execute_sql("SELECT id, error FROM operations WHERE status = %s "
+                                "ORDER BY id", (OpStatus.PAUSED.value,)).fetchall()
+    needle = reason.casefold() if reason is not None else None
+    return [i for i, error in rows if needle is None or needle in (error or "").casefold()]
+
+
+def _take_paused(op_id: int) -> Operation | None:
+    """The paused operation, locked; None when another operator or scheduler has it now."""
+    return Operation.fetch_one("SELECT * FROM operations WHERE id = %s AND status = 'paused' "
+                               "FOR UPDATE SKIP LOCKED", op_id)
+
+
+def resume_many(settings: Settings, reason: str | None = None) -> str:
+    """``resume --all`` / ``--reason TEXT``: every matching paused operation resumes."""
+    lines, done = _bulk(settings, reason, operations.resume)
+    return "\n".join([*lines, f"resumed {done} paused operation(s)"])
+
+
+def cancel_many(settings: Settings, reason: str | None = None, who: str = "operator") -> str:
+    """``cancel --all`` / ``--reason TEXT``: every matching paused operation is abandoned (the
+    VMs are left as they are; ``cancel SID`` says what one holds)."""
+    lines, done = _bulk(settings, reason,
+                        lambda op: operations.cancel(op, who, settings.engine.deploy_window))
+    return "\n".join([*lines, f"cancelled {done} paused operation(s)"])
 
 
 def vm_state(settings: Settings, service_id: int) -> str:

@@ -45,7 +45,7 @@ from steps.machine import (
     backoff,
 )
 from steps.machines import MACHINES
-from workers import operations
+from workers import autoresume, operations
 from workers.operations import FINISHED, LostRace, OpStatus, cas, new_nudge_id
 from workers.outcome import Nudge, Outcome, read_step_message
 
@@ -107,6 +107,7 @@ class Attempt:
     nudge: str
     started: datetime
     service: Service | None = None
+    fault: str | None = None  # the dependency that did not answer (workers/autoresume.py)
 
 
 class Engine:
@@ -214,6 +215,7 @@ class Engine:
         except StepFailed as exc:
             return self._pause(a, str(exc))
         except ProxmoxError as exc:
+            a.fault = autoresume.dependency_of(exc)
             if exc.refusal:  # the request can never succeed as asked: fail it, free the service
                 return self._refuse(a, safe_reason(f"Proxmox refused: {exc}"))
             if not exc.transient:
@@ -288,7 +290,7 @@ class Engine:
 
     def _pause(self, a: Attempt, reason: str) -> Outcome:
         line = self._record(a, "error", reason)
-        out = operations.pause(a.op, a.nudge, reason)
+        out = operations.pause(a.op, a.nudge, reason, a.fault, self.settings.engine)
         out.log += [line, oplog.paused_line(a.machine, a.op)]
         return out
 

@@ -24,6 +24,7 @@ from typing import Any
 from peewee import IntegrityError
 
 from pvekvm import oplog
+from pvekvm.config import EngineSettings
 from pvekvm.db import scalar
 from pvekvm.messaging import Publisher
 from pvekvm.models import AuditLog, Operation, Service, database
@@ -235,26 +236,59 @@ def fail(op: Operation, machine: Machine, nudge: str | None, reason: str,
     return out.merge(admit_next(op.kind, window))
 
 
-def pause(op: Operation, nudge: str, reason: str) -> Outcome:
-    """A fault retrying could not fix: wait at the last good state, still holding the service."""
+def pause(op: Operation, nudge: str, reason: str, dependency: str | None = None,
+          engine: EngineSettings | None = None) -> Outcome:
+    """A fault retrying could not fix: wait at the last good state, still holding the service;
+    with ``engine``, it resumes by itself on its backoff (workers/autoresume.py) unless that
+    has run out; ``dependency``: the one that did not answer (None: another fault)."""
+    from workers.autoresume import dependency_of_reason, next_auto_resume
+
+    now = datetime.now()
+    since, resumes = op.paused_since, op.auto_resumes
+    if since is None or _progressed_since(op):
+        since, resumes = now, 0
+    at = next_auto_resume(engine, since, resumes, now) if engine else None
+    dependency = dependency or dependency_of_reason(reason)
     cas(op, nudge, status=OpStatus.PAUSED, error=reason[:4000], nudge_id=None,
-        prev_nudge_id=nudge, upid=None, upid_node=None, step_started_at=None)
+        prev_nudge_id=nudge, upid=None, upid_node=None, step_started_at=None, paused_at=now,
+        paused_since=since, auto_resumes=resumes, auto_resume_at=at,
+        pause_dependency=dependency)
+    when: dict[str, Any] = {"auto_resume": at is not None, "auto_resumes": op.auto_resumes,
+                            "dependency": dependency}
+    if at is not None:
+        when["auto_resume_in_s"] = round((at - now).total_seconds())
     return Outcome(events=[outbox.operation_event("operation.paused", op, state=op.state,
-                                                  error=reason[:1000])])
+                                                  error=reason[:1000], **when)])
 
 
-def resume(op: Operation) -> Outcome:
-    """Restart a paused operation at the state it waits at, attempts counted afresh."""
+def _progressed_since(op: Operation) -> bool:
+    """A step was done after the operation's last pause: this pause is a new one (its backoff
+    and its ``auto_resume_for_h`` start afresh)."""
+    return op.paused_at is not None and scalar(
+        "SELECT 1 FROM step_runs WHERE operation_id = %s AND created_at > %s "
+        "AND result IN ('success', 'skip', 'warn') LIMIT 1", op.id, op.paused_at) is not None
+
+
+def resume(op: Operation, auto: bool = False) -> Outcome:
+    """Restart a paused operation at the state it waits at, attempts counted afresh. ``auto``:
+    the scheduler's auto-resume (counted); an operator's resume starts the backoff afresh."""
     if op.status != OpStatus.PAUSED:
         raise ValueError(f"operation {op.id} is {op.status}, not paused")
     nudge = new_nudge_id()
+    count: dict[str, Any] = ({"auto_resumes": op.auto_resumes + 1} if auto
+                             else {"auto_resumes": 0, "paused_since": None})
     cas(op, None, status=OpStatus.RUNNING, nudge_id=nudge, nudge_published=False, attempt=0,
-        polls=0, nudge_delay_s=0, error=None)
+        polls=0, nudge_delay_s=0, error=None, auto_resume_at=None, **count)
     again = nudge_for(op)
     assert again is not None
-    return Outcome(publish=[again],
-                   log=[f"sid:{op.service_id} {op.kind} resumed at ({op.state})"],
-                   events=[outbox.operation_event("operation.resumed", op, state=op.state)])
+    line = f"sid:{op.service_id} {op.kind} resumed at ({op.state})"
+    if auto:
+        line += (f" by itself (auto-resume {op.auto_resumes}"
+                 + (f", {op.pause_dependency} answers again)" if op.pause_dependency else ")"))
+    return Outcome(publish=[again], log=[line],
+                   events=[outbox.operation_event("operation.resumed", op, state=op.state,
+                                                  by="auto" if auto else "operator",
+                                                  auto_resumes=op.auto_resumes)])
 
 
 def cancel(op: Operation, who: str = "operator", window: int = 0) -> Outcome:
@@ -266,6 +300,7 @@ def cancel(op: Operation, who: str = "operator", window: int = 0) -> Outcome:
     machine = MACHINES[op.kind]
     was = op.status
     cas(op, None, status=OpStatus.CANCELLED, active_service=None, finished_at=datetime.now(),
+        auto_resume_at=None,
         error=f"cancelled by {who} at ({op.state})" + (f"; was: {op.error}" if op.error else ""))
     AuditLog.create(service_id=op.service_id, operation_id=op.id, event="operation_cancelled",
                     detail=f"{op.kind} cancelled by {who} at ({op.state})",

@@ -13,6 +13,9 @@
   today's scheduled backups once their random time of day has passed; the overage pass over
   throttled services (the package rate back at a new month or after a package change); forget
   client tokens that ended over 30 days ago.
+- auto_resume (every ``[engine] auto_resume_check_s``, 60 s): paused operations resume by
+  themselves on their backoff, or at once when the dependency whose fault paused them answers
+  again (workers/autoresume.py); sets ``pvekvm_operations_paused``.
 
 Each run prints the manual's summary line, ``[reconcile] Done (0.1s) — processed: 2, errors: 0``
 (processed: operations nudged or started, DNS records brought in step; errors: items that
@@ -40,7 +43,7 @@ from pvekvm import dns, dnssync, logs, messaging, metrics, preflight, proxmox, t
 from pvekvm.config import Settings
 from pvekvm.db import bind
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
-from workers import operations, outbox, overage, traffic
+from workers import autoresume, operations, outbox, overage, traffic
 from workers.consumer import park
 from workers.intake import expired_held_events
 from workers.operations import OpStatus
@@ -251,8 +254,19 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
         if result.skipped:
             log.info("[traffic_accounting] skipped: %s", result.skipped)
 
+    def auto_resume_body(run: JobRun) -> None:
+        database.connect(reuse_if_open=True)
+        pub = publisher()
+        try:
+            run.processed += autoresume.resume_due(settings, pub)
+        finally:
+            pub.close()
+
     def reconcile() -> None:
         run_job("reconcile", reconcile_body)
+
+    def auto_resume() -> None:
+        run_job("auto_resume", auto_resume_body)
 
     def traffic_accounting() -> None:
         run_job("traffic_accounting", traffic_body)
@@ -270,6 +284,8 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
                   coalesce=True)
     sched.add_job(dns_retry, "interval", seconds=60, id="dns_retry", max_instances=1,
                   coalesce=True)
+    sched.add_job(auto_resume, "interval", seconds=max(1.0, settings.engine.auto_resume_check_s),
+                  id="auto_resume", max_instances=1, coalesce=True)
     sched.add_job(traffic_accounting, "interval", seconds=settings.engine.traffic_interval_s,
                   id="traffic_accounting", max_instances=1, coalesce=True)
     return sched

@@ -1,0 +1,151 @@
+"""Auto-resume: a paused operation resumes by itself, on a capped backoff and at once when the
+dependency whose fault paused it answers again (the scheduler's ``auto_resume`` job).
+
+Invariants:
+- only a *fault* pauses (:func:`workers.operations.pause`); a refusal fails and a cancel ends an
+  operation, so neither is ever resumed here (the job selects ``status = 'paused'`` only);
+- a pause records when it paused (``paused_at``), since when it has been paused at all
+  (``paused_since``; a pause after an operator's resume, or after a step was done since the
+  last pause, starts afresh), how often it resumed by itself since then (``auto_resumes``),
+  the next auto-resume (``auto_resume_at``; NULL: it waits for an operator) and the
+  dependency that did not answer (``pause_dependency``: proxmox, database, mail, dns; NULL
+  for any other fault, e.g. a failed Proxmox task, which only the backoff retries);
+- after the k-th auto-resume the next comes ``auto_resume_after_s[k]`` later (the last wait
+  repeats); none is planned past ``paused_since + auto_resume_for_h``: billing then hears
+  ``operation.paused`` with ``auto_resume: false``;
+- an operation is resumed at most once per ``auto_resume_check_s`` (the job's interval): one
+  whose dependency answers again must have been paused that long, so a flapping dependency
+  cannot loop it faster; every resume here is counted;
+- several schedulers may run the job at once: each row is taken ``FOR UPDATE SKIP LOCKED`` and
+  re-checked, and :func:`workers.operations.resume` is a compare-and-swap on the row's version.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from pvekvm import mail, messaging, metrics, preflight
+from pvekvm.config import EngineSettings, Settings
+from pvekvm.dns.model import DnsError
+from pvekvm.models import Operation, database
+from pvekvm.proxmox import Proxmox, ProxmoxError
+from workers import operations
+from workers.operations import LostRace, OpStatus
+
+log = logging.getLogger("pvekvm.autoresume")
+
+DEPENDENCIES = ("proxmox", "database", "mail", "dns")
+Probe = Callable[[Settings, str], bool]
+
+
+# --- what paused it, and when it resumes ------------------------------------------------------
+
+def dependency_of(exc: BaseException | None) -> str | None:
+    """The dependency whose not answering raised ``exc`` (or what caused it), else None. A
+    failed Proxmox task or a refused call is Proxmox answering: not an outage."""
+    for _ in range(8):  # a bounded walk of the cause chain
+        if exc is None:
+            return None
+        if isinstance(exc, ProxmoxError):
+            task = str(exc).startswith("task failed")
+            return "proxmox" if exc.transient and not task else None
+        if isinstance(exc, mail.MailError):
+            return "mail" if exc.transient else None
+        if isinstance(exc, DnsError):
+            return "dns" if exc.transient else None
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def dependency_of_reason(reason: str) -> str | None:
+    """A pause without an exception in hand: a step's transient mail fault, retried until the
+    attempts ran out, says so in its reason (steps/notify.py: ``mail: ...``)."""
+    return "mail" if reason.startswith("mail: ") and "(gave up after" in reason else None
+
+
+def next_auto_resume(engine: EngineSettings, since: datetime, resumes: int,
+                     now: datetime) -> datetime | None:
+    """When an operation paused since ``since`` and resumed ``resumes`` times by itself resumes
+    next; None when that would be past ``auto_resume_for_h`` (it waits for an operator)."""
+    waits = engine.auto_resume_after_s
+    wait = max(1.0, waits[min(resumes, len(waits) - 1)])
+    at = now + timedelta(seconds=wait)
+    return at if at <= since + timedelta(hours=engine.auto_resume_for_h) else None
+
+
+# --- the probes -------------------------------------------------------------------------------
+
+def probe(settings: Settings, dependency: str) -> bool:
+    """Does ``dependency`` answer now? Proxmox: ``GET /version``; mail: the relay's EHLO (and
+    STARTTLS/login when configured); DNS: every provider; the database: it answered this job."""
+    if dependency == "proxmox":
+        if settings.proxmox is None:
+            return False
+        try:
+            Proxmox(settings.proxmox, timeout=5).get("version")
+        except Exception:  # noqa: BLE001 - any failure means: not answering
+            return False
+        return True
+    if dependency == "mail":
+        return not preflight.check_smtp(settings).failed
+    if dependency == "dns":
+        return not any(v.failed for v in preflight.check_dns(settings))
+    return dependency == "database"
+
+
+# --- the job ----------------------------------------------------------------------------------
+
+_WAITING = ("SELECT pause_dependency, COUNT(*) FROM operations WHERE status = 'paused' "
+            "AND auto_resume_at IS NOT NULL GROUP BY pause_dependency")
+_DUE = ("SELECT id FROM operations WHERE status = 'paused' AND auto_resume_at IS NOT NULL "
+        "AND (auto_resume_at <= %s OR (pause_dependency IN ({}) AND paused_at <= %s)) "
+        "ORDER BY auto_resume_at, id LIMIT 500")
+_TAKE = ("SELECT * FROM operations WHERE id = %s AND status = 'paused' "
+         "AND auto_resume_at IS NOT NULL FOR UPDATE SKIP LOCKED")
+
+
+def resume_due(settings: Settings, publisher: messaging.Publisher,
+               now: datetime | None = None, probe: Probe = probe) -> int:
+    """Resume every paused operation that is due (its backoff has passed, or its dependency
+    answers again and it has been paused for ``auto_resume_check_s``); returns how many."""
+    now = now or datetime.now()
+    waiting = {dep: n for dep, n in database.execute_sql(_WAITING).fetchall()}
+    answering = [d for d in waiting if d is not None and probe(settings, d)]
+    settled = now - timedelta(seconds=settings.engine.auto_resume_check_s)
+    marks = ", ".join(["%s"] * len(answering)) or "NULL"
+    due = [i for (i,) in database.execute_sql(_DUE.format(marks),
+                                              (now, *answering, settled)).fetchall()]
+    resumed = 0
+    for op_id in due:
+        with database.atomic():
+            op = Operation.fetch_one(_TAKE, op_id)
+            if op is None or not _still_due(op, now, answering, settled):
+                continue  # another scheduler took it, or an operator acted meanwhile
+            try:
+                out = operations.resume(op, auto=True)
+            except LostRace:
+                continue
+        for line in out.log:
+            log.info("%s", line)
+        operations.deliver(out, publisher)
+        resumed += 1
+    update_paused_gauge()
+    return resumed
+
+
+def _still_due(op: Operation, now: datetime, answering: list[str], settled: datetime) -> bool:
+    if op.auto_resume_at is not None and op.auto_resume_at <= now:
+        return True
+    return (op.pause_dependency in answering and op.paused_at is not None
+            and op.paused_at <= settled)
+
+
+def update_paused_gauge() -> None:
+    """``pvekvm_operations_paused{resume, dependency}`` from the database."""
+    metrics.PAUSED.clear()
+    for auto, dep, n in database.execute_sql(
+            "SELECT auto_resume_at IS NOT NULL, pause_dependency, COUNT(*) FROM operations "
+            "WHERE status = %s GROUP BY 1, 2", (OpStatus.PAUSED.value,)).fetchall():
+        metrics.PAUSED.labels("auto" if auto else "operator", dep or "other").set(n)

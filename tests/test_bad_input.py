@@ -6,7 +6,6 @@ dead queue) is in tests/e2e/test_bad_input_consumer.py."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +17,7 @@ from pvekvm.config import ROOT, Settings
 from pvekvm.limits import FIELD_LENGTHS, FIELD_RANGES
 from pvekvm.models import HeldEvent, Operation
 from pvekvm.redact import REDACTED, is_secret_name, redact_body, safe_reason
-from tests.jsonfuzz import JSON, ORDER_BODIES, STEP_BODIES, near_valid_events
+from tests.jsonfuzz import JSON, ORDER_BODIES, STEP_BODIES, best_cpu_s, near_valid_events
 from workers.engine import Engine
 from workers.intake import handle_order
 
@@ -200,21 +199,13 @@ def test_redaction_looks_at_each_character_a_bounded_number_of_times(monkeypatch
         assert _text_scan_work(monkeypatch, body) <= 3 * len(body), (shape, size)
 
 
-def _cpu(fn, arg) -> float:
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.process_time()
-        fn(arg)
-        best = min(best, time.process_time() - t0)
-    return max(best, 1e-4)
-
 
 @pytest.mark.parametrize("shape", sorted(ADVERSARIAL))
 def test_redaction_grows_linearly(shape: str) -> None:
     """Also inside the regex engine: 16 times the bytes costs under 4 x 16 times the CPU
     (linear: ~16; quadratic, as before: ~256)."""
     small, large = ADVERSARIAL[shape](8 * 1024), ADVERSARIAL[shape](128 * 1024)
-    assert _cpu(redact_body, large) / _cpu(redact_body, small) < 64
+    assert best_cpu_s(redact_body, large) / best_cpu_s(redact_body, small) < 64
 
 
 # --------------------------------------------------------------------------- intake, engine

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pvekvm import jsonsafe
-from tests.jsonfuzz import JSON
+from tests.jsonfuzz import JSON, best_cpu_s
 
 
 def _nesting(value: Any) -> int:
@@ -88,18 +87,10 @@ SHAPES = {  # adversarial for a string-skipping scan: unterminated strings, esca
 }
 
 
-def _cpu(fn: Any, arg: str) -> float:
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.process_time()
-        fn(arg)
-        best = min(best, time.process_time() - t0)
-    return max(best, 1e-4)
-
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_the_depth_scan_grows_linearly(shape: str) -> None:
     """16 times the bytes costs well under 16 squared times the work (linear: ~16; the bound
     leaves room for a noisy machine, a quadratic scan would take ~256)."""
     small, large = SHAPES[shape](16 * 1024), SHAPES[shape](256 * 1024)
-    assert _cpu(jsonsafe.depth, large) / _cpu(jsonsafe.depth, small) < 64
+    assert best_cpu_s(jsonsafe.depth, large, 5) / best_cpu_s(jsonsafe.depth, small, 5) < 64

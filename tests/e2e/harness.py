@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
+import pika
 import pytest
 from peewee import InterfaceError, OperationalError
 
@@ -238,3 +239,14 @@ __all__ = ["FAST_ENGINE", "BillingQueue", "InProcessWorkers", "SubprocessWorker"
            "dead_queue", "describe_ops", "load_catalog", "make_settings", "powerdns_zones_or_skip",
            "replace", "statuses", "wait_until",
            "write_config"]
+
+
+def queue_exists(conn: pika.BlockingConnection, queue: str) -> bool:
+    """Whether the broker has ``queue`` now (a passive declare on a channel of its own)."""
+    from pika.exceptions import ChannelClosedByBroker
+
+    try:
+        conn.channel().queue_declare(queue, passive=True)
+        return True
+    except ChannelClosedByBroker:
+        return False

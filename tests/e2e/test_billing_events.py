@@ -11,7 +11,13 @@ import pytest
 from producers.api import OrderClient
 from pvekvm import messaging, secrets
 from pvekvm.models import IpAddress, Operation, OutboxEvent, Service
-from tests.e2e.harness import BillingQueue, InProcessWorkers, all_ready, wait_until
+from tests.e2e.harness import (
+    BillingQueue,
+    InProcessWorkers,
+    all_ready,
+    queue_exists,
+    wait_until,
+)
 from workers import scheduler
 from workers.intake import handle_order
 
@@ -109,7 +115,7 @@ def test_the_example_billing_consumer_prints_each_event_once(settings, sim):
          "--count", "2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         conn = messaging.connect(settings.amqp_url)
-        wait_until(lambda: _queue_exists(conn, queue), 30, "the watch queue", db=False)
+        wait_until(lambda: queue_exists(conn, queue), 30, "the watch queue", db=False)
         with InProcessWorkers(settings, concurrency=4), \
                 OrderClient(settings.amqp_url, settings.namespace) as billing:
             billing.create(service_id=7204, client_id=3, product="vps-small",
@@ -123,12 +129,3 @@ def test_the_example_billing_consumer_prints_each_event_once(settings, sim):
     assert [e["type"] for e in lines] == ["operation.accepted", "operation.completed"], err
     assert all(e["service_id"] == 7204 for e in lines)
 
-
-def _queue_exists(conn, queue: str) -> bool:
-    from pika.exceptions import ChannelClosedByBroker
-
-    try:
-        conn.channel().queue_declare(queue, passive=True)
-        return True
-    except ChannelClosedByBroker:
-        return False

@@ -12,7 +12,7 @@ import pika
 
 from pvekvm import messaging
 from pvekvm.config import ROOT
-from tests.e2e.harness import wait_until
+from tests.e2e.harness import queue_exists, wait_until
 
 HOSTILE = [b"[" * 30000 + b"]" * 30000, b"[1, 2]", b"\xff\xfe\x00", b"not json",
            b" " * 70000, b'{"a":' * 5000 + b"1" + b"}" * 5000]
@@ -27,7 +27,7 @@ def test_the_watch_skips_what_is_not_an_event_and_goes_on(settings):
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     conn = messaging.connect(settings.amqp_url)
     try:
-        wait_until(lambda: _queue_exists(conn, queue), 30, "the watch queue", db=False)
+        wait_until(lambda: queue_exists(conn, queue), 30, "the watch queue", db=False)
         ch = conn.channel()
         events = [{"event_id": "e-1", "type": "operation.accepted"},
                   {"event_id": ["not", "a", "string"], "type": "operation.accepted"}]
@@ -45,12 +45,3 @@ def test_the_watch_skips_what_is_not_an_event_and_goes_on(settings):
     assert len(skipped) == len(HOSTILE), err
     assert "nested 30000 levels deep (max 32)" in skipped[0] and "Traceback" not in err.decode()
 
-
-def _queue_exists(conn, queue: str) -> bool:
-    from pika.exceptions import ChannelClosedByBroker
-
-    try:
-        conn.channel().queue_declare(queue, passive=True)
-        return True
-    except ChannelClosedByBroker:
-        return False

@@ -106,13 +106,28 @@ def encrypt(key_file: str, plaintext: str) -> bytes:
     return keyring(key_file).encrypt(plaintext.encode())
 
 
+class KeyMismatch(RuntimeError):
+    """A stored value no key in the key file decrypts (another host's file, or one from before
+    a rotation dropped the key it needs)."""
+
+    def __init__(self, key_file: str) -> None:
+        super().__init__(f"no key in {key_file} ({SETTING}) decrypts a stored value: the file "
+                         "is not the one the data was encrypted with (copy the engine's key "
+                         "file here)")
+
+
 def decrypt(key_file: str, token: bytes) -> str:
+    """The clear text of ``token``; :class:`KeyFileMissing` or :class:`KeyMismatch` when the key
+    file cannot give it."""
     try:
         return keyring(key_file).decrypt(bytes(token)).decode()
     except InvalidToken:
         # the file may have been replaced within the same mtime tick: read it again once
         _fernet_of.cache_clear()
-        return keyring(key_file).decrypt(bytes(token)).decode()
+        try:
+            return keyring(key_file).decrypt(bytes(token)).decode()
+        except InvalidToken:
+            raise KeyMismatch(key_file) from None
 
 
 def generate_password(length: int = 16) -> str:

@@ -17,7 +17,7 @@ from starlette.routing import compile_path
 from pvekvm.api.bodylimit import BoundedBodies
 from pvekvm.config import Settings, load_settings
 from pvekvm.db import bind
-from pvekvm.secrets import KeyFileMissing
+from pvekvm.secrets import KeyFileMissing, KeyMismatch
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,8 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(body, status_code=status)
 
     @app.exception_handler(KeyFileMissing)
+    @app.exception_handler(KeyMismatch)
     async def secret_key_missing(request: Request, exc: Exception) -> JSONResponse:
-        """The key file went away after start (start-up refuses to run without it)."""
+        """The key file went away after start (start-up refuses to run without it), or it is
+        not the one the stored value was encrypted with: say so, never a bare 500."""
         logging.getLogger("pvekvm.api").error("%s", exc)
         return JSONResponse({"detail": "secret_key_unavailable"}, status_code=503)
 

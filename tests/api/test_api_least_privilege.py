@@ -51,6 +51,17 @@ def test_the_api_on_its_own_users_reads_credentials_across_a_key_rotation(
             finally:
                 aside.rename(key_file)
             assert credentials().json() == before.json()
+            # a key file that is not the data's (another host's): the same clear 503
+            right = Path(key_file).read_bytes()
+            secrets.create_key(str(tmp_path / "other.key"))
+            Path(key_file).write_bytes((tmp_path / "other.key").read_bytes())
+            try:
+                wrong = credentials()
+                assert (wrong.status_code, wrong.json()) == (
+                    503, {"detail": "secret_key_unavailable"})
+            finally:
+                Path(key_file).write_bytes(right)
+            assert credentials().json() == before.json()
     reads = AuditLog.select().where((AuditLog.service_id == SID_A)
                                     & (AuditLog.event == "api_credentials_read")).count()
     assert reads >= 2

@@ -7,7 +7,7 @@ import ipaddress
 import json
 import threading
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -40,6 +40,7 @@ from pvekvm.models import (
     Snapshot,
     StepRun,
     TrafficUsage,
+    database,
 )
 from pvekvm.oplog import format_step
 
@@ -165,6 +166,17 @@ def _this_life(svc: Service) -> Any:
     return cond & (Operation.created_at >= svc.created_at) if svc.created_at else cond
 
 
+def _life_start_hour(svc: Service) -> datetime:
+    """The UTC hour the service's present life began in (``services.created_at`` is on the
+    database's clock; traffic hours are UTC)."""
+    if svc.created_at is None:
+        return datetime.min
+    (offset_s,) = database.execute_sql(
+        "SELECT TIMESTAMPDIFF(SECOND, NOW(), UTC_TIMESTAMP())").fetchone()
+    began = svc.created_at + timedelta(seconds=int(offset_s))
+    return began.replace(minute=0, second=0, microsecond=0)
+
+
 def _current(svc: Service) -> schemas.CurrentOperation | None:
     op = Operation.get_or_none(Operation.active_service == svc.id)
     if op is None:
@@ -287,10 +299,13 @@ def _utc_naive(when: datetime) -> datetime:
             responses={**NOT_FOUND, 422: {"model": schemas.Problem}})
 def get_usage(svc: Svc, start: Annotated[datetime, Query(alias="from")],
               end: Annotated[datetime, Query(alias="to")]) -> schemas.Usage:
-    """Bytes in/out per UTC hour whose start lies in [from, to), and their sums."""
+    """Bytes in/out per UTC hour whose start lies in [from, to), and their sums: hours of the
+    service's present life only (a reused id's earlier life, maybe another client's, is not
+    shown)."""
     lo, hi = _utc_naive(start), _utc_naive(end)
     if hi <= lo:
         raise HTTPException(422, "'to' must be after 'from'")
+    lo = max(lo, _life_start_hour(svc))
     rows = list(TrafficUsage.select().where(
         (TrafficUsage.service_id == svc.id) & (TrafficUsage.period_start >= lo)
         & (TrafficUsage.period_start < hi)).order_by(TrafficUsage.period_start))

@@ -6,7 +6,7 @@ import json
 import socket
 import time
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date, timedelta
 
 import pytest
 import requests
@@ -15,7 +15,7 @@ from producers.events import MAX_EVENT_BYTES
 from pvekvm import secrets
 from pvekvm.api.auth import hash_token
 from pvekvm.config import ProxmoxSettings
-from pvekvm.models import AuditLog, IpAddress, Operation, Service
+from pvekvm.models import AuditLog, IpAddress, Operation, Service, database
 from tests.api.conftest import BILLING_TOKEN, SID_A, SID_B, ApiEnv
 from tests.api.server import ApiServer, api_command
 from tests.e2e.harness import all_ready, describe_ops, wait_until, write_config
@@ -311,17 +311,30 @@ def test_usage_is_served_per_hour_from_the_accounting_table(api_env: ApiEnv):
 
     from pvekvm.models import TrafficUsage
 
-    hours = [datetime(2026, 11, 1, h) for h in (9, 10, 11)]
+    # the service's life began in hour h0 (UTC): an hour before it is an earlier life's
+    (offset_s,) = database.execute_sql(
+        "SELECT TIMESTAMPDIFF(SECOND, NOW(), UTC_TIMESTAMP())").fetchone()
+    began = Service.get_by_id(SID_A).created_at + timedelta(seconds=int(offset_s))
+    h0 = began.replace(minute=0, second=0, microsecond=0)
+    TrafficUsage.create(service_id=SID_A, period_start=h0 - timedelta(hours=1),
+                        bytes_in=Decimal(999_999), bytes_out=Decimal(999_999))
+    hours = [h0 + timedelta(hours=h) for h in (0, 1, 2)]
     for i, h in enumerate(hours):
         TrafficUsage.create(service_id=SID_A, period_start=h,
                             bytes_in=Decimal("1000.6") * (i + 1), bytes_out=Decimal(10) * (i + 1))
     api, mine = api_env.api, api_env.client_token(SID_A)
+    plus_one = (h0 + timedelta(hours=3)).strftime("%Y-%m-%dT%H:00:00+01:00")  # = h0 + 2 h, UTC
     r = api.get(f"/v1/services/{SID_A}/usage", mine,
-                params={"from": "2026-11-01T10:00:00Z", "to": "2026-11-01T12:00:00+01:00"})
+                params={"from": f"{h0 + timedelta(hours=1):%Y-%m-%dT%H:00:00}Z", "to": plus_one})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert [h["period_start"][:13] for h in body["hours"]] == ["2026-11-01T10"]  # to 12:00+01 = 11Z
+    assert [h["period_start"][:13] for h in body["hours"]] == [f"{hours[1]:%Y-%m-%dT%H}"]
     assert (body["bytes_in"], body["bytes_out"]) == (2001, 20)
+    whole = api.get(f"/v1/services/{SID_A}/usage", mine, params={
+        "from": f"{h0 - timedelta(days=1):%Y-%m-%dT%H:00:00}Z",
+        "to": f"{h0 + timedelta(days=1):%Y-%m-%dT%H:00:00}Z"}).json()
+    assert [h["period_start"][:13] for h in whole["hours"]] == [
+        f"{h:%Y-%m-%dT%H}" for h in hours]  # not the hour of the id's earlier life
     assert api.get(f"/v1/services/{SID_B}/usage", mine,
                    params={"from": "2026-11-01T00:00:00Z", "to": "2026-11-02T00:00:00Z"}
                    ).status_code == 404

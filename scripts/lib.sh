@@ -39,6 +39,29 @@ ensure_mariadb() {
   done
 }
 
+# Debian packages the tests use beyond the services: the browser console test (chromium,
+# chromium-driver, novnc), the RFC 2136 DNS test (bind9), the WHMCS module's tests (php-cli,
+# php-curl, phpunit), the Galera cluster (galera-4, rsync, mariadb-backup). Installed when
+# missing; when apt cannot (no root, no mirror) the tests that need one skip naming it.
+TEST_PACKAGES=(chromium chromium-driver novnc bind9 bind9-utils php-cli php-curl php-mbstring
+  phpunit galera-4 rsync mariadb-backup)
+
+ensure_packages() {  # ensure_packages PACKAGE...  (installs the missing ones; never fails)
+  local missing=() p log
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  echo ">> installing Debian packages: ${missing[*]}"
+  log=$(mktemp)
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends "${missing[@]}"; } >"$log" 2>&1 </dev/null; then
+    echo "!! installing ${missing[*]} failed (the tests that need them skip):" >&2
+    tail -n 10 "$log" >&2
+  fi
+  rm -f "$log"
+}
+
 ensure_services() {
   ensure_rabbitmq
   ensure_mariadb

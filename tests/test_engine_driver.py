@@ -187,8 +187,11 @@ def test_a_locked_row_puts_the_message_back_on_a_short_delay(service, engine, ma
     d.begin(SID, "probe", "k1")
     nudge = d.next()
     with held_elsewhere(lambda: database.execute_sql(
-            "SELECT id FROM operations WHERE service_id = %s FOR UPDATE", (SID,))):
+            "SELECT id FROM operations WHERE service_id = %s FOR UPDATE", (SID,))) as let_go:
         out = d.handle(nudge)
+        # the worker was not held on the lock it found busy (sending the nudge again writes
+        # nothing to the locked row): the other transaction still holds it
+        assert not let_go.is_set()
     assert [(n.nudge_id, n.delay_s) for n in out.publish] == [(nudge.nudge_id, BUSY_DELAY_S)]
     assert a.runs == 0
     assert d.run() == 1 and a.runs == 1
@@ -356,3 +359,25 @@ def test_a_chain_carries_the_row_only_while_its_version_holds(service, engine, m
     assert (a.runs, b.runs, c.runs) == (1, 1, 1) and _op().status == OpStatus.DONE
     stale = engine.handle_nudge(third, carried)  # a stale copy of a finished operation
     assert stale.publish == [] and c.runs == 1
+
+
+def test_the_consumer_sends_a_busy_nudge_again_without_waiting_on_the_lock(service, engine,
+                                                                          machine):
+    """The consumer's after-commit delivery of a busy outcome publishes the nudge again and
+    writes nothing to the operation row, whose lock another worker holds for its step."""
+    machine(Probe())
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+    nudge = d.next()
+    sent: list[tuple[str, float]] = []
+
+    class Recording:
+        def publish_step(self, pool, payload, nudge_id, delay_s) -> None:
+            sent.append((nudge_id, delay_s))
+
+    with held_elsewhere(lambda: database.execute_sql(
+            "SELECT id FROM operations WHERE service_id = %s FOR UPDATE", (SID,))) as let_go:
+        out = engine.handle_nudge(nudge)
+        operations.deliver(out, Recording())  # type: ignore[arg-type]
+        assert not let_go.is_set()
+    assert sent == [(nudge.nudge_id, BUSY_DELAY_S)]

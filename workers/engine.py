@@ -153,7 +153,8 @@ class Engine:
             return Outcome()
         except OperationalError as exc:
             if _lock_busy(exc):
-                return Outcome(publish=[Nudge(pool, op_id, nudge, state, BUSY_DELAY_S)])
+                return Outcome(publish=[Nudge(pool, op_id, nudge, state, BUSY_DELAY_S,
+                                                   resend=True)])
             raise
 
     def _handle_locked(self, pool: str, op_id: int, nudge: str,

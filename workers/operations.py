@@ -341,5 +341,6 @@ def deliver(outcome: Outcome, publisher: Publisher) -> None:
     for nudge in outcome.publish:
         publisher.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id, nudge.delay_s)
     for nudge in outcome.publish:
-        mark_published(nudge.operation_id, nudge.nudge_id)
+        if not nudge.resend:
+            mark_published(nudge.operation_id, nudge.nudge_id)
     outbox.publish(outcome.events, publisher)

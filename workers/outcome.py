@@ -21,6 +21,9 @@ class Nudge:
     nudge_id: str
     state: str
     delay_s: float = 0.0
+    # the nudge in hand sent again (its row was locked): it was published before it reached us,
+    # so nothing marks it published — that UPDATE would wait on the very lock that made it busy
+    resend: bool = False
 
     def payload(self) -> dict[str, object]:
         return {"v": 1, "op": self.operation_id, "nudge": self.nudge_id, "state": self.state}

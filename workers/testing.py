@@ -42,7 +42,8 @@ class EngineDriver:
         if publish:
             for n in outcome.publish:
                 heapq.heappush(self.queue, _Queued(self.now + n.delay_s, next(self._seq), n))
-                operations.mark_published(n.operation_id, n.nudge_id)
+                if not n.resend:
+                    operations.mark_published(n.operation_id, n.nudge_id)
         return outcome
 
     def begin(self, service_id: int, kind: str, key: str,

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from .model import GiB, PVEError
-from .qemu import vm_summary, vm_task
+from .qemu import lock_timeout_msg, vm_summary
 from .routes import Ctx, route
 from .schema import ParamError
 from .tasks import Task, TaskError
@@ -269,6 +269,10 @@ def storage_delete(ctx: Ctx, p: dict[str, Any]) -> str:
 
 # --- vzdump --------------------------------------------------------------------------------
 
+#: vzdump's node-wide lock (PVE/VZDump.pm): one backup job per node at a time; another job
+#: waits for it up to ``lockwait`` minutes (default 180, the API schema), logging
+#: "trying to get global lock - waiting...".
+VZDUMP_LOCK = "/var/run/vzdump.lock"
 _EXT = {"zstd": ".vma.zst", "gzip": ".vma.gz", "lzo": ".vma.lzo", "0": ".vma", "1": ".vma.lzo"}
 
 
@@ -309,26 +313,48 @@ def vzdump(ctx: Ctx, p: dict[str, Any]) -> str:
     volid = f"{storage}:backup/vzdump-qemu-{vmid}-{stamp}{_EXT.get(compress, '.vma.zst')}"
     notes = _notes(p.get("notes-template", ""), vm, node) if p.get("notes-template") else None
 
+    if ctx.sim.faults.roll(ctx.sim.faults.lock_timeout_rate):
+        def timed_out(task: Task) -> None:
+            raise TaskError(lock_timeout_msg(vmid))
+
+        return ctx.sim.tasks.start(node, "vzdump", vmid, ctx.user, timed_out, duration=0.2).upid
+    state: dict[str, str] = {}
+
+    def unlock() -> None:
+        if vm["config"].get("lock") == "backup":
+            del vm["config"]["lock"]
+
+    def begin(task: Task) -> float | None:  # the global lock is ours: the guest's lock next
+        lock = vm["config"].get("lock")
+        if lock:
+            state["locked"] = lock
+            return 1.0  # the job ends at the guest's error
+        vm["config"]["lock"] = "backup"
+        return None
+
     def work(task: Task) -> None:
-        size = sum(ctx.cluster.volume(v, node)["size"] // 4
-                   for _, v in ctx.cluster.vm_disks(vm["config"])
-                   if ctx.cluster.volume(v, node)) or 1024**2
-        extra: dict[str, Any] = {"config": copy.deepcopy(
-            {k: v for k, v in vm["config"].items() if k != "lock"})}
-        if notes is not None:
-            extra["notes"] = notes
-        ctx.cluster.add_volume(node, volid, size, "backup", vmid,
-                               fmt=volid.split(".", 1)[1], subtype="qemu", **extra)
-        task.log.append(f"INFO: creating vzdump archive '{volid}'")
-        task.log.append(f"INFO: Finished Backup of VM {vmid}")
-
-    lock = vm["config"].get("lock")
-    if lock:  # vzdump logs the per-guest error and ends the job with "job errors"
-        def failed(task: Task) -> None:
-            task.log.append(f"ERROR: Backup of VM {vmid} failed - VM is locked ({lock})")
+        if "locked" in state:  # vzdump logs the per-guest error, ends with "job errors"
+            task.log.append(f"ERROR: Backup of VM {vmid} failed - VM is locked "
+                            f"({state['locked']})")
             raise TaskError("job errors")
+        try:
+            size = sum(ctx.cluster.volume(v, node)["size"] // 4
+                       for _, v in ctx.cluster.vm_disks(vm["config"])
+                       if ctx.cluster.volume(v, node)) or 1024**2
+            extra: dict[str, Any] = {"config": copy.deepcopy(
+                {k: v for k, v in vm["config"].items() if k != "lock"})}
+            if notes is not None:
+                extra["notes"] = notes
+            ctx.cluster.add_volume(node, volid, size, "backup", vmid,
+                                   fmt=volid.split(".", 1)[1], subtype="qemu", **extra)
+            task.log.append(f"INFO: creating vzdump archive '{volid}'")
+            task.log.append(f"INFO: Finished Backup of VM {vmid}")
+        finally:
+            unlock()
 
-        return ctx.sim.tasks.start(node, "vzdump", vmid, ctx.user, failed, duration=1).upid
-    return vm_task(ctx, vm, "vzdump", "backup", work, p,
-                   log=[f"INFO: starting new backup job: vzdump {vmid} --storage {storage} "
-                        f"--mode {p.get('mode', 'snapshot')}"])
+    lockwait = p.get("lockwait")
+    return ctx.sim.tasks.start_locked(
+        VZDUMP_LOCK, 60.0 * int(lockwait if lockwait is not None else 180), node, "vzdump",
+        vmid, ctx.user, begin, work, unlock,
+        log=[f"INFO: starting new backup job: vzdump {vmid} --storage {storage} "
+             f"--mode {p.get('mode', 'snapshot')}"]).upid

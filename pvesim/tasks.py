@@ -48,6 +48,7 @@ class Task:
     endtime: int | None = None
     log: list[str] = field(default_factory=list)
     dispatched: float = field(default_factory=time.monotonic)
+    begins: float = 0.0  # when its work starts (later than dispatched while it waits on a lock)
 
     def status_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -80,7 +81,8 @@ class TaskManager:
         self.scale = scale
         self.roll_error = roll_error or (lambda: False)
         self.tasks: dict[str, Task] = {}
-        self._heap: list[tuple[float, int, Task]] = []
+        self._heap: list[tuple[float, int, Task, Callable[[Task], None] | None]] = []
+        self._held: dict[str, float] = {}  # node-wide lock -> when its last holder lets go
         self._seq = itertools.count()
         self._pid = itertools.count(os.getpid() * 7 % 900000 + 10000)
         self._cv = threading.Condition()
@@ -102,13 +104,69 @@ class TaskManager:
         task = Task(upid=upid, node=node, pid=pid, pstart=int(time.monotonic() * 100),
                     starttime=int(now), type=wtype, id=str(wid), user=user, due=due,
                     work=work, rollback=rollback, log=list(log or []))
+        task.begins = task.dispatched
         if self.roll_error():
             task.work = self._injected_failure
         self.tasks[upid] = task
-        with self._cv:
-            heapq.heappush(self._heap, (due, next(self._seq), task))
-            self._cv.notify()
+        self._push(due, task)
         return task
+
+    def start_locked(self, lockfile: str, wait_s: float | None, node: str, wtype: str,
+                     wid: str | int, user: str, begin: Callable[[Task], float | None],
+                     work: Callable[[Task], None], rollback: Callable[[], None],
+                     log: list[str]) -> Task:
+        """A worker that first takes a node-wide ``flock`` (vzdump's ``/var/run/vzdump.lock``,
+        PVE/VZDump.pm ``getlock``): it waits behind the holders before it, up to ``wait_s``
+        real seconds (None: forever; 0: not at all), and only then ``begin`` runs (under the
+        model lock) and its own duration starts. A wait that would pass ``wait_s`` ends the
+        worker when the alarm fires with ``can't acquire lock ... - got timeout`` (0: at once,
+        ``(wait = 0)``); getlock then exits the worker without a status line, which PVE reads
+        as ``unexpected status``. ``begin`` may return a shorter duration (seconds at scale 1:
+        a job that ends at its first guest's error)."""
+        now = time.monotonic()
+        key = f"{node}:{lockfile}"
+        free_at = self._held.get(key, 0.0)
+        wait = max(0.0, free_at - now)
+        if wait <= 0.0:
+            task = self.start(node, wtype, wid, user, work, rollback, log=log)
+            task.begins = now
+            with self.lock:
+                self._shorten(task, begin(task))
+            self._held[key] = task.due
+            return task
+        log = [*log, "INFO: trying to get global lock - waiting..."]
+        if wait_s is not None and wait > wait_s * self.scale:
+            why = "(wait = 0)" if wait_s == 0 else "- got timeout"
+            msg = f"can't acquire lock '{lockfile}' {why}"
+
+            def give_up(task: Task) -> None:
+                task.log.append(f"ERROR: {msg}")
+                raise TaskError("unexpected status")
+
+            return self.start(node, wtype, wid, user, give_up, log=log, duration=wait_s)
+        task = self.start(node, wtype, wid, user, work, rollback, log=log)
+        task.begins = free_at
+        task.due = free_at + (task.due - now)
+        self._held[key] = task.due
+
+        def got_lock(t: Task) -> None:
+            t.log.append("INFO: got global lock")
+            self._shorten(t, begin(t))
+
+        self._push(free_at, task, got_lock)
+        self._push(task.due, task)
+        return task
+
+    def _shorten(self, task: Task, duration: float | None) -> None:
+        if duration is not None and task.begins + duration * self.scale < task.due:
+            task.due = task.begins + duration * self.scale
+            self._push(task.due, task)
+
+    def _push(self, when: float, task: Task,
+              action: Callable[[Task], None] | None = None) -> None:
+        with self._cv:
+            heapq.heappush(self._heap, (when, next(self._seq), task, action))
+            self._cv.notify()
 
     @staticmethod
     def _injected_failure(task: Task) -> None:
@@ -141,16 +199,24 @@ class TaskManager:
                     self._cv.wait(timeout)
                 if self._stop:
                     return
-                _, _, task = heapq.heappop(self._heap)
-            self._finish(task)
+                when, _, task, action = heapq.heappop(self._heap)
+            if action is not None:
+                with self.lock:
+                    action(task)
+            elif when >= task.due and task.status == "running":  # not an entry moved since
+                self._finish(task)
 
     def finish_all(self) -> None:
         """Run every pending task now (used on shutdown so saved state is consistent)."""
         with self._cv:
-            pending = [t for _, _, t in sorted(self._heap)]
+            pending = sorted(self._heap)
             self._heap.clear()
-        for t in pending:
-            self._finish(t)
+        for when, _, task, action in pending:
+            if action is not None:
+                with self.lock:
+                    action(task)
+            elif when >= task.due and task.status == "running":
+                self._finish(task)
 
     def stop(self) -> None:
         with self._cv:

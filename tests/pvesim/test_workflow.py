@@ -173,3 +173,56 @@ def test_failed_clone_tasks_give_their_storage_slot_back(px, sim):
     upids = [px.nodes("pve1").qemu(9000).clone.post(newid=n, full=1) for n in (7304, 7305)]
     assert [sim.wait_task(u)["exitstatus"] for u in upids] == ["OK", "OK"]
     assert sim.vm(7301) is None
+
+
+@pytest.fixture(scope="module")
+def brisk_sim(tmp_path_factory: pytest.TempPathFactory):
+    """vzdump takes 0.6 s here (60 s at scale 0.01), so lock waits can be watched."""
+    from pvesim.testing import running_simulator
+
+    with running_simulator(tmp_path_factory.mktemp("pvesim-brisk"), task_time_scale=0.01) as s:
+        yield s
+
+
+def _log(px, upid: str) -> list[str]:
+    return [line["t"] for line in px.nodes(upid.split(":")[1]).tasks(upid).log.get()]
+
+
+def test_vzdump_jobs_of_one_node_wait_for_its_global_lock(brisk_sim):
+    """PVE/VZDump.pm getlock: one backup job per node at a time; the next waits for the lock
+    (its guest is not locked while it waits), a job on another node does not."""
+    px = brisk_sim.proxmox()
+    for newid in (280, 281):
+        brisk_sim.wait_task(px.nodes("pve1").qemu(9000).clone.post(newid=newid))
+    brisk_sim.wait_task(px.nodes("pve2").qemu.post(vmid=282, name="other", memory=512))
+    first = px.nodes("pve1").vzdump.post(vmid=280, storage="backup")
+    second = px.nodes("pve1").vzdump.post(vmid=281, storage="backup")
+    other = px.nodes("pve2").vzdump.post(vmid=282, storage="backup")
+    assert "lock" not in px.nodes("pve1").qemu(281).config.get()  # waiting: not yet its turn
+    assert brisk_sim.wait_task(first)["exitstatus"] == "OK"
+    assert px.nodes("pve1").tasks(second).status.get()["status"] == "running"
+    assert px.nodes("pve1").qemu(281).config.get().get("lock") == "backup"
+    assert brisk_sim.wait_task(second)["exitstatus"] == "OK"
+    assert brisk_sim.wait_task(other)["exitstatus"] == "OK"
+    assert "INFO: trying to get global lock - waiting..." in _log(px, second)
+    assert "INFO: got global lock" in _log(px, second)
+    assert not any("global lock" in line for line in _log(px, first) + _log(px, other))
+    assert "lock" not in px.nodes("pve1").qemu(281).config.get()
+
+
+def test_vzdump_gives_up_on_the_global_lock_after_lockwait(brisk_sim):
+    px = brisk_sim.proxmox()
+    for newid in (283, 284, 285):
+        brisk_sim.wait_task(px.nodes("pve1").qemu(9000).clone.post(newid=newid))
+    running = px.nodes("pve1").vzdump.post(vmid=283, storage="backup")
+    at_once = px.nodes("pve1").vzdump.post(vmid=284, storage="backup", lockwait=0)
+    assert brisk_sim.wait_task(at_once)["exitstatus"] == "unexpected status"
+    assert ("ERROR: can't acquire lock '/var/run/vzdump.lock' (wait = 0)"
+            in _log(px, at_once))
+    # behind 0.6 s of backup with lockwait 1 min = 0.6 s here: a second job behind it waits
+    # 1.2 s and meets the alarm
+    queued = px.nodes("pve1").vzdump.post(vmid=284, storage="backup", lockwait=1)
+    late = px.nodes("pve1").vzdump.post(vmid=285, storage="backup", lockwait=1)
+    assert brisk_sim.wait_task(late)["exitstatus"] == "unexpected status"
+    assert "ERROR: can't acquire lock '/var/run/vzdump.lock' - got timeout" in _log(px, late)
+    assert [brisk_sim.wait_task(u)["exitstatus"] for u in (running, queued)] == ["OK", "OK"]

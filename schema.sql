@@ -383,16 +383,17 @@ CREATE TABLE IF NOT EXISTS schema_version (
   applied_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
--- Clone slots (PVE's storage lock): one row per node+storage, locked FOR UPDATE while a worker
--- decides whether a full clone may start there.
-CREATE TABLE IF NOT EXISTS clone_slots (
-  slot          VARCHAR(130) NOT NULL PRIMARY KEY     -- "<node>/<storage>" ("shared/<storage>")
+-- Task slots (steps/slots.py): where PVE runs a bounded number of tasks of a kind — full clones
+-- per node+storage (its storage lock), backups per node (vzdump's global lock). One row per
+-- place, locked FOR UPDATE while a worker decides whether its task may start there.
+CREATE TABLE IF NOT EXISTS task_slots (
+  slot          VARCHAR(130) NOT NULL PRIMARY KEY     -- "<node>/<storage>", "vzdump/<node>"
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
--- Which slot an operation's full clone needs: waiting (its operation at a clone state with no
--- task) or running (a qmclone task). The oldest waiting operation takes the next free slot.
-CREATE TABLE IF NOT EXISTS clone_claims (
+-- Which slot an operation's next task needs: waiting (its operation at a slot state with no
+-- task) or running (a task of the slot's type). The oldest waiting operation takes the next turn.
+CREATE TABLE IF NOT EXISTS task_claims (
   operation_id  BIGINT UNSIGNED NOT NULL PRIMARY KEY,
   slot          VARCHAR(130) NOT NULL,
-  KEY ix_clone_claims_slot (slot, operation_id)
+  KEY ix_task_claims_slot (slot, operation_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -68,6 +68,9 @@ class EngineSettings:
     vmid_min: int = 1000
     vmid_max: int = 899999
     clones_per_storage: int = 2
+    # backup jobs per node at once: vzdump's global lock lets one run, the next waits inside PVE
+    # (up to lockwait); we hold the rest in our queues instead (steps/slots.py)
+    backups_per_node: int = 1
     # the default retry policy of every transition (steps/machine.py RetryPolicy): a fault is
     # retried after retry_first_s, doubling to retry_max_s, max_attempts times, then pauses;
     # waiting for a turn (a clone slot) backs off from wait_first_s to wait_max_s

@@ -465,24 +465,26 @@ class SchemaVersion(BaseModel):
         table_name = "schema_version"
 
 
-class CloneSlot(BaseModel):
+class TaskSlot(BaseModel):
+    """A place where PVE runs a bounded number of tasks of a kind (steps/slots.py)."""
+
     slot = CharField(max_length=130, primary_key=True)
 
     class Meta:
-        table_name = "clone_slots"
+        table_name = "task_slots"
 
 
-class CloneClaim(BaseModel):
+class TaskClaim(BaseModel):
     operation_id = BigIntegerField(primary_key=True)
     slot = CharField(max_length=130)
 
     class Meta:
-        table_name = "clone_claims"
+        table_name = "task_claims"
 
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Template, TemplateReplica, IpPool, Product, Service, VmidAllocation, IpAddress, Operation,
     OutboxEvent, HeldEvent, StepRun, Snapshot, Backup, BackupSchedule, DnsProvider, DnsZone,
-    DnsRecordRow, Email, DeadLetter, AuditLog, SchemaVersion, CloneSlot, CloneClaim,
+    DnsRecordRow, Email, DeadLetter, AuditLog, SchemaVersion, TaskSlot, TaskClaim,
     TrafficUsage, TrafficCursor, ClientToken,
 )

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 from pvekvm.models import AuditLog, Backup, Service, Snapshot
 from pvekvm.proxmox import ProxmoxError
-from steps import power
+from steps import power, slots
 from steps.context import StepContext
 from steps.machine import Done, Refused, Retry, StepResult, Wait
 
@@ -133,6 +133,7 @@ def create_backup(ctx: StepContext) -> StepResult:
                       scheduled=bool(ctx.params.get("scheduled")),
                       note=(ctx.params.get("note") or "")[:255], created_at=datetime.now(),
                       **_what_the_vm_runs(ctx.service)).on_conflict_ignore().execute()
+        slots.release(ctx)
         return Done(vol["volid"], skipped=not ctx.after_task)
     held = list(Backup.select().where(Backup.service_id == ctx.service.id)
                 .order_by(Backup.created_at))
@@ -143,6 +144,9 @@ def create_backup(ctx: StepContext) -> StepResult:
     cfg = ctx.config()
     if cfg.get("lock"):
         return Retry(f"VM is locked ({cfg['lock']})")
+    busy = slots.take(ctx, slots.BACKUP, f"vzdump/{ctx.service.node}")
+    if busy:  # vzdump's global lock: one job per node; ours waits its turn here, not in PVE
+        return Retry(busy, counts=False)
     upid = ctx.pve.post(f"nodes/{ctx.service.node}/vzdump", vmid=ctx.vmid, storage=storage,
                         mode="snapshot", compress="zstd",
                         **{"notes-template": f"{{{{guestname}}}} {tag}"})

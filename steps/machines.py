@@ -217,3 +217,6 @@ MACHINES: dict[str, Machine] = {m.kind: m for m in (
 CLONE_STATES: tuple[str, ...] = tuple(
     t.state for m in MACHINES.values() for t in m.transitions if t.run is provision.clone_vm)
 """States whose step dispatches a clone (the per-node clone limit counts operations there)."""
+BACKUP_STATES: tuple[str, ...] = tuple(
+    t.state for m in MACHINES.values() for t in m.transitions if t.run is backups.create_backup)
+"""States whose step dispatches a vzdump (one backup job per node: steps/slots.py)."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from pvekvm.models import CloneClaim, CloneSlot, Service, TemplateReplica, database
+from pvekvm.models import Service, TemplateReplica
 from pvekvm.proxmox import ProxmoxError
-from steps import hardware, pvecfg
+from steps import hardware, pvecfg, slots
 from steps.context import StepContext, _catalog
 from steps.machine import Done, Retry, StepFailed, StepResult, Wait
 
@@ -83,7 +83,7 @@ def clone_plan(ctx: StepContext) -> ClonePlan:
 
 def clone_vm(ctx: StepContext) -> StepResult:
     """VMClone: clone the template where :func:`clone_plan` says. A full clone first takes a
-    clone slot of its node+storage (:func:`take_clone_slot`: oldest order first). A VM already at
+    clone slot of its node+storage (:mod:`steps.slots`: oldest order first). A VM already at
     our VMID that carries our marker is adopted (a retried step after a crash); a foreign one
     stops us."""
     plan = clone_plan(ctx)
@@ -95,12 +95,12 @@ def clone_vm(ctx: StepContext) -> StepResult:
         if ctx.marker() not in str(cfg.get("description", "")):
             raise StepFailed(f"VMID {ctx.vmid} is taken by a VM that is not ours")
         _record_node(ctx, node)
-        CloneClaim.delete().where(CloneClaim.operation_id == ctx.operation.id).execute()
+        slots.release(ctx)
         if ctx.after_task:
             return Done(f"VM {ctx.vmid} on {node}: {plan.path}")
         return Done(f"VM {ctx.vmid} exists on {node}", skipped=True)
     if not plan.linked:
-        busy = take_clone_slot(ctx, plan.slot)
+        busy = slots.take(ctx, slots.CLONE, plan.slot)
         if busy:
             return Retry(busy, counts=False)
     extra: dict[str, object] = {"full": 0 if plan.linked else 1}
@@ -113,54 +113,6 @@ def clone_vm(ctx: StepContext) -> StepResult:
         name=ctx.service.hostname, description=f"{ctx.marker()} op={ctx.operation.id}", **extra)
     _record_node(ctx, plan.dest_node)
     return Wait(upid, plan.node)
-
-
-_CLAIMS = ("SELECT o.id, o.upid, o.upid_node FROM clone_claims c "
-           "JOIN operations o ON o.id = c.operation_id "
-           "WHERE c.slot = %s AND o.status = 'running' AND o.state IN ({states}) "
-           "ORDER BY o.created_at, o.id")
-
-
-def lock_clone_slot(slot: str) -> None:
-    """Lock the slot's row until the transaction ends, creating it the first time. One
-    statement that takes the exclusive lock at once, whether it inserts or meets the row: an
-    ``INSERT IGNORE`` meeting it takes a shared lock, and two transactions both upgrading
-    theirs to exclusive deadlock (InnoDB kills one; under load most concurrent clone attempts
-    did)."""
-    CloneSlot.insert(slot=slot).on_conflict(update={CloneSlot.slot: slot}).execute()
-
-
-def take_clone_slot(ctx: StepContext, slot: str) -> str | None:
-    """PVE's storage lock lets ``clones_per_storage`` full clones run per node+storage. The
-    slot's row is locked until our transaction ends (two workers never both take the last
-    one); the operations waiting for it are served oldest first: this one may start only when
-    fewer than the free slots wait ahead of it. Clones our rows still count as running are
-    checked against PVE's active tasks, so a slot frees as soon as PVE's clone ends, not when
-    its operation next polls. None: the slot is ours; else why we wait."""
-    from steps.machines import CLONE_STATES
-
-    limit = ctx.settings.engine.clones_per_storage
-    lock_clone_slot(slot)
-    CloneClaim.insert(operation_id=ctx.operation.id, slot=slot).on_conflict(
-        update={CloneClaim.slot: slot}).execute()
-    sql = _CLAIMS.format(states=", ".join(["%s"] * len(CLONE_STATES)))
-    rows = database.execute_sql(sql, (slot, *CLONE_STATES)).fetchall()
-    running = [(upid, node) for op_id, upid, node in rows
-               if op_id != ctx.operation.id and upid and ":qmclone:" in upid]
-    waiting = [op_id for op_id, upid, _ in rows if not (upid and ":qmclone:" in upid)]
-    ahead = waiting.index(ctx.operation.id) if ctx.operation.id in waiting else 0
-    if ahead + len(running) < limit:
-        return None
-    if ahead >= limit:
-        return f"{ahead} older orders wait for a clone slot on {slot}"
-    active: set[str] = set()
-    for node in {n for _, n in running}:
-        active |= {t.get("upid") for t in ctx.pve.get(
-            f"nodes/{node}/tasks", source="active", typefilter="qmclone", limit=1000)}
-    busy = sum(1 for upid, _ in running if upid in active)
-    if ahead + busy < limit:
-        return None
-    return f"{busy} clones running on {slot}, {ahead} older orders first: waiting for a slot"
 
 
 def wanted_storages(ctx: StepContext, cfg: dict) -> dict[str, str]:

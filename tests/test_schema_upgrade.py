@@ -43,6 +43,12 @@ def test_a_version_1_database_gains_what_version_2_added(database):
     database.execute_sql("ALTER TABLE operations DROP INDEX ix_operations_service_status, "
                          "ADD KEY ix_operations_service (service_id)")
     database.execute_sql("DROP TABLE client_tokens")  # 0007 (client tokens, stored hashed)
+    database.execute_sql("DROP TABLE task_claims")  # 0018: clone slots became task slots
+    database.execute_sql("DROP TABLE task_slots")
+    database.execute_sql("CREATE TABLE clone_slots (slot VARCHAR(130) NOT NULL PRIMARY KEY)")
+    database.execute_sql("CREATE TABLE clone_claims (operation_id BIGINT UNSIGNED NOT NULL "
+                         "PRIMARY KEY, slot VARCHAR(130) NOT NULL)")
+    database.execute_sql("INSERT INTO clone_claims VALUES (77, 'pve1/local-lvm')")
     database.execute_sql("DELETE FROM schema_version")
     database.execute_sql("INSERT INTO schema_version (version, name) VALUES (1, 'baseline')")
     try:
@@ -53,6 +59,11 @@ def test_a_version_1_database_gains_what_version_2_added(database):
                                *ADDED_IN_5.items(), *ADDED_IN_8.items(),
                            *ADDED_IN_9.items()):
             assert set(columns) <= _columns(database, table), table
+        tables = set(database.get_tables())
+        assert {"task_slots", "task_claims"} <= tables and not tables & {"clone_slots",
+                                                                         "clone_claims"}
+        assert database.execute_sql("SELECT operation_id, slot FROM task_claims").fetchall() == (
+            (77, "pve1/local-lvm"),)
         indexes = {i.name for i in database.get_indexes("services")}
         assert {"uq_services_live_hostname", "ix_services_hostname"} <= indexes
         slots = {i.name: i.columns for i in database.get_indexes("ip_addresses")}

@@ -319,12 +319,33 @@ def _pending(service_id: int, kind: str, **params: Any) -> int:
                if all(json.loads(r.params or "{}").get(k) == v for k, v in params.items()))
 
 
+SCHEDULE_WINDOW_MIN = 30  # the day in half hours: backup times are spread over them per node
+
+
+def _spread_minute(service: Service) -> int:
+    """A random minute of the day in one of the half hours the fewest backups of the service's
+    node are scheduled in: the node's vzdump lock runs its backups one at a time, so times
+    drawn at random alone would bunch some nodes' jobs into queues."""
+    windows = [0] * (24 * 60 // SCHEDULE_WINDOW_MIN)
+    rows = (BackupSchedule.select(BackupSchedule.minute_of_day)
+            .join(Service, on=(Service.id == BackupSchedule.service_id))
+            .where((Service.node == service.node) & (Service.id != service.id)
+                   & (BackupSchedule.days != "")))
+    for row in rows:
+        windows[row.minute_of_day // SCHEDULE_WINDOW_MIN] += 1
+    fewest = min(windows)
+    emptiest = [i for i, n in enumerate(windows) if n == fewest]
+    window = emptiest[secrets.randbelow(len(emptiest))]
+    return window * SCHEDULE_WINDOW_MIN + secrets.randbelow(SCHEDULE_WINDOW_MIN)
+
+
 def _save_schedule(event: BackupScheduleEvent) -> Outcome:
-    """Backup days are saved at once; the time of day is drawn at random on every save to
-    spread the backup load over the storage (the manual's rule)."""
-    if Service.get_or_none(Service.id == event.service_id) is None:
+    """Backup days are saved at once; the time of day is drawn at random on every save (the
+    manual's rule), in a half hour where the service's node has the fewest backups."""
+    service = Service.get_or_none(Service.id == event.service_id)
+    if service is None:
         raise Refused(f"unknown service {event.service_id}")
-    minute = secrets.randbelow(24 * 60)
+    minute = _spread_minute(service)
     BackupSchedule.insert(service_id=event.service_id, days=",".join(event.days),
                           minute_of_day=minute).on_conflict(
         update={BackupSchedule.days: ",".join(event.days),

@@ -136,6 +136,29 @@ def test_a_restore_brings_back_the_os_user_and_password_of_the_backup(settings, 
     assert secrets.decrypt(settings.secret_key_file, svc.password_enc) == password
 
 
+def test_backups_of_one_node_run_one_at_a_time_without_waiting_inside_proxmox(settings, sim,
+                                                                             billing):
+    """vzdump's global lock lets one backup job run per node: the engine gives the turns
+    (oldest first), so no job of ours ever waits for the lock inside PVE, and all finish."""
+    sids = (811, 812, 813)
+    for sid in sids:
+        _deploy(billing, sid, "vps-small")
+    sim.set_task_time_scale(0.01)  # a vzdump takes 0.6 s: three at once would overlap
+    for sid in sids:
+        billing.backup_create(service_id=sid, note=f"b{sid}")
+    for sid in sids:
+        _wait_op(sid, "backup_create")
+    sim.set_task_time_scale(0)
+    assert {b.service_id for b in Backup.select()} == set(sids)
+    px = sim.proxmox()
+    jobs = [t for t in sim.sim.tasks.tasks.values() if t.type == "vzdump"]
+    node = Service.get_by_id(sids[0]).node
+    assert len(jobs) == 3 and {t.node for t in jobs} == {node}
+    for job in jobs:
+        log = [line["t"] for line in px.nodes(job.node).tasks(job.upid).log.get()]
+        assert not any("global lock" in line for line in log), log
+
+
 # --- snapshots --------------------------------------------------------------------------------
 
 def test_a_rollback_leaves_the_vm_powered_as_it_was(settings, sim, billing):

@@ -6,8 +6,8 @@ import threading
 
 from peewee import OperationalError
 
-from pvekvm.models import CloneSlot, database
-from steps.provision import lock_clone_slot
+from pvekvm.models import TaskSlot, database
+from steps.slots import lock_slot
 from tests.locks import held_elsewhere
 
 
@@ -24,7 +24,7 @@ def test_workers_taking_one_clone_slot_at_once_queue_and_never_deadlock(clean_db
             for _ in range(25):
                 try:
                     with database.atomic():
-                        lock_clone_slot("pve1/local-lvm")
+                        lock_slot("pve1/local-lvm")
                         database.execute_sql("SELECT SLEEP(0.001)")
                 except OperationalError as exc:
                     errors.append(exc.args[0])
@@ -35,18 +35,18 @@ def test_workers_taking_one_clone_slot_at_once_queue_and_never_deadlock(clean_db
     for t in threads:
         t.join(60)
     assert errors == []
-    assert [s.slot for s in CloneSlot.select()] == ["pve1/local-lvm"]
+    assert [s.slot for s in TaskSlot.select()] == ["pve1/local-lvm"]
 
 
 def test_a_clone_slot_held_by_one_worker_makes_the_next_wait(clean_db):
     """The lock is exclusive: while one transaction holds the slot, another's lock waits (here
     until a one-second lock wait timeout), so two workers never count free slots at once."""
-    with held_elsewhere(lambda: lock_clone_slot("pve2/local-lvm")), \
+    with held_elsewhere(lambda: lock_slot("pve2/local-lvm")), \
             database.connection_context():
         database.execute_sql("SET SESSION innodb_lock_wait_timeout = 1")
         try:
             with database.atomic():
-                lock_clone_slot("pve2/local-lvm")
+                lock_slot("pve2/local-lvm")
             raise AssertionError("took a slot another transaction holds")
         except OperationalError as exc:
             assert exc.args[0] == 1205  # lock wait timeout

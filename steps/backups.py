@@ -176,6 +176,15 @@ def delete_backup(ctx: StepContext) -> StepResult:
     return result if isinstance(result, Wait) else Done(f"{backup.volid} deleted")
 
 
+def _forget_gone(ctx: StepContext, backup: Backup) -> None:
+    """The storage no longer holds the archive: the row goes, so the client is never offered a
+    backup that does not exist; the audit log keeps what was lost."""
+    AuditLog.create(service_id=ctx.service.id, operation_id=ctx.operation.id,
+                    event="backup_gone", detail=f"{backup.volid} not on {backup.storage}",
+                    created_at=datetime.now())
+    backup.delete_instance()
+
+
 def delete_all_backups(ctx: StepContext) -> StepResult:
     """Terminate: the client's backups go with the service."""
     first = Backup.select().where(Backup.service_id == ctx.service.id).first()
@@ -211,6 +220,12 @@ def restore_backup(ctx: StepContext) -> StepResult:
             for field, value in restored.items():
                 setattr(ctx.service, field, value)
         return Done(f"restored {backup.volid}")
+    held = ctx.pve.get(f"nodes/{backup.node}/storage/{backup.storage}/content",
+                       content="backup", vmid=ctx.vmid)
+    if not any(v.get("volid") == backup.volid for v in held):
+        _forget_gone(ctx, backup)
+        raise Refused(f"backup {backup.id} is gone from storage {backup.storage} (pruned or "
+                      "deleted outside pvekvm): restore another backup or reinstall")
     upid = ctx.pve.post(f"nodes/{ctx.service.node}/qemu", vmid=ctx.vmid, archive=backup.volid,
                         force=1, storage=ctx.product.target_storage)
     return Wait(upid, ctx.node)

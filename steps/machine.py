@@ -141,6 +141,8 @@ class Machine:
     admission: bool = False             # at most [engine] window of this kind run at once
     completed_event: str | None = None  # the event billing gets when it completes (besides
                                         # operation.completed): workers/outbox.py
+    way_out: tuple[str, ...] = ()       # events the client may send when it failed, offered in
+                                        # operation.failed's ``choices`` (workers/operations.py)
     first_state: str = field(init=False)
     final_state: str = field(init=False)
 

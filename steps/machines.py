@@ -137,7 +137,8 @@ RESTORE = Machine("restore", "Restore", (
                "rt_additional_disk", "rt_additional_disk_size", "rt_additional_disk_bandwidth",
                "rt_network", "rt_firewall", then="rt_start", skip=("Configure cloud-init",)),
     *start_and_mail("rt_start", "rt_verify", "backup_restored"),
-), busy_status="restoring", done_status="ready")
+), busy_status="restoring", done_status="ready",
+   way_out=("backup_restore", "reinstall"))  # a failed restore: another backup, or a fresh OS
 
 RESET_PASSWORD = Machine("reset_password", "ResetPassword", (
     T("reset_password", pool="power", run=power.stop_vm, then="rp_cloudinit", label="Stop VM"),

@@ -27,7 +27,7 @@ from pvekvm import oplog
 from pvekvm.config import EngineSettings
 from pvekvm.db import scalar
 from pvekvm.messaging import Publisher
-from pvekvm.models import AuditLog, Operation, Service, database
+from pvekvm.models import AuditLog, Backup, Operation, Service, database
 from steps.machine import Machine
 from steps.machines import MACHINES
 from workers import outbox
@@ -229,11 +229,29 @@ def fail(op: Operation, machine: Machine, nudge: str | None, reason: str,
         nudge_id=None, prev_nudge_id=nudge, upid=None, upid_node=None, step_started_at=None,
         finished_at=datetime.now())
     _give_back_service(op, machine)
+    extra = {"choices": way_out(op, machine)} if machine.way_out else {}
     out = Outcome(log=[oplog.refused_line(machine, op, reason)],
                   events=[outbox.operation_event("operation.failed", op, state=op.state,
-                                                 reason=reason)])
+                                                 reason=reason, **extra)])
     out.merge(start_next_queued(op.service_id, window))
     return out.merge(admit_next(op.kind, window))
+
+
+def way_out(op: Operation, machine: Machine) -> list[dict[str, object]]:
+    """What the client may do next after ``machine`` failed, as event bodies to send (type and
+    parameters; intake accepts each for the service now): a restore offers every backup the
+    service still holds (the one that failed first: trying again) and a reinstall."""
+    choices: list[dict[str, object]] = []
+    for kind in machine.way_out:
+        if kind == "backup_restore":
+            failed = json.loads(op.params or "{}").get("backup_id")
+            held = [b.id for b in Backup.select(Backup.id).where(
+                Backup.service_id == op.service_id).order_by(Backup.created_at.desc())]
+            held.sort(key=lambda i: i != failed)  # stable: the failed one, then newest first
+            choices += [{"type": kind, "backup_id": i} for i in held]
+        else:
+            choices.append({"type": kind})
+    return choices
 
 
 def pause(op: Operation, nudge: str, reason: str, dependency: str | None = None,
@@ -307,9 +325,11 @@ def cancel(op: Operation, who: str = "operator", window: int = 0) -> Outcome:
                     created_at=datetime.now())
     if was == OpStatus.PAUSED:
         _give_back_service(op, machine)
+    extra = {"choices": way_out(op, machine)} if machine.way_out else {}
     out = Outcome(log=[f"--- {machine.title} cancelled: service={op.service_id} "
                        f"at ({op.state}) ---"],
-                  events=[outbox.operation_event("operation.cancelled", op, state=op.state)])
+                  events=[outbox.operation_event("operation.cancelled", op, state=op.state,
+                                                 **extra)])
     if was == OpStatus.PAUSED:
         out.merge(start_next_queued(op.service_id, window))
     return out.merge(admit_next(op.kind, window))

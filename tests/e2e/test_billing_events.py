@@ -129,3 +129,41 @@ def test_the_example_billing_consumer_prints_each_event_once(settings, sim):
     assert [e["type"] for e in lines] == ["operation.accepted", "operation.completed"], err
     assert all(e["service_id"] == 7204 for e in lines)
 
+
+
+def test_a_failed_restore_offers_the_client_its_way_out_and_each_choice_is_accepted(
+        settings, sim, billing_queue):
+    """The archive a restore needs was pruned behind our back: the restore is refused saying
+    so, the gone backup is no longer listed, billing hears operation.failed with the choices
+    (the backups still held, a reinstall) as event bodies, and the client's next choice runs
+    without an operator."""
+    from pvekvm.models import Backup
+
+    sid = 8100
+    with InProcessWorkers(settings, concurrency=4), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        billing.create(service_id=sid, client_id=4, product="vps-small", email="r@example.com")
+        wait_until(all_ready([sid]), 60, "deploy")
+        for note in ("older", "newer"):
+            billing.backup_create(service_id=sid, note=note)
+            wait_until(lambda n=note: Backup.get_or_none(note=n), 30, f"backup {note}")
+        older, newer = (Backup.get(note=n) for n in ("older", "newer"))
+        sim.proxmox().nodes(newer.node).storage(newer.storage).content(newer.volid).delete()
+        billing.backup_restore(service_id=sid, backup_id=newer.id)
+        failed = billing_queue.wait_for(
+            lambda e: e["type"] == "operation.failed" and e["kind"] == "restore", 60,
+            "the restore fails")
+        assert f"backup {newer.id} is gone from storage" in failed["reason"]
+        assert failed["choices"] == [{"type": "backup_restore", "backup_id": older.id},
+                                     {"type": "reinstall"}]
+        assert [b.id for b in Backup.select().where(Backup.service_id == sid)] == [older.id]
+        assert Service.get_by_id(sid).status == "ready"
+        billing.backup_restore(service_id=sid, backup_id=older.id)
+        done = billing_queue.wait_for(
+            lambda e: e["type"] == "operation.completed" and e["kind"] == "restore", 60,
+            "the other backup restored")
+        assert done["service_id"] == sid
+        billing.reinstall(service_id=sid)
+        billing_queue.wait_for(
+            lambda e: e["type"] == "operation.completed" and e["kind"] == "reinstall", 60,
+            "reinstalled")

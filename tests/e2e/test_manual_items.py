@@ -12,7 +12,7 @@ import pytest
 from producers.api import OrderClient
 from pvekvm import catalog, secrets
 from pvekvm.config import ROOT
-from pvekvm.models import Backup, IpAddress, Operation, Product, Service, Template
+from pvekvm.models import Backup, DeadLetter, IpAddress, Operation, Product, Service, Template
 from steps.context import _catalog
 from tests.e2e.harness import InProcessWorkers, describe_ops, wait_until
 
@@ -59,8 +59,8 @@ def _disks(sim, vmid: int) -> dict[str, str]:
             and "media=cdrom" not in v}
 
 
-def _volumes_of(sim, vmid: int, node: str, storage: str) -> list[str]:
-    content = sim.proxmox().nodes(node).storage(storage).content.get(content="images")
+def _volumes_of(sim, vmid: int, node: str, storage: str, content: str = "images") -> list[str]:
+    content = sim.proxmox().nodes(node).storage(storage).content.get(content=content)
     return [v["volid"] for v in content if v.get("vmid") == vmid]
 
 
@@ -134,6 +134,27 @@ def test_a_restore_brings_back_the_os_user_and_password_of_the_backup(settings, 
     assert sim.vm(svc.vmid)["config"]["ciuser"] == "debian"  # the VM is the backed-up one
     assert (svc.template_id, svc.username) == (debian, "debian")
     assert secrets.decrypt(settings.secret_key_file, svc.password_enc) == password
+
+
+def test_a_deleted_backup_leaves_the_storage_and_the_list_and_only_its_owner_may_delete(
+        settings, sim, billing):
+    svc = _deploy(billing, 806, "vps-small")
+    _deploy(billing, 807, "vps-small")
+    billing.backup_create(service_id=806)
+    _wait_op(806, "backup_create")
+    backup = Backup.get(Backup.service_id == 806)
+    assert _volumes_of(sim, svc.vmid, backup.node, backup.storage, content="backup")
+    billing.backup_delete(service_id=807, backup_id=backup.id)  # someone else's backup
+    refused = wait_until(lambda: DeadLetter.get_or_none(
+        DeadLetter.reason.contains(f"backup {backup.id} does not belong to service 807")), 30,
+        "refused at intake with its reason")
+    assert refused is not None and Backup.get_or_none(id=backup.id) is not None
+    billing.backup_delete(service_id=806, backup_id=backup.id)
+    _wait_op(806, "backup_delete")
+    assert Backup.get_or_none(id=backup.id) is None
+    assert not _volumes_of(sim, svc.vmid, backup.node, backup.storage, content="backup")
+    assert not Operation.select().where((Operation.service_id == 807)
+                                        & (Operation.kind == "backup_delete")).exists()
 
 
 def test_backups_of_one_node_run_one_at_a_time_without_waiting_inside_proxmox(settings, sim,

@@ -71,6 +71,8 @@ class EngineSettings:
     # backup jobs per node at once: vzdump's global lock lets one run, the next waits inside PVE
     # (up to lockwait); we hold the rest in our queues instead (steps/slots.py)
     backups_per_node: int = 1
+    # how often the backup list is compared with the storages' content (workers/backup_sync.py)
+    backup_sync_interval_s: float = 900.0
     # the default retry policy of every transition (steps/machine.py RetryPolicy): a fault is
     # retried after retry_first_s, doubling to retry_max_s, max_attempts times, then pauses;
     # waiting for a turn (a clone slot) backs off from wait_first_s to wait_max_s

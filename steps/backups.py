@@ -176,13 +176,15 @@ def delete_backup(ctx: StepContext) -> StepResult:
     return result if isinstance(result, Wait) else Done(f"{backup.volid} deleted")
 
 
-def _forget_gone(ctx: StepContext, backup: Backup) -> None:
+def forget_gone(backup: Backup, operation_id: int | None = None) -> bool:
     """The storage no longer holds the archive: the row goes, so the client is never offered a
-    backup that does not exist; the audit log keeps what was lost."""
-    AuditLog.create(service_id=ctx.service.id, operation_id=ctx.operation.id,
+    backup that does not exist; the audit log keeps what was lost. False: already gone."""
+    if not Backup.delete().where(Backup.id == backup.id).execute():
+        return False
+    AuditLog.create(service_id=backup.service_id, operation_id=operation_id,
                     event="backup_gone", detail=f"{backup.volid} not on {backup.storage}",
                     created_at=datetime.now())
-    backup.delete_instance()
+    return True
 
 
 def delete_all_backups(ctx: StepContext) -> StepResult:
@@ -223,7 +225,7 @@ def restore_backup(ctx: StepContext) -> StepResult:
     held = ctx.pve.get(f"nodes/{backup.node}/storage/{backup.storage}/content",
                        content="backup", vmid=ctx.vmid)
     if not any(v.get("volid") == backup.volid for v in held):
-        _forget_gone(ctx, backup)
+        forget_gone(backup, ctx.operation.id)
         raise Refused(f"backup {backup.id} is gone from storage {backup.storage} (pruned or "
                       "deleted outside pvekvm): restore another backup or reinstall")
     upid = ctx.pve.post(f"nodes/{ctx.service.node}/qemu", vmid=ctx.vmid, archive=backup.volid,

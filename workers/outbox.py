@@ -9,7 +9,8 @@ service.ready | suspended | terminated, usage.reported (workers/traffic.py: a se
 in/out for one UTC hour so far; billing keeps the latest per service and period),
 service.throttled | unthrottled (a throttle / unthrottle operation completed: net0 now runs at
 ``rate_mbps``, the overage or the package rate, 0 = unlimited; ``period`` is the month, YYYY-MM;
-``used_bytes`` and ``quota_bytes`` what the decision saw; ``reason`` why).
+``used_bytes`` and ``quota_bytes`` what the decision saw; ``reason`` why), backup.gone (the
+storage no longer holds a backup we listed: workers/backup_sync.py).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from pvekvm import dns, dnssync, logs, messaging, metrics, preflight, proxmox, t
 from pvekvm.config import Settings
 from pvekvm.db import bind
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
-from workers import autoresume, operations, outbox, overage, traffic
+from workers import autoresume, backup_sync, operations, outbox, overage, traffic
 from workers.consumer import park
 from workers.intake import expired_held_events
 from workers.operations import OpStatus
@@ -254,6 +254,20 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
         if result.skipped:
             log.info("[traffic_accounting] skipped: %s", result.skipped)
 
+    def backup_sync_body(run: JobRun) -> None:
+        if settings.proxmox is None:
+            return
+        database.connect(reuse_if_open=True)
+        pub = publisher()
+        try:
+            result = backup_sync.run_once(proxmox.client(settings.proxmox), pub)
+        finally:
+            pub.close()
+        run.processed += result.checked
+        run.errors += len(result.errors)
+        for error in result.errors:
+            log.warning("[backup_sync] %s", error)
+
     def auto_resume_body(run: JobRun) -> None:
         database.connect(reuse_if_open=True)
         pub = publisher()
@@ -271,6 +285,9 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
     def traffic_accounting() -> None:
         run_job("traffic_accounting", traffic_body)
 
+    def backup_sync_job() -> None:
+        run_job("backup_sync", backup_sync_body)
+
     def dns_retry() -> None:
         run_job("dns_retry", dns_retry_body)
 
@@ -286,6 +303,8 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
                   coalesce=True)
     sched.add_job(auto_resume, "interval", seconds=max(1.0, settings.engine.auto_resume_check_s),
                   id="auto_resume", max_instances=1, coalesce=True)
+    sched.add_job(backup_sync_job, "interval", seconds=settings.engine.backup_sync_interval_s,
+                  id="backup_sync", max_instances=1, coalesce=True)
     sched.add_job(traffic_accounting, "interval", seconds=settings.engine.traffic_interval_s,
                   id="traffic_accounting", max_instances=1, coalesce=True)
     return sched

@@ -91,3 +91,41 @@ def test_the_reconciler_starts_a_queued_operation_left_without_a_runner(settings
         pub.close()
         wait_until(lambda: Operation.get_by_id(op.id).status == "done", 30, "queued op ran")
     assert "orphan" in sim.vm(Service.get_by_id(SID + 2).vmid)["snapshots"]
+
+
+def test_a_backup_the_storage_pruned_leaves_the_list_and_billing_hears_it(settings, sim):
+    """The backup list follows the storage: a pruned archive is forgotten once (billing hears
+    backup.gone) and never offered again; a storage that cannot be listed forgets nothing."""
+    from pvekvm import proxmox
+    from tests.e2e.harness import BillingQueue
+    from workers import backup_sync
+
+    sid = 7071
+    queue = BillingQueue(settings, "backup.#")
+    pub = _publisher(settings)
+    try:
+        with InProcessWorkers(settings, concurrency=4), \
+                OrderClient(settings.amqp_url, settings.namespace) as billing:
+            billing.create(service_id=sid, client_id=1, product="vps-small", email="s@x.example")
+            wait_until(all_ready([sid]), 60, "deploy")
+            for note in ("kept", "pruned"):
+                billing.backup_create(service_id=sid, note=note)
+                wait_until(lambda n=note: Backup.get_or_none(note=n), 30, f"backup {note}")
+        kept, pruned = (Backup.get(note=n) for n in ("kept", "pruned"))
+        pve = proxmox.client(settings.proxmox)
+        sim.proxmox().nodes(pruned.node).storage(pruned.storage).content(pruned.volid).delete()
+        sim.set_faults(error_rate=1.0, error_path="storage/.*/content")
+        failed = backup_sync.run_once(pve, pub)
+        assert failed.errors and failed.gone == [] and Backup.select().count() == 2
+        sim.set_faults()
+        result = backup_sync.run_once(pve, pub)
+        assert result.gone == [pruned.id] and result.checked == 2
+        assert [b.id for b in Backup.select()] == [kept.id]
+        gone = queue.wait_for(lambda e: e["type"] == "backup.gone", 10, "backup.gone")
+        assert (gone["service_id"], gone["backup_id"], gone["note"]) == (sid, pruned.id,
+                                                                         "pruned")
+        assert backup_sync.run_once(pve, pub).gone == []  # once
+        assert len([e for e in queue.drain() if e["type"] == "backup.gone"]) == 1
+    finally:
+        queue.close()
+        pub.close()

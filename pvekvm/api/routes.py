@@ -467,7 +467,9 @@ def _publish(settings: Settings, body: bytes, routing_key: str, message_id: str)
                  "schema": schemas.event_body_schema()}}}})
 async def post_event(request: Request, who: Who, settings: Cfg) -> schemas.EventAccepted:
     """Accept one order event (same JSON as the orders exchange) and publish it with publisher
-    confirms; 202 once the broker confirmed. Billing tokens only."""
+    confirms; 202 once the broker confirmed. Billing tokens only. ``idempotency_key`` may be
+    left out of a create, terminate or backup_schedule (derived from the fields, as the CLI
+    does; the answer says which); every other type must carry billing's own key."""
     if who.service_id is not None:
         raise HTTPException(403, "only a billing token may post events")
     body = bytearray()
@@ -476,7 +478,7 @@ async def post_event(request: Request, who: Who, settings: Cfg) -> schemas.Event
         if len(body) > MAX_EVENT_BYTES:
             raise HTTPException(422, f"event too large: over {MAX_EVENT_BYTES} bytes")
     try:
-        event = parse_event(bytes(body))
+        event = parse_event(bytes(body), derive_key=True)
     except InvalidEvent as exc:
         raise HTTPException(422, exc.reason) from None
     if not who.may_read(event.service_id):

@@ -53,6 +53,18 @@ ensure_rabbitmq() {
   fi
 }
 
+mariadb_trial_root() {
+  # Debian's root@localhost logs in over the Unix socket only; the project's settings connect
+  # as root without a password over 127.0.0.1 (a test and trial machine; a deployment makes its
+  # own users: README "Least-privilege users"). Run only on the server installed just now.
+  echo ">> MariaDB installed: root may log in from 127.0.0.1 without a password (as the" \
+       "example settings expect; see README for production users)"
+  mysql -uroot -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+    GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+    ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password
+      USING PASSWORD('');"
+}
+
 ensure_mariadb() {
   local fresh=""
   if ! port_open 3306 && [ ! -x /usr/sbin/mariadbd ]; then
@@ -62,20 +74,10 @@ ensure_mariadb() {
   if ! port_open 3306; then
     echo ">> starting MariaDB"
     mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
-    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
   fi
   wait_port 3306 MariaDB 60
-  if [ -n "$fresh" ]; then
-    # Debian's root@localhost logs in over the Unix socket only; the project's settings connect
-    # as root without a password over 127.0.0.1 (a test and trial machine; a deployment makes
-    # its own users: README "Least-privilege users"). Only on the server installed just now.
-    echo ">> MariaDB installed: root may log in from 127.0.0.1 without a password (as the" \
-         "example settings expect; see README for production users)"
-    mysql -uroot -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
-      GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
-      ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password
-        USING PASSWORD('');" || return 1
-  fi
+  if [ -n "$fresh" ]; then mariadb_trial_root || return 1; fi
   local deadline=$((SECONDS + 60))
   until mysql -uroot -h127.0.0.1 -e 'SELECT 1' >/dev/null 2>&1; do
     if ((SECONDS > deadline)); then echo "!! MariaDB refuses connections" >&2; return 1; fi

@@ -278,12 +278,14 @@ CREATE TABLE IF NOT EXISTS backups (
   size_bytes    BIGINT UNSIGNED NOT NULL DEFAULT 0,
   scheduled     TINYINT(1)   NOT NULL DEFAULT 0,
   note          VARCHAR(255) NOT NULL DEFAULT '',
+  operation_id  BIGINT UNSIGNED NULL,                 -- the backup_create that made it
   template_id   INT UNSIGNED NULL,                    -- what the VM ran when backed up: a
   username      VARCHAR(32)  NULL,                    -- restore brings these back into the
   password_enc  VARBINARY(512) NULL,                  -- service row (NULL: not recorded)
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   UNIQUE KEY uq_backups_volid (volid),
-  KEY ix_backups_service (service_id, created_at)
+  KEY ix_backups_service (service_id, created_at),
+  KEY ix_backups_operation (operation_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE TABLE IF NOT EXISTS backup_schedules (

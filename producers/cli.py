@@ -5,6 +5,7 @@
     python -m producers backup_schedule --service-id 5546 --days mon thu
     python -m producers backup_schedule --service-id 5546 --days          # automatic backups off
     python -m producers raw replay.json          # publish a body as-is (``-`` = stdin)
+    python -m producers watch                    # what billing hears (producers/watch.py)
 
 One subcommand per event type, one ``--option`` per field (``client_id`` → ``--client-id``).
 ``--amqp-url`` and ``--namespace`` default to the settings every pvekvm program reads
@@ -102,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
             else:
                 kwargs.update(required=required)
             p.add_argument(_option(f.name), **kwargs)
+    # dispatched before this parser by producers/__main__.py; listed so --help shows it
+    sub.add_parser("watch", add_help=False,
+                   help="print what billing hears on <namespace>.events, each event once "
+                        "(python -m producers watch --help)")
     raw = sub.add_parser("raw", help="publish a body as-is, without validation")
     _common(raw)
     raw.add_argument("file", help="file with the message body, '-' for stdin")

@@ -539,8 +539,11 @@ def _reject_constant(name: str) -> Any:
     raise InvalidEvent(f"not JSON: {name} is not allowed")
 
 
-def parse_event(body: bytes | bytearray | str) -> Event:
-    """Decode and validate one order event; raise :class:`InvalidEvent` with a clear reason."""
+def parse_event(body: bytes | bytearray | str, derive_key: bool = False) -> Event:
+    """Decode and validate one order event; raise :class:`InvalidEvent` with a clear reason.
+    ``derive_key`` (``POST /v1/events``): an event without ``idempotency_key`` gets one derived
+    from its fields when its type is not repeatable (create, terminate, backup_schedule: a
+    retry is the same order); a repeatable one must carry billing's own key."""
     if isinstance(body, bytes | bytearray):
         if len(body) > MAX_EVENT_BYTES:
             raise InvalidEvent(f"event too large: {len(body)} bytes (max {MAX_EVENT_BYTES})")
@@ -559,10 +562,10 @@ def parse_event(body: bytes | bytearray | str) -> Event:
         raise InvalidEvent(f"not JSON: {exc.reason}") from None
     except ValueError as exc:  # anything else json refuses outside JSONDecodeError
         raise InvalidEvent(f"not JSON: {str(exc)[:200]}") from None
-    return event_from_dict(data)
+    return event_from_dict(data, derive_key)
 
 
-def event_from_dict(data: Any) -> Event:
+def event_from_dict(data: Any, derive_key: bool = False) -> Event:
     """Validate an already decoded JSON value (see :func:`parse_event`)."""
     if not isinstance(data, dict):
         raise InvalidEvent(f"event must be a JSON object, got {_type_name(data)}")
@@ -581,9 +584,15 @@ def event_from_dict(data: Any) -> Event:
         if key != "type" and key not in known:
             raise _bad(key, f"unknown field for event type '{event_type}'")
     kwargs: dict[str, Any] = {}
+    derived = derive_key and event_type not in REPEATABLE_TYPES
     for name, f in known.items():
-        required = f.default is MISSING or name == "idempotency_key"
+        required = f.default is MISSING or (name == "idempotency_key" and not derived)
         if name not in data or (data[name] is None and not required):
+            if required and name == "idempotency_key" and derive_key:
+                raise InvalidEvent(
+                    f"field 'idempotency_key': missing: a {event_type} may be ordered again on "
+                    "purpose, so only billing can tell a retry from a new order: send your own "
+                    "key (e.g. the module call's id)")
             if required:
                 raise InvalidEvent(f"field '{name}': missing")
             continue

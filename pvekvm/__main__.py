@@ -14,16 +14,23 @@
   config-check FILE        validate a settings or catalog file (names file, key, problem)
   load-catalog FILE        load templates, IP pools, products, DNS zones (TOML)
   history SERVICE_ID       print the service's operations as the manual's --- Deploy --- blocks
+                           (exit 1: no such service)
   resume SID|op:N          restart a paused operation from the state it waits at
   resume --all | --reason TEXT   every paused operation / those whose reason contains TEXT
   cancel SID|op:N          abandon a paused operation (service freed, VM state printed)
   cancel --all | --reason TEXT   likewise in bulk (paused operations resume by themselves
-                           on a backoff: see README "What resumes by itself")
-  dead-letters [--limit N] list refused messages with their reasons
+                           on a backoff: see README "What resumes by itself"); resume and
+                           cancel exit 1 when nothing was paused
+  dead-letters [--limit N] [--full]  refused messages: reason, then the body as JSON
+                           (redacted; cut at 300 characters unless --full)
   status                   operations by kind and status, services by status, queue depths
   pools                    IP pools: addresses free / held
   isos STORAGE [--node N]  ISO images on a storage, grouped as the client area shows them
   api [--host H] [--port P] [--workers N]   the HTTP service API (see pvekvm.api)
+  smtp-sink [--dir D]      a mail sink where [smtp] points, for a trial (keeps each message
+                           in var/mail/NNNN.eml; nothing is delivered)
+  api new-token            a billing token and its [api.tokens] line (api hash-token TOKEN:
+                           the line of an existing one)
 
 Settings: --config FILE, else $PVEKVM_CONFIG, else config/pvekvm.toml, overridden by the
 environment (see pvekvm.config). Exit codes: 0 ok, 1 a check or command failed, 2 a setting or
@@ -60,6 +67,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "rotate-keys": ("database", "secret-key"),
     "init-key": ("database-exists",),
     "grants": ("database",),
+    "smtp-sink": (),
 }
 
 
@@ -175,20 +183,45 @@ def cmd_load_catalog(settings, args) -> int:
         print(f"{PROG} load-catalog: {exc}", file=sys.stderr)
         return preflight.EXIT_DEPENDENCY
     try:
-        print(catalog.load_file(args.file, settings.secret_key_file))
+        counts = catalog.load_file(args.file, settings.secret_key_file)
     except catalog.CatalogError as exc:
         print(f"{args.file}: {exc}", file=sys.stderr)
         return preflight.EXIT_CONFIG
+    print(f"{args.file}: loaded " + ", ".join(f"{n} {what.replace('_', ' ')}"
+                                              for what, n in counts.items()))
     return 0
 
 
 def cmd_dead_letters(settings, args) -> int:
+    """Newest first: when, where, why, then the body as JSON (redacted; cut at --width
+    characters unless --full)."""
     from pvekvm.models import DeadLetter
 
-    rows = DeadLetter.select().order_by(DeadLetter.id.desc()).limit(args.limit)
+    rows = list(DeadLetter.select().order_by(DeadLetter.id.desc()).limit(args.limit))
     for r in rows:
-        print(f"{r.created_at}  {r.source:<10} {r.reason}  {bytes(r.body)[:120]!r}")
+        print(f"#{r.id} {r.created_at:%Y-%m-%d %H:%M:%S}  {r.source}  {r.reason}")
+        print(f"    {readable_body(bytes(r.body), None if args.full else args.width)}")
+    print(f"{len(rows)} dead letter(s) shown" + ("" if rows else ": nothing was refused"))
     return 0
+
+
+def readable_body(body: bytes, width: int | None) -> str:
+    """A parked body for a person: decoded JSON on one line (keys sorted, non-ASCII kept), else
+    the text with control characters escaped; secrets redacted once more (pvekvm/redact.py)."""
+    import json
+
+    from pvekvm import jsonsafe
+    from pvekvm.redact import redact_body
+
+    clean = redact_body(body)
+    try:
+        text = json.dumps(jsonsafe.loads(clean), ensure_ascii=False, sort_keys=True)
+    except ValueError:  # not JSON (or too deep): its text, escaped
+        text = clean.decode("utf-8", "backslashreplace")
+    text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    if width is not None and len(text) > width:
+        return f"{text[:width]}… ({len(body)} bytes; --full shows all)"
+    return text
 
 
 def cmd_init_key(settings, args) -> int:
@@ -258,23 +291,36 @@ def _admin():
     return admin
 
 
+def _smtp_sink(settings, args) -> int:
+    from pvekvm import smtpsink
+
+    return smtpsink.serve(settings.smtp, Path(args.dir))
+
+
+def _reply(text: str) -> int:
+    """Print an operator action's reply; exit 1 when it found nothing to act on."""
+    print(text)
+    return EXIT_FAILED if isinstance(text, _admin().NothingDone) else 0
+
+
 COMMANDS = {
     "load-catalog": cmd_load_catalog,
     "init-key": cmd_init_key,
     "rotate-keys": cmd_rotate_keys,
     "grants": cmd_grants,
-    "history": lambda settings, args: print(_admin().history(args.service_id)),
-    "resume": lambda settings, args: print(
+    "history": lambda settings, args: _reply(_admin().history(args.service_id)),
+    "resume": lambda settings, args: _reply(
         _admin().resume(settings, args.ref) if args.ref is not None
         else _admin().resume_many(settings, args.reason)),
-    "cancel": lambda settings, args: print(
+    "cancel": lambda settings, args: _reply(
         _admin().cancel(settings, args.ref) if args.ref is not None
         else _admin().cancel_many(settings, args.reason)),
     "dead-letters": cmd_dead_letters,
     "pools": lambda settings, args: print(pool_usage()),
     "status": lambda settings, args: print(engine_status(settings)),
     "isos": lambda settings, args: print(list_isos(settings, args.storage, args.node)),
-    "api": lambda settings, args: args.run(args),
+    "api": lambda settings, args: args.run(args, settings),
+    "smtp-sink": lambda settings, args: _smtp_sink(settings, args),
 }
 
 
@@ -318,12 +364,17 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the paused operations whose pause reason contains TEXT")
     p = sub.add_parser("dead-letters")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--width", type=int, default=300, help="cut each body at this many "
+                   "characters (default 300)")
+    p.add_argument("--full", action="store_true", help="print whole bodies")
     sub.add_parser("pools")
     sub.add_parser("status")
     p = sub.add_parser("isos")
     p.add_argument("storage")
     p.add_argument("--node", default=None)
     add_api_command(sub)
+    p = sub.add_parser("smtp-sink", help="a local mail sink where [smtp] points (a trial)")
+    p.add_argument("--dir", default="var/mail", help="where each message is kept (NNNN.eml)")
     return ap
 
 
@@ -338,6 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.cmd == "config-check":
         return cmd_config_check(args.file)
+    if args.cmd == "api" and args.token_cmd is not None:  # needs no settings nor database
+        from pvekvm.api import __main__ as token_helper
+
+        return token_helper.main([args.token_cmd, *([args.token] if args.token_cmd ==
+                                                     "hash-token" else [])])
     settings = preflight.settings_or_exit(args.config, PROG)
     if args.cmd == "init-db":
         return cmd_init_db(settings)
@@ -355,17 +411,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_api_command(sub) -> None:
     """``api``: serve the HTTP service API with uvicorn (stateless; run several behind a
-    balancer or give ``--workers N``)."""
-    p = sub.add_parser("api")
+    balancer or give ``--workers N``); ``api new-token`` / ``api hash-token TOKEN``: a billing
+    token and its ``[api.tokens]`` line (the same as ``python -m pvekvm.api new-token``)."""
+    p = sub.add_parser("api", description="Serve the HTTP service API; `api new-token` makes "
+                       "a billing token for [api.tokens] first.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--log-level", default="info")
+    tokens = p.add_subparsers(dest="token_cmd", metavar="new-token | hash-token TOKEN")
+    tokens.add_parser("new-token", help="print a new billing token and its [api.tokens] line")
+    tokens.add_parser("hash-token", help="print the [api.tokens] value of an existing "
+                      "token").add_argument("token")
 
-    def run(args) -> None:
-        from pvekvm.api.app import serve
+    def run(args, settings) -> int:
+        from pvekvm.api.app import no_token_warning, serve
 
+        if not settings.api.tokens:
+            print(no_token_warning(settings), file=sys.stderr, flush=True)
         serve(args.host, args.port, args.workers, args.config, args.log_level)
+        return 0
 
     p.set_defaults(run=run)
 

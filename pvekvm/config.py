@@ -450,7 +450,7 @@ def _api_settings(raw: dict[str, Any], cfg: Path) -> tuple[ApiSettings, str | No
     tokens = raw.pop("tokens", {})
     if not isinstance(tokens, dict) or not all(isinstance(v, str) for v in tokens.values()):
         raise ConfigError(f"{shown(cfg)} [api.tokens]: expected NAME = \"sha256:<hex>\" lines "
-                          "(python -m pvekvm.api new-token prints one)")
+                          "(python -m pvekvm api new-token prints one)")
     note = None
     if "client_token_key" in raw:
         raw.pop("client_token_key")

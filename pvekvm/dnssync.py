@@ -147,3 +147,30 @@ def owed_services() -> list[int]:
     """Services whose DNS is not yet in step (for the retry job)."""
     q = DnsRecordRow.select(DnsRecordRow.service_id).where(~DnsRecordRow.synced).distinct()
     return [r.service_id for r in q]
+
+
+def ptrs(service_id: int) -> dict[str, DnsRecordRow | None]:
+    """Each address the service holds (a prefix by its host address) -> the PTR row the engine
+    keeps for it (``content`` the name, ``synced`` whether the provider holds it), or None when
+    no configured reverse zone covers the address (or no DNS is configured)."""
+    from pvekvm.dns.plan import ptr_name
+
+    zones = {z.name: dns.ZoneConfig(name=z.name, provider="")
+             for z in DnsZone.select(DnsZone.name)}
+    rows = {r.name.lower(): r for r in DnsRecordRow.select().where(
+        (DnsRecordRow.service_id == service_id) & (DnsRecordRow.type == "PTR"))}
+    out: dict[str, DnsRecordRow | None] = {}
+    for a in addresses.held(service_id):
+        ip = addresses.host_address(a)
+        found = ptr_name(ip, zones) if zones else None
+        out[ip] = rows.get(found[1].lower()) if found else None
+    return out
+
+
+def no_ptr_reason(service_id: int, address: str) -> str | None:
+    """Why ``address`` has no PTR the engine could publish (None: it has one, maybe owed)."""
+    if DnsZone.select().count() == 0:
+        return "no DNS zones configured: no PTR published"
+    if ptrs(service_id).get(address) is None:
+        return f"no configured reverse zone covers {address}: no PTR published"
+    return None

@@ -347,6 +347,7 @@ class Backup(BaseModel):
     size_bytes = BigIntegerField(default=0)
     scheduled = BooleanField(default=False)
     note = CharField(max_length=255, default="")
+    operation_id = BigIntegerField(null=True)  # the backup_create that made it
     template_id = IntegerField(null=True)
     username = CharField(max_length=32, null=True)
     password_enc = BlobField(null=True)

@@ -292,7 +292,7 @@ def check_smtp(settings: Settings) -> Verdict:
     except (smtplib.SMTPException, OSError) as exc:
         detail = str(exc) or type(exc).__name__
         return _fail("SMTP", f"{hostport} ({where}): {detail[:160]}; start the mail relay or "
-                     "fix host/port")
+                     "fix host/port (a trial: `python -m pvekvm smtp-sink &`)")
     return _ok("SMTP", f"{hostport} answers (EHLO {code})")
 
 

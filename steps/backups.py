@@ -132,6 +132,7 @@ def create_backup(ctx: StepContext) -> StepResult:
                       node=ctx.service.node, size_bytes=int(vol.get("size", 0)),
                       scheduled=bool(ctx.params.get("scheduled")),
                       note=(ctx.params.get("note") or "")[:255], created_at=datetime.now(),
+                      operation_id=ctx.operation.id,
                       **_what_the_vm_runs(ctx.service)).on_conflict_ignore().execute()
         slots.release(ctx)
         return Done(vol["volid"], skipped=not ctx.after_task)

@@ -117,6 +117,16 @@ def unmount_iso(ctx: StepContext) -> StepResult:
     return Done(f"{slot} emptied, boot {saved or 'default'}")
 
 
+def mounted_iso(cfg: dict) -> str | None:
+    """The ISO file in the VM's CD-ROM (the first IDE slot holding an ``iso/`` volume), or None;
+    read from the VM's config, so one an operator mounted by hand shows too."""
+    for slot in ISO_SLOTS:
+        file = pvecfg.parse(str(cfg.get(slot, "")), "file").get("file") or ""
+        if "media=cdrom" in str(cfg.get(slot, "")) and ":iso/" in file:
+            return file.split(":iso/", 1)[1]
+    return None
+
+
 def boot_order(cfg: dict) -> list[str]:
     """The devices of ``boot: order=a;b;c``; without one, PVE's default: disks, then net0."""
     props = pvecfg.parse(str(cfg.get("boot", "")), "legacy")

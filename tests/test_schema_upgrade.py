@@ -20,6 +20,7 @@ ADDED_IN_5 = {"ip_addresses": ["slot", "prefixlen"], "ip_pools": ["assign"],  # 
 ADDED_IN_8 = {"products": ["rdns_policy"]}  # 0008: client reverse DNS policy per product
 ADDED_IN_9 = {"operations": ["paused_at", "paused_since", "auto_resumes",  # 0009: auto-resume
                              "auto_resume_at", "pause_dependency"]}
+ADDED_IN_11 = {"backups": ["operation_id"]}  # 0011: the operation that made a backup
 
 
 def _columns(database, table: str) -> set[str]:
@@ -36,7 +37,7 @@ def test_a_version_1_database_gains_what_version_2_added(database):
                          "KEY uq_ip_addresses_holder (service_id, version)")
     for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
                            *ADDED_IN_5.items(), *ADDED_IN_8.items(),
-                           *ADDED_IN_9.items()):
+                           *ADDED_IN_9.items(), *ADDED_IN_11.items()):
         for column in columns:
             database.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
     database.execute_sql("ALTER TABLE operations DROP INDEX ix_operations_auto_resume")
@@ -57,7 +58,7 @@ def test_a_version_1_database_gains_what_version_2_added(database):
         assert dbmod.apply_schema(database) == dbmod.latest_version()  # again: nothing to do
         for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
                                *ADDED_IN_5.items(), *ADDED_IN_8.items(),
-                           *ADDED_IN_9.items()):
+                           *ADDED_IN_9.items(), *ADDED_IN_11.items()):
             assert set(columns) <= _columns(database, table), table
         tables = set(database.get_tables())
         assert {"task_slots", "task_claims"} <= tables and not tables & {"clone_slots",

@@ -15,6 +15,11 @@ from workers.operations import OpStatus
 from workers.outcome import Outcome
 
 
+class NothingDone(str):
+    """A reply saying the command found nothing to act on (no such service, nothing paused):
+    the operator CLI prints it and exits 1, as its --help says for a failed command."""
+
+
 def _find(ref: str, statuses: tuple[OpStatus, ...]) -> Operation | None:
     """``ref`` is a service id, or ``op:N`` / ``#N`` for an operation id."""
     query = Operation.select().where(Operation.status.in_(statuses))
@@ -61,7 +66,7 @@ def resume(settings: Settings, ref: str) -> str:
     with database.atomic():
         op = _find(ref, (OpStatus.PAUSED,))
         if op is None:
-            return f"{ref}: no paused operation"
+            return NothingDone(f"{ref}: no paused operation")
         out = operations.resume(op)
     _deliver(settings, out)
     return "\n".join(out.log)
@@ -74,7 +79,7 @@ def cancel(settings: Settings, ref: str, who: str = "operator") -> str:
         op = _find(ref, (OpStatus.PAUSED,)) if not ref.startswith(("op:", "#")) else \
             _find(ref, (OpStatus.PAUSED, OpStatus.QUEUED))
         if op is None:
-            return f"{ref}: no paused operation"
+            return NothingDone(f"{ref}: no paused operation")
         out = operations.cancel(op, who, settings.engine.deploy_window)
     where = vm_state(settings, op.service_id)  # as the cancel leaves it, before the next op
     _deliver(settings, out)
@@ -99,7 +104,8 @@ def _take_paused(op_id: int) -> Operation | None:
 def resume_many(settings: Settings, reason: str | None = None) -> str:
     """``resume --all`` / ``--reason TEXT``: every matching paused operation resumes."""
     lines, done = _bulk(settings, reason, operations.resume)
-    return "\n".join([*lines, f"resumed {done} paused operation(s)"])
+    text = "\n".join([*lines, f"resumed {done} paused operation(s)"])
+    return text if done else NothingDone(text)
 
 
 def cancel_many(settings: Settings, reason: str | None = None, who: str = "operator") -> str:
@@ -107,7 +113,8 @@ def cancel_many(settings: Settings, reason: str | None = None, who: str = "opera
     VMs are left as they are; ``cancel SID`` says what one holds)."""
     lines, done = _bulk(settings, reason,
                         lambda op: operations.cancel(op, who, settings.engine.deploy_window))
-    return "\n".join([*lines, f"cancelled {done} paused operation(s)"])
+    text = "\n".join([*lines, f"cancelled {done} paused operation(s)"])
+    return text if done else NothingDone(text)
 
 
 def vm_state(settings: Settings, service_id: int) -> str:
@@ -134,7 +141,7 @@ def history(service_id: int) -> str:
     """Every operation of a service as the manual's ``--- Deploy: … ---`` blocks."""
     svc = Service.get_or_none(Service.id == service_id)
     if svc is None:
-        return f"no service {service_id}"
+        return NothingDone(f"no service {service_id}")
     blocks: list[str] = []
     for op in Operation.select().where(Operation.service_id == service_id).order_by(Operation.id):
         machine = MACHINES.get(op.kind)

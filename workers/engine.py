@@ -319,7 +319,9 @@ class Engine:
             prev_nudge_id=a.nudge, nudge_published=False, nudge_delay_s=0, upid=None,
             upid_node=None, polls=0, step_started_at=None, error=None)
         if a.machine.at(a.op.state) is None:
-            return operations.finish(a.op, a.machine, out, self.window)
+            one_step_skipped = result.skipped and len(a.machine.transitions) == 1
+            return operations.finish(a.op, a.machine, out, self.window,
+                                     skipped=result.message if one_step_skipped else None)
         nudge = operations.nudge_for(a.op, self.machines)
         assert nudge is not None
         out.publish.append(nudge)

@@ -194,9 +194,12 @@ def not_allowed_now(machine: Machine, service: Service) -> str | None:
 
 # --- ending ---------------------------------------------------------------------------------
 
-def finish(op: Operation, machine: Machine, out: Outcome, window: int = 0) -> Outcome:
+def finish(op: Operation, machine: Machine, out: Outcome, window: int = 0,
+           skipped: str | None = None) -> Outcome:
     """The machine reached its final state: done; the service takes on its new columns and
-    status (a suspended service stays suspended); the next queued operation starts."""
+    status (a suspended service stays suspended); the next queued operation starts.
+    ``skipped``: why a one-step operation's step found nothing to do (billing hears
+    ``result: skipped`` and the reason)."""
     cas(op, op.nudge_id, status=OpStatus.DONE, active_service=None, nudge_id=None,
         finished_at=datetime.now())
     updates = dict(json.loads(op.params or "{}").get("service", {}))
@@ -210,8 +213,7 @@ def finish(op: Operation, machine: Machine, out: Outcome, window: int = 0) -> Ou
     if updates:
         Service.update(**updates).where(Service.id == op.service_id).execute()
     out.log.append(oplog.complete_line(machine, op, status or "done"))
-    out.events.append(outbox.operation_event("operation.completed", op, state=op.state,
-                                             status=status))
+    out.events.append(outbox.completion(op, status or _status(op.service_id), skipped))
     service_event = outbox.service_event(status, op) if status else None
     if service_event is not None:
         out.events.append(service_event)
@@ -341,6 +343,10 @@ def _give_back_service(op: Operation, machine: Machine) -> None:
     status = machine.failed_status or op.prior_status or "ready"
     Service.update(status=status).where((Service.id == op.service_id)
                                         & (Service.status == machine.busy_status)).execute()
+
+
+def _status(service_id: int) -> str:
+    return str(scalar("SELECT status FROM services WHERE id = %s", service_id))
 
 
 def _suspended(service_id: int) -> bool:

@@ -11,6 +11,13 @@ service.throttled | unthrottled (a throttle / unthrottle operation completed: ne
 ``rate_mbps``, the overage or the package rate, 0 = unlimited; ``period`` is the month, YYYY-MM;
 ``used_bytes`` and ``quota_bytes`` what the decision saw; ``reason`` why), backup.gone (the
 storage no longer holds a backup we listed: workers/backup_sync.py).
+
+Every operation event names what the operation is about (:data:`ABOUT`: the power ``action``,
+the ``snapshot``, ``backup_id``, ``iso``, rDNS ``address``/``hostname``), so billing never has
+to look an operation up. ``operation.completed`` always has ``status`` (the service's status
+after it: ``ready``, ``suspended``, ``terminated``, …) and ``result``: ``done``, or ``skipped``
+with the ``reason`` when the step found nothing to do or nothing it could do (a VM already
+running, no DNS zone for an rDNS change); a ``backup_create`` adds the new ``backup_id``.
 """
 
 from __future__ import annotations
@@ -24,10 +31,22 @@ from typing import Any
 from pvekvm import jsonsafe, metrics
 from pvekvm.addresses import cidr, held, host_address
 from pvekvm.messaging import Publisher
-from pvekvm.models import Operation, OutboxEvent, Product, Service, database
+from pvekvm.models import Backup, Operation, OutboxEvent, Product, Service, database
 
 _INSERT_EVENT = ("INSERT INTO outbox (event_id, type, service_id, operation_id, body, created_at) "
                  "VALUES (%s, %s, %s, %s, %s, %s)")
+#: operation kind -> (params key, event field) of what its events are about; ids and names only
+ABOUT: dict[str, tuple[tuple[str, str], ...]] = {
+    "power": (("action", "action"),),
+    "snapshot_create": (("name", "snapshot"),),
+    "snapshot_delete": (("name", "snapshot"),),
+    "snapshot_rollback": (("name", "snapshot"),),
+    "backup_delete": (("backup_id", "backup_id"),),
+    "restore": (("backup_id", "backup_id"),),
+    "iso_mount": (("iso", "iso"),),
+    "rdns_set": (("address", "address"), ("hostname", "hostname")),
+    "rdns_reset": (("address", "address"),),
+}
 SERVICE_EVENT_OF_STATUS = {"ready": "service.ready", "suspended": "service.suspended",
                            "terminated": "service.terminated"}
 
@@ -63,7 +82,29 @@ def record(type_: str, *, service_id: int | None, operation: Operation | None = 
 
 
 def operation_event(type_: str, op: Operation, **fields: Any) -> Pending:
-    return record(type_, service_id=op.service_id, operation=op, **fields)
+    return record(type_, service_id=op.service_id, operation=op, **{**about(op), **fields})
+
+
+def about(op: Operation) -> dict[str, Any]:
+    """What ``op`` is about, from its params (:data:`ABOUT`)."""
+    wanted = ABOUT.get(op.kind)
+    if not wanted:
+        return {}
+    params = json.loads(op.params or "{}")
+    return {field: params[key] for key, field in wanted if params.get(key) is not None}
+
+
+def completion(op: Operation, status: str, skipped: str | None) -> Pending:
+    """``operation.completed``: ``status`` the service's, ``result`` done or skipped (with
+    ``reason``: the last step's message), and a new backup's ``backup_id``."""
+    fields: dict[str, Any] = {"state": op.state, "status": status,
+                              "result": "skipped" if skipped is not None else "done"}
+    if skipped is not None:
+        fields["reason"] = skipped[:1000]
+    if op.kind == "backup_create":
+        backup = Backup.get_or_none(Backup.operation_id == op.id)
+        fields["backup_id"] = backup.id if backup is not None else None
+    return operation_event("operation.completed", op, **fields)
 
 
 def service_event(status: str, op: Operation) -> Pending | None:

@@ -320,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     settings = preflight.settings_or_exit(args.config, "python -m workers.scheduler")
     logs.setup("INFO", args.log_format or settings.metrics.log_format)
+    # APScheduler's executor logs two INFO lines per job run ("Running job", "executed
+    # successfully"): two thirds of the log. Each job prints its own summary line instead;
+    # the executor's warnings (a missed run, a job that raised) still show.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     preflight.require(settings, ("database", "broker", "secret-key"),
                       "python -m workers.scheduler")
     bind(settings.database_url)

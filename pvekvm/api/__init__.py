@@ -7,7 +7,7 @@ Token model (bearer tokens, ``Authorization: Bearer <token>``):
 
 * **Billing tokens** — the panel holds one secret and proxies its clients' requests. Settings keep
   only ``sha256:<hex>`` of each (``[api.tokens] whmcs = "sha256:…"``, made by
-  ``python -m pvekvm.api new-token``); a billing token may read any service and post events, or
+  ``python -m pvekvm api new-token``); a billing token may read any service and post events, or
   only the service ids of its ``[api.scopes]`` ranges.
 * **Client tokens** — for a client area that calls the API directly: ``svc.<token id>.<secret>``,
   random, minted by a billing token (``POST /v1/services/{id}/client-token``), shown once,

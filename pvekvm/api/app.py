@@ -29,6 +29,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     if "api_note" in settings.origin:
         logging.getLogger(__name__).warning("%s", settings.origin["api_note"])
+    if not settings.api.tokens and os.environ.get(_WARNED) != "1":
+        logging.getLogger(__name__).warning("%s", no_token_warning(settings))
     bind(settings.database_url)
     app = FastAPI(title="pvekvm service API", version="1",
                   description=(pvekvm.api.__doc__ or "").strip())
@@ -73,6 +75,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+_WARNED = "PVEKVM_API_NO_TOKEN_WARNED"  # serve() said it once; its worker processes need not
+
+
+def no_token_warning(settings: Settings) -> str:
+    """The line the API says at start when no billing token is configured."""
+    where = settings.origin.get("file") or "the settings file"
+    return (f"WARNING: no billing token in [api.tokens] of {where}: every request will be "
+            "refused 401 and no client token can be minted. Make one with `python -m pvekvm "
+            "api new-token`, put its line under [api.tokens], and restart")
+
+
 MAX_ERRORS = 20
 
 
@@ -106,6 +119,7 @@ def serve(host: str, port: int, workers: int = 1, config: str | None = None,
 
     if config:
         os.environ["PVEKVM_CONFIG"] = os.path.abspath(config)
+    os.environ[_WARNED] = "1"  # the caller (python -m pvekvm api) warned before serving
     uvicorn.run("pvekvm.api.app:create_app", factory=True, host=host, port=port,
                 workers=workers, log_level=log_level,
                 proxy_headers=False)  # X-Forwarded-For: only from [api] trusted_proxies (routes)

@@ -24,7 +24,7 @@ from producers.events import (
     fresh_idempotency_key,
     parse_event,
 )
-from pvekvm import messaging, tokens
+from pvekvm import dnssync, messaging, tokens
 from pvekvm import secrets as secretbox
 from pvekvm.addresses import cidr, held, held_row, host_address
 from pvekvm.api import pve, schemas
@@ -198,7 +198,14 @@ def _live(settings: Settings, svc: Service) -> tuple[schemas.LiveStatus | None, 
         return None, True, None
     except pve.PveError as exc:
         return None, exc.status == 595, f"HTTP {exc.status}: {exc}"
-    return schemas.LiveStatus(
+    try:
+        cfg = pve.call(settings.proxmox, settings.api.proxmox_timeout_s, "get",
+                       f"nodes/{svc.node}/qemu/{svc.vmid}/config")
+    except (pve.Unreachable, pve.PveError):
+        cfg = {}  # the power state stands; the ISO is not known this time
+    from steps.lifecycle import mounted_iso
+
+    return schemas.LiveStatus(iso=mounted_iso(cfg),
         power=str(st.get("status", "unknown")), qmpstatus=st.get("qmpstatus"),
         uptime_s=int(st.get("uptime") or 0), cpu=float(st.get("cpu") or 0),
         cpus=int(st.get("cpus") or 0), mem_bytes=int(st.get("mem") or 0),
@@ -221,16 +228,24 @@ def get_service(svc: Svc, settings: Cfg) -> schemas.ServiceView:
     """Status, placement, addresses, product, the running operation and live power state."""
     product = Product.get_or_none(Product.id == svc.product_id)
     addresses = held(svc.id)
+    ptrs = dnssync.ptrs(svc.id)
     live, unreachable, error = _live(settings, svc)
     return schemas.ServiceView(
         id=svc.id, client_id=svc.client_id, status=svc.status, vmid=svc.vmid, node=svc.node,
         hostname=svc.hostname, product=product.name if product else None,
         addresses=[schemas.Address(address=host_address(a), version=a.version,
                                    primary=a.slot == 0, routed_prefix=None if a.prefixlen is None
-                                   else cidr(a)) for a in addresses],
+                                   else cidr(a), **_ptr(ptrs.get(host_address(a))))
+                   for a in addresses],
         operation=_current(svc), live=live, proxmox_unreachable=unreachable,
         proxmox_error=error, throttled_period=f"{svc.throttled_period:%Y-%m}"
         if svc.throttled_period else None)
+
+
+def _ptr(row: Any) -> dict[str, Any]:
+    if row is None:
+        return {"ptr": None, "ptr_published": False}
+    return {"ptr": row.content, "ptr_published": bool(row.synced) and row.held_by is None}
 
 
 @router.get("/services/{service_id}/credentials", response_model=schemas.Credentials,
@@ -452,7 +467,9 @@ def _publish(settings: Settings, body: bytes, routing_key: str, message_id: str)
                  "schema": schemas.event_body_schema()}}}})
 async def post_event(request: Request, who: Who, settings: Cfg) -> schemas.EventAccepted:
     """Accept one order event (same JSON as the orders exchange) and publish it with publisher
-    confirms; 202 once the broker confirmed. Billing tokens only."""
+    confirms; 202 once the broker confirmed. Billing tokens only. ``idempotency_key`` may be
+    left out of a create, terminate or backup_schedule (derived from the fields, as the CLI
+    does; the answer says which); every other type must carry billing's own key."""
     if who.service_id is not None:
         raise HTTPException(403, "only a billing token may post events")
     body = bytearray()
@@ -461,7 +478,7 @@ async def post_event(request: Request, who: Who, settings: Cfg) -> schemas.Event
         if len(body) > MAX_EVENT_BYTES:
             raise HTTPException(422, f"event too large: over {MAX_EVENT_BYTES} bytes")
     try:
-        event = parse_event(bytes(body))
+        event = parse_event(bytes(body), derive_key=True)
     except InvalidEvent as exc:
         raise HTTPException(422, exc.reason) from None
     if not who.may_read(event.service_id):

@@ -45,6 +45,11 @@ class Address(BaseModel):
                           "an additional IPv4 (on its own NIC)")
     routed_prefix: str | None = Field(None, description="the IPv6 prefix routed to the VM, "
                                       "e.g. 2001:db8:100:5::/64")
+    ptr: str | None = Field(None, description="the name this address's PTR record gives (the "
+                            "client's rDNS name, else the host name); null: no configured "
+                            "reverse zone covers the address")
+    ptr_published: bool = Field(False, description="the DNS provider holds that PTR; false "
+                                "while it is owed (the DNS retry job publishes it)")
 
 
 class StepLine(BaseModel):
@@ -83,6 +88,8 @@ class LiveStatus(BaseModel):
     cpus: int
     mem_bytes: int
     maxmem_bytes: int
+    iso: str | None = Field(None, description="the ISO file in the VM's CD-ROM (from its "
+                            "Proxmox config), null: none mounted")
 
 
 class ServiceView(BaseModel):

@@ -59,8 +59,9 @@ def test_service_view_carries_live_state_from_proxmox(api_env: ApiEnv):
     ip = IpAddress.get((IpAddress.service_id == SID_A) & (IpAddress.version == 4)).address
     assert (a["status"], a["vmid"], a["node"], a["product"]) == ("ready", svc.vmid, svc.node,
                                                                  "vps-small")
-    assert {"address": ip, "version": 4, "primary": True, "routed_prefix": None} in \
-        a["addresses"] and a["hostname"] == svc.hostname
+    assert {"address": ip, "version": 4, "primary": True, "routed_prefix": None, "ptr": None,
+            "ptr_published": False} in a["addresses"] and a["hostname"] == svc.hostname
+    assert a["live"]["iso"] is None  # nothing in the CD-ROM (no DNS configured: no PTR)
     assert a["operation"] is None and a["proxmox_unreachable"] is False
     vm = api_env.sim.vm(svc.vmid)
     assert a["live"]["power"] == vm["status"] == "running"
@@ -354,11 +355,15 @@ def test_extra_addresses_and_a_routed_prefix_in_the_view_and_their_ptrs_for_the_
     prefix = held[(6, 0)]
     host6 = f"{prefix.address}1"  # the prefix's ::1, what the VM is configured with
     assert view == [
-        {"address": held[(4, 0)].address, "version": 4, "primary": True, "routed_prefix": None},
-        {"address": held[(4, 1)].address, "version": 4, "primary": False, "routed_prefix": None},
-        {"address": held[(4, 2)].address, "version": 4, "primary": False, "routed_prefix": None},
+        {"address": held[(4, 0)].address, "version": 4, "primary": True, "routed_prefix": None,
+         "ptr": None, "ptr_published": False},
+        {"address": held[(4, 1)].address, "version": 4, "primary": False, "routed_prefix": None,
+         "ptr": None, "ptr_published": False},
+        {"address": held[(4, 2)].address, "version": 4, "primary": False, "routed_prefix": None,
+         "ptr": None, "ptr_published": False},
         {"address": host6, "version": 6, "primary": True,
-         "routed_prefix": f"{prefix.address}/64"}]
+         "routed_prefix": f"{prefix.address}/64", "ptr": None,
+         "ptr_published": False}]
     mine, mx = api_env.client_token(sid), f"mx.{Service.get_by_id(sid).hostname}"
     for address, row in ((held[(4, 2)].address, held[(4, 2)]), (host6, prefix)):
         r = api.put(f"/v1/services/{sid}/rdns/{address}", mine, json={"hostname": mx})

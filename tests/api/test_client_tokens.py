@@ -84,6 +84,10 @@ def test_a_client_token_ends_with_its_service_and_never_reads_a_reused_id(api_en
     assert not Backup.select().where(Backup.service_id == SID).exists()
     assert not Snapshot.select().where(Snapshot.service_id == SID).exists()
     assert not BackupSchedule.select().where(BackupSchedule.service_id == SID).exists()
+    # what billing reads of the terminated service (issue 30): no password, no snapshot left
+    creds = api.get(f"/v1/services/{SID}/credentials", BILLING_TOKEN).json()
+    assert creds["password"] is None
+    assert api.get(f"/v1/services/{SID}/snapshots", BILLING_TOKEN).json() == []
     assert api.post(f"/v1/services/{SID}/client-token", BILLING_TOKEN).status_code == 409
 
     billing.create(service_id=SID, client_id=SECOND_CLIENT, product="vps-small",

@@ -1,0 +1,291 @@
+"""The WHMCS provisioning module (integrations/whmcs), its PHP functions called with the
+``$params`` WHMCS passes, against a running pvekvm: the API over HTTP, the engine's workers on
+RabbitMQ and MariaDB, pvesim. One stack for the module; the tests run in order on two services
+(A ordered by client 31, B by client 32)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from pvekvm import db as dbmod
+from pvekvm import messaging
+from pvekvm import secrets as secretbox
+from pvekvm.api.auth import hash_token
+from pvekvm.config import ApiSettings
+from pvekvm.models import AuditLog, Backup, IpAddress, Operation, Service, Snapshot
+from pvesim.testing import running_simulator
+from tests.api.server import ApiServer
+from tests.e2e.harness import (
+    InProcessWorkers,
+    describe_ops,
+    load_catalog,
+    make_settings,
+    wait_until,
+)
+from tests.smtp_sink import SmtpSink
+from tests.whmcs.phpcall import Whmcs, php_or_skip
+
+SID_A, SID_B = 7301, 7302
+CLIENT_A, CLIENT_B = 31, 32
+TOKEN = "whmcs-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def whmcs(tmp_path_factory, amqp_url, database_url, database) -> Iterator[Whmcs]:
+    php = php_or_skip()
+    tmp = tmp_path_factory.mktemp("whmcs")
+    dbmod.reset_data(database)
+    topo = messaging.Topology(f"t-{uuid.uuid4().hex[:8]}")
+    messaging.declare(amqp_url, topo)
+    try:
+        with running_simulator(tmp, task_time_scale=0) as sim, SmtpSink() as sink:
+            settings = make_settings(tmp, amqp_url, database_url, topo.namespace,
+                                     sim.connection, sink.settings())
+            settings = replace(settings, api=ApiSettings(
+                tokens=(("whmcs", hash_token(TOKEN)),), proxmox_timeout_s=2.0))
+            load_catalog(settings)
+            with InProcessWorkers(settings, concurrency=4), ApiServer(settings) as api:
+                yield Whmcs(php, api.url, TOKEN, tmp)
+    finally:
+        messaging.delete_topology(amqp_url, topo)
+
+
+def ops(sid: int, action: str) -> list[Operation]:
+    """The operations this module ordered for the service with that action, oldest first."""
+    return list(Operation.select().where(
+        (Operation.service_id == sid)
+        & Operation.idempotency_key.startswith(f"whmcs:{sid}:{action}:")).order_by(Operation.id))
+
+
+def wait_done(sid: int, action: str, count: int = 1) -> Operation:
+    def done() -> Operation | None:
+        found = ops(sid, action)
+        if len(found) >= count and found[count - 1].status in ("done", "failed"):
+            return found[count - 1]
+        return None
+    try:
+        op = wait_until(done, 60, f"{action} of {sid} finished")
+    except AssertionError:
+        raise AssertionError(describe_ops([sid])) from None
+    assert op.status == "done", (op.kind, op.error)  # type: ignore[union-attr]
+    return op  # type: ignore[return-value]
+
+
+def key_file(whmcs: Whmcs) -> str:
+    return str(whmcs.workdir / "secret.key")  # where make_settings created it
+
+
+def status(sid: int) -> str:
+    return Service.get_by_id(sid).status
+
+
+def test_connection_config_options_and_the_catalog(whmcs: Whmcs):
+    p = whmcs.params(SID_A, CLIENT_A)
+    assert whmcs.call("TestConnection", p) == {"success": True, "error": ""}
+    wrong = whmcs.call("TestConnection", {**p, "serveraccesshash": "not-the-token"})
+    assert wrong["success"] is False and "refused the token" in wrong["error"]
+    meta = whmcs.call("MetaData")
+    assert meta["APIVersion"] == "1.1" and meta["RequiresServer"] is True
+    options = whmcs.call("ConfigOptions")
+    assert list(options)[:4] == ["Product", "Template", "Location", "IPv6"]
+    assert options["Product"]["Loader"] == "pvekvm_ProductLoader"
+    products = whmcs.call("ProductLoader", p)
+    assert products["vps-small"] == "vps-small (2 vCPU, 2048 MB, 20 GB)" and "vps-large" in products
+    assert "ubuntu-2204" in whmcs.call("TemplateLoader", p)
+
+
+def test_create_account_deploys_the_vm_and_a_retry_is_no_second_order(whmcs: Whmcs):
+    a = whmcs.params(SID_A, CLIENT_A)
+    b = whmcs.params(SID_B, CLIENT_B, domain="Shop.Example.COM")
+    assert whmcs.call("CreateAccount", {**a, "domain": "not a host!"}).startswith(
+        "the service's domain is not a host name")
+    assert whmcs.call("CreateAccount", {**a, "configoption1": ""}).startswith(
+        "the product's pvekvm product")
+    assert ops(SID_A, "create") == []  # refused before anything was ordered
+    assert whmcs.call("CreateAccount", a) == "success"
+    assert whmcs.call("CreateAccount", b) == "success"
+    create = wait_done(SID_A, "create")
+    wait_done(SID_B, "create")
+    svc_a, svc_b = Service.get_by_id(SID_A), Service.get_by_id(SID_B)
+    assert (svc_a.status, svc_a.client_id, svc_a.email) == (
+        "ready", CLIENT_A, "client31@example.com")
+    assert svc_a.language == "de" and svc_a.want_ipv6  # WHMCS's "german", the IPv6 setting
+    assert svc_b.hostname == "shop.example.com" and svc_b.vmid and svc_b.node
+    # WHMCS's module queue retrying the create: answered success, nothing ordered again
+    assert whmcs.call("CreateAccount", a) == "success"
+    assert [o.id for o in ops(SID_A, "create")] == [create.id]
+    # the same service id in another client's name is not taken for this one
+    assert whmcs.call("CreateAccount", whmcs.params(SID_A, CLIENT_B)) == \
+        f"pvekvm's service {SID_A} belongs to another client"
+
+
+BUTTONS: list[tuple[str, dict[str, str] | None, str]] = [
+    ("stop", None, "power_stop"), ("start", None, "power_start"),
+    ("reboot", None, "power_reboot"), ("shutdown", None, "power_shutdown"),
+    ("start", None, "power_start"),
+    ("snapshotCreate", {"pvekvm_snapshot": "before_upgrade",
+                        "pvekvm_description": "<script>alert(1)</script>"}, "snapshot_create"),
+    ("snapshotRollback", {"pvekvm_snapshot": "before_upgrade"}, "snapshot_rollback"),
+    ("backupCreate", None, "backup_create"),
+    ("isoMount", {"pvekvm_iso": "Debian-12.5.0-amd64-netinst.iso"}, "iso_mount"),
+    ("isoUnmount", None, "iso_unmount"),
+    ("resetPassword", None, "reset_password"),
+]
+
+
+def test_every_button_orders_its_operation_on_the_service_whmcs_gave(whmcs: Whmcs):
+    a = whmcs.params(SID_A, CLIENT_A)
+    before = secretbox.decrypt(key_file(whmcs), Service.get_by_id(SID_A).password_enc)
+    seen: dict[str, int] = {}
+    for function, post, action in BUTTONS:
+        # a client's form may carry any field: the service is the one WHMCS passes
+        extra = {"serviceid": str(SID_B), "id": str(SID_B)}
+        assert whmcs.call(function, a, post={**(post or {}), **extra} if post else None) == \
+            "success", function
+        seen[action] = seen.get(action, 0) + 1
+        wait_done(SID_A, action, seen[action])
+    assert ops(SID_B, "snapshot_create") == [] and Snapshot.get(Snapshot.service_id == SID_A)
+    after = secretbox.decrypt(key_file(whmcs), Service.get_by_id(SID_A).password_enc)
+    assert after != before  # the reset gave the VM a new password
+
+    backup = Backup.get(Backup.service_id == SID_A)
+    for function in ("backupRestore", "backupDelete"):
+        assert whmcs.call(function, a, post={"pvekvm_backup": str(backup.id)}) == "success"
+    wait_done(SID_A, "backup_restore")
+    wait_done(SID_A, "backup_delete")
+    assert not Backup.select().where(Backup.service_id == SID_A).exists()
+
+    ip = IpAddress.get((IpAddress.service_id == SID_A) & (IpAddress.version == 4)).address
+    host = Service.get_by_id(SID_A).hostname
+    assert whmcs.call("rdnsSet", a, post={"pvekvm_address": ip,
+                                          "pvekvm_hostname": f"mail.{host}"}) == "success"
+    wait_until(lambda: IpAddress.get(IpAddress.address == ip).ptr == f"mail.{host}", 30,
+               "the PTR set")
+    assert whmcs.call("rdnsReset", a, post={"pvekvm_address": ip}) == "success"
+    wait_until(lambda: IpAddress.get(IpAddress.address == ip).ptr is None, 30, "PTR reset")
+
+    assert whmcs.call("snapshotDelete", a, post={"pvekvm_snapshot": "before_upgrade"}) == "success"
+    wait_done(SID_A, "snapshot_delete")
+    assert whmcs.call("reinstall", a, post={"pvekvm_template": "ubuntu-2204"}) == "success"
+    wait_done(SID_A, "reinstall")
+    assert Service.get_by_id(SID_A).username == "ubuntu"
+    assert status(SID_A) == "ready"
+
+
+def test_bad_input_from_a_client_is_refused_with_its_reason_and_orders_nothing(whmcs: Whmcs):
+    a = whmcs.params(SID_A, CLIENT_A)
+    before = Operation.select().where(Operation.service_id == SID_A).count()
+    assert whmcs.call("snapshotCreate", a, post={"pvekvm_snapshot": "1<b>"}).startswith(
+        "field pvekvm_snapshot: not a snapshot name")
+    assert "reserves" in whmcs.call("snapshotCreate", a, post={"pvekvm_snapshot": "current"})
+    assert whmcs.call("snapshotCreate", a) == "this action is sent by its form (POST)"
+    assert "at most 40 characters" in whmcs.call(
+        "snapshotCreate", a, post={"pvekvm_snapshot": "a" * 1_000_000})
+    assert whmcs.call("isoMount", a, post={"pvekvm_iso": "../../etc/passwd"}).startswith(
+        "field pvekvm_iso: not an ISO file name")
+    assert whmcs.call("rdnsSet", a, post={"pvekvm_address": "10.0.0.1; rm",
+                                          "pvekvm_hostname": "x.example"}).startswith(
+        "field pvekvm_address")
+    # another service's backup and address: refused, by the module and by the API
+    other_ip = IpAddress.get((IpAddress.service_id == SID_B) & (IpAddress.version == 4)).address
+    reason = whmcs.call("rdnsSet", a, post={"pvekvm_address": other_ip,
+                                            "pvekvm_hostname": "mail.example.net"})
+    assert reason == f"address {other_ip} is not held by service {SID_A}"
+    assert whmcs.call("backupRestore", a, post={"pvekvm_backup": "1"}) == \
+        "backup 1 is not a backup of this service"
+    assert Operation.select().where(Operation.service_id == SID_A).count() == before
+    assert IpAddress.get(IpAddress.address == other_ip).ptr is None
+
+
+def test_client_area_shows_the_service_escaped_and_reveals_the_login_on_request(whmcs: Whmcs):
+    a = whmcs.params(SID_A, CLIENT_A)
+    assert whmcs.call("snapshotCreate", a, post={
+        "pvekvm_snapshot": "xss", "pvekvm_description": '"><script>alert(1)</script>'}) == "success"
+    wait_done(SID_A, "snapshot_create", 2)
+    area = whmcs.call("ClientArea", a)
+    assert area["templatefile"] == "clientarea"
+    svc = Service.get_by_id(SID_A)
+    v = area["vars"]
+    assert (v["pvekvm_status"], v["pvekvm_hostname"], v["pvekvm_power"]) == (
+        "ready", svc.hostname, "running")
+    assert {x["address"] for x in v["pvekvm_addresses"]} == {
+        str(r.address) if r.prefixlen is None else str(r.address)
+        for r in IpAddress.select().where(IpAddress.service_id == SID_A)}
+    assert [s["name"] for s in v["pvekvm_snapshots"]] == ["xss"]
+    assert "pvekvm_credentials" not in v and {g["metric"] for g in v["pvekvm_graphs"]} == {
+        "cpu", "network"}
+    assert v["pvekvm_usage"]["quota"] == "unlimited" and v["pvekvm_isos"][0]["group"] == "Debian"
+
+    html = whmcs.render(a)
+    assert svc.hostname in html and "<script>" not in html
+    assert "&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    def reads() -> int:
+        return AuditLog.select().where((AuditLog.service_id == SID_A)
+                                       & (AuditLog.event == "api_credentials_read")).count()
+    before = reads()
+    html = whmcs.render(a, get={"pvekvm_view": "credentials"})
+    password = secretbox.decrypt(key_file(whmcs), svc.password_enc)
+    assert f"<code>{svc.username}</code>" in html and password in html
+    assert reads() == before + 1
+    logged = " ".join(str(r["args"]) for r in whmcs.recorded("logModuleCall"))
+    assert password not in logged and TOKEN not in logged  # WHMCS's module log
+    html = whmcs.render(a, get={"pvekvm_view": "console"})
+    assert f"https://console.example.net/console/?service={SID_A}#token=svc." in html
+
+
+def test_admin_tab_shows_the_operations_and_their_step_lines(whmcs: Whmcs):
+    tab = whmcs.call("AdminServicesTabFields", whmcs.params(SID_A, CLIENT_A))
+    assert tab["pvekvm service"].startswith("ready · VM ")
+    assert "<strong>snapshot_create</strong> done" in tab["pvekvm operations"]
+    assert "[+]" in tab["pvekvm operations"]
+    assert "<script>" not in tab["pvekvm operations"]  # the description is not shown raw
+
+
+def test_change_package_moves_the_vm_to_the_new_product(whmcs: Whmcs):
+    b = whmcs.params(SID_B, CLIENT_B, product="vps-large")
+    assert whmcs.call("ChangePackage", b) == "success"
+    wait_done(SID_B, "change_package")
+    svc = Service.get_by_id(SID_B)
+    assert svc.status == "ready" and svc.product_id != Service.get_by_id(SID_A).product_id
+    assert whmcs.call("ChangePackage", b) == "success"  # options only: nothing to change
+    assert len(ops(SID_B, "change_package")) == 1
+
+
+def test_suspend_blocks_the_buttons_until_unsuspend(whmcs: Whmcs):
+    b = whmcs.params(SID_B, CLIENT_B, product="vps-large")
+    assert whmcs.call("SuspendAccount", b) == "success"
+    wait_done(SID_B, "suspend")
+    assert status(SID_B) == "suspended"
+    assert whmcs.call("SuspendAccount", b) == "success" and len(ops(SID_B, "suspend")) == 1
+    before = Operation.select().where(Operation.service_id == SID_B).count()
+    blocked = (f"service {SID_B} is suspended: only unsuspend, terminate and package changes "
+               f"are accepted")
+    for function, post in [("start", None), ("reboot", None), ("resetPassword", None),
+                           ("ChangePassword", None), ("backupCreate", None), ("isoUnmount", None),
+                           ("snapshotCreate", {"pvekvm_snapshot": "s1"}),
+                           ("isoMount", {"pvekvm_iso": "myfile.iso"}),
+                           ("reinstall", {"pvekvm_template": "debian-12"})]:
+        assert whmcs.call(function, b, post=post) == blocked, function
+    area = whmcs.call("ClientArea", b)["vars"]
+    assert area["pvekvm_blocked"] == blocked and "pvekvm_console_link" not in area
+    assert Operation.select().where(Operation.service_id == SID_B).count() == before
+
+    assert whmcs.call("UnsuspendAccount", b) == "success"
+    wait_done(SID_B, "unsuspend")
+    assert whmcs.call("start", b) == "success"
+    wait_done(SID_B, "power_start")
+
+
+def test_terminate_ends_the_service_and_a_retry_is_success(whmcs: Whmcs):
+    b = whmcs.params(SID_B, CLIENT_B)
+    assert whmcs.call("TerminateAccount", b) == "success"
+    wait_done(SID_B, "terminate")
+    assert status(SID_B) == "terminated"
+    assert whmcs.call("TerminateAccount", b) == "success"
+    assert len(ops(SID_B, "terminate")) == 1
+    assert whmcs.call("start", b).endswith("is terminated: only unsuspend, terminate and "
+                                           "package changes are accepted")

@@ -5,53 +5,14 @@ RabbitMQ and MariaDB, pvesim. One stack for the module; the tests run in order o
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from dataclasses import replace
-
-import pytest
-
-from pvekvm import db as dbmod
-from pvekvm import messaging
 from pvekvm import secrets as secretbox
-from pvekvm.api.auth import hash_token
-from pvekvm.config import ApiSettings
 from pvekvm.models import AuditLog, Backup, IpAddress, Operation, Service, Snapshot
-from pvesim.testing import running_simulator
-from tests.api.server import ApiServer
-from tests.e2e.harness import (
-    InProcessWorkers,
-    describe_ops,
-    load_catalog,
-    make_settings,
-    wait_until,
-)
-from tests.smtp_sink import SmtpSink
-from tests.whmcs.phpcall import Whmcs, php_or_skip
+from tests.e2e.harness import describe_ops, wait_until
+from tests.whmcs.conftest import TOKEN
+from tests.whmcs.phpcall import Whmcs
 
 SID_A, SID_B = 7301, 7302
 CLIENT_A, CLIENT_B = 31, 32
-TOKEN = "whmcs-" + uuid.uuid4().hex
-
-
-@pytest.fixture(scope="module")
-def whmcs(tmp_path_factory, amqp_url, database_url, database) -> Iterator[Whmcs]:
-    php = php_or_skip()
-    tmp = tmp_path_factory.mktemp("whmcs")
-    dbmod.reset_data(database)
-    topo = messaging.Topology(f"t-{uuid.uuid4().hex[:8]}")
-    messaging.declare(amqp_url, topo)
-    try:
-        with running_simulator(tmp, task_time_scale=0) as sim, SmtpSink() as sink:
-            settings = make_settings(tmp, amqp_url, database_url, topo.namespace,
-                                     sim.connection, sink.settings())
-            settings = replace(settings, api=ApiSettings(
-                tokens=(("whmcs", hash_token(TOKEN)),), proxmox_timeout_s=2.0))
-            load_catalog(settings)
-            with InProcessWorkers(settings, concurrency=4), ApiServer(settings) as api:
-                yield Whmcs(php, api.url, TOKEN, tmp)
-    finally:
-        messaging.delete_topology(amqp_url, topo)
 
 
 def ops(sid: int, action: str) -> list[Operation]:

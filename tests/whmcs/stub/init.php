@@ -2,8 +2,8 @@
 /**
  * A stand-in for WHMCS's init.php in the tests (WHMCS itself cannot run here): the functions
  * the module and the receiver call, each recording its call as one JSON line in the file
- * PVEKVM_WHMCS_CALLS names. localAPI answers success, or, for the command named in
- * PVEKVM_WHMCS_REFUSE, an error as WHMCS's local API gives one.
+ * PVEKVM_WHMCS_CALLS names. localAPI answers success, or, for the command written in the
+ * file PVEKVM_WHMCS_REFUSE_FILE names, an error as WHMCS's local API gives one.
  */
 
 declare(strict_types=1);
@@ -24,7 +24,8 @@ function pvekvm_stub_record(string $function, array $args): void
 function localAPI(string $command, array $values = [], ?string $adminUser = null): array
 {
     pvekvm_stub_record('localAPI', ['command' => $command, 'values' => $values, 'admin' => $adminUser]);
-    if (getenv('PVEKVM_WHMCS_REFUSE') === $command) {
+    $refuse = getenv('PVEKVM_WHMCS_REFUSE_FILE');
+    if ($refuse && is_file($refuse) && trim((string) file_get_contents($refuse)) === $command) {
         return ['result' => 'error', 'message' => 'Service ID Not Found'];
     }
     return ['result' => 'success'];

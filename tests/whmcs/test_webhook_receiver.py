@@ -1,0 +1,236 @@
+"""The WHMCS webhook receiver (integrations/whmcs/pvekvm_webhook.php) served by PHP's own web
+server in a WHMCS root whose init.php is the recording stand-in: deliveries signed here as the
+Standard Webhooks specification says (an implementation independent of the PHP one), bodies
+that are the engine's own events (outbox rows), the login read back from the running API."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from pvekvm import secrets as secretbox
+from pvekvm.models import IpAddress, OutboxEvent, Service, database
+from tests.e2e.harness import wait_until
+from tests.whmcs.conftest import TOKEN
+from tests.whmcs.phpcall import HERE, MODULE, Whmcs
+from tests.whmcs.test_module import SID_A
+
+RECEIVER = MODULE.parent.parent.parent / "pvekvm_webhook.php"
+PORTS = range(24100, 24200)  # this helper's range (common brief)
+SECRET = "whsec_" + base64.b64encode(b"the endpoint's current secret!!!").decode()
+NEXT_SECRET = "whsec_" + base64.b64encode(b"the secret a rotation brings in").decode()
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`` keyed with the secret's base64
+    after ``whsec_`` (the Standard Webhooks specification)."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+@dataclass
+class Receiver:
+    url: str
+    calls: Path
+    refuse: Path
+
+    def post(self, body: bytes, secret: str = SECRET, timestamp: int | None = None,
+             msg_id: str | None = None, signature: str | None = None) -> requests.Response:
+        msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+        ts = int(time.time()) if timestamp is None else timestamp
+        headers = {"webhook-id": msg_id, "webhook-timestamp": str(ts),
+                   "webhook-signature": signature or sign(secret, msg_id, ts, body),
+                   "content-type": "application/json"}
+        return requests.post(self.url, data=body, headers=headers, timeout=30)
+
+    def local_api(self) -> list[dict]:
+        if not self.calls.exists():
+            return []
+        rows = [json.loads(line) for line in self.calls.read_text().splitlines()]
+        return [r["args"] for r in rows if r["function"] == "localAPI"]
+
+    def forget(self) -> None:
+        self.calls.unlink(missing_ok=True)
+
+
+def _free_port() -> int:
+    for port in PORTS:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError(f"no free port in {PORTS}")
+
+
+@pytest.fixture(scope="module")
+def receiver(whmcs: Whmcs, tmp_path_factory) -> Iterator[Receiver]:
+    root = tmp_path_factory.mktemp("whmcs-root")
+    shutil.copy(HERE / "stub" / "init.php", root / "init.php")
+    shutil.copy(RECEIVER, root / "pvekvm_webhook.php")
+    module = root / "modules" / "servers" / "pvekvm"
+    module.mkdir(parents=True)
+    (module / "lib").symlink_to(MODULE / "lib")
+    (module / "webhook.config.php").write_text(
+        "<?php\nreturn " + _php_array({
+            "secrets": [NEXT_SECRET, SECRET], "api_url": whmcs.api_url, "api_token": TOKEN,
+            "admin_user": None, "ready_email": "pvekvm VM Ready"}) + ";\n")
+    calls, refuse = root / "calls.jsonl", root / "refuse"
+    port = _free_port()
+    env = {**os.environ, "PVEKVM_WHMCS_CALLS": str(calls), "PVEKVM_WHMCS_REFUSE_FILE": str(refuse)}
+    proc = subprocess.Popen([whmcs.php, "-d", "display_errors=stderr", "-S", f"127.0.0.1:{port}",
+                             "-t", str(root)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        def up() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+        wait_until(up, 10, "php -S answering", db=False, interval=0.05)
+        yield Receiver(f"http://127.0.0.1:{port}/pvekvm_webhook.php", calls, refuse)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _php_array(value: object) -> str:
+    """A PHP literal of a JSON-able value (json_decode would do, but this keeps the settings
+    file as an operator writes it)."""
+    if isinstance(value, dict):
+        pairs = (f"{_php_array(k)} => {_php_array(v)}" for k, v in value.items())
+        return "[" + ", ".join(pairs) + "]"
+    if isinstance(value, list):
+        return "[" + ", ".join(_php_array(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def engine_event(service_id: int, type_: str) -> bytes:
+    """The newest event of that type the engine wrote for the service: the body exactly as it
+    goes to the exchange (and to webhooks)."""
+    row = (OutboxEvent.select().where((OutboxEvent.service_id == service_id)
+                                      & (OutboxEvent.type == type_))
+           .order_by(OutboxEvent.id.desc()).first())
+    assert row is not None, f"no {type_} of {service_id}"
+    return row.body.encode()
+
+
+def test_a_signed_service_ready_records_the_service_and_its_login(whmcs: Whmcs,
+                                                                  receiver: Receiver):
+    receiver.forget()
+    r = receiver.post(engine_event(SID_A, "service.ready"))
+    assert r.status_code == 200, r.text
+    assert r.json()["message"] == f"service {SID_A} ready: recorded"
+    update, mail = receiver.local_api()
+    svc = Service.get_by_id(SID_A)
+    primary = IpAddress.get((IpAddress.service_id == SID_A) & (IpAddress.version == 4)
+                            & (IpAddress.slot == 0)).address
+    assert update["command"] == "UpdateClientProduct"
+    values = update["values"]
+    assert (values["serviceid"], values["status"], values["domain"], values["dedicatedip"],
+            values["serviceusername"]) == (SID_A, "Active", svc.hostname, primary, svc.username)
+    password = secretbox.decrypt(str(whmcs.workdir / "secret.key"), svc.password_enc)
+    assert values["servicepassword"] == password  # read from the API: events carry none
+    assert mail["command"] == "SendEmail" and mail["values"]["messagename"] == "pvekvm VM Ready"
+    assert mail["values"]["id"] == SID_A and password not in json.dumps(mail)
+    # the same delivery again (at least once): the same values set again, nothing added
+    r = receiver.post(engine_event(SID_A, "service.ready"))
+    assert r.status_code == 200 and receiver.local_api()[2] == update
+
+
+def test_a_delivery_signed_with_the_rotations_new_secret_is_accepted(receiver: Receiver):
+    body = json.dumps({"event_id": str(uuid.uuid4()), "type": "usage.reported",
+                       "service_id": SID_A}).encode()
+    assert receiver.post(body, secret=NEXT_SECRET).status_code == 200
+
+
+def test_what_is_not_a_fresh_authentic_delivery_is_refused_and_records_nothing(
+        receiver: Receiver):
+    receiver.forget()
+    body = engine_event(SID_A, "service.ready")
+    other = "whsec_" + base64.b64encode(b"someone else's secret").decode()
+    now = int(time.time())
+    cases = [
+        (receiver.post(body, secret=other), 401, "no valid signature"),
+        (receiver.post(body, timestamp=now - 301), 400, "outside the 300 s tolerance"),
+        (receiver.post(body, timestamp=now + 301), 400, "outside the 300 s tolerance"),
+        (receiver.post(body + b" ", signature=sign(SECRET, "msg_1", now, body),
+                       msg_id="msg_1", timestamp=now), 401, "no valid signature"),
+        (receiver.post(body, signature="v1,not-base64 v2,abc"), 401, "no valid signature"),
+        (requests.post(receiver.url, data=body, timeout=30), 400, "webhook-id"),
+        (requests.get(receiver.url, timeout=30), 405, "POST only"),
+        (receiver.post(b"x" * (300 * 1024)), 413, "body over"),
+        (receiver.post(b"{not json"), 400, "not JSON"),
+        (receiver.post(b"[" * 40 + b"]" * 40), 400, "not JSON"),
+        (receiver.post(b'{"service_id": 7301}'), 400, "not a pvekvm event"),
+    ]
+    for response, status, reason in cases:
+        assert (response.status_code, reason in response.json()["message"]) == (status, True), \
+            response.text
+        assert "alert" not in response.text and SECRET not in response.text
+    assert receiver.local_api() == []
+
+
+def test_a_refused_order_goes_to_the_activity_log_and_a_refused_write_is_retried(
+        receiver: Receiver):
+    from workers import outbox
+
+    receiver.forget()
+    with database.atomic():  # the engine's own event.refused body (never published here)
+        refused = outbox.refused(json.dumps({"version": 1, "type": "power", "service_id": SID_A,
+                                             "idempotency_key": "whmcs:7301:power_start:x",
+                                             "action": "start"}).encode(),
+                                 f"service {SID_A} is suspended: only unsuspend, terminate "
+                                 f"and package changes are accepted")
+    r = receiver.post(refused.body)
+    assert r.status_code == 200, r.text
+    (log,) = receiver.local_api()
+    assert log["command"] == "LogActivity"
+    assert log["values"]["description"] == (
+        f"pvekvm: service {SID_A}: order power refused: service {SID_A} is suspended: only "
+        f"unsuspend, terminate and package changes are accepted")
+
+    receiver.refuse.write_text("UpdateClientProduct")
+    try:
+        r = receiver.post(engine_event(SID_A, "service.ready"))
+    finally:
+        receiver.refuse.unlink()
+    assert r.status_code == 500  # the deliverer retries, then parks it with this reason
+    assert r.json()["message"] == "WHMCS refused UpdateClientProduct: Service ID Not Found"
+
+
+def test_create_account_then_the_webhook_arrives_verified(whmcs: Whmcs, receiver: Receiver):
+    """CreateAccount → the engine's deliverer signs service.ready → this receiver verifies it
+    and records it. Needs the deliverer (issue 29 item 1), built on another branch."""
+    if importlib.util.find_spec("pvekvm.webhooks") is None:
+        pytest.skip("pvekvm.webhooks (the webhook deliverer, issue 29 item 1) is not in this "
+                    "tree yet: the end-to-end delivery test runs once it is merged")
+    pytest.skip("pvekvm.webhooks is present but this test is not wired to its registration "
+                "yet (register the receiver's URL with SECRET, CreateAccount, wait for "
+                "UpdateClientProduct): to finish after the merge")
+
+
+def test_the_receivers_php_unit_tests_pass():
+    phpunit = shutil.which("phpunit")
+    if phpunit is None:
+        pytest.skip("phpunit is not installed (Debian: phpunit)")
+    done = subprocess.run([phpunit, "--do-not-cache-result", str(HERE / "WebhookTest.php")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "OK (6 tests" in done.stdout, done.stdout + done.stderr

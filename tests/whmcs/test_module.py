@@ -5,6 +5,12 @@ RabbitMQ and MariaDB, pvesim. One stack for the module; the tests run in order o
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import requests
+
 from pvekvm import secrets as secretbox
 from pvekvm.models import AuditLog, Backup, IpAddress, Operation, Service, Snapshot
 from tests.e2e.harness import describe_ops, wait_until
@@ -204,6 +210,64 @@ def test_admin_tab_shows_the_operations_and_their_step_lines(whmcs: Whmcs):
     assert "<strong>snapshot_create</strong> done" in tab["pvekvm operations"]
     assert "[+]" in tab["pvekvm operations"]
     assert "<script>" not in tab["pvekvm operations"]  # the description is not shown raw
+
+
+class LossyProxy:
+    """Between the module and the API: forwards every request, but the first answer to
+    ``POST /v1/events`` is lost after the API took it (the connection closes unanswered), as
+    when the network drops between billing and the API."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.event_keys: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                r = requests.request(self.command, proxy.upstream + self.path, data=body or None,
+                                     headers={k: v for k, v in self.headers.items()
+                                              if k.lower() in ("authorization", "content-type")},
+                                     timeout=30)
+                if self.command == "POST" and self.path == "/v1/events":
+                    proxy.event_keys.append(json.loads(body)["idempotency_key"])
+                    if len(proxy.event_keys) == 1:
+                        self.close_connection = True
+                        return  # the API published it; the answer never reaches billing
+                self.send_response(r.status_code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            do_GET = do_POST = _forward
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> LossyProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_answer_lost_after_the_publish_is_retried_with_its_key_and_ordered_once(whmcs: Whmcs):
+    with LossyProxy(whmcs.api_url) as proxy:
+        a = whmcs.params(SID_A, CLIENT_A, serverport=proxy.port)
+        assert whmcs.call("snapshotCreate", a, post={"pvekvm_snapshot": "retried"}) == "success"
+    first, again = proxy.event_keys  # the module sent it twice, with one key
+    assert first == again and first.startswith(f"whmcs:{SID_A}:snapshot_create:")
+    wait_until(lambda: Snapshot.get_or_none((Snapshot.service_id == SID_A)
+                                            & (Snapshot.name == "retried")), 30, "the snapshot")
+    assert Operation.select().where(Operation.idempotency_key == first).count() == 1
+    assert len(ops(SID_A, "snapshot_create")) == 3  # before_upgrade, xss, retried: one each
 
 
 def test_change_package_moves_the_vm_to_the_new_product(whmcs: Whmcs):

@@ -169,8 +169,8 @@ def test_what_is_not_a_fresh_authentic_delivery_is_refused_and_records_nothing(
     now = int(time.time())
     cases = [
         (receiver.post(body, secret=other), 401, "no valid signature"),
-        (receiver.post(body, timestamp=now - 301), 400, "outside the 300 s tolerance"),
-        (receiver.post(body, timestamp=now + 301), 400, "outside the 300 s tolerance"),
+        (receiver.post(body, timestamp=now - 360), 400, "outside the 300 s tolerance"),
+        (receiver.post(body, timestamp=now + 360), 400, "outside the 300 s tolerance"),
         (receiver.post(body + b" ", signature=sign(SECRET, "msg_1", now, body),
                        msg_id="msg_1", timestamp=now), 401, "no valid signature"),
         (receiver.post(body, signature="v1,not-base64 v2,abc"), 401, "no valid signature"),

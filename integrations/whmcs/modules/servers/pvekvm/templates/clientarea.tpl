@@ -3,7 +3,7 @@
 {if isset($pvekvm_error)}
 <div class="alert alert-danger">{$pvekvm_error|escape:'html'}</div>
 {else}
-{assign var=pvekvm_page value="clientarea.php?action=productdetails&id={$pvekvm_serviceid|escape:'url'}"}
+{assign var=pvekvm_page value="clientarea.php?action=productdetails&amp;id={$pvekvm_serviceid|escape:'url'}"}
 <div class="pvekvm">
   {if $pvekvm_blocked}<div class="alert alert-warning">{$pvekvm_blocked|escape:'html'}</div>{/if}
   <table class="table table-condensed">

@@ -155,10 +155,27 @@ def test_a_signed_service_ready_records_the_service_and_its_login(whmcs: Whmcs,
     assert r.status_code == 200 and receiver.local_api()[2] == update
 
 
+def test_a_completed_password_reset_records_the_new_password(whmcs: Whmcs, receiver: Receiver):
+    receiver.forget()
+    completed = (OutboxEvent.select().where((OutboxEvent.service_id == SID_A)
+                                            & (OutboxEvent.type == "operation.completed"))
+                 .order_by(OutboxEvent.id.desc()))
+    body = next(r.body for r in completed if json.loads(r.body)["kind"] == "reset_password")
+    r = receiver.post(body.encode())
+    assert (r.status_code, r.json()["message"]) == (200, f"service {SID_A}: new password recorded")
+    (update,) = receiver.local_api()
+    password = secretbox.decrypt(str(whmcs.workdir / "secret.key"),
+                                 Service.get_by_id(SID_A).password_enc)
+    assert update["values"] == {"serviceid": SID_A, "servicepassword": password}
+
+
 def test_a_delivery_signed_with_the_rotations_new_secret_is_accepted(receiver: Receiver):
     body = json.dumps({"event_id": str(uuid.uuid4()), "type": "usage.reported",
                        "service_id": SID_A}).encode()
     assert receiver.post(body, secret=NEXT_SECRET).status_code == 200
+    unnamed = json.dumps({"type": "event.refused", "service_id": None, "reason": "x"}).encode()
+    r = receiver.post(unnamed)
+    assert (r.status_code, r.json()["message"]) == (200, "no service named: nothing to record")
 
 
 def test_what_is_not_a_fresh_authentic_delivery_is_refused_and_records_nothing(

@@ -271,6 +271,19 @@ def test_an_answer_lost_after_the_publish_is_retried_with_its_key_and_ordered_on
     assert len(ops(SID_A, "snapshot_create")) == 3  # before_upgrade, xss, retried: one each
 
 
+def test_over_the_packages_snapshot_limit_is_answered_at_once(whmcs: Whmcs):
+    a = whmcs.params(SID_A, CLIENT_A)
+    held = Snapshot.select().where(Snapshot.service_id == SID_A).count()
+    assert held == 2  # xss, retried; vps-small allows 3
+    assert whmcs.call("snapshotCreate", a, post={"pvekvm_snapshot": "third"}) == "success"
+    wait_until(lambda: Snapshot.get_or_none((Snapshot.service_id == SID_A)
+                                            & (Snapshot.name == "third")), 30, "snapshot third")
+    before = len(ops(SID_A, "snapshot_create"))
+    assert whmcs.call("snapshotCreate", a, post={"pvekvm_snapshot": "fourth"}) == \
+        "snapshot limit reached (3/3)"
+    assert len(ops(SID_A, "snapshot_create")) == before
+
+
 def test_change_package_moves_the_vm_to_the_new_product(whmcs: Whmcs):
     b = whmcs.params(SID_B, CLIENT_B, product="vps-large")
     assert whmcs.call("ChangePackage", b) == "success"

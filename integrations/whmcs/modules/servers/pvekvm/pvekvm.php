@@ -326,6 +326,10 @@ function pvekvm_snapshot(array $params, string $type): string
         }
         $fields = ['name' => $name];
         if ($type === 'snapshot_create') {
+            $full = pvekvm_limit_reached($params, 'snapshots', 'snapshot_limit');
+            if ($full !== null) {
+                return "snapshot limit reached ($full)";
+            }
             $description = Module::input('pvekvm_description', 255);
             if ($description !== '') {
                 if (preg_match('/[\x00-\x1f\x7f]/', $description)) {
@@ -344,9 +348,35 @@ function pvekvm_snapshotCreate(array $params): string { return pvekvm_snapshot($
 function pvekvm_snapshotDelete(array $params): string { return pvekvm_snapshot($params, 'snapshot_delete'); }
 function pvekvm_snapshotRollback(array $params): string { return pvekvm_snapshot($params, 'snapshot_rollback'); }
 
+/**
+ * "held/limit" when the service holds as many snapshots or backups as its product allows
+ * (the engine refuses more, later; this answers now), else null.
+ */
+function pvekvm_limit_reached(array $params, string $list, string $limitField): ?string
+{
+    $sid = Module::serviceId($params);
+    $api = Module::api($params);
+    $svc = Module::service($api, $sid);
+    if ($svc === null) {
+        return null;  // Module::order answers that
+    }
+    $limit = null;
+    foreach (pvekvm_catalog($params)['products'] ?? [] as $p) {
+        if ($p['name'] === ($svc['product'] ?? null)) {
+            $limit = (int) $p[$limitField];
+        }
+    }
+    $held = count($api->get("/v1/services/$sid/$list"));
+    return $limit !== null && $held >= $limit ? "$held/$limit" : null;
+}
+
 function pvekvm_backupCreate(array $params): string
 {
     try {
+        $full = pvekvm_limit_reached($params, 'backups', 'backup_limit');
+        if ($full !== null) {
+            return "backup limit reached ($full)";
+        }
         return Module::order($params, 'backup_create', 'backup_create');
     } catch (Throwable $e) {
         return Module::fail($e, __FUNCTION__, $params);

@@ -35,6 +35,12 @@ function pvekvm_webhook_header(string $name): string
     return is_string($value) ? trim($value) : '';
 }
 
+/** At most $max characters of UTF-8 text (PCRE only: no mbstring needed). */
+function pvekvm_webhook_cut(string $text, int $max): string
+{
+    return preg_match('/^.{0,' . $max . '}/su', $text, $m) ? $m[0] : substr($text, 0, $max);
+}
+
 /** localAPI, refusing the delivery (500, the deliverer retries) when WHMCS refuses the write. */
 function pvekvm_webhook_local(string $command, array $values, array $config): array
 {
@@ -106,7 +112,7 @@ function pvekvm_webhook_record(array $event, array $config): string
             $reason = (string) ($event['reason'] ?? $event['error'] ?? '');
             $what = $type === 'event.refused' ? 'order ' . ($event['event_type'] ?? '') . ' refused'
                 : "$kind " . substr($type, strlen('operation.'));
-            pvekvm_webhook_local('LogActivity', ['description' => mb_substr("pvekvm: service $sid: $what: $reason", 0, 1000)], $config);
+            pvekvm_webhook_local('LogActivity', ['description' => pvekvm_webhook_cut("pvekvm: service $sid: $what: $reason", 1000)], $config);
             return "service $sid: $what: logged";
         default:
             return "$type: not kept by billing";

@@ -9,6 +9,8 @@
 
 declare(strict_types=1);
 
+error_reporting(E_ALL);  // the module's code: any notice, warning or deprecation fails the test
+
 require __DIR__ . '/stub/init.php';
 $module = getenv('PVEKVM_WHMCS_MODULE') ?: __DIR__ . '/../../integrations/whmcs/modules/servers/pvekvm';
 require $module . '/pvekvm.php';
@@ -24,6 +26,7 @@ $html = null;
 if (is_array($result) && isset($result['templatefile'])) {
     $smarty = '/usr/share/php/smarty3/Smarty.class.php';
     if (is_file($smarty)) {
+        error_reporting(E_ALL & ~E_DEPRECATED);  // Smarty 3.1's own dynamic properties on PHP 8.2
         require_once $smarty;
         $tpl = new Smarty();
         $tpl->setCompileDir(getenv('PVEKVM_SMARTY_DIR') ?: sys_get_temp_dir() . '/pvekvm-smarty');

@@ -32,6 +32,13 @@ def php_or_skip() -> str:
     return php
 
 
+def php_command(php: str) -> list[str]:
+    """php with no php.ini and only the curl extension loaded besides what PHP always has
+    (Debian builds ctype, mbstring, iconv… as separate extensions): the module must run on
+    curl and json alone."""
+    return [php, "-n", "-d", "extension=curl", "-d", "display_errors=stderr"]
+
+
 @dataclass
 class Whmcs:
     """One WHMCS installation's side: the server entry that points at the API, and what the
@@ -89,7 +96,7 @@ class Whmcs:
             call["params"] = params
         env = {**os.environ, "PVEKVM_WHMCS_CALLS": str(self.calls_file),
                "PVEKVM_SMARTY_DIR": str(self.workdir / "smarty")}
-        done = subprocess.run([self.php, "-d", "display_errors=stderr", str(HERE / "call.php")],
+        done = subprocess.run([*php_command(self.php), str(HERE / "call.php")],
                               input=json.dumps(call), capture_output=True, text=True,
                               timeout=60, env=env)
         assert done.returncode == 0, f"php failed: {done.stderr[-3000:]}{done.stdout[-2000:]}"

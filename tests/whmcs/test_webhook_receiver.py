@@ -27,7 +27,7 @@ from pvekvm import secrets as secretbox
 from pvekvm.models import IpAddress, OutboxEvent, Service, database
 from tests.e2e.harness import wait_until
 from tests.whmcs.conftest import TOKEN
-from tests.whmcs.phpcall import HERE, MODULE, Whmcs
+from tests.whmcs.phpcall import HERE, MODULE, Whmcs, php_command
 from tests.whmcs.test_module import SID_A
 
 RECEIVER = MODULE.parent.parent.parent / "pvekvm_webhook.php"
@@ -95,9 +95,10 @@ def receiver(whmcs: Whmcs, tmp_path_factory) -> Iterator[Receiver]:
     calls, refuse = root / "calls.jsonl", root / "refuse"
     port = _free_port()
     env = {**os.environ, "PVEKVM_WHMCS_CALLS": str(calls), "PVEKVM_WHMCS_REFUSE_FILE": str(refuse)}
-    proc = subprocess.Popen([whmcs.php, "-d", "display_errors=stderr", "-S", f"127.0.0.1:{port}",
-                             "-t", str(root)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    log = root / "php-server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*php_command(whmcs.php), "-S", f"127.0.0.1:{port}",
+                                 "-t", str(root)], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         def up() -> bool:
             with socket.socket() as s:
@@ -107,6 +108,9 @@ def receiver(whmcs: Whmcs, tmp_path_factory) -> Iterator[Receiver]:
     finally:
         proc.terminate()
         proc.wait(10)
+    problems = [line for line in log.read_text().splitlines()
+                if any(w in line for w in ("Warning", "Notice", "Deprecated", "Fatal error"))]
+    assert not problems, problems  # the receiver ran clean on every request
 
 
 def _php_array(value: object) -> str:

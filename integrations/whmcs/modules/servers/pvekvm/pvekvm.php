@@ -51,7 +51,7 @@ function pvekvm_ConfigOptions(): array
     ];
 }
 
-/** @return array<string, string> */
+/** The API's catalog (GET /v1/products). @return array<string, mixed> */
 function pvekvm_catalog(array $params): array
 {
     return Module::api($params)->get('/v1/products');
@@ -428,7 +428,7 @@ function pvekvm_rdns(array $params, bool $set): string
 {
     try {
         $address = Module::input('pvekvm_address', 45);
-        if (filter_var($address, FILTER_VALIDATE_IP) === false) {
+        if (!Module::isIp($address)) {
             return 'field pvekvm_address: not an IP address';
         }
         $sid = Module::serviceId($params);

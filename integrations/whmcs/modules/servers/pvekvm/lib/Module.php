@@ -133,11 +133,12 @@ final class Module
         return $value;
     }
 
-    /** RFC 1123 host name, at most 253 octets, not an address (the engine checks the rest). */
+    /** RFC 1123 host name, at most 253 octets, not an address: its last label is not all
+     * digits (the engine checks the rest). */
     public static function isHostname(string $name): bool
     {
         $name = rtrim($name, '.');
-        if ($name === '' || strlen($name) > 253 || filter_var($name, FILTER_VALIDATE_IP)) {
+        if ($name === '' || strlen($name) > 253) {
             return false;
         }
         $labels = explode('.', $name);
@@ -146,7 +147,13 @@ final class Module
                 return false;
             }
         }
-        return !ctype_digit(end($labels));
+        return !preg_match('/^[0-9]+$/', end($labels));
+    }
+
+    /** An IPv4 or IPv6 address (core PHP only: no filter or ctype extension needed). */
+    public static function isIp(string $address): bool
+    {
+        return $address !== '' && strlen($address) <= 45 && @inet_pton($address) !== false;
     }
 
     /** The engine's language tag of the client's WHMCS language, or null (mail in English). */

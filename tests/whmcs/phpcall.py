@@ -48,6 +48,7 @@ class Whmcs:
     api_url: str
     token: str
     workdir: Path
+    settings: Any = None  # the engine's Settings (for a deliverer started beside it)
     calls_file: Path = field(init=False)
 
     def __post_init__(self) -> None:

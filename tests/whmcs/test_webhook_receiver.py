@@ -17,7 +17,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -238,14 +238,36 @@ def test_a_refused_order_goes_to_the_activity_log_and_a_refused_write_is_retried
 
 
 def test_create_account_then_the_webhook_arrives_verified(whmcs: Whmcs, receiver: Receiver):
-    """CreateAccount → the engine's deliverer signs service.ready → this receiver verifies it
-    and records it. Needs the deliverer (issue 29 item 1), built on another branch."""
-    if importlib.util.find_spec("pvekvm.webhooks") is None:
-        pytest.skip("pvekvm.webhooks (the webhook deliverer, issue 29 item 1) is not in this "
-                    "tree yet: the end-to-end delivery test runs once it is merged")
-    pytest.skip("pvekvm.webhooks is present but this test is not wired to its registration "
-                "yet (register the receiver's URL with SECRET, CreateAccount, wait for "
-                "UpdateClientProduct): to finish after the merge")
+    """CreateAccount → the engine deploys → its deliverer signs service.ready → this receiver
+    verifies it and records the service Active with its addresses and login in WHMCS. Needs
+    the deliverer (issue 29 item 1, ``workers.webhooks``), built on another branch."""
+    if importlib.util.find_spec("workers.webhooks") is None:
+        pytest.skip("no webhook deliverer (workers.webhooks, issue 29 item 1) in this tree "
+                    "yet: the end-to-end delivery test runs once it is merged")
+    from pvekvm.webhooks.config import EndpointSetting
+
+    from tests.whmcs.test_module import wait_done
+    from workers import webhooks
+
+    sid, client = 7303, 33
+    endpoint = EndpointSetting("whmcs", receiver.url, (SECRET,), ("service.*",))
+    settings = replace(whmcs.settings, webhooks=replace(
+        whmcs.settings.webhooks, endpoints=(endpoint,),
+        delivery=replace(whmcs.settings.webhooks.delivery, retry_first_s=0.2, poll_s=0.05)))
+    receiver.forget()
+    with webhooks.Deliverer(settings, threads=2):
+        assert whmcs.call("CreateAccount", whmcs.params(sid, client)) == "success"
+        wait_done(sid, "create")
+
+        def recorded() -> dict | None:
+            return next((c["values"] for c in receiver.local_api()
+                         if c["command"] == "UpdateClientProduct"
+                         and c["values"]["serviceid"] == sid), None)
+        values = wait_until(recorded, 30, "service.ready delivered and recorded", db=False)
+    svc = Service.get_by_id(sid)
+    assert values["status"] == "Active" and values["domain"] == svc.hostname
+    password = secretbox.decrypt(str(whmcs.workdir / "secret.key"), svc.password_enc)
+    assert values["servicepassword"] == password
 
 
 def test_the_receivers_php_unit_tests_pass():

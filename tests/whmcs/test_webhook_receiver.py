@@ -113,6 +113,20 @@ def receiver(whmcs: Whmcs, tmp_path_factory) -> Iterator[Receiver]:
     assert not problems, problems  # the receiver ran clean on every request
 
 
+@pytest.fixture(scope="module", autouse=True)
+def service_a(whmcs: Whmcs) -> None:
+    """Service A ready with a password reset behind it: made by test_module.py when the
+    package runs; made here when this file runs alone."""
+    from tests.whmcs.test_module import CLIENT_A, ops, wait_done
+
+    if Service.get_or_none(Service.id == SID_A) is None:
+        assert whmcs.call("CreateAccount", whmcs.params(SID_A, CLIENT_A)) == "success"
+        wait_done(SID_A, "create")
+    if not ops(SID_A, "reset_password"):
+        assert whmcs.call("resetPassword", whmcs.params(SID_A, CLIENT_A)) == "success"
+        wait_done(SID_A, "reset_password")
+
+
 def _php_array(value: object) -> str:
     """A PHP literal of a JSON-able value (json_decode would do, but this keeps the settings
     file as an operator writes it)."""
@@ -180,6 +194,28 @@ def test_a_delivery_signed_with_the_rotations_new_secret_is_accepted(receiver: R
     unnamed = json.dumps({"type": "event.refused", "service_id": None, "reason": "x"}).encode()
     r = receiver.post(unnamed)
     assert (r.status_code, r.json()["message"]) == (200, "no service named: nothing to record")
+
+
+def test_a_delivery_signed_by_the_reference_library_is_accepted(receiver: Receiver):
+    """The PyPI ``standardwebhooks`` package (the deliverer's signer, on the webhooks branch)
+    signs; the PHP receiver verifies."""
+    if importlib.util.find_spec("standardwebhooks") is None:
+        pytest.skip("the standardwebhooks package is not installed (it comes with the "
+                    "webhook deliverer's dependencies)")
+    from datetime import UTC, datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    body = json.dumps({"event_id": str(uuid.uuid4()), "type": "usage.reported",
+                       "service_id": SID_A}).encode()
+    now = datetime.now(UTC)
+    msg_id = f"msg_{uuid.uuid4().hex}"
+    signature = Webhook(SECRET).sign(msg_id, now, body)
+    r = receiver.post(body, msg_id=msg_id, timestamp=int(now.timestamp()), signature=signature)
+    assert (r.status_code, r.json()["message"]) == (200, "usage.reported: not kept by billing")
+    forged = Webhook(NEXT_SECRET[:-8] + "AAAAAAA=").sign(msg_id, now, body)
+    assert receiver.post(body, msg_id=msg_id, timestamp=int(now.timestamp()),
+                         signature=forged).status_code == 401
 
 
 def test_what_is_not_a_fresh_authentic_delivery_is_refused_and_records_nothing(

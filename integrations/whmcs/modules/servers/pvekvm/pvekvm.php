@@ -135,6 +135,10 @@ function pvekvm_CreateAccount(array $params): string
             if ((int) ($existing['client_id'] ?? 0) !== $client) {
                 return "pvekvm's service $sid belongs to another client";
             }
+            if (($existing['status'] ?? '') === 'failed') {
+                return "pvekvm's service $sid failed to deploy (python -m pvekvm history $sid "
+                    . 'says why): terminate it, then create it again';
+            }
             return 'success';
         }
         $api->postEvent('create', $sid, Module::callKey($sid, 'create'), $fields);

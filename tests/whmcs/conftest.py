@@ -37,7 +37,7 @@ def whmcs(tmp_path_factory, amqp_url, database_url, database) -> Iterator[Whmcs]
                 tokens=(("whmcs", hash_token(TOKEN)),), proxmox_timeout_s=2.0))
             load_catalog(settings)
             with InProcessWorkers(settings, concurrency=4), ApiServer(settings) as api:
-                yield Whmcs(php, api.url, TOKEN, tmp, settings)
+                yield Whmcs(php, api.url, TOKEN, tmp, settings, sim)
     finally:
         messaging.delete_topology(amqp_url, topo)
 

@@ -49,6 +49,7 @@ class Whmcs:
     token: str
     workdir: Path
     settings: Any = None  # the engine's Settings (for a deliverer started beside it)
+    sim: Any = None  # pvesim (RunningSimulator), for faults
     calls_file: Path = field(init=False)
 
     def __post_init__(self) -> None:

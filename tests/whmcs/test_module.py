@@ -90,6 +90,30 @@ def test_create_account_deploys_the_vm_and_a_retry_is_no_second_order(whmcs: Whm
         f"pvekvm's service {SID_A} belongs to another client"
 
 
+def test_a_create_proxmox_refused_answers_what_to_do_and_terminate_then_create_works(
+        whmcs: Whmcs):
+    sid, client = 7304, 34
+    p = whmcs.params(sid, client)
+    whmcs.sim.set_faults(error_rate=1.0, error_path=r"^POST /nodes/[^/]+/qemu/\d+/clone$",
+                         error_status=400, error_message="Parameter verification failed.",
+                         error_errors={"target": "no such node"})
+    try:
+        assert whmcs.call("CreateAccount", p) == "success"
+        wait_until(lambda: ops(sid, "create") and ops(sid, "create")[0].status == "failed", 30,
+                   "the deploy failed")
+    finally:
+        whmcs.sim.set_faults()
+    assert status(sid) == "failed"
+    assert whmcs.call("CreateAccount", p) == (
+        f"pvekvm's service {sid} failed to deploy (python -m pvekvm history {sid} says why): "
+        f"terminate it, then create it again")
+    assert whmcs.call("TerminateAccount", p) == "success"
+    wait_done(sid, "terminate")
+    assert whmcs.call("CreateAccount", p) == "success"
+    wait_done(sid, "create", 2)
+    assert status(sid) == "ready"
+
+
 BUTTONS: list[tuple[str, dict[str, str] | None, str]] = [
     ("stop", None, "power_stop"), ("start", None, "power_start"),
     ("reboot", None, "power_reboot"), ("shutdown", None, "power_shutdown"),

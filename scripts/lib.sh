@@ -87,10 +87,11 @@ ensure_mariadb() {
 
 # Debian packages the tests use beyond the services: the browser console test (chromium,
 # chromium-driver, novnc), the RFC 2136 DNS test (bind9), the WHMCS module's tests (php-cli,
-# php-curl, phpunit), the Galera cluster (galera-4, rsync, mariadb-backup). Installed when
-# missing; when apt cannot (no root, no mirror) the tests that need one skip naming it.
+# php-curl, phpunit; smarty3 renders its client-area template), the Galera cluster (galera-4,
+# rsync, mariadb-backup). Installed when missing; when apt cannot (no root, no mirror) the
+# tests that need one skip naming it.
 TEST_PACKAGES=(chromium chromium-driver novnc bind9 bind9-utils php-cli php-curl php-mbstring
-  phpunit galera-4 rsync mariadb-backup)
+  phpunit smarty3 galera-4 rsync mariadb-backup)
 
 ensure_packages() {  # ensure_packages PACKAGE...  (installs the missing ones; never fails)
   local missing=() p log

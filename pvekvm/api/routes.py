@@ -39,6 +39,7 @@ from pvekvm.models import (
     Service,
     Snapshot,
     StepRun,
+    Template,
     TrafficUsage,
     database,
 )
@@ -401,6 +402,26 @@ def list_isos(who: Who, settings: Cfg) -> list[schemas.IsoList]:
         out.append(schemas.IsoList(storage=storage, groups=[
             schemas.IsoGroup(group=g, isos=sorted(n)) for g, n in ordered]))
     return out
+
+
+@router.get("/products", response_model=schemas.Catalog,
+            responses={403: {"model": schemas.Problem}})
+def list_products(who: Who) -> schemas.Catalog:
+    """(billing tokens only) the catalog's products and templates, for billing's product setup
+    (e.g. the WHMCS module's dropdowns); placement (nodes, storages, pools) is not shown."""
+    if who.is_client:
+        raise HTTPException(403, "only a billing token may read the catalog")
+    templates = {t.id: t for t in Template.select().order_by(Template.name)}
+    return schemas.Catalog(products=[schemas.ProductView(
+        name=p.name, template=templates[p.template_id].name if p.template_id in templates
+        else None, cores=p.cores, memory_mb=p.memory_mb, disk_gb=p.disk_gb,
+        add_disk_gb=p.add_disk_gb, net_rate_mbps=float(p.net_rate_mbps or 0),
+        extra_ipv4=p.extra_ipv4, ipv6=p.ip6_pool_id is not None,
+        snapshot_limit=p.snapshot_limit, backup_limit=p.backup_limit,
+        iso_storage=p.iso_storage, traffic_quota_gb=p.traffic_quota_gb)
+        for p in Product.select().order_by(Product.name)],
+        templates=[schemas.TemplateView(name=t.name, os_user=t.os_user)
+                   for t in templates.values()])
 
 
 @router.post("/services/{service_id}/client-token", response_model=schemas.ClientToken,

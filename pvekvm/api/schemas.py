@@ -225,6 +225,37 @@ class RdnsRequest(BaseModel):
                           description="RFC 1123 name the address's PTR gives")
 
 
+class ProductView(BaseModel):
+    """A product billing may order (``create``'s ``product``), as the catalog defines it."""
+
+    name: str
+    template: str | None = Field(description="the template a create without one gets")
+    cores: int
+    memory_mb: int
+    disk_gb: int
+    add_disk_gb: int = Field(description="the additional disk; 0 = none")
+    net_rate_mbps: float = Field(description="net0 rate, MB/s; 0 = unlimited")
+    extra_ipv4: int
+    ipv6: bool = Field(description="the product has an IPv6 pool (order with ipv6 = true)")
+    snapshot_limit: int
+    backup_limit: int
+    iso_storage: str | None = Field(description="where its ISO images are (GET /v1/isos "
+                                    "groups by storage); null = no ISO mounting")
+    traffic_quota_gb: int | None = Field(description="per UTC month; null = unlimited")
+
+
+class TemplateView(BaseModel):
+    name: str = Field(description="what create's and reinstall's ``template`` names")
+    os_user: str
+
+
+class Catalog(BaseModel):
+    """What billing may order: products and templates (names as events name them)."""
+
+    products: list[ProductView]
+    templates: list[TemplateView]
+
+
 class EventAccepted(BaseModel):
     idempotency_key: str
     type: str

@@ -1,0 +1,44 @@
+"""One pvekvm for the WHMCS module's tests (package scope): pvesim, the engine's workers on a
+private namespace, the API over TCP with a billing token; and the PHP side that calls into it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from pvekvm import db as dbmod
+from pvekvm import messaging
+from pvekvm.api.auth import hash_token
+from pvekvm.config import ApiSettings
+from pvesim.testing import running_simulator
+from tests.api.server import ApiServer
+from tests.e2e.harness import InProcessWorkers, load_catalog, make_settings
+from tests.smtp_sink import SmtpSink
+from tests.whmcs.phpcall import Whmcs, php_or_skip
+
+TOKEN = "whmcs-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="package")
+def whmcs(tmp_path_factory, amqp_url, database_url, database) -> Iterator[Whmcs]:
+    php = php_or_skip()
+    tmp = tmp_path_factory.mktemp("whmcs")
+    dbmod.reset_data(database)
+    topo = messaging.Topology(f"t-{uuid.uuid4().hex[:8]}")
+    messaging.declare(amqp_url, topo)
+    try:
+        with running_simulator(tmp, task_time_scale=0) as sim, SmtpSink() as sink:
+            settings = make_settings(tmp, amqp_url, database_url, topo.namespace,
+                                     sim.connection, sink.settings())
+            settings = replace(settings, api=ApiSettings(
+                tokens=(("whmcs", hash_token(TOKEN)),), proxmox_timeout_s=2.0))
+            load_catalog(settings)
+            with InProcessWorkers(settings, concurrency=4), ApiServer(settings) as api:
+                yield Whmcs(php, api.url, TOKEN, tmp, settings, sim)
+    finally:
+        messaging.delete_topology(amqp_url, topo)
+
+

@@ -65,6 +65,8 @@ RULES: tuple[Rule, ...] = (
     _rule(R, (500,), r"snapshot feature is not available", "snapshot feature is not available"),
     _rule(R, (500,), r"can't find file '|volume '.*' does not exist",
           "can't find file 'local:backup/vzdump-qemu-100-2026_01_01-00_00_00.vma.zst'"),
+    _rule(R, (500,), r"cannot remove protected (snapshot|volume)",
+          "cannot remove protected snapshot"),
     _rule(R, (500,), r"shrinking disks is not supported|can't shrink",
           "shrinking disks is not supported"),
     # faults: our own token, catalog or PVE version

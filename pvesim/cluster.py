@@ -259,12 +259,39 @@ def storage_delete(ctx: Ctx, p: dict[str, Any]) -> str:
                 raise PVEError(f"unable to delete volume '{volid}' - still in use by VM "
                                f"{vm['vmid']}")
 
+    vol = ctx.cluster.volume(volid, node) or {}
+    storeid, volname = volid.split(":", 1)
+
     def work(task: Task) -> None:
+        if vol.get("protected"):  # PBS forget / Plugin.pm free_image refuse it
+            raise TaskError("cannot remove protected snapshot"
+                            if ctx.cluster.storages[storeid]["type"] == "pbs" else
+                            f"cannot remove protected volume '{volname}' on '{storeid}'")
         ctx.cluster.remove_volume(node, volid)
         task.log.append(f"Removed volume '{volid}'")
 
-    # PVE forks imgdel without an id (a volid's ':' cannot stand in a UPID)
-    return ctx.sim.tasks.start(node, "imgdel", "", ctx.user, work).upid
+    # API2/Storage/Content.pm delete: the worker's id is "<owner vmid>@<storage>"
+    owner = f"{vol['vmid']}@" if vol.get("vmid") is not None else ""
+    return ctx.sim.tasks.start(node, "imgdel", f"{owner}{storeid}", ctx.user, work).upid
+
+
+@route("PUT", "/nodes/{node}/storage/{storage}/content/{volume}")
+def storage_volume_update(ctx: Ctx, p: dict[str, Any]) -> None:
+    """Content.pm updateattributes: ``notes`` and ``protected`` (backups only), synchronous."""
+    volid = _volid(p)
+    vol = ctx.cluster.volume(volid, p["node"])
+    if vol is None:
+        raise PVEError(f"volume '{volid}' does not exist")
+    if "protected" in p:
+        if vol["content"] != "backup":
+            raise PVEError("protection status is only supported for backups")
+        if str(p["protected"]) in ("1", "true"):
+            vol["protected"] = 1
+        else:
+            vol.pop("protected", None)
+    if "notes" in p:
+        vol["notes"] = p["notes"]
+    return None
 
 
 # --- vzdump --------------------------------------------------------------------------------
@@ -274,6 +301,16 @@ def storage_delete(ctx: Ctx, p: dict[str, Any]) -> str:
 #: "trying to get global lock - waiting...".
 VZDUMP_LOCK = "/var/run/vzdump.lock"
 _EXT = {"zstd": ".vma.zst", "gzip": ".vma.gz", "lzo": ".vma.lzo", "0": ".vma", "1": ".vma.lzo"}
+
+
+def _pbs_time(ctx: Ctx, storage: str, node: str, vmid: int, when: float) -> str:
+    """A PBS snapshot's name is its backup time to the second: two never share one."""
+    taken = {v["volid"] for v in ctx.cluster.storage_volumes(storage, node)}
+    while True:
+        name = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+        if f"{storage}:backup/vm/{vmid}/{name}" not in taken:
+            return name
+        when += 1
 
 
 def _notes(template: str, vm: dict[str, Any], node: str) -> str:
@@ -310,7 +347,11 @@ def vzdump(ctx: Ctx, p: dict[str, Any]) -> str:
         raise PVEError("pvesim: vzdump of several guests at once is not supported")
     vm = vms[0]
     vmid = vm["vmid"]
-    volid = f"{storage}:backup/vzdump-qemu-{vmid}-{stamp}{_EXT.get(compress, '.vma.zst')}"
+    pbs = s["type"] == "pbs"
+    if pbs:  # PBSPlugin print_volid: a snapshot of group vm/<vmid> at the backup's UTC time
+        volid = f"{storage}:backup/vm/{vmid}/{_pbs_time(ctx, storage, node, vmid, when)}"
+    else:
+        volid = f"{storage}:backup/vzdump-qemu-{vmid}-{stamp}{_EXT.get(compress, '.vma.zst')}"
     notes = _notes(p.get("notes-template", ""), vm, node) if p.get("notes-template") else None
 
     if ctx.sim.faults.roll(ctx.sim.faults.lock_timeout_rate):
@@ -345,8 +386,11 @@ def vzdump(ctx: Ctx, p: dict[str, Any]) -> str:
                 {k: v for k, v in vm["config"].items() if k != "lock"})}
             if notes is not None:
                 extra["notes"] = notes
-            ctx.cluster.add_volume(node, volid, size, "backup", vmid,
-                                   fmt=volid.split(".", 1)[1], subtype="qemu", **extra)
+            if str(p.get("protected", "0")) == "1":
+                extra["protected"] = 1
+            fmt = "pbs-vm" if pbs else volid.split(".", 1)[1]
+            ctx.cluster.add_volume(node, volid, size, "backup", vmid, fmt=fmt, subtype="qemu",
+                                   **extra)
             task.log.append(f"INFO: creating vzdump archive '{volid}'")
             task.log.append(f"INFO: Finished Backup of VM {vmid}")
         finally:

@@ -48,6 +48,10 @@ def storage_defs() -> dict[str, dict[str, Any]]:
                    "total": 2048 * GiB},
         "iso": {"type": "dir", "content": ["iso"], "shared": 1, "path": "/mnt/iso",
                 "total": 512 * GiB},
+        # a Proxmox Backup Server datastore (pve-storage PBSPlugin.pm): archives are snapshots
+        # named backup/vm/<vmid>/<UTC time>, in this storage's namespace
+        "pbs": {"type": "pbs", "content": ["backup"], "shared": 1, "datastore": "store1",
+                "server": "pbs.pvesim.example", "namespace": "pvekvm", "total": 8192 * GiB},
     }
 
 

@@ -155,9 +155,15 @@ def create_backup(ctx: StepContext) -> StepResult:
 
 
 def _delete_volume(ctx: StepContext, backup: Backup) -> StepResult:
+    """Delete the archive and its row. A backup the operator protected on its storage (PVE's
+    ``protected`` flag; PBS snapshots too) is refused with the reason and kept."""
+    volume = quote(backup.volid, safe="")  # a volid holds ':' and '/'
+    path = f"nodes/{backup.node}/storage/{backup.storage}/content/{volume}"
     try:
-        volume = quote(backup.volid, safe="")  # a volid holds ':' and '/'
-        upid = ctx.pve.delete(f"nodes/{backup.node}/storage/{backup.storage}/content/{volume}")
+        if ctx.pve.get(path).get("protected"):
+            raise Refused(f"backup {backup.id} is protected on storage {backup.storage}: "
+                          "an operator must lift the protection before it can be deleted")
+        upid = ctx.pve.delete(path)
     except ProxmoxError as exc:
         if "does not exist" not in str(exc):
             raise

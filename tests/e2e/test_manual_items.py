@@ -157,6 +157,35 @@ def test_a_deleted_backup_leaves_the_storage_and_the_list_and_only_its_owner_may
                                         & (Operation.kind == "backup_delete")).exists()
 
 
+def test_a_protected_pbs_backup_is_kept_and_its_delete_refused_with_the_reason(
+        settings, sim, billing):
+    """A package backing up to a Proxmox Backup Server datastore: backups are PBS snapshots
+    that restore like any archive; one an operator protected is never deleted (the step reads
+    the flag first), the client hears why, and it goes once unprotected."""
+    _product("vps-pbs", backup_storage="pbs")
+    _deploy(billing, 821, "vps-pbs")
+    billing.backup_create(service_id=821, note="on pbs")
+    _wait_op(821, "backup_create")
+    backup = Backup.get(Backup.service_id == 821)
+    assert backup.storage == "pbs" and backup.volid.startswith("pbs:backup/vm/")
+    billing.backup_restore(service_id=821, backup_id=backup.id)
+    _wait_op(821, "restore")
+    content = sim.proxmox().nodes(backup.node).storage("pbs").content(backup.volid)
+    content.put(protected=1)
+    billing.backup_delete(service_id=821, backup_id=backup.id)
+    wait_until(lambda: Operation.get_or_none(service_id=821, kind="backup_delete",
+                                             status="failed"), 30, "the delete refused")
+    refused = Operation.get(service_id=821, kind="backup_delete")
+    assert refused.error == (f"backup {backup.id} is protected on storage pbs: an operator must "
+                             "lift the protection before it can be deleted")
+    assert Backup.get_or_none(id=backup.id) is not None and content.get()["protected"] == 1
+    content.put(protected=0)
+    billing.backup_delete(service_id=821, backup_id=backup.id)
+    _wait_op(821, "backup_delete")
+    assert Backup.get_or_none(id=backup.id) is None
+    assert sim.proxmox().nodes(backup.node).storage("pbs").content.get(content="backup") == []
+
+
 def test_backups_of_one_node_run_one_at_a_time_without_waiting_inside_proxmox(settings, sim,
                                                                              billing):
     """vzdump's global lock lets one backup job run per node: the engine gives the turns

@@ -203,8 +203,9 @@ def test_a_snapshot_of_that_name_this_order_did_not_make_is_refused_not_adopted(
 
 
 def test_a_restore_of_a_backup_gone_from_proxmox_is_refused_and_the_next_runs(settings, sim):
-    """A volume not found is permanent: PVE's 500 "can't find file" fails the restore at
-    once; the suspend behind it runs."""
+    """A volume not found is permanent: the restore step finds the archive missing from the
+    storage's content (PVE would answer 500 "can't find file", a refusal too) and fails the
+    restore at once saying so; the gone backup leaves the list; the suspend behind it runs."""
     with InProcessWorkers(settings, concurrency=2), \
             OrderClient(settings.amqp_url, settings.namespace) as billing:
         _deploy(billing, 7305)
@@ -220,4 +221,5 @@ def test_a_restore_of_a_backup_gone_from_proxmox_is_refused_and_the_next_runs(se
                    describe_ops([7305]))
     restore = _op(7305, "restore")
     assert restore.status == "failed" and restore.attempt == 0
-    assert restore.error == f"Proxmox refused: can't find file '{backup.volid}'"
+    assert restore.error.startswith(f"backup {backup.id} is gone from storage {backup.storage}")
+    assert Backup.get_or_none(Backup.id == backup.id) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from proxmoxer.core import ResourceException
 
@@ -226,3 +228,28 @@ def test_vzdump_gives_up_on_the_global_lock_after_lockwait(brisk_sim):
     assert brisk_sim.wait_task(late)["exitstatus"] == "unexpected status"
     assert "ERROR: can't acquire lock '/var/run/vzdump.lock' - got timeout" in _log(px, late)
     assert [brisk_sim.wait_task(u)["exitstatus"] for u in (running, queued)] == ["OK", "OK"]
+
+
+def test_pbs_backups_are_snapshots_that_restore_and_can_be_protected(px, sim):
+    """pve-storage PBSPlugin: backup/vm/<vmid>/<UTC time>, format pbs-vm, notes = comment;
+    a protected snapshot is not forgotten (PBS: "cannot remove protected snapshot")."""
+    node = px.nodes("pve1")
+    assert wait_upid(px, node.qemu(9000).clone.post(newid=290, full=1, name="pb"))[
+        "exitstatus"] == "OK"
+    upid = node.vzdump.post(vmid=290, storage="pbs", mode="snapshot",
+                            **{"notes-template": "{{guestname}}"})
+    assert wait_upid(px, upid)["exitstatus"] == "OK"
+    [b] = node.storage("pbs").content.get(content="backup", vmid=290)
+    assert re.fullmatch(r"pbs:backup/vm/290/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", b["volid"])
+    assert (b["format"], b["notes"], b["subtype"]) == ("pbs-vm", "pb", "qemu")
+    assert wait_upid(px, node.qemu.post(vmid=291, archive=b["volid"], storage="local-lvm"))[
+        "exitstatus"] == "OK"
+    assert node.qemu(291).config.get()["name"] == "pb"
+    node.storage("pbs").content(b["volid"]).put(protected=1)
+    assert node.storage("pbs").content(b["volid"]).get()["protected"] == 1
+    upid = node.storage("pbs").content(b["volid"]).delete()
+    assert ":imgdel:290@pbs:" in upid
+    assert wait_upid(px, upid)["exitstatus"] == "cannot remove protected snapshot"
+    node.storage("pbs").content(b["volid"]).put(protected=0)
+    assert wait_upid(px, node.storage("pbs").content(b["volid"]).delete())["exitstatus"] == "OK"
+    assert node.storage("pbs").content.get(content="backup", vmid=290) == []

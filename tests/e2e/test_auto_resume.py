@@ -260,9 +260,9 @@ def test_refused_and_cancelled_operations_are_never_auto_resumed(settings, sim, 
                                      {"resume": "auto", "dependency": "other"}) == 4
 
     config = write_config(settings, tmp_path / "cli.toml")
-    assert main(["--config", str(config), "cancel", "--reason", "no such reason"]) == 0
+    assert main(["--config", str(config), "cancel", "--reason", "no such reason"]) == 1  # nothing matched: a failed command
     assert capsys.readouterr().out.strip() == "cancelled 0 paused operation(s)"
-    assert main(["--config", str(config), "cancel", "--reason", "%"]) == 0  # not a wildcard
+    assert main(["--config", str(config), "cancel", "--reason", "%"]) == 1  # not a wildcard
     assert capsys.readouterr().out.strip() == "cancelled 0 paused operation(s)"
     assert main(["--config", str(config), "cancel", f"op:{ops[0].id}"]) == 0
     assert main(["--config", str(config), "cancel", "--all"]) == 0

@@ -24,6 +24,9 @@
   pools                    IP pools: addresses free / held
   isos STORAGE [--node N]  ISO images on a storage, grouped as the client area shows them
   api [--host H] [--port P] [--workers N]   the HTTP service API (see pvekvm.api)
+  webhooks [--json]        each webhook endpoint: backlog, failing and parked services
+  webhooks retry NAME [--service SID]   send a parked stream again (all of NAME's, or one)
+  webhooks new-secret      a fresh whsec_ secret for [[webhooks]] secrets
 
 Settings: --config FILE, else $PVEKVM_CONFIG, else config/pvekvm.toml, overridden by the
 environment (see pvekvm.config). Exit codes: 0 ok, 1 a check or command failed, 2 a setting or
@@ -60,6 +63,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "rotate-keys": ("database", "secret-key"),
     "init-key": ("database-exists",),
     "grants": ("database",),
+    "webhooks": ("database",),
 }
 
 
@@ -275,7 +279,14 @@ COMMANDS = {
     "status": lambda settings, args: print(engine_status(settings)),
     "isos": lambda settings, args: print(list_isos(settings, args.storage, args.node)),
     "api": lambda settings, args: args.run(args),
+    "webhooks": lambda settings, args: cmd_webhooks(args),
 }
+
+
+def cmd_webhooks(args) -> int:
+    from workers import webhooks
+
+    return webhooks.command(args.action, args.name, args.service, args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("storage")
     p.add_argument("--node", default=None)
     add_api_command(sub)
+    p = sub.add_parser("webhooks")
+    p.add_argument("action", nargs="?", choices=("status", "retry", "new-secret"),
+                   default="status")
+    p.add_argument("name", nargs="?", help="retry: the endpoint's name (or id)")
+    p.add_argument("--service", type=int, help="retry: only this service's stream")
+    p.add_argument("--json", action="store_true", help="status as JSON")
     return ap
 
 
@@ -336,6 +353,11 @@ def _reason_text(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cmd == "webhooks" and args.action == "new-secret":
+        from pvekvm.webhooks.signing import new_secret
+
+        print(new_secret())
+        return 0
     if args.cmd == "config-check":
         return cmd_config_check(args.file)
     settings = preflight.settings_or_exit(args.config, PROG)

@@ -1,0 +1,122 @@
+"""Webhooks delivered for real: a loopback receiver verifies each POST with the reference
+``standardwebhooks`` verifier; order per service, retries, parking, rotation and kill -9 of the
+deliverer (``python -m workers.webhooks`` as a process)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from pvekvm.config import ROOT
+from pvekvm.models import database
+from pvekvm.webhooks.config import EndpointSetting
+from pvekvm.webhooks.signing import new_secret
+from tests.e2e.harness import wait_until
+from tests.webhooks.conftest import emit, ids, make_settings, with_delivery
+from tests.webhooks.receiver import Receiver
+from workers import webhooks
+
+
+def test_each_event_is_posted_signed_in_order_per_service_with_both_secrets_of_a_rotation(
+        db, tmp_path, database_url, amqp_url):
+    new, old = new_secret(), new_secret()
+    with Receiver(old) as knows_old, Receiver(new) as knows_new:
+        settings = make_settings(tmp_path, database_url, amqp_url, endpoints=(
+            EndpointSetting("all", knows_old.url, (new, old)),
+            EndpointSetting("service-only", knows_new.url, (new,), ("service.*",))))
+        sent = {sid: emit(sid, 4) + emit(sid, 1, "service.ready") for sid in (11, 12, 13)}
+        with webhooks.Deliverer(settings, threads=3):
+            wait_until(lambda: len(knows_old.acked_ids()) == 15
+                       and len(knows_new.acked_ids()) == 3, 20, "every event delivered")
+        assert all(r.verified for r in knows_old.received + knows_new.received)
+        assert knows_old.per_service() == {sid: ids(p) for sid, p in sent.items()}
+        assert knows_new.per_service() == {sid: ids(p[-1:]) for sid, p in sent.items()}
+        assert knows_old.overlaps == [] == knows_new.overlaps
+        bodies = {p.event_id: p.body for ps in sent.values() for p in ps}
+        for r in knows_old.received:  # the exchange's bytes, the event id as webhook-id
+            assert r.headers["webhook-id"] == r.event["event_id"]
+            assert r.body == bodies[r.event["event_id"]]
+            assert len(r.headers["webhook-signature"].split(" ")) == 2
+        assert len(knows_new.received[0].headers["webhook-signature"].split(" ")) == 1
+        rows = {r["name"]: r for r in webhooks.status()}
+        assert rows["all"]["backlog"] == 0 and rows["all"]["delivered"] == 15
+
+
+def test_a_failing_service_is_retried_then_parked_and_never_overtaken(
+        db, tmp_path, database_url, amqp_url):
+    secret = new_secret()
+    broken = threading.Event()
+    broken.set()
+    answer = lambda event: 500 if broken.is_set() and event["service_id"] == 22 else 200  # noqa: E731
+    with Receiver(secret, answer) as receiver:
+        settings = with_delivery(make_settings(tmp_path, database_url, amqp_url, endpoints=(
+            EndpointSetting("p", receiver.url, (secret,)),)), retry_for_s=0.8)
+        ok, failing = emit(21, 3), emit(22, 3)
+        with webhooks.Deliverer(settings, threads=2):
+            wait_until(lambda: any(r["parked_streams"] for r in webhooks.status()), 15,
+                       "service 22 parked")
+            assert receiver.per_service()[21] == ids(ok)  # the other service went on
+            tried = [r.event["event_id"] for r in receiver.received
+                     if r.event["service_id"] == 22]
+            assert len(tried) >= 3 and set(tried) == {failing[0].event_id}  # retried, alone
+            (row,) = webhooks.status()
+            (parked,) = row["failing"]
+            assert parked["service_id"] == 22 and "HTTP 500" in parked["parked"]
+            assert row["backlog"] == 3
+            broken.clear()
+            assert webhooks.command("retry", "p", 22, False) == 0
+            wait_until(lambda: receiver.per_service().get(22) == ids(failing), 10,
+                       "service 22 delivered after the operator's retry")
+        assert webhooks.status()[0]["backlog"] == 0
+
+
+def _deliverer(config: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "workers.webhooks", "--config", str(config),
+                             "--threads", "3"], cwd=ROOT, stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_kill_9_of_the_deliverer_loses_nothing_and_keeps_each_services_order(
+        db, tmp_path, database_url, amqp_url):
+    secret = new_secret()
+    with Receiver(secret, delay_s=0.01) as receiver:
+        settings = make_settings(tmp_path, database_url, amqp_url)
+        config = tmp_path / "pvekvm.toml"
+        config.write_text(
+            f'[database]\nurl = "{database_url}"\n[amqp]\nurl = "{amqp_url}"\n'
+            f'[secrets]\nkey_file = "{settings.secret_key_file}"\n'
+            f'[[webhooks]]\nname = "k"\nurl = "{receiver.url}"\nsecret = "{secret}"\n'
+            "[webhook_delivery]\ntimeout_s = 1.0\nlease_s = 3.0\nretry_first_s = 0.1\n"
+            "retry_max_s = 0.4\npoll_s = 0.05\n")
+        log = tmp_path / "deliverer.log"
+        first = _deliverer(config, log)
+        try:
+            wait_until(lambda: database.execute_sql(
+                "SELECT COUNT(*) FROM webhook_endpoints").fetchone()[0] == 1, 20,
+                "the deliverer registered the settings endpoint")
+            sent = {sid: emit(sid, 25) for sid in (31, 32, 33, 34)}
+            wait_until(lambda: len(receiver.acked_ids()) >= 30, 20, "deliveries under way")
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(5)
+            at_kill = len(receiver.acked_ids())
+            assert at_kill < 100, "killed too late to mean anything"
+            others = [_deliverer(config, log), _deliverer(config, log)]  # and scaled out
+            try:
+                wait_until(lambda: len(receiver.acked_ids()) == 100, 30,
+                           f"all 100 events delivered (log: {log})")
+            finally:
+                for p in others:
+                    p.send_signal(signal.SIGTERM)
+                for p in others:
+                    p.wait(15)
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert all(r.verified for r in receiver.received)
+        assert receiver.per_service() == {sid: ids(p) for sid, p in sent.items()}
+        assert receiver.overlaps == []
+        assert webhooks.status()[0]["backlog"] == 0

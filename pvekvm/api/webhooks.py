@@ -20,6 +20,7 @@ from pvekvm.webhooks import config as whconfig
 from pvekvm.webhooks import feed, signing, store, target
 
 router = APIRouter(prefix="/v1", responses={
+    400: {"model": schemas.Problem, "description": "a body that is not JSON"},
     401: {"model": schemas.Problem, "description": "no token or a wrong token"},
     403: {"model": schemas.Problem, "description": "a client token (billing tokens only)"},
     422: {"model": schemas.Problem, "description": "the request is refused: detail says why"},

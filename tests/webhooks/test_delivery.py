@@ -11,6 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from pvekvm.config import ROOT
 from pvekvm.models import database
 from pvekvm.webhooks.config import EndpointSetting
@@ -80,9 +82,12 @@ def _deliverer(config: Path, log: Path) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+@pytest.mark.parametrize("services, per_service, kills", [
+    (4, 25, 1), pytest.param(8, 60, 4, marks=pytest.mark.slow)])
 def test_kill_9_of_the_deliverer_loses_nothing_and_keeps_each_services_order(
-        db, tmp_path, database_url, amqp_url):
+        db, tmp_path, database_url, amqp_url, services, per_service, kills):
     secret = new_secret()
+    total = services * per_service
     with Receiver(secret, delay_s=0.01) as receiver:
         settings = make_settings(tmp_path, database_url, amqp_url)
         config = tmp_path / "pvekvm.toml"
@@ -93,29 +98,31 @@ def test_kill_9_of_the_deliverer_loses_nothing_and_keeps_each_services_order(
             "[webhook_delivery]\ntimeout_s = 1.0\nlease_s = 3.0\nretry_first_s = 0.1\n"
             "retry_max_s = 0.4\npoll_s = 0.05\n")
         log = tmp_path / "deliverer.log"
-        first = _deliverer(config, log)
+        running = [_deliverer(config, log)]
         try:
             wait_until(lambda: database.execute_sql(
                 "SELECT COUNT(*) FROM webhook_endpoints").fetchone()[0] == 1, 20,
                 "the deliverer registered the settings endpoint")
-            sent = {sid: emit(sid, 25) for sid in (31, 32, 33, 34)}
-            wait_until(lambda: len(receiver.acked_ids()) >= 30, 20, "deliveries under way")
-            os.kill(first.pid, signal.SIGKILL)
-            first.wait(5)
-            at_kill = len(receiver.acked_ids())
-            assert at_kill < 100, "killed too late to mean anything"
-            others = [_deliverer(config, log), _deliverer(config, log)]  # and scaled out
-            try:
-                wait_until(lambda: len(receiver.acked_ids()) == 100, 30,
-                           f"all 100 events delivered (log: {log})")
-            finally:
-                for p in others:
-                    p.send_signal(signal.SIGTERM)
-                for p in others:
-                    p.wait(15)
+            sent = {sid: emit(sid, per_service) for sid in range(31, 31 + services)}
+            for k in range(kills):
+                wait_until(lambda k=k: len(receiver.acked_ids()) >= (k + 1) * total
+                           // (kills + 2), 30, "deliveries under way")
+                victim = running.pop(0)
+                os.kill(victim.pid, signal.SIGKILL)
+                victim.wait(5)
+                running.append(_deliverer(config, log))  # another takes over
+            assert len(receiver.acked_ids()) < total, "killed too late to mean anything"
+            running.append(_deliverer(config, log))  # and scaled out
+            wait_until(lambda: len(receiver.acked_ids()) == total, 30 + 5 * kills,
+                       f"all {total} events delivered (log: {log})")
         finally:
-            if first.poll() is None:
-                first.kill()
+            for p in running:
+                p.send_signal(signal.SIGTERM)
+            for p in running:
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
         assert all(r.verified for r in receiver.received)
         assert receiver.per_service() == {sid: ids(p) for sid, p in sent.items()}
         assert receiver.overlaps == []

@@ -415,10 +415,24 @@ def status() -> list[dict[str, Any]]:
     return out
 
 
+def feed_status() -> str:
+    """Whether a sequencer runs: events still without a feed position, and its last round."""
+    waiting, oldest, last = database.execute_sql(
+        "SELECT COUNT(*), TIMESTAMPDIFF(SECOND, MIN(created_at), NOW(3)), "
+        "(SELECT MAX(updated_at) FROM feed_sequencer) FROM outbox WHERE seq IS NULL").fetchone()
+    line = f"feed: {waiting} events waiting for a position"
+    if waiting:
+        line += f" (oldest {oldest} s)"
+    line += f"; last numbered at {last:%Y-%m-%d %H:%M:%S}" if last else "; never numbered"
+    if waiting and (oldest or 0) > 30:
+        line += " — is a deliverer running? (python -m workers.webhooks numbers the feed)"
+    return line
+
+
 def format_status(rows: list[dict[str, Any]]) -> str:
+    lines = [feed_status()]
     if not rows:
-        return "no webhook endpoints ([[webhooks]] in the settings, or POST /v1/webhooks)"
-    lines = []
+        lines.append("no webhook endpoints ([[webhooks]] in the settings, or POST /v1/webhooks)")
     for r in rows:
         age = "" if r["oldest_backlog_s"] is None else f", oldest {r['oldest_backlog_s']} s"
         lines.append(f"{r['name']} (id {r['id']}, {r['origin']}, scope {r['scope'] or 'all'}) "

@@ -31,6 +31,10 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": schemas.Problem,
 SECRET_PATTERN = r"^whsec_[A-Za-z0-9+/]{32,88}={0,2}$"
 MAX_WAIT_S = 30.0
 POLL_S = 0.25
+#: long polls waiting at once in one API process; past it a request answers at once (an empty
+#: page), so held-open requests cannot make the process query the database without bound
+MAX_WAITING = 64
+_waiting = 0
 
 
 EventTypes = Annotated[list[Annotated[str, Field(
@@ -232,14 +236,22 @@ async def event_feed(request: Request, who: Who, settings: Cfg,
         start = await run_in_threadpool(feed.position, after)
     except feed.BadCursor as exc:
         raise HTTPException(422, str(exc)) from None
+    global _waiting
     deadline = time.monotonic() + min(wait, settings.webhooks.delivery.feed_max_wait_s)
-    while True:
-        got = await run_in_threadpool(feed.page, start, limit, _ranges(who))
-        if got.events or got.has_more or time.monotonic() >= deadline \
-                or await request.is_disconnected():
-            return EventPage(events=[BillingEvent.model_validate(e) for e in got.events],
-                             next_cursor=got.next_cursor, has_more=got.has_more)
-        await asyncio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+    counted = False
+    try:
+        while True:
+            got = await run_in_threadpool(feed.page, start, limit, _ranges(who))
+            if not counted and not got.events and _waiting < MAX_WAITING:
+                _waiting, counted = _waiting + 1, True
+            if got.events or got.has_more or not counted or time.monotonic() >= deadline \
+                    or await request.is_disconnected():
+                return EventPage(events=[BillingEvent.model_validate(e) for e in got.events],
+                                 next_cursor=got.next_cursor, has_more=got.has_more)
+            await asyncio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+    finally:
+        if counted:
+            _waiting -= 1
 
 
 # --------------------------------------------------------------------------- OpenAPI webhooks

@@ -69,11 +69,26 @@ def test_a_failing_service_is_retried_then_parked_and_never_overtaken(
             (parked,) = row["failing"]
             assert parked["service_id"] == 22 and "HTTP 500" in parked["parked"]
             assert row["backlog"] == 3
+            config = tmp_path / "cli.toml"
+            config.write_text(f'[database]\nurl = "{database_url}"\n[amqp]\nurl = "{amqp_url}"\n'
+                              f'[secrets]\nkey_file = "{settings.secret_key_file}"\n')
+            shown = _cli(config, "webhooks")
+            assert "p (id " in shown and "backlog 3" in shown, shown
+            assert "sid:22 PARKED: parked after" in shown and "HTTP 500" in shown, shown
             broken.clear()
-            assert webhooks.command("retry", "p", 22, False) == 0
+            assert "1 parked service stream due again" in _cli(config, "webhooks", "retry", "p",
+                                                               "--service", "22")
             wait_until(lambda: receiver.per_service().get(22) == ids(failing), 10,
                        "service 22 delivered after the operator's retry")
         assert webhooks.status()[0]["backlog"] == 0
+
+
+def _cli(config: Path, *args: str) -> str:
+    run = subprocess.run([sys.executable, "-m", "pvekvm", "--config", str(config), *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
 
 
 def _deliverer(config: Path, log: Path) -> subprocess.Popen:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from peewee import IntegrityError
+
 from pvekvm import secrets as secretbox
 from pvekvm.config import ApiSettings
 from pvekvm.models import database
@@ -116,10 +118,8 @@ def register(key_file: str, owner: str, name: str, url: str, event_types: list[s
                 (name, owner, owner, url, json.dumps(event_types),
                  _encrypted(key_file, [secret]), head(),
                  _live_key("api", owner, name))).lastrowid
-        except Exception as exc:  # the live key's unique index: a racer took the name
-            if "Duplicate" in str(exc):
-                raise NameTaken(f"a webhook endpoint named {name} exists") from None
-            raise
+        except IntegrityError:  # the live key's unique index: a racer took the name
+            raise NameTaken(f"a webhook endpoint named {name} exists") from None
     found = get(int(new_id))
     assert found is not None
     return found
@@ -145,7 +145,15 @@ def delete(endpoint_id: int) -> None:
 def sync_settings(key_file: str, wanted: tuple[EndpointSetting, ...]) -> list[str]:
     """Make the live settings endpoints those of ``wanted`` (matched by name): new ones added
     (from the feed's head), changed ones updated in place (their queue kept), the others
-    deleted. Returns one line per change."""
+    deleted. Returns one line per change. Deliverers starting at once: the one that loses the
+    race for a new name's row looks again and finds it."""
+    try:
+        return _sync(key_file, wanted)
+    except IntegrityError:
+        return _sync(key_file, wanted)
+
+
+def _sync(key_file: str, wanted: tuple[EndpointSetting, ...]) -> list[str]:
     lines = []
     with database.atomic():
         rows = database.execute_sql(

@@ -25,6 +25,8 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -96,8 +98,15 @@ class _PinnedTLS(_Pinned):
         self.sock = self.context.wrap_socket(self.sock, server_hostname=self.host)
 
 
-def resolve(host: str, port: int) -> list[Address]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+#: name lookups run here so one that hangs (a resolver that does not answer) is given up at
+#: the attempt's deadline; the lookup itself ends with the resolver's own timeout
+_resolvers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhook-resolve")
+
+
+def resolve(host: str, port: int, timeout_s: float = 10.0) -> list[Address]:
+    """The addresses ``host`` resolves to now; TimeoutError past ``timeout_s``."""
+    infos = _resolvers.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM
+                              ).result(timeout=timeout_s)
     return list(dict.fromkeys(ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos))
 
 
@@ -112,7 +121,9 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float,
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     deadline = time.monotonic() + timeout_s
     try:
-        addresses = resolve(host, port)
+        addresses = resolve(host, port, timeout_s)
+    except FutureTimeout:
+        return Attempt(None, f"cannot resolve {host} within {timeout_s:g} s")
     except (OSError, ValueError) as exc:
         return Attempt(None, f"cannot resolve {host}: {exc}"[:300])
     usable = [a for a in addresses if allowed is None or allowed(a)]

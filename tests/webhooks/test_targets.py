@@ -123,3 +123,8 @@ def test_private_loopback_link_local_and_reserved_addresses_are_refused(address)
 def test_public_addresses_are_allowed():
     for address in ("8.8.8.8", "2001:4860:4860::8888", "::ffff:8.8.8.8"):
         assert target.address_allowed(ipaddress.ip_address(address), [])
+
+
+def test_a_name_that_does_not_resolve_fails_the_attempt_with_the_reason():
+    attempt = target.post("http://no-such-host.invalid/hook", b"{}", {}, timeout_s=2)
+    assert not attempt.ok and "cannot resolve no-such-host.invalid" in (attempt.error or "")

@@ -35,6 +35,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,15 +151,19 @@ class Claim:
     failing_for_s: float | None  # since the head's first failure (None: it has not failed)
 
 
-def claim(owner: str, lease_s: float) -> Claim | None:
-    """Lease one due stream (the longest due first), or None."""
+def claim(owner: str, lease_s: float, busy: Iterable[int] = ()) -> Claim | None:
+    """Lease one due stream (the longest due first) of an endpoint not in ``busy``, or None."""
+    skip = sorted(set(busy))
+    not_busy = ("AND endpoint_id NOT IN (" + ",".join(["%s"] * len(skip)) + ") "
+                if skip else "")
+
     def take() -> Claim | None:
         row = database.execute_sql(
             "SELECT endpoint_id, service_id, head_seq, attempts, "
             "TIMESTAMPDIFF(MICROSECOND, first_failed_at, NOW(3)) FROM webhook_streams "
             "WHERE next_attempt_at <= NOW(3) AND head_seq IS NOT NULL "
-            "AND (lease_until IS NULL OR lease_until < NOW(3)) "
-            "ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED").fetchone()
+            f"AND (lease_until IS NULL OR lease_until < NOW(3)) {not_busy}"
+            "ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED", tuple(skip)).fetchone()
         if row is None:
             return None
         database.execute_sql(
@@ -284,6 +289,8 @@ class Deliverer:
                                           name=f"webhooks-{i}") for i in range(threads)]
         self._endpoints: dict[int, tuple[float, store.Endpoint | None, list[str]]] = {}
         self._lock = threading.Lock()
+        self._claiming = threading.Lock()
+        self._in_flight: dict[int, int] = defaultdict(int)  # endpoint -> attempts in flight
         self.sent: dict[str, int] = defaultdict(int)  # outcome -> count (for the log line)
 
     def start(self) -> Deliverer:
@@ -336,17 +343,41 @@ class Deliverer:
             self._endpoints[endpoint_id] = (time.monotonic(), ep, secrets)
         return ep, secrets
 
+    def _claim(self) -> Claim | None:
+        """A due stream of an endpoint that has fewer than ``endpoint_concurrency`` attempts
+        in flight in this process (one slow or hanging receiver cannot take every thread
+        from the other endpoints); counted until :meth:`_release`."""
+        limit = self.delivery.endpoint_concurrency
+        with self._claiming:
+            busy = [e for e, n in self._in_flight.items() if limit and n >= limit]
+            c = claim(self.owner, self.delivery.lease_s, busy)
+            if c is not None:
+                self._in_flight[c.endpoint_id] += 1
+        return c
+
+    def _release(self, endpoint_id: int) -> None:
+        with self._claiming:
+            self._in_flight[endpoint_id] -= 1
+
     def _deliver_loop(self) -> None:
         while not self.stop.is_set():
             try:
-                c = claim(self.owner, self.delivery.lease_s)
+                c = self._claim()
+            except Exception:  # noqa: BLE001 - the database restarts: try again next round
+                log.exception("webhooks: claim failed")
+                c = None
+            if c is None:
+                self.stop.wait(self.delivery.poll_s)
+                continue
+            endpoint_id = c.endpoint_id
+            try:
                 while c is not None and not self.stop.is_set():
-                    c = self.send(c)
-                if c is None:
-                    self.stop.wait(self.delivery.poll_s)
+                    c = self.send(c)  # the service's next event, still leased, or None
             except Exception:  # noqa: BLE001 - the database restarts: the lease runs out
                 log.exception("webhooks: delivery round failed")
                 self.stop.wait(self.delivery.poll_s)
+            finally:
+                self._release(endpoint_id)
         database.close()
 
     def send(self, c: Claim) -> Claim | None:

@@ -21,6 +21,7 @@ retry_for_s = 86400.0     # then the stream is parked with the last reason
 poll_s = 0.5              # how often an idle deliverer looks for work
 api_allowed_networks = [] # non-public networks an API-registered URL may reach ("127.0.0.0/8")
 api_max_endpoints = 10    # endpoints one billing token may register over the API
+endpoint_concurrency = 4  # attempts in flight per endpoint in one deliverer (0: no limit)
 feed_max_wait_s = 30.0    # the longest long-poll of GET /v1/events
 keep_delivered_days = 7.0 # delivered rows are kept this long (the backlog never is pruned)
 ```
@@ -65,6 +66,7 @@ class DeliverySettings:
     poll_s: float = 0.5
     api_allowed_networks: tuple[str, ...] = ()
     api_max_endpoints: int = 10
+    endpoint_concurrency: int = 4
     feed_max_wait_s: float = 30.0
     keep_delivered_days: float = 7.0
 

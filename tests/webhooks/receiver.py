@@ -36,6 +36,7 @@ class Receiver:
     delay_s: float = 0.0
     received: list[Received] = field(default_factory=list)
     overlaps: list[int] = field(default_factory=list)  # services seen twice in flight at once
+    max_in_flight: int = 0  # requests being answered at once, at most
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -67,6 +68,7 @@ class Receiver:
             self._in_flight[sid] += 1
             if self._in_flight[sid] > 1:
                 self.overlaps.append(sid)
+            self.max_in_flight = max(self.max_in_flight, sum(self._in_flight.values()))
         try:
             if self.delay_s:
                 time.sleep(self.delay_s)

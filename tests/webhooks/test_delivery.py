@@ -83,6 +83,22 @@ def test_a_failing_service_is_retried_then_parked_and_never_overtaken(
         assert webhooks.status()[0]["backlog"] == 0
 
 
+def test_a_hanging_receiver_does_not_take_every_thread_from_the_other_endpoints(
+        db, tmp_path, database_url, amqp_url):
+    secret = new_secret()
+    with Receiver(secret, delay_s=3.0) as hanging, Receiver(secret) as healthy:
+        settings = with_delivery(make_settings(tmp_path, database_url, amqp_url, endpoints=(
+            EndpointSetting("hanging", hanging.url, (secret,), ("service.*",)),
+            EndpointSetting("healthy", healthy.url, (secret,), ("operation.*",)))),
+            endpoint_concurrency=2)
+        sent = {sid: emit(sid, 1) + emit(sid, 1, "service.ready") for sid in range(41, 49)}
+        with webhooks.Deliverer(settings, threads=4):
+            wait_until(lambda: len(healthy.acked_ids()) == 8, 20, "the healthy endpoint served")
+            assert hanging.acked() == []  # its attempts are still timing out meanwhile
+        assert healthy.per_service() == {sid: ids(p[:1]) for sid, p in sent.items()}
+        assert 1 <= hanging.max_in_flight <= 2
+
+
 def _cli(config: Path, *args: str) -> str:
     run = subprocess.run([sys.executable, "-m", "pvekvm", "--config", str(config), *args],
                          cwd=ROOT, capture_output=True, text=True, timeout=60,

@@ -69,6 +69,11 @@ def registration_problem(url: str, allowed: Iterable[Network]) -> str | None:
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
+        last = host.rsplit(".", 1)[-1]
+        if ":" in host or "%" in host or last.isdigit() or last.startswith("0x") \
+                or host.startswith("0x"):
+            # 2130706433, 0x7f.1, fe80::1%eth0: forms a resolver turns into an address
+            return "url: a host must be a name or a plain IPv4 / IPv6 address"
         return None
     if not address_allowed(ip, list(allowed)):
         return (f"url: {ip} is not a public address (the API refuses private, loopback and "

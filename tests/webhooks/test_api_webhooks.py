@@ -45,7 +45,8 @@ def _register(api: ApiServer, token: str, url: str, **body: object):
 REFUSED = ["http://127.0.0.2:8080/", "http://169.254.169.254/latest/meta-data/",
            "http://10.0.0.1/", "http://localhost:15672/", "http://[::1]/",
            "http://[::ffff:127.0.0.2]/", "http://user:pw@example.net/", "ftp://example.net/",
-           "http://0.0.0.0/"]
+           "http://0.0.0.0/", "http://2130706433/", "http://0x7f.0.0.1/",
+           "http://[fe80::1%25eth0]/", "http://127.1/"]
 
 
 def test_an_endpoint_the_allow_rule_refuses_is_refused_with_the_reason(env):

@@ -18,7 +18,7 @@ from pvekvm.models import database
 from pvekvm.webhooks.config import EndpointSetting
 from pvekvm.webhooks.signing import new_secret
 from tests.e2e.harness import wait_until
-from tests.webhooks.conftest import emit, ids, make_settings, with_delivery
+from tests.webhooks.conftest import FAST, emit, ids, make_settings, with_delivery
 from tests.webhooks.receiver import Receiver
 from workers import webhooks
 
@@ -158,3 +158,15 @@ def test_kill_9_of_the_deliverer_loses_nothing_and_keeps_each_services_order(
         assert receiver.per_service() == {sid: ids(p) for sid, p in sent.items()}
         assert receiver.overlaps == []
         assert webhooks.status()[0]["backlog"] == 0
+
+
+def test_delivered_rows_are_forgotten_after_the_keep_time_and_the_backlog_never(db):
+    for seq, status, age_days in ((1, "delivered", 10), (2, "delivered", 1), (3, "dropped", 8),
+                                  (4, "queued", 30), (5, "parked", 30)):
+        database.execute_sql(
+            "INSERT INTO webhook_deliveries (endpoint_id, seq, status, created_at, delivered_at) "
+            "VALUES (1, %s, %s, NOW() - INTERVAL %s DAY, IF(%s IN ('delivered', 'dropped'), "
+            "NOW() - INTERVAL %s DAY, NULL))", (seq, status, age_days, status, age_days))
+    assert webhooks.prune_once(FAST) == 2
+    left = database.execute_sql("SELECT seq FROM webhook_deliveries ORDER BY seq").fetchall()
+    assert [s for (s,) in left] == [2, 4, 5]

@@ -167,3 +167,21 @@ def test_rotation_over_the_api_signs_with_both_secrets_then_the_new_one_only(env
         assert old != new
     assert api.post(rotate, A, json={"secret": "whsec_" + "A" * 88}).status_code == 422  # 66 bytes
     assert api.post(rotate, B, json={}).status_code == 404
+
+
+def test_the_openapi_document_describes_the_deliveries_and_the_feed(env):
+    _, api = env
+    doc = api.get("/openapi.json").json()
+    assert doc["openapi"].startswith("3.1")
+    hook = doc["webhooks"]["billing-event"]["post"]
+    headers = {p["name"] for p in hook["parameters"] if p["in"] == "header"}
+    assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+    body = hook["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    event = doc["components"]["schemas"][body.rsplit("/", 1)[1]]
+    assert {"event_id", "type", "service_id", "occurred_at"} <= set(event["required"])
+    feed = doc["paths"]["/v1/events"]["get"]
+    page = feed["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert set(doc["components"]["schemas"][page.rsplit("/", 1)[1]]["properties"]) == {
+        "events", "next_cursor", "has_more"}
+    assert {p["name"] for p in feed["parameters"]} == {"after", "limit", "wait"}
+    assert {"post", "get"} <= set(doc["paths"]["/v1/webhooks"])

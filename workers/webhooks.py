@@ -40,8 +40,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from peewee import OperationalError
+from prometheus_client import Counter, Histogram
 
-from pvekvm import logs, preflight
+from pvekvm import logs, metrics, preflight
 from pvekvm.config import Settings
 from pvekvm.db import bind
 from pvekvm.models import database
@@ -49,6 +50,15 @@ from pvekvm.webhooks import signing, store, target
 from pvekvm.webhooks.config import DeliverySettings, matches
 
 log = logging.getLogger("pvekvm.webhooks")
+ATTEMPTS = Counter("pvekvm_webhook_attempts_total", "Webhook POSTs by endpoint and what came "
+                   "of them (delivered, retry, parked, dropped, lost: the lease ran out); "
+                   "endpoint: its name (settings) or token/name (API)",
+                   ["endpoint", "result"])
+ATTEMPT_SECONDS = Histogram("pvekvm_webhook_attempt_seconds", "One webhook POST, lookup to "
+                            "the answer's headers", ["endpoint"])
+DELAY_SECONDS = Histogram("pvekvm_webhook_delivery_delay_seconds", "From an event's commit to "
+                          "its receiver's 2xx", ["endpoint"],
+                          buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400))
 SEQUENCE_BATCH = 1000
 FAN_OUT_BATCH = 2000
 DEADLOCK, LOCK_WAIT = 1213, 1205
@@ -389,27 +399,38 @@ class Deliverer:
                                  "lease_owner = NULL, lease_until = NULL WHERE endpoint_id = %s "
                                  "AND service_id = %s", (c.endpoint_id, c.service_id))
             return None
-        row = database.execute_sql("SELECT event_id, body, service_id FROM outbox WHERE seq = %s",
-                                   (c.seq,)).fetchone()
+        row = database.execute_sql(
+            "SELECT event_id, body, service_id, TIMESTAMPDIFF(MICROSECOND, created_at, NOW(3)) "
+            "FROM outbox WHERE seq = %s", (c.seq,)).fetchone()
         if row is None or not store.service_filter(ep.scope, self.settings.api)(row[2]):
             why = "event gone" if row is None else "outside the endpoint's scope now"
             self.sent["dropped"] += 1
+            ATTEMPTS.labels(ep.name if ep.origin == "settings" else f"{ep.owner}/{ep.name}",
+                            "dropped").inc()
             return advance(c, self.owner, "dropped", None, why, self.delivery.lease_s)
         event_id, body = row[0], row[1].encode()
+        label = ep.name if ep.origin == "settings" else f"{ep.owner}/{ep.name}"
         allowed = None
         if ep.origin == "api":
             networks = self.delivery.allowed_networks()
             allowed = lambda ip: target.address_allowed(ip, networks)  # noqa: E731
         if time.monotonic() - started > self.delivery.lease_s - self.delivery.timeout_s - 1:
             return None  # too slow to get here: the lease may be over; its next holder sends
+        sent_at = time.monotonic()
         attempt = target.post(ep.url, body, signing.headers(event_id, body, secrets),
                               self.delivery.timeout_s, allowed)
+        took = time.monotonic() - sent_at
+        ATTEMPT_SECONDS.labels(label).observe(took)
         if attempt.ok:
             self.sent["delivered"] += 1
+            ATTEMPTS.labels(label, "delivered").inc()
+            if row[3] is not None:
+                DELAY_SECONDS.labels(label).observe(max(0.0, row[3] / 1e6 + took))
             return advance(c, self.owner, "delivered", attempt.status, None,
                            self.delivery.lease_s)
         outcome = fail(c, self.owner, attempt.status, attempt.error or "failed", self.delivery)
         self.sent[outcome] += 1
+        ATTEMPTS.labels(label, outcome).inc()
         log.info("webhook %s sid:%s event %s: %s (%s)", ep.name, c.service_id, event_id,
                  attempt.error, outcome)
         return None
@@ -499,11 +520,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=4, help="deliveries in flight at once")
     ap.add_argument("--config", help="TOML settings file (default: $PVEKVM_CONFIG)")
     ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--metrics-port", type=int,
+                    help="port of /metrics (default: settings' observability.port; 0 = any)")
     args = ap.parse_args(argv)
     settings = preflight.settings_or_exit(args.config, "python -m workers.webhooks")
     logs.setup(args.log_level, settings.metrics.log_format)
     preflight.require(settings, ["database", "secret-key"], "python -m workers.webhooks")
     bind(settings.database_url)
+    port = args.metrics_port if args.metrics_port is not None else settings.metrics.port
+    server = metrics.MetricsServer(port, settings.metrics.addr).start()
     proc = Deliverer(settings, max(1, args.threads)).start()
     signal.signal(signal.SIGTERM, lambda *_: proc.stop.set())
     signal.signal(signal.SIGINT, lambda *_: proc.stop.set())
@@ -511,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
              len(proc.threads) - 1, proc.owner, len(settings.webhooks.endpoints))
     proc.stop.wait()
     proc.shutdown()
+    server.stop()
     log.info("webhooks: stopped (%s)", json.dumps(dict(proc.sent), sort_keys=True))
     return 0
 

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from pvekvm.config import ROOT
 from pvekvm.models import database
@@ -78,6 +79,8 @@ def test_a_failing_service_is_retried_then_parked_and_never_overtaken(
             broken.clear()
             assert "1 parked service stream due again" in _cli(config, "webhooks", "retry", "p",
                                                                "--service", "22")
+            assert REGISTRY.get_sample_value("pvekvm_webhook_attempts_total",
+                                             {"endpoint": "p", "result": "parked"}) >= 1
             wait_until(lambda: receiver.per_service().get(22) == ids(failing), 10,
                        "service 22 delivered after the operator's retry")
         assert webhooks.status()[0]["backlog"] == 0

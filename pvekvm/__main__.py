@@ -31,6 +31,9 @@
                            in var/mail/NNNN.eml; nothing is delivered)
   api new-token            a billing token and its [api.tokens] line (api hash-token TOKEN:
                            the line of an existing one)
+  webhooks [--json]        each webhook endpoint: backlog, failing and parked services
+  webhooks retry NAME [--service SID]   send a parked stream again (all of NAME's, or one)
+  webhooks new-secret      a fresh whsec_ secret for [[webhooks]] secrets
 
 Settings: --config FILE, else $PVEKVM_CONFIG, else config/pvekvm.toml, overridden by the
 environment (see pvekvm.config). Exit codes: 0 ok, 1 a check or command failed, 2 a setting or
@@ -68,6 +71,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "init-key": ("database-exists",),
     "grants": ("database",),
     "smtp-sink": (),
+    "webhooks": ("database",),
 }
 
 
@@ -321,7 +325,14 @@ COMMANDS = {
     "isos": lambda settings, args: print(list_isos(settings, args.storage, args.node)),
     "api": lambda settings, args: args.run(args, settings),
     "smtp-sink": lambda settings, args: _smtp_sink(settings, args),
+    "webhooks": lambda settings, args: cmd_webhooks(args),
 }
+
+
+def cmd_webhooks(args) -> int:
+    from workers import webhooks
+
+    return webhooks.command(args.action, args.name, args.service, args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -375,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_api_command(sub)
     p = sub.add_parser("smtp-sink", help="a local mail sink where [smtp] points (a trial)")
     p.add_argument("--dir", default="var/mail", help="where each message is kept (NNNN.eml)")
+    p = sub.add_parser("webhooks")
+    p.add_argument("action", nargs="?", choices=("status", "retry", "new-secret"),
+                   default="status")
+    p.add_argument("name", nargs="?", help="retry: the endpoint's name (or id)")
+    p.add_argument("--service", type=int, help="retry: only this service's stream")
+    p.add_argument("--json", action="store_true", help="status as JSON")
     return ap
 
 
@@ -387,6 +404,11 @@ def _reason_text(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cmd == "webhooks" and args.action == "new-secret":
+        from pvekvm.webhooks.signing import new_secret
+
+        print(new_secret())
+        return 0
     if args.cmd == "config-check":
         return cmd_config_check(args.file)
     if args.cmd == "api" and args.token_cmd is not None:  # needs no settings nor database

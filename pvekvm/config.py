@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from pvekvm.webhooks import config as webhook_config
+from pvekvm.webhooks.config import WebhookSettings
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config" / "pvekvm.toml"
 
@@ -180,6 +183,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     rdns: RdnsSettings = field(default_factory=RdnsSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)  # [[webhooks]], ...
     #: where each dependency's setting comes from ("DATABASE_URL", "config/pvekvm.toml [database]
     #: url", ...) or, for "proxmox" when there is none, why: named in start-up failures
     origin: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -202,7 +206,10 @@ SECTIONS: dict[str, set[str]] = {
     "observability": {f.name for f in fields(MetricsSettings)},
     "api": {f.name for f in fields(ApiSettings)} | {"client_token_key"},  # the key: obsolete
     "rdns": {"resolver", "timeout_s", "changes_per_hour"},
+    "webhook_delivery": {f.name for f in fields(webhook_config.DeliverySettings)},
 }
+#: sections that are arrays of tables (``[[webhooks]]``), checked by their own parser
+ARRAY_SECTIONS: set[str] = {"webhooks"}
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
     """The settings file in use: ``path``, else ``$PVEKVM_CONFIG``, else config/pvekvm.toml."""
     return Path(path or os.environ.get("PVEKVM_CONFIG") or DEFAULT_CONFIG)
@@ -237,6 +244,8 @@ def read_raw(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{shown(path)}: cannot read: {exc.strerror or exc}") from None
     for section, body in raw.items():
+        if section in ARRAY_SECTIONS and isinstance(body, list):
+            continue
         if section not in SECTIONS:
             raise ConfigError(f"{shown(path)}: unknown section [{section}] "
                               f"(known: {', '.join(sorted(SECTIONS))})")
@@ -397,11 +406,16 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         if not isinstance(value, str):
             raise ConfigError(f"{shown(cfg)} {where}: expected a path, got {value!r}")
     api, api_note = _api_settings(raw.get("api", {}), cfg)
+    try:
+        webhooks = webhook_config.parse(raw.get("webhooks"), raw.get("webhook_delivery"),
+                                        shown(cfg), {name for name, _ in api.tokens})
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return Settings(
         database_url=db, amqp_url=amqp, namespace=namespace, proxmox=proxmox, smtp=smtp,
         engine=engine, secret_key_file=key_file, templates_dir=templates,
         metrics=_metrics(raw.get("observability", {}), cfg),
-        api=api, rdns=_rdns(raw.get("rdns", {}), cfg),
+        api=api, rdns=_rdns(raw.get("rdns", {}), cfg), webhooks=webhooks,
         origin={"file": shown(cfg), "database": db_where, "amqp": amqp_where,
                 "proxmox": pve_where, "smtp": smtp_where,
                 **({"api_note": api_note} if api_note else {}),

@@ -18,7 +18,7 @@ is skipped with a comment, run ``grants`` again after the upgrade that adds it):
 - **admin** (``init-db``, ``load-catalog``): schema changes plus data on the database.
 - **worker** (workers, scheduler, operator CLI): SELECT/INSERT/UPDATE/DELETE, no DDL.
 - **api**: SELECT on the tables the API reads, INSERT on ``audit_log``, SELECT/INSERT/UPDATE
-  on ``client_tokens``.
+  on ``client_tokens`` and ``webhook_endpoints``.
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ API_READS: tuple[str, ...] = (
     "services", "operations", "step_runs", "products", "templates", "ip_addresses",
     "ip_pools", "snapshots", "backups", "backup_schedules", "traffic_usage", "dns_zones",
     "dns_records", "schema_version",
+    "outbox", "webhook_deliveries", "webhook_streams",  # the pull feed, endpoints' backlog
 )
 API_WRITES: dict[str, str] = {
     "audit_log": "SELECT, INSERT",  # SELECT: the client routes count recent rows (rate limits)
     "client_tokens": "SELECT, INSERT, UPDATE",
+    "webhook_endpoints": "SELECT, INSERT, UPDATE",  # POST/DELETE /v1/webhooks
 }
 WORKER_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
 ADMIN_PRIVILEGES = ("SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, DROP, INDEX, REFERENCES, "

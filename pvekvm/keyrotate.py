@@ -26,6 +26,7 @@ ENCRYPTED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("services", "password_enc"),
     ("backups", "password_enc"),
     ("dns_providers", "settings_enc"),
+    ("webhook_endpoints", "secrets_enc"),
 )
 NO_SUCH_TABLE = 1146
 

@@ -13,6 +13,7 @@ from peewee import (
     BlobField,
     BooleanField,
     CharField,
+    CompositeKey,
     DatabaseProxy,
     DateField,
     DateTimeField,
@@ -261,6 +262,7 @@ class OutboxEvent(BaseModel):
     body = TextField()
     created_at = DateTimeField(null=True)
     published_at = DateTimeField(null=True)
+    seq = BigIntegerField(null=True, unique=True)  # feed position (workers/webhooks.py)
 
     class Meta:
         table_name = "outbox"
@@ -483,9 +485,74 @@ class TaskClaim(BaseModel):
         table_name = "task_claims"
 
 
+class FeedSequencer(BaseModel):
+    """One row: the lock the webhook deliverers' sequencer takes (workers/webhooks.py)."""
+
+    id = IntegerField(primary_key=True)
+    updated_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "feed_sequencer"
+
+
+class WebhookEndpoint(BaseModel):
+    """Where billing events are POSTed (pvekvm/webhooks/store.py writes these rows)."""
+
+    id = BigAutoField()
+    name = CharField(max_length=64)
+    origin = CharField(max_length=8)
+    owner = CharField(max_length=64, null=True)
+    scope = CharField(max_length=64, null=True)
+    url = CharField(max_length=2048)
+    event_types = CharField(max_length=2000)
+    secrets_enc = TextField()
+    fanned_seq = BigIntegerField(null=True)
+    live_key = CharField(max_length=140, null=True, unique=True)
+    created_at = DateTimeField(null=True)
+    deleted_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "webhook_endpoints"
+
+
+class WebhookDelivery(BaseModel):
+    id = BigAutoField()
+    endpoint_id = BigIntegerField()
+    seq = BigIntegerField()
+    service_id = IntegerField(null=True)
+    status = CharField(max_length=10, null=True)
+    attempts = IntegerField(null=True)
+    last_status = IntegerField(null=True)
+    last_error = CharField(max_length=1000, null=True)
+    created_at = DateTimeField(null=True)
+    delivered_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "webhook_deliveries"
+
+
+class WebhookStream(BaseModel):
+    """(endpoint, service): the event being sent, its retries, lease and parking."""
+
+    endpoint_id = BigIntegerField()
+    service_id = IntegerField()
+    head_seq = BigIntegerField(null=True)
+    attempts = IntegerField(null=True)
+    next_attempt_at = DateTimeField(null=True)
+    first_failed_at = DateTimeField(null=True)
+    lease_owner = CharField(max_length=64, null=True)
+    lease_until = DateTimeField(null=True)
+    parked_reason = CharField(max_length=1000, null=True)
+
+    class Meta:
+        table_name = "webhook_streams"
+        primary_key = CompositeKey("endpoint_id", "service_id")
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Template, TemplateReplica, IpPool, Product, Service, VmidAllocation, IpAddress, Operation,
     OutboxEvent, HeldEvent, StepRun, Snapshot, Backup, BackupSchedule, DnsProvider, DnsZone,
     DnsRecordRow, Email, DeadLetter, AuditLog, SchemaVersion, TaskSlot, TaskClaim,
     TrafficUsage, TrafficCursor, ClientToken,
+    FeedSequencer, WebhookEndpoint, WebhookDelivery, WebhookStream,
 )

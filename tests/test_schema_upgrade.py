@@ -20,6 +20,7 @@ ADDED_IN_5 = {"ip_addresses": ["slot", "prefixlen"], "ip_pools": ["assign"],  # 
 ADDED_IN_8 = {"products": ["rdns_policy"]}  # 0008: client reverse DNS policy per product
 ADDED_IN_9 = {"operations": ["paused_at", "paused_since", "auto_resumes",  # 0009: auto-resume
                              "auto_resume_at", "pause_dependency"]}
+ADDED_IN_10 = {"outbox": ["seq"]}  # 0010: the feed position (webhooks and the pull feed)
 ADDED_IN_11 = {"backups": ["operation_id"]}  # 0011: the operation that made a backup
 
 
@@ -37,7 +38,7 @@ def test_a_version_1_database_gains_what_version_2_added(database):
                          "KEY uq_ip_addresses_holder (service_id, version)")
     for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
                            *ADDED_IN_5.items(), *ADDED_IN_8.items(),
-                           *ADDED_IN_9.items(), *ADDED_IN_11.items()):
+                           *ADDED_IN_9.items(), *ADDED_IN_10.items(), *ADDED_IN_11.items()):
         for column in columns:
             database.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
     database.execute_sql("ALTER TABLE operations DROP INDEX ix_operations_auto_resume")
@@ -52,13 +53,15 @@ def test_a_version_1_database_gains_what_version_2_added(database):
     database.execute_sql("INSERT INTO clone_claims VALUES (77, 'pve1/local-lvm')")
     database.execute_sql("DELETE FROM schema_version")
     database.execute_sql("INSERT INTO schema_version (version, name) VALUES (1, 'baseline')")
+    database.execute_sql("INSERT INTO outbox (event_id, type, body) VALUES (%s, 'x', '{}')",
+                         ("upgrade-0010",))  # an event of the older release
     try:
         assert "suspended" not in _columns(database, "services")
         assert dbmod.apply_schema(database) == dbmod.latest_version() >= 2
         assert dbmod.apply_schema(database) == dbmod.latest_version()  # again: nothing to do
         for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
                                *ADDED_IN_5.items(), *ADDED_IN_8.items(),
-                           *ADDED_IN_9.items(), *ADDED_IN_11.items()):
+                           *ADDED_IN_9.items(), *ADDED_IN_10.items(), *ADDED_IN_11.items()):
             assert set(columns) <= _columns(database, table), table
         tables = set(database.get_tables())
         assert {"task_slots", "task_claims"} <= tables and not tables & {"clone_slots",
@@ -75,8 +78,13 @@ def test_a_version_1_database_gains_what_version_2_added(database):
         assert "ix_operations_service" not in ops
         assert ops.get("ix_operations_auto_resume") == ["status", "auto_resume_at"]  # 0009
         assert "client_tokens" in database.get_tables()  # 0007
+        (seq, row_id), = database.execute_sql(  # 0010: older events get a feed position
+            "SELECT seq, id FROM outbox WHERE event_id = 'upgrade-0010'").fetchall()
+        assert seq == row_id
+        assert {"uq_outbox_seq"} <= {i.name for i in database.get_indexes("outbox")}
         assert dbmod.latest_version() >= 7
     finally:  # whatever happened, later tests get the latest schema back
+        database.execute_sql("DELETE FROM outbox WHERE event_id = 'upgrade-0010'")
         database.execute_sql("DELETE FROM schema_version WHERE version > 1")
         database.execute_sql("DELETE FROM schema_version WHERE version = 1")
         database.execute_sql("INSERT INTO schema_version (version, name) VALUES (1, 'baseline')")

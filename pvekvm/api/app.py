@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``settings`` (default: :func:`load_settings`, i.e. ``PVEKVM_CONFIG`` and the
     environment). Binds the models to the configured database."""
     import pvekvm.api
-    from pvekvm.api import refusals, routes
+    from pvekvm.api import refusals, routes, webhooks
 
     settings = settings or load_settings()
     if "api_note" in settings.origin:
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(BoundedBodies)  # size and JSON depth, before any route parses a body
     app.include_router(routes.router)
+    webhooks.include(app)  # /v1/webhooks, GET /v1/events and the OpenAPI webhooks section
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)

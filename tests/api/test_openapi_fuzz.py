@@ -32,7 +32,10 @@ HERE = Path(__file__).resolve().parent
 def fuzz_api(api_env: ApiEnv):
     topo = messaging.Topology(f"t-fuzz-{uuid.uuid4().hex[:8]}")
     try:
-        with ApiServer(replace(api_env.settings, namespace=topo.namespace)) as api:
+        settings = api_env.settings
+        feed = replace(settings.webhooks.delivery, feed_max_wait_s=0.2)  # long polls: short
+        with ApiServer(replace(settings, namespace=topo.namespace,
+                               webhooks=replace(settings.webhooks, delivery=feed))) as api:
             yield api
     finally:
         messaging.delete_topology(api_env.settings.amqp_url, topo)

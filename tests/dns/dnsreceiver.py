@@ -27,6 +27,11 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hangs up before reading the whole answer is not an error here."""
+
+
 @dataclass
 class Call:
     headers: dict
@@ -64,9 +69,9 @@ class DnsReceiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dns.php"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01},
                          daemon=True).start()
 
     def close(self) -> None:

@@ -1,5 +1,5 @@
 """Deploy and terminate with DNS through RFC 2136 on a real BIND 9 (answers checked over DNS),
-and through the signed webhook to a receiver that verifies each call; `check` probes both.
+and through the signed webhook to a receiver that verifies each call.
 
 BIND serves the forward zone, the RFC 2317 /26 (its parent /24, the "ISP's", CNAMEs .0-.63 into
 it and is not configured here) and the IPv6 /64: the pool's first address, 192.0.2.10, gets its
@@ -14,9 +14,9 @@ import os
 import pytest
 
 from producers.api import OrderClient
-from pvekvm import catalog, preflight
+from pvekvm import catalog
 from pvekvm.models import DnsRecordRow, IpAddress, Service
-from tests.dns.bindserver import CLASSLESS, FORWARD, LOCKED, NAMED, REV6, BindServer
+from tests.dns.bindserver import CLASSLESS, FORWARD, NAMED, REV6, BindServer
 from tests.dns.dnsfakes import TcpProxy
 from tests.dns.dnsreceiver import DnsReceiver, new_secret
 from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
@@ -160,29 +160,3 @@ def test_deploy_and_terminate_through_the_signed_webhook(settings):
         assert DnsRecordRow.select().count() == 0
     finally:
         receiver.close()
-
-
-def test_check_probes_each_rfc2136_and_webhook_zone(settings, bind9):
-    receiver = DnsReceiver(new_secret(), ("hooks.example.net",))
-    try:
-        catalog.load({
-            "dns_providers": [
-                {"name": "bind", "kind": "rfc2136", "settings": bind9.settings()},
-                {"name": "hook", "kind": "webhook",
-                 "settings": {"url": receiver.url, "secret": new_secret()}},
-            ],
-            "dns_zones": [{"name": FORWARD, "provider": "bind"},
-                          {"name": CLASSLESS, "provider": "bind"},
-                          {"name": LOCKED, "provider": "bind"},
-                          {"name": "hooks.example.net", "provider": "hook"}],
-        }, settings.secret_key_file)
-        verdicts = {v.name: v for v in preflight.check_dns(settings)}
-    finally:
-        receiver.close()
-    assert verdicts[f"DNS rfc2136 {FORWARD}"].status == "ok"
-    assert verdicts[f"DNS rfc2136 {FORWARD}"].detail == f"zone found at 127.0.0.1:{bind9.port}"
-    assert verdicts[f"DNS rfc2136 {CLASSLESS}"].status == "ok"
-    locked = verdicts[f"DNS rfc2136 {LOCKED}"]
-    assert locked.failed and "may the key write A" in locked.detail and "REFUSED" in locked.detail
-    hook = verdicts["DNS webhook hooks.example.net"]  # signed with a secret it does not know
-    assert hook.failed and "refused the signature (HTTP 401)" in hook.detail

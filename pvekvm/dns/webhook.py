@@ -4,7 +4,9 @@ providers do not reach (the manual's legacy "DNS API proxy" in front of a ``dns.
 Signed the Standard Webhooks way (the scheme of pvekvm's billing webhooks: one verifier serves
 both): headers ``webhook-id`` (unique per call), ``webhook-timestamp`` (Unix seconds) and
 ``webhook-signature`` = ``v1,`` + base64(HMAC-SHA256(key, id + "." + timestamp + "." + body)),
-the key being the bytes of the ``whsec_<base64>`` secret. The body is one line of ASCII JSON:
+the key being the bytes of the ``whsec_<base64>`` secret (a list of two while the receiver's
+is rotated: a signature by each, space-separated, as the scheme allows). The body is one line
+of ASCII JSON:
 
     {"action": "replace", "zone": Z, "name": N, "type": "A", "contents": [...], "ttl": 3600}
     {"action": "delete", "zone": Z, "name": N, "type": "PTR"}
@@ -53,6 +55,17 @@ def _secret_bytes(secret: object) -> bytes:
     return raw
 
 
+def _keys(secret: object) -> list[bytes]:
+    """One secret, or a list of two while the receiver's is rotated (each call then carries
+    a signature by each: the receiver accepts either)."""
+    if isinstance(secret, list):
+        if not 1 <= len(secret) <= 2:
+            raise ValueError("webhook: secret is one whsec_ secret, or a list of two while "
+                             "rotating")
+        return [_secret_bytes(s) for s in secret]
+    return [_secret_bytes(secret)]
+
+
 def _endpoint(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
@@ -71,26 +84,28 @@ def check_settings(settings: dict) -> None:
         parts.port  # noqa: B018 - raises for a bad port
     except ValueError:
         raise ValueError("webhook: url has an invalid port") from None
-    _secret_bytes(settings.get("secret"))
+    _keys(settings.get("secret"))
     if not isinstance(settings.get("verify_tls", True), bool):
         raise ValueError("webhook: verify_tls must be true or false")
 
 
-def sign(key: bytes, msg_id: str, timestamp: str, body: bytes) -> str:
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
+def sign(keys: list[bytes], msg_id: str, timestamp: str, body: bytes) -> str:
+    """The webhook-signature header: one space-separated ``v1,<base64>`` per key."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return " ".join("v1," + base64.b64encode(hmac.new(k, signed, hashlib.sha256).digest())
+                    .decode() for k in keys)
 
 
 class WebhookProvider:
-    """Settings: url, secret (whsec_<base64>), verify_tls (default true), timeout (seconds,
-    default 5)."""
+    """Settings: url, secret (whsec_<base64>, or a list of two while rotating), verify_tls
+    (default true), timeout (seconds, default 5)."""
 
     name = "webhook"
 
     def __init__(self, settings: dict, session: requests.Session | None = None) -> None:
         check_settings(settings)
         self.url = str(settings["url"])
-        self._key = _secret_bytes(settings["secret"])
+        self._keys = _keys(settings["secret"])
         self.verify = bool(settings.get("verify_tls", True))
         self.timeout = timeout_of(settings)
         self.session = session or requests.Session()
@@ -105,7 +120,7 @@ class WebhookProvider:
         stamp = str(int(time.time()))
         headers = {"Content-Type": "application/json", "webhook-id": msg_id,
                    "webhook-timestamp": stamp,
-                   "webhook-signature": sign(self._key, msg_id, stamp, body)}
+                   "webhook-signature": sign(self._keys, msg_id, stamp, body)}
         resp = call(self.session, "POST", self.url, where=where, timeout=self.timeout,
                     data=body, headers=headers, verify=self.verify, stream=True)
         try:

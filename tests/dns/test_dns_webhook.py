@@ -91,6 +91,17 @@ def test_a_wrong_secret_is_a_permanent_error_that_never_shows_the_secret(receive
         assert secret not in str(err.value) + caplog.text + repr(build_provider(zs[0]))
 
 
+def test_two_secrets_while_rotating_sign_each_call_twice(receiver):
+    """The receiver holds either secret: the old one until it is switched, the new one after."""
+    zs = zones(receiver, FORWARD, secret=[new_secret(), receiver.secret])
+    apply_records(plan_records(HOST, ["192.0.2.10"], [], zs), zs)
+    zs = zones(receiver, FORWARD, secret=[receiver.secret, new_secret()])
+    apply_records(plan_records(HOST, ["192.0.2.11"], [], zs), zs)
+    assert [c.verdict for c in receiver.calls] == ["ok", "ok"]
+    assert [len(c.headers["webhook-signature"].split()) for c in receiver.calls] == [2, 2]
+    assert receiver.rrset(HOST, "A") == ["192.0.2.11"]
+
+
 @pytest.mark.parametrize(("status", "body", "reason", "transient"), [
     (422, b'{"error": "zone is locked\\nby the registrar"}', "HTTP 422: zone is locked by the "
      "registrar", False),
@@ -154,6 +165,8 @@ def test_probe_asks_the_receiver_and_changes_nothing(receiver):
     ({"secret": "whsec_not base64!"}, "not base64"),
     ({"secret": "whsec_c2hvcnQ="}, "at least 16 bytes"),
     ({"verify_tls": "no"}, "verify_tls"),
+    ({"secret": []}, "a list of two while rotating"),
+    ({"secret": [new_secret(), "whsec_c2hvcnQ="]}, "at least 16 bytes"),
 ])
 def test_settings_every_call_would_fail_with_are_refused_at_catalog_check(changes, problem):
     base = {"url": "https://dns.example.net/dns.php", "secret": new_secret()}

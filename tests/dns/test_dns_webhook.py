@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -174,3 +180,48 @@ def test_settings_every_call_would_fail_with_are_refused_at_catalog_check(change
     with pytest.raises(ValueError, match=problem) as err:
         check_zones([ZoneConfig(FORWARD, "webhook", {**base, **changes})])
     assert base["secret"] not in str(err.value) and "pw@" not in str(err.value)
+
+
+@pytest.fixture
+def php_receiver(tmp_path):
+    """tests/dns/dns_receiver.php under PHP's built-in server: a verifier in another language."""
+    php = shutil.which("php")
+    if php is None:
+        message = "PHP not installed (Debian package php-cli)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    secret, store, port = new_secret(), tmp_path / "records.json", free_port()
+    proc = subprocess.Popen(
+        [php, "-S", f"127.0.0.1:{port}", str(Path(__file__).with_name("dns_receiver.php"))],
+        env={**os.environ, "DNS_SECRET": secret, "DNS_STORE": str(store)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.02)  # poll interval while PHP binds its port
+    yield f"http://127.0.0.1:{port}/dns.php", secret, store
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_a_php_receiver_verifies_the_signature_with_its_own_code(php_receiver):
+    url, secret, store = php_receiver
+    zs = [ZoneConfig(z, "webhook", {"url": url, "secret": secret, "ttl": 300})
+          for z in (FORWARD, CLASSLESS)]
+    apply_records(plan_records(HOST, ["192.0.2.10"], [], zs), zs)
+    assert json.loads(store.read_text()) == {
+        f"{HOST} A": {"contents": ["192.0.2.10"], "ttl": 300},
+        f"10.{CLASSLESS} PTR": {"contents": [HOST], "ttl": 300}}
+    build_provider(zs[0]).probe(FORWARD)
+    wrong = [ZoneConfig(FORWARD, "webhook", {"url": url, "secret": new_secret()})]
+    with pytest.raises(DnsError, match=r"refused the signature \(HTTP 401\).*bad signature"):
+        remove_records(HOST, ["192.0.2.10"], [], wrong)
+    remove_records(HOST, ["192.0.2.10"], [], zs)
+    assert json.loads(store.read_text()) == {}

@@ -45,7 +45,9 @@ def endpoint(zone: ZoneConfig) -> str:
     """Where the zone's provider is reached, for messages (never a credential)."""
     s = zone.settings
     if zone.provider == "rfc2136":
-        return f"{s.get('server')}:{s.get('port', 53)}"
+        from .rfc2136 import DEFAULT_PORT, hostport
+
+        return hostport(s.get("server"), s.get("port", DEFAULT_PORT))
     if zone.provider == "webhook":
         from .webhook import _endpoint
 

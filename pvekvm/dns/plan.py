@@ -164,14 +164,14 @@ def check_provider_rules(zone: ZoneConfig, name: str) -> None:
                 f"zone {name!r}: Cloudflare offers IPv4 reverse zones for /24 and /16 prefixes "
                 "only (c.b.a.in-addr.arpa, b.a.in-addr.arpa); serve this zone from PowerDNS"
             )
-    if zone.provider == "rfc2136":
-        from .rfc2136 import check_settings
-
-        check_settings(zone.settings)
-    if zone.provider == "webhook":
+    if zone.provider in ("rfc2136", "webhook"):
+        from .rfc2136 import check_settings as check_rfc2136
         from .webhook import check_settings as check_webhook
 
-        check_webhook(zone.settings)
+        try:
+            (check_rfc2136 if zone.provider == "rfc2136" else check_webhook)(zone.settings)
+        except ValueError as exc:
+            raise ValueError(f"zone {name!r}: {exc}") from None
     if zone.provider == "hestiacp":
         from .hestiacp import check_placeholder
 

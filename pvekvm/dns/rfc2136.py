@@ -48,6 +48,12 @@ _KEY_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 PROBE_LABEL = "pvekvm-probe"
 
 
+def hostport(server: object, port: object) -> str:
+    """``server:port`` for messages, an IPv6 address in brackets."""
+    text = str(server)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
 def _key_name_ok(name: object) -> bool:
     if not isinstance(name, str) or not name.isascii() or not 0 < len(name.rstrip(".")) <= 253:
         return False
@@ -136,12 +142,12 @@ class Rfc2136Provider:
         self._address: str | None = None
 
     def __repr__(self) -> str:
-        return f"Rfc2136Provider({self.server}:{self.port}, key {self.key_name or 'none'})"
+        return f"Rfc2136Provider({hostport(self.server, self.port)}, key {self.key_name or '-'})"
 
     # -- transport ---------------------------------------------------------------------------
 
     def _where(self, zone: str, action: str) -> str:
-        return f"rfc2136 {self.server}:{self.port} zone {zone}: {action}"
+        return f"rfc2136 {hostport(self.server, self.port)} zone {zone}: {action}"
 
     def _server_address(self, where: str) -> str:
         if self._address is None:

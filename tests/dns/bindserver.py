@@ -15,9 +15,11 @@ Zones it serves (TSIG key ``pvekvm.`` may update what its grants say):
 from __future__ import annotations
 
 import base64
+import ctypes
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -90,6 +92,11 @@ _GRANTS = {
 }
 
 
+def _die_with_parent() -> None:
+    """named gets SIGTERM when the test process dies, even by kill -9 (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 class BindServer:
     """One named process; ``start()`` returns once it answers the forward zone's SOA."""
 
@@ -139,6 +146,7 @@ class BindServer:
             self.proc = subprocess.Popen(
                 [NAMED, "-c", str(conf), "-f", "-4", "-n", "1"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
             )
             out.close()
             deadline = time.monotonic() + timeout

@@ -1,4 +1,5 @@
-"""RFC 2136 dynamic update provider, TSIG-signed (RFC 8945): BIND, Knot, PowerDNS, Windows DNS.
+"""RFC 2136 dynamic update provider, TSIG-signed (RFC 8945): BIND, Knot, PowerDNS (Windows DNS
+with unsigned = true: its secure updates are GSS-TSIG, not spoken here).
 
 Every change is read first (a query to the same server, signed with the same key), sent only
 when the server's rrset differs, as one UPDATE message that deletes the rrset and adds the

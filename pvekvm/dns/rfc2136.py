@@ -140,7 +140,7 @@ class Rfc2136Provider:
         if not settings.get("unsigned"):
             self._key = dns.tsig.Key(self.key_name, str(settings["key_secret"]),
                                      ALGORITHMS[settings.get("key_algorithm", "hmac-sha256")])
-        self._address: str | None = None
+        self._addresses: list[str] = []
 
     def __repr__(self) -> str:
         return f"Rfc2136Provider({hostport(self.server, self.port)}, key {self.key_name or '-'})"
@@ -150,27 +150,43 @@ class Rfc2136Provider:
     def _where(self, zone: str, action: str) -> str:
         return f"rfc2136 {hostport(self.server, self.port)} zone {zone}: {action}"
 
-    def _server_address(self, where: str) -> str:
-        if self._address is None:
+    def _server_addresses(self, where: str) -> list[str]:
+        """The server's addresses: itself when an IP, else every address it resolves to (the
+        one that answered last comes first)."""
+        if not self._addresses:
             if _is_ip(self.server):
-                self._address = self.server
+                self._addresses = [self.server]
             else:
                 try:
                     infos = socket.getaddrinfo(self.server, self.port, type=socket.SOCK_STREAM)
                 except OSError as exc:
                     raise DnsError(f"{where}: cannot resolve server {self.server!r}: {exc}",
                                    transient=True) from None
-                self._address = str(infos[0][4][0])
-        return self._address
+                self._addresses = list(dict.fromkeys(str(i[4][0]) for i in infos))
+        return self._addresses
+
+    def _send(self, msg: dns.message.Message, where: str) -> dns.message.Message:
+        """dns.query.tcp to each address in turn while connecting fails (a host name whose
+        IPv6 address the server does not listen on, say); a time-out ends the attempt."""
+        addresses = self._server_addresses(where)
+        for n, address in enumerate(addresses):
+            try:
+                resp = dns.query.tcp(msg, address, port=self.port, timeout=self.timeout)
+            except OSError as exc:
+                if isinstance(exc, TimeoutError) or n + 1 == len(addresses):
+                    raise
+                continue
+            self._addresses = [address] + [a for a in addresses if a != address]
+            return resp
+        raise AssertionError("unreachable: at least one address")
 
     def _exchange(self, msg: dns.message.Message, where: str) -> dns.message.Message:
         """Send over TCP; every failure becomes a DnsError naming what to fix."""
         if self._key is not None:
             msg.use_tsig(self._key)
-        address = self._server_address(where)
         key = f"TSIG key {self.key_name!r}"
         try:
-            return dns.query.tcp(msg, address, port=self.port, timeout=self.timeout)
+            return self._send(msg, where)
         except dns.exception.Timeout:
             raise DnsError(f"{where}: no answer within {self.timeout:g}s", transient=True) \
                 from None

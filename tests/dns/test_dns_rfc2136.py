@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import uuid
 
 import pytest
@@ -145,6 +146,32 @@ def test_probe_checks_authority_key_and_write_permission_without_changing_anythi
         build_provider(zones(bind9, FORWARD, key_secret=bind9.other_secret)[0]).probe(FORWARD)
     with pytest.raises(DnsError, match="REFUSED"):
         build_provider(zones(bind9, "nothere.example")[0]).probe("nothere.example")
+
+
+def test_a_server_given_by_host_name_is_reached_at_an_address_it_listens_on(bind9,
+                                                                            bind_names,
+                                                                            monkeypatch):
+    """The name resolves to 127.0.0.2, where nothing listens, then 127.0.0.1, where BIND does:
+    the update goes through the second. (Only the name look-up is a stand-in: the machine's
+    resolver is never asked.)"""
+    real = socket.getaddrinfo
+
+    def resolver(host, *args, **kwargs):
+        if host == "ns1.bind.test":
+            return [info for a in ("127.0.0.2", "127.0.0.1") for info in real(a, *args, **kwargs)]
+        if host == "nowhere.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    zs = zones(bind9, FORWARD, server="ns1.bind.test")
+    apply_records(plan_records(bind_names["host"], [bind_names["low"]], [], zs), zs)
+    assert bind9.query(bind_names["host"], "A") == [bind_names["low"]]
+    unknown = zones(bind9, FORWARD, server="nowhere.invalid")
+    with pytest.raises(DnsError, match="cannot resolve server 'nowhere.invalid'") as err:
+        apply_records(plan_records(bind_names["host"], [bind_names["low"]], [], unknown),
+                      unknown)
+    assert err.value.transient
 
 
 def test_down_or_silent_server_is_transient(bind9):

@@ -138,6 +138,8 @@ def test_a_name_another_service_still_owns_is_held_then_published(settings, bind
         proxy.stop()
 
 
+@pytest.mark.slow  # ~2.5 s: the steps' path is the rfc2136 tests' (dnssync, apply_records); the
+# webhook's wire is proven in the suite by tests/dns/test_dns_webhook.py (Python and PHP receivers)
 def test_deploy_and_terminate_through_the_signed_webhook(settings):
     secret = new_secret()
     receiver = DnsReceiver(secret, (FORWARD, CLASSLESS, REV6))

@@ -301,6 +301,7 @@ def check_smtp(settings: Settings) -> Verdict:
 def check_dns(settings: Settings) -> list[Verdict]:
     """Each configured zone looked up read-only at its provider (needs the bound database)."""
     from pvekvm import dns, dnssync
+    from pvekvm.dns.core import endpoint
 
     try:
         zones = dnssync.configured_zones(settings.secret_key_file)
@@ -313,7 +314,7 @@ def check_dns(settings: Settings) -> list[Verdict]:
         name = f"DNS {zone.provider} {zone.name}"
         try:
             dns.build_provider(zone).probe(zone.name)
-            out.append(_ok(name, f"zone found at {zone.settings.get('api_url') or 'default'}"))
+            out.append(_ok(name, f"zone found at {endpoint(zone)}"))
         except (dns.DnsError, ValueError, requests.RequestException) as exc:
             out.append(_fail(name, f"{str(exc)[:200]} (catalog [[dns_providers]])"))
     return out

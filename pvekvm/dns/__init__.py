@@ -1,5 +1,5 @@
-"""DNS records for provisioned VMs: forward A/AAAA and reverse PTR, through PowerDNS, Cloudflare
-or HestiaCP.
+"""DNS records for provisioned VMs: forward A/AAAA and reverse PTR, through PowerDNS, Cloudflare,
+HestiaCP, RFC 2136 dynamic update (BIND, Knot, ...) or a signed webhook.
 
     records = plan_records(hostname, ipv4, ipv6, zones)   # pure; ValueError for bad input
     apply_records(records, zones)                         # idempotent upsert; DnsError on failure
@@ -20,7 +20,10 @@ ZoneConfig.settings per provider (all take ttl, default 3600, and timeout, defau
   hestiacp:   api_url (https://panel:8083), hash ("ACCESS:SECRET") or user + password,
               hestia_user (owner of the DNS domain; defaults to user), verify_tls (default true),
               last_a_placeholder (IPv4 a zone's last A record becomes instead of being deleted)
-Reverse zones: RFC 2317 "0/26.c.b.a.in-addr.arpa" on PowerDNS only; HestiaCP takes
+  rfc2136:    server (the zone's primary), port (53), key_name + key_secret (TSIG, base64) +
+              key_algorithm (hmac-sha256), or unsigned = true
+  webhook:    url, secret (whsec_<base64>: Standard Webhooks signature), verify_tls
+Reverse zones: RFC 2317 "0/26.c.b.a.in-addr.arpa" on PowerDNS, rfc2136 and webhook; HestiaCP takes
 "0-63.c.b.a.in-addr.arpa"; Cloudflare /24, /16 and ip6.arpa zones only.
 """
 

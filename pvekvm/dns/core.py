@@ -28,13 +28,35 @@ def build_provider(zone: ZoneConfig) -> DnsProvider:
         from .cloudflare import CloudflareProvider
 
         return CloudflareProvider(zone.settings)
+    if zone.provider == "rfc2136":
+        from .rfc2136 import Rfc2136Provider
+
+        return Rfc2136Provider(zone.settings)
+    if zone.provider == "webhook":
+        from .webhook import WebhookProvider
+
+        return WebhookProvider(zone.settings)
     from .hestiacp import HestiaProvider
 
     return HestiaProvider(zone.settings)
 
 
+def endpoint(zone: ZoneConfig) -> str:
+    """Where the zone's provider is reached, for messages (never a credential)."""
+    s = zone.settings
+    if zone.provider == "rfc2136":
+        from .rfc2136 import DEFAULT_PORT, hostport
+
+        return hostport(s.get("server"), s.get("port", DEFAULT_PORT))
+    if zone.provider == "webhook":
+        from .webhook import _endpoint
+
+        return _endpoint(str(s.get("url")))
+    return str(s.get("api_url") or "default")
+
+
 def _endpoint(zone: ZoneConfig) -> str:
-    return f"{zone.provider} {zone.settings.get('api_url') or 'default'}"
+    return f"{zone.provider} {endpoint(zone)}"
 
 
 def _run_all(steps: list[tuple[str, Callable[[], object]]]) -> list[str]:

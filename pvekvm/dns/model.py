@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-PROVIDERS = ("powerdns", "cloudflare", "hestiacp")
+PROVIDERS = ("powerdns", "cloudflare", "hestiacp", "rfc2136", "webhook")
 RECORD_TYPES = ("A", "AAAA", "PTR")
 
 

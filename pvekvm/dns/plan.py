@@ -144,10 +144,10 @@ def zone_ttl(zone: ZoneConfig) -> int:
 def check_provider_rules(zone: ZoneConfig, name: str) -> None:
     """What each provider refuses, checked before any request (and at catalog load).
 
-    Reverse zones: RFC 2317 "0/26.c.b.a.in-addr.arpa" exists only on PowerDNS; HestiaCP
-    refuses "/" in a domain name (func/main.sh is_domain_format_valid) but takes the
-    "0-63.c.b.a.in-addr.arpa" form; Cloudflare offers IPv4 reverse zones for /24 and /16
-    prefixes and ip6.arpa zones only (developers.cloudflare.com/dns/additional-options/
+    Reverse zones: RFC 2317 "0/26.c.b.a.in-addr.arpa" exists on PowerDNS, rfc2136 (BIND) and
+    webhook zones; HestiaCP refuses "/" in a domain name (func/main.sh is_domain_format_valid)
+    but takes the "0-63.c.b.a.in-addr.arpa" form; Cloudflare offers IPv4 reverse zones for /24
+    and /16 prefixes and ip6.arpa zones only (developers.cloudflare.com/dns/additional-options/
     reverse-zones)."""
     rev = _reverse_of(name)
     if rev is not None and rev.network.version == 4:
@@ -164,6 +164,14 @@ def check_provider_rules(zone: ZoneConfig, name: str) -> None:
                 f"zone {name!r}: Cloudflare offers IPv4 reverse zones for /24 and /16 prefixes "
                 "only (c.b.a.in-addr.arpa, b.a.in-addr.arpa); serve this zone from PowerDNS"
             )
+    if zone.provider in ("rfc2136", "webhook"):
+        from .rfc2136 import check_settings as check_rfc2136
+        from .webhook import check_settings as check_webhook
+
+        try:
+            (check_rfc2136 if zone.provider == "rfc2136" else check_webhook)(zone.settings)
+        except ValueError as exc:
+            raise ValueError(f"zone {name!r}: {exc}") from None
     if zone.provider == "hestiacp":
         from .hestiacp import check_placeholder
 

@@ -105,3 +105,34 @@ def unique():
         "v6prefix": "fd" + "".join(nibbles[:2]) + ":" + "".join(nibbles[2:6]),
         "rev6": ".".join(reversed(["f", "d"] + nibbles)) + ".ip6.arpa",
     }
+
+
+@pytest.fixture(scope="session")
+def bind9(tmp_path_factory):
+    """A real BIND 9 (tests/dns/bindserver.py) for the session: its own config dir, a port of
+    this checkout's range. Tests take fresh names and addresses from ``bind_names``."""
+    import bindserver
+
+    if not os.path.exists(bindserver.NAMED):
+        message = "BIND 9 not installed (/usr/sbin/named; Debian package bind9)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = bindserver.BindServer(tmp_path_factory.mktemp("bind")).start()
+    yield server
+    server.stop()
+
+
+# last octets not yet handed out this session: in the classless /26 and in the rest of the /24
+_octets = {"classless": random.sample(range(1, 64), 63),
+           "rev24": random.sample(range(64, 255), 191)}
+
+
+@pytest.fixture
+def bind_names():
+    """A host name of its own and addresses no other test of the session uses: ``low`` in the
+    RFC 2317 /26 (0-63), ``high`` in the rest of the /24, ``v6`` in 2001:db8:100::/64."""
+    tag = uuid.uuid4().hex[:10]
+    low, high = _octets["classless"].pop(), _octets["rev24"].pop()
+    return {"host": f"h{tag}.vps.example.net", "low": f"192.0.2.{low}",
+            "high": f"192.0.2.{high}", "v6": f"2001:db8:100::{low:x}{high:x}"}

@@ -24,6 +24,7 @@
   pools                    IP pools: addresses free / held
   isos STORAGE [--node N]  ISO images on a storage, grouped as the client area shows them
   api [--host H] [--port P] [--workers N]   the HTTP service API (see pvekvm.api)
+  console-proxy [--host H] [--port P]      the browser console's proxy (pvekvm.console.proxy)
 
 Settings: --config FILE, else $PVEKVM_CONFIG, else config/pvekvm.toml, overridden by the
 environment (see pvekvm.config). Exit codes: 0 ok, 1 a check or command failed, 2 a setting or
@@ -57,6 +58,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     # the service API is built to run on and answer 503 while the database or broker is down
     # (tests/api); its settings are still validated at start
     "api": ("secret-key",),
+    # the console proxy reads console tokens and services, and calls vncproxy (issue 27)
+    "console-proxy": ("database", "proxmox"),
     "rotate-keys": ("database", "secret-key"),
     "init-key": ("database-exists",),
     "grants": ("database",),
@@ -275,6 +278,7 @@ COMMANDS = {
     "status": lambda settings, args: print(engine_status(settings)),
     "isos": lambda settings, args: print(list_isos(settings, args.storage, args.node)),
     "api": lambda settings, args: args.run(args),
+    "console-proxy": lambda settings, args: args.run(settings, args),
 }
 
 
@@ -324,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("storage")
     p.add_argument("--node", default=None)
     add_api_command(sub)
+    add_console_command(sub)
     return ap
 
 
@@ -366,6 +371,24 @@ def add_api_command(sub) -> None:
         from pvekvm.api.app import serve
 
         serve(args.host, args.port, args.workers, args.config, args.log_level)
+
+    p.set_defaults(run=run)
+
+
+def add_console_command(sub) -> None:
+    """``console-proxy``: the browser console's proxy (pvekvm/console/proxy.py): serves noVNC
+    at /console/ and relays each single-use console token's session to PVE."""
+    p = sub.add_parser("console-proxy")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+
+    def run(settings, args) -> None:
+        import logging
+
+        from pvekvm.console.proxy import serve_forever
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        serve_forever(settings, args.host, args.port)
 
     p.set_defaults(run=run)
 

@@ -1,0 +1,303 @@
+"""The browser console (issue 27) through the real path: API (console token) → console proxy
+(the only holder of the Proxmox token) → pvesim's vncwebsocket speaking RFB 3.8. Headless
+Debian chromium runs noVNC from Debian's novnc package; one browser for the module."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import json
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from pvekvm.config import ROOT, ConsoleSettings
+from pvekvm.db import database
+from pvekvm.models import AuditLog, Service
+from tests.api.conftest import BILLING_TOKEN, SID_A, SID_B, ApiEnv
+from tests.api.console_client import Console, ProxyThread
+from tests.e2e.harness import all_ready, wait_until
+
+SID_C = 7190  # this module's own service: it gets suspended
+NOVNC = Path("/usr/share/novnc/core/rfb.js")
+ARTIFACTS = ROOT / "var" / "artifacts" / "console"
+
+
+@pytest.fixture(scope="module")
+def svc_c(api_env: ApiEnv) -> int:
+    api_env.billing.create(service_id=SID_C, client_id=3, product="vps-small",
+                           email="c@example.com")
+    wait_until(all_ready([SID_C]), 60, "service C deployed")
+    return SID_C
+
+
+@pytest.fixture(scope="module")
+def proxy(api_env: ApiEnv):
+    if not NOVNC.exists():
+        pytest.skip("Debian's novnc package is not installed (/usr/share/novnc)")
+    settings = replace(api_env.settings, console=ConsoleSettings(check_interval_s=0.25))
+    with ProxyThread(settings) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def strict_proxy(api_env: ApiEnv):
+    """Another proxy process: 1 s idle, 2.5 s at most, one session per service."""
+    settings = replace(api_env.settings, console=ConsoleSettings(
+        check_interval_s=0.25, idle_timeout_s=1, max_session_s=2, sessions_per_service=1))
+    with ProxyThread(settings) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("Debian's chromium and chromium-driver are not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=800,600",
+                "--force-device-scale-factor=1", "--disable-dev-shm-usage"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    b = webdriver.Chrome(service=DriverService(executable_path=driver), options=opts)
+    b.set_page_load_timeout(15)
+    yield b
+    b.quit()
+
+
+def mint(api_env: ApiEnv, sid: int, token: str | None = None, **body: object):
+    r = api_env.api.post(f"/v1/services/{sid}/console", token or api_env.client_token(sid),
+                         json=body or None)
+    return r
+
+
+def path_of(api_env: ApiEnv, sid: int) -> str:
+    r = mint(api_env, sid)
+    assert r.status_code == 200, r.text
+    return r.json()["path"]
+
+
+def screen(api_env: ApiEnv, vmid: int) -> dict:
+    import requests
+
+    conn = api_env.sim.connection
+    r = requests.get(f"{conn['control_url']}/console/{vmid}", verify=conn["ca_bundle"],
+                     timeout=10)
+    return r.json()["data"] if r.status_code == 200 else {}
+
+
+def canvas_pixels(b):
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    png = b.find_element(By.CSS_SELECTOR, "#screen canvas").screenshot_as_png
+    return png, Image.open(io.BytesIO(png)).convert("RGB")
+
+
+def band_matches(img, shot: dict, row: int) -> float:
+    """Share of the pixels of text row ``row`` (as pvesim drew it) that the screenshot shows
+    identically."""
+    from PIL import Image
+
+    drawn = Image.frombytes("RGB", (shot["width"], shot["height"]),
+                            base64.b64decode(shot["rgb"]))
+    top = shot["top"] + row * shot["line_height"]
+    box = (0, top, shot["width"], top + shot["line_height"])
+    a, b = list(drawn.crop(box).getdata()), list(img.crop(box).getdata())
+    inked = [i for i, p in enumerate(a) if p != a[0]]  # the glyphs' pixels, not background
+    assert len(inked) > 50, "pvesim drew no text on that row"
+    return sum(a[i] == b[i] for i in inked) / len(inked)
+
+
+def wait_state(b, state: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = b.execute_script("return [document.body.dataset.state, "
+                                "document.getElementById('status')?.textContent || "
+                                "document.body.textContent]")
+        if body[0] == state:
+            return body[1]
+        time.sleep(0.05)
+    logs = [e["message"][:300] for e in b.get_log("browser")][-10:]
+    raise AssertionError(f"page never reached {state!r}: {body}; browser log: {logs}")
+
+
+def test_the_browser_shows_the_vm_screen_and_echoes_typed_keys(api_env, svc_c, proxy, browser):
+    """A client token mints a console token; Chromium opens the proxy's page; noVNC's canvas
+    shows what pvesim drew for the VM (its name), and keys typed appear on it."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    svc = Service.get_by_id(svc_c)
+    r = mint(api_env, svc_c)
+    assert r.status_code == 200, r.text
+    access = r.json()
+    assert access["bound_address"] == "127.0.0.1" and access["url"] is None
+    body = json.dumps(access)
+    conn = api_env.settings.proxmox
+    assert conn.token_secret not in body and conn.token_id not in body and "PVEVNC" not in body
+    browser.get(proxy.url + access["path"])
+    wait_state(browser, "connected", 15)
+    shot = screen(api_env, svc.vmid)
+    assert shot["name"] == api_env.sim.vm(svc.vmid)["config"]["name"] == shot["lines"][0]
+    deadline = time.monotonic() + 10
+    while True:  # the first frame may still be on its way
+        png, img = canvas_pixels(browser)
+        if band_matches(img, shot, 0) > 0.99 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "console-connected.png").write_bytes(browser.get_screenshot_as_png())
+    assert img.size == (640, 400)
+    assert band_matches(img, shot, 0) > 0.99, "the VM's name is not on the canvas"
+    ActionChains(browser).send_keys("ok7").perform()
+    wait_until(lambda: screen(api_env, svc.vmid)["lines"][-1].endswith("login: ok7"), 10,
+               "pvesim echoed the keys")
+    shot = screen(api_env, svc.vmid)
+    last = len(shot["lines"]) - 1
+    deadline = time.monotonic() + 10
+    while band_matches(canvas_pixels(browser)[1], shot, last) < 0.99:
+        assert time.monotonic() < deadline, "the typed keys never showed on the canvas"
+        time.sleep(0.1)
+    (ARTIFACTS / "console-typed.png").write_bytes(browser.get_screenshot_as_png())
+    opened = (AuditLog.select().where((AuditLog.service_id == svc_c)
+                                      & (AuditLog.event == "console_session_opened"))
+              .order_by(AuditLog.id.desc()).first())
+    who = json.loads(opened.detail)
+    assert who["from"] == "127.0.0.1" and who["by"].startswith(f"client:{svc_c}/")
+    browser.get("about:blank")  # the page goes: the session ends, its length is logged
+    wait_until(lambda: AuditLog.select().where(
+        (AuditLog.service_id == svc_c) & (AuditLog.event == "console_session_closed")).count(),
+        10, "the closed session audited")
+    closed = json.loads(AuditLog.select().where(
+        (AuditLog.service_id == svc_c) & (AuditLog.event == "console_session_closed"))
+        .order_by(AuditLog.id.desc()).first().detail)
+    assert closed["duration_s"] > 0 and closed["bytes_down"] > 640 * 400 * 4
+    assert closed["from"] == "127.0.0.1" and closed["session"] == who["session"]
+
+
+def test_reused_expired_and_other_services_tokens_are_refused(api_env, svc_c, proxy, browser):
+    used = path_of(api_env, svc_c)
+
+    async def use_once() -> None:
+        c = await Console.open(proxy.ws_url(used))
+        await c.ws.close()
+
+    asyncio.run(use_once())
+    browser.get(proxy.url + used)
+    assert "used already" in wait_state(browser, "refused", 5)
+    with pytest.raises(InvalidStatus) as e:
+        asyncio.run(Console.open(proxy.ws_url(used)))
+    assert e.value.response.status_code == 403
+
+    expired = path_of(api_env, svc_c)
+    database.execute_sql("UPDATE console_sessions SET connect_by = NOW(3) - INTERVAL 1 SECOND "
+                         "WHERE id = %s", (expired.split("token=con.")[1][:16],))
+    browser.get(proxy.url + expired)
+    assert "expired" in wait_state(browser, "refused", 5)
+
+    other = path_of(api_env, svc_c).replace(f"service={svc_c}", f"service={SID_A}")
+    browser.get(proxy.url + other)
+    assert "another service" in wait_state(browser, "refused", 5)
+    with pytest.raises(InvalidStatus):  # and the websocket, which would use it up
+        asyncio.run(Console.open(proxy.ws_url(other)))
+    # the API: another service's client token, a suspended service, a client naming an address
+    assert mint(api_env, SID_A, api_env.client_token(svc_c)).status_code == 404
+    refused = mint(api_env, SID_B, BILLING_TOKEN)
+    assert refused.status_code == 409 and "suspended" in refused.json()["detail"]
+    assert mint(api_env, svc_c, client_address="192.0.2.7").status_code == 403
+    for bad in ({"client_address": "x" * 100_000}, {"client_address": "::1", "extra": 1}):
+        assert mint(api_env, svc_c, BILLING_TOKEN, **bad).status_code == 422
+    browser.get(proxy.url + "/console/?token=" + "A" * 5000)
+    assert "malformed" in wait_state(browser, "refused", 5)
+
+
+def test_a_token_bound_to_another_address_and_the_session_bound(api_env, svc_c, proxy,
+                                                                strict_proxy):
+    """Billing binds the token to the browser's address: from elsewhere it is refused; the
+    number of sessions per service is bounded across proxies."""
+    r = mint(api_env, svc_c, BILLING_TOKEN, client_address="192.0.2.7")
+    assert r.json()["bound_address"] == "192.0.2.7"
+    with pytest.raises(InvalidStatus):
+        asyncio.run(Console.open(proxy.ws_url(r.json()["path"])))
+    first, second = path_of(api_env, svc_c), path_of(api_env, svc_c)
+
+    async def two() -> str:
+        c = await Console.open(strict_proxy.ws_url(first))
+        try:
+            await Console.open(strict_proxy.ws_url(second))
+        except InvalidStatus as exc:
+            return exc.response.body.decode()
+        finally:
+            await c.ws.close()
+        return "admitted"
+
+    assert "at most 1" in asyncio.run(two())
+
+
+def test_idle_and_maximum_session_time_close_the_session(api_env, svc_c, strict_proxy):
+    async def idle() -> tuple[int | None, str]:
+        c = await Console.open(strict_proxy.ws_url(path_of(api_env, svc_c)))
+        await c.update(False)
+        return await c.closed(5)
+
+    started = time.monotonic()
+    code, why = asyncio.run(idle())
+    assert (code, why) == (4001, "no input for 1 s") and time.monotonic() - started < 4
+
+    async def busy() -> tuple[int | None, str]:
+        c = await Console.open(strict_proxy.ws_url(path_of(api_env, svc_c)))
+        for _ in range(30):  # typing all along: never idle
+            await c.key(ord("z"))
+            try:
+                async with asyncio.timeout(0.2):
+                    await c.ws.recv()
+            except TimeoutError:
+                pass
+            except Exception:  # noqa: BLE001 - closed by the proxy
+                break
+        return await c.closed(5)
+
+    assert asyncio.run(busy()) == (4002, "the session reached its maximum of 2 s")
+
+
+def test_a_stopped_vm_refuses_as_pve_does(api_env, svc_c, proxy):
+    svc = Service.get_by_id(svc_c)
+    px = api_env.sim.proxmox().nodes(svc.node).qemu(svc.vmid)
+    api_env.sim.wait_task(px.status.stop.post())
+    try:
+        async def go() -> tuple[int | None, str]:
+            ws_url = proxy.ws_url(path_of(api_env, svc_c))
+            from websockets.asyncio.client import connect
+
+            async with connect(ws_url, proxy=None) as ws:
+                with contextlib.suppress(Exception):
+                    await ws.recv()
+                return ws.close_code, ws.close_reason or ""
+
+        assert asyncio.run(go()) == (4004, "the VM is not running (stopped)")
+    finally:
+        api_env.sim.wait_task(px.status.start.post())
+
+
+def test_suspending_the_service_closes_the_open_session(api_env, svc_c, proxy, browser):
+    browser.get(proxy.url + path_of(api_env, svc_c))
+    wait_state(browser, "connected", 15)
+    suspended_at = time.monotonic()
+    api_env.billing.suspend(service_id=svc_c)
+    text = wait_state(browser, "disconnected", 20)
+    took = time.monotonic() - suspended_at
+    assert "suspended" in text, text
+    (ARTIFACTS / "console-suspended.png").write_bytes(browser.get_screenshot_as_png())
+    print(f"session cut {took:.1f} s after the suspend was published")
+    wait_until(lambda: Service.get_by_id(svc_c).status == "suspended", 30, "C suspended")
+    assert mint(api_env, svc_c).status_code == 409

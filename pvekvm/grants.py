@@ -18,7 +18,7 @@ is skipped with a comment, run ``grants`` again after the upgrade that adds it):
 - **admin** (``init-db``, ``load-catalog``): schema changes plus data on the database.
 - **worker** (workers, scheduler, operator CLI): SELECT/INSERT/UPDATE/DELETE, no DDL.
 - **api**: SELECT on the tables the API reads, INSERT on ``audit_log``, SELECT/INSERT/UPDATE
-  on ``client_tokens``.
+  on ``client_tokens`` and ``console_sessions`` (the console proxy runs as this user too).
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ API_READS: tuple[str, ...] = (
 API_WRITES: dict[str, str] = {
     "audit_log": "SELECT, INSERT",  # SELECT: the client routes count recent rows (rate limits)
     "client_tokens": "SELECT, INSERT, UPDATE",
+    # console tokens (issue 27): the API mints and cuts; the console proxy, which may run as
+    # this user, claims, heart-beats and ends them (and reads services, client_tokens)
+    "console_sessions": "SELECT, INSERT, UPDATE",
 }
 WORKER_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
 ADMIN_PRIVILEGES = ("SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, DROP, INDEX, REFERENCES, "

@@ -108,7 +108,7 @@ def vncproxy(ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
     vm = vm_of(ctx, p)
     vmid, node = vm["vmid"], vm["node"]
     sessions = _live_sessions(ctx)
-    used = {s["port"] for s in sessions.values() if s["node"] == node}
+    used = {s["port"] for s in sessions.values() if s["node"] == node and not s.get("closed")}
     port = next((n for n in VNC_PORTS if n not in used), None)
     if port is None:
         raise PVEError("unable to find free port (5900-5999)")

@@ -362,8 +362,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         screen, password = stream
         self.request.settimeout(None)
-        with contextlib.suppress(vnc.Closed, OSError, struct.error):
-            vnc.RfbSession(vnc.WebSocket(self.request, self.rfile), screen, password).serve()
+        try:
+            with contextlib.suppress(vnc.Closed, OSError, struct.error):
+                vnc.RfbSession(vnc.WebSocket(self.request, self.rfile), screen, password).serve()
+        finally:  # the vncproxy task ends with its connection: the port is free again
+            with self.server.sim.cluster.lock:
+                ended = self.server.sim.vnc_sessions.get(str(params.get("vncticket")))
+                if ended is not None:
+                    ended["closed"] = True
 
     def do_GET(self) -> None:  # noqa: N802
         self._dispatch("GET")

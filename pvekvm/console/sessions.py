@@ -131,12 +131,12 @@ def _verdict(row: tuple[Any, ...], service_id: int | None, peer: str) -> None:
     sid, svc, _, used, expired, bound, _, vmid, node, cut = row
     if service_id is not None and service_id != svc:
         raise Refused("this console token is for another service")
+    if cut:
+        raise Refused(f"console refused: {cut}")
     if used:
         raise Refused("this console token was used already")
     if expired:
         raise Refused("this console token expired")
-    if cut:
-        raise Refused(f"console refused: {cut}")
     if bound and bound != peer:
         raise Refused("this console token was issued for another address")
     if not vmid or not node:

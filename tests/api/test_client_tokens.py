@@ -66,7 +66,8 @@ def test_a_client_token_ends_with_its_service_and_never_reads_a_reused_id(api_en
     wait_until(all_ready([SID]), 90, "3001 deployed for client 5001")
     old = _mint(api, SID)
     assert api.get(f"/v1/services/{SID}/credentials", old["token"]).status_code == 200
-    assert api.post(f"/v1/services/{SID}/console", old["token"]).status_code == 200
+    console = api.post(f"/v1/services/{SID}/console", BILLING_TOKEN)
+    assert console.status_code == 200
     billing.snapshot_create(service_id=SID, name="first_life", description="client 5001's")
     billing.backup_schedule(service_id=SID, days=["mon"])
     wait_until(lambda: Snapshot.get_or_none(Snapshot.service_id == SID)
@@ -94,6 +95,11 @@ def test_a_client_token_ends_with_its_service_and_never_reads_a_reused_id(api_en
     # the services row's client and created_at decide)
     ClientToken.update(revoked_at=None).where(ClientToken.id == old["token_id"]).execute()
     _refused_everywhere(api, SID, old["token"])
+    # the first life's console token is refused by the console proxy's check (issue 27)
+    from pvekvm.console import sessions as console_sessions
+
+    with pytest.raises(console_sessions.Refused, match="re-created"):
+        console_sessions.check(console.json()["token"], SID, "127.0.0.1")
 
     new = _mint(api, SID)["token"]
     first_life = [o.id for o in Operation.select().where(Operation.service_id == SID)

@@ -169,6 +169,10 @@ def test_the_browser_shows_the_vm_screen_and_echoes_typed_keys(api_env, svc_c, p
         assert time.monotonic() < deadline, "the typed keys never showed on the canvas"
         time.sleep(0.1)
     (ARTIFACTS / "console-typed.png").write_bytes(browser.get_screenshot_as_png())
+    browser.find_element("id", "cad").click()  # the page's Ctrl-Alt-Del button
+    wait_until(lambda: any("[Ctrl-Alt-Del]" in line
+                           for line in screen(api_env, svc.vmid)["lines"]), 10,
+               "pvesim got Ctrl-Alt-Del")
     opened = (AuditLog.select().where((AuditLog.service_id == svc_c)
                                       & (AuditLog.event == "console_session_opened"))
               .order_by(AuditLog.id.desc()).first())
@@ -242,6 +246,40 @@ def test_a_token_bound_to_another_address_and_the_session_bound(api_env, svc_c, 
         return "admitted"
 
     assert "at most 1" in asyncio.run(two())
+
+
+def test_revoking_the_client_token_cuts_its_console_and_bad_input_is_refused(api_env, svc_c,
+                                                                            proxy):
+    minted = api_env.api.post(f"/v1/services/{svc_c}/client-token", BILLING_TOKEN).json()
+    path = mint(api_env, svc_c, minted["token"]).json()["path"]
+
+    async def cut() -> tuple[int | None, str]:
+        c = await Console.open(proxy.ws_url(path))
+        r = api_env.api.delete(f"/v1/client-tokens/{minted['token_id']}", BILLING_TOKEN)
+        assert r.status_code == 204
+        return await c.closed(5)
+
+    assert asyncio.run(cut()) == (4003, "the client token ended")
+
+    async def huge_frame() -> int | None:
+        c = await Console.open(proxy.ws_url(path_of(api_env, svc_c)))
+        await c.ws.send(b"\x05" * (129 * 1024))  # over pveproxy's 128 KiB frame limit
+        return (await c.closed(5))[0]
+
+    assert asyncio.run(huge_frame()) == 1009  # message too big, nothing sent on to PVE
+    import requests
+
+    for rel in ("/console/novnc/../../../etc/passwd", "/console/novnc/%2e%2e/%2e%2e/etc/passwd",
+                "/console/novnc/", "/console/index.html/../../x"):
+        r = requests.get(proxy.url + rel, timeout=10)
+        assert r.status_code == 404 and "root:" not in r.text, rel
+    assert requests.get(proxy.url + "/console/novnc/core/rfb.js", timeout=10).headers[
+        "Content-Type"] == "text/javascript"
+    deep = "[" * 30000 + "]" * 30000
+    r = requests.post(f"{api_env.api.url}/v1/services/{svc_c}/console", data=deep, timeout=10,
+                      headers={"Authorization": f"Bearer {BILLING_TOKEN}",
+                               "Content-Type": "application/json"})
+    assert r.status_code == 422 and len(r.text) < 2000
 
 
 def test_idle_and_maximum_session_time_close_the_session(api_env, svc_c, strict_proxy):

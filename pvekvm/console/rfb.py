@@ -125,9 +125,9 @@ class InputMeter:
         at, end = 0, len(self.buf)
         while at < end:
             size, is_input = self._next(bytes(self.buf[at:at + 9]))
-            if size is None:
+            if size is None:  # a head too short to size: its type may still say input
                 del self.buf[:at]
-                return True if self.blind else found
+                return found or is_input
             found = found or is_input
             if end - at < size:
                 self.skip, self.skip_input = size - (end - at), is_input
@@ -148,7 +148,7 @@ class InputMeter:
                                                                                          False)
         if kind == 6:  # ClientCutText (negative length: extended clipboard)
             if len(b) < 8:
-                return None, False
+                return None, True
             (length,) = struct.unpack(">i", b[4:8])
             return 8 + abs(length), True
         if kind == 248:  # ClientFence

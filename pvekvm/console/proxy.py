@@ -158,6 +158,14 @@ class ConsoleProxy:
             return await asyncio.to_thread(self._novnc_file, path[len("/console/novnc/"):])
         return self._refusal(404, "not found")
 
+    async def process_response(self, connection: ServerConnection, request: Request,
+                               response: Response) -> None:
+        """A token claimed for a websocket whose handshake then failed (a bad key, no
+        upgrade): end its session now rather than let it wait for a stale heartbeat."""
+        claim = getattr(connection, "claim", None)
+        if claim is not None and response.status_code != 101:
+            await asyncio.to_thread(sessions.end, claim, "websocket handshake failed", 0, 0)
+
     def _novnc_file(self, rel: str) -> Response:
         """A file of the noVNC package (no way out of its folder)."""
         target = (self.novnc / rel).resolve()
@@ -329,6 +337,7 @@ class ConsoleProxy:
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(self.console.tls_cert, self.console.tls_key)
         async with serve(self.handler, host, port, process_request=self.process_request,
+                         process_response=self.process_response,
                          ssl=tls, compression=None, max_size=MAX_FRAME, ping_interval=20,
                          select_subprotocol=_binary_if_offered,
                          ping_timeout=20, server_header="pvekvm-console") as server:

@@ -273,6 +273,15 @@ def test_revoking_the_client_token_cuts_its_console_and_bad_input_is_refused(api
                 "/console/novnc/", "/console/index.html/../../x"):
         r = requests.get(proxy.url + rel, timeout=10)
         assert r.status_code == 404 and "root:" not in r.text, rel
+    broken = path_of(api_env, svc_c)  # claimed, then the websocket handshake fails
+    r = requests.get(proxy.url + broken.replace("/console/?", "/console/websocket?"), timeout=10,
+                     headers={"Connection": "Upgrade", "Upgrade": "websocket",
+                              "Sec-WebSocket-Version": "12", "Sec-WebSocket-Key": "bad"})
+    assert r.status_code in (400, 426)
+    ended = database.execute_sql("SELECT used_at IS NOT NULL, ended_at IS NOT NULL, end_reason "
+                                 "FROM console_sessions WHERE id = %s",
+                                 (broken.split("token=con.")[1][:16],)).fetchone()
+    assert ended == (1, 1, "websocket handshake failed")
     assert requests.get(proxy.url + "/console/novnc/core/rfb.js", timeout=10).headers[
         "Content-Type"] == "text/javascript"
     deep = "[" * 30000 + "]" * 30000

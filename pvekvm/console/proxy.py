@@ -26,8 +26,10 @@ import contextlib
 import logging
 import mimetypes
 import os
+import signal
 import socket
 import ssl
+import threading
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -106,7 +108,8 @@ class ConsoleProxy:
     def _response(status: int, body: bytes, ctype: str, **extra: str) -> Response:
         headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))),
                            ("Cache-Control", "no-store"), ("Referrer-Policy", "no-referrer"),
-                           ("X-Content-Type-Options", "nosniff"), *extra.items()])
+                           ("X-Content-Type-Options", "nosniff"), ("Connection", "close"),
+                           *extra.items()])
         reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
                   405: "Method Not Allowed"}.get(status, "Error")
         return Response(status, reason, headers, body)
@@ -331,17 +334,28 @@ class ConsoleProxy:
                 if sid in self.live:
                     self.live[sid].end(why)
 
+    def stop(self) -> None:
+        """SIGTERM: tell every browser why, record the ends, then stop serving."""
+        for live in list(self.live.values()):
+            live.end("the console proxy stopped")
+        if self.server is not None:
+            asyncio.get_running_loop().call_later(0.5, self.server.close)
+
     async def run(self, host: str, port: int, ready: Any = None) -> None:
         tls = None
         if self.console.tls_cert:
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(self.console.tls_cert, self.console.tls_key)
         async with serve(self.handler, host, port, process_request=self.process_request,
-                         process_response=self.process_response,
+                         process_response=self.process_response, close_timeout=2,
                          ssl=tls, compression=None, max_size=MAX_FRAME, ping_interval=20,
                          select_subprotocol=_binary_if_offered,
                          ping_timeout=20, server_header="pvekvm-console") as server:
             self.server = server
+            if threading.current_thread() is threading.main_thread():
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, self.stop)
             dog = asyncio.create_task(self.watchdog())
             if ready is not None:
                 ready(server)
@@ -376,10 +390,30 @@ def _escape(text: str) -> str:
             .replace('"', "&quot;"))
 
 
+def startup_problem(settings: Settings) -> str | None:
+    """Why the proxy cannot serve with these settings (one line naming the setting), or None."""
+    console, where = settings.console, f"{settings.origin.get('file', 'settings')} [console]"
+    if not (Path(console.novnc_dir) / "core" / "rfb.js").is_file():
+        return (f"{where} novnc_dir = {console.novnc_dir}: noVNC is not there "
+                "(apt-get install novnc, or point novnc_dir at its folder)")
+    for key in ("tls_cert", "tls_key"):
+        value = getattr(console, key)
+        if value and not Path(value).is_file():
+            return f"{where} {key} = {value}: no such file"
+    return None
+
+
 def serve_forever(settings: Settings, host: str, port: int) -> None:
-    """Run the proxy until interrupted (``python -m pvekvm console-proxy``)."""
+    """Run the proxy until interrupted (``python -m pvekvm console-proxy``); exit 3 with one
+    line when noVNC or the TLS files are missing."""
+    import sys
+
     from pvekvm.db import bind
 
+    problem = startup_problem(settings)
+    if problem:
+        print(f"python -m pvekvm console-proxy: cannot start: {problem}", file=sys.stderr)
+        raise SystemExit(3)
     bind(settings.database_url)
     proxy = ConsoleProxy(settings)
     log.info("console proxy %s on %s:%s (noVNC from %s)", proxy.name, host, port, proxy.novnc)

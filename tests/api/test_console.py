@@ -348,3 +348,55 @@ def test_suspending_the_service_closes_the_open_session(api_env, svc_c, proxy, b
     print(f"session cut {took:.1f} s after the suspend was published")
     wait_until(lambda: Service.get_by_id(svc_c).status == "suspended", 30, "C suspended")
     assert mint(api_env, svc_c).status_code == 409
+
+
+def test_the_console_proxy_command_serves_and_refuses_without_novnc(api_env, tmp_path):
+    """``python -m pvekvm console-proxy``: serves with the settings file (SIGTERM ends its
+    sessions with a reason, recorded); without noVNC it says which setting and exits 3."""
+    import subprocess
+    import sys
+
+    import requests
+
+    from tests.e2e.harness import write_config
+
+    config = write_config(api_env.settings, tmp_path / "pvekvm.toml")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("DATABASE_URL", "AMQP_URL")}
+    missing = tmp_path / "missing.toml"
+    missing.write_text(config.read_text() + '[console]\nnovnc_dir = "/nonexistent"\n')
+    out = subprocess.run([sys.executable, "-m", "pvekvm", "--config", str(missing),
+                          "console-proxy", "--port", "21001"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3 and "novnc_dir = /nonexistent" in out.stderr, out.stderr
+    log = tmp_path / "console-proxy.log"
+    proc = subprocess.Popen([sys.executable, "-m", "pvekvm", "--config", str(config),
+                             "console-proxy", "--port", "21002"], cwd=ROOT, env=env,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert requests.get("http://127.0.0.1:21002/healthz", timeout=2).text == "ok\n"
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and proc.poll() is None, "did not start"
+                time.sleep(0.1)
+        r = requests.get("http://127.0.0.1:21002/console/?token=con.x", timeout=5)
+        assert r.status_code == 403 and "not a console token" in r.text
+        path = path_of(api_env, SID_A)
+
+        async def stopped() -> tuple[int | None, str]:
+            c = await Console.open("ws://127.0.0.1:21002" + path.replace(
+                "/console/?", "/console/websocket?"))
+            proc.terminate()
+            return await c.closed(10)
+
+        assert asyncio.run(stopped()) == (4003, "the console proxy stopped")
+        assert proc.wait(10) == 0, log.read_text()
+        row = database.execute_sql("SELECT end_reason FROM console_sessions WHERE id = %s",
+                                   (path.split("token=con.")[1][:16],)).fetchone()
+        assert row == ("the console proxy stopped",)
+    finally:
+        proc.terminate()
+        proc.wait(10)

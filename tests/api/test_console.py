@@ -291,6 +291,35 @@ def test_revoking_the_client_token_cuts_its_console_and_bad_input_is_refused(api
     assert r.status_code == 422 and len(r.text) < 2000
 
 
+def test_the_proxy_serves_tls_itself_when_given_a_certificate(api_env, tmp_path):
+    """``[console] tls_cert/tls_key``: the page and the websocket over TLS (wss://)."""
+    import ssl
+
+    import requests
+
+    from pvesim.certs import ensure_certs
+
+    ca, cert, key = ensure_certs(tmp_path / "tls", ["127.0.0.1"])
+    settings = replace(api_env.settings, console=ConsoleSettings(tls_cert=str(cert),
+                                                                 tls_key=str(key)))
+    with ProxyThread(settings) as p:
+        path = path_of(api_env, SID_A)
+        page = requests.get(f"https://127.0.0.1:{p.port}{path}", verify=str(ca), timeout=10)
+        assert page.status_code == 200 and "console.js" in page.text
+
+        async def over_tls() -> bytes:
+            c = await Console.open(f"wss://127.0.0.1:{p.port}" + path.replace(
+                "/console/?", "/console/websocket?"), ssl=ssl.create_default_context(
+                    cafile=str(ca)))
+            await c.ws.close()
+            return c.name
+
+        assert asyncio.run(over_tls()).decode() == api_env.sim.vm(
+            Service.get_by_id(SID_A).vmid)["config"]["name"]
+        with pytest.raises(requests.exceptions.ConnectionError):  # no plain HTTP beside it
+            requests.get(f"http://127.0.0.1:{p.port}/healthz", timeout=5)
+
+
 def test_idle_and_maximum_session_time_close_the_session(api_env, svc_c, strict_proxy):
     async def idle() -> tuple[int | None, str]:
         c = await Console.open(strict_proxy.ws_url(path_of(api_env, svc_c)))

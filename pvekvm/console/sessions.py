@@ -13,7 +13,7 @@ websocket arrives (:func:`claim`). A token is good for one claim, only while:
 * the browser connects from ``bound_address`` when one was bound;
 * the service has fewer than ``[console] sessions_per_service`` open sessions, counted over
   every proxy process (a session whose proxy stopped heart-beating for ``STALE_S`` is not
-  counted), under a lock on the services row so two claims cannot both take the last place.
+  counted), under a named lock per service so two claims cannot both take the last place.
 
 The same conditions, re-read every ``check_interval_s`` by the proxy (:func:`heartbeat`), end
 an open session: a suspend or terminate cuts it within seconds. Every claim, refusal and end is
@@ -152,11 +152,28 @@ def check(token: str, service_id: int | None, peer: str) -> int:
 
 def claim(token: str, service_id: int | None, peer: str, proxy: str, limit: int) -> Claim:
     """Use the token up and open its session, or Refused (the token is used up whenever its
-    secret was right: one attempt per token). Audit-logged either way."""
+    secret was right: one attempt per token). Audit-logged either way. Claims of one service
+    take turns (a named lock held over the transaction: needs no privilege on services)."""
+    parts = split(token)
+    if parts is None:
+        raise Refused("not a console token")
+    svc_id = values("SELECT service_id FROM console_sessions WHERE id = %s", parts[0])
+    if svc_id is None:
+        raise Refused("unknown console token")
+    name = f"{database.database}:console:{svc_id[0]}"[-64:]
+    (got,) = values("SELECT GET_LOCK(%s, 5)", name) or (0,)
+    if got != 1:
+        raise Refused("the service's console is busy: try again")
+    try:
+        return _claim(token, service_id, peer, proxy, limit)
+    finally:
+        database.execute_sql("SELECT RELEASE_LOCK(%s)", (name,))
+
+
+def _claim(token: str, service_id: int | None, peer: str, proxy: str, limit: int) -> Claim:
     with database.atomic():
         row = _row(token, lock=True)
         sid, svc = str(row[0]), int(row[1])
-        values("SELECT id FROM services WHERE id = %s FOR UPDATE", svc)  # one claim at a time
         why: str | None = None
         try:
             _verdict(row, service_id, peer)

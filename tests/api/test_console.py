@@ -379,9 +379,18 @@ def test_suspending_the_service_closes_the_open_session(api_env, svc_c, proxy, b
     assert mint(api_env, svc_c).status_code == 409
 
 
-def test_the_console_proxy_command_serves_and_refuses_without_novnc(api_env, tmp_path):
-    """``python -m pvekvm console-proxy``: serves with the settings file (SIGTERM ends its
-    sessions with a reason, recorded); without noVNC it says which setting and exits 3."""
+def test_the_console_proxy_command_serves_and_refuses_without_novnc(api_env, database,
+                                                                   database_url, tmp_path):
+    """``python -m pvekvm console-proxy`` on the API's least-privilege MariaDB user
+    (pvekvm.grants): serves a session (SIGTERM ends it with a reason, recorded); without
+    noVNC it says which setting and exits 3."""
+    from tests.test_grants import db_roles
+
+    with db_roles(database, database_url) as sql:
+        _command(api_env, replace(api_env.settings, database_url=sql["api"]), tmp_path)
+
+
+def _command(api_env, settings, tmp_path) -> None:
     import subprocess
     import sys
 
@@ -389,7 +398,7 @@ def test_the_console_proxy_command_serves_and_refuses_without_novnc(api_env, tmp
 
     from tests.e2e.harness import write_config
 
-    config = write_config(api_env.settings, tmp_path / "pvekvm.toml")
+    config = write_config(settings, tmp_path / "pvekvm.toml")
     env = {k: v for k, v in __import__("os").environ.items()
            if k not in ("DATABASE_URL", "AMQP_URL")}
     missing = tmp_path / "missing.toml"

@@ -320,6 +320,30 @@ def test_the_proxy_serves_tls_itself_when_given_a_certificate(api_env, tmp_path)
             requests.get(f"http://127.0.0.1:{p.port}/healthz", timeout=5)
 
 
+def test_racing_claims_for_the_last_place_admit_one(api_env):
+    """Eight browsers claim at once with a limit of one: one session opens, seven are refused
+    (the proxies' claims of a service take turns)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pvekvm.console import sessions
+
+    tokens = [mint(api_env, SID_A, BILLING_TOKEN).json()["token"] for _ in range(8)]
+
+    def claim(token: str) -> str:  # each thread: its own connection of the bound database
+        try:
+            c = sessions.claim(token, SID_A, "127.0.0.1", "race", 1)
+        except sessions.Refused as exc:
+            return str(exc)
+        return c.session_id
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(claim, tokens))
+    opened = [r for r in results if len(r) == 16]
+    assert len(opened) == 1 and all("at most 1" in r for r in results if r not in opened)
+    database.execute_sql("UPDATE console_sessions SET ended_at = NOW(3), end_reason = 'test' "
+                         "WHERE id = %s", (opened[0],))
+
+
 def test_idle_and_maximum_session_time_close_the_session(api_env, svc_c, strict_proxy):
     async def idle() -> tuple[int | None, str]:
         c = await Console.open(strict_proxy.ws_url(path_of(api_env, svc_c)))

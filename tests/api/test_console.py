@@ -113,7 +113,9 @@ def band_matches(img, shot: dict, row: int) -> float:
                             base64.b64decode(shot["rgb"]))
     top = shot["top"] + row * shot["line_height"]
     box = (0, top, shot["width"], top + shot["line_height"])
-    a, b = list(drawn.crop(box).getdata()), list(img.crop(box).getdata())
+    raw_a, raw_b = drawn.crop(box).tobytes(), img.crop(box).tobytes()
+    a = [raw_a[i:i + 3] for i in range(0, len(raw_a), 3)]
+    b = [raw_b[i:i + 3] for i in range(0, len(raw_b), 3)]
     inked = [i for i, p in enumerate(a) if p != a[0]]  # the glyphs' pixels, not background
     assert len(inked) > 50, "pvesim drew no text on that row"
     return sum(a[i] == b[i] for i in inked) / len(inked)

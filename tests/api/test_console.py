@@ -346,6 +346,19 @@ def test_racing_claims_for_the_last_place_admit_one(api_env):
                          "WHERE id = %s", (opened[0],))
 
 
+def test_sessions_ended_a_month_ago_are_forgotten_the_audit_log_kept(api_env):
+    from pvekvm.console import sessions
+
+    old, fresh = (mint(api_env, SID_A, BILLING_TOKEN).json()["token"][4:20] for _ in range(2))
+    database.execute_sql("UPDATE console_sessions SET connect_by = NOW(3) - INTERVAL 31 DAY "
+                         "WHERE id = %s", (old,))
+    assert sessions.purge_ended() >= 1
+    left = {r[0] for r in database.execute_sql(
+        "SELECT id FROM console_sessions WHERE id IN (%s, %s)", (old, fresh)).fetchall()}
+    assert left == {fresh}
+    assert AuditLog.select().where(AuditLog.detail.contains(old)).exists()
+
+
 def test_idle_and_maximum_session_time_close_the_session(api_env, svc_c, strict_proxy):
     async def idle() -> tuple[int | None, str]:
         c = await Console.open(strict_proxy.ws_url(path_of(api_env, svc_c)))

@@ -34,6 +34,7 @@
   webhooks [--json]        each webhook endpoint: backlog, failing and parked services
   webhooks retry NAME [--service SID]   send a parked stream again (all of NAME's, or one)
   webhooks new-secret      a fresh whsec_ secret for [[webhooks]] secrets
+  console-proxy [--host H] [--port P]      the browser console's proxy (pvekvm.console.proxy)
 
 Settings: --config FILE, else $PVEKVM_CONFIG, else config/pvekvm.toml, overridden by the
 environment (see pvekvm.config). Exit codes: 0 ok, 1 a check or command failed, 2 a setting or
@@ -67,6 +68,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     # the service API is built to run on and answer 503 while the database or broker is down
     # (tests/api); its settings are still validated at start
     "api": ("secret-key",),
+    # the console proxy reads console tokens and services, and calls vncproxy (issue 27)
+    "console-proxy": ("database", "proxmox"),
     "rotate-keys": ("database", "secret-key"),
     "init-key": ("database-exists",),
     "grants": ("database",),
@@ -326,6 +329,7 @@ COMMANDS = {
     "api": lambda settings, args: args.run(args, settings),
     "smtp-sink": lambda settings, args: _smtp_sink(settings, args),
     "webhooks": lambda settings, args: cmd_webhooks(args),
+    "console-proxy": lambda settings, args: args.run(settings, args),
 }
 
 
@@ -392,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="retry: the endpoint's name (or id)")
     p.add_argument("--service", type=int, help="retry: only this service's stream")
     p.add_argument("--json", action="store_true", help="status as JSON")
+    add_console_command(sub)
     return ap
 
 
@@ -453,6 +458,24 @@ def add_api_command(sub) -> None:
             print(no_token_warning(settings), file=sys.stderr, flush=True)
         serve(args.host, args.port, args.workers, args.config, args.log_level)
         return 0
+
+    p.set_defaults(run=run)
+
+
+def add_console_command(sub) -> None:
+    """``console-proxy``: the browser console's proxy (pvekvm/console/proxy.py): serves noVNC
+    at /console/ and relays each single-use console token's session to PVE."""
+    p = sub.add_parser("console-proxy")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+
+    def run(settings, args) -> None:
+        import logging
+
+        from pvekvm.console.proxy import serve_forever
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        serve_forever(settings, args.host, args.port)
 
     p.set_defaults(run=run)
 

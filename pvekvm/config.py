@@ -144,6 +144,30 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The console proxy (``python -m pvekvm console-proxy``, ``[console]``; issue 27).
+    ``public_url``: where browsers reach it (``https://console.example.net``; empty: the API
+    answers a path only); ``token_ttl_s``: a console token's time to connect; sessions end
+    after ``idle_timeout_s`` without keyboard/mouse input and after ``max_session_s`` in all;
+    at most ``sessions_per_service`` open at once per service (0: no limit);
+    ``bind_client_address``: a token connects only from the address it was minted for;
+    ``check_interval_s``: how often open sessions are re-checked (suspend, terminate, the
+    client token's end); ``tls_cert``/``tls_key``: serve TLS itself (empty: plain, behind the
+    operator's TLS proxy); ``novnc_dir``: Debian's ``novnc`` package."""
+
+    public_url: str = ""
+    token_ttl_s: int = 60
+    idle_timeout_s: int = 900
+    max_session_s: int = 14400
+    sessions_per_service: int = 2
+    bind_client_address: bool = True
+    check_interval_s: float = 1.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    novnc_dir: str = "/usr/share/novnc"
+
+
+@dataclass(frozen=True)
 class RdnsSettings:
     """Client reverse DNS (``[rdns]``). ``resolver``: the nameservers FCrDNS asks, "ip" or
     "ip:port" ("[v6]:port"), comma-separated (empty: the system's /etc/resolv.conf);
@@ -184,6 +208,7 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     rdns: RdnsSettings = field(default_factory=RdnsSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)  # [[webhooks]], ...
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     #: where each dependency's setting comes from ("DATABASE_URL", "config/pvekvm.toml [database]
     #: url", ...) or, for "proxmox" when there is none, why: named in start-up failures
     origin: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -207,6 +232,7 @@ SECTIONS: dict[str, set[str]] = {
     "api": {f.name for f in fields(ApiSettings)} | {"client_token_key"},  # the key: obsolete
     "rdns": {"resolver", "timeout_s", "changes_per_hour"},
     "webhook_delivery": {f.name for f in fields(webhook_config.DeliverySettings)},
+    "console": {f.name for f in fields(ConsoleSettings)},
 }
 #: sections that are arrays of tables (``[[webhooks]]``), checked by their own parser
 ARRAY_SECTIONS: set[str] = {"webhooks"}
@@ -416,10 +442,29 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         engine=engine, secret_key_file=key_file, templates_dir=templates,
         metrics=_metrics(raw.get("observability", {}), cfg),
         api=api, rdns=_rdns(raw.get("rdns", {}), cfg), webhooks=webhooks,
+        console=_console(raw.get("console", {}), cfg),
         origin={"file": shown(cfg), "database": db_where, "amqp": amqp_where,
                 "proxmox": pve_where, "smtp": smtp_where,
                 **({"api_note": api_note} if api_note else {}),
                 "secret_key_file": key_where})
+
+
+def _console(raw: dict[str, Any], cfg: Path) -> ConsoleSettings:
+    where = f"{shown(cfg)} [console]"
+    console = _typed(ConsoleSettings, dict(raw), where)
+    for key in ("token_ttl_s", "idle_timeout_s", "max_session_s", "check_interval_s"):
+        if getattr(console, key) <= 0:
+            raise ConfigError(f"{where} {key}: expected a positive number, got "
+                              f"{getattr(console, key)}")
+    if console.sessions_per_service < 0:
+        raise ConfigError(f"{where} sessions_per_service: expected 0 (no limit) or more, got "
+                          f"{console.sessions_per_service}")
+    if bool(console.tls_cert) != bool(console.tls_key):
+        raise ConfigError(f"{where}: set both tls_cert and tls_key (or neither: TLS in front)")
+    if console.public_url and not console.public_url.startswith(("https://", "http://")):
+        raise ConfigError(f"{where} public_url: expected https://host[:port], got "
+                          f"{console.public_url!r}")
+    return console
 
 
 def _rdns(raw: dict[str, Any], cfg: Path) -> RdnsSettings:

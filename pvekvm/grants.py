@@ -18,7 +18,8 @@ is skipped with a comment, run ``grants`` again after the upgrade that adds it):
 - **admin** (``init-db``, ``load-catalog``): schema changes plus data on the database.
 - **worker** (workers, scheduler, operator CLI): SELECT/INSERT/UPDATE/DELETE, no DDL.
 - **api**: SELECT on the tables the API reads, INSERT on ``audit_log``, SELECT/INSERT/UPDATE
-  on ``client_tokens`` and ``webhook_endpoints``.
+  on ``client_tokens``, ``webhook_endpoints`` and ``console_sessions`` (the console proxy
+  runs as this user too).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ API_WRITES: dict[str, str] = {
     "audit_log": "SELECT, INSERT",  # SELECT: the client routes count recent rows (rate limits)
     "client_tokens": "SELECT, INSERT, UPDATE",
     "webhook_endpoints": "SELECT, INSERT, UPDATE",  # POST/DELETE /v1/webhooks
+    # console tokens (issue 27): the API mints and cuts; the console proxy, which may run as
+    # this user, claims, heart-beats and ends them (and reads services, client_tokens)
+    "console_sessions": "SELECT, INSERT, UPDATE",
 }
 WORKER_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
 ADMIN_PRIVILEGES = ("SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, DROP, INDEX, REFERENCES, "

@@ -549,10 +549,37 @@ class WebhookStream(BaseModel):
         primary_key = CompositeKey("endpoint_id", "service_id")
 
 
+class ConsoleSession(BaseModel):
+    """A console token and the one proxy session it may open (written by
+    pvekvm.console.sessions only); only the secret's SHA-256 is kept."""
+
+    id = CharField(max_length=16, primary_key=True)
+    service_id = IntegerField()
+    client_id = IntegerField()
+    service_created_at = DateTimeField()
+    secret_sha256 = BlobField()
+    client_token_id = CharField(max_length=16, null=True)
+    bound_address = CharField(max_length=45, null=True)
+    created_by = CharField(max_length=64)
+    created_at = DateTimeField(null=True)
+    connect_by = DateTimeField()
+    used_at = DateTimeField(null=True)
+    peer = CharField(max_length=45, null=True)
+    proxy = CharField(max_length=96, null=True)
+    seen_at = DateTimeField(null=True)
+    ended_at = DateTimeField(null=True)
+    end_reason = CharField(max_length=96, null=True)
+    bytes_up = BigIntegerField(default=0)
+    bytes_down = BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "console_sessions"
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Template, TemplateReplica, IpPool, Product, Service, VmidAllocation, IpAddress, Operation,
     OutboxEvent, HeldEvent, StepRun, Snapshot, Backup, BackupSchedule, DnsProvider, DnsZone,
     DnsRecordRow, Email, DeadLetter, AuditLog, SchemaVersion, TaskSlot, TaskClaim,
     TrafficUsage, TrafficCursor, ClientToken,
-    FeedSequencer, WebhookEndpoint, WebhookDelivery, WebhookStream,
+    FeedSequencer, WebhookEndpoint, WebhookDelivery, WebhookStream, ConsoleSession,
 )

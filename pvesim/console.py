@@ -9,11 +9,13 @@ minute row whose interval (t - 60, t] holds the VM's last (re)start has no ``net
 the new QEMU process's tap counters start again at 0 and PVE's DERIVE data source (minimum 0)
 stores the negative step as unknown, which ``rrddata`` leaves out of the row.
 
-vncproxy (``websocket=1``): a ``PVEVNC:`` ticket bound to the calling user and ``/vms/{vmid}``,
-a port from 5900-5999 free on the node, the node certificate and the ``vncproxy`` task's UPID.
-vncwebsocket: checks the ticket (user, ``/vms/{vmid}``, 40 s lifetime, like PVE's
-verify_vnc_ticket) and answers ``{"port": "<port>"}``; the websocket upgrade itself (the VNC byte
-stream) is not simulated.
+vncproxy (``websocket=1``): a ``PVEVNC:`` ticket bound to the calling user, ``/vms/{vmid}`` and
+the port (PVE's assemble_vnc_ticket), a port from 5900-5999 free on the node, the node
+certificate and the ``vncproxy`` task's UPID; ``generate-password=1`` adds the VNC password.
+vncwebsocket: checks the ticket (user, ``/vms/{vmid}``, port, 40 s lifetime, like PVE's
+verify_vnc_ticket) and answers ``{"port": "<port>"}``; with ``Upgrade: websocket`` the server
+then speaks RFB over the websocket (:mod:`pvesim.vnc`), with the VNC password ``qm vncproxy``
+sets: the generated one, else the ticket.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import secrets
 import struct
 import time
 from typing import Any
@@ -87,8 +90,8 @@ def rrddata(ctx: Ctx, p: dict[str, Any]) -> list[dict[str, Any]]:
 
 # --- console --------------------------------------------------------------------------------
 
-def _vnc_sig(ctx: Ctx, plain: str, user: str, path: str) -> str:
-    return hmac.new(ctx.sim.auth.key, f"{plain}:{user}:{path}".encode(),
+def _vnc_sig(ctx: Ctx, plain: str, user: str, path: str, port: int | str) -> str:
+    return hmac.new(ctx.sim.auth.key, f"{plain}:{user}:{path}:{port}".encode(),
                     hashlib.sha256).hexdigest()
 
 
@@ -105,14 +108,17 @@ def vncproxy(ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
     vm = vm_of(ctx, p)
     vmid, node = vm["vmid"], vm["node"]
     sessions = _live_sessions(ctx)
-    used = {s["port"] for s in sessions.values() if s["node"] == node}
+    used = {s["port"] for s in sessions.values() if s["node"] == node and not s.get("closed")}
     port = next((n for n in VNC_PORTS if n not in used), None)
     if port is None:
         raise PVEError("unable to find free port (5900-5999)")
     plain = f"PVEVNC:{int(time.time()):08X}"
-    ticket = f"{plain}::{_vnc_sig(ctx, plain, ctx.user, f'/vms/{vmid}')}"
+    ticket = f"{plain}::{_vnc_sig(ctx, plain, ctx.user, f'/vms/{vmid}', port)}"
+    generate = str(p.get("generate-password", "0")) in ("1", "true")
+    password = "".join(chr(33 + b % 94) for b in secrets.token_bytes(8)) if generate else None
     sessions[ticket] = {"node": node, "vmid": vmid, "port": port, "user": ctx.user,
-                        "issued": time.time()}
+                        "issued": time.time(), "password": password or ticket,
+                        "connected": False}
     running = vm["status"] == "running"
 
     def work(task: Task) -> None:  # the real proxy waits 10 s for a connection, then ends
@@ -123,8 +129,8 @@ def vncproxy(ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
                                duration=10.0 if running else 0.1)
     out = {"user": ctx.user, "ticket": ticket, "port": port, "upid": task.upid,
            "cert": ctx.sim.cert_pem}
-    if str(p.get("generate-password", "0")) in ("1", "true"):
-        out["password"] = hashlib.sha256(ticket.encode()).hexdigest()[:8]
+    if password is not None:
+        out["password"] = password
     return out
 
 
@@ -136,7 +142,29 @@ def vncwebsocket(ctx: Ctx, p: dict[str, Any]) -> dict[str, str]:
     session = _live_sessions(ctx).get(ticket)
     valid = (session is not None and session["vmid"] == vm["vmid"]
              and session["user"] == ctx.user
-             and hmac.compare_digest(sig, _vnc_sig(ctx, plain, ctx.user, f"/vms/{vm['vmid']}")))
+             and hmac.compare_digest(sig, _vnc_sig(ctx, plain, ctx.user, f"/vms/{vm['vmid']}",
+                                                   p["port"])))
     if not valid:  # PVE::Ticket dies plainly: HTTP 500 with the message
         raise PVEError("permission denied - invalid PVEVNC ticket")
     return {"port": str(p["port"])}  # like PVE: the port is checked inside the VNC protocol
+
+
+def vnc_stream(sim: Any, params: dict[str, Any]) -> tuple[Any, str] | None:
+    """(the VM's screen, the VNC password) for the websocket a good ``vncwebsocket`` call
+    upgrades to; None when the vncproxy task has no connection to give: already taken, its
+    10 s accept window passed, or the VM is not running (``qm vncproxy`` dies)."""
+    from .vnc import ACCEPT_WINDOW_S, Screen
+
+    with sim.cluster.lock:
+        session = sim.vnc_sessions.get(str(params.get("vncticket")))
+        vm = sim.cluster.vms.get(int(params["vmid"]))
+        if session is None or vm is None or session["connected"]:
+            return None
+        session["connected"] = True
+        if time.time() - session["issued"] > ACCEPT_WINDOW_S or vm["status"] != "running":
+            return None
+        screens = sim.vnc_screens
+        if vm["vmid"] not in screens or screens[vm["vmid"]].name != (
+                vm["config"].get("name") or f"VM {vm['vmid']}"):
+            screens[vm["vmid"]] = Screen(vm)
+        return screens[vm["vmid"]], session["password"]

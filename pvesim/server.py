@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import json
 import re
 import socket
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -62,6 +64,7 @@ class Simulator:
         self.ca_path, cert, key = ensure_certs(Path(cdir), [host])
         self.cert_pem = Path(cert).read_text()
         self.vnc_sessions: dict[str, dict[str, Any]] = {}  # vncproxy ticket -> session
+        self.vnc_screens: dict[int, Any] = {}  # vmid -> pvesim.vnc.Screen (the VM's display)
         der = ssl.PEM_cert_to_DER_cert(Path(cert).read_text())
         fp = hashlib.sha256(der).hexdigest().upper()
         self.fingerprint = ":".join(fp[i:i + 2] for i in range(0, len(fp), 2))
@@ -206,6 +209,10 @@ class Simulator:
                     vm = self.cluster.vms.get(int(rest)) if rest.isdigit() else None
                     return (200, json.loads(json.dumps(vm))) if vm else (404, {"error": rest})
                 return 200, json.loads(json.dumps(self.cluster.vms))
+        if path.startswith("/_sim/console/") and method == "GET":
+            rest = path[len("/_sim/console/"):]
+            screen = self.vnc_screens.get(int(rest)) if rest.isdigit() else None
+            return (200, screen.snapshot()) if screen else (404, {"error": "no screen " + rest})
         if path == "/_sim/tasks" and method == "GET":
             return 200, [t.status_dict() for t in self.tasks.tasks.values()]
         return 404, {"error": f"no such control endpoint {method} {path}"}
@@ -315,6 +322,10 @@ class _Handler(BaseHTTPRequestHandler):
             status, reason, data, errors = sim.api(method, api_path, params, self.headers)
         except Exception as e:  # noqa: BLE001 - answer like pveproxy on internal errors
             status, reason, data, errors = 500, f"internal error: {e}", None, None
+        if (status == 200 and method == "GET" and api_path.endswith("/vncwebsocket")
+                and (self.headers.get("Upgrade") or "").lower() == "websocket"):
+            self._websocket(params)
+            return
         if status == 401 and reason != "authentication failure":
             self._send(401, reason, b"", close=True)
             return
@@ -325,6 +336,40 @@ class _Handler(BaseHTTPRequestHandler):
             out["message"] = reason + ("\n" if status != 501 else "")
         self._send(status, reason, json.dumps(out, separators=(",", ":")).encode(),
                    close=status >= 400)
+
+    def _websocket(self, params: dict[str, Any]) -> None:
+        """pveproxy's websocket_proxy: 101, then the VNC stream (or a close when the vncproxy
+        task has no connection to give)."""
+        from . import console, vnc
+
+        self.close_connection = True
+        version, key = self.headers.get("Sec-WebSocket-Version"), self.headers.get(
+            "Sec-WebSocket-Key")
+        if version != "13" or not key:
+            self._send(400, "unsupported websocket-version or missing websocket-key", b"",
+                       close=True)
+            return
+        proto = self.headers.get("Sec-WebSocket-Protocol") or ""
+        self.wfile.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                          "Connection: upgrade\r\n"
+                          f"Sec-WebSocket-Accept: {vnc.accept_key(key)}\r\n"
+                          + (f"Sec-WebSocket-Protocol: {proto}\r\n" if proto else "")
+                          + "\r\n").encode("latin-1"))
+        self.wfile.flush()
+        self.log_request(101)
+        stream = console.vnc_stream(self.server.sim, params)
+        if stream is None:
+            return
+        screen, password = stream
+        self.request.settimeout(None)
+        try:
+            with contextlib.suppress(vnc.Closed, OSError, struct.error):
+                vnc.RfbSession(vnc.WebSocket(self.request, self.rfile), screen, password).serve()
+        finally:  # the vncproxy task ends with its connection: the port is free again
+            with self.server.sim.cluster.lock:
+                ended = self.server.sim.vnc_sessions.get(str(params.get("vncticket")))
+                if ended is not None:
+                    ended["closed"] = True
 
     def do_GET(self) -> None:  # noqa: N802
         self._dispatch("GET")

@@ -41,6 +41,7 @@ from peewee import fn
 from producers.events import WEEKDAYS
 from pvekvm import dns, dnssync, logs, messaging, metrics, preflight, proxmox, tokens
 from pvekvm.config import Settings
+from pvekvm.console import sessions as console_sessions
 from pvekvm.db import bind
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
 from workers import autoresume, backup_sync, operations, outbox, overage, traffic
@@ -234,6 +235,7 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
         finally:
             pub.close()
         tokens.purge_ended()  # client tokens ended over 30 days ago
+        console_sessions.purge_ended()  # console tokens/sessions likewise (audit_log keeps them)
 
     def traffic_body(run: JobRun) -> None:
         if settings.proxmox is None:

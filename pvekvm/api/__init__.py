@@ -18,7 +18,8 @@ Token model (bearer tokens, ``Authorization: Bearer <token>``):
 
 Every comparison is constant time. No token or a wrong token: 401. A service that does not exist
 or is outside the token's scope: 404 (the two are indistinguishable). Reads of credentials and
-console tickets are written to ``audit_log`` with who asked, never the secret.
+console tokens issued (for the console proxy, pvekvm.console) are written to ``audit_log`` with
+who asked, never the secret.
 
 Refusals: every error answer is a Problem, ``{"detail": "<one sentence>"}``; a request that fails
 validation is a 422 that also lists ``errors`` (``loc``, ``msg``, ``type`` per field: never the

@@ -3,13 +3,11 @@ API itself writes only ``audit_log`` and publishes order events."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
@@ -30,6 +28,8 @@ from pvekvm.addresses import cidr, held, held_row, host_address
 from pvekvm.api import pve, schemas
 from pvekvm.api.auth import Principal, authenticate
 from pvekvm.config import Settings
+from pvekvm.console import sessions as console_sessions
+from pvekvm.forwarded import real_caller
 from pvekvm.models import (
     AuditLog,
     Backup,
@@ -49,7 +49,7 @@ MAX_SERVICE_ID = 2**32 - 1
 GRAPH_FIELDS: dict[str, list[str]] = {
     "cpu": ["cpu", "maxcpu"], "memory": ["mem", "maxmem"], "network": ["netin", "netout"],
     "disk": ["diskread", "diskwrite"]}
-CONSOLE_REFUSED = ("suspended", "terminated")
+CONSOLE_REFUSED = ("suspending", "suspended", "terminating", "terminated")
 
 bearer = HTTPBearer(auto_error=False, description="billing token or per-service client token")
 router = APIRouter(prefix="/v1", responses={
@@ -98,32 +98,10 @@ Cfg = Annotated[Settings, Depends(settings_of)]
 
 
 def caller_address(request: Request, trusted: tuple[str, ...]) -> str | None:
-    """The caller's address: the TCP peer, unless the peer is one of the ``trusted`` proxies;
-    then ``X-Forwarded-For`` read from the right, past the trusted hops, to the first address
-    no trusted proxy holds (anything left of it was written by the caller, so is not believed).
-    The server runs with uvicorn's own proxy headers off, so the peer here is the real one."""
+    """The caller's address (:func:`pvekvm.forwarded.real_caller`). The server runs with
+    uvicorn's own proxy headers off, so the peer here is the real one."""
     peer = request.client.host if request.client else None
-    if not trusted or peer is None:
-        return peer
-    nets = [ipaddress.ip_network(t, strict=False) for t in trusted]
-
-    def is_trusted(addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        return any(ip in n for n in nets)
-
-    if not is_trusted(peer):
-        return peer
-    hops = [h.strip() for h in ",".join(request.headers.getlist("x-forwarded-for")).split(",")]
-    for hop in reversed(hops[-32:]):  # bounded: a proxy chain is short
-        if not is_trusted(hop):
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return peer  # a proxy passed on garbage: the proxy is what we know
-    return peer
+    return real_caller(peer, request.headers.getlist("x-forwarded-for"), trusted)
 
 
 def audit(svc: Service | int, event: str, who: Principal, request: Request,
@@ -351,29 +329,54 @@ def get_graph(svc: Svc, settings: Cfg, metric: schemas.Metric,
         for r in rows])
 
 
-@router.post("/services/{service_id}/console", response_model=schemas.ConsoleTicket,
-             responses={**NOT_FOUND, 409: {"model": schemas.Problem},
-                        503: {"model": schemas.Problem}})
-def open_console(svc: Svc, who: Who, settings: Cfg, request: Request) -> schemas.ConsoleTicket:
-    """A noVNC console ticket (PVE ``vncproxy`` with websocket). Refused for suspended and
-    terminated services. Issuing is audit-logged; the ticket is never logged. A client token
-    is not shown ``user`` nor ``upid`` (both name the engine's Proxmox token id)."""
-    if svc.status in CONSOLE_REFUSED or svc.suspended or not svc.vmid or not svc.node:
+@router.post("/services/{service_id}/console", response_model=schemas.ConsoleAccess,
+             responses={**NOT_FOUND, 403: {"model": schemas.Problem},
+                        409: {"model": schemas.Problem}})
+def open_console(svc: Svc, who: Who, settings: Cfg, request: Request,
+                 body: schemas.ConsoleRequest | None = None) -> schemas.ConsoleAccess:
+    """A single-use console token and the console proxy's page for it (``url``: link or iframe
+    it). The token connects once, within ``[console] token_ttl_s``, for this life of the
+    service, and no longer than the client token that asked for it; with ``[console]
+    bind_client_address`` only from the client's address (a client token: the caller's; a
+    billing token: ``client_address`` when given). Refused for a service without a VM or one
+    suspended or terminated. No Proxmox credential is in the answer: the proxy holds them.
+    Audit-logged, never the token."""
+    if who.is_client and body is not None and body.client_address is not None:
+        raise HTTPException(403, "only a billing token may name the client's address")
+    if (svc.status in CONSOLE_REFUSED or svc.suspended or not svc.vmid or not svc.node
+            or svc.created_at is None):
         state = "suspended" if svc.suspended else svc.status
-        raise HTTPException(409, f"console refused: service {svc.id} is {state}")
-    if settings.proxmox is None:
-        raise HTTPException(503, "no Proxmox connection configured")
-    path = f"nodes/{svc.node}/qemu/{svc.vmid}"
-    data = _pve_or_503(settings, "post", f"{path}/vncproxy", websocket=1)
-    audit(svc, "api_console_ticket_issued", who, request, vmid=svc.vmid, port=data["port"])
-    port = int(data["port"])
-    return schemas.ConsoleTicket(
-        node=svc.node, vmid=svc.vmid, pve_host=settings.proxmox.host,
-        pve_port=settings.proxmox.port, port=port, ticket=data["ticket"],
-        user=None if who.is_client else data["user"],  # the engine's PVE identity: billing only
-        upid=None if who.is_client else data["upid"], cert=data.get("cert"),
-        websocket_path=(f"/api2/json/{path}/vncwebsocket?port={port}"
-                        f"&vncticket={quote(data['ticket'], safe='')}"))
+        raise HTTPException(409, f"console refused: service {svc.id} is {state}"
+                            + ("" if svc.vmid else " and has no VM"))
+    console = settings.console
+    address: str | None = None
+    if console.bind_client_address:
+        address = (str(body.client_address) if body is not None and body.client_address
+                   else caller_address(request, settings.api.trusted_proxies)
+                   if who.is_client else None)
+    minted = console_sessions.mint(svc.id, svc.client_id, svc.created_at, console.token_ttl_s,
+                                   who.name, who.token_id, address)
+    if minted is None:
+        raise HTTPException(409, f"console refused: service {svc.id} was suspended, "
+                            "terminated or re-created meanwhile")
+    audit(svc, "api_console_token_issued", who, request, session=minted.session_id,
+          bound_address=address, ttl_s=console.token_ttl_s)
+    path = f"/console/?service={svc.id}&token={minted.token}"
+    return schemas.ConsoleAccess(service_id=svc.id, token=minted.token, path=path,
+                                 url=console.public_url.rstrip("/") + path
+                                 if console.public_url else None,
+                                 expires_at=minted.connect_by, bound_address=address)
+
+
+@router.delete("/services/{service_id}/console", status_code=204,
+               responses={**NOT_FOUND, 403: {"model": schemas.Problem}})
+def close_consoles(svc: Svc, who: Who, request: Request) -> None:
+    """(billing tokens only) end every open console session of the service: the proxies close
+    them within ``[console] check_interval_s``. Audit-logged."""
+    if who.is_client:
+        raise HTTPException(403, "only a billing token may close the service's consoles")
+    ended = console_sessions.cut_service(svc.id, f"closed by {who.name}")
+    audit(svc, "api_console_sessions_closed", who, request, sessions=ended)
 
 
 @router.get("/isos", response_model=list[schemas.IsoList],

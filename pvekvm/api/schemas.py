@@ -7,7 +7,7 @@ from dataclasses import MISSING, fields
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress
 
 from producers import events as ev
 from pvekvm.limits import FIELD_LENGTHS, FIELD_RANGES
@@ -184,23 +184,27 @@ class Usage(BaseModel):
     hours: list[UsageHour]
 
 
-class ConsoleTicket(BaseModel):
-    """What a noVNC proxy host needs: open ``wss://{pve_host}:{pve_port}{websocket_path}`` with
-    the same PVE API token the engine uses (the ticket is bound to it), then speak VNC with
-    ``ticket`` as the password. Valid for about 40 seconds."""
+class ConsoleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    node: str
-    vmid: int
-    pve_host: str
-    pve_port: int
-    port: int
-    ticket: str
-    user: str | None = Field(description="the Proxmox user the ticket is bound to (the engine's "
-                             "API token id); null for a client token: not shown to clients")
-    upid: str | None = Field(description="the vncproxy task (names the engine's Proxmox user); "
-                             "null for a client token")
-    cert: str | None
-    websocket_path: str
+    client_address: IPvAnyAddress | None = Field(
+        None, description="(billing tokens only) the browser's address: with [console] "
+        "bind_client_address only it may connect")
+
+
+class ConsoleAccess(BaseModel):
+    """A console for the browser: open ``url`` (or the console proxy's address + ``path``) in
+    a window or an iframe. The token inside is single use, connects until ``expires_at``, and
+    holds no Proxmox credential; the console proxy opens the VM's VNC itself."""
+
+    service_id: int
+    token: str = Field(description="the single-use console token (already in url/path)")
+    path: str = Field(description="the page on the console proxy, with the token")
+    url: str | None = Field(description="[console] public_url + path; null when not set")
+    expires_at: UtcDatetime = Field(description="connect before this (the session may then "
+                                    "run up to [console] max_session_s)")
+    bound_address: str | None = Field(description="the only browser address that may "
+                                      "connect; null: any")
 
 
 class ClientTokenRequest(BaseModel):

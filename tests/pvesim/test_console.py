@@ -72,3 +72,62 @@ def test_vncproxy_task_fails_for_a_stopped_vm(sim):
     sim.wait_task(px.nodes("pve1").qemu(9000).clone.post(newid=VMID + 1, name="off"))
     upid = px.nodes("pve1").qemu(VMID + 1).vncproxy.post(websocket=1)["upid"]
     assert sim.wait_task(upid)["exitstatus"] == f"VM {VMID + 1} not running"
+
+
+def _vnc(sim, vmid: int, ticket: str, port: int, password: str):
+    """Open vncwebsocket with the engine's token and authenticate inside RFB: the screen's
+    name, or the reason the stream ended."""
+    import asyncio
+    import struct
+    from urllib.parse import quote
+
+    from websockets.asyncio.client import connect
+
+    from pvekvm.console import rfb
+    from pvekvm.console.proxy import _client_tls
+
+    c = sim.connection
+
+    async def go() -> str:
+        url = (f"wss://{c['host']}:{c['port']}/api2/json/nodes/pve1/qemu/{vmid}/vncwebsocket"
+               f"?port={port}&vncticket={quote(ticket, safe='')}")
+        async with connect(url, ssl=_client_tls(c["ca_bundle"]), subprotocols=["binary"],
+                           proxy=None, additional_headers={
+                               "Authorization": f"PVEAPIToken={c['token_id']}={c['token_secret']}"
+                           }) as ws:
+            assert ws.subprotocol == "binary"  # echoed, as pveproxy does
+
+            async def recv() -> bytes:
+                return await ws.recv()
+            s = rfb.Stream(recv, ws.send)
+            try:
+                await rfb.client_handshake(s, password)
+            except rfb.RfbError as exc:
+                return f"refused: {exc}"
+            except Exception:  # noqa: BLE001 - closed without a byte of RFB
+                return "closed"
+            await ws.send(b"\x01")
+            init = await s.read(24)
+            return (await s.read(struct.unpack(">I", init[20:])[0])).decode()
+
+    return asyncio.run(go())
+
+
+def test_vncwebsocket_speaks_rfb_with_the_ticket_as_vnc_password(sim, vm):
+    r = vm.vncproxy.post(websocket=1)
+    assert _vnc(sim, VMID, r["ticket"], r["port"], r["ticket"]) == "console"
+    again = _vnc(sim, VMID, r["ticket"], r["port"], r["ticket"])  # the task took its one
+    assert again == "closed"
+    r = vm.vncproxy.post(websocket=1)
+    assert "Authentication failed" in _vnc(sim, VMID, r["ticket"], r["port"], "wrong-pw")
+    r = vm.vncproxy.post(websocket=1, **{"generate-password": 1})
+    assert len(r["password"]) == 8 and _vnc(sim, VMID, r["ticket"], r["port"],
+                                            r["password"]) == "console"
+
+
+def test_a_stopped_vms_vnc_stream_closes_at_once(sim):
+    px = sim.proxmox()
+    if sim.vm(VMID + 2) is None:
+        sim.wait_task(px.nodes("pve1").qemu(9000).clone.post(newid=VMID + 2, name="off2"))
+    r = px.nodes("pve1").qemu(VMID + 2).vncproxy.post(websocket=1)
+    assert _vnc(sim, VMID + 2, r["ticket"], r["port"], r["ticket"]) == "closed"

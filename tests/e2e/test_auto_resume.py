@@ -260,7 +260,7 @@ def test_refused_and_cancelled_operations_are_never_auto_resumed(settings, sim, 
                                      {"resume": "auto", "dependency": "other"}) == 4
 
     config = write_config(settings, tmp_path / "cli.toml")
-    assert main(["--config", str(config), "cancel", "--reason", "no such reason"]) == 1  # matched nothing
+    assert main(["--config", str(config), "cancel", "--reason", "no such reason"]) == 1
     assert capsys.readouterr().out.strip() == "cancelled 0 paused operation(s)"
     assert main(["--config", str(config), "cancel", "--reason", "%"]) == 1  # not a wildcard
     assert capsys.readouterr().out.strip() == "cancelled 0 paused operation(s)"

@@ -29,7 +29,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     if "api_note" in settings.origin:
         logging.getLogger(__name__).warning("%s", settings.origin["api_note"])
-    bind(settings.database_url)
+    # on Galera each read waits for the cluster's last commit (wsrep_sync_wait): a caller that
+    # published an event sees what the workers committed since, whichever node serves it
+    bind(settings.database_url, causal_reads=True)
     app = FastAPI(title="pvekvm service API", version="1",
                   description=(pvekvm.api.__doc__ or "").strip())
     app.state.settings = settings

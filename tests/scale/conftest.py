@@ -142,7 +142,8 @@ def galera() -> Iterator[GaleraCluster]:
 @pytest.fixture()
 def galera_database(galera: GaleraCluster) -> Iterator[MySQLDatabase]:
     """This test's database on the cluster (schema applied through the writer, every table
-    emptied), the models bound to it for the test; every node up at the start and the end."""
+    emptied), the models bound to it for the test; every node up at its start (whatever the
+    last test stopped)."""
     galera.start()
     url = galera.url(services.test_name())
     dbmod.create_database(url)
@@ -154,6 +155,5 @@ def galera_database(galera: GaleraCluster) -> Iterator[MySQLDatabase]:
         yield db
     finally:
         db.close()
-        galera.start()
         if previous is not None:
             models.database.initialize(previous)

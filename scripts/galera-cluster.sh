@@ -78,6 +78,8 @@ max_connections=400
 binlog_format=ROW
 default_storage_engine=InnoDB
 innodb_autoinc_lock_mode=2
+# Galera needs a primary key on every table (rows are certified and applied by key)
+innodb_force_primary_key=ON
 # durability comes from the other nodes holding each commit: flush once a second, as
 # Galera's documentation suggests (a node that crashed rejoins by IST/SST)
 innodb_flush_log_at_trx_commit=2

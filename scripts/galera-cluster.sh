@@ -9,6 +9,7 @@
 #   scripts/galera-cluster.sh stop-node 1    # clean shutdown of one node (the others go on)
 #   scripts/galera-cluster.sh kill-node 1    # SIGKILL one node (a crash)
 #   scripts/galera-cluster.sh start-node 1   # bring it back: it rejoins (IST, else SST)
+#   scripts/galera-cluster.sh wipe-node 3    # stop it and delete its data (it joins by SST)
 #   scripts/galera-cluster.sh status         # each node's wsrep state, cluster size, seqno
 #   scripts/galera-cluster.sh stop           # stop all three; `wipe` also deletes their data
 #
@@ -69,7 +70,7 @@ skip-name-resolve
 $( [ -n "$RUN_AS" ] && echo "user=$RUN_AS" )
 # small: three nodes share two cores with everything else
 innodb_buffer_pool_size=64M
-innodb_log_file_size=32M
+innodb_log_file_size=16M
 innodb_log_buffer_size=8M
 key_buffer_size=8M
 performance_schema=OFF
@@ -208,10 +209,31 @@ kill_node() {  # SIGKILL node I (a crash: no clean shutdown, grastate keeps seqn
   fi
 }
 
+has_data() {  # the nodes that hold a data directory (or nothing)
+  local i
+  for i in 1 2 3; do [ -f "$BASE/$i/data/grastate.dat" ] && echo "$i"; done
+  return 0
+}
+
+seed() {  # a new cluster: node 1 bootstraps and stops cleanly; nodes 2 and 3 start from a copy
+  # of its data (what an SST would send them, without holding the donor's lock twice in a row)
+  local i
+  launch 1 --wsrep-new-cluster
+  await_synced 1
+  stop_node 1
+  for i in 2 3; do
+    mkdir -p "$BASE/$i/data"
+    cp -a "$BASE/1/data/." "$BASE/$i/data/"
+    rm -f "$BASE/$i/data/galera.cache"
+    sed -i 's/^safe_to_bootstrap: *1/safe_to_bootstrap: 0/' "$BASE/$i/data/grastate.dat"
+  done
+}
+
 cmd="${1:-start}"
 case "$cmd" in
   start)
     [ -x "$PROVIDER" ] || [ -f "$PROVIDER" ] || { echo "!! $PROVIDER missing (apt-get install galera-4)" >&2; exit 3; }
+    if ! running 1 && ! running 2 && ! running 3 && [ -z "$(has_data)" ]; then seed; fi
     for i in 1 2 3; do start_node "$i"; done
     for i in 1 2 3; do await_synced "$i"; done
     ;;
@@ -219,6 +241,8 @@ case "$cmd" in
   stop-node) stop_node "$2" ;;
   kill-node) kill_node "$2" ;;
   start-node) start_node "$2"; await_synced "$2" ;;
+  wipe-node)  # stop node I and delete its data: its next start joins by a full SST (rsync)
+    stop_node "$2"; rm -rf "$BASE/$2" ;;
   pid) pid_of "$2" ;;
   status)
     for i in 1 2 3; do
@@ -226,9 +250,10 @@ case "$cmd" in
     done
     ;;
   stop|wipe)
-    # one after the other: the last to leave is the one marked safe_to_bootstrap
-    for i in 3 2 1; do stop_node "$i"; done
+    # node 1 last, on its own: the last to leave is the one marked safe_to_bootstrap
+    stop_node 3 & stop_node 2 & wait
+    stop_node 1
     if [ "$cmd" = wipe ]; then rm -rf "$BASE"; fi
     ;;
-  *) echo "usage: $0 start|urls|stop-node I|kill-node I|start-node I|status|stop|wipe" >&2; exit 2 ;;
+  *) echo "usage: $0 start|urls|stop-node I|kill-node I|start-node I|wipe-node I|status|stop|wipe" >&2; exit 2 ;;
 esac

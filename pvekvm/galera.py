@@ -29,6 +29,7 @@ the first statement runs, so no step reads an operation row older than its last 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -82,13 +83,19 @@ def connect_writer(target: DatabaseTarget, *, database: str | None = None,
         try:
             ready, state = node_state(conn)
         except pymysql.err.MySQLError as exc:
-            conn.close()
+            _close(conn)
             error = exc
             continue
         if ready and state in (SYNCED, None):
-            if fallback is not None:
-                fallback.close()
-            return _settle(conn, causal) if state is not None else conn
+            settled = _settle(conn, causal) if state is not None else conn
+            if settled is not None:
+                if fallback is not None:
+                    fallback.close()
+                return settled
+            error = pymysql.err.OperationalError(
+                2013, f"node {target.nodes[i][0]}:{target.nodes[i][1]} went away while "
+                      "catching up with the cluster")
+            continue
         if ready and fallback is None and not synced_only:
             fallback = conn
             continue
@@ -97,20 +104,33 @@ def connect_writer(target: DatabaseTarget, *, database: str | None = None,
             1047, f"WSREP has not yet prepared node {target.nodes[i][0]}:{target.nodes[i][1]} "
                   f"for application use (state {state})")
     if fallback is not None:
-        return _settle(fallback, causal)
+        settled = _settle(fallback, causal)
+        if settled is not None:
+            return settled
     assert error is not None
     raise error
 
 
-def _settle(conn: pymysql.connections.Connection, causal: bool) -> pymysql.connections.Connection:
+def _settle(conn: pymysql.connections.Connection,
+            causal: bool) -> pymysql.connections.Connection | None:
     """Wait once until the node has applied what the cluster committed before now; keep
-    waiting at every read when ``causal``."""
-    with conn.cursor() as cur:
-        cur.execute("SET SESSION wsrep_sync_wait = 1")
-        cur.execute("SELECT 1")
-        if not causal:
-            cur.execute("SET SESSION wsrep_sync_wait = 0")
+    waiting at every read when ``causal``. None (the connection closed) when the node could
+    not (it left the cluster meanwhile, or the wait timed out): the caller tries the next."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION wsrep_sync_wait = 1")
+            cur.execute("SELECT 1")
+            if not causal:
+                cur.execute("SET SESSION wsrep_sync_wait = 0")
+    except pymysql.err.MySQLError:
+        _close(conn)
+        return None
     return conn
+
+
+def _close(conn: pymysql.connections.Connection) -> None:
+    with contextlib.suppress(Exception):  # a socket the server already dropped
+        conn.close()
 
 
 def writer_index(target: DatabaseTarget, conn: Any) -> int | None:

@@ -53,7 +53,10 @@ sql() {  # sql I STATEMENT: one value from node I (empty when it does not answer
 }
 state() { sql "$1" "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='wsrep_local_state_comment'"; }
 pid_of() { cat "$BASE/$1/launched.pid" 2>/dev/null || true; }  # the mariadbd we started
-running() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+ours() {  # ours PID I: PID is node I's mariadbd (not another process that got its number since)
+  [ -n "$1" ] && { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null | grep -q -- "--defaults-file=$BASE/$2/my.cnf"
+}
+running() { ours "$(pid_of "$1")" "$1"; }
 
 write_config() {  # the node's own option file (the server reads no other: --defaults-file)
   local i=$1 dir="$BASE/$1"
@@ -193,9 +196,9 @@ start_node() {  # start_node I: join the running cluster, or bootstrap it when I
 stop_node() {  # clean shutdown of node I (SIGTERM), waiting until it has exited
   local i=$1 p deadline=$((SECONDS + 120))
   p=$(pid_of "$i")
-  if [ -z "$p" ] || ! kill -0 "$p" 2>/dev/null; then return 0; fi
+  if ! ours "$p" "$i"; then return 0; fi
   kill -TERM "$p"
-  while kill -0 "$p" 2>/dev/null; do
+  while ours "$p" "$i"; do
     if ((SECONDS > deadline)); then kill -KILL "$p"; fi
     sleep 0.2
   done
@@ -203,9 +206,9 @@ stop_node() {  # clean shutdown of node I (SIGTERM), waiting until it has exited
 
 kill_node() {  # SIGKILL node I (a crash: no clean shutdown, grastate keeps seqno -1)
   local p; p=$(pid_of "$1")
-  if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
+  if ours "$p" "$1"; then
     kill -KILL "$p"
-    while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
+    while ours "$p" "$1"; do sleep 0.1; done
   fi
 }
 

@@ -143,6 +143,7 @@ def run_failover(settings: Settings, sim, galera: GaleraCluster, tmp_path, n: in
                 send(client, "terminate", sid)
             for sid in sids[3::4]:
                 send(client, "change_package", sid, product="vps-large")
+            _count_conflicts(report, galera, 2)  # node 2's counters go with its stop
             galera.stop_node(2)
         wait_until(lambda: _unfinished() == 0, max(60.0, budget_s - (time.monotonic()
                                                                        - started)),
@@ -164,18 +165,23 @@ def run_failover(settings: Settings, sim, galera: GaleraCluster, tmp_path, n: in
     _nothing_lost_nothing_twice(report, sids)
     assert " crashed for operation " not in log.read_text()
     for i in (1, 3):
-        st = galera.status(i, "wsrep_local_cert_failures", "wsrep_local_bf_aborts")
-        report.cert_failures += int(st.get("wsrep_local_cert_failures", 0))
-        report.bf_aborts += int(st.get("wsrep_local_bf_aborts", 0))
+        _count_conflicts(report, galera, i)
     report.events = galera.events + report.events
     print(f"\ngalera failover, {n} services in {time.monotonic() - started:.0f} s: kill of the "
           f"writer to the first step committed on the new writer "
           f"{report.kill_to_first_step_s:.2f} s; rejoined by IST: {report.ist}; certification "
-          f"failures {report.cert_failures}, brute-force aborts {report.bf_aborts} (nodes 1, 3 "
-          f"since their start); {figures}; events: {report.events}; sent: "
+          f"failures {report.cert_failures}, brute-force aborts {report.bf_aborts} (every node's "
+          f"counters since its last start); {figures}; events: {report.events}; sent: "
           f"{ {k: v for k, v in report.sent.items() if isinstance(k, str)} }; "
           f"load {os.getloadavg()}")
     return report, figures
+
+
+def _count_conflicts(report: Report, galera: GaleraCluster, node: int) -> None:
+    """Add node's certification failures and brute-force aborts (two writers' conflicts)."""
+    st = galera.status(node, "wsrep_local_cert_failures", "wsrep_local_bf_aborts")
+    report.cert_failures += int(st.get("wsrep_local_cert_failures", 0))
+    report.bf_aborts += int(st.get("wsrep_local_bf_aborts", 0))
 
 
 def _nothing_lost_nothing_twice(report: Report, sids: list[int]) -> None:

@@ -5,7 +5,8 @@
 
 1. **Deploys**: ``bench/bench_deploy.py --orders N`` (task time 0) alternately against the
    machine's MariaDB (``BENCH_DB_SERVER`` default) and the private three-node cluster
-   (scripts/galera-cluster.sh, started when down and left as found), R rounds; one line per
+   (scripts/galera-cluster.sh, started when down and left running: `... stop` ends it), R
+   rounds; one line per
    run (wall, worker CPU per step, first/p50 ready, load), the Galera/single wall ratio.
 2. **Why** (micro, one connection and then 8 at once, on each side): the latency of a
    commit of one step's writes (step_runs insert + operation CAS, as the engine commits them),

@@ -1,5 +1,6 @@
 """Settings: one TOML file (``PVEKVM_CONFIG``, default ``config/pvekvm.toml``) plus environment
-overrides for what differs per machine (``DATABASE_URL``, ``AMQP_URL`` — one broker URL or
+overrides for what differs per machine (``DATABASE_URL`` — one server, or a Galera cluster's
+nodes comma-separated in the host part (pvekvm/db.py) — ``AMQP_URL`` — one broker URL or
 several comma-separated, the nodes of a cluster — ``PVEKVM_NAMESPACE``,
 ``PVE_CONNECTION_FILE``, ``SMTP_HOST``, ``SMTP_PORT``, ``PVEKVM_SECRET_KEY_FILE``,
 ``PVEKVM_METRICS_PORT``, ``PVEKVM_LOG_FORMAT``).

@@ -1,16 +1,22 @@
 """Database binding: one MySQL/MariaDB handle per process (peewee, pymysql driver), with
 automatic reconnect after a server restart; creating the database, applying schema.sql and the
-numbered migrations (the version applied is recorded in ``schema_version``)."""
+numbered migrations (the version applied is recorded in ``schema_version``).
+
+``DATABASE_URL`` names one server (``mysql://user:pass@host:port/name``) or the nodes of a
+MariaDB Galera cluster, comma-separated in the host part
+(``mysql://user:pass@db1:3306,db2:3306,db3:3306/name``): then every process writes through one
+node at a time, the first in that order that is synced (:mod:`pvekvm.galera`)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit
 
 import pymysql
-from peewee import MySQLDatabase
+from peewee import DatabaseError, MySQLDatabase
 from playhouse.shortcuts import ReconnectMixin
 
 from pvekvm.models import database
@@ -32,24 +38,68 @@ class _ReconnectingMySQL(ReconnectMixin, MySQLDatabase):
     """Re-opens the connection when the server went away (restart, idle timeout)."""
 
 
-def open_database(url: str) -> MySQLDatabase:
-    """``mysql://user:pass@host:port/name`` → a peewee database (not yet connected)."""
-    u = urlparse(url)
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """A database URL taken apart: the server, or a Galera cluster's nodes in their order."""
+
+    nodes: tuple[tuple[str, int], ...]
+    user: str
+    password: str
+    name: str
+
+    def connect_args(self, node: int = 0) -> dict[str, Any]:
+        host, port = self.nodes[node]
+        return dict(host=host, port=port, user=self.user, password=self.password)
+
+
+def parse_url(url: str) -> DatabaseTarget:
+    """``mysql://user:pass@host[:port][,host[:port]...]/name``; ValueError naming the part
+    that is wrong."""
+    u = urlsplit(url)
     if u.scheme not in ("mysql", "mysql+pymysql", "mariadb"):
         raise ValueError(f"unsupported database URL scheme {u.scheme!r}")
-    return _ReconnectingMySQL(
-        u.path.lstrip("/"),
-        host=u.hostname or "127.0.0.1",
-        port=u.port or 3306,
-        user=unquote(u.username or "root"),
-        password=unquote(u.password or ""),
-        charset="utf8mb4",
-        connect_timeout=10,
-        # Every read sees what is committed now, not a snapshot from the transaction's first
-        # read: a step that waits for a lock (the clone-slot count behind the template rows)
-        # must then count the work its predecessor just committed.
-        init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-    )
+    userinfo, _, hosts = u.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    nodes = []
+    for part in hosts.split(",") if hosts else [""]:
+        part = part.strip()
+        if part.startswith("["):  # [v6]:port
+            host, _, rest = part[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else ""
+        else:
+            host, _, port_text = part.partition(":")
+        try:
+            port = int(port_text) if port_text else 3306
+        except ValueError:
+            raise ValueError(f"database URL: bad port in {part!r}") from None
+        if not 0 < port < 65536:
+            raise ValueError(f"database URL: port out of range in {part!r}")
+        nodes.append((host or "127.0.0.1", port))
+    return DatabaseTarget(tuple(nodes), unquote(user or "root"), unquote(password),
+                          u.path.lstrip("/"))
+
+
+_CONNECTION: dict[str, Any] = dict(
+    charset="utf8mb4",
+    # Every read sees what is committed now, not a snapshot from the transaction's first
+    # read: a step that waits for a lock (the clone-slot count behind the template rows)
+    # must then count the work its predecessor just committed.
+    init_command="SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+)
+
+
+def open_database(url: str, causal_reads: bool = False) -> MySQLDatabase:
+    """The database at ``url`` as a peewee database (not yet connected). Several nodes: a
+    :class:`pvekvm.galera.GaleraDatabase` writing through one of them; ``causal_reads``: its
+    every read waits until the node has applied every commit the cluster made before
+    (``wsrep_sync_wait``: the API and the reconciler, whose reads must see the last commit)."""
+    target = parse_url(url)
+    if len(target.nodes) > 1:
+        from pvekvm.galera import GaleraDatabase
+
+        return GaleraDatabase(target, causal_reads=causal_reads, **_CONNECTION)
+    return _ReconnectingMySQL(target.name, **target.connect_args(), connect_timeout=10,
+                              **_CONNECTION)
 
 
 def database_name(url: str) -> str:
@@ -64,12 +114,13 @@ def create_sql(name: str) -> str:
 def create_database(url: str) -> bool:
     """Create the database named in ``url`` when it does not exist yet; True when created.
     DatabaseSetupError (with the SQL line an administrator can run) when not allowed."""
-    u, name = urlparse(url), database_name(url)
+    target, name = parse_url(url), database_name(url)
     if not name:
         raise DatabaseSetupError(f"the database URL names no database: {redact(url)}")
-    conn = pymysql.connect(host=u.hostname or "127.0.0.1", port=u.port or 3306,
-                           user=unquote(u.username or "root"),
-                           password=unquote(u.password or ""), connect_timeout=10)
+    from pvekvm.galera import connect_writer
+
+    conn = connect_writer(target, connect_timeout=10)
+    user = target.user
     try:
         with conn.cursor() as cur:
             exists = cur.execute("SHOW DATABASES LIKE %s", (name.replace("_", "\\_"),))
@@ -79,10 +130,10 @@ def create_database(url: str) -> bool:
                 cur.execute(create_sql(name))
             except pymysql.err.OperationalError as exc:
                 raise DatabaseSetupError(
-                    f"database `{name}` does not exist and user {u.username or 'root'!r} may "
+                    f"database `{name}` does not exist and user {user!r} may "
                     f"not create it ({exc.args[-1]}); as a MariaDB administrator run: "
                     f"{create_sql(name)}; GRANT ALL ON `{name}`.* TO "
-                    f"'{u.username or 'root'}'@'%';") from None
+                    f"'{user}'@'%';") from None
             return True
     finally:
         conn.close()
@@ -96,9 +147,10 @@ def redact(url: str) -> str:
     return u._replace(netloc=u.netloc.replace(f":{u.password}@", ":***@", 1)).geturl()
 
 
-def bind(url: str) -> MySQLDatabase:
-    """Bind the models to the database at ``url`` and return it."""
-    db = open_database(url)
+def bind(url: str, causal_reads: bool = False) -> MySQLDatabase:
+    """Bind the models to the database at ``url`` and return it (``causal_reads``: see
+    :func:`open_database`)."""
+    db = open_database(url, causal_reads)
     database.initialize(db)
     return db
 
@@ -147,6 +199,7 @@ def apply_schema(db: MySQLDatabase, directory: Path = MIGRATIONS_DIR) -> int:
     migration runs in order, each recorded when its statements succeeded."""
     steps = migrations(directory)
     latest = max([BASELINE_VERSION] + [v for v, _, _ in steps])
+    _total_order_ddl(db)
     lock = f"pvekvm_schema:{db.database}"[:64]
     if not db.execute_sql("SELECT GET_LOCK(%s, 120)", (lock,)).fetchone()[0]:
         raise DatabaseSetupError("another process holds the schema lock for 120 s")
@@ -174,6 +227,20 @@ def apply_schema(db: MySQLDatabase, directory: Path = MIGRATIONS_DIR) -> int:
         return current
     finally:
         db.execute_sql("SELECT RELEASE_LOCK(%s)", (lock,))
+
+
+def _total_order_ddl(db: MySQLDatabase) -> None:
+    """On a Galera node: schema changes in Total Order Isolation (``wsrep_OSU_method=TOI``,
+    the default, set here whatever the server's default is): each statement runs on every node
+    at the same point of the replication stream, so no node ever applies rows to a table shape
+    the others do not have. The named lock above is a node's own on Galera; it serialises
+    init-db processes because every process writes through the same node (pvekvm/galera.py)."""
+    try:
+        wsrep_on = db.execute_sql("SELECT @@wsrep_on").fetchone()[0]
+    except DatabaseError:  # a server without Galera support (no such variable)
+        return
+    if wsrep_on:
+        db.execute_sql("SET SESSION wsrep_OSU_method = 'TOI'")
 
 
 def _record(db: MySQLDatabase, version: int, name: str) -> None:

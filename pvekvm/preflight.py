@@ -15,14 +15,14 @@ import ssl
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from urllib.parse import unquote, urlparse
 
 import pika
 import pymysql
 import requests
 
 from pvekvm.config import ConfigError, Settings, load_settings
-from pvekvm.db import latest_version, redact
+from pvekvm.db import latest_version, parse_url, redact
+from pvekvm.galera import connect_writer
 from pvekvm.messaging import broker_urls
 
 EXIT_CONFIG = 2  # a setting is missing or malformed
@@ -75,14 +75,13 @@ def _where(settings: Settings, what: str, default: str) -> str:
 def check_database(settings: Settings, schema: bool = True) -> Verdict:
     """Reachable, the database exists, and (``schema``) its schema version is the code's."""
     url = settings.database_url
-    u, where = urlparse(url), _where(settings, "database", "DATABASE_URL")
-    name = u.path.lstrip("/")
-    host = f"{u.hostname or '127.0.0.1'}:{u.port or 3306}"
-    try:
-        conn = pymysql.connect(host=u.hostname or "127.0.0.1", port=u.port or 3306,
-                               user=unquote(u.username or "root"),
-                               password=unquote(u.password or ""), database=name,
-                               connect_timeout=5)
+    where = _where(settings, "database", "DATABASE_URL")
+    target = parse_url(url)
+    name = target.name
+    host = ",".join(f"{h}:{p}" for h, p in target.nodes)
+    try:  # a Galera cluster's nodes: the writer (pvekvm/galera.py), as every process will
+        conn = connect_writer(target, database=name, connect_timeout=5)
+        host = f"{conn.host}:{conn.port}"
     except pymysql.err.MySQLError as exc:
         code = exc.args[0] if exc.args else None
         msg = exc.args[-1] if exc.args else str(exc)

@@ -37,7 +37,7 @@ ctl() { local i=$1; shift; rabbitmqctl -q -n "$(node "$i")" "$@"; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 start_node() {  # start_node I: start node I in the background (no-op when it answers)
-  local i=$1 dir="$BASE/$i" port
+  local i=$1; local dir="$BASE/$i" port
   port=$(amqp_port "$i")
   if port_open "$port"; then return 0; fi
   mkdir -p "$dir/mnesia" "$dir/log"

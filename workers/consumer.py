@@ -24,7 +24,7 @@ import pika
 from peewee import InterfaceError, OperationalError
 from pika.exceptions import AMQPError
 
-from pvekvm import messaging, metrics
+from pvekvm import dberrors, messaging, metrics
 from pvekvm.config import EngineSettings, Settings
 from pvekvm.models import DeadLetter, database
 from pvekvm.redact import redact_body, safe_reason
@@ -37,12 +37,6 @@ log = logging.getLogger("pvekvm.worker")
 oplog = logging.getLogger("pvekvm.steps")
 INTAKE = "intake"
 DB_OUTAGE_PATIENCE_S = 300.0  # how long a worker holds a message while the database is down
-_UNREACHABLE = {2003, 2006, 2013, 2055}  # can't connect / gone away / lost / lost (SSL)
-
-
-def _database_unreachable(exc: Exception) -> bool:
-    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-    return isinstance(exc, InterfaceError) or code in _UNREACHABLE
 PREFETCH_PER_THREAD = 2
 MAX_KEPT_BYTES = 256 * 1024  # of a refused body, in dead_letters and the dead queue
 SPENT_REASON = (f"given back {messaging.DELIVERY_LIMIT} times without a decision (handling "
@@ -150,7 +144,7 @@ class WorkerThread(threading.Thread):
                 except AMQPError:
                     raise
                 except (OperationalError, InterfaceError) as exc:
-                    if not _database_unreachable(exc) or time.monotonic() > deadline:
+                    if not dberrors.unreachable(exc) or time.monotonic() > deadline:
                         return self._give_back(ch, method, pool, publisher, spent)
                     # keep the message (no delivery counted against its limit) and wait for
                     # the database; the broker connection stays serviced meanwhile

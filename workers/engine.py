@@ -26,7 +26,7 @@ from datetime import datetime
 
 from peewee import InterfaceError, OperationalError
 
-from pvekvm import metrics, oplog
+from pvekvm import dberrors, metrics, oplog
 from pvekvm.config import EngineSettings, Settings
 from pvekvm.models import Operation, Service, database
 from pvekvm.proxmox import Proxmox, ProxmoxError, client, task_failure
@@ -50,21 +50,11 @@ from workers.operations import FINISHED, LostRace, OpStatus, cas, new_nudge_id
 from workers.outcome import Nudge, Outcome, read_step_message
 
 log = logging.getLogger("pvekvm.engine")
-# lock wait timeout / NOWAIT refused / deadlock victim (InnoDB rolled the transaction back):
-# nothing of the attempt is committed, so the same nudge comes again after a short delay
-# instead of going back to the queue (where each return counts against its delivery limit)
-LOCK_BUSY = (1205, 3572, 1213)
+# lock wait timeout / NOWAIT refused / deadlock victim or Galera certification conflict
+# (pvekvm/dberrors.py): nothing of the attempt is committed, so the same nudge comes again after
+# a short delay instead of going back to the queue (where each return counts against its
+# delivery limit)
 BUSY_DELAY_S = 0.25       # a duplicate delivery waits this long for the row lock
-
-
-def _lock_busy(exc: BaseException | None) -> bool:
-    """A LOCK_BUSY error, or one raised while handling it (a deadlock inside a nested
-    ``atomic()`` surfaces as 'SAVEPOINT does not exist': InnoDB already rolled it all back)."""
-    while exc is not None:
-        if isinstance(exc, OperationalError) and exc.args and exc.args[0] in LOCK_BUSY:
-            return True
-        exc = exc.__context__
-    return False
 # The statements every step message runs, written once (peewee's SQL building costs more than
 # the round trip on this hot path).
 _LOCK_OPERATION = "SELECT * FROM operations WHERE id = %s FOR UPDATE NOWAIT"
@@ -152,7 +142,7 @@ class Engine:
         except LostRace:
             return Outcome()
         except OperationalError as exc:
-            if _lock_busy(exc):
+            if dberrors.retry_now(exc):
                 return Outcome(publish=[Nudge(pool, op_id, nudge, state, BUSY_DELAY_S,
                                                    resend=True)])
             raise

@@ -31,7 +31,7 @@ from producers.events import (
     parse_event,
     request_hash,
 )
-from pvekvm import rdns_policy
+from pvekvm import dberrors, rdns_policy
 from pvekvm.addresses import held_row
 from pvekvm.config import EngineSettings
 from pvekvm.db import values
@@ -68,7 +68,6 @@ KIND_OF: dict[str, str] = {
     "power": "power", "rdns_set": "rdns_set", "rdns_reset": "rdns_reset",
 }
 LIVE = ("terminated",)
-DEADLOCK = 1213  # InnoDB chose this transaction as a deadlock's victim and rolled it back
 DEFAULTS = EngineSettings()  # a service in any other status holds its host name
 # billing's key seen before (as an operation, as a held event); events held for the service
 _SEEN = ("SELECT (SELECT id FROM operations WHERE idempotency_key = %s), "
@@ -91,7 +90,8 @@ def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
             # between our reads, or InnoDB rolled us back as a deadlock's victim (an operation
             # of the same service starting at once). Decide again on what is committed now: a
             # copy is then a quiet duplicate, not a refusal.
-            if isinstance(exc, OperationalError) and not _deadlocked(exc):
+            if isinstance(exc, OperationalError) \
+                    and dberrors.classify(exc) is not dberrors.DbError.DEADLOCK:
                 raise
             if isinstance(exc, Refused) and not Operation.select().where(
                     Operation.idempotency_key == event.idempotency_key).exists():
@@ -100,16 +100,6 @@ def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
                 return _accept(event, body, engine)
     except (InvalidEvent, Refused) as exc:
         return Outcome(dead_reason=str(exc))
-
-
-def _deadlocked(exc: BaseException | None) -> bool:
-    """A deadlock, or an error raised while handling one (inside a nested ``atomic()`` it
-    surfaces as 'SAVEPOINT does not exist')."""
-    while exc is not None:
-        if isinstance(exc, OperationalError) and exc.args[:1] == (DEADLOCK,):
-            return True
-        exc = exc.__context__
-    return False
 
 
 def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:

@@ -328,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     preflight.require(settings, ("database", "broker", "secret-key"),
                       "python -m workers.scheduler")
-    bind(settings.database_url)
+    # on Galera the reconciler's reads wait for the cluster's last commit (wsrep_sync_wait)
+    bind(settings.database_url, causal_reads=True)
     metrics.register_database_gauges()
     port = args.metrics_port if args.metrics_port is not None else \
         settings.metrics.scheduler_port

@@ -31,7 +31,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logging.getLogger(__name__).warning("%s", settings.origin["api_note"])
     if not settings.api.tokens and os.environ.get(_WARNED) != "1":
         logging.getLogger(__name__).warning("%s", no_token_warning(settings))
-    bind(settings.database_url)
+    # on Galera each read waits for the cluster's last commit (wsrep_sync_wait): a caller that
+    # published an event sees what the workers committed since, whichever node serves it
+    bind(settings.database_url, causal_reads=True)
     app = FastAPI(title="pvekvm service API", version="1",
                   description=(pvekvm.api.__doc__ or "").strip())
     app.state.settings = settings

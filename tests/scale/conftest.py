@@ -20,6 +20,7 @@ from tests import services
 from tests.e2e.conftest import settings, sim, sink  # noqa: F401 - the same fixtures
 from tests.e2e.harness import load_catalog, make_settings
 from tests.scale.cluster import Cluster
+from tests.scale.galera import GaleraCluster, galera_port
 
 
 def cluster_port(name: str) -> int:
@@ -114,3 +115,45 @@ def private_db_cluster_settings(tmp_path, cluster, cluster_topology, private_mar
                       cluster_topology.namespace, sim.connection, sink.settings())
     load_catalog(s)
     return s
+
+
+@pytest.fixture(scope="session")
+def galera() -> Iterator[GaleraCluster]:
+    """A private three-node Galera cluster (scripts/galera-cluster.sh), started once per
+    session and stopped at its end (no mariadbd is left behind; its data stays in var/galera/
+    for the next run, which bootstraps it by the safe_to_bootstrap rule)."""
+    why = GaleraCluster.available()
+    if why:
+        pytest.skip(f"no Galera cluster here: {why}")
+    name = os.environ.get("PVEKVM_TEST_NAME", "pvekvm_test")
+    g = GaleraCluster(name=name, port=int(os.environ.get("PVEKVM_GALERA_PORT",
+                                                         galera_port(name))))
+    try:
+        g.start()
+    except RuntimeError as exc:
+        g.stop()
+        pytest.skip(f"a Galera cluster cannot start here: {exc}")
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+@pytest.fixture()
+def galera_database(galera: GaleraCluster) -> Iterator[MySQLDatabase]:
+    """This test's database on the cluster (schema applied through the writer, every table
+    emptied), the models bound to it for the test; every node up at its start (whatever the
+    last test stopped)."""
+    galera.start()
+    url = galera.url(services.test_name())
+    dbmod.create_database(url)
+    previous = models.database.obj
+    db = dbmod.bind(url)
+    try:
+        dbmod.apply_schema(db)
+        dbmod.reset_data(db)
+        yield db
+    finally:
+        db.close()
+        if previous is not None:
+            models.database.initialize(previous)

@@ -65,10 +65,11 @@ class Mapping:
     email: str | None = None
     template: str | None = None
     where: str = ""  # "line 3": where a mapping file named it
+    position: int = 0  # its place in the file (results are printed in file order)
 
 
 REQUIRED = ("vmid", "service_id", "client_id", "product")
-COLUMNS = tuple(f.name for f in fields(Mapping) if f.name != "where")
+COLUMNS = tuple(f.name for f in fields(Mapping) if f.name not in ("where", "position"))
 
 
 @dataclass
@@ -80,7 +81,8 @@ class Result:
 
     def line(self) -> str:
         m = self.mapping
-        head = f"{m.where + ': ' if m.where else ''}VM {m.vmid} -> sid:{m.service_id}"
+        head = f"{m.where + ': ' if m.where else ''}VM {m.vmid} -> sid:{m.service_id}" \
+            if m.vmid else m.where
         verdict = "already adopted" if self.already else "adopted" if self.ok else "refused"
         return f"{head}: {verdict}: {self.message}"
 
@@ -151,6 +153,9 @@ def _adopt(settings: Settings, pve: Proxmox, m: Mapping, hint: str | None,
         raise Refused(f"taken meanwhile: {exc.args[-1] if exc.args else exc}") from None
     notes = [f"on {node}", f"addresses {', '.join(held) if held else 'none'}",
              f"template {template.name}", f"user {service.username}"]
+    if node != product.target_node:
+        notes.append(f"package {product.name} places VMs on {product.target_node}: a package "
+                     "change (drift --fix) moves it there, stopped")
     if not m.email:
         notes.append("no e-mail given: client mail has no recipient until billing sets one")
     return _finish(settings, pve, service, product, m, notes=notes, archives=archives,
@@ -306,19 +311,23 @@ def read_mapping(path: Path) -> tuple[list[Mapping], list[Result]]:
                                  ([f"unknown {', '.join(unknown)}"] if unknown else [])
                                  + ([f"missing {', '.join(missing)}"] if missing else [])))
         reader.fieldnames = header
-        rows = [(f"line {reader.line_num}", row) for row in reader]
+        try:
+            rows = [(f"line {reader.line_num}", row) for row in reader]
+        except csv.Error as exc:  # a NUL byte, a field past csv's size limit
+            raise ValueError(f"{path}: line {reader.line_num}: {exc}") from None
     if len(rows) > MAX_ENTRIES:
         raise ValueError(f"{path}: {len(rows)} entries, more than {MAX_ENTRIES}")
     good, bad = [], []
-    for where, row in rows:
+    for position, (where, row) in enumerate(rows):
         try:
-            good.append(_mapping(where, row))
+            good.append(_mapping(where, position, row))
         except ValueError as exc:
-            bad.append(Result(Mapping(0, 0, 0, "", where=where), False, str(exc)))
+            bad.append(Result(Mapping(0, 0, 0, "", where=where, position=position), False,
+                              str(exc)))
     return _without_twice(good, bad)
 
 
-def _mapping(where: str, row: object) -> Mapping:
+def _mapping(where: str, position: int, row: object) -> Mapping:
     if not isinstance(row, dict):
         raise ValueError("not an object")
     extra = sorted(str(k) for k in row if k not in COLUMNS)
@@ -335,7 +344,7 @@ def _mapping(where: str, row: object) -> Mapping:
                                                      "template") if k in values}
     if not strings.get("product"):
         raise ValueError("product: missing")
-    return Mapping(**ints, **strings, where=where)  # type: ignore[arg-type]
+    return Mapping(**ints, **strings, where=where, position=position)  # type: ignore[arg-type]
 
 
 def _without_twice(good: list[Mapping], bad: list[Result]) -> tuple[list[Mapping], list[Result]]:
@@ -367,7 +376,7 @@ def adopt_file(settings: Settings, pve: Proxmox, path: Path) -> list[Result]:
     results = list(bad)
     for m in good:
         results.append(adopt(settings, pve, m, nodes.get(m.vmid), listed=m.vmid in nodes))
-    return results
+    return sorted(results, key=lambda r: r.mapping.position)
 
 
 def summary(results: list[Result]) -> str:

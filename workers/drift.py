@@ -76,6 +76,9 @@ def compare(settings: Settings, pve: Proxmox, service: Service) -> Report:
         if found[0] != service.node:
             report.differences.append(f"node: VM on {found[0]}, recorded {service.node}")
             service.node = found[0]  # compared where it is (only this report's copy)
+        if found[0] != ctx.product.target_node:  # change_package migrates it (stopped)
+            report.differences.append(f"node: VM on {found[0]}, package "
+                                      f"{ctx.product.target_node}")
         report.differences += _hardware(ctx, found[1]) + _network(ctx, found[1])
         if not ctx.product.dhcp:
             report.differences += _firewall(ctx)

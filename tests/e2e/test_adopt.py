@@ -164,7 +164,8 @@ def test_a_mapping_file_adopts_the_good_lines_refuses_the_rest_and_runs_again(
     assert "line 3: VM 3202 -> sid:5202: refused: address 192.0.2.90 is held by service 5201" \
         in out
     assert "VMID 3203 is named 2 times (line 4, line 5): none of them adopted" in out
-    assert "line 6: VM 0 -> sid:0: refused: vmid: 'abc' is not a valid id" in out
+    assert "line 6: refused: vmid: 'abc' is not a valid id" in out
+    assert [ln.split(":")[0] for ln in out.splitlines()[:6]] == [f"line {n}" for n in range(2, 8)]
     assert "line 7: VM 3204 -> sid:5206: refused: VM 3204 is on node pve3, not pve2" in out
     assert out.rstrip().endswith("1 adopted, 0 already adopted, 5 refused")
     before = (Service.select().count(), IpAddress.select().where(
@@ -180,4 +181,7 @@ def test_a_mapping_file_adopts_the_good_lines_refuses_the_rest_and_runs_again(
                                     "product": "vps-small", "email": "e@example.com"}]))
     code, out = _cli(config, capsys, "adopt", "--from", str(as_json))
     assert code == 0 and "entry 1: VM 3204 -> sid:5206: adopted: on pve3" in out
+    assert "places VMs on pve2: a package change (drift --fix) moves it there" in out
+    code, out = _cli(config, capsys, "drift", "5206")
+    assert code == 1 and "node: VM on pve3, package pve2" in out
     assert Product.get_by_id(Service.get_by_id(5206).product_id).name == "vps-small"

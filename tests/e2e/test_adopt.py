@@ -12,16 +12,19 @@ from producers.events import PowerEvent
 from pvekvm.models import (
     AuditLog,
     Backup,
+    DnsRecordRow,
     IpAddress,
     Operation,
     Product,
     Service,
     VmidAllocation,
 )
+from tests.e2e import test_dns_ownership
 from tests.e2e.harness import InProcessWorkers, describe_ops, wait_until, write_config
 from workers import intake
 
 SID = 6101
+zone = test_dns_ownership.zone  # the fixture: a PowerDNS zone of this test's own
 
 
 def _make_vm(sim, vmid: int, ip: str, *, node: str = "pve2", cores: int = 1,
@@ -185,3 +188,21 @@ def test_a_mapping_file_adopts_the_good_lines_refuses_the_rest_and_runs_again(
     code, out = _cli(config, capsys, "drift", "5206")
     assert code == 1 and "node: VM on pve3, package pve2" in out
     assert Product.get_by_id(Service.get_by_id(5206).product_id).name == "vps-small"
+
+
+def test_an_adopted_vm_gets_its_dns_and_no_one_elses_name(settings, sim, zone, tmp_path,
+                                                           capsys):
+    from tests.dns.dnsfakes import PDNS_API_URL
+    test_dns_ownership._use_powerdns(settings, zone, PDNS_API_URL)
+    config = write_config(settings, tmp_path / "cli.toml")
+    _make_vm(sim, 3301, "192.0.2.95", start=False)
+    _make_vm(sim, 3302, "192.0.2.96", mac="BC:24:11:AD:00:22", start=False)
+    host = f"legacy.{zone}"
+    code, out = _adopt(config, capsys, 3301, 5301, "--hostname", host)
+    assert code == 0, out
+    rows = DnsRecordRow.select().where(DnsRecordRow.service_id == 5301)
+    assert {(r.name, r.type, r.content, bool(r.synced)) for r in rows if r.type == "A"} == \
+        {(host, "A", "192.0.2.95", True)}
+    code, out = _adopt(config, capsys, 3302, 5302, "--hostname", host.upper())
+    assert code == 1 and f"refused: hostname {host!r} is held by live service 5301" in out
+    assert not DnsRecordRow.select().where(DnsRecordRow.service_id == 5302).exists()

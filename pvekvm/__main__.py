@@ -26,6 +26,11 @@
   status                   operations by kind and status, services by status, queue depths
   pools                    IP pools: addresses free / held
   isos STORAGE [--node N]  ISO images on a storage, grouped as the client area shows them
+  adopt --vmid N --service-id S --client-id C --product P [--node N] [--hostname H]
+        [--email E] [--template T]   link a VM made outside pvekvm to a billing service
+  adopt --from FILE        the same for every line of a CSV/JSON mapping (exit 1: any refused)
+  drift [SID] [--fix]      each VM's config against its package and records (exit 1: any
+                           differs); --fix applies the package (change_package)
   api [--host H] [--port P] [--workers N]   the HTTP service API (see pvekvm.api)
   smtp-sink [--dir D]      a mail sink where [smtp] points, for a trial (keeps each message
                            in var/mail/NNNN.eml; nothing is delivered)
@@ -75,6 +80,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "grants": ("database",),
     "smtp-sink": (),
     "webhooks": ("database",),
+    "adopt": ("database", "proxmox", "secret-key"),
+    "drift": ("database", "proxmox"),
 }
 
 
@@ -330,6 +337,8 @@ COMMANDS = {
     "smtp-sink": lambda settings, args: _smtp_sink(settings, args),
     "webhooks": lambda settings, args: cmd_webhooks(args),
     "console-proxy": lambda settings, args: args.run(settings, args),
+    "adopt": lambda settings, args: _adoption().cmd_adopt(settings, args),
+    "drift": lambda settings, args: _adoption().cmd_drift(settings, args),
 }
 
 
@@ -337,6 +346,12 @@ def cmd_webhooks(args) -> int:
     from workers import webhooks
 
     return webhooks.command(args.action, args.name, args.service, args.json)
+
+
+def _adoption():
+    from workers import adopt_cli
+
+    return adopt_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -388,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("storage")
     p.add_argument("--node", default=None)
     add_api_command(sub)
+    _adoption().add_commands(sub)
     p = sub.add_parser("smtp-sink", help="a local mail sink where [smtp] points (a trial)")
     p.add_argument("--dir", default="var/mail", help="where each message is kept (NNNN.eml)")
     p = sub.add_parser("webhooks")

@@ -149,3 +149,21 @@ def _free_in_proxmox(ctx: StepContext, vmid: int) -> bool:
             return False
         raise
     return True
+
+
+def reserve_given_vmid(service_id: int, vmid: int) -> str | None:
+    """Adoption: the service takes the VMID its existing VM has; ``vmid_allocations`` then
+    keeps it from ever being handed out again. Why not, when it was given out before (to this
+    service: a no-op)."""
+    holder = VmidAllocation.get_or_none(VmidAllocation.vmid == vmid)
+    if holder is not None and holder.service_id != service_id:
+        return f"VMID {vmid} was already given to service {holder.service_id}"
+    try:
+        with database.atomic():
+            if holder is None:
+                VmidAllocation.insert(vmid=vmid, service_id=service_id,
+                                      allocated_at=datetime.now()).execute()
+            Service.update(vmid=vmid).where(Service.id == service_id).execute()
+    except IntegrityError:
+        return f"VMID {vmid} is held by another service"
+    return None

@@ -238,3 +238,23 @@ def restore_backup(ctx: StepContext) -> StepResult:
     upid = ctx.pve.post(f"nodes/{ctx.service.node}/qemu", vmid=ctx.vmid, archive=backup.volid,
                         force=1, storage=ctx.product.target_storage)
     return Wait(upid, ctx.node)
+
+
+def record_found(service: Service, volume: dict, storage: str, node: str) -> str | None:
+    """Adoption: a backup archive of the service's VM found on its package's storage joins the
+    service's list (OS and login unknown: not recorded). Why not, when the archive is another
+    VM's or another service lists it; listing it again is a no-op."""
+    volid = str(volume.get("volid", ""))
+    if int(volume.get("vmid") or -1) != service.vmid or f"-{service.vmid}-" not in volid:
+        return f"{volid} is not an archive of VM {service.vmid}"
+    held = Backup.get_or_none(Backup.volid == volid)
+    if held is not None:
+        return None if held.service_id == service.id else \
+            f"{volid} is listed by service {held.service_id}"
+    ctime = volume.get("ctime")
+    Backup.insert(service_id=service.id, volid=volid, storage=storage, node=node,
+                  size_bytes=int(volume.get("size") or 0),
+                  note=str(volume.get("notes") or "")[:255],
+                  created_at=datetime.fromtimestamp(int(ctime)) if ctime else datetime.now()
+                  ).on_conflict_ignore().execute()
+    return None

@@ -140,4 +140,10 @@ class StepContext:
 
     def marker(self) -> str:
         """Written into the VM description so a retried clone recognises the VM as ours."""
-        return f"pvekvm:service={self.service.id}"
+        return marker(self.service.id)
+
+
+def marker(service_id: int) -> str:
+    """pvekvm's mark in a VM's description: the VM is service ``service_id``'s (a clone writes
+    it, adoption adds it)."""
+    return f"pvekvm:service={service_id}"

@@ -31,8 +31,7 @@ def set_firewall(ctx: StepContext) -> StepResult:
         return _leave_to_dhcp(ctx)
     base = f"{ctx.vm_path}/firewall"
     mine = ctx.firewall_cidrs()
-    want = {"enable": int(bool(p.firewall_enabled)), "policy_in": p.firewall_policy_in,
-            "policy_out": p.firewall_policy_out, "ipfilter": int(bool(mine)), "macfilter": 1}
+    want = wanted_options(ctx)
     have = ctx.pve.get(f"{base}/options")
     change = {k: v for k, v in want.items() if str(have.get(k, "")) != str(v)}
     changed = []
@@ -53,7 +52,16 @@ def set_firewall(ctx: StepContext) -> StepResult:
     return Done(", ".join(changed))
 
 
-def _norm(cidr: str) -> str:
+def wanted_options(ctx: StepContext) -> dict[str, object]:
+    """The firewall options a static package gives the VM (drift compares with them too)."""
+    p = ctx.product
+    return {"enable": int(bool(p.firewall_enabled)), "policy_in": p.firewall_policy_in,
+            "policy_out": p.firewall_policy_out, "ipfilter": int(bool(ctx.firewall_cidrs())),
+            "macfilter": 1}
+
+
+def norm(cidr: str) -> str:
+    """An IPSet entry as one spelling (PVE may answer ``192.0.2.5/32`` for ``192.0.2.5``)."""
     return str(ipaddress.ip_network(cidr, strict=False))
 
 
@@ -61,9 +69,9 @@ def _sync_ipset(ctx: StepContext, base: str, name: str, mine: set[str], exists: 
     """Make IPSet ``name`` hold exactly ``mine``; whether anything changed. A stale network
     entry (an old routed prefix: its '/' cannot be named in the entry's URL) is removed by
     building the set anew."""
-    entries = {_norm(e["cidr"]): e["cidr"] for e in ctx.pve.get(f"{base}/ipset/{name}")} \
+    entries = {norm(e["cidr"]): e["cidr"] for e in ctx.pve.get(f"{base}/ipset/{name}")} \
         if exists else {}
-    wanted = {_norm(c): c for c in mine}
+    wanted = {norm(c): c for c in mine}
     stale = [cidr for key, cidr in entries.items() if key not in wanted]
     if exists and any("/" in c and not c.endswith(("/32", "/128")) for c in stale):
         ctx.pve.delete(f"{base}/ipset/{name}", force=1)

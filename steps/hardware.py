@@ -34,9 +34,14 @@ def additional_disk(p: Product) -> DiskSpec:
         "iops_rd": p.add_disk_iops_rd, "iops_wr": p.add_disk_iops_wr})
 
 
+def cpu_ram(p: Product) -> dict[str, int]:
+    """The config keys the package sets for CPU and memory."""
+    return {"cores": p.cores, "sockets": p.sockets, "memory": p.memory_mb}
+
+
 def set_cpu_ram(ctx: StepContext) -> StepResult:
     p, cfg = ctx.product, ctx.config()
-    want = {"cores": p.cores, "sockets": p.sockets, "memory": p.memory_mb}
+    want = cpu_ram(p)
     change = {k: v for k, v in want.items() if str(cfg.get(k, "")) != str(v)}
     if not change:
         return Done("no change", skipped=True)

@@ -226,6 +226,18 @@ def _create_service(event: CreateEvent, max_age_s: float) -> Service:
                           status="pending", want_ipv6=bool(event.ipv6), language=event.language)
 
 
+def create_service(event: CreateEvent, max_age_s: float, **columns: Any) -> Service:
+    """A service row as a create makes it (the same checks: product, template, host name, a
+    live service of that id), then given ``columns``: adoption (workers/adopt.py) records the
+    status, node, MAC and login of the VM it takes over."""
+    service = _create_service(event, max_age_s)
+    if columns:
+        Service.update(**columns).where(Service.id == service.id).execute()
+        for name, value in columns.items():
+            setattr(service, name, value)
+    return service
+
+
 def _check_hostname_free(hostname: str, holder: int | None) -> None:
     """One DNS name, one live service: another's name (``holder``: the live service other than
     this one holding it, read by ``_HOSTNAME_HOLDER``, compared case-insensitively by the
@@ -345,4 +357,5 @@ def _save_schedule(event: BackupScheduleEvent) -> Outcome:
                         f" at {when}"])
 
 
-__all__ = ["KIND_OF", "OpStatus", "expired_held_events", "handle_order", "request_hash"]
+__all__ = ["KIND_OF", "OpStatus", "create_service", "expired_held_events", "handle_order",
+           "request_hash"]

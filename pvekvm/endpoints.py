@@ -22,8 +22,10 @@ Invariants:
 - at most ``max_calls_per_node`` calls of this process are in flight per node's API: a call
   whose path names a node (``nodes/NODE/...``: PVE proxies it to that node's pveproxy and
   pvedaemon, whichever endpoint receives it) counts against that node, any other against the
-  endpoint it is sent to. A thread waits for a free slot (the burst stays in RabbitMQ, as the
-  waiting threads take no new messages) at most the call timeout, then the call fails unsent.
+  endpoint it is sent to (so do a VM's firewall calls: they have no ``proxyto`` in PVE's API
+  schema, the firewall files being on the cluster file system). A thread waits for a free
+  slot (the burst stays in RabbitMQ, as the waiting threads take no new messages) at most the
+  call timeout, then the call fails unsent.
 The state is per process (shared by its threads): N worker processes put up to N times the
 bound on a node.
 """
@@ -133,7 +135,9 @@ class FailoverSession:
                 params: dict[str, Any] | None = None, **_: Any) -> Response:
         state = self.state
         at = url.find(API_NODES)
-        node = url[at + len(API_NODES):].split("/", 1)[0] if at >= 0 else None
+        node = None
+        if at >= 0 and "/firewall" not in url:
+            node = url[at + len(API_NODES):].split("/", 1)[0]
         safe = method == "GET"
         order = state.order()
         last: Response | TransportError | None = None

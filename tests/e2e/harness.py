@@ -64,7 +64,9 @@ def write_config(settings: Settings, path: Path) -> Path:
     path.write_text(
         f'[database]\nurl = "{settings.database_url}"\n'
         f'[amqp]\nurl = "{settings.amqp_url}"\nnamespace = "{settings.namespace}"\n'
-        f'[proxmox]\nbase_url = "{settings.proxmox.base_url}"\n'
+        f'[proxmox]\n' + (f'endpoints = {list(settings.proxmox.endpoints)}\n'
+                           if settings.proxmox.endpoints else
+                           f'base_url = "{settings.proxmox.base_url}"\n') +
         f'token_id = "{settings.proxmox.token_id}"\n'
         f'token_secret = "{settings.proxmox.token_secret}"\n'
         f'ca_bundle = "{settings.proxmox.ca_bundle}"\n'

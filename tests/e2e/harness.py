@@ -70,6 +70,8 @@ def write_config(settings: Settings, path: Path) -> Path:
         f'token_id = "{settings.proxmox.token_id}"\n'
         f'token_secret = "{settings.proxmox.token_secret}"\n'
         f'ca_bundle = "{settings.proxmox.ca_bundle}"\n'
+        f'max_calls_per_node = {settings.proxmox.max_calls_per_node}\n'
+        f'endpoint_retry_s = {settings.proxmox.endpoint_retry_s}\n'
         f'[smtp]\nhost = "{settings.smtp.host}"\nport = {settings.smtp.port}\n'
         f'[engine]\npoll_delays_s = {list(e.poll_delays_s)}\nstale_after_s = {e.stale_after_s}\n'
         f'max_attempts = {e.max_attempts}\ndeploy_window = {e.deploy_window}\n'

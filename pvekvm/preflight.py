@@ -21,7 +21,7 @@ import pika
 import pymysql
 import requests
 
-from pvekvm.config import ConfigError, Settings, load_settings
+from pvekvm.config import ConfigError, ProxmoxSettings, Settings, load_settings
 from pvekvm.db import latest_version, redact
 from pvekvm.messaging import broker_urls
 
@@ -230,6 +230,8 @@ def check_proxmox(settings: Settings, nodes: bool = True,
                       f"{type(exc).__name__}: {str(exc)[:160]}")]
     out = [_ok("Proxmox", f"PVE {version.get('version')} at {pve.base_url}, "
                f"token {pve.token_id}")]
+    if len(pve.urls) > 1:
+        out += endpoint_verdicts(pve)
     try:
         if nodes:
             for n in sorted(api.get("nodes"), key=lambda n: n.get("node", "")):
@@ -242,6 +244,29 @@ def check_proxmox(settings: Settings, nodes: bool = True,
             out.append(_privileges(api.get("access/permissions"), pve.token_id))
     except ProxmoxError as exc:
         out.append(_fail("Proxmox", f"{pve.base_url}: {str(exc).splitlines()[0][:160]}"))
+    return out
+
+
+def endpoint_verdicts(pve: ProxmoxSettings) -> list[Verdict]:
+    """One line per endpoint of the cluster: answers ``GET /version`` or not (the engine's
+    calls go to the others meanwhile, pvekvm/endpoints.py)."""
+    from pvekvm.endpoints import host_port
+    from pvekvm.pvehttp import PveSession, TransportError
+
+    out = []
+    auth = f"PVEAPIToken={pve.token_id}={pve.token_secret}"
+    for url in pve.urls:
+        session = PveSession(*host_port(url), auth, pve.ca_bundle, 5.0)
+        try:
+            resp = session.request("GET", url.rstrip("/") + "/version")
+            if resp.status_code != 200:
+                raise TransportError(f"HTTP {resp.status_code} {resp.reason}", not_sent=False)
+            out.append(_ok(f"Proxmox endpoint {url}", "answers"))
+        except (TransportError, OSError) as exc:
+            out.append(_fail(f"Proxmox endpoint {url}", f"does not answer ({str(exc)[:120]}); "
+                             "calls go to the other endpoints until it does"))
+        finally:
+            session.close()
     return out
 
 

@@ -159,3 +159,20 @@ def test_the_calls_in_flight_per_node_are_bounded_per_process(cluster):
     assert not errors and cluster.limit_stats()["most_in_flight"] <= 2
     assert time.monotonic() - start >= 6 * 3 / 2 * 0.06 * 0.9  # they queued here, 2 at a time
     assert endpoints.endpoints(settings.urls, settings.endpoint_retry_s, 2).failing() == []
+
+
+def test_check_names_each_endpoint_and_the_one_that_does_not_answer(cluster):
+    from pvekvm.config import Settings
+    from pvekvm.preflight import check_proxmox
+
+    cluster.set_api("pve2", False)
+    pve = ProxmoxSettings.from_connection(cluster.connection)
+    lines = check_proxmox(Settings(database_url="mysql://x", amqp_url="amqp://x", proxmox=pve),
+                          nodes=False, privileges=False)
+    by_name = {v.name: v for v in lines}
+    first, second, third = cluster.connection["endpoints"]
+    assert by_name["Proxmox"].status == "ok"
+    assert by_name[f"Proxmox endpoint {first}"].status == "ok"
+    assert by_name[f"Proxmox endpoint {third}"].status == "ok"
+    down = by_name[f"Proxmox endpoint {second}"]
+    assert down.status == "FAIL" and "calls go to the other endpoints" in down.detail

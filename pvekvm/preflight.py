@@ -205,10 +205,11 @@ def _broker_nodes(params: pika.URLParameters) -> list[Verdict]:
 
 # --- Proxmox -----------------------------------------------------------------------------------
 
-def check_proxmox(settings: Settings, nodes: bool = True,
-                  privileges: bool = True) -> list[Verdict]:
-    """API reachable and the token accepted; each node online; the token holds every privilege
-    in REQUIRED_PRIVILEGES (``GET /access/permissions``)."""
+def check_proxmox(settings: Settings, nodes: bool = True, privileges: bool = True,
+                  endpoints: bool = True) -> list[Verdict]:
+    """API reachable (through any endpoint) and the token accepted; each endpoint of several
+    answering; each node online; the token holds every privilege in REQUIRED_PRIVILEGES
+    (``GET /access/permissions``)."""
     from pvekvm.proxmox import Proxmox, ProxmoxError
 
     pve = settings.proxmox
@@ -230,7 +231,7 @@ def check_proxmox(settings: Settings, nodes: bool = True,
                       f"{type(exc).__name__}: {str(exc)[:160]}")]
     out = [_ok("Proxmox", f"PVE {version.get('version')} at {pve.base_url}, "
                f"token {pve.token_id}")]
-    if len(pve.urls) > 1:
+    if endpoints and len(pve.urls) > 1:
         out += endpoint_verdicts(pve)
     try:
         if nodes:
@@ -388,7 +389,8 @@ CHECKS: dict[str, Callable[[Settings], list[Verdict]]] = {
     "database": lambda s: [check_database(s)],
     "database-exists": lambda s: [check_database(s, schema=False)],
     "broker": lambda s: check_broker(s, cluster=False),
-    "proxmox": lambda s: check_proxmox(s, nodes=False, privileges=False),
+    # one endpoint answering is enough to start: the others are looked at by `check`
+    "proxmox": lambda s: check_proxmox(s, nodes=False, privileges=False, endpoints=False),
     "smtp": lambda s: [check_smtp(s)],
     "secret-key": lambda s: [check_secret_key(s)],
 }

@@ -13,7 +13,14 @@ import pytest
 from producers.api import OrderClient
 from pvekvm.models import Operation, Service, StepRun
 from pvesim.testing import RunningSimulator, running_simulator
-from tests.e2e.harness import InProcessWorkers, all_ready, describe_ops, wait_until
+from tests.e2e.harness import (
+    InProcessWorkers,
+    SubprocessWorker,
+    all_ready,
+    describe_ops,
+    wait_until,
+    write_config,
+)
 
 DONE = ("success", "skip", "warn")
 
@@ -115,3 +122,37 @@ def test_the_daemon_workers_limit_is_met_and_handled_by_the_retry_layers(setting
                if r.result == "retry" and "Connection timed out" in (r.message or "")]
     assert retried, "no write met the timeout: the step's retry was not exercised"
     _nothing_twice(sim, sids)
+
+
+@pytest.mark.slow
+def test_slow_each_node_api_in_turn_down_under_a_burst_of_worker_processes(settings, sim,
+                                                                           tmp_path):
+    """On demand (scripts/test -m slow): two `python -m workers` processes reading
+    `[proxmox] endpoints` from their settings file, 30 orders, pvedaemon handlers 10 ms, and
+    every node's API taken down in turn for a while then back: all ready, nothing twice."""
+    sim.set_limits(api_time_ms=10)
+    config = write_config(settings, tmp_path / "worker.toml")
+    assert "endpoints = [" in config.read_text()
+    sids = range(9400, 9430)
+    log = tmp_path / "workers.log"
+    workers = [SubprocessWorker(config, concurrency=4, log=log).start() for _ in range(2)]
+    try:
+        _order(settings, sids)
+        for i, node in enumerate(("pve1", "pve2", "pve3")):
+            wait_until(lambda i=i: Service.select().where(Service.id.in_(list(sids))
+                                                          & (Service.status == "ready"))
+                       .count() >= 3 * i, 120, f"progress before {node} goes down")
+            sim.set_api(node, False)
+            wait_until(lambda i=i: Service.select().where(Service.id.in_(list(sids))
+                                                          & (Service.status == "ready"))
+                       .count() >= 3 * i + 3, 120, f"progress while {node} is down")
+            sim.set_api(node, True)
+        try:
+            wait_until(all_ready(sids), 180, "the whole burst ready")
+        except AssertionError:
+            pytest.fail(describe_ops(sids))
+    finally:
+        for w in workers:
+            w.stop()
+    _nothing_twice(sim, sids)
+    assert " crashed for operation " not in log.read_text()

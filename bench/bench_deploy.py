@@ -67,14 +67,16 @@ CRON_TICK_S = 60.0
 # --- processes -----------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def pvesim_process(workdir: Path, scale: float, replicas: bool = False):
-    """``python -m pvesim`` on a free port; yields its connection dict; stops it on exit."""
+def pvesim_process(workdir: Path, scale: float, replicas: bool = False,
+                   extra: tuple[str, ...] = ()):
+    """``python -m pvesim`` on a free port (``extra``: more of its options); yields its
+    connection dict; stops it on exit."""
     conn_file = workdir / "pvesim.json"
     log = open(workdir / "pvesim.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "pvesim", "--port", "0", "--state-dir", str(workdir / "pvesim"),
          "--task-time-scale", str(scale), "--connection-file", str(conn_file)]
-        + (["--template-replicas"] if replicas else []),
+        + (["--template-replicas"] if replicas else []) + list(extra),
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
@@ -234,6 +236,19 @@ class Run:
     statements: dict[str, int] = field(default_factory=dict)  # SQL text -> times executed
     load: tuple[float, float] = (0.0, 0.0)
     event_lag_ms: list[float] = field(default_factory=list)  # commit -> confirmed publish
+    extra: dict = field(default_factory=dict)  # what a caller's hooks found (bench_fleet.py)
+
+
+@dataclass
+class Hooks:
+    """What another benchmark adds to a run: pvesim options, [proxmox] tuning, a call once the
+    orders are published (``started(conn)``) and one after all are ready, database still
+    open (``finished(conn, sids) -> dict``, kept in ``Run.extra``)."""
+
+    sim_args: tuple[str, ...] = ()
+    tuning: dict = field(default_factory=dict)
+    started: object = None
+    finished: object = None
 
 
 def collect_tasks(conn: dict) -> tuple[int, float]:
@@ -316,15 +331,17 @@ def order_products(product: str, n: int, spread: bool = False) -> list[str]:
 
 
 def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float,
-             path: str = "fallback") -> Run:
+             path: str = "fallback", hooks: Hooks | None = None) -> Run:
     run = Run(orders, scale, args.workers_procs, args.concurrency, args.product, path)
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     topo = messaging.Topology(namespace)
     with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp, \
-            pvesim_process(Path(tmp), scale, path != "fallback") as conn, SmtpSink() as sink:
+            pvesim_process(Path(tmp), scale, path != "fallback",
+                           hooks.sim_args if hooks else ()) as conn, SmtpSink() as sink:
         workdir = Path(tmp)
+        pve = ProxmoxSettings.from_connection(conn, **(hooks.tuning if hooks else {}))
         settings = Settings(database_url=DATABASE_URL, amqp_url=AMQP_URL, namespace=namespace,
-                            proxmox=ProxmoxSettings.from_connection(conn), smtp=sink.settings(),
+                            proxmox=pve, smtp=sink.settings(),
                             engine=engine_settings(args),
                             secret_key_file=str(workdir / "secret.key"))
         run.window = settings.engine.deploy_window
@@ -348,6 +365,8 @@ def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float
                     billing.create(service_id=sid, client_id=sid % 97 + 1, product=product,
                                    email=f"c{sid}@example.com")
             run.publish_s = time.perf_counter() - t0
+            if hooks and hooks.started:
+                hooks.started(conn)  # type: ignore[operator]
             load0 = os.getloadavg()[0]
             run.timed_out = not wait_all_ready(run, sids, t0, timeout)
             run.pvesim_cpu_s = process_cpu_s(conn["pid"]) - sim_cpu0
@@ -372,6 +391,8 @@ def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float
                                 for e in OutboxEvent.select(OutboxEvent.created_at,
                                                             OutboxEvent.published_at)
                                 .where(OutboxEvent.published_at.is_null(False))]
+            if hooks and hooks.finished:
+                run.extra = hooks.finished(conn, sids)  # type: ignore[operator]
         finally:
             for p, _ in procs:
                 with contextlib.suppress(ProcessLookupError):

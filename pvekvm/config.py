@@ -41,12 +41,26 @@ class SmtpSettings:
 
 @dataclass(frozen=True)
 class ProxmoxSettings:
-    """Where Proxmox answers: a pvesim-style connection file, or the same keys inline."""
+    """Where Proxmox answers: a pvesim-style connection file, or the same keys inline.
+
+    ``endpoints``: every node's API of the cluster (or a load balancer), tried in order when one
+    cannot be reached (pvekvm/endpoints.py); ``base_url`` is the first (empty: base_url alone).
+    ``max_calls_per_node``: calls this process has in flight at once per node's API (0: no
+    bound); ``endpoint_retry_s``: how long an endpoint that failed is skipped before a probe.
+    One cluster's settings: a later ``[[clusters]]`` holds one of these per cluster."""
 
     base_url: str
     token_id: str
     token_secret: str
     ca_bundle: str | bool = True
+    endpoints: tuple[str, ...] = ()
+    max_calls_per_node: int = 6
+    endpoint_retry_s: float = 10.0
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every endpoint, the preferred first (``base_url`` alone: a list of one)."""
+        return self.endpoints or (self.base_url,)
 
     @property
     def host(self) -> str:
@@ -58,12 +72,19 @@ class ProxmoxSettings:
         return int(hostport.rsplit(":", 1)[1]) if ":" in hostport else 8006
 
     @classmethod
-    def from_connection(cls, data: dict[str, Any]) -> ProxmoxSettings:
+    def from_connection(cls, data: dict[str, Any], **tuning: Any) -> ProxmoxSettings:
+        """From a pvesim connection file (``endpoints``: one per node when it has several;
+        with one, ``base_url`` says where)."""
+        endpoints = tuple(data.get("endpoints") or ())
+        if len(endpoints) < 2:
+            endpoints = ()
         return cls(
-            base_url=data["base_url"],
+            base_url=endpoints[0] if endpoints else data["base_url"],
             token_id=data["token_id"],
             token_secret=data["token_secret"],
             ca_bundle=data.get("ca_bundle", True),
+            endpoints=endpoints,
+            **tuning,
         )
 
 
@@ -224,7 +245,8 @@ class ConfigError(ValueError):
 SECTIONS: dict[str, set[str]] = {
     "database": {"url"},
     "amqp": {"url", "urls", "namespace"},
-    "proxmox": {"connection_file", "base_url", "token_id", "token_secret", "ca_bundle"},
+    "proxmox": {"connection_file", "base_url", "endpoints", "token_id", "token_secret",
+                "ca_bundle", "max_calls_per_node", "endpoint_retry_s"},
     "smtp": {f.name for f in fields(SmtpSettings)},
     "engine": {f.name for f in fields(EngineSettings)},
     "secrets": {"key_file"},
@@ -322,9 +344,27 @@ def _typed(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**out)
 
 
+def _endpoint_tuning(pve_raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """``max_calls_per_node`` and ``endpoint_retry_s``, with a connection file or inline."""
+    out: dict[str, Any] = {}
+    calls = pve_raw.pop("max_calls_per_node", None)
+    if calls is not None:
+        if not isinstance(calls, int) or isinstance(calls, bool) or calls < 0:
+            raise ConfigError(f"{where} max_calls_per_node: expected a number of calls "
+                              f"(0 = no bound), got {calls!r}")
+        out["max_calls_per_node"] = calls
+    retry = pve_raw.pop("endpoint_retry_s", None)
+    if retry is not None:
+        if not isinstance(retry, int | float) or isinstance(retry, bool) or retry <= 0:
+            raise ConfigError(f"{where} endpoint_retry_s: expected seconds > 0, got {retry!r}")
+        out["endpoint_retry_s"] = float(retry)
+    return out
+
+
 def _proxmox(raw: dict[str, Any], cfg: Path) -> tuple[ProxmoxSettings | None, str]:
     """The Proxmox connection and where it comes from (or why there is none)."""
     pve_raw = dict(raw.get("proxmox", {}))
+    tuning = _endpoint_tuning(pve_raw, f"{shown(cfg)} [proxmox]")
     env_file = os.environ.get("PVE_CONNECTION_FILE")
     conn_file = env_file or pve_raw.pop("connection_file", None)
     where = "PVE_CONNECTION_FILE" if env_file else f"{shown(cfg)} [proxmox] connection_file"
@@ -336,26 +376,42 @@ def _proxmox(raw: dict[str, Any], cfg: Path) -> tuple[ProxmoxSettings | None, st
                           f"token_secret in [proxmox] of {shown(cfg)}")
         try:
             data = json.loads(f.read_text())
-            return ProxmoxSettings.from_connection(data), f"{where} = {conn_file}"
+            return ProxmoxSettings.from_connection(data, **tuning), f"{where} = {conn_file}"
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{where} = {conn_file}: not a readable JSON file: {exc}") from None
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, IndexError) as exc:
             raise ConfigError(f"{where} = {conn_file}: lacks key {exc} (needs base_url, "
                               "token_id, token_secret)") from None
     if not pve_raw:
         return None, (f"no Proxmox connection: set [proxmox] connection_file, or base_url, "
                       f"token_id and token_secret, in {shown(cfg)} (or PVE_CONNECTION_FILE)")
     where = f"{shown(cfg)} [proxmox]"
+    endpoints = pve_raw.pop("endpoints", None)
+    if endpoints is not None:
+        if "base_url" in pve_raw:
+            raise ConfigError(f"{where}: set endpoints or base_url, not both (base_url is a "
+                              "list of one)")
+        if (not isinstance(endpoints, list) or not endpoints
+                or not all(isinstance(u, str) for u in endpoints)):
+            raise ConfigError(f"{where} endpoints: expected a non-empty list of "
+                              f"\"https://host:8006/api2/json\", got {endpoints!r}")
+        if len(set(endpoints)) != len(endpoints):
+            raise ConfigError(f"{where} endpoints: an endpoint is listed twice")
+        pve_raw["base_url"] = endpoints[0]
     for key in ("base_url", "token_id", "token_secret"):
         if not isinstance(pve_raw.get(key), str) or not pve_raw[key]:
-            raise ConfigError(f"{where} {key}: missing (needs base_url, token_id, token_secret)")
-    if not pve_raw["base_url"].startswith("https://"):
-        raise ConfigError(f"{where} base_url: expected https://host:8006/api2/json, "
-                          f"got {pve_raw['base_url']!r}")
+            raise ConfigError(f"{where} {key}: missing (needs base_url or endpoints, "
+                              "token_id, token_secret)")
+    for url in endpoints or [pve_raw["base_url"]]:
+        if not url.startswith("https://"):
+            raise ConfigError(f"{where} {'endpoints' if endpoints else 'base_url'}: expected "
+                              f"https://host:8006/api2/json, got {url!r}")
     if "!" not in pve_raw["token_id"]:
         raise ConfigError(f"{where} token_id: expected USER@REALM!TOKENNAME, "
                           f"got {pve_raw['token_id']!r}")
-    return ProxmoxSettings(**pve_raw), where
+    if endpoints and len(endpoints) > 1:
+        pve_raw["endpoints"] = tuple(endpoints)
+    return ProxmoxSettings(**pve_raw, **tuning), where
 
 
 def _url(raw: dict[str, Any], cfg: Path, section: str, env: str, env_value: str | None,

@@ -20,7 +20,7 @@ import pika
 import pymysql
 import requests
 
-from pvekvm.config import ConfigError, Settings, load_settings
+from pvekvm.config import ConfigError, ProxmoxSettings, Settings, load_settings
 from pvekvm.db import latest_version, parse_url, redact
 from pvekvm.galera import connect_writer
 from pvekvm.messaging import broker_urls
@@ -204,10 +204,11 @@ def _broker_nodes(params: pika.URLParameters) -> list[Verdict]:
 
 # --- Proxmox -----------------------------------------------------------------------------------
 
-def check_proxmox(settings: Settings, nodes: bool = True,
-                  privileges: bool = True) -> list[Verdict]:
-    """API reachable and the token accepted; each node online; the token holds every privilege
-    in REQUIRED_PRIVILEGES (``GET /access/permissions``)."""
+def check_proxmox(settings: Settings, nodes: bool = True, privileges: bool = True,
+                  endpoints: bool = True) -> list[Verdict]:
+    """API reachable (through any endpoint) and the token accepted; each endpoint of several
+    answering; each node online; the token holds every privilege in REQUIRED_PRIVILEGES
+    (``GET /access/permissions``)."""
     from pvekvm.proxmox import Proxmox, ProxmoxError
 
     pve = settings.proxmox
@@ -229,6 +230,8 @@ def check_proxmox(settings: Settings, nodes: bool = True,
                       f"{type(exc).__name__}: {str(exc)[:160]}")]
     out = [_ok("Proxmox", f"PVE {version.get('version')} at {pve.base_url}, "
                f"token {pve.token_id}")]
+    if endpoints and len(pve.urls) > 1:
+        out += endpoint_verdicts(pve)
     try:
         if nodes:
             for n in sorted(api.get("nodes"), key=lambda n: n.get("node", "")):
@@ -241,6 +244,29 @@ def check_proxmox(settings: Settings, nodes: bool = True,
             out.append(_privileges(api.get("access/permissions"), pve.token_id))
     except ProxmoxError as exc:
         out.append(_fail("Proxmox", f"{pve.base_url}: {str(exc).splitlines()[0][:160]}"))
+    return out
+
+
+def endpoint_verdicts(pve: ProxmoxSettings) -> list[Verdict]:
+    """One line per endpoint of the cluster: answers ``GET /version`` or not (the engine's
+    calls go to the others meanwhile, pvekvm/endpoints.py)."""
+    from pvekvm.endpoints import host_port
+    from pvekvm.pvehttp import PveSession, TransportError
+
+    out = []
+    auth = f"PVEAPIToken={pve.token_id}={pve.token_secret}"
+    for url in pve.urls:
+        session = PveSession(*host_port(url), auth, pve.ca_bundle, 5.0)
+        try:
+            resp = session.request("GET", url.rstrip("/") + "/version")
+            if resp.status_code != 200:
+                raise TransportError(f"HTTP {resp.status_code} {resp.reason}", not_sent=False)
+            out.append(_ok(f"Proxmox endpoint {url}", "answers"))
+        except (TransportError, OSError) as exc:
+            out.append(_fail(f"Proxmox endpoint {url}", f"does not answer ({str(exc)[:120]}); "
+                             "calls go to the other endpoints until it does"))
+        finally:
+            session.close()
     return out
 
 
@@ -363,7 +389,8 @@ CHECKS: dict[str, Callable[[Settings], list[Verdict]]] = {
     "database": lambda s: [check_database(s)],
     "database-exists": lambda s: [check_database(s, schema=False)],
     "broker": lambda s: check_broker(s, cluster=False),
-    "proxmox": lambda s: check_proxmox(s, nodes=False, privileges=False),
+    # one endpoint answering is enough to start: the others are looked at by `check`
+    "proxmox": lambda s: check_proxmox(s, nodes=False, privileges=False, endpoints=False),
     "smtp": lambda s: [check_smtp(s)],
     "secret-key": lambda s: [check_secret_key(s)],
 }

@@ -1,7 +1,8 @@
 """The Proxmox VE client used by steps: proxmoxer over HTTPS with an API token, one keep-alive
-session per thread, errors sorted by :mod:`pvekvm.pveerrors` into transient (retry later),
-refusals (the request can never succeed: fail it) and faults (stop visibly), and the time spent
-inside Proxmox calls counted per thread (the engine-overhead benchmark uses it)."""
+session per thread and endpoint (every node's API, :mod:`pvekvm.endpoints`), errors sorted by
+:mod:`pvekvm.pveerrors` into transient (retry later), refusals (the request can never succeed:
+fail it) and faults (stop visibly), and the time spent inside Proxmox calls counted
+per thread (the engine-overhead benchmark uses it)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from pvekvm import metrics, pveerrors
+from pvekvm import endpoints, metrics, pveerrors
 from pvekvm.config import ProxmoxSettings
-from pvekvm.pvehttp import PveSession, TransportError
+from pvekvm.pvehttp import TransportError
 
 FIRST_RETRY_S = 0.05  # pause before repeating a call that may be repeated
 
@@ -103,8 +104,10 @@ class Proxmox:
             token_value=settings.token_secret, verify_ssl=settings.ca_bundle,
             backend="https", timeout=timeout)
         token_header = f"PVEAPIToken={settings.token_id}={settings.token_secret}"
-        self._api._store["session"] = PveSession(settings.host, settings.port, token_header,
-                                                 settings.ca_bundle, timeout)
+        self.endpoints = endpoints.endpoints(settings.urls, settings.endpoint_retry_s,
+                                             settings.max_calls_per_node)
+        self._api._store["session"] = endpoints.FailoverSession(
+            self.endpoints, token_header, settings.ca_bundle, timeout)
 
     @classmethod
     def time_spent(cls) -> float:

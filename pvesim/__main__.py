@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from .faults import Faults
+from .limits import Limits
 from .server import Simulator
 
 EPILOG = """\
@@ -23,6 +24,19 @@ faults file (JSON, all optional): {"error_rate": 0.1, "error_status": 500, "late
 "down_nodes": ["pve3"], "apply_to_ticket": false, "seed": 1}. Change at runtime with
 PUT /_sim/faults (JSON body); POST /_sim/reset clears faults ({"state": true} also resets VMs);
 GET /_sim/vms dumps the VM state.
+
+every node's API: --per-node-api serves one listener per node (ports --port, --port+1, ...; 0:
+free ports), all on one shared state; the connection file lists them as "endpoints" (and
+"node_endpoints"). PUT /_sim/api/NODE {"up": false} takes a node's API down (connections
+refused and cut; the node runs on and other nodes still proxy to it), {"up": true} brings it
+back. Two clusters at once: two pvesim processes with two --state-dir (and ports).
+
+limits (pvesim/limits.py, after pveproxy/pvedaemon): pveproxy and pvedaemon run 3 workers per
+node, a proxied request waits 30 s then answers 596, the VM config lock waits 10 s then
+"can't lock file '/var/lock/qemu-server/lock-VMID.conf' - got timeout"; a handler takes
+--api-time-ms in its worker (default 0: the limits are in place but rarely met). GET/PUT
+/_sim/limits reads/changes them (GET adds counters: proxy_timeouts, lock_timeouts, late_runs);
+POST /_sim/vms/VMID/hold-lock {"seconds": 5} holds a VM's config lock (another actor).
 """
 
 
@@ -63,6 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--template-replicas", action="store_true",
                     help="seed a copy of each local-storage template on every other node "
                     "(VMID + 10 per node index: 9010/9011 on pve2, 9020/9021 on pve3)")
+    ap.add_argument("--per-node-api", action="store_true",
+                    help="one API listener per node (ports --port, --port+1, ...)")
+    lim = Limits()
+    ap.add_argument("--proxy-workers", type=int, default=lim.proxy_workers,
+                    help="pveproxy workers per node (0: no limit; default 3)")
+    ap.add_argument("--daemon-workers", type=int, default=lim.daemon_workers,
+                    help="pvedaemon workers per node (0: no limit; default 3)")
+    ap.add_argument("--proxy-timeout", type=float, default=lim.proxy_timeout_s,
+                    help="seconds a proxied request waits before 596 (default 30)")
+    ap.add_argument("--lock-wait", type=float, default=lim.lock_wait_s,
+                    help="seconds the VM config lock is waited for (default 10)")
+    ap.add_argument("--api-time-ms", type=float, default=lim.api_time_ms,
+                    help="time a handler holds its worker (default 0)")
     ap.add_argument("--verbose", action="store_true", help="log requests to stderr")
     args = ap.parse_args(argv)
 
@@ -71,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
                     task_time_scale=args.task_time_scale, faults=faults,
                     nodes=[n for n in args.nodes.split(",") if n],
                     clone_storage_limit=args.clone_storage_limit, verbose=args.verbose,
-                    template_replicas=args.template_replicas)
+                    template_replicas=args.template_replicas, per_node_api=args.per_node_api,
+                    limits=Limits.from_dict({
+                        "proxy_workers": args.proxy_workers,
+                        "daemon_workers": args.daemon_workers,
+                        "proxy_timeout_s": args.proxy_timeout, "lock_wait_s": args.lock_wait,
+                        "api_time_ms": args.api_time_ms}))
     conn = sim.connection()
     target, named_by = args.connection_file, "--connection-file"
     if target is None:

@@ -1,4 +1,7 @@
-"""HTTPS server (stdlib http.server + ssl) speaking ``/api2/json`` like pveproxy."""
+"""HTTPS server (stdlib http.server + ssl) speaking ``/api2/json`` like pveproxy: one listener
+for the cluster, or one per node (``per_node_api``: every node's pveproxy, sharing one state),
+each of which an operator can take down and bring back (``set_api``); the daemons' worker
+limits and the VM config lock as :mod:`pvesim.limits` models them."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from . import qemu_ops as _qemu_ops  # noqa: F401
 from .auth import Auth, AuthError
 from .certs import ensure_certs
 from .faults import Faults
+from .limits import Limits, NodeApis, ProxyTimeout
 from .model import Cluster, PVEError
 from .routes import ROUTES, Ctx, match
 from .schema import ParamError, method_info, validator
@@ -45,8 +49,10 @@ class Simulator:
                  task_time_scale: float = 1.0, faults: Faults | None = None,
                  nodes: list[str] | None = None, clone_storage_limit: int = 2,
                  cert_dir: Path | None = None, verbose: bool = False,
-                 template_replicas: bool = False):
+                 template_replicas: bool = False, per_node_api: bool = False,
+                 limits: Limits | None = None):
         self.host, self.verbose = host, verbose
+        self.apis = NodeApis(limits or Limits())
         self.state_dir = Path(state_dir) if state_dir else None
         self.faults = faults or Faults()
         self.clone_storage_limit = clone_storage_limit
@@ -70,11 +76,47 @@ class Simulator:
         self.fingerprint = ":".join(fp[i:i + 2] for i in range(0, len(fp), 2))
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
-        self.httpd = _Server((host, port), _Handler)
-        self.httpd.sim = self
-        self.httpd.ssl_ctx = ctx
-        self.port = self.httpd.server_address[1]
-        self._thread: threading.Thread | None = None
+        self.ssl_ctx = ctx
+        self.servers: dict[str, _Server] = {}  # node -> its listener, while its API is up
+        self.api_ports: dict[str, int] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._started = False
+        for i, node in enumerate(self.cluster.nodes if per_node_api else self.cluster.nodes[:1]):
+            srv = self._listen(node, port + i if port else 0)
+            self.api_ports[node] = srv.server_address[1]
+        self.httpd = self.servers[self.cluster.nodes[0]]
+        self.port = self.api_ports[self.cluster.nodes[0]]
+
+    def _listen(self, node: str, port: int) -> _Server:
+        srv = _Server((self.host, port), _Handler)
+        srv.sim, srv.ssl_ctx, srv.node = self, self.ssl_ctx, node
+        self.servers[node] = srv
+        return srv
+
+    def set_api(self, node: str, up: bool) -> None:
+        """Take ``node``'s API down (its listener refuses connections, open ones are cut, as
+        when its pveproxy stops or the path to it is cut; the node itself runs on, so other
+        nodes still proxy to it) or bring it back on the same port."""
+        if node not in self.api_ports:
+            raise KeyError(node)
+        srv = self.servers.get(node)
+        if not up and srv is not None:
+            del self.servers[node]
+            if self._started:
+                srv.shutdown()
+            srv.server_close()
+            srv.cut_connections()
+        elif up and srv is None:
+            self._listen(node, self.api_ports[node])
+            if self._started:
+                self._serve(node)
+
+    def _serve(self, node: str) -> None:
+        t = threading.Thread(target=self.servers[node].serve_forever,
+                             kwargs={"poll_interval": 0.1}, daemon=True,
+                             name=f"pvesim-http-{node}")
+        self._threads[node] = t
+        t.start()
 
     def _load_auth(self) -> Auth:
         if self.state_dir is None:
@@ -97,6 +139,9 @@ class Simulator:
         token_id, secret = next(iter(self.auth.tokens.items()))
         return {
             "base_url": f"https://{host}:{self.port}{API_PREFIX}",
+            "endpoints": [f"https://{host}:{p}{API_PREFIX}" for p in self.api_ports.values()],
+            "node_endpoints": {n: f"https://{host}:{p}{API_PREFIX}"
+                               for n, p in self.api_ports.items()},
             "host": host, "port": self.port, "nodes": list(self.cluster.nodes),
             "user": "root@pam", "password": self.auth.users["root@pam"],
             "token_id": token_id, "token_name": token_id.split("!", 1)[1],
@@ -115,21 +160,19 @@ class Simulator:
         }
 
     def start(self) -> Simulator:
-        self._thread = threading.Thread(target=self.httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.1}, daemon=True,
-                                        name="pvesim-http")
-        self._thread.start()
+        self._started = True
+        for node in list(self.servers):
+            self._serve(node)
         return self
-
-    def serve_forever(self) -> None:
-        self.httpd.serve_forever(poll_interval=0.2)
 
     def shutdown(self) -> None:
         """Stop serving, finish due work and save state (when a state dir is set)."""
-        if self._thread is not None:
-            self.httpd.shutdown()
-            self._thread.join(timeout=5)
-        self.httpd.server_close()
+        for node, srv in list(self.servers.items()):
+            if self._started:
+                srv.shutdown()
+                self._threads[node].join(timeout=5)
+            srv.server_close()
+        self.servers.clear()
         self.tasks.stop()
         self.tasks.finish_all()
         if self.state_dir:
@@ -143,9 +186,10 @@ class Simulator:
                 self.cluster.vms, self.cluster.volumes = fresh.vms, fresh.volumes
 
     # --- dispatch --------------------------------------------------------------------------
-    def api(self, method: str, path: str, params: dict[str, Any],
-            headers: Any) -> tuple[int, str, Any, dict[str, str] | None]:
-        """Answer one API call: (status, reason, data, errors)."""
+    def api(self, method: str, path: str, params: dict[str, Any], headers: Any,
+            entry: str | None = None) -> tuple[int, str, Any, dict[str, str] | None]:
+        """Answer one API call received by ``entry``'s pveproxy: (status, reason, data,
+        errors)."""
         try:
             user = self.auth.authenticate(method, path, headers)
         except AuthError as e:
@@ -177,14 +221,27 @@ class Simulator:
                              f"for: {node}: Name or service not known"), None, None
             if node in faults.down_nodes:
                 return 595, "No route to host", None, None
+        entry = entry or self.cluster.nodes[0]
+        protected = bool(info.get("protected"))
+        target = node if node is not None and info.get("proxyto") == "node" else entry
+        vmid = pathp.get("vmid")
+        locks = (protected and method != "GET" and vmid is not None and "/qemu/" in template
+                 and not template.endswith("/clone") and vmid.isdigit())
+
+        def work() -> Any:
+            with self.cluster.lock:
+                return ROUTES[(method, template)](Ctx(self, user or "", params), params)
+
         try:
             validator(method, template).validate(params)
-            with self.cluster.lock:
-                data = ROUTES[(method, template)](Ctx(self, user or "", params), params)
+            data = self.apis.run(target, protected, target != entry or protected,
+                                 int(vmid) if locks and vmid else None, work)
         except ParamError as e:
             return 400, "Parameter verification failed.", None, e.errors
         except PVEError as e:
             return e.status, e.message, None, None
+        except ProxyTimeout:
+            return 596, "Connection timed out", None, None
         return 200, "OK", data, None
 
     def control(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -202,6 +259,33 @@ class Simulator:
             return 200, {"ok": True}
         if path == "/_sim/connection" and method == "GET":
             return 200, self.connection()
+        if path.startswith("/_sim/api/") and method in ("PUT", "POST"):
+            node = path[len("/_sim/api/"):]
+            if node not in self.api_ports or not isinstance(body.get("up"), bool | str):
+                return 400, {"error": f"expected /_sim/api/NODE (one of "
+                                      f"{', '.join(self.api_ports)}) and {{\"up\": bool}}"}
+            # not from this listener's own thread when it is the one going down
+            up = body["up"] in (True, "1", "true")
+            threading.Thread(target=self.set_api, args=(node, up), daemon=True).start()
+            return 200, {"node": node, "up": up}
+        if path == "/_sim/limits" and method == "GET":
+            return 200, {**self.apis.limits.to_dict(), "stats": dict(self.apis.stats)}
+        if path == "/_sim/limits" and method in ("PUT", "POST"):
+            try:
+                self.apis.limits = Limits.from_dict(body)
+            except (TypeError, ValueError) as e:
+                return 400, {"error": str(e)}
+            return 200, self.apis.limits.to_dict()
+        m = re.fullmatch(r"/_sim/vms/(\d{1,9})/hold-lock", path)
+        if m and method == "POST":
+            try:
+                seconds = float(body.get("seconds", 0))
+            except (TypeError, ValueError):
+                seconds = -1.0
+            if not 0 < seconds <= 3600:
+                return 400, {"error": "expected {\"seconds\": 0 < s <= 3600}"}
+            self.apis.hold_lock(int(m.group(1)), seconds)
+            return 200, {"vmid": int(m.group(1)), "seconds": seconds}
         if path.startswith("/_sim/vms") and method == "GET":
             with self.cluster.lock:
                 rest = path[len("/_sim/vms"):].strip("/")
@@ -224,13 +308,34 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     sim: Simulator
     ssl_ctx: ssl.SSLContext
+    node: str
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.open: set[socket.socket] = set()
+        self.open_lock = threading.Lock()
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = self.socket.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # handshake happens lazily in the handler thread, not in the accept loop
-        return self.ssl_ctx.wrap_socket(sock, server_side=True,
-                                        do_handshake_on_connect=False), addr
+        tls = self.ssl_ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        with self.open_lock:
+            self.open.add(tls)
+        return tls, addr
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.open_lock:
+            self.open.discard(request)
+        super().shutdown_request(request)
+
+    def cut_connections(self) -> None:
+        """Close every open connection (the API went down under them)."""
+        with self.open_lock:
+            socks, self.open = list(self.open), set()
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
@@ -319,7 +424,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         api_path = path[len(API_PREFIX):].rstrip("/") or "/"
         try:
-            status, reason, data, errors = sim.api(method, api_path, params, self.headers)
+            status, reason, data, errors = sim.api(method, api_path, params, self.headers,
+                                                   self.server.node)
         except Exception as e:  # noqa: BLE001 - answer like pveproxy on internal errors
             status, reason, data, errors = 500, f"internal error: {e}", None, None
         if (status == 200 and method == "GET" and api_path.endswith("/vncwebsocket")

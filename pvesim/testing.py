@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .faults import Faults
+from .limits import Limits
 from .server import Simulator
 
 
@@ -57,6 +58,22 @@ class RunningSimulator:
         """Task durations for tasks started from now on (0 = at once, 1 = realistic)."""
         self.sim.tasks.scale = scale
 
+    def set_api(self, node: str, up: bool) -> None:
+        """Take a node's API down (listener refuses, open connections cut) or bring it back."""
+        self.sim.set_api(node, up)
+
+    def set_limits(self, **kw: Any) -> None:
+        """Replace the concurrency limits (see :class:`pvesim.limits.Limits`)."""
+        self.sim.apis.limits = Limits.from_dict(kw)
+
+    def limit_stats(self) -> dict[str, int]:
+        """proxy_timeouts, lock_timeouts, late_runs, most_waiting so far."""
+        return dict(self.sim.apis.stats)
+
+    def hold_lock(self, vmid: int, seconds: float) -> None:
+        """Hold a VM's config lock for ``seconds`` (as a backup or an operator would)."""
+        self.sim.apis.hold_lock(vmid, seconds)
+
     def reset(self, state: bool = False) -> None:
         self.sim.reset(state)
 
@@ -83,11 +100,13 @@ class RunningSimulator:
 
 @contextlib.contextmanager
 def running_simulator(tmp_path: Path | str, task_time_scale: float = 0,
-                      faults: dict[str, Any] | None = None,
-                      **kw: Any) -> Iterator[RunningSimulator]:
-    """Start pvesim on 127.0.0.1 on a free port (state/certs in ``tmp_path``); stop on exit."""
-    sim = Simulator(host="127.0.0.1", port=0, state_dir=Path(tmp_path) / "pvesim",
-                    task_time_scale=task_time_scale, faults=Faults.from_dict(faults), **kw)
+                      faults: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
+                      state_name: str = "pvesim", **kw: Any) -> Iterator[RunningSimulator]:
+    """Start pvesim on 127.0.0.1 on a free port (state/certs in ``tmp_path``/``state_name``;
+    ``per_node_api=True``: a listener per node); stop on exit."""
+    sim = Simulator(host="127.0.0.1", port=0, state_dir=Path(tmp_path) / state_name,
+                    task_time_scale=task_time_scale, faults=Faults.from_dict(faults),
+                    limits=Limits.from_dict(limits), **kw)
     sim.start()
     try:
         yield RunningSimulator(sim)

@@ -1,4 +1,5 @@
-"""Proxmox reads for the API: one proxmoxer session per thread, a short timeout and no retry, so
+"""Proxmox reads for the API: one proxmoxer session per thread over every endpoint of the cluster
+(pvekvm/endpoints.py: one that cannot be reached is skipped), a short timeout and no retry, so
 a request answers promptly (with ``proxmox_unreachable``) when PVE is down."""
 
 from __future__ import annotations
@@ -6,11 +7,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import requests
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 
+from pvekvm import endpoints
 from pvekvm.config import ProxmoxSettings
+from pvekvm.pvehttp import TransportError
 
 
 class Unreachable(Exception):
@@ -37,9 +39,11 @@ def _api(settings: ProxmoxSettings, timeout: float) -> ProxmoxAPI:
         api = ProxmoxAPI(settings.host, port=settings.port, user=user, token_name=token,
                          token_value=settings.token_secret, verify_ssl=settings.ca_bundle,
                          backend="https", timeout=timeout)
-        session = api._store.get("session")
-        if session is not None:
-            session.trust_env = False
+        state = endpoints.endpoints(settings.urls, settings.endpoint_retry_s,
+                                    settings.max_calls_per_node)
+        api._store["session"] = endpoints.FailoverSession(
+            state, f"PVEAPIToken={settings.token_id}={settings.token_secret}",
+            settings.ca_bundle, timeout)
         cache[key] = api
     return cache[key]
 
@@ -52,5 +56,5 @@ def call(settings: ProxmoxSettings | None, timeout: float, method: str, path: st
         return getattr(_api(settings, timeout)(path), method)(**params)
     except ResourceException as exc:
         raise PveError(exc.status_code, (exc.status_message or "").strip()) from exc
-    except requests.RequestException as exc:
+    except TransportError as exc:
         raise Unreachable(str(exc)) from exc

@@ -64,10 +64,14 @@ def write_config(settings: Settings, path: Path) -> Path:
     path.write_text(
         f'[database]\nurl = "{settings.database_url}"\n'
         f'[amqp]\nurl = "{settings.amqp_url}"\nnamespace = "{settings.namespace}"\n'
-        f'[proxmox]\nbase_url = "{settings.proxmox.base_url}"\n'
+        f'[proxmox]\n' + (f'endpoints = {list(settings.proxmox.endpoints)}\n'
+                           if settings.proxmox.endpoints else
+                           f'base_url = "{settings.proxmox.base_url}"\n') +
         f'token_id = "{settings.proxmox.token_id}"\n'
         f'token_secret = "{settings.proxmox.token_secret}"\n'
         f'ca_bundle = "{settings.proxmox.ca_bundle}"\n'
+        f'max_calls_per_node = {settings.proxmox.max_calls_per_node}\n'
+        f'endpoint_retry_s = {settings.proxmox.endpoint_retry_s}\n'
         f'[smtp]\nhost = "{settings.smtp.host}"\nport = {settings.smtp.port}\n'
         f'[engine]\npoll_delays_s = {list(e.poll_delays_s)}\nstale_after_s = {e.stale_after_s}\n'
         f'max_attempts = {e.max_attempts}\ndeploy_window = {e.deploy_window}\n'

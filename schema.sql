@@ -482,3 +482,26 @@ CREATE TABLE IF NOT EXISTS task_claims (
   slot          VARCHAR(130) NOT NULL,
   KEY ix_task_claims_slot (slot, operation_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- Nodes in maintenance (no new placements; deploys do not target them) or being drained (every
+-- VM of ours is moved off, a bounded number at a time): pvekvm/nodes.py. ``drain_round`` is
+-- part of each drain move's idempotency key, so a crashed drainer never starts a move twice.
+CREATE TABLE IF NOT EXISTS nodes (
+  name          VARCHAR(64)  NOT NULL PRIMARY KEY,
+  maintenance   TINYINT(1)   NOT NULL DEFAULT 0,
+  draining      TINYINT(1)   NOT NULL DEFAULT 0,
+  drain_round   INT UNSIGNED NOT NULL DEFAULT 0,
+  updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- The node an operation places its VM on, written once when first chosen (pvekvm/placement.py):
+-- a migration's target (``source``: where it started), a deploy's node when the product's is in
+-- maintenance. Read again by every later step, so the choice never changes mid-operation.
+CREATE TABLE IF NOT EXISTS placements (
+  operation_id  BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+  service_id    INT UNSIGNED NOT NULL,
+  source        VARCHAR(64)  NULL,
+  node          VARCHAR(64)  NOT NULL,
+  created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  KEY ix_placements_node (node, operation_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -35,6 +35,7 @@ from producers.events import (
     Event,
     IsoMountEvent,
     IsoUnmountEvent,
+    MigrateEvent,
     PowerEvent,
     RdnsResetEvent,
     RdnsSetEvent,
@@ -198,6 +199,12 @@ class OrderClient:
     def power(self, *, service_id: int, action: str, idempotency_key: str | None = None,
               occurred_at: str | None = None) -> PowerEvent:
         return self._emit(PowerEvent, service_id, idempotency_key, occurred_at, action=action)
+
+    def migrate(self, *, service_id: int, node: str | None = None,
+                idempotency_key: str | None = None, occurred_at: str | None = None,
+                ) -> MigrateEvent:
+        """An admin's: move the VM to ``node``, or where placement chooses."""
+        return self._emit(MigrateEvent, service_id, idempotency_key, occurred_at, node=node)
 
 
 __all__ = ["OrderClient", "utc_now"]

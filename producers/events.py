@@ -166,6 +166,8 @@ def snapshot_name(name: str, value: Any) -> str:
     if value == "current" or value.lower() == "pending":
         raise _bad(name, f"{value} is a snapshot name Proxmox reserves")
     return value
+node_name = _pattern(re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"), 63,
+                     "a node name (PVE's pve-node: a host name label)")
 iso_name = _pattern(_ISO_NAME, 205, "an ISO file name (no path, [A-Za-z0-9._+-], ending .iso)")
 
 
@@ -483,11 +485,20 @@ class RdnsResetEvent(Event):
     address: str = _f(ip_address)
 
 
+@dataclass(frozen=True, kw_only=True)
+class MigrateEvent(Event):
+    """An admin's: move the VM to ``node`` (None: placement chooses), live when it can."""
+
+    type: ClassVar[str] = "migrate"
+    node: str | None = _f(node_name, None)
+
+
 EVENT_TYPES: dict[str, type[Event]] = {cls.type: cls for cls in (
     CreateEvent, ChangePackageEvent, ReinstallEvent, SuspendEvent, UnsuspendEvent,
     TerminateEvent, SnapshotCreateEvent, SnapshotDeleteEvent, SnapshotRollbackEvent,
     BackupCreateEvent, BackupDeleteEvent, BackupRestoreEvent, BackupScheduleEvent,
     ResetPasswordEvent, IsoMountEvent, IsoUnmountEvent, PowerEvent, RdnsSetEvent, RdnsResetEvent,
+    MigrateEvent,
 )}
 
 # Orders that may legitimately be placed again with the same fields (suspend, unsuspend,
@@ -607,7 +618,7 @@ __all__ = [
     "BackupCreateEvent", "BackupDeleteEvent", "BackupRestoreEvent", "BackupScheduleEvent",
     "ChangePackageEvent", "CreateEvent", "Event", "InvalidEvent", "IsoMountEvent",
     "IsoUnmountEvent", "PowerEvent", "RdnsResetEvent", "RdnsSetEvent", "ReinstallEvent",
-    "ResetPasswordEvent",
+    "ResetPasswordEvent", "MigrateEvent",
     "SnapshotCreateEvent", "SnapshotDeleteEvent", "SnapshotRollbackEvent", "SuspendEvent",
     "REPEATABLE_TYPES", "TerminateEvent", "UnsuspendEvent", "derive_idempotency_key",
     "event_from_dict", "fresh_idempotency_key", "parse_event", "producer_key", "request_hash",

@@ -23,7 +23,15 @@
                            cancel exit 1 when nothing was paused
   dead-letters [--limit N] [--full]  refused messages: reason, then the body as JSON
                            (redacted; cut at 300 characters unless --full)
-  status                   operations by kind and status, services by status, queue depths
+  status                   operations by kind and status, services by status, queue depths,
+                           nodes in maintenance and drain counts
+  migrate SID [--node N]   move the service's VM (live when it can) to N, or where placement
+                           chooses; billing hears service.migrated
+  node maintenance NODE on|off   no new VM on NODE (deploys go elsewhere) / back in service
+  node drain NODE [--no-watch] [--timeout S]   maintenance on and every VM of ours moved off,
+                           a bounded number at a time, with a progress bar (exit 1: VMs left)
+  node undrain NODE        back in service (moves under way finish)
+  node status [NODE]       maintenance, draining and the drain's counts
   pools                    IP pools: addresses free / held
   isos STORAGE [--node N]  ISO images on a storage, grouped as the client area shows them
   adopt --vmid N --service-id S --client-id C --product P [--node N] [--hostname H]
@@ -69,6 +77,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "dead-letters": ("database",),
     "pools": ("database",),
     "status": ("database", "broker"),
+    "migrate": ("database", "broker"),
+    "node": ("database", "broker"),
     "isos": ("proxmox",),
     # the service API is built to run on and answer 503 while the database or broker is down
     # (tests/api); its settings are still validated at start
@@ -305,6 +315,32 @@ def _admin():
     return admin
 
 
+def _drain():
+    from workers import drain
+
+    return drain
+
+
+def _node_command(settings, args) -> int:
+    d = _drain()
+    if args.node_cmd == "maintenance":
+        return _reply(d.set_maintenance(args.node, args.state == "on"))
+    if args.node_cmd == "drain":
+        return _reply(d.drain_command(settings, args.node, not args.no_watch, args.timeout))
+    if args.node_cmd == "undrain":
+        return _reply(d.undrain(args.node))
+    return _reply(d.node_status(args.node))
+
+
+def _node_name(text: str) -> str:
+    from producers.events import InvalidEvent, node_name
+
+    try:
+        return node_name("node", text)
+    except InvalidEvent as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _smtp_sink(settings, args) -> int:
     from pvekvm import smtpsink
 
@@ -332,6 +368,9 @@ COMMANDS = {
     "dead-letters": cmd_dead_letters,
     "pools": lambda settings, args: print(pool_usage()),
     "status": lambda settings, args: print(engine_status(settings)),
+    "migrate": lambda settings, args: _reply(_drain().migrate_command(
+        settings, args.service_id, args.node)),
+    "node": lambda settings, args: _node_command(settings, args),
     "isos": lambda settings, args: print(list_isos(settings, args.storage, args.node)),
     "api": lambda settings, args: args.run(args, settings),
     "smtp-sink": lambda settings, args: _smtp_sink(settings, args),
@@ -399,6 +438,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="print whole bodies")
     sub.add_parser("pools")
     sub.add_parser("status")
+    p = sub.add_parser("migrate")
+    p.add_argument("service_id", type=int)
+    p.add_argument("--node", type=_node_name, default=None,
+                   help="target node (default: where placement chooses)")
+    p = sub.add_parser("node")
+    nodes = p.add_subparsers(dest="node_cmd", required=True)
+    q = nodes.add_parser("maintenance")
+    q.add_argument("node", type=_node_name)
+    q.add_argument("state", choices=("on", "off"))
+    q = nodes.add_parser("drain")
+    q.add_argument("node", type=_node_name)
+    q.add_argument("--no-watch", action="store_true", help="start it and return (the "
+                   "scheduler moves the VMs)")
+    q.add_argument("--timeout", type=float, default=3600.0, help="stop watching after S s")
+    nodes.add_parser("undrain").add_argument("node", type=_node_name)
+    nodes.add_parser("status").add_argument("node", type=_node_name, nargs="?")
     p = sub.add_parser("isos")
     p.add_argument("storage")
     p.add_argument("--node", default=None)
@@ -520,6 +575,7 @@ def engine_status(settings) -> str:
     for status, n in database.execute_sql(
             "SELECT status, COUNT(*) FROM services GROUP BY status ORDER BY status").fetchall():
         lines.append(f"  {status:<18} {n:>6}")
+    lines += ["nodes:"] + [f"  {line}" for line in _drain().node_status(None).splitlines()]
     lines.append("queues (messages ready):")
     topo = messaging.Topology(settings.namespace)
     conn = messaging.connect(settings.amqp_url)

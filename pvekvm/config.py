@@ -96,6 +96,9 @@ class EngineSettings:
     # backup jobs per node at once: vzdump's global lock lets one run, the next waits inside PVE
     # (up to lockwait); we hold the rest in our queues instead (steps/slots.py)
     backups_per_node: int = 1
+    # VM migrations at once leaving one node, and arriving on one node (steps/migrate.py;
+    # a drain moves that many at a time: pvekvm/nodes.py)
+    migrations_per_node: int = 2
     # how often the backup list is compared with the storages' content (workers/backup_sync.py)
     backup_sync_interval_s: float = 900.0
     # the default retry policy of every transition (steps/machine.py RetryPolicy): a fault is

@@ -576,10 +576,37 @@ class ConsoleSession(BaseModel):
         table_name = "console_sessions"
 
 
+class Node(BaseModel):
+    """A node in maintenance or being drained (pvekvm/nodes.py); a node without a row is in
+    service."""
+
+    name = CharField(max_length=64, primary_key=True)
+    maintenance = BooleanField(default=False)
+    draining = BooleanField(default=False)
+    drain_round = IntegerField(default=0)
+    updated_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "nodes"
+
+
+class Placement(BaseModel):
+    """The node an operation places its VM on, chosen once (pvekvm/placement.py)."""
+
+    operation_id = BigIntegerField(primary_key=True)
+    service_id = IntegerField()
+    source = CharField(max_length=64, null=True)
+    node = CharField(max_length=64)
+    created_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "placements"
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Template, TemplateReplica, IpPool, Product, Service, VmidAllocation, IpAddress, Operation,
     OutboxEvent, HeldEvent, StepRun, Snapshot, Backup, BackupSchedule, DnsProvider, DnsZone,
     DnsRecordRow, Email, DeadLetter, AuditLog, SchemaVersion, TaskSlot, TaskClaim,
     TrafficUsage, TrafficCursor, ClientToken,
-    FeedSequencer, WebhookEndpoint, WebhookDelivery, WebhookStream, ConsoleSession,
+    FeedSequencer, WebhookEndpoint, WebhookDelivery, WebhookStream, ConsoleSession, Node, Placement,
 )

@@ -36,7 +36,10 @@ def _node_entry(ctx: Ctx, node: str) -> dict[str, Any]:
     d: dict[str, Any] = {"id": f"node/{node}", "type": "node", "node": node,
                          "status": "online" if online else "offline", "level": ""}
     if online:
-        d.update({"cpu": 0.03, "maxcpu": 16, "mem": 12 * GiB, "maxmem": 64 * GiB,
+        # memory in use grows with the VMs running there (placement reads maxmem - mem)
+        running = sum(int(vm["config"].get("memory", 512)) for vm in ctx.cluster.vms.values()
+                      if vm["node"] == node and vm["status"] == "running") * 2**20
+        d.update({"cpu": 0.03, "maxcpu": 16, "mem": 4 * GiB + running, "maxmem": 64 * GiB,
                   "disk": 8 * GiB, "maxdisk": 100 * GiB,
                   "uptime": int(time.time() - ctx.cluster.boot), "cgroup-mode": 2})
     return d

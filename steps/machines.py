@@ -24,6 +24,7 @@ from steps import (
     firewall,
     hardware,
     lifecycle,
+    migrate,
     overage,
     package,
     power,
@@ -174,6 +175,25 @@ UNSUSPEND = Machine("unsuspend", "Unsuspend", (
    suspended_after=False)
 
 
+# Move one VM to another node (an operator's or billing's `migrate`, or a node drain): the
+# target chosen once (pvekvm/placement.py), a local ISO detached (PVE cannot migrate it), then
+# live or offline as the VM and its disks allow (steps/migrate.py); its NIC (MAC, VLAN, rate)
+# and firewall checked on the new node, shared-storage backups reached through it.
+MIGRATE = Machine("migrate", "Migrate", (
+    T("migrate", pool="migrate", run=migrate.choose_target, then="mg_iso",
+      label="Choose target node", retry=CLONE_TURN),
+    T("mg_iso", pool="iso", run=migrate.detach_local_iso, then="mg_move",
+      label="Detach local ISO"),
+    T("mg_move", pool="migrate", run=migrate.move, then="mg_network", label="Migrate VM",
+      retry=CLONE_TURN),
+    T("mg_network", pool="network", run=hardware.set_network, then="mg_firewall",
+      label="Configure network"),
+    T("mg_firewall", pool="firewall", run=firewall.set_firewall, then="mg_backups",
+      label="Configure firewall"),
+    T("mg_backups", pool="backup", run=migrate.follow_backups, then="done",
+      label="Backups follow"),
+), runs_while_suspended=True, completed_event="service.migrated")
+
 
 def one_step(kind: str, title: str, *, pool: str, run: Step, label: str,
              completed_event: str | None = None) -> Machine:
@@ -212,7 +232,7 @@ UNTHROTTLE = one_step("unthrottle", "Unthrottle", pool="network", run=overage.un
 MACHINES: dict[str, Machine] = {m.kind: m for m in (
     DEPLOY, CHANGE_PACKAGE, REINSTALL, RESTORE, RESET_PASSWORD, TERMINATE, SUSPEND, UNSUSPEND,
     POWER, SNAPSHOT_CREATE, SNAPSHOT_DELETE, SNAPSHOT_ROLLBACK, BACKUP_CREATE, BACKUP_DELETE,
-    ISO_MOUNT, ISO_UNMOUNT, RDNS_SET, RDNS_RESET, THROTTLE, UNTHROTTLE,
+    ISO_MOUNT, ISO_UNMOUNT, RDNS_SET, RDNS_RESET, THROTTLE, UNTHROTTLE, MIGRATE,
 )}
 
 CLONE_STATES: tuple[str, ...] = tuple(
@@ -221,3 +241,6 @@ CLONE_STATES: tuple[str, ...] = tuple(
 BACKUP_STATES: tuple[str, ...] = tuple(
     t.state for m in MACHINES.values() for t in m.transitions if t.run is backups.create_backup)
 """States whose step dispatches a vzdump (one backup job per node: steps/slots.py)."""
+MIGRATE_STATES: tuple[str, ...] = tuple(
+    t.state for m in MACHINES.values() for t in m.transitions if t.run is migrate.move)
+"""States whose step dispatches a qmigrate (a bounded number per source node: steps/slots.py)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from pvekvm import placement
 from pvekvm.models import Service, TemplateReplica
 from pvekvm.proxmox import ProxmoxError
 from steps import hardware, pvecfg, slots
@@ -56,7 +57,7 @@ def clone_plan(ctx: StepContext) -> ClonePlan:
     target node (the disk is then moved to the product's storage). Else the manual's path:
     full clone on the template's node, then an offline migration."""
     tpl, product = ctx.template, ctx.product
-    node, storage = product.target_node, product.target_storage
+    node, storage = placement.deploy_node(ctx), product.target_storage
     copies = replicas(tpl.id, ctx.settings.engine.catalog_cache_s)
     here = copies.get(node)
     if here is not None:
@@ -132,7 +133,7 @@ def migrate_to_target(ctx: StepContext) -> StepResult:
     wrong storage is moved (``move_disk``; the source is deleted unless a snapshot needs it).
     One Proxmox task per run; the step runs again after each task until nothing is left."""
     # after our migrate or move_disk task the VM is on the target node: look there first
-    hint = ctx.product.target_node if ctx.after_task else ctx.service.node
+    hint = placement.deploy_node(ctx) if ctx.after_task else ctx.service.node
     found = ctx.pve.find_vm(ctx.vmid, hint)
     if found is None:
         raise StepFailed(f"VM {ctx.vmid} has vanished")
@@ -140,7 +141,7 @@ def migrate_to_target(ctx: StepContext) -> StepResult:
     _record_node(ctx, node)
     if cfg.get("lock"):
         return Retry(f"VM is locked ({cfg['lock']})")
-    target, storage = ctx.product.target_node, ctx.product.target_storage
+    target, storage = placement.deploy_node(ctx), ctx.product.target_storage
     if node != target:
         return _migrate(ctx, node, cfg, target, storage)
     misplaced = {k: want for k, want in wanted_storages(ctx, cfg).items()

@@ -45,10 +45,19 @@ def _backup_states() -> tuple[str, ...]:
     return BACKUP_STATES
 
 
+def _migrate_states() -> tuple[str, ...]:
+    from steps.machines import MIGRATE_STATES
+
+    return MIGRATE_STATES
+
+
 CLONE = SlotKind("clone", "qmclone", _clone_states,
                  lambda ctx: ctx.settings.engine.clones_per_storage)
 BACKUP = SlotKind("backup", "vzdump", _backup_states,
                   lambda ctx: ctx.settings.engine.backups_per_node)
+# migrations leaving one node ("qmigrate/<node>": the task runs on the source node)
+QMIGRATE = SlotKind("migration", "qmigrate", _migrate_states,
+                    lambda ctx: ctx.settings.engine.migrations_per_node)
 
 _CLAIMS = ("SELECT o.id, o.upid, o.upid_node FROM task_claims c "
            "JOIN operations o ON o.id = c.operation_id "

@@ -40,6 +40,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "iso_mount": {"iso": "Debian-12.5.0-amd64-netinst.iso"},
     "iso_unmount": {},
     "power": {"action": "reboot"},
+    "migrate": {"node": "pve3"},
     "rdns_set": {"address": "192.0.2.10", "hostname": "mail.client.example"},
     "rdns_reset": {"address": "2001:db8::10"},
 }
@@ -319,3 +320,11 @@ def test_a_reason_shows_a_number_as_it_is() -> None:
 def test_nesting_past_the_bound_is_refused_with_its_depth(depth: int) -> None:
     raw = body("create", hostname="@H@").replace(b'"@H@"', b"[" * depth + b"]" * depth)
     assert reason_of(raw) == f"not JSON: nested {depth + 1} levels deep (max 32)"  # + the event
+
+
+@pytest.mark.parametrize("node", ["pve3/../../etc", "a" * 64, "-pve", "pve3 ", 3, True, ""])
+def test_a_migrate_names_a_node_or_is_refused_naming_the_field(node: object) -> None:
+    body = json.dumps({**ENVELOPE, "type": "migrate", "node": node})
+    with pytest.raises(InvalidEvent, match="field 'node'"):
+        parse_event(body)
+    assert parse_event(json.dumps({**ENVELOPE, "type": "migrate"})).node is None

@@ -31,7 +31,7 @@ from producers.events import (
     parse_event,
     request_hash,
 )
-from pvekvm import dberrors, rdns_policy
+from pvekvm import dberrors, placement, rdns_policy
 from pvekvm.addresses import held_row
 from pvekvm.config import EngineSettings
 from pvekvm.db import values
@@ -65,7 +65,7 @@ KIND_OF: dict[str, str] = {
     "snapshot_rollback": "snapshot_rollback", "backup_create": "backup_create",
     "backup_delete": "backup_delete", "backup_restore": "restore",
     "reset_password": "reset_password", "iso_mount": "iso_mount", "iso_unmount": "iso_unmount",
-    "power": "power", "rdns_set": "rdns_set", "rdns_reset": "rdns_reset",
+    "power": "power", "rdns_set": "rdns_set", "rdns_reset": "rdns_reset", "migrate": "migrate",
 }
 LIVE = ("terminated",)
 DEFAULTS = EngineSettings()  # a service in any other status holds its host name
@@ -284,6 +284,8 @@ def _params(event: Event, service: Service) -> dict[str, Any]:
                                   product.rdns_policy, None)
         if why:
             raise Refused(why)
+    if event.type == "migrate" and data.get("node") in placement.in_maintenance():
+        raise Refused(f"node {data['node']} is in maintenance: it takes no new VM")
     if event.type == "iso_mount" and not product.iso_storage:
         raise Refused("the package has no ISO storage")
     if "backup_id" in data:

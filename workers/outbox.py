@@ -10,7 +10,8 @@ in/out for one UTC hour so far; billing keeps the latest per service and period)
 service.throttled | unthrottled (a throttle / unthrottle operation completed: net0 now runs at
 ``rate_mbps``, the overage or the package rate, 0 = unlimited; ``period`` is the month, YYYY-MM;
 ``used_bytes`` and ``quota_bytes`` what the decision saw; ``reason`` why), backup.gone (the
-storage no longer holds a backup we listed: workers/backup_sync.py).
+storage no longer holds a backup we listed: workers/backup_sync.py), service.migrated (a
+migrate operation completed: ``node`` the VM is on now, ``from_node`` where it was).
 
 Every operation event names what the operation is about (:data:`ABOUT`: the power ``action``,
 the ``snapshot``, ``backup_id``, ``iso``, rDNS ``address``/``hostname``), so billing never has
@@ -31,7 +32,7 @@ from typing import Any
 from pvekvm import jsonsafe, metrics
 from pvekvm.addresses import cidr, held, host_address
 from pvekvm.messaging import Publisher
-from pvekvm.models import Backup, Operation, OutboxEvent, Product, Service, database
+from pvekvm.models import Backup, Operation, OutboxEvent, Placement, Product, Service, database
 
 _INSERT_EVENT = ("INSERT INTO outbox (event_id, type, service_id, operation_id, body, created_at) "
                  "VALUES (%s, %s, %s, %s, %s, %s)")
@@ -46,6 +47,7 @@ ABOUT: dict[str, tuple[tuple[str, str], ...]] = {
     "iso_mount": (("iso", "iso"),),
     "rdns_set": (("address", "address"), ("hostname", "hostname")),
     "rdns_reset": (("address", "address"),),
+    "migrate": (("node", "node"), ("drain", "drain")),
 }
 SERVICE_EVENT_OF_STATUS = {"ready": "service.ready", "suspended": "service.suspended",
                            "terminated": "service.terminated"}
@@ -141,6 +143,11 @@ def completed_event(type_: str, op: Operation) -> Pending:
                   "rate_mbps": float(rate or 0), "used_bytes": params.get("used_bytes"),
                   "quota_bytes": params.get("quota_bytes"),
                   "reason": str(params.get("reason", ""))[:1000]}
+    if type_ == "service.migrated":
+        svc, moved = Service.get_by_id(op.service_id), Placement.get_or_none(
+            Placement.operation_id == op.id)
+        fields = {"node": svc.node, "from_node": moved.source if moved else None,
+                  "vmid": svc.vmid}
     return operation_event(type_, op, **fields)
 
 

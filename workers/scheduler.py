@@ -13,6 +13,8 @@
   today's scheduled backups once their random time of day has passed; the overage pass over
   throttled services (the package rate back at a new month or after a package change); forget
   client tokens that ended over 30 days ago.
+- drain (as often as reconcile): start the next moves off each node being drained
+  (workers/drain.py), a bounded number at a time.
 - auto_resume (every ``[engine] auto_resume_check_s``, 60 s): paused operations resume by
   themselves on their backoff, or at once when the dependency whose fault paused them answers
   again (workers/autoresume.py); sets ``pvekvm_operations_paused``.
@@ -44,7 +46,7 @@ from pvekvm.config import Settings
 from pvekvm.console import sessions as console_sessions
 from pvekvm.db import bind
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
-from workers import autoresume, backup_sync, operations, outbox, overage, traffic
+from workers import autoresume, backup_sync, drain, operations, outbox, overage, traffic
 from workers.consumer import park
 from workers.intake import expired_held_events
 from workers.operations import OpStatus
@@ -278,8 +280,19 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
         finally:
             pub.close()
 
+    def drain_body(run: JobRun) -> None:
+        database.connect(reuse_if_open=True)
+        pub = publisher()
+        try:
+            run.processed += drain.run_once(settings, pub)
+        finally:
+            pub.close()
+
     def reconcile() -> None:
         run_job("reconcile", reconcile_body)
+
+    def drain_nodes() -> None:
+        run_job("drain", drain_body)
 
     def auto_resume() -> None:
         run_job("auto_resume", auto_resume_body)
@@ -300,6 +313,8 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
                   max_instances=1, coalesce=True)
     interval = max(1.0, settings.engine.stale_after_s / 3)
     sched.add_job(reconcile, "interval", seconds=interval, id="reconcile", max_instances=1,
+                  coalesce=True)
+    sched.add_job(drain_nodes, "interval", seconds=interval, id="drain", max_instances=1,
                   coalesce=True)
     sched.add_job(dns_retry, "interval", seconds=60, id="dns_retry", max_instances=1,
                   coalesce=True)

@@ -1,0 +1,191 @@
+"""Moving one VM to another node (the ``migrate`` machine), as PVE's qemu-server allows it.
+
+PVE (PVE/API2/Qemu.pm ``migrate_vm``, PVE/QemuMigrate.pm) migrates a running VM only with
+``online=1``, and its local disks only with ``with-local-disks=1``; a stopped VM goes offline
+(its local disks are copied, ``targetstorage`` maps each storage). A CD-ROM holding an ISO on
+local storage (or the host's drive) aborts any migration ("local cdrom image"): it is
+detached first, the boot order it replaced put back; an ISO on shared storage follows the VM.
+Local disks referenced by a snapshot cannot move (lvm-thin: "non-migratable snapshot exists";
+live: "online storage migration not possible if non-replicated snapshot exists"): refused.
+
+Invariants: the target is chosen once (``placements``: pvekvm/placement.py); at most
+``[engine] migrations_per_node`` migrations leave a node (its ``qmigrate/<node>`` task slot)
+and arrive on one (counted under the ``qmigrate-to/<node>`` slot lock) at a time; a step that
+finds the VM already on the target has nothing to do.
+"""
+
+from __future__ import annotations
+
+from pvekvm import placement
+from pvekvm.models import Backup, Placement, database
+from steps import lifecycle, pvecfg, slots
+from steps.context import StepContext
+from steps.machine import Done, Refused, Retry, StepFailed, StepResult, Wait
+from steps.provision import _record_node
+
+_INBOUND = ("SELECT COUNT(*) FROM placements p JOIN operations o ON o.id = p.operation_id "
+            "WHERE p.node = %s AND o.kind = 'migrate' AND o.status = 'running' AND o.id <> %s "
+            "AND p.source <> p.node")
+
+
+def _placed(ctx: StepContext) -> Placement:
+    row = placement.recorded(ctx.operation.id)
+    if row is None:
+        raise StepFailed("no target node recorded for this migration")
+    return row
+
+
+def _stays(row: Placement) -> bool:
+    return row.source == row.node
+
+
+def _arrivals_free(ctx: StepContext, node: str) -> bool:
+    """Fewer than the limit of migrations arrive on ``node`` (its slot row locked until this
+    transaction ends, so two workers never both take its last turn)."""
+    slots.lock_slot(f"qmigrate-to/{node}")
+    cursor = database.execute_sql(_INBOUND, (node, ctx.operation.id))
+    return int(cursor.fetchone()[0]) < ctx.settings.engine.migrations_per_node
+
+
+def choose_target(ctx: StepContext) -> StepResult:
+    """Where the VM goes: the operator's node (checked: a node of the cluster, online, not in
+    maintenance, with the product's storage), else the placement's best node that has a free
+    arrival turn. A drain move whose VM has already left the drained node stays put."""
+    row = placement.recorded(ctx.operation.id)
+    if row is not None:
+        return Done(f"{row.source} -> {row.node}", skipped=True)
+    found = ctx.pve.find_vm(ctx.vmid, ctx.service.node)
+    if found is None:
+        raise StepFailed(f"VM {ctx.vmid} has vanished")
+    node = found[0]
+    _record_node(ctx, node)
+    drain = ctx.params.get("drain")
+    if drain and node != drain:
+        placement.record(ctx, node, node)
+        return Done(f"already off {drain} (on {node}): nothing to move", skipped=True)
+    wanted = ctx.params.get("node")
+    if wanted:
+        if wanted == node:
+            raise Refused(f"VM {ctx.vmid} is already on {node}")
+        usable = {c.node for c in placement.candidates(ctx.pve, ctx.product, {node})}
+        if wanted not in usable:
+            raise Refused(f"node {wanted} cannot take the VM: not a node of the cluster, "
+                          f"offline, in maintenance or without storage "
+                          f"{ctx.product.target_storage}")
+        if not _arrivals_free(ctx, wanted):
+            return Retry(f"{ctx.settings.engine.migrations_per_node} migrations arrive on "
+                         f"{wanted} already: waiting for a turn", counts=False)
+        placement.record(ctx, node, wanted)
+        return Done(f"{node} -> {wanted} (asked)")
+    options = placement.candidates(ctx.pve, ctx.product, {node})
+    if not options:
+        raise Refused(f"no other node can take the VM (online, not in maintenance, with "
+                      f"storage {ctx.product.target_storage})")
+    for option in options:
+        if _arrivals_free(ctx, option.node):
+            placement.record(ctx, node, option.node)
+            return Done(f"{node} -> {option.node} (most free memory: "
+                        f"{option.free_mem // 2**20} MiB)")
+    return Retry(f"every node that can take the VM has {ctx.settings.engine.migrations_per_node}"
+                 " migrations arriving: waiting for a turn", counts=False)
+
+
+def _shared_storages(ctx: StepContext, node: str) -> set[str]:
+    return {r["storage"] for r in ctx.pve.get("cluster/resources", type="storage")
+            if r.get("node") == node and r.get("shared")}
+
+
+def detach_local_iso(ctx: StepContext) -> StepResult:
+    """An ISO on local storage (or the host's CD-ROM) blocks every migration: empty the drive
+    and put back the boot order the mount replaced (the ISO mount's own undo)."""
+    row = _placed(ctx)
+    if _stays(row):
+        return Done("nothing to move", skipped=True)
+    cfg = ctx.config()
+    files = [str(pvecfg.parse(str(cfg.get(k, "")), "file").get("file") or "")
+             for k in lifecycle.ISO_SLOTS if "media=cdrom" in str(cfg.get(k, ""))]
+    isos = [f for f in files if ":iso/" in f]
+    host_drive = "cdrom" in files
+    if not isos and not host_drive:
+        return Done("no ISO in the CD-ROM", skipped=True)
+    shared = _shared_storages(ctx, ctx.node)
+    if not host_drive and all(f.split(":", 1)[0] in shared for f in isos):
+        return Done(f"ISO {isos[0]} is on shared storage: it follows the VM", skipped=True)
+    iso = isos[0] if isos else None
+    lifecycle.unmount_iso(ctx)  # the usual slot, and the boot order the mount replaced
+    cfg = ctx.config()
+    left = {k: "none,media=cdrom" for k in lifecycle.ISO_SLOTS if "media=cdrom" in str(
+        cfg.get(k, "")) and _blocks(str(pvecfg.parse(str(cfg[k]), "file").get("file")), shared)}
+    if left:  # an ISO an operator put in another slot by hand
+        ctx.pve.put(f"{ctx.vm_path}/config", **left)
+    what = f"ISO {iso} (local storage)" if iso else "the host's CD-ROM drive"
+    return Done(f"{what} detached: PVE cannot migrate a local CD-ROM image")
+
+
+def _blocks(file: str, shared: set[str]) -> bool:
+    return file == "cdrom" or (":iso/" in file and file.split(":", 1)[0] not in shared)
+
+
+def move(ctx: StepContext) -> StepResult:
+    """Send the migration: live (``online=1``) when the VM runs, offline otherwise; local
+    disks with ``with-local-disks=1`` and ``targetstorage`` mapping each storage to itself.
+    Takes a turn of the source node's ``qmigrate`` slot first. Done once the VM is on the
+    target (after our task, or found there on a retry)."""
+    row = _placed(ctx)
+    if _stays(row):
+        return Done("nothing to move", skipped=True)
+    target = str(row.node)
+    found = ctx.pve.find_vm(ctx.vmid, target if ctx.after_task else ctx.service.node)
+    if found is None:
+        raise StepFailed(f"VM {ctx.vmid} has vanished")
+    node, cfg = found
+    _record_node(ctx, node)
+    if node == target:
+        slots.release(ctx)
+        return Done(f"on {target}", skipped=not ctx.after_task)
+    if cfg.get("lock"):
+        return Retry(f"VM is locked ({cfg['lock']})")
+    busy = slots.take(ctx, slots.QMIGRATE, f"qmigrate/{node}")
+    if busy:
+        return Retry(busy, counts=False)
+    pre = ctx.pve.get(f"nodes/{node}/qemu/{ctx.vmid}/migrate", target=target)
+    if target not in pre.get("allowed_nodes", [target]):
+        raise Refused(f"PVE does not allow {target}: {pre.get('not_allowed_nodes', {})}")
+    if pre.get("local_resources"):
+        raise Refused(f"local devices block migration: {', '.join(pre['local_resources'])}")
+    local = [d for d in pre.get("local_disks", []) if not d.get("cdrom")]
+    if any(not d.get("is_unused") for d in local) and _has_snapshots(ctx, node):
+        raise Refused("local disks with snapshots cannot be migrated (PVE: 'non-migratable "
+                      "snapshot exists'): delete the VM's snapshots first")
+    running = bool(pre.get("running"))
+    extra: dict[str, object] = {"online": 1 if running else 0}
+    if local:
+        storages = sorted({str(d["volid"]).split(":", 1)[0] for d in local})
+        extra["with-local-disks"] = 1
+        extra["targetstorage"] = ",".join(f"{s}:{s}" for s in storages)
+    upid = ctx.pve.post(f"nodes/{node}/qemu/{ctx.vmid}/migrate", target=target, **extra)
+    return Wait(upid, node)
+
+
+def _has_snapshots(ctx: StepContext, node: str) -> bool:
+    return any(s.get("name") != "current"
+               for s in ctx.pve.get(f"nodes/{node}/qemu/{ctx.vmid}/snapshot"))
+
+
+def follow_backups(ctx: StepContext) -> StepResult:
+    """Backups on shared storage are now reached through the new node; an archive on the old
+    node's local storage stays where it is (and is listed there)."""
+    row = _placed(ctx)
+    if _stays(row):
+        return Done("nothing moved", skipped=True)
+    rows = list(Backup.select().where((Backup.service_id == ctx.service.id)
+                                      & (Backup.node == row.source)))
+    if not rows:
+        return Done("no backups to follow", skipped=True)
+    shared = _shared_storages(ctx, str(row.node))
+    moved = [b.id for b in rows if b.storage in shared]
+    if moved:
+        Backup.update(node=row.node).where(Backup.id.in_(moved)).execute()
+    stay = len(rows) - len(moved)
+    return Done(f"{len(moved)} backups now via {row.node}"
+                + (f", {stay} stay on {row.source}'s local storage" if stay else ""))

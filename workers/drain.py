@@ -1,0 +1,199 @@
+"""Nodes taken out of service (``python -m pvekvm node ...``): maintenance and drain.
+
+A node in maintenance takes no new VM: placement skips it and a deploy whose product names it
+goes to the best other node (pvekvm/placement.py). Draining puts the node in maintenance and
+moves every VM of ours off it, each move a ``migrate`` operation (steps/migrate.py).
+
+The state is in the database, so a drain survives any crash: ``nodes`` (this module owns its
+rows) and the moves themselves, whose idempotency key ``drain:<node>:<round>:<service>`` makes
+a pass run twice (the CLI's and the scheduler's, or after a crash) start each move once. A
+pass keeps at most ``[engine] migrations_per_node`` moves of a node unfinished; the migrate
+step also bounds arrivals per target node. A move refused (snapshots on local disks...) is not
+retried in the same round: ``node drain`` again starts a new round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pvekvm import messaging
+from pvekvm.config import Settings
+from pvekvm.models import Node, Operation, Service, database
+from workers import operations
+from workers.operations import UNFINISHED, OpStatus
+from workers.outcome import Outcome
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A drain's counts this round: VMs of ours still on the node (``waiting``: no move yet),
+    moves done, under way (queued, running or paused), failed."""
+
+    node: str
+    maintenance: bool
+    draining: bool
+    left: int
+    waiting: int
+    moved: int
+    moving: int
+    failed: int
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will move this round (``left`` > 0: moves that failed)."""
+        return self.waiting == 0 and self.moving == 0
+
+    def line(self) -> str:
+        state = "draining" if self.draining else "maintenance" if self.maintenance \
+            else "in service"
+        return (f"{self.node}: {state}: {self.left} VMs left, {self.moved} moved, "
+                f"{self.moving} moving, {self.failed} failed")
+
+
+def _upsert(node: str, **values: object) -> None:
+    Node.insert(name=node, **values).on_conflict(update=values).execute()
+
+
+def set_maintenance(node: str, on: bool) -> str:
+    """Maintenance on: no new placement on the node (VMs already there stay). Off: it takes
+    VMs again and a drain under way stops starting moves."""
+    _upsert(node, maintenance=on, **({} if on else {"draining": False}))
+    return f"{node}: maintenance {'on' if on else 'off'}"
+
+
+def start_drain(node: str) -> str:
+    """Maintenance on and a new drain round (moves refused in an earlier round are tried
+    again)."""
+    with database.atomic():
+        row = Node.get_or_none(Node.name == node)
+        _upsert(node, maintenance=True, draining=True,
+                drain_round=(row.drain_round if row else 0) + 1)
+    return f"{node}: maintenance on, draining"
+
+
+def undrain(node: str) -> str:
+    """Back in service: no more moves start (those under way finish), placements may use it."""
+    return set_maintenance(node, False)
+
+
+def _residents(node: str) -> list[int]:
+    """Services of ours whose VM is on the node."""
+    return [s.id for s in Service.select(Service.id).where(
+        (Service.node == node) & Service.vmid.is_null(False)
+        & (Service.status != "terminated")).order_by(Service.id)]
+
+
+def _moves(node: str, round_: int) -> list[Operation]:
+    return list(Operation.select().where(
+        (Operation.kind == "migrate")
+        & Operation.idempotency_key.startswith(f"drain:{node}:{round_}:")))
+
+
+def progress(node: str) -> Progress:
+    row = Node.get_or_none(Node.name == node)
+    moves = _moves(node, row.drain_round) if row else []
+    tried = {m.service_id for m in moves}
+    residents = _residents(node)
+    return Progress(node, bool(row and row.maintenance), bool(row and row.draining),
+                    len(residents), sum(1 for sid in residents if sid not in tried),
+                    sum(1 for m in moves if m.status == OpStatus.DONE),
+                    sum(1 for m in moves if m.status in UNFINISHED),
+                    sum(1 for m in moves if m.status in (OpStatus.FAILED, OpStatus.CANCELLED)))
+
+
+def draining() -> list[str]:
+    return [n.name for n in Node.select(Node.name).where(Node.draining == True)]  # noqa: E712
+
+
+def pass_once(settings: Settings, node: str) -> Outcome:
+    """Start the next moves off ``node`` while fewer than the limit are unfinished (one
+    transaction, the node's row locked: two passes at once start nothing twice)."""
+    out = Outcome()
+    with database.atomic():
+        row = Node.fetch_one("SELECT * FROM nodes WHERE name = %s FOR UPDATE", node)
+        if row is None or not row.draining:
+            return out
+        moves = _moves(node, row.drain_round)
+        tried = {m.service_id for m in moves}
+        room = settings.engine.migrations_per_node - sum(
+            1 for m in moves if m.status in UNFINISHED)
+        for sid in _residents(node):
+            if room <= 0:
+                break
+            if sid in tried:
+                continue
+            key = f"drain:{node}:{row.drain_round}:{sid}"
+            out.merge(operations.begin(sid, "migrate", key, {"drain": node}))
+            room -= 1
+    return out
+
+
+def run_once(settings: Settings, publisher: messaging.Publisher) -> int:
+    """One pass over every draining node; how many moves it started."""
+    started = 0
+    for node in draining():
+        out = pass_once(settings, node)
+        operations.deliver(out, publisher)
+        started += sum(1 for line in out.log if "migrate" in line)
+    return started
+
+
+# --------------------------------------------------------------------------- operator CLI
+
+def migrate_command(settings: Settings, service_id: int, node: str | None) -> str:
+    """``migrate SID [--node N]``: publish the admin event to the orders exchange, as billing
+    would (intake checks it and runs it in the service's order)."""
+    from producers.api import OrderClient
+
+    if Service.get_or_none(Service.id == service_id) is None:
+        return _nothing(f"{service_id}: no such service")
+    with OrderClient(settings.amqp_url, settings.namespace) as orders:
+        event = orders.migrate(service_id=service_id, node=node)
+    where = f"to {node}" if node else "where placement chooses"
+    return (f"sid:{service_id} migrate {where} sent ({event.idempotency_key}); "
+            f"`python -m pvekvm history {service_id}` shows it")
+
+
+def _nothing(text: str) -> str:
+    from workers.admin import NothingDone
+
+    return NothingDone(text)
+
+
+def _bar(p: Progress, width: int = 30) -> str:
+    total = p.moved + p.left
+    done = width * p.moved // total if total else width
+    return f"[{'#' * done}{'.' * (width - done)}] {p.line()}"
+
+
+def drain_command(settings: Settings, node: str, watch: bool, timeout_s: float,
+                  interval_s: float = 1.0) -> str:
+    """``node drain NODE``: maintenance on, a new round, then (``watch``) passes with a
+    progress bar until nothing more moves; leaving early is safe: the scheduler goes on."""
+    import sys
+    import time
+
+    print(start_drain(node), flush=True)
+    if not watch:
+        return progress(node).line()
+    pub = messaging.Publisher(settings.amqp_url, messaging.Topology(settings.namespace))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            operations.deliver(pass_once(settings, node), pub)
+            p = progress(node)
+            print(_bar(p), file=sys.stderr, flush=True)
+            if p.finished or time.monotonic() > deadline:
+                break
+            time.sleep(interval_s)
+    finally:
+        pub.close()
+    if p.finished and p.left == 0:
+        return f"{node}: drained, {p.moved} moved (maintenance stays on: `node undrain {node}`)"
+    return _nothing(p.line() + ("" if p.finished else " (still draining: the scheduler goes "
+                                "on)"))
+
+
+def node_status(node: str | None) -> str:
+    names = [node] if node else [n.name for n in Node.select(Node.name).order_by(Node.name)]
+    return "\n".join(progress(n).line() for n in names) or "no node in maintenance"

@@ -281,7 +281,6 @@ def test_create_account_then_the_webhook_arrives_verified(whmcs: Whmcs, receiver
         pytest.skip("no webhook deliverer (workers.webhooks, issue 29 item 1) in this tree "
                     "yet: the end-to-end delivery test runs once it is merged")
     from pvekvm.webhooks.config import EndpointSetting
-
     from tests.whmcs.test_module import wait_done
     from workers import webhooks
 

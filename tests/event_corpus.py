@@ -23,7 +23,7 @@ VALID: dict[str, dict[str, Any]] = {
     "reinstall": {"template": "ubuntu-24.04"},
     "suspend": {}, "unsuspend": {}, "terminate": {}, "reset_password": {}, "iso_unmount": {},
     "snapshot_create": {"name": "before_upgrade", "description": "before apt upgrade"},
-    "snapshot_delete": {"name": "before_upgrade"},
+    "snapshot_delete": {"name": "before_upgrade", "description": "old"},
     "snapshot_rollback": {"name": "before_upgrade", "description": "x"},
     "backup_create": {"note": "manual"},
     "backup_delete": {"backup_id": 9},

@@ -26,9 +26,12 @@ SHIPPED = Path(__file__).resolve().parents[2] / "schemas" / "events"
 
 
 def _without_titles(schema: dict[str, Any]) -> dict[str, Any]:
-    """Property titles pydantic makes from names ('Service Id') say nothing the name does not."""
+    """Property titles pydantic makes from names ('Service Id') say nothing the name does not;
+    a null default says nothing an optional field does not."""
     for prop in schema.get("properties", {}).values():
         prop.pop("title", None)
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
     return schema
 
 

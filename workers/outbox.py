@@ -10,6 +10,10 @@ in/out for one UTC hour so far; billing keeps the latest per service and period)
 service.throttled | unthrottled (a throttle / unthrottle operation completed: net0 now runs at
 ``rate_mbps``, the overage or the package rate, 0 = unlimited; ``period`` is the month, YYYY-MM;
 ``used_bytes`` and ``quota_bytes`` what the decision saw; ``reason`` why).
+
+Each type's fields are declared in :mod:`pvekvm.wire.billing` (shipped as JSON Schemas in
+``schemas/events/billing/``); a field added here is declared there too, or
+tests/e2e/test_event_schemas.py names it.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ from producers.events import (
     TerminateEvent,
     UnsuspendEvent,
     producer_key,
+    type_of,
 )
 from pvekvm.messaging import Publisher, Topology, declare_if_allowed
 
@@ -89,7 +90,7 @@ class OrderClient:
 
     def _emit(self, cls: type[Event], service_id: int, idempotency_key: str | None,
               occurred_at: str | None, **fields: Any) -> Any:
-        key = producer_key(cls.type, service_id, idempotency_key)
+        key = producer_key(type_of(cls), service_id, idempotency_key)
         if key is not None:
             fields["idempotency_key"] = key  # else the event derives one
         event = cls(service_id=service_id, occurred_at=occurred_at or utc_now(), **fields)

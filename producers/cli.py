@@ -33,20 +33,16 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import MISSING, fields
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, get_args, get_origin
 
 from producers.api import OrderClient, utc_now
 from producers.events import (
     ENVELOPE_FIELDS,
     EVENT_TYPES,
-    POWER_ACTIONS,
     WEEKDAYS,
     InvalidEvent,
-    boolean,
-    positive_int,
     producer_key,
-    weekdays,
 )
 from pvekvm.config import ConfigError, broker_settings
 from pvekvm.preflight import broker_verdict
@@ -72,6 +68,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="print the message instead of publishing it")
 
 
+def _argument(name: str, annotation: Any, required: bool) -> dict[str, Any]:
+    """The argparse option of an event field, read from its declared type."""
+    kind = annotation
+    if isinstance(annotation, UnionType):  # an optional field: X | None
+        kind = next(a for a in get_args(annotation) if a is not type(None))
+    if kind is bool:
+        return {"dest": name, "action": "store_true"}
+    if get_origin(kind) is tuple:  # the backup days
+        return {"dest": name, "nargs": "*", "required": required, "metavar": "DAY",
+                "help": f"zero or more of {' '.join(WEEKDAYS)}; none = off"}
+    if kind is int:
+        return {"dest": name, "type": int, "required": required}
+    if get_origin(kind) is Literal:
+        return {"dest": name, "required": required, "choices": get_args(kind)}
+    return {"dest": name, "required": required}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m producers",
                                      description="Publish pvekvm order events.")
@@ -85,24 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="default: fresh per call for repeatable actions "
                             "(suspend, power, snapshots, ...), else derived from the fields")
         p.add_argument("--occurred-at", help="ISO-8601 with offset (default: now, UTC)")
-        for f in fields(cls):
-            if f.name in ENVELOPE_FIELDS or f.name == "service_id":
+        for name, f in cls.model_fields.items():
+            if name in ENVELOPE_FIELDS:
                 continue
-            check = f.metadata["check"]
-            required = f.default is MISSING
-            kwargs: dict[str, Any] = {"dest": f.name}
-            if check is boolean:
-                kwargs.update(action="store_true")
-            elif check is weekdays:
-                kwargs.update(nargs="*", required=required, metavar="DAY",
-                              help=f"zero or more of {' '.join(WEEKDAYS)}; none = off")
-            elif check is positive_int:
-                kwargs.update(type=int, required=required)
-            elif f.name == "action":
-                kwargs.update(required=required, choices=POWER_ACTIONS)
-            else:
-                kwargs.update(required=required)
-            p.add_argument(_option(f.name), **kwargs)
+            p.add_argument(_option(name), **_argument(name, f.annotation, f.is_required()))
     # dispatched before this parser by producers/__main__.py; listed so --help shows it
     sub.add_parser("watch", add_help=False,
                    help="print what billing hears on <namespace>.events, each event once "
@@ -147,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             message_id = args.message_id or default_id
         else:
             cls = EVENT_TYPES[args.command]
-            values = {f.name: getattr(args, f.name) for f in fields(cls)
-                      if f.name not in ("version", "occurred_at")}
+            values = {name: getattr(args, name) for name in cls.model_fields
+                      if name not in ("version", "type", "occurred_at")}
             values["idempotency_key"] = producer_key(args.command, values["service_id"],
                                                      values["idempotency_key"])
             event = cls(occurred_at=args.occurred_at or utc_now(), **values)

@@ -333,11 +333,12 @@ def _node_command(settings, args) -> int:
 
 
 def _node_name(text: str) -> str:
-    from producers.events import InvalidEvent, node_name
+    from pvekvm.wire.orders import InvalidEvent, MigrateEvent
 
     try:
-        return node_name("node", text)
-    except InvalidEvent as exc:
+        return str(MigrateEvent.model_validate(
+            {"service_id": 1, "idempotency_key": "cli", "node": text}).node)
+    except (InvalidEvent, ValueError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 

@@ -61,4 +61,13 @@ def candidates(tag: str | None) -> list[str]:
     return ["-".join(parts[:i]) for i in range(len(parts), 0, -1)]
 
 
-__all__ = ["DEFAULT", "MANUAL_LANGUAGES", "SHIPPED", "candidates", "normalize"]
+def schema_pattern() -> str:
+    """What :func:`normalize` accepts, as a JSON Schema (ECMA-262) pattern: a well-formed tag
+    or one of the manual's language names in any case (at most ``MAX_LENGTH`` characters is
+    the schema's ``maxLength``)."""
+    names = "|".join("".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in name)
+                     for name in MANUAL_LANGUAGES)
+    return f"^(?:{_TAG.pattern}|{names})$"
+
+
+__all__ = ["DEFAULT", "MANUAL_LANGUAGES", "SHIPPED", "candidates", "normalize", "schema_pattern"]

@@ -1,5 +1,5 @@
 """Ranges and lengths of the values events carry: the one source for the event validator
-(producers/events.py) and the database columns they land in (schema.sql).
+(pvekvm/wire/orders.py) and the database columns they land in (schema.sql).
 
 tests/test_schema.py reads the live column types and fails when a limit here and its column
 disagree, so a value the validator accepts always fits its column."""

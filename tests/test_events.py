@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from producers.events import (
     EVENT_TYPES,
@@ -270,8 +271,8 @@ def test_explicit_idempotency_key_kept() -> None:
 
 def test_events_are_frozen_and_hashable() -> None:
     event = parse_event(body("backup_schedule"))
-    with pytest.raises(AttributeError):
-        event.service_id = 2  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        event.service_id = 2
     assert hash(event) == hash(parse_event(body("backup_schedule")))
 
 

@@ -86,13 +86,13 @@ def test_event_limits_match_their_columns(database, field):
 def test_the_validator_applies_the_limits(field):
     """Every event type with the field refuses one past the limit and accepts the limit."""
     low, high = FIELD_RANGES[field]
-    types = [cls for cls in EVENT_TYPES.values() if field in cls.__dataclass_fields__]
+    types = [cls for cls in EVENT_TYPES.values() if field in cls.model_fields]
     assert types
     for cls in types:
         base = {"service_id": 1, "client_id": 1, "product": "p", "email": "a@b.example",
                 "backup_id": 1, "days": [], "name": "snap1", "iso": "a.iso",
                 "action": "start", "address": "192.0.2.1", "hostname": "h.example.com"}
-        kwargs = {k: v for k, v in base.items() if k in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in base.items() if k in cls.model_fields}
         assert getattr(cls(**{**kwargs, field: high}), field) == high
         for bad in (low - 1, high + 1):
             with pytest.raises(InvalidEvent, match=f"field '{field}': out of range"):

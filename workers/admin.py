@@ -31,7 +31,7 @@ def _find(ref: str, statuses: tuple[OpStatus, ...]) -> Operation | None:
 
 
 def _deliver(settings: Settings, out: Outcome) -> None:
-    if not out.publish:
+    if not out.publish and not out.events:  # a cancel owes billing its event, and no nudge
         return
     pub = messaging.Publisher(settings.amqp_url, messaging.Topology(settings.namespace))
     try:

@@ -25,7 +25,7 @@ from typing import Any
 
 from peewee import IntegrityError
 
-from producers.events import CreateEvent, InvalidEvent
+from pvekvm.wire.orders import CreateEvent, InvalidEvent
 from pvekvm import addresses, dns, dnssync, jsonsafe
 from pvekvm.config import Settings
 from pvekvm.models import (

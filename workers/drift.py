@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from producers.events import ChangePackageEvent
+from pvekvm.wire.orders import ChangePackageEvent
 from pvekvm import messaging
 from pvekvm.config import Settings
 from pvekvm.models import Operation, Product, Service, database

@@ -23,14 +23,6 @@ from typing import Any
 
 from peewee import IntegrityError, OperationalError
 
-from producers.events import (
-    BackupScheduleEvent,
-    CreateEvent,
-    Event,
-    InvalidEvent,
-    parse_event,
-    request_hash,
-)
 from pvekvm import dberrors, placement, rdns_policy
 from pvekvm.addresses import held_row
 from pvekvm.config import EngineSettings
@@ -47,6 +39,14 @@ from pvekvm.models import (
     database,
 )
 from pvekvm.validation import is_valid_hostname
+from pvekvm.wire.orders import (
+    BackupScheduleEvent,
+    CreateEvent,
+    Event,
+    InvalidEvent,
+    parse_event,
+    request_hash,
+)
 from steps.context import catalog_named, catalog_row
 from steps.machine import Refused
 from steps.machines import MACHINES

@@ -19,6 +19,10 @@ to look an operation up. ``operation.completed`` always has ``status`` (the serv
 after it: ``ready``, ``suspended``, ``terminated``, …) and ``result``: ``done``, or ``skipped``
 with the ``reason`` when the step found nothing to do or nothing it could do (a VM already
 running, no DNS zone for an rDNS change); a ``backup_create`` adds the new ``backup_id``.
+
+Each type's fields are declared in :mod:`pvekvm.wire.billing` (shipped as JSON Schemas in
+``schemas/events/billing/``); a field added here is declared there too, or
+tests/e2e/test_event_schemas.py names it.
 """
 
 from __future__ import annotations

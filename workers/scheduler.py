@@ -40,12 +40,12 @@ from datetime import datetime, timedelta
 from apscheduler.schedulers.blocking import BlockingScheduler
 from peewee import fn
 
-from producers.events import WEEKDAYS
 from pvekvm import dns, dnssync, logs, messaging, metrics, preflight, proxmox, tokens
 from pvekvm.config import Settings
 from pvekvm.console import sessions as console_sessions
 from pvekvm.db import bind
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
+from pvekvm.wire.orders import WEEKDAYS
 from workers import autoresume, backup_sync, drain, operations, outbox, overage, traffic
 from workers.consumer import park
 from workers.intake import expired_held_events

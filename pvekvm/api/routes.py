@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -13,15 +12,6 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Sec
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from producers.events import (
-    MAX_EVENT_BYTES,
-    Event,
-    InvalidEvent,
-    RdnsResetEvent,
-    RdnsSetEvent,
-    fresh_idempotency_key,
-    parse_event,
-)
 from pvekvm import dnssync, messaging, tokens
 from pvekvm import secrets as secretbox
 from pvekvm.addresses import cidr, held, held_row, host_address
@@ -44,6 +34,15 @@ from pvekvm.models import (
     database,
 )
 from pvekvm.oplog import format_step
+from pvekvm.wire.orders import (
+    MAX_EVENT_BYTES,
+    Event,
+    InvalidEvent,
+    RdnsResetEvent,
+    RdnsSetEvent,
+    fresh_idempotency_key,
+    parse_event,
+)
 
 MAX_SERVICE_ID = 2**32 - 1
 GRAPH_FIELDS: dict[str, list[str]] = {
@@ -509,7 +508,7 @@ async def post_event(request: Request, who: Who, settings: Cfg) -> schemas.Event
         raise HTTPException(403, f"service {event.service_id} is outside the scope of "
                                  f"{who.name} ([api.scopes])")
     if event.occurred_at is None:
-        event = replace(event, occurred_at=datetime.now(UTC).isoformat(timespec="seconds"))
+        event = event.stamped(datetime.now(UTC).isoformat(timespec="seconds"))
     try:
         await run_in_threadpool(_publish, settings, event.to_json(), event.routing_key,
                                 event.idempotency_key)

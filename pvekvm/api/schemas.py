@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import MISSING, fields
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress
 
-from producers import events as ev
-from pvekvm.limits import FIELD_LENGTHS, FIELD_RANGES
+from pvekvm.wire.schemas import order_body_schema
 
 
 def _as_utc(when: datetime) -> datetime:
@@ -268,64 +265,7 @@ class EventAccepted(BaseModel):
 
 # --------------------------------------------------------------------------- order event body
 
-_HOSTNAME_LEN = FIELD_LENGTHS["hostname"]
-
-
-def _anchored(regex: re.Pattern[str]) -> str:
-    return f"^(?:{regex.pattern})$"
-
-
-def _field_schema(name: str) -> dict[str, Any]:
-    """JSON Schema of one event field, stating the rules :mod:`producers.events` applies (the
-    host name, e-mail and language rules go further than a schema can say: those are 422)."""
-    if name in FIELD_RANGES:
-        low, high = FIELD_RANGES[name]
-        return {"type": "integer", "minimum": low, "maximum": high}
-    text = {"type": "string", "pattern": r"^[^\x00-\x1f\x7f]*$"}
-    known: dict[str, dict[str, Any]] = {
-        "idempotency_key": {"type": "string", "pattern": _anchored(ev._IDEMPOTENCY_KEY)},
-        "occurred_at": {"type": "string", "format": "date-time", "maxLength": 64,
-                        "description": "with its UTC offset"},
-        "product": {"type": "string", "pattern": _anchored(ev._SLUG)},
-        "template": {"type": "string", "pattern": _anchored(ev._SLUG)},
-        "email": {"type": "string", "format": "email", "maxLength": FIELD_LENGTHS["email"]},
-        "hostname": {"type": "string", "format": "hostname", "maxLength": _HOSTNAME_LEN,
-                     "description": "RFC 1123; not localhost, not an IP address, punycode "
-                     "for IDN"},
-        "ipv6": {"type": "boolean"},
-        "language": {"type": "string", "maxLength": 35,
-                     "pattern": r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}$",
-                     "description": "BCP 47-style tag (or an English language name)"},
-        "name": {"type": "string", "pattern": _anchored(ev._SNAPSHOT_NAME)},
-        "description": {**text, "maxLength": FIELD_LENGTHS["description"]},
-        "note": {**text, "maxLength": FIELD_LENGTHS["note"]},
-        "days": {"type": "array", "items": {"enum": list(ev.WEEKDAYS)}, "uniqueItems": True,
-                 "maxItems": 7},
-        "iso": {"type": "string", "pattern": _anchored(ev._ISO_NAME)},
-        "action": {"enum": list(ev.POWER_ACTIONS)},
-        "address": {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
-    }
-    return known[name]
-
-
 def event_body_schema() -> dict[str, Any]:
-    """The request body of ``POST /v1/events``: one of the event types, built from the event
-    classes (required fields, no others; optional fields may be null)."""
-    variants = []
-    for event_type, cls in sorted(ev.EVENT_TYPES.items()):
-        props: dict[str, Any] = {"version": {"enum": sorted(ev.SUPPORTED_VERSIONS)},
-                                 "type": {"const": event_type}}
-        required = ["version", "type"]
-        for f in fields(cls):
-            if f.name == "version":
-                continue
-            schema = _field_schema(f.name)
-            if f.default is MISSING or f.name == "idempotency_key":
-                required.append(f.name)
-                props[f.name] = schema
-            else:
-                props[f.name] = {"anyOf": [schema, {"type": "null"}]}
-        variants.append({"type": "object", "title": cls.__name__, "properties": props,
-                         "required": required, "additionalProperties": False})
-    return {"description": "an order event, exactly as on the orders exchange",
-            "oneOf": variants}
+    """The request body of ``POST /v1/events``: one of the order types, from their one
+    declaration (:mod:`pvekvm.wire.orders`, shipped as ``schemas/events/orders/``)."""
+    return order_body_schema()

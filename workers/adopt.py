@@ -25,7 +25,6 @@ from typing import Any
 
 from peewee import IntegrityError
 
-from pvekvm.wire.orders import CreateEvent, InvalidEvent
 from pvekvm import addresses, dns, dnssync, jsonsafe
 from pvekvm.config import Settings
 from pvekvm.models import (
@@ -39,6 +38,7 @@ from pvekvm.models import (
 )
 from pvekvm.proxmox import Proxmox, ProxmoxError
 from pvekvm.validation import is_valid_hostname
+from pvekvm.wire.orders import CreateEvent, InvalidEvent
 from steps import allocation, backups, pvecfg
 from steps.context import marker
 from steps.machine import Refused

@@ -15,11 +15,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from pvekvm.wire.orders import ChangePackageEvent
 from pvekvm import messaging
 from pvekvm.config import Settings
 from pvekvm.models import Operation, Product, Service, database
 from pvekvm.proxmox import Proxmox, ProxmoxError
+from pvekvm.wire.orders import ChangePackageEvent
 from steps import cloudinit, firewall, hardware, overage, pvecfg
 from steps.context import StepContext
 from steps.machine import StepFailed

@@ -88,11 +88,9 @@ def private_mariadb(tmp_path_factory) -> Iterator[services.PrivateMariaDB]:
         shutil.rmtree(workdir / "data", ignore_errors=True)  # ~100 MB; its log stays
 
 
-@pytest.fixture()
-def private_database(private_mariadb: services.PrivateMariaDB) -> Iterator[MySQLDatabase]:
-    """This test's database on the private server: schema applied, every table emptied, and
-    the models bound to it for the test (the previous binding is put back afterwards)."""
-    url = private_mariadb.url(services.test_name())
+def _bound_fresh(url: str) -> Iterator[MySQLDatabase]:
+    """The database at ``url`` created, its schema applied, every table emptied and the models
+    bound to it while the caller's fixture lasts (the previous binding put back after)."""
     dbmod.create_database(url)
     previous = models.database.obj
     db = dbmod.bind(url)
@@ -104,6 +102,13 @@ def private_database(private_mariadb: services.PrivateMariaDB) -> Iterator[MySQL
         db.close()
         if previous is not None:
             models.database.initialize(previous)
+
+
+@pytest.fixture()
+def private_database(private_mariadb: services.PrivateMariaDB) -> Iterator[MySQLDatabase]:
+    """This test's database on the private server: schema applied, every table emptied, and
+    the models bound to it for the test (the previous binding is put back afterwards)."""
+    yield from _bound_fresh(private_mariadb.url(services.test_name()))
 
 
 @pytest.fixture()
@@ -145,15 +150,4 @@ def galera_database(galera: GaleraCluster) -> Iterator[MySQLDatabase]:
     emptied), the models bound to it for the test; every node up at its start (whatever the
     last test stopped)."""
     galera.start()
-    url = galera.url(services.test_name())
-    dbmod.create_database(url)
-    previous = models.database.obj
-    db = dbmod.bind(url)
-    try:
-        dbmod.apply_schema(db)
-        dbmod.reset_data(db)
-        yield db
-    finally:
-        db.close()
-        if previous is not None:
-            models.database.initialize(previous)
+    yield from _bound_fresh(galera.url(services.test_name()))

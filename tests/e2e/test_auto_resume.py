@@ -335,6 +335,7 @@ def test_a_proxmox_outage_with_100_operations_in_flight_ends_with_all_done_by_th
             _order(client, old)
             wait_until(all_ready(old), 300, "the first 30 services", interval=0.5)
             before = Operation.select(fn.MAX(Operation.id)).scalar()
+            sim.set_task_time_scale(0.05)  # tasks take seconds: the 100 are in flight, not done
             _order(client, new)
             for sid in old:
                 client.change_package(service_id=sid, product="vps-large")
@@ -361,6 +362,7 @@ def test_a_proxmox_outage_with_100_operations_in_flight_ends_with_all_done_by_th
             assert Operation.select().where(Operation.status == "done",
                                             Operation.id > before).count() < 100
             sim.set_faults()  # Proxmox answers again
+            sim.set_task_time_scale(0)
             wait_until(lambda: Operation.select().where(
                 (Operation.id > before) & (Operation.status == "done")).count() == 100,
                 600, "all 100 done by themselves", interval=1.0)

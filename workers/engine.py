@@ -45,7 +45,7 @@ from steps.machine import (
     backoff,
 )
 from steps.machines import MACHINES
-from workers import autoresume, operations
+from workers import autoresume, operations, outbox
 from workers.operations import FINISHED, LostRace, OpStatus, cas, new_nudge_id
 from workers.outcome import Nudge, Outcome, read_step_message
 
@@ -153,14 +153,17 @@ class Engine:
         if op is None:
             return Outcome(dead_reason=f"unknown operation {op_id}")
         if nudge != op.nudge_id:
+            # an earlier message of this operation: what a commit owed and its worker may not
+            # have sent (it lost the database or the broker after the commit) is sent now
+            owed = outbox.unpublished_of(op.id)
             if (nudge == op.prev_nudge_id and op.nudge_id and not op.nudge_published
                     and op.status == OpStatus.RUNNING):
                 again = operations.nudge_for(op, self.machines)
-                return Outcome(publish=[again] if again else [])
+                return Outcome(publish=[again] if again else [], events=owed)
             if nudge == op.prev_nudge_id and op.status in FINISHED:
                 # the message that ended it: the next operation it started may be unpublished
-                return Outcome(publish=operations.unpublished_successors(op))
-            return Outcome()  # stale: someone already moved this operation on
+                return Outcome(publish=operations.unpublished_successors(op), events=owed)
+            return Outcome(events=owed)  # stale: someone already moved this operation on
         if op.status != OpStatus.RUNNING:
             return Outcome()
         machine = self.machines[op.kind]

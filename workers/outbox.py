@@ -188,6 +188,17 @@ def publish(pending: list[Pending], publisher: Publisher) -> None:
                 max(0.0, (now - p.created).total_seconds()))
 
 
+def unpublished_of(operation_id: int, limit: int = 100) -> list[Pending]:
+    """The operation's events not yet marked published: a commit whose outcome its worker never
+    learned (the database node died under it) or whose publish was cut. The redelivered message
+    sends them (billing de-duplicates by ``event_id``), so they do not wait for the reconciler."""
+    rows = (OutboxEvent.select().where(OutboxEvent.published_at.is_null()
+                                       & (OutboxEvent.operation_id == operation_id))
+            .order_by(OutboxEvent.id).limit(limit))
+    return [Pending(r.id, r.type, r.body.encode(), r.event_id, r.created_at or datetime.now())
+            for r in rows]
+
+
 def unpublished(older_than: datetime, limit: int = 500) -> list[Pending]:
     """Events whose publish was not confirmed (a crash between commit and publish)."""
     rows = (OutboxEvent.select().where(OutboxEvent.published_at.is_null()

@@ -36,11 +36,15 @@ from tests.scale.galera import GaleraCluster
 from tests.scale.test_chaos import Scheduler, use_chaos_pool
 from workers.operations import UNFINISHED
 
+# what node 1's error log says about how it rejoined (kept for the assertion's message)
+_TRANSFER_WORDS = ("IST", "SST", "State transfer", "Recovered position", "gcache")
+
 
 @dataclass
 class Report:
     kill_to_first_step_s: float = 0.0
     ist: bool = False
+    transfer: list[str] = field(default_factory=list)  # node 1's state transfer log lines
     sent: Counter = field(default_factory=Counter)
     cert_failures: int = 0
     bf_aborts: int = 0
@@ -132,9 +136,12 @@ def run_failover(settings: Settings, sim, galera: GaleraCluster, tmp_path, n: in
             report.kill_to_first_step_s = time.monotonic() - killed
             where = galera.clients(db)
             assert not where.get(3), f"connections after the kill: {where} (node 2 only)"
-            ist_before = galera.error_log(1).count("IST received")
+            log_before = len(galera.error_log(1))
             galera.start_node(1)
-            report.ist = galera.error_log(1).count("IST received") > ist_before
+            rejoin = galera.error_log(1)[log_before:]
+            report.ist = "IST received" in rejoin
+            report.transfer = [line for line in rejoin.splitlines()
+                               if any(w in line for w in _TRANSFER_WORDS)][-12:]
             if rabbit is not None:
                 rabbit.start_node(1)
                 report.events.append("broker node 1 started")
@@ -219,7 +226,8 @@ def test_galera_failover_in_ci(galera_settings, galera, sim, tmp_path):
     leaves is re-published by the redelivered message, without the reconciler's help.)"""
     report, figures = run_failover(galera_settings, sim, galera, tmp_path, n=8, seed=31,
                                    reconciler=False)
-    assert report.ist, "node 1 did not rejoin by IST"
+    assert report.ist, "node 1 did not rejoin by IST; its state transfer lines:\n" + \
+        "\n".join(report.transfer)
     assert figures.operations["done"] >= 8
     assert report.kill_to_first_step_s < 60
 

@@ -160,6 +160,11 @@ def _template_path(templates_dir: str | Path, name: str,
     return path, languages.DEFAULT
 
 
+def template_language(templates_dir: str | Path, name: str, language: str | None) -> str:
+    """The language template ``name`` is sent in for a client of ``language``."""
+    return _template_path(templates_dir, name, language)[1]
+
+
 def _split(name: str, source: str) -> tuple[str, str]:
     first, sep, rest = source.partition("\n")
     if not first.startswith("Subject:") or not sep:
@@ -264,4 +269,5 @@ def send(smtp: SmtpSettings, to: str, msg: Mail) -> None:
         raise MailError(f"cannot talk to {where}: {exc}", transient=True) from exc
 
 
-__all__ = ["Mail", "MailError", "TemplateError", "render", "send", "template_variables"]
+__all__ = ["LRI", "PDI", "Mail", "MailError", "TemplateError", "render", "rtl_html", "send",
+           "template_language", "template_variables"]

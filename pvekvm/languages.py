@@ -37,6 +37,8 @@ MANUAL_LANGUAGES: dict[str, str] = {
 }
 # Other spellings billing systems store: WHMCS's language file for Ukrainian is "ukranian".
 NAME_ALIASES: dict[str, str] = {"ukranian": "uk"}
+# Languages whose templates ship in config/mail (tests/test_mail_languages.py sends each):
+# the manual's; add a tag here with its folder to ship another.
 SHIPPED: tuple[str, ...] = tuple(sorted(MANUAL_LANGUAGES.values()))
 # Scripts written right to left (primary subtags): the manual's ar, he, fa, and a few more
 # whose templates an operator may add.

@@ -35,8 +35,8 @@ def sink() -> Iterator[SmtpSink]:
 
 
 def test_shipped_languages_cover_every_mail_with_the_same_variables():
-    assert set(GREETING) == set(languages.SHIPPED) == set(languages.MANUAL_LANGUAGES.values())
-    assert len(languages.SHIPPED) == 25
+    assert set(GREETING) == set(languages.SHIPPED) >= set(languages.MANUAL_LANGUAGES.values())
+    assert len(languages.MANUAL_LANGUAGES) == 25
     for name in MAILS:
         english = template_variables(TEMPLATES, name)
         for lang in languages.SHIPPED:

@@ -1,7 +1,8 @@
 """``language_change`` through the engine (RabbitMQ, MariaDB, pvesim, real SMTP): a client who
 ordered in German switches to Arabic; billing hears the operation with the new language, the
 service keeps it, and the next mail (a password reset) arrives in Arabic, right to left; a
-malformed language is refused with its reason and changes nothing."""
+malformed language is refused with its reason and changes nothing; a suspended service may
+change it, a terminated one may not."""
 
 from __future__ import annotations
 
@@ -67,6 +68,13 @@ def test_the_next_mail_after_a_language_change_is_in_the_new_language(settings, 
             billing.language_change(service_id=SID, language="he")
             wait_until(lambda: Service.get_by_id(SID).language == "he", 30, "he while suspended")
             assert Service.get_by_id(SID).status == "suspended"
+
+            billing.terminate(service_id=SID)  # a terminated service's language is over
+            late = billing.language_change(service_id=SID, language="tr")
+            refused = events.wait_for(lambda e: e["type"] == "event.refused" and
+                                      e["idempotency_key"] == late.idempotency_key, 30, "late")
+            assert "terminated" in refused["reason"]
+            assert Service.get_by_id(SID).language == "he"
     finally:
         events.close()
     assert mail.rcpt_tos == ["kunde@example.com"]

@@ -124,11 +124,12 @@ _ISOLATED = re.compile(f"{LRI}([^{LRI}{PDI}]*){PDI}")
 
 
 def rtl_html(subject: str, body: str, language: str) -> str:
-    """``body`` as an HTML document written right to left: every element that a client may
-    keep carries ``dir="rtl"`` (webmail drops ``<html>`` and ``<body>``), one line per
-    ``<div>``; a value the template isolates (U+2066 … U+2069) becomes ``<span dir="ltr">``,
-    HTML's own isolate, without the invisible characters, so a password copied from the
-    displayed mail is the password. All text is escaped."""
+    """``body`` as an HTML document written right to left: every element that a client may keep
+    carries ``dir="rtl"`` (webmail drops ``<html>`` and ``<body>``; the outer ``<div>`` says
+    ``lang`` too, for fonts and screen readers), one line per ``<div>``; a value the template
+    isolates (U+2066 … U+2069) becomes ``<span dir="ltr">``, HTML's own isolate, without the
+    invisible characters, so a password copied from the displayed mail is the password. All text
+    is escaped."""
     def line(text: str) -> str:
         text = _ISOLATED.sub(lambda m: f'<span dir="ltr">{m.group(1)}</span>',
                              html.escape(text.strip(), quote=False))
@@ -136,10 +137,12 @@ def rtl_html(subject: str, body: str, language: str) -> str:
 
     lines = "\n".join(line(t) for t in body.rstrip("\n").split("\n"))
     title = html.escape(_ISOLATED.sub(lambda m: m.group(1), subject), quote=False)
-    return (f'<!DOCTYPE html>\n<html dir="rtl" lang="{html.escape(language)}">\n<head>'
+    lang = html.escape(language)
+    return (f'<!DOCTYPE html>\n<html dir="rtl" lang="{lang}">\n<head>'
             f'<meta charset="utf-8"><title>{title}</title></head>\n'
             f'<body dir="rtl" style="direction: rtl; text-align: right">\n'
-            f'<div dir="rtl" style="direction: rtl; text-align: right">\n{lines}\n</div>\n'
+            f'<div dir="rtl" lang="{lang}" style="direction: rtl; text-align: right">\n'
+            f"{lines}\n</div>\n"
             f"</body>\n</html>\n")
 
 

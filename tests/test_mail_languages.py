@@ -155,6 +155,7 @@ def test_a_right_to_left_mail_arrives_with_a_right_to_left_html_part(sink: SmtpS
     assert f"{LRI}203.0.113.10{PDI}" in text and f"{LRI}p<b>&\"q'{PDI}" in text
     page = rich.get_content()
     assert f'<html dir="rtl" lang="{lang}">' in page and '<body dir="rtl"' in page
+    assert f'<div dir="rtl" lang="{lang}"' in page  # what webmail keeps of the document
     assert '<span dir="ltr">203.0.113.10</span>' in page
     assert '<span dir="ltr">p&lt;b&gt;&amp;"q\'</span>' in page and "<b>" not in page
     assert LRI not in page and PDI not in page

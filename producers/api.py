@@ -35,6 +35,7 @@ from producers.events import (
     Event,
     IsoMountEvent,
     IsoUnmountEvent,
+    LanguageChangeEvent,
     MigrateEvent,
     PowerEvent,
     RdnsResetEvent,
@@ -206,6 +207,13 @@ class OrderClient:
                 ) -> MigrateEvent:
         """An admin's: move the VM to ``node``, or where placement chooses."""
         return self._emit(MigrateEvent, service_id, idempotency_key, occurred_at, node=node)
+
+    def language_change(self, *, service_id: int, language: str,
+                        idempotency_key: str | None = None, occurred_at: str | None = None,
+                        ) -> LanguageChangeEvent:
+        """The client's mail language from now on (``de``, ``pt-BR``, ``german``)."""
+        return self._emit(LanguageChangeEvent, service_id, idempotency_key, occurred_at,
+                          language=language)
 
 
 __all__ = ["OrderClient", "utc_now"]

@@ -10,8 +10,13 @@ lower-case English name billing systems such as WHMCS store (``german``, ``russi
   template exists for it: mail falls back from ``de-AT`` to ``de`` to English, so adding a
   language later is a matter of adding its template folder.
 
-:data:`MANUAL_LANGUAGES` are the 25 languages of the manual's module; templates ship for
-:data:`SHIPPED` (English at the top of ``config/mail``, the others in ``config/mail/<code>/``).
+:data:`MANUAL_LANGUAGES` are the 25 languages of the manual's module (by the names of its WHMCS
+language files, ``lang/arabic.php`` … ``lang/ukranian.php``: WHMCS spells Ukrainian that way, and
+that is the name it stores for a client, so both spellings are read); templates ship for all of
+them, :data:`SHIPPED` (English at the top of ``config/mail``, the others in
+``config/mail/<code>/``). Chinese is Simplified (WHMCS's ``chinese``), Norwegian is Bokmål
+(``nb``; ``no`` and ``nn`` fall back to it). :func:`is_rtl` says which tags are written right to
+left (mail adds an HTML part for them: pvekvm/mail.py).
 """
 
 from __future__ import annotations
@@ -30,14 +35,25 @@ MANUAL_LANGUAGES: dict[str, str] = {
     "italian": "it", "macedonian": "mk", "norwegian": "nb", "polish": "pl", "romanian": "ro",
     "russian": "ru", "spanish": "es", "swedish": "sv", "turkish": "tr", "ukrainian": "uk",
 }
-SHIPPED: tuple[str, ...] = ("en", "de", "fr", "es", "ru")
+# Other spellings billing systems store: WHMCS's language file for Ukrainian is "ukranian".
+NAME_ALIASES: dict[str, str] = {"ukranian": "uk"}
+# Languages whose templates ship in config/mail (tests/test_mail_languages.py sends each):
+# the manual's; add a tag here with its folder to ship another.
+SHIPPED: tuple[str, ...] = tuple(sorted(MANUAL_LANGUAGES.values()))
+# Scripts written right to left (primary subtags): the manual's ar, he, fa, and a few more
+# whose templates an operator may add.
+RTL: frozenset[str] = frozenset({"ar", "he", "fa", "ur", "ps", "yi", "dv", "ckb", "sd", "ug",
+                                 "iw"})
+# A language whose texts another shipped language's reader reads as their own: Norwegian
+# ("no", Nynorsk "nn") reads Bokmål; "iw" is Hebrew's withdrawn code.
+_READS: dict[str, str] = {"no": "nb", "nn": "nb", "iw": "he"}
 
 
 def normalize(value: str) -> str:
     """The canonical tag for ``value``; raises ValueError (with the reason) when malformed."""
     if len(value) > MAX_LENGTH:
         raise ValueError(f"too long: {len(value)} characters (max {MAX_LENGTH})")
-    name = MANUAL_LANGUAGES.get(value.lower())
+    name = MANUAL_LANGUAGES.get(value.lower()) or NAME_ALIASES.get(value.lower())
     if name is not None:
         return name
     m = _TAG.fullmatch(value)
@@ -53,12 +69,28 @@ def normalize(value: str) -> str:
 
 
 def candidates(tag: str | None) -> list[str]:
-    """Template folders to try, most specific first: ``de-AT`` → ``de-AT``, ``de``; English
-    (the top folder) is the caller's fallback."""
+    """Template folders to try, most specific first: ``de-AT`` → ``de-AT``, ``de``;
+    ``no-NO`` → ``no-NO``, ``no``, ``nb``; English (the top folder) is the caller's fallback."""
     if not tag:
         return []
     parts = tag.split("-")
-    return ["-".join(parts[:i]) for i in range(len(parts), 0, -1)]
+    out = ["-".join(parts[:i]) for i in range(len(parts), 0, -1)]
+    reads = _READS.get(parts[0].lower())
+    return [*out, reads] if reads else out
+
+
+def is_rtl(tag: str | None) -> bool:
+    """Whether ``tag``'s script is written right to left (by its primary subtag; a script
+    subtag overrides: ``az-Arab`` is, ``ar-Latn`` is not)."""
+    if not tag:
+        return False
+    parts = tag.split("-")
+    scripts = {p.title() for p in parts[1:] if len(p) == 4 and p.isalpha()}
+    if scripts & {"Arab", "Hebr", "Thaa", "Syrc", "Nkoo", "Adlm", "Rohg"}:
+        return True
+    if scripts:
+        return False
+    return parts[0].lower() in RTL
 
 
 def schema_pattern() -> str:
@@ -66,8 +98,9 @@ def schema_pattern() -> str:
     or one of the manual's language names in any case (at most ``MAX_LENGTH`` characters is
     the schema's ``maxLength``)."""
     names = "|".join("".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in name)
-                     for name in MANUAL_LANGUAGES)
+                     for name in (*MANUAL_LANGUAGES, *NAME_ALIASES))
     return f"^(?:{_TAG.pattern}|{names})$"
 
 
-__all__ = ["DEFAULT", "MANUAL_LANGUAGES", "SHIPPED", "candidates", "normalize", "schema_pattern"]
+__all__ = ["DEFAULT", "MANUAL_LANGUAGES", "NAME_ALIASES", "RTL", "SHIPPED", "candidates",
+           "is_rtl", "normalize", "schema_pattern"]

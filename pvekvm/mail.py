@@ -30,9 +30,12 @@ also template), ``backup_restored`` (hostname, service_id, backup), ``password_r
 
 from __future__ import annotations
 
+import html
 import re
 import smtplib
 import ssl
+import uuid
+from base64 import encodebytes
 from binascii import b2a_qp
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,21 +77,73 @@ class Mail:
     language: str
 
     def mime(self) -> bytes:
-        """The message without From/To/Date/Message-ID, CRLF line ends: a UTF-8 text/plain
-        part, 7bit when the body is ASCII with lines of at most 78 characters, else
-        quoted-printable; a non-ASCII subject as RFC 2047 encoded words. Written out: through
-        ``EmailMessage`` and its header registry this cost a tenth of a deploy's worker CPU."""
+        """The message without From/To/Date/Message-ID, CRLF line ends, ``Content-Language``
+        on the message and on each part; a non-ASCII subject as RFC 2047 encoded words.
+
+        Left-to-right languages: one UTF-8 text/plain part. Right-to-left ones (ar, he, fa, …:
+        :func:`languages.is_rtl`): multipart/alternative of that text/plain part (for clients
+        that show plain text; their bidi algorithm takes each line's direction from its first
+        letter) and a text/html part with ``dir="rtl"``, which is what webmail and most clients
+        display: they render text/plain in an element whose base direction is left to right,
+        so an Arabic line's full stop and colon land on the wrong side. Each part is 7bit when
+        ASCII with lines of at most 78 characters, else quoted-printable or base64, whichever
+        is shorter (base64 for mostly non-Latin text). Written out: through ``EmailMessage``
+        and its header registry this cost a tenth of a deploy's worker CPU."""
         subject = self.subject if self.subject.isascii() else \
             Header(self.subject, "utf-8").encode().replace("\n", "\r\n")
-        text = self.body
-        plain = text.isascii() and "\r" not in text \
-            and all(len(line) <= 78 for line in text.split("\n"))
-        body = text.encode() if plain else b2a_qp(text.encode(), istext=True)
         head = (f"Subject: {subject}\r\nMIME-Version: 1.0\r\n"
-                f'Content-Type: text/plain; charset="utf-8"\r\n'
-                f"Content-Transfer-Encoding: {'7bit' if plain else 'quoted-printable'}\r\n"
-                f"Content-Language: {self.language}\r\n\r\n")
-        return head.encode() + body.replace(b"\n", b"\r\n")
+                f"Content-Language: {self.language}\r\n")
+        plain = _part("text/plain", self.body, self.language)
+        if not languages.is_rtl(self.language):
+            return head.encode() + plain
+        boundary = f"=_pvekvm_{uuid.uuid4().hex}"  # "=_" never occurs in QP nor base64
+        rich = _part("text/html", rtl_html(self.subject, self.body, self.language),
+                     self.language)
+        return (f'{head}Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+                f"--{boundary}\r\n").encode() + plain + \
+            f"\r\n--{boundary}\r\n".encode() + rich + f"\r\n--{boundary}--\r\n".encode()
+
+
+def _part(content_type: str, text: str, language: str) -> bytes:
+    """One UTF-8 part with its headers (Content-Type through the blank line), CRLF ends."""
+    raw = text.encode()
+    if text.isascii() and "\r" not in text and all(len(line) <= 78
+                                                    for line in text.split("\n")):
+        encoding, body = "7bit", raw.replace(b"\n", b"\r\n")
+    else:
+        qp = b2a_qp(raw, istext=True).replace(b"\n", b"\r\n")
+        b64 = encodebytes(raw).replace(b"\n", b"\r\n")
+        encoding, body = ("quoted-printable", qp) if len(qp) <= len(b64) else ("base64", b64)
+    return (f'Content-Type: {content_type}; charset="utf-8"\r\n'
+            f"Content-Transfer-Encoding: {encoding}\r\n"
+            f"Content-Language: {language}\r\n\r\n").encode() + body
+
+
+LRI, PDI = "\u2066", "\u2069"  # LEFT-TO-RIGHT ISOLATE, POP DIRECTIONAL ISOLATE
+_ISOLATED = re.compile(f"{LRI}([^{LRI}{PDI}]*){PDI}")
+
+
+def rtl_html(subject: str, body: str, language: str) -> str:
+    """``body`` as an HTML document written right to left: every element that a client may keep
+    carries ``dir="rtl"`` (webmail drops ``<html>`` and ``<body>``; the outer ``<div>`` says
+    ``lang`` too, for fonts and screen readers), one line per ``<div>``; a value the template
+    isolates (U+2066 … U+2069) becomes ``<span dir="ltr">``, HTML's own isolate, without the
+    invisible characters, so a password copied from the displayed mail is the password. All text
+    is escaped."""
+    def line(text: str) -> str:
+        text = _ISOLATED.sub(lambda m: f'<span dir="ltr">{m.group(1)}</span>',
+                             html.escape(text.strip(), quote=False))
+        return f'<div dir="rtl">{text}</div>' if text else '<div dir="rtl">&nbsp;</div>'
+
+    lines = "\n".join(line(t) for t in body.rstrip("\n").split("\n"))
+    title = html.escape(_ISOLATED.sub(lambda m: m.group(1), subject), quote=False)
+    lang = html.escape(language)
+    return (f'<!DOCTYPE html>\n<html dir="rtl" lang="{lang}">\n<head>'
+            f'<meta charset="utf-8"><title>{title}</title></head>\n'
+            f'<body dir="rtl" style="direction: rtl; text-align: right">\n'
+            f'<div dir="rtl" lang="{lang}" style="direction: rtl; text-align: right">\n'
+            f"{lines}\n</div>\n"
+            f"</body>\n</html>\n")
 
 
 def _template_path(templates_dir: str | Path, name: str,
@@ -106,6 +161,11 @@ def _template_path(templates_dir: str | Path, name: str,
     if not path.is_file():
         raise TemplateError(f"mail template {name!r} not found: {path}")
     return path, languages.DEFAULT
+
+
+def template_language(templates_dir: str | Path, name: str, language: str | None) -> str:
+    """The language template ``name`` is sent in for a client of ``language``."""
+    return _template_path(templates_dir, name, language)[1]
 
 
 def _split(name: str, source: str) -> tuple[str, str]:
@@ -212,4 +272,5 @@ def send(smtp: SmtpSettings, to: str, msg: Mail) -> None:
         raise MailError(f"cannot talk to {where}: {exc}", transient=True) from exc
 
 
-__all__ = ["Mail", "MailError", "TemplateError", "render", "send", "template_variables"]
+__all__ = ["LRI", "PDI", "Mail", "MailError", "TemplateError", "render", "rtl_html", "send",
+           "template_language", "template_variables"]

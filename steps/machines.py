@@ -25,6 +25,7 @@ from steps import (
     hardware,
     lifecycle,
     migrate,
+    notify,
     overage,
     package,
     power,
@@ -222,6 +223,13 @@ RDNS_SET = one_step("rdns_set", "ReverseDNS", pool="dns", run=rdns.set_client_pt
                     label="Set reverse DNS")
 RDNS_RESET = one_step("rdns_reset", "ReverseDNS", pool="dns", run=rdns.reset_client_ptr,
                       label="Reset reverse DNS")
+# The client's mail language (language_change): nothing on Proxmox; the service's language is
+# set as the operation completes (params "service"), so billing hears it accepted and completed
+# like any order, in the order it sent it; allowed while suspended (it starts no VM)
+LANGUAGE_CHANGE = Machine("language_change", "Language", (
+    T("language_change", pool="mail", run=notify.use_language, then="done",
+      label="Set mail language"),
+), runs_while_suspended=True)
 # Traffic over quota (the scheduler's overage pass starts them; never on a suspended service):
 # only net0's rate changes (pvekvm/overage.py has the rule, steps/overage.py the steps)
 THROTTLE = one_step("throttle", "Throttle", pool="network", run=overage.throttle,
@@ -233,6 +241,7 @@ MACHINES: dict[str, Machine] = {m.kind: m for m in (
     DEPLOY, CHANGE_PACKAGE, REINSTALL, RESTORE, RESET_PASSWORD, TERMINATE, SUSPEND, UNSUSPEND,
     POWER, SNAPSHOT_CREATE, SNAPSHOT_DELETE, SNAPSHOT_ROLLBACK, BACKUP_CREATE, BACKUP_DELETE,
     ISO_MOUNT, ISO_UNMOUNT, RDNS_SET, RDNS_RESET, THROTTLE, UNTHROTTLE, MIGRATE,
+    LANGUAGE_CHANGE,
 )}
 
 CLONE_STATES: tuple[str, ...] = tuple(

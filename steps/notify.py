@@ -44,6 +44,19 @@ def send_once(ctx: StepContext, template: str) -> StepResult:
     return Done(f"{template} mail to {ctx.service.email}")
 
 
+def use_language(ctx: StepContext) -> StepResult:
+    """language_change: the service's mail language becomes ``params["language"]`` as the
+    operation completes (no Proxmox, no mail); says which templates it will get."""
+    tag = str(ctx.params["language"])
+    try:
+        used = mail.template_language(ctx.settings.templates_dir, "vm_ready", tag)
+    except mail.TemplateError as exc:
+        used = f"? ({exc})"
+    if used == tag:
+        return Done(f"mail in {tag} from now on")
+    return Done(f"mail language {tag}: templates in {used} (no {tag} templates)")
+
+
 def mailer(template: str) -> Callable[[StepContext], StepResult]:
     def step(ctx: StepContext) -> StepResult:
         return send_once(ctx, template)

@@ -35,6 +35,7 @@ VALID: dict[str, dict[str, Any]] = {
     "backup_schedule": {"days": ["mon", "thu"]},
     "iso_mount": {"iso": "debian.iso"},
     "power": {"action": "reboot"},
+    "language_change": {"language": "fa"},
 }
 EXTRA_KEYS = st.sampled_from(["password", "root_password", "api_key", "token", "vmid",
                               "node", "type", "version", "\ud800", "x" * 100])

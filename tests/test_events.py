@@ -44,6 +44,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "migrate": {"node": "pve3"},
     "rdns_set": {"address": "192.0.2.10", "hostname": "mail.client.example"},
     "rdns_reset": {"address": "2001:db8::10"},
+    "language_change": {"language": "he"},
 }
 
 

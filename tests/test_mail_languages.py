@@ -4,6 +4,7 @@ real SMTP; the fallbacks; and the language on an order validated like every othe
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -11,13 +12,17 @@ import pytest
 from producers.events import CreateEvent, InvalidEvent, parse_event
 from pvekvm import languages
 from pvekvm.config import ROOT
-from pvekvm.mail import render, send, template_variables
+from pvekvm.mail import LRI, PDI, render, send, template_variables
 from tests.smtp_sink import SmtpSink
 
 TEMPLATES = ROOT / "config" / "mail"
 MAILS = ("welcome", "vm_ready", "reinstalled", "password_reset", "backup_restored")
 GREETING = {"en": "Hello", "de": "Guten Tag", "fr": "Bonjour", "es": "Hola",
-            "ru": "Здравствуйте"}
+            "ru": "Здравствуйте", "ar": "مرحبًا", "az": "Salam", "ca": "Hola", "zh": "您好",
+            "hr": "Poštovani", "cs": "Dobrý den", "da": "Hej", "nl": "Hallo", "et": "Tere",
+            "fa": "سلام", "he": "שלום", "hu": "Tisztelt Ügyfelünk", "it": "Gentile cliente",
+            "mk": "Почитувани", "nb": "Hei", "pl": "Dzień dobry", "ro": "Bună ziua",
+            "sv": "Hej", "tr": "Merhaba", "uk": "Вітаємо"}
 VALUES = {"hostname": "web1.example.com", "service_id": 5546, "ip": "203.0.113.10",
           "ipv6": "2001:db8::10", "username": "root", "password": "S3cr€t$pw",
           "template": "debian-12", "backup": "2026-04-10 03:00"}
@@ -30,7 +35,8 @@ def sink() -> Iterator[SmtpSink]:
 
 
 def test_shipped_languages_cover_every_mail_with_the_same_variables():
-    assert set(GREETING) == set(languages.SHIPPED)
+    assert set(GREETING) == set(languages.SHIPPED) >= set(languages.MANUAL_LANGUAGES.values())
+    assert len(languages.MANUAL_LANGUAGES) == 25
     for name in MAILS:
         english = template_variables(TEMPLATES, name)
         for lang in languages.SHIPPED:
@@ -46,11 +52,12 @@ def test_every_mail_is_received_in_the_clients_language(sink: SmtpSink, lang: st
         send(sink.settings(), to, render(TEMPLATES, name, VALUES, language=lang))
         got = sink.wait_for(lambda m, to=to: m.rcpt_tos == [to])
         assert got.message["Content-Language"] == lang
-        assert got.message.get_content_charset() == "utf-8"
+        assert got.message.get_body(("plain",)).get_content_charset() == "utf-8"
         assert "web1.example.com" in got.subject
         assert (got.subject == english[name]) == (lang == "en"), (name, got.subject)
         assert got.body.startswith(GREETING[lang]), (name, got.body[:40])
         assert "5546" in got.body and "$" not in got.body.replace("S3cr€t$pw", "")
+        assert (got.message.get_content_type() == "text/plain") != languages.is_rtl(lang)
         if name in ("vm_ready", "reinstalled", "password_reset"):
             assert "S3cr€t$pw" in got.body and "203.0.113.10" in got.body
 
@@ -61,6 +68,9 @@ def test_every_mail_is_received_in_the_clients_language(sink: SmtpSink, lang: st
     ("ja", "en"),
     (None, "en"),
     ("ru", "ru"),
+    ("no-NO", "nb"),      # Norwegian reads Bokmål
+    ("nn", "nb"),
+    ("zh-Hans-CN", "zh"),
 ])
 def test_fallback_to_the_language_then_english(asked, used):
     msg = render(TEMPLATES, "welcome", VALUES, language=asked)
@@ -75,7 +85,8 @@ def _create(**extra) -> dict:
 
 @pytest.mark.parametrize("given,stored", [
     ("de", "de"), ("DE_at", "de-AT"), ("zh-hans-cn", "zh-Hans-CN"), ("german", "de"),
-    ("Russian", "ru"), ("ja", "ja"),
+    ("Russian", "ru"), ("ja", "ja"), ("ukranian", "uk"), ("Ukrainian", "uk"), ("farsi", "fa"),
+    ("norwegian", "nb"), ("chinese", "zh"), ("hebrew", "he"),
 ])
 def test_order_language_is_normalised(given, stored):
     event = parse_event(json.dumps(_create(language=given)))
@@ -90,3 +101,73 @@ def test_malformed_language_is_refused_with_a_reason(given, why):
     with pytest.raises(InvalidEvent, match=why) as err:
         parse_event(json.dumps(_create(language=given)))
     assert "field 'language'" in err.value.reason
+
+
+# --------------------------------------------------------------------------- right to left
+
+RTL = [lang for lang in languages.SHIPPED if languages.is_rtl(lang)]
+ISOLATED = re.compile(f"{LRI}\\$([a-z_][a-z0-9_]*){PDI}")
+
+
+def test_the_manuals_right_to_left_languages_are_the_ones_shipped_rtl():
+    assert RTL == ["ar", "fa", "he"]
+    assert languages.is_rtl("ar-EG") and languages.is_rtl("az-Arab")
+    assert not languages.is_rtl("ar-Latn") and not languages.is_rtl("de") \
+        and not languages.is_rtl(None)
+
+
+@pytest.mark.parametrize("lang", RTL)
+def test_every_value_in_a_right_to_left_template_is_isolated_left_to_right(lang: str):
+    """Host names, addresses and passwords inside Arabic, Hebrew or Farsi text stay in their
+    order: every variable of the template sits between U+2066 and U+2069."""
+    for name in MAILS:
+        source = (TEMPLATES / lang / f"{name}.txt").read_text(encoding="utf-8")
+        bare = ISOLATED.sub("", source)
+        assert "$" not in bare, (lang, name, bare)
+        assert set(ISOLATED.findall(source)) == template_variables(TEMPLATES, name)
+
+
+@pytest.mark.parametrize("lang", RTL)
+def test_a_right_to_left_mail_arrives_with_a_right_to_left_html_part(sink: SmtpSink, lang: str):
+    """Over real SMTP: multipart/alternative of the UTF-8 plain text (values isolated, the
+    isolates intact through the transfer encoding) and an HTML part whose every container says
+    dir="rtl", values in <span dir="ltr"> without invisible characters, everything escaped;
+    the RFC 2047 subject decodes to the rendered one; Content-Language everywhere."""
+    values = {**VALUES, "password": "p<b>&\"q'"}
+    msg = render(TEMPLATES, "vm_ready", values, language=lang)
+    head = msg.mime().split(b"\r\n\r\n", 1)[0]
+    assert head.isascii() and head.startswith(b"Subject: =?utf-8?b?")  # RFC 2047 words
+    to = f"rtl.{lang}@example.com"
+    send(sink.settings(), to, msg)
+    got = sink.wait_for(lambda m: m.rcpt_tos == [to])
+    header = got.message["Subject"]
+    assert not header.defects and str(header) == msg.subject
+    assert f"{LRI}web1.example.com{PDI}" in got.subject
+    assert got.message.get_content_type() == "multipart/alternative"
+    assert got.message["Content-Language"] == lang
+    plain, rich = got.message.get_payload()
+    for part, kind in ((plain, "text/plain"), (rich, "text/html")):
+        assert part.get_content_type() == kind and part.get_content_charset() == "utf-8"
+        assert part["Content-Language"] == lang
+        assert part["Content-Transfer-Encoding"] in ("base64", "quoted-printable")
+    text = plain.get_content()
+    assert text == msg.body and text.startswith(GREETING[lang])
+    assert f"{LRI}203.0.113.10{PDI}" in text and f"{LRI}p<b>&\"q'{PDI}" in text
+    page = rich.get_content()
+    assert f'<html dir="rtl" lang="{lang}">' in page and '<body dir="rtl"' in page
+    assert f'<div dir="rtl" lang="{lang}"' in page  # what webmail keeps of the document
+    assert '<span dir="ltr">203.0.113.10</span>' in page
+    assert '<span dir="ltr">p&lt;b&gt;&amp;"q\'</span>' in page and "<b>" not in page
+    assert LRI not in page and PDI not in page
+    lines = [line for line in page.splitlines() if line.startswith("<div")]
+    assert lines and all(line.startswith('<div dir="rtl"') for line in lines)
+    assert GREETING[lang] in lines[1]
+
+
+def test_a_left_to_right_mail_stays_one_plain_part(sink: SmtpSink):
+    send(sink.settings(), "ltr@example.com", render(TEMPLATES, "vm_ready", VALUES, language="uk"))
+    got = sink.wait_for(lambda m: m.rcpt_tos == ["ltr@example.com"])
+    assert got.message.get_content_type() == "text/plain"
+    assert got.message["Content-Language"] == "uk"
+    assert got.message["Content-Transfer-Encoding"] == "base64"  # mostly Cyrillic: shorter
+    assert got.body.startswith("Вітаємо") and LRI not in got.body

@@ -66,6 +66,7 @@ KIND_OF: dict[str, str] = {
     "backup_delete": "backup_delete", "backup_restore": "restore",
     "reset_password": "reset_password", "iso_mount": "iso_mount", "iso_unmount": "iso_unmount",
     "power": "power", "rdns_set": "rdns_set", "rdns_reset": "rdns_reset", "migrate": "migrate",
+    "language_change": "language_change",
 }
 LIVE = ("terminated",)
 DEFAULTS = EngineSettings()  # a service in any other status holds its host name
@@ -266,6 +267,8 @@ def _params(event: Event, service: Service) -> dict[str, Any]:
         if template is None:
             raise Refused(f"unknown template {name!r}")
         return {"template_id": template.id, "service": {"template_id": template.id}}
+    if event.type == "language_change":  # the column is set when the operation completes
+        return {"language": data["language"], "service": {"language": data["language"]}}
     if event.type == "snapshot_create":
         _check_snapshot_room(service, product, data["name"])
     # a rollback or delete names a snapshot Proxmox may hold without us (an operator's): the

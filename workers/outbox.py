@@ -14,11 +14,12 @@ storage no longer holds a backup we listed: workers/backup_sync.py), service.mig
 migrate operation completed: ``node`` the VM is on now, ``from_node`` where it was).
 
 Every operation event names what the operation is about (:data:`ABOUT`: the power ``action``,
-the ``snapshot``, ``backup_id``, ``iso``, rDNS ``address``/``hostname``), so billing never has
-to look an operation up. ``operation.completed`` always has ``status`` (the service's status
-after it: ``ready``, ``suspended``, ``terminated``, …) and ``result``: ``done``, or ``skipped``
-with the ``reason`` when the step found nothing to do or nothing it could do (a VM already
-running, no DNS zone for an rDNS change); a ``backup_create`` adds the new ``backup_id``.
+the ``snapshot``, ``backup_id``, ``iso``, rDNS ``address``/``hostname``, the new ``language``),
+so billing never has to look an operation up. ``operation.completed`` always has ``status`` (the
+service's status after it: ``ready``, ``suspended``, ``terminated``, …) and ``result``:
+``done``, or ``skipped`` with the ``reason`` when the step found nothing to do or nothing it
+could do (a VM already running, no DNS zone for an rDNS change); a ``backup_create`` adds the
+new ``backup_id``.
 
 Each type's fields are declared in :mod:`pvekvm.wire.billing` (shipped as JSON Schemas in
 ``schemas/events/billing/``); a field added here is declared there too, or
@@ -52,6 +53,7 @@ ABOUT: dict[str, tuple[tuple[str, str], ...]] = {
     "rdns_set": (("address", "address"), ("hostname", "hostname")),
     "rdns_reset": (("address", "address"),),
     "migrate": (("node", "node"), ("drain", "drain")),
+    "language_change": (("language", "language"),),
 }
 SERVICE_EVENT_OF_STATUS = {"ready": "service.ready", "suspended": "service.suspended",
                            "terminated": "service.terminated"}

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Sec
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from pvekvm import dnssync, messaging, tokens
+from pvekvm import dnssync, languages, mail, messaging, tokens
 from pvekvm import secrets as secretbox
 from pvekvm.addresses import cidr, held, held_row, host_address
 from pvekvm.api import pve, schemas
@@ -201,6 +201,13 @@ def _pve_or_503(settings: Settings, method: str, path: str, **params: Any) -> An
 
 # --------------------------------------------------------------------------- endpoints
 
+def _mail_language(settings: Settings, language: str | None) -> str:
+    try:
+        return mail.template_language(settings.templates_dir, "vm_ready", language)
+    except mail.TemplateError:  # no templates at all: the engine's mail steps will say so
+        return languages.DEFAULT
+
+
 @router.get("/services/{service_id}", response_model=schemas.ServiceView, responses=NOT_FOUND)
 def get_service(svc: Svc, settings: Cfg) -> schemas.ServiceView:
     """Status, placement, addresses, product, the running operation and live power state."""
@@ -217,7 +224,8 @@ def get_service(svc: Svc, settings: Cfg) -> schemas.ServiceView:
                    for a in addresses],
         operation=_current(svc), live=live, proxmox_unreachable=unreachable,
         proxmox_error=error, throttled_period=f"{svc.throttled_period:%Y-%m}"
-        if svc.throttled_period else None)
+        if svc.throttled_period else None, language=svc.language,
+        mail_language=_mail_language(settings, svc.language))
 
 
 def _ptr(row: Any) -> dict[str, Any]:

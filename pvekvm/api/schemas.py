@@ -106,6 +106,10 @@ class ServiceView(BaseModel):
     throttled_period: str | None = Field(
         None, description="YYYY-MM: the month (UTC) the VM is throttled for, its traffic over "
         "the package's quota (net0 at the overage rate); null = the package rate")
+    language: str | None = Field(None, description="the client's language as ordered "
+                                 "(create, language_change; normalised tag), null: none given")
+    mail_language: str = Field("en", description="the language its mails are sent in: "
+                               "language, or its fallback when no templates exist for it")
 
 
 class Credentials(BaseModel):

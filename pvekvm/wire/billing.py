@@ -54,6 +54,8 @@ class OperationEvent(BillingEvent):
     hostname: str | None = Field(None, description="rDNS: the PTR name; service.ready: the VM's")
     node: str | None = Field(None, description="migrate: the node asked for (null: placement)")
     drain: str | None = Field(None, description="migrate: the node a drain empties")
+    language: str | None = Field(None, description="language_change: the client's language "
+                                 "now (normalised tag: de, pt-BR)")
 
 
 class OperationAccepted(OperationEvent):

@@ -477,6 +477,14 @@ class RdnsResetEvent(Event):
     address: IpAddress
 
 
+class LanguageChangeEvent(Event):
+    """The client's language for its mail from now on, validated and normalised as
+    ``create``'s is (an English name such as ``german`` becomes ``de``)."""
+
+    type: Literal["language_change"] = "language_change"
+    language: Language
+
+
 def type_of(cls: type[Event]) -> str:
     """The event type an event class carries (its ``type`` field's value)."""
     return str(cls.model_fields["type"].default)
@@ -487,7 +495,7 @@ EVENT_TYPES: dict[str, type[Event]] = {type_of(cls): cls for cls in (
     TerminateEvent, SnapshotCreateEvent, SnapshotDeleteEvent, SnapshotRollbackEvent,
     BackupCreateEvent, BackupDeleteEvent, BackupRestoreEvent, BackupScheduleEvent,
     ResetPasswordEvent, IsoMountEvent, IsoUnmountEvent, PowerEvent, RdnsSetEvent, RdnsResetEvent,
-    MigrateEvent,
+    MigrateEvent, LanguageChangeEvent,
 )}
 
 # Orders that may legitimately be placed again with the same fields (suspend, unsuspend,
@@ -698,8 +706,8 @@ __all__ = [
     "EVENT_TYPES", "EVENT_VERSION", "MAX_EVENT_BYTES", "POWER_ACTIONS", "SUPPORTED_VERSIONS",
     "WEEKDAYS", "BackupCreateEvent", "BackupDeleteEvent", "BackupRestoreEvent",
     "BackupScheduleEvent", "ChangePackageEvent", "CreateEvent", "Event", "InvalidEvent",
-    "IsoMountEvent", "IsoUnmountEvent", "MigrateEvent", "PowerEvent", "RdnsResetEvent",
-    "RdnsSetEvent",
+    "IsoMountEvent", "IsoUnmountEvent", "LanguageChangeEvent", "MigrateEvent", "PowerEvent",
+    "RdnsResetEvent", "RdnsSetEvent",
     "ReinstallEvent", "ResetPasswordEvent", "SnapshotCreateEvent", "SnapshotDeleteEvent",
     "SnapshotRollbackEvent", "SuspendEvent", "REPEATABLE_TYPES", "TerminateEvent",
     "UnsuspendEvent", "derive_idempotency_key", "event_from_dict", "fresh_idempotency_key",

@@ -74,6 +74,12 @@ def test_service_view_carries_live_state_from_proxmox(api_env: ApiEnv):
     assert api_env.api.get(f"/v1/services/{SID_A}", TOKEN).json()["throttled_period"] == \
         "2026-11"
     Service.update(throttled_period=None).where(Service.id == SID_A).execute()
+    assert (a["language"], a["mail_language"]) == (svc.language, "en")
+    for ordered, sent in (("fa", "fa"), ("de-AT", "de"), ("pt-BR", "en"), ("no", "nb")):
+        Service.update(language=ordered).where(Service.id == SID_A).execute()
+        got = api_env.api.get(f"/v1/services/{SID_A}", TOKEN).json()
+        assert (got["language"], got["mail_language"]) == (ordered, sent)
+    Service.update(language=svc.language).where(Service.id == SID_A).execute()
 
 
 @pytest.mark.parametrize("how", ["refused", "silent"])

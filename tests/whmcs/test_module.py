@@ -337,6 +337,18 @@ def test_suspend_blocks_the_buttons_until_unsuspend(whmcs: Whmcs):
     assert area["pvekvm_blocked"] == blocked and "pvekvm_console_link" not in area
     assert Operation.select().where(Operation.service_id == SID_B).count() == before
 
+    assert whmcs.call("languageSync", b) == "success"  # the mail language: also when suspended
+    wait_done(SID_B, "language_change")
+    assert Service.get_by_id(SID_B).language == "de"  # the client's WHMCS language, german
+    farsi = {**b["clientsdetails"], "language": "farsi"}
+    assert whmcs.call("languageSync", {**b, "clientsdetails": farsi}) == "success"
+    wait_done(SID_B, "language_change", 2)
+    assert Service.get_by_id(SID_B).language == "fa"
+    unknown = {**b["clientsdetails"], "language": "klingon"}
+    assert whmcs.call("languageSync", {**b, "clientsdetails": unknown}).startswith(
+        "the client has no language pvekvm knows")
+    assert len(ops(SID_B, "language_change")) == 2
+
     assert whmcs.call("UnsuspendAccount", b) == "success"
     wait_done(SID_B, "unsuspend")
     assert whmcs.call("start", b) == "success"

@@ -266,6 +266,7 @@ function pvekvm_AdminCustomButtonArray(): array
         'Start' => 'start', 'Stop' => 'stop', 'Shut down' => 'shutdown', 'Reboot' => 'reboot',
         'Reset password' => 'resetPassword', 'Reinstall' => 'reinstall',
         'Back up now' => 'backupCreate', 'Unmount ISO' => 'isoUnmount',
+        'Sync mail language' => 'languageSync',
     ];
 }
 
@@ -282,6 +283,26 @@ function pvekvm_ClientAreaAllowedFunctions(): array
 {
     return ['reinstall', 'snapshotCreate', 'snapshotDelete', 'snapshotRollback', 'backupCreate',
             'backupDelete', 'backupRestore', 'isoMount', 'rdnsSet', 'rdnsReset'];
+}
+
+/**
+ * The client's language in WHMCS (their profile) becomes the service's mail language
+ * (language_change): for a client who changed it after the order. Allowed while suspended.
+ */
+function pvekvm_languageSync(array $params): string
+{
+    try {
+        $language = Module::language($params);
+        if ($language === null) {
+            return 'the client has no language pvekvm knows in WHMCS: the mail language is unchanged';
+        }
+        $sid = Module::serviceId($params);
+        Module::api($params)->postEvent('language_change', $sid,
+            Module::callKey($sid, 'language_change'), ['language' => $language]);
+        return 'success';
+    } catch (Throwable $e) {
+        return Module::fail($e, 'language_change', $params);
+    }
 }
 
 function pvekvm_power(array $params, string $action): string

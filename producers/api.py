@@ -40,6 +40,9 @@ from producers.events import (
     RdnsResetEvent,
     RdnsSetEvent,
     ReinstallEvent,
+    ReinstallIsoEvent,
+    RescueOffEvent,
+    RescueOnEvent,
     ResetPasswordEvent,
     SnapshotCreateEvent,
     SnapshotDeleteEvent,
@@ -206,6 +209,19 @@ class OrderClient:
                 ) -> MigrateEvent:
         """An admin's: move the VM to ``node``, or where placement chooses."""
         return self._emit(MigrateEvent, service_id, idempotency_key, occurred_at, node=node)
+
+    def reinstall_iso(self, *, service_id: int, iso: str, idempotency_key: str | None = None,
+                      occurred_at: str | None = None) -> ReinstallIsoEvent:
+        """Empty disks, the installer ``iso`` in the CD-ROM (network and firewall kept)."""
+        return self._emit(ReinstallIsoEvent, service_id, idempotency_key, occurred_at, iso=iso)
+
+    def rescue_on(self, *, service_id: int, idempotency_key: str | None = None,
+                  occurred_at: str | None = None) -> RescueOnEvent:
+        return self._emit(RescueOnEvent, service_id, idempotency_key, occurred_at)
+
+    def rescue_off(self, *, service_id: int, idempotency_key: str | None = None,
+                   occurred_at: str | None = None) -> RescueOffEvent:
+        return self._emit(RescueOffEvent, service_id, idempotency_key, occurred_at)
 
 
 __all__ = ["OrderClient", "utc_now"]

@@ -42,6 +42,9 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "iso_unmount": {},
     "power": {"action": "reboot"},
     "migrate": {"node": "pve3"},
+    "reinstall_iso": {"iso": "Debian-12.5.0-amd64-netinst.iso"},
+    "rescue_on": {},
+    "rescue_off": {},
     "rdns_set": {"address": "192.0.2.10", "hostname": "mail.client.example"},
     "rdns_reset": {"address": "2001:db8::10"},
 }

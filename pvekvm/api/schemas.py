@@ -106,6 +106,8 @@ class ServiceView(BaseModel):
     throttled_period: str | None = Field(
         None, description="YYYY-MM: the month (UTC) the VM is throttled for, its traffic over "
         "the package's quota (net0 at the overage rate); null = the package rate")
+    rescue: bool = Field(False, description="in rescue mode: the VM boots the provider's "
+                         "rescue ISO (rescue_off boots it from its disk again)")
 
 
 class Credentials(BaseModel):
@@ -248,6 +250,27 @@ class ProductView(BaseModel):
 class TemplateView(BaseModel):
     name: str = Field(description="what create's and reinstall's ``template`` names")
     os_user: str
+
+
+class TemplateChoice(BaseModel):
+    """One OS a product offers (the OS picker: pvekvm/picker.py)."""
+
+    name: str = Field(description="what create's and reinstall's ``template`` names")
+    os_family: str = Field(description="debian, ubuntu, ...: the name's part before its first "
+                           "'-', to group the list by")
+    os_type: str = Field(description="linux or windows")
+    os_user: str = Field(description="the user the VM's login is for")
+    default: bool = Field(description="the product's own template: a create without one")
+    current: bool | None = Field(None, description="a service's list: the template installed "
+                                 "now (reinstall without a template installs it again)")
+
+
+class TemplateOffer(BaseModel):
+    """The templates a product offers, in the catalog's order; create and reinstall to any
+    other are refused with the reason."""
+
+    product: str
+    templates: list[TemplateChoice]
 
 
 class Catalog(BaseModel):

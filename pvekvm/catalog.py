@@ -151,16 +151,9 @@ def _offer(product: str, own: str, offer: Any, templates: dict[str, Template]) -
     install), each name once, at most ``picker.MAX_TEMPLATES``."""
     if offer is None:
         return []
-    where = f"product {product}: templates"
-    if not isinstance(offer, list) or not all(isinstance(n, str) for n in offer):
-        raise CatalogError(f"{where} must be a list of template names")
-    if len(set(offer)) != len(offer):
-        raise CatalogError(f"{where} names a template twice")
-    if not 0 < len(offer) <= picker.MAX_TEMPLATES:
-        raise CatalogError(f"{where}: 1..{picker.MAX_TEMPLATES} names, got {len(offer)}")
-    if own not in offer:
-        raise CatalogError(f"{where} must include the product's own template {own!r} "
-                           "(the one a create without a template installs)")
+    problem = picker.catalog_offer_problem(own, offer)
+    if problem:
+        raise CatalogError(f"product {product}: {problem}")
     return [templates[name].id for name in offer]
 
 

@@ -6,9 +6,26 @@ offer (``GET /v1/services/{id}/templates``, ``GET /v1/products/{name}/templates`
 
 from __future__ import annotations
 
+from typing import Any
+
 from pvekvm.models import Product, ProductTemplate, Template
 
 MAX_TEMPLATES = 64  # per product: an order form's list, not a catalog dump
+
+
+def catalog_offer_problem(own: Any, offer: Any) -> str | None:
+    """What is wrong with a product's ``templates = [...]`` in a catalog file (None: fine): a
+    list of 1..MAX_TEMPLATES names, each once, its own ``template`` (the default) among them."""
+    if not isinstance(offer, list) or not all(isinstance(n, str) for n in offer):
+        return "templates must be a list of template names"
+    if len(set(offer)) != len(offer):
+        return "templates names a template twice"
+    if not 0 < len(offer) <= MAX_TEMPLATES:
+        return f"templates: 1..{MAX_TEMPLATES} names, got {len(offer)}"
+    if own not in offer:
+        return (f"templates must include the product's own template {own!r} (the one a "
+                "create without a template installs)")
+    return None
 
 
 def offered(product: Product) -> list[Template]:

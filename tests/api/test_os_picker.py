@@ -46,3 +46,14 @@ def test_the_order_form_lists_a_products_offer_and_a_client_only_its_own(api_env
     assert r.status_code == 403 and "own service's product" in r.json()["detail"]
     # an unknown product reads the same as another's to a client (nothing to probe names with)
     assert api.get("/v1/products/no-such/templates", token).status_code == 403
+
+
+def test_the_service_view_says_when_the_vm_is_in_rescue_mode(api_env: ApiEnv):
+    api, token = api_env.api, api_env.client_token(SID_A)
+    assert api.get(f"/v1/services/{SID_A}", token).json()["rescue"] is False
+    Service.update(rescue_before='{"boot": "order=scsi0", "slot": "ide3", "media": null}').where(
+        Service.id == SID_A).execute()  # as rescue_on records it (steps/rescue.py)
+    try:
+        assert api.get(f"/v1/services/{SID_A}", token).json()["rescue"] is True
+    finally:
+        Service.update(rescue_before=None).where(Service.id == SID_A).execute()

@@ -117,6 +117,10 @@ def test_picker_iso_reinstall_and_rescue_end_to_end(rescue_settings, sim):
         assert vm["status"] == "running"
         svc = Service.get_by_id(SID)
         assert (svc.status, svc.vmid, svc.boot_before_iso) == ("ready", vmid, original["boot"])
+        assert (svc.username, svc.password_enc) == (None, None)  # the old OS's login is gone
+        ready = events.wait_for(lambda e: e["type"] == "service.ready"
+                                and e["kind"] == "reinstall_iso", 10, "ready after ISO install")
+        assert ready["os_user"] is None and ready["vmid"] == vmid
 
         billing.suspend(service_id=SID)
         wait_until(lambda: Service.get_by_id(SID).status == "suspended", 30, "suspended")

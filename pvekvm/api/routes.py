@@ -416,7 +416,8 @@ def list_products(who: Who) -> schemas.Catalog:
     templates = {t.id: t for t in Template.select().order_by(Template.name)}
     return schemas.Catalog(products=[schemas.ProductView(
         name=p.name, template=templates[p.template_id].name if p.template_id in templates
-        else None, cores=p.cores, memory_mb=p.memory_mb, disk_gb=p.disk_gb,
+        else None, templates=[t.name for t in picker.offered(p)],
+        cores=p.cores, memory_mb=p.memory_mb, disk_gb=p.disk_gb,
         add_disk_gb=p.add_disk_gb, net_rate_mbps=float(p.net_rate_mbps or 0),
         extra_ipv4=p.extra_ipv4, ipv6=p.ip6_pool_id is not None,
         snapshot_limit=p.snapshot_limit, backup_limit=p.backup_limit,

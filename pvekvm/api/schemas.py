@@ -233,6 +233,9 @@ class ProductView(BaseModel):
 
     name: str
     template: str | None = Field(description="the template a create without one gets")
+    templates: list[str] = Field(default_factory=list, description="the templates a create or "
+                                 "reinstall may name (the OS picker: GET /v1/products/{name}/"
+                                 "templates has each one's OS family and user)")
     cores: int
     memory_mb: int
     disk_gb: int

@@ -51,7 +51,7 @@ def _twice(settings, sim, kind: str) -> None:
 def test_iso_reinstall_and_rescue_steps_run_twice_are_the_same_as_once(settings, sim, sink):
     engine = replace(settings.engine, rescue_iso=RESCUE)
     settings = replace(settings, engine=engine)
-    assert handle_order(CreateEvent(service_id=SID, client_id=4, product="vps-small",
+    assert handle_order(CreateEvent(service_id=SID, client_id=4, product="vps-large",
                                     email="i@example.com").to_json()).dead_reason is None
     deploy = Operation.get(Operation.service_id == SID)
     for t in DEPLOY.transitions:
@@ -72,12 +72,15 @@ def test_iso_reinstall_and_rescue_steps_run_twice_are_the_same_as_once(settings,
     _twice(settings, sim, "rescue_off")
     assert Service.get_by_id(SID).rescue_before is None
 
-    Product.update(iso_storage=None).where(Product.name == "vps-small").execute()
+    Product.update(iso_storage=None).where(Product.name == "vps-large").execute()
     iso = ReinstallIsoEvent(service_id=SID, iso="Debian-12.5.0-amd64-netinst.iso")
     assert handle_order(iso.to_json(), engine).dead_reason == (
         "the package has no ISO storage: no reinstall from an ISO")
-    Product.update(iso_storage="iso").where(Product.name == "vps-small").execute()
+    Product.update(iso_storage="iso").where(Product.name == "vps-large").execute()
     assert handle_order(iso.to_json(), engine).dead_reason is None
+    disks_before = _state(sim)[4]
     _twice(settings, sim, "reinstall_iso")
     cfg = sim.vm(Service.get_by_id(SID).vmid)["config"]
     assert cfg["boot"] == "order=ide3;scsi0" and "netinst" in cfg["ide3"]
+    assert "size=80G" in cfg["scsi0"] and "size=100G" in cfg["scsi1"]  # both disks anew, empty
+    assert len(_state(sim)[4]) == len(disks_before)  # system, additional, cloud-init: no leftover

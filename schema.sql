@@ -95,6 +95,18 @@ CREATE TABLE IF NOT EXISTS products (
   CONSTRAINT ck_products_snapshot_days CHECK (snapshot_days BETWEEN 1 AND 10)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
+-- The templates a product offers (the OS picker); a product with none listed offers only its
+-- own template (products.template_id).
+CREATE TABLE IF NOT EXISTS product_templates (
+  product_id    INT UNSIGNED NOT NULL,
+  template_id   INT UNSIGNED NOT NULL,
+  position      SMALLINT UNSIGNED NOT NULL DEFAULT 0,  -- the catalog's order, for the picker
+  PRIMARY KEY (product_id, template_id),
+  KEY ix_product_templates_template (template_id),
+  CONSTRAINT fk_product_templates_product FOREIGN KEY (product_id) REFERENCES products (id),
+  CONSTRAINT fk_product_templates_template FOREIGN KEY (template_id) REFERENCES templates (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
 CREATE TABLE IF NOT EXISTS services (
   id            INT UNSIGNED NOT NULL PRIMARY KEY,    -- the billing system's service id
   client_id     INT UNSIGNED NOT NULL,
@@ -111,6 +123,8 @@ CREATE TABLE IF NOT EXISTS services (
   want_ipv6     TINYINT(1)   NOT NULL DEFAULT 0,
   suspended     TINYINT(1)   NOT NULL DEFAULT 0,      -- billing suspended it: nothing may start the VM
   boot_before_iso VARCHAR(255) NULL,                  -- boot order before an ISO mount ('' = none)
+  rescue_before VARCHAR(512) NULL,                    -- rescue mode: JSON of the boot order and CD
+                                                      -- slot the rescue ISO replaced; NULL = not in rescue
   language      VARCHAR(35)  NULL,                    -- client's language tag (de, pt-BR); NULL = English
   throttled_period DATE      NULL,                    -- first day of the UTC month whose quota it is
                                                       -- throttled for (net0 at the overage rate); NULL = not

@@ -41,6 +41,9 @@ from producers.events import (
     RdnsResetEvent,
     RdnsSetEvent,
     ReinstallEvent,
+    ReinstallIsoEvent,
+    RescueOffEvent,
+    RescueOnEvent,
     ResetPasswordEvent,
     SnapshotCreateEvent,
     SnapshotDeleteEvent,
@@ -214,6 +217,19 @@ class OrderClient:
         """The client's mail language from now on (``de``, ``pt-BR``, ``german``)."""
         return self._emit(LanguageChangeEvent, service_id, idempotency_key, occurred_at,
                           language=language)
+
+    def reinstall_iso(self, *, service_id: int, iso: str, idempotency_key: str | None = None,
+                      occurred_at: str | None = None) -> ReinstallIsoEvent:
+        """Empty disks, the installer ``iso`` in the CD-ROM (network and firewall kept)."""
+        return self._emit(ReinstallIsoEvent, service_id, idempotency_key, occurred_at, iso=iso)
+
+    def rescue_on(self, *, service_id: int, idempotency_key: str | None = None,
+                  occurred_at: str | None = None) -> RescueOnEvent:
+        return self._emit(RescueOnEvent, service_id, idempotency_key, occurred_at)
+
+    def rescue_off(self, *, service_id: int, idempotency_key: str | None = None,
+                   occurred_at: str | None = None) -> RescueOffEvent:
+        return self._emit(RescueOffEvent, service_id, idempotency_key, occurred_at)
 
 
 __all__ = ["OrderClient", "utc_now"]

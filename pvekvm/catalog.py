@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pvekvm import dns, secrets
+from pvekvm import dns, picker, secrets
 from pvekvm.addresses import MAX_EXTRA_IPV4
 from pvekvm.models import (
     DnsProvider,
@@ -145,6 +145,18 @@ def _load_replicas(tpl: Template, replicas: list[dict[str, Any]]) -> None:
                                storage=r["storage"], shared=bool(r.get("shared", False)))
 
 
+def _offer(product: str, own: str, offer: Any, templates: dict[str, Template]) -> list[int]:
+    """The template ids of a product's ``templates = [...]`` (the OS picker's offer, in order;
+    left out: [] = its own template only). The list names its own ``template`` (the default
+    install), each name once, at most ``picker.MAX_TEMPLATES``."""
+    if offer is None:
+        return []
+    problem = picker.catalog_offer_problem(own, offer)
+    if problem:
+        raise CatalogError(f"product {product}: {problem}")
+    return [templates[name].id for name in offer]
+
+
 def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
     check_dns(data, key_file)
     counts = {"templates": 0, "ip_pools": 0, "addresses": 0, "products": 0, "dns_zones": 0}
@@ -177,11 +189,14 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
         for p in data.get("products", []):
             p = dict(p)
             tpl = p.pop("template")
-            if tpl not in templates:
-                t = Template.get_or_none(Template.name == tpl)
-                if t is None:
-                    raise CatalogError(f"product {p['name']}: unknown template {tpl}")
-                templates[tpl] = t
+            offer = p.pop("templates", None)
+            for name in [tpl, *(offer if isinstance(offer, list) else [])]:
+                if isinstance(name, str) and name not in templates:
+                    t = Template.get_or_none(Template.name == name)
+                    if t is None:
+                        raise CatalogError(f"product {p['name']}: unknown template {name}")
+                    templates[name] = t
+            offer_ids = _offer(p["name"], tpl, offer, templates)
             p["template_id"] = templates[tpl].id
             if p.get("dhcp") and (p.get("ip_pool") or p.get("ip6_pool")):
                 raise CatalogError(f"product {p['name']}: a DHCP product has no IP pools")
@@ -212,7 +227,8 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
                 raise CatalogError(f"product {p['name']}: {problem}")
             p.setdefault("traffic_quota_gb", None)  # left out = unlimited (a reload clears it)
             p.setdefault("overage_rate_mbps", None)
-            _upsert(Product, "name", p)
+            product = _upsert(Product, "name", p)
+            picker.save_offer(product.id, offer_ids)
             counts["products"] += 1
         providers = {}
         for d in data.get("dns_providers", []):

@@ -15,6 +15,7 @@ from typing import Any
 
 from peewee import BooleanField, CharField, DecimalField, Field, IntegerField, TextField
 
+from pvekvm import picker
 from pvekvm.addresses import MAX_EXTRA_IPV4
 from pvekvm.catalog import CatalogError, check_prefix_pool, pool_addresses
 from pvekvm.dns.model import PROVIDERS
@@ -27,7 +28,7 @@ from pvekvm.validation import is_valid_hostname
 SECTIONS: dict[str, tuple[Any, dict[str, type], set[str]]] = {
     "templates": (Template, {}, set()),
     "ip_pools": (IpPool, {"first": str, "last": str}, set()),
-    "products": (Product, {"template": str, "ip_pool": str, "ip6_pool": str},
+    "products": (Product, {"template": str, "ip_pool": str, "ip6_pool": str, "templates": list},
                  {"template_id", "ip_pool_id", "ip6_pool_id"}),
 }
 REQUIRED_EXTRA = {"products": {"template"}}
@@ -69,7 +70,8 @@ def _entry(where: str, section: str, entry: dict[str, Any]) -> list[str]:
             errors.append(f"{where} {name}: must not be negative, got {value!r}")
     for key, typ in extra.items():
         if key in entry and not isinstance(entry[key], typ):
-            errors.append(f"{where} {key}: expected a string, got {entry[key]!r}")
+            errors.append(f"{where} {key}: expected a {'list' if typ is list else 'string'}, "
+                          f"got {entry[key]!r}")
         elif key not in entry and key in REQUIRED_EXTRA.get(section, ()):
             errors.append(f"{where} {key}: missing")
     return errors
@@ -145,6 +147,14 @@ def _product_refs(where: str, p: dict[str, Any], data: dict[str, Any]) -> list[s
         known = _refs(data, section)
         if key in p and known is not None and p[key] not in known:
             errors.append(f"{where} {key}: no [[{section}]] named {p[key]!r} in this file")
+    known = _refs(data, "templates")
+    if "templates" in p and (known is None or p.get("template") in known):  # the OS picker's
+        problem = picker.catalog_offer_problem(p.get("template"), p["templates"])  # offer
+        if problem:
+            errors.append(f"{where} {problem}")
+        elif known is not None:
+            errors.extend(f"{where} templates: no [[templates]] named {n!r} in this file"
+                          for n in p["templates"] if n not in known)
     extra = p.get("extra_ipv4", 0)
     if isinstance(extra, int) and extra > MAX_EXTRA_IPV4:
         errors.append(f"{where} extra_ipv4: at most {MAX_EXTRA_IPV4} (one NIC each), got {extra}")

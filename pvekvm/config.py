@@ -120,6 +120,9 @@ class EngineSettings:
     # so its end is seen within ~12 % of its duration (at most 5 s) at ~20 looks for a 20 s clone
     poll_delays_s: tuple[float, ...] = (0.25,) * 8 + (0.5,) * 4 + (1.0,) * 4 + (2.0,) * 4 + (5.0,)
     catalog_cache_s: float = 10.0  # products/templates are re-read at most this often
+    # rescue mode's ISO (steps/rescue.py): a volume every node reaches, "storage:iso/file.iso"
+    # (e.g. "iso:iso/systemrescue-11.02-amd64.iso"); "" = no rescue mode (rescue_on refused)
+    rescue_iso: str = ""
     # look at a fresh task this long before polling by message (at 10 and 30 ms; 0: no look):
     # config writes end in a few ms; a longer look holds a worker thread that other orders'
     # steps wait for (0.1 s: linked clones, 20 orders, measured / floor 1.18-1.19 against 1.16

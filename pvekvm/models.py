@@ -154,6 +154,18 @@ class Product(BaseModel):
         table_name = "products"
 
 
+class ProductTemplate(BaseModel):
+    """A template a product offers (pvekvm/picker.py); none listed: its own only."""
+
+    product_id = IntegerField()
+    template_id = IntegerField()
+    position = SmallIntegerField(default=0)
+
+    class Meta:
+        table_name = "product_templates"
+        primary_key = CompositeKey("product_id", "template_id")
+
+
 class Service(BaseModel):
     id = IntegerField(primary_key=True)
     client_id = IntegerField(index=True)
@@ -170,6 +182,7 @@ class Service(BaseModel):
     want_ipv6 = BooleanField(default=False)
     suspended = BooleanField(default=False)
     boot_before_iso = CharField(max_length=255, null=True)
+    rescue_before = CharField(max_length=512, null=True)  # steps/rescue.py; None = not in rescue
     language = CharField(max_length=35, null=True)
     throttled_period = DateField(null=True)  # the month (its first day) it is throttled for
     created_at = DateTimeField(null=True)
@@ -604,7 +617,8 @@ class Placement(BaseModel):
 
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
-    Template, TemplateReplica, IpPool, Product, Service, VmidAllocation, IpAddress, Operation,
+    Template, TemplateReplica, IpPool, Product, ProductTemplate, Service, VmidAllocation,
+    IpAddress, Operation,
     OutboxEvent, HeldEvent, StepRun, Snapshot, Backup, BackupSchedule, DnsProvider, DnsZone,
     DnsRecordRow, Email, DeadLetter, AuditLog, SchemaVersion, TaskSlot, TaskClaim,
     TrafficUsage, TrafficCursor, ClientToken,

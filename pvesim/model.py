@@ -20,6 +20,7 @@ ISO_FILES = {
     "Ubuntu-22.04.4-live-server-amd64.iso": 2104408064,
     "proxmox-ve_8.1-2.iso": 1336590336,
     "myfile.iso": 1048576,
+    "systemrescue-11.02-amd64.iso": 1004535808,  # the rescue ISO of the tests' settings
 }
 
 DRIVE_RE = re.compile(r"^(ide[0-3]|sata[0-5]|scsi(?:[0-9]|[1-2][0-9]|30)|virtio(?:[0-9]|1[0-5])"

@@ -31,6 +31,8 @@ from steps import (
     power,
     provision,
     rdns,
+    reimage,
+    rescue,
 )
 from steps.machine import Machine, RetryPolicy, SkipIf, Step, T, Transition
 from steps.notify import mailer, verify_and_mail
@@ -130,6 +132,51 @@ REINSTALL = Machine("reinstall", "Reinstall", (
       label="Configure cloud-init"),
     *start_and_mail("rs_start", "rs_verify", "reinstalled"),
 ), busy_status="reinstalling", done_status="ready")
+
+# The second reinstall mode (steps/reimage.py): the same VM, its disks replaced by empty ones of
+# the package's sizes, the installer ISO booted first; network and firewall are checked, not
+# changed (the VM keeps its NIC, MAC, addresses, IPSet and rules). No mail: there is no password
+# yet (the client sets one in the installer, through the console).
+REINSTALL_ISO = Machine("reinstall_iso", "ReinstallIso", (
+    T("reinstall_iso", pool="snapshot", run=backups.delete_all_snapshots, then="ri_stop",
+      label="Delete snapshots"),
+    T("ri_stop", pool="power", run=power.stop_vm, then="ri_detach", label="Stop VM"),
+    T("ri_detach", pool="disks", run=reimage.detach_disks, then="ri_destroy",
+      label="Detach disks"),
+    T("ri_destroy", pool="disks", run=reimage.destroy_detached_disks, then="ri_system_disk",
+      label="Destroy old disks"),
+    T("ri_system_disk", pool="disks", run=reimage.create_system_disk,
+      then="ri_system_disk_size", label="Create empty system disk"),
+    *configure("ri_system_disk_size", "ri_system_disk_bandwidth", "ri_additional_disk",
+               "ri_additional_disk_size", "ri_additional_disk_bandwidth", "ri_network",
+               "ri_firewall", then="ri_cdrom", skip=("Set CPU & RAM", "Configure cloud-init")),
+    T("ri_cdrom", pool="iso", run=reimage.insert_installer, then="ri_start",
+      label="Insert installer ISO"),
+    T("ri_start", pool="power", run=power.start_vm, then="ri_verify", label="Start VM"),
+    T("ri_verify", pool="power", run=power.verify_running, then="ready", label="Verify VM",
+      retry=SLOW_TO_BOOT),
+), busy_status="reinstalling", done_status="ready")
+
+# Rescue mode (steps/rescue.py): the VM boots the provider's rescue ISO, its disks after it in
+# the boot order; rescue_off puts back what rescue_on replaced and boots from disk. The service's
+# status stays (``rescue_before`` says it is in rescue); billing hears both.
+RESCUE_ON = Machine("rescue_on", "Rescue", (
+    T("rescue_on", pool="power", run=power.stop_vm, then="ro_boot", label="Stop VM"),
+    T("ro_boot", pool="iso", run=rescue.boot_rescue, then="ro_start",
+      label="Boot from rescue ISO"),
+    T("ro_start", pool="power", run=power.start_vm, then="ro_verify", label="Start VM"),
+    T("ro_verify", pool="power", run=power.verify_running, then="done", label="Verify VM",
+      retry=SLOW_TO_BOOT),
+), completed_event="service.rescue_on")
+
+RESCUE_OFF = Machine("rescue_off", "Rescue", (
+    T("rescue_off", pool="power", run=power.stop_vm, then="rf_restore", label="Stop VM"),
+    T("rf_restore", pool="iso", run=rescue.leave_rescue, then="rf_start",
+      label="Restore boot order"),
+    T("rf_start", pool="power", run=power.start_vm, then="rf_verify", label="Start VM"),
+    T("rf_verify", pool="power", run=power.verify_running, then="done", label="Verify VM",
+      retry=SLOW_TO_BOOT),
+), completed_event="service.rescue_off")
 
 RESTORE = Machine("restore", "Restore", (
     T("restore", pool="power", run=power.stop_vm, then="rt_restore", label="Stop VM"),
@@ -241,7 +288,7 @@ MACHINES: dict[str, Machine] = {m.kind: m for m in (
     DEPLOY, CHANGE_PACKAGE, REINSTALL, RESTORE, RESET_PASSWORD, TERMINATE, SUSPEND, UNSUSPEND,
     POWER, SNAPSHOT_CREATE, SNAPSHOT_DELETE, SNAPSHOT_ROLLBACK, BACKUP_CREATE, BACKUP_DELETE,
     ISO_MOUNT, ISO_UNMOUNT, RDNS_SET, RDNS_RESET, THROTTLE, UNTHROTTLE, MIGRATE,
-    LANGUAGE_CHANGE,
+    LANGUAGE_CHANGE, REINSTALL_ISO, RESCUE_ON, RESCUE_OFF,
 )}
 
 CLONE_STATES: tuple[str, ...] = tuple(

@@ -35,6 +35,8 @@ VALID: dict[str, dict[str, Any]] = {
     "rdns_reset": {"address": "2001:db8::10"},
     "migrate": {"node": "pve2"},
     "language_change": {"language": "de"},
+    "reinstall_iso": {"iso": "Debian-12.5.0-amd64-netinst.iso"},
+    "rescue_on": {}, "rescue_off": {},
 }
 ENVELOPE: dict[str, Any] = {"version": 1, "idempotency_key": "whmcs:call-1", "service_id": 5546,
                             "occurred_at": "2026-04-10T03:49:18+00:00"}

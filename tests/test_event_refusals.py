@@ -19,7 +19,7 @@ CAPTURED = json.loads((ROOT / "tests" / "data" / "event_refusals.json").read_tex
 
 
 # types declared after the capture: their bodies have no verdict
-ADDED_SINCE = ("migrate", "language_change")
+ADDED_SINCE = ("migrate", "language_change", "reinstall_iso", "rescue_on", "rescue_off")
 
 
 def _as_then(verdict_now: dict) -> dict:

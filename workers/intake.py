@@ -23,7 +23,7 @@ from typing import Any
 
 from peewee import IntegrityError, OperationalError
 
-from pvekvm import dberrors, placement, rdns_policy
+from pvekvm import dberrors, picker, placement, rdns_policy
 from pvekvm.addresses import held_row
 from pvekvm.config import EngineSettings
 from pvekvm.db import values
@@ -50,6 +50,7 @@ from pvekvm.wire.orders import (
 from steps.context import catalog_named, catalog_row
 from steps.machine import Refused
 from steps.machines import MACHINES
+from steps.rescue import rescue_volume
 from workers import operations
 from workers.operations import UNFINISHED, OpStatus
 from workers.outcome import Outcome
@@ -67,7 +68,12 @@ KIND_OF: dict[str, str] = {
     "reset_password": "reset_password", "iso_mount": "iso_mount", "iso_unmount": "iso_unmount",
     "power": "power", "rdns_set": "rdns_set", "rdns_reset": "rdns_reset", "migrate": "migrate",
     "language_change": "language_change",
+    "reinstall_iso": "reinstall_iso", "rescue_on": "rescue_on", "rescue_off": "rescue_off",
 }
+# what may not run while the service is in rescue mode (or will be when its turn comes): each
+# would rewrite the disks or the CD-ROM and boot order rescue_on recorded (steps/rescue.py)
+NOT_IN_RESCUE = frozenset({"reinstall", "reinstall_iso", "restore", "snapshot_rollback",
+                           "iso_mount", "iso_unmount", "rescue_on"})
 LIVE = ("terminated",)
 DEFAULTS = EngineSettings()  # a service in any other status holds its host name
 # billing's key seen before (as an operation, as a held event); events held for the service
@@ -133,11 +139,11 @@ def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
         out = operations.begin(event.service_id, kind, key, {}, digest, engine.deploy_window,
                                created)
         # only intake (one active consumer) holds events: none held now, none can appear
-        return out.merge(_replay_held(event.service_id)) if waiting else out
+        return out.merge(_replay_held(event.service_id, engine)) if waiting else out
     service = Service.get_or_none(Service.id == event.service_id)
     if service is None:
         return _hold(event, body, engine.hold_unknown_service_s)
-    params = _params(event, service)
+    params = _params(event, service, engine)
     return operations.begin(event.service_id, kind, key, params, digest)
 
 
@@ -156,6 +162,17 @@ def _check_now(kind: str, service: Service) -> None:
     if suspended and not MACHINES[kind].runs_while_suspended:
         raise Refused(f"service {service.id} is suspended: only unsuspend, terminate and "
                       f"package changes are accepted")
+    rescue = service.rescue_before is not None
+    for k in kinds:
+        if k in ("rescue_on", "rescue_off"):
+            rescue = k == "rescue_on"
+    if rescue and kind == "rescue_on":
+        raise Refused(f"service {service.id} is in rescue mode already")
+    if rescue and kind in NOT_IN_RESCUE:
+        raise Refused(f"service {service.id} is in rescue mode: send rescue_off first (a "
+                      f"{kind} would change the disks or CD-ROM the rescue system works on)")
+    if kind == "rescue_off" and not rescue:
+        raise Refused(f"service {service.id} is not in rescue mode")
 
 
 def _hold(event: Event, body: bytes, hold_unknown_s: float) -> Outcome:
@@ -171,7 +188,7 @@ def _hold(event: Event, body: bytes, hold_unknown_s: float) -> Outcome:
                         f"create arrives (at most {hold_unknown_s:g}s)"])
 
 
-def _replay_held(service_id: int) -> Outcome:
+def _replay_held(service_id: int, engine: EngineSettings) -> Outcome:
     """Right after a create: the events that came before it, in the order they arrived. One
     that is refused now is parked with its reason; the others become operations."""
     out = Outcome()
@@ -182,7 +199,7 @@ def _replay_held(service_id: int) -> Outcome:
         try:
             event = parse_event(bytes(row.body))
             service = Service.get_by_id(service_id)
-            params = _params(event, service)
+            params = _params(event, service, engine)
             kind = KIND_OF[event.type]
             out.merge(operations.begin(service_id, kind, event.idempotency_key, params,
                                        request_hash(event)))
@@ -206,6 +223,9 @@ def _create_service(event: CreateEvent, max_age_s: float) -> Service:
         template = catalog_named(Template, event.template, max_age_s)
         if template is None:
             raise Refused(f"unknown template {event.template!r}")
+        problem = picker.offer_problem(product, template)
+        if problem:
+            raise Refused(problem)
     else:
         template = catalog_row(Template, product.template_id, max_age_s)
     hostname = event.hostname or f"{product.hostname_prefix}-{event.client_id}-{event.service_id}"
@@ -247,7 +267,7 @@ def _check_hostname_free(hostname: str, holder: int | None) -> None:
         raise Refused(f"hostname {hostname!r} is held by live service {holder}")
 
 
-def _params(event: Event, service: Service) -> dict[str, Any]:
+def _params(event: Event, service: Service, engine: EngineSettings = DEFAULTS) -> dict[str, Any]:
     """What the operation needs from the event, checked against the catalog and the service;
     ids, no secrets. ``service`` holds the columns the service takes on when the operation
     completes."""
@@ -266,9 +286,20 @@ def _params(event: Event, service: Service) -> dict[str, Any]:
             Template.get_by_id(service.template_id)
         if template is None:
             raise Refused(f"unknown template {name!r}")
+        problem = picker.offer_problem(product, template) \
+            if template.id != service.template_id else None
+        if problem:  # the service's own template stays allowed (a changed offer keeps it)
+            raise Refused(problem)
         return {"template_id": template.id, "service": {"template_id": template.id}}
     if event.type == "language_change":  # the column is set when the operation completes
         return {"language": data["language"], "service": {"language": data["language"]}}
+    if event.type == "reinstall_iso" and not product.iso_storage:
+        raise Refused("the package has no ISO storage: no reinstall from an ISO")
+    if event.type == "rescue_on":
+        volume = rescue_volume(engine)
+        if volume is None:
+            raise Refused("rescue mode is not offered here ([engine] rescue_iso is not set)")
+        return {"storage": volume[0], "iso": volume[1]}  # the ISO it boots, told to billing
     if event.type == "snapshot_create":
         _check_snapshot_room(service, product, data["name"])
     # a rollback or delete names a snapshot Proxmox may hold without us (an operator's): the

@@ -50,6 +50,8 @@ ABOUT: dict[str, tuple[tuple[str, str], ...]] = {
     "backup_delete": (("backup_id", "backup_id"),),
     "restore": (("backup_id", "backup_id"),),
     "iso_mount": (("iso", "iso"),),
+    "reinstall_iso": (("iso", "iso"),),
+    "rescue_on": (("iso", "iso"),),
     "rdns_set": (("address", "address"), ("hostname", "hostname")),
     "rdns_reset": (("address", "address"),),
     "migrate": (("node", "node"), ("drain", "drain")),

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Sec
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from pvekvm import dnssync, languages, mail, messaging, tokens
+from pvekvm import dnssync, languages, mail, messaging, picker, tokens
 from pvekvm import secrets as secretbox
 from pvekvm.addresses import cidr, held, held_row, host_address
 from pvekvm.api import pve, schemas
@@ -225,7 +225,8 @@ def get_service(svc: Svc, settings: Cfg) -> schemas.ServiceView:
         operation=_current(svc), live=live, proxmox_unreachable=unreachable,
         proxmox_error=error, throttled_period=f"{svc.throttled_period:%Y-%m}"
         if svc.throttled_period else None, language=svc.language,
-        mail_language=_mail_language(settings, svc.language))
+        mail_language=_mail_language(settings, svc.language),
+        rescue=svc.rescue_before is not None)
 
 
 def _ptr(row: Any) -> dict[str, Any]:
@@ -424,7 +425,8 @@ def list_products(who: Who) -> schemas.Catalog:
     templates = {t.id: t for t in Template.select().order_by(Template.name)}
     return schemas.Catalog(products=[schemas.ProductView(
         name=p.name, template=templates[p.template_id].name if p.template_id in templates
-        else None, cores=p.cores, memory_mb=p.memory_mb, disk_gb=p.disk_gb,
+        else None, templates=[t.name for t in picker.offered(p)],
+        cores=p.cores, memory_mb=p.memory_mb, disk_gb=p.disk_gb,
         add_disk_gb=p.add_disk_gb, net_rate_mbps=float(p.net_rate_mbps or 0),
         extra_ipv4=p.extra_ipv4, ipv6=p.ip6_pool_id is not None,
         snapshot_limit=p.snapshot_limit, backup_limit=p.backup_limit,
@@ -432,6 +434,43 @@ def list_products(who: Who) -> schemas.Catalog:
         for p in Product.select().order_by(Product.name)],
         templates=[schemas.TemplateView(name=t.name, os_user=t.os_user)
                    for t in templates.values()])
+
+
+def _offer(product: Product, current: int | None = None) -> schemas.TemplateOffer:
+    return schemas.TemplateOffer(product=product.name, templates=[schemas.TemplateChoice(
+        name=t.name, os_family=picker.os_family(t), os_type=picker.os_type(t),
+        os_user=t.os_user, default=t.id == product.template_id,
+        current=None if current is None else t.id == current) for t in picker.offered(product)])
+
+
+@router.get("/services/{service_id}/templates", response_model=schemas.TemplateOffer,
+            responses=NOT_FOUND)
+def service_templates(svc: Svc) -> schemas.TemplateOffer:
+    """The OS picker for a service: the templates its product offers (reinstall to another is
+    refused), the one installed now marked ``current``."""
+    product = Product.get_or_none(Product.id == svc.product_id)
+    if product is None:
+        raise HTTPException(404, f"no product for service {svc.id}")
+    return _offer(product, current=svc.template_id)
+
+
+ProductName = Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+                                  description="the product's name, as create names it")]
+
+
+@router.get("/products/{name}/templates", response_model=schemas.TemplateOffer,
+            responses={403: {"model": schemas.Problem}, 404: {"model": schemas.Problem}})
+def product_templates(name: ProductName, who: Who) -> schemas.TemplateOffer:
+    """The OS picker of the order form: the templates ``name`` offers. A client token reads
+    its own service's product only (another product's offer is refused with 403)."""
+    product = Product.get_or_none(Product.name == name)
+    if who.is_client:
+        svc = Service.get_or_none(Service.id == who.service_id)
+        if product is None or svc is None or svc.product_id != product.id:
+            raise HTTPException(403, "a client token reads its own service's product only")
+    if product is None:
+        raise HTTPException(404, f"no product {name!r}")
+    return _offer(product)
 
 
 @router.post("/services/{service_id}/client-token", response_model=schemas.ClientToken,

@@ -110,6 +110,8 @@ class ServiceView(BaseModel):
                                  "(create, language_change; normalised tag), null: none given")
     mail_language: str = Field("en", description="the language its mails are sent in: "
                                "language, or its fallback when no templates exist for it")
+    rescue: bool = Field(False, description="in rescue mode: the VM boots the provider's "
+                         "rescue ISO (rescue_off boots it from its disk again)")
 
 
 class Credentials(BaseModel):
@@ -235,6 +237,9 @@ class ProductView(BaseModel):
 
     name: str
     template: str | None = Field(description="the template a create without one gets")
+    templates: list[str] = Field(default_factory=list, description="the templates a create or "
+                                 "reinstall may name (the OS picker: GET /v1/products/{name}/"
+                                 "templates has each one's OS family and user)")
     cores: int
     memory_mb: int
     disk_gb: int
@@ -252,6 +257,27 @@ class ProductView(BaseModel):
 class TemplateView(BaseModel):
     name: str = Field(description="what create's and reinstall's ``template`` names")
     os_user: str
+
+
+class TemplateChoice(BaseModel):
+    """One OS a product offers (the OS picker: pvekvm/picker.py)."""
+
+    name: str = Field(description="what create's and reinstall's ``template`` names")
+    os_family: str = Field(description="debian, ubuntu, ...: the name's part before its first "
+                           "'-', to group the list by")
+    os_type: str = Field(description="linux or windows")
+    os_user: str = Field(description="the user the VM's login is for")
+    default: bool = Field(description="the product's own template: a create without one")
+    current: bool | None = Field(None, description="a service's list: the template installed "
+                                 "now (reinstall without a template installs it again)")
+
+
+class TemplateOffer(BaseModel):
+    """The templates a product offers, in the catalog's order; create and reinstall to any
+    other are refused with the reason."""
+
+    product: str
+    templates: list[TemplateChoice]
 
 
 class Catalog(BaseModel):

@@ -49,7 +49,8 @@ class OperationEvent(BillingEvent):
     snapshot: str | None = Field(None, description="snapshot operations: the snapshot's name")
     backup_id: int | None = Field(None, description="backup_delete, restore; and a "
                                   "backup_create's completion: the new backup")
-    iso: str | None = Field(None, description="iso_mount: the ISO")
+    iso: str | None = Field(None, description="iso_mount, reinstall_iso: the ISO; rescue_on: "
+                            "the rescue ISO")
     address: str | None = Field(None, description="rDNS: the address")
     hostname: str | None = Field(None, description="rDNS: the PTR name; service.ready: the VM's")
     node: str | None = Field(None, description="migrate: the node asked for (null: placement)")
@@ -182,6 +183,18 @@ class ServiceMigrated(OperationEvent):
     vmid: int | None
 
 
+class ServiceRescueOn(OperationEvent):
+    """rescue_on completed: the VM runs the rescue ISO (``iso``), its disks attached."""
+
+    type: Literal["service.rescue_on"]
+
+
+class ServiceRescueOff(OperationEvent):
+    """rescue_off completed: the VM boots from its disk again (boot order as before)."""
+
+    type: Literal["service.rescue_off"]
+
+
 class BackupGone(BillingEvent):
     """The storage no longer holds a backup we listed (pruned, deleted outside pvekvm): it is
     no longer offered (workers/backup_sync.py)."""
@@ -215,4 +228,4 @@ BILLING_EVENTS: dict[str, type[BillingEvent]] = {
     for cls in (OperationAccepted, OperationCompleted, OperationFailed, OperationPaused,
                 OperationResumed, OperationCancelled, EventRefused, ServiceReady,
                 ServiceSuspended, ServiceTerminated, ServiceThrottled, ServiceUnthrottled,
-                ServiceMigrated, BackupGone, UsageReported)}
+                ServiceMigrated, ServiceRescueOn, ServiceRescueOff, BackupGone, UsageReported)}

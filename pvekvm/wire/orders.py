@@ -380,6 +380,27 @@ class ReinstallEvent(Event):
     template: Slug | None = None
 
 
+class ReinstallIsoEvent(Event):
+    """The second reinstall mode: the VM's disks are replaced by empty ones of the package's
+    sizes and it boots the installer ``iso`` (one the product's ISO storage holds), its network
+    and firewall kept; the client installs from the CD (the console)."""
+
+    type: Literal["reinstall_iso"] = "reinstall_iso"
+    iso: IsoName
+
+
+class RescueOnEvent(Event):
+    """Boot the VM from the provider's rescue ISO, its disks attached (steps/rescue.py)."""
+
+    type: Literal["rescue_on"] = "rescue_on"
+
+
+class RescueOffEvent(Event):
+    """Leave rescue mode: the boot order and CD from before it, started from disk."""
+
+    type: Literal["rescue_off"] = "rescue_off"
+
+
 class SuspendEvent(Event):
     type: Literal["suspend"] = "suspend"
 
@@ -495,7 +516,7 @@ EVENT_TYPES: dict[str, type[Event]] = {type_of(cls): cls for cls in (
     TerminateEvent, SnapshotCreateEvent, SnapshotDeleteEvent, SnapshotRollbackEvent,
     BackupCreateEvent, BackupDeleteEvent, BackupRestoreEvent, BackupScheduleEvent,
     ResetPasswordEvent, IsoMountEvent, IsoUnmountEvent, PowerEvent, RdnsSetEvent, RdnsResetEvent,
-    MigrateEvent, LanguageChangeEvent,
+    MigrateEvent, LanguageChangeEvent, ReinstallIsoEvent, RescueOnEvent, RescueOffEvent,
 )}
 
 # Orders that may legitimately be placed again with the same fields (suspend, unsuspend,
@@ -708,7 +729,8 @@ __all__ = [
     "BackupScheduleEvent", "ChangePackageEvent", "CreateEvent", "Event", "InvalidEvent",
     "IsoMountEvent", "IsoUnmountEvent", "LanguageChangeEvent", "MigrateEvent", "PowerEvent",
     "RdnsResetEvent", "RdnsSetEvent",
-    "ReinstallEvent", "ResetPasswordEvent", "SnapshotCreateEvent", "SnapshotDeleteEvent",
+    "ReinstallEvent", "ReinstallIsoEvent", "RescueOffEvent", "RescueOnEvent",
+    "ResetPasswordEvent", "SnapshotCreateEvent", "SnapshotDeleteEvent",
     "SnapshotRollbackEvent", "SuspendEvent", "REPEATABLE_TYPES", "TerminateEvent",
     "UnsuspendEvent", "derive_idempotency_key", "event_from_dict", "fresh_idempotency_key",
     "parse_event", "producer_key", "request_hash", "type_of",

@@ -22,6 +22,8 @@ def test_the_catalog_lists_products_and_templates_for_billing_only(api_env: ApiE
     assert (small["template"], small["cores"], small["memory_mb"], small["disk_gb"]) == (
         "debian-12", 2, 2048, 20)
     assert small["snapshot_limit"] == 3 and small["backup_limit"] == 2
+    assert small["templates"] == ["debian-12", "ubuntu-2204"]  # the OS picker's offer
+    assert products["vps-multi"]["templates"] == ["debian-12"]  # none listed: its own
     assert small["iso_storage"] == "iso" and small["ipv6"] is True
     assert products["vps-multi"]["extra_ipv4"] == 2
     assert {t["name"]: t["os_user"] for t in body["templates"]}["ubuntu-2204"] == "ubuntu"

@@ -2,8 +2,9 @@
 (``schemas/events/billing/<type>.json``, generated from pvekvm/wire/billing.py), and carries no
 field the schema does not declare: a service driven through its life by billing's own client,
 through RabbitMQ, MariaDB and pvesim, with a refusal, a failure, a pause resumed, a pause
-cancelled, traffic reported, a throttle and its lift. The events are read off a queue bound to
-``{ns}.events`` as billing would; each is validated by jsonschema-rs (formats checked)."""
+cancelled, traffic reported, a throttle and its lift, rescue mode on and off. The events are
+read off a queue bound to ``{ns}.events`` as billing would; each is validated by jsonschema-rs
+(formats checked)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def _within_one_month() -> datetime:
 
 def test_every_event_published_in_a_service_life_matches_its_schema(settings, sim):
     next_month = _within_one_month()
-    settings = replace(settings, engine=replace(settings.engine, max_attempts=1))
+    settings = replace(settings, engine=replace(
+        settings.engine, max_attempts=1, rescue_iso="iso:iso/systemrescue-11.02-amd64.iso"))
     Product.update(traffic_quota_gb=1, overage_rate_mbps=1).where(
         Product.name == "vps-small").execute()
     queue = BillingQueue(settings)
@@ -72,6 +74,9 @@ def test_every_event_published_in_a_service_life_matches_its_schema(settings, si
             wait_until(all_ready([SID]), 60, "deploy")
             billing.migrate(service_id=SID)  # service.migrated (placement picks the node)
             wait_until(_done("migrate"), 60, "migrate")
+            billing.rescue_on(service_id=SID)  # service.rescue_on, then service.rescue_off
+            billing.rescue_off(service_id=SID)
+            wait_until(_done("rescue_off"), 60, "rescue off")
             billing.snapshot_create(service_id=SID, name="before")
             billing.backup_create(service_id=SID, note="first")
             billing.power(service_id=SID, action="reboot")

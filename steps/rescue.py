@@ -1,0 +1,95 @@
+"""Rescue mode: the VM boots the provider's rescue ISO (``[engine] rescue_iso``) with its disks
+attached after it in the boot order; leaving it puts back the boot order and CD-ROM it replaced.
+
+What the rescue boot replaced is kept on the service (``rescue_before``: JSON of ``boot``, the
+CD-ROM ``slot`` and what that slot held, each None when absent), written once when rescue begins
+(a retried step keeps the first record) and cleared when it ends; NULL means not in rescue mode.
+A client ISO already in the CD-ROM is replaced by the rescue ISO and comes back at rescue_off
+(with the boot order it had: ``boot_before_iso`` is not touched, so a later iso_unmount still
+restores the order from before that mount). The VM's cloud-init drive stays attached with the
+client's user, password and keys: a rescue image that reads cloud-init (NoCloud) takes them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pvekvm.config import EngineSettings
+from pvekvm.models import Service
+from steps import pvecfg
+from steps.context import StepContext
+from steps.lifecycle import _iso_slot, boot_order
+from steps.machine import Done, Refused, StepResult
+
+RESCUE_VOLID = re.compile(r"([A-Za-z][A-Za-z0-9._-]{0,63}):iso/([A-Za-z0-9][A-Za-z0-9._+-]{0,200}"
+                          r"\.iso)")
+
+
+def rescue_volume(engine: EngineSettings) -> tuple[str, str] | None:
+    """``(storage, file)`` of the configured rescue ISO, or None when rescue mode is off or the
+    setting is not a ``storage:iso/file.iso`` volume."""
+    m = RESCUE_VOLID.fullmatch(engine.rescue_iso or "")
+    return (m.group(1), m.group(2)) if m else None
+
+
+def in_rescue(service: Service) -> bool:
+    return service.rescue_before is not None
+
+
+def _keep(ctx: StepContext, saved: str | None) -> None:
+    ctx.service.rescue_before = saved
+    Service.update(rescue_before=saved).where(Service.id == ctx.service.id).execute()
+
+
+def boot_rescue(ctx: StepContext) -> StepResult:
+    """The rescue ISO into the CD-ROM slot, first in the boot order, the VM's disks after it;
+    what it replaces recorded once."""
+    volume = (ctx.params["storage"], ctx.params["iso"]) if "iso" in ctx.params \
+        else rescue_volume(ctx.settings.engine)  # the one intake chose
+    if volume is None:
+        raise Refused("rescue mode is not configured ([engine] rescue_iso)")
+    storage, iso = volume
+    volid = f"{storage}:iso/{iso}"
+    isos = {c["volid"] for c in ctx.pve.get(f"nodes/{ctx.node}/storage/{storage}/content",
+                                            content="iso")}
+    if volid not in isos:
+        raise Refused(f"rescue ISO {iso} not found on storage {storage} (node {ctx.node})")
+    cfg = ctx.config()
+    saved = json.loads(str(ctx.service.rescue_before)) if in_rescue(ctx.service) else None
+    slot = saved["slot"] if saved else _iso_slot(cfg)
+    first = [slot] + [d for d in boot_order(cfg) if d != slot]
+    if saved is None:
+        here = pvecfg.parse(str(cfg.get(slot, "")), "file").get("file") == volid
+        rest = [d for d in boot_order(cfg) if d != slot]  # a lost record: the disks' order
+        _keep(ctx, json.dumps({"boot": f"order={';'.join(rest)}" if here else cfg.get("boot"),
+                               "slot": slot, "media": None if here else cfg.get(slot)}))
+    elif pvecfg.parse(str(cfg.get(slot, "")), "file").get("file") == volid \
+            and boot_order(cfg) == first:
+        return Done(f"rescue ISO {iso} in {slot}, boots first", skipped=True)
+    ctx.pve.put(f"{ctx.vm_path}/config",
+                **{slot: f"{volid},media=cdrom", "boot": f"order={';'.join(first)}"})
+    return Done(f"rescue ISO {iso} in {slot}, boot order {';'.join(first)}")
+
+
+def leave_rescue(ctx: StepContext) -> StepResult:
+    """The CD-ROM slot and boot order as they were before rescue_on; the record cleared."""
+    if not in_rescue(ctx.service):
+        return Done("not in rescue mode", skipped=True)
+    saved = json.loads(str(ctx.service.rescue_before))
+    cfg, slot = ctx.config(), str(saved["slot"])
+    change: dict[str, str] = {}
+    deletes = []
+    for key, value in ((slot, saved.get("media")), ("boot", saved.get("boot"))):
+        if value is None and key in cfg:
+            deletes.append(key)
+        elif value is not None and str(cfg.get(key, "")) != value:
+            change[key] = value
+    if deletes:
+        change["delete"] = ",".join(deletes)
+    if change:
+        ctx.pve.put(f"{ctx.vm_path}/config", **change)
+    _keep(ctx, None)
+    shown = saved.get("boot") or "default"
+    return Done(f"{slot} {'restored' if saved.get('media') else 'removed'}, boot {shown}",
+                skipped=not change)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Sec
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from pvekvm import dnssync, messaging, tokens
+from pvekvm import dnssync, messaging, sshkeys, tokens
 from pvekvm import secrets as secretbox
 from pvekvm.addresses import cidr, held, held_row, host_address
 from pvekvm.api import pve, schemas
@@ -217,7 +217,16 @@ def get_service(svc: Svc, settings: Cfg) -> schemas.ServiceView:
                    for a in addresses],
         operation=_current(svc), live=live, proxmox_unreachable=unreachable,
         proxmox_error=error, throttled_period=f"{svc.throttled_period:%Y-%m}"
-        if svc.throttled_period else None)
+        if svc.throttled_period else None,
+        ssh_keys=[schemas.SshKeyView(**v) for v in sshkeys.views(svc.ssh_keys)],
+        password_login=_password_login(product, svc))
+
+
+def _password_login(product: Product | None, svc: Service) -> bool:
+    if product is None or product.ssh_pwauth:
+        return True
+    template = Template.get_or_none(Template.id == svc.template_id)
+    return template is not None and template.os_type == "windows"
 
 
 def _ptr(row: Any) -> dict[str, Any]:

@@ -89,6 +89,13 @@ class LiveStatus(BaseModel):
                             "Proxmox config), null: none mounted")
 
 
+class SshKeyView(BaseModel):
+    type: str = Field(description="ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa")
+    bits: int
+    fingerprint: str = Field(description="as ssh-keygen -l shows it: SHA256:<base64>")
+    comment: str
+
+
 class ServiceView(BaseModel):
     id: int
     client_id: int
@@ -106,6 +113,12 @@ class ServiceView(BaseModel):
     throttled_period: str | None = Field(
         None, description="YYYY-MM: the month (UTC) the VM is throttled for, its traffic over "
         "the package's quota (net0 at the overage rate); null = the package rate")
+    ssh_keys: list[SshKeyView] = Field(
+        default_factory=list, description="the client's SSH public keys the VM is given "
+        "(fingerprints, never the keys)")
+    password_login: bool = Field(
+        True, description="false: the package allows no SSH password login (keys only; the "
+        "ready mail carries no password)")
 
 
 class Credentials(BaseModel):

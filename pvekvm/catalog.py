@@ -160,7 +160,7 @@ def check_template(t: dict[str, Any]) -> None:
     t.setdefault("ostype", None)  # left out = the template VM's own (a reload clears it)
 
 
-def check_login(p: dict[str, Any], template: Template) -> None:
+def check_login(p: dict[str, Any], template_name: str, template_os_type: str) -> None:
     """``ssh_pwauth = false`` (keys only) is for Linux templates, and PVE does not switch
     password login off itself: the template's cloud-init does, or the operator's ``cicustom``
     snippet (``vendor=<storage>:snippets/<file>``; a ``user=`` snippet would replace the
@@ -177,9 +177,9 @@ def check_login(p: dict[str, Any], template: Template) -> None:
             raise CatalogError(f"{where}: cicustom user= replaces the user-data PVE generates "
                                "(user, password, SSH keys): put ssh_pwauth and the like in a "
                                "vendor= snippet")
-    if not p.get("ssh_pwauth", True) and template.os_type == "windows":
+    if not p.get("ssh_pwauth", True) and template_os_type == "windows":
         raise CatalogError(f"{where}: ssh_pwauth = false needs a Linux template: Windows "
-                           f"({template.name}) logs in with its password")
+                           f"({template_name}) logs in with its password")
     p.setdefault("ssh_pwauth", True)
     p.setdefault("cicustom", None)
 
@@ -239,7 +239,7 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
                     raise CatalogError(f"product {p['name']}: unknown template {tpl}")
                 templates[tpl] = t
             p["template_id"] = templates[tpl].id
-            check_login(p, templates[tpl])
+            check_login(p, templates[tpl].name, templates[tpl].os_type)
             if p.get("dhcp") and (p.get("ip_pool") or p.get("ip6_pool")):
                 raise CatalogError(f"product {p['name']}: a DHCP product has no IP pools")
             for key, col in (("ip_pool", "ip_pool_id"), ("ip6_pool", "ip6_pool_id")):

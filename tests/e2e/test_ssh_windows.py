@@ -140,11 +140,13 @@ def test_a_windows_deploy_reset_and_reinstall(settings, sim, sink, billing):
     sink.wait_for(lambda m: "2802" in m.body and second in m.body, 10)
 
     vmid = Service.get_by_id(2802).vmid
-    billing.reinstall(service_id=2802)
+    key = _key(ed25519.Ed25519PrivateKey.generate(), "admin")
+    billing.reinstall(service_id=2802, ssh_keys=[key])  # cloudbase-init takes keys as well
     _wait_op(2802, "reinstall")
     assert sim.vm(vmid)["status"] == "running"
     cfg = _assert_windows_config(sim, settings, 2802)
-    assert "sshkeys" not in cfg
+    assert configdrive_metadata(cfg)["public_keys"] == {"key-0": key}
+    assert Service.get_by_id(2802).ssh_keys == key
     reinstalled = sink.wait_for(lambda m: "2802" in m.body and "reinstall" in m.subject.lower(),
                                 10)
     assert _password(settings, 2802) in reinstalled.body

@@ -406,6 +406,58 @@ def network_config(conf: dict[str, str]) -> str:
     return out
 
 
+def cloudinit_format(conf: dict[str, str]) -> str:
+    """Cloudinit.pm's get_cloudinit_format: citype, else configdrive2 for a Windows ostype."""
+    if conf.get("citype"):
+        return conf["citype"]
+    return "configdrive2" if windows_version(conf.get("ostype")) else "nocloud"
+
+
+def configdrive2_network(conf: dict[str, str]) -> str:
+    """Port of Cloudinit.pm's configdrive2_network (ENI, as ``cloudinit/dump`` shows it)."""
+    out = "auto lo\niface lo inet loopback\n\n"
+    ns, sd = conf.get("nameserver", "").split(), conf.get("searchdomain", "").split()
+    if ns:
+        out += f"        dns_nameservers {' '.join(ns)}\n"
+    if sd:
+        out += f"        dns_search {' '.join(sd)}\n"
+    for key in sorted(k for k in conf if re.match(r"^net\d+$", k)):
+        n = key[3:]
+        if not conf.get(f"ipconfig{n}"):
+            continue
+        ip = dict((k, v) for k, v in split_prop(conf[f"ipconfig{n}"]) if k)
+        out += f"auto eth{n}\n"
+        if "ip" in ip:
+            if ip["ip"] == "dhcp":
+                out += f"iface eth{n} inet dhcp\n"
+            else:
+                addr, _, bits = ip["ip"].partition("/")
+                out += (f"iface eth{n} inet static\n        address {addr}\n"
+                        f"        netmask {_mask_to_netmask(int(bits or 32))}\n")
+                if "gw" in ip:
+                    out += f"        gateway {ip['gw']}\n"
+        if "ip6" in ip:
+            if ip["ip6"] in ("auto", "dhcp"):
+                out += f"iface eth{n} inet6 {ip['ip6']}\n"
+            else:
+                addr, _, bits = ip["ip6"].partition("/")
+                out += f"iface eth{n} inet6 static\n        address {addr}\n"
+                out += f"        netmask {bits}\n"
+                if "gw6" in ip:
+                    out += f"        gateway {ip['gw6']}\n"
+    return out
+
+
+def dump_network(conf: dict[str, str]) -> str:
+    """``cloudinit/dump?type=network`` (dump_cloudinit_config): by the VM's format."""
+    return network_config(conf) if cloudinit_format(conf) == "nocloud" \
+        else configdrive2_network(conf)
+
+
 def metadata(conf: dict[str, str], vmid: int) -> str:
-    digest = hashlib.sha1((userdata(conf, vmid) + network_config(conf)).encode()).hexdigest()
-    return f"instance-id: {digest}\n"
+    if cloudinit_format(conf) != "nocloud":  # configdrive2_gen_metadata
+        digest = hashlib.sha1((userdata(conf, vmid) + configdrive2_network(conf)).encode())
+        return (f'{{\n     "uuid": "{digest.hexdigest()}",\n     "network_config": '
+                '{ "content_path": "/content/0000" }\n}\n')
+    digest = hashlib.sha1((userdata(conf, vmid) + network_config(conf)).encode())
+    return f"instance-id: {digest.hexdigest()}\n"

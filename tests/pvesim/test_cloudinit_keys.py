@@ -60,6 +60,12 @@ def test_a_windows_vm_keeps_its_password_plain_once_its_ostype_is_saved(vm, sim)
     assert conf["cipassword"] == "Secret-2" and vm.config.get()["cipassword"] == "**********"
     meta = configdrive_metadata(conf)
     assert meta["admin_pass"] == "Secret-2" and list(meta["public_keys"]) == ["key-0"]
+    vm.config.put(ipconfig0="ip=192.0.2.9/24,gw=192.0.2.1", nameserver="192.0.2.53")
+    assert vm.cloudinit.dump.get(type="network") == (  # configdrive2: ENI, as PVE dumps it
+        "auto lo\niface lo inet loopback\n\n        dns_nameservers 192.0.2.53\n"
+        "auto eth0\niface eth0 inet static\n        address 192.0.2.9\n"
+        "        netmask 255.255.255.0\n        gateway 192.0.2.1\n")
+    assert vm.cloudinit.dump.get(type="meta").startswith('{\n     "uuid": "')
     vm.config.put(ostype="l26")
     vm.config.put(cipassword="Secret-3")
     assert sim.vm(4301)["config"]["cipassword"].startswith("$5$")

@@ -102,8 +102,9 @@ def _windows_template(sim) -> Template:
     """A Windows template as an operator makes it (cloned, converted), with the ostype left
     at Linux: the engine must set the catalog's win11 before it sends the password."""
     px = sim.proxmox()
-    px.nodes("pve1").qemu(9000).clone.post(newid=9280, name="win2022", full=1)
-    wait_until(lambda: not sim.vm(9280)["config"].get("lock"), 10, "template clone", db=False)
+    upid = px.nodes("pve1").qemu(9000).clone.post(newid=9280, name="win2022", full=1)
+    wait_until(lambda: px.nodes("pve1").tasks(upid).status.get()["status"] == "stopped", 10,
+               "the template's clone", db=False)
     px.nodes("pve1").qemu(9280).template.post()
     _catalog.clear()
     return Template.create(name="win2022", vmid=9280, node="pve1", os_type="windows",

@@ -13,6 +13,8 @@ from proxmoxer.core import ResourceException
 
 from pvesim.vmconfig import configdrive_metadata
 
+from .conftest import wait_upid
+
 
 def _key(comment: str = "me@laptop") -> str:
     line = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
@@ -28,9 +30,9 @@ def _err(call, **kw) -> ResourceException:
 
 @pytest.fixture()
 def vm(px):
-    px.nodes("pve1").qemu(9000).clone.post(newid=4301, name="keys")
+    wait_upid(px, px.nodes("pve1").qemu(9000).clone.post(newid=4301, name="keys"))
     yield px.nodes("pve1").qemu(4301)
-    px.nodes("pve1").qemu(4301).delete()
+    wait_upid(px, px.nodes("pve1").qemu(4301).delete())
 
 
 def test_sshkeys_must_be_urlencoded_and_hold_real_keys(vm, sim):

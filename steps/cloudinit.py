@@ -82,11 +82,12 @@ def set_cloudinit(ctx: StepContext, *, new_password: bool = False) -> StepResult
     ostype = ctx.template.ostype
     if ostype and config.get("ostype") != ostype:
         ctx.pve.put(f"{ctx.vm_path}/config", ostype=ostype)  # before cipassword (see above)
-        config = ctx.config()
-    if ctx.template.os_type == "windows" and not windows_version(config.get("ostype")):
-        raise StepFailed(f"the VM's ostype is {config.get('ostype')!r}, not a Windows one (a "
-                         "pending change of a running VM?): PVE would hash the password and "
-                         "cloudbase-init could not set it")
+    if ctx.template.os_type == "windows":
+        saved = ctx.pve.get(f"{ctx.vm_path}/config", current=1).get("ostype")  # not pending
+        if not windows_version(saved):
+            raise StepFailed(f"the VM's saved ostype is {saved!r}, not a Windows one (a "
+                             "pending change of a running VM?): PVE would hash the password "
+                             "and cloudbase-init could not set it")
     # PVE stores cipassword as a salted hash, so the config cannot tell whether these settings
     # are in place: a fingerprint in the VM's description does (over the encrypted password,
     # never the password itself).
@@ -100,7 +101,8 @@ def set_cloudinit(ctx: StepContext, *, new_password: bool = False) -> StepResult
     ctx.pve.put(f"{ctx.vm_path}/config", **settings, **extra,
                 description=f"{kept} ci={fingerprint}")
     ctx.pve.put(f"{ctx.vm_path}/cloudinit")
-    return Done(f"user {user}, {settings['ipconfig0']}")
+    return Done(f"user {user}, {settings['ipconfig0']}"
+                + (f", {len(keys)} SSH key(s)" if keys else ""))
 
 
 def windows_version(ostype: object) -> int:

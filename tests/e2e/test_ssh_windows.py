@@ -151,3 +151,8 @@ def test_a_windows_deploy_reset_and_reinstall(settings, sim, sink, billing):
     reinstalled = sink.wait_for(lambda m: "2802" in m.body and "reinstall" in m.subject.lower(),
                                 10)
     assert _password(settings, 2802) in reinstalled.body
+
+    billing.reset_password(service_id=2802, ssh_keys=[])  # [] removes the keys
+    _wait_op(2802, "reset_password", count=2)
+    assert "sshkeys" not in _assert_windows_config(sim, settings, 2802)
+    assert Service.get_by_id(2802).ssh_keys is None

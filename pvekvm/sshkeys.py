@@ -73,10 +73,13 @@ def parse_key(line: str) -> SshKey:
     key_type, blob = parts[0], parts[1]
     comment = parts[2].strip() if len(parts) == 3 else ""
     if key_type not in KEY_TYPES:
-        known = key_type.isascii() and re.fullmatch(r"[a-z0-9@.-]{1,40}", key_type)
-        raise BadKey(f"key type {key_type!r} is not accepted" if known else
-                     "options before the key, or an unknown key type, are not accepted"
-                     f" (use one of {', '.join(KEY_TYPES)})")
+        if any(word in KEY_TYPES for word in line.split()[1:]):
+            raise BadKey("options before the key (authorized_keys' no-pty, command=...) are "
+                         "not accepted: send the key line only")
+        known = re.fullmatch(r"[a-z0-9@.-]{1,40}", key_type)
+        raise BadKey((f"key type {key_type!r} is not accepted" if known else
+                      "not an OpenSSH public key line: an unknown key type")
+                     + f" (use one of {', '.join(KEY_TYPES)})")
     if not _BASE64.fullmatch(blob):
         raise BadKey("malformed: the key data is not base64")
     try:

@@ -55,8 +55,10 @@ _BLOB = ED25519.split()[1]
 @pytest.mark.parametrize(("keys", "reason"), [
     ([_RSA1024], "key 1: weak: an RSA key of 1024 bits (min 2048)"),
     ([ED25519, _DSA], "key 2: key type 'ssh-dss' is not accepted"),
-    ([f'command="/bin/sh" {ED25519}'], "key 1: options before the key, or an unknown key type, "
-                                        "are not accepted"),
+    ([f'command="/bin/sh" {ED25519}'], "key 1: options before the key"),
+    ([f"no-pty {ED25519}"], "key 1: options before the key (authorized_keys' no-pty, "
+                            "command=...) are not accepted: send the key line only"),
+    (["Ключ AAAA"], "key 1: not an OpenSSH public key line: an unknown key type (use one of "),
     ([ED25519[:-4]], "key 1: malformed: the key data is not a valid ssh-ed25519 key"),
     ([f"ssh-rsa {_BLOB}"], "key 1: malformed: the key data is not a ssh-rsa key"),
     ([f"ssh-ed25519 {_BLOB[:20]}!!"], "key 1: malformed: the key data is not base64"),

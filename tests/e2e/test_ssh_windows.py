@@ -5,16 +5,18 @@ deploy, password reset and reinstall with the config PVE would hold."""
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from producers.api import OrderClient
 from pvekvm import secrets, sshkeys
-from pvekvm.models import Operation, Product, Service, Template
+from pvekvm.models import DeadLetter, Operation, Product, Service, Template
+from pvesim.schema import method_info
 from pvesim.vmconfig import configdrive_metadata
 from steps.context import _catalog
 from tests.api.conftest import BILLING_TOKEN, api_settings
@@ -98,6 +100,39 @@ def test_a_keys_only_deploy_gets_the_keys_and_mails_no_password(settings, sim, s
     assert reset is not None and _password(settings, 2801) != password
 
 
+def test_each_bad_key_order_is_refused_once_with_its_reason(settings, billing):
+    """Orders over RabbitMQ as billing sends them: each is parked with its reason, once, and
+    no service is made."""
+    _product("keys-only", ssh_pwauth=False)
+    good = _key(ed25519.Ed25519PrivateKey.generate(), "ok")
+    weak = _key(rsa.generate_private_key(65537, 1024), "old")
+    many = [_key(ed25519.Ed25519PrivateKey.generate(), f"k{i}")
+            for i in range(settings.engine.max_ssh_keys + 1)]
+    cases = {
+        2810: ([weak], "product", "key 1: weak: an RSA key of 1024 bits (min 2048)"),
+        2811: ([good, "ssh-dss AAAAB3NzaC1kc3MAAACBAP"], "product", "key 2: key type 'ssh-dss' "
+               "is not accepted"),
+        2812: ([good[:-10]], "product", "key 1: malformed"),
+        2813: ([f"no-pty {good}"], "product", "key 1: options before the key"),
+        2814: ([good, good], "product", "key 2: the same key as key 1"),
+        2815: (many, "product", f"too many keys: {len(many)} (max {settings.engine.max_ssh_keys})"),
+        2816: (None, "keys-only", "allows no SSH password login: send ssh_keys"),
+    }
+    for sid, (keys, package, _) in cases.items():
+        body = {"version": 1, "type": "create", "idempotency_key": f"bad-keys-{sid}",
+                "service_id": sid, "client_id": 28, "email": "k@example.com",
+                "product": "vps-small" if package == "product" else package}
+        if keys is not None:
+            body["ssh_keys"] = keys
+        billing.publish_raw(json.dumps(body).encode(), "create", f"bad-keys-{sid}")
+    wait_until(lambda: DeadLetter.select().count() >= len(cases), 30, "every order refused")
+    reasons = [d.reason for d in DeadLetter.select().order_by(DeadLetter.id)]
+    for _sid, (_keys, _package, reason) in cases.items():
+        assert sum(reason in r for r in reasons) == 1, (reason, reasons)
+    assert good.split()[1] not in " ".join(reasons)  # no reason quotes a key
+    assert Service.select().where(Service.id.in_(list(cases))).count() == 0
+
+
 def _windows_template(sim) -> Template:
     """A Windows template as an operator makes it (cloned, converted), with the ostype left
     at Linux: the engine must set the catalog's win11 before it sends the password."""
@@ -117,6 +152,8 @@ def _assert_windows_config(sim, settings, sid: int) -> dict:
     password = _password(settings, sid)
     assert (cfg["ostype"], cfg["citype"], cfg["ciuser"]) == ("win11", "configdrive2",
                                                              "Administrator")
+    schema = method_info("PUT", "/nodes/{node}/qemu/{vmid}/config")["parameters"]["properties"]
+    assert cfg["ostype"] in schema["ostype"]["enum"] and cfg["citype"] in schema["citype"]["enum"]
     assert cfg["cipassword"] == password  # plain: cloudbase-init sets it from admin_pass
     assert configdrive_metadata(cfg)["admin_pass"] == password
     assert svc.username == "Administrator"

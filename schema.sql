@@ -8,6 +8,10 @@ CREATE TABLE IF NOT EXISTS templates (
   vmid          INT UNSIGNED NOT NULL,
   node          VARCHAR(64)  NOT NULL,
   os_user       VARCHAR(32)  NOT NULL DEFAULT 'root',
+  os_type       VARCHAR(8)   NOT NULL DEFAULT 'linux'  -- windows: cloudbase-init (configdrive2)
+                CHECK (os_type IN ('linux', 'windows')),
+  ostype        VARCHAR(8)   NULL,                    -- PVE ostype set on the VM (l26, win11);
+                                                      -- NULL = the template's own
   UNIQUE KEY uq_templates_name (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
@@ -88,6 +92,11 @@ CREATE TABLE IF NOT EXISTS products (
   rdns_policy           VARCHAR(16)  NOT NULL DEFAULT 'owned-or-fcrdns'  -- client PTR names:
                         CHECK (rdns_policy IN ('owned', 'fcrdns', 'owned-or-fcrdns', 'off')),
                                                               -- see pvekvm/rdns_policy.py
+  ssh_pwauth            TINYINT(1)   NOT NULL DEFAULT 1,      -- 0 = SSH password login off (the
+                                                              -- template's cloud-init or cicustom
+                                                              -- does it): keys only, no mailed password
+  cicustom              VARCHAR(255) NULL,                    -- PVE cicustom set on the VM (the
+                                                              -- operator's snippets, e.g. vendor=...)
   UNIQUE KEY uq_products_name (name),
   CONSTRAINT fk_products_template FOREIGN KEY (template_id) REFERENCES templates (id),
   CONSTRAINT fk_products_pool4 FOREIGN KEY (ip_pool_id) REFERENCES ip_pools (id),
@@ -128,6 +137,8 @@ CREATE TABLE IF NOT EXISTS services (
   language      VARCHAR(35)  NULL,                    -- client's language tag (de, pt-BR); NULL = English
   throttled_period DATE      NULL,                    -- first day of the UTC month whose quota it is
                                                       -- throttled for (net0 at the overage rate); NULL = not
+  ssh_keys      TEXT         NULL,                    -- the client's SSH public keys, one OpenSSH
+                                                      -- line each (pvekvm/sshkeys.py); NULL = none
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
   -- the host name while the service lives: unique (case-insensitive collation), so two live

@@ -103,13 +103,15 @@ class OrderClient:
     # ------------------------------------------------------------------ one method per type
     def create(self, *, service_id: int, client_id: int, product: str, email: str,
                hostname: str | None = None, template: str | None = None, ipv6: bool = False,
-               language: str | None = None, idempotency_key: str | None = None,
+               language: str | None = None, ssh_keys: list[str] | None = None,
+               idempotency_key: str | None = None,
                occurred_at: str | None = None) -> CreateEvent:
         """``language``: the client's (``de``, ``pt-BR``, ``german``); mails fall back to
-        English when no template exists for it."""
+        English when no template exists for it. ``ssh_keys``: the client's OpenSSH public key
+        lines."""
         return self._emit(CreateEvent, service_id, idempotency_key, occurred_at,
                           client_id=client_id, product=product, email=email, hostname=hostname,
-                          template=template, ipv6=ipv6, language=language)
+                          template=template, ipv6=ipv6, language=language, ssh_keys=ssh_keys)
 
     def change_package(self, *, service_id: int, product: str,
                        idempotency_key: str | None = None, occurred_at: str | None = None,
@@ -118,10 +120,12 @@ class OrderClient:
                           product=product)
 
     def reinstall(self, *, service_id: int, template: str | None = None,
+                  ssh_keys: list[str] | None = None,
                   idempotency_key: str | None = None, occurred_at: str | None = None,
                   ) -> ReinstallEvent:
+        """``ssh_keys``: None keeps the service's keys, ``[]`` removes them."""
         return self._emit(ReinstallEvent, service_id, idempotency_key, occurred_at,
-                          template=template)
+                          template=template, ssh_keys=ssh_keys)
 
     def suspend(self, *, service_id: int, idempotency_key: str | None = None,
                 occurred_at: str | None = None) -> SuspendEvent:
@@ -178,9 +182,12 @@ class OrderClient:
         return self._emit(BackupScheduleEvent, service_id, idempotency_key, occurred_at,
                           days=days)
 
-    def reset_password(self, *, service_id: int, idempotency_key: str | None = None,
+    def reset_password(self, *, service_id: int, ssh_keys: list[str] | None = None,
+                       idempotency_key: str | None = None,
                        occurred_at: str | None = None) -> ResetPasswordEvent:
-        return self._emit(ResetPasswordEvent, service_id, idempotency_key, occurred_at)
+        """``ssh_keys``: new keys as well (None keeps the service's, ``[]`` removes them)."""
+        return self._emit(ResetPasswordEvent, service_id, idempotency_key, occurred_at,
+                          ssh_keys=ssh_keys)
 
     def iso_mount(self, *, service_id: int, iso: str, idempotency_key: str | None = None,
                   occurred_at: str | None = None) -> IsoMountEvent:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,60 @@ def check_dns(data: dict[str, Any], key_file: str) -> None:
 
 
 REPLICA_KEYS = {"node", "vmid", "storage", "shared"}
+OS_TYPES = ("linux", "windows")
+# PVE's ostype enum (qemu-server), and those windows_version() counts as Windows
+PVE_OSTYPES = ("other", "wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "win8", "win10",
+               "win11", "l24", "l26", "solaris")
+WINDOWS_OSTYPES = ("wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "win8", "win10", "win11")
+_CICUSTOM_PART = re.compile(r"(meta|network|user|vendor)=[a-z][a-z0-9._-]*[a-z0-9]:snippets/"
+                            r"[A-Za-z0-9._+-]+", re.I)
+
+
+def check_template(t: dict[str, Any]) -> None:
+    """``os_type`` linux (cloud-init) or windows (cloudbase-init: a Windows ``ostype`` is
+    required, ``os_user`` defaults to Administrator); ``ostype`` one of PVE's."""
+    where = f"template {t.get('name')}"
+    os_type = t.setdefault("os_type", "linux")
+    if os_type not in OS_TYPES:
+        raise CatalogError(f"{where}: os_type must be one of {', '.join(OS_TYPES)}, "
+                           f"got {os_type!r}")
+    ostype = t.get("ostype")
+    if ostype is not None and ostype not in PVE_OSTYPES:
+        raise CatalogError(f"{where}: ostype must be one of PVE's {', '.join(PVE_OSTYPES)}, "
+                           f"got {ostype!r}")
+    if os_type == "windows":
+        if ostype not in WINDOWS_OSTYPES:
+            raise CatalogError(f"{where}: a Windows template needs a Windows ostype "
+                               f"({', '.join(WINDOWS_OSTYPES)}): PVE hashes the password of "
+                               "any other, and cloudbase-init cannot use a hash")
+        t.setdefault("os_user", "Administrator")
+    elif ostype in WINDOWS_OSTYPES:
+        raise CatalogError(f"{where}: ostype {ostype} is Windows: set os_type = \"windows\"")
+    t.setdefault("ostype", None)  # left out = the template VM's own (a reload clears it)
+
+
+def check_login(p: dict[str, Any], template_name: str, template_os_type: str) -> None:
+    """``ssh_pwauth = false`` (keys only) is for Linux templates, and PVE does not switch
+    password login off itself: the template's cloud-init does, or the operator's ``cicustom``
+    snippet (``vendor=<storage>:snippets/<file>``; a ``user=`` snippet would replace the
+    user-data PVE generates, and with it the user, password and keys: refused)."""
+    where = f"product {p['name']}"
+    cicustom = p.get("cicustom")
+    if cicustom is not None:
+        parts = str(cicustom).split(",")
+        if not cicustom or len(cicustom) > 255 or not all(
+                _CICUSTOM_PART.fullmatch(x) for x in parts):
+            raise CatalogError(f"{where}: cicustom must be PVE's [meta|network|vendor]="
+                               f"<storage>:snippets/<file>[,...], got {cicustom!r}")
+        if any(x.lower().startswith("user=") for x in parts):
+            raise CatalogError(f"{where}: cicustom user= replaces the user-data PVE generates "
+                               "(user, password, SSH keys): put ssh_pwauth and the like in a "
+                               "vendor= snippet")
+    if not p.get("ssh_pwauth", True) and template_os_type == "windows":
+        raise CatalogError(f"{where}: ssh_pwauth = false needs a Linux template: Windows "
+                           f"({template_name}) logs in with its password")
+    p.setdefault("ssh_pwauth", True)
+    p.setdefault("cicustom", None)
 
 
 def _load_replicas(tpl: Template, replicas: list[dict[str, Any]]) -> None:
@@ -165,6 +220,7 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
         for t in data.get("templates", []):
             t = dict(t)
             replicas = t.pop("replicas", None)
+            check_template(t)
             tpl = templates[t["name"]] = _upsert(Template, "name", t)
             counts["templates"] += 1
             if replicas is not None:
@@ -198,6 +254,7 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
                     templates[name] = t
             offer_ids = _offer(p["name"], tpl, offer, templates)
             p["template_id"] = templates[tpl].id
+            check_login(p, templates[tpl].name, templates[tpl].os_type)
             if p.get("dhcp") and (p.get("ip_pool") or p.get("ip6_pool")):
                 raise CatalogError(f"product {p['name']}: a DHCP product has no IP pools")
             for key, col in (("ip_pool", "ip_pool_id"), ("ip6_pool", "ip6_pool_id")):

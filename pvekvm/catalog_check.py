@@ -17,7 +17,13 @@ from peewee import BooleanField, CharField, DecimalField, Field, IntegerField, T
 
 from pvekvm import picker
 from pvekvm.addresses import MAX_EXTRA_IPV4
-from pvekvm.catalog import CatalogError, check_prefix_pool, pool_addresses
+from pvekvm.catalog import (
+    CatalogError,
+    check_login,
+    check_prefix_pool,
+    check_template,
+    pool_addresses,
+)
 from pvekvm.dns.model import PROVIDERS
 from pvekvm.models import IpPool, Product, Template
 from pvekvm.overage import overage_problem
@@ -127,6 +133,8 @@ def validate(data: dict[str, Any], name: str) -> list[str]:
                 errors += _entry(where, section, entry)
             if section == "ip_pools" and not any(e.startswith(where) for e in errors):
                 errors += _pool(where, entry)
+            if section == "templates" and not any(e.startswith(where) for e in errors):
+                errors += _checked(where, check_template, dict(entry))
             if section == "products":
                 errors += _product_refs(where, entry, data)
             if section == "dns_providers":
@@ -134,6 +142,15 @@ def validate(data: dict[str, Any], name: str) -> list[str]:
             if section == "dns_zones":
                 errors += _zone(where, entry, data)
     return errors
+
+
+def _checked(where: str, check: Any, *args: Any) -> list[str]:
+    """The loader's own check of an entry, its CatalogError said for this file."""
+    try:
+        check(*args)
+    except CatalogError as exc:
+        return [f"{where}: {str(exc).split(': ', 1)[-1]}"]
+    return []
 
 
 def _refs(data: dict[str, Any], section: str) -> set[str] | None:
@@ -178,6 +195,10 @@ def _product_refs(where: str, p: dict[str, Any], data: dict[str, Any]) -> list[s
         errors.append(f"{where} traffic quota: {problem}")
     if "rdns_policy" in p and policy_problem(p["rdns_policy"]):
         errors.append(f"{where} {policy_problem(p['rdns_policy'])}")
+    template = next((t for t in data.get("templates", []) if isinstance(t, dict)
+                     and t.get("name") == p.get("template")), {})
+    errors += _checked(where, check_login, dict(p), str(p.get("template")),
+                       template.get("os_type", "linux"))
     return errors
 
 

@@ -92,6 +92,7 @@ class ProxmoxSettings:
 class EngineSettings:
     vmid_min: int = 1000
     vmid_max: int = 899999
+    max_ssh_keys: int = 10  # per service (create, reinstall, reset_password); at most 32
     clones_per_storage: int = 2
     # backup jobs per node at once: vzdump's global lock lets one run, the next waits inside PVE
     # (up to lockwait); we hold the rest in our queues instead (steps/slots.py)
@@ -486,6 +487,9 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         smtp_where = "SMTP_HOST/SMTP_PORT" if env.get("SMTP_HOST") else "SMTP_PORT"
     smtp = _typed(SmtpSettings, smtp_raw, f"{shown(cfg)} [smtp]")
     engine = _typed(EngineSettings, dict(raw.get("engine", {})), f"{shown(cfg)} [engine]")
+    if not 0 <= engine.max_ssh_keys <= 32:  # the wire's bound (pvekvm.sshkeys.MAX_KEYS)
+        raise ConfigError(f"{shown(cfg)} [engine] max_ssh_keys: must be 0..32, "
+                          f"got {engine.max_ssh_keys}")
     key_file = env.get("PVEKVM_SECRET_KEY_FILE") or raw.get("secrets", {}).get(
         "key_file", "var/secret.key")
     key_where = ("PVEKVM_SECRET_KEY_FILE" if env.get("PVEKVM_SECRET_KEY_FILE")

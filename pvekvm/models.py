@@ -77,6 +77,8 @@ class Template(BaseModel):
     vmid = IntegerField()
     node = CharField(max_length=64)
     os_user = CharField(max_length=32, default="root")
+    os_type = CharField(max_length=8, default="linux")  # windows: cloudbase-init
+    ostype = CharField(max_length=8, null=True)  # PVE ostype (l26, win11); None: the template's
 
     class Meta:
         table_name = "templates"
@@ -149,6 +151,8 @@ class Product(BaseModel):
     traffic_quota_gb = IntegerField(null=True)  # per UTC month, in + out, GB = 10^9 bytes
     overage_rate_mbps = DecimalField(max_digits=8, decimal_places=2, null=True)
     rdns_policy = CharField(max_length=16, default="owned-or-fcrdns")  # pvekvm/rdns_policy.py
+    ssh_pwauth = BooleanField(default=True)  # False: keys only, the ready mail has no password
+    cicustom = CharField(max_length=255, null=True)  # PVE cicustom (the operator's snippets)
 
     class Meta:
         table_name = "products"
@@ -185,6 +189,7 @@ class Service(BaseModel):
     rescue_before = CharField(max_length=512, null=True)  # steps/rescue.py; None = not in rescue
     language = CharField(max_length=35, null=True)
     throttled_period = DateField(null=True)  # the month (its first day) it is throttled for
+    ssh_keys = TextField(null=True)  # OpenSSH public key lines (pvekvm/sshkeys.py)
     created_at = DateTimeField(null=True)
     updated_at = DateTimeField(null=True)
     # live_hostname: a generated column (unique while live) the database alone maintains.

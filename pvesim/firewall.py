@@ -9,7 +9,7 @@ from typing import Any
 from .model import PVEError
 from .qemu import V, check_lock, vm_of
 from .routes import Ctx, route
-from .vmconfig import cloudinit_pending, metadata, network_config, userdata
+from .vmconfig import cloudinit_pending, dump_network, metadata, userdata
 
 FW = V + "/firewall"
 INT_OPTS = {"enable", "dhcp", "ipfilter", "macfilter", "ndp", "radv"}
@@ -225,5 +225,5 @@ def ci_dump(ctx: Ctx, p: dict[str, Any]) -> str:
     if t == "user":
         return userdata(conf, vm["vmid"])
     if t == "network":
-        return network_config(conf)
+        return dump_network(conf)
     return metadata(conf, vm["vmid"])

@@ -120,7 +120,17 @@ def _fmt_volid_or_path(v: str) -> None:
     _fmt_volid(v)
 
 
+_URLENCODED_RE = re.compile(r"^[-%a-zA-Z0-9_.!~*'()]*$")
+
+
+def _fmt_urlencoded(v: str) -> None:
+    """pve-common's pve_verify_urlencoded (a raw space, '+', '/', '=' or newline is refused)."""
+    if not _URLENCODED_RE.match(v):
+        raise ValueError(f"invalid urlencoded string: {v}")
+
+
 STRING_FORMATS: dict[str, Callable[[str], None]] = {
+    "urlencoded": _fmt_urlencoded,
     "pve-vmid": _fmt_vmid,
     "pve-node": _fmt_node,
     "pve-storage-id": _fmt_storage,

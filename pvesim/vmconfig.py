@@ -94,6 +94,48 @@ def encrypt_pw(pw: str) -> str:
         return f"$5${salt}${hashlib.sha256((salt + pw).encode()).hexdigest()[:43]}"
 
 
+def windows_version(ostype: str | None) -> int:
+    """PVE::QemuServer::Helpers::windows_version."""
+    text = ostype or ""
+    if text in ("wxp", "w2k3", "w2k"):
+        return 5
+    if text in ("w2k8", "wvista"):
+        return 6
+    m = re.fullmatch(r"win(\d+)", text)
+    return int(m.group(1)) if m else 0
+
+
+def validate_ssh_public_keys(raw: str) -> None:
+    """PVE::Tools::validate_ssh_public_keys: every non-blank line must be a public key that
+    ``ssh-keygen -l`` reads (here: its key data loads), else one error for the whole call."""
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    for line in raw.split("\n"):
+        if not line.strip():
+            continue
+        words = line.split()
+        at = next((i for i, w in enumerate(words) if re.fullmatch(
+            r"ssh-(rsa|dss|ed25519)|ecdsa-sha2-nistp(256|384|521)|sk-\S+@openssh\.com", w)), None)
+        try:
+            if at is None or at + 1 >= len(words):
+                raise ValueError("no key")
+            load_ssh_public_key(f"{words[at]} {words[at + 1]}".encode())
+        except Exception:  # noqa: BLE001 - ssh-keygen's exit status: any failure is one error
+            raise PVEError("SSH public key validation error") from None
+
+
+def configdrive_metadata(conf: dict[str, str], uuid: str = "") -> dict[str, Any]:
+    """Port of Cloudinit.pm's cloudbase_configdrive2_metadata (a Windows VM's meta_data.json):
+    the password as stored (plain for a Windows ostype) and the keys."""
+    meta: dict[str, Any] = {"uuid": uuid, "network_config": {"content_path": "/content/0000"}}
+    if conf.get("cipassword"):
+        meta["admin_pass"] = conf["cipassword"]
+    if conf.get("sshkeys") is not None:
+        keys = [k for k in urllib.parse.unquote(conf["sshkeys"]).split("\n") if k.strip()]
+        meta["public_keys"] = {f"key-{i}": k for i, k in enumerate(keys)}
+    return meta
+
+
 def _render_drive(file: str, opts: list[tuple[str | None, str]], size: int | None) -> str:
     rest = {k: v for k, v in opts if k not in (None, "file", "volume", "size")}
     if size is not None:
@@ -143,6 +185,11 @@ class ConfigChange:
         self.free_volumes: list[str] = []
         self.log: list[str] = []
         running = vm["status"] == "running" if running is None else running
+        if params.get("sshkeys") is not None:
+            validate_ssh_public_keys(urllib.parse.unquote(str(params["sshkeys"])))
+        # qemu-server hashes cipassword unless the VM's saved ostype is Windows (cloudbase-init
+        # reads the password itself); an ostype sent in the same call is not saved yet
+        self.windows = windows_version(vm["config"].get("ostype")) > 0
         deletes = [d for d in re.split(r"[,;\s]+", str(params.get("delete") or "")) if d]
         errors = {}
         for d in deletes:
@@ -174,7 +221,7 @@ class ConfigChange:
         if re.match(r"^net\d+$", key):
             return _render_net(value, self.cluster)
         if key == "cipassword":
-            return encrypt_pw(value)
+            return value if self.windows else encrypt_pw(value)
         return value
 
     def _prepare_drive(self, key: str, value: str) -> str:
@@ -359,6 +406,58 @@ def network_config(conf: dict[str, str]) -> str:
     return out
 
 
+def cloudinit_format(conf: dict[str, str]) -> str:
+    """Cloudinit.pm's get_cloudinit_format: citype, else configdrive2 for a Windows ostype."""
+    if conf.get("citype"):
+        return conf["citype"]
+    return "configdrive2" if windows_version(conf.get("ostype")) else "nocloud"
+
+
+def configdrive2_network(conf: dict[str, str]) -> str:
+    """Port of Cloudinit.pm's configdrive2_network (ENI, as ``cloudinit/dump`` shows it)."""
+    out = "auto lo\niface lo inet loopback\n\n"
+    ns, sd = conf.get("nameserver", "").split(), conf.get("searchdomain", "").split()
+    if ns:
+        out += f"        dns_nameservers {' '.join(ns)}\n"
+    if sd:
+        out += f"        dns_search {' '.join(sd)}\n"
+    for key in sorted(k for k in conf if re.match(r"^net\d+$", k)):
+        n = key[3:]
+        if not conf.get(f"ipconfig{n}"):
+            continue
+        ip = dict((k, v) for k, v in split_prop(conf[f"ipconfig{n}"]) if k)
+        out += f"auto eth{n}\n"
+        if "ip" in ip:
+            if ip["ip"] == "dhcp":
+                out += f"iface eth{n} inet dhcp\n"
+            else:
+                addr, _, bits = ip["ip"].partition("/")
+                out += (f"iface eth{n} inet static\n        address {addr}\n"
+                        f"        netmask {_mask_to_netmask(int(bits or 32))}\n")
+                if "gw" in ip:
+                    out += f"        gateway {ip['gw']}\n"
+        if "ip6" in ip:
+            if ip["ip6"] in ("auto", "dhcp"):
+                out += f"iface eth{n} inet6 {ip['ip6']}\n"
+            else:
+                addr, _, bits = ip["ip6"].partition("/")
+                out += f"iface eth{n} inet6 static\n        address {addr}\n"
+                out += f"        netmask {bits}\n"
+                if "gw6" in ip:
+                    out += f"        gateway {ip['gw6']}\n"
+    return out
+
+
+def dump_network(conf: dict[str, str]) -> str:
+    """``cloudinit/dump?type=network`` (dump_cloudinit_config): by the VM's format."""
+    return network_config(conf) if cloudinit_format(conf) == "nocloud" \
+        else configdrive2_network(conf)
+
+
 def metadata(conf: dict[str, str], vmid: int) -> str:
-    digest = hashlib.sha1((userdata(conf, vmid) + network_config(conf)).encode()).hexdigest()
-    return f"instance-id: {digest}\n"
+    if cloudinit_format(conf) != "nocloud":  # configdrive2_gen_metadata
+        digest = hashlib.sha1((userdata(conf, vmid) + configdrive2_network(conf)).encode())
+        return (f'{{\n     "uuid": "{digest.hexdigest()}",\n     "network_config": '
+                '{ "content_path": "/content/0000" }\n}\n')
+    digest = hashlib.sha1((userdata(conf, vmid) + network_config(conf)).encode())
+    return f"instance-id: {digest.hexdigest()}\n"

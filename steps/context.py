@@ -78,6 +78,19 @@ class StepContext:
                            self.settings.engine.catalog_cache_s)
 
     @property
+    def ssh_keys(self) -> str | None:
+        """The client's keys the VM gets: those the order brings (an operation's ``service``
+        columns, set on the service when it completes) or the service's own."""
+        columns = self.params.get("service", {})
+        return columns.get("ssh_keys", self.service.ssh_keys)
+
+    @property
+    def password_login(self) -> bool:
+        """Whether the client logs in with the password: off for a package without SSH
+        password login on a Linux template (a Windows one logs in with its password)."""
+        return bool(self.product.ssh_pwauth) or self.template.os_type == "windows"
+
+    @property
     def vmid(self) -> int:
         if self.service.vmid is None:
             raise RuntimeError(f"service {self.service.id} has no VMID yet")

@@ -18,8 +18,18 @@ def _values(ctx: StepContext) -> dict[str, object]:
     v4, v6 = ctx.ips()
     return {"hostname": ctx.service.hostname, "service_id": ctx.service.id,
             "ip": v4[0] if v4 else "DHCP", "ipv6": v6[0] if v6 else None,
-            "username": ctx.service.username, "password": ctx.password,
+            "username": ctx.service.username, "password": _mailed_password(ctx),
             "template": ctx.template.name, "backup": ctx.params.get("backup_id")}
+
+
+def _mailed_password(ctx: StepContext) -> str | None:
+    """The password the mail carries: none in the ready and reinstalled mails of a package
+    without SSH password login (the client logs in with its keys; a ``None`` value drops the
+    template's password line). A password reset's mail carries it: the client asked for it,
+    for the console."""
+    if not ctx.password_login and ctx.operation.kind in ("deploy", "reinstall"):
+        return None
+    return ctx.password
 
 
 def send_once(ctx: StepContext, template: str) -> StepResult:

@@ -23,6 +23,8 @@ ADDED_IN_9 = {"operations": ["paused_at", "paused_since", "auto_resumes",  # 000
 ADDED_IN_10 = {"outbox": ["seq"]}  # 0010: the feed position (webhooks and the pull feed)
 ADDED_IN_11 = {"backups": ["operation_id"]}  # 0011: the operation that made a backup
 ADDED_IN_24 = {"services": ["rescue_before"]}  # 0024: rescue mode (and product_templates)
+ADDED_IN_23 = {"templates": ["os_type", "ostype"],  # 0023: SSH keys, Windows templates
+               "products": ["ssh_pwauth", "cicustom"], "services": ["ssh_keys"]}
 
 
 def _columns(database, table: str) -> set[str]:
@@ -40,7 +42,7 @@ def test_a_version_1_database_gains_what_version_2_added(database):
     for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
                            *ADDED_IN_5.items(), *ADDED_IN_8.items(),
                            *ADDED_IN_9.items(), *ADDED_IN_10.items(), *ADDED_IN_11.items(),
-                           *ADDED_IN_24.items()):
+                           *ADDED_IN_23.items(), *ADDED_IN_24.items()):
         for column in columns:
             database.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
     database.execute_sql("ALTER TABLE operations DROP INDEX ix_operations_auto_resume")
@@ -65,7 +67,7 @@ def test_a_version_1_database_gains_what_version_2_added(database):
         for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
                                *ADDED_IN_5.items(), *ADDED_IN_8.items(),
                            *ADDED_IN_9.items(), *ADDED_IN_10.items(), *ADDED_IN_11.items(),
-                           *ADDED_IN_24.items()):
+                           *ADDED_IN_23.items(), *ADDED_IN_24.items()):
             assert set(columns) <= _columns(database, table), table
         tables = set(database.get_tables())
         assert {"task_slots", "task_claims"} <= tables and not tables & {"clone_slots",

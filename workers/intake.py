@@ -134,6 +134,7 @@ def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
     kind = KIND_OF.get(event.type)
     if kind is None or kind not in MACHINES:
         raise Refused(f"event type {event.type!r} is not supported by this engine version")
+    _check_key_count(event, engine)
     if isinstance(event, CreateEvent):
         created = _create_service(event, engine.catalog_cache_s)
         out = operations.begin(event.service_id, kind, key, {}, digest, engine.deploy_window,
@@ -145,6 +146,23 @@ def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
         return _hold(event, body, engine.hold_unknown_service_s)
     params = _params(event, service, engine)
     return operations.begin(event.service_id, kind, key, params, digest)
+
+
+def _check_key_count(event: Event, engine: EngineSettings) -> None:
+    """The engine's bound on keys per service (the wire's own is sshkeys.MAX_KEYS)."""
+    keys = getattr(event, "ssh_keys", None)
+    if keys is not None and len(keys) > engine.max_ssh_keys:
+        raise Refused(f"field 'ssh_keys': too many keys: {len(keys)} "
+                           f"(max {engine.max_ssh_keys})")
+
+
+def _keys_only_problem(product: Product, template: Template, keys: str | None) -> str | None:
+    """A package without SSH password login needs the client's keys (a Linux template: a
+    Windows one logs in with its password)."""
+    if not product.ssh_pwauth and template.os_type != "windows" and not keys:
+        return (f"the package {product.name} allows no SSH password login: send ssh_keys "
+                "(the client's public keys)")
+    return None
 
 
 def _check_now(kind: str, service: Service) -> None:
@@ -242,9 +260,14 @@ def _create_service(event: CreateEvent, max_age_s: float) -> Service:
     _check_hostname_free(hostname, holder)
     if old is not None:
         Service.delete().where(Service.id == event.service_id).execute()
+    keys = "\n".join(event.ssh_keys or ()) or None  # checked and canonical (wire/orders.py)
+    problem = _keys_only_problem(product, template, keys)
+    if problem:
+        raise Refused(problem)
     return Service.create(id=event.service_id, client_id=event.client_id, product_id=product.id,
                           template_id=template.id, email=event.email, hostname=hostname,
-                          status="pending", want_ipv6=bool(event.ipv6), language=event.language)
+                          status="pending", want_ipv6=bool(event.ipv6), language=event.language,
+                          ssh_keys=keys)
 
 
 def create_service(event: CreateEvent, max_age_s: float, **columns: Any) -> Service:
@@ -290,7 +313,20 @@ def _params(event: Event, service: Service, engine: EngineSettings = DEFAULTS) -
             if template.id != service.template_id else None
         if problem:  # the service's own template stays allowed (a changed offer keeps it)
             raise Refused(problem)
-        return {"template_id": template.id, "service": {"template_id": template.id}}
+        columns: dict[str, Any] = {"template_id": template.id}
+        keys = _new_keys(data, service)
+        problem = _keys_only_problem(product, template, keys)
+        if problem:
+            raise Refused(problem)
+        if "ssh_keys" in data:
+            columns["ssh_keys"] = keys
+        return {"template_id": template.id, "service": columns}
+    if event.type == "reset_password" and "ssh_keys" in data:
+        keys = _new_keys(data, service)
+        problem = _keys_only_problem(product, Template.get_by_id(service.template_id), keys)
+        if problem:
+            raise Refused(problem)
+        return {"service": {"ssh_keys": keys}}
     if event.type == "language_change":  # the column is set when the operation completes
         return {"language": data["language"], "service": {"language": data["language"]}}
     if event.type == "reinstall_iso" and not product.iso_storage:
@@ -331,6 +367,14 @@ def _params(event: Event, service: Service, engine: EngineSettings = DEFAULTS) -
             raise Refused(f"a restore of backup {data['backup_id']} is already pending: "
                           f"resume or cancel it")
     return data
+
+
+def _new_keys(data: dict[str, Any], service: Service) -> str | None:
+    """The keys the service has once the order is done: the order's (one copy, in the
+    params' ``service`` columns, the step reads them there) or its own."""
+    if "ssh_keys" not in data:
+        return service.ssh_keys
+    return "\n".join(data["ssh_keys"]) or None
 
 
 def _check_holds_address(service: Service, address: str) -> None:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Sec
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from pvekvm import dnssync, languages, mail, messaging, picker, tokens
+from pvekvm import dnssync, languages, mail, messaging, picker, sshkeys, tokens
 from pvekvm import secrets as secretbox
 from pvekvm.addresses import cidr, held, held_row, host_address
 from pvekvm.api import pve, schemas
@@ -226,7 +226,16 @@ def get_service(svc: Svc, settings: Cfg) -> schemas.ServiceView:
         proxmox_error=error, throttled_period=f"{svc.throttled_period:%Y-%m}"
         if svc.throttled_period else None, language=svc.language,
         mail_language=_mail_language(settings, svc.language),
-        rescue=svc.rescue_before is not None)
+        rescue=svc.rescue_before is not None,
+        ssh_keys=[schemas.SshKeyView(**v) for v in sshkeys.views(svc.ssh_keys)],
+        password_login=_password_login(product, svc))
+
+
+def _password_login(product: Product | None, svc: Service) -> bool:
+    if product is None or product.ssh_pwauth:
+        return True
+    template = Template.get_or_none(Template.id == svc.template_id)
+    return template is not None and template.os_type == "windows"
 
 
 def _ptr(row: Any) -> dict[str, Any]:

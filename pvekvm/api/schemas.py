@@ -89,6 +89,13 @@ class LiveStatus(BaseModel):
                             "Proxmox config), null: none mounted")
 
 
+class SshKeyView(BaseModel):
+    type: str = Field(description="ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa")
+    bits: int
+    fingerprint: str = Field(description="as ssh-keygen -l shows it: SHA256:<base64>")
+    comment: str
+
+
 class ServiceView(BaseModel):
     id: int
     client_id: int
@@ -112,6 +119,12 @@ class ServiceView(BaseModel):
                                "language, or its fallback when no templates exist for it")
     rescue: bool = Field(False, description="in rescue mode: the VM boots the provider's "
                          "rescue ISO (rescue_off boots it from its disk again)")
+    ssh_keys: list[SshKeyView] = Field(
+        default_factory=list, description="the client's SSH public keys the VM is given "
+        "(fingerprints, never the keys)")
+    password_login: bool = Field(
+        True, description="false: the package allows no SSH password login (keys only; the "
+        "ready mail carries no password)")
 
 
 class Credentials(BaseModel):

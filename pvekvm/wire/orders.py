@@ -62,7 +62,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from pvekvm import jsonsafe, languages
+from pvekvm import jsonsafe, languages, sshkeys
 from pvekvm.limits import FIELD_LENGTHS, FIELD_RANGES, MAX_INT_DIGITS
 from pvekvm.validation import is_valid_hostname, service_hostname_problem
 
@@ -226,6 +226,22 @@ def _weekdays(value: Any) -> tuple[str, ...]:
     return tuple(d for d in WEEKDAYS if d in seen)
 
 
+def _ssh_keys(value: Any) -> tuple[str, ...]:
+    """The client's public keys, each parsed from its blob (:mod:`pvekvm.sshkeys`), kept in
+    their canonical form; the reason names the key by position, never its text."""
+    if not isinstance(value, list | tuple):
+        raise _refuse(f"expected array, got {_show(value)}")
+    if len(value) > sshkeys.MAX_KEYS:
+        raise _refuse(f"too many keys: {len(value)} (max {sshkeys.MAX_KEYS})")
+    for at, line in enumerate(value, 1):
+        if type(line) is not str:
+            raise _refuse(f"key {at}: expected string, got {_show(line)}")
+    try:
+        return tuple(k.line for k in sshkeys.parse_keys(list(value)))
+    except sshkeys.BadKey as exc:
+        raise _refuse(str(exc)) from None
+
+
 ServiceId = Annotated[int, Strict(), Field(**_int_range("service_id"))]
 ClientId = Annotated[int, Strict(), Field(**_int_range("client_id"))]
 BackupId = Annotated[int, Strict(), Field(**_int_range("backup_id"))]
@@ -281,6 +297,15 @@ Days = Annotated[tuple[Weekday, ...], BeforeValidator(_weekdays), Field(
     description="weekdays, each at most once; empty: no scheduled backups",
     json_schema_extra={"uniqueItems": True, "maxItems": len(WEEKDAYS)})]
 Action = PowerAction
+SshKeys = Annotated[tuple[str, ...], BeforeValidator(_ssh_keys), Field(
+    description="the client's SSH public keys, one OpenSSH line each ('<type> <base64> "
+    "[comment]'): ssh-ed25519, ecdsa-sha2-nistp256/384/521, ssh-rsa of at least 2048 bits; "
+    "each parsed from its key data, none twice; the engine's max_ssh_keys may allow fewer. "
+    "Absent: the service keeps its keys; an empty array removes them",
+    json_schema_extra={"maxItems": sshkeys.MAX_KEYS, "items": {
+        "type": "string", "maxLength": sshkeys.MAX_KEY_LENGTH,
+        "pattern": "^(?:ssh-ed25519|ecdsa-sha2-nistp(?:256|384|521)|ssh-rsa) "
+                   "[A-Za-z0-9+/]+={0,2}(?: [^\\n]*)?$"}})]
 
 
 # --------------------------------------------------------------------------- events
@@ -368,6 +393,7 @@ class CreateEvent(Event):
     template: Slug | None = None
     ipv6: Annotated[bool, Strict()] = False
     language: Language | None = None  # the client's; mail in it, English fallback
+    ssh_keys: SshKeys | None = None
 
 
 class ChangePackageEvent(Event):
@@ -378,6 +404,7 @@ class ChangePackageEvent(Event):
 class ReinstallEvent(Event):
     type: Literal["reinstall"] = "reinstall"
     template: Slug | None = None
+    ssh_keys: SshKeys | None = None  # absent: the keys the service has
 
 
 class ReinstallIsoEvent(Event):
@@ -457,7 +484,10 @@ class BackupScheduleEvent(Event):
 
 
 class ResetPasswordEvent(Event):
+    """A new password; ``ssh_keys`` (when given) replace the service's keys as well."""
+
     type: Literal["reset_password"] = "reset_password"
+    ssh_keys: SshKeys | None = None
 
 
 class IsoMountEvent(Event):

@@ -67,7 +67,10 @@ def test_connection_config_options_and_the_catalog(whmcs: Whmcs):
 
 def test_create_account_deploys_the_vm_and_a_retry_is_no_second_order(whmcs: Whmcs):
     a = whmcs.params(SID_A, CLIENT_A)
-    b = whmcs.params(SID_B, CLIENT_B, domain="Shop.Example.COM")
+    key = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPgNLhvOUtXpnWHDBHrLnuy2j9pSNRZYtOqU0FUWjs7h"
+           " ada@laptop")
+    b = whmcs.params(SID_B, CLIENT_B, domain="Shop.Example.COM",
+                     customfields={"SSH Public Keys": f"\r\n{key}\r\n\r\n"})
     assert whmcs.call("CreateAccount", {**a, "domain": "not a host!"}).startswith(
         "the service's domain is not a host name")
     assert whmcs.call("CreateAccount", {**a, "configoption1": ""}).startswith(
@@ -82,6 +85,7 @@ def test_create_account_deploys_the_vm_and_a_retry_is_no_second_order(whmcs: Whm
         "ready", CLIENT_A, "client31@example.com")
     assert svc_a.language == "de" and svc_a.want_ipv6  # WHMCS's "german", the IPv6 setting
     assert svc_b.hostname == "shop.example.com" and svc_b.vmid and svc_b.node
+    assert svc_b.ssh_keys == key and svc_a.ssh_keys is None  # the "SSH Public Keys" field
     # WHMCS's module queue retrying the create: answered success, nothing ordered again
     assert whmcs.call("CreateAccount", a) == "success"
     assert [o.id for o in ops(SID_A, "create")] == [create.id]

@@ -127,6 +127,10 @@ function pvekvm_CreateAccount(array $params): string
         if ($language !== null) {
             $fields['language'] = $language;
         }
+        $keys = Module::sshKeys($params);
+        if ($keys !== []) {
+            $fields['ssh_keys'] = $keys;
+        }
         $api = Module::api($params);
         $existing = Module::service($api, $sid);
         if ($existing !== null && ($existing['status'] ?? '') !== 'terminated') {

@@ -163,6 +163,22 @@ final class Module
         return self::LANGUAGES[$name] ?? null;
     }
 
+    /** The client's SSH public keys from the product's custom field "SSH Public Keys" (one
+     * OpenSSH line each; blank lines dropped). The engine checks each key and refuses the
+     * order with the reason when one is bad. */
+    public static function sshKeys(array $params): array
+    {
+        $text = (string) ($params['customfields']['SSH Public Keys'] ?? '');
+        $keys = [];
+        foreach (preg_split('/\r\n|\r|\n/', $text) ?: [] as $line) {
+            $line = trim($line);
+            if ($line !== '') {
+                $keys[] = $line;
+            }
+        }
+        return $keys;
+    }
+
     /** A module setting (configoptionN) or, when the client chose one at order, the
      * configurable option of that name. */
     public static function option(array $params, int $index, string $configurableName): string

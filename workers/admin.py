@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 from pvekvm import messaging, oplog
 from pvekvm.config import Settings
+from pvekvm.lifecycle import OpStatus
 from pvekvm.models import Operation, Service, StepRun, database
 from pvekvm.proxmox import ProxmoxError, client
 from steps.machines import MACHINES
 from workers import operations
-from workers.operations import OpStatus
 from workers.outcome import Outcome
 
 

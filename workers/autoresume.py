@@ -29,10 +29,11 @@ from datetime import datetime, timedelta
 from pvekvm import mail, messaging, metrics, preflight
 from pvekvm.config import EngineSettings, Settings
 from pvekvm.dns.model import DnsError
+from pvekvm.lifecycle import OpStatus
 from pvekvm.models import Operation, database
 from pvekvm.proxmox import Proxmox, ProxmoxError
 from workers import operations
-from workers.operations import LostRace, OpStatus
+from workers.operations import LostRace
 
 log = logging.getLogger("pvekvm.autoresume")
 

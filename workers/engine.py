@@ -28,6 +28,7 @@ from peewee import InterfaceError, OperationalError
 
 from pvekvm import dberrors, metrics, oplog
 from pvekvm.config import EngineSettings, Settings
+from pvekvm.lifecycle import FINISHED, OpStatus
 from pvekvm.models import Operation, Service, database
 from pvekvm.proxmox import Proxmox, ProxmoxError, client, task_failure
 from pvekvm.redact import safe_reason
@@ -46,7 +47,7 @@ from steps.machine import (
 )
 from steps.machines import MACHINES
 from workers import autoresume, operations
-from workers.operations import FINISHED, LostRace, OpStatus, cas, new_nudge_id
+from workers.operations import LostRace, cas, new_nudge_id
 from workers.outcome import Nudge, Outcome, read_step_message
 
 log = logging.getLogger("pvekvm.engine")

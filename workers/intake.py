@@ -27,6 +27,15 @@ from pvekvm import dberrors, placement, rdns_policy
 from pvekvm.addresses import held_row
 from pvekvm.config import EngineSettings
 from pvekvm.db import values
+from pvekvm.lifecycle import (
+    GONE,
+    SUSPENDED_STATUSES,
+    UNFINISHED,
+    OpStatus,
+    ServiceStatus,
+    machine_of_event,
+    refusal,
+)
 from pvekvm.models import (
     Backup,
     BackupSchedule,
@@ -51,30 +60,22 @@ from steps.context import catalog_named, catalog_row
 from steps.machine import Refused
 from steps.machines import MACHINES
 from workers import operations
-from workers.operations import UNFINISHED, OpStatus
 from workers.outcome import Outcome
 
 log = logging.getLogger("pvekvm.intake")
 MAX_SERVICE_ID = 2**32 - 1
 
-# event type → the machine that carries it out (the others are handled here, without Proxmox)
-KIND_OF: dict[str, str] = {
-    "create": "deploy", "change_package": "change_package", "reinstall": "reinstall",
-    "suspend": "suspend", "unsuspend": "unsuspend", "terminate": "terminate",
-    "snapshot_create": "snapshot_create", "snapshot_delete": "snapshot_delete",
-    "snapshot_rollback": "snapshot_rollback", "backup_create": "backup_create",
-    "backup_delete": "backup_delete", "backup_restore": "restore",
-    "reset_password": "reset_password", "iso_mount": "iso_mount", "iso_unmount": "iso_unmount",
-    "power": "power", "rdns_set": "rdns_set", "rdns_reset": "rdns_reset", "migrate": "migrate",
-}
-LIVE = ("terminated",)
-DEFAULTS = EngineSettings()  # a service in any other status holds its host name
+# event type → the machine that carries it out (each machine declares its event; the others are
+# handled here, without Proxmox)
+KIND_OF: dict[str, str] = machine_of_event(MACHINES.values())
+DEFAULTS = EngineSettings()
 # billing's key seen before (as an operation, as a held event); events held for the service
 _SEEN = ("SELECT (SELECT id FROM operations WHERE idempotency_key = %s), "
          "(SELECT id FROM held_events WHERE idempotency_key = %s), "
          "EXISTS (SELECT 1 FROM held_events WHERE service_id = %s)")
+# a service in any status but terminated holds its host name
 _HOSTNAME_HOLDER = ("(SELECT id FROM services WHERE hostname = %s AND id <> %s "
-                    "AND status <> 'terminated' LIMIT 1)")
+                    f"AND status <> '{ServiceStatus.TERMINATED}' LIMIT 1)")
 
 
 def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
@@ -142,19 +143,22 @@ def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
 
 def _check_now(kind: str, service: Service) -> None:
     """Refuse what may not run on the service as it will be when this event's turn comes: the
-    operations already accepted (a terminate, the last suspend or unsuspend) count."""
+    operations already accepted (a terminate, the last suspend or unsuspend) count; the machine's
+    ``starts_from`` decides (:func:`pvekvm.lifecycle.refusal`, as when its turn comes)."""
     kinds = [p.kind for p in Operation.select(Operation.kind).where(
         (Operation.service_id == service.id) & Operation.status.in_(UNFINISHED))
         .order_by(Operation.id)]
-    if service.status in ("terminated", "terminating") or "terminate" in kinds:
+    if service.status in GONE or any(MACHINES[k].done_status in GONE for k in kinds):
         raise Refused(f"service {service.id} is terminated or being terminated")
-    suspended = bool(service.suspended) or service.status in ("suspended", "suspending")
-    for k in kinds:
-        if k in ("suspend", "unsuspend"):
-            suspended = k == "suspend"
-    if suspended and not MACHINES[kind].runs_while_suspended:
-        raise Refused(f"service {service.id} is suspended: only unsuspend, terminate and "
-                      f"package changes are accepted")
+    suspended = bool(service.suspended) or service.status in SUSPENDED_STATUSES
+    for k in kinds:  # the last suspend or unsuspend accepted decides
+        if MACHINES[k].suspended_after is not None:
+            suspended = bool(MACHINES[k].suspended_after)
+    status = ServiceStatus.SUSPENDED if suspended else \
+        ServiceStatus.READY if service.status in SUSPENDED_STATUSES else service.status
+    reason = refusal(MACHINES[kind], service.id, status, suspended)
+    if reason is not None:
+        raise Refused(reason)
 
 
 def _hold(event: Event, body: bytes, hold_unknown_s: float) -> Outcome:
@@ -216,14 +220,15 @@ def _create_service(event: CreateEvent, max_age_s: float) -> Service:
     old, holder = values(
         "SELECT (SELECT status FROM services WHERE id = %s), " + _HOSTNAME_HOLDER,
         event.service_id, hostname, event.service_id) or (None, None)
-    if old is not None and old != "terminated":
+    if old is not None and old != ServiceStatus.TERMINATED:
         raise Refused(f"service {event.service_id} already exists (status {old})")
     _check_hostname_free(hostname, holder)
     if old is not None:
         Service.delete().where(Service.id == event.service_id).execute()
     return Service.create(id=event.service_id, client_id=event.client_id, product_id=product.id,
                           template_id=template.id, email=event.email, hostname=hostname,
-                          status="pending", want_ipv6=bool(event.ipv6), language=event.language)
+                          status=ServiceStatus.PENDING, want_ipv6=bool(event.ipv6),
+                          language=event.language)
 
 
 def create_service(event: CreateEvent, max_age_s: float, **columns: Any) -> Service:

@@ -18,7 +18,6 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from peewee import IntegrityError
@@ -26,25 +25,14 @@ from peewee import IntegrityError
 from pvekvm import oplog
 from pvekvm.config import EngineSettings
 from pvekvm.db import scalar
+from pvekvm.lifecycle import FINISHED as FINISHED  # re-exported: the core owns them now
+from pvekvm.lifecycle import UNFINISHED as UNFINISHED
+from pvekvm.lifecycle import Machine, OpStatus, ServiceStatus, refusal
 from pvekvm.messaging import Publisher
 from pvekvm.models import AuditLog, Backup, Operation, Service, database
-from steps.machine import Machine
 from steps.machines import MACHINES
 from workers import outbox
 from workers.outcome import Nudge, Outcome
-
-
-class OpStatus(StrEnum):
-    QUEUED = "queued"        # accepted, waiting for the service's running operation
-    RUNNING = "running"
-    PAUSED = "paused"        # a fault: waits at its last good state for resume or cancel
-    DONE = "done"
-    FAILED = "failed"        # refused: the request was wrong or not allowed
-    CANCELLED = "cancelled"  # abandoned by an operator
-
-
-UNFINISHED = (OpStatus.QUEUED, OpStatus.RUNNING, OpStatus.PAUSED)
-FINISHED = (OpStatus.DONE, OpStatus.FAILED, OpStatus.CANCELLED)
 
 
 class LostRace(Exception):
@@ -64,7 +52,8 @@ def nudge_for(op: Operation, machines: Mapping[str, Machine] = MACHINES) -> Nudg
     return Nudge(t.pool, op.id, op.nudge_id, op.state, float(op.nudge_delay_s or 0))
 
 
-_FIRST_QUEUED = ("SELECT * FROM operations WHERE service_id = %s AND status = 'queued' "
+_FIRST_QUEUED = ("SELECT * FROM operations WHERE service_id = %s "
+                 f"AND status = '{OpStatus.QUEUED}' "
                  "ORDER BY id LIMIT 1 FOR UPDATE")
 _CAS_SQL: dict[tuple[str, ...], str] = {}  # the columns a cas changes -> its statement
 
@@ -182,14 +171,8 @@ def admit_next(kind: str, window: int) -> Outcome:
 
 
 def not_allowed_now(machine: Machine, service: Service) -> str | None:
-    """Why ``machine`` may not run on ``service`` now (None: it may)."""
-    if service.status in ("terminated", "terminating") and machine.kind != "deploy":
-        return f"service {service.id} is {service.status}"
-    if (service.suspended or service.status in ("suspended", "suspending")) \
-            and not machine.runs_while_suspended:
-        return (f"service {service.id} is suspended: only unsuspend, terminate and package "
-                f"changes are accepted")
-    return None
+    """Why ``machine`` may not run on ``service`` now (None: it may): its ``starts_from``."""
+    return refusal(machine, service.id, service.status, bool(service.suspended))
 
 
 # --- ending ---------------------------------------------------------------------------------
@@ -206,8 +189,8 @@ def finish(op: Operation, machine: Machine, out: Outcome, window: int = 0,
     if machine.suspended_after is not None:
         updates["suspended"] = machine.suspended_after
     status = machine.done_status
-    if status == "ready" and updates.get("suspended", _suspended(op.service_id)):
-        status = "suspended"
+    if status == ServiceStatus.READY and updates.get("suspended", _suspended(op.service_id)):
+        status = ServiceStatus.SUSPENDED
     if status:
         updates["status"] = status
     if updates:
@@ -340,7 +323,7 @@ def cancel(op: Operation, who: str = "operator", window: int = 0) -> Outcome:
 def _give_back_service(op: Operation, machine: Machine) -> None:
     if not machine.busy_status:
         return
-    status = machine.failed_status or op.prior_status or "ready"
+    status = machine.failed_status or op.prior_status or ServiceStatus.READY
     Service.update(status=status).where((Service.id == op.service_id)
                                         & (Service.status == machine.busy_status)).execute()
 

@@ -7,9 +7,8 @@ import hashlib
 import ipaddress
 import json
 
-from pvekvm import addresses
+from pvekvm import addresses, service_changes
 from pvekvm.addresses import MAX_EXTRA_IPV4
-from pvekvm.models import Service
 from pvekvm.secrets import generate_password
 from steps.context import StepContext
 from steps.machine import Done, StepResult
@@ -53,9 +52,7 @@ def set_cloudinit(ctx: StepContext, *, new_password: bool = False) -> StepResult
         password = generate_password()
         ctx.set_password(password)
     user = ctx.template.os_user  # the OS image decides its login (reinstall may change it)
-    if ctx.service.username != user:
-        ctx.service.username = user
-        Service.update(username=user).where(Service.id == ctx.service.id).execute()
+    service_changes.set_username(ctx.service, user)
     pool = ctx.pool(4) or ctx.pool(6)
     network, stale = network_settings(ctx)
     settings = {"ciuser": user, "cipassword": password, **network, "name": ctx.service.hostname}

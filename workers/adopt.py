@@ -25,7 +25,7 @@ from typing import Any
 
 from peewee import IntegrityError
 
-from pvekvm import addresses, dns, dnssync, jsonsafe
+from pvekvm import addresses, dns, dnssync, jsonsafe, service_changes
 from pvekvm.config import Settings
 from pvekvm.lifecycle import ServiceStatus
 from pvekvm.models import (
@@ -254,8 +254,7 @@ def _finish(settings: Settings, pve: Proxmox, service: Service, product: Product
         cfg = found[1]
         if found[0] != service.node:
             notes.append(f"the VM moved to {found[0]} (recorded: {service.node})")
-            service.node = found[0]
-            Service.update(node=found[0]).where(Service.id == service.id).execute()
+            service_changes.place_vm(service, found[0])
         if service.product_id != product.id:
             notes.append(f"the service has package {Product.get_by_id(service.product_id).name}"
                          f"; billing changes it with change_package")

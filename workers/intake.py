@@ -23,7 +23,7 @@ from typing import Any
 
 from peewee import IntegrityError, OperationalError
 
-from pvekvm import dberrors, placement, rdns_policy
+from pvekvm import dberrors, placement, rdns_policy, service_changes
 from pvekvm.addresses import held_row
 from pvekvm.config import EngineSettings
 from pvekvm.db import values
@@ -224,11 +224,11 @@ def _create_service(event: CreateEvent, max_age_s: float) -> Service:
         raise Refused(f"service {event.service_id} already exists (status {old})")
     _check_hostname_free(hostname, holder)
     if old is not None:
-        Service.delete().where(Service.id == event.service_id).execute()
-    return Service.create(id=event.service_id, client_id=event.client_id, product_id=product.id,
-                          template_id=template.id, email=event.email, hostname=hostname,
-                          status=ServiceStatus.PENDING, want_ipv6=bool(event.ipv6),
-                          language=event.language)
+        service_changes.replace_terminated(event.service_id)
+    return service_changes.create(
+        id=event.service_id, client_id=event.client_id, product_id=product.id,
+        template_id=template.id, email=event.email, hostname=hostname,
+        status=ServiceStatus.PENDING, want_ipv6=bool(event.ipv6), language=event.language)
 
 
 def create_service(event: CreateEvent, max_age_s: float, **columns: Any) -> Service:
@@ -237,9 +237,7 @@ def create_service(event: CreateEvent, max_age_s: float, **columns: Any) -> Serv
     status, node, MAC and login of the VM it takes over."""
     service = _create_service(event, max_age_s)
     if columns:
-        Service.update(**columns).where(Service.id == service.id).execute()
-        for name, value in columns.items():
-            setattr(service, name, value)
+        service_changes.adopt(service, **columns)
     return service
 
 
@@ -263,7 +261,8 @@ def _params(event: Event, service: Service) -> dict[str, Any]:
         new = Product.get_or_none(Product.name == data["product"])
         if new is None:
             raise Refused(f"unknown product {data['product']!r}")
-        return {"product_id": new.id, "service": {"product_id": new.id}}
+        # its first step moves the service to the new package (service_changes.change_package)
+        return {"product_id": new.id}
     if event.type == "reinstall":
         name = data.get("template")
         template = Template.get_or_none(Template.name == name) if name else \

@@ -94,8 +94,7 @@ def reconcile_once(settings: Settings, publisher: messaging.Publisher,
         if nudge is None:
             continue
         operations.deliver(Outcome(publish=[nudge]), publisher)
-        Operation.update(updated_at=datetime.now()).where(
-            (Operation.id == op.id) & (Operation.nudge_id == nudge.nudge_id)).execute()
+        operations.renudged(op, nudge.nudge_id)
         log.info("sid:%s re-nudged %s at (%s)", op.service_id, op.kind, op.state)
         sent += 1
     events = outbox.unpublished(older_than=unconfirmed)

@@ -6,8 +6,9 @@ how a step's faults are retried.
 - A :class:`Machine` is an operation kind as data: the billing event that starts it
   (``event``), the service statuses it may start from (``starts_from``, read by intake when it
   accepts an order and by workers/operations.py when the order's turn comes: :func:`refusal`),
-  the service changes it makes (``busy_status`` while it runs, ``done_status`` and
-  ``suspended_after`` when it completes, ``failed_status`` when refused or cancelled), and its
+  the service changes it makes (``busy_status`` while it runs, ``done_status``,
+  ``suspended_after`` and the columns ``sets_when_done`` when it completes, ``failed_status``
+  when refused or cancelled; what its steps record goes through pvekvm/service_changes.py), and its
   transitions: at ``state`` the ``pool`` workers run a step, then the operation is at ``then``.
   Building a machine checks that the states chain, that no state appears twice and that every
   pool exists: a typo fails at import, not as an unroutable message at run time.
@@ -255,6 +256,9 @@ class Machine:
     done_status: ServiceStatus | None = None    # when it completes (None: unchanged)
     failed_status: ServiceStatus | None = None  # when refused/cancelled (None: the one before)
     suspended_after: bool | None = None  # the service's suspended flag once it completes
+    sets_when_done: tuple[str, ...] = ()  # service columns it takes from its params["service"]
+                                          # when it completes (intake or the scheduler fills
+                                          # them in); any other column there is ignored
     admission: bool = False             # at most [engine] window of this kind run at once
     completed_event: str | None = None  # the event billing gets when it completes (besides
                                         # operation.completed): workers/outbox.py

@@ -58,6 +58,8 @@ def header(m: Machine) -> list[str]:
         changes.append(f"{m.failed_status or 'the status before'} when refused or cancelled")
     if m.suspended_after is not None:
         changes.append(f"suspended flag {'set' if m.suspended_after else 'cleared'} when done")
+    if m.sets_when_done:
+        changes.append(f"{', '.join(m.sets_when_done)} from the order when done")
     lines = [f"--- {m.title} ({m.kind}) ---",
              f"started by:   {started}",
              f"starts from:  {_statuses(m.starts_from)}",

@@ -146,7 +146,8 @@ REINSTALL = Machine("reinstall", "Reinstall", chain(
     ("rs_start", START_VM),
     ("rs_verify", verify_and_email("reinstalled")),
     then="ready"),
-    event="reinstall", busy_status=S.REINSTALLING, done_status=S.READY)
+    event="reinstall", busy_status=S.REINSTALLING, done_status=S.READY,
+    sets_when_done=("template_id",))  # the OS it was reinstalled with
 
 RESTORE = Machine("restore", "Restore", chain(
     ("restore", STOP_VM),
@@ -214,11 +215,11 @@ MIGRATE = Machine("migrate", "Migrate", chain(
 
 
 def one_step(kind: str, title: str, action: Action, *, event: str | None = None,
-             completed_event: str | None = None) -> Machine:
+             completed_event: str | None = None, sets_when_done: tuple[str, ...] = ()) -> Machine:
     """A day-2 operation of one step: its only state is its kind, and it ends at ``done``
     leaving the service's status as it was."""
     return Machine(kind, title, chain((kind, action), then="done"), event=event,
-                   completed_event=completed_event)
+                   completed_event=completed_event, sets_when_done=sets_when_done)
 
 
 POWER = one_step("power", "Power", Action("power", lifecycle.power_action, "Power action"),
@@ -244,10 +245,11 @@ RDNS_RESET = one_step("rdns_reset", "ReverseDNS", Action(
 # Traffic over quota (the scheduler's overage pass starts them; never on a suspended service):
 # only net0's rate changes (pvekvm/overage.py has the rule, steps/overage.py the steps)
 THROTTLE = one_step("throttle", "Throttle", Action(
-    "network", overage.throttle, "Set overage rate"), completed_event="service.throttled")
+    "network", overage.throttle, "Set overage rate"), completed_event="service.throttled",
+    sets_when_done=("throttled_period",))
 UNTHROTTLE = one_step("unthrottle", "Unthrottle", Action(
     "network", overage.unthrottle, "Restore package rate"),
-    completed_event="service.unthrottled")
+    completed_event="service.unthrottled", sets_when_done=("throttled_period",))
 
 MACHINES: dict[str, Machine] = {m.kind: m for m in (
     DEPLOY, CHANGE_PACKAGE, REINSTALL, RESTORE, RESET_PASSWORD, TERMINATE, SUSPEND, UNSUSPEND,

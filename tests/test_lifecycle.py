@@ -103,3 +103,12 @@ def test_the_machines_command_prints_state_step_pool_next_and_the_resolved_retry
 def test_the_machines_command_refuses_an_unknown_kind(capsys):
     assert main(["machines", "deplyo"]) == 2
     assert "unknown kind 'deplyo'" in capsys.readouterr().err
+
+
+def test_the_columns_a_machine_sets_when_done_are_declared_service_columns():
+    from pvekvm.models import Service
+
+    declared = {k: m.sets_when_done for k, m in MACHINES.items() if m.sets_when_done}
+    assert declared == {"reinstall": ("template_id",), "throttle": ("throttled_period",),
+                        "unthrottle": ("throttled_period",)}
+    assert {c for cols in declared.values() for c in cols} <= set(Service._meta.fields)

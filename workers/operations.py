@@ -221,7 +221,8 @@ def finish(op: Operation, machine: Machine, out: Outcome, window: int = 0,
     ``result: skipped`` and the reason)."""
     cas(op, op.nudge_id, status=OpStatus.DONE, active_service=None, nudge_id=None,
         finished_at=datetime.now())
-    updates = dict(json.loads(op.params or "{}").get("service", {}))
+    given = json.loads(op.params or "{}").get("service", {})
+    updates = {k: v for k, v in given.items() if k in machine.sets_when_done}
     if machine.suspended_after is not None:
         updates["suspended"] = machine.suspended_after
     status = machine.done_status

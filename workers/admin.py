@@ -97,7 +97,8 @@ def _paused_matching(reason: str | None) -> list[int]:
 
 def _take_paused(op_id: int) -> Operation | None:
     """The paused operation, locked; None when another operator or scheduler has it now."""
-    return Operation.fetch_one("SELECT * FROM operations WHERE id = %s AND status = 'paused' "
+    return Operation.fetch_one("SELECT * FROM operations WHERE id = %s "
+                               f"AND status = '{OpStatus.PAUSED}' "
                                "FOR UPDATE SKIP LOCKED", op_id)
 
 

@@ -98,12 +98,14 @@ def probe(settings: Settings, dependency: str) -> bool:
 
 # --- the job ----------------------------------------------------------------------------------
 
-_WAITING = ("SELECT pause_dependency, COUNT(*) FROM operations WHERE status = 'paused' "
+_WAITING = ("SELECT pause_dependency, COUNT(*) FROM operations "
+            f"WHERE status = '{OpStatus.PAUSED}' "
             "AND auto_resume_at IS NOT NULL GROUP BY pause_dependency")
-_DUE = ("SELECT id FROM operations WHERE status = 'paused' AND auto_resume_at IS NOT NULL "
+_DUE = (f"SELECT id FROM operations WHERE status = '{OpStatus.PAUSED}' "
+        "AND auto_resume_at IS NOT NULL "
         "AND (auto_resume_at <= %s OR (pause_dependency IN ({}) AND paused_at <= %s)) "
         "ORDER BY auto_resume_at, id LIMIT 500")
-_TAKE = ("SELECT * FROM operations WHERE id = %s AND status = 'paused' "
+_TAKE = (f"SELECT * FROM operations WHERE id = %s AND status = '{OpStatus.PAUSED}' "
          "AND auto_resume_at IS NOT NULL FOR UPDATE SKIP LOCKED")
 
 

@@ -23,6 +23,9 @@
                            cancel exit 1 when nothing was paused
   dead-letters [--limit N] [--full]  refused messages: reason, then the body as JSON
                            (redacted; cut at 300 characters unless --full)
+  machines [KIND]          each machine's table: state, label, step function, pool, next
+                           state and the retry policy every transition resolves to under
+                           these settings (the five layers of retrying: pvekvm/lifecycle.py)
   status                   operations by kind and status, services by status, queue depths,
                            nodes in maintenance and drain counts
   migrate SID [--node N]   move the service's VM (live when it can) to N, or where placement
@@ -64,6 +67,7 @@ from pathlib import Path
 from pvekvm import catalog, messaging, preflight
 from pvekvm.config import ConfigError, load_settings, shown
 from pvekvm.db import bind
+from pvekvm.lifecycle import OpStatus
 
 PROG = "python -m pvekvm"
 EXIT_FAILED = 1
@@ -89,6 +93,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "init-key": ("database-exists",),
     "grants": ("database",),
     "smtp-sink": (),
+    "machines": (),
     "webhooks": ("database",),
     "adopt": ("database", "proxmox", "secret-key"),
     "drift": ("database", "proxmox"),
@@ -369,6 +374,7 @@ COMMANDS = {
     "dead-letters": cmd_dead_letters,
     "pools": lambda settings, args: print(pool_usage()),
     "status": lambda settings, args: print(engine_status(settings)),
+    "machines": lambda settings, args: cmd_machines(settings, args.kind),
     "migrate": lambda settings, args: _reply(_drain().migrate_command(
         settings, args.service_id, args.node)),
     "node": lambda settings, args: _node_command(settings, args),
@@ -439,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="print whole bodies")
     sub.add_parser("pools")
     sub.add_parser("status")
+    sub.add_parser("machines").add_argument("kind", nargs="?", metavar="KIND")
     p = sub.add_parser("migrate")
     p.add_argument("service_id", type=int)
     p.add_argument("--node", type=_node_name, default=None,
@@ -552,6 +559,21 @@ def add_console_command(sub) -> None:
     p.set_defaults(run=run)
 
 
+def cmd_machines(settings, kind: str | None) -> int:
+    """Print every machine's table (or ``kind``'s); an unknown kind: exit 2 naming the kinds."""
+    from pvekvm.lifecycle import RetryPolicy
+    from pvekvm.machine_table import tables
+    from steps.machines import MACHINES
+
+    if kind is not None and kind not in MACHINES:
+        print(f"{PROG} machines: unknown kind {kind!r} (kinds: {', '.join(MACHINES)})",
+              file=sys.stderr)
+        return preflight.EXIT_CONFIG
+    chosen = [MACHINES[kind]] if kind is not None else list(MACHINES.values())
+    print(tables(chosen, RetryPolicy.from_settings(settings.engine)))
+    return 0
+
+
 def engine_status(settings) -> str:
     """What an operator checks first: what runs, what waits, what is stuck, what is queued."""
     from pvekvm.models import Operation, database
@@ -561,13 +583,13 @@ def engine_status(settings) -> str:
             "SELECT kind, status, COUNT(*) FROM operations GROUP BY kind, status "
             "ORDER BY kind, status").fetchall():
         lines.append(f"  {kind:<18} {status:<9} {n:>6}")
-    paused = Operation.select().where(Operation.status == "paused").order_by(Operation.id)
+    paused = Operation.select().where(Operation.status == OpStatus.PAUSED).order_by(Operation.id)
     lines += [f"  paused: sid:{op.service_id} {op.kind} at ({op.state}) — {op.error} "
               + (f"[auto-resume {op.auto_resume_at:%Y-%m-%d %H:%M:%S}]" if op.auto_resume_at
                  else "[waits for an operator]") for op in paused.limit(20)]
     auto, manual, due = database.execute_sql(
         "SELECT COUNT(auto_resume_at), COUNT(*) - COUNT(auto_resume_at), MIN(auto_resume_at) "
-        "FROM operations WHERE status = 'paused'").fetchone()
+        f"FROM operations WHERE status = '{OpStatus.PAUSED}'").fetchone()
     if auto or manual:
         lines.append(f"  paused in all: {auto + manual}: {auto} resume by themselves"
                      + (f" (next at {due:%Y-%m-%d %H:%M:%S})" if due else "")

@@ -21,6 +21,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_se
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from pvekvm.lifecycle import OpStatus as S
+
 log = logging.getLogger("pvekvm.metrics")
 
 _STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -134,7 +136,7 @@ class DatabaseCollector(Collector):
             database.connect(reuse_if_open=True)
             rows = database.execute_sql(
                 "SELECT kind, status, COUNT(*) FROM operations "
-                "WHERE status IN ('running', 'queued', 'paused', 'failed') "
+                f"WHERE status IN ('{S.RUNNING}', '{S.QUEUED}', '{S.PAUSED}', '{S.FAILED}') "
                 "GROUP BY kind, status").fetchall()
             for kind, status, n in rows:
                 ops.add_metric([kind, status], n)
@@ -143,11 +145,11 @@ class DatabaseCollector(Collector):
                     "SELECT t.node, COUNT(*) FROM operations o "
                     "JOIN services s ON s.id = o.service_id "
                     "JOIN templates t ON t.id = s.template_id "
-                    "WHERE o.status = 'running' AND o.upid LIKE %s "
+                    f"WHERE o.status = '{S.RUNNING}' AND o.upid LIKE %s "
                     "GROUP BY t.node", ("%:qmclone:%",)).fetchall():
                 clones.add_metric([node], n)
             oldest = (Operation.select(Operation.updated_at)
-                      .where(Operation.status == "running")
+                      .where(Operation.status == S.RUNNING)
                       .order_by(Operation.updated_at).limit(1).scalar())
             idle.add_metric([], (datetime.now() - oldest).total_seconds() if oldest else 0.0)
         except Exception as exc:  # noqa: BLE001 - a scrape must answer even when the DB is down

@@ -24,6 +24,8 @@ from peewee import (
     TextField,
 )
 
+from pvekvm.lifecycle import OpStatus, ServiceStatus
+
 database = DatabaseProxy()
 
 
@@ -177,7 +179,7 @@ class Service(BaseModel):
     template_id = IntegerField()
     email = CharField(max_length=254)
     hostname = CharField(max_length=253)
-    status = CharField(max_length=16, default="pending")
+    status = CharField(max_length=16, default=ServiceStatus.PENDING)
     vmid = IntegerField(null=True, unique=True)
     node = CharField(max_length=64, null=True)
     macaddr = CharField(max_length=17, null=True)
@@ -242,7 +244,7 @@ class Operation(BaseModel):
     request_hash = CharField(max_length=64, null=True)
     params = TextField()
     state = CharField(max_length=48)
-    status = CharField(max_length=16, default="running")
+    status = CharField(max_length=16, default=OpStatus.RUNNING)
     prior_status = CharField(max_length=16, null=True)
     active_service = IntegerField(null=True, unique=True)
     version = IntegerField(default=0)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from pvekvm.models import Operation
 
 if TYPE_CHECKING:
-    from steps.machine import Machine
+    from pvekvm.lifecycle import Machine
 
 MARK = {"success": "[+]", "skip": "[+]", "warn": "[~]", "retry": "[!]", "error": "[-]"}
 

@@ -28,6 +28,7 @@ import dns.nameserver
 import dns.resolver
 
 from pvekvm.config import RdnsSettings
+from pvekvm.lifecycle import ServiceStatus
 from pvekvm.models import DnsZone, Product, Service
 
 POLICIES = ("owned", "fcrdns", "owned-or-fcrdns", "off")
@@ -51,7 +52,7 @@ def _suffixes(name: str) -> list[str]:
 def _nearest_holder(name: str) -> tuple[int, str] | None:
     """(id, host name) of the live service whose host name is ``name`` or its nearest parent."""
     rows = Service.select(Service.id, Service.hostname).where(
-        Service.hostname.in_(_suffixes(name)) & (Service.status != "terminated"))
+        Service.hostname.in_(_suffixes(name)) & (Service.status != ServiceStatus.TERMINATED))
     best = max(rows, key=lambda s: len(s.hostname), default=None)
     return (best.id, best.hostname.lower()) if best is not None else None
 

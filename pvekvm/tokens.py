@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pvekvm.db import database, values
+from pvekvm.lifecycle import GONE, sql_list
 
 PREFIX = "svc."
 ID_LEN = 16          # secrets.token_urlsafe(12)
@@ -69,7 +70,7 @@ def mint(service_id: int, client_id: int, service_created_at: datetime, ttl_s: i
         "secret_sha256, created_by, created_at, expires_at) "
         "SELECT %s, id, client_id, created_at, %s, %s, NOW(3), NOW(3) + INTERVAL %s SECOND "
         "FROM services WHERE id = %s AND client_id = %s AND created_at = %s "
-        "AND status NOT IN ('terminating', 'terminated')",
+        f"AND status NOT IN {sql_list(GONE)}",
         (token_id, _digest(secret), created_by[:64], int(ttl_s), service_id, client_id,
          service_created_at))
     if cursor.rowcount != 1:
@@ -88,7 +89,7 @@ def verify(token: str) -> Holder | None:
     token_id, secret = parts
     row = values(
         "SELECT t.service_id, t.secret_sha256, (t.revoked_at IS NULL AND t.expires_at > NOW(3) "
-        "AND s.status NOT IN ('terminating', 'terminated') AND s.client_id = t.client_id "
+        f"AND s.status NOT IN {sql_list(GONE)} AND s.client_id = t.client_id "
         "AND s.created_at = t.service_created_at) FROM client_tokens t "
         "LEFT JOIN services s ON s.id = t.service_id WHERE t.id = %s", token_id)
     if row is None:

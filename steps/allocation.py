@@ -6,8 +6,8 @@ from datetime import datetime
 
 from peewee import IntegrityError, fn
 
-from pvekvm import addresses
-from pvekvm.models import IpAddress, IpPool, Service, VmidAllocation, database
+from pvekvm import addresses, service_changes
+from pvekvm.models import IpAddress, IpPool, VmidAllocation, database
 from pvekvm.proxmox import ProxmoxError
 from steps.context import StepContext
 from steps.machine import Done, StepFailed, StepResult
@@ -130,12 +130,10 @@ def reserve_vmid(ctx: StepContext) -> StepResult:
                 with database.atomic():
                     VmidAllocation.insert(vmid=candidate, service_id=ctx.service.id,
                                           allocated_at=datetime.now()).execute()
-                    Service.update(vmid=candidate).where(
-                        (Service.id == ctx.service.id) & Service.vmid.is_null()).execute()
+                    service_changes.take_vmid(ctx.service, candidate, only_if_none=True)
             except IntegrityError:
                 candidate += 1
                 continue
-            ctx.service.vmid = candidate
             return Done(f"VMID {candidate}")
         candidate += 1
     raise StepFailed("no free VMID found after 200 candidates")
@@ -163,7 +161,7 @@ def reserve_given_vmid(service_id: int, vmid: int) -> str | None:
             if holder is None:
                 VmidAllocation.insert(vmid=vmid, service_id=service_id,
                                       allocated_at=datetime.now()).execute()
-            Service.update(vmid=vmid).where(Service.id == service_id).execute()
+            service_changes.take_vmid(service_id, vmid)
     except IntegrityError:
         return f"VMID {vmid} is held by another service"
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
+from pvekvm import service_changes
 from pvekvm.models import AuditLog, Backup, Service, Snapshot
 from pvekvm.proxmox import ProxmoxError
 from steps import power, slots
@@ -224,10 +225,7 @@ def restore_backup(ctx: StepContext) -> StepResult:
     if ctx.after_task:
         restored = {f: getattr(backup, f) for f in _RESTORED_FIELDS
                     if getattr(backup, f) is not None}
-        if restored:
-            Service.update(**restored).where(Service.id == ctx.service.id).execute()
-            for field, value in restored.items():
-                setattr(ctx.service, field, value)
+        service_changes.restored_from_backup(ctx.service, restored)
         return Done(f"restored {backup.volid}")
     held = ctx.pve.get(f"nodes/{backup.node}/storage/{backup.storage}/content",
                        content="backup", vmid=ctx.vmid)

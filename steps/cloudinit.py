@@ -13,9 +13,8 @@ import hashlib
 import ipaddress
 import json
 
-from pvekvm import addresses, sshkeys
+from pvekvm import addresses, service_changes, sshkeys
 from pvekvm.addresses import MAX_EXTRA_IPV4
-from pvekvm.models import Service
 from pvekvm.secrets import generate_password
 from steps.context import StepContext
 from steps.machine import Done, StepFailed, StepResult
@@ -59,9 +58,7 @@ def set_cloudinit(ctx: StepContext, *, new_password: bool = False) -> StepResult
         password = generate_password()
         ctx.set_password(password)
     user = ctx.template.os_user  # the OS image decides its login (reinstall may change it)
-    if ctx.service.username != user:
-        ctx.service.username = user
-        Service.update(username=user).where(Service.id == ctx.service.id).execute()
+    service_changes.set_username(ctx.service, user)
     pool = ctx.pool(4) or ctx.pool(6)
     network, stale = network_settings(ctx)
     config = ctx.config()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
-from pvekvm import addresses, secrets
+from pvekvm import addresses, secrets, service_changes
 from pvekvm.config import Settings
 from pvekvm.models import BaseModel, IpAddress, IpPool, Operation, Product, Service, Template
 from pvekvm.proxmox import Proxmox
@@ -148,8 +148,8 @@ class StepContext:
         return secrets.decrypt(self.settings.secret_key_file, self.service.password_enc)
 
     def set_password(self, password: str) -> None:
-        self.service.password_enc = secrets.encrypt(self.settings.secret_key_file, password)
-        self.service.save(only=[Service.password_enc])
+        service_changes.store_password(
+            self.service, secrets.encrypt(self.settings.secret_key_file, password))
 
     def marker(self) -> str:
         """Written into the VM description so a retried clone recognises the VM as ours."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pvekvm import service_changes
 from pvekvm.addresses import MAX_EXTRA_IPV4
-from pvekvm.models import Product, Service
+from pvekvm.models import Product
 from steps import overage, pvecfg
 from steps.context import StepContext
 from steps.machine import Done, Retry, StepFailed, StepResult, Wait
@@ -200,6 +201,4 @@ def _render_net(want: dict[str, str]) -> str:
 
 
 def _remember_mac(ctx: StepContext, mac: str | None) -> None:
-    if mac and ctx.service.macaddr != mac:
-        ctx.service.macaddr = mac
-        Service.update(macaddr=mac).where(Service.id == ctx.service.id).execute()
+    service_changes.remember_mac(ctx.service, mac)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pvekvm import tokens
-from pvekvm.models import AuditLog, BackupSchedule, Service, Snapshot
+from pvekvm import service_changes, tokens
+from pvekvm.models import AuditLog, BackupSchedule, Snapshot
 from steps import cloudinit, pvecfg
 from steps.allocation import release_ips
 from steps.context import StepContext
@@ -34,7 +34,7 @@ def release_addresses(ctx: StepContext) -> StepResult:
     """Terminate: the IPs go back to the free pool, the VMID is no longer held."""
     n = release_ips(ctx.service.id)
     ctx.addresses_changed()
-    Service.update(vmid=None, node=None).where(Service.id == ctx.service.id).execute()
+    service_changes.forget_vm(ctx.service)
     return Done(f"{n} address(es) released")
 
 
@@ -45,7 +45,7 @@ def forget_client_secrets(ctx: StepContext) -> StepResult:
     the passwords recorded with them) went in ``tm_backups``."""
     sid = ctx.service.id
     revoked = tokens.revoke_service(sid, "service terminated")
-    Service.update(password_enc=None).where(Service.id == sid).execute()
+    service_changes.forget_password(ctx.service)
     Snapshot.delete().where(Snapshot.service_id == sid).execute()
     BackupSchedule.delete().where(BackupSchedule.service_id == sid).execute()
     return Done(f"password erased, {revoked} client token(s) revoked")
@@ -137,8 +137,7 @@ def boot_order(cfg: dict) -> list[str]:
 
 
 def _keep_boot(ctx: StepContext, boot: str | None) -> None:
-    ctx.service.boot_before_iso = boot
-    Service.update(boot_before_iso=boot).where(Service.id == ctx.service.id).execute()
+    service_changes.remember_boot_order(ctx.service, boot)
 
 
 def iso_group(filename: str) -> str:

@@ -1,21 +1,34 @@
 """Every operation's state machine, as data: the map of what the engine does.
 
-Read a line as: *at* ``state``, the ``pool`` workers *run* a step, *then* the operation is at the
-next state; ``retry`` (when present) overrides how that step's faults are retried (the rest of the
-policy is ``[engine]`` in the settings: steps/machine.py ``RetryPolicy``, ``backoff``).
+Read a line ``("migrated", SET_CPU_RAM)`` as: *at* state ``migrated`` the ``config`` workers
+run ``hardware.set_cpu_ram``; the operation is then at the next line's state (after the last
+line, at ``then``). Each action (pool, step function, label, retry) is named once below; a
+machine pairs each of its states with one explicitly (:func:`pvekvm.lifecycle.chain`), so no
+reader counts positions. ``python -m pvekvm machines [KIND]`` prints these tables with the retry
+policy each transition resolves to under the settings; pvekvm/lifecycle.py describes the five
+layers of retrying and what a machine declares (its event, the service statuses it starts from,
+the service changes it makes).
 
-State names: deploy keeps the seed manual's names, which say what is already in place
-(``ip_allocated``, ``migrated``, ``set_firewall``); every other machine names the step about to run,
-after a short prefix of its own (``cp_stop``: change package is about to stop the VM). Each state
-is written out literally, so ``grep -n cp_stop`` finds its line. Steps shared between machines are
-the same functions: deploy, change package, reinstall and restore configure the VM with the same
-hardware, network, firewall and cloud-init steps (``configure``). A step with ``skip_if`` (the
-additional-disk steps: the package has none) is passed by in the previous step's commit, recorded
-as skipped with its reason, without a message of its own.
+State names are the seed manual's, which operators compare logs with: deploy's say what is
+already in place (``ip_allocated``, ``migrated``, ``set_firewall``: at ``set_network`` the network
+is set and the firewall step runs); every other machine names the step about to run, after a
+short prefix of its own (``cp_stop``: change package is about to stop the VM). Each state is
+written out literally, so ``grep -n cp_stop`` finds its line. Deploy, change package, reinstall
+and restore configure the VM with the same hardware, network, firewall and cloud-init actions.
+An action with ``skip_if`` (the additional-disk steps: the package has none) is passed by in the
+previous step's commit, recorded as skipped with its reason, without a message of its own.
 """
 
 from __future__ import annotations
 
+from pvekvm.lifecycle import (
+    LIVE_OR_SUSPENDED,
+    Action,
+    Machine,
+    RetryPolicy,
+    ServiceStatus,
+    chain,
+)
 from steps import (
     allocation,
     backups,
@@ -34,255 +47,262 @@ from steps import (
     reimage,
     rescue,
 )
-from steps.machine import Machine, RetryPolicy, SkipIf, Step, T, Transition
 from steps.notify import mailer, verify_and_mail
 
+S = ServiceStatus
 SLOW_TO_BOOT = RetryPolicy(first_s=5.0)  # a VM that was just started may need a few seconds
 # waiting for a clone slot: look again soon (the oldest waiter takes a slot PVE just freed)
 CLONE_TURN = RetryPolicy(wait_s=0.5, wait_max_s=1.0)
-
 NO_EXTRA_DISK = hardware.no_additional_disk
-CONFIGURE_STEPS: tuple[tuple[str, Step, str, SkipIf | None], ...] = (
-    # (pool, step, label, skip_if): the shared tail after the VM exists
-    ("config", hardware.set_cpu_ram, "Set CPU & RAM", None),
-    ("disks", hardware.resize_system_disk, "Resize system disk", None),
-    ("disks", hardware.set_system_disk_io, "Set system disk I/O", None),
-    ("disks", hardware.create_additional_disk, "Create additional disk", NO_EXTRA_DISK),
-    ("disks", hardware.resize_additional_disk, "Resize additional disk", NO_EXTRA_DISK),
-    ("disks", hardware.set_additional_disk_io, "Set additional disk I/O", NO_EXTRA_DISK),
-    ("network", hardware.set_network, "Configure network", None),
-    ("firewall", firewall.set_firewall, "Configure firewall", None),
-    ("cloudinit", cloudinit.set_cloudinit, "Configure cloud-init", None),
-)
+
+# --- the actions (pool, step, the manual's label) -------------------------------------------
+ALLOCATE_IP = Action("ip", allocation.allocate_ips, "Allocate IP")
+SET_DNS = Action("dns", dns.set_dns_records, "Set DNS records")
+DELETE_DNS = Action("dns", dns.delete_dns_records, "Delete DNS records")
+RESERVE_VMID = Action("clone", allocation.reserve_vmid, "Reserve VMID")
+WELCOME_MAIL = Action("mail", mailer("welcome"), "Welcome email")
+CLONE = Action("clone", provision.clone_vm, "Clone from template", CLONE_TURN)
+REMOVE_VM = Action("clone", provision.delete_vm, "Remove VM")
+MIGRATE_TO_TARGET = Action("migrate", provision.migrate_to_target, "Migrate to target node")
+SET_CPU_RAM = Action("config", hardware.set_cpu_ram, "Set CPU & RAM")
+RESIZE_SYSTEM_DISK = Action("disks", hardware.resize_system_disk, "Resize system disk")
+SYSTEM_DISK_IO = Action("disks", hardware.set_system_disk_io, "Set system disk I/O")
+CREATE_EXTRA_DISK = Action("disks", hardware.create_additional_disk, "Create additional disk",
+                           skip_if=NO_EXTRA_DISK)
+RESIZE_EXTRA_DISK = Action("disks", hardware.resize_additional_disk, "Resize additional disk",
+                           skip_if=NO_EXTRA_DISK)
+EXTRA_DISK_IO = Action("disks", hardware.set_additional_disk_io, "Set additional disk I/O",
+                       skip_if=NO_EXTRA_DISK)
+SET_NETWORK = Action("network", hardware.set_network, "Configure network")
+SET_FIREWALL = Action("firewall", firewall.set_firewall, "Configure firewall")
+SET_CLOUDINIT = Action("cloudinit", cloudinit.set_cloudinit, "Configure cloud-init")
+NEW_PASSWORD = Action("cloudinit", lifecycle.reset_password, "Configure cloud-init")
+START_VM = Action("power", power.start_vm, "Start VM")
+STOP_VM = Action("power", power.stop_vm, "Stop VM")
+VERIFY_VM = Action("power", power.verify_running, "Verify VM", SLOW_TO_BOOT)
 
 
-def configure(*states: str, then: str, skip: tuple[str, ...] = ()) -> tuple[Transition, ...]:
-    """The shared tail (CPU/RAM, disks, network, firewall, cloud-init) through the ``states``
-    given, one per step not named in ``skip`` (labels), ending at ``then``."""
-    steps = [s for s in CONFIGURE_STEPS if s[2] not in skip]
-    if len(steps) != len(states):
-        raise ValueError(f"configure: {len(steps)} steps but {len(states)} states")
-    chain = (*states, then)
-    return tuple(T(chain[i], pool=pool, run=run, then=chain[i + 1], label=label,
-                   skip_if=skip_if) for i, (pool, run, label, skip_if) in enumerate(steps))
+def verify_and_email(template: str) -> Action:
+    """'Verify running + Email' with ``template``: the end of every operation that hands the
+    client a (re)built VM."""
+    return Action("mail", verify_and_mail(template), "Verify running + Email", SLOW_TO_BOOT)
 
 
-def start_and_mail(start: str, verify: str, template: str) -> tuple[Transition, ...]:
-    """Start the VM, then 'Verify running + Email' with ``template``: the end of every
-    operation that hands the client a (re)built VM; ends at ``ready``."""
-    return (T(start, pool="power", run=power.start_vm, then=verify, label="Start VM"),
-            T(verify, pool="mail", run=verify_and_mail(template), then="ready",
-              label="Verify running + Email", retry=SLOW_TO_BOOT))
+# --- the machines ---------------------------------------------------------------------------
+DEPLOY = Machine("deploy", "Deploy", chain(
+    ("new", ALLOCATE_IP),
+    ("ip_allocated", SET_DNS),
+    ("dns_set", RESERVE_VMID),
+    ("vmid_reserved", WELCOME_MAIL),
+    ("welcome_sent", CLONE),
+    ("clone", MIGRATE_TO_TARGET),
+    ("migrated", SET_CPU_RAM),
+    ("set_cpu_ram", RESIZE_SYSTEM_DISK),
+    ("set_system_disk_size", SYSTEM_DISK_IO),
+    ("set_system_disk_bandwidth", CREATE_EXTRA_DISK),
+    ("set_created_additional_disk", RESIZE_EXTRA_DISK),
+    ("set_additional_disk_size", EXTRA_DISK_IO),
+    ("set_additional_disk_bandwidth", SET_NETWORK),
+    ("set_network", SET_FIREWALL),
+    ("set_firewall", SET_CLOUDINIT),
+    ("set_cloudinit", START_VM),
+    ("starting", verify_and_email("vm_ready")),
+    then="ready"),
+    event="create", starts_from=frozenset({S.PENDING}),
+    busy_status=S.DEPLOYING, done_status=S.READY, failed_status=S.FAILED, admission=True)
 
+CHANGE_PACKAGE = Machine("change_package", "ChangePackage", chain(
+    ("change_package", Action("ip", package.update_ip_dns_firewall,
+                              "Update IP + DNS + Firewall")),
+    ("cp_stop", STOP_VM),
+    ("cp_relocate", MIGRATE_TO_TARGET),
+    ("cp_cpu_ram", SET_CPU_RAM),
+    ("cp_system_disk_size", RESIZE_SYSTEM_DISK),
+    ("cp_system_disk_bandwidth", SYSTEM_DISK_IO),
+    ("cp_additional_disk", CREATE_EXTRA_DISK),
+    ("cp_additional_disk_size", RESIZE_EXTRA_DISK),
+    ("cp_additional_disk_bandwidth", EXTRA_DISK_IO),
+    ("cp_network", SET_NETWORK),
+    ("cp_firewall", SET_FIREWALL),
+    ("cp_start", START_VM),
+    ("cp_verify", VERIFY_VM),
+    then="ready"),
+    event="change_package", starts_from=LIVE_OR_SUSPENDED,
+    busy_status=S.CHANGING, done_status=S.READY)
 
-DEPLOY = Machine("deploy", "Deploy", (
-    T("new", pool="ip", run=allocation.allocate_ips, then="ip_allocated", label="Allocate IP"),
-    T("ip_allocated", pool="dns", run=dns.set_dns_records, then="dns_set",
-      label="Set DNS records"),
-    T("dns_set", pool="clone", run=allocation.reserve_vmid, then="vmid_reserved",
-      label="Reserve VMID"),
-    T("vmid_reserved", pool="mail", run=mailer("welcome"), then="welcome_sent",
-      label="Welcome email"),
-    T("welcome_sent", pool="clone", run=provision.clone_vm, then="clone",
-      label="Clone from template", retry=CLONE_TURN),
-    T("clone", pool="migrate", run=provision.migrate_to_target, then="migrated",
-      label="Migrate to target node"),
-    *configure("migrated", "set_cpu_ram", "set_system_disk_size", "set_system_disk_bandwidth",
-               "set_created_additional_disk", "set_additional_disk_size",
-               "set_additional_disk_bandwidth", "set_network", "set_firewall",
-               then="set_cloudinit"),
-    T("set_cloudinit", pool="power", run=power.start_vm, then="starting", label="Start VM"),
-    T("starting", pool="mail", run=verify_and_mail("vm_ready"), then="ready",
-      label="Verify running + Email", retry=SLOW_TO_BOOT),
-), busy_status="deploying", done_status="ready", failed_status="failed", admission=True)
+REINSTALL = Machine("reinstall", "Reinstall", chain(
+    ("reinstall", Action("snapshot", backups.delete_all_snapshots, "Delete snapshots")),
+    ("rs_remove", REMOVE_VM),
+    ("rs_clone", CLONE),
+    ("rs_migrate", MIGRATE_TO_TARGET),
+    ("rs_cpu_ram", SET_CPU_RAM),
+    ("rs_dns_delete", DELETE_DNS),
+    ("rs_dns_set", SET_DNS),
+    ("rs_system_disk_size", RESIZE_SYSTEM_DISK),
+    ("rs_system_disk_bandwidth", SYSTEM_DISK_IO),
+    ("rs_additional_disk", CREATE_EXTRA_DISK),
+    ("rs_additional_disk_size", RESIZE_EXTRA_DISK),
+    ("rs_additional_disk_bandwidth", EXTRA_DISK_IO),
+    ("rs_network", SET_NETWORK),
+    ("rs_firewall", SET_FIREWALL),
+    ("rs_password", NEW_PASSWORD),
+    ("rs_start", START_VM),
+    ("rs_verify", verify_and_email("reinstalled")),
+    then="ready"),
+    event="reinstall", busy_status=S.REINSTALLING, done_status=S.READY,
+    sets_when_done=("template_id", "ssh_keys"))  # the OS it was reinstalled with, its keys
 
-CHANGE_PACKAGE = Machine("change_package", "ChangePackage", (
-    T("change_package", pool="ip", run=package.update_ip_dns_firewall, then="cp_stop",
-      label="Update IP + DNS + Firewall"),
-    T("cp_stop", pool="power", run=power.stop_vm, then="cp_relocate", label="Stop VM"),
-    T("cp_relocate", pool="migrate", run=provision.migrate_to_target, then="cp_cpu_ram",
-      label="Migrate to target node"),
-    *configure("cp_cpu_ram", "cp_system_disk_size", "cp_system_disk_bandwidth",
-               "cp_additional_disk", "cp_additional_disk_size", "cp_additional_disk_bandwidth",
-               "cp_network", "cp_firewall", then="cp_start", skip=("Configure cloud-init",)),
-    T("cp_start", pool="power", run=power.start_vm, then="cp_verify", label="Start VM"),
-    T("cp_verify", pool="power", run=power.verify_running, then="ready", label="Verify VM",
-      retry=SLOW_TO_BOOT),
-), busy_status="changing", done_status="ready", runs_while_suspended=True)
+RESTORE = Machine("restore", "Restore", chain(
+    ("restore", STOP_VM),
+    ("rt_restore", Action("backup", backups.restore_backup, "Restore backup")),
+    ("rt_cpu_ram", SET_CPU_RAM),
+    ("rt_system_disk_size", RESIZE_SYSTEM_DISK),
+    ("rt_system_disk_bandwidth", SYSTEM_DISK_IO),
+    ("rt_additional_disk", CREATE_EXTRA_DISK),
+    ("rt_additional_disk_size", RESIZE_EXTRA_DISK),
+    ("rt_additional_disk_bandwidth", EXTRA_DISK_IO),
+    ("rt_network", SET_NETWORK),
+    ("rt_firewall", SET_FIREWALL),
+    ("rt_start", START_VM),
+    ("rt_verify", verify_and_email("backup_restored")),
+    then="ready"),
+    event="backup_restore", busy_status=S.RESTORING, done_status=S.READY,
+    way_out=("backup_restore", "reinstall"))  # a failed restore: another backup, or a fresh OS
 
-REINSTALL = Machine("reinstall", "Reinstall", (
-    T("reinstall", pool="snapshot", run=backups.delete_all_snapshots, then="rs_remove",
-      label="Delete snapshots"),
-    T("rs_remove", pool="clone", run=provision.delete_vm, then="rs_clone", label="Remove VM"),
-    T("rs_clone", pool="clone", run=provision.clone_vm, then="rs_migrate",
-      label="Clone from template", retry=CLONE_TURN),
-    T("rs_migrate", pool="migrate", run=provision.migrate_to_target, then="rs_cpu_ram",
-      label="Migrate to target node"),
-    T("rs_cpu_ram", pool="config", run=hardware.set_cpu_ram, then="rs_dns_delete",
-      label="Set CPU & RAM"),
-    T("rs_dns_delete", pool="dns", run=dns.delete_dns_records, then="rs_dns_set",
-      label="Delete DNS records"),
-    T("rs_dns_set", pool="dns", run=dns.set_dns_records, then="rs_system_disk_size",
-      label="Set DNS records"),
-    *configure("rs_system_disk_size", "rs_system_disk_bandwidth", "rs_additional_disk",
-               "rs_additional_disk_size", "rs_additional_disk_bandwidth", "rs_network",
-               "rs_firewall", then="rs_password",
-               skip=("Set CPU & RAM", "Configure cloud-init")),
-    T("rs_password", pool="cloudinit", run=lifecycle.reset_password, then="rs_start",
-      label="Configure cloud-init"),
-    *start_and_mail("rs_start", "rs_verify", "reinstalled"),
-), busy_status="reinstalling", done_status="ready")
+RESET_PASSWORD = Machine("reset_password", "ResetPassword", chain(
+    ("reset_password", STOP_VM),
+    ("rp_cloudinit", NEW_PASSWORD),
+    ("rp_start", START_VM),
+    ("rp_verify", verify_and_email("password_reset")),
+    then="ready"),
+    event="reset_password", busy_status=S.RESETTING, done_status=S.READY,
+    sets_when_done=("ssh_keys",))  # new keys the reset brought
+
+TERMINATE = Machine("terminate", "Terminate", chain(
+    ("terminate", STOP_VM),
+    ("tm_backups", Action("backup", backups.delete_all_backups, "Delete backups")),
+    ("tm_remove", REMOVE_VM),
+    ("tm_dns", DELETE_DNS),
+    ("tm_release", Action("ip", lifecycle.release_addresses, "Release IPs")),
+    ("tm_forget", Action("ip", lifecycle.forget_client_secrets, "Erase client secrets")),
+    then="terminated"),
+    event="terminate", starts_from=LIVE_OR_SUSPENDED,
+    busy_status=S.TERMINATING, done_status=S.TERMINATED, suspended_after=False)
 
 # The second reinstall mode (steps/reimage.py): the same VM, its disks replaced by empty ones of
 # the package's sizes, the installer ISO booted first; network and firewall are checked, not
 # changed (the VM keeps its NIC, MAC, addresses, IPSet and rules). No mail: there is no password
 # yet (the client sets one in the installer, through the console).
-REINSTALL_ISO = Machine("reinstall_iso", "ReinstallIso", (
-    T("reinstall_iso", pool="snapshot", run=backups.delete_all_snapshots, then="ri_stop",
-      label="Delete snapshots"),
-    T("ri_stop", pool="power", run=power.stop_vm, then="ri_detach", label="Stop VM"),
-    T("ri_detach", pool="disks", run=reimage.detach_disks, then="ri_destroy",
-      label="Detach disks"),
-    T("ri_destroy", pool="disks", run=reimage.destroy_detached_disks, then="ri_system_disk",
-      label="Destroy old disks"),
-    T("ri_system_disk", pool="disks", run=reimage.create_system_disk,
-      then="ri_system_disk_size", label="Create empty system disk"),
-    *configure("ri_system_disk_size", "ri_system_disk_bandwidth", "ri_additional_disk",
-               "ri_additional_disk_size", "ri_additional_disk_bandwidth", "ri_network",
-               "ri_firewall", then="ri_cdrom", skip=("Set CPU & RAM", "Configure cloud-init")),
-    T("ri_cdrom", pool="iso", run=reimage.insert_installer, then="ri_start",
-      label="Insert installer ISO"),
-    T("ri_start", pool="power", run=power.start_vm, then="ri_verify", label="Start VM"),
-    T("ri_verify", pool="power", run=power.verify_running, then="ready", label="Verify VM",
-      retry=SLOW_TO_BOOT),
-), busy_status="reinstalling", done_status="ready")
+REINSTALL_ISO = Machine("reinstall_iso", "ReinstallIso", chain(
+    ("reinstall_iso", Action("snapshot", backups.delete_all_snapshots, "Delete snapshots")),
+    ("ri_stop", STOP_VM),
+    ("ri_detach", Action("disks", reimage.detach_disks, "Detach disks")),
+    ("ri_destroy", Action("disks", reimage.destroy_detached_disks, "Destroy old disks")),
+    ("ri_system_disk", Action("disks", reimage.create_system_disk, "Create empty system disk")),
+    ("ri_system_disk_size", RESIZE_SYSTEM_DISK),
+    ("ri_system_disk_bandwidth", SYSTEM_DISK_IO),
+    ("ri_additional_disk", CREATE_EXTRA_DISK),
+    ("ri_additional_disk_size", RESIZE_EXTRA_DISK),
+    ("ri_additional_disk_bandwidth", EXTRA_DISK_IO),
+    ("ri_network", SET_NETWORK),
+    ("ri_firewall", SET_FIREWALL),
+    ("ri_cdrom", Action("iso", reimage.insert_installer, "Insert installer ISO")),
+    ("ri_start", START_VM),
+    ("ri_verify", VERIFY_VM),
+    then="ready"),
+    event="reinstall_iso", busy_status=S.REINSTALLING, done_status=S.READY)
 
 # Rescue mode (steps/rescue.py): the VM boots the provider's rescue ISO, its disks after it in
 # the boot order; rescue_off puts back what rescue_on replaced and boots from disk. The service's
 # status stays (``rescue_before`` says it is in rescue); billing hears both.
-RESCUE_ON = Machine("rescue_on", "Rescue", (
-    T("rescue_on", pool="power", run=power.stop_vm, then="ro_boot", label="Stop VM"),
-    T("ro_boot", pool="iso", run=rescue.boot_rescue, then="ro_start",
-      label="Boot from rescue ISO"),
-    T("ro_start", pool="power", run=power.start_vm, then="ro_verify", label="Start VM"),
-    T("ro_verify", pool="power", run=power.verify_running, then="done", label="Verify VM",
-      retry=SLOW_TO_BOOT),
-), completed_event="service.rescue_on")
+RESCUE_ON = Machine("rescue_on", "Rescue", chain(
+    ("rescue_on", STOP_VM),
+    ("ro_boot", Action("iso", rescue.boot_rescue, "Boot from rescue ISO")),
+    ("ro_start", START_VM),
+    ("ro_verify", VERIFY_VM),
+    then="done"),
+    event="rescue_on", completed_event="service.rescue_on")
 
-RESCUE_OFF = Machine("rescue_off", "Rescue", (
-    T("rescue_off", pool="power", run=power.stop_vm, then="rf_restore", label="Stop VM"),
-    T("rf_restore", pool="iso", run=rescue.leave_rescue, then="rf_start",
-      label="Restore boot order"),
-    T("rf_start", pool="power", run=power.start_vm, then="rf_verify", label="Start VM"),
-    T("rf_verify", pool="power", run=power.verify_running, then="done", label="Verify VM",
-      retry=SLOW_TO_BOOT),
-), completed_event="service.rescue_off")
+RESCUE_OFF = Machine("rescue_off", "Rescue", chain(
+    ("rescue_off", STOP_VM),
+    ("rf_restore", Action("iso", rescue.leave_rescue, "Restore boot order")),
+    ("rf_start", START_VM),
+    ("rf_verify", VERIFY_VM),
+    then="done"),
+    event="rescue_off", completed_event="service.rescue_off")
 
-RESTORE = Machine("restore", "Restore", (
-    T("restore", pool="power", run=power.stop_vm, then="rt_restore", label="Stop VM"),
-    T("rt_restore", pool="backup", run=backups.restore_backup, then="rt_cpu_ram",
-      label="Restore backup"),
-    *configure("rt_cpu_ram", "rt_system_disk_size", "rt_system_disk_bandwidth",
-               "rt_additional_disk", "rt_additional_disk_size", "rt_additional_disk_bandwidth",
-               "rt_network", "rt_firewall", then="rt_start", skip=("Configure cloud-init",)),
-    *start_and_mail("rt_start", "rt_verify", "backup_restored"),
-), busy_status="restoring", done_status="ready",
-   way_out=("backup_restore", "reinstall"))  # a failed restore: another backup, or a fresh OS
+SUSPEND = Machine("suspend", "Suspend", chain(
+    ("suspend", STOP_VM),
+    then="suspended"),
+    event="suspend", starts_from=LIVE_OR_SUSPENDED,
+    busy_status=S.SUSPENDING, done_status=S.SUSPENDED, suspended_after=True)
 
-RESET_PASSWORD = Machine("reset_password", "ResetPassword", (
-    T("reset_password", pool="power", run=power.stop_vm, then="rp_cloudinit", label="Stop VM"),
-    T("rp_cloudinit", pool="cloudinit", run=lifecycle.reset_password, then="rp_start",
-      label="Configure cloud-init"),
-    *start_and_mail("rp_start", "rp_verify", "password_reset"),
-), busy_status="resetting", done_status="ready")
-
-TERMINATE = Machine("terminate", "Terminate", (
-    T("terminate", pool="power", run=power.stop_vm, then="tm_backups", label="Stop VM"),
-    T("tm_backups", pool="backup", run=backups.delete_all_backups, then="tm_remove",
-      label="Delete backups"),
-    T("tm_remove", pool="clone", run=provision.delete_vm, then="tm_dns", label="Remove VM"),
-    T("tm_dns", pool="dns", run=dns.delete_dns_records, then="tm_release",
-      label="Delete DNS records"),
-    T("tm_release", pool="ip", run=lifecycle.release_addresses, then="tm_forget",
-      label="Release IPs"),
-    T("tm_forget", pool="ip", run=lifecycle.forget_client_secrets, then="terminated",
-      label="Erase client secrets"),
-), busy_status="terminating", done_status="terminated", runs_while_suspended=True,
-   suspended_after=False)
-
-SUSPEND = Machine("suspend", "Suspend", (
-    T("suspend", pool="power", run=power.stop_vm, then="suspended", label="Stop VM"),
-), busy_status="suspending", done_status="suspended", runs_while_suspended=True,
-   suspended_after=True)
-
-UNSUSPEND = Machine("unsuspend", "Unsuspend", (
-    T("unsuspend", pool="power", run=power.start_vm, then="us_verify", label="Start VM"),
-    T("us_verify", pool="power", run=power.verify_running, then="ready", label="Verify VM",
-      retry=SLOW_TO_BOOT),
-), busy_status="unsuspending", done_status="ready", runs_while_suspended=True,
-   suspended_after=False)
+UNSUSPEND = Machine("unsuspend", "Unsuspend", chain(
+    ("unsuspend", START_VM),
+    ("us_verify", VERIFY_VM),
+    then="ready"),
+    event="unsuspend", starts_from=LIVE_OR_SUSPENDED,
+    busy_status=S.UNSUSPENDING, done_status=S.READY, suspended_after=False)
 
 
 # Move one VM to another node (an operator's or billing's `migrate`, or a node drain): the
 # target chosen once (pvekvm/placement.py), a local ISO detached (PVE cannot migrate it), then
 # live or offline as the VM and its disks allow (steps/migrate.py); its NIC (MAC, VLAN, rate)
 # and firewall checked on the new node, shared-storage backups reached through it.
-MIGRATE = Machine("migrate", "Migrate", (
-    T("migrate", pool="migrate", run=migrate.choose_target, then="mg_iso",
-      label="Choose target node", retry=CLONE_TURN),
-    T("mg_iso", pool="iso", run=migrate.detach_local_iso, then="mg_move",
-      label="Detach local ISO"),
-    T("mg_move", pool="migrate", run=migrate.move, then="mg_network", label="Migrate VM",
-      retry=CLONE_TURN),
-    T("mg_network", pool="network", run=hardware.set_network, then="mg_firewall",
-      label="Configure network"),
-    T("mg_firewall", pool="firewall", run=firewall.set_firewall, then="mg_backups",
-      label="Configure firewall"),
-    T("mg_backups", pool="backup", run=migrate.follow_backups, then="done",
-      label="Backups follow"),
-), runs_while_suspended=True, completed_event="service.migrated")
+MIGRATE = Machine("migrate", "Migrate", chain(
+    ("migrate", Action("migrate", migrate.choose_target, "Choose target node", CLONE_TURN)),
+    ("mg_iso", Action("iso", migrate.detach_local_iso, "Detach local ISO")),
+    ("mg_move", Action("migrate", migrate.move, "Migrate VM", CLONE_TURN)),
+    ("mg_network", SET_NETWORK),
+    ("mg_firewall", SET_FIREWALL),
+    ("mg_backups", Action("backup", migrate.follow_backups, "Backups follow")),
+    then="done"),
+    event="migrate", starts_from=LIVE_OR_SUSPENDED, completed_event="service.migrated")
 
 
-def one_step(kind: str, title: str, *, pool: str, run: Step, label: str,
-             completed_event: str | None = None) -> Machine:
+def one_step(kind: str, title: str, action: Action, *, event: str | None = None,
+             completed_event: str | None = None, sets_when_done: tuple[str, ...] = ()) -> Machine:
     """A day-2 operation of one step: its only state is its kind, and it ends at ``done``
     leaving the service's status as it was."""
-    return Machine(kind, title, (T(kind, pool=pool, run=run, then="done", label=label),),
-                   completed_event=completed_event)
+    return Machine(kind, title, chain((kind, action), then="done"), event=event,
+                   completed_event=completed_event, sets_when_done=sets_when_done)
 
 
-POWER = one_step("power", "Power", pool="power", run=lifecycle.power_action,
-                 label="Power action")
-SNAPSHOT_CREATE = one_step("snapshot_create", "Snapshot", pool="snapshot",
-                           run=backups.create_snapshot, label="Create snapshot")
-SNAPSHOT_DELETE = one_step("snapshot_delete", "Snapshot", pool="snapshot",
-                           run=backups.delete_snapshot, label="Delete snapshot")
-SNAPSHOT_ROLLBACK = one_step("snapshot_rollback", "Snapshot", pool="snapshot",
-                             run=backups.rollback_snapshot, label="Roll back to snapshot")
-BACKUP_CREATE = one_step("backup_create", "Backup", pool="backup", run=backups.create_backup,
-                         label="Create backup")
-BACKUP_DELETE = one_step("backup_delete", "Backup", pool="backup", run=backups.delete_backup,
-                         label="Delete backup")
-ISO_MOUNT = one_step("iso_mount", "ISO", pool="iso", run=lifecycle.mount_iso, label="Mount ISO")
-ISO_UNMOUNT = one_step("iso_unmount", "ISO", pool="iso", run=lifecycle.unmount_iso,
-                       label="Unmount ISO")
-RDNS_SET = one_step("rdns_set", "ReverseDNS", pool="dns", run=rdns.set_client_ptr,
-                    label="Set reverse DNS")
-RDNS_RESET = one_step("rdns_reset", "ReverseDNS", pool="dns", run=rdns.reset_client_ptr,
-                      label="Reset reverse DNS")
+POWER = one_step("power", "Power", Action("power", lifecycle.power_action, "Power action"),
+                 event="power")
+SNAPSHOT_CREATE = one_step("snapshot_create", "Snapshot", Action(
+    "snapshot", backups.create_snapshot, "Create snapshot"), event="snapshot_create")
+SNAPSHOT_DELETE = one_step("snapshot_delete", "Snapshot", Action(
+    "snapshot", backups.delete_snapshot, "Delete snapshot"), event="snapshot_delete")
+SNAPSHOT_ROLLBACK = one_step("snapshot_rollback", "Snapshot", Action(
+    "snapshot", backups.rollback_snapshot, "Roll back to snapshot"), event="snapshot_rollback")
+BACKUP_CREATE = one_step("backup_create", "Backup", Action(
+    "backup", backups.create_backup, "Create backup"), event="backup_create")
+BACKUP_DELETE = one_step("backup_delete", "Backup", Action(
+    "backup", backups.delete_backup, "Delete backup"), event="backup_delete")
+ISO_MOUNT = one_step("iso_mount", "ISO", Action("iso", lifecycle.mount_iso, "Mount ISO"),
+                     event="iso_mount")
+ISO_UNMOUNT = one_step("iso_unmount", "ISO", Action(
+    "iso", lifecycle.unmount_iso, "Unmount ISO"), event="iso_unmount")
+RDNS_SET = one_step("rdns_set", "ReverseDNS", Action(
+    "dns", rdns.set_client_ptr, "Set reverse DNS"), event="rdns_set")
+RDNS_RESET = one_step("rdns_reset", "ReverseDNS", Action(
+    "dns", rdns.reset_client_ptr, "Reset reverse DNS"), event="rdns_reset")
 # The client's mail language (language_change): nothing on Proxmox; the service's language is
 # set as the operation completes (params "service"), so billing hears it accepted and completed
 # like any order, in the order it sent it; allowed while suspended (it starts no VM)
-LANGUAGE_CHANGE = Machine("language_change", "Language", (
-    T("language_change", pool="mail", run=notify.use_language, then="done",
-      label="Set mail language"),
-), runs_while_suspended=True)
+LANGUAGE_CHANGE = Machine("language_change", "Language", chain(
+    ("language_change", Action("mail", notify.use_language, "Set mail language")),
+    then="done"),
+    event="language_change", starts_from=LIVE_OR_SUSPENDED, sets_when_done=("language",))
 # Traffic over quota (the scheduler's overage pass starts them; never on a suspended service):
 # only net0's rate changes (pvekvm/overage.py has the rule, steps/overage.py the steps)
-THROTTLE = one_step("throttle", "Throttle", pool="network", run=overage.throttle,
-                    label="Set overage rate", completed_event="service.throttled")
-UNTHROTTLE = one_step("unthrottle", "Unthrottle", pool="network", run=overage.unthrottle,
-                      label="Restore package rate", completed_event="service.unthrottled")
+THROTTLE = one_step("throttle", "Throttle", Action(
+    "network", overage.throttle, "Set overage rate"), completed_event="service.throttled",
+    sets_when_done=("throttled_period",))
+UNTHROTTLE = one_step("unthrottle", "Unthrottle", Action(
+    "network", overage.unthrottle, "Restore package rate"),
+    completed_event="service.unthrottled", sets_when_done=("throttled_period",))
 
 MACHINES: dict[str, Machine] = {m.kind: m for m in (
     DEPLOY, CHANGE_PACKAGE, REINSTALL, RESTORE, RESET_PASSWORD, TERMINATE, SUSPEND, UNSUSPEND,

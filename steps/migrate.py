@@ -17,6 +17,7 @@ finds the VM already on the target has nothing to do.
 from __future__ import annotations
 
 from pvekvm import placement
+from pvekvm.lifecycle import OpStatus
 from pvekvm.models import Backup, Placement, database
 from steps import lifecycle, pvecfg, slots
 from steps.context import StepContext
@@ -24,7 +25,8 @@ from steps.machine import Done, Refused, Retry, StepFailed, StepResult, Wait
 from steps.provision import _record_node
 
 _INBOUND = ("SELECT COUNT(*) FROM placements p JOIN operations o ON o.id = p.operation_id "
-            "WHERE p.node = %s AND o.kind = 'migrate' AND o.status = 'running' AND o.id <> %s "
+            f"WHERE p.node = %s AND o.kind = 'migrate' AND o.status = '{OpStatus.RUNNING}' "
+            "AND o.id <> %s "
             "AND p.source <> p.node")
 
 

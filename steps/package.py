@@ -3,7 +3,7 @@ addresses, DNS and cloud-init network in line; the rest reuses the deploy steps.
 
 from __future__ import annotations
 
-from pvekvm.models import Service
+from pvekvm import service_changes
 from steps import allocation, cloudinit
 from steps import dns as dns_steps
 from steps.context import StepContext
@@ -15,9 +15,7 @@ def update_ip_dns_firewall(ctx: StepContext) -> StepResult:
     releases the surplus (their ``ipconfigN`` deleted here; their NICs and IPSet entries go in
     the network and firewall steps that follow)."""
     before = sorted(ctx.firewall_cidrs())
-    if ctx.service.product_id != ctx.product.id:
-        ctx.service.product_id = ctx.product.id
-        Service.update(product_id=ctx.product.id).where(Service.id == ctx.service.id).execute()
+    service_changes.change_package(ctx.service, ctx.product.id)
     allocation.allocate_ips(ctx)
     after = sorted(ctx.firewall_cidrs())
     dns_result = dns_steps.set_dns_records(ctx)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from pvekvm import placement
-from pvekvm.models import Service, TemplateReplica
+from pvekvm import placement, service_changes
+from pvekvm.models import TemplateReplica
 from pvekvm.proxmox import ProxmoxError
 from steps import hardware, pvecfg, slots
 from steps.context import StepContext, _catalog
@@ -199,6 +199,4 @@ def delete_vm(ctx: StepContext) -> StepResult:
 
 
 def _record_node(ctx: StepContext, node: str) -> None:
-    if ctx.service.node != node:
-        ctx.service.node = node
-        Service.update(node=node).where(Service.id == ctx.service.id).execute()
+    service_changes.place_vm(ctx.service, node)

@@ -6,7 +6,7 @@ retried step does nothing twice."""
 
 from __future__ import annotations
 
-from pvekvm.models import Service
+from pvekvm import service_changes
 from steps import pvecfg
 from steps.context import StepContext
 from steps.hardware import system_disk
@@ -37,10 +37,7 @@ def destroy_detached_disks(ctx: StepContext) -> StepResult:
     """Every ``unusedN`` volume destroyed (deleting it from the config frees it in PVE). The
     old system's login goes with it: the service keeps no user or password the new install
     does not have (the credentials read shows none; ``service.ready`` says ``os_user: null``)."""
-    if ctx.service.username is not None or ctx.service.password_enc is not None:
-        Service.update(username=None, password_enc=None).where(
-            Service.id == ctx.service.id).execute()
-        ctx.service.username = ctx.service.password_enc = None
+    service_changes.forget_login(ctx.service)
     cfg = ctx.config()
     unused = sorted(k for k in cfg if k.startswith("unused"))
     if not unused:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 
+from pvekvm import service_changes
 from pvekvm.config import EngineSettings
 from pvekvm.models import Service
 from steps import pvecfg
@@ -38,8 +39,7 @@ def in_rescue(service: Service) -> bool:
 
 
 def _keep(ctx: StepContext, saved: str | None) -> None:
-    ctx.service.rescue_before = saved
-    Service.update(rescue_before=saved).where(Service.id == ctx.service.id).execute()
+    service_changes.keep_rescue_record(ctx.service, saved)
 
 
 def boot_rescue(ctx: StepContext) -> StepResult:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pvekvm.lifecycle import OpStatus
 from pvekvm.models import TaskClaim, TaskSlot, database
 from steps.context import StepContext
 
@@ -61,7 +62,7 @@ QMIGRATE = SlotKind("migration", "qmigrate", _migrate_states,
 
 _CLAIMS = ("SELECT o.id, o.upid, o.upid_node FROM task_claims c "
            "JOIN operations o ON o.id = c.operation_id "
-           "WHERE c.slot = %s AND o.status = 'running' AND o.state IN ({states}) "
+           f"WHERE c.slot = %s AND o.status = '{OpStatus.RUNNING}' AND o.state IN ({{states}}) "
            "ORDER BY o.created_at, o.id")
 
 

@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 from pvekvm import messaging, oplog
 from pvekvm.config import Settings
+from pvekvm.lifecycle import OpStatus
 from pvekvm.models import Operation, Service, StepRun, database
 from pvekvm.proxmox import ProxmoxError, client
 from steps.machines import MACHINES
 from workers import operations
-from workers.operations import OpStatus
 from workers.outcome import Outcome
 
 
@@ -97,7 +97,8 @@ def _paused_matching(reason: str | None) -> list[int]:
 
 def _take_paused(op_id: int) -> Operation | None:
     """The paused operation, locked; None when another operator or scheduler has it now."""
-    return Operation.fetch_one("SELECT * FROM operations WHERE id = %s AND status = 'paused' "
+    return Operation.fetch_one("SELECT * FROM operations WHERE id = %s "
+                               f"AND status = '{OpStatus.PAUSED}' "
                                "FOR UPDATE SKIP LOCKED", op_id)
 
 

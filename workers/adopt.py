@@ -25,8 +25,9 @@ from typing import Any
 
 from peewee import IntegrityError
 
-from pvekvm import addresses, dns, dnssync, jsonsafe
+from pvekvm import addresses, dns, dnssync, jsonsafe, service_changes
 from pvekvm.config import Settings
+from pvekvm.lifecycle import ServiceStatus
 from pvekvm.models import (
     AuditLog,
     Product,
@@ -106,7 +107,7 @@ def _adopt(settings: Settings, pve: Proxmox, m: Mapping, hint: str | None,
     if product is None:
         raise Refused(f"unknown product {m.product!r}")
     existing = Service.get_or_none(Service.id == m.service_id)
-    if existing is not None and existing.status != "terminated":
+    if existing is not None and existing.status != ServiceStatus.TERMINATED:
         if existing.vmid == m.vmid and existing.client_id == m.client_id:
             return _finish(settings, pve, existing, product, m, already=True)
         raise Refused(f"service id {m.service_id} is in use (status {existing.status}, "
@@ -134,7 +135,7 @@ def _adopt(settings: Settings, pve: Proxmox, m: Mapping, hint: str | None,
     try:
         with database.atomic():
             service = intake.create_service(
-                event, settings.engine.catalog_cache_s, status="ready", node=node,
+                event, settings.engine.catalog_cache_s, status=ServiceStatus.READY, node=node,
                 macaddr=mac.upper() if mac else None, email=m.email or "",
                 username=str(cfg.get("ciuser") or template.os_user))
             if (why := allocation.reserve_given_vmid(service.id, m.vmid)) is not None:
@@ -253,8 +254,7 @@ def _finish(settings: Settings, pve: Proxmox, service: Service, product: Product
         cfg = found[1]
         if found[0] != service.node:
             notes.append(f"the VM moved to {found[0]} (recorded: {service.node})")
-            service.node = found[0]
-            Service.update(node=found[0]).where(Service.id == service.id).execute()
+            service_changes.place_vm(service, found[0])
         if service.product_id != product.id:
             notes.append(f"the service has package {Product.get_by_id(service.product_id).name}"
                          f"; billing changes it with change_package")

@@ -29,10 +29,11 @@ from datetime import datetime, timedelta
 from pvekvm import mail, messaging, metrics, preflight
 from pvekvm.config import EngineSettings, Settings
 from pvekvm.dns.model import DnsError
+from pvekvm.lifecycle import OpStatus
 from pvekvm.models import Operation, database
 from pvekvm.proxmox import Proxmox, ProxmoxError
 from workers import operations
-from workers.operations import LostRace, OpStatus
+from workers.operations import LostRace
 
 log = logging.getLogger("pvekvm.autoresume")
 
@@ -97,12 +98,14 @@ def probe(settings: Settings, dependency: str) -> bool:
 
 # --- the job ----------------------------------------------------------------------------------
 
-_WAITING = ("SELECT pause_dependency, COUNT(*) FROM operations WHERE status = 'paused' "
+_WAITING = ("SELECT pause_dependency, COUNT(*) FROM operations "
+            f"WHERE status = '{OpStatus.PAUSED}' "
             "AND auto_resume_at IS NOT NULL GROUP BY pause_dependency")
-_DUE = ("SELECT id FROM operations WHERE status = 'paused' AND auto_resume_at IS NOT NULL "
+_DUE = (f"SELECT id FROM operations WHERE status = '{OpStatus.PAUSED}' "
+        "AND auto_resume_at IS NOT NULL "
         "AND (auto_resume_at <= %s OR (pause_dependency IN ({}) AND paused_at <= %s)) "
         "ORDER BY auto_resume_at, id LIMIT 500")
-_TAKE = ("SELECT * FROM operations WHERE id = %s AND status = 'paused' "
+_TAKE = (f"SELECT * FROM operations WHERE id = %s AND status = '{OpStatus.PAUSED}' "
          "AND auto_resume_at IS NOT NULL FOR UPDATE SKIP LOCKED")
 
 

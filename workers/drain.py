@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from pvekvm import messaging
 from pvekvm.config import Settings
+from pvekvm.lifecycle import UNFINISHED, OpStatus, ServiceStatus
 from pvekvm.models import Node, Operation, Service, database
 from workers import operations
-from workers.operations import UNFINISHED, OpStatus
 from workers.outcome import Outcome
 
 
@@ -80,7 +80,7 @@ def _residents(node: str) -> list[int]:
     """Services of ours whose VM is on the node."""
     return [s.id for s in Service.select(Service.id).where(
         (Service.node == node) & Service.vmid.is_null(False)
-        & (Service.status != "terminated")).order_by(Service.id)]
+        & (Service.status != ServiceStatus.TERMINATED)).order_by(Service.id)]
 
 
 def _moves(node: str, round_: int) -> list[Operation]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from pvekvm import messaging
 from pvekvm.config import Settings
+from pvekvm.lifecycle import UNFINISHED, ServiceStatus
 from pvekvm.models import Operation, Product, Service, database
 from pvekvm.proxmox import Proxmox, ProxmoxError
 from pvekvm.wire.orders import ChangePackageEvent
@@ -24,9 +25,8 @@ from steps import cloudinit, firewall, hardware, overage, pvecfg
 from steps.context import StepContext
 from steps.machine import StepFailed
 from workers import intake, operations
-from workers.operations import UNFINISHED
 
-COMPARED = ("ready", "suspended")
+COMPARED = (ServiceStatus.READY, ServiceStatus.SUSPENDED)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from peewee import InterfaceError, OperationalError
 
 from pvekvm import dberrors, metrics, oplog
 from pvekvm.config import EngineSettings, Settings
+from pvekvm.lifecycle import FINISHED, OpStatus
 from pvekvm.models import Operation, Service, database
 from pvekvm.proxmox import Proxmox, ProxmoxError, client, task_failure
 from pvekvm.redact import safe_reason
@@ -46,7 +47,7 @@ from steps.machine import (
 )
 from steps.machines import MACHINES
 from workers import autoresume, operations, outbox
-from workers.operations import FINISHED, LostRace, OpStatus, cas, new_nudge_id
+from workers.operations import LostRace
 from workers.outcome import Nudge, Outcome, read_step_message
 
 log = logging.getLogger("pvekvm.engine")
@@ -174,7 +175,7 @@ class Engine:
             return Outcome(publish=[Nudge(t.pool, op.id, nudge, op.state)])
         out = self._run(Attempt(op, machine, t, nudge, op.step_started_at or datetime.now(),
                                 service))
-        out.row = op  # every change above went through cas(): the row as committed
+        out.row = op  # every change above went through operations: the row as committed
         return out
 
     # --- running a step -------------------------------------------------------------------------
@@ -257,13 +258,8 @@ class Engine:
 
     def _reschedule(self, a: Attempt, delay: float, *, upid: str | None, node: str | None,
                     polls: int, attempt: int | None = None) -> Outcome:
-        nxt = new_nudge_id()
-        changes = dict(upid=upid, upid_node=node, polls=polls, nudge_id=nxt,
-                       prev_nudge_id=a.nudge, nudge_published=False, nudge_delay_s=delay,
-                       step_started_at=a.started)
-        if attempt is not None:
-            changes["attempt"] = attempt
-        cas(a.op, a.nudge, **changes)
+        nxt = operations.reschedule(a.op, a.nudge, delay, upid=upid, node=node, polls=polls,
+                                    started=a.started, attempt=attempt)
         return Outcome(publish=[Nudge(a.transition.pool, a.op.id, nxt, a.op.state, delay)])
 
     def _retry(self, a: Attempt, result: Retry) -> Outcome:
@@ -307,10 +303,7 @@ class Engine:
             records.append((t, "skip", reason))
             state = t.then
         out = Outcome(log=self._record_all(a, records))
-        nxt = new_nudge_id()
-        cas(a.op, a.nudge, state=state, attempt=0, nudge_id=nxt,
-            prev_nudge_id=a.nudge, nudge_published=False, nudge_delay_s=0, upid=None,
-            upid_node=None, polls=0, step_started_at=None, error=None)
+        operations.advance(a.op, a.nudge, state)
         if a.machine.at(a.op.state) is None:
             one_step_skipped = result.skipped and len(a.machine.transitions) == 1
             return operations.finish(a.op, a.machine, out, self.window,

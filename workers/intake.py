@@ -23,10 +23,19 @@ from typing import Any
 
 from peewee import IntegrityError, OperationalError
 
-from pvekvm import dberrors, picker, placement, rdns_policy
+from pvekvm import dberrors, picker, placement, rdns_policy, service_changes
 from pvekvm.addresses import held_row
 from pvekvm.config import EngineSettings
 from pvekvm.db import values
+from pvekvm.lifecycle import (
+    GONE,
+    SUSPENDED_STATUSES,
+    UNFINISHED,
+    OpStatus,
+    ServiceStatus,
+    machine_of_event,
+    refusal,
+)
 from pvekvm.models import (
     Backup,
     BackupSchedule,
@@ -52,36 +61,26 @@ from steps.machine import Refused
 from steps.machines import MACHINES
 from steps.rescue import rescue_volume
 from workers import operations
-from workers.operations import UNFINISHED, OpStatus
 from workers.outcome import Outcome
 
 log = logging.getLogger("pvekvm.intake")
 MAX_SERVICE_ID = 2**32 - 1
 
-# event type → the machine that carries it out (the others are handled here, without Proxmox)
-KIND_OF: dict[str, str] = {
-    "create": "deploy", "change_package": "change_package", "reinstall": "reinstall",
-    "suspend": "suspend", "unsuspend": "unsuspend", "terminate": "terminate",
-    "snapshot_create": "snapshot_create", "snapshot_delete": "snapshot_delete",
-    "snapshot_rollback": "snapshot_rollback", "backup_create": "backup_create",
-    "backup_delete": "backup_delete", "backup_restore": "restore",
-    "reset_password": "reset_password", "iso_mount": "iso_mount", "iso_unmount": "iso_unmount",
-    "power": "power", "rdns_set": "rdns_set", "rdns_reset": "rdns_reset", "migrate": "migrate",
-    "language_change": "language_change",
-    "reinstall_iso": "reinstall_iso", "rescue_on": "rescue_on", "rescue_off": "rescue_off",
-}
+# event type → the machine that carries it out (each machine declares its event; the others are
+# handled here, without Proxmox)
+KIND_OF: dict[str, str] = machine_of_event(MACHINES.values())
+DEFAULTS = EngineSettings()
 # what may not run while the service is in rescue mode (or will be when its turn comes): each
 # would rewrite the disks or the CD-ROM and boot order rescue_on recorded (steps/rescue.py)
 NOT_IN_RESCUE = frozenset({"reinstall", "reinstall_iso", "restore", "snapshot_rollback",
                            "iso_mount", "iso_unmount", "rescue_on"})
-LIVE = ("terminated",)
-DEFAULTS = EngineSettings()  # a service in any other status holds its host name
 # billing's key seen before (as an operation, as a held event); events held for the service
 _SEEN = ("SELECT (SELECT id FROM operations WHERE idempotency_key = %s), "
          "(SELECT id FROM held_events WHERE idempotency_key = %s), "
          "EXISTS (SELECT 1 FROM held_events WHERE service_id = %s)")
+# a service in any status but terminated holds its host name
 _HOSTNAME_HOLDER = ("(SELECT id FROM services WHERE hostname = %s AND id <> %s "
-                    "AND status <> 'terminated' LIMIT 1)")
+                    f"AND status <> '{ServiceStatus.TERMINATED}' LIMIT 1)")
 
 
 def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
@@ -167,19 +166,22 @@ def _keys_only_problem(product: Product, template: Template, keys: str | None) -
 
 def _check_now(kind: str, service: Service) -> None:
     """Refuse what may not run on the service as it will be when this event's turn comes: the
-    operations already accepted (a terminate, the last suspend or unsuspend) count."""
+    operations already accepted (a terminate, the last suspend or unsuspend) count; the machine's
+    ``starts_from`` decides (:func:`pvekvm.lifecycle.refusal`, as when its turn comes)."""
     kinds = [p.kind for p in Operation.select(Operation.kind).where(
         (Operation.service_id == service.id) & Operation.status.in_(UNFINISHED))
         .order_by(Operation.id)]
-    if service.status in ("terminated", "terminating") or "terminate" in kinds:
+    if service.status in GONE or any(MACHINES[k].done_status in GONE for k in kinds):
         raise Refused(f"service {service.id} is terminated or being terminated")
-    suspended = bool(service.suspended) or service.status in ("suspended", "suspending")
-    for k in kinds:
-        if k in ("suspend", "unsuspend"):
-            suspended = k == "suspend"
-    if suspended and not MACHINES[kind].runs_while_suspended:
-        raise Refused(f"service {service.id} is suspended: only unsuspend, terminate and "
-                      f"package changes are accepted")
+    suspended = bool(service.suspended) or service.status in SUSPENDED_STATUSES
+    for k in kinds:  # the last suspend or unsuspend accepted decides
+        if MACHINES[k].suspended_after is not None:
+            suspended = bool(MACHINES[k].suspended_after)
+    status = ServiceStatus.SUSPENDED if suspended else \
+        ServiceStatus.READY if service.status in SUSPENDED_STATUSES else service.status
+    reason = refusal(MACHINES[kind], service.id, status, suspended)
+    if reason is not None:
+        raise Refused(reason)
     rescue = service.rescue_before is not None
     for k in kinds:
         if k in ("rescue_on", "rescue_off"):
@@ -255,19 +257,20 @@ def _create_service(event: CreateEvent, max_age_s: float) -> Service:
     old, holder = values(
         "SELECT (SELECT status FROM services WHERE id = %s), " + _HOSTNAME_HOLDER,
         event.service_id, hostname, event.service_id) or (None, None)
-    if old is not None and old != "terminated":
+    if old is not None and old != ServiceStatus.TERMINATED:
         raise Refused(f"service {event.service_id} already exists (status {old})")
     _check_hostname_free(hostname, holder)
     if old is not None:
-        Service.delete().where(Service.id == event.service_id).execute()
+        service_changes.replace_terminated(event.service_id)
     keys = "\n".join(event.ssh_keys or ()) or None  # checked and canonical (wire/orders.py)
     problem = _keys_only_problem(product, template, keys)
     if problem:
         raise Refused(problem)
-    return Service.create(id=event.service_id, client_id=event.client_id, product_id=product.id,
-                          template_id=template.id, email=event.email, hostname=hostname,
-                          status="pending", want_ipv6=bool(event.ipv6), language=event.language,
-                          ssh_keys=keys)
+    return service_changes.create(
+        id=event.service_id, client_id=event.client_id, product_id=product.id,
+        template_id=template.id, email=event.email, hostname=hostname,
+        status=ServiceStatus.PENDING, want_ipv6=bool(event.ipv6), language=event.language,
+        ssh_keys=keys)
 
 
 def create_service(event: CreateEvent, max_age_s: float, **columns: Any) -> Service:
@@ -276,9 +279,7 @@ def create_service(event: CreateEvent, max_age_s: float, **columns: Any) -> Serv
     status, node, MAC and login of the VM it takes over."""
     service = _create_service(event, max_age_s)
     if columns:
-        Service.update(**columns).where(Service.id == service.id).execute()
-        for name, value in columns.items():
-            setattr(service, name, value)
+        service_changes.adopt(service, **columns)
     return service
 
 
@@ -302,7 +303,8 @@ def _params(event: Event, service: Service, engine: EngineSettings = DEFAULTS) -
         new = Product.get_or_none(Product.name == data["product"])
         if new is None:
             raise Refused(f"unknown product {data['product']!r}")
-        return {"product_id": new.id, "service": {"product_id": new.id}}
+        # its first step moves the service to the new package (service_changes.change_package)
+        return {"product_id": new.id}
     if event.type == "reinstall":
         name = data.get("template")
         template = Template.get_or_none(Template.name == name) if name else \

@@ -18,33 +18,21 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from peewee import IntegrityError
 
-from pvekvm import oplog
+from pvekvm import oplog, service_changes
 from pvekvm.config import EngineSettings
 from pvekvm.db import scalar
+from pvekvm.lifecycle import FINISHED as FINISHED  # re-exported: the core owns them now
+from pvekvm.lifecycle import UNFINISHED as UNFINISHED
+from pvekvm.lifecycle import Machine, OpStatus, ServiceStatus, refusal
 from pvekvm.messaging import Publisher
 from pvekvm.models import AuditLog, Backup, Operation, Service, database
-from steps.machine import Machine
 from steps.machines import MACHINES
 from workers import outbox
 from workers.outcome import Nudge, Outcome
-
-
-class OpStatus(StrEnum):
-    QUEUED = "queued"        # accepted, waiting for the service's running operation
-    RUNNING = "running"
-    PAUSED = "paused"        # a fault: waits at its last good state for resume or cancel
-    DONE = "done"
-    FAILED = "failed"        # refused: the request was wrong or not allowed
-    CANCELLED = "cancelled"  # abandoned by an operator
-
-
-UNFINISHED = (OpStatus.QUEUED, OpStatus.RUNNING, OpStatus.PAUSED)
-FINISHED = (OpStatus.DONE, OpStatus.FAILED, OpStatus.CANCELLED)
 
 
 class LostRace(Exception):
@@ -64,7 +52,8 @@ def nudge_for(op: Operation, machines: Mapping[str, Machine] = MACHINES) -> Nudg
     return Nudge(t.pool, op.id, op.nudge_id, op.state, float(op.nudge_delay_s or 0))
 
 
-_FIRST_QUEUED = ("SELECT * FROM operations WHERE service_id = %s AND status = 'queued' "
+_FIRST_QUEUED = ("SELECT * FROM operations WHERE service_id = %s "
+                 f"AND status = '{OpStatus.QUEUED}' "
                  "ORDER BY id LIMIT 1 FOR UPDATE")
 _CAS_SQL: dict[tuple[str, ...], str] = {}  # the columns a cas changes -> its statement
 
@@ -87,6 +76,43 @@ def cas(op: Operation, nudge: str | None, **changes: Any) -> None:
         raise LostRace()
     for k, v in changes.items():
         setattr(op, k, v)
+
+
+# --- moving on (the step runner: workers/engine.py) -----------------------------------------
+
+def advance(op: Operation, nudge: str, state: str) -> str:
+    """The step at ``op``'s state succeeded (and the steps it passed by were recorded): the
+    operation is at ``state``, its attempts, task and error cleared, with a fresh live nudge
+    (returned, published after the commit; the message in hand becomes the previous one)."""
+    nxt = new_nudge_id()
+    cas(op, nudge, state=state, attempt=0, nudge_id=nxt, prev_nudge_id=nudge,
+        nudge_published=False, nudge_delay_s=0, upid=None, upid_node=None, polls=0,
+        step_started_at=None, error=None)
+    return nxt
+
+
+def reschedule(op: Operation, nudge: str, delay_s: float, *, upid: str | None,
+               node: str | None, polls: int, started: datetime,
+               attempt: int | None = None) -> str:
+    """The step runs again at the same state after ``delay_s``: to poll the Proxmox task
+    ``upid`` on ``node`` (``polls`` looks so far), or to retry (``attempt``: the attempts
+    counted so far). The fresh live nudge is returned; ``started``: when the step's first
+    attempt began (its step_runs duration)."""
+    nxt = new_nudge_id()
+    changes: dict[str, Any] = dict(upid=upid, upid_node=node, polls=polls, nudge_id=nxt,
+                                   prev_nudge_id=nudge, nudge_published=False,
+                                   nudge_delay_s=delay_s, step_started_at=started)
+    if attempt is not None:
+        changes["attempt"] = attempt
+    cas(op, nudge, **changes)
+    return nxt
+
+
+def renudged(op: Operation, nudge_id: str) -> None:
+    """The reconciler published ``op``'s live nudge ``nudge_id`` again: its ``updated_at``
+    restarts, so the nudge is not sent again before it is stale once more."""
+    Operation.update(updated_at=datetime.now()).where(
+        (Operation.id == op.id) & (Operation.nudge_id == nudge_id)).execute()
 
 
 # --- starting -------------------------------------------------------------------------------
@@ -146,8 +172,7 @@ def start_next_queued(service_id: int, window: int = 0, known: Service | None = 
         except IntegrityError:  # another operation holds the service; it starts ours when done
             return out
         if machine.busy_status:
-            database.execute_sql("UPDATE services SET status = %s WHERE id = %s",
-                                 (machine.busy_status, service_id))
+            service_changes.mark_busy(service_id, machine.busy_status)
         out.publish.append(Nudge(machine.transitions[0].pool, op.id, nudge, op.state))
         return out
 
@@ -182,14 +207,8 @@ def admit_next(kind: str, window: int) -> Outcome:
 
 
 def not_allowed_now(machine: Machine, service: Service) -> str | None:
-    """Why ``machine`` may not run on ``service`` now (None: it may)."""
-    if service.status in ("terminated", "terminating") and machine.kind != "deploy":
-        return f"service {service.id} is {service.status}"
-    if (service.suspended or service.status in ("suspended", "suspending")) \
-            and not machine.runs_while_suspended:
-        return (f"service {service.id} is suspended: only unsuspend, terminate and package "
-                f"changes are accepted")
-    return None
+    """Why ``machine`` may not run on ``service`` now (None: it may): its ``starts_from``."""
+    return refusal(machine, service.id, service.status, bool(service.suspended))
 
 
 # --- ending ---------------------------------------------------------------------------------
@@ -202,16 +221,16 @@ def finish(op: Operation, machine: Machine, out: Outcome, window: int = 0,
     ``result: skipped`` and the reason)."""
     cas(op, op.nudge_id, status=OpStatus.DONE, active_service=None, nudge_id=None,
         finished_at=datetime.now())
-    updates = dict(json.loads(op.params or "{}").get("service", {}))
+    given = json.loads(op.params or "{}").get("service", {})
+    updates = {k: v for k, v in given.items() if k in machine.sets_when_done}
     if machine.suspended_after is not None:
         updates["suspended"] = machine.suspended_after
     status = machine.done_status
-    if status == "ready" and updates.get("suspended", _suspended(op.service_id)):
-        status = "suspended"
+    if status == ServiceStatus.READY and updates.get("suspended", _suspended(op.service_id)):
+        status = ServiceStatus.SUSPENDED
     if status:
         updates["status"] = status
-    if updates:
-        Service.update(**updates).where(Service.id == op.service_id).execute()
+    service_changes.complete(op.service_id, updates)
     out.log.append(oplog.complete_line(machine, op, status or "done"))
     out.events.append(outbox.completion(op, status or _status(op.service_id), skipped))
     service_event = outbox.service_event(status, op) if status else None
@@ -340,9 +359,8 @@ def cancel(op: Operation, who: str = "operator", window: int = 0) -> Outcome:
 def _give_back_service(op: Operation, machine: Machine) -> None:
     if not machine.busy_status:
         return
-    status = machine.failed_status or op.prior_status or "ready"
-    Service.update(status=status).where((Service.id == op.service_id)
-                                        & (Service.status == machine.busy_status)).execute()
+    status = machine.failed_status or op.prior_status or ServiceStatus.READY
+    service_changes.give_back(op.service_id, machine.busy_status, status)
 
 
 def _status(service_id: int) -> str:

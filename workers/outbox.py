@@ -36,6 +36,7 @@ from typing import Any
 
 from pvekvm import jsonsafe, metrics
 from pvekvm.addresses import cidr, held, host_address
+from pvekvm.lifecycle import ServiceStatus
 from pvekvm.messaging import Publisher
 from pvekvm.models import Backup, Operation, OutboxEvent, Placement, Product, Service, database
 
@@ -57,8 +58,9 @@ ABOUT: dict[str, tuple[tuple[str, str], ...]] = {
     "migrate": (("node", "node"), ("drain", "drain")),
     "language_change": (("language", "language"),),
 }
-SERVICE_EVENT_OF_STATUS = {"ready": "service.ready", "suspended": "service.suspended",
-                           "terminated": "service.terminated"}
+SERVICE_EVENT_OF_STATUS: dict[str, str] = {ServiceStatus.READY: "service.ready",
+                                           ServiceStatus.SUSPENDED: "service.suspended",
+                                           ServiceStatus.TERMINATED: "service.terminated"}
 
 
 @dataclass(frozen=True)

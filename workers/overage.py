@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from pvekvm import overage
+from pvekvm.lifecycle import GONE, SUSPENDED_STATUSES, UNFINISHED, ServiceStatus
 from pvekvm.messaging import Publisher
 from pvekvm.models import Operation, Product, Service, database
 from workers import operations
-from workers.operations import UNFINISHED
 
 log = logging.getLogger("pvekvm.overage")
 JOB_LOCK = "traffic_overage"
@@ -84,7 +84,7 @@ def _candidates(throttled_only: bool) -> list[tuple[Service, Product]]:
     products = {p.id: p for p in Product.select()}
     limited = [pid for pid, p in products.items() if p.traffic_quota_gb is not None]
     q = Service.select().where(Service.vmid.is_null(False)
-                               & Service.status.not_in(("terminated", "terminating")))
+                               & Service.status.not_in(list(GONE)))
     if throttled_only or not limited:
         q = q.where(Service.throttled_period.is_null(False))
     else:
@@ -100,7 +100,7 @@ def _one(svc: Service, product: Product, used: int, period: date, result: PassRe
     if decision.action is None:
         return
     kind = decision.action.value
-    if svc.suspended or svc.status in ("suspended", "suspending"):
+    if svc.suspended or svc.status in SUSPENDED_STATUSES:
         if not quiet:
             _say(result, f"sid:{svc.id} {kind} due ({decision.reason}) — not touched: "
                          "suspended")
@@ -111,7 +111,7 @@ def _one(svc: Service, product: Product, used: int, period: date, result: PassRe
                                     & Operation.status.in_(list(UNFINISHED)))
     if pending is not None:
         return  # already on its way (or paused for an operator)
-    if svc.status != "ready":
+    if svc.status != ServiceStatus.READY:
         if not quiet:
             _say(result, f"sid:{svc.id} {kind} due ({decision.reason}) — waits: service is "
                          f"{svc.status}")

@@ -44,12 +44,12 @@ from pvekvm import dns, dnssync, logs, messaging, metrics, preflight, proxmox, t
 from pvekvm.config import Settings
 from pvekvm.console import sessions as console_sessions
 from pvekvm.db import bind
+from pvekvm.lifecycle import GONE, OpStatus, ServiceStatus
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
 from pvekvm.wire.orders import WEEKDAYS
 from workers import autoresume, backup_sync, drain, operations, outbox, overage, traffic
 from workers.consumer import park
 from workers.intake import expired_held_events
-from workers.operations import OpStatus
 from workers.outcome import Outcome
 
 log = logging.getLogger("pvekvm.scheduler")
@@ -94,8 +94,7 @@ def reconcile_once(settings: Settings, publisher: messaging.Publisher,
         if nudge is None:
             continue
         operations.deliver(Outcome(publish=[nudge]), publisher)
-        Operation.update(updated_at=datetime.now()).where(
-            (Operation.id == op.id) & (Operation.nudge_id == nudge.nudge_id)).execute()
+        operations.renudged(op, nudge.nudge_id)
         log.info("sid:%s re-nudged %s at (%s)", op.service_id, op.kind, op.state)
         sent += 1
     events = outbox.unpublished(older_than=unconfirmed)
@@ -146,7 +145,7 @@ def dns_retry_once(settings: Settings, run: JobRun | None = None) -> int:
         if svc is None:
             continue
         try:
-            if svc.status == "terminated":
+            if svc.status == ServiceStatus.TERMINATED:
                 dnssync.withdraw(svc, settings.secret_key_file)
             else:
                 dnssync.publish(svc, settings.secret_key_file)
@@ -178,7 +177,7 @@ def expire_snapshots_once(publisher: messaging.Publisher, now: datetime | None =
     started = 0
     for snap in Snapshot.select().where(Snapshot.expires_at < now):
         svc = Service.get_or_none(Service.id == snap.service_id)
-        if svc is None or svc.status in ("terminated", "terminating") or svc.suspended:
+        if svc is None or svc.status in GONE or svc.suspended:
             continue  # a suspended service's snapshots expire once it is unsuspended
         key = f"expire:{snap.service_id}:{snap.name}:{snap.created_at:%Y%m%d%H%M%S}"
         started += _submit(publisher, snap.service_id, "snapshot_delete", key,
@@ -198,7 +197,7 @@ def run_backup_schedules_once(publisher: messaging.Publisher,
         if today not in sched.days.split(","):
             continue
         svc = Service.get_or_none(Service.id == sched.service_id)
-        if svc is None or svc.status != "ready":
+        if svc is None or svc.status != ServiceStatus.READY:
             continue
         key = f"sched-backup:{sched.service_id}:{now:%Y-%m-%d}"
         started += _submit(publisher, sched.service_id, "backup_create", key,

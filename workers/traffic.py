@@ -35,6 +35,7 @@ from typing import Any
 
 from peewee import IntegrityError, fn
 
+from pvekvm.lifecycle import ServiceStatus
 from pvekvm.messaging import Publisher
 from pvekvm.models import Service, TrafficCursor, TrafficUsage, database
 from pvekvm.proxmox import Proxmox
@@ -164,7 +165,7 @@ def _account(service_id: int, vmid: int, rows: list[dict[str, Any]], now: int,
 def _ours() -> dict[int, int]:
     """vmid -> service id, for every service that has a VM."""
     q = Service.select(Service.id, Service.vmid).where(
-        Service.vmid.is_null(False) & (Service.status != "terminated"))
+        Service.vmid.is_null(False) & (Service.status != ServiceStatus.TERMINATED))
     return {s.vmid: s.id for s in q if s.vmid is not None}
 
 

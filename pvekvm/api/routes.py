@@ -20,6 +20,7 @@ from pvekvm.api.auth import Principal, authenticate
 from pvekvm.config import Settings
 from pvekvm.console import sessions as console_sessions
 from pvekvm.forwarded import real_caller
+from pvekvm.lifecycle import GONE, SUSPENDED_STATUSES, ServiceStatus
 from pvekvm.models import (
     AuditLog,
     Backup,
@@ -48,7 +49,7 @@ MAX_SERVICE_ID = 2**32 - 1
 GRAPH_FIELDS: dict[str, list[str]] = {
     "cpu": ["cpu", "maxcpu"], "memory": ["mem", "maxmem"], "network": ["netin", "netout"],
     "disk": ["diskread", "diskwrite"]}
-CONSOLE_REFUSED = ("suspending", "suspended", "terminating", "terminated")
+CONSOLE_REFUSED = SUSPENDED_STATUSES | GONE
 
 bearer = HTTPBearer(auto_error=False, description="billing token or per-service client token")
 router = APIRouter(prefix="/v1", responses={
@@ -362,7 +363,7 @@ def open_console(svc: Svc, who: Who, settings: Cfg, request: Request,
         raise HTTPException(403, "only a billing token may name the client's address")
     if (svc.status in CONSOLE_REFUSED or svc.suspended or not svc.vmid or not svc.node
             or svc.created_at is None):
-        state = "suspended" if svc.suspended else svc.status
+        state = ServiceStatus.SUSPENDED if svc.suspended else svc.status
         raise HTTPException(409, f"console refused: service {svc.id} is {state}"
                             + ("" if svc.vmid else " and has no VM"))
     console = settings.console
@@ -495,7 +496,7 @@ def mint_client_token(svc: Svc, who: Who, settings: Cfg, request: Request,
         raise HTTPException(403, "only a billing token may mint client tokens")
     limit = settings.api.client_token_ttl_s
     ttl = min(limit, body.ttl_s if body is not None and body.ttl_s is not None else limit)
-    if svc.status in ("terminating", "terminated") or svc.created_at is None:
+    if svc.status in GONE or svc.created_at is None:
         raise HTTPException(409, f"service {svc.id} is {svc.status}: no client token")
     minted = tokens.mint(svc.id, svc.client_id, svc.created_at, ttl, who.name)
     if minted is None:

@@ -32,21 +32,22 @@ from datetime import datetime
 from typing import Any
 
 from pvekvm.db import database, values
+from pvekvm.lifecycle import GONE, SUSPENDED_STATUSES, sql_list
 
 PREFIX = "con."
 ID_LEN, SECRET_LEN = 16, 43
 _ID = re.compile(r"[A-Za-z0-9_-]{16}")
 STALE_S = 30  # a proxy that has not heart-beaten a session for this long has lost it
-ENDED_STATUSES = ("suspending", "suspended", "terminating", "terminated")
+ENDED_STATUSES = tuple(sorted(SUSPENDED_STATUSES | GONE))
 _STATUS_SQL = ", ".join(f"'{s}'" for s in ENDED_STATUSES)
 
 #: why a session may not run (or must end), as SQL over c (console_sessions), s (services),
 #: t (client_tokens); NULL: it may
-_CUT_REASON = """CASE
+_CUT_REASON = f"""CASE
   WHEN s.id IS NULL OR s.client_id <> c.client_id OR s.created_at <> c.service_created_at
     THEN 'the service was re-created'
-  WHEN s.suspended OR s.status IN ('suspending', 'suspended') THEN 'the service is suspended'
-  WHEN s.status IN ('terminating', 'terminated') THEN 'the service is terminated'
+  WHEN s.suspended OR s.status IN {sql_list(SUSPENDED_STATUSES)} THEN 'the service is suspended'
+  WHEN s.status IN {sql_list(GONE)} THEN 'the service is terminated'
   WHEN c.client_token_id IS NOT NULL AND (t.id IS NULL OR t.revoked_at IS NOT NULL
        OR t.expires_at <= NOW(3)) THEN 'the client token ended'
   ELSE NULL END"""

@@ -23,6 +23,7 @@ from steps import (
     dns,
     firewall,
     hardware,
+    hostname,
     lifecycle,
     migrate,
     overage,
@@ -229,10 +230,27 @@ THROTTLE = one_step("throttle", "Throttle", pool="network", run=overage.throttle
 UNTHROTTLE = one_step("unthrottle", "Unthrottle", pool="network", run=overage.unthrottle,
                       label="Restore package rate", completed_event="service.unthrottled")
 
+# The client's own firewall rules, replaced as one set after the engine's anti-spoofing
+# (steps/firewall.py); reinstall, restore, change package and migrate re-apply the saved set
+FIREWALL_RULES_SET = one_step("firewall_rules_set", "FirewallRules", pool="firewall",
+                              run=firewall.set_client_rules, label="Set client firewall rules")
+
+# The client renames its VM: the name taken (create's ownership rules), DNS moved, cloud-init
+# given the name; not while suspended
+HOSTNAME_CHANGE = Machine("hostname_change", "HostnameChange", (
+    T("hostname_change", pool="dns", run=hostname.rename, then="hn_dns",
+      label="Take the new host name"),
+    T("hn_dns", pool="dns", run=dns.set_dns_records, then="hn_cloudinit",
+      label="Set DNS records"),
+    T("hn_cloudinit", pool="cloudinit", run=cloudinit.set_cloudinit, then="done",
+      label="Configure cloud-init"),
+))
+
 MACHINES: dict[str, Machine] = {m.kind: m for m in (
     DEPLOY, CHANGE_PACKAGE, REINSTALL, RESTORE, RESET_PASSWORD, TERMINATE, SUSPEND, UNSUSPEND,
     POWER, SNAPSHOT_CREATE, SNAPSHOT_DELETE, SNAPSHOT_ROLLBACK, BACKUP_CREATE, BACKUP_DELETE,
     ISO_MOUNT, ISO_UNMOUNT, RDNS_SET, RDNS_RESET, THROTTLE, UNTHROTTLE, MIGRATE,
+    FIREWALL_RULES_SET, HOSTNAME_CHANGE,
 )}
 
 CLONE_STATES: tuple[str, ...] = tuple(

@@ -34,6 +34,9 @@ VALID: dict[str, dict[str, Any]] = {
     "rdns_set": {"address": "192.0.2.10", "hostname": "mail.client.example"},
     "rdns_reset": {"address": "2001:db8::10"},
     "migrate": {"node": "pve2"},
+    "firewall_rules_set": {"rules": [{"direction": "out", "action": "DROP", "proto": "udp",
+                                      "dport": "53"}]},
+    "hostname_change": {"hostname": "web2.example.com"},
 }
 ENVELOPE: dict[str, Any] = {"version": 1, "idempotency_key": "whmcs:call-1", "service_id": 5546,
                             "occurred_at": "2026-04-10T03:49:18+00:00"}

@@ -91,7 +91,8 @@ def test_the_validator_applies_the_limits(field):
     for cls in types:
         base = {"service_id": 1, "client_id": 1, "product": "p", "email": "a@b.example",
                 "backup_id": 1, "days": [], "name": "snap1", "iso": "a.iso",
-                "action": "start", "address": "192.0.2.1", "hostname": "h.example.com"}
+                "action": "start", "address": "192.0.2.1", "hostname": "h.example.com",
+                "rules": []}
         kwargs = {k: v for k, v in base.items() if k in cls.model_fields}
         assert getattr(cls(**{**kwargs, field: high}), field) == high
         for bad in (low - 1, high + 1):

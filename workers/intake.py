@@ -47,6 +47,7 @@ from pvekvm.wire.orders import (
     parse_event,
     request_hash,
 )
+from steps import firewall, hostname
 from steps.context import catalog_named, catalog_row
 from steps.machine import Refused
 from steps.machines import MACHINES
@@ -66,6 +67,7 @@ KIND_OF: dict[str, str] = {
     "backup_delete": "backup_delete", "backup_restore": "restore",
     "reset_password": "reset_password", "iso_mount": "iso_mount", "iso_unmount": "iso_unmount",
     "power": "power", "rdns_set": "rdns_set", "rdns_reset": "rdns_reset", "migrate": "migrate",
+    "firewall_rules_set": "firewall_rules_set", "hostname_change": "hostname_change",
 }
 LIVE = ("terminated",)
 DEFAULTS = EngineSettings()  # a service in any other status holds its host name
@@ -286,6 +288,14 @@ def _params(event: Event, service: Service) -> dict[str, Any]:
             raise Refused(why)
     if event.type == "migrate" and data.get("node") in placement.in_maintenance():
         raise Refused(f"node {data['node']} is in maintenance: it takes no new VM")
+    if event.type == "firewall_rules_set" and data["rules"]:
+        why = firewall.rules_problem(product, len(data["rules"]))
+        if why:
+            raise Refused(why)
+    if event.type == "hostname_change":
+        why = hostname.hostname_problem(data["hostname"], service.id)
+        if why:
+            raise Refused(why)
     if event.type == "iso_mount" and not product.iso_storage:
         raise Refused("the package has no ISO storage")
     if "backup_id" in data:

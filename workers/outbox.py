@@ -52,6 +52,7 @@ ABOUT: dict[str, tuple[tuple[str, str], ...]] = {
     "rdns_set": (("address", "address"), ("hostname", "hostname")),
     "rdns_reset": (("address", "address"),),
     "migrate": (("node", "node"), ("drain", "drain")),
+    "hostname_change": (("hostname", "hostname"),),
 }
 SERVICE_EVENT_OF_STATUS = {"ready": "service.ready", "suspended": "service.suspended",
                            "terminated": "service.terminated"}

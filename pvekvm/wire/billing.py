@@ -51,7 +51,8 @@ class OperationEvent(BillingEvent):
                                   "backup_create's completion: the new backup")
     iso: str | None = Field(None, description="iso_mount: the ISO")
     address: str | None = Field(None, description="rDNS: the address")
-    hostname: str | None = Field(None, description="rDNS: the PTR name; service.ready: the VM's")
+    hostname: str | None = Field(None, description="rDNS: the PTR name; service.ready and "
+                          "hostname_change: the VM's")
     node: str | None = Field(None, description="migrate: the node asked for (null: placement)")
     drain: str | None = Field(None, description="migrate: the node a drain empties")
 

@@ -95,7 +95,7 @@ def parse_rule(rule: Any, at: int = 1) -> dict[str, Any]:
             raise bad(name, "contains control characters")
         return v
 
-    direction, action = text("direction", 3), text("action", 6)
+    direction, action = text("direction", 16), text("action", 20)
     if direction not in DIRECTIONS:
         raise bad("direction", "missing" if direction is None else "must be in or out")
     if action not in ACTIONS:
@@ -191,6 +191,8 @@ def address_list(spec: str) -> tuple[int, str]:
         raise ValueError("extraneous commas in list" if spec else "empty")
     versions, canonical = set(), []
     for item in items:
+        if item.startswith("+") or (item[0].isalpha() and ":" not in item):
+            raise ValueError("IPSet and alias names are not accepted: write the addresses")
         if "-" in item:
             if len(items) > 1:
                 raise ValueError("a range cannot be part of a list")

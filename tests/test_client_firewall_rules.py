@@ -49,6 +49,7 @@ def test_a_rule_set_parses_to_canonical_rules_pve_accepts() -> None:
         assert fwrules.verify_rule(pve, set()) == {}, pve
     assert clientfw.pve_rule(first)["comment"] == "pvekvm-client: admin"
     assert parse_event(event.to_json()) == event  # round trip: the same order, the same key
+    assert hash(parse_event(event.to_json())) == hash(event)  # hashable like every event
 
 
 @pytest.mark.parametrize(("rules", "reason"), [

@@ -518,6 +518,9 @@ class FirewallRulesSetEvent(Event):
     type: Literal["firewall_rules_set"] = "firewall_rules_set"
     rules: FirewallRules
 
+    def __hash__(self) -> int:  # the rules are dicts: hashed by the event's canonical JSON
+        return hash(self.to_json())
+
 
 class HostnameChangeEvent(Event):
     """The client renames its VM: the same rules as a create's host name (a name another live

@@ -2,7 +2,9 @@
 pools) through intake, the workers and pvesim (which checks each key against PVE's schema, the
 CPU model against qemu-server's list and the balloon against the memory): deploy writes them,
 change package writes only what differs and deletes what the new package no longer sets, and a
-package with the same details changes nothing (each step compares first)."""
+package with the same details changes nothing (each step compares first). The client's own
+firewall rules follow the package's cap through a change package and come back after a
+reinstall (a new VM)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ BIG = {**BASE, "name": "vps-tuned", "cpu_type": "host", "cpulimit": 1.5, "cpuuni
        "balloon_mb": 1024, "disk_mbps_rd": 100, "disk_mbps_rd_max": 300, "disk_iops_wr": 500,
        "disk_iops_wr_max": 2000}
 OTHER = {**BASE, "name": "vps-tuned-2", "cpu_type": "x86-64-v2-AES", "cpuunits": 512,
-         "balloon_mb": 0, "disk_mbps_rd": 150, "disk_mbps_rd_max": 450}
+         "balloon_mb": 0, "disk_mbps_rd": 150, "disk_mbps_rd_max": 450, "client_fw_rules": 1}
+RULES = [{"direction": "in", "action": "ACCEPT", "proto": "tcp", "dport": "22"},
+         {"direction": "in", "action": "DROP", "proto": "tcp", "dport": "23"}]
 SAME = {**OTHER, "name": "vps-tuned-3"}  # the same details under another name
 
 
@@ -33,6 +37,12 @@ def _done(kind: str, count: int) -> None:
             & (Operation.status == "done")).count() >= count, 60, f"{kind} done")
     except AssertionError:
         raise AssertionError(describe_ops([SID])) from None
+
+
+def _client_rules(sim) -> list[str]:
+    vm = sim.vm(Service.get_by_id(SID).vmid)
+    assert vm is not None
+    return [r["dport"] for r in vm["firewall"]["rules"] if r["comment"] == "pvekvm-client"]
 
 
 def _config(sim) -> dict:
@@ -56,6 +66,9 @@ def test_details_written_compared_and_honoured_by_change_package(settings, sim):
         disk = pvecfg.parse(cfg["scsi0"], "file")
         assert (disk["mbps_rd"], disk["mbps_rd_max"], disk["iops_wr"], disk["iops_wr_max"]) \
             == ("100", "300", "500", "2000")
+        billing.firewall_rules_set(service_id=SID, rules=RULES)
+        _done("firewall_rules_set", 1)
+        assert _client_rules(sim) == ["22", "23"]
 
         billing.change_package(service_id=SID, product="vps-tuned-2")
         _done("change_package", 1)
@@ -65,6 +78,7 @@ def test_details_written_compared_and_honoured_by_change_package(settings, sim):
         disk = pvecfg.parse(cfg["scsi0"], "file")
         assert (disk["mbps_rd"], disk["mbps_rd_max"]) == ("150", "450")
         assert not {"iops_wr", "iops_wr_max"} & set(disk)
+        assert _client_rules(sim) == ["22"]  # the new package allows one: the first stands
 
         billing.change_package(service_id=SID, product="vps-tuned-3")
         _done("change_package", 2)
@@ -76,3 +90,7 @@ def test_details_written_compared_and_honoured_by_change_package(settings, sim):
             StepRun.operation_id == last.id)}
         assert runs["Set CPU & RAM"] == ("skip", "no change")
         assert runs["Set system disk I/O"] == ("skip", "no change")
+
+        billing.reinstall(service_id=SID)  # a new VM: the saved rule is applied again
+        _done("reinstall", 1)
+        assert _client_rules(sim) == ["22"]

@@ -16,11 +16,13 @@ let the VM send from an address it does not hold.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 MAX_RULES = 100           # on the wire; a package caps lower (products.client_fw_rules)
+MAX_STORED = 60_000       # the set as the operation's params store it (JSON, ASCII): TEXT fits
 MARK = "pvekvm-client"     # the comment every client rule carries in PVE (how we find ours)
 MAX_COMMENT = 100
 MAX_ADDRESS = 512          # PVE's maxLength for source/dest
@@ -68,7 +70,11 @@ def parse_rules(value: Any) -> tuple[dict[str, Any], ...]:
         raise RuleError(f"expected an array of rules, got {type(value).__name__}")
     if len(value) > MAX_RULES:
         raise RuleError(f"too many rules: {len(value)} (max {MAX_RULES})")
-    return tuple(parse_rule(rule, at) for at, rule in enumerate(value, 1))
+    rules = tuple(parse_rule(rule, at) for at, rule in enumerate(value, 1))
+    stored = len(json.dumps(list(rules)))  # as workers/operations.py writes params
+    if stored > MAX_STORED:
+        raise RuleError(f"rules too large: {stored} bytes as stored (max {MAX_STORED})")
+    return rules
 
 
 def parse_rule(rule: Any, at: int = 1) -> dict[str, Any]:

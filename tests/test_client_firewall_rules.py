@@ -112,6 +112,12 @@ def test_ten_thousand_rules_are_refused_by_count_and_a_megabyte_by_size() -> Non
     wide = wide.rsplit(",", 1)[0]
     event = parse_event(_body([{"direction": "in", "action": "ACCEPT", "source": wide}] * 100))
     assert len(event.rules) == 100  # type: ignore[attr-defined]
+    # a set that fits the wire but not the operation's params once stored (ASCII-escaped)
+    wide_text = [{"direction": "in", "action": "ACCEPT", "comment": "界" * 100}] * 100
+    utf8 = json.dumps({**ENVELOPE, "rules": wide_text}, ensure_ascii=False).encode()
+    assert len(utf8) < 65536
+    with pytest.raises(InvalidEvent, match=r"rules too large: \d+ bytes as stored"):
+        parse_event(utf8)
     assert time.monotonic() - started < 2.0
 
 

@@ -147,3 +147,21 @@ def test_package_details_in_the_ranges_pve_takes() -> None:
         problem = details_problem({**base, **bad})
         assert problem and words in problem, (bad, problem)
     assert CPU_MODELS == SIM_CPU_MODELS  # the engine offers what the simulated PVE knows
+
+
+def test_a_package_may_disable_the_rules_or_cap_their_number() -> None:
+    from pvekvm.models import Product
+    from steps.firewall import allowed_rules, rules_problem
+
+    rules = [{"direction": "in", "action": "DROP", "dport": str(p), "proto": "tcp"}
+             for p in range(5)]
+    capped = Product(client_fw_rules=3, dhcp=False, firewall_enabled=True)
+    assert rules_problem(capped, 3) is None and allowed_rules(capped, rules) == rules[:3]
+    assert rules_problem(capped, 4) == "too many firewall rules: 4 (the package allows 3)"
+    for off, words in ((Product(client_fw_rules=0, dhcp=False, firewall_enabled=True),
+                        "allows no client firewall rules"),
+                       (Product(client_fw_rules=20, dhcp=True, firewall_enabled=True),
+                        "DHCP or firewall off"),
+                       (Product(client_fw_rules=20, dhcp=False, firewall_enabled=False),
+                        "DHCP or firewall off")):
+        assert words in (rules_problem(off, 1) or "") and allowed_rules(off, rules) == []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from producers.api import OrderClient
 from pvekvm.api import routes
-from pvekvm.models import DeadLetter, IpAddress, Operation, Service
+from pvekvm.models import DeadLetter, DnsRecordRow, IpAddress, Operation, Service
 from tests.dns.dnsfakes import PDNS_API_URL
 from tests.e2e.harness import InProcessWorkers, all_ready, describe_ops, wait_until
 from tests.e2e.test_dns_deploy import _ptr_name, _query, _use_powerdns, pdns_zones  # noqa: F401
@@ -68,3 +68,18 @@ def test_rename_moves_dns_and_cloudinit_and_refuses_another_services_name(
         _refused(f"service {B} is suspended")
         assert Service.get_by_id(B).hostname == other
         assert _query("renamed.vps.example.net", "A") == []
+
+
+def test_a_name_another_service_published_in_dns_is_not_taken(clean_db):
+    """A name whose records another service published (its delete still owed after a
+    terminate, say) is refused like a live service's; the service's own records are not."""
+    from steps.hostname import hostname_problem
+
+    DnsRecordRow.create(service_id=9999, zone="vps.example.net", name="taken.vps.example.net",
+                        type="A", content="192.0.2.9", synced=True)
+    DnsRecordRow.create(service_id=A, zone="vps.example.net", name="mine.vps.example.net",
+                        type="A", content="192.0.2.10", synced=True)
+    assert hostname_problem("taken.vps.example.net", A) == (
+        "hostname 'taken.vps.example.net' is published in DNS for another service")
+    assert hostname_problem("mine.vps.example.net", A) is None
+    assert hostname_problem("free.vps.example.net", A) is None

@@ -48,18 +48,32 @@ CREATE TABLE IF NOT EXISTS products (
   cores                 SMALLINT UNSIGNED NOT NULL,
   sockets               SMALLINT UNSIGNED NOT NULL DEFAULT 1,
   memory_mb             INT UNSIGNED NOT NULL,
+  cpu_type              VARCHAR(64)  NULL,                    -- PVE cpu (cputype); NULL = PVE's
+  cpulimit              DECIMAL(5,2) NULL,                    -- 0..128 CPUs of time; NULL = none
+  cpuunits              INT UNSIGNED NULL,                    -- 1..262144 weight; NULL = PVE's
+  balloon_mb            INT UNSIGNED NULL,                    -- balloon minimum memory (MiB,
+                                                              -- <= memory_mb); 0 = no balloon
+                                                              -- device; NULL = not set
   disk_gb               INT UNSIGNED NOT NULL,
   disk_bus              VARCHAR(8)   NOT NULL DEFAULT 'scsi',
   disk_mbps_rd          INT UNSIGNED NOT NULL DEFAULT 0,      -- 0 = unlimited
   disk_mbps_wr          INT UNSIGNED NOT NULL DEFAULT 0,
   disk_iops_rd          INT UNSIGNED NOT NULL DEFAULT 0,
   disk_iops_wr          INT UNSIGNED NOT NULL DEFAULT 0,
+  disk_mbps_rd_max      INT UNSIGNED NOT NULL DEFAULT 0,      -- burst pools (PVE *_max); 0 = none
+  disk_mbps_wr_max      INT UNSIGNED NOT NULL DEFAULT 0,
+  disk_iops_rd_max      INT UNSIGNED NOT NULL DEFAULT 0,
+  disk_iops_wr_max      INT UNSIGNED NOT NULL DEFAULT 0,
   add_disk_gb           INT UNSIGNED NOT NULL DEFAULT 0,      -- 0 = no additional disk
   add_disk_storage      VARCHAR(64)  NULL,                    -- NULL = target_storage
   add_disk_mbps_rd      INT UNSIGNED NOT NULL DEFAULT 0,
   add_disk_mbps_wr      INT UNSIGNED NOT NULL DEFAULT 0,
   add_disk_iops_rd      INT UNSIGNED NOT NULL DEFAULT 0,
   add_disk_iops_wr      INT UNSIGNED NOT NULL DEFAULT 0,
+  add_disk_mbps_rd_max  INT UNSIGNED NOT NULL DEFAULT 0,
+  add_disk_mbps_wr_max  INT UNSIGNED NOT NULL DEFAULT 0,
+  add_disk_iops_rd_max  INT UNSIGNED NOT NULL DEFAULT 0,
+  add_disk_iops_wr_max  INT UNSIGNED NOT NULL DEFAULT 0,
   net_rate_mbps         DECIMAL(8,2) NOT NULL DEFAULT 0,      -- PVE net rate, MB/s; 0 = unlimited
   bridge                VARCHAR(32)  NOT NULL DEFAULT 'vmbr0',
   vlan                  SMALLINT UNSIGNED NULL,
@@ -81,6 +95,8 @@ CREATE TABLE IF NOT EXISTS products (
   firewall_enabled      TINYINT(1)   NOT NULL DEFAULT 1,
   firewall_policy_in    VARCHAR(8)   NOT NULL DEFAULT 'ACCEPT',
   firewall_policy_out   VARCHAR(8)   NOT NULL DEFAULT 'ACCEPT',
+  client_fw_rules       SMALLINT UNSIGNED NOT NULL DEFAULT 20, -- the client's own firewall
+                                                              -- rules at most; 0 = none allowed
   hostname_prefix       VARCHAR(32)  NOT NULL DEFAULT 'vps',
   dns_zone              VARCHAR(253) NULL,                    -- forward zone for <host>.<zone>
   linked_clone          TINYINT(1)   NOT NULL DEFAULT 0,      -- 1 = linked clone where PVE can
@@ -529,4 +545,13 @@ CREATE TABLE IF NOT EXISTS placements (
   node          VARCHAR(64)  NOT NULL,
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   KEY ix_placements_node (node, operation_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- The client's own firewall rules (firewall_rules_set; pvekvm/clientfw.py), applied after the
+-- engine's anti-spoofing by steps/firewall.py on every (re)configured VM.
+CREATE TABLE IF NOT EXISTS client_firewall_rules (
+  service_id    INT UNSIGNED NOT NULL PRIMARY KEY,
+  rules         MEDIUMTEXT   NOT NULL,                -- JSON: the parsed rules, in PVE order
+  operation_id  BIGINT UNSIGNED NULL,                 -- the firewall_rules_set that saved them
+  updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

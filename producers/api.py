@@ -33,6 +33,8 @@ from producers.events import (
     ChangePackageEvent,
     CreateEvent,
     Event,
+    FirewallRulesSetEvent,
+    HostnameChangeEvent,
     IsoMountEvent,
     IsoUnmountEvent,
     LanguageChangeEvent,
@@ -207,6 +209,19 @@ class OrderClient:
                    occurred_at: str | None = None) -> RdnsResetEvent:
         return self._emit(RdnsResetEvent, service_id, idempotency_key, occurred_at,
                           address=address)
+
+    def firewall_rules_set(self, *, service_id: int, rules: Iterable[dict[str, Any]],
+                           idempotency_key: str | None = None, occurred_at: str | None = None,
+                           ) -> FirewallRulesSetEvent:
+        """The client's own firewall rules, replacing its previous set (pvekvm/clientfw.py)."""
+        return self._emit(FirewallRulesSetEvent, service_id, idempotency_key, occurred_at,
+                          rules=list(rules))
+
+    def hostname_change(self, *, service_id: int, hostname: str,
+                        idempotency_key: str | None = None, occurred_at: str | None = None,
+                        ) -> HostnameChangeEvent:
+        return self._emit(HostnameChangeEvent, service_id, idempotency_key, occurred_at,
+                          hostname=hostname)
 
     def power(self, *, service_id: int, action: str, idempotency_key: str | None = None,
               occurred_at: str | None = None) -> PowerEvent:

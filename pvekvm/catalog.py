@@ -23,6 +23,7 @@ from pvekvm.models import (
     database,
 )
 from pvekvm.overage import overage_problem
+from pvekvm.package_details import details_problem
 from pvekvm.rdns_policy import DEFAULT_POLICY, policy_problem
 from pvekvm.validation import is_valid_hostname
 
@@ -278,12 +279,14 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
                                        f"IPv{pool.version} pool, IPv{version} expected")
             if p.get("dns_zone") and not is_valid_hostname(p["dns_zone"]):
                 raise CatalogError(f"product {p['name']}: bad dns_zone {p['dns_zone']!r}")
-            problem = overage_problem(p) or policy_problem(p.setdefault("rdns_policy",
-                                                                         DEFAULT_POLICY))
+            problem = overage_problem(p) or details_problem(p) or policy_problem(
+                p.setdefault("rdns_policy", DEFAULT_POLICY))
             if problem:
                 raise CatalogError(f"product {p['name']}: {problem}")
             p.setdefault("traffic_quota_gb", None)  # left out = unlimited (a reload clears it)
             p.setdefault("overage_rate_mbps", None)
+            for key in ("cpu_type", "cpulimit", "cpuunits", "balloon_mb"):
+                p.setdefault(key, None)  # left out = PVE's default (a reload clears it)
             product = _upsert(Product, "name", p)
             picker.save_offer(product.id, offer_ids)
             counts["products"] += 1

@@ -27,6 +27,7 @@ from pvekvm.catalog import (
 from pvekvm.dns.model import PROVIDERS
 from pvekvm.models import IpPool, Product, Template
 from pvekvm.overage import overage_problem
+from pvekvm.package_details import details_problem
 from pvekvm.rdns_policy import policy_problem
 from pvekvm.validation import is_valid_hostname
 
@@ -193,6 +194,9 @@ def _product_refs(where: str, p: dict[str, Any], data: dict[str, Any]) -> list[s
     problem = overage_problem(p)
     if problem:
         errors.append(f"{where} traffic quota: {problem}")
+    problem = details_problem(p)
+    if problem:
+        errors.append(f"{where} {problem}")
     if "rdns_policy" in p and policy_problem(p["rdns_policy"]):
         errors.append(f"{where} {policy_problem(p['rdns_policy'])}")
     template = next((t for t in data.get("templates", []) if isinstance(t, dict)

@@ -117,18 +117,30 @@ class Product(BaseModel):
     cores = SmallIntegerField()
     sockets = SmallIntegerField(default=1)
     memory_mb = IntegerField()
+    cpu_type = CharField(max_length=64, null=True)  # PVE's cpu (cputype); None: PVE's default
+    cpulimit = DecimalField(max_digits=5, decimal_places=2, null=True)  # None/0: no limit
+    cpuunits = IntegerField(null=True)  # CPU weight; None: PVE's default
+    balloon_mb = IntegerField(null=True)  # balloon minimum; 0: no balloon device; None: unset
     disk_gb = IntegerField()
     disk_bus = CharField(max_length=8, default="scsi")
     disk_mbps_rd = IntegerField(default=0)
     disk_mbps_wr = IntegerField(default=0)
     disk_iops_rd = IntegerField(default=0)
     disk_iops_wr = IntegerField(default=0)
+    disk_mbps_rd_max = IntegerField(default=0)  # burst pools (PVE's *_max); 0: none
+    disk_mbps_wr_max = IntegerField(default=0)
+    disk_iops_rd_max = IntegerField(default=0)
+    disk_iops_wr_max = IntegerField(default=0)
     add_disk_gb = IntegerField(default=0)
     add_disk_storage = CharField(max_length=64, null=True)
     add_disk_mbps_rd = IntegerField(default=0)
     add_disk_mbps_wr = IntegerField(default=0)
     add_disk_iops_rd = IntegerField(default=0)
     add_disk_iops_wr = IntegerField(default=0)
+    add_disk_mbps_rd_max = IntegerField(default=0)
+    add_disk_mbps_wr_max = IntegerField(default=0)
+    add_disk_iops_rd_max = IntegerField(default=0)
+    add_disk_iops_wr_max = IntegerField(default=0)
     net_rate_mbps = DecimalField(max_digits=8, decimal_places=2, default=0)
     bridge = CharField(max_length=32, default="vmbr0")
     vlan = SmallIntegerField(null=True)
@@ -147,6 +159,7 @@ class Product(BaseModel):
     firewall_enabled = BooleanField(default=True)
     firewall_policy_in = CharField(max_length=8, default="ACCEPT")
     firewall_policy_out = CharField(max_length=8, default="ACCEPT")
+    client_fw_rules = SmallIntegerField(default=20)  # the client's own rules at most; 0: none
     hostname_prefix = CharField(max_length=32, default="vps")
     dns_zone = CharField(max_length=253, null=True)
     linked_clone = BooleanField(default=False)
@@ -408,6 +421,19 @@ class DnsZone(BaseModel):
         table_name = "dns_zones"
 
 
+class ClientFirewallRules(BaseModel):
+    """The client's own firewall rules for its VM (pvekvm/clientfw.py), as the last
+    firewall_rules_set saved them; steps/firewall.py owns the writes."""
+
+    service_id = IntegerField(primary_key=True)
+    rules = TextField()  # JSON array of parsed rules, in PVE order
+    operation_id = BigIntegerField(null=True)
+    updated_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "client_firewall_rules"
+
+
 class DnsRecordRow(BaseModel):
     id = AutoField()
     service_id = IntegerField()
@@ -630,4 +656,5 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     DnsRecordRow, Email, DeadLetter, AuditLog, SchemaVersion, TaskSlot, TaskClaim,
     TrafficUsage, TrafficCursor, ClientToken,
     FeedSequencer, WebhookEndpoint, WebhookDelivery, WebhookStream, ConsoleSession, Node, Placement,
+    ClientFirewallRules,
 )

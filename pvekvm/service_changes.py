@@ -143,3 +143,9 @@ def keep_rescue_record(service: Service, saved: str | None) -> None:
     """What rescue mode replaced (CD-ROM slot, its media, the boot order), as JSON; None: the
     service is not in rescue mode."""
     _write(service, rescue_before=saved)
+
+
+def rename(service: Service, hostname: str) -> None:
+    """The client's new host name (``services.live_hostname``'s unique key refuses a name
+    another live service holds: IntegrityError, the caller's refusal)."""
+    _write(service, hostname=hostname)

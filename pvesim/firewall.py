@@ -6,9 +6,11 @@ import hashlib
 import json
 from typing import Any
 
+from .fwrules import verify_rule
 from .model import PVEError
 from .qemu import V, check_lock, vm_of
 from .routes import Ctx, route
+from .schema import ParamError
 from .vmconfig import cloudinit_pending, dump_network, metadata, userdata
 
 FW = V + "/firewall"
@@ -77,8 +79,16 @@ def fw_add_rule(ctx: Ctx, p: dict[str, Any]) -> None:
     fw = _fw(ctx, p)
     _check_digest(p, _digest(fw["rules"]))
     rule = {k: str(p[k]) for k in RULE_KEYS if k in p}
+    _verify(fw, rule)
     pos = int(p.get("pos", 0))
     fw["rules"].insert(max(0, min(pos, len(fw["rules"]))), rule)
+
+
+def _verify(fw: dict[str, Any], rule: dict[str, str]) -> None:
+    """pve-firewall's verify_rule: a rule PVE would refuse is a 400 naming the parameter."""
+    errors = verify_rule(rule, set(fw["ipsets"]))
+    if errors:
+        raise ParamError(errors)
 
 
 def _rule_pos(fw: dict[str, Any], p: dict[str, Any]) -> int:
@@ -100,10 +110,12 @@ def fw_update_rule(ctx: Ctx, p: dict[str, Any]) -> None:
     fw = _fw(ctx, p)
     pos = _rule_pos(fw, p)
     _check_digest(p, _digest(fw["rules"]))
-    rule = fw["rules"][pos]
+    rule = dict(fw["rules"][pos])
     for k in [d for d in str(p.get("delete", "")).split(",") if d]:
         rule.pop(k, None)
     rule.update({k: str(p[k]) for k in RULE_KEYS if k in p})
+    _verify(fw, rule)
+    fw["rules"][pos] = rule
     if "moveto" in p:
         fw["rules"].pop(pos)
         fw["rules"].insert(int(p["moveto"]), rule)

@@ -129,7 +129,42 @@ def _fmt_urlencoded(v: str) -> None:
         raise ValueError(f"invalid urlencoded string: {v}")
 
 
+# qemu-server's built-in CPU models (PVE/QemuServer/CPUConfig.pm); the simulated cluster
+# defines no custom ones (cpu-models.conf)
+CPU_MODELS = frozenset({
+    "486", "athlon", "phenom", "core2duo", "coreduo", "kvm32", "kvm64", "qemu32", "qemu64",
+    "pentium", "pentium2", "pentium3", "Conroe", "Penryn", "Nehalem", "Nehalem-IBRS",
+    "Westmere", "Westmere-IBRS", "SandyBridge", "SandyBridge-IBRS", "IvyBridge",
+    "IvyBridge-IBRS", "Haswell", "Haswell-IBRS", "Haswell-noTSX", "Haswell-noTSX-IBRS",
+    "Broadwell", "Broadwell-IBRS", "Broadwell-noTSX", "Broadwell-noTSX-IBRS", "Skylake-Client",
+    "Skylake-Client-IBRS", "Skylake-Client-noTSX-IBRS", "Skylake-Server", "Skylake-Server-IBRS",
+    "Skylake-Server-noTSX-IBRS", "Cascadelake-Server", "Cascadelake-Server-noTSX",
+    "Cooperlake", "Icelake-Server", "Icelake-Server-noTSX", "SapphireRapids", "GraniteRapids",
+    "KnightsMill", "Opteron_G1", "Opteron_G2", "Opteron_G3", "Opteron_G4", "Opteron_G5",
+    "EPYC", "EPYC-IBPB", "EPYC-Rome", "EPYC-Milan", "EPYC-Genoa", "max", "host",
+    "x86-64-v2", "x86-64-v2-AES", "x86-64-v3", "x86-64-v4"})
+
+
+def _fmt_cpu_conf(v: str) -> None:
+    """``pve-vm-cpu-conf``: ``[cputype=]<model>[,flags=…]``, the model built in or custom."""
+    props: dict[str, str] = {}
+    for part in (p for p in v.split(",") if p):
+        key, sep, value = part.partition("=")
+        props[key if sep else "cputype"] = value if sep else key
+    unknown = set(props) - {"cputype", "flags", "hidden", "hv-vendor-id", "phys-bits",
+                            "reported-model"}
+    if unknown:
+        raise ValueError(f"invalid key in comma-separated list property: {sorted(unknown)[0]}")
+    model = props.get("cputype", "kvm64")
+    if model.startswith("custom-"):
+        raise ValueError(f"CPU model '{model[7:]}' not found")
+    if model not in CPU_MODELS:
+        raise ValueError(f"Built-in cputype '{model}' is not defined (missing 'custom-' "
+                         "prefix?)")
+
+
 STRING_FORMATS: dict[str, Callable[[str], None]] = {
+    "pve-vm-cpu-conf": _fmt_cpu_conf,
     "urlencoded": _fmt_urlencoded,
     "pve-vmid": _fmt_vmid,
     "pve-node": _fmt_node,

@@ -214,6 +214,21 @@ class ConfigChange:
                 self.pending.pop(key, None)
             else:
                 self._delete(key)
+        if "memory" in params or "balloon" in params:
+            self._check_balloon(params)
+
+    def _check_balloon(self, params: dict[str, Any]) -> None:
+        """qemu-server's update_vm_api: the balloon target may not exceed the memory."""
+        def current(value: Any) -> int:
+            text = str(value or "")
+            text = text.split("current=", 1)[1] if "current=" in text else text
+            return int(text.split(",")[0] or 512)
+
+        memory = current(params.get("memory") or self.pending.get("memory")
+                         or self.conf.get("memory"))
+        balloon = params.get("balloon", self.pending.get("balloon") or self.conf.get("balloon"))
+        if balloon and int(balloon) > memory:
+            raise PVEError("balloon value too large (must be smaller than assigned memory)")
 
     def _prepare(self, key: str, value: str) -> str:
         if DRIVE_RE.match(key):

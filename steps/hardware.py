@@ -12,7 +12,8 @@ from steps import overage, pvecfg
 from steps.context import StepContext
 from steps.machine import Done, Retry, StepFailed, StepResult, Wait
 
-LIMIT_KEYS = ("mbps_rd", "mbps_wr", "iops_rd", "iops_wr")
+LIMIT_KEYS = ("mbps_rd", "mbps_wr", "iops_rd", "iops_wr",
+              "mbps_rd_max", "mbps_wr_max", "iops_rd_max", "iops_wr_max")  # *_max: burst pools
 
 
 @dataclass(frozen=True)
@@ -23,31 +24,70 @@ class DiskSpec:
     limits: dict[str, int]
 
 
+def _limits(p: Product, prefix: str) -> dict[str, int]:
+    return {key: int(getattr(p, f"{prefix}_{key}") or 0) for key in LIMIT_KEYS}
+
+
 def system_disk(p: Product) -> DiskSpec:
-    return DiskSpec(f"{p.disk_bus}0", p.disk_gb, p.target_storage, {
-        "mbps_rd": p.disk_mbps_rd, "mbps_wr": p.disk_mbps_wr,
-        "iops_rd": p.disk_iops_rd, "iops_wr": p.disk_iops_wr})
+    return DiskSpec(f"{p.disk_bus}0", p.disk_gb, p.target_storage, _limits(p, "disk"))
 
 
 def additional_disk(p: Product) -> DiskSpec:
-    return DiskSpec(f"{p.disk_bus}1", p.add_disk_gb, p.add_disk_storage or p.target_storage, {
-        "mbps_rd": p.add_disk_mbps_rd, "mbps_wr": p.add_disk_mbps_wr,
-        "iops_rd": p.add_disk_iops_rd, "iops_wr": p.add_disk_iops_wr})
+    return DiskSpec(f"{p.disk_bus}1", p.add_disk_gb, p.add_disk_storage or p.target_storage,
+                    _limits(p, "add_disk"))
 
 
-def cpu_ram(p: Product) -> dict[str, int]:
-    """The config keys the package sets for CPU and memory."""
-    return {"cores": p.cores, "sockets": p.sockets, "memory": p.memory_mb}
+# package details that PVE's default stands for when the package leaves them unset: a value
+# the VM holds from an earlier package is deleted (cpu_type unset keeps the template's own)
+UNSET_DELETES = ("cpulimit", "cpuunits", "balloon")
+
+
+def cpu_ram(p: Product) -> dict[str, int | str]:
+    """The config keys the package sets for CPU and memory (pvekvm/package_details.py checks
+    the ranges when the catalog loads)."""
+    want: dict[str, int | str] = {"cores": p.cores, "sockets": p.sockets,
+                                  "memory": p.memory_mb}
+    if p.cpulimit is not None and float(p.cpulimit) > 0:
+        want["cpulimit"] = f"{float(p.cpulimit):g}"
+    if p.cpuunits is not None:
+        want["cpuunits"] = int(p.cpuunits)
+    if p.balloon_mb is not None:
+        want["balloon"] = int(p.balloon_mb)
+    return want
+
+
+def _same(key: str, have: object, want: object) -> bool:
+    if key == "cpulimit":
+        try:
+            return float(str(have)) == float(str(want))
+        except ValueError:
+            return False
+    return str(have) == str(want)
 
 
 def set_cpu_ram(ctx: StepContext) -> StepResult:
+    """Cores, sockets, memory, CPU type, cpulimit, cpuunits and the balloon minimum, each
+    compared with the VM's config first: only what differs is written, a detail the package no
+    longer sets is deleted (``UNSET_DELETES``)."""
     p, cfg = ctx.product, ctx.config()
     want = cpu_ram(p)
-    change = {k: v for k, v in want.items() if str(cfg.get(k, "")) != str(v)}
+    change: dict[str, object] = {k: v for k, v in want.items()
+                                 if k not in cfg or not _same(k, cfg[k], v)}
+    if p.cpu_type:
+        props = pvecfg.parse(str(cfg.get("cpu", "")), "cputype")
+        if props.get("cputype") != p.cpu_type:
+            change["cpu"] = pvecfg.render({**props, "cputype": p.cpu_type}, "cputype")
+    gone = [k for k in UNSET_DELETES if k in cfg and k not in want]
+    if gone:
+        change["delete"] = ",".join(gone)
     if not change:
         return Done("no change", skipped=True)
     ctx.pve.put(f"{ctx.vm_path}/config", **change)
-    return Done(f"{p.cores} cores × {p.sockets}, {p.memory_mb} MB")
+    shown = [f"{p.cores} cores × {p.sockets}, {p.memory_mb} MB"]
+    shown += [f"{k}={v}" for k, v in change.items() if k not in ("cores", "sockets", "memory",
+                                                                  "delete")]
+    shown += [f"{k} removed" for k in gone]
+    return Done(", ".join(shown))
 
 
 def _resize(ctx: StepContext, disk: DiskSpec) -> StepResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pvekvm import service_changes, tokens
-from pvekvm.models import AuditLog, BackupSchedule, Snapshot
+from pvekvm.models import AuditLog, BackupSchedule, ClientFirewallRules, Snapshot
 from steps import cloudinit, pvecfg
 from steps.allocation import release_ips
 from steps.context import StepContext
@@ -41,13 +41,14 @@ def release_addresses(ctx: StepContext) -> StepResult:
 def forget_client_secrets(ctx: StepContext) -> StepResult:
     """Terminate's last step, committed with the status ``terminated``: this life's client
     tokens are revoked, its password erased, and what the deleted VM left keyed by the service
-    id (snapshot rows, the backup schedule) goes, so a re-created id starts clean. Backups (and
-    the passwords recorded with them) went in ``tm_backups``."""
+    id (snapshot rows, the backup schedule, the client's firewall rules) goes, so a re-created
+    id starts clean. Backups (and the passwords recorded with them) went in ``tm_backups``."""
     sid = ctx.service.id
     revoked = tokens.revoke_service(sid, "service terminated")
     service_changes.forget_password(ctx.service)
     Snapshot.delete().where(Snapshot.service_id == sid).execute()
     BackupSchedule.delete().where(BackupSchedule.service_id == sid).execute()
+    ClientFirewallRules.delete().where(ClientFirewallRules.service_id == sid).execute()
     return Done(f"password erased, {revoked} client token(s) revoked")
 
 

@@ -36,6 +36,7 @@ from steps import (
     dns,
     firewall,
     hardware,
+    hostname,
     lifecycle,
     migrate,
     notify,
@@ -304,11 +305,26 @@ UNTHROTTLE = one_step("unthrottle", "Unthrottle", Action(
     "network", overage.unthrottle, "Restore package rate"),
     completed_event="service.unthrottled", sets_when_done=("throttled_period",))
 
+# The client's own firewall rules, replaced as one set after the engine's anti-spoofing
+# (steps/firewall.py); reinstall, restore, change package and migrate re-apply the saved set
+FIREWALL_RULES_SET = one_step("firewall_rules_set", "FirewallRules", Action(
+    "firewall", firewall.set_client_rules, "Set client firewall rules"),
+    event="firewall_rules_set")
+
+# The client renames its VM: the name taken (create's ownership rules), DNS moved, cloud-init
+# given the name; not while suspended
+HOSTNAME_CHANGE = Machine("hostname_change", "HostnameChange", chain(
+    ("hostname_change", Action("dns", hostname.rename, "Take the new host name")),
+    ("hn_dns", SET_DNS),
+    ("hn_cloudinit", SET_CLOUDINIT),
+    then="done"),
+    event="hostname_change")
+
 MACHINES: dict[str, Machine] = {m.kind: m for m in (
     DEPLOY, CHANGE_PACKAGE, REINSTALL, RESTORE, RESET_PASSWORD, TERMINATE, SUSPEND, UNSUSPEND,
     POWER, SNAPSHOT_CREATE, SNAPSHOT_DELETE, SNAPSHOT_ROLLBACK, BACKUP_CREATE, BACKUP_DELETE,
     ISO_MOUNT, ISO_UNMOUNT, RDNS_SET, RDNS_RESET, THROTTLE, UNTHROTTLE, MIGRATE,
-    LANGUAGE_CHANGE, REINSTALL_ISO, RESCUE_ON, RESCUE_OFF,
+    LANGUAGE_CHANGE, REINSTALL_ISO, RESCUE_ON, RESCUE_OFF, FIREWALL_RULES_SET, HOSTNAME_CHANGE,
 )}
 
 CLONE_STATES: tuple[str, ...] = tuple(

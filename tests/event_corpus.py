@@ -37,6 +37,9 @@ VALID: dict[str, dict[str, Any]] = {
     "language_change": {"language": "de"},
     "reinstall_iso": {"iso": "Debian-12.5.0-amd64-netinst.iso"},
     "rescue_on": {}, "rescue_off": {},
+    "firewall_rules_set": {"rules": [{"direction": "out", "action": "DROP", "proto": "udp",
+                                      "dport": "53"}]},
+    "hostname_change": {"hostname": "web2.example.com"},
 }
 ENVELOPE: dict[str, Any] = {"version": 1, "idempotency_key": "whmcs:call-1", "service_id": 5546,
                             "occurred_at": "2026-04-10T03:49:18+00:00"}

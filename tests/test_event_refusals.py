@@ -19,7 +19,8 @@ CAPTURED = json.loads((ROOT / "tests" / "data" / "event_refusals.json").read_tex
 
 
 # types declared after the capture: their bodies have no verdict
-ADDED_SINCE = ("migrate", "language_change", "reinstall_iso", "rescue_on", "rescue_off")
+ADDED_SINCE = ("migrate", "language_change", "reinstall_iso", "rescue_on", "rescue_off",
+               "firewall_rules_set", "hostname_change")
 # fields declared after the capture (bodies with them have no verdict): their refusals are
 # tested where they were added (ssh_keys: tests/test_ssh_keys.py)
 FIELDS_ADDED_SINCE = {"create": {"ssh_keys"}, "reinstall": {"ssh_keys"},

@@ -48,6 +48,10 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "rdns_set": {"address": "192.0.2.10", "hostname": "mail.client.example"},
     "rdns_reset": {"address": "2001:db8::10"},
     "language_change": {"language": "he"},
+    "firewall_rules_set": {"rules": [{"direction": "in", "action": "ACCEPT", "proto": "tcp",
+                                      "dport": "22,80:90", "source": "192.0.2.0/24",
+                                      "enable": True, "comment": "ssh and web"}]},
+    "hostname_change": {"hostname": "web2.example.com"},
 }
 
 

@@ -92,7 +92,7 @@ def test_the_validator_applies_the_limits(field):
         base = {"service_id": 1, "client_id": 1, "product": "p", "email": "a@b.example",
                 "backup_id": 1, "days": [], "name": "snap1", "iso": "a.iso",
                 "action": "start", "address": "192.0.2.1", "hostname": "h.example.com",
-                "language": "de"}
+                "language": "de", "rules": []}
         kwargs = {k: v for k, v in base.items() if k in cls.model_fields}
         assert getattr(cls(**{**kwargs, field: high}), field) == high
         for bad in (low - 1, high + 1):

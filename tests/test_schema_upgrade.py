@@ -25,6 +25,11 @@ ADDED_IN_11 = {"backups": ["operation_id"]}  # 0011: the operation that made a b
 ADDED_IN_24 = {"services": ["rescue_before"]}  # 0024: rescue mode (and product_templates)
 ADDED_IN_23 = {"templates": ["os_type", "ostype"],  # 0023: SSH keys, Windows templates
                "products": ["ssh_pwauth", "cicustom"], "services": ["ssh_keys"]}
+ADDED_IN_25 = {"products": ["cpu_type", "cpulimit", "cpuunits", "balloon_mb",  # 0025: package
+                            "disk_mbps_rd_max", "disk_mbps_wr_max", "disk_iops_rd_max",  # details,
+                            "disk_iops_wr_max", "add_disk_mbps_rd_max",  # client firewall cap
+                            "add_disk_mbps_wr_max", "add_disk_iops_rd_max",
+                            "add_disk_iops_wr_max", "client_fw_rules"]}
 
 
 def _columns(database, table: str) -> set[str]:
@@ -42,7 +47,8 @@ def test_a_version_1_database_gains_what_version_2_added(database):
     for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
                            *ADDED_IN_5.items(), *ADDED_IN_8.items(),
                            *ADDED_IN_9.items(), *ADDED_IN_10.items(), *ADDED_IN_11.items(),
-                           *ADDED_IN_23.items(), *ADDED_IN_24.items()):
+                           *ADDED_IN_23.items(), *ADDED_IN_24.items(),
+                           *ADDED_IN_25.items()):
         for column in columns:
             database.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
     database.execute_sql("ALTER TABLE operations DROP INDEX ix_operations_auto_resume")
@@ -50,6 +56,7 @@ def test_a_version_1_database_gains_what_version_2_added(database):
                          "ADD KEY ix_operations_service (service_id)")
     database.execute_sql("DROP TABLE client_tokens")  # 0007 (client tokens, stored hashed)
     database.execute_sql("DROP TABLE product_templates")  # 0024 (the OS picker's offers)
+    database.execute_sql("DROP TABLE client_firewall_rules")  # 0025 (the client's own rules)
     database.execute_sql("DROP TABLE task_claims")  # 0018: clone slots became task slots
     database.execute_sql("DROP TABLE task_slots")
     database.execute_sql("CREATE TABLE clone_slots (slot VARCHAR(130) NOT NULL PRIMARY KEY)")
@@ -67,7 +74,8 @@ def test_a_version_1_database_gains_what_version_2_added(database):
         for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
                                *ADDED_IN_5.items(), *ADDED_IN_8.items(),
                            *ADDED_IN_9.items(), *ADDED_IN_10.items(), *ADDED_IN_11.items(),
-                           *ADDED_IN_23.items(), *ADDED_IN_24.items()):
+                           *ADDED_IN_23.items(), *ADDED_IN_24.items(),
+                           *ADDED_IN_25.items()):
             assert set(columns) <= _columns(database, table), table
         tables = set(database.get_tables())
         assert {"task_slots", "task_claims"} <= tables and not tables & {"clone_slots",
@@ -85,6 +93,7 @@ def test_a_version_1_database_gains_what_version_2_added(database):
         assert ops.get("ix_operations_auto_resume") == ["status", "auto_resume_at"]  # 0009
         assert "client_tokens" in database.get_tables()  # 0007
         assert "product_templates" in database.get_tables()  # 0024
+        assert "client_firewall_rules" in database.get_tables()  # 0025
         (seq, row_id), = database.execute_sql(  # 0010: older events get a feed position
             "SELECT seq, id FROM outbox WHERE event_id = 'upgrade-0010'").fetchall()
         assert seq == row_id

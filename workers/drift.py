@@ -95,6 +95,9 @@ def _hardware(ctx: StepContext, cfg: dict) -> list[str]:
     out: list[str] = []
     for key, want in hardware.cpu_ram(ctx.product).items():
         out += _differs(key, cfg.get(key, "1" if key in ("cores", "sockets") else ""), want)
+    if ctx.product.cpu_type:
+        out += _differs("cpu", pvecfg.parse(str(cfg.get("cpu", "")), "cputype").get(
+            "cputype", ""), ctx.product.cpu_type)
     disks = [hardware.system_disk(ctx.product)]
     if hardware.additional_disk(ctx.product).size_gb > 0:
         disks.append(hardware.additional_disk(ctx.product))

@@ -56,6 +56,7 @@ from pvekvm.wire.orders import (
     parse_event,
     request_hash,
 )
+from steps import firewall, hostname
 from steps.context import catalog_named, catalog_row
 from steps.machine import Refused
 from steps.machines import MACHINES
@@ -358,6 +359,14 @@ def _params(event: Event, service: Service, engine: EngineSettings = DEFAULTS) -
             raise Refused(why)
     if event.type == "migrate" and data.get("node") in placement.in_maintenance():
         raise Refused(f"node {data['node']} is in maintenance: it takes no new VM")
+    if event.type == "firewall_rules_set" and data["rules"]:
+        why = firewall.rules_problem(product, len(data["rules"]))
+        if why:
+            raise Refused(why)
+    if event.type == "hostname_change":
+        why = hostname.hostname_problem(data["hostname"], service.id)
+        if why:
+            raise Refused(why)
     if event.type == "iso_mount" and not product.iso_storage:
         raise Refused("the package has no ISO storage")
     if "backup_id" in data:

@@ -57,6 +57,7 @@ ABOUT: dict[str, tuple[tuple[str, str], ...]] = {
     "rdns_reset": (("address", "address"),),
     "migrate": (("node", "node"), ("drain", "drain")),
     "language_change": (("language", "language"),),
+    "hostname_change": (("hostname", "hostname"),),
 }
 SERVICE_EVENT_OF_STATUS: dict[str, str] = {ServiceStatus.READY: "service.ready",
                                            ServiceStatus.SUSPENDED: "service.suspended",

@@ -25,6 +25,7 @@ from pvekvm.models import (
     AuditLog,
     Backup,
     BackupSchedule,
+    ClientFirewallRules,
     Operation,
     Product,
     Service,
@@ -245,6 +246,26 @@ def _ptr(row: Any) -> dict[str, Any]:
     return {"ptr": row.content, "ptr_published": bool(row.synced) and row.held_by is None}
 
 
+@router.get("/services/{service_id}/firewall-rules", response_model=schemas.FirewallRulesView,
+            responses=NOT_FOUND)
+def get_firewall_rules(svc: Svc) -> schemas.FirewallRulesView:
+    """The client's own firewall rules as last saved (set them with a firewall_rules_set
+    order); ``applied`` says how many the package lets stand."""
+    from steps.firewall import allowed_rules, rules_problem
+
+    product = Product.get_by_id(svc.product_id)
+    row = ClientFirewallRules.get_or_none(ClientFirewallRules.service_id == svc.id)
+    rules = json.loads(row.rules) if row is not None else []
+    pending = Operation.select().where(
+        (Operation.service_id == svc.id) & (Operation.kind == "firewall_rules_set")
+        & Operation.status.in_(("queued", "running", "paused"))).exists()
+    return schemas.FirewallRulesView(
+        service_id=svc.id, rules=[schemas.FirewallRule(**r) for r in rules],
+        allowed=0 if rules_problem(product, 0) else product.client_fw_rules,
+        applied=len(allowed_rules(product, rules)), pending=pending,
+        updated_at=row.updated_at if row is not None else None)
+
+
 @router.get("/services/{service_id}/credentials", response_model=schemas.Credentials,
             responses=NOT_FOUND)
 def get_credentials(svc: Svc, who: Who, settings: Cfg, request: Request) -> schemas.Credentials:
@@ -440,7 +461,9 @@ def list_products(who: Who) -> schemas.Catalog:
         add_disk_gb=p.add_disk_gb, net_rate_mbps=float(p.net_rate_mbps or 0),
         extra_ipv4=p.extra_ipv4, ipv6=p.ip6_pool_id is not None,
         snapshot_limit=p.snapshot_limit, backup_limit=p.backup_limit,
-        iso_storage=p.iso_storage, traffic_quota_gb=p.traffic_quota_gb)
+        iso_storage=p.iso_storage, traffic_quota_gb=p.traffic_quota_gb,
+        cpu_type=p.cpu_type, cpulimit=float(p.cpulimit) if p.cpulimit is not None else None,
+        cpuunits=p.cpuunits, balloon_mb=p.balloon_mb, client_fw_rules=p.client_fw_rules)
         for p in Product.select().order_by(Product.name)],
         templates=[schemas.TemplateView(name=t.name, os_user=t.os_user)
                    for t in templates.values()])

@@ -265,6 +265,42 @@ class ProductView(BaseModel):
     iso_storage: str | None = Field(description="where its ISO images are (GET /v1/isos "
                                     "groups by storage); null = no ISO mounting")
     traffic_quota_gb: int | None = Field(description="per UTC month; null = unlimited")
+    cpu_type: str | None = Field(None, description="PVE's CPU model; null = the template's")
+    cpulimit: float | None = Field(None, description="CPUs of time at most; null = no limit")
+    cpuunits: int | None = Field(None, description="CPU weight; null = PVE's default")
+    balloon_mb: int | None = Field(None, description="balloon minimum memory (MiB); 0 = no "
+                                   "balloon device; null = PVE's default")
+    client_fw_rules: int = Field(20, description="how many own firewall rules a client may "
+                                 "set (firewall_rules_set); 0 = none")
+
+
+class FirewallRule(BaseModel):
+    """One of the client's rules, as firewall_rules_set takes it (pvekvm/clientfw.py)."""
+
+    direction: str = Field(description="in|out")
+    action: str = Field(description="ACCEPT|DROP|REJECT")
+    enable: bool = True
+    proto: str | None = None
+    dport: str | None = None
+    sport: str | None = None
+    source: str | None = None
+    dest: str | None = None
+    icmp_type: str | None = None
+    comment: str | None = None
+
+
+class FirewallRulesView(BaseModel):
+    """The client's own firewall rules: the set last saved, in the order PVE evaluates them,
+    all after the engine's anti-spoofing filter."""
+
+    service_id: int
+    rules: list[FirewallRule]
+    allowed: int = Field(description="how many rules the package allows (0: none; a "
+                         "DHCP package or one with its firewall off allows none)")
+    applied: int = Field(description="how many of ``rules`` stand in the VM's firewall (the "
+                         "first ``allowed`` ones)")
+    pending: bool = Field(description="a firewall_rules_set is accepted but not yet done")
+    updated_at: UtcDatetime | None
 
 
 class TemplateView(BaseModel):

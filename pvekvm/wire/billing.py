@@ -52,7 +52,8 @@ class OperationEvent(BillingEvent):
     iso: str | None = Field(None, description="iso_mount, reinstall_iso: the ISO; rescue_on: "
                             "the rescue ISO")
     address: str | None = Field(None, description="rDNS: the address")
-    hostname: str | None = Field(None, description="rDNS: the PTR name; service.ready: the VM's")
+    hostname: str | None = Field(None, description="rDNS: the PTR name; service.ready and "
+                          "hostname_change: the VM's")
     node: str | None = Field(None, description="migrate: the node asked for (null: placement)")
     drain: str | None = Field(None, description="migrate: the node a drain empties")
     language: str | None = Field(None, description="language_change: the client's language "

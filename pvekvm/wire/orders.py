@@ -62,7 +62,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from pvekvm import jsonsafe, languages, sshkeys
+from pvekvm import clientfw, jsonsafe, languages, sshkeys
 from pvekvm.limits import FIELD_LENGTHS, FIELD_RANGES, MAX_INT_DIGITS
 from pvekvm.validation import is_valid_hostname, service_hostname_problem
 
@@ -281,6 +281,39 @@ Language = Annotated[str, Strict(), Field(
     "47-style tag ('de', 'pt-BR') or an English language name ('german'); normalised to the tag",
     json_schema_extra={"pattern": languages.schema_pattern()}),
     AfterValidator(_language)]
+def _firewall_rules(value: Any) -> tuple[dict[str, Any], ...]:
+    try:
+        return clientfw.parse_rules(value)
+    except clientfw.RuleError as exc:
+        raise _refuse(str(exc)) from None
+
+
+_RULE_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["direction", "action"],
+    "properties": {
+        "direction": {"enum": list(clientfw.DIRECTIONS)},
+        "action": {"enum": list(clientfw.ACTIONS)},
+        "proto": {"type": "string", "maxLength": 16,
+                  "description": "tcp, udp, icmp, icmpv6, … (an /etc/protocols name PVE "
+                  "knows) or its number"},
+        "dport": {"type": "string", "maxLength": clientfw.MAX_PORTS_TEXT,
+                  "pattern": r"^\d{1,5}(:\d{1,5})?(,\d{1,5}(:\d{1,5})?)*$",
+                  "description": "ports 0-65535, ranges a:b, comma separated, at most 15 "
+                  "numbers (a range counts 2); needs a proto with ports"},
+        "sport": {"type": "string", "maxLength": clientfw.MAX_PORTS_TEXT,
+                  "pattern": r"^\d{1,5}(:\d{1,5})?(,\d{1,5}(:\d{1,5})?)*$"},
+        "source": {"type": "string", "maxLength": clientfw.MAX_ADDRESS,
+                   "description": "addresses or CIDR networks (IPv4 or IPv6, not mixed), "
+                   "comma separated, or one range a-b"},
+        "dest": {"type": "string", "maxLength": clientfw.MAX_ADDRESS},
+        "icmp_type": {"type": "string", "maxLength": 32},
+        "comment": {"type": "string", "maxLength": clientfw.MAX_COMMENT,
+                    "pattern": _NO_CONTROL},
+        "enable": {"type": "boolean", "default": True}}}
+FirewallRules = Annotated[tuple[dict[str, Any], ...], BeforeValidator(_firewall_rules), Field(
+    description="the client's rules, in the order PVE evaluates them (after the engine's "
+    "anti-spoofing filter); the whole set replaces the previous one; empty: none",
+    json_schema_extra={"maxItems": clientfw.MAX_RULES, "items": _RULE_SCHEMA})]
 Timestamp = Annotated[str, Strict(), Field(
     max_length=64, description="RFC 3339 / ISO 8601 with its UTC offset",
     json_schema_extra={"format": "date-time"}), AfterValidator(_timestamp)]
@@ -536,6 +569,27 @@ class LanguageChangeEvent(Event):
     language: Language
 
 
+class FirewallRulesSetEvent(Event):
+    """The client's own firewall rules for its VM, as one set replacing the previous one
+    (:mod:`pvekvm.clientfw` says what a rule may hold); the package may allow none or cap
+    their number (intake refuses)."""
+
+    type: Literal["firewall_rules_set"] = "firewall_rules_set"
+    rules: FirewallRules
+
+    def __hash__(self) -> int:  # the rules are dicts: hashed by the event's canonical JSON
+        return hash(self.to_json())
+
+
+class HostnameChangeEvent(Event):
+    """The client renames its VM: the same rules as a create's host name (a name another live
+    service holds, or one another service published in DNS, is refused); DNS A/AAAA/PTR move
+    to it and cloud-init gets it (the guest takes it at its next boot)."""
+
+    type: Literal["hostname_change"] = "hostname_change"
+    hostname: Hostname
+
+
 def type_of(cls: type[Event]) -> str:
     """The event type an event class carries (its ``type`` field's value)."""
     return str(cls.model_fields["type"].default)
@@ -547,6 +601,7 @@ EVENT_TYPES: dict[str, type[Event]] = {type_of(cls): cls for cls in (
     BackupCreateEvent, BackupDeleteEvent, BackupRestoreEvent, BackupScheduleEvent,
     ResetPasswordEvent, IsoMountEvent, IsoUnmountEvent, PowerEvent, RdnsSetEvent, RdnsResetEvent,
     MigrateEvent, LanguageChangeEvent, ReinstallIsoEvent, RescueOnEvent, RescueOffEvent,
+    FirewallRulesSetEvent, HostnameChangeEvent,
 )}
 
 # Orders that may legitimately be placed again with the same fields (suspend, unsuspend,
@@ -756,7 +811,8 @@ def _keyless(cls: type[Event], data: Mapping[str, Any]) -> str:
 __all__ = [
     "EVENT_TYPES", "EVENT_VERSION", "MAX_EVENT_BYTES", "POWER_ACTIONS", "SUPPORTED_VERSIONS",
     "WEEKDAYS", "BackupCreateEvent", "BackupDeleteEvent", "BackupRestoreEvent",
-    "BackupScheduleEvent", "ChangePackageEvent", "CreateEvent", "Event", "InvalidEvent",
+    "BackupScheduleEvent", "ChangePackageEvent", "CreateEvent", "Event",
+    "FirewallRulesSetEvent", "HostnameChangeEvent", "InvalidEvent",
     "IsoMountEvent", "IsoUnmountEvent", "LanguageChangeEvent", "MigrateEvent", "PowerEvent",
     "RdnsResetEvent", "RdnsSetEvent",
     "ReinstallEvent", "ReinstallIsoEvent", "RescueOffEvent", "RescueOnEvent",

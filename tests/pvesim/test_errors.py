@@ -129,3 +129,33 @@ def test_unknown_path_not_implemented(px):
     e = _err(px.nodes("pve1").qemu(9000).frobnicate.get)
     assert e.status_code == 501
     assert e.content == "Method 'GET /nodes/pve1/qemu/9000/frobnicate' not implemented"
+
+
+def test_package_details_and_firewall_rules_checked_as_pve_does(px):
+    """CPU model, cpulimit/cpuunits ranges, the balloon against the memory, disk burst pools
+    (schema types), and a VM firewall rule through pve-firewall's verify_rule."""
+    vm = px.nodes("pve1").qemu(9000)
+    e = _err(vm.config.put, cpu="pentium9")
+    assert e.errors == {"cpu": "invalid format - Built-in cputype 'pentium9' is not defined "
+                               "(missing 'custom-' prefix?)\n"}
+    assert _err(vm.config.put, cpulimit=129).errors == {
+        "cpulimit": "value must have a maximum value of 128"}
+    assert _err(vm.config.put, cpuunits=0).errors == {
+        "cpuunits": "value must have a minimum value of 1"}
+    memory = int(str(vm.config.get()["memory"]).split("=")[-1])
+    e = _err(vm.config.put, balloon=memory + 1)
+    assert e.status_code == 500 and "balloon value too large" in e.content
+    disk = vm.config.get()["scsi0"]
+    assert "mbps_rd_max" in _err(vm.config.put, scsi0=f"{disk},mbps_rd_max=fast").errors["scsi0"]
+    vm.config.put(cpu="x86-64-v2-AES", cpulimit="1.5", cpuunits=2048, balloon=memory // 2,
+                  scsi0=f"{disk},mbps_rd=100,mbps_rd_max=300")
+    cfg = vm.config.get()
+    assert (cfg["cpu"], str(cfg["cpulimit"]), str(cfg["balloon"])) == (
+        "x86-64-v2-AES", "1.5", str(memory // 2))
+    vm.config.put(delete="cpu,cpulimit,cpuunits,balloon", scsi0=disk)
+    rules = vm.firewall.rules
+    e = _err(rules.post, type="in", action="ACCEPT", proto="tcp", dport="70000")
+    assert e.errors == {"dport": "invalid port '70000'"}
+    e = _err(rules.post, type="in", action="ACCEPT", source="10.0.0.0/8", dest="2001:db8::1")
+    assert e.errors == {"dest": "detected mixed ipv4/ipv6 addresses in rule"}
+    assert rules.get() == []

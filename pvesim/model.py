@@ -14,6 +14,12 @@ from typing import Any
 
 DEFAULT_NODES = ["pve1", "pve2", "pve3"]
 GiB = 1024**3
+#: a node's hardware: RAM, CPU threads, and what the host itself holds (kernel, pmxcfs,
+#: pveproxy/pvedaemon/pvestatd, page tables): what PVE's ``mem`` shows with no guest running
+DEFAULT_NODE = {"maxmem": 64 * GiB, "maxcpu": 16, "host_mem": 4 * GiB}
+#: what one running guest adds to its node's ``mem`` beyond its configured memory: the QEMU
+#: process's own overhead (device emulation, VNC, I/O buffers)
+QEMU_OVERHEAD = 48 * 1024**2
 
 ISO_FILES = {
     "Debian-12.5.0-amd64-netinst.iso": 659554304,
@@ -140,6 +146,7 @@ class Cluster:
         self.lock = threading.RLock()
         self.rng = random.Random()
         self.nodes = list(nodes or DEFAULT_NODES)
+        self.hardware: dict[str, dict[str, int]] = {n: dict(DEFAULT_NODE) for n in self.nodes}
         self.storages = storage_defs()
         self.vms: dict[int, dict[str, Any]] = {}
         # volumes[scope][volid] where scope is a node name (local storage) or "shared"
@@ -197,6 +204,35 @@ class Cluster:
         if self.storages[storeid]["type"] in ("lvmthin", "lvm", "rbd", "zfspool"):
             return f"{storeid}:vm-{vmid}-cloudinit"
         return f"{storeid}:{vmid}/vm-{vmid}-cloudinit.qcow2"
+
+    # --- nodes -----------------------------------------------------------------------------
+    def set_node(self, node: str, **hardware: int) -> dict[str, int]:
+        """A node's hardware changed (``maxmem``, ``maxcpu``, ``host_mem``); a new name joins
+        the cluster (``pvecm add``) with the local storages every node has."""
+        if node not in self.nodes:
+            self.nodes.append(node)
+        hw = self.hardware.setdefault(node, dict(DEFAULT_NODE))
+        for key, value in hardware.items():
+            if key not in DEFAULT_NODE or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{key}: expected one of {', '.join(DEFAULT_NODE)} >= 0")
+            hw[key] = value
+        return dict(hw)
+
+    def node_load(self, node: str) -> tuple[int, float]:
+        """(``mem``, ``cpu``) as pvestatd reports them: ``mem`` is the host's used memory
+        (PVE::ProcFSTools::read_meminfo: MemTotal - MemFree - Buffers - Cached), so a running
+        guest counts with the memory its QEMU process holds — a booted Linux guest soon
+        touches all it was given (page cache) — plus QEMU's overhead; a stopped one counts
+        nothing. ``cpu`` is the busy fraction of the node's threads (an idle guest ~2 % of
+        each vCPU)."""
+        hw = self.hardware.get(node, DEFAULT_NODE)
+        mem, busy = hw["host_mem"], 0.03 * hw["maxcpu"]
+        for vm in self.vms.values():
+            if vm["node"] == node and vm["status"] == "running":
+                conf = vm["config"]
+                mem += int(str(conf.get("memory", "512")).split(",")[0]) * 2**20 + QEMU_OVERHEAD
+                busy += 0.02 * int(conf.get("cores", "1")) * int(conf.get("sockets", "1"))
+        return min(mem, hw["maxmem"]), round(min(busy / max(hw["maxcpu"], 1), 1.0), 4)
 
     # --- VMs -------------------------------------------------------------------------------
     def new_vm(self, vmid: int, node: str, config: dict[str, str]) -> dict[str, Any]:
@@ -282,11 +318,13 @@ class Cluster:
 
     # --- persistence -----------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        return {"nodes": self.nodes, "storages": self.storages,
+        return {"nodes": self.nodes, "hardware": self.hardware, "storages": self.storages,
                 "vms": {str(k): v for k, v in self.vms.items()}, "volumes": self.volumes}
 
     def load_json(self, data: dict[str, Any]) -> None:
         self.nodes = data["nodes"]
+        self.hardware = {n: {**DEFAULT_NODE, **data.get("hardware", {}).get(n, {})}
+                         for n in self.nodes}
         self.storages = data["storages"]
         self.vms = {int(k): v for k, v in data["vms"].items()}
         self.volumes = data["volumes"]

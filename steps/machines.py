@@ -37,6 +37,8 @@ from steps.notify import mailer, verify_and_mail
 SLOW_TO_BOOT = RetryPolicy(first_s=5.0)  # a VM that was just started may need a few seconds
 # waiting for a clone slot: look again soon (the oldest waiter takes a slot PVE just freed)
 CLONE_TURN = RetryPolicy(wait_s=0.5, wait_max_s=1.0)
+# no node has room yet: look again within seconds of a VM leaving (a terminate, a node added)
+ROOM_TURN = RetryPolicy(wait_s=1.0, wait_max_s=4.0)
 
 NO_EXTRA_DISK = hardware.no_additional_disk
 CONFIGURE_STEPS: tuple[tuple[str, Step, str, SkipIf | None], ...] = (
@@ -78,7 +80,9 @@ DEPLOY = Machine("deploy", "Deploy", (
       label="Set DNS records"),
     T("dns_set", pool="clone", run=allocation.reserve_vmid, then="vmid_reserved",
       label="Reserve VMID"),
-    T("vmid_reserved", pool="mail", run=mailer("welcome"), then="welcome_sent",
+    T("vmid_reserved", pool="clone", run=provision.place_vm, then="placed",
+      label="Choose node", retry=ROOM_TURN),
+    T("placed", pool="mail", run=mailer("welcome"), then="welcome_sent",
       label="Welcome email"),
     T("welcome_sent", pool="clone", run=provision.clone_vm, then="clone",
       label="Clone from template", retry=CLONE_TURN),

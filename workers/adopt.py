@@ -25,7 +25,7 @@ from typing import Any
 
 from peewee import IntegrityError
 
-from pvekvm import addresses, dns, dnssync, jsonsafe
+from pvekvm import addresses, dns, dnssync, jsonsafe, placement
 from pvekvm.config import Settings
 from pvekvm.models import (
     AuditLog,
@@ -153,8 +153,9 @@ def _adopt(settings: Settings, pve: Proxmox, m: Mapping, hint: str | None,
         raise Refused(f"taken meanwhile: {exc.args[-1] if exc.args else exc}") from None
     notes = [f"on {node}", f"addresses {', '.join(held) if held else 'none'}",
              f"template {template.name}", f"user {service.username}"]
-    if node != product.target_node:
-        notes.append(f"package {product.name} places VMs on {product.target_node}: a package "
+    if node not in placement.allowed_nodes(product):
+        notes.append(f"package {product.name} places VMs on {placement.group_name(product)}: "
+                     "a package "
                      "change (drift --fix) moves it there, stopped")
     if not m.email:
         notes.append("no e-mail given: client mail has no recipient until billing sets one")

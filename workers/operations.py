@@ -23,7 +23,7 @@ from typing import Any
 
 from peewee import IntegrityError
 
-from pvekvm import oplog
+from pvekvm import oplog, placement
 from pvekvm.config import EngineSettings
 from pvekvm.db import scalar
 from pvekvm.messaging import Publisher
@@ -231,6 +231,8 @@ def fail(op: Operation, machine: Machine, nudge: str | None, reason: str,
         nudge_id=None, prev_nudge_id=nudge, upid=None, upid_node=None, step_started_at=None,
         finished_at=datetime.now())
     _give_back_service(op, machine)
+    if op.kind == "deploy":
+        placement.release(op.id)
     extra = {"choices": way_out(op, machine)} if machine.way_out else {}
     out = Outcome(log=[oplog.refused_line(machine, op, reason)],
                   events=[outbox.operation_event("operation.failed", op, state=op.state,
@@ -327,6 +329,8 @@ def cancel(op: Operation, who: str = "operator", window: int = 0) -> Outcome:
                     created_at=datetime.now())
     if was == OpStatus.PAUSED:
         _give_back_service(op, machine)
+    if op.kind == "deploy":
+        placement.release(op.id)
     extra = {"choices": way_out(op, machine)} if machine.way_out else {}
     out = Outcome(log=[f"--- {machine.title} cancelled: service={op.service_id} "
                        f"at ({op.state}) ---"],

@@ -148,3 +148,20 @@ def test_a_node_with_a_template_copy_wins_when_headroom_is_close(settings, sim):
     assert "template copy here" in history
     assert "full clone of template copy 9020 on pve3 onto local-lvm: no migration" in history
     assert "template copy here" not in admin.history(7502)
+
+
+def test_a_waiting_order_goes_on_by_itself_when_a_node_joins_the_cluster(settings, sim):
+    sim.set_node("pve2", maxmem=4 * GiB, host_mem=3 * GiB)  # 1 GiB left: too little
+    _group(settings, "pve2", "pve4", name="grow")
+    events = BillingQueue(settings, "operation.waiting")
+    with InProcessWorkers(settings, concurrency=4), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        billing.create(service_id=7601, client_id=76, product="vps-small", email="g@example.com")
+        waiting = events.wait_for(lambda e: True, 30, "the wait")
+        assert waiting["reason"] == ("no node of group grow has 2.0 GiB memory free; best "
+                                     "pve2 with 1.0 GiB (pve4 not in the cluster): waiting "
+                                     "for room")
+        sim.set_node("pve4")  # pvecm add: a 64 GiB node joins
+        wait_until(all_ready([7601]), 60, f"the order on the new node ({describe_ops([7601])})")
+    assert Service.get_by_id(7601).node == "pve4" == sim.vm(Service.get_by_id(7601).vmid)["node"]
+    events.close()

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pvekvm.models import Node, Placement, Product, Reservation, TemplateReplica, database
+from pvekvm.models import Placement, Product, Reservation, database
 
 if TYPE_CHECKING:
     from pvekvm.config import PlacementSettings
@@ -35,6 +35,17 @@ if TYPE_CHECKING:
 
 MiB, GiB = 2**20, 2**30
 UNFINISHED = ("queued", "running", "paused")
+# the hot path's statements written once (peewee's SQL building costs more than the round trip)
+_MAINTENANCE = "SELECT name FROM nodes WHERE maintenance = 1"
+_COPIES = ("SELECT node FROM template_replicas WHERE template_id = %s AND storage = %s "
+           "AND shared = 0")
+_PLACE = ("INSERT IGNORE INTO placements (operation_id, service_id, source, node, why) "
+          "VALUES (%s, %s, NULL, %s, %s)")
+_RESERVE = ("INSERT INTO reservations (operation_id, service_id, node, storage, memory_mb, "
+            "cores, disk_gb, waiting_since, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, "
+            "NULL) ON DUPLICATE KEY UPDATE node = VALUES(node), storage = VALUES(storage), "
+            "memory_mb = VALUES(memory_mb), cores = VALUES(cores), disk_gb = VALUES(disk_gb), "
+            "waiting_since = NULL, reason = NULL")
 _RESERVED = ("SELECT r.node, r.storage, r.memory_mb, r.cores, r.disk_gb, s.vmid "
              "FROM reservations r JOIN operations o ON o.id = r.operation_id "
              "JOIN services s ON s.id = r.service_id WHERE r.node IS NOT NULL "
@@ -112,15 +123,13 @@ def need_of(product: Product) -> Need:
 
 def in_maintenance() -> set[str]:
     """Nodes that take no new VM."""
-    return {n.name for n in Node.select(Node.name).where(Node.maintenance == True)}  # noqa: E712
+    return {name for (name,) in database.execute_sql(_MAINTENANCE).fetchall()}
 
 
 def copy_nodes(template_id: int, storage: str) -> set[str]:
     """Nodes holding a copy of the template on ``storage`` (local: a copy on shared storage
     serves every node alike, so it prefers none)."""
-    return {r.node for r in TemplateReplica.select(TemplateReplica.node).where(
-        (TemplateReplica.template_id == template_id) & (TemplateReplica.storage == storage)
-        & (TemplateReplica.shared == False))}  # noqa: E712
+    return {n for (n,) in database.execute_sql(_COPIES, (template_id, storage)).fetchall()}
 
 
 def reserved(operation_id: int) -> list[tuple[str, str, int, int, int, int | None]]:
@@ -210,28 +219,27 @@ def choose(found: list[Room], need: Need, ps: PlacementSettings, where: str,
     return Choice(r.node, why)
 
 
-def decide(ctx: StepContext) -> Choice:
-    """Where this deploy goes now (the caller holds the ``placement`` slot lock)."""
+def decide(ctx: StepContext, copies: set[str] | None = None) -> Choice:
+    """Where this deploy goes now (the caller holds the ``placement`` slot lock); ``copies``:
+    the nodes with a template copy on the product's storage (None: read them)."""
     product, ps = ctx.product, ctx.settings.placement
     need = need_of(product)
     held = reserved(ctx.operation.id)
+    off = in_maintenance()
     resources = ctx.pve.get("cluster/resources")
-    found, notes = rooms(resources, allowed_nodes(product), need, held, ps,
-                         copy_nodes(ctx.template.id, need.storage), in_maintenance())
+    if copies is None:
+        copies = copy_nodes(ctx.template.id, need.storage)
+    found, notes = rooms(resources, allowed_nodes(product), need, held, ps, copies, off)
     return choose(found, need, ps, group_name(product), notes)
 
 
 def reserve(ctx: StepContext, choice: Choice) -> None:
     """Write the choice (once) and what the VM will take there until it is on that node."""
-    need = need_of(ctx.product)
+    need, op, sid = need_of(ctx.product), ctx.operation.id, ctx.service.id
     assert choice.node is not None
-    Placement.insert(operation_id=ctx.operation.id, service_id=ctx.service.id, source=None,
-                     node=choice.node, why=choice.why[:500]).on_conflict_ignore().execute()
-    values = dict(service_id=ctx.service.id, node=choice.node, storage=need.storage,
-                  memory_mb=need.memory // MiB, cores=need.cores, disk_gb=need.disk // GiB,
-                  waiting_since=None, reason=None)
-    Reservation.insert(operation_id=ctx.operation.id, **values).on_conflict(
-        update=values).execute()
+    database.execute_sql(_PLACE, (op, sid, choice.node, choice.why[:500]))
+    database.execute_sql(_RESERVE, (op, sid, choice.node, need.storage, need.memory // MiB,
+                                    need.cores, need.disk // GiB))
 
 
 def waiting(ctx: StepContext, reason: str) -> tuple[datetime, bool]:
@@ -272,7 +280,7 @@ def candidates(pve: Proxmox, product: Product, exclude: set[str] | frozenset[str
 
 
 def recorded(operation_id: int) -> Placement | None:
-    return Placement.get_or_none(Placement.operation_id == operation_id)
+    return Placement.fetch_one("SELECT * FROM placements WHERE operation_id = %s", operation_id)
 
 
 def record(ctx: StepContext, source: str | None, node: str, why: str | None = None

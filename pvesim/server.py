@@ -272,8 +272,10 @@ class Simulator:
         m = re.fullmatch(r"/_sim/nodes/([A-Za-z0-9][A-Za-z0-9-]{0,62})", path)
         if m and method in ("PUT", "POST"):  # a node's hardware, or a node joining
             try:
+                hardware = {k: int(v) if isinstance(v, str) and v.isdigit() else v
+                            for k, v in body.items()}  # a form body sends strings
                 with self.cluster.lock:
-                    return 200, self.cluster.set_node(m.group(1), **body)
+                    return 200, self.cluster.set_node(m.group(1), **hardware)
             except (TypeError, ValueError) as e:
                 return 400, {"error": str(e)}
         if path == "/_sim/limits" and method == "GET":

@@ -94,7 +94,9 @@ def place_vm(ctx: StepContext) -> StepResult:
     if row is not None:
         return Done(row.why or f"on {row.node}", skipped=True)
     slots.lock_slot(PLACEMENT_SLOT)  # until this commit: one placement at a time
-    choice = placement.decide(ctx)
+    copies = {node for node, r in replicas(ctx.template.id, ctx.settings.engine.catalog_cache_s)
+              .items() if r.storage == ctx.product.target_storage and not r.shared}
+    choice = placement.decide(ctx, copies)
     if choice.node is not None:
         placement.reserve(ctx, choice)
         return Done(choice.why)

@@ -95,9 +95,11 @@ def pvesim_process(workdir: Path, scale: float, replicas: bool = False,
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        for node in NODES:  # room for every order: placement counts memory (issue 24)
-            requests.put(f"{conn['control_url']}/nodes/{node}", json={"maxmem": 4 * 2**40},
-                         verify=ca, timeout=5).raise_for_status()
+        # room for every order: placement counts memory and storage (issue 24)
+        for what, body in [*((f"nodes/{n}", {"maxmem": 4 * 2**40}) for n in NODES),
+                           ("storages/local-lvm", {"total": 64 * 2**40})]:
+            requests.put(f"{conn['control_url']}/{what}", json=body, verify=ca,
+                         timeout=5).raise_for_status()
         yield conn
     finally:
         stop_process(proc, 15)

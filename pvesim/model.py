@@ -71,6 +71,8 @@ REPLICA_VMID_STEP = 10  # replica of template T on the i-th node (i >= 1): VMID 
 #: Storage types whose base volumes PVE can clone linked (``volume_has_feature(..., 'clone')``:
 #: LVM-thin, ZFS, Ceph RBD and the file plugins with raw/qcow2/vmdk bases). Plain LVM and iSCSI
 #: cannot (nor can they hold a template).
+#: thin-provisioned storage types: what they report used is the data written
+THIN_TYPES = frozenset({"lvmthin", "zfspool", "rbd"})
 LINKED_CLONE_TYPES = frozenset({"lvmthin", "zfspool", "rbd", "dir", "nfs", "cifs", "glusterfs",
                                 "cephfs"})
 
@@ -185,7 +187,18 @@ class Cluster:
         return [v for k, v in self.volumes.get(scope, {}).items() if k.startswith(prefix)]
 
     def storage_used(self, storeid: str, node: str) -> int:
-        return sum(v["size"] for v in self.storage_volumes(storeid, node))
+        """What the storage reports used: a thin pool (LVM-thin, ZFS, Ceph RBD) the data
+        written (a resize writes nothing: ``written`` keeps the size before it), any other
+        storage the volumes' sizes."""
+        thin = self.storages[storeid]["type"] in THIN_TYPES
+        return sum(v.get("written", v["size"]) if thin else v["size"]
+                   for v in self.storage_volumes(storeid, node))
+
+    def set_storage(self, storeid: str, total: int) -> None:
+        """A storage grew or shrank (its ``total`` in bytes)."""
+        if storeid not in self.storages or not isinstance(total, int) or total <= 0:
+            raise ValueError(f"expected a storage of {', '.join(self.storages)} and total > 0")
+        self.storages[storeid]["total"] = total
 
     def new_disk_volid(self, storeid: str, node: str, vmid: int, fmt: str | None = None,
                        taken: set[str] | None = None) -> str:

@@ -278,6 +278,16 @@ class Simulator:
                     return 200, self.cluster.set_node(m.group(1), **hardware)
             except (TypeError, ValueError) as e:
                 return 400, {"error": str(e)}
+        m = re.fullmatch(r"/_sim/storages/([A-Za-z][A-Za-z0-9_.-]{0,63})", path)
+        if m and method in ("PUT", "POST"):  # a storage's size
+            total = body.get("total")
+            try:
+                with self.cluster.lock:
+                    self.cluster.set_storage(m.group(1), int(total) if isinstance(
+                        total, str) and total.isdigit() else total)  # type: ignore[arg-type]
+            except (TypeError, ValueError) as e:
+                return 400, {"error": str(e)}
+            return 200, {"storage": m.group(1), "total": self.cluster.storages[m.group(1)]["total"]}
         if path == "/_sim/limits" and method == "GET":
             return 200, {**self.apis.limits.to_dict(), "stats": dict(self.apis.stats)}
         if path == "/_sim/limits" and method in ("PUT", "POST"):

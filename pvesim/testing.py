@@ -68,6 +68,11 @@ class RunningSimulator:
         with self.sim.cluster.lock:
             return self.sim.cluster.set_node(node, **hardware)
 
+    def set_storage(self, storage: str, total: int) -> None:
+        """Change a storage's size (bytes), as ``PUT /_sim/storages/STORAGE`` does."""
+        with self.sim.cluster.lock:
+            self.sim.cluster.set_storage(storage, total)
+
     def set_limits(self, **kw: Any) -> None:
         """Replace the concurrency limits (see :class:`pvesim.limits.Limits`)."""
         self.sim.apis.limits = Limits.from_dict(kw)

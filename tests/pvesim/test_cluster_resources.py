@@ -1,7 +1,8 @@
 """``/cluster/resources`` moves as PVE's does: a node's ``mem`` is the host's used memory
 (PVE::ProcFSTools::read_meminfo), so a guest counts once it runs and stops counting when it
-stops; a clone's disk fills its storage until the VM is destroyed; a node's hardware can be
-changed and a node can join the cluster (``/_sim/nodes/NODE``)."""
+stops; a clone's disk fills its storage (a thin pool: the data written) until the VM is
+destroyed; a node's hardware and a storage's size can be changed and a node can join the
+cluster (``/_sim/nodes/NODE``, ``/_sim/storages/STORAGE``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,12 @@ def test_node_memory_cpu_and_storage_follow_the_guests(px, sim):
     assert cloned["qemu/431"]["maxmem"] == 4 * GiB and cloned["qemu/431"]["maxcpu"] == 4
     assert cloned["node/pve1"]["mem"] == idle_mem  # stopped: its memory is not in use
     assert cloned["storage/pve1/local-lvm"]["disk"] > disk0  # its disk is
+    sim.wait_task(pve1.qemu(431).resize.put(disk="scsi0", size="+18G"))
+    resized = _resources(px)  # LVM-thin reports the data written: a resize writes none
+    assert resized["storage/pve1/local-lvm"]["disk"] == cloned["storage/pve1/local-lvm"]["disk"]
+    assert resized["qemu/431"]["maxdisk"] == 20 * GiB
+    sim.set_storage("local-lvm", 800 * GiB)
+    assert _resources(px)["storage/pve1/local-lvm"]["maxdisk"] == 800 * GiB
     sim.wait_task(pve1.qemu(431).status.start.post())
     running = _resources(px)["node/pve1"]
     assert running["mem"] == idle_mem + 4 * GiB + QEMU_OVERHEAD

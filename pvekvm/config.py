@@ -283,6 +283,7 @@ SECTIONS: dict[str, set[str]] = {
     "rdns": {"resolver", "timeout_s", "changes_per_hour"},
     "webhook_delivery": {f.name for f in fields(webhook_config.DeliverySettings)},
     "console": {f.name for f in fields(ConsoleSettings)},
+    "placement": {f.name for f in fields(PlacementSettings)},
 }
 #: sections that are arrays of tables (``[[webhooks]]``), checked by their own parser
 ARRAY_SECTIONS: set[str] = {"webhooks"}

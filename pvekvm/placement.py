@@ -229,8 +229,13 @@ def decide(ctx: StepContext, copies: set[str] | None = None) -> Choice:
     resources = ctx.pve.get("cluster/resources")
     if copies is None:
         copies = copy_nodes(ctx.template.id, need.storage)
-    found, notes = rooms(resources, allowed_nodes(product), need, held, ps, copies, off)
-    return choose(found, need, ps, group_name(product), notes)
+    nodes, where = allowed_nodes(product), group_name(product)
+    if not product.nodes and nodes[0] in off:  # the old target_node in maintenance: as
+        nodes += sorted(r["node"] for r in resources  # before, any other node takes it
+                        if r.get("type") == "node" and r.get("node") != nodes[0])
+        where = f"the cluster ({where} in maintenance)"
+    found, notes = rooms(resources, nodes, need, held, ps, copies, off)
+    return choose(found, need, ps, where, notes)
 
 
 def reserve(ctx: StepContext, choice: Choice) -> None:

@@ -154,9 +154,9 @@ def _adopt(settings: Settings, pve: Proxmox, m: Mapping, hint: str | None,
     notes = [f"on {node}", f"addresses {', '.join(held) if held else 'none'}",
              f"template {template.name}", f"user {service.username}"]
     if node not in placement.allowed_nodes(product):
-        notes.append(f"package {product.name} places VMs on {placement.group_name(product)}: "
-                     "a package "
-                     "change (drift --fix) moves it there, stopped")
+        notes.append(f"package {product.name} places VMs on "
+                     f"{', '.join(placement.allowed_nodes(product))}: a package change "
+                     "(drift --fix) moves it there, stopped")
     if not m.email:
         notes.append("no e-mail given: client mail has no recipient until billing sets one")
     return _finish(settings, pve, service, product, m, notes=notes, archives=archives,

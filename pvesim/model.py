@@ -16,7 +16,7 @@ DEFAULT_NODES = ["pve1", "pve2", "pve3"]
 GiB = 1024**3
 #: a node's hardware: RAM, CPU threads, and what the host itself holds (kernel, pmxcfs,
 #: pveproxy/pvedaemon/pvestatd, page tables): what PVE's ``mem`` shows with no guest running
-DEFAULT_NODE = {"maxmem": 64 * GiB, "maxcpu": 16, "host_mem": 4 * GiB}
+DEFAULT_NODE = {"maxmem": 512 * GiB, "maxcpu": 64, "host_mem": 4 * GiB}  # a hosting node
 #: what one running guest adds to its node's ``mem`` beyond its configured memory: the QEMU
 #: process's own overhead (device emulation, VNC, I/O buffers)
 QEMU_OVERHEAD = 48 * 1024**2
@@ -47,7 +47,7 @@ def storage_defs() -> dict[str, dict[str, Any]]:
         "local": {"type": "dir", "content": ["iso", "vztmpl", "backup"], "shared": 0,
                   "path": "/var/lib/vz", "total": 100 * GiB},
         "local-lvm": {"type": "lvmthin", "content": ["images", "rootdir"], "shared": 0,
-                      "total": 500 * GiB},
+                      "total": 4096 * GiB},
         "nfs-shared": {"type": "nfs", "content": ["images", "iso"], "shared": 1,
                        "total": 4096 * GiB},
         "backup": {"type": "dir", "content": ["backup"], "shared": 1, "path": "/mnt/backup",

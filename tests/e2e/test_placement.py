@@ -134,6 +134,7 @@ def test_a_node_with_a_template_copy_wins_when_headroom_is_close(settings, sim):
                                      {"node": "pve3", "vmid": 9020, "storage": "local-lvm"}]}]},
                  settings.secret_key_file)
     _group(settings, "pve2", "pve3", name="pair")
+    sim.set_node("pve2", maxmem=64 * GiB)
     sim.set_node("pve3", maxmem=63 * GiB)  # 1 GiB less than pve2: close (close_mb 2048)
     with InProcessWorkers(settings, concurrency=4), \
             OrderClient(settings.amqp_url, settings.namespace) as billing:
@@ -161,7 +162,7 @@ def test_a_waiting_order_goes_on_by_itself_when_a_node_joins_the_cluster(setting
         assert waiting["reason"] == ("no node of group grow has 2.0 GiB memory free; best "
                                      "pve2 with 1.0 GiB (pve4 not in the cluster): waiting "
                                      "for room")
-        sim.set_node("pve4")  # pvecm add: a 64 GiB node joins
+        sim.set_node("pve4")  # pvecm add: a node (512 GiB, 64 threads) joins
         wait_until(all_ready([7601]), 60, f"the order on the new node ({describe_ops([7601])})")
     assert Service.get_by_id(7601).node == "pve4" == sim.vm(Service.get_by_id(7601).vmid)["node"]
     events.close()

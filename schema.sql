@@ -80,6 +80,9 @@ CREATE TABLE IF NOT EXISTS products (
   template_id           INT UNSIGNED NOT NULL,
   target_node           VARCHAR(64)  NOT NULL,
   target_storage        VARCHAR(64)  NOT NULL,
+  nodes                 VARCHAR(1024) NULL,                   -- the nodes it may run on, comma-
+                                                              -- separated; NULL = target_node
+  node_group            VARCHAR(64)  NULL,                    -- the catalog's group they came from
   dhcp                  TINYINT(1)   NOT NULL DEFAULT 0,      -- 1 = DHCP: only bandwidth, bridge
                                                               -- and VLAN (no IPs, no firewall)
   ip_pool_id            INT UNSIGNED NULL,                    -- NULL: no IPv4 managed
@@ -543,6 +546,7 @@ CREATE TABLE IF NOT EXISTS placements (
   service_id    INT UNSIGNED NOT NULL,
   source        VARCHAR(64)  NULL,
   node          VARCHAR(64)  NOT NULL,
+  why           VARCHAR(500) NULL,                    -- the placement's reason (history, ready)
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   KEY ix_placements_node (node, operation_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
@@ -554,4 +558,21 @@ CREATE TABLE IF NOT EXISTS client_firewall_rules (
   rules         MEDIUMTEXT   NOT NULL,                -- JSON: the parsed rules, in PVE order
   operation_id  BIGINT UNSIGNED NULL,                 -- the firewall_rules_set that saved them
   updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- What an in-flight deploy will take on its node (pvekvm/placement.py), counted by every other
+-- placement until the VM is on that node (then deleted) or the operation ends; ``node`` NULL:
+-- no node fits yet, it waits since ``waiting_since`` for ``reason``.
+CREATE TABLE IF NOT EXISTS reservations (
+  operation_id  BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+  service_id    INT UNSIGNED NOT NULL,
+  node          VARCHAR(64)  NULL,
+  storage       VARCHAR(64)  NOT NULL,
+  memory_mb     INT UNSIGNED NOT NULL,
+  cores         SMALLINT UNSIGNED NOT NULL,
+  disk_gb       INT UNSIGNED NOT NULL,
+  waiting_since DATETIME(3)  NULL,
+  reason        VARCHAR(500) NULL,
+  created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  KEY ix_reservations_node (node)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -95,6 +95,12 @@ def pvesim_process(workdir: Path, scale: float, replicas: bool = False,
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+        # room for every order: placement counts memory, CPU and storage (issue 24)
+        room = {"maxmem": 4 * 2**40, "maxcpu": 4096}
+        for what, body in [*((f"nodes/{n}", room) for n in NODES),
+                           ("storages/local-lvm", {"total": 64 * 2**40})]:
+            requests.put(f"{conn['control_url']}/{what}", json=body, verify=ca,
+                         timeout=5).raise_for_status()
         yield conn
     finally:
         stop_process(proc, 15)

@@ -211,6 +211,54 @@ def _offer(product: str, own: str, offer: Any, templates: dict[str, Template]) -
     if problem:
         raise CatalogError(f"product {product}: {problem}")
     return [templates[name].id for name in offer]
+NODE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")  # a PVE node name
+MAX_NODES = 64
+
+
+def _node_list(where: str, nodes: object) -> list[str]:
+    if not isinstance(nodes, list) or not 1 <= len(nodes) <= MAX_NODES:
+        raise CatalogError(f"{where}: nodes must be a list of 1..{MAX_NODES} node names")
+    bad = [n for n in nodes if not isinstance(n, str) or not NODE_NAME.match(n)]
+    if bad:
+        raise CatalogError(f"{where}: {str(bad[0])[:70]!r} is not a node name")
+    if len(set(nodes)) != len(nodes):
+        raise CatalogError(f"{where}: a node is named twice")
+    return list(nodes)
+
+
+def node_groups(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """``[[node_groups]]``: name -> its nodes. Groups live in the catalog because PVE has none
+    to read: its tags are guests' (``/cluster/resources`` documents ``tags`` for qemu and lxc
+    only) and HA groups mean failover, not where new VMs go."""
+    out: dict[str, list[str]] = {}
+    for g in rows:
+        name = g.get("name")
+        if not isinstance(name, str) or not 0 < len(name) <= 64:
+            raise CatalogError("node_groups: each needs a name (1..64 characters)")
+        if name in out:
+            raise CatalogError(f"node group {name}: defined twice")
+        out[name] = _node_list(f"node group {name}", g.get("nodes"))
+    return out
+
+
+def place_on(p: dict[str, Any], groups: dict[str, list[str]]) -> None:
+    """A product's ``nodes = [...]`` or ``group = "..."`` (else its ``target_node``: a group of
+    one) into its columns; ``target_node`` becomes the first node when not given."""
+    where = f"product {p.get('name')}"
+    nodes, group = p.pop("nodes", None), p.pop("group", None)
+    if nodes is not None and group is not None:
+        raise CatalogError(f"{where}: name nodes or a group, not both")
+    if group is not None:
+        if group not in groups:
+            raise CatalogError(f"{where}: unknown node group {str(group)[:64]!r}")
+        nodes = groups[group]
+    if nodes is not None:
+        nodes = _node_list(where, nodes)
+        p.setdefault("target_node", nodes[0])
+    elif not isinstance(p.get("target_node"), str) or not NODE_NAME.match(p["target_node"]):
+        raise CatalogError(f"{where}: needs target_node, nodes or group")
+    p["nodes"] = ",".join(nodes) if nodes is not None else None  # a reload clears them
+    p["node_group"] = group
 
 
 def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
@@ -243,8 +291,10 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
             counts["addresses"] += len(rows)
         for pool in pools.values():
             _check_no_overlap(pool)
+        groups = node_groups(data.get("node_groups", []))
         for p in data.get("products", []):
             p = dict(p)
+            place_on(p, groups)
             tpl = p.pop("template")
             offer = p.pop("templates", None)
             for name in [tpl, *(offer if isinstance(offer, list) else [])]:

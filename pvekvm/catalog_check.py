@@ -22,6 +22,8 @@ from pvekvm.catalog import (
     check_login,
     check_prefix_pool,
     check_template,
+    node_groups,
+    place_on,
     pool_addresses,
 )
 from pvekvm.dns.model import PROVIDERS
@@ -35,8 +37,10 @@ from pvekvm.validation import is_valid_hostname
 SECTIONS: dict[str, tuple[Any, dict[str, type], set[str]]] = {
     "templates": (Template, {}, set()),
     "ip_pools": (IpPool, {"first": str, "last": str}, set()),
-    "products": (Product, {"template": str, "ip_pool": str, "ip6_pool": str, "templates": list},
-                 {"template_id", "ip_pool_id", "ip6_pool_id"}),
+    "products": (Product, {"template": str, "ip_pool": str, "ip6_pool": str, "templates": list,
+                           "group": str, "nodes": list, "target_node": str},
+                 {"template_id", "ip_pool_id", "ip6_pool_id", "nodes", "node_group",
+                  "target_node"}),  # target_node: checked with nodes and group
 }
 REQUIRED_EXTRA = {"products": {"template"}}
 
@@ -77,8 +81,8 @@ def _entry(where: str, section: str, entry: dict[str, Any]) -> list[str]:
             errors.append(f"{where} {name}: must not be negative, got {value!r}")
     for key, typ in extra.items():
         if key in entry and not isinstance(entry[key], typ):
-            errors.append(f"{where} {key}: expected a {'list' if typ is list else 'string'}, "
-                          f"got {entry[key]!r}")
+            errors.append(f"{where} {key}: expected {'a list' if typ is list else 'a string'}"
+                          f", got {str(entry[key])[:70]!r}")
         elif key not in entry and key in REQUIRED_EXTRA.get(section, ()):
             errors.append(f"{where} {key}: missing")
     return errors
@@ -115,7 +119,7 @@ def _pool(where: str, pool: dict[str, Any]) -> list[str]:
 
 def validate(data: dict[str, Any], name: str) -> list[str]:
     """Every problem in a parsed catalog, as '<file>: [[section]] #n (name) key: what'."""
-    known = set(SECTIONS) | {"dns_providers", "dns_zones"}
+    known = set(SECTIONS) | {"dns_providers", "dns_zones", "node_groups"}
     errors = [f"{name}: unknown section [[{s}]] (known: {', '.join(sorted(known))})"
               for s in data if s not in known]
     names: dict[str, set[str]] = {}
@@ -137,7 +141,9 @@ def validate(data: dict[str, Any], name: str) -> list[str]:
             if section == "templates" and not any(e.startswith(where) for e in errors):
                 errors += _checked(where, check_template, dict(entry))
             if section == "products":
-                errors += _product_refs(where, entry, data)
+                errors += _product_refs(where, entry, data) + _product_nodes(where, entry, data)
+            if section == "node_groups":
+                errors += _node_group(where, entry)
             if section == "dns_providers":
                 errors += _provider(where, entry)
             if section == "dns_zones":
@@ -204,6 +210,30 @@ def _product_refs(where: str, p: dict[str, Any], data: dict[str, Any]) -> list[s
     errors += _checked(where, check_login, dict(p), str(p.get("template")),
                        template.get("os_type", "linux"))
     return errors
+
+
+def _node_group(where: str, g: dict[str, Any]) -> list[str]:
+    errors = [f"{where} {k}: unknown key (known: name, nodes)" for k in g
+              if k not in ("name", "nodes")]
+    try:
+        node_groups([g])
+    except CatalogError as exc:
+        errors.append(f"{where}: {exc}")
+    return errors
+
+
+def _product_nodes(where: str, p: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    """``nodes``, ``group`` or ``target_node``: as the loader reads them."""
+    rows = [g for g in data.get("node_groups", []) if isinstance(g, dict)]
+    try:
+        groups = node_groups(rows)
+    except CatalogError:
+        groups = {str(g.get("name")): ["said-at-the-group"] for g in rows}
+    try:
+        place_on(dict(p), groups)
+    except CatalogError as exc:
+        return [f"{where} {str(exc).split(': ', 1)[-1]}"]
+    return []
 
 
 def _provider(where: str, d: dict[str, Any]) -> list[str]:

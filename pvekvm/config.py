@@ -139,6 +139,29 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class PlacementSettings:
+    """How placement counts a node's room (pvekvm/placement.py): one object, so a cluster can
+    carry its own. A node takes ``*_overcommit`` times its memory, CPU threads and storage in
+    VMs' configured sizes; nodes within ``close_mb`` of the most memory headroom count as
+    equal (a template copy, then CPU, then storage decide among them); an order no node has
+    room for waits, looking again every few seconds, for at most ``wait_max_s``, then fails."""
+
+    memory_overcommit: float = 1.0
+    cpu_overcommit: float = 4.0
+    disk_overcommit: float = 1.0
+    close_mb: int = 2048
+    wait_max_s: float = 3600.0
+
+    def problem(self) -> str | None:
+        for name in ("memory_overcommit", "cpu_overcommit", "disk_overcommit"):
+            if not 0.1 <= getattr(self, name) <= 100:
+                return f"{name}: expected 0.1..100, got {getattr(self, name)}"
+        if self.close_mb < 0 or self.wait_max_s < 0:
+            return "close_mb and wait_max_s must be >= 0"
+        return None
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     """Where ``/metrics`` listens: ``port`` for worker processes, ``scheduler_port`` for the
     scheduler (None = no endpoint, 0 = any free port). ``log_format``: ``text`` (the step lines
@@ -238,6 +261,7 @@ class Settings:
     rdns: RdnsSettings = field(default_factory=RdnsSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)  # [[webhooks]], ...
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
     #: where each dependency's setting comes from ("DATABASE_URL", "config/pvekvm.toml [database]
     #: url", ...) or, for "proxmox" when there is none, why: named in start-up failures
     origin: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -263,6 +287,7 @@ SECTIONS: dict[str, set[str]] = {
     "rdns": {"resolver", "timeout_s", "changes_per_hour"},
     "webhook_delivery": {f.name for f in fields(webhook_config.DeliverySettings)},
     "console": {f.name for f in fields(ConsoleSettings)},
+    "placement": {f.name for f in fields(PlacementSettings)},
 }
 #: sections that are arrays of tables (``[[webhooks]]``), checked by their own parser
 ARRAY_SECTIONS: set[str] = {"webhooks"}
@@ -499,6 +524,10 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         if not isinstance(value, str):
             raise ConfigError(f"{shown(cfg)} {where}: expected a path, got {value!r}")
     api, api_note = _api_settings(raw.get("api", {}), cfg)
+    placement = _typed(PlacementSettings, dict(raw.get("placement", {})),
+                       f"{shown(cfg)} [placement]")
+    if placement.problem():
+        raise ConfigError(f"{shown(cfg)} [placement] {placement.problem()}")
     try:
         webhooks = webhook_config.parse(raw.get("webhooks"), raw.get("webhook_delivery"),
                                         shown(cfg), {name for name, _ in api.tokens})
@@ -509,7 +538,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         engine=engine, secret_key_file=key_file, templates_dir=templates,
         metrics=_metrics(raw.get("observability", {}), cfg),
         api=api, rdns=_rdns(raw.get("rdns", {}), cfg), webhooks=webhooks,
-        console=_console(raw.get("console", {}), cfg),
+        console=_console(raw.get("console", {}), cfg), placement=placement,
         origin={"file": shown(cfg), "database": db_where, "amqp": amqp_where,
                 "proxmox": pve_where, "smtp": smtp_where,
                 **({"api_note": api_note} if api_note else {}),

@@ -125,10 +125,12 @@ class Wait:
 class Retry:
     """Not possible yet (a lock, a busy storage, a transient error): run the step again later,
     after the delay its transition's retry policy gives. ``counts=False``: waiting our turn (a
-    clone slot), not a failed attempt."""
+    clone slot), not a failed attempt. ``tell``: the start of a wait billing should hear of
+    (recorded in the history and sent as ``operation.waiting`` with the reason)."""
 
     reason: str
     counts: bool = True
+    tell: bool = False
 
 
 class StepFailed(Exception):

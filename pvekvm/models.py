@@ -147,6 +147,8 @@ class Product(BaseModel):
     template_id = IntegerField()
     target_node = CharField(max_length=64)
     target_storage = CharField(max_length=64)
+    nodes = CharField(max_length=1024, null=True)  # comma-separated; None = target_node alone
+    node_group = CharField(max_length=64, null=True)
     dhcp = BooleanField(default=False)
     ip_pool_id = IntegerField(null=True)
     ip6_pool_id = IntegerField(null=True)
@@ -643,10 +645,30 @@ class Placement(BaseModel):
     service_id = IntegerField()
     source = CharField(max_length=64, null=True)
     node = CharField(max_length=64)
+    why = CharField(max_length=500, null=True)
     created_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "placements"
+
+
+class Reservation(BaseModel):
+    """What an in-flight deploy will take on its node until its VM is there (node None: it
+    waits for room since ``waiting_since``): pvekvm/placement.py."""
+
+    operation_id = BigIntegerField(primary_key=True)
+    service_id = IntegerField()
+    node = CharField(max_length=64, null=True)
+    storage = CharField(max_length=64)
+    memory_mb = IntegerField()
+    cores = SmallIntegerField()
+    disk_gb = IntegerField()
+    waiting_since = DateTimeField(null=True)
+    reason = CharField(max_length=500, null=True)
+    created_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "reservations"
 
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
@@ -657,4 +679,5 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     TrafficUsage, TrafficCursor, ClientToken,
     FeedSequencer, WebhookEndpoint, WebhookDelivery, WebhookStream, ConsoleSession, Node, Placement,
     ClientFirewallRules,
+    Reservation,
 )

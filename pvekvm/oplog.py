@@ -11,7 +11,12 @@ from pvekvm.models import Operation
 if TYPE_CHECKING:
     from pvekvm.lifecycle import Machine
 
-MARK = {"success": "[+]", "skip": "[+]", "warn": "[~]", "retry": "[!]", "error": "[-]"}
+MARK = {"success": "[+]", "skip": "[+]", "warn": "[~]", "retry": "[!]", "wait": "[.]",
+        "error": "[-]"}
+
+
+#: steps whose success message is the point: the placement's node and why
+SAYS_WHY = frozenset({"Choose node"})
 
 
 def format_step(number: int, label: str, result: str, from_state: str, to_state: str,
@@ -19,8 +24,9 @@ def format_step(number: int, label: str, result: str, from_state: str, to_state:
     """``[+]  3. Resize system disk   success (set_cpu_ram -> set_system_disk_size)   [0.12s]``"""
     if result == "skip":
         label = f"{label} (skip — {message or 'no change'})"
-    outcome = "success" if result in ("success", "skip") else \
-        f"success — {message}" if result == "warn" else message
+    outcome = f"success — {message}" if result == "warn" or (
+        result == "success" and label in SAYS_WHY and message) else \
+        "success" if result in ("success", "skip") else message
     return (f"{MARK.get(result, '[?]')} {number:>2}. {label:<40} {outcome} "
             f"({from_state} -> {to_state})  [{seconds:.2f}s]")
 

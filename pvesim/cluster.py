@@ -7,7 +7,7 @@ import re
 import time
 from typing import Any
 
-from .model import GiB, PVEError
+from .model import DEFAULT_NODE, GiB, PVEError
 from .qemu import lock_timeout_msg, vm_summary
 from .routes import Ctx, route
 from .schema import ParamError
@@ -36,10 +36,9 @@ def _node_entry(ctx: Ctx, node: str) -> dict[str, Any]:
     d: dict[str, Any] = {"id": f"node/{node}", "type": "node", "node": node,
                          "status": "online" if online else "offline", "level": ""}
     if online:
-        # memory in use grows with the VMs running there (placement reads maxmem - mem)
-        running = sum(int(vm["config"].get("memory", 512)) for vm in ctx.cluster.vms.values()
-                      if vm["node"] == node and vm["status"] == "running") * 2**20
-        d.update({"cpu": 0.03, "maxcpu": 16, "mem": 4 * GiB + running, "maxmem": 64 * GiB,
+        hw = ctx.cluster.hardware.get(node, DEFAULT_NODE)
+        mem, cpu = ctx.cluster.node_load(node)  # moves as guests start and stop
+        d.update({"cpu": cpu, "maxcpu": hw["maxcpu"], "mem": mem, "maxmem": hw["maxmem"],
                   "disk": 8 * GiB, "maxdisk": 100 * GiB,
                   "uptime": int(time.time() - ctx.cluster.boot), "cgroup-mode": 2})
     return d
@@ -99,13 +98,16 @@ def node_dir(ctx: Ctx, p: dict[str, Any]) -> list[dict[str, str]]:
 @route("GET", "/nodes/{node}/status")
 def node_status(ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
     up = int(time.time() - ctx.cluster.boot)
+    hw = ctx.cluster.hardware.get(p["node"], DEFAULT_NODE)
+    mem, cpu = ctx.cluster.node_load(p["node"])
     return {
-        "uptime": up, "cpu": 0.03, "wait": 0.0, "loadavg": ["0.12", "0.20", "0.18"],
+        "uptime": up, "cpu": cpu, "wait": 0.0, "loadavg": ["0.12", "0.20", "0.18"],
         "kversion": "Linux 6.8.12-9-pve #1 SMP PREEMPT_DYNAMIC PMX 6.8.12-9",
         "pveversion": "pve-manager/8.4.1/2a5fa54a8503f96d",
-        "cpuinfo": {"cpus": 16, "cores": 8, "sockets": 1, "model": "pvesim virtual CPU",
-                    "mhz": "3000.000", "hvm": "1", "flags": "", "user_hz": 100},
-        "memory": {"total": 64 * GiB, "used": 12 * GiB, "free": 52 * GiB},
+        "cpuinfo": {"cpus": hw["maxcpu"], "cores": max(hw["maxcpu"] // 2, 1), "sockets": 1,
+                    "model": "pvesim virtual CPU", "mhz": "3000.000", "hvm": "1", "flags": "",
+                    "user_hz": 100},
+        "memory": {"total": hw["maxmem"], "used": mem, "free": hw["maxmem"] - mem},
         "swap": {"total": 8 * GiB, "used": 0, "free": 8 * GiB},
         "rootfs": {"total": 100 * GiB, "used": 8 * GiB, "free": 92 * GiB, "avail": 92 * GiB},
         "ksm": {"shared": 0}, "idle": 0,

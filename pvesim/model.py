@@ -14,6 +14,12 @@ from typing import Any
 
 DEFAULT_NODES = ["pve1", "pve2", "pve3"]
 GiB = 1024**3
+#: a node's hardware: RAM, CPU threads, and what the host itself holds (kernel, pmxcfs,
+#: pveproxy/pvedaemon/pvestatd, page tables): what PVE's ``mem`` shows with no guest running
+DEFAULT_NODE = {"maxmem": 512 * GiB, "maxcpu": 64, "host_mem": 4 * GiB}  # a hosting node
+#: what one running guest adds to its node's ``mem`` beyond its configured memory: the QEMU
+#: process's own overhead (device emulation, VNC, I/O buffers)
+QEMU_OVERHEAD = 48 * 1024**2
 
 ISO_FILES = {
     "Debian-12.5.0-amd64-netinst.iso": 659554304,
@@ -42,7 +48,7 @@ def storage_defs() -> dict[str, dict[str, Any]]:
         "local": {"type": "dir", "content": ["iso", "vztmpl", "backup"], "shared": 0,
                   "path": "/var/lib/vz", "total": 100 * GiB},
         "local-lvm": {"type": "lvmthin", "content": ["images", "rootdir"], "shared": 0,
-                      "total": 500 * GiB},
+                      "total": 4096 * GiB},
         "nfs-shared": {"type": "nfs", "content": ["images", "iso"], "shared": 1,
                        "total": 4096 * GiB},
         "backup": {"type": "dir", "content": ["backup"], "shared": 1, "path": "/mnt/backup",
@@ -66,6 +72,8 @@ REPLICA_VMID_STEP = 10  # replica of template T on the i-th node (i >= 1): VMID 
 #: Storage types whose base volumes PVE can clone linked (``volume_has_feature(..., 'clone')``:
 #: LVM-thin, ZFS, Ceph RBD and the file plugins with raw/qcow2/vmdk bases). Plain LVM and iSCSI
 #: cannot (nor can they hold a template).
+#: thin-provisioned storage types: what they report used is the data written
+THIN_TYPES = frozenset({"lvmthin", "zfspool", "rbd"})
 LINKED_CLONE_TYPES = frozenset({"lvmthin", "zfspool", "rbd", "dir", "nfs", "cifs", "glusterfs",
                                 "cephfs"})
 
@@ -141,6 +149,7 @@ class Cluster:
         self.lock = threading.RLock()
         self.rng = random.Random()
         self.nodes = list(nodes or DEFAULT_NODES)
+        self.hardware: dict[str, dict[str, int]] = {n: dict(DEFAULT_NODE) for n in self.nodes}
         self.storages = storage_defs()
         self.vms: dict[int, dict[str, Any]] = {}
         # volumes[scope][volid] where scope is a node name (local storage) or "shared"
@@ -179,7 +188,18 @@ class Cluster:
         return [v for k, v in self.volumes.get(scope, {}).items() if k.startswith(prefix)]
 
     def storage_used(self, storeid: str, node: str) -> int:
-        return sum(v["size"] for v in self.storage_volumes(storeid, node))
+        """What the storage reports used: a thin pool (LVM-thin, ZFS, Ceph RBD) the data
+        written (a resize writes nothing: ``written`` keeps the size before it), any other
+        storage the volumes' sizes."""
+        thin = self.storages[storeid]["type"] in THIN_TYPES
+        return sum(v.get("written", v["size"]) if thin else v["size"]
+                   for v in self.storage_volumes(storeid, node))
+
+    def set_storage(self, storeid: str, total: int) -> None:
+        """A storage grew or shrank (its ``total`` in bytes)."""
+        if storeid not in self.storages or not isinstance(total, int) or total <= 0:
+            raise ValueError(f"expected a storage of {', '.join(self.storages)} and total > 0")
+        self.storages[storeid]["total"] = total
 
     def new_disk_volid(self, storeid: str, node: str, vmid: int, fmt: str | None = None,
                        taken: set[str] | None = None) -> str:
@@ -198,6 +218,35 @@ class Cluster:
         if self.storages[storeid]["type"] in ("lvmthin", "lvm", "rbd", "zfspool"):
             return f"{storeid}:vm-{vmid}-cloudinit"
         return f"{storeid}:{vmid}/vm-{vmid}-cloudinit.qcow2"
+
+    # --- nodes -----------------------------------------------------------------------------
+    def set_node(self, node: str, **hardware: int) -> dict[str, int]:
+        """A node's hardware changed (``maxmem``, ``maxcpu``, ``host_mem``); a new name joins
+        the cluster (``pvecm add``) with the local storages every node has."""
+        if node not in self.nodes:
+            self.nodes.append(node)
+        hw = self.hardware.setdefault(node, dict(DEFAULT_NODE))
+        for key, value in hardware.items():
+            if key not in DEFAULT_NODE or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{key}: expected one of {', '.join(DEFAULT_NODE)} >= 0")
+            hw[key] = value
+        return dict(hw)
+
+    def node_load(self, node: str) -> tuple[int, float]:
+        """(``mem``, ``cpu``) as pvestatd reports them: ``mem`` is the host's used memory
+        (PVE::ProcFSTools::read_meminfo: MemTotal - MemFree - Buffers - Cached), so a running
+        guest counts with the memory its QEMU process holds — a booted Linux guest soon
+        touches all it was given (page cache) — plus QEMU's overhead; a stopped one counts
+        nothing. ``cpu`` is the busy fraction of the node's threads (an idle guest ~2 % of
+        each vCPU)."""
+        hw = self.hardware.get(node, DEFAULT_NODE)
+        mem, busy = hw["host_mem"], 0.03 * hw["maxcpu"]
+        for vm in self.vms.values():
+            if vm["node"] == node and vm["status"] == "running":
+                conf = vm["config"]
+                mem += int(str(conf.get("memory", "512")).split(",")[0]) * 2**20 + QEMU_OVERHEAD
+                busy += 0.02 * int(conf.get("cores", "1")) * int(conf.get("sockets", "1"))
+        return min(mem, hw["maxmem"]), round(min(busy / max(hw["maxcpu"], 1), 1.0), 4)
 
     # --- VMs -------------------------------------------------------------------------------
     def new_vm(self, vmid: int, node: str, config: dict[str, str]) -> dict[str, Any]:
@@ -283,11 +332,13 @@ class Cluster:
 
     # --- persistence -----------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        return {"nodes": self.nodes, "storages": self.storages,
+        return {"nodes": self.nodes, "hardware": self.hardware, "storages": self.storages,
                 "vms": {str(k): v for k, v in self.vms.items()}, "volumes": self.volumes}
 
     def load_json(self, data: dict[str, Any]) -> None:
         self.nodes = data["nodes"]
+        self.hardware = {n: {**DEFAULT_NODE, **data.get("hardware", {}).get(n, {})}
+                         for n in self.nodes}
         self.storages = data["storages"]
         self.vms = {int(k): v for k, v in data["vms"].items()}
         self.volumes = data["volumes"]

@@ -367,6 +367,7 @@ def resize(ctx: Ctx, p: dict[str, Any]) -> str:
         task.log.append(f"  Size of logical volume changed from {format_size(size)} to "
                         f"{format_size(new)}.")
         if vol:
+            vol.setdefault("written", size)  # thin pools: a resize writes no data
             vol["size"] = new
         conf[disk] = set_drive_opt(value, "size", format_size(new))
 

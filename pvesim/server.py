@@ -184,6 +184,7 @@ class Simulator:
             with self.cluster.lock:
                 fresh = Cluster(self.cluster.nodes, self.cluster.template_replicas)
                 self.cluster.vms, self.cluster.volumes = fresh.vms, fresh.volumes
+                self.cluster.hardware = fresh.hardware
 
     # --- dispatch --------------------------------------------------------------------------
     def api(self, method: str, path: str, params: dict[str, Any], headers: Any,
@@ -268,6 +269,25 @@ class Simulator:
             up = body["up"] in (True, "1", "true")
             threading.Thread(target=self.set_api, args=(node, up), daemon=True).start()
             return 200, {"node": node, "up": up}
+        m = re.fullmatch(r"/_sim/nodes/([A-Za-z0-9][A-Za-z0-9-]{0,62})", path)
+        if m and method in ("PUT", "POST"):  # a node's hardware, or a node joining
+            try:
+                hardware = {k: int(v) if isinstance(v, str) and v.isdigit() else v
+                            for k, v in body.items()}  # a form body sends strings
+                with self.cluster.lock:
+                    return 200, self.cluster.set_node(m.group(1), **hardware)
+            except (TypeError, ValueError) as e:
+                return 400, {"error": str(e)}
+        m = re.fullmatch(r"/_sim/storages/([A-Za-z][A-Za-z0-9_.-]{0,63})", path)
+        if m and method in ("PUT", "POST"):  # a storage's size
+            total = body.get("total")
+            try:
+                with self.cluster.lock:
+                    self.cluster.set_storage(m.group(1), int(total) if isinstance(
+                        total, str) and total.isdigit() else total)  # type: ignore[arg-type]
+            except (TypeError, ValueError) as e:
+                return 400, {"error": str(e)}
+            return 200, {"storage": m.group(1), "total": self.cluster.storages[m.group(1)]["total"]}
         if path == "/_sim/limits" and method == "GET":
             return 200, {**self.apis.limits.to_dict(), "stats": dict(self.apis.stats)}
         if path == "/_sim/limits" and method in ("PUT", "POST"):

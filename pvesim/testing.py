@@ -62,6 +62,17 @@ class RunningSimulator:
         """Take a node's API down (listener refuses, open connections cut) or bring it back."""
         self.sim.set_api(node, up)
 
+    def set_node(self, node: str, **hardware: int) -> dict[str, int]:
+        """Change a node's ``maxmem``/``maxcpu``/``host_mem`` (bytes, threads), or add a node
+        to the cluster (as ``PUT /_sim/nodes/NODE`` does)."""
+        with self.sim.cluster.lock:
+            return self.sim.cluster.set_node(node, **hardware)
+
+    def set_storage(self, storage: str, total: int) -> None:
+        """Change a storage's size (bytes), as ``PUT /_sim/storages/STORAGE`` does."""
+        with self.sim.cluster.lock:
+            self.sim.cluster.set_storage(storage, total)
+
     def set_limits(self, **kw: Any) -> None:
         """Replace the concurrency limits (see :class:`pvesim.limits.Limits`)."""
         self.sim.apis.limits = Limits.from_dict(kw)

@@ -54,6 +54,9 @@ S = ServiceStatus
 SLOW_TO_BOOT = RetryPolicy(first_s=5.0)  # a VM that was just started may need a few seconds
 # waiting for a clone slot: look again soon (the oldest waiter takes a slot PVE just freed)
 CLONE_TURN = RetryPolicy(wait_s=0.5, wait_max_s=1.0)
+# no node has room yet: look again within seconds of a VM leaving (a terminate, a node added)
+ROOM_TURN = RetryPolicy(wait_s=1.0, wait_max_s=4.0)
+
 NO_EXTRA_DISK = hardware.no_additional_disk
 
 # --- the actions (pool, step, the manual's label) -------------------------------------------
@@ -62,6 +65,7 @@ SET_DNS = Action("dns", dns.set_dns_records, "Set DNS records")
 DELETE_DNS = Action("dns", dns.delete_dns_records, "Delete DNS records")
 RESERVE_VMID = Action("clone", allocation.reserve_vmid, "Reserve VMID")
 WELCOME_MAIL = Action("mail", mailer("welcome"), "Welcome email")
+CHOOSE_NODE = Action("clone", provision.place_vm, "Choose node", ROOM_TURN)
 CLONE = Action("clone", provision.clone_vm, "Clone from template", CLONE_TURN)
 REMOVE_VM = Action("clone", provision.delete_vm, "Remove VM")
 MIGRATE_TO_TARGET = Action("migrate", provision.migrate_to_target, "Migrate to target node")
@@ -94,7 +98,8 @@ DEPLOY = Machine("deploy", "Deploy", chain(
     ("new", ALLOCATE_IP),
     ("ip_allocated", SET_DNS),
     ("dns_set", RESERVE_VMID),
-    ("vmid_reserved", WELCOME_MAIL),
+    ("vmid_reserved", CHOOSE_NODE),
+    ("placed", WELCOME_MAIL),
     ("welcome_sent", CLONE),
     ("clone", MIGRATE_TO_TARGET),
     ("migrated", SET_CPU_RAM),

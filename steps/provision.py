@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from pvekvm import placement, service_changes
 from pvekvm.models import TemplateReplica
 from pvekvm.proxmox import ProxmoxError
 from steps import hardware, pvecfg, slots
 from steps.context import StepContext, _catalog
-from steps.machine import Done, Retry, StepFailed, StepResult, Wait
+from steps.machine import Done, Refused, Retry, StepFailed, StepResult, Wait
 
 DISK_KEYS = tuple(f"{bus}{n}" for bus in ("scsi", "virtio", "sata", "ide") for n in range(6))
 
@@ -80,6 +81,33 @@ def clone_plan(ctx: StepContext) -> ClonePlan:
                      f"{tpl.node}/{own.storage if own is not None else '*'}",
                      f"full clone on template node {tpl.node} (no template copy on {node}): "
                      "migration follows")
+
+
+PLACEMENT_SLOT = "placement"  # one cluster today; per cluster once there are several
+
+
+def place_vm(ctx: StepContext) -> StepResult:
+    """Choose the deploy's node by headroom (:mod:`pvekvm.placement`) and reserve what the VM
+    will take there. No node fits: wait (billing hears why, once), look again every few
+    seconds, and fail with the reason after ``[placement] wait_max_s``."""
+    row = placement.recorded(ctx.operation.id)
+    if row is not None:
+        return Done(row.why or f"on {row.node}", skipped=True)
+    slots.lock_slot(PLACEMENT_SLOT)  # until this commit: one placement at a time
+    copies = {node for node, r in replicas(ctx.template.id, ctx.settings.engine.catalog_cache_s)
+              .items() if r.storage == ctx.product.target_storage and not r.shared}
+    choice = placement.decide(ctx, copies)
+    if choice.node is not None:
+        placement.reserve(ctx, choice)
+        return Done(choice.why)
+    since, news = placement.waiting(ctx, choice.why)
+    waited = (datetime.now() - since).total_seconds()
+    limit = ctx.settings.placement.wait_max_s
+    if waited >= limit:
+        placement.release(ctx.operation.id)
+        raise Refused(f"{choice.why}; waited {waited:.0f} s ([placement] wait_max_s = "
+                      f"{limit:g})")
+    return Retry(f"{choice.why}: waiting for room", counts=False, tell=news)
 
 
 def clone_vm(ctx: StepContext) -> StepResult:
@@ -157,6 +185,8 @@ def migrate_to_target(ctx: StepContext) -> StepResult:
                               for k in wanted_storages(ctx, cfg)}))
     if not ctx.after_task and ctx.operation.kind in ("deploy", "reinstall"):
         where = f"{where}; cloned here: {clone_plan(ctx).path}"  # which clone path was taken
+    if ctx.operation.kind == "deploy":
+        placement.release(ctx.operation.id)  # the VM is on its node: PVE counts it now
     return Done(f"on {target}: {where}", skipped=not ctx.after_task)
 
 

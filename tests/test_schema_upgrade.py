@@ -22,6 +22,8 @@ ADDED_IN_9 = {"operations": ["paused_at", "paused_since", "auto_resumes",  # 000
                              "auto_resume_at", "pause_dependency"]}
 ADDED_IN_10 = {"outbox": ["seq"]}  # 0010: the feed position (webhooks and the pull feed)
 ADDED_IN_11 = {"backups": ["operation_id"]}  # 0011: the operation that made a backup
+ADDED_IN_22 = {"products": ["nodes", "node_group"],  # 0022: placement by headroom
+               "placements": ["why"]}
 ADDED_IN_24 = {"services": ["rescue_before"]}  # 0024: rescue mode (and product_templates)
 ADDED_IN_23 = {"templates": ["os_type", "ostype"],  # 0023: SSH keys, Windows templates
                "products": ["ssh_pwauth", "cicustom"], "services": ["ssh_keys"]}
@@ -47,7 +49,7 @@ def test_a_version_1_database_gains_what_version_2_added(database):
     for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
                            *ADDED_IN_5.items(), *ADDED_IN_8.items(),
                            *ADDED_IN_9.items(), *ADDED_IN_10.items(), *ADDED_IN_11.items(),
-                           *ADDED_IN_23.items(), *ADDED_IN_24.items(),
+                           *ADDED_IN_22.items(), *ADDED_IN_23.items(), *ADDED_IN_24.items(),
                            *ADDED_IN_25.items()):
         for column in columns:
             database.execute_sql(f"ALTER TABLE {table} DROP COLUMN {column}")
@@ -59,6 +61,7 @@ def test_a_version_1_database_gains_what_version_2_added(database):
     database.execute_sql("DROP TABLE client_firewall_rules")  # 0025 (the client's own rules)
     database.execute_sql("DROP TABLE task_claims")  # 0018: clone slots became task slots
     database.execute_sql("DROP TABLE task_slots")
+    database.execute_sql("DROP TABLE reservations")  # 0022: placement reservations
     database.execute_sql("CREATE TABLE clone_slots (slot VARCHAR(130) NOT NULL PRIMARY KEY)")
     database.execute_sql("CREATE TABLE clone_claims (operation_id BIGINT UNSIGNED NOT NULL "
                          "PRIMARY KEY, slot VARCHAR(130) NOT NULL)")
@@ -74,7 +77,7 @@ def test_a_version_1_database_gains_what_version_2_added(database):
         for table, columns in (*ADDED_IN_2.items(), *ADDED_IN_3.items(), *ADDED_IN_4.items(),
                                *ADDED_IN_5.items(), *ADDED_IN_8.items(),
                            *ADDED_IN_9.items(), *ADDED_IN_10.items(), *ADDED_IN_11.items(),
-                           *ADDED_IN_23.items(), *ADDED_IN_24.items(),
+                           *ADDED_IN_22.items(), *ADDED_IN_23.items(), *ADDED_IN_24.items(),
                            *ADDED_IN_25.items()):
             assert set(columns) <= _columns(database, table), table
         tables = set(database.get_tables())
@@ -92,6 +95,7 @@ def test_a_version_1_database_gains_what_version_2_added(database):
         assert "ix_operations_service" not in ops
         assert ops.get("ix_operations_auto_resume") == ["status", "auto_resume_at"]  # 0009
         assert "client_tokens" in database.get_tables()  # 0007
+        assert "reservations" in database.get_tables()  # 0022
         assert "product_templates" in database.get_tables()  # 0024
         assert "client_firewall_rules" in database.get_tables()  # 0025
         (seq, row_id), = database.execute_sql(  # 0010: older events get a feed position

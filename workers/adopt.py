@@ -25,7 +25,7 @@ from typing import Any
 
 from peewee import IntegrityError
 
-from pvekvm import addresses, dns, dnssync, jsonsafe, service_changes
+from pvekvm import addresses, dns, dnssync, jsonsafe, placement, service_changes
 from pvekvm.config import Settings
 from pvekvm.lifecycle import ServiceStatus
 from pvekvm.models import (
@@ -154,9 +154,10 @@ def _adopt(settings: Settings, pve: Proxmox, m: Mapping, hint: str | None,
         raise Refused(f"taken meanwhile: {exc.args[-1] if exc.args else exc}") from None
     notes = [f"on {node}", f"addresses {', '.join(held) if held else 'none'}",
              f"template {template.name}", f"user {service.username}"]
-    if node != product.target_node:
-        notes.append(f"package {product.name} places VMs on {product.target_node}: a package "
-                     "change (drift --fix) moves it there, stopped")
+    if node not in placement.allowed_nodes(product):
+        notes.append(f"package {product.name} places VMs on "
+                     f"{', '.join(placement.allowed_nodes(product))}: a package change "
+                     "(drift --fix) moves it there, stopped")
     if not m.email:
         notes.append("no e-mail given: client mail has no recipient until billing sets one")
     return _finish(settings, pve, service, product, m, notes=notes, archives=archives,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from pvekvm import messaging
+from pvekvm import messaging, placement
 from pvekvm.config import Settings
 from pvekvm.lifecycle import UNFINISHED, ServiceStatus
 from pvekvm.models import Operation, Product, Service, database
@@ -76,9 +76,10 @@ def compare(settings: Settings, pve: Proxmox, service: Service) -> Report:
         if found[0] != service.node:
             report.differences.append(f"node: VM on {found[0]}, recorded {service.node}")
             service.node = found[0]  # compared where it is (only this report's copy)
-        if found[0] != ctx.product.target_node:  # change_package migrates it (stopped)
+        allowed = placement.allowed_nodes(ctx.product)
+        if found[0] not in allowed:  # change_package migrates it (stopped)
             report.differences.append(f"node: VM on {found[0]}, package "
-                                      f"{ctx.product.target_node}")
+                                      f"{', '.join(allowed)}")
         report.differences += _hardware(ctx, found[1]) + _network(ctx, found[1])
         if not ctx.product.dhcp:
             report.differences += _firewall(ctx)

@@ -272,6 +272,11 @@ class Engine:
         delay = backoff(policy, attempt if result.counts else waits, waiting=not result.counts)
         out = self._reschedule(a, delay.seconds, upid=None, node=None, polls=waits,
                                attempt=attempt)
+        if result.tell:  # the start of a wait billing hears of (no room on any node)
+            out.log.append(self._record(a, "wait", result.reason))
+            out.events.append(outbox.operation_event("operation.waiting", a.op,
+                                                     state=a.op.state,
+                                                     reason=result.reason[:1000]))
         if result.counts:  # waiting for a slot is not news for the operator log
             out.log.append(self._record(a, "retry", f"{result.reason}. Will retry in "
                                         f"{_seconds(delay.seconds)} (attempt {attempt}/"

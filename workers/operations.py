@@ -22,7 +22,7 @@ from typing import Any
 
 from peewee import IntegrityError
 
-from pvekvm import oplog, service_changes
+from pvekvm import oplog, placement, service_changes
 from pvekvm.config import EngineSettings
 from pvekvm.db import scalar
 from pvekvm.lifecycle import FINISHED as FINISHED  # re-exported: the core owns them now
@@ -250,6 +250,8 @@ def fail(op: Operation, machine: Machine, nudge: str | None, reason: str,
         nudge_id=None, prev_nudge_id=nudge, upid=None, upid_node=None, step_started_at=None,
         finished_at=datetime.now())
     _give_back_service(op, machine)
+    if op.kind == "deploy":
+        placement.release(op.id)
     extra = {"choices": way_out(op, machine)} if machine.way_out else {}
     out = Outcome(log=[oplog.refused_line(machine, op, reason)],
                   events=[outbox.operation_event("operation.failed", op, state=op.state,
@@ -346,6 +348,8 @@ def cancel(op: Operation, who: str = "operator", window: int = 0) -> Outcome:
                     created_at=datetime.now())
     if was == OpStatus.PAUSED:
         _give_back_service(op, machine)
+    if op.kind == "deploy":
+        placement.release(op.id)
     extra = {"choices": way_out(op, machine)} if machine.way_out else {}
     out = Outcome(log=[f"--- {machine.title} cancelled: service={op.service_id} "
                        f"at ({op.state}) ---"],

@@ -137,6 +137,9 @@ def service_event(status: str, op: Operation) -> Pending | None:
         prefixes = [cidr(a) for a in addrs if a.prefixlen is not None]
         if prefixes:
             fields["ipv6_prefixes"] = prefixes
+        placed = Placement.get_or_none(Placement.operation_id == op.id)
+        if placed is not None and placed.why:
+            fields["placement"] = placed.why
     return operation_event(type_, op, **fields)
 
 

@@ -103,6 +103,17 @@ class OperationPaused(OperationEvent):
     auto_resume_in_s: int | None = Field(None, description="present when auto_resume")
 
 
+class OperationWaiting(OperationEvent):
+    """No node of the product's has room for the VM yet: the deploy waits (holding nothing on
+    any node), looks again every few seconds and goes on by itself when room appears, or
+    fails with this reason after ``[placement] wait_max_s``. Sent once per wait."""
+
+    type: Literal["operation.waiting"]
+    state: State
+    reason: str = Field(description="e.g. no node of group X has 8.0 GiB memory free; best "
+                        "pve3 with 5.1 GiB")
+
+
 class OperationResumed(OperationEvent):
     type: Literal["operation.resumed"]
     state: State
@@ -142,6 +153,9 @@ class ServiceReady(OperationEvent):
     os_user: str | None
     ipv6_prefixes: list[str] | None = Field(None, description="routed IPv6 prefixes (CIDR); "
                                             "absent when none")
+    placement: str | None = Field(None, description="why the VM is on ``node`` (the "
+                                  "placement's reason: its headroom there); absent when the "
+                                  "operation chose no node")
 
 
 class ServiceSuspended(OperationEvent):
@@ -227,6 +241,7 @@ class UsageReported(BillingEvent):
 BILLING_EVENTS: dict[str, type[BillingEvent]] = {
     str(cls.model_fields["type"].annotation.__args__[0]): cls  # type: ignore[union-attr]
     for cls in (OperationAccepted, OperationCompleted, OperationFailed, OperationPaused,
+                OperationWaiting,
                 OperationResumed, OperationCancelled, EventRefused, ServiceReady,
                 ServiceSuspended, ServiceTerminated, ServiceThrottled, ServiceUnthrottled,
                 ServiceMigrated, ServiceRescueOn, ServiceRescueOff, BackupGone, UsageReported)}

@@ -124,6 +124,10 @@ def test_clone_slots_per_node_and_storage_never_exceed_the_limit(settings, sim):
     """50 orders at once, clones lasting 0.4 s: PVE's storage lock would fail a third
     concurrent full clone on pve2/local-lvm (pvesim --clone-storage-limit 2)."""
     _declare_copies(settings)
+    # room for 50 VMs: placement counts their memory, their 100 vCPUs (cpu_overcommit 4) and
+    # the 20 GiB of each one's disk in flight
+    sim.set_node("pve2", maxmem=128 * 2**30, maxcpu=32)
+    sim.set_storage("local-lvm", 2 * 2**40)
     sim.set_task_time_scale(0.02)
     ids = list(range(7300, 7350))
     with InProcessWorkers(settings, concurrency=6), \

@@ -2,9 +2,9 @@
 (``schemas/events/billing/<type>.json``, generated from pvekvm/wire/billing.py), and carries no
 field the schema does not declare: a service driven through its life by billing's own client,
 through RabbitMQ, MariaDB and pvesim, with a refusal, a failure, a pause resumed, a pause
-cancelled, traffic reported, a throttle and its lift, rescue mode on and off. The events are
-read off a queue bound to ``{ns}.events`` as billing would; each is validated by jsonschema-rs
-(formats checked)."""
+cancelled, traffic reported, a throttle and its lift, rescue mode on and off, an order waiting
+for room. The events are read off a queue bound to ``{ns}.events`` as billing would; each is
+validated by jsonschema-rs (formats checked)."""
 
 from __future__ import annotations
 
@@ -107,6 +107,11 @@ def test_every_event_published_in_a_service_life_matches_its_schema(settings, si
             wait_until(_status("backup_create", "paused"), 60, "a second pause")
             sim.set_faults()
             assert "cancelled" in admin.cancel(settings, str(SID))
+
+            sim.set_node("pve2", maxmem=3 * 2**30)  # no room for another VM: it waits
+            billing.create(service_id=SID + 1, client_id=3, product="vps-small",
+                           email="s@example.com")
+            queue.wait_for(lambda e: e["type"] == "operation.waiting", 60, "operation.waiting")
 
             billing.suspend(service_id=SID)
             billing.unsuspend(service_id=SID)

@@ -35,6 +35,9 @@ CURVES = {"ecdsa-sha2-nistp256": "secp256r1", "ecdsa-sha2-nistp384": "secp384r1"
 KEY_TYPES = ("ssh-ed25519", *CURVES, "ssh-rsa")
 # a comment stays one plain YAML scalar in PVE's user-data (``  - <key line>``): no ": ", " #"
 _COMMENT = re.compile(r"[A-Za-z0-9@._+=,()'/-]+(?: [A-Za-z0-9@._+=,()'/-]+)*")
+# what an OpenSSH key type looks like (ssh-dss, sk-ssh-ed25519@openssh.com, x509v3-sign-rsa):
+# only such a first word is named in a refusal, never a passphrase pasted as "word word"
+_KEY_TYPE_NAME = re.compile(r"(?:ssh|sk|ecdsa|x509v3|rsa|dsa)-[a-z0-9@.-]{1,40}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
@@ -76,7 +79,7 @@ def parse_key(line: str) -> SshKey:
         if any(word in KEY_TYPES for word in line.split()[1:]):
             raise BadKey("options before the key (authorized_keys' no-pty, command=...) are "
                          "not accepted: send the key line only")
-        known = re.fullmatch(r"[a-z0-9@.-]{1,40}", key_type)
+        known = _KEY_TYPE_NAME.fullmatch(key_type)  # else it may be a pasted secret's word
         raise BadKey((f"key type {key_type!r} is not accepted" if known else
                       "not an OpenSSH public key line: an unknown key type")
                      + f" (use one of {', '.join(KEY_TYPES)})")

@@ -160,7 +160,7 @@ def test_a_refused_key_is_never_quoted_not_even_a_secret_pasted_as_one():
     private = ed25519.Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption()).decode()
-    secret_words = ["Hunter2-Zq9x",
+    secret_words = ["Hunter2-Zq9x", "correct-horse battery-staple", "hunter2 x",
                     "ghp_" + "A1b2C3" * 6, private.replace("\n", " ")]
     for pasted in [*secret_words, ED25519.split()[1], f"{ED25519[:-3]}!!!"]:
         reason = _refusal(_body("reset_password", ssh_keys=[ED25519, pasted]))

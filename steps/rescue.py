@@ -19,7 +19,7 @@ from pvekvm.config import EngineSettings
 from pvekvm.models import Service
 from steps import pvecfg
 from steps.context import StepContext
-from steps.lifecycle import _iso_slot, boot_order
+from steps.lifecycle import ISO_SLOTS, _iso_slot, boot_order
 from steps.machine import Done, Refused, StepResult
 
 RESCUE_VOLID = re.compile(r"([A-Za-z][A-Za-z0-9._-]{0,63}):iso/([A-Za-z0-9][A-Za-z0-9._+-]{0,200}"
@@ -70,6 +70,26 @@ def boot_rescue(ctx: StepContext) -> StepResult:
     ctx.pve.put(f"{ctx.vm_path}/config",
                 **{slot: f"{volid},media=cdrom", "boot": f"order={';'.join(first)}"})
     return Done(f"rescue ISO {iso} in {slot}, boot order {';'.join(first)}")
+
+
+def adopt_restored_rescue(ctx: StepContext) -> str | None:
+    """After a snapshot rollback or a backup restore: PVE put back the config the snapshot or
+    backup holds, and one taken in rescue mode boots the rescue ISO. The service then records
+    rescue mode (as a lost record: the disks' boot order, an empty CD-ROM to go back to), so
+    the view says ``rescue`` and rescue_off boots the disk; otherwise rescue_off would be
+    refused while the VM boots the rescue system. Returns what it noted (None: nothing)."""
+    volume = rescue_volume(ctx.settings.engine)
+    if in_rescue(ctx.service) or volume is None:
+        return None
+    volid = f"{volume[0]}:iso/{volume[1]}"
+    cfg = ctx.config()
+    for slot in ISO_SLOTS:
+        if pvecfg.parse(str(cfg.get(slot, "")), "file").get("file") == volid:
+            rest = [d for d in boot_order(cfg) if d != slot]
+            _keep(ctx, json.dumps({"boot": f"order={';'.join(rest)}" if rest else None,
+                                   "slot": slot, "media": None}))
+            return "taken in rescue mode: the service is in rescue mode again (rescue_off)"
+    return None
 
 
 def leave_rescue(ctx: StepContext) -> StepResult:

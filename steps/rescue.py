@@ -17,6 +17,7 @@ import re
 
 from pvekvm.config import EngineSettings
 from pvekvm.models import Service
+from pvekvm.proxmox import ProxmoxError
 from steps import pvecfg
 from steps.context import StepContext
 from steps.lifecycle import ISO_SLOTS, _iso_slot, boot_order
@@ -93,14 +94,19 @@ def adopt_restored_rescue(ctx: StepContext) -> str | None:
 
 
 def leave_rescue(ctx: StepContext) -> StepResult:
-    """The CD-ROM slot and boot order as they were before rescue_on; the record cleared."""
+    """The CD-ROM slot and boot order as they were before rescue_on; the record cleared. A
+    client ISO that is not on the VM's node any more (it migrated) leaves the slot empty."""
     if not in_rescue(ctx.service):
         return Done("not in rescue mode", skipped=True)
     saved = json.loads(str(ctx.service.rescue_before))
     cfg, slot = ctx.config(), str(saved["slot"])
+    media, gone = saved.get("media"), None
+    if media is not None and not _iso_here(ctx, str(media)):
+        gone = pvecfg.parse(str(media), "file").get("file")
+        media = "none,media=cdrom"  # the CD-ROM stays, empty: the VM boots its disk
     change: dict[str, str] = {}
     deletes = []
-    for key, value in ((slot, saved.get("media")), ("boot", saved.get("boot"))):
+    for key, value in ((slot, media), ("boot", saved.get("boot"))):
         if value is None and key in cfg:
             deletes.append(key)
         elif value is not None and str(cfg.get(key, "")) != value:
@@ -111,5 +117,26 @@ def leave_rescue(ctx: StepContext) -> StepResult:
         ctx.pve.put(f"{ctx.vm_path}/config", **change)
     _keep(ctx, None)
     shown = saved.get("boot") or "default"
+    if gone:
+        return Done(f"{slot} emptied ({gone} is not on node {ctx.node}: the VM migrated), "
+                    f"boot {shown}", skipped=not change)
     return Done(f"{slot} {'restored' if saved.get('media') else 'removed'}, boot {shown}",
                 skipped=not change)
+
+
+def _iso_here(ctx: StepContext, media: str) -> bool:
+    """Whether the CD-ROM content rescue_on replaced can go back on this node: anything but an
+    ISO volume, or an ISO its storage lists here (a client ISO on the old node's local storage
+    is not on the node a migrate took the VM to, and PVE refuses a drive of a missing volume:
+    rescue_off would fail on every try and the client could never leave rescue mode)."""
+    file = str(pvecfg.parse(media, "file").get("file") or "")
+    if ":iso/" not in file:
+        return True
+    storage = file.split(":", 1)[0]
+    try:
+        held = ctx.pve.get(f"nodes/{ctx.node}/storage/{storage}/content", content="iso")
+    except ProxmoxError as exc:
+        if exc.transient:
+            raise
+        return False  # the storage is not on this node (PVE: "storage ... does not exist")
+    return any(v.get("volid") == file for v in held)

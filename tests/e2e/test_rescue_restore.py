@@ -6,6 +6,7 @@ again), not a VM that boots the rescue system while the engine refuses rescue_of
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from producers.events import (
@@ -46,8 +47,7 @@ def _boots_rescue(sim) -> bool:
                and boot_order(cfg)[:1] == [slot] for slot in ("ide2", "ide3"))
 
 
-def test_a_snapshot_or_backup_taken_in_rescue_brings_rescue_mode_back_as_such(settings, sim,
-                                                                              sink):
+def _deployed(settings):
     engine = replace(settings.engine, rescue_iso=RESCUE)
     settings = replace(settings, engine=engine)
     _order(engine, CreateEvent(service_id=SID, client_id=4, product="vps-small",
@@ -57,6 +57,12 @@ def test_a_snapshot_or_backup_taken_in_rescue_brings_rescue_mode_back_as_such(se
         _run(settings, deploy, t.run)
     Operation.update(status="done", active_service=None).where(Operation.id == deploy.id).execute()
     Service.update(status="ready").where(Service.id == SID).execute()
+    return settings, engine
+
+
+def test_a_snapshot_or_backup_taken_in_rescue_brings_rescue_mode_back_as_such(settings, sim,
+                                                                              sink):
+    settings, engine = _deployed(settings)
     disk_boot = sim.vm(Service.get_by_id(SID).vmid)["config"].get("boot")
 
     _order(engine, RescueOnEvent(service_id=SID, idempotency_key="on-1"))
@@ -84,3 +90,26 @@ def test_a_snapshot_or_backup_taken_in_rescue_brings_rescue_mode_back_as_such(se
         cfg = sim.vm(Service.get_by_id(SID).vmid)["config"]
         assert not _boots_rescue(sim) and RESCUE not in str(cfg), kind
         assert cfg.get("boot") == disk_boot and Service.get_by_id(SID).rescue_before is None
+
+
+def test_rescue_off_after_a_migrate_that_left_the_clients_iso_behind_boots_the_disk(
+        settings, sim, sink):
+    """rescue_on replaced a client ISO on the old node's local storage; the VM migrated (the
+    rescue ISO is on shared storage, it followed). PVE refuses a CD-ROM of a volume its node
+    lacks, so putting that ISO back would fail rescue_off on every try and leave the client in
+    rescue for good (reinstall refused): the slot is left empty instead, and said so."""
+    settings, engine = _deployed(settings)
+    _order(engine, RescueOnEvent(service_id=SID, idempotency_key="on-1"))
+    _complete(settings, "rescue_on")
+    record = json.loads(Service.get_by_id(SID).rescue_before)
+    Service.update(rescue_before=json.dumps({
+        **record, "boot": "order=ide3;scsi0", "media": "iso:iso/only-on-pve2.iso,media=cdrom"})
+    ).where(Service.id == SID).execute()  # as recorded on the node it came from
+    _order(engine, RescueOffEvent(service_id=SID, idempotency_key="off-1"))
+    op = Operation.get(Operation.idempotency_key == "off-1")
+    results = [_run(settings, op, t.run) for t in MACHINES["rescue_off"].transitions]
+    assert any("only-on-pve2.iso is not on node" in r.message for r in results), results
+    cfg = sim.vm(Service.get_by_id(SID).vmid)["config"]
+    assert cfg[record["slot"]] == "none,media=cdrom" and cfg["boot"] == "order=ide3;scsi0"
+    assert sim.vm(Service.get_by_id(SID).vmid)["status"] == "running"
+    assert not _boots_rescue(sim) and Service.get_by_id(SID).rescue_before is None

@@ -111,3 +111,21 @@ def test_an_order_cannot_choose_the_rescue_iso_a_storage_or_the_columns_it_sets(
     _create("c-1", client=4)
     assert _order(kind, "x-1", **fields) == reason
     assert not Operation.select().where(Operation.idempotency_key == "x-1").exists()
+
+
+def test_a_reinstall_behind_a_package_change_is_judged_by_the_package_it_will_run_under(
+        catalog_db):
+    """vps-large offers almalinux-9, vps-small does not: a reinstall queued behind a change to
+    vps-small may not install it (the offer would be bypassed), and one queued behind a change
+    to vps-large may."""
+    assert _order("create", "c-1", client_id=4, product="vps-large",
+                  email="c4@example.com") is None
+    Operation.update(status="done", active_service=None).where(
+        Operation.idempotency_key == "c-1").execute()
+    Service.update(status="ready").where(Service.id == SID).execute()
+    assert _order("change_package", "cp-1", product="vps-small") is None
+    assert _order("reinstall", "ri-1", template="almalinux-9") == (
+        "template 'almalinux-9' is not offered by product 'vps-small' (offered: debian-12, "
+        "ubuntu-2204)")
+    assert _order("change_package", "cp-2", product="vps-large") is None
+    assert _order("reinstall", "ri-2", template="almalinux-9") is None

@@ -30,6 +30,11 @@ MAX_KEY_LENGTH = 4096  # characters of one line: an RSA-16384 key line is about 
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 16384  # ssh-keygen's own limit
 MAX_COMMENT = 100
+# the keys together, as the request body PVE receives carries them (form-encoded ``sshkeys=``):
+# pve-http-server refuses a body over 64 KiB before 8.4 (libpve-http-server-perl 5.2.1 raised
+# $limit_max_post to 512 KiB) with 501 "for data too large"; the rest of that PUT (user,
+# password, network, description) stays well inside the other 16 KiB
+MAX_PVE_BYTES = 48 * 1024
 CURVES = {"ecdsa-sha2-nistp256": "secp256r1", "ecdsa-sha2-nistp384": "secp384r1",
           "ecdsa-sha2-nistp521": "secp521r1"}
 KEY_TYPES = ("ssh-ed25519", *CURVES, "ssh-rsa")
@@ -136,6 +141,10 @@ def parse_keys(lines: list[str] | tuple[str, ...], limit: int = MAX_KEYS) -> lis
             raise BadKey(f"key {at}: the same key as key {seen[key.blob]}")
         seen[key.blob] = at
         keys.append(key)
+    size = len(urllib.parse.urlencode({"sshkeys": pve_sshkeys([k.line for k in keys])}))
+    if size > MAX_PVE_BYTES:
+        raise BadKey(f"the keys are too large together: {size} bytes as Proxmox receives them "
+                     f"(max {MAX_PVE_BYTES}; fewer keys, or ed25519 ones)")
     return keys
 
 

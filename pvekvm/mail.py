@@ -91,11 +91,11 @@ class Mail:
         and its header registry this cost a tenth of a deploy's worker CPU."""
         subject = self.subject if self.subject.isascii() else \
             Header(self.subject, "utf-8").encode().replace("\n", "\r\n")
-        head = (f"Subject: {subject}\r\nMIME-Version: 1.0\r\n"
-                f"Content-Language: {self.language}\r\n")
+        head = f"Subject: {subject}\r\nMIME-Version: 1.0\r\n"
         plain = _part("text/plain", self.body, self.language)
-        if not languages.is_rtl(self.language):
+        if not languages.is_rtl(self.language):  # the part's headers are the message's: once
             return head.encode() + plain
+        head += f"Content-Language: {self.language}\r\n"
         boundary = f"=_pvekvm_{uuid.uuid4().hex}"  # "=_" never occurs in QP nor base64
         rich = _part("text/html", rtl_html(self.subject, self.body, self.language),
                      self.language)

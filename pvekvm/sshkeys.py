@@ -30,11 +30,19 @@ MAX_KEY_LENGTH = 4096  # characters of one line: an RSA-16384 key line is about 
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 16384  # ssh-keygen's own limit
 MAX_COMMENT = 100
+# the keys together, as the request body PVE receives carries them (form-encoded ``sshkeys=``):
+# pve-http-server refuses a body over 64 KiB before 8.4 (libpve-http-server-perl 5.2.1 raised
+# $limit_max_post to 512 KiB) with 501 "for data too large"; the rest of that PUT (user,
+# password, network, description) stays well inside the other 16 KiB
+MAX_PVE_BYTES = 48 * 1024
 CURVES = {"ecdsa-sha2-nistp256": "secp256r1", "ecdsa-sha2-nistp384": "secp384r1",
           "ecdsa-sha2-nistp521": "secp521r1"}
 KEY_TYPES = ("ssh-ed25519", *CURVES, "ssh-rsa")
 # a comment stays one plain YAML scalar in PVE's user-data (``  - <key line>``): no ": ", " #"
 _COMMENT = re.compile(r"[A-Za-z0-9@._+=,()'/-]+(?: [A-Za-z0-9@._+=,()'/-]+)*")
+# what an OpenSSH key type looks like (ssh-dss, sk-ssh-ed25519@openssh.com, x509v3-sign-rsa):
+# only such a first word is named in a refusal, never a passphrase pasted as "word word"
+_KEY_TYPE_NAME = re.compile(r"(?:ssh|sk|ecdsa|x509v3|rsa|dsa)-[a-z0-9@.-]{1,40}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
@@ -76,7 +84,7 @@ def parse_key(line: str) -> SshKey:
         if any(word in KEY_TYPES for word in line.split()[1:]):
             raise BadKey("options before the key (authorized_keys' no-pty, command=...) are "
                          "not accepted: send the key line only")
-        known = re.fullmatch(r"[a-z0-9@.-]{1,40}", key_type)
+        known = _KEY_TYPE_NAME.fullmatch(key_type)  # else it may be a pasted secret's word
         raise BadKey((f"key type {key_type!r} is not accepted" if known else
                       "not an OpenSSH public key line: an unknown key type")
                      + f" (use one of {', '.join(KEY_TYPES)})")
@@ -133,6 +141,10 @@ def parse_keys(lines: list[str] | tuple[str, ...], limit: int = MAX_KEYS) -> lis
             raise BadKey(f"key {at}: the same key as key {seen[key.blob]}")
         seen[key.blob] = at
         keys.append(key)
+    size = len(urllib.parse.urlencode({"sshkeys": pve_sshkeys([k.line for k in keys])}))
+    if size > MAX_PVE_BYTES:
+        raise BadKey(f"the keys are too large together: {size} bytes as Proxmox receives them "
+                     f"(max {MAX_PVE_BYTES}; fewer keys, or ed25519 ones)")
     return keys
 
 

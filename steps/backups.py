@@ -8,7 +8,7 @@ from urllib.parse import quote
 from pvekvm import service_changes
 from pvekvm.models import AuditLog, Backup, Service, Snapshot
 from pvekvm.proxmox import ProxmoxError
-from steps import power, slots
+from steps import power, rescue, slots
 from steps.context import StepContext
 from steps.machine import Done, Refused, Retry, StepResult, Wait
 
@@ -78,13 +78,14 @@ def rollback_snapshot(ctx: StepContext) -> StepResult:
     (once per operation), so the step can put it back after the rollback task."""
     name = ctx.params["name"]
     if ctx.after_task:
+        noted = rescue.adopt_restored_rescue(ctx)  # a snapshot taken in rescue mode
         before = _power_before_rollback(ctx)
         now = _power(ctx)
         if before == "running" and now != "running":
             return power.start_vm(ctx)
         if before == "stopped" and now == "running":
             return power.stop_vm(ctx)
-        return Done(f"rolled back to {name}, VM {now}")
+        return Done(f"rolled back to {name}, VM {now}" + (f"; {noted}" if noted else ""))
     if name not in _snapshots(ctx):
         raise Refused(f"snapshot {name} does not exist")
     cfg = ctx.config()
@@ -226,7 +227,8 @@ def restore_backup(ctx: StepContext) -> StepResult:
         restored = {f: getattr(backup, f) for f in _RESTORED_FIELDS
                     if getattr(backup, f) is not None}
         service_changes.restored_from_backup(ctx.service, restored)
-        return Done(f"restored {backup.volid}")
+        noted = rescue.adopt_restored_rescue(ctx)  # a backup taken in rescue mode
+        return Done(f"restored {backup.volid}" + (f"; {noted}" if noted else ""))
     held = ctx.pve.get(f"nodes/{backup.node}/storage/{backup.storage}/content",
                        content="backup", vmid=ctx.vmid)
     if not any(v.get("volid") == backup.volid for v in held):

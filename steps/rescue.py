@@ -18,9 +18,10 @@ import re
 from pvekvm import service_changes
 from pvekvm.config import EngineSettings
 from pvekvm.models import Service
+from pvekvm.proxmox import ProxmoxError
 from steps import pvecfg
 from steps.context import StepContext
-from steps.lifecycle import _iso_slot, boot_order
+from steps.lifecycle import ISO_SLOTS, _iso_slot, boot_order
 from steps.machine import Done, Refused, StepResult
 
 RESCUE_VOLID = re.compile(r"([A-Za-z][A-Za-z0-9._-]{0,63}):iso/([A-Za-z0-9][A-Za-z0-9._+-]{0,200}"
@@ -72,15 +73,40 @@ def boot_rescue(ctx: StepContext) -> StepResult:
     return Done(f"rescue ISO {iso} in {slot}, boot order {';'.join(first)}")
 
 
+def adopt_restored_rescue(ctx: StepContext) -> str | None:
+    """After a snapshot rollback or a backup restore: PVE put back the config the snapshot or
+    backup holds, and one taken in rescue mode boots the rescue ISO. The service then records
+    rescue mode (as a lost record: the disks' boot order, an empty CD-ROM to go back to), so
+    the view says ``rescue`` and rescue_off boots the disk; otherwise rescue_off would be
+    refused while the VM boots the rescue system. Returns what it noted (None: nothing)."""
+    volume = rescue_volume(ctx.settings.engine)
+    if in_rescue(ctx.service) or volume is None:
+        return None
+    volid = f"{volume[0]}:iso/{volume[1]}"
+    cfg = ctx.config()
+    for slot in ISO_SLOTS:
+        if pvecfg.parse(str(cfg.get(slot, "")), "file").get("file") == volid:
+            rest = [d for d in boot_order(cfg) if d != slot]
+            _keep(ctx, json.dumps({"boot": f"order={';'.join(rest)}" if rest else None,
+                                   "slot": slot, "media": None}))
+            return "taken in rescue mode: the service is in rescue mode again (rescue_off)"
+    return None
+
+
 def leave_rescue(ctx: StepContext) -> StepResult:
-    """The CD-ROM slot and boot order as they were before rescue_on; the record cleared."""
+    """The CD-ROM slot and boot order as they were before rescue_on; the record cleared. A
+    client ISO that is not on the VM's node any more (it migrated) leaves the slot empty."""
     if not in_rescue(ctx.service):
         return Done("not in rescue mode", skipped=True)
     saved = json.loads(str(ctx.service.rescue_before))
     cfg, slot = ctx.config(), str(saved["slot"])
+    media, gone = saved.get("media"), None
+    if media is not None and not _iso_here(ctx, str(media)):
+        gone = pvecfg.parse(str(media), "file").get("file")
+        media = "none,media=cdrom"  # the CD-ROM stays, empty: the VM boots its disk
     change: dict[str, str] = {}
     deletes = []
-    for key, value in ((slot, saved.get("media")), ("boot", saved.get("boot"))):
+    for key, value in ((slot, media), ("boot", saved.get("boot"))):
         if value is None and key in cfg:
             deletes.append(key)
         elif value is not None and str(cfg.get(key, "")) != value:
@@ -91,5 +117,26 @@ def leave_rescue(ctx: StepContext) -> StepResult:
         ctx.pve.put(f"{ctx.vm_path}/config", **change)
     _keep(ctx, None)
     shown = saved.get("boot") or "default"
+    if gone:
+        return Done(f"{slot} emptied ({gone} is not on node {ctx.node}: the VM migrated), "
+                    f"boot {shown}", skipped=not change)
     return Done(f"{slot} {'restored' if saved.get('media') else 'removed'}, boot {shown}",
                 skipped=not change)
+
+
+def _iso_here(ctx: StepContext, media: str) -> bool:
+    """Whether the CD-ROM content rescue_on replaced can go back on this node: anything but an
+    ISO volume, or an ISO its storage lists here (a client ISO on the old node's local storage
+    is not on the node a migrate took the VM to, and PVE refuses a drive of a missing volume:
+    rescue_off would fail on every try and the client could never leave rescue mode)."""
+    file = str(pvecfg.parse(media, "file").get("file") or "")
+    if ":iso/" not in file:
+        return True
+    storage = file.split(":", 1)[0]
+    try:
+        held = ctx.pve.get(f"nodes/{ctx.node}/storage/{storage}/content", content="iso")
+    except ProxmoxError as exc:
+        if exc.transient:
+            raise
+        return False  # the storage is not on this node (PVE: "storage ... does not exist")
+    return any(v.get("volid") == file for v in held)

@@ -19,11 +19,13 @@ SCALARS = st.one_of(
 JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
                     | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=12)
 
+KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKji"
+       "UqCnb/9du4XtqHnnEN/MOmtNtJRbITuiGybFGhGX fuzz@example")  # real: keys are parsed
 VALID: dict[str, dict[str, Any]] = {
     "create": {"client_id": 5, "product": "vps-small", "email": "a@example.com",
                "hostname": "web1.example.com", "template": "debian-12", "ipv6": False},
     "change_package": {"product": "vps-large"},
-    "reinstall": {"template": "ubuntu-2204"},
+    "reinstall": {"template": "ubuntu-2204", "ssh_keys": [KEY]},
     "suspend": {}, "unsuspend": {}, "terminate": {}, "reset_password": {},
     "iso_unmount": {},
     "snapshot_create": {"name": "nightly", "description": "before upgrade"},
@@ -36,6 +38,7 @@ VALID: dict[str, dict[str, Any]] = {
     "iso_mount": {"iso": "debian.iso"},
     "power": {"action": "reboot"},
     "language_change": {"language": "fa"},
+    "reinstall_iso": {"iso": "debian.iso"}, "rescue_on": {}, "rescue_off": {},
 }
 EXTRA_KEYS = st.sampled_from(["password", "root_password", "api_key", "token", "vmid",
                               "node", "type", "version", "\ud800", "x" * 100])

@@ -165,6 +165,17 @@ def _keys_only_problem(product: Product, template: Template, keys: str | None) -
     return None
 
 
+def _product_then(service: Service) -> Product:
+    """The product the service will have when an order accepted now runs: that of the last
+    change_package already accepted and not finished, else its own (the offer, keys-only
+    login, ISO storage and snapshot room are the package's it will run under)."""
+    queued = (Operation.select(Operation.params).where(
+        (Operation.service_id == service.id) & Operation.status.in_(UNFINISHED)
+        & (Operation.kind == "change_package")).order_by(Operation.id.desc()).first())
+    product_id = json.loads(queued.params or "{}").get("product_id") if queued else None
+    return Product.get_by_id(product_id or service.product_id)
+
+
 def _check_now(kind: str, service: Service) -> None:
     """Refuse what may not run on the service as it will be when this event's turn comes: the
     operations already accepted (a terminate, the last suspend or unsuspend) count; the machine's
@@ -299,7 +310,7 @@ def _params(event: Event, service: Service, engine: EngineSettings = DEFAULTS) -
     kind = KIND_OF[event.type]
     _check_now(kind, service)
     data = event.payload()
-    product = Product.get_by_id(service.product_id)
+    product = _product_then(service)
     if event.type == "change_package":
         new = Product.get_or_none(Product.name == data["product"])
         if new is None:

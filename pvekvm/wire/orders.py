@@ -333,7 +333,8 @@ Action = PowerAction
 SshKeys = Annotated[tuple[str, ...], BeforeValidator(_ssh_keys), Field(
     description="the client's SSH public keys, one OpenSSH line each ('<type> <base64> "
     "[comment]'): ssh-ed25519, ecdsa-sha2-nistp256/384/521, ssh-rsa of at least 2048 bits; "
-    "each parsed from its key data, none twice; the engine's max_ssh_keys may allow fewer. "
+    "each parsed from its key data, none twice, together at most 48 KiB as PVE receives them "
+    "(its request limit before 8.4 is 64 KiB); the engine's max_ssh_keys may allow fewer. "
     "Absent: the service keeps its keys; an empty array removes them",
     json_schema_extra={"maxItems": sshkeys.MAX_KEYS, "items": {
         "type": "string", "maxLength": sshkeys.MAX_KEY_LENGTH,

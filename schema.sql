@@ -8,6 +8,7 @@ CREATE TABLE IF NOT EXISTS templates (
   vmid          INT UNSIGNED NOT NULL,
   node          VARCHAR(64)  NOT NULL,
   os_user       VARCHAR(32)  NOT NULL DEFAULT 'root',
+  cluster       VARCHAR(64)  NOT NULL DEFAULT 'default', -- the Proxmox cluster it (and its copies) lives in
   UNIQUE KEY uq_templates_name (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
@@ -35,6 +36,7 @@ CREATE TABLE IF NOT EXISTS ip_pools (
   nameservers   VARCHAR(255) NOT NULL DEFAULT '',     -- space separated
   assign        TINYINT UNSIGNED NULL,                -- prefix pool: each service gets one /assign
                                                       -- of network (NULL = a pool of addresses)
+  cluster       VARCHAR(64)  NULL DEFAULT 'default',  -- the cluster whose VMs it serves; NULL = every cluster
   UNIQUE KEY uq_ip_pools_name (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
@@ -88,6 +90,8 @@ CREATE TABLE IF NOT EXISTS products (
   rdns_policy           VARCHAR(16)  NOT NULL DEFAULT 'owned-or-fcrdns'  -- client PTR names:
                         CHECK (rdns_policy IN ('owned', 'fcrdns', 'owned-or-fcrdns', 'off')),
                                                               -- see pvekvm/rdns_policy.py
+  cluster               VARCHAR(64)  NOT NULL DEFAULT 'default', -- its home location (cluster);
+                                                              -- others: product_locations
   UNIQUE KEY uq_products_name (name),
   CONSTRAINT fk_products_template FOREIGN KEY (template_id) REFERENCES templates (id),
   CONSTRAINT fk_products_pool4 FOREIGN KEY (ip_pool_id) REFERENCES ip_pools (id),
@@ -105,6 +109,7 @@ CREATE TABLE IF NOT EXISTS services (
   status        VARCHAR(16)  NOT NULL DEFAULT 'pending', -- pending|deploying|ready|suspended|failed|terminated
   vmid          INT UNSIGNED NULL,                    -- unique: a VMID is never given twice
   node          VARCHAR(64)  NULL,
+  cluster       VARCHAR(64)  NOT NULL DEFAULT 'default', -- the Proxmox cluster (location) it lives in
   macaddr       VARCHAR(17)  NULL,
   username      VARCHAR(32)  NULL,
   password_enc  VARBINARY(512) NULL,                  -- Fernet token, never plaintext
@@ -122,6 +127,7 @@ CREATE TABLE IF NOT EXISTS services (
   UNIQUE KEY uq_services_vmid (vmid),
   UNIQUE KEY uq_services_live_hostname (live_hostname),
   KEY ix_services_client (client_id),
+  KEY ix_services_cluster (cluster, status),
   KEY ix_services_hostname (hostname),              -- a live service's name is its own
   CONSTRAINT fk_services_product FOREIGN KEY (product_id) REFERENCES products (id),
   CONSTRAINT fk_services_template FOREIGN KEY (template_id) REFERENCES templates (id)
@@ -487,11 +493,13 @@ CREATE TABLE IF NOT EXISTS task_claims (
 -- VM of ours is moved off, a bounded number at a time): pvekvm/nodes.py. ``drain_round`` is
 -- part of each drain move's idempotency key, so a crashed drainer never starts a move twice.
 CREATE TABLE IF NOT EXISTS nodes (
-  name          VARCHAR(64)  NOT NULL PRIMARY KEY,
+  cluster       VARCHAR(64)  NOT NULL DEFAULT 'default', -- node names repeat across clusters
+  name          VARCHAR(64)  NOT NULL,
   maintenance   TINYINT(1)   NOT NULL DEFAULT 0,
   draining      TINYINT(1)   NOT NULL DEFAULT 0,
   drain_round   INT UNSIGNED NOT NULL DEFAULT 0,
-  updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)
+  updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+  PRIMARY KEY (cluster, name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 -- The node an operation places its VM on, written once when first chosen (pvekvm/placement.py):
@@ -502,6 +510,23 @@ CREATE TABLE IF NOT EXISTS placements (
   service_id    INT UNSIGNED NOT NULL,
   source        VARCHAR(64)  NULL,
   node          VARCHAR(64)  NOT NULL,
+  cluster       VARCHAR(64)  NOT NULL DEFAULT 'default', -- the service's cluster (node names repeat)
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-  KEY ix_placements_node (node, operation_id)
+  KEY ix_placements_node (cluster, node, operation_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- A product offered in another location (cluster) than its home one (products.cluster): there
+-- it deploys from that cluster's template, onto that cluster's node/storage and pools; every
+-- other key of the package is the product's. The create event's ``location`` picks the row.
+CREATE TABLE IF NOT EXISTS product_locations (
+  product_id    INT UNSIGNED NOT NULL,
+  cluster       VARCHAR(64)  NOT NULL,
+  template_id   INT UNSIGNED NOT NULL,
+  target_node   VARCHAR(64)  NOT NULL,
+  target_storage VARCHAR(64) NOT NULL,
+  ip_pool_id    INT UNSIGNED NULL,
+  ip6_pool_id   INT UNSIGNED NULL,
+  PRIMARY KEY (product_id, cluster),
+  CONSTRAINT fk_product_locations_product FOREIGN KEY (product_id) REFERENCES products (id),
+  CONSTRAINT fk_product_locations_template FOREIGN KEY (template_id) REFERENCES templates (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -77,6 +77,7 @@ class Template(BaseModel):
     vmid = IntegerField()
     node = CharField(max_length=64)
     os_user = CharField(max_length=32, default="root")
+    cluster = CharField(max_length=64, default="default")
 
     class Meta:
         table_name = "templates"
@@ -102,6 +103,7 @@ class IpPool(BaseModel):
     gateway = CharField(max_length=45)
     nameservers = CharField(max_length=255, default="")
     assign = SmallIntegerField(null=True)  # prefix pool: one /assign per service; None = addresses
+    cluster = CharField(max_length=64, null=True)  # None: serves every cluster
 
     class Meta:
         table_name = "ip_pools"
@@ -149,6 +151,7 @@ class Product(BaseModel):
     traffic_quota_gb = IntegerField(null=True)  # per UTC month, in + out, GB = 10^9 bytes
     overage_rate_mbps = DecimalField(max_digits=8, decimal_places=2, null=True)
     rdns_policy = CharField(max_length=16, default="owned-or-fcrdns")  # pvekvm/rdns_policy.py
+    cluster = CharField(max_length=64, default="default")  # its home location
 
     class Meta:
         table_name = "products"
@@ -164,6 +167,7 @@ class Service(BaseModel):
     status = CharField(max_length=16, default="pending")
     vmid = IntegerField(null=True, unique=True)
     node = CharField(max_length=64, null=True)
+    cluster = CharField(max_length=64, default="default")
     macaddr = CharField(max_length=17, null=True)
     username = CharField(max_length=32, null=True)
     password_enc = BlobField(null=True)
@@ -580,7 +584,8 @@ class Node(BaseModel):
     """A node in maintenance or being drained (pvekvm/nodes.py); a node without a row is in
     service."""
 
-    name = CharField(max_length=64, primary_key=True)
+    cluster = CharField(max_length=64, default="default")
+    name = CharField(max_length=64)
     maintenance = BooleanField(default=False)
     draining = BooleanField(default=False)
     drain_round = IntegerField(default=0)
@@ -588,6 +593,7 @@ class Node(BaseModel):
 
     class Meta:
         table_name = "nodes"
+        primary_key = CompositeKey("cluster", "name")
 
 
 class Placement(BaseModel):
@@ -597,10 +603,27 @@ class Placement(BaseModel):
     service_id = IntegerField()
     source = CharField(max_length=64, null=True)
     node = CharField(max_length=64)
+    cluster = CharField(max_length=64, default="default")
     created_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "placements"
+
+
+class ProductLocation(BaseModel):
+    """A product offered in a cluster other than its home one: what differs there."""
+
+    product_id = IntegerField()
+    cluster = CharField(max_length=64)
+    template_id = IntegerField()
+    target_node = CharField(max_length=64)
+    target_storage = CharField(max_length=64)
+    ip_pool_id = IntegerField(null=True)
+    ip6_pool_id = IntegerField(null=True)
+
+    class Meta:
+        table_name = "product_locations"
+        primary_key = CompositeKey("product_id", "cluster")
 
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
@@ -609,4 +632,5 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     DnsRecordRow, Email, DeadLetter, AuditLog, SchemaVersion, TaskSlot, TaskClaim,
     TrafficUsage, TrafficCursor, ClientToken,
     FeedSequencer, WebhookEndpoint, WebhookDelivery, WebhookStream, ConsoleSession, Node, Placement,
+    ProductLocation,
 )

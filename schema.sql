@@ -478,14 +478,14 @@ CREATE TABLE IF NOT EXISTS schema_version (
 -- per node+storage (its storage lock), backups per node (vzdump's global lock). One row per
 -- place, locked FOR UPDATE while a worker decides whether its task may start there.
 CREATE TABLE IF NOT EXISTS task_slots (
-  slot          VARCHAR(130) NOT NULL PRIMARY KEY     -- "<node>/<storage>", "vzdump/<node>"
+  slot          VARCHAR(200) NOT NULL PRIMARY KEY     -- "<node>/<storage>", "vzdump/<node>"
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 -- Which slot an operation's next task needs: waiting (its operation at a slot state with no
 -- task) or running (a task of the slot's type). The oldest waiting operation takes the next turn.
 CREATE TABLE IF NOT EXISTS task_claims (
   operation_id  BIGINT UNSIGNED NOT NULL PRIMARY KEY,
-  slot          VARCHAR(130) NOT NULL,
+  slot          VARCHAR(200) NOT NULL,
   KEY ix_task_claims_slot (slot, operation_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 

@@ -207,7 +207,7 @@ def cmd_load_catalog(settings, args) -> int:
         print(f"{PROG} load-catalog: {exc}", file=sys.stderr)
         return preflight.EXIT_DEPENDENCY
     try:
-        counts = catalog.load_file(args.file, settings.secret_key_file)
+        counts = catalog.load_file(args.file, settings.secret_key_file, settings.cluster_names)
     except catalog.CatalogError as exc:
         print(f"{args.file}: {exc}", file=sys.stderr)
         return preflight.EXIT_CONFIG
@@ -321,15 +321,28 @@ def _drain():
     return drain
 
 
+def _cluster_arg(settings, args) -> str | None:
+    """``--cluster C`` checked against the settings (exit 2 naming the known ones)."""
+    name = getattr(args, "cluster", None)
+    if name is not None and settings.cluster(name) is None:
+        print(f"{PROG}: --cluster {name}: not a cluster of the settings (known: "
+              f"{', '.join(settings.cluster_names)})", file=sys.stderr)
+        raise SystemExit(preflight.EXIT_CONFIG)
+    return name
+
+
 def _node_command(settings, args) -> int:
     d = _drain()
+    cluster = _cluster_arg(settings, args) or settings.default_cluster
     if args.node_cmd == "maintenance":
-        return _reply(d.set_maintenance(args.node, args.state == "on"))
+        return _reply(d.set_maintenance(args.node, args.state == "on", cluster))
     if args.node_cmd == "drain":
-        return _reply(d.drain_command(settings, args.node, not args.no_watch, args.timeout))
+        return _reply(d.drain_command(settings, args.node, not args.no_watch, args.timeout,
+                                      cluster=cluster))
     if args.node_cmd == "undrain":
-        return _reply(d.undrain(args.node))
-    return _reply(d.node_status(args.node))
+        return _reply(d.undrain(args.node, cluster))
+    return _reply(d.node_status(args.node, _cluster_arg(settings, args)
+                                or (settings.default_cluster if args.node else None)))
 
 
 def _node_name(text: str) -> str:
@@ -362,10 +375,11 @@ COMMANDS = {
     "history": lambda settings, args: _reply(_admin().history(args.service_id)),
     "resume": lambda settings, args: _reply(
         _admin().resume(settings, args.ref) if args.ref is not None
-        else _admin().resume_many(settings, args.reason)),
+        else _admin().resume_many(settings, args.reason, _cluster_arg(settings, args))),
     "cancel": lambda settings, args: _reply(
         _admin().cancel(settings, args.ref) if args.ref is not None
-        else _admin().cancel_many(settings, args.reason)),
+        else _admin().cancel_many(settings, args.reason,
+                                  cluster=_cluster_arg(settings, args))),
     "dead-letters": cmd_dead_letters,
     "pools": lambda settings, args: print(pool_usage()),
     "status": lambda settings, args: print(engine_status(settings)),
@@ -432,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
         which.add_argument("--all", action="store_true", help="every paused operation")
         which.add_argument("--reason", type=_reason_text, metavar="TEXT",
                            help="the paused operations whose pause reason contains TEXT")
+        which.add_argument("--cluster", metavar="C",
+                           help="the paused operations of the services in cluster C")
     p = sub.add_parser("dead-letters")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--width", type=int, default=300, help="cut each body at this many "
@@ -444,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", type=_node_name, default=None,
                    help="target node (default: where placement chooses)")
     p = sub.add_parser("node")
+    p.add_argument("--cluster", metavar="C", help="the node's cluster (default: the first)")
     nodes = p.add_subparsers(dest="node_cmd", required=True)
     q = nodes.add_parser("maintenance")
     q.add_argument("node", type=_node_name)

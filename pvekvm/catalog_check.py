@@ -26,8 +26,8 @@ from pvekvm.validation import is_valid_hostname
 #: section -> (model, extra keys the loader accepts, columns the loader fills itself)
 SECTIONS: dict[str, tuple[Any, dict[str, type], set[str]]] = {
     "templates": (Template, {}, set()),
-    "ip_pools": (IpPool, {"first": str, "last": str}, set()),
-    "products": (Product, {"template": str, "ip_pool": str, "ip6_pool": str},
+    "ip_pools": (IpPool, {"first": str, "last": str, "shared": bool}, set()),
+    "products": (Product, {"template": str, "ip_pool": str, "ip6_pool": str, "locations": dict},
                  {"template_id", "ip_pool_id", "ip6_pool_id"}),
 }
 REQUIRED_EXTRA = {"products": {"template"}}
@@ -69,7 +69,8 @@ def _entry(where: str, section: str, entry: dict[str, Any]) -> list[str]:
             errors.append(f"{where} {name}: must not be negative, got {value!r}")
     for key, typ in extra.items():
         if key in entry and not isinstance(entry[key], typ):
-            errors.append(f"{where} {key}: expected a string, got {entry[key]!r}")
+            what = {dict: "a table", bool: "true/false"}.get(typ, "a string")
+            errors.append(f"{where} {key}: expected {what}, got {entry[key]!r}")
         elif key not in entry and key in REQUIRED_EXTRA.get(section, ()):
             errors.append(f"{where} {key}: missing")
     return errors
@@ -145,6 +146,7 @@ def _product_refs(where: str, p: dict[str, Any], data: dict[str, Any]) -> list[s
         known = _refs(data, section)
         if key in p and known is not None and p[key] not in known:
             errors.append(f"{where} {key}: no [[{section}]] named {p[key]!r} in this file")
+    errors += _cluster_refs(where, p, data)
     extra = p.get("extra_ipv4", 0)
     if isinstance(extra, int) and extra > MAX_EXTRA_IPV4:
         errors.append(f"{where} extra_ipv4: at most {MAX_EXTRA_IPV4} (one NIC each), got {extra}")
@@ -168,6 +170,40 @@ def _product_refs(where: str, p: dict[str, Any], data: dict[str, Any]) -> list[s
         errors.append(f"{where} traffic quota: {problem}")
     if "rdns_policy" in p and policy_problem(p["rdns_policy"]):
         errors.append(f"{where} {policy_problem(p['rdns_policy'])}")
+    return errors
+
+
+def _cluster_refs(where: str, p: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    """Cross-cluster mistakes this file shows: a product (or one of its locations) whose
+    template or pool is defined here in another cluster. An entry without ``cluster`` is in the
+    settings' first cluster, unknown here: compared only with another entry without one."""
+    by_name = {s: {e.get("name"): e for e in data.get(s, []) if isinstance(e, dict)}
+               for s in ("templates", "ip_pools")}
+    errors = []
+    places = [(where, p.get("cluster"), p)]
+    locations = p.get("locations", {})
+    if isinstance(locations, dict):
+        for cluster, loc in locations.items():
+            if not isinstance(loc, dict):
+                errors.append(f"{where} locations.{cluster}: expected a table")
+                continue
+            if "template" not in loc:
+                errors.append(f"{where} locations.{cluster} template: missing (the VM is "
+                              "cloned from a template of that cluster)")
+            places.append((f"{where} locations.{cluster}", cluster,
+                           {k: loc.get(k, p.get(k)) for k in ("template", "ip_pool",
+                                                               "ip6_pool")}))
+    for at, cluster, refs in places:
+        for key, section in (("template", "templates"), ("ip_pool", "ip_pools"),
+                             ("ip6_pool", "ip_pools")):
+            entry = by_name[section].get(refs.get(key))
+            if entry is None or (section == "ip_pools" and entry.get("shared")):
+                continue
+            if entry.get("cluster") != cluster:
+                errors.append(f"{at} {key}: {refs[key]} is in cluster "
+                              f"{entry.get('cluster') or '(the default)'}, the product in "
+                              f"{cluster or '(the default)'} (a template and pools of its own "
+                              "cluster, or a shared pool)")
     return errors
 
 

@@ -475,7 +475,7 @@ class SchemaVersion(BaseModel):
 class TaskSlot(BaseModel):
     """A place where PVE runs a bounded number of tasks of a kind (steps/slots.py)."""
 
-    slot = CharField(max_length=130, primary_key=True)
+    slot = CharField(max_length=200, primary_key=True)
 
     class Meta:
         table_name = "task_slots"
@@ -483,7 +483,7 @@ class TaskSlot(BaseModel):
 
 class TaskClaim(BaseModel):
     operation_id = BigIntegerField(primary_key=True)
-    slot = CharField(max_length=130)
+    slot = CharField(max_length=200)
 
     class Meta:
         table_name = "task_claims"

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pvekvm.config import DEFAULT_CLUSTER
 from pvekvm.models import Node, Placement, Product
 
 if TYPE_CHECKING:
@@ -25,19 +26,21 @@ class Candidate:
     free_mem: int
 
 
-def in_maintenance() -> set[str]:
-    """Nodes that take no new VM."""
-    return {n.name for n in Node.select(Node.name).where(Node.maintenance == True)}  # noqa: E712
+def in_maintenance(cluster: str = DEFAULT_CLUSTER) -> set[str]:
+    """``cluster``'s nodes that take no new VM (node names repeat across clusters)."""
+    return {n.name for n in Node.select(Node.name).where(
+        (Node.cluster == cluster) & (Node.maintenance == True))}  # noqa: E712
 
 
-def candidates(pve: Proxmox, product: Product, exclude: set[str] | frozenset[str] = frozenset()
-               ) -> list[Candidate]:
-    """The nodes the product may use now, best first (see the module's docstring)."""
+def candidates(pve: Proxmox, product: Product, exclude: set[str] | frozenset[str] = frozenset(),
+               cluster: str = DEFAULT_CLUSTER) -> list[Candidate]:
+    """The nodes of ``cluster`` (``pve`` is its client) the product may use now, best first
+    (see the module's docstring)."""
     resources = pve.get("cluster/resources")
     with_storage = {r.get("node") for r in resources if r.get("type") == "storage"
                     and r.get("storage") == product.target_storage
                     and r.get("status") == "available"}
-    skip = set(exclude) | in_maintenance()
+    skip = set(exclude) | in_maintenance(cluster)
     found = [Candidate(r["node"], int(r.get("maxmem", 0)) - int(r.get("mem", 0)))
              for r in resources if r.get("type") == "node" and r.get("status") == "online"
              and r.get("node") in with_storage and r.get("node") not in skip]
@@ -51,7 +54,7 @@ def recorded(operation_id: int) -> Placement | None:
 def record(ctx: StepContext, source: str | None, node: str) -> Placement:
     """Write the operation's choice (once: a second call keeps the first)."""
     Placement.insert(operation_id=ctx.operation.id, service_id=ctx.service.id, source=source,
-                     node=node).on_conflict_ignore().execute()
+                     node=node, cluster=ctx.service.cluster).on_conflict_ignore().execute()
     return Placement.get_by_id(ctx.operation.id)
 
 
@@ -62,10 +65,10 @@ def deploy_node(ctx: StepContext) -> str:
     row = recorded(ctx.operation.id)
     if row is not None:
         return str(row.node)
-    wanted = str(ctx.product.target_node)
-    if wanted not in in_maintenance():
+    wanted, cluster = str(ctx.product.target_node), ctx.service.cluster
+    if wanted not in in_maintenance(cluster):
         return wanted
-    best = candidates(ctx.pve, ctx.product)
+    best = candidates(ctx.pve, ctx.product, cluster=cluster)
     if not best:
         return wanted
     return str(record(ctx, ctx.service.node, best[0].node).node)

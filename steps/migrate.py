@@ -67,7 +67,8 @@ def choose_target(ctx: StepContext) -> StepResult:
     if wanted:
         if wanted == node:
             raise Refused(f"VM {ctx.vmid} is already on {node}")
-        usable = {c.node for c in placement.candidates(ctx.pve, ctx.product, {node})}
+        usable = {c.node for c in placement.candidates(ctx.pve, ctx.product, {node},
+                                                        cluster=ctx.service.cluster)}
         if wanted not in usable:
             raise Refused(f"node {wanted} cannot take the VM: not a node of the cluster, "
                           f"offline, in maintenance or without storage "
@@ -77,7 +78,7 @@ def choose_target(ctx: StepContext) -> StepResult:
                          f"{wanted} already: waiting for a turn", counts=False)
         placement.record(ctx, node, wanted)
         return Done(f"{node} -> {wanted} (asked)")
-    options = placement.candidates(ctx.pve, ctx.product, {node})
+    options = placement.candidates(ctx.pve, ctx.product, {node}, cluster=ctx.service.cluster)
     if not options:
         raise Refused(f"no other node can take the VM (online, not in maintenance, with "
                       f"storage {ctx.product.target_storage})")

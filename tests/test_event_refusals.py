@@ -19,6 +19,9 @@ CAPTURED = json.loads((ROOT / "tests" / "data" / "event_refusals.json").read_tex
 
 
 ADDED_SINCE = ("migrate",)  # types declared after the capture: their bodies have no verdict
+#: optional fields declared after the capture: left out of the corpus (its bodies keep their
+#: digests), checked by the cases of test_building_an_event_applies_the_same_rules
+FIELDS_ADDED_SINCE = {"create": {"location"}}
 
 
 def _as_then(verdict_now: dict) -> dict:
@@ -47,8 +50,9 @@ def test_every_body_of_the_corpus_gets_the_verdict_it_got_before() -> None:
 def test_the_corpus_covers_every_type_and_field() -> None:
     assert set(VALID) == set(EVENT_TYPES)
     for etype, cls in EVENT_TYPES.items():
-        assert set(VALID[etype]) == set(cls.model_fields) - {"service_id", "idempotency_key",
-                                                             "occurred_at", "version", "type"}
+        assert set(VALID[etype]) == set(cls.model_fields) - {
+            "service_id", "idempotency_key", "occurred_at", "version", "type",
+            *FIELDS_ADDED_SINCE.get(etype, ())}
 
 
 @pytest.mark.parametrize("kwargs, reason", [
@@ -61,6 +65,9 @@ def test_the_corpus_covers_every_type_and_field() -> None:
                                 "characters: localhost is reserved"),
     ({"bogus": 1}, "field 'bogus': unknown field for event type 'create'"),
     ({"email": None}, "field 'email': must not be null"),
+    ({"location": "Frankfurt"}, "field 'location': not a slug ([a-z0-9][a-z0-9._-]{0,63}): "
+                                "string of 9 characters"),
+    ({"location": ["fra"]}, "field 'location': expected string, got array of 1 items"),
 ])
 def test_building_an_event_applies_the_same_rules(kwargs, reason) -> None:
     good = {"service_id": 5, "client_id": 1, "product": "vps-s", "email": "a@example.com"}

@@ -33,6 +33,7 @@ from pvekvm.models import (
     HeldEvent,
     Operation,
     Product,
+    ProductLocation,
     Service,
     Snapshot,
     Template,
@@ -197,16 +198,43 @@ def expired_held_events(now: datetime | None = None) -> list[HeldEvent]:
                 .order_by(HeldEvent.id))
 
 
+def offered_in(product: Product) -> dict[str, int]:
+    """The locations (clusters) offering ``product``, each with the template it deploys there."""
+    out = {str(product.cluster): int(product.template_id)}
+    for loc in ProductLocation.select().where(ProductLocation.product_id == product.id):
+        out[str(loc.cluster)] = int(loc.template_id)
+    return out
+
+
+def _location(product: Product, asked: str | None) -> tuple[str, int]:
+    """(cluster, template id) the order deploys in: the one it asks for, or the product's only
+    location; refused with the locations offering it otherwise."""
+    offered = offered_in(product)
+    if asked is None:
+        if len(offered) > 1:
+            raise Refused(f"product {product.name!r} is offered in several locations "
+                          f"({', '.join(sorted(offered))}): the order must say which "
+                          "(location)")
+        asked = next(iter(offered))
+    if asked not in offered:
+        raise Refused(f"location {asked!r} does not offer product {product.name!r} (offered "
+                      f"in: {', '.join(sorted(offered))})")
+    return asked, offered[asked]
+
+
 def _create_service(event: CreateEvent, max_age_s: float) -> Service:
     product = catalog_named(Product, event.product, max_age_s)
     if product is None:
         raise Refused(f"unknown product {event.product!r}")
+    cluster, template_id = _location(product, event.location)
     if event.template:
         template = catalog_named(Template, event.template, max_age_s)
         if template is None:
             raise Refused(f"unknown template {event.template!r}")
+        if template.cluster != cluster:
+            raise Refused(f"template {event.template!r} is not in location {cluster!r}")
     else:
-        template = catalog_row(Template, product.template_id, max_age_s)
+        template = catalog_row(Template, template_id, max_age_s)
     hostname = event.hostname or f"{product.hostname_prefix}-{event.client_id}-{event.service_id}"
     if not event.hostname and product.dns_zone:
         hostname = f"{hostname}.{product.dns_zone}"
@@ -223,7 +251,8 @@ def _create_service(event: CreateEvent, max_age_s: float) -> Service:
         Service.delete().where(Service.id == event.service_id).execute()
     return Service.create(id=event.service_id, client_id=event.client_id, product_id=product.id,
                           template_id=template.id, email=event.email, hostname=hostname,
-                          status="pending", want_ipv6=bool(event.ipv6), language=event.language)
+                          cluster=cluster, status="pending", want_ipv6=bool(event.ipv6),
+                          language=event.language)
 
 
 def create_service(event: CreateEvent, max_age_s: float, **columns: Any) -> Service:
@@ -258,6 +287,9 @@ def _params(event: Event, service: Service) -> dict[str, Any]:
         new = Product.get_or_none(Product.name == data["product"])
         if new is None:
             raise Refused(f"unknown product {data['product']!r}")
+        if service.cluster not in offered_in(new):
+            raise Refused(f"product {new.name!r} is not offered in location {service.cluster!r} "
+                          "(a package change keeps the VM in its cluster)")
         return {"product_id": new.id, "service": {"product_id": new.id}}
     if event.type == "reinstall":
         name = data.get("template")
@@ -265,6 +297,8 @@ def _params(event: Event, service: Service) -> dict[str, Any]:
             Template.get_by_id(service.template_id)
         if template is None:
             raise Refused(f"unknown template {name!r}")
+        if template.cluster != service.cluster:
+            raise Refused(f"template {name!r} is not in location {service.cluster!r}")
         return {"template_id": template.id, "service": {"template_id": template.id}}
     if event.type == "snapshot_create":
         _check_snapshot_room(service, product, data["name"])
@@ -284,7 +318,7 @@ def _params(event: Event, service: Service) -> dict[str, Any]:
                                   product.rdns_policy, None)
         if why:
             raise Refused(why)
-    if event.type == "migrate" and data.get("node") in placement.in_maintenance():
+    if event.type == "migrate" and data.get("node") in placement.in_maintenance(service.cluster):
         raise Refused(f"node {data['node']} is in maintenance: it takes no new VM")
     if event.type == "iso_mount" and not product.iso_storage:
         raise Refused("the package has no ISO storage")

@@ -18,3 +18,6 @@ ALTER TABLE placements ADD COLUMN IF NOT EXISTS cluster VARCHAR(64) NOT NULL DEF
   AFTER node;
 ALTER TABLE placements DROP KEY IF EXISTS ix_placements_node,
   ADD KEY ix_placements_node (cluster, node, operation_id);
+-- a task slot of a cluster other than "default" is named "<cluster>:<slot>" (steps/slots.py)
+ALTER TABLE task_slots MODIFY slot VARCHAR(200) NOT NULL;
+ALTER TABLE task_claims MODIFY slot VARCHAR(200) NOT NULL;

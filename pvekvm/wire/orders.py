@@ -368,6 +368,9 @@ class CreateEvent(Event):
     template: Slug | None = None
     ipv6: Annotated[bool, Strict()] = False
     language: Language | None = None  # the client's; mail in it, English fallback
+    # the cluster the VM goes to (billing's configurable option); optional when the product is
+    # offered in one location only; a location not offering the product is refused
+    location: Slug | None = None
 
 
 class ChangePackageEvent(Event):

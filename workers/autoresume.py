@@ -158,9 +158,10 @@ def _still_due(op: Operation, now: datetime, answering: list[str], settled: date
 
 
 def update_paused_gauge() -> None:
-    """``pvekvm_operations_paused{resume, dependency}`` from the database."""
+    """``pvekvm_operations_paused{resume, dependency, cluster}`` from the database."""
     metrics.PAUSED.clear()
-    for auto, dep, n in database.execute_sql(
-            "SELECT auto_resume_at IS NOT NULL, pause_dependency, COUNT(*) FROM operations "
-            "WHERE status = %s GROUP BY 1, 2", (OpStatus.PAUSED.value,)).fetchall():
-        metrics.PAUSED.labels("auto" if auto else "operator", dep or "other").set(n)
+    for auto, dep, cluster, n in database.execute_sql(
+            "SELECT o.auto_resume_at IS NOT NULL, o.pause_dependency, s.cluster, COUNT(*) "
+            "FROM operations o JOIN services s ON s.id = o.service_id "
+            "WHERE o.status = %s GROUP BY 1, 2, 3", (OpStatus.PAUSED.value,)).fetchall():
+        metrics.PAUSED.labels("auto" if auto else "operator", dep or "other", cluster).set(n)

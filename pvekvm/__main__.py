@@ -386,7 +386,8 @@ COMMANDS = {
     "migrate": lambda settings, args: _reply(_drain().migrate_command(
         settings, args.service_id, args.node)),
     "node": lambda settings, args: _node_command(settings, args),
-    "isos": lambda settings, args: print(list_isos(settings, args.storage, args.node)),
+    "isos": lambda settings, args: print(list_isos(settings, args.storage, args.node,
+                                                   _cluster_arg(settings, args))),
     "api": lambda settings, args: args.run(args, settings),
     "smtp-sink": lambda settings, args: _smtp_sink(settings, args),
     "webhooks": lambda settings, args: cmd_webhooks(args),
@@ -475,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("isos")
     p.add_argument("storage")
     p.add_argument("--node", default=None)
+    p.add_argument("--cluster", metavar="C", help="the storage's cluster (default: the first)")
     add_api_command(sub)
     _adoption().add_commands(sub)
     p = sub.add_parser("smtp-sink", help="a local mail sink where [smtp] points (a trial)")
@@ -590,9 +592,16 @@ def engine_status(settings) -> str:
                      + (f" (next at {due:%Y-%m-%d %H:%M:%S})" if due else "")
                      + f", {manual} wait for an operator")
     lines.append("services:")
-    for status, n in database.execute_sql(
-            "SELECT status, COUNT(*) FROM services GROUP BY status ORDER BY status").fetchall():
-        lines.append(f"  {status:<18} {n:>6}")
+    by_cluster = database.execute_sql(
+        "SELECT cluster, status, COUNT(*) FROM services GROUP BY cluster, status "
+        "ORDER BY cluster, status").fetchall()
+    several = len({c for c, _, _ in by_cluster} | set(settings.cluster_names)) > 1
+    for cluster, status, n in by_cluster:  # per cluster once there are several
+        lines.append(f"  {(cluster + ' ') if several else ''}{status:<18} {n:>6}")
+    unknown = sorted({c for c, _, _ in by_cluster} - set(settings.cluster_names))
+    if unknown:
+        lines.append(f"  services in clusters the settings do not name: {', '.join(unknown)} "
+                     "(their steps pause: add them to [[clusters]])")
     lines += ["nodes:"] + [f"  {line}" for line in _drain().node_status(None).splitlines()]
     lines.append("queues (messages ready):")
     topo = messaging.Topology(settings.namespace)
@@ -616,8 +625,8 @@ def pool_usage() -> str:
 
     from pvekvm.models import IpAddress, IpPool
 
-    lines = [f"{'pool':<16} {'v':>1} {'network':<22} {'free':>6} {'held':>6}"]
-    for pool in IpPool.select().order_by(IpPool.name):
+    lines = [f"{'pool':<16} {'v':>1} {'network':<22} {'cluster':<12} {'free':>6} {'held':>6}"]
+    for pool in IpPool.select().order_by(IpPool.cluster, IpPool.name):
         held = (IpAddress.select(fn.COUNT(IpAddress.id))
                 .where((IpAddress.pool_id == pool.id) & IpAddress.service_id.is_null(False))
                 .scalar())
@@ -628,15 +637,15 @@ def pool_usage() -> str:
             total = 1 << (int(pool.assign) - bits)
             network = f"{pool.network} /{pool.assign}"
         lines.append(f"{pool.name:<16} {pool.version:>1} {network:<22} "
-                     f"{total - held:>6} {held:>6}")
+                     f"{pool.cluster or '(shared)':<12} {total - held:>6} {held:>6}")
     return "\n".join(lines)
 
 
-def list_isos(settings, storage: str, node: str | None) -> str:
+def list_isos(settings, storage: str, node: str | None, cluster: str | None = None) -> str:
     from pvekvm.proxmox import client
     from steps.lifecycle import iso_group
 
-    pve = client(settings.proxmox)
+    pve = client(settings.proxmox_of(cluster))
     node = node or pve.get("nodes")[0]["node"]
     groups: dict[str, list[str]] = {}
     for item in pve.get(f"nodes/{node}/storage/{storage}/content", content="iso"):

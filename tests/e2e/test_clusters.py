@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from producers.api import OrderClient
-from pvekvm import catalog, messaging, metrics
+from pvekvm import catalog, messaging, metrics, preflight
 from pvekvm.catalog_check import validate
 from pvekvm.config import ROOT, ClusterSettings, ProxmoxSettings, Settings
 from pvekvm.models import DeadLetter, IpAddress, IpPool, Operation, Service
@@ -123,6 +123,18 @@ def test_orders_deploy_in_the_location_they_name_and_others_are_refused(fleet, f
     for cluster in ("default", "ams"):
         assert seen[("pvekvm_services", frozenset({("cluster", cluster),
                                                    ("status", "ready")}))] == 1
+
+    # the operator's views, per cluster: check, status, pools
+    from pvekvm.__main__ import engine_status, pool_usage
+
+    verdicts = {v.name: v for v in preflight.check_proxmox(fleet, privileges=False)}
+    assert not verdicts["Proxmox default"].failed and not verdicts["Proxmox ams"].failed
+    assert "Proxmox ams node pve1" in verdicts
+    status = engine_status(fleet)
+    assert "  ams ready" in status and "  default ready" in status
+    pools = {line.split()[0]: line.split() for line in pool_usage().splitlines()[1:]}
+    assert pools["ams-v4"][3:] == ["ams", "50", "1"]
+    assert pools["public-v6"][3] == "(shared)"
 
 
 def test_the_catalog_refuses_a_cross_cluster_product_with_the_reason(fleet):

@@ -17,6 +17,7 @@ finds the VM already on the target has nothing to do.
 from __future__ import annotations
 
 from pvekvm import placement
+from pvekvm.config import DEFAULT_CLUSTER
 from pvekvm.models import Backup, Placement, database
 from steps import lifecycle, pvecfg, slots
 from steps.context import StepContext
@@ -24,7 +25,8 @@ from steps.machine import Done, Refused, Retry, StepFailed, StepResult, Wait
 from steps.provision import _record_node
 
 _INBOUND = ("SELECT COUNT(*) FROM placements p JOIN operations o ON o.id = p.operation_id "
-            "WHERE p.node = %s AND o.kind = 'migrate' AND o.status = 'running' AND o.id <> %s "
+            "WHERE p.cluster = %s AND p.node = %s AND o.kind = 'migrate' "
+            "AND o.status = 'running' AND o.id <> %s "
             "AND p.source <> p.node")
 
 
@@ -42,8 +44,10 @@ def _stays(row: Placement) -> bool:
 def _arrivals_free(ctx: StepContext, node: str) -> bool:
     """Fewer than the limit of migrations arrive on ``node`` (its slot row locked until this
     transaction ends, so two workers never both take its last turn)."""
-    slots.lock_slot(f"qmigrate-to/{node}")
-    cursor = database.execute_sql(_INBOUND, (node, ctx.operation.id))
+    cluster = ctx.service.cluster  # node names repeat across clusters
+    slots.lock_slot(f"qmigrate-to/{node}" if cluster == DEFAULT_CLUSTER
+                    else f"{cluster}:qmigrate-to/{node}")
+    cursor = database.execute_sql(_INBOUND, (cluster, node, ctx.operation.id))
     return int(cursor.fetchone()[0]) < ctx.settings.engine.migrations_per_node
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ class Mapping:
     hostname: str | None = None
     email: str | None = None
     template: str | None = None
+    location: str | None = None  # the cluster the VM is in (the run's: ``adopt --cluster``)
     where: str = ""  # "line 3": where a mapping file named it
     position: int = 0  # its place in the file (results are printed in file order)
 
@@ -88,8 +89,15 @@ class Result:
 
 
 def adopt(settings: Settings, pve: Proxmox, m: Mapping, node_hint: str | None = None,
-          listed: bool = True) -> Result:
-    """Adopt one VM (``listed`` False: the cluster listing a file run took does not have it)."""
+          listed: bool = True, cluster: str | None = None) -> Result:
+    """Adopt one VM (``listed`` False: the cluster listing a file run took does not have it).
+    ``pve`` is ``cluster``'s client (None: the default cluster); a mapping naming another
+    location is refused (its VM is looked for in another cluster: a run of its own)."""
+    run = cluster or settings.default_cluster
+    if m.location not in (None, run):
+        return Result(m, False, f"location {m.location!r}: this run adopts VMs of cluster "
+                      f"{run!r} (adopt --cluster {m.location})")
+    m = replace(m, location=run)
     try:
         return _adopt(settings, pve, m, node_hint, listed)
     except Refused as exc:
@@ -130,7 +138,8 @@ def _adopt(settings: Settings, pve: Proxmox, m: Mapping, hint: str | None,
                               and is_valid_hostname(str(cfg["name"])) else None)
     event = CreateEvent(service_id=m.service_id, client_id=m.client_id, product=m.product,
                         email=m.email or "adopted@invalid.example", hostname=hostname,
-                        template=template.name, ipv6=any(v == 6 for _, v, _ in wanted))
+                        template=template.name, ipv6=any(v == 6 for _, v, _ in wanted),
+                        location=m.location)
     try:
         with database.atomic():
             service = intake.create_service(
@@ -367,7 +376,8 @@ def _without_twice(good: list[Mapping], bad: list[Result]) -> tuple[list[Mapping
     return keep, bad
 
 
-def adopt_file(settings: Settings, pve: Proxmox, path: Path) -> list[Result]:
+def adopt_file(settings: Settings, pve: Proxmox, path: Path,
+               cluster: str | None = None) -> list[Result]:
     """Every mapping of the file, in order (refused lines first): one cluster listing gives each
     VM's node, so N lines cost O(N) Proxmox calls."""
     good, bad = read_mapping(path)
@@ -375,7 +385,8 @@ def adopt_file(settings: Settings, pve: Proxmox, path: Path) -> list[Result]:
              if r.get("vmid") is not None}
     results = list(bad)
     for m in good:
-        results.append(adopt(settings, pve, m, nodes.get(m.vmid), listed=m.vmid in nodes))
+        results.append(adopt(settings, pve, m, nodes.get(m.vmid), listed=m.vmid in nodes,
+                             cluster=cluster))
     return sorted(results, key=lambda r: r.mapping.position)
 
 

@@ -16,13 +16,20 @@ import pytest
 
 from producers.api import OrderClient
 from pvekvm import catalog, messaging, metrics, preflight
+from pvekvm.__main__ import main
 from pvekvm.catalog_check import validate
 from pvekvm.config import ROOT, ClusterSettings, ProxmoxSettings, Settings
 from pvekvm.models import DeadLetter, IpAddress, IpPool, Operation, Service
 from pvesim.testing import RunningSimulator, running_clusters
-from tests.e2e.harness import InProcessWorkers, all_ready, describe_ops, wait_until
+from tests.e2e.harness import (
+    InProcessWorkers,
+    all_ready,
+    describe_ops,
+    wait_until,
+    write_config,
+)
 from tests.e2e.test_observability import scrape
-from workers import admin, autoresume
+from workers import autoresume
 from workers.operations import OpStatus
 
 AMS_POOL = {"name": "ams-v4", "version": 4, "network": "198.51.100.0/24",
@@ -158,8 +165,8 @@ def test_the_catalog_refuses_a_cross_cluster_product_with_the_reason(fleet):
         catalog.load(data, fleet.secret_key_file, fleet.cluster_names)
 
 
-def test_resume_cluster_and_the_cluster_probe_resume_only_that_clusters_work(fleet,
-                                                                              fleet_sims):
+def test_resume_cluster_and_the_cluster_probe_resume_only_that_clusters_work(fleet, fleet_sims,
+                                                                              tmp_path, capsys):
     """Both clusters' clone calls fail until the attempts run out: one deploy paused in each
     (a Proxmox fault). ``resume --cluster ams`` resumes Amsterdam's alone. Then the scheduler's
     probe: with only Amsterdam's API answering again, only Amsterdam's paused work resumes."""
@@ -183,8 +190,14 @@ def test_resume_cluster_and_the_cluster_probe_resume_only_that_clusters_work(fle
         wait_until(lambda: set(paused()) == {9611, 9612}, 60, "a paused deploy in each cluster")
         assert {o.pause_dependency for o in paused().values()} == {"proxmox"}
         fleet_sims["ams"].set_faults()  # Amsterdam's API is well again
-        reply = admin.resume_many(fleet, cluster="ams")
-        assert reply.endswith("resumed 1 paused operation(s)"), reply
+        config = write_config(fleet, tmp_path / "cli.toml")  # [[clusters]] default, ams
+        with pytest.raises(SystemExit) as exited:  # a cluster the settings lack: exit 2
+            main(["--config", str(config), "resume", "--cluster", "par"])
+        assert exited.value.code == 2
+        assert "--cluster par: not a cluster of the settings (known: default, ams)" in \
+            capsys.readouterr().err
+        assert main(["--config", str(config), "resume", "--cluster", "ams"]) == 0
+        assert capsys.readouterr().out.strip().endswith("resumed 1 paused operation(s)")
         wait_until(all_ready([9612]), 60, "Amsterdam's deploy after resume --cluster ams")
         assert set(paused()) == {9611}, "the other cluster's paused work stays paused"
 

@@ -243,6 +243,9 @@ class ProductView(BaseModel):
     iso_storage: str | None = Field(description="where its ISO images are (GET /v1/isos "
                                     "groups by storage); null = no ISO mounting")
     traffic_quota_gb: int | None = Field(description="per UTC month; null = unlimited")
+    locations: list[str] = Field(default_factory=list, description=(
+        "the locations (clusters) offering it, create's ``location``; needed in the order "
+        "when there are several"))
 
 
 class TemplateView(BaseModel):

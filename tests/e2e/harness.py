@@ -73,6 +73,8 @@ def write_config(settings: Settings, path: Path) -> Path:
     assert settings.proxmox is not None
     if len(settings.all_clusters) > 1:
         where = "".join(f'[[clusters]]\nname = "{c.name}"\n' + _proxmox_keys(c.proxmox)
+                        + "".join(f"{k} = {getattr(c, k)}\n" for k in ("vmid_min", "vmid_max")
+                                  if getattr(c, k) is not None)
                         for c in settings.all_clusters)
     else:
         where = "[proxmox]\n" + _proxmox_keys(settings.proxmox)

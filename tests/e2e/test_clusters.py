@@ -66,10 +66,12 @@ def two_cluster_catalog() -> dict:
 
 @pytest.fixture()
 def fleet(settings, fleet_sims) -> Settings:
-    """The test's settings with a second cluster, ``ams``, and the two-cluster catalog."""
+    """The test's settings with a second cluster, ``ams`` (VMIDs from 5000: its own range),
+    and the two-cluster catalog."""
     ams = ProxmoxSettings.from_connection(fleet_sims["ams"].connection)
     both = replace(settings, clusters=(ClusterSettings("default", settings.proxmox),
-                                       ClusterSettings("ams", ams)))
+                                       ClusterSettings("ams", ams, vmid_min=5000,
+                                                       vmid_max=5999)))
     assert validate(two_cluster_catalog(), "catalog") == []
     catalog.load(two_cluster_catalog(), settings.secret_key_file, both.cluster_names)
     from steps.context import _catalog
@@ -112,7 +114,7 @@ def test_orders_deploy_in_the_location_they_name_and_others_are_refused(fleet, f
     # each VM in its own cluster only; one VMID is given once in the whole fleet
     assert _ours(fleet_sims["default"]) == {fra.vmid}
     assert _ours(fleet_sims["ams"]) == {ams.vmid}
-    assert fra.vmid != ams.vmid
+    assert fra.vmid != ams.vmid and fra.vmid < 5000 <= ams.vmid  # each its cluster's range
     vm = fleet_sims["ams"].vm(ams.vmid)
     assert vm is not None and vm["config"]["name"] == ams.hostname
     # the Amsterdam VM's IPv4 from Amsterdam's pool, configured in its cloud-init

@@ -186,8 +186,10 @@ def cmd_config_check(path: str) -> int:
     if "api_note" in o:
         print(f"note: {o['api_note']}", file=sys.stderr)
     pve = o["proxmox"] if s.proxmox else f"none ({o['proxmox']})"
+    clusters = (f"; clusters: {', '.join(s.cluster_names)}" if len(s.all_clusters) > 1
+                else "")
     print(f"{shown(f)}: settings ok (database: {o['database']}; broker: {o['amqp']}; "
-          f"proxmox: {pve}; smtp: {o['smtp']})")
+          f"proxmox: {pve}{clusters}; smtp: {o['smtp']})")
     return 0
 
 

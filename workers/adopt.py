@@ -40,7 +40,7 @@ from pvekvm.proxmox import Proxmox, ProxmoxError
 from pvekvm.validation import is_valid_hostname
 from pvekvm.wire.orders import CreateEvent, InvalidEvent
 from steps import allocation, backups, pvecfg
-from steps.context import marker
+from steps.context import at_location, marker
 from steps.machine import Refused
 from workers import intake
 
@@ -113,6 +113,8 @@ def _adopt(settings: Settings, pve: Proxmox, m: Mapping, hint: str | None,
     product = Product.get_or_none(Product.name == m.product)
     if product is None:
         raise Refused(f"unknown product {m.product!r}")
+    # the package as the VM's cluster offers it (its template, node, storage, pools there)
+    product = at_location(product, str(m.location), settings.engine.catalog_cache_s)
     existing = Service.get_or_none(Service.id == m.service_id)
     if existing is not None and existing.status != "terminated":
         if existing.vmid == m.vmid and existing.client_id == m.client_id:
@@ -231,9 +233,12 @@ def _template(m: Mapping, product: Product, cfg: dict[str, Any]) -> Template:
         base = BASE_VOLUME.search(str(value))
         if base is not None:
             vmid = int(base.group(1))
-            tpl = Template.get_or_none(Template.vmid == vmid)
+            here = Template.cluster == m.location  # VMIDs are per cluster in Proxmox
+            tpl = Template.get_or_none((Template.vmid == vmid) & here)
             if tpl is None:
-                copy = TemplateReplica.get_or_none(TemplateReplica.vmid == vmid)
+                copy = (TemplateReplica.select().join(
+                    Template, on=(Template.id == TemplateReplica.template_id))
+                    .where((TemplateReplica.vmid == vmid) & here).first())
                 tpl = Template.get_by_id(copy.template_id) if copy is not None else None
             if tpl is not None:
                 return tpl

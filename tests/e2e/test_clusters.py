@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from producers.api import OrderClient
-from pvekvm import catalog, messaging, metrics, preflight
+from pvekvm import catalog, messaging, metrics, preflight, proxmox
 from pvekvm.__main__ import main
 from pvekvm.catalog_check import validate
 from pvekvm.config import ROOT, ClusterSettings, ProxmoxSettings, Settings
@@ -29,7 +29,7 @@ from tests.e2e.harness import (
     write_config,
 )
 from tests.e2e.test_observability import scrape
-from workers import autoresume
+from workers import autoresume, traffic
 from workers.operations import OpStatus
 
 AMS_POOL = {"name": "ams-v4", "version": 4, "network": "198.51.100.0/24",
@@ -122,6 +122,13 @@ def test_orders_deploy_in_the_location_they_name_and_others_are_refused(fleet, f
     assert IpPool.get_by_id(held.pool_id).name == "ams-v4"
     assert f"ip={held.address}/24" in vm["config"]["ipconfig0"]
     assert Service.get_or_none(Service.id.in_([9603, 9604])) is None
+
+    # the scheduler's traffic accounting, once per cluster with its own client and lock: the
+    # second cluster's run is not skipped because the first one just ran
+    for name in ("default", "ams"):
+        run = traffic.run_once(proxmox.client(fleet.proxmox_of(name)), None, min_gap_s=3600,
+                               cluster=name)
+        assert (run.skipped, run.services, run.errors) == ("", 1, []), name
 
     metrics.register_database_gauges()
     server = metrics.MetricsServer(0, "127.0.0.1").start()

@@ -138,6 +138,8 @@ class ServiceReady(OperationEvent):
     os_user: str | None
     ipv6_prefixes: list[str] | None = Field(None, description="routed IPv6 prefixes (CIDR); "
                                             "absent when none")
+    location: str | None = Field(None, description="the cluster the VM is in (create's "
+                                 "location)")
 
 
 class ServiceSuspended(OperationEvent):

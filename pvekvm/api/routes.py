@@ -434,7 +434,9 @@ def list_products(who: Who) -> schemas.Catalog:
     elsewhere: dict[int, set[str]] = {}
     for loc in ProductLocation.select(ProductLocation.product_id, ProductLocation.cluster):
         elsewhere.setdefault(int(loc.product_id), set()).add(str(loc.cluster))
-    return schemas.Catalog(products=[schemas.ProductView(
+    products = list(Product.select().order_by(Product.name))
+    offered = {str(p.cluster) for p in products}.union(*elsewhere.values())
+    return schemas.Catalog(locations=sorted(offered), products=[schemas.ProductView(
         name=p.name, template=templates[p.template_id].name if p.template_id in templates
         else None, cores=p.cores, memory_mb=p.memory_mb, disk_gb=p.disk_gb,
         add_disk_gb=p.add_disk_gb, net_rate_mbps=float(p.net_rate_mbps or 0),
@@ -442,7 +444,7 @@ def list_products(who: Who) -> schemas.Catalog:
         snapshot_limit=p.snapshot_limit, backup_limit=p.backup_limit,
         iso_storage=p.iso_storage, traffic_quota_gb=p.traffic_quota_gb,
         locations=sorted({str(p.cluster)} | elsewhere.get(int(p.id), set())))
-        for p in Product.select().order_by(Product.name)],
+        for p in products],
         templates=[schemas.TemplateView(name=t.name, os_user=t.os_user)
                    for t in templates.values()])
 

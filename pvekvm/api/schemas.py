@@ -258,6 +258,8 @@ class Catalog(BaseModel):
 
     products: list[ProductView]
     templates: list[TemplateView]
+    locations: list[str] = Field(default_factory=list, description=(
+        "every location (cluster) some product is offered in: create's ``location``"))
 
 
 class EventAccepted(BaseModel):

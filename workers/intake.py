@@ -78,14 +78,18 @@ _HOSTNAME_HOLDER = ("(SELECT id FROM services WHERE hostname = %s AND id <> %s "
                     "AND status <> 'terminated' LIMIT 1)")
 
 
-def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
+def handle_order(body: bytes, engine: EngineSettings = DEFAULTS,
+                 clusters: tuple[str, ...] = ()) -> Outcome:
+    """One order from billing: refused, held, or an operation begun. ``clusters``: the
+    clusters this engine serves (a create for a location outside them is refused; empty: no
+    such check)."""
     try:
         event = parse_event(body)
         if event.service_id > MAX_SERVICE_ID:
             raise InvalidEvent(f"field 'service_id': {event.service_id} is out of range")
         try:
             with database.atomic():
-                return _accept(event, body, engine)
+                return _accept(event, body, engine, clusters)
         except (IntegrityError, Refused, OperationalError) as exc:
             # Lost a race: a copy of this event (or an order for the same host name) committed
             # between our reads, or InnoDB rolled us back as a deadlock's victim (an operation
@@ -98,12 +102,13 @@ def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
                     Operation.idempotency_key == event.idempotency_key).exists():
                 raise
             with database.atomic():
-                return _accept(event, body, engine)
+                return _accept(event, body, engine, clusters)
     except (InvalidEvent, Refused) as exc:
         return Outcome(dead_reason=str(exc))
 
 
-def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
+def _accept(event: Event, body: bytes, engine: EngineSettings,
+            clusters: tuple[str, ...] = ()) -> Outcome:
     key, digest = event.idempotency_key, request_hash(event)
     seen, held_id, waiting = values(_SEEN, key, key, event.service_id) or (None, None, None)
     existing = Operation.get_by_id(seen) if seen is not None else None
@@ -129,7 +134,7 @@ def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
     if kind is None or kind not in MACHINES:
         raise Refused(f"event type {event.type!r} is not supported by this engine version")
     if isinstance(event, CreateEvent):
-        created = _create_service(event, engine.catalog_cache_s)
+        created = _create_service(event, engine.catalog_cache_s, clusters)
         out = operations.begin(event.service_id, kind, key, {}, digest, engine.deploy_window,
                                created)
         # only intake (one active consumer) holds events: none held now, none can appear
@@ -222,11 +227,15 @@ def _location(product: Product, asked: str | None) -> tuple[str, int]:
     return asked, offered[asked]
 
 
-def _create_service(event: CreateEvent, max_age_s: float) -> Service:
+def _create_service(event: CreateEvent, max_age_s: float,
+                    clusters: tuple[str, ...] = ()) -> Service:
     product = catalog_named(Product, event.product, max_age_s)
     if product is None:
         raise Refused(f"unknown product {event.product!r}")
     cluster, template_id = _location(product, event.location)
+    if clusters and cluster not in clusters:
+        raise Refused(f"location {cluster!r} is not a cluster of this engine's settings "
+                      f"({', '.join(clusters)}): add it to [[clusters]]")
     if event.template:
         template = catalog_named(Template, event.template, max_age_s)
         if template is None:

@@ -91,6 +91,15 @@ def _refused(text: str):
 
 
 def test_orders_deploy_in_the_location_they_name_and_others_are_refused(fleet, fleet_sims):
+    # a catalog loaded by a host whose settings name a third cluster this engine lacks
+    data = two_cluster_catalog()
+    small = next(p for p in data["products"] if p["name"] == "vps-small")
+    par = {k: v for k, v in small.items() if k not in ("ip_pool", "ip6_pool", "locations")}
+    catalog.load({"templates": [{"name": "debian-12-par", "vmid": 9000, "node": "pve1",
+                                 "cluster": "par"}],
+                  "products": [{**par, "name": "vps-par", "template": "debian-12-par",
+                                "cluster": "par"}]},
+                 fleet.secret_key_file, ("default", "ams", "par"))
     with InProcessWorkers(fleet, concurrency=4), \
             OrderClient(fleet.amqp_url, fleet.namespace) as billing:
         billing.create(service_id=9601, client_id=1, product="vps-small",
@@ -101,6 +110,8 @@ def test_orders_deploy_in_the_location_they_name_and_others_are_refused(fleet, f
                        email="c@example.com")  # offered in two locations: which?
         billing.create(service_id=9604, client_id=4, product="vps-large",
                        email="d@example.com", location="ams")  # not offered there
+        billing.create(service_id=9605, client_id=5, product="vps-par",
+                       email="e@example.com")  # its only location: not one of ours
         try:
             wait_until(all_ready([9601, 9602]), 60, "a deploy in each cluster")
         except AssertionError:
@@ -109,6 +120,9 @@ def test_orders_deploy_in_the_location_they_name_and_others_are_refused(fleet, f
                             "say which (location)"), 20, "the order without a location refused")
         wait_until(_refused("location 'ams' does not offer product 'vps-large' (offered in: "
                             "default)"), 20, "the order for a location without it refused")
+        wait_until(_refused("location 'par' is not a cluster of this engine's settings "
+                            "(default, ams): add it to [[clusters]]"), 20,
+                   "the order for a cluster the engine does not serve refused")
     fra, ams = Service.get_by_id(9601), Service.get_by_id(9602)
     assert (fra.cluster, ams.cluster) == ("default", "ams")
     # each VM in its own cluster only; one VMID is given once in the whole fleet
@@ -121,7 +135,7 @@ def test_orders_deploy_in_the_location_they_name_and_others_are_refused(fleet, f
     held = IpAddress.get((IpAddress.service_id == 9602) & (IpAddress.version == 4))
     assert IpPool.get_by_id(held.pool_id).name == "ams-v4"
     assert f"ip={held.address}/24" in vm["config"]["ipconfig0"]
-    assert Service.get_or_none(Service.id.in_([9603, 9604])) is None
+    assert Service.get_or_none(Service.id.in_([9603, 9604, 9605])) is None
 
     # the scheduler's traffic accounting, once per cluster with its own client and lock: the
     # second cluster's run is not skipped because the first one just ran

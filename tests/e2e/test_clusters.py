@@ -29,7 +29,7 @@ from tests.e2e.harness import (
     write_config,
 )
 from tests.e2e.test_observability import scrape
-from workers import autoresume, traffic
+from workers import autoresume, drain, traffic
 from workers.operations import OpStatus
 
 AMS_POOL = {"name": "ams-v4", "version": 4, "network": "198.51.100.0/24",
@@ -100,6 +100,8 @@ def test_orders_deploy_in_the_location_they_name_and_others_are_refused(fleet, f
                   "products": [{**par, "name": "vps-par", "template": "debian-12-par",
                                 "cluster": "par"}]},
                  fleet.secret_key_file, ("default", "ams", "par"))
+    # node names repeat across clusters: Amsterdam's pve2 in maintenance, the default one's not
+    drain.set_maintenance("pve2", True, "ams")
     with InProcessWorkers(fleet, concurrency=4), \
             OrderClient(fleet.amqp_url, fleet.namespace) as billing:
         billing.create(service_id=9601, client_id=1, product="vps-small",
@@ -129,6 +131,8 @@ def test_orders_deploy_in_the_location_they_name_and_others_are_refused(fleet, f
     assert _ours(fleet_sims["default"]) == {fra.vmid}
     assert _ours(fleet_sims["ams"]) == {ams.vmid}
     assert fra.vmid != ams.vmid and fra.vmid < 5000 <= ams.vmid  # each its cluster's range
+    assert fra.node == "pve2" and ams.node not in (None, "pve2")  # the product's node: pve2
+    assert fleet_sims["ams"].vm(ams.vmid) is not None
     vm = fleet_sims["ams"].vm(ams.vmid)
     assert vm is not None and vm["config"]["name"] == ams.hostname
     # the Amsterdam VM's IPv4 from Amsterdam's pool, configured in its cloud-init

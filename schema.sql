@@ -12,6 +12,7 @@ CREATE TABLE IF NOT EXISTS templates (
                 CHECK (os_type IN ('linux', 'windows')),
   ostype        VARCHAR(8)   NULL,                    -- PVE ostype set on the VM (l26, win11);
                                                       -- NULL = the template's own
+  cluster       VARCHAR(64)  NOT NULL DEFAULT 'default', -- the Proxmox cluster it (and its copies) lives in
   UNIQUE KEY uq_templates_name (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS ip_pools (
   nameservers   VARCHAR(255) NOT NULL DEFAULT '',     -- space separated
   assign        TINYINT UNSIGNED NULL,                -- prefix pool: each service gets one /assign
                                                       -- of network (NULL = a pool of addresses)
+  cluster       VARCHAR(64)  NULL DEFAULT 'default',  -- the cluster whose VMs it serves; NULL = every cluster
   UNIQUE KEY uq_ip_pools_name (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
@@ -116,6 +118,8 @@ CREATE TABLE IF NOT EXISTS products (
                                                               -- does it): keys only, no mailed password
   cicustom              VARCHAR(255) NULL,                    -- PVE cicustom set on the VM (the
                                                               -- operator's snippets, e.g. vendor=...)
+  cluster               VARCHAR(64)  NOT NULL DEFAULT 'default', -- its home location (cluster);
+                                                              -- others: product_locations
   UNIQUE KEY uq_products_name (name),
   CONSTRAINT fk_products_template FOREIGN KEY (template_id) REFERENCES templates (id),
   CONSTRAINT fk_products_pool4 FOREIGN KEY (ip_pool_id) REFERENCES ip_pools (id),
@@ -145,6 +149,7 @@ CREATE TABLE IF NOT EXISTS services (
   status        VARCHAR(16)  NOT NULL DEFAULT 'pending', -- pending|deploying|ready|suspended|failed|terminated
   vmid          INT UNSIGNED NULL,                    -- unique: a VMID is never given twice
   node          VARCHAR(64)  NULL,
+  cluster       VARCHAR(64)  NOT NULL DEFAULT 'default', -- the Proxmox cluster (location) it lives in
   macaddr       VARCHAR(17)  NULL,
   username      VARCHAR(32)  NULL,
   password_enc  VARBINARY(512) NULL,                  -- Fernet token, never plaintext
@@ -166,6 +171,7 @@ CREATE TABLE IF NOT EXISTS services (
   UNIQUE KEY uq_services_vmid (vmid),
   UNIQUE KEY uq_services_live_hostname (live_hostname),
   KEY ix_services_client (client_id),
+  KEY ix_services_cluster (cluster, status),
   KEY ix_services_hostname (hostname),              -- a live service's name is its own
   CONSTRAINT fk_services_product FOREIGN KEY (product_id) REFERENCES products (id),
   CONSTRAINT fk_services_template FOREIGN KEY (template_id) REFERENCES templates (id)
@@ -516,14 +522,14 @@ CREATE TABLE IF NOT EXISTS schema_version (
 -- per node+storage (its storage lock), backups per node (vzdump's global lock). One row per
 -- place, locked FOR UPDATE while a worker decides whether its task may start there.
 CREATE TABLE IF NOT EXISTS task_slots (
-  slot          VARCHAR(130) NOT NULL PRIMARY KEY     -- "<node>/<storage>", "vzdump/<node>"
+  slot          VARCHAR(200) NOT NULL PRIMARY KEY     -- "<node>/<storage>", "vzdump/<node>"
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 -- Which slot an operation's next task needs: waiting (its operation at a slot state with no
 -- task) or running (a task of the slot's type). The oldest waiting operation takes the next turn.
 CREATE TABLE IF NOT EXISTS task_claims (
   operation_id  BIGINT UNSIGNED NOT NULL PRIMARY KEY,
-  slot          VARCHAR(130) NOT NULL,
+  slot          VARCHAR(200) NOT NULL,
   KEY ix_task_claims_slot (slot, operation_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
@@ -531,11 +537,13 @@ CREATE TABLE IF NOT EXISTS task_claims (
 -- VM of ours is moved off, a bounded number at a time): pvekvm/nodes.py. ``drain_round`` is
 -- part of each drain move's idempotency key, so a crashed drainer never starts a move twice.
 CREATE TABLE IF NOT EXISTS nodes (
-  name          VARCHAR(64)  NOT NULL PRIMARY KEY,
+  cluster       VARCHAR(64)  NOT NULL DEFAULT 'default', -- node names repeat across clusters
+  name          VARCHAR(64)  NOT NULL,
   maintenance   TINYINT(1)   NOT NULL DEFAULT 0,
   draining      TINYINT(1)   NOT NULL DEFAULT 0,
   drain_round   INT UNSIGNED NOT NULL DEFAULT 0,
-  updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)
+  updated_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+  PRIMARY KEY (cluster, name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 -- The node an operation places its VM on, written once when first chosen (pvekvm/placement.py):
@@ -547,8 +555,25 @@ CREATE TABLE IF NOT EXISTS placements (
   source        VARCHAR(64)  NULL,
   node          VARCHAR(64)  NOT NULL,
   why           VARCHAR(500) NULL,                    -- the placement's reason (history, ready)
+  cluster       VARCHAR(64)  NOT NULL DEFAULT 'default', -- the service's cluster (node names repeat)
   created_at    DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-  KEY ix_placements_node (node, operation_id)
+  KEY ix_placements_node (cluster, node, operation_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- A product offered in another location (cluster) than its home one (products.cluster): there
+-- it deploys from that cluster's template, onto that cluster's node/storage and pools; every
+-- other key of the package is the product's. The create event's ``location`` picks the row.
+CREATE TABLE IF NOT EXISTS product_locations (
+  product_id    INT UNSIGNED NOT NULL,
+  cluster       VARCHAR(64)  NOT NULL,
+  template_id   INT UNSIGNED NOT NULL,
+  target_node   VARCHAR(64)  NOT NULL,
+  target_storage VARCHAR(64) NOT NULL,
+  ip_pool_id    INT UNSIGNED NULL,
+  ip6_pool_id   INT UNSIGNED NULL,
+  PRIMARY KEY (product_id, cluster),
+  CONSTRAINT fk_product_locations_product FOREIGN KEY (product_id) REFERENCES products (id),
+  CONSTRAINT fk_product_locations_template FOREIGN KEY (template_id) REFERENCES templates (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 -- The client's own firewall rules (firewall_rules_set; pvekvm/clientfw.py), applied after the

@@ -107,13 +107,15 @@ class OrderClient:
                hostname: str | None = None, template: str | None = None, ipv6: bool = False,
                language: str | None = None, ssh_keys: list[str] | None = None,
                idempotency_key: str | None = None,
-               occurred_at: str | None = None) -> CreateEvent:
+               occurred_at: str | None = None, location: str | None = None) -> CreateEvent:
         """``language``: the client's (``de``, ``pt-BR``, ``german``); mails fall back to
         English when no template exists for it. ``ssh_keys``: the client's OpenSSH public key
-        lines."""
+        lines. ``location``: the cluster the VM goes to (needed when the product is offered in
+        several)."""
         return self._emit(CreateEvent, service_id, idempotency_key, occurred_at,
                           client_id=client_id, product=product, email=email, hostname=hostname,
-                          template=template, ipv6=ipv6, language=language, ssh_keys=ssh_keys)
+                          template=template, ipv6=ipv6, language=language, ssh_keys=ssh_keys,
+                          location=location)
 
     def change_package(self, *, service_id: int, product: str,
                        idempotency_key: str | None = None, occurred_at: str | None = None,

@@ -191,8 +191,10 @@ def cmd_config_check(path: str) -> int:
     if "api_note" in o:
         print(f"note: {o['api_note']}", file=sys.stderr)
     pve = o["proxmox"] if s.proxmox else f"none ({o['proxmox']})"
+    clusters = (f"; clusters: {', '.join(s.cluster_names)}" if len(s.all_clusters) > 1
+                else "")
     print(f"{shown(f)}: settings ok (database: {o['database']}; broker: {o['amqp']}; "
-          f"proxmox: {pve}; smtp: {o['smtp']})")
+          f"proxmox: {pve}{clusters}; smtp: {o['smtp']})")
     return 0
 
 
@@ -212,7 +214,7 @@ def cmd_load_catalog(settings, args) -> int:
         print(f"{PROG} load-catalog: {exc}", file=sys.stderr)
         return preflight.EXIT_DEPENDENCY
     try:
-        counts = catalog.load_file(args.file, settings.secret_key_file)
+        counts = catalog.load_file(args.file, settings.secret_key_file, settings.cluster_names)
     except catalog.CatalogError as exc:
         print(f"{args.file}: {exc}", file=sys.stderr)
         return preflight.EXIT_CONFIG
@@ -326,15 +328,28 @@ def _drain():
     return drain
 
 
+def _cluster_arg(settings, args) -> str | None:
+    """``--cluster C`` checked against the settings (exit 2 naming the known ones)."""
+    name = getattr(args, "cluster", None)
+    if name is not None and settings.cluster(name) is None:
+        print(f"{PROG}: --cluster {name}: not a cluster of the settings (known: "
+              f"{', '.join(settings.cluster_names)})", file=sys.stderr)
+        raise SystemExit(preflight.EXIT_CONFIG)
+    return name
+
+
 def _node_command(settings, args) -> int:
     d = _drain()
+    cluster = _cluster_arg(settings, args) or settings.default_cluster
     if args.node_cmd == "maintenance":
-        return _reply(d.set_maintenance(args.node, args.state == "on"))
+        return _reply(d.set_maintenance(args.node, args.state == "on", cluster))
     if args.node_cmd == "drain":
-        return _reply(d.drain_command(settings, args.node, not args.no_watch, args.timeout))
+        return _reply(d.drain_command(settings, args.node, not args.no_watch, args.timeout,
+                                      cluster=cluster))
     if args.node_cmd == "undrain":
-        return _reply(d.undrain(args.node))
-    return _reply(d.node_status(args.node))
+        return _reply(d.undrain(args.node, cluster))
+    return _reply(d.node_status(args.node, _cluster_arg(settings, args)
+                                or (settings.default_cluster if args.node else None)))
 
 
 def _node_name(text: str) -> str:
@@ -367,10 +382,11 @@ COMMANDS = {
     "history": lambda settings, args: _reply(_admin().history(args.service_id)),
     "resume": lambda settings, args: _reply(
         _admin().resume(settings, args.ref) if args.ref is not None
-        else _admin().resume_many(settings, args.reason)),
+        else _admin().resume_many(settings, args.reason, _cluster_arg(settings, args))),
     "cancel": lambda settings, args: _reply(
         _admin().cancel(settings, args.ref) if args.ref is not None
-        else _admin().cancel_many(settings, args.reason)),
+        else _admin().cancel_many(settings, args.reason,
+                                  cluster=_cluster_arg(settings, args))),
     "dead-letters": cmd_dead_letters,
     "pools": lambda settings, args: print(pool_usage()),
     "status": lambda settings, args: print(engine_status(settings)),
@@ -378,7 +394,8 @@ COMMANDS = {
     "migrate": lambda settings, args: _reply(_drain().migrate_command(
         settings, args.service_id, args.node)),
     "node": lambda settings, args: _node_command(settings, args),
-    "isos": lambda settings, args: print(list_isos(settings, args.storage, args.node)),
+    "isos": lambda settings, args: print(list_isos(settings, args.storage, args.node,
+                                                   _cluster_arg(settings, args))),
     "api": lambda settings, args: args.run(args, settings),
     "smtp-sink": lambda settings, args: _smtp_sink(settings, args),
     "webhooks": lambda settings, args: cmd_webhooks(args),
@@ -438,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
         which.add_argument("--all", action="store_true", help="every paused operation")
         which.add_argument("--reason", type=_reason_text, metavar="TEXT",
                            help="the paused operations whose pause reason contains TEXT")
+        which.add_argument("--cluster", metavar="C",
+                           help="the paused operations of the services in cluster C")
     p = sub.add_parser("dead-letters")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--width", type=int, default=300, help="cut each body at this many "
@@ -451,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", type=_node_name, default=None,
                    help="target node (default: where placement chooses)")
     p = sub.add_parser("node")
+    p.add_argument("--cluster", metavar="C", help="the node's cluster (default: the first)")
     nodes = p.add_subparsers(dest="node_cmd", required=True)
     q = nodes.add_parser("maintenance")
     q.add_argument("node", type=_node_name)
@@ -465,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("isos")
     p.add_argument("storage")
     p.add_argument("--node", default=None)
+    p.add_argument("--cluster", metavar="C", help="the storage's cluster (default: the first)")
     add_api_command(sub)
     _adoption().add_commands(sub)
     p = sub.add_parser("smtp-sink", help="a local mail sink where [smtp] points (a trial)")
@@ -595,9 +616,16 @@ def engine_status(settings) -> str:
                      + (f" (next at {due:%Y-%m-%d %H:%M:%S})" if due else "")
                      + f", {manual} wait for an operator")
     lines.append("services:")
-    for status, n in database.execute_sql(
-            "SELECT status, COUNT(*) FROM services GROUP BY status ORDER BY status").fetchall():
-        lines.append(f"  {status:<18} {n:>6}")
+    by_cluster = database.execute_sql(
+        "SELECT cluster, status, COUNT(*) FROM services GROUP BY cluster, status "
+        "ORDER BY cluster, status").fetchall()
+    several = len({c for c, _, _ in by_cluster} | set(settings.cluster_names)) > 1
+    for cluster, status, n in by_cluster:  # per cluster once there are several
+        lines.append(f"  {(cluster + ' ') if several else ''}{status:<18} {n:>6}")
+    unknown = sorted({c for c, _, _ in by_cluster} - set(settings.cluster_names))
+    if unknown:
+        lines.append(f"  services in clusters the settings do not name: {', '.join(unknown)} "
+                     "(their steps pause: add them to [[clusters]])")
     lines += ["nodes:"] + [f"  {line}" for line in _drain().node_status(None).splitlines()]
     lines.append("queues (messages ready):")
     topo = messaging.Topology(settings.namespace)
@@ -621,8 +649,8 @@ def pool_usage() -> str:
 
     from pvekvm.models import IpAddress, IpPool
 
-    lines = [f"{'pool':<16} {'v':>1} {'network':<22} {'free':>6} {'held':>6}"]
-    for pool in IpPool.select().order_by(IpPool.name):
+    lines = [f"{'pool':<16} {'v':>1} {'network':<22} {'cluster':<12} {'free':>6} {'held':>6}"]
+    for pool in IpPool.select().order_by(IpPool.cluster, IpPool.name):
         held = (IpAddress.select(fn.COUNT(IpAddress.id))
                 .where((IpAddress.pool_id == pool.id) & IpAddress.service_id.is_null(False))
                 .scalar())
@@ -633,15 +661,15 @@ def pool_usage() -> str:
             total = 1 << (int(pool.assign) - bits)
             network = f"{pool.network} /{pool.assign}"
         lines.append(f"{pool.name:<16} {pool.version:>1} {network:<22} "
-                     f"{total - held:>6} {held:>6}")
+                     f"{pool.cluster or '(shared)':<12} {total - held:>6} {held:>6}")
     return "\n".join(lines)
 
 
-def list_isos(settings, storage: str, node: str | None) -> str:
+def list_isos(settings, storage: str, node: str | None, cluster: str | None = None) -> str:
     from pvekvm.proxmox import client
     from steps.lifecycle import iso_group
 
-    pve = client(settings.proxmox)
+    pve = client(settings.proxmox_of(cluster))
     node = node or pve.get("nodes")[0]["node"]
     groups: dict[str, list[str]] = {}
     for item in pve.get(f"nodes/{node}/storage/{storage}/content", content="iso"):

@@ -7,6 +7,7 @@ import ipaddress
 import json
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from pvekvm.models import (
     IpAddress,
     IpPool,
     Product,
+    ProductLocation,
     Template,
     TemplateReplica,
     database,
@@ -261,13 +263,91 @@ def place_on(p: dict[str, Any], groups: dict[str, list[str]]) -> None:
     p["node_group"] = group
 
 
-def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
+LOCATION_KEYS = {"template", "target_node", "target_storage", "ip_pool", "ip6_pool"}
+
+
+def _cluster_of(entry: dict[str, Any], where: str, clusters: Sequence[str]) -> str:
+    """The entry's ``cluster`` (absent: the first/only one), one the settings name."""
+    name = entry.get("cluster") or clusters[0]
+    if name not in clusters:
+        raise CatalogError(f"{where}: cluster {name!r} is not in the settings (clusters: "
+                           f"{', '.join(clusters)})")
+    return str(name)
+
+
+def serves(pool: IpPool, cluster: str) -> bool:
+    """A pool serves the VMs of its own cluster, a shared one (no cluster) those of every one."""
+    return pool.cluster is None or pool.cluster == cluster
+
+
+def _pool_for(product: str, key: str, name: str, cluster: str,
+              pools: dict[str, IpPool]) -> IpPool:
+    pool = pools.get(name) or IpPool.get_or_none(IpPool.name == name)
+    if pool is None:
+        raise CatalogError(f"product {product}: unknown pool {name}")
+    if not serves(pool, cluster):
+        raise CatalogError(f"product {product} in cluster {cluster}: {key} {name} is a pool of "
+                           f"cluster {pool.cluster} (a pool serves its own cluster, or every "
+                           "one with shared = true)")
+    return pool
+
+
+def _template_for(product: str, name: str, cluster: str,
+                  templates: dict[str, Template]) -> Template:
+    tpl = templates.get(name) or Template.get_or_none(Template.name == name)
+    if tpl is None:
+        raise CatalogError(f"product {product}: unknown template {name}")
+    if tpl.cluster != cluster:
+        raise CatalogError(f"product {product} in cluster {cluster}: template {name} lives in "
+                           f"cluster {tpl.cluster} (a VM is cloned from a template of its own "
+                           "cluster: name that cluster's copy in the location)")
+    return tpl
+
+
+def _load_locations(product: Product, locations: object, clusters: Sequence[str],
+                    templates: dict[str, Template], pools: dict[str, IpPool]) -> None:
+    """The product's other locations become exactly the listed ones: per cluster its own
+    template, node, storage and pools (node/storage/pools default to the product's)."""
+    where = f"product {product.name}"
+    if not isinstance(locations, dict) or not all(isinstance(v, dict)
+                                                  for v in locations.values()):
+        raise CatalogError(f"{where}: locations must be tables, [products.locations.CLUSTER]")
+    rows = []
+    for cluster, loc in locations.items():
+        at = f"{where} location {cluster}"
+        _cluster_of({"cluster": cluster}, at, clusters)
+        if cluster == product.cluster:
+            raise CatalogError(f"{at}: that is the product's own cluster (its keys say it)")
+        if set(loc) - LOCATION_KEYS or "template" not in loc:
+            raise CatalogError(f"{at}: needs template and may say target_node, target_storage, "
+                               f"ip_pool, ip6_pool; got {sorted(loc)}")
+        row: dict[str, Any] = {
+            "product_id": product.id, "cluster": cluster,
+            "template_id": _template_for(product.name, loc["template"], cluster, templates).id,
+            "target_node": loc.get("target_node", product.target_node),
+            "target_storage": loc.get("target_storage", product.target_storage)}
+        for key, col in (("ip_pool", "ip_pool_id"), ("ip6_pool", "ip6_pool_id")):
+            name = loc.get(key)
+            if name is None and getattr(product, col) is not None:
+                name = IpPool.get_by_id(getattr(product, col)).name
+            row[col] = _pool_for(product.name, key, name, cluster, pools).id if name else None
+        rows.append(row)
+    ProductLocation.delete().where(ProductLocation.product_id == product.id).execute()
+    if rows:
+        ProductLocation.insert_many(rows).execute()
+
+
+def load(data: dict[str, Any], key_file: str,
+         clusters: Sequence[str] = ("default",)) -> dict[str, int]:
+    """``clusters``: the settings' cluster names, the default first (an entry without
+    ``cluster`` belongs to it); a product's template and pools must be of its cluster."""
     check_dns(data, key_file)
     counts = {"templates": 0, "ip_pools": 0, "addresses": 0, "products": 0, "dns_zones": 0}
     with database.atomic():
         templates = {}
         for t in data.get("templates", []):
             t = dict(t)
+            t["cluster"] = _cluster_of(t, f"template {t.get('name')}", clusters)
             replicas = t.pop("replicas", None)
             check_template(t)
             tpl = templates[t["name"]] = _upsert(Template, "name", t)
@@ -278,6 +358,13 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
         for p in data.get("ip_pools", []):
             p = dict(p)
             first, last = p.pop("first", None), p.pop("last", None)
+            if p.pop("shared", False):
+                if p.get("cluster"):
+                    raise CatalogError(f"pool {p.get('name')}: shared (every cluster) or "
+                                       "cluster, not both")
+                p["cluster"] = None
+            else:
+                p["cluster"] = _cluster_of(p, f"pool {p.get('name')}", clusters)
             if p.get("assign") is not None:
                 check_prefix_pool(p, first, last)
             pool = pools[p["name"]] = _upsert(IpPool, "name", p)
@@ -297,12 +384,11 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
             place_on(p, groups)
             tpl = p.pop("template")
             offer = p.pop("templates", None)
+            locations = p.pop("locations", {})
+            p["cluster"] = cluster = _cluster_of(p, f"product {p.get('name')}", clusters)
             for name in [tpl, *(offer if isinstance(offer, list) else [])]:
-                if isinstance(name, str) and name not in templates:
-                    t = Template.get_or_none(Template.name == name)
-                    if t is None:
-                        raise CatalogError(f"product {p['name']}: unknown template {name}")
-                    templates[name] = t
+                if isinstance(name, str):  # the offer's templates are of the product's cluster
+                    templates[name] = _template_for(p["name"], name, cluster, templates)
             offer_ids = _offer(p["name"], tpl, offer, templates)
             p["template_id"] = templates[tpl].id
             check_login(p, templates[tpl].name, templates[tpl].os_type)
@@ -311,10 +397,7 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
             for key, col in (("ip_pool", "ip_pool_id"), ("ip6_pool", "ip6_pool_id")):
                 name = p.pop(key, None)
                 if name:
-                    pool = pools.get(name) or IpPool.get_or_none(IpPool.name == name)
-                    if pool is None:
-                        raise CatalogError(f"product {p['name']}: unknown pool {name}")
-                    p[col] = pool.id
+                    p[col] = _pool_for(p["name"], key, name, cluster, pools).id
             extra = p.get("extra_ipv4", 0)
             if extra and not p.get("ip_pool_id"):
                 raise CatalogError(f"product {p['name']}: extra_ipv4 needs an ip_pool "
@@ -339,6 +422,7 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
                 p.setdefault(key, None)  # left out = PVE's default (a reload clears it)
             product = _upsert(Product, "name", p)
             picker.save_offer(product.id, offer_ids)
+            _load_locations(product, locations, clusters, templates, pools)
             counts["products"] += 1
         providers = {}
         for d in data.get("dns_providers", []):
@@ -355,5 +439,6 @@ def load(data: dict[str, Any], key_file: str) -> dict[str, int]:
     return counts
 
 
-def load_file(path: str | Path, key_file: str) -> dict[str, int]:
-    return load(tomllib.loads(Path(path).read_text()), key_file)
+def load_file(path: str | Path, key_file: str,
+              clusters: Sequence[str] = ("default",)) -> dict[str, int]:
+    return load(tomllib.loads(Path(path).read_text()), key_file, clusters)

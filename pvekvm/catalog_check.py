@@ -36,9 +36,9 @@ from pvekvm.validation import is_valid_hostname
 #: section -> (model, extra keys the loader accepts, columns the loader fills itself)
 SECTIONS: dict[str, tuple[Any, dict[str, type], set[str]]] = {
     "templates": (Template, {}, set()),
-    "ip_pools": (IpPool, {"first": str, "last": str}, set()),
+    "ip_pools": (IpPool, {"first": str, "last": str, "shared": bool}, set()),
     "products": (Product, {"template": str, "ip_pool": str, "ip6_pool": str, "templates": list,
-                           "group": str, "nodes": list, "target_node": str},
+                           "group": str, "nodes": list, "target_node": str, "locations": dict},
                  {"template_id", "ip_pool_id", "ip6_pool_id", "nodes", "node_group",
                   "target_node"}),  # target_node: checked with nodes and group
 }
@@ -81,8 +81,8 @@ def _entry(where: str, section: str, entry: dict[str, Any]) -> list[str]:
             errors.append(f"{where} {name}: must not be negative, got {value!r}")
     for key, typ in extra.items():
         if key in entry and not isinstance(entry[key], typ):
-            errors.append(f"{where} {key}: expected {'a list' if typ is list else 'a string'}"
-                          f", got {str(entry[key])[:70]!r}")
+            what = {dict: "a table", bool: "true/false", list: "a list"}.get(typ, "a string")
+            errors.append(f"{where} {key}: expected {what}, got {str(entry[key])[:70]!r}")
         elif key not in entry and key in REQUIRED_EXTRA.get(section, ()):
             errors.append(f"{where} {key}: missing")
     return errors
@@ -179,6 +179,7 @@ def _product_refs(where: str, p: dict[str, Any], data: dict[str, Any]) -> list[s
         elif known is not None:
             errors.extend(f"{where} templates: no [[templates]] named {n!r} in this file"
                           for n in p["templates"] if n not in known)
+    errors += _cluster_refs(where, p, data)
     extra = p.get("extra_ipv4", 0)
     if isinstance(extra, int) and extra > MAX_EXTRA_IPV4:
         errors.append(f"{where} extra_ipv4: at most {MAX_EXTRA_IPV4} (one NIC each), got {extra}")
@@ -234,6 +235,40 @@ def _product_nodes(where: str, p: dict[str, Any], data: dict[str, Any]) -> list[
     except CatalogError as exc:
         return [f"{where} {str(exc).split(': ', 1)[-1]}"]
     return []
+
+
+def _cluster_refs(where: str, p: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    """Cross-cluster mistakes this file shows: a product (or one of its locations) whose
+    template or pool is defined here in another cluster. An entry without ``cluster`` is in the
+    settings' first cluster, unknown here: compared only with another entry without one."""
+    by_name = {s: {e.get("name"): e for e in data.get(s, []) if isinstance(e, dict)}
+               for s in ("templates", "ip_pools")}
+    errors = []
+    places = [(where, p.get("cluster"), p)]
+    locations = p.get("locations", {})
+    if isinstance(locations, dict):
+        for cluster, loc in locations.items():
+            if not isinstance(loc, dict):
+                errors.append(f"{where} locations.{cluster}: expected a table")
+                continue
+            if "template" not in loc:
+                errors.append(f"{where} locations.{cluster} template: missing (the VM is "
+                              "cloned from a template of that cluster)")
+            places.append((f"{where} locations.{cluster}", cluster,
+                           {k: loc.get(k, p.get(k)) for k in ("template", "ip_pool",
+                                                               "ip6_pool")}))
+    for at, cluster, refs in places:
+        for key, section in (("template", "templates"), ("ip_pool", "ip_pools"),
+                             ("ip6_pool", "ip_pools")):
+            entry = by_name[section].get(refs.get(key))
+            if entry is None or (section == "ip_pools" and entry.get("shared")):
+                continue
+            if entry.get("cluster") != cluster:
+                errors.append(f"{at} {key}: {refs[key]} is in cluster "
+                              f"{entry.get('cluster') or '(the default)'}, the product in "
+                              f"{cluster or '(the default)'} (a template and pools of its own "
+                              "cluster, or a shared pool)")
+    return errors
 
 
 def _provider(where: str, d: dict[str, Any]) -> list[str]:

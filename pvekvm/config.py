@@ -88,6 +88,23 @@ class ProxmoxSettings:
         )
 
 
+DEFAULT_CLUSTER = "default"  # the cluster ``[proxmox]`` is, unless it says ``name``
+_CLUSTER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """One Proxmox cluster (a location): its name, as the catalog's ``cluster = "..."``, the
+    create event's ``location`` and the service row say it, and how to reach its API.
+    ``vmid_min``/``vmid_max``: the VMIDs given in it (None: the engine's range); one VMID is
+    given once in the whole fleet (steps/allocation.py), ranges may overlap."""
+
+    name: str
+    proxmox: ProxmoxSettings
+    vmid_min: int | None = None
+    vmid_max: int | None = None
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     vmid_min: int = 1000
@@ -262,9 +279,49 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)  # [[webhooks]], ...
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     placement: PlacementSettings = field(default_factory=PlacementSettings)
+    #: every cluster (``[[clusters]]``; ``[proxmox]`` alone: one named ``default_cluster``)
+    clusters: tuple[ClusterSettings, ...] = ()
+    default_cluster: str = DEFAULT_CLUSTER
     #: where each dependency's setting comes from ("DATABASE_URL", "config/pvekvm.toml [database]
     #: url", ...) or, for "proxmox" when there is none, why: named in start-up failures
     origin: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+
+    @property
+    def all_clusters(self) -> tuple[ClusterSettings, ...]:
+        """Every cluster, the default first. Its API settings are always ``proxmox`` (so
+        ``replace(settings, proxmox=...)`` tunes it); ``[proxmox]`` alone: one cluster."""
+        if not self.clusters:
+            return (ClusterSettings(self.default_cluster, self.proxmox),) if self.proxmox \
+                else ()
+        first = self.clusters[0]
+        if self.proxmox is not None and first.proxmox is not self.proxmox:
+            first = replace(first, proxmox=self.proxmox)
+        return (first, *self.clusters[1:])
+
+    @property
+    def cluster_names(self) -> tuple[str, ...]:
+        """Every cluster's name, the default (first) first; none configured: the default's."""
+        return tuple(c.name for c in self.clusters) or (self.default_cluster,)
+
+    def cluster(self, name: str | None) -> ClusterSettings | None:
+        """The cluster called ``name`` (None: the default one), or None when unknown."""
+        name = name or self.default_cluster
+        return next((c for c in self.all_clusters if c.name == name), None)
+
+    def proxmox_of(self, cluster: str | None) -> ProxmoxSettings | None:
+        """How to reach ``cluster``'s API (None: the default cluster); None when unknown."""
+        if cluster is None or cluster == self.default_cluster:
+            return self.proxmox
+        found = self.cluster(cluster)
+        return found.proxmox if found else None
+
+    def with_proxmox(self, cluster: str, proxmox: ProxmoxSettings) -> Settings:
+        """The same settings with ``cluster``'s API settings replaced (tests, tuning)."""
+        if cluster == self.default_cluster:
+            return replace(self, proxmox=proxmox)
+        return replace(self, clusters=tuple(replace(c, proxmox=proxmox) if c.name == cluster
+                                            else c for c in self.clusters))
 
 
 class ConfigError(ValueError):
@@ -277,7 +334,7 @@ SECTIONS: dict[str, set[str]] = {
     "database": {"url"},
     "amqp": {"url", "urls", "namespace"},
     "proxmox": {"connection_file", "base_url", "endpoints", "token_id", "token_secret",
-                "ca_bundle", "max_calls_per_node", "endpoint_retry_s"},
+                "ca_bundle", "max_calls_per_node", "endpoint_retry_s", "name"},
     "smtp": {f.name for f in fields(SmtpSettings)},
     "engine": {f.name for f in fields(EngineSettings)},
     "secrets": {"key_file"},
@@ -290,7 +347,8 @@ SECTIONS: dict[str, set[str]] = {
     "placement": {f.name for f in fields(PlacementSettings)},
 }
 #: sections that are arrays of tables (``[[webhooks]]``), checked by their own parser
-ARRAY_SECTIONS: set[str] = {"webhooks"}
+ARRAY_SECTIONS: set[str] = {"webhooks", "clusters"}
+CLUSTER_KEYS = (SECTIONS["proxmox"] | {"vmid_min", "vmid_max"})
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
     """The settings file in use: ``path``, else ``$PVEKVM_CONFIG``, else config/pvekvm.toml."""
     return Path(path or os.environ.get("PVEKVM_CONFIG") or DEFAULT_CONFIG)
@@ -396,6 +454,7 @@ def _endpoint_tuning(pve_raw: dict[str, Any], where: str) -> dict[str, Any]:
 def _proxmox(raw: dict[str, Any], cfg: Path) -> tuple[ProxmoxSettings | None, str]:
     """The Proxmox connection and where it comes from (or why there is none)."""
     pve_raw = dict(raw.get("proxmox", {}))
+    pve_raw.pop("name", None)  # the cluster's name (load_settings reads it)
     tuning = _endpoint_tuning(pve_raw, f"{shown(cfg)} [proxmox]")
     env_file = os.environ.get("PVE_CONNECTION_FILE")
     conn_file = env_file or pve_raw.pop("connection_file", None)
@@ -418,6 +477,12 @@ def _proxmox(raw: dict[str, Any], cfg: Path) -> tuple[ProxmoxSettings | None, st
         return None, (f"no Proxmox connection: set [proxmox] connection_file, or base_url, "
                       f"token_id and token_secret, in {shown(cfg)} (or PVE_CONNECTION_FILE)")
     where = f"{shown(cfg)} [proxmox]"
+    return _inline_proxmox(pve_raw, tuning, where), where
+
+
+def _inline_proxmox(pve_raw: dict[str, Any], tuning: dict[str, Any], where: str
+                    ) -> ProxmoxSettings:
+    """A cluster's API settings written out (``base_url`` or ``endpoints``, the token, CA)."""
     endpoints = pve_raw.pop("endpoints", None)
     if endpoints is not None:
         if "base_url" in pve_raw:
@@ -443,7 +508,63 @@ def _proxmox(raw: dict[str, Any], cfg: Path) -> tuple[ProxmoxSettings | None, st
                           f"got {pve_raw['token_id']!r}")
     if endpoints and len(endpoints) > 1:
         pve_raw["endpoints"] = tuple(endpoints)
-    return ProxmoxSettings(**pve_raw, **tuning), where
+    return ProxmoxSettings(**pve_raw, **tuning)
+
+
+def _cluster_name(value: object, where: str) -> str:
+    if not isinstance(value, str) or not _CLUSTER_NAME.fullmatch(value):
+        raise ConfigError(f"{where} name: expected lower-case letters, digits, '-' or '_' "
+                          f"(at most 63), got {value!r}")
+    return value
+
+
+def _clusters(raw: dict[str, Any], cfg: Path) -> tuple[ClusterSettings, ...]:
+    """``[[clusters]]``: each a name, ``connection_file`` or the ``[proxmox]`` keys inline, and
+    optionally its VMID range. Names are unique; ``[proxmox]`` and ``[[clusters]]`` exclude
+    each other (one place says where each cluster is)."""
+    tables = raw.get("clusters")
+    if tables is None:
+        return ()
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict)
+                                                              for t in tables):
+        raise ConfigError(f"{shown(cfg)} [[clusters]]: expected one [[clusters]] table per "
+                          "cluster")
+    if raw.get("proxmox"):
+        raise ConfigError(f"{shown(cfg)}: set [proxmox] (one cluster) or [[clusters]], not both")
+    out: list[ClusterSettings] = []
+    for i, table in enumerate(tables, 1):
+        where = f"{shown(cfg)} [[clusters]] #{i}"
+        unknown = set(table) - CLUSTER_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} "
+                              f"(known: {', '.join(sorted(CLUSTER_KEYS))})")
+        body = dict(table)
+        name = _cluster_name(body.pop("name", None), where)
+        where = f"{shown(cfg)} [[clusters]] {name}"
+        if name in {c.name for c in out}:
+            raise ConfigError(f"{where}: a second cluster of that name")
+        vmids = {k: body.pop(k) for k in ("vmid_min", "vmid_max") if k in body}
+        for k, v in vmids.items():
+            if not isinstance(v, int) or isinstance(v, bool) or not 100 <= v <= 999999999:
+                raise ConfigError(f"{where} {k}: expected a VMID (100..999999999), got {v!r}")
+        if vmids.get("vmid_min", 100) > vmids.get("vmid_max", 999999999):
+            raise ConfigError(f"{where}: vmid_min is above vmid_max")
+        tuning = _endpoint_tuning(body, where)
+        conn = body.pop("connection_file", None)
+        if conn is not None:
+            if body:
+                raise ConfigError(f"{where}: connection_file says where the cluster is: "
+                                  f"{sorted(body)[0]} does not go with it")
+            try:
+                proxmox = ProxmoxSettings.from_connection(json.loads(Path(conn).read_text()),
+                                                          **tuning)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(f"{where} connection_file = {conn}: not a readable "
+                                  f"connection file: {exc}") from None
+        else:
+            proxmox = _inline_proxmox(body, tuning, where)
+        out.append(ClusterSettings(name, proxmox, **vmids))
+    return tuple(out)
 
 
 def _url(raw: dict[str, Any], cfg: Path, section: str, env: str, env_value: str | None,
@@ -499,7 +620,15 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     db, db_where = _url(raw, cfg, "database", "DATABASE_URL", os.environ.get("DATABASE_URL"),
                         ("mysql", "mysql+pymysql", "mariadb"))
     amqp, amqp_where, namespace = _broker(raw, cfg)
-    proxmox, pve_where = _proxmox(raw, cfg)
+    clusters = _clusters(raw, cfg)
+    proxmox: ProxmoxSettings | None
+    if clusters:
+        proxmox, pve_where = clusters[0].proxmox, f"{shown(cfg)} [[clusters]]"
+        default_cluster = clusters[0].name
+    else:
+        proxmox, pve_where = _proxmox(raw, cfg)
+        default_cluster = _cluster_name(raw.get("proxmox", {}).get("name", DEFAULT_CLUSTER),
+                                        f"{shown(cfg)} [proxmox]")
     smtp_raw = dict(raw.get("smtp", {}))
     smtp_where = f"{shown(cfg)} [smtp]"
     if env.get("SMTP_HOST"):
@@ -539,6 +668,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         metrics=_metrics(raw.get("observability", {}), cfg),
         api=api, rdns=_rdns(raw.get("rdns", {}), cfg), webhooks=webhooks,
         console=_console(raw.get("console", {}), cfg), placement=placement,
+        clusters=clusters, default_cluster=default_cluster,
         origin={"file": shown(cfg), "database": db_where, "amqp": amqp_where,
                 "proxmox": pve_where, "smtp": smtp_where,
                 **({"api_note": api_note} if api_note else {}),

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 #: what the API reads (pvekvm/api): services and their operations, steps, addresses,
 #: snapshots, backups, usage, and the catalog rows they name
 API_READS: tuple[str, ...] = (
-    "services", "operations", "step_runs", "products", "templates", "ip_addresses",
+    "services", "operations", "step_runs", "products", "product_locations", "templates",
+    "ip_addresses",
     "ip_pools", "snapshots", "backups", "backup_schedules", "traffic_usage", "dns_zones",
     "dns_records", "schema_version",
     "outbox", "webhook_deliveries", "webhook_streams",  # the pull feed, endpoints' backlog

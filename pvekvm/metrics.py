@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pvekvm.lifecycle import OpStatus as S
+from pvekvm.lifecycle import ServiceStatus
 
 log = logging.getLogger("pvekvm.metrics")
 
@@ -66,8 +67,8 @@ JOB_ITEMS = Counter(
 PAUSED = Gauge(
     "pvekvm_operations_paused", "Paused operations (set by the scheduler's auto_resume job), by "
     "what resumes them (auto: they resume by themselves; operator: auto-resume gave up) and the "
-    "dependency whose fault paused them (proxmox, database, mail, dns, other)",
-    ["resume", "dependency"])
+    "dependency whose fault paused them (proxmox, database, mail, dns, other) and the cluster "
+    "of their service", ["resume", "dependency", "cluster"])
 UP = Gauge("pvekvm_process_start_time_seconds", "When this pvekvm process started (epoch)")
 UP.set_to_current_time()
 
@@ -110,7 +111,8 @@ def observe_handling(pool: str, seconds: float, _proxmox_seconds: float = 0.0) -
 # --------------------------------------------------------------------------- database gauges
 
 _registered: dict[str, Collector] = {}
-DATABASE_GAUGES = ("pvekvm_operations", "pvekvm_dead_letters", "pvekvm_clone_slots_in_use",
+DATABASE_GAUGES = ("pvekvm_operations", "pvekvm_services", "pvekvm_dead_letters",
+                   "pvekvm_clone_slots_in_use",
                    "pvekvm_oldest_running_idle_seconds")
 
 
@@ -122,32 +124,41 @@ class DatabaseCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from pvekvm.models import DeadLetter, Operation, database
 
-        ops = GaugeMetricFamily("pvekvm_operations", "Operations by kind and status "
-                                "(running = in flight, queued, paused, failed)",
-                                labels=["kind", "status"])
+        ops = GaugeMetricFamily("pvekvm_operations", "Operations by kind, status "
+                                "(running = in flight, queued, paused, failed) and the "
+                                "cluster of their service", labels=["kind", "status", "cluster"])
+        services = GaugeMetricFamily("pvekvm_services", "Services by cluster and status "
+                                     "(terminated ones not counted)",
+                                     labels=["cluster", "status"])
         dead = GaugeMetricFamily("pvekvm_dead_letters", "Rows in the dead_letters table")
         clones = GaugeMetricFamily("pvekvm_clone_slots_in_use",
-                                   "Clones with a running Proxmox task, by template node",
-                                   labels=["node"])
+                                   "Clones with a running Proxmox task, by cluster and "
+                                   "template node", labels=["cluster", "node"])
         idle = GaugeMetricFamily("pvekvm_oldest_running_idle_seconds",
                                  "Seconds since the least recently moved running operation "
                                  "changed (a lost nudge shows here before the reconciler acts)")
         try:
             database.connect(reuse_if_open=True)
             rows = database.execute_sql(
-                "SELECT kind, status, COUNT(*) FROM operations "
-                f"WHERE status IN ('{S.RUNNING}', '{S.QUEUED}', '{S.PAUSED}', '{S.FAILED}') "
-                "GROUP BY kind, status").fetchall()
-            for kind, status, n in rows:
-                ops.add_metric([kind, status], n)
+                "SELECT o.kind, o.status, s.cluster, COUNT(*) FROM operations o "
+                "JOIN services s ON s.id = o.service_id "
+                f"WHERE o.status IN ('{S.RUNNING}', '{S.QUEUED}', '{S.PAUSED}', '{S.FAILED}') "
+                "GROUP BY o.kind, o.status, s.cluster").fetchall()
+            for kind, status, cluster, n in rows:
+                ops.add_metric([kind, status, cluster], n)
+            for cluster, status, n in database.execute_sql(
+                    "SELECT cluster, status, COUNT(*) FROM services "
+                    f"WHERE status <> '{ServiceStatus.TERMINATED}' "
+                    "GROUP BY cluster, status").fetchall():
+                services.add_metric([cluster, status], n)
             dead.add_metric([], DeadLetter.select().count())
-            for node, n in database.execute_sql(  # a clone holds a slot while its task runs
-                    "SELECT t.node, COUNT(*) FROM operations o "
+            for cluster, node, n in database.execute_sql(  # a clone: a slot while its task runs
+                    "SELECT s.cluster, t.node, COUNT(*) FROM operations o "
                     "JOIN services s ON s.id = o.service_id "
                     "JOIN templates t ON t.id = s.template_id "
                     f"WHERE o.status = '{S.RUNNING}' AND o.upid LIKE %s "
-                    "GROUP BY t.node", ("%:qmclone:%",)).fetchall():
-                clones.add_metric([node], n)
+                    "GROUP BY s.cluster, t.node", ("%:qmclone:%",)).fetchall():
+                clones.add_metric([cluster, node], n)
             oldest = (Operation.select(Operation.updated_at)
                       .where(Operation.status == S.RUNNING)
                       .order_by(Operation.updated_at).limit(1).scalar())
@@ -157,7 +168,7 @@ class DatabaseCollector(Collector):
             return
         finally:
             database.close()
-        yield from (ops, dead, clones, idle)  # the names of DATABASE_GAUGES
+        yield from (ops, services, dead, clones, idle)  # the names of DATABASE_GAUGES
 
 
 def register_database_gauges() -> None:

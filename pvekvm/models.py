@@ -81,6 +81,7 @@ class Template(BaseModel):
     os_user = CharField(max_length=32, default="root")
     os_type = CharField(max_length=8, default="linux")  # windows: cloudbase-init
     ostype = CharField(max_length=8, null=True)  # PVE ostype (l26, win11); None: the template's
+    cluster = CharField(max_length=64, default="default")
 
     class Meta:
         table_name = "templates"
@@ -106,6 +107,7 @@ class IpPool(BaseModel):
     gateway = CharField(max_length=45)
     nameservers = CharField(max_length=255, default="")
     assign = SmallIntegerField(null=True)  # prefix pool: one /assign per service; None = addresses
+    cluster = CharField(max_length=64, null=True)  # None: serves every cluster
 
     class Meta:
         table_name = "ip_pools"
@@ -170,6 +172,7 @@ class Product(BaseModel):
     rdns_policy = CharField(max_length=16, default="owned-or-fcrdns")  # pvekvm/rdns_policy.py
     ssh_pwauth = BooleanField(default=True)  # False: keys only, the ready mail has no password
     cicustom = CharField(max_length=255, null=True)  # PVE cicustom (the operator's snippets)
+    cluster = CharField(max_length=64, default="default")  # its home location
 
     class Meta:
         table_name = "products"
@@ -197,6 +200,7 @@ class Service(BaseModel):
     status = CharField(max_length=16, default=ServiceStatus.PENDING)
     vmid = IntegerField(null=True, unique=True)
     node = CharField(max_length=64, null=True)
+    cluster = CharField(max_length=64, default="default")
     macaddr = CharField(max_length=17, null=True)
     username = CharField(max_length=32, null=True)
     password_enc = BlobField(null=True)
@@ -519,7 +523,7 @@ class SchemaVersion(BaseModel):
 class TaskSlot(BaseModel):
     """A place where PVE runs a bounded number of tasks of a kind (steps/slots.py)."""
 
-    slot = CharField(max_length=130, primary_key=True)
+    slot = CharField(max_length=200, primary_key=True)
 
     class Meta:
         table_name = "task_slots"
@@ -527,7 +531,7 @@ class TaskSlot(BaseModel):
 
 class TaskClaim(BaseModel):
     operation_id = BigIntegerField(primary_key=True)
-    slot = CharField(max_length=130)
+    slot = CharField(max_length=200)
 
     class Meta:
         table_name = "task_claims"
@@ -628,7 +632,8 @@ class Node(BaseModel):
     """A node in maintenance or being drained (pvekvm/nodes.py); a node without a row is in
     service."""
 
-    name = CharField(max_length=64, primary_key=True)
+    cluster = CharField(max_length=64, default="default")
+    name = CharField(max_length=64)
     maintenance = BooleanField(default=False)
     draining = BooleanField(default=False)
     drain_round = IntegerField(default=0)
@@ -636,6 +641,7 @@ class Node(BaseModel):
 
     class Meta:
         table_name = "nodes"
+        primary_key = CompositeKey("cluster", "name")
 
 
 class Placement(BaseModel):
@@ -646,6 +652,7 @@ class Placement(BaseModel):
     source = CharField(max_length=64, null=True)
     node = CharField(max_length=64)
     why = CharField(max_length=500, null=True)
+    cluster = CharField(max_length=64, default="default")
     created_at = DateTimeField(null=True)
 
     class Meta:
@@ -671,6 +678,22 @@ class Reservation(BaseModel):
         table_name = "reservations"
 
 
+class ProductLocation(BaseModel):
+    """A product offered in a cluster other than its home one: what differs there."""
+
+    product_id = IntegerField()
+    cluster = CharField(max_length=64)
+    template_id = IntegerField()
+    target_node = CharField(max_length=64)
+    target_storage = CharField(max_length=64)
+    ip_pool_id = IntegerField(null=True)
+    ip6_pool_id = IntegerField(null=True)
+
+    class Meta:
+        table_name = "product_locations"
+        primary_key = CompositeKey("product_id", "cluster")
+
+
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     Template, TemplateReplica, IpPool, Product, ProductTemplate, Service, VmidAllocation,
     IpAddress, Operation,
@@ -680,4 +703,5 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     FeedSequencer, WebhookEndpoint, WebhookDelivery, WebhookStream, ConsoleSession, Node, Placement,
     ClientFirewallRules,
     Reservation,
+    ProductLocation,
 )

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pvekvm.config import DEFAULT_CLUSTER
 from pvekvm.models import Placement, Product, Reservation, database
 
 if TYPE_CHECKING:
@@ -36,11 +37,11 @@ if TYPE_CHECKING:
 MiB, GiB = 2**20, 2**30
 UNFINISHED = ("queued", "running", "paused")
 # the hot path's statements written once (peewee's SQL building costs more than the round trip)
-_MAINTENANCE = "SELECT name FROM nodes WHERE maintenance = 1"
+_MAINTENANCE = "SELECT name FROM nodes WHERE cluster = %s AND maintenance = 1"
 _COPIES = ("SELECT node FROM template_replicas WHERE template_id = %s AND storage = %s "
            "AND shared = 0")
-_PLACE = ("INSERT IGNORE INTO placements (operation_id, service_id, source, node, why) "
-          "VALUES (%s, %s, NULL, %s, %s)")
+_PLACE = ("INSERT IGNORE INTO placements (operation_id, service_id, source, node, why, "
+          "cluster) VALUES (%s, %s, NULL, %s, %s, %s)")
 _RESERVE = ("INSERT INTO reservations (operation_id, service_id, node, storage, memory_mb, "
             "cores, disk_gb, waiting_since, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, "
             "NULL) ON DUPLICATE KEY UPDATE node = VALUES(node), storage = VALUES(storage), "
@@ -49,7 +50,8 @@ _RESERVE = ("INSERT INTO reservations (operation_id, service_id, node, storage, 
 _RESERVED = ("SELECT r.node, r.storage, r.memory_mb, r.cores, r.disk_gb, s.vmid "
              "FROM reservations r JOIN operations o ON o.id = r.operation_id "
              "JOIN services s ON s.id = r.service_id WHERE r.node IS NOT NULL "
-             "AND o.status IN ('queued', 'running', 'paused') AND r.operation_id <> %s")
+             "AND o.status IN ('queued', 'running', 'paused') AND r.operation_id <> %s "
+             "AND s.cluster = %s")
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,9 @@ def need_of(product: Product) -> Need:
                 disk * GiB, str(product.target_storage))
 
 
-def in_maintenance() -> set[str]:
-    """Nodes that take no new VM."""
-    return {name for (name,) in database.execute_sql(_MAINTENANCE).fetchall()}
+def in_maintenance(cluster: str = DEFAULT_CLUSTER) -> set[str]:
+    """``cluster``'s nodes that take no new VM (node names repeat across clusters)."""
+    return {name for (name,) in database.execute_sql(_MAINTENANCE, (cluster,)).fetchall()}
 
 
 def copy_nodes(template_id: int, storage: str) -> set[str]:
@@ -132,10 +134,12 @@ def copy_nodes(template_id: int, storage: str) -> set[str]:
     return {n for (n,) in database.execute_sql(_COPIES, (template_id, storage)).fetchall()}
 
 
-def reserved(operation_id: int) -> list[tuple[str, str, int, int, int, int | None]]:
+def reserved(operation_id: int, cluster: str = DEFAULT_CLUSTER
+             ) -> list[tuple[str, str, int, int, int, int | None]]:
     """(node, storage, memory_mb, cores, disk_gb, vmid) of the other unfinished operations'
-    reservations. Read before ``/cluster/resources`` (see the module's docstring)."""
-    return list(database.execute_sql(_RESERVED, (operation_id,)).fetchall())
+    reservations in ``cluster``. Read before ``/cluster/resources`` (see the module's
+    docstring)."""
+    return list(database.execute_sql(_RESERVED, (operation_id, cluster)).fetchall())
 
 
 def rooms(resources: list[dict[str, Any]], nodes: list[str], need: Need,
@@ -224,8 +228,9 @@ def decide(ctx: StepContext, copies: set[str] | None = None) -> Choice:
     the nodes with a template copy on the product's storage (None: read them)."""
     product, ps = ctx.product, ctx.settings.placement
     need = need_of(product)
-    held = reserved(ctx.operation.id)
-    off = in_maintenance()
+    cluster = ctx.service.cluster
+    held = reserved(ctx.operation.id, cluster)
+    off = in_maintenance(cluster)
     resources = ctx.pve.get("cluster/resources")
     if copies is None:
         copies = copy_nodes(ctx.template.id, need.storage)
@@ -242,7 +247,7 @@ def reserve(ctx: StepContext, choice: Choice) -> None:
     """Write the choice (once) and what the VM will take there until it is on that node."""
     need, op, sid = need_of(ctx.product), ctx.operation.id, ctx.service.id
     assert choice.node is not None
-    database.execute_sql(_PLACE, (op, sid, choice.node, choice.why[:500]))
+    database.execute_sql(_PLACE, (op, sid, choice.node, choice.why[:500], ctx.service.cluster))
     database.execute_sql(_RESERVE, (op, sid, choice.node, need.storage, need.memory // MiB,
                                     need.cores, need.disk // GiB))
 
@@ -269,15 +274,15 @@ def release(operation_id: int) -> None:
     Reservation.delete().where(Reservation.operation_id == operation_id).execute()
 
 
-def candidates(pve: Proxmox, product: Product, exclude: set[str] | frozenset[str] = frozenset()
-               ) -> list[Candidate]:
-    """The nodes of the cluster with the product's storage, online and not in maintenance,
-    most free memory (``maxmem - mem``) first: a migration's targets."""
+def candidates(pve: Proxmox, product: Product, exclude: set[str] | frozenset[str] = frozenset(),
+               cluster: str = DEFAULT_CLUSTER) -> list[Candidate]:
+    """The nodes of ``cluster`` (``pve`` is its client) the product may use now, best first
+    (see the module's docstring)."""
     resources = pve.get("cluster/resources")
     with_storage = {r.get("node") for r in resources if r.get("type") == "storage"
                     and r.get("storage") == product.target_storage
                     and r.get("status") == "available"}
-    skip = set(exclude) | in_maintenance()
+    skip = set(exclude) | in_maintenance(cluster)
     found = [Candidate(r["node"], int(r.get("maxmem", 0)) - int(r.get("mem", 0)))
              for r in resources if r.get("type") == "node" and r.get("status") == "online"
              and r.get("node") in with_storage and r.get("node") not in skip]
@@ -292,7 +297,7 @@ def record(ctx: StepContext, source: str | None, node: str, why: str | None = No
            ) -> Placement:
     """Write the operation's choice (once: a second call keeps the first)."""
     Placement.insert(operation_id=ctx.operation.id, service_id=ctx.service.id, source=source,
-                     node=node, why=why).on_conflict_ignore().execute()
+                     node=node, why=why, cluster=ctx.service.cluster).on_conflict_ignore().execute()
     return Placement.get_by_id(ctx.operation.id)
 
 
@@ -305,7 +310,7 @@ def deploy_node(ctx: StepContext) -> str:
     if row is not None:
         return str(row.node)
     allowed = allowed_nodes(ctx.product)
-    off = in_maintenance()
+    off = in_maintenance(ctx.service.cluster)
     if ctx.service.node in allowed and ctx.service.node not in off:
         return str(ctx.service.node)
     choice = decide(ctx)

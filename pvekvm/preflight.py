@@ -208,27 +208,40 @@ def check_proxmox(settings: Settings, nodes: bool = True, privileges: bool = Tru
                   endpoints: bool = True) -> list[Verdict]:
     """API reachable (through any endpoint) and the token accepted; each endpoint of several
     answering; each node online; the token holds every privilege in REQUIRED_PRIVILEGES
-    (``GET /access/permissions``)."""
-    from pvekvm.proxmox import Proxmox, ProxmoxError
-
+    (``GET /access/permissions``). Every cluster of ``[[clusters]]`` so (its verdicts named
+    ``Proxmox NAME``); ``[proxmox]`` alone: as one, named ``Proxmox``."""
     pve = settings.proxmox
     where = _where(settings, "proxmox", "PVE_CONNECTION_FILE or [proxmox]")
     if pve is None:  # the origin then says why there is none
         return [_fail("Proxmox", settings.origin.get("proxmox") or "no Proxmox connection: "
                       "set PVE_CONNECTION_FILE or [proxmox] in the settings")]
+    clusters = settings.all_clusters
+    if len(clusters) == 1:
+        return _check_cluster(pve, where, "Proxmox", nodes, privileges, endpoints)
+    out: list[Verdict] = []
+    for c in clusters:
+        out += _check_cluster(c.proxmox, f"{where} {c.name}", f"Proxmox {c.name}", nodes,
+                              privileges, endpoints)
+    return out
+
+
+def _check_cluster(pve: ProxmoxSettings, where: str, label: str, nodes: bool,
+                   privileges: bool, endpoints: bool) -> list[Verdict]:
+    from pvekvm.proxmox import Proxmox, ProxmoxError
+
     try:
         api = Proxmox(pve, timeout=10)
         version = api.get("version")
     except ProxmoxError as exc:
         if exc.status == 401:
-            return [_fail("Proxmox", f"{pve.base_url} refused token {pve.token_id} ({where}): "
+            return [_fail(label, f"{pve.base_url} refused token {pve.token_id} ({where}): "
                           "check token_id/token_secret")]
-        return [_fail("Proxmox", f"cannot reach {pve.base_url} ({where}): "
+        return [_fail(label, f"cannot reach {pve.base_url} ({where}): "
                       f"{str(exc).splitlines()[0][:160]}")]
     except Exception as exc:  # noqa: BLE001 - e.g. a CA bundle that cannot be read
-        return [_fail("Proxmox", f"cannot use {pve.base_url} ({where}): "
+        return [_fail(label, f"cannot use {pve.base_url} ({where}): "
                       f"{type(exc).__name__}: {str(exc)[:160]}")]
-    out = [_ok("Proxmox", f"PVE {version.get('version')} at {pve.base_url}, "
+    out = [_ok(label, f"PVE {version.get('version')} at {pve.base_url}, "
                f"token {pve.token_id}")]
     if endpoints and len(pve.urls) > 1:
         out += endpoint_verdicts(pve)
@@ -237,13 +250,13 @@ def check_proxmox(settings: Settings, nodes: bool = True, privileges: bool = Tru
             for n in sorted(api.get("nodes"), key=lambda n: n.get("node", "")):
                 online = n.get("status") == "online"
                 out.append((_ok if online else _fail)(
-                    f"Proxmox node {n.get('node')}",
+                    f"{label} node {n.get('node')}",
                     "online" if online else f"{n.get('status', 'unknown')}: the node does not "
                     "answer its cluster; steps that need it will wait"))
         if privileges:
-            out.append(_privileges(api.get("access/permissions"), pve.token_id))
+            out.append(_privileges(api.get("access/permissions"), pve.token_id, label))
     except ProxmoxError as exc:
-        out.append(_fail("Proxmox", f"{pve.base_url}: {str(exc).splitlines()[0][:160]}"))
+        out.append(_fail(label, f"{pve.base_url}: {str(exc).splitlines()[0][:160]}"))
     return out
 
 
@@ -286,13 +299,14 @@ def missing_privileges(perms: dict[str, dict[str, int]]) -> dict[str, list[str]]
     return missing
 
 
-def _privileges(perms: dict[str, dict[str, int]], token: str) -> Verdict:
+def _privileges(perms: dict[str, dict[str, int]], token: str,
+                label: str = "Proxmox") -> Verdict:
     missing = missing_privileges(perms)
     if not missing:
         n = sum(len(p) for p in REQUIRED_PRIVILEGES.values())
-        return _ok("Proxmox privileges", f"token {token} holds the {n} privileges pvekvm uses")
+        return _ok(f"{label} privileges", f"token {token} holds the {n} privileges pvekvm uses")
     what = "; ".join(f"{', '.join(p)} on {path}" for path, p in missing.items())
-    return _fail("Proxmox privileges", f"token {token} lacks {what}: grant them "
+    return _fail(f"{label} privileges", f"token {token} lacks {what}: grant them "
                  "(pveum acl modify PATH --tokens TOKEN --roles ROLE) or use privsep=0")
 
 

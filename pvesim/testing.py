@@ -123,3 +123,15 @@ def running_simulator(tmp_path: Path | str, task_time_scale: float = 0,
         yield RunningSimulator(sim)
     finally:
         sim.shutdown()
+
+
+@contextlib.contextmanager
+def running_clusters(tmp_path: Path | str, names: tuple[str, ...] = ("default", "ams"),
+                     **kw: Any) -> Iterator[dict[str, RunningSimulator]]:
+    """Several Proxmox clusters at once: one pvesim per name, each with its own state dir
+    (``tmp_path``/``pvesim-NAME``), CA and port; stopped on exit. ``kw`` as for
+    :func:`running_simulator` (the same for each)."""
+    with contextlib.ExitStack() as stack:
+        yield {name: stack.enter_context(running_simulator(tmp_path, state_name=f"pvesim-{name}",
+                                                           **kw))
+               for name in names}

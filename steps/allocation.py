@@ -115,15 +115,19 @@ def reserve_vmid(ctx: StepContext) -> StepResult:
     """A VMID never given out before (``vmid_allocations`` keeps every VMID ever handed out, so
     a terminated service's VMID is not reused) and free in Proxmox (``nextid?vmid=``). Two
     workers racing for the same number: the primary key lets one win, the other takes the
-    next."""
+    next. The range is the service's cluster's (``[[clusters]] vmid_min/vmid_max``, else the
+    engine's); one VMID is given once in the whole fleet, whatever the cluster: every table
+    keyed by VMID stays unambiguous and a VM moved to another cluster keeps its id."""
     if ctx.service.vmid is not None:
         return Done(f"VMID {ctx.service.vmid} already reserved", skipped=True)
-    eng = ctx.settings.engine
+    eng, cluster = ctx.settings.engine, ctx.settings.cluster(ctx.service.cluster)
+    lo = cluster.vmid_min if cluster and cluster.vmid_min is not None else eng.vmid_min
+    hi = cluster.vmid_max if cluster and cluster.vmid_max is not None else eng.vmid_max
     top = (VmidAllocation.select(fn.MAX(VmidAllocation.vmid))
-           .where(VmidAllocation.vmid.between(eng.vmid_min, eng.vmid_max)).scalar())
-    candidate = max(eng.vmid_min, (top or 0) + 1)
+           .where(VmidAllocation.vmid.between(lo, hi)).scalar())
+    candidate = max(lo, (top or 0) + 1)
     for _ in range(200):
-        if candidate > eng.vmid_max:
+        if candidate > hi:
             raise StepFailed("VMID range exhausted")
         if _free_in_proxmox(ctx, candidate):
             try:

@@ -11,7 +11,16 @@ from typing import Any, TypeVar
 
 from pvekvm import addresses, secrets, service_changes
 from pvekvm.config import Settings
-from pvekvm.models import BaseModel, IpAddress, IpPool, Operation, Product, Service, Template
+from pvekvm.models import (
+    BaseModel,
+    IpAddress,
+    IpPool,
+    Operation,
+    Product,
+    ProductLocation,
+    Service,
+    Template,
+)
 from pvekvm.proxmox import Proxmox
 from steps.machine import StepFailed
 
@@ -47,6 +56,27 @@ def catalog_named(model: type[M], name: str, max_age_s: float) -> M | None:
                  lambda: model.get_or_none(model.name == name))  # type: ignore[attr-defined]
 
 
+def at_location(product: Product, cluster: str, max_age_s: float) -> Product:
+    """``product`` as ``cluster`` offers it (its own row in its home cluster, or a location
+    with nothing recorded); a copy, kept like :func:`catalog_row`."""
+    if product.cluster == cluster:
+        return product
+
+    def load() -> Product | None:
+        loc = ProductLocation.get_or_none((ProductLocation.product_id == product.id)
+                                          & (ProductLocation.cluster == cluster))
+        there = Product(**product.__data__)
+        if loc is not None:
+            for key in ("template_id", "target_node", "target_storage", "ip_pool_id",
+                        "ip6_pool_id"):
+                setattr(there, key, getattr(loc, key))
+            there.cluster = cluster
+        return there
+
+    located: Product = _kept((ProductLocation, f"{product.id}@{cluster}"), max_age_s, load)
+    return located
+
+
 @dataclass
 class StepContext:
     settings: Settings
@@ -57,7 +87,12 @@ class StepContext:
 
     @property
     def pve(self) -> Proxmox:
+        """The client of the service's cluster (the engine builds it per cluster)."""
         if self.proxmox is None:
+            cluster = self.service.cluster
+            if self.settings.proxmox is not None and self.settings.cluster(cluster) is None:
+                raise StepFailed(f"service {self.service.id} is in cluster {cluster!r}, which "
+                                 "the settings do not name ([[clusters]])")
             raise StepFailed("no Proxmox connection configured (PVE_CONNECTION_FILE, or "
                              "[proxmox] in the settings file)")
         return self.proxmox
@@ -68,9 +103,13 @@ class StepContext:
 
     @cached_property
     def product(self) -> Product:
-        """The package the operation works toward (the new one during change_package)."""
-        return catalog_row(Product, self.params.get("product_id", self.service.product_id),
-                           self.settings.engine.catalog_cache_s)
+        """The package the operation works toward (the new one during change_package), as
+        offered in the service's cluster: a location other than the product's home one
+        deploys from its own template, node, storage and pools (product_locations)."""
+        max_age = self.settings.engine.catalog_cache_s
+        row = catalog_row(Product, self.params.get("product_id", self.service.product_id),
+                          max_age)
+        return at_location(row, self.service.cluster, max_age)
 
     @cached_property
     def template(self) -> Template:

@@ -17,6 +17,7 @@ finds the VM already on the target has nothing to do.
 from __future__ import annotations
 
 from pvekvm import placement
+from pvekvm.config import DEFAULT_CLUSTER
 from pvekvm.lifecycle import OpStatus
 from pvekvm.models import Backup, Placement, database
 from steps import lifecycle, pvecfg, slots
@@ -25,8 +26,8 @@ from steps.machine import Done, Refused, Retry, StepFailed, StepResult, Wait
 from steps.provision import _record_node
 
 _INBOUND = ("SELECT COUNT(*) FROM placements p JOIN operations o ON o.id = p.operation_id "
-            f"WHERE p.node = %s AND o.kind = 'migrate' AND o.status = '{OpStatus.RUNNING}' "
-            "AND o.id <> %s "
+            "WHERE p.cluster = %s AND p.node = %s AND o.kind = 'migrate' "
+            f"AND o.status = '{OpStatus.RUNNING}' AND o.id <> %s "
             "AND p.source <> p.node")
 
 
@@ -44,8 +45,10 @@ def _stays(row: Placement) -> bool:
 def _arrivals_free(ctx: StepContext, node: str) -> bool:
     """Fewer than the limit of migrations arrive on ``node`` (its slot row locked until this
     transaction ends, so two workers never both take its last turn)."""
-    slots.lock_slot(f"qmigrate-to/{node}")
-    cursor = database.execute_sql(_INBOUND, (node, ctx.operation.id))
+    cluster = ctx.service.cluster  # node names repeat across clusters
+    slots.lock_slot(f"qmigrate-to/{node}" if cluster == DEFAULT_CLUSTER
+                    else f"{cluster}:qmigrate-to/{node}")
+    cursor = database.execute_sql(_INBOUND, (cluster, node, ctx.operation.id))
     return int(cursor.fetchone()[0]) < ctx.settings.engine.migrations_per_node
 
 
@@ -69,7 +72,8 @@ def choose_target(ctx: StepContext) -> StepResult:
     if wanted:
         if wanted == node:
             raise Refused(f"VM {ctx.vmid} is already on {node}")
-        usable = {c.node for c in placement.candidates(ctx.pve, ctx.product, {node})}
+        usable = {c.node for c in placement.candidates(ctx.pve, ctx.product, {node},
+                                                        cluster=ctx.service.cluster)}
         if wanted not in usable:
             raise Refused(f"node {wanted} cannot take the VM: not a node of the cluster, "
                           f"offline, in maintenance or without storage "
@@ -79,7 +83,7 @@ def choose_target(ctx: StepContext) -> StepResult:
                          f"{wanted} already: waiting for a turn", counts=False)
         placement.record(ctx, node, wanted)
         return Done(f"{node} -> {wanted} (asked)")
-    options = placement.candidates(ctx.pve, ctx.product, {node})
+    options = placement.candidates(ctx.pve, ctx.product, {node}, cluster=ctx.service.cluster)
     if not options:
         raise Refused(f"no other node can take the VM (online, not in maintenance, with "
                       f"storage {ctx.product.target_storage})")

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pvekvm.config import DEFAULT_CLUSTER
 from pvekvm.lifecycle import OpStatus
 from pvekvm.models import TaskClaim, TaskSlot, database
 from steps.context import StepContext
@@ -82,8 +83,11 @@ def release(ctx: StepContext) -> None:
 
 def take(ctx: StepContext, kind: SlotKind, slot: str) -> str | None:
     """Take a turn of ``slot`` for this operation's next task. None: the turn is ours (send
-    the task in this transaction); else why we wait (retry later, not counted as a fault)."""
+    the task in this transaction); else why we wait (retry later, not counted as a fault).
+    Node names repeat across clusters: a slot outside the "default" cluster is its own."""
     limit = kind.limit(ctx)
+    if ctx.service.cluster != DEFAULT_CLUSTER:
+        slot = f"{ctx.service.cluster}:{slot}"
     lock_slot(slot)
     TaskClaim.insert(operation_id=ctx.operation.id, slot=slot).on_conflict(
         update={TaskClaim.slot: slot}).execute()

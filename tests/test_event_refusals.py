@@ -23,8 +23,8 @@ ADDED_SINCE = ("migrate", "language_change", "reinstall_iso", "rescue_on", "resc
                "firewall_rules_set", "hostname_change")
 # fields declared after the capture (bodies with them have no verdict): their refusals are
 # tested where they were added (ssh_keys: tests/test_ssh_keys.py)
-FIELDS_ADDED_SINCE = {"create": {"ssh_keys"}, "reinstall": {"ssh_keys"},
-                      "reset_password": {"ssh_keys"}}
+FIELDS_ADDED_SINCE = {"reinstall": {"ssh_keys"},
+                      "reset_password": {"ssh_keys"}, "create": {"ssh_keys", "location"}}
 
 
 def _as_then(verdict_now: dict) -> dict:
@@ -68,6 +68,9 @@ def test_the_corpus_covers_every_type_and_field() -> None:
                                 "characters: localhost is reserved"),
     ({"bogus": 1}, "field 'bogus': unknown field for event type 'create'"),
     ({"email": None}, "field 'email': must not be null"),
+    ({"location": "Frankfurt"}, "field 'location': not a slug ([a-z0-9][a-z0-9._-]{0,63}): "
+                                "string of 9 characters"),
+    ({"location": ["fra"]}, "field 'location': expected string, got array of 1 items"),
 ])
 def test_building_an_event_applies_the_same_rules(kwargs, reason) -> None:
     good = {"service_id": 5, "client_id": 1, "product": "vps-s", "email": "a@example.com"}

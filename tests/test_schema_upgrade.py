@@ -109,3 +109,54 @@ def test_a_version_1_database_gains_what_version_2_added(database):
         database.execute_sql("DELETE FROM schema_version WHERE version = 1")
         database.execute_sql("INSERT INTO schema_version (version, name) VALUES (1, 'baseline')")
         dbmod.apply_schema(database)
+
+
+CLUSTER_COLUMNS = ("templates", "ip_pools", "products", "services", "nodes", "placements")
+
+
+def test_a_version_20_installation_is_put_in_one_cluster_named_default(database):
+    """0021: what an installation of today holds (templates, pools, products, services, nodes
+    in maintenance, placements) lands in the cluster `[proxmox]` is, "default"; node names
+    may then repeat across clusters."""
+    dbmod.reset_data(database)
+    database.execute_sql("DROP TABLE product_locations")
+    for table in CLUSTER_COLUMNS:
+        if table == "services":
+            database.execute_sql("ALTER TABLE services DROP INDEX ix_services_cluster")
+        if table == "placements":
+            database.execute_sql("ALTER TABLE placements DROP INDEX ix_placements_node, "
+                                 "ADD KEY ix_placements_node (node, operation_id)")
+        if table == "nodes":
+            database.execute_sql("ALTER TABLE nodes DROP PRIMARY KEY, DROP COLUMN cluster, "
+                                 "ADD PRIMARY KEY (name)")
+            continue
+        database.execute_sql(f"ALTER TABLE {table} DROP COLUMN cluster")
+    database.execute_sql("DELETE FROM schema_version")
+    database.execute_sql("INSERT INTO schema_version (version, name) VALUES (20, 'nodes')")
+    sql = database.execute_sql
+    sql("INSERT INTO templates (id, name, vmid, node) VALUES (1, 'debian-12', 9000, 'pve1')")
+    sql("INSERT INTO ip_pools (id, name, version, network, gateway) "
+        "VALUES (1, 'v4', 4, '192.0.2.0/24', '192.0.2.1')")
+    sql("INSERT INTO products (id, name, cores, memory_mb, disk_gb, template_id, target_node, "
+        "target_storage, ip_pool_id) VALUES (1, 'vps', 1, 512, 10, 1, 'pve1', 'local-lvm', 1)")
+    sql("INSERT INTO services (id, client_id, product_id, template_id, email, hostname, vmid) "
+        "VALUES (7, 1, 1, 1, 'a@example.com', 'a.example.com', 1000)")
+    sql("INSERT INTO nodes (name, maintenance) VALUES ('pve1', 1)")
+    sql("INSERT INTO placements (operation_id, service_id, node) VALUES (3, 7, 'pve2')")
+    try:
+        assert dbmod.apply_schema(database) == dbmod.latest_version() >= 21
+        assert dbmod.apply_schema(database) == dbmod.latest_version()  # again: nothing to do
+        for table in CLUSTER_COLUMNS:
+            assert sql(f"SELECT DISTINCT cluster FROM {table}").fetchall() == (("default",),), \
+                table
+        assert "product_locations" in database.get_tables()
+        sql("INSERT INTO nodes (cluster, name, maintenance) VALUES ('ams', 'pve1', 0)")
+        assert sql("SELECT cluster, maintenance FROM nodes WHERE name = 'pve1' "
+                   "ORDER BY cluster").fetchall() == (("ams", 0), ("default", 1))
+        placements = {i.name: i.columns for i in database.get_indexes("placements")}
+        assert placements["ix_placements_node"] == ["cluster", "node", "operation_id"]
+    finally:
+        dbmod.reset_data(database)
+        sql("DELETE FROM schema_version")
+        sql("INSERT INTO schema_version (version, name) VALUES (1, 'baseline')")
+        dbmod.apply_schema(database)

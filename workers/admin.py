@@ -41,13 +41,14 @@ def _deliver(settings: Settings, out: Outcome) -> None:
 
 
 def _bulk(settings: Settings, reason: str | None,
-          act: Callable[[Operation], Outcome]) -> tuple[list[str], int]:
+          act: Callable[[Operation], Outcome], cluster: str | None = None
+          ) -> tuple[list[str], int]:
     """``act`` on every matching paused operation, one commit each, delivered on one
     connection; (log lines, how many)."""
     lines, done = [], 0
     pub = messaging.Publisher(settings.amqp_url, messaging.Topology(settings.namespace))
     try:
-        for op_id in _paused_matching(reason):
+        for op_id in _paused_matching(reason, cluster):
             with database.atomic():
                 op = _take_paused(op_id)
                 if op is None:
@@ -86,11 +87,17 @@ def cancel(settings: Settings, ref: str, who: str = "operator") -> str:
     return "\n".join([*out.log, where])
 
 
-def _paused_matching(reason: str | None) -> list[int]:
-    """Ids of the paused operations (all, or those whose pause reason contains ``reason``,
-    case-insensitively), oldest first."""
-    rows = database.execute_sql("SELECT id, error FROM operations WHERE status = %s "
-                                "ORDER BY id", (OpStatus.PAUSED.value,)).fetchall()
+def _paused_matching(reason: str | None, cluster: str | None = None) -> list[int]:
+    """Ids of the paused operations (all, those of services in ``cluster``, or those whose
+    pause reason contains ``reason``, case-insensitively), oldest first."""
+    if cluster is None:
+        rows = database.execute_sql("SELECT id, error FROM operations WHERE status = %s "
+                                    "ORDER BY id", (OpStatus.PAUSED.value,)).fetchall()
+    else:
+        rows = database.execute_sql(
+            "SELECT o.id, o.error FROM operations o JOIN services s ON s.id = o.service_id "
+            "WHERE o.status = %s AND s.cluster = %s ORDER BY o.id",
+            (OpStatus.PAUSED.value, cluster)).fetchall()
     needle = reason.casefold() if reason is not None else None
     return [i for i, error in rows if needle is None or needle in (error or "").casefold()]
 
@@ -102,18 +109,22 @@ def _take_paused(op_id: int) -> Operation | None:
                                "FOR UPDATE SKIP LOCKED", op_id)
 
 
-def resume_many(settings: Settings, reason: str | None = None) -> str:
-    """``resume --all`` / ``--reason TEXT``: every matching paused operation resumes."""
-    lines, done = _bulk(settings, reason, operations.resume)
+def resume_many(settings: Settings, reason: str | None = None,
+                cluster: str | None = None) -> str:
+    """``resume --all`` / ``--reason TEXT`` / ``--cluster C``: every matching paused
+    operation resumes (``cluster``: those of services in that cluster)."""
+    lines, done = _bulk(settings, reason, operations.resume, cluster)
     text = "\n".join([*lines, f"resumed {done} paused operation(s)"])
     return text if done else NothingDone(text)
 
 
-def cancel_many(settings: Settings, reason: str | None = None, who: str = "operator") -> str:
-    """``cancel --all`` / ``--reason TEXT``: every matching paused operation is abandoned (the
-    VMs are left as they are; ``cancel SID`` says what one holds)."""
+def cancel_many(settings: Settings, reason: str | None = None, who: str = "operator",
+                cluster: str | None = None) -> str:
+    """``cancel --all`` / ``--reason TEXT`` / ``--cluster C``: every matching paused operation
+    is abandoned (the VMs are left as they are; ``cancel SID`` says what one holds)."""
     lines, done = _bulk(settings, reason,
-                        lambda op: operations.cancel(op, who, settings.engine.deploy_window))
+                        lambda op: operations.cancel(op, who, settings.engine.deploy_window),
+                        cluster)
     text = "\n".join([*lines, f"cancelled {done} paused operation(s)"])
     return text if done else NothingDone(text)
 
@@ -123,10 +134,11 @@ def vm_state(settings: Settings, service_id: int) -> str:
     svc = Service.get_or_none(Service.id == service_id)
     if svc is None or svc.vmid is None:
         return f"sid:{service_id} VM: none (no VMID reserved)"
-    if settings.proxmox is None:
+    conn = settings.proxmox_of(svc.cluster)
+    if conn is None:
         return f"sid:{service_id} VM {svc.vmid}: unknown (no Proxmox configured)"
     try:
-        pve = client(settings.proxmox)
+        pve = client(conn)
         node = pve.locate(int(svc.vmid))
         if node is None:
             return f"sid:{service_id} VM {svc.vmid}: does not exist on Proxmox"

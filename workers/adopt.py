@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from pvekvm.proxmox import Proxmox, ProxmoxError
 from pvekvm.validation import is_valid_hostname
 from pvekvm.wire.orders import CreateEvent, InvalidEvent
 from steps import allocation, backups, pvecfg
-from steps.context import marker
+from steps.context import at_location, marker
 from steps.machine import Refused
 from workers import intake
 
@@ -65,6 +65,7 @@ class Mapping:
     hostname: str | None = None
     email: str | None = None
     template: str | None = None
+    location: str | None = None  # the cluster the VM is in (the run's: ``adopt --cluster``)
     where: str = ""  # "line 3": where a mapping file named it
     position: int = 0  # its place in the file (results are printed in file order)
 
@@ -89,8 +90,15 @@ class Result:
 
 
 def adopt(settings: Settings, pve: Proxmox, m: Mapping, node_hint: str | None = None,
-          listed: bool = True) -> Result:
-    """Adopt one VM (``listed`` False: the cluster listing a file run took does not have it)."""
+          listed: bool = True, cluster: str | None = None) -> Result:
+    """Adopt one VM (``listed`` False: the cluster listing a file run took does not have it).
+    ``pve`` is ``cluster``'s client (None: the default cluster); a mapping naming another
+    location is refused (its VM is looked for in another cluster: a run of its own)."""
+    run = cluster or settings.default_cluster
+    if m.location not in (None, run):
+        return Result(m, False, f"location {m.location!r}: this run adopts VMs of cluster "
+                      f"{run!r} (adopt --cluster {m.location})")
+    m = replace(m, location=run)
     try:
         return _adopt(settings, pve, m, node_hint, listed)
     except Refused as exc:
@@ -106,6 +114,8 @@ def _adopt(settings: Settings, pve: Proxmox, m: Mapping, hint: str | None,
     product = Product.get_or_none(Product.name == m.product)
     if product is None:
         raise Refused(f"unknown product {m.product!r}")
+    # the package as the VM's cluster offers it (its template, node, storage, pools there)
+    product = at_location(product, str(m.location), settings.engine.catalog_cache_s)
     existing = Service.get_or_none(Service.id == m.service_id)
     if existing is not None and existing.status != ServiceStatus.TERMINATED:
         if existing.vmid == m.vmid and existing.client_id == m.client_id:
@@ -131,7 +141,8 @@ def _adopt(settings: Settings, pve: Proxmox, m: Mapping, hint: str | None,
                               and is_valid_hostname(str(cfg["name"])) else None)
     event = CreateEvent(service_id=m.service_id, client_id=m.client_id, product=m.product,
                         email=m.email or "adopted@invalid.example", hostname=hostname,
-                        template=template.name, ipv6=any(v == 6 for _, v, _ in wanted))
+                        template=template.name, ipv6=any(v == 6 for _, v, _ in wanted),
+                        location=m.location)
     try:
         with database.atomic():
             service = intake.create_service(
@@ -224,9 +235,12 @@ def _template(m: Mapping, product: Product, cfg: dict[str, Any]) -> Template:
         base = BASE_VOLUME.search(str(value))
         if base is not None:
             vmid = int(base.group(1))
-            tpl = Template.get_or_none(Template.vmid == vmid)
+            here = Template.cluster == m.location  # VMIDs are per cluster in Proxmox
+            tpl = Template.get_or_none((Template.vmid == vmid) & here)
             if tpl is None:
-                copy = TemplateReplica.get_or_none(TemplateReplica.vmid == vmid)
+                copy = (TemplateReplica.select().join(
+                    Template, on=(Template.id == TemplateReplica.template_id))
+                    .where((TemplateReplica.vmid == vmid) & here).first())
                 tpl = Template.get_by_id(copy.template_id) if copy is not None else None
             if tpl is not None:
                 return tpl
@@ -368,7 +382,8 @@ def _without_twice(good: list[Mapping], bad: list[Result]) -> tuple[list[Mapping
     return keep, bad
 
 
-def adopt_file(settings: Settings, pve: Proxmox, path: Path) -> list[Result]:
+def adopt_file(settings: Settings, pve: Proxmox, path: Path,
+               cluster: str | None = None) -> list[Result]:
     """Every mapping of the file, in order (refused lines first): one cluster listing gives each
     VM's node, so N lines cost O(N) Proxmox calls."""
     good, bad = read_mapping(path)
@@ -376,7 +391,8 @@ def adopt_file(settings: Settings, pve: Proxmox, path: Path) -> list[Result]:
              if r.get("vmid") is not None}
     results = list(bad)
     for m in good:
-        results.append(adopt(settings, pve, m, nodes.get(m.vmid), listed=m.vmid in nodes))
+        results.append(adopt(settings, pve, m, nodes.get(m.vmid), listed=m.vmid in nodes,
+                             cluster=cluster))
     return sorted(results, key=lambda r: r.mapping.position)
 
 

@@ -21,7 +21,7 @@ def add_commands(sub) -> None:
                        description="Adopt one VM (--vmid ...) or every line of a mapping "
                        "file (--from FILE: CSV with a header, or a JSON list of objects; "
                        "fields vmid, service_id, client_id, product, node, hostname, email, "
-                       "template).")
+                       "template, location).")
     p.add_argument("--from", dest="mapping", type=Path, help="CSV or JSON mapping file")
     p.add_argument("--vmid", type=_positive)
     p.add_argument("--service-id", type=_positive)
@@ -32,6 +32,7 @@ def add_commands(sub) -> None:
     p.add_argument("--email")
     p.add_argument("--template", help="the OS it runs (default: a linked clone's template, "
                    "else the product's)")
+    p.add_argument("--cluster", help="the cluster the VMs are in (default: the first)")
     p = sub.add_parser("drift", help="VM configs against their packages and records")
     p.add_argument("service_id", nargs="?", type=_positive)
     p.add_argument("--fix", action="store_true",
@@ -42,10 +43,15 @@ def cmd_adopt(settings, args) -> int:
     from pvekvm.proxmox import client
     from workers import adopt
 
-    pve = client(settings.proxmox)
+    conn = settings.proxmox_of(args.cluster)
+    if conn is None:
+        print(f"adopt: --cluster {args.cluster}: not a cluster of the settings (known: "
+              f"{', '.join(settings.cluster_names)})", file=sys.stderr)
+        return 2
+    pve = client(conn)
     if args.mapping is not None:
         try:
-            results = adopt.adopt_file(settings, pve, args.mapping)
+            results = adopt.adopt_file(settings, pve, args.mapping, args.cluster)
         except (OSError, ValueError) as exc:
             print(f"adopt: {exc}", file=sys.stderr)
             return 2
@@ -57,7 +63,7 @@ def cmd_adopt(settings, args) -> int:
             return 2
         m = adopt.Mapping(args.vmid, args.service_id, args.client_id, args.product,
                           args.node, args.hostname, args.email, args.template)
-        results = [adopt.adopt(settings, pve, m)]
+        results = [adopt.adopt(settings, pve, m, cluster=args.cluster)]
     for r in results:
         print(r.line())
     print(adopt.summary(results))
@@ -69,7 +75,6 @@ def cmd_drift(settings, args) -> int:
     from pvekvm.proxmox import client
     from workers import drift
 
-    pve = client(settings.proxmox)
     rows = drift.services(args.service_id)
     if args.service_id is not None and not rows:
         print(f"no service {args.service_id}")
@@ -82,7 +87,12 @@ def cmd_drift(settings, args) -> int:
     try:
         reports = []
         for service in rows:
-            report = drift.compare(settings, pve, service)
+            conn = settings.proxmox_of(service.cluster)  # each VM in its service's cluster
+            if conn is None:
+                print(f"sid:{service.id}: cluster {service.cluster!r} is not in the settings")
+                left += 1
+                continue
+            report = drift.compare(settings, client(conn), service)
             if report.differences and pub is not None:
                 report.fixed = drift.fix(settings, report, pub)
             if report.differences and not (report.fixed or "").startswith("change_package"):

@@ -16,6 +16,9 @@ Invariants:
 - an operation is resumed at most once per ``auto_resume_check_s`` (the job's interval): one
   whose dependency answers again must have been paused that long, so a flapping dependency
   cannot loop it faster; every resume here is counted;
+- a Proxmox fault is a fault of the service's cluster: each cluster's API is probed on its own
+  and only the work paused because of that cluster resumes when it answers (the dependency
+  is "proxmox" for the default cluster, "proxmox:<cluster>" for another);
 - several schedulers may run the job at once: each row is taken ``FOR UPDATE SKIP LOCKED`` and
   re-checked, and :func:`workers.operations.resume` is a compare-and-swap on the row's version.
 """
@@ -79,13 +82,15 @@ def next_auto_resume(engine: EngineSettings, since: datetime, resumes: int,
 # --- the probes -------------------------------------------------------------------------------
 
 def probe(settings: Settings, dependency: str) -> bool:
-    """Does ``dependency`` answer now? Proxmox: ``GET /version``; mail: the relay's EHLO (and
-    STARTTLS/login when configured); DNS: every provider; the database: it answered this job."""
-    if dependency == "proxmox":
-        if settings.proxmox is None:
+    """Does ``dependency`` answer now? Proxmox (``proxmox``: the default cluster,
+    ``proxmox:C``: cluster C): ``GET /version``; mail: the relay's EHLO (and STARTTLS/login
+    when configured); DNS: every provider; the database: it answered this job."""
+    if dependency == "proxmox" or dependency.startswith("proxmox:"):
+        conn = settings.proxmox_of(dependency.partition(":")[2] or None)
+        if conn is None:
             return False
         try:
-            Proxmox(settings.proxmox, timeout=5).get("version")
+            Proxmox(conn, timeout=5).get("version")
         except Exception:  # noqa: BLE001 - any failure means: not answering
             return False
         return True
@@ -98,13 +103,17 @@ def probe(settings: Settings, dependency: str) -> bool:
 
 # --- the job ----------------------------------------------------------------------------------
 
-_WAITING = ("SELECT pause_dependency, COUNT(*) FROM operations "
-            f"WHERE status = '{OpStatus.PAUSED}' "
-            "AND auto_resume_at IS NOT NULL GROUP BY pause_dependency")
-_DUE = (f"SELECT id FROM operations WHERE status = '{OpStatus.PAUSED}' "
-        "AND auto_resume_at IS NOT NULL "
-        "AND (auto_resume_at <= %s OR (pause_dependency IN ({}) AND paused_at <= %s)) "
-        "ORDER BY auto_resume_at, id LIMIT 500")
+#: what a paused operation waits for: its dependency, a Proxmox one named by its cluster
+#: unless that is the default (the parameter)
+_KEY = ("IF(o.pause_dependency = 'proxmox' AND s.cluster <> %s, CONCAT('proxmox:', s.cluster), "
+        "o.pause_dependency)")
+_WAITING = (f"SELECT {_KEY}, COUNT(*) FROM operations o JOIN services s ON s.id = o.service_id "
+            f"WHERE o.status = '{OpStatus.PAUSED}' AND o.auto_resume_at IS NOT NULL GROUP BY 1")
+_DUE = ("SELECT o.id FROM operations o JOIN services s ON s.id = o.service_id "
+        f"WHERE o.status = '{OpStatus.PAUSED}' AND o.auto_resume_at IS NOT NULL "
+        f"AND (o.auto_resume_at <= %s OR ({_KEY} IN ({{}}) AND o.paused_at <= %s)) "
+        "ORDER BY o.auto_resume_at, o.id LIMIT 500")
+_KEY_OF = f"SELECT {_KEY} FROM operations o JOIN services s ON s.id = o.service_id WHERE o.id = %s"
 _TAKE = (f"SELECT * FROM operations WHERE id = %s AND status = '{OpStatus.PAUSED}' "
          "AND auto_resume_at IS NOT NULL FOR UPDATE SKIP LOCKED")
 
@@ -114,17 +123,18 @@ def resume_due(settings: Settings, publisher: messaging.Publisher,
     """Resume every paused operation that is due (its backoff has passed, or its dependency
     answers again and it has been paused for ``auto_resume_check_s``); returns how many."""
     now = now or datetime.now()
-    waiting = {dep: n for dep, n in database.execute_sql(_WAITING).fetchall()}
+    default = settings.default_cluster
+    waiting = {dep: n for dep, n in database.execute_sql(_WAITING, (default,)).fetchall()}
     answering = [d for d in waiting if d is not None and probe(settings, d)]
     settled = now - timedelta(seconds=settings.engine.auto_resume_check_s)
     marks = ", ".join(["%s"] * len(answering)) or "NULL"
-    due = [i for (i,) in database.execute_sql(_DUE.format(marks),
-                                              (now, *answering, settled)).fetchall()]
+    due = [i for (i,) in database.execute_sql(
+        _DUE.format(marks), (now, default, *answering, settled)).fetchall()]
     resumed = 0
     for op_id in due:
         with database.atomic():
             op = Operation.fetch_one(_TAKE, op_id)
-            if op is None or not _still_due(op, now, answering, settled):
+            if op is None or not _still_due(op, now, answering, settled, default):
                 continue  # another scheduler took it, or an operator acted meanwhile
             try:
                 out = operations.resume(op, auto=True)
@@ -138,17 +148,21 @@ def resume_due(settings: Settings, publisher: messaging.Publisher,
     return resumed
 
 
-def _still_due(op: Operation, now: datetime, answering: list[str], settled: datetime) -> bool:
+def _still_due(op: Operation, now: datetime, answering: list[str], settled: datetime,
+               default_cluster: str) -> bool:
     if op.auto_resume_at is not None and op.auto_resume_at <= now:
         return True
-    return (op.pause_dependency in answering and op.paused_at is not None
-            and op.paused_at <= settled)
+    if op.paused_at is None or op.paused_at > settled:
+        return False
+    row = database.execute_sql(_KEY_OF, (default_cluster, op.id)).fetchone()
+    return row is not None and row[0] in answering
 
 
 def update_paused_gauge() -> None:
-    """``pvekvm_operations_paused{resume, dependency}`` from the database."""
+    """``pvekvm_operations_paused{resume, dependency, cluster}`` from the database."""
     metrics.PAUSED.clear()
-    for auto, dep, n in database.execute_sql(
-            "SELECT auto_resume_at IS NOT NULL, pause_dependency, COUNT(*) FROM operations "
-            "WHERE status = %s GROUP BY 1, 2", (OpStatus.PAUSED.value,)).fetchall():
-        metrics.PAUSED.labels("auto" if auto else "operator", dep or "other").set(n)
+    for auto, dep, cluster, n in database.execute_sql(
+            "SELECT o.auto_resume_at IS NOT NULL, o.pause_dependency, s.cluster, COUNT(*) "
+            "FROM operations o JOIN services s ON s.id = o.service_id "
+            "WHERE o.status = %s GROUP BY 1, 2, 3", (OpStatus.PAUSED.value,)).fetchall():
+        metrics.PAUSED.labels("auto" if auto else "operator", dep or "other", cluster).set(n)

@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from pvekvm.messaging import Publisher
-from pvekvm.models import Backup, database
+from pvekvm.models import Backup, Service, database
 from pvekvm.proxmox import Proxmox, ProxmoxError
 from steps.backups import forget_gone
 from workers import outbox
@@ -32,16 +32,23 @@ class SyncResult:
     skipped: str | None = None
 
 
-def run_once(pve: Proxmox, publisher: Publisher | None) -> SyncResult:
-    """One pass: one content listing per node+storage that holds a backup of ours."""
+def run_once(pve: Proxmox, publisher: Publisher | None,
+             cluster: str | None = None) -> SyncResult:
+    """One pass: one content listing per node+storage that holds a backup of ours (of the
+    services in ``cluster`` when given: ``pve`` is its client)."""
     result = SyncResult()
-    lock = f"{LOCK}:{database.database}"[:64]
+    lock = f"{LOCK}:{database.database}" + (f":{cluster}" if cluster else "")
+    lock = lock[:64]
     if not database.execute_sql("SELECT GET_LOCK(%s, 0)", (lock,)).fetchone()[0]:
         result.skipped = "another scheduler host is running it"
         return result
     try:
         places: dict[tuple[str, str], list[Backup]] = defaultdict(list)
-        for b in Backup.select():
+        query = Backup.select()
+        if cluster is not None:
+            query = query.join(Service, on=(Service.id == Backup.service_id)).where(
+                Service.cluster == cluster)
+        for b in query:
             places[(b.node, b.storage)].append(b)
         for (node, storage), backups in sorted(places.items()):
             try:

@@ -136,7 +136,7 @@ class WorkerThread(threading.Thread):
                     if spent:  # the broker's last delivery: park it here, redacted, unhandled
                         outcome = Outcome(dead_reason=SPENT_REASON)
                     elif pool == INTAKE:
-                        outcome = _decide_order(body, engine)
+                        outcome = _decide_order(body, engine, self.settings.cluster_names)
                     else:
                         outcome = self.engine.handle(pool, body)
                     self._follow_up(outcome, publisher, body, pool)
@@ -226,14 +226,15 @@ def delivery_count(props: pika.BasicProperties) -> int:
     return int(count) if isinstance(count, int) and not isinstance(count, bool) else 0
 
 
-def _decide_order(body: bytes, engine: EngineSettings) -> Outcome:
+def _decide_order(body: bytes, engine: EngineSettings,
+                  clusters: tuple[str, ...] = ()) -> Outcome:
     """``handle_order``, with any failure that is not the database's a refusal: a body that
     trips a bug is parked once, redacted, with one ``event.refused``, rather than sent back
     to block intake (one active consumer) until its delivery limit. The reason and the log
     name the exception's type and where it was raised, never its text: that could quote the
     body, and a secret in it."""
     try:
-        return handle_order(body, engine)
+        return handle_order(body, engine, clusters)
     except (OperationalError, InterfaceError, AMQPError):
         raise
     except Exception as exc:

@@ -184,7 +184,8 @@ class Engine:
         op, t = a.op, a.transition
         if a.service is None:  # the join found no service row: read it, or fail as ever
             a.service = Service.row(op.service_id)
-        pve = client(self.settings.proxmox) if self.settings.proxmox else None
+        conn = self.settings.proxmox_of(a.service.cluster)  # the client of its cluster
+        pve = client(conn) if conn else None
         ctx = StepContext(self.settings, op, a.service, pve)
         try:
             if op.upid:

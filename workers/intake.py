@@ -42,6 +42,7 @@ from pvekvm.models import (
     HeldEvent,
     Operation,
     Product,
+    ProductLocation,
     Service,
     Snapshot,
     Template,
@@ -84,14 +85,18 @@ _HOSTNAME_HOLDER = ("(SELECT id FROM services WHERE hostname = %s AND id <> %s "
                     f"AND status <> '{ServiceStatus.TERMINATED}' LIMIT 1)")
 
 
-def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
+def handle_order(body: bytes, engine: EngineSettings = DEFAULTS,
+                 clusters: tuple[str, ...] = ()) -> Outcome:
+    """One order from billing: refused, held, or an operation begun. ``clusters``: the
+    clusters this engine serves (a create for a location outside them is refused; empty: no
+    such check)."""
     try:
         event = parse_event(body)
         if event.service_id > MAX_SERVICE_ID:
             raise InvalidEvent(f"field 'service_id': {event.service_id} is out of range")
         try:
             with database.atomic():
-                return _accept(event, body, engine)
+                return _accept(event, body, engine, clusters)
         except (IntegrityError, Refused, OperationalError) as exc:
             # Lost a race: a copy of this event (or an order for the same host name) committed
             # between our reads, or InnoDB rolled us back as a deadlock's victim (an operation
@@ -104,12 +109,13 @@ def handle_order(body: bytes, engine: EngineSettings = DEFAULTS) -> Outcome:
                     Operation.idempotency_key == event.idempotency_key).exists():
                 raise
             with database.atomic():
-                return _accept(event, body, engine)
+                return _accept(event, body, engine, clusters)
     except (InvalidEvent, Refused) as exc:
         return Outcome(dead_reason=str(exc))
 
 
-def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
+def _accept(event: Event, body: bytes, engine: EngineSettings,
+            clusters: tuple[str, ...] = ()) -> Outcome:
     key, digest = event.idempotency_key, request_hash(event)
     seen, held_id, waiting = values(_SEEN, key, key, event.service_id) or (None, None, None)
     existing = Operation.get_by_id(seen) if seen is not None else None
@@ -136,7 +142,7 @@ def _accept(event: Event, body: bytes, engine: EngineSettings) -> Outcome:
         raise Refused(f"event type {event.type!r} is not supported by this engine version")
     _check_key_count(event, engine)
     if isinstance(event, CreateEvent):
-        created = _create_service(event, engine.catalog_cache_s)
+        created = _create_service(event, engine.catalog_cache_s, clusters)
         out = operations.begin(event.service_id, kind, key, {}, digest, engine.deploy_window,
                                created)
         # only intake (one active consumer) holds events: none held now, none can appear
@@ -247,19 +253,50 @@ def expired_held_events(now: datetime | None = None) -> list[HeldEvent]:
                 .order_by(HeldEvent.id))
 
 
-def _create_service(event: CreateEvent, max_age_s: float) -> Service:
+def offered_in(product: Product) -> dict[str, int]:
+    """The locations (clusters) offering ``product``, each with the template it deploys there."""
+    out = {str(product.cluster): int(product.template_id)}
+    for loc in ProductLocation.select().where(ProductLocation.product_id == product.id):
+        out[str(loc.cluster)] = int(loc.template_id)
+    return out
+
+
+def _location(product: Product, asked: str | None) -> tuple[str, int]:
+    """(cluster, template id) the order deploys in: the one it asks for, or the product's only
+    location; refused with the locations offering it otherwise."""
+    offered = offered_in(product)
+    if asked is None:
+        if len(offered) > 1:
+            raise Refused(f"product {product.name!r} is offered in several locations "
+                          f"({', '.join(sorted(offered))}): the order must say which "
+                          "(location)")
+        asked = next(iter(offered))
+    if asked not in offered:
+        raise Refused(f"location {asked!r} does not offer product {product.name!r} (offered "
+                      f"in: {', '.join(sorted(offered))})")
+    return asked, offered[asked]
+
+
+def _create_service(event: CreateEvent, max_age_s: float,
+                    clusters: tuple[str, ...] = ()) -> Service:
     product = catalog_named(Product, event.product, max_age_s)
     if product is None:
         raise Refused(f"unknown product {event.product!r}")
+    cluster, template_id = _location(product, event.location)
+    if clusters and cluster not in clusters:
+        raise Refused(f"location {cluster!r} is not a cluster of this engine's settings "
+                      f"({', '.join(clusters)}): add it to [[clusters]]")
     if event.template:
         template = catalog_named(Template, event.template, max_age_s)
         if template is None:
             raise Refused(f"unknown template {event.template!r}")
+        if template.cluster != cluster:
+            raise Refused(f"template {event.template!r} is not in location {cluster!r}")
         problem = picker.offer_problem(product, template)
         if problem:
             raise Refused(problem)
     else:
-        template = catalog_row(Template, product.template_id, max_age_s)
+        template = catalog_row(Template, template_id, max_age_s)
     hostname = event.hostname or f"{product.hostname_prefix}-{event.client_id}-{event.service_id}"
     if not event.hostname and product.dns_zone:
         hostname = f"{hostname}.{product.dns_zone}"
@@ -280,7 +317,7 @@ def _create_service(event: CreateEvent, max_age_s: float) -> Service:
         raise Refused(problem)
     return service_changes.create(
         id=event.service_id, client_id=event.client_id, product_id=product.id,
-        template_id=template.id, email=event.email, hostname=hostname,
+        template_id=template.id, email=event.email, hostname=hostname, cluster=cluster,
         status=ServiceStatus.PENDING, want_ipv6=bool(event.ipv6), language=event.language,
         ssh_keys=keys)
 
@@ -315,6 +352,9 @@ def _params(event: Event, service: Service, engine: EngineSettings = DEFAULTS) -
         new = Product.get_or_none(Product.name == data["product"])
         if new is None:
             raise Refused(f"unknown product {data['product']!r}")
+        if service.cluster not in offered_in(new):
+            raise Refused(f"product {new.name!r} is not offered in location {service.cluster!r} "
+                          "(a package change keeps the VM in its cluster)")
         # its first step moves the service to the new package (service_changes.change_package)
         return {"product_id": new.id}
     if event.type == "reinstall":
@@ -323,6 +363,8 @@ def _params(event: Event, service: Service, engine: EngineSettings = DEFAULTS) -
             Template.get_by_id(service.template_id)
         if template is None:
             raise Refused(f"unknown template {name!r}")
+        if template.cluster != service.cluster:
+            raise Refused(f"template {name!r} is not in location {service.cluster!r}")
         problem = picker.offer_problem(product, template) \
             if template.id != service.template_id else None
         if problem:  # the service's own template stays allowed (a changed offer keeps it)
@@ -368,7 +410,7 @@ def _params(event: Event, service: Service, engine: EngineSettings = DEFAULTS) -
                                   product.rdns_policy, None)
         if why:
             raise Refused(why)
-    if event.type == "migrate" and data.get("node") in placement.in_maintenance():
+    if event.type == "migrate" and data.get("node") in placement.in_maintenance(service.cluster):
         raise Refused(f"node {data['node']} is in maintenance: it takes no new VM")
     if event.type == "firewall_rules_set" and data["rules"]:
         why = firewall.rules_problem(product, len(data["rules"]))

@@ -133,7 +133,7 @@ def service_event(status: str, op: Operation) -> Pending | None:
         fields.update(vmid=svc.vmid, node=svc.node, hostname=svc.hostname,
                       ipv4=[a.address for a in addrs if a.version == 4],
                       ipv6=[host_address(a) for a in addrs if a.version == 6],
-                      os_user=svc.username)
+                      os_user=svc.username, location=svc.cluster)
         prefixes = [cidr(a) for a in addrs if a.prefixlen is not None]
         if prefixes:
             fields["ipv6_prefixes"] = prefixes

@@ -239,37 +239,47 @@ def build(settings: Settings, scheduler_class: type = BlockingScheduler):
         console_sessions.purge_ended()  # console tokens/sessions likewise (audit_log keeps them)
 
     def traffic_body(run: JobRun) -> None:
-        if settings.proxmox is None:
+        """One run per cluster (each with its own client and lock), then the overage pass."""
+        clusters = settings.all_clusters
+        if not clusters:
             return
         database.connect(reuse_if_open=True)
         pub = publisher()
+        counted = False
         try:
-            result = traffic.run_once(proxmox.client(settings.proxmox), pub,
-                                      min_gap_s=settings.engine.traffic_interval_s / 2)
-            if not result.skipped:
+            for c in clusters:
+                one = len(clusters) == 1
+                result = traffic.run_once(proxmox.client(c.proxmox), pub,
+                                          min_gap_s=settings.engine.traffic_interval_s / 2,
+                                          cluster=None if one else c.name)
+                counted |= not result.skipped
+                run.processed += result.services
+                run.errors += len(result.errors)
+                for error in result.errors:
+                    log.warning("[traffic_accounting] %s: %s", c.name, error)
+                if result.skipped:
+                    log.info("[traffic_accounting] %s skipped: %s", c.name, result.skipped)
+            if counted:
                 run.processed += overage.run_once(pub).started
         finally:
             pub.close()
-        run.processed += result.services
-        run.errors += len(result.errors)
-        for error in result.errors:
-            log.warning("[traffic_accounting] %s", error)
-        if result.skipped:
-            log.info("[traffic_accounting] skipped: %s", result.skipped)
 
     def backup_sync_body(run: JobRun) -> None:
-        if settings.proxmox is None:
+        clusters = settings.all_clusters
+        if not clusters:
             return
         database.connect(reuse_if_open=True)
         pub = publisher()
         try:
-            result = backup_sync.run_once(proxmox.client(settings.proxmox), pub)
+            for c in clusters:
+                result = backup_sync.run_once(proxmox.client(c.proxmox), pub,
+                                              None if len(clusters) == 1 else c.name)
+                run.processed += result.checked
+                run.errors += len(result.errors)
+                for error in result.errors:
+                    log.warning("[backup_sync] %s: %s", c.name, error)
         finally:
             pub.close()
-        run.processed += result.checked
-        run.errors += len(result.errors)
-        for error in result.errors:
-            log.warning("[backup_sync] %s", error)
 
     def auto_resume_body(run: JobRun) -> None:
         database.connect(reuse_if_open=True)

@@ -162,32 +162,40 @@ def _account(service_id: int, vmid: int, rows: list[dict[str, Any]], now: int,
     return pending
 
 
-def _ours() -> dict[int, int]:
-    """vmid -> service id, for every service that has a VM."""
+def _ours(cluster: str | None = None) -> dict[int, int]:
+    """vmid -> service id, for every service that has a VM (in ``cluster``, when given)."""
     q = Service.select(Service.id, Service.vmid).where(
         Service.vmid.is_null(False) & (Service.status != ServiceStatus.TERMINATED))
+    if cluster is not None:
+        q = q.where(Service.cluster == cluster)
     return {s.vmid: s.id for s in q if s.vmid is not None}
 
 
 def run_once(pve: Proxmox, publisher: Publisher | None, now: float | None = None,
-             min_gap_s: float = 0) -> RunResult:
+             min_gap_s: float = 0, cluster: str | None = None) -> RunResult:
     """One accounting run over every VM of ours that Proxmox knows (one ``cluster/resources``
     call, one ``rrddata`` call per VM). One firing across all scheduler hosts: skipped while
     another host holds the job's lock, or when any host ran it less than ``min_gap_s`` ago
-    (the scheduler passes half its interval)."""
+    (the scheduler passes half its interval). ``cluster``: the services of that cluster only
+    (``pve`` is its client; the scheduler runs one per cluster, each with its own lock)."""
     result = RunResult()
     at = int(now if now is not None else time.time())
-    lock = f"{database.database}.{JOB_LOCK}"
+    lock = f"{database.database}.{JOB_LOCK}" + (f":{cluster}" if cluster else "")
+    lock = lock[:64]
     if not database.execute_sql("SELECT GET_LOCK(%s, 0)", (lock,)).fetchone()[0]:
         result.skipped = "another scheduler host is running the job"
         return result
     try:
-        last = TrafficCursor.select(fn.MAX(TrafficCursor.updated_at)).scalar()
+        lastq = TrafficCursor.select(fn.MAX(TrafficCursor.updated_at))
+        if cluster is not None:
+            lastq = lastq.join(Service, on=(Service.id == TrafficCursor.service_id)).where(
+                Service.cluster == cluster)
+        last = lastq.scalar()
         if min_gap_s and last is not None and \
                 (datetime.now() - last).total_seconds() < min_gap_s:
             result.skipped = f"ran {(datetime.now() - last).total_seconds():.0f}s ago"
             return result
-        ours = _ours()
+        ours = _ours(cluster)
         behind = {c.service_id: c.counted_to for c in TrafficCursor.select(
             TrafficCursor.service_id, TrafficCursor.counted_to)}
         for vm in _vms(pve, ours):

@@ -28,6 +28,7 @@ from pvekvm.models import (
     ClientFirewallRules,
     Operation,
     Product,
+    ProductLocation,
     Service,
     Snapshot,
     StepRun,
@@ -172,14 +173,14 @@ def _live(settings: Settings, svc: Service) -> tuple[schemas.LiveStatus | None, 
     if not svc.vmid or not svc.node:
         return None, False, None
     try:
-        st = pve.call(settings.proxmox, settings.api.proxmox_timeout_s, "get",
+        st = pve.call(settings.proxmox_of(svc.cluster), settings.api.proxmox_timeout_s, "get",
                       f"nodes/{svc.node}/qemu/{svc.vmid}/status/current")
     except pve.Unreachable:
         return None, True, None
     except pve.PveError as exc:
         return None, exc.status == 595, f"HTTP {exc.status}: {exc}"
     try:
-        cfg = pve.call(settings.proxmox, settings.api.proxmox_timeout_s, "get",
+        cfg = pve.call(settings.proxmox_of(svc.cluster), settings.api.proxmox_timeout_s, "get",
                        f"nodes/{svc.node}/qemu/{svc.vmid}/config")
     except (pve.Unreachable, pve.PveError):
         cfg = {}  # the power state stands; the ISO is not known this time
@@ -192,9 +193,12 @@ def _live(settings: Settings, svc: Service) -> tuple[schemas.LiveStatus | None, 
         maxmem_bytes=int(st.get("maxmem") or 0)), False, None
 
 
-def _pve_or_503(settings: Settings, method: str, path: str, **params: Any) -> Any:
+def _pve_or_503(settings: Settings, cluster: str | None, method: str, path: str,
+                **params: Any) -> Any:
+    """A call to ``cluster``'s API (None: the default cluster), its failures as HTTP errors."""
     try:
-        return pve.call(settings.proxmox, settings.api.proxmox_timeout_s, method, path, **params)
+        return pve.call(settings.proxmox_of(cluster), settings.api.proxmox_timeout_s, method,
+                        path, **params)
     except pve.Unreachable:
         raise HTTPException(503, "proxmox_unreachable") from None
     except pve.PveError as exc:
@@ -360,7 +364,8 @@ def get_graph(svc: Svc, settings: Cfg, metric: schemas.Metric,
     """One metric's series over a time frame, from Proxmox ``rrddata`` (average per row)."""
     if not svc.vmid or not svc.node:
         raise HTTPException(409, f"service {svc.id} has no VM")
-    rows = _pve_or_503(settings, "get", f"nodes/{svc.node}/qemu/{svc.vmid}/rrddata",
+    rows = _pve_or_503(settings, svc.cluster, "get",
+                       f"nodes/{svc.node}/qemu/{svc.vmid}/rrddata",
                        timeframe=timeframe, cf="AVERAGE")
     fields = GRAPH_FIELDS[metric]
     return schemas.Graph(metric=metric, timeframe=timeframe, series=fields, points=[
@@ -422,24 +427,36 @@ def close_consoles(svc: Svc, who: Who, request: Request) -> None:
             responses={503: {"model": schemas.Problem}})
 def list_isos(who: Who, settings: Cfg) -> list[schemas.IsoList]:
     """ISO images on the products' ISO storages, grouped as the manual says (a client token
-    sees its own product's storage only)."""
+    sees its own product's storage only, in its service's cluster; a billing token every
+    product's, in each cluster offering it, a storage's lists merged by name)."""
     from steps.lifecycle import iso_group
 
     products = Product.select().where(Product.iso_storage.is_null(False))
+    svc = None
     if who.service_id is not None:
         svc = Service.get_or_none(Service.id == who.service_id)
         products = products.where(Product.id == (svc.product_id if svc else -1))
-    storages = sorted({str(p.iso_storage) for p in products})
-    if not storages:
+    places: set[tuple[str, str]] = set()
+    for p in products:
+        clusters = {str(p.cluster)} | {str(loc.cluster) for loc in ProductLocation.select(
+            ProductLocation.cluster).where(ProductLocation.product_id == p.id)}
+        for cluster in ({str(svc.cluster)} if svc is not None else clusters):
+            places.add((cluster, str(p.iso_storage)))
+    if not places:
         return []
-    node = _pve_or_503(settings, "get", "nodes")[0]["node"]
-    out = []
-    for storage in storages:
-        groups: dict[str, list[str]] = {}
-        for item in _pve_or_503(settings, "get", f"nodes/{node}/storage/{storage}/content",
+    first_node: dict[str, str] = {}
+    merged: dict[str, dict[str, set[str]]] = {}
+    for cluster, storage in sorted(places):
+        if cluster not in first_node:
+            first_node[cluster] = _pve_or_503(settings, cluster, "get", "nodes")[0]["node"]
+        groups = merged.setdefault(storage, {})
+        for item in _pve_or_503(settings, cluster, "get",
+                                f"nodes/{first_node[cluster]}/storage/{storage}/content",
                                 content="iso"):
             name = item["volid"].split("/", 1)[-1]
-            groups.setdefault(iso_group(name), []).append(name)
+            groups.setdefault(iso_group(name), set()).add(name)
+    out = []
+    for storage, groups in sorted(merged.items()):
         ordered = sorted(groups.items(), key=lambda kv: (kv[0] == "OTHER", kv[0]))
         out.append(schemas.IsoList(storage=storage, groups=[
             schemas.IsoGroup(group=g, isos=sorted(n)) for g, n in ordered]))
@@ -454,7 +471,12 @@ def list_products(who: Who) -> schemas.Catalog:
     if who.is_client:
         raise HTTPException(403, "only a billing token may read the catalog")
     templates = {t.id: t for t in Template.select().order_by(Template.name)}
-    return schemas.Catalog(products=[schemas.ProductView(
+    elsewhere: dict[int, set[str]] = {}
+    for loc in ProductLocation.select(ProductLocation.product_id, ProductLocation.cluster):
+        elsewhere.setdefault(int(loc.product_id), set()).add(str(loc.cluster))
+    products = list(Product.select().order_by(Product.name))
+    offered = {str(p.cluster) for p in products}.union(*elsewhere.values())
+    return schemas.Catalog(locations=sorted(offered), products=[schemas.ProductView(
         name=p.name, template=templates[p.template_id].name if p.template_id in templates
         else None, templates=[t.name for t in picker.offered(p)],
         cores=p.cores, memory_mb=p.memory_mb, disk_gb=p.disk_gb,
@@ -463,8 +485,9 @@ def list_products(who: Who) -> schemas.Catalog:
         snapshot_limit=p.snapshot_limit, backup_limit=p.backup_limit,
         iso_storage=p.iso_storage, traffic_quota_gb=p.traffic_quota_gb,
         cpu_type=p.cpu_type, cpulimit=float(p.cpulimit) if p.cpulimit is not None else None,
-        cpuunits=p.cpuunits, balloon_mb=p.balloon_mb, client_fw_rules=p.client_fw_rules)
-        for p in Product.select().order_by(Product.name)],
+        cpuunits=p.cpuunits, balloon_mb=p.balloon_mb, client_fw_rules=p.client_fw_rules,
+        locations=sorted({str(p.cluster)} | elsewhere.get(int(p.id), set())))
+        for p in products],
         templates=[schemas.TemplateView(name=t.name, os_user=t.os_user)
                    for t in templates.values()])
 

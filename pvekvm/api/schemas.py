@@ -273,6 +273,10 @@ class ProductView(BaseModel):
     client_fw_rules: int = Field(20, description="how many own firewall rules a client may "
                                  "set (firewall_rules_set); 0 = none")
 
+    locations: list[str] = Field(default_factory=list, description=(
+        "the locations (clusters) offering it, create's ``location``; needed in the order "
+        "when there are several"))
+
 
 class FirewallRule(BaseModel):
     """One of the client's rules, as firewall_rules_set takes it (pvekvm/clientfw.py)."""
@@ -334,6 +338,8 @@ class Catalog(BaseModel):
 
     products: list[ProductView]
     templates: list[TemplateView]
+    locations: list[str] = Field(default_factory=list, description=(
+        "every location (cluster) some product is offered in: create's ``location``"))
 
 
 class EventAccepted(BaseModel):

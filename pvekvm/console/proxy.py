@@ -275,8 +275,9 @@ class ConsoleProxy:
 
     async def _open_vm(self, claim: sessions.Claim) -> tuple[ClientConnection, rfb.Stream]:
         """vncproxy on the VM's node, vncwebsocket with the engine's token, RFB auth."""
-        conn = self.settings.proxmox
-        assert conn is not None
+        conn = self.settings.proxmox_of(claim.cluster)  # the service's cluster's API
+        if conn is None:
+            raise pve.Unreachable(f"cluster {claim.cluster} is not in the settings")
         path = f"nodes/{quote(claim.node, safe='')}/qemu/{claim.vmid}"
         data = await asyncio.to_thread(pve.call, conn, self.settings.api.proxmox_timeout_s,
                                        "post", f"{path}/vncproxy", websocket=1)
@@ -304,7 +305,8 @@ class ConsoleProxy:
             return "Proxmox is unreachable"
         try:
             st = await asyncio.to_thread(
-                pve.call, self.settings.proxmox, self.settings.api.proxmox_timeout_s, "get",
+                pve.call, self.settings.proxmox_of(claim.cluster),
+                self.settings.api.proxmox_timeout_s, "get",
                 f"nodes/{quote(claim.node, safe='')}/qemu/{claim.vmid}/status/current")
             if st.get("status") != "running":
                 return f"the VM is not running ({st.get('status', 'unknown')})"

@@ -70,6 +70,7 @@ class Claim:
     node: str
     created_by: str
     peer: str
+    cluster: str = "default"  # the service's cluster: whose API opens the console
 
 
 class Refused(Exception):
@@ -119,7 +120,8 @@ def _row(token: str, lock: bool) -> tuple[Any, ...]:
     sid, secret = parts
     row = values(
         f"SELECT c.id, c.service_id, c.secret_sha256, c.used_at IS NOT NULL, "
-        f"c.connect_by <= NOW(3), c.bound_address, c.created_by, s.vmid, s.node, {_CUT_REASON} "
+        f"c.connect_by <= NOW(3), c.bound_address, c.created_by, s.vmid, s.node, {_CUT_REASON}, "
+        "s.cluster "
         "FROM console_sessions c LEFT JOIN services s ON s.id = c.service_id "
         "LEFT JOIN client_tokens t ON t.id = c.client_token_id WHERE c.id = %s"
         + (" FOR UPDATE" if lock else ""), sid)
@@ -129,7 +131,7 @@ def _row(token: str, lock: bool) -> tuple[Any, ...]:
 
 
 def _verdict(row: tuple[Any, ...], service_id: int | None, peer: str) -> None:
-    sid, svc, _, used, expired, bound, _, vmid, node, cut = row
+    sid, svc, _, used, expired, bound, _, vmid, node, cut, _ = row
     if service_id is not None and service_id != svc:
         raise Refused("this console token is for another service")
     if cut:
@@ -198,7 +200,7 @@ def _claim(token: str, service_id: int | None, peer: str, proxy: str, limit: int
                peer, session=sid, **({"reason": why} if why else {}))
         if why:
             raise Refused(why)
-        return Claim(sid, svc, int(row[7]), str(row[8]), str(row[6]), peer)
+        return Claim(sid, svc, int(row[7]), str(row[8]), str(row[6]), peer, str(row[10]))
 
 
 def heartbeat(session_ids: list[str]) -> dict[str, str]:

@@ -156,6 +156,8 @@ class ServiceReady(OperationEvent):
     placement: str | None = Field(None, description="why the VM is on ``node`` (the "
                                   "placement's reason: its headroom there); absent when the "
                                   "operation chose no node")
+    location: str | None = Field(None, description="the cluster the VM is in (create's "
+                                 "location)")
 
 
 class ServiceSuspended(OperationEvent):

@@ -428,6 +428,9 @@ class CreateEvent(Event):
     ipv6: Annotated[bool, Strict()] = False
     language: Language | None = None  # the client's; mail in it, English fallback
     ssh_keys: SshKeys | None = None
+    # the cluster the VM goes to (billing's configurable option); optional when the product is
+    # offered in one location only; a location not offering the product is refused
+    location: Slug | None = None
 
 
 class ChangePackageEvent(Event):

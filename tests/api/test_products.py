@@ -25,6 +25,8 @@ def test_the_catalog_lists_products_and_templates_for_billing_only(api_env: ApiE
     assert small["templates"] == ["debian-12", "ubuntu-2204"]  # the OS picker's offer
     assert products["vps-multi"]["templates"] == ["debian-12"]  # none listed: its own
     assert small["iso_storage"] == "iso" and small["ipv6"] is True
+    assert small["locations"] == ["default"]  # one cluster: create may leave location out
+    assert body["locations"] == ["default"]  # the WHMCS module's Location dropdown
     assert products["vps-multi"]["extra_ipv4"] == 2
     assert {t["name"]: t["os_user"] for t in body["templates"]}["ubuntu-2204"] == "ubuntu"
     # placement stays the engine's: no node, storage, pool or VMID is shown

@@ -58,20 +58,30 @@ def load_catalog(settings: Settings, **product_overrides: object) -> None:
         Product.update(**product_overrides).execute()
 
 
+def _proxmox_keys(pve: ProxmoxSettings) -> str:
+    return ((f'endpoints = {list(pve.endpoints)}\n' if pve.endpoints else
+             f'base_url = "{pve.base_url}"\n') +
+            f'token_id = "{pve.token_id}"\ntoken_secret = "{pve.token_secret}"\n'
+            f'ca_bundle = "{pve.ca_bundle}"\nmax_calls_per_node = {pve.max_calls_per_node}\n'
+            f'endpoint_retry_s = {pve.endpoint_retry_s}\n')
+
+
 def write_config(settings: Settings, path: Path) -> Path:
-    """A TOML file (plus env) that makes a subprocess worker use the same settings."""
+    """A TOML file (plus env) that makes a subprocess worker use the same settings (several
+    clusters: one ``[[clusters]]`` table each)."""
     e = settings.engine
+    assert settings.proxmox is not None
+    if len(settings.all_clusters) > 1:
+        where = "".join(f'[[clusters]]\nname = "{c.name}"\n' + _proxmox_keys(c.proxmox)
+                        + "".join(f"{k} = {getattr(c, k)}\n" for k in ("vmid_min", "vmid_max")
+                                  if getattr(c, k) is not None)
+                        for c in settings.all_clusters)
+    else:
+        where = "[proxmox]\n" + _proxmox_keys(settings.proxmox)
     path.write_text(
         f'[database]\nurl = "{settings.database_url}"\n'
         f'[amqp]\nurl = "{settings.amqp_url}"\nnamespace = "{settings.namespace}"\n'
-        f'[proxmox]\n' + (f'endpoints = {list(settings.proxmox.endpoints)}\n'
-                           if settings.proxmox.endpoints else
-                           f'base_url = "{settings.proxmox.base_url}"\n') +
-        f'token_id = "{settings.proxmox.token_id}"\n'
-        f'token_secret = "{settings.proxmox.token_secret}"\n'
-        f'ca_bundle = "{settings.proxmox.ca_bundle}"\n'
-        f'max_calls_per_node = {settings.proxmox.max_calls_per_node}\n'
-        f'endpoint_retry_s = {settings.proxmox.endpoint_retry_s}\n'
+        + where +
         f'[smtp]\nhost = "{settings.smtp.host}"\nport = {settings.smtp.port}\n'
         f'[engine]\npoll_delays_s = {list(e.poll_delays_s)}\nstale_after_s = {e.stale_after_s}\n'
         f'max_attempts = {e.max_attempts}\ndeploy_window = {e.deploy_window}\n'

@@ -257,7 +257,8 @@ def test_refused_and_cancelled_operations_are_never_auto_resumed(settings, sim, 
     assert "paused: sid:8800 deploy at (welcome_sent)" in out and "[auto-resume 20" in out
     autoresume.update_paused_gauge()
     assert REGISTRY.get_sample_value("pvekvm_operations_paused",
-                                     {"resume": "auto", "dependency": "other"}) == 4
+                                     {"resume": "auto", "dependency": "other",
+                                      "cluster": "default"}) == 4
 
     config = write_config(settings, tmp_path / "cli.toml")
     assert main(["--config", str(config), "cancel", "--reason", "no such reason"]) == 1
@@ -284,7 +285,8 @@ def test_refused_and_cancelled_operations_are_never_auto_resumed(settings, sim, 
     assert Operation.select().where(Operation.status.in_(("running", "paused"))).count() == 0
     assert not OutboxEvent.select().where(OutboxEvent.type == "operation.resumed").exists()
     assert REGISTRY.get_sample_value("pvekvm_operations_paused",
-                                     {"resume": "auto", "dependency": "other"}) is None
+                                     {"resume": "auto", "dependency": "other",
+                                      "cluster": "default"}) is None
 
 
 def test_a_deploy_paused_by_the_mail_relay_resumes_once_the_relay_answers(

@@ -170,7 +170,7 @@ def test_a_body_that_kills_its_worker_is_parked_redacted_on_its_last_delivery(se
 
 def test_an_order_that_trips_a_bug_is_refused_once_not_sent_back(settings, caplog,
                                                                  monkeypatch):
-    def broken(body, engine):
+    def broken(body, engine, clusters=()):
         raise RuntimeError(f"bug quoting the body: {body!r}")
 
     monkeypatch.setattr(consumer, "handle_order", broken)

@@ -46,6 +46,7 @@ def test_a_deploy_tells_billing_accepted_then_ready_with_its_addresses(settings,
     addrs = {a.version: a.address for a in IpAddress.select().where(IpAddress.service_id == 7201)}
     assert ready["vmid"] == svc.vmid and ready["node"] == svc.node
     assert ready["hostname"] == svc.hostname and ready["os_user"] == svc.username
+    assert ready["location"] == "default"  # the cluster it is in (create's location)
     assert ready["ipv4"] == [addrs[4]] and ready["ipv6"] == [addrs[6]]
     assert ready["idempotency_key"] == "whmcs-call-7201"
     events = billing_queue.drain()

@@ -147,8 +147,8 @@ def test_queued_messages_say_what_they_are_and_the_scheduler_reports_the_databas
         seen = scrape(server.port)
     finally:
         server.stop()
-    assert seen[("pvekvm_operations", frozenset({("kind", "deploy"),
-                                                 ("status", "running")}))] == 1
+    assert seen[("pvekvm_operations", frozenset({("kind", "deploy"), ("status", "running"),
+                                                 ("cluster", "default")}))] == 1
     assert seen[("pvekvm_dead_letters", frozenset())] == 1
     assert seen[("pvekvm_oldest_running_idle_seconds", frozenset())] >= 0
 

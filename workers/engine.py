@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from peewee import InterfaceError, OperationalError
@@ -122,11 +122,11 @@ class Engine:
 
     def handle_nudge(self, nudge: Nudge, row: Operation | None = None) -> Outcome:
         """One nudge, delivered by the broker or handed over by the worker that committed it
-        (a continuation run at once: see :mod:`workers.consumer`), then with the ``row`` that
+        (a continuation run at once: see :mod:`workers.runner`), then with the ``row`` that
         commit left, used when the locked row still has its version."""
         t0, pve0 = time.perf_counter(), Proxmox.time_spent()
         try:
-            out = self._handle(nudge.pool, nudge.operation_id, nudge.nudge_id, nudge.state, row)
+            out = self._handle(nudge, row)
         finally:
             if self.observer is not None:
                 self.observer(nudge.pool, time.perf_counter() - t0,
@@ -134,43 +134,41 @@ class Engine:
         out.in_hand = nudge.operation_id
         return out
 
-    def _handle(self, pool: str, op_id: int, nudge: str, state: str,
-                row: Operation | None = None) -> Outcome:
+    def _handle(self, nudge: Nudge, row: Operation | None = None) -> Outcome:
         try:
             with database.atomic():
-                return self._handle_locked(pool, op_id, nudge, row)
+                return self._handle_locked(nudge, row)
         except LostRace:
             return Outcome()
         except OperationalError as exc:
-            if dberrors.retry_now(exc):
-                return Outcome(publish=[Nudge(pool, op_id, nudge, state, BUSY_DELAY_S,
-                                                   resend=True)])
+            if dberrors.retry_now(exc):  # the same nudge again, soon; it was published already
+                return Outcome(publish=[replace(nudge, delay_s=BUSY_DELAY_S, resend=True)])
             raise
 
-    def _handle_locked(self, pool: str, op_id: int, nudge: str,
-                       row: Operation | None = None) -> Outcome:
-        op, service = _lock(op_id, row)
+    def _handle_locked(self, nudge: Nudge, row: Operation | None = None) -> Outcome:
+        op, service = _lock(nudge.operation_id, row)
         if op is None:
-            return Outcome(dead_reason=f"unknown operation {op_id}")
-        if nudge != op.nudge_id:
-            if (nudge == op.prev_nudge_id and op.nudge_id and not op.nudge_published
+            return Outcome(dead_reason=f"unknown operation {nudge.operation_id}")
+        if nudge.nudge_id != op.nudge_id:
+            if (nudge.nudge_id == op.prev_nudge_id and op.nudge_id and not op.nudge_published
                     and op.status == OpStatus.RUNNING):
                 again = operations.nudge_for(op, self.machines)
                 return Outcome(publish=[again] if again else [])
-            if nudge == op.prev_nudge_id and op.status in FINISHED:
+            if nudge.nudge_id == op.prev_nudge_id and op.status in FINISHED:
                 # the message that ended it: the next operation it started may be unpublished
-                return Outcome(publish=operations.unpublished_successors(op))
+                return Outcome(publish=operations.unpublished_successors(op, self.machines))
             return Outcome()  # stale: someone already moved this operation on
         if op.status != OpStatus.RUNNING:
             return Outcome()
         machine = self.machines[op.kind]
         t = machine.at(op.state)
         if t is None:
-            return operations.finish(op, machine, Outcome(), self.window)
-        if t.pool != pool:  # wrong queue (config change between versions): forward, same id
-            return Outcome(publish=[Nudge(t.pool, op.id, nudge, op.state)])
-        out = self._run(Attempt(op, machine, t, nudge, op.step_started_at or datetime.now(),
-                                service))
+            return operations.finish(op, machine, Outcome(), self.window,
+                                     machines=self.machines)
+        if t.pool != nudge.pool:  # wrong queue (config change between versions): forward it
+            return Outcome(publish=[Nudge(t.pool, op.id, nudge.nudge_id, op.state)])
+        out = self._run(Attempt(op, machine, t, nudge.nudge_id,
+                                op.step_started_at or datetime.now(), service))
         out.row = op  # every change above went through cas(): the row as committed
         return out
 
@@ -287,7 +285,7 @@ class Engine:
 
     def _refuse(self, a: Attempt, reason: str) -> Outcome:
         line = self._record(a, "error", f"refused: {reason}")
-        out = operations.fail(a.op, a.machine, a.nudge, reason, self.window)
+        out = operations.fail(a.op, a.machine, a.nudge, reason, self.window, self.machines)
         out.log.insert(0, line)
         return out
 
@@ -311,7 +309,8 @@ class Engine:
         if a.machine.at(a.op.state) is None:
             one_step_skipped = result.skipped and len(a.machine.transitions) == 1
             return operations.finish(a.op, a.machine, out, self.window,
-                                     skipped=result.message if one_step_skipped else None)
+                                     skipped=result.message if one_step_skipped else None,
+                                     machines=self.machines)
         nudge = operations.nudge_for(a.op, self.machines)
         assert nudge is not None
         out.publish.append(nudge)

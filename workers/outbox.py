@@ -35,7 +35,7 @@ from typing import Any
 
 from pvekvm import jsonsafe, metrics
 from pvekvm.addresses import cidr, held, host_address
-from pvekvm.messaging import Publisher
+from pvekvm.messaging import Sink
 from pvekvm.models import Backup, Operation, OutboxEvent, Placement, Product, Service, database
 
 _INSERT_EVENT = ("INSERT INTO outbox (event_id, type, service_id, operation_id, body, created_at) "
@@ -173,7 +173,7 @@ def refused(body: bytes, reason: str) -> Pending:
                   or None, event_type=(etype or "")[:64] or None, reason=reason[:1000])
 
 
-def publish(pending: list[Pending], publisher: Publisher) -> None:
+def publish(pending: list[Pending], publisher: Sink) -> None:
     """Publish (confirmed) and mark each published; unmarked ones the reconciler re-sends."""
     for p in pending:
         publisher.publish_event(p.type, p.body, p.event_id)

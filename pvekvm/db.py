@@ -34,7 +34,7 @@ class DatabaseSetupError(RuntimeError):
     run instead."""
 
 
-class _ReconnectingMySQL(ReconnectMixin, MySQLDatabase):
+class _ReconnectingMySQL(ReconnectMixin, MySQLDatabase):  # type: ignore[misc]  # no stubs
     """Re-opens the connection when the server went away (restart, idle timeout)."""
 
 

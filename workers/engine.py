@@ -212,7 +212,7 @@ class Engine:
             result = Retry(str(exc))
         except (OperationalError, InterfaceError):
             raise  # the database went away: the message goes back and is redelivered
-        except Exception as exc:  # noqa: BLE001 - an unexpected bug must stop visibly, not loop
+        except Exception as exc:  # an unexpected bug must stop visibly, not loop
             log.exception("step %s crashed for operation %s", t.label, op.id)
             return self._pause(a, f"{type(exc).__name__}: {exc}")
 

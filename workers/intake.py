@@ -27,6 +27,7 @@ from pvekvm import dberrors, placement, rdns_policy
 from pvekvm.addresses import held_row
 from pvekvm.config import EngineSettings
 from pvekvm.db import values
+from pvekvm.limits import MAX_SERVICE_ID
 from pvekvm.models import (
     Backup,
     BackupSchedule,
@@ -55,7 +56,6 @@ from workers.operations import UNFINISHED, OpStatus
 from workers.outcome import Outcome
 
 log = logging.getLogger("pvekvm.intake")
-MAX_SERVICE_ID = 2**32 - 1
 
 # event type → the machine that carries it out (the others are handled here, without Proxmox)
 KIND_OF: dict[str, str] = {

@@ -35,6 +35,7 @@ from typing import Any
 
 from pvekvm import jsonsafe, metrics
 from pvekvm.addresses import cidr, held, host_address
+from pvekvm.limits import MAX_SERVICE_ID
 from pvekvm.messaging import Sink
 from pvekvm.models import Backup, Operation, OutboxEvent, Placement, Product, Service, database
 
@@ -165,7 +166,7 @@ def refused(body: bytes, reason: str) -> Pending:
             key = data.get("idempotency_key") if isinstance(data.get("idempotency_key"),
                                                             str) else None
             sid = data.get("service_id")
-            service_id = sid if type(sid) is int and 0 < sid < 2**32 else None
+            service_id = sid if type(sid) is int and 0 < sid <= MAX_SERVICE_ID else None
             etype = data.get("type") if isinstance(data.get("type"), str) else None
     except ValueError:  # not JSON, too large or too deep: the reason says so, nothing else
         pass

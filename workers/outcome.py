@@ -6,10 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pvekvm.limits import MAX_OPERATION_ID
 from pvekvm.models import Operation
 from workers.outbox import Pending
-
-MAX_OPERATION_ID = 2**64 - 1  # operations.id BIGINT UNSIGNED
 
 
 @dataclass(frozen=True)

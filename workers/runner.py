@@ -146,7 +146,7 @@ class Runner:
                 return done
             try:
                 outcome = self.engine.handle_nudge(nxt, outcome.row)
-            except Exception:  # noqa: BLE001 - its state is committed, its nudge unpublished
+            except Exception:  # its state is committed, its nudge unpublished
                 log.exception("%s: step of operation %s failed in a chain; it goes through "
                               "the broker", self.name, nxt.operation_id)
                 operations.deliver(Outcome(publish=[nxt]), self.sink)

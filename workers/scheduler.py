@@ -69,7 +69,7 @@ def run_job(name: str, body: Callable[[JobRun], None]) -> JobRun:
     run, started = JobRun(), time.perf_counter()
     try:
         body(run)
-    except Exception:  # noqa: BLE001 - one failed run must not stop the scheduler
+    except Exception:  # one failed run must not stop the scheduler
         log.exception("[%s] failed", name)
         run.errors += 1
     log.info("[%s] Done (%.1fs) — processed: %d, errors: %d", name,

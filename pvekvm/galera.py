@@ -37,7 +37,7 @@ from typing import Any
 import pymysql
 from peewee import OperationalError
 
-from pvekvm.db import DatabaseTarget, _ReconnectingMySQL
+from pvekvm.dburl import DatabaseTarget, _ReconnectingMySQL
 
 log = logging.getLogger("pvekvm.db")
 SYNCED = "4"  # wsrep_local_state: 1 joining, 2 donor/desynced, 3 joined, 4 synced

@@ -22,7 +22,8 @@ import pymysql
 import requests
 
 from pvekvm.config import ConfigError, ProxmoxSettings, Settings, load_settings
-from pvekvm.db import latest_version, parse_url, redact
+from pvekvm.db import latest_version, redact
+from pvekvm.dburl import parse_url
 from pvekvm.galera import connect_writer
 from pvekvm.messaging import broker_urls
 

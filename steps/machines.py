@@ -30,6 +30,7 @@ from steps import (
     power,
     provision,
     rdns,
+    slots,
 )
 from steps.machine import Machine, RetryPolicy, SkipIf, Step, T, Transition
 from steps.notify import mailer, verify_and_mail
@@ -244,3 +245,4 @@ BACKUP_STATES: tuple[str, ...] = tuple(
 MIGRATE_STATES: tuple[str, ...] = tuple(
     t.state for m in MACHINES.values() for t in m.transitions if t.run is migrate.move)
 """States whose step dispatches a qmigrate (a bounded number per source node: steps/slots.py)."""
+slots.SENDING.update(qmclone=CLONE_STATES, vzdump=BACKUP_STATES, qmigrate=MIGRATE_STATES)

@@ -45,7 +45,7 @@ from steps.machine import (
     backoff,
 )
 from steps.machines import MACHINES
-from workers import autoresume, operations
+from workers import operations, pauses
 from workers.operations import FINISHED, LostRace, OpStatus, cas, new_nudge_id
 from workers.outcome import Nudge, Outcome, read_step_message
 
@@ -97,7 +97,7 @@ class Attempt:
     nudge: str
     started: datetime
     service: Service | None = None
-    fault: str | None = None  # the dependency that did not answer (workers/autoresume.py)
+    fault: str | None = None  # the dependency that did not answer (workers/pauses.py)
 
 
 class Engine:
@@ -204,7 +204,7 @@ class Engine:
         except StepFailed as exc:
             return self._pause(a, str(exc))
         except ProxmoxError as exc:
-            a.fault = autoresume.dependency_of(exc)
+            a.fault = pauses.dependency_of(exc)
             if exc.refusal:  # the request can never succeed as asked: fail it, free the service
                 return self._refuse(a, safe_reason(f"Proxmox refused: {exc}"))
             if not exc.transient:

@@ -32,6 +32,7 @@ from steps.machine import Machine
 from steps.machines import MACHINES
 from workers import outbox
 from workers.outcome import Nudge, Outcome
+from workers.pauses import dependency_of_reason, next_auto_resume
 
 
 class OpStatus(StrEnum):
@@ -265,8 +266,6 @@ def pause(op: Operation, nudge: str, reason: str, dependency: str | None = None,
     """A fault retrying could not fix: wait at the last good state, still holding the service;
     with ``engine``, it resumes by itself on its backoff (workers/autoresume.py) unless that
     has run out; ``dependency``: the one that did not answer (None: another fault)."""
-    from workers.autoresume import dependency_of_reason, next_auto_resume
-
     now = datetime.now()
     since, resumes = op.paused_since, op.auto_resumes
     if since is None or _progressed_since(op):

@@ -45,11 +45,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pvekvm import mail  # noqa: E402
-from pvekvm.config import load_settings  # noqa: E402
-from pvekvm.db import bind  # noqa: E402
-from pvekvm.proxmox import Proxmox  # noqa: E402
-from workers.consumer import WorkerProcess, WorkerThread, all_pools  # noqa: E402
+from pvekvm import mail
+from pvekvm.config import load_settings
+from pvekvm.db import bind
+from pvekvm.proxmox import Proxmox
+from workers.consumer import WorkerProcess, WorkerThread, all_pools
 
 _local = threading.local()
 _samples: list[tuple] = []

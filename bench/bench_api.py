@@ -29,16 +29,16 @@ for p in (ROOT, ROOT / "bench"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-import requests  # noqa: E402
-from bench_deploy import pct, pvesim_process, stop_process  # noqa: E402
+import requests
+from bench_deploy import pct, pvesim_process, stop_process
 
-from pvekvm import db as dbmod  # noqa: E402
-from pvekvm import secrets  # noqa: E402
-from pvekvm.api.auth import hash_token, new_token  # noqa: E402
-from pvekvm.config import ProxmoxSettings, Settings, SmtpSettings  # noqa: E402
-from pvekvm.models import Product, Service  # noqa: E402
-from pvekvm.proxmox import Proxmox  # noqa: E402
-from tests.e2e.harness import load_catalog, write_config  # noqa: E402
+from pvekvm import db as dbmod
+from pvekvm import secrets
+from pvekvm.api.auth import hash_token, new_token
+from pvekvm.config import ProxmoxSettings, Settings, SmtpSettings
+from pvekvm.models import Product, Service
+from pvekvm.proxmox import Proxmox
+from tests.e2e.harness import load_catalog, write_config
 
 DB_SERVER = os.environ.get("BENCH_DB_SERVER", "mysql://root@127.0.0.1:3306")
 DATABASE_URL = f"{DB_SERVER}/pvekvm_t10_bench"

@@ -32,17 +32,17 @@ for p in (ROOT, ROOT / "bench"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from bench_deploy import pct, pvesim_process, stop_process  # noqa: E402
-from websockets.asyncio.client import connect  # noqa: E402
+from bench_deploy import pct, pvesim_process, stop_process
+from websockets.asyncio.client import connect
 
-from pvekvm import db as dbmod  # noqa: E402
-from pvekvm import secrets  # noqa: E402
-from pvekvm.config import ProxmoxSettings, Settings, SmtpSettings  # noqa: E402
-from pvekvm.console import rfb, sessions  # noqa: E402
-from pvekvm.console.proxy import _client_tls  # noqa: E402
-from pvekvm.models import Product, Service  # noqa: E402
-from pvekvm.proxmox import Proxmox  # noqa: E402
-from tests.e2e.harness import load_catalog, write_config  # noqa: E402
+from pvekvm import db as dbmod
+from pvekvm import secrets
+from pvekvm.config import ProxmoxSettings, Settings, SmtpSettings
+from pvekvm.console import rfb, sessions
+from pvekvm.console.proxy import _client_tls
+from pvekvm.models import Product, Service
+from pvekvm.proxmox import Proxmox
+from tests.e2e.harness import load_catalog, write_config
 
 DB_SERVER = os.environ.get("BENCH_DB_SERVER", "mysql://root@127.0.0.1:3306")
 DATABASE_URL = f"{DB_SERVER}/pvekvm_console_bench"

@@ -38,16 +38,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import requests  # noqa: E402
-from peewee import fn  # noqa: E402
+import requests
+from peewee import fn
 
-from producers.api import OrderClient  # noqa: E402
-from pvekvm import catalog, messaging, secrets  # noqa: E402
-from pvekvm import db as dbmod  # noqa: E402
-from pvekvm.config import EngineSettings, ProxmoxSettings, Settings  # noqa: E402
-from pvekvm.models import IpPool, Operation, OutboxEvent, Product, Service, StepRun, database  # noqa: E402
-from tests.e2e.harness import load_catalog, write_config  # noqa: E402
-from tests.smtp_sink import SmtpSink  # noqa: E402
+from producers.api import OrderClient
+from pvekvm import catalog, messaging, secrets
+from pvekvm import db as dbmod
+from pvekvm.config import EngineSettings, ProxmoxSettings, Settings
+from pvekvm.models import IpPool, Operation, OutboxEvent, Product, Service, StepRun, database
+from tests.e2e.harness import load_catalog, write_config
+from tests.smtp_sink import SmtpSink
 
 AMQP_SERVER = os.environ.get("BENCH_AMQP_SERVER", "amqp://guest:guest@127.0.0.1:5672")
 DB_SERVER = os.environ.get("BENCH_DB_SERVER", "mysql://root@127.0.0.1:3306")

@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-import bench_deploy as bd  # noqa: E402
+import bench_deploy as bd
 
-from pvekvm.models import Operation, Service, StepRun  # noqa: E402
+from pvekvm.models import Operation, Service, StepRun
 
 DONE = ("success", "skip", "warn")
 

@@ -57,7 +57,7 @@ def deploy(server: str, orders: int, name: str, procs: int, threads: int) -> dic
 # --- micro: what one step's commit costs ------------------------------------------------------
 
 def _connect(server: str, db: str):
-    from pvekvm.db import parse_url
+    from pvekvm.dburl import parse_url
     from pvekvm.galera import connect_writer
 
     target = parse_url(f"{server}/{db}")
@@ -65,7 +65,7 @@ def _connect(server: str, db: str):
 
 
 def _setup(server: str, db: str) -> None:
-    from pvekvm.db import parse_url
+    from pvekvm.dburl import parse_url
     from pvekvm.galera import connect_writer
 
     conn = connect_writer(parse_url(f"{server}/{db}"), autocommit=True)

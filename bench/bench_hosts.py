@@ -26,20 +26,20 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from producers.api import OrderClient  # noqa: E402
-from pvekvm import db as dbmod  # noqa: E402
-from pvekvm import messaging  # noqa: E402
-from pvesim.testing import running_simulator  # noqa: E402
-from tests.e2e.harness import (  # noqa: E402
+from producers.api import OrderClient
+from pvekvm import db as dbmod
+from pvekvm import messaging
+from pvesim.testing import running_simulator
+from tests.e2e.harness import (
     all_ready,
     load_catalog,
     make_settings,
     wait_until,
-    write_config,  # noqa: E402
+    write_config,
 )
-from tests.scale import netns  # noqa: E402
-from tests.scale.test_worker_hosts import service_ports  # noqa: E402
-from tests.smtp_sink import SmtpSink  # noqa: E402
+from tests.scale import netns
+from tests.scale.test_worker_hosts import service_ports
+from tests.smtp_sink import SmtpSink
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 DB_NAME = f"{os.environ.get('PVEKVM_TEST_NAME', 'pvekvm')}_bench_hosts"

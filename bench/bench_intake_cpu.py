@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from producers.events import InvalidEvent, parse_event  # noqa: E402
+from producers.events import InvalidEvent, parse_event
 
 DB_SERVER = os.environ.get("BENCH_DB_SERVER", "mysql://root@127.0.0.1:3306")
 ENVELOPE = {"version": 1, "idempotency_key": "whmcs:call-1", "service_id": 5546,

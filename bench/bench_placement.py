@@ -24,16 +24,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pvekvm import catalog  # noqa: E402
-from pvekvm import db as dbmod  # noqa: E402
-from pvekvm.config import PlacementSettings, ProxmoxSettings, Settings  # noqa: E402
-from pvekvm.models import Operation, Product, Service, Template, database  # noqa: E402
-from pvekvm.proxmox import client  # noqa: E402
-from pvesim.model import GiB  # noqa: E402
-from pvesim.testing import running_simulator  # noqa: E402
-from steps.context import StepContext, _catalog  # noqa: E402
-from steps.machine import Done  # noqa: E402
-from steps.provision import place_vm  # noqa: E402
+from pvekvm import catalog
+from pvekvm import db as dbmod
+from pvekvm.config import PlacementSettings, ProxmoxSettings, Settings
+from pvekvm.models import Operation, Product, Service, Template, database
+from pvekvm.proxmox import client
+from pvesim.model import GiB
+from pvesim.testing import running_simulator
+from steps.context import StepContext, _catalog
+from steps.machine import Done
+from steps.provision import place_vm
 
 DB_SERVER = os.environ.get("BENCH_DB_SERVER", "mysql://root@127.0.0.1:3306")
 NODES = ("pve1", "pve2", "pve3")

@@ -27,15 +27,15 @@ for p in (ROOT, ROOT / "bench"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from bench_deploy import pvesim_process  # noqa: E402
+from bench_deploy import pvesim_process
 
-from pvekvm import db as dbmod  # noqa: E402
-from pvekvm import messaging, secrets  # noqa: E402
-from pvekvm.config import ProxmoxSettings, Settings, SmtpSettings  # noqa: E402
-from pvekvm.models import Product, Service  # noqa: E402
-from pvekvm.proxmox import Proxmox  # noqa: E402
-from tests.e2e.harness import load_catalog  # noqa: E402
-from workers import traffic  # noqa: E402
+from pvekvm import db as dbmod
+from pvekvm import messaging, secrets
+from pvekvm.config import ProxmoxSettings, Settings, SmtpSettings
+from pvekvm.models import Product, Service
+from pvekvm.proxmox import Proxmox
+from tests.e2e.harness import load_catalog
+from workers import traffic
 
 DB_SERVER = os.environ.get("BENCH_DB_SERVER", "mysql://root@127.0.0.1:3306")
 DATABASE_URL = f"{DB_SERVER}/pvekvm_t14_bench"

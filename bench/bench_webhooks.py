@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pvekvm import db as dbmod  # noqa: E402
-from pvekvm.webhooks.config import EndpointSetting  # noqa: E402
-from pvekvm.webhooks.signing import new_secret  # noqa: E402
-from tests.webhooks.conftest import FAST, emit, make_settings  # noqa: E402
-from tests.webhooks.receiver import Receiver  # noqa: E402
-from workers import webhooks  # noqa: E402
+from pvekvm import db as dbmod
+from pvekvm.webhooks.config import EndpointSetting
+from pvekvm.webhooks.signing import new_secret
+from tests.webhooks.conftest import FAST, emit, make_settings
+from tests.webhooks.receiver import Receiver
+from workers import webhooks
 
 DB_SERVER = os.environ.get("BENCH_DB_SERVER", "mysql://root@127.0.0.1:3306")
 DATABASE_URL = f"{DB_SERVER}/pvekvm_webhooks_bench"

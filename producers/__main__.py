@@ -7,6 +7,6 @@ if sys.argv[1:2] == ["watch"]:
 
     sys.exit(watch(sys.argv[2:]))
 
-from producers.cli import main  # noqa: E402
+from producers.cli import main
 
 sys.exit(main())

@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with OrderClient(amqp_url, namespace) as client:
             client.publish_raw(body, routing_key, message_id)
-    except Exception as exc:  # any broker failure: report it, exit 1
+    except Exception as exc:  # noqa: BLE001 - any broker failure: report it, exit 1
         verdict, _ = broker_verdict(amqp_url, where)
         if verdict.failed:
             return _fail(EXIT_PUBLISH_FAILED, f"publish failed: {verdict.detail}")

@@ -62,12 +62,18 @@ from __future__ import annotations
 import argparse
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from pvekvm import catalog, messaging, preflight
-from pvekvm.config import ConfigError, load_settings, shown
+from pvekvm.config import ConfigError, Settings, load_settings, shown
 from pvekvm.db import bind
 from pvekvm.lifecycle import OpStatus
+
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 PROG = "python -m pvekvm"
 EXIT_FAILED = 1
@@ -100,7 +106,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def cmd_init_db(settings) -> int:
+def cmd_init_db(settings: Settings) -> int:
     """Create the database when missing, then bring its schema to the latest version."""
     import pymysql
 
@@ -138,7 +144,7 @@ def cmd_init_db(settings) -> int:
     return 0
 
 
-def cmd_check(settings) -> int:
+def cmd_check(settings: Settings) -> int:
     """Every dependency, one line each; exit 1 when any fails."""
     verdicts = [preflight.check_database(settings)]
     verdicts += preflight.check_broker(settings)
@@ -198,7 +204,7 @@ def cmd_config_check(path: str) -> int:
     return 0
 
 
-def cmd_load_catalog(settings, args) -> int:
+def cmd_load_catalog(settings: Settings, args: argparse.Namespace) -> int:
     from pvekvm.catalog_check import validate_file
     from pvekvm.db import DatabaseSetupError, apply_schema
     from pvekvm.models import database
@@ -223,7 +229,7 @@ def cmd_load_catalog(settings, args) -> int:
     return 0
 
 
-def cmd_dead_letters(settings, args) -> int:
+def cmd_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     """Newest first: when, where, why, then the body as JSON (redacted; cut at --width
     characters unless --full)."""
     from pvekvm.models import DeadLetter
@@ -255,7 +261,7 @@ def readable_body(body: bytes, width: int | None) -> str:
     return text
 
 
-def cmd_init_key(settings, args) -> int:
+def cmd_init_key(settings: Settings, args: argparse.Namespace) -> int:
     """Create the key file; refused (exit 1) while the database holds encrypted values,
     unless --force: they would stay encrypted under a key this file does not have."""
     from pvekvm import keyrotate, secrets
@@ -276,7 +282,7 @@ def cmd_init_key(settings, args) -> int:
     return 0
 
 
-def cmd_rotate_keys(settings, args) -> int:
+def cmd_rotate_keys(settings: Settings, args: argparse.Namespace) -> int:
     from pvekvm import keyrotate
     from pvekvm.models import database
 
@@ -291,7 +297,7 @@ def cmd_rotate_keys(settings, args) -> int:
     return EXIT_FAILED if report.unreadable else 0
 
 
-def cmd_grants(settings, args) -> int:
+def cmd_grants(settings: Settings, args: argparse.Namespace) -> int:
     """Print (not run) the rabbitmqctl commands and SQL of the least-privilege users."""
     import shlex
     from urllib.parse import unquote, urlparse
@@ -316,19 +322,19 @@ def cmd_grants(settings, args) -> int:
     return 0
 
 
-def _admin():
+def _admin() -> ModuleType:
     from workers import admin
 
     return admin
 
 
-def _drain():
+def _drain() -> ModuleType:
     from workers import drain
 
     return drain
 
 
-def _cluster_arg(settings, args) -> str | None:
+def _cluster_arg(settings: Settings, args: argparse.Namespace) -> str | None:
     """``--cluster C`` checked against the settings (exit 2 naming the known ones)."""
     name = getattr(args, "cluster", None)
     if name is not None and settings.cluster(name) is None:
@@ -338,7 +344,7 @@ def _cluster_arg(settings, args) -> str | None:
     return name
 
 
-def _node_command(settings, args) -> int:
+def _node_command(settings: Settings, args: argparse.Namespace) -> int:
     d = _drain()
     cluster = _cluster_arg(settings, args) or settings.default_cluster
     if args.node_cmd == "maintenance":
@@ -362,7 +368,7 @@ def _node_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _smtp_sink(settings, args) -> int:
+def _smtp_sink(settings: Settings, args: argparse.Namespace) -> int:
     from pvekvm import smtpsink
 
     return smtpsink.serve(settings.smtp, Path(args.dir))
@@ -374,7 +380,7 @@ def _reply(text: str) -> int:
     return EXIT_FAILED if isinstance(text, _admin().NothingDone) else 0
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int | None]] = {
     "load-catalog": cmd_load_catalog,
     "init-key": cmd_init_key,
     "rotate-keys": cmd_rotate_keys,
@@ -405,13 +411,13 @@ COMMANDS = {
 }
 
 
-def cmd_webhooks(args) -> int:
+def cmd_webhooks(args: argparse.Namespace) -> int:
     from workers import webhooks
 
     return webhooks.command(args.action, args.name, args.service, args.json)
 
 
-def _adoption():
+def _adoption() -> ModuleType:
     from workers import adopt_cli
 
     return adopt_cli
@@ -536,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def add_api_command(sub) -> None:
+def add_api_command(sub: Subparsers) -> None:
     """``api``: serve the HTTP service API with uvicorn (stateless; run several behind a
     balancer or give ``--workers N``); ``api new-token`` / ``api hash-token TOKEN``: a billing
     token and its ``[api.tokens]`` line (the same as ``python -m pvekvm.api new-token``)."""
@@ -551,7 +557,7 @@ def add_api_command(sub) -> None:
     tokens.add_parser("hash-token", help="print the [api.tokens] value of an existing "
                       "token").add_argument("token")
 
-    def run(args, settings) -> int:
+    def run(args: argparse.Namespace, settings: Settings) -> int:
         from pvekvm.api.app import no_token_warning, serve
 
         if not settings.api.tokens:
@@ -562,14 +568,14 @@ def add_api_command(sub) -> None:
     p.set_defaults(run=run)
 
 
-def add_console_command(sub) -> None:
+def add_console_command(sub: Subparsers) -> None:
     """``console-proxy``: the browser console's proxy (pvekvm/console/proxy.py): serves noVNC
     at /console/ and relays each single-use console token's session to PVE."""
     p = sub.add_parser("console-proxy")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
 
-    def run(settings, args) -> None:
+    def run(settings: Settings, args: argparse.Namespace) -> None:
         import logging
 
         from pvekvm.console.proxy import serve_forever
@@ -580,7 +586,7 @@ def add_console_command(sub) -> None:
     p.set_defaults(run=run)
 
 
-def cmd_machines(settings, kind: str | None) -> int:
+def cmd_machines(settings: Settings, kind: str | None) -> int:
     """Print every machine's table (or ``kind``'s); an unknown kind: exit 2 naming the kinds."""
     from pvekvm.lifecycle import RetryPolicy
     from pvekvm.machine_table import tables
@@ -595,7 +601,7 @@ def cmd_machines(settings, kind: str | None) -> int:
     return 0
 
 
-def engine_status(settings) -> str:
+def engine_status(settings: Settings) -> str:
     """What an operator checks first: what runs, what waits, what is stuck, what is queued."""
     from pvekvm.models import Operation, database
 
@@ -665,11 +671,15 @@ def pool_usage() -> str:
     return "\n".join(lines)
 
 
-def list_isos(settings, storage: str, node: str | None, cluster: str | None = None) -> str:
+def list_isos(settings: Settings, storage: str, node: str | None,
+              cluster: str | None = None) -> str:
     from pvekvm.proxmox import client
     from steps.lifecycle import iso_group
 
-    pve = client(settings.proxmox_of(cluster))
+    conn = settings.proxmox_of(cluster)
+    if conn is None:
+        raise ConfigError("no [proxmox] connection configured")
+    pve = client(conn)
     node = node or pve.get("nodes")[0]["node"]
     groups: dict[str, list[str]] = {}
     for item in pve.get(f"nodes/{node}/storage/{storage}/content", content="iso"):

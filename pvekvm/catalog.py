@@ -36,7 +36,7 @@ class CatalogError(ValueError):
     pass
 
 
-def _upsert(model, key: str, values: dict[str, Any]):
+def _upsert(model: Any, key: str, values: dict[str, Any]) -> Any:  # a peewee model class
     row = model.get_or_none(getattr(model, key) == values[key])
     if row is None:
         return model.create(**values)

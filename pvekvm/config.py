@@ -17,9 +17,10 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlparse
 
+from pvekvm.limits import MAX_SERVICE_ID
 from pvekvm.webhooks import config as webhook_config
 from pvekvm.webhooks.config import WebhookSettings
 
@@ -407,10 +408,13 @@ def connection_file_setting(path: str | os.PathLike[str] | None = None) -> tuple
     return (value, f"{shown(cfg)} [proxmox] connection_file") if value else None
 
 
-def _typed(cls: type, values: dict[str, Any], where: str) -> Any:
+_S = TypeVar("_S")  # a settings dataclass
+
+
+def _typed(cls: type[_S], values: dict[str, Any], where: str) -> _S:
     """``cls(**values)`` with every value checked against the type of the field's default."""
     out: dict[str, Any] = {}
-    for f in fields(cls):
+    for f in fields(cast(Any, cls)):
         if f.name not in values:
             continue
         v, default = values[f.name], getattr(cls(), f.name)
@@ -778,9 +782,10 @@ def _scopes(raw: object, names: set[str], where: str
         for r in ranges:
             m = _RANGE.fullmatch(r) if isinstance(r, str) else None
             lo, hi = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, -1)
-            if not 1 <= lo <= hi <= 2**32 - 1:
+            if not 1 <= lo <= hi <= MAX_SERVICE_ID:
                 raise ConfigError(f"{where} {name}: {r!r} is not a service-id range "
-                                  "(\"first-last\" or \"id\", 1 to 4294967295, first <= last)")
+                                  "(\"first-last\" or \"id\", "
+                                  f"1 to {MAX_SERVICE_ID}, first <= last)")
             parsed.append((lo, hi))
         out.append((str(name), tuple(parsed)))
     return tuple(out)

@@ -37,7 +37,7 @@ from typing import Any
 import pymysql
 from peewee import OperationalError
 
-from pvekvm.db import DatabaseTarget, _ReconnectingMySQL
+from pvekvm.dburl import DatabaseTarget, _ReconnectingMySQL
 
 log = logging.getLogger("pvekvm.db")
 SYNCED = "4"  # wsrep_local_state: 1 joining, 2 donor/desynced, 3 joined, 4 synced
@@ -136,7 +136,7 @@ def _close(conn: pymysql.connections.Connection) -> None:
 def writer_index(target: DatabaseTarget, conn: Any) -> int | None:
     """Which of ``target``'s nodes ``conn`` is on (None when unknown)."""
     node = (getattr(conn, "host", None), getattr(conn, "port", None))
-    return target.nodes.index(node) if node in target.nodes else None  # type: ignore[arg-type]
+    return target.nodes.index(node) if node in target.nodes else None
 
 
 class GaleraDatabase(_ReconnectingMySQL):
@@ -161,7 +161,7 @@ class GaleraDatabase(_ReconnectingMySQL):
                   if k not in ("host", "port", "user", "password", "connect_timeout")}
         conn = connect_writer(self.target, database=self.database, causal=self.causal_reads,
                               autocommit=True, **params)
-        conn._pvekvm_checked = time.monotonic()  # type: ignore[attr-defined]
+        conn._pvekvm_checked = time.monotonic()
         i = writer_index(self.target, conn)
         if i:
             log.warning("database: writing through node %s:%s (node %d of %d in the URL's "
@@ -195,7 +195,7 @@ class GaleraDatabase(_ReconnectingMySQL):
 
     def execute_sql(self, sql: str, params: Any = None) -> Any:
         self._fail_back()
-        return super().execute_sql(sql, params)
+        return super().execute_sql(sql, params)  # type: ignore[no-untyped-call]
 
     def begin(self, *args: Any, **kwargs: Any) -> Any:
         self._fail_back()

@@ -27,6 +27,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from peewee import MySQLDatabase
+
 #: what the API reads (pvekvm/api): services and their operations, steps, addresses,
 #: snapshots, backups, usage, and the catalog rows they name
 API_READS: tuple[str, ...] = (
@@ -118,7 +120,7 @@ def mariadb_statements(database: str, users: dict[str, tuple[str, str]], host: s
     return out
 
 
-def existing_tables(db, database: str) -> set[str]:
+def existing_tables(db: MySQLDatabase, database: str) -> set[str]:
     rows = db.execute_sql("SELECT table_name FROM information_schema.tables "
                           "WHERE table_schema = %s", (database,)).fetchall()
     return {r[0] for r in rows}

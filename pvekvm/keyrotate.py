@@ -47,7 +47,7 @@ class Rotation:
         return line
 
 
-def encrypted_values(db) -> int:
+def encrypted_values(db: peewee.Database) -> int:
     """How many encrypted values the database holds (0 before the schema exists)."""
     total = 0
     for table, column in ENCRYPTED_COLUMNS:
@@ -60,7 +60,7 @@ def encrypted_values(db) -> int:
     return total
 
 
-def _pass(db, ring: MultiFernet, newest: Fernet, batch: int, report: Rotation,
+def _pass(db: peewee.Database, ring: MultiFernet, newest: Fernet, batch: int, report: Rotation,
           after_batch: Callable[[], None] | None) -> None:
     """Re-encrypt, under ``newest``, every value ``newest`` cannot decrypt."""
     for table, column in ENCRYPTED_COLUMNS:
@@ -100,7 +100,7 @@ def add_key(key_file: str) -> int:
     return len(keys)
 
 
-def rotate(db, key_file: str, *, new_key: bool = True, promote: bool = False,
+def rotate(db: peewee.Database, key_file: str, *, new_key: bool = True, promote: bool = False,
            drop_old: bool = False, batch: int = 500,
            after_batch: Callable[[], None] | None = None) -> Rotation:
     """Prepend a new key (unless ``new_key`` is False; ``promote``: move the last key, added

@@ -7,10 +7,12 @@ disagree, so a value the validator accepts always fits its column."""
 from __future__ import annotations
 
 INT_UNSIGNED_MAX = 2**32 - 1
+BIGINT_UNSIGNED_MAX = 2**64 - 1
 
 # Unsigned maxima by MySQL integer type, for checking FIELD_RANGES against the schema.
 UNSIGNED_MAX: dict[str, int] = {"tinyint": 2**8 - 1, "smallint": 2**16 - 1,
-                                "mediumint": 2**24 - 1, "int": 2**32 - 1, "bigint": 2**64 - 1}
+                                "mediumint": 2**24 - 1, "int": INT_UNSIGNED_MAX,
+                                "bigint": BIGINT_UNSIGNED_MAX}
 
 # Integer fields: inclusive (min, max).
 FIELD_RANGES: dict[str, tuple[int, int]] = {
@@ -30,6 +32,11 @@ FIELD_LENGTHS: dict[str, int] = {
     "description": 255,  # snapshot description
     "note": 255,         # backup note
 }
+
+MAX_SERVICE_ID = FIELD_RANGES["service_id"][1]      # services.id INT UNSIGNED
+MAX_CLIENT_ID = FIELD_RANGES["client_id"][1]        # services.client_id INT UNSIGNED
+MAX_OPERATION_ID = BIGINT_UNSIGNED_MAX              # operations.id BIGINT UNSIGNED
+MAX_VMID = 999_999_999                              # PVE's VMID range is 100..999999999
 
 # Where each field is stored: (table, column).
 FIELD_COLUMNS: dict[str, tuple[str, str]] = {

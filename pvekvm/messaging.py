@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pika
 from pika.adapters.blocking_connection import BlockingChannel
@@ -186,6 +186,28 @@ def connect(url: str, heartbeat: int = 60) -> pika.BlockingConnection:
     return pika.BlockingConnection(params if several else params[0])
 
 
+class StepMessage(Protocol):
+    """What :meth:`Publisher.publish_nudge` needs of a step message (``workers.outcome.Nudge``:
+    the core does not import the workers)."""
+
+    @property
+    def pool(self) -> str: ...
+    @property
+    def nudge_id(self) -> str: ...
+    @property
+    def delay_s(self) -> float: ...
+    def payload(self) -> dict[str, object]: ...
+
+
+class Sink(Protocol):
+    """Where handling a message publishes what it owes after its commit: a :class:`Publisher`
+    on the broker, or a stub broker in tests (``workers/testing.py``)."""
+
+    def publish_nudge(self, nudge: StepMessage) -> None: ...
+    def publish_event(self, event_type: str, body: bytes, event_id: str) -> None: ...
+    def publish_dead(self, body: bytes, reason: str, source: str) -> None: ...
+
+
 class Publisher:
     """Confirmed, persistent, mandatory publishing on one connection (not thread-safe: one per
     thread). Reconnects and re-publishes when the broker drops or a confirm is missing."""
@@ -268,6 +290,11 @@ class Publisher:
         body = json.dumps(payload, separators=(",", ":")).encode()
         exchange = self.topo.delay_exchange(tier) if tier else self.topo.steps_exchange
         self._publish(exchange, pool, body, props)
+
+    def publish_nudge(self, nudge: StepMessage) -> None:
+        """A step message (``workers.outcome.Nudge``): its payload to its pool, its nudge id as
+        the message id, after its delay."""
+        self.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id, nudge.delay_s)
 
     def publish_event(self, event_type: str, body: bytes, event_id: str) -> None:
         """An event for billing on ``{ns}.events`` (routing key = type). Not mandatory: an

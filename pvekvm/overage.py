@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from peewee import fn
 
@@ -159,7 +160,7 @@ def decide(product: Product, throttled_period: date | None, used: int,
     return Decision(Action.UNTHROTTLE, f"package {product.name}: {usage}")
 
 
-def overage_problem(entry: dict) -> str | None:
+def overage_problem(entry: dict[str, Any]) -> str | None:
     """Why a catalog product's quota settings are wrong (None: they are fine): a quota needs a
     positive overage rate below the package rate; an overage rate needs a quota."""
     quota, rate = entry.get("traffic_quota_gb"), entry.get("overage_rate_mbps")

@@ -15,13 +15,15 @@ import ssl
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pika
 import pymysql
 import requests
 
 from pvekvm.config import ConfigError, ProxmoxSettings, Settings, load_settings
-from pvekvm.db import latest_version, parse_url, redact
+from pvekvm.db import latest_version, redact
+from pvekvm.dburl import parse_url
 from pvekvm.galera import connect_writer
 from pvekvm.messaging import broker_urls
 
@@ -129,7 +131,7 @@ def check_broker(settings: Settings, cluster: bool = True) -> list[Verdict]:
     return [verdict] + _broker_nodes(pika.URLParameters(broker_urls(settings.amqp_url)[0]))
 
 
-def broker_verdict(url: str, where: str) -> tuple[Verdict, dict]:
+def broker_verdict(url: str, where: str) -> tuple[Verdict, dict[str, Any]]:
     """Connect to the broker at ``url`` (set at ``where``) and open a channel. A setting naming
     several nodes (comma-separated) passes when one of them answers, as the workers need no
     more; when none does, the first node's failure is the verdict."""
@@ -142,7 +144,7 @@ def broker_verdict(url: str, where: str) -> tuple[Verdict, dict]:
     return verdicts[0], {}
 
 
-def _node_verdict(url: str, where: str) -> tuple[Verdict, dict]:
+def _node_verdict(url: str, where: str) -> tuple[Verdict, dict[str, Any]]:
     params = pika.URLParameters(url)
     params.connection_attempts, params.socket_timeout = 1, 5
     params.blocked_connection_timeout, params.heartbeat = 5, 0

@@ -140,7 +140,7 @@ class Proxmox:
         start, error = time.perf_counter(), None
         try:
             return getattr(self._api(path.strip("/")), method)(**params)
-        except Exception as exc:  # noqa: BLE001 - sorted into transient/permanent
+        except Exception as exc:  # sorted into transient/permanent
             error = _classify(exc)
             error.method = method
             raise error from exc
@@ -179,7 +179,7 @@ class Proxmox:
                 raise
         for res in self.get("cluster/resources", type="vm"):
             if int(res.get("vmid", -1)) == vmid:
-                return res.get("node")
+                return str(res["node"]) if res.get("node") is not None else None
         return None
 
     def find_vm(self, vmid: int, hint: str | None) -> tuple[str, dict[str, Any]] | None:
@@ -196,7 +196,8 @@ class Proxmox:
         return (node, self.vm_config(node, vmid)) if node is not None else None
 
     def vm_config(self, node: str, vmid: int) -> dict[str, Any]:
-        return self.get(f"nodes/{node}/qemu/{vmid}/config")
+        config: dict[str, Any] = self.get(f"nodes/{node}/qemu/{vmid}/config")
+        return config
 
     def task_status(self, node: str, upid: str, fresh: bool = True) -> TaskStatus:
         """``fresh``: the task was dispatched moments ago, when PVE may answer 400 for it."""

@@ -56,7 +56,7 @@ class Response:
 def tls_context(verify: str | bool) -> ssl.SSLContext:
     """``verify``: a CA bundle path, True for the system's CAs, False for none (as requests)."""
     if verify is False:
-        return ssl._create_unverified_context()  # noqa: S323 - asked for explicitly
+        return ssl._create_unverified_context()  # asked for explicitly
     return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
 
 

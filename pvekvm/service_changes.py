@@ -18,9 +18,8 @@ from typing import Any
 
 from peewee import Expression
 
-from pvekvm.db import database
 from pvekvm.lifecycle import ServiceStatus
-from pvekvm.models import Service
+from pvekvm.models import Service, database
 
 
 def _write(service: Service | int, where: Expression | None = None, **columns: Any) -> None:

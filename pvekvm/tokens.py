@@ -19,8 +19,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from pvekvm.db import database, values
+from pvekvm.db import values
 from pvekvm.lifecycle import GONE, sql_list
+from pvekvm.models import database
 
 PREFIX = "svc."
 ID_LEN = 16          # secrets.token_urlsafe(12)
@@ -109,21 +110,21 @@ def service_of(token_id: str) -> int | None:
 
 def revoke(token_id: str, why: str) -> bool:
     """Revoke one token; False when it was revoked already (the first reason stays)."""
-    return database.execute_sql(
+    return bool(database.execute_sql(
         "UPDATE client_tokens SET revoked_at = NOW(3), revoked_why = %s "
-        "WHERE id = %s AND revoked_at IS NULL", (why[:64], token_id)).rowcount == 1
+        "WHERE id = %s AND revoked_at IS NULL", (why[:64], token_id)).rowcount == 1)
 
 
 def revoke_service(service_id: int, why: str) -> int:
     """Revoke every token of the service (terminate); how many were still unrevoked."""
-    return database.execute_sql(
+    return int(database.execute_sql(
         "UPDATE client_tokens SET revoked_at = NOW(3), revoked_why = %s "
-        "WHERE service_id = %s AND revoked_at IS NULL", (why[:64], service_id)).rowcount
+        "WHERE service_id = %s AND revoked_at IS NULL", (why[:64], service_id)).rowcount)
 
 
 def purge_ended(keep_days: int = 30) -> int:
     """Forget tokens that ended (expired or revoked) more than ``keep_days`` ago; the audit log
     keeps who minted and revoked them. The scheduler runs it every minute."""
-    return database.execute_sql(
+    return int(database.execute_sql(
         "DELETE FROM client_tokens WHERE LEAST(expires_at, COALESCE(revoked_at, expires_at)) "
-        "< NOW(3) - INTERVAL %s DAY LIMIT 1000", (int(keep_days),)).rowcount
+        "< NOW(3) - INTERVAL %s DAY LIMIT 1000", (int(keep_days),)).rowcount)

@@ -169,7 +169,7 @@ class NodeApis:
             with self._lock:
                 self.stats["late_runs"] += 1
             self._in_worker(vmid, work)
-        except Exception:  # noqa: BLE001, S110 - nobody waits for its answer any more
+        except Exception:  # noqa: BLE001 - nobody waits for its answer any more
             pass
         finally:
             pool.release()

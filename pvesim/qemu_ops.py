@@ -162,7 +162,7 @@ def clone_vm(ctx: Ctx, p: dict[str, Any]) -> str:
 
     log = [f"create {'full' if full else 'linked'} clone of VM {vmid} to {newid}"]
     if ctx.sim.faults.roll(ctx.sim.faults.lock_timeout_rate):
-        def work_fail(task: Task) -> None:  # noqa: ARG001
+        def work_fail(task: Task) -> None:
             release()
             raise TaskError(f"can't lock file '/var/lock/qemu-server/lock-{newid}.conf' "
                             "- got timeout")
@@ -395,7 +395,7 @@ def vm_start(ctx: Ctx, p: dict[str, Any]) -> str:
     return vm_task(ctx, vm, "qmstart", None, work, p)
 
 
-def _stopper(wtype: str, need_running: bool):  # noqa: ANN202
+def _stopper(wtype: str, need_running: bool):
     def handler(ctx: Ctx, p: dict[str, Any]) -> str:
         vm = vm_of(ctx, p)
         if need_running and vm["status"] != "running":

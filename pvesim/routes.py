@@ -22,7 +22,7 @@ class Ctx:
     params: dict[str, Any]
 
     @property
-    def cluster(self):  # noqa: ANN201 - convenience alias
+    def cluster(self):  # convenience alias
         return self.sim.cluster
 
 

@@ -390,7 +390,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         super().setup()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         if self.server.sim.verbose:
             sys.stderr.write("pvesim: " + (format % args) + "\n")
 
@@ -497,14 +497,14 @@ class _Handler(BaseHTTPRequestHandler):
                 if ended is not None:
                     ended["closed"] = True
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._dispatch("PUT")
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self._dispatch("DELETE")

@@ -184,7 +184,7 @@ class TaskManager:
                 if task.rollback is not None:
                     try:
                         task.rollback()
-                    except Exception as e2:  # noqa: BLE001
+                    except Exception as e2:  # noqa: BLE001 - logged in the task, as PVE does
                         task.log.append(f"rollback failed: {e2}")
                 task.exitstatus = msg.splitlines()[0]
                 task.log.append(f"TASK ERROR: {msg}")

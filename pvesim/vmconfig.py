@@ -245,8 +245,9 @@ class ConfigChange:
         media = dict((k, v) for k, v in opts if k).get("media")
         m = NEW_DISK_RE.match(file)
         ci = CLOUDINIT_RE.match(file)
-        storeid = (m or ci).group(1) if (m or ci) else None
-        if storeid is not None:
+        found = m or ci
+        storeid: str = found.group(1) if found else ""
+        if found:
             scfg = self.cluster.storages.get(storeid)
             if scfg is None:
                 raise PVEError(f"storage '{storeid}' does not exist")

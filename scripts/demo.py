@@ -194,7 +194,7 @@ def cmd_dig(args: argparse.Namespace) -> int:
         for name, rtype in queries:
             try:
                 answers = _query(name, rtype)
-            except Exception as exc:  # timeouts, refused: show and carry on
+            except Exception as exc:  # noqa: BLE001 - timeouts, refused: show and carry on
                 answers, note = [], f"({type(exc).__name__})"
             else:
                 note = "(no answer)"

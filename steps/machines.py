@@ -47,6 +47,7 @@ from steps import (
     rdns,
     reimage,
     rescue,
+    slots,
 )
 from steps.notify import mailer, verify_and_mail
 
@@ -341,3 +342,4 @@ BACKUP_STATES: tuple[str, ...] = tuple(
 MIGRATE_STATES: tuple[str, ...] = tuple(
     t.state for m in MACHINES.values() for t in m.transitions if t.run is migrate.move)
 """States whose step dispatches a qmigrate (a bounded number per source node: steps/slots.py)."""
+slots.SENDING.update(qmclone=CLONE_STATES, vzdump=BACKUP_STATES, qmigrate=MIGRATE_STATES)

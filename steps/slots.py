@@ -27,7 +27,7 @@ from steps.context import StepContext
 @dataclass(frozen=True)
 class SlotKind:
     """One kind of turn: the PVE task type that holds it, the states whose step sends that task
-    (read when needed: the machines import the steps), the turns per slot."""
+    (told by the machines: :data:`SENDING`), the turns per slot."""
 
     what: str
     task_type: str
@@ -35,30 +35,21 @@ class SlotKind:
     limit: Callable[[StepContext], int]
 
 
-def _clone_states() -> tuple[str, ...]:
-    from steps.machines import CLONE_STATES
-
-    return CLONE_STATES
-
-
-def _backup_states() -> tuple[str, ...]:
-    from steps.machines import BACKUP_STATES
-
-    return BACKUP_STATES
+# The states whose step sends each task type (a step module may not import the machines, which
+# import the steps): steps/machines.py tells them here as it builds the machines.
+SENDING: dict[str, tuple[str, ...]] = {}
 
 
-def _migrate_states() -> tuple[str, ...]:
-    from steps.machines import MIGRATE_STATES
-
-    return MIGRATE_STATES
+def _sending(task_type: str) -> Callable[[], tuple[str, ...]]:
+    return lambda: SENDING[task_type]
 
 
-CLONE = SlotKind("clone", "qmclone", _clone_states,
+CLONE = SlotKind("clone", "qmclone", _sending("qmclone"),
                  lambda ctx: ctx.settings.engine.clones_per_storage)
-BACKUP = SlotKind("backup", "vzdump", _backup_states,
+BACKUP = SlotKind("backup", "vzdump", _sending("vzdump"),
                   lambda ctx: ctx.settings.engine.backups_per_node)
 # migrations leaving one node ("qmigrate/<node>": the task runs on the source node)
-QMIGRATE = SlotKind("migration", "qmigrate", _migrate_states,
+QMIGRATE = SlotKind("migration", "qmigrate", _sending("qmigrate"),
                     lambda ctx: ctx.settings.engine.migrations_per_node)
 
 _CLAIMS = ("SELECT o.id, o.upid, o.upid_node FROM task_claims c "

@@ -198,7 +198,7 @@ def engine_unavailable_reason() -> str | None:
 
         docker.from_env(timeout=5).ping()
         return None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - docker, requests or a socket: no engine
         return f"no Docker engine answers ({exc}); scripts/containers engine starts one"
 
 

@@ -99,7 +99,7 @@ class SmtpSink:
                                     **{"enable_SMTPUTF8": True, **self.server_options})
             try:
                 controller.start()
-            except Exception as exc:  # bind race: try another port
+            except Exception as exc:  # noqa: BLE001 - bind race: try another port
                 last = exc
                 with contextlib.suppress(Exception):
                     controller.stop()

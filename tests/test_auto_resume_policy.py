@@ -8,7 +8,7 @@ from pvekvm.config import EngineSettings
 from pvekvm.mail import MailError
 from pvekvm.proxmox import ProxmoxError, task_failure
 from steps.machine import StepFailed
-from workers.autoresume import dependency_of, dependency_of_reason, next_auto_resume
+from workers.pauses import dependency_of, dependency_of_reason, next_auto_resume
 
 T0 = datetime(2026, 12, 6, 12, 0)
 

@@ -372,8 +372,8 @@ def test_the_consumer_sends_a_busy_nudge_again_without_waiting_on_the_lock(servi
     sent: list[tuple[str, float]] = []
 
     class Recording:
-        def publish_step(self, pool, payload, nudge_id, delay_s) -> None:
-            sent.append((nudge_id, delay_s))
+        def publish_nudge(self, nudge) -> None:
+            sent.append((nudge.nudge_id, nudge.delay_s))
 
     with held_elsewhere(lambda: database.execute_sql(
             "SELECT id FROM operations WHERE service_id = %s FOR UPDATE", (SID,))) as let_go:
@@ -381,3 +381,57 @@ def test_the_consumer_sends_a_busy_nudge_again_without_waiting_on_the_lock(servi
         operations.deliver(out, Recording())  # type: ignore[arg-type]
         assert not let_go.is_set()
     assert sent == [(nudge.nudge_id, BUSY_DELAY_S)]
+
+
+def test_the_engine_runs_the_machines_it_was_given_not_the_module_table(service, engine):
+    """``Engine(machines=)`` reaches every branch: starting, advancing, finishing and starting
+    the operation queued behind, with kinds the shared table does not have."""
+    a, b = Probe(), Probe()
+    own = {kind: Machine(kind, kind.title(), (
+        T(f"{kind}_0", pool="config", run=probe, then="done", label=f"{kind} step"),),
+        busy_status="probing", done_status="ready")
+        for kind, probe in (("own1", a), ("own2", b))}
+    assert not own.keys() & MACHINES.keys()
+    d = EngineDriver(Engine(engine.settings, worker="driver", machines={**MACHINES, **own}))
+    d.begin(SID, "own1", "k1")
+    d.begin(SID, "own2", "k2")                       # queued behind own1
+    assert d.run() == 2 and (a.runs, b.runs) == (1, 1)
+    assert {o.kind: o.status for o in Operation.select()} == {"own1": OpStatus.DONE,
+                                                             "own2": OpStatus.DONE}
+
+
+def test_the_stub_broker_chains_steps_as_a_worker_serving_their_pool(service, engine, machine):
+    """The runner under the stub broker is the consumer's: serving the next step's pool, it
+    runs the whole operation in the one delivery (each step recorded once); serving none, each
+    step is a message of its own."""
+    probes = Probe(), Probe(), Probe()
+    machine(*probes)
+    d = EngineDriver(engine, chain=["config"])
+    d.begin(SID, "probe", "k1")
+    handled = d.deliver(d.pending()[0])
+    assert handled.ack and len(handled.outcomes) == 3 and d.pending() == []
+    assert [p.runs for p in probes] == [1, 1, 1] and _op().status == OpStatus.DONE
+    assert StepRun.select().count() == 3
+
+
+def test_a_step_message_that_crashes_the_runner_goes_back_and_is_parked_at_its_limit(
+        service, engine, machine, monkeypatch):
+    """A bug outside the step (here: the engine itself) gives the message back, counted; its
+    last delivery is parked with the reason, not lost and not looping."""
+    from pvekvm import messaging
+    machine(Probe())
+    d = EngineDriver(engine)
+    d.begin(SID, "probe", "k1")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(engine, "handle_nudge", broken)
+    for n in range(messaging.DELIVERY_LIMIT):
+        [message] = d.pending()
+        assert message.deliveries == n
+        assert not d.deliver(message).ack
+    [spent] = d.pending()
+    assert d.deliver(spent).result == "refused"
+    [(_, reason, source)] = d.dead
+    assert source == "config" and "given back" in reason and d.pending() == []

@@ -13,6 +13,7 @@ from peewee import InterfaceError, OperationalError
 
 from pvekvm import db as dbmod
 from pvekvm.dberrors import DbError, classify, retry_now, unreachable
+from pvekvm.dburl import parse_url
 
 
 def test_every_table_in_schema_sql_and_the_migrations_has_a_primary_key(database):
@@ -36,16 +37,16 @@ def test_every_table_in_schema_sql_and_the_migrations_has_a_primary_key(database
 
 
 def test_a_url_names_one_server_or_a_clusters_nodes_in_order():
-    one = dbmod.parse_url("mysql://pvekvm:s%40cret@db.example.net/pvekvm")
+    one = parse_url("mysql://pvekvm:s%40cret@db.example.net/pvekvm")
     assert (one.nodes, one.user, one.password, one.name) == \
         ((("db.example.net", 3306),), "pvekvm", "s@cret", "pvekvm")
-    three = dbmod.parse_url("mysql://pvekvm:pw@db1:3307,db2,[2001:db8::3]:3308/pvekvm")
+    three = parse_url("mysql://pvekvm:pw@db1:3307,db2,[2001:db8::3]:3308/pvekvm")
     assert three.nodes == (("db1", 3307), ("db2", 3306), ("2001:db8::3", 3308))
     assert dbmod.database_name("mysql://root@a:1,b:2/x") == "x"
     assert dbmod.redact("mysql://u:pw@a:1,b:2/x") == "mysql://u:***@a:1,b:2/x"
     for bad in ("mysql://root@a:1,b:port/x", "mysql://root@a:99999/x", "postgres://a/x"):
         with pytest.raises(ValueError):
-            dbmod.parse_url(bad)
+            parse_url(bad)
 
 
 def test_one_classifier_says_what_each_database_error_means():

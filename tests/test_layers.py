@@ -47,3 +47,44 @@ def test_no_package_imports_a_layer_above_it(package: str) -> None:
     wrong = {str(f.relative_to(ROOT)): sorted(_imported(f) & MAY_NOT_IMPORT[package])
              for f in _modules(package)}
     assert {f: names for f, names in wrong.items() if names} == {}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(path: Path, known: set[str]) -> set[str]:
+    """Our modules ``path`` imports at run time, at its top or inside a function (``from a
+    import b`` counts ``a`` and, when it is a module, ``a.b``)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            node.body = []
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    return names & known
+
+
+def test_no_runtime_import_cycle() -> None:
+    """No module imports, however late (inside a function), a module that imports it back: a
+    cycle works only while its lazy import stays lazy, and hides which module is lower."""
+    files = {_module_name(f): f for package in ("pvekvm", "steps", "workers", "producers")
+             for f in sorted((ROOT / package).rglob("*.py"))}
+    graph = {m: _imported_modules(f, set(files)) - {m} for m, f in files.items()}
+    cycles = []
+    for start in graph:  # a path from a module's imports back to it
+        seen, todo = set(), list(graph[start])
+        while todo:
+            m = todo.pop()
+            if m == start:
+                cycles.append(start)
+                break
+            if m not in seen:
+                seen.add(m)
+                todo += graph[m]
+    assert cycles == []

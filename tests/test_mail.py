@@ -195,7 +195,7 @@ AUTH_SINK = {"authenticator": None, "auth_require_tls": False, "auth_required": 
 auth_warning = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 
 
-def _authenticator(server, session, envelope, mechanism, auth_data) -> AuthResult:  # noqa: ANN001
+def _authenticator(server, session, envelope, mechanism, auth_data) -> AuthResult:
     ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
         b"mailer", b"pa55")
     return AuthResult(success=ok, handled=False)

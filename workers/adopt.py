@@ -28,6 +28,7 @@ from peewee import IntegrityError
 from pvekvm import addresses, dns, dnssync, jsonsafe, placement, service_changes
 from pvekvm.config import Settings
 from pvekvm.lifecycle import ServiceStatus
+from pvekvm.limits import MAX_CLIENT_ID, MAX_SERVICE_ID, MAX_VMID
 from pvekvm.models import (
     AuditLog,
     Product,
@@ -47,8 +48,6 @@ from workers import intake
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_ENTRIES = 100_000
-MAX_ID = 2**32 - 1
-MAX_VMID = 999_999_999  # PVE's VMID range is 100..999999999
 IPCONFIG = re.compile(r"ipconfig(\d+)")
 BASE_VOLUME = re.compile(r"base-(\d+)-disk")
 
@@ -352,7 +351,8 @@ def _mapping(where: str, position: int, row: object) -> Mapping:
     ints = {}
     for name in ("vmid", "service_id", "client_id"):
         text = values.get(name, "")
-        if not text.isdigit() or not 0 < int(text) <= (MAX_VMID if name == "vmid" else MAX_ID):
+        top = {"vmid": MAX_VMID, "client_id": MAX_CLIENT_ID}.get(name, MAX_SERVICE_ID)
+        if not text.isdigit() or not 0 < int(text) <= top:
             raise ValueError(f"{name}: {text[:40]!r} is not a valid id")
         ints[name] = int(text)
     strings = {k: values[k][:254] or None for k in ("product", "node", "hostname", "email",

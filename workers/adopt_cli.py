@@ -7,11 +7,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from pvekvm.limits import MAX_SERVICE_ID
+
 EXIT_FAILED = 1
 
 
 def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0 or int(text) > 2**32 - 1:
+    if not text.isdigit() or int(text) <= 0 or int(text) > MAX_SERVICE_ID:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive id")
     return int(text)
 

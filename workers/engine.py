@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from peewee import InterfaceError, OperationalError
@@ -46,7 +46,7 @@ from steps.machine import (
     backoff,
 )
 from steps.machines import MACHINES
-from workers import autoresume, operations, outbox
+from workers import operations, outbox, pauses
 from workers.operations import LostRace
 from workers.outcome import Nudge, Outcome, read_step_message
 
@@ -98,7 +98,7 @@ class Attempt:
     nudge: str
     started: datetime
     service: Service | None = None
-    fault: str | None = None  # the dependency that did not answer (workers/autoresume.py)
+    fault: str | None = None  # the dependency that did not answer (workers/pauses.py)
 
 
 class Engine:
@@ -123,11 +123,11 @@ class Engine:
 
     def handle_nudge(self, nudge: Nudge, row: Operation | None = None) -> Outcome:
         """One nudge, delivered by the broker or handed over by the worker that committed it
-        (a continuation run at once: see :mod:`workers.consumer`), then with the ``row`` that
+        (a continuation run at once: see :mod:`workers.runner`), then with the ``row`` that
         commit left, used when the locked row still has its version."""
         t0, pve0 = time.perf_counter(), Proxmox.time_spent()
         try:
-            out = self._handle(nudge.pool, nudge.operation_id, nudge.nudge_id, nudge.state, row)
+            out = self._handle(nudge, row)
         finally:
             if self.observer is not None:
                 self.observer(nudge.pool, time.perf_counter() - t0,
@@ -135,46 +135,45 @@ class Engine:
         out.in_hand = nudge.operation_id
         return out
 
-    def _handle(self, pool: str, op_id: int, nudge: str, state: str,
-                row: Operation | None = None) -> Outcome:
+    def _handle(self, nudge: Nudge, row: Operation | None = None) -> Outcome:
         try:
             with database.atomic():
-                return self._handle_locked(pool, op_id, nudge, row)
+                return self._handle_locked(nudge, row)
         except LostRace:
             return Outcome()
         except OperationalError as exc:
-            if dberrors.retry_now(exc):
-                return Outcome(publish=[Nudge(pool, op_id, nudge, state, BUSY_DELAY_S,
-                                                   resend=True)])
+            if dberrors.retry_now(exc):  # the same nudge again, soon; it was published already
+                return Outcome(publish=[replace(nudge, delay_s=BUSY_DELAY_S, resend=True)])
             raise
 
-    def _handle_locked(self, pool: str, op_id: int, nudge: str,
-                       row: Operation | None = None) -> Outcome:
-        op, service = _lock(op_id, row)
+    def _handle_locked(self, nudge: Nudge, row: Operation | None = None) -> Outcome:
+        op, service = _lock(nudge.operation_id, row)
         if op is None:
-            return Outcome(dead_reason=f"unknown operation {op_id}")
-        if nudge != op.nudge_id:
+            return Outcome(dead_reason=f"unknown operation {nudge.operation_id}")
+        if nudge.nudge_id != op.nudge_id:
             # an earlier message of this operation: what a commit owed and its worker may not
             # have sent (it lost the database or the broker after the commit) is sent now
             owed = outbox.unpublished_of(op.id)
-            if (nudge == op.prev_nudge_id and op.nudge_id and not op.nudge_published
+            if (nudge.nudge_id == op.prev_nudge_id and op.nudge_id and not op.nudge_published
                     and op.status == OpStatus.RUNNING):
                 again = operations.nudge_for(op, self.machines)
                 return Outcome(publish=[again] if again else [], events=owed)
-            if nudge == op.prev_nudge_id and op.status in FINISHED:
+            if nudge.nudge_id == op.prev_nudge_id and op.status in FINISHED:
                 # the message that ended it: the next operation it started may be unpublished
-                return Outcome(publish=operations.unpublished_successors(op), events=owed)
+                return Outcome(publish=operations.unpublished_successors(op, self.machines),
+                               events=owed)
             return Outcome(events=owed)  # stale: someone already moved this operation on
         if op.status != OpStatus.RUNNING:
             return Outcome()
         machine = self.machines[op.kind]
         t = machine.at(op.state)
         if t is None:
-            return operations.finish(op, machine, Outcome(), self.window)
-        if t.pool != pool:  # wrong queue (config change between versions): forward, same id
-            return Outcome(publish=[Nudge(t.pool, op.id, nudge, op.state)])
-        out = self._run(Attempt(op, machine, t, nudge, op.step_started_at or datetime.now(),
-                                service))
+            return operations.finish(op, machine, Outcome(), self.window,
+                                     machines=self.machines)
+        if t.pool != nudge.pool:  # wrong queue (config change between versions): forward it
+            return Outcome(publish=[Nudge(t.pool, op.id, nudge.nudge_id, op.state)])
+        out = self._run(Attempt(op, machine, t, nudge.nudge_id,
+                                op.step_started_at or datetime.now(), service))
         out.row = op  # every change above went through operations: the row as committed
         return out
 
@@ -211,7 +210,7 @@ class Engine:
         except StepFailed as exc:
             return self._pause(a, str(exc))
         except ProxmoxError as exc:
-            a.fault = autoresume.dependency_of(exc)
+            a.fault = pauses.dependency_of(exc)
             if exc.refusal:  # the request can never succeed as asked: fail it, free the service
                 return self._refuse(a, safe_reason(f"Proxmox refused: {exc}"))
             if not exc.transient:
@@ -219,7 +218,7 @@ class Engine:
             result = Retry(str(exc))
         except (OperationalError, InterfaceError):
             raise  # the database went away: the message goes back and is redelivered
-        except Exception as exc:  # noqa: BLE001 - an unexpected bug must stop visibly, not loop
+        except Exception as exc:  # an unexpected bug must stop visibly, not loop
             log.exception("step %s crashed for operation %s", t.label, op.id)
             return self._pause(a, f"{type(exc).__name__}: {exc}")
 
@@ -292,7 +291,7 @@ class Engine:
 
     def _refuse(self, a: Attempt, reason: str) -> Outcome:
         line = self._record(a, "error", f"refused: {reason}")
-        out = operations.fail(a.op, a.machine, a.nudge, reason, self.window)
+        out = operations.fail(a.op, a.machine, a.nudge, reason, self.window, self.machines)
         out.log.insert(0, line)
         return out
 
@@ -313,7 +312,8 @@ class Engine:
         if a.machine.at(a.op.state) is None:
             one_step_skipped = result.skipped and len(a.machine.transitions) == 1
             return operations.finish(a.op, a.machine, out, self.window,
-                                     skipped=result.message if one_step_skipped else None)
+                                     skipped=result.message if one_step_skipped else None,
+                                     machines=self.machines)
         nudge = operations.nudge_for(a.op, self.machines)
         assert nudge is not None
         out.publish.append(nudge)

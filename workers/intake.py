@@ -36,6 +36,7 @@ from pvekvm.lifecycle import (
     machine_of_event,
     refusal,
 )
+from pvekvm.limits import MAX_SERVICE_ID
 from pvekvm.models import (
     Backup,
     BackupSchedule,
@@ -62,11 +63,11 @@ from steps.context import catalog_named, catalog_row
 from steps.machine import Refused
 from steps.machines import MACHINES
 from steps.rescue import rescue_volume
-from workers import operations
+from workers import operations, refusals
 from workers.outcome import Outcome
+from workers.refusals import INTAKE
 
 log = logging.getLogger("pvekvm.intake")
-MAX_SERVICE_ID = 2**32 - 1
 
 # event type → the machine that carries it out (each machine declares its event; the others are
 # handled here, without Proxmox)
@@ -228,7 +229,8 @@ def _hold(event: Event, body: bytes, hold_unknown_s: float) -> Outcome:
 
 def _replay_held(service_id: int, engine: EngineSettings) -> Outcome:
     """Right after a create: the events that came before it, in the order they arrived. One
-    that is refused now is parked with its reason; the others become operations."""
+    that is refused now is recorded with its reason in this commit (the held row goes in the
+    same one: a crash between cannot lose the refusal); the others become operations."""
     out = Outcome()
     held = HeldEvent.fetch("SELECT * FROM held_events WHERE service_id = %s ORDER BY id "
                            "FOR UPDATE", service_id)
@@ -243,7 +245,7 @@ def _replay_held(service_id: int, engine: EngineSettings) -> Outcome:
                                        request_hash(event)))
         except (InvalidEvent, Refused) as exc:
             out.log.append(f"sid:{service_id} held event {row.idempotency_key} refused: {exc}")
-            out.parked.append((bytes(row.body), str(exc)))
+            out.refusals.append(refusals.record(INTAKE, bytes(row.body), str(exc)))
     return out
 
 

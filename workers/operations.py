@@ -28,11 +28,12 @@ from pvekvm.db import scalar
 from pvekvm.lifecycle import FINISHED as FINISHED  # re-exported: the core owns them now
 from pvekvm.lifecycle import UNFINISHED as UNFINISHED
 from pvekvm.lifecycle import Machine, OpStatus, ServiceStatus, refusal
-from pvekvm.messaging import Publisher
+from pvekvm.messaging import Sink
 from pvekvm.models import AuditLog, Backup, Operation, Service, database
 from steps.machines import MACHINES
 from workers import outbox
 from workers.outcome import Nudge, Outcome
+from workers.pauses import dependency_of_reason, next_auto_resume
 
 
 class LostRace(Exception):
@@ -119,13 +120,14 @@ def renudged(op: Operation, nudge_id: str) -> None:
 
 def begin(service_id: int, kind: str, key: str, params: dict[str, Any],
           request_hash: str | None = None, window: int = 0,
-          created: Service | None = None) -> Outcome:
+          created: Service | None = None,
+          machines: Mapping[str, Machine] = MACHINES) -> Outcome:
     """Record an operation: it runs now when the service is free (and, for a machine under
     admission, fewer than ``window`` of its kind run), else it is queued (intake and the
     scheduler start operations only here). ``created``: the service row this transaction has
     just written (nothing holds it; it need not be read again)."""
     op = Operation.create(service_id=service_id, kind=kind, idempotency_key=key,
-                          params=json.dumps(params), state=MACHINES[kind].first_state,
+                          params=json.dumps(params), state=machines[kind].first_state,
                           status=OpStatus.QUEUED, request_hash=request_hash)
     accepted = outbox.operation_event("operation.accepted", op)
     holder = None if created is not None else \
@@ -135,10 +137,11 @@ def begin(service_id: int, kind: str, key: str, params: dict[str, Any],
                             f"(operation {op.id})"], events=[accepted])
     out = Outcome(log=[f"sid:{service_id} {kind} accepted (operation {op.id})"],
                   events=[accepted])
-    return out.merge(start_next_queued(service_id, window, created))
+    return out.merge(start_next_queued(service_id, window, created, machines))
 
 
-def start_next_queued(service_id: int, window: int = 0, known: Service | None = None) -> Outcome:
+def start_next_queued(service_id: int, window: int = 0, known: Service | None = None,
+                      machines: Mapping[str, Machine] = MACHINES) -> Outcome:
     """The oldest queued operation of a free service starts; one that may not run now (the
     service is suspended or gone) fails with its reason and the next one is tried; one under
     admission waits while ``window`` of its kind run (first come, first served in a burst).
@@ -148,7 +151,7 @@ def start_next_queued(service_id: int, window: int = 0, known: Service | None = 
         op = Operation.fetch_one(_FIRST_QUEUED, service_id)
         if op is None:
             return out
-        machine = MACHINES[op.kind]
+        machine = machines[op.kind]
         service = known if known is not None else Service.row(service_id)
         reason = not_allowed_now(machine, service)
         if reason is not None:
@@ -177,7 +180,8 @@ def start_next_queued(service_id: int, window: int = 0, known: Service | None = 
         return out
 
 
-def unpublished_successors(op: Operation) -> list[Nudge]:
+def unpublished_successors(op: Operation,
+                           machines: Mapping[str, Machine] = MACHINES) -> list[Nudge]:
     """The first nudge of the operation that ``op``'s end started on its service, while the
     broker has not confirmed it (a crash between that commit and its publish): the redelivered
     message that ended ``op`` sends it again rather than waiting for the reconciler."""
@@ -185,7 +189,7 @@ def unpublished_successors(op: Operation) -> list[Nudge]:
                                 & (Operation.status == OpStatus.RUNNING)
                                 & (Operation.nudge_published == False)  # noqa: E712
                                 & (Operation.id > op.id))
-    again = nudge_for(nxt) if nxt is not None else None
+    again = nudge_for(nxt, machines) if nxt is not None else None
     return [again] if again is not None else []
 
 
@@ -194,16 +198,17 @@ def running(kind: str) -> int:
                       kind, OpStatus.RUNNING.value))
 
 
-def admit_next(kind: str, window: int) -> Outcome:
+def admit_next(kind: str, window: int, machines: Mapping[str, Machine] = MACHINES) -> Outcome:
     """An operation under admission ended: the oldest one of its kind waiting for a turn (on a
     free service) starts."""
-    if not window or not MACHINES[kind].admission:
+    if not window or not machines[kind].admission:
         return Outcome()
     op = Operation.fetch_one(
         "SELECT o.* FROM operations o WHERE o.kind = %s AND o.status = %s AND NOT EXISTS "
         "(SELECT 1 FROM operations a WHERE a.active_service = o.service_id) "
         "ORDER BY o.id LIMIT 1", kind, OpStatus.QUEUED.value)
-    return start_next_queued(op.service_id, window) if op is not None else Outcome()
+    return start_next_queued(op.service_id, window, machines=machines) if op is not None \
+        else Outcome()
 
 
 def not_allowed_now(machine: Machine, service: Service) -> str | None:
@@ -214,7 +219,7 @@ def not_allowed_now(machine: Machine, service: Service) -> str | None:
 # --- ending ---------------------------------------------------------------------------------
 
 def finish(op: Operation, machine: Machine, out: Outcome, window: int = 0,
-           skipped: str | None = None) -> Outcome:
+           skipped: str | None = None, machines: Mapping[str, Machine] = MACHINES) -> Outcome:
     """The machine reached its final state: done; the service takes on its new columns and
     status (a suspended service stays suspended); the next queued operation starts.
     ``skipped``: why a one-step operation's step found nothing to do (billing hears
@@ -238,12 +243,12 @@ def finish(op: Operation, machine: Machine, out: Outcome, window: int = 0,
         out.events.append(service_event)
     if machine.completed_event:
         out.events.append(outbox.completed_event(machine.completed_event, op))
-    out.merge(start_next_queued(op.service_id, window))
-    return out.merge(admit_next(op.kind, window))
+    out.merge(start_next_queued(op.service_id, window, machines=machines))
+    return out.merge(admit_next(op.kind, window, machines))
 
 
 def fail(op: Operation, machine: Machine, nudge: str | None, reason: str,
-         window: int = 0) -> Outcome:
+         window: int = 0, machines: Mapping[str, Machine] = MACHINES) -> Outcome:
     """A refusal: the operation fails at once with ``reason``, the service is freed and given
     back the status it had, and the next queued operation starts."""
     cas(op, nudge, status=OpStatus.FAILED, error=reason[:4000], active_service=None,
@@ -256,8 +261,8 @@ def fail(op: Operation, machine: Machine, nudge: str | None, reason: str,
     out = Outcome(log=[oplog.refused_line(machine, op, reason)],
                   events=[outbox.operation_event("operation.failed", op, state=op.state,
                                                  reason=reason, **extra)])
-    out.merge(start_next_queued(op.service_id, window))
-    return out.merge(admit_next(op.kind, window))
+    out.merge(start_next_queued(op.service_id, window, machines=machines))
+    return out.merge(admit_next(op.kind, window, machines))
 
 
 def way_out(op: Operation, machine: Machine) -> list[dict[str, object]]:
@@ -282,8 +287,6 @@ def pause(op: Operation, nudge: str, reason: str, dependency: str | None = None,
     """A fault retrying could not fix: wait at the last good state, still holding the service;
     with ``engine``, it resumes by itself on its backoff (workers/autoresume.py) unless that
     has run out; ``dependency``: the one that did not answer (None: another fault)."""
-    from workers.autoresume import dependency_of_reason, next_auto_resume
-
     now = datetime.now()
     since, resumes = op.paused_since, op.auto_resumes
     if since is None or _progressed_since(op):
@@ -383,11 +386,11 @@ def mark_published(op_id: int, nudge_id: str) -> None:
         (op_id, nudge_id))
 
 
-def deliver(outcome: Outcome, publisher: Publisher) -> None:
+def deliver(outcome: Outcome, publisher: Sink) -> None:
     """Publish (confirmed) every nudge and event the committed change owes, then record each as
     published; a crash in between leaves them unpublished for the reconciler."""
     for nudge in outcome.publish:
-        publisher.publish_step(nudge.pool, nudge.payload(), nudge.nudge_id, nudge.delay_s)
+        publisher.publish_nudge(nudge)
     for nudge in outcome.publish:
         if not nudge.resend:
             mark_published(nudge.operation_id, nudge.nudge_id)

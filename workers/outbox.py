@@ -37,7 +37,8 @@ from typing import Any
 from pvekvm import jsonsafe, metrics
 from pvekvm.addresses import cidr, held, host_address
 from pvekvm.lifecycle import ServiceStatus
-from pvekvm.messaging import Publisher
+from pvekvm.limits import MAX_SERVICE_ID
+from pvekvm.messaging import Sink
 from pvekvm.models import Backup, Operation, OutboxEvent, Placement, Product, Service, database
 
 _INSERT_EVENT = ("INSERT INTO outbox (event_id, type, service_id, operation_id, body, created_at) "
@@ -175,7 +176,7 @@ def refused(body: bytes, reason: str) -> Pending:
             key = data.get("idempotency_key") if isinstance(data.get("idempotency_key"),
                                                             str) else None
             sid = data.get("service_id")
-            service_id = sid if type(sid) is int and 0 < sid < 2**32 else None
+            service_id = sid if type(sid) is int and 0 < sid <= MAX_SERVICE_ID else None
             etype = data.get("type") if isinstance(data.get("type"), str) else None
     except ValueError:  # not JSON, too large or too deep: the reason says so, nothing else
         pass
@@ -183,7 +184,7 @@ def refused(body: bytes, reason: str) -> Pending:
                   or None, event_type=(etype or "")[:64] or None, reason=reason[:1000])
 
 
-def publish(pending: list[Pending], publisher: Publisher) -> None:
+def publish(pending: list[Pending], publisher: Sink) -> None:
     """Publish (confirmed) and mark each published; unmarked ones the reconciler re-sends."""
     for p in pending:
         publisher.publish_event(p.type, p.body, p.event_id)

@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pvekvm.limits import MAX_OPERATION_ID
 from pvekvm.models import Operation
 from workers.outbox import Pending
-
-MAX_OPERATION_ID = 2**64 - 1  # operations.id BIGINT UNSIGNED
+from workers.refusals import Refusal
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class Outcome:
     dead_reason: str | None = None                    # park the incoming message with this reason
     log: list[str] = field(default_factory=list)      # operator lines, printed after commit
     parked: list[tuple[bytes, str]] = field(default_factory=list)  # other refused messages
+    refusals: list[Refusal] = field(default_factory=list)  # refused, recorded in the commit
     events: list[Pending] = field(default_factory=list)  # outbox rows written in the commit
     in_hand: int | None = None  # the operation whose step message was handled
     row: Operation | None = None  # its row as this commit left it (for the next step in a chain)
@@ -73,6 +74,7 @@ class Outcome:
         self.publish += other.publish
         self.log += other.log
         self.parked += other.parked
+        self.refusals += other.refusals
         self.events += other.events
         self.dead_reason = self.dead_reason or other.dead_reason
         return self

@@ -48,9 +48,9 @@ from pvekvm.lifecycle import GONE, OpStatus, ServiceStatus
 from pvekvm.models import BackupSchedule, Operation, Service, Snapshot, database
 from pvekvm.wire.orders import WEEKDAYS
 from workers import autoresume, backup_sync, drain, operations, outbox, overage, traffic
-from workers.consumer import park
 from workers.intake import expired_held_events
 from workers.outcome import Outcome
+from workers.runner import park
 
 log = logging.getLogger("pvekvm.scheduler")
 
@@ -69,7 +69,7 @@ def run_job(name: str, body: Callable[[JobRun], None]) -> JobRun:
     run, started = JobRun(), time.perf_counter()
     try:
         body(run)
-    except Exception:  # noqa: BLE001 - one failed run must not stop the scheduler
+    except Exception:  # one failed run must not stop the scheduler
         log.exception("[%s] failed", name)
         run.errors += 1
     log.info("[%s] Done (%.1fs) — processed: %d, errors: %d", name,
@@ -79,7 +79,7 @@ def run_job(name: str, body: Callable[[JobRun], None]) -> JobRun:
     return run
 
 
-def reconcile_once(settings: Settings, publisher: messaging.Publisher,
+def reconcile_once(settings: Settings, publisher: messaging.Sink,
                    now: datetime | None = None) -> int:
     now = now or datetime.now()
     stale = now - timedelta(seconds=settings.engine.stale_after_s)
@@ -103,7 +103,7 @@ def reconcile_once(settings: Settings, publisher: messaging.Publisher,
     return sent + len(events) + orphans + refuse_expired_held(publisher, now)
 
 
-def refuse_expired_held(publisher: messaging.Publisher, now: datetime | None = None) -> int:
+def refuse_expired_held(publisher: messaging.Sink, now: datetime | None = None) -> int:
     """Events whose service's create never came within the hold time are refused."""
     refused = 0
     for row in expired_held_events(now):
@@ -116,7 +116,7 @@ def refuse_expired_held(publisher: messaging.Publisher, now: datetime | None = N
     return refused
 
 
-def _start_orphaned_queues(publisher: messaging.Publisher, window: int) -> int:
+def _start_orphaned_queues(publisher: messaging.Sink, window: int) -> int:
     """A queued operation whose service has none running starts, oldest first (normally the
     finishing operation starts it; this covers a crash in between). Deploys over the admission
     window stay queued."""

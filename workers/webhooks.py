@@ -42,7 +42,7 @@ from typing import Any
 from peewee import OperationalError
 from prometheus_client import Counter, Histogram
 
-from pvekvm import logs, metrics, preflight
+from pvekvm import dberrors, logs, metrics, preflight
 from pvekvm.config import Settings
 from pvekvm.db import bind
 from pvekvm.models import database
@@ -61,7 +61,6 @@ DELAY_SECONDS = Histogram("pvekvm_webhook_delivery_delay_seconds", "From an even
                           buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400))
 SEQUENCE_BATCH = 1000
 FAN_OUT_BATCH = 2000
-DEADLOCK, LOCK_WAIT = 1213, 1205
 
 
 def _us(seconds: float) -> int:
@@ -69,14 +68,14 @@ def _us(seconds: float) -> int:
 
 
 def _retrying(fn: Any, *args: Any) -> Any:
-    """Run a short transaction, again after a deadlock or lock wait timeout (InnoDB rolled it
-    back whole)."""
+    """Run a short transaction, again after a deadlock, a certification conflict or a lock held
+    elsewhere (nothing of it committed: pvekvm/dberrors.py)."""
     for attempt in range(5):
         try:
             with database.atomic():
                 return fn(*args)
         except OperationalError as exc:
-            if exc.args and exc.args[0] in (DEADLOCK, LOCK_WAIT) and attempt < 4:
+            if dberrors.retry_now(exc) and attempt < 4:
                 time.sleep(0.05 * (attempt + 1))
                 continue
             raise
@@ -333,7 +332,7 @@ class Deliverer:
                 if time.monotonic() - pruned_at > 60:
                     prune_once(self.delivery)
                     pruned_at = time.monotonic()
-            except Exception:  # noqa: BLE001 - the database restarts: try again next round
+            except Exception:  # the database restarts: try again next round
                 log.exception("webhooks: sequencer round failed")
                 numbered = 0
             if numbered < SEQUENCE_BATCH:
@@ -373,7 +372,7 @@ class Deliverer:
         while not self.stop.is_set():
             try:
                 c = self._claim()
-            except Exception:  # noqa: BLE001 - the database restarts: try again next round
+            except Exception:  # the database restarts: try again next round
                 log.exception("webhooks: claim failed")
                 c = None
             if c is None:
@@ -383,7 +382,7 @@ class Deliverer:
             try:
                 while c is not None and not self.stop.is_set():
                     c = self.send(c)  # the service's next event, still leased, or None
-            except Exception:  # noqa: BLE001 - the database restarts: the lease runs out
+            except Exception:  # the database restarts: the lease runs out
                 log.exception("webhooks: delivery round failed")
                 self.stop.wait(self.delivery.poll_s)
             finally:

@@ -22,7 +22,7 @@ def split(addr: str, default_port: int) -> tuple[str, int]:
 
 
 class Keep:
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd's name
         msg = message_from_bytes(envelope.content, policy=policy.default)
         people = lambda h: [{"Name": n, "Address": a} for n, a in getaddresses(msg.get_all(h, []))]  # noqa: E731
         with LOCK:
@@ -36,7 +36,7 @@ class Keep:
 
 
 class Api(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         if self.path.split("?")[0] in ("/api/v1/messages", "/livez", "/readyz"):
             with LOCK:
                 body = json.dumps({"total": len(MESSAGES), "unread": len(MESSAGES),

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from fastapi import Request
 
+from pvekvm.limits import MAX_SERVICE_ID
 from pvekvm.models import AuditLog
 
 RECORDED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -25,7 +26,6 @@ ROWS_PER_WINDOW = 30
 WINDOW_S = 60.0
 MAX_REASON = 300
 MAX_PATH = 200
-MAX_SERVICE_ID = 2**32 - 1
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -85,5 +85,5 @@ def record(request: Request, status: int, reason: str) -> None:
         AuditLog.create(service_id=_service_id(request), event=event,
                         detail=json.dumps(detail, sort_keys=True, ensure_ascii=True),
                         created_at=datetime.now(UTC).replace(tzinfo=None))
-    except Exception:  # noqa: BLE001 - the database is down: the answer still goes out
+    except Exception:  # the database is down: the answer still goes out
         log.warning("refusal not recorded (database error): %s", detail["route"], exc_info=True)

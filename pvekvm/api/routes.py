@@ -21,6 +21,7 @@ from pvekvm.config import Settings
 from pvekvm.console import sessions as console_sessions
 from pvekvm.forwarded import real_caller
 from pvekvm.lifecycle import GONE, SUSPENDED_STATUSES, ServiceStatus
+from pvekvm.limits import MAX_SERVICE_ID
 from pvekvm.models import (
     AuditLog,
     Backup,
@@ -47,7 +48,6 @@ from pvekvm.wire.orders import (
     parse_event,
 )
 
-MAX_SERVICE_ID = 2**32 - 1
 GRAPH_FIELDS: dict[str, list[str]] = {
     "cpu": ["cpu", "maxcpu"], "memory": ["mem", "maxmem"], "network": ["netin", "netout"],
     "disk": ["diskread", "diskwrite"]}
@@ -68,7 +68,8 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": schemas.Problem,
 # --------------------------------------------------------------------------- dependencies
 
 def settings_of(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def principal(request: Request,

@@ -216,7 +216,7 @@ class ConsoleProxy:
                      claim.service_id, claim.peer, why)
             try:
                 await asyncio.to_thread(sessions.end, claim, why, live.up, live.down)
-            except Exception:  # noqa: BLE001 - the database is down: the heartbeat goes stale
+            except Exception:  # the database is down: the heartbeat goes stale
                 log.exception("console session %s: end not recorded", claim.session_id)
 
     async def _relay(self, browser: ServerConnection, vm: ClientConnection,
@@ -310,7 +310,7 @@ class ConsoleProxy:
                 f"nodes/{quote(claim.node, safe='')}/qemu/{claim.vmid}/status/current")
             if st.get("status") != "running":
                 return f"the VM is not running ({st.get('status', 'unknown')})"
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - only a better reason; the first one stands
             pass
         if isinstance(exc, rfb.RfbError):
             return f"VNC refused: {exc}"[:120]
@@ -329,7 +329,7 @@ class ConsoleProxy:
                 continue
             try:
                 verdicts = await asyncio.to_thread(sessions.heartbeat, ids)
-            except Exception:  # noqa: BLE001 - database away: try again next round
+            except Exception:  # database away: try again next round
                 log.exception("console heartbeat failed")
                 continue
             for sid, why in verdicts.items():

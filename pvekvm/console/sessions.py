@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pvekvm.db import database, values
+from pvekvm.db import values
 from pvekvm.lifecycle import GONE, SUSPENDED_STATUSES, sql_list
+from pvekvm.models import database
 
 PREFIX = "con."
 ID_LEN, SECRET_LEN = 16, 43
@@ -234,17 +235,17 @@ def end(claimed: Claim, reason: str, bytes_up: int, bytes_down: int) -> None:
 
 def cut_service(service_id: int, why: str) -> int:
     """End every open session of the service (the proxies see it on their next heartbeat)."""
-    return database.execute_sql(
+    return int(database.execute_sql(
         "UPDATE console_sessions SET ended_at = NOW(3), end_reason = %s WHERE service_id = %s "
-        "AND used_at IS NOT NULL AND ended_at IS NULL", (why[:96], service_id)).rowcount
+        "AND used_at IS NOT NULL AND ended_at IS NULL", (why[:96], service_id)).rowcount)
 
 
 def purge_ended(keep_days: int = 30) -> int:
     """Forget tokens and sessions that ended (or never connected) ``keep_days`` ago; the audit
     log keeps their story."""
-    return database.execute_sql(
+    return int(database.execute_sql(
         "DELETE FROM console_sessions WHERE COALESCE(ended_at, connect_by) "
-        "< NOW(3) - INTERVAL %s DAY LIMIT 1000", (int(keep_days),)).rowcount
+        "< NOW(3) - INTERVAL %s DAY LIMIT 1000", (int(keep_days),)).rowcount)
 
 
 def _audit(service_id: int, event: str, by: str, peer: str, **detail: Any) -> None:

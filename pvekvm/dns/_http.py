@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import requests
 
@@ -11,7 +12,7 @@ from .model import DnsError
 DEFAULT_TIMEOUT = 5.0
 
 
-def timeout_of(settings: dict) -> float:
+def timeout_of(settings: dict[str, Any]) -> float:
     value = settings.get("timeout", DEFAULT_TIMEOUT)
     try:
         value = float(value)
@@ -23,7 +24,8 @@ def timeout_of(settings: dict) -> float:
 
 
 def call(
-    session: requests.Session, method: str, url: str, *, where: str, timeout: float, **kwargs
+    session: requests.Session, method: str, url: str, *, where: str, timeout: float,
+    **kwargs: Any
 ) -> requests.Response:
     """``where`` names provider, zone and action for the error message (never credentials)."""
     try:

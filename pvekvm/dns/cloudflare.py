@@ -9,6 +9,9 @@ zone_id."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Any
+
 import requests
 
 from ._http import call, same_content, snippet, status_transient, timeout_of
@@ -29,7 +32,7 @@ class CloudflareProvider:
 
     name = "cloudflare"
 
-    def __init__(self, settings: dict, session: requests.Session | None = None) -> None:
+    def __init__(self, settings: dict[str, Any], session: requests.Session | None = None) -> None:
         self.base = str(settings.get("api_url") or DEFAULT_URL).rstrip("/")
         token = settings.get("token") or settings.get("api_token")
         if token:
@@ -53,7 +56,7 @@ class CloudflareProvider:
 
     # -- transport ---------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, where: str, **kwargs) -> requests.Response:
+    def _request(self, method: str, path: str, where: str, **kwargs: Any) -> requests.Response:
         headers = {**self.auth_headers, "Accept": "application/json"}
         return call(
             self.session,
@@ -65,7 +68,8 @@ class CloudflareProvider:
             **kwargs,
         )
 
-    def _api(self, method: str, path: str, where: str, ok_codes=frozenset(), **kw) -> dict | None:
+    def _api(self, method: str, path: str, where: str, ok_codes: Collection[int] = frozenset(),
+             **kw: Any) -> dict[str, Any] | None:
         """Return the decoded envelope; DnsError unless success. ok_codes: Cloudflare error
         codes that count as success (returns None)."""
         resp = self._request(method, path, where, **kw)
@@ -83,7 +87,7 @@ class CloudflareProvider:
             return body
         errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
         codes = {e.get("code") for e in errors}
-        if codes and codes <= ok_codes:
+        if codes and codes <= set(ok_codes):
             return None
         chain = [c for e in errors for c in e.get("error_chain") or [] if isinstance(c, dict)]
         detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors + chain) or \
@@ -133,8 +137,8 @@ class CloudflareProvider:
         self._zone_ids[zone] = str(matches[0]["id"])
         return self._zone_ids[zone]
 
-    def _list(self, zone: str, zid: str, name: str, rtype: str) -> list[dict]:
-        found: list[dict] = []
+    def _list(self, zone: str, zid: str, name: str, rtype: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
         page = 1
         while True:
             body = self._api(
@@ -159,8 +163,8 @@ class CloudflareProvider:
 
     # -- provider ----------------------------------------------------------------------------
 
-    def _body(self, name: str, rtype: str, content: str, ttl: int) -> dict:
-        body: dict = {"type": rtype, "name": name, "content": content, "ttl": int(ttl)}
+    def _body(self, name: str, rtype: str, content: str, ttl: int) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": rtype, "name": name, "content": content, "ttl": int(ttl)}
         if rtype in PROXIABLE:
             body["proxied"] = False
         return body
@@ -169,7 +173,7 @@ class CloudflareProvider:
         zid = self._zone_id(zone)
         existing = self._list(zone, zid, name, type)
         wanted = list(contents)
-        stale: list[dict] = []
+        stale: list[dict[str, Any]] = []
         for rec in existing:
             match = next((c for c in wanted if same_content(type, c, rec.get("content", ""))), None)
             if match is not None and int(rec.get("ttl", 0)) == int(ttl) and not rec.get("proxied"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from typing import Any
 
 import requests
 
@@ -62,7 +63,7 @@ _FIELD = re.compile(r'^\s*"([A-Z]+)": "(.*)",?\s*$')
 _ITEM = re.compile(r'^\s*"([^"]*)": \{\s*$')
 
 
-def parse_listing(text: str) -> dict[str, dict]:
+def parse_listing(text: str) -> dict[str, dict[str, Any]]:
     """v-list-dns-records json output. Hestia prints it with echo and escapes only '"' (and 5
     spaces as \\u0009), so a backslash in any record's VALUE makes it invalid JSON: then read
     it line by line, one "KEY": "value" per line, as bin/v-list-dns-records prints it."""
@@ -72,8 +73,8 @@ def parse_listing(text: str) -> dict[str, dict]:
         data = None
     if isinstance(data, dict):
         return {str(k): v for k, v in data.items() if isinstance(v, dict)}
-    records: dict[str, dict] = {}
-    current: dict | None = None
+    records: dict[str, dict[str, Any]] = {}
+    current: dict[str, Any] | None = None
     for line in text.splitlines():
         item = _ITEM.match(line)
         if item:
@@ -96,7 +97,7 @@ class HestiaProvider:
 
     name = "hestiacp"
 
-    def __init__(self, settings: dict, session: requests.Session | None = None) -> None:
+    def __init__(self, settings: dict[str, Any], session: requests.Session | None = None) -> None:
         url = str(settings.get("api_url") or "").rstrip("/")
         if not url:
             raise ValueError("hestiacp: api_url is required")
@@ -214,7 +215,7 @@ class HestiaProvider:
     def probe(self, zone: str) -> None:
         self._zone_records(zone)
 
-    def _zone_records(self, zone: str) -> list[dict]:
+    def _zone_records(self, zone: str) -> list[dict[str, Any]]:
         where, code, text = self._post(
             zone, "list records", "v-list-dns-records", [self.owner, zone, "json"]
         )
@@ -227,7 +228,7 @@ class HestiaProvider:
         return [dict(rec, ID=str(rec.get("ID") or key)) for key, rec in data.items()]
 
     @staticmethod
-    def _of(records: list[dict], record: str, rtype: str) -> list[dict]:
+    def _of(records: list[dict[str, Any]], record: str, rtype: str) -> list[dict[str, Any]]:
         return [
             rec for rec in records
             if str(rec.get("RECORD", "")).lower() == record
@@ -259,7 +260,7 @@ class HestiaProvider:
     def upsert(self, zone: str, name: str, type: str, contents: list[str], ttl: int) -> None:
         record = self._relative(zone, name)
         wanted = list(contents)
-        stale: list[dict] = []
+        stale: list[dict[str, Any]] = []
         for rec in self._of(self._zone_records(zone), record, type):
             match = next((c for c in wanted if same_content(type, c, str(rec.get("VALUE")))), None)
             if match is not None and str(rec.get("TTL", "")) == str(ttl):
@@ -296,7 +297,7 @@ class HestiaProvider:
         self._raise_restart_failure()
         return note
 
-    def _keep_as_placeholder(self, zone: str, name: str, keep: dict) -> str:
+    def _keep_as_placeholder(self, zone: str, name: str, keep: dict[str, Any]) -> str:
         if self.placeholder is None:
             raise self._critical(zone, name, "A")
         self._write(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 PROVIDERS = ("powerdns", "cloudflare", "hestiacp", "rfc2136", "webhook")
 RECORD_TYPES = ("A", "AAAA", "PTR")
@@ -18,7 +18,7 @@ class ZoneConfig:
 
     name: str
     provider: str
-    settings: dict = field(default_factory=dict, repr=False, hash=False)
+    settings: dict[str, Any] = field(default_factory=dict[str, Any], repr=False, hash=False)
 
 
 @dataclass(frozen=True)

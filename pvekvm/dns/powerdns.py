@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -24,7 +25,7 @@ class PowerDnsProvider:
 
     name = "powerdns"
 
-    def __init__(self, settings: dict, session: requests.Session | None = None) -> None:
+    def __init__(self, settings: dict[str, Any], session: requests.Session | None = None) -> None:
         url = str(settings.get("api_url") or DEFAULT_URL).rstrip("/")
         if not url.endswith("/api/v1"):
             url += "/api/v1"
@@ -50,7 +51,7 @@ class PowerDnsProvider:
         if resp.status_code != 200:
             raise DnsError(f"HTTP {resp.status_code}")
 
-    def _patch(self, zone: str, rrset: dict, action: str) -> None:
+    def _patch(self, zone: str, rrset: dict[str, Any], action: str) -> None:
         where = f"powerdns zone {zone}: {action}"
         resp = call(
             self.session,

@@ -18,6 +18,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Iterable
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -61,7 +62,7 @@ def _key_name_ok(name: object) -> bool:
     return all(_KEY_LABEL.fullmatch(label) for label in name.rstrip(".").split("."))
 
 
-def check_settings(settings: dict) -> None:
+def check_settings(settings: dict[str, Any]) -> None:
     """ValueError for settings every update would fail with (never echoing the secret)."""
     server = settings.get("server")
     if not isinstance(server, str) or not (_is_ip(server) or is_valid_hostname(server)):
@@ -113,7 +114,7 @@ def _absolute(name: str) -> dns.name.Name:
 
 def _text_of(rtype: str, rdata: object) -> str:
     if rtype == "PTR":
-        return rdata.target.to_text(omit_final_dot=True).lower()  # type: ignore[attr-defined]
+        return str(rdata.target.to_text(omit_final_dot=True)).lower()  # type: ignore[attr-defined]
     return str(rdata.address)  # type: ignore[attr-defined]
 
 
@@ -130,7 +131,7 @@ class Rfc2136Provider:
 
     name = "rfc2136"
 
-    def __init__(self, settings: dict) -> None:
+    def __init__(self, settings: dict[str, Any]) -> None:
         check_settings(settings)
         self.server = str(settings["server"])
         self.port = int(settings.get("port", DEFAULT_PORT))

@@ -29,6 +29,7 @@ import hmac
 import json
 import time
 import uuid
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -71,7 +72,7 @@ def _endpoint(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def check_settings(settings: dict) -> None:
+def check_settings(settings: dict[str, Any]) -> None:
     """ValueError for settings every call would fail with."""
     url = settings.get("url")
     parts = urlsplit(url) if isinstance(url, str) else None
@@ -102,7 +103,7 @@ class WebhookProvider:
 
     name = "webhook"
 
-    def __init__(self, settings: dict, session: requests.Session | None = None) -> None:
+    def __init__(self, settings: dict[str, Any], session: requests.Session | None = None) -> None:
         check_settings(settings)
         self.url = str(settings["url"])
         self._keys = _keys(settings["secret"])
@@ -113,7 +114,7 @@ class WebhookProvider:
     def __repr__(self) -> str:
         return f"WebhookProvider({_endpoint(self.url)})"
 
-    def _post(self, payload: dict, where: str) -> None:
+    def _post(self, payload: dict[str, Any], where: str) -> None:
         where = f"webhook {_endpoint(self.url)} {where}"
         body = json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode()
         msg_id = f"dns_{uuid.uuid4().hex}"

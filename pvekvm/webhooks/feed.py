@@ -45,7 +45,7 @@ def position(text: str | None) -> int:
     except (binascii.Error, ValueError):
         raise BadCursor("cursor: not one this feed handed out (use next_cursor as given)"
                         ) from None
-    (seq,) = struct.unpack(">Q", raw)
+    seq = int(struct.unpack(">Q", raw)[0])
     if seq > head():
         raise BadCursor("cursor: not one this feed handed out (past the newest event)")
     return seq

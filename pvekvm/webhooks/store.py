@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from peewee import IntegrityError
 
@@ -51,7 +52,7 @@ class TooMany(ValueError):
 _COLUMNS = "id, name, origin, owner, scope, url, event_types, created_at, fanned_seq"
 
 
-def _endpoint(row: tuple) -> Endpoint:
+def _endpoint(row: tuple[Any, ...]) -> Endpoint:
     return Endpoint(int(row[0]), row[1], row[2], row[3], row[4], row[5],
                     tuple(json.loads(row[6])), row[7], int(row[8]))
 

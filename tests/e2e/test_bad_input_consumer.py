@@ -15,7 +15,7 @@ from pvekvm import messaging
 from pvekvm.models import DeadLetter, OutboxEvent
 from tests.e2e.harness import InProcessWorkers, dead_queue, wait_until
 from tests.jsonfuzz import HOSTILE_WITH_SECRET, ORDER_BODIES, SECRET, STEP_BODIES
-from workers import consumer
+from workers import consumer, runner
 
 GOOD = {"version": 1, "type": "create", "idempotency_key": "bad-1", "service_id": 901,
         "client_id": 5, "product": "vps-small", "email": "a@example.com"}
@@ -173,7 +173,7 @@ def test_an_order_that_trips_a_bug_is_refused_once_not_sent_back(settings, caplo
     def broken(body, engine, clusters=()):
         raise RuntimeError(f"bug quoting the body: {body!r}")
 
-    monkeypatch.setattr(consumer, "handle_order", broken)
+    monkeypatch.setattr(runner, "handle_order", broken)
     body = json.dumps({**GOOD, "root_password": SECRET}).encode()
     with InProcessWorkers(settings, concurrency=1, pools=["intake"]) as workers:
         _publish(settings, "intake", [body])

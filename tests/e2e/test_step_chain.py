@@ -8,12 +8,14 @@ import threading
 import pytest
 
 from producers.api import OrderClient
-from pvekvm import metrics
+from pvekvm import messaging, metrics
 from pvekvm.models import Operation, StepRun
 from steps.machines import DEPLOY
 from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
-from workers.consumer import WorkerThread, all_pools
+from workers.consumer import all_pools
+from workers.engine import Engine
 from workers.outcome import Nudge, Outcome
+from workers.runner import Runner
 
 
 def _count(result: str) -> float:
@@ -45,8 +47,12 @@ def test_a_worker_serving_every_pool_chains_a_deploy_and_records_every_step_once
     assert op.status == "done" and op.nudge_id is None
 
 
-def _thread(settings, pools: list[str]) -> WorkerThread:
-    return WorkerThread(settings, pools, threading.Event())
+def _runner(settings, pools: list[str], stop: threading.Event | None = None) -> Runner:
+    """The runner as a worker thread serving ``pools`` builds it (workers/consumer.py)."""
+    stop = stop or threading.Event()
+    return Runner(Engine(settings), messaging.Publisher(settings.amqp_url,
+                                                        messaging.Topology(settings.namespace)),
+                  pools, stopping=stop.is_set)
 
 
 @pytest.mark.parametrize(("pools", "nudge", "runs_it"), [
@@ -58,14 +64,15 @@ def _thread(settings, pools: list[str]) -> WorkerThread:
 def test_a_thread_runs_a_continuation_only_of_its_pools_due_now_of_the_operation_in_hand(
         settings, pools, nudge, runs_it):
     out = Outcome(publish=[nudge], in_hand=5)
-    picked = _thread(settings, pools)._continuation(out, last=False)
+    picked = _runner(settings, pools)._continuation(out, last=False)
     assert (picked == nudge) is runs_it
     assert out.publish == ([] if runs_it else [nudge])  # what is not run goes to the broker
 
 
 def test_a_stopping_thread_or_a_full_chain_hands_the_continuation_to_the_broker(settings):
     nudge = Nudge("dns", 5, "n", "ip_allocated")
-    thread = _thread(settings, ["ip", "dns"])
-    assert thread._continuation(Outcome(publish=[nudge], in_hand=5), last=True) is None
-    thread.stop_event.set()
-    assert thread._continuation(Outcome(publish=[nudge], in_hand=5), last=False) is None
+    stop = threading.Event()
+    runner = _runner(settings, ["ip", "dns"], stop)
+    assert runner._continuation(Outcome(publish=[nudge], in_hand=5), last=True) is None
+    stop.set()
+    assert runner._continuation(Outcome(publish=[nudge], in_hand=5), last=False) is None

@@ -1,15 +1,16 @@
 """Property-based: whatever the interleaving of deliveries — duplicates, a crash between a
 commit and its publish, billing's events out of order, pools racing each other — the engine
 ends with the same promises kept (tests/scale/invariants.py). Intake and the engine run for
-real (MariaDB, pvesim, the real state machines); the broker is workers/testing.EngineDriver."""
+real (MariaDB, pvesim, the real state machines); the broker is workers/testing.EngineDriver,
+the stub broker under the very runner the pika consumer uses (workers/runner.py)."""
 
 from __future__ import annotations
 
-import heapq
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,22 +27,18 @@ from producers.events import (
     UnsuspendEvent,
 )
 from pvekvm import db as dbmod
-from pvekvm.models import DeadLetter, Operation, OutboxEvent, StepRun, database
+from pvekvm.config import Settings
+from pvekvm.models import DeadLetter, Operation, OutboxEvent, StepRun
 from pvesim.testing import running_simulator
 from tests.e2e.harness import load_catalog, make_settings
 from tests.scale import invariants
 from tests.smtp_sink import SmtpSink
-from workers import outbox, scheduler
-from workers.consumer import INTAKE
+from workers import scheduler
 from workers.engine import Engine
-from workers.intake import handle_order
-from workers.outcome import Nudge, Outcome
-from workers.testing import EngineDriver
+from workers.runner import INTAKE
+from workers.testing import EngineDriver, Mode
 
 FOLLOW_UPS = ("suspend", "unsuspend", "change_package", "reset_password", "terminate")
-# lost-ack: done and published, but the ack never reached the broker, so it comes again later;
-# crash: committed, then the process died before publishing (and acking)
-MODES = ("deliver", "lost-ack", "crash")
 
 
 def _event(kind: str, sid: int, n: int) -> Event:
@@ -80,103 +77,18 @@ class Schedule:
     lost_ack: float
     crash: float
 
-    def next(self, pending: int) -> tuple[int, str]:
+    def next(self, pending: int) -> tuple[int, Mode]:
         r = self.rnd.random()
-        mode = "crash" if r < self.crash else "lost-ack" if r < self.crash + self.lost_ack \
-            else "deliver"
+        mode: Mode = "crash" if r < self.crash else \
+            "lost-ack" if r < self.crash + self.lost_ack else "deliver"
         return self.rnd.randrange(pending), mode
 
 
-@dataclass
-class Broker:
-    """Messages in flight: billing's events (delivered in the order published) and nudges
-    (any pool may be served first); events to billing as they would arrive on the wire."""
-
-    driver: EngineDriver
-    orders: list[bytes]
-    wire: list[str] = field(default_factory=list)
-    redeliver: list[tuple[str, object]] = field(default_factory=list)
-
-    def pending(self) -> list[tuple[str, object]]:
-        head = [("order", self.orders[0])] if self.orders else []
-        return self.redeliver + head + [("nudge", q.nudge) for q in self.driver.queue]
-
-    def take(self, item: tuple[str, object]) -> None:
-        if item in self.redeliver:
-            self.redeliver.remove(item)
-        elif item[0] == "order":
-            self.orders.pop(0)
-        else:
-            self.driver.queue = [q for q in self.driver.queue if q.nudge is not item[1]]
-            heapq.heapify(self.driver.queue)
-
-    def deliver(self, item: tuple[str, object], mode: str) -> None:
-        self.take(item)
-        kind, msg = item
-        out = handle_order(msg) if kind == "order" else \
-            self.driver.engine.handle(pool_of(msg), body(msg))
-        if mode != "crash":
-            with database.atomic():
-                self._follow_up(out, msg)
-        if mode != "deliver":  # never acked: the broker hands it out again
-            self.redeliver.append(item)
-
-    def _follow_up(self, out: Outcome, msg: object) -> None:
-        """What workers/consumer.py does after the handler's commit."""
-        self.driver.accept(out)
-        refused = [(msg, out.dead_reason)] if out.dead_reason else []
-        assert isinstance(msg, bytes) or not refused, f"a step message refused: {refused}"
-        for message, reason in refused + out.parked:
-            DeadLetter.create(source=INTAKE, reason=reason, body=message, created_at=utc_dt())
-            out.events.append(outbox.refused(message, reason))
-        self._publish(out.events)
-
-    def _publish(self, pending: list[outbox.Pending]) -> None:
-        self.wire += [p.event_id for p in pending]
-        if pending:
-            OutboxEvent.update(published_at=utc_dt()).where(
-                OutboxEvent.id.in_([p.row_id for p in pending])).execute()
-
-    def reconcile(self, settings) -> int:
-        """The scheduler's reconciler, run for real (workers/scheduler.reconcile_once) with the
-        clock past every deadline but the hold time: what a crash left unpublished goes out."""
-        from datetime import datetime, timedelta
-
-        later = datetime.now() + timedelta(seconds=settings.engine.stale_after_s + 10)
-        return scheduler.reconcile_once(settings, DriverPublisher(self), later)
-
-
-class DriverPublisher:
-    """The reconciler's publisher: nudges into the driver's queue, events onto the wire."""
-
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-
-    def publish_step(self, pool: str, payload: dict, message_id: str, delay_s: float) -> None:
-        self.broker.driver.accept(Outcome(publish=[Nudge(pool, payload["op"], payload["nudge"],
-                                                         payload["state"], delay_s)]))
-
-    def publish_event(self, event_type: str, body: bytes, event_id: str) -> None:
-        self.broker.wire.append(event_id)
-
-    def publish_dead(self, body: bytes, reason: str, source: str) -> None:
-        """The dead queue itself is not modelled: the refusal is in ``dead_letters``."""
-
-
-def pool_of(nudge: object) -> str:
-    assert isinstance(nudge, Nudge)
-    return nudge.pool
-
-
-def body(nudge: object) -> bytes:
-    assert isinstance(nudge, Nudge)
-    return json.dumps(nudge.payload(), separators=(",", ":")).encode()
-
-
-def utc_dt():
-    from datetime import datetime
-
-    return datetime.now()
+def reconcile(driver: EngineDriver, settings: Settings) -> int:
+    """The scheduler's reconciler, run for real (workers/scheduler.reconcile_once) with the
+    clock past every deadline but the hold time: what a crash left unpublished goes out."""
+    later = datetime.now() + timedelta(seconds=settings.engine.stale_after_s + 10)
+    return scheduler.reconcile_once(settings, driver, later)
 
 
 @pytest.fixture(scope="module")
@@ -196,10 +108,12 @@ def test_any_interleaving_keeps_the_promises(world, scenario) -> None:
     dbmod.reset_data(db)
     sim.reset(state=True)
     load_catalog(s)
-    broker = Broker(EngineDriver(Engine(s, worker="prop")), list(orders))
+    broker = EngineDriver(Engine(s, worker="prop"))
+    for order in orders:
+        broker.publish_order(order)
     for _ in range(3000):
         pending = broker.pending()
-        if not pending and not broker.reconcile(s):  # idle: the scheduler's turn
+        if not pending and not reconcile(broker, s):  # idle: the scheduler's turn
             break
         if pending:
             pick, mode = schedule.next(len(pending))
@@ -213,6 +127,7 @@ def test_any_interleaving_keeps_the_promises(world, scenario) -> None:
     # billing's every event is an operation or a refusal with its reason
     keys = {json.loads(o)["idempotency_key"] for o in orders}
     accepted = {o.idempotency_key for o in Operation.select()}
+    assert {d.source for d in DeadLetter.select()} <= {INTAKE}, "a step message refused"
     refused = {json.loads(bytes(d.body))["idempotency_key"] for d in DeadLetter.select()}
     assert keys == accepted | refused, f"events neither run nor refused: {keys - accepted}"
     # no step's work done twice: each state of each operation advanced from once

@@ -34,11 +34,11 @@ from bench_deploy import pct, pvesim_process, stop_process
 
 from pvekvm import db as dbmod
 from pvekvm import secrets
-from pvekvm.api.auth import hash_token, new_token
+from pvekvm.apps.api.auth import hash_token, new_token
 from pvekvm.config import ProxmoxSettings, Settings, SmtpSettings
 from pvekvm.models import Product, Service
 from pvekvm.proxmox import Proxmox
-from tests.e2e.harness import load_catalog, write_config
+from workers.testing.harness import load_catalog, write_config
 
 DB_SERVER = os.environ.get("BENCH_DB_SERVER", "mysql://root@127.0.0.1:3306")
 DATABASE_URL = f"{DB_SERVER}/pvekvm_t10_bench"

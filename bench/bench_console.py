@@ -42,7 +42,7 @@ from pvekvm.console import rfb, sessions
 from pvekvm.console.proxy import _client_tls
 from pvekvm.models import Product, Service
 from pvekvm.proxmox import Proxmox
-from tests.e2e.harness import load_catalog, write_config
+from workers.testing.harness import load_catalog, write_config
 
 DB_SERVER = os.environ.get("BENCH_DB_SERVER", "mysql://root@127.0.0.1:3306")
 DATABASE_URL = f"{DB_SERVER}/pvekvm_console_bench"

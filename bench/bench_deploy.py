@@ -46,8 +46,8 @@ from pvekvm import catalog, messaging, secrets
 from pvekvm import db as dbmod
 from pvekvm.config import EngineSettings, ProxmoxSettings, Settings
 from pvekvm.models import IpPool, Operation, OutboxEvent, Product, Service, StepRun, database
-from tests.e2e.harness import load_catalog, write_config
-from tests.smtp_sink import SmtpSink
+from workers.testing.harness import load_catalog, write_config
+from workers.testing.smtp_sink import SmtpSink
 
 AMQP_SERVER = os.environ.get("BENCH_AMQP_SERVER", "amqp://guest:guest@127.0.0.1:5672")
 DB_SERVER = os.environ.get("BENCH_DB_SERVER", "mysql://root@127.0.0.1:3306")

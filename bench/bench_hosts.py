@@ -1,5 +1,5 @@
 """Worker hosts benchmark: the same N orders deployed by 1, then 2 worker hosts, each a network
-namespace (tests/scale/netns.py) running one ``python -m workers`` process with C threads that
+namespace (workers/testing/netns.py) running one ``python -m workers`` process with C threads that
 reaches RabbitMQ, MariaDB, pvesim and SMTP only over its veth link. Prints wall time and
 orders/min per host count. Needs root (``ip netns``) and socat.
 
@@ -30,16 +30,16 @@ from producers.api import OrderClient
 from pvekvm import db as dbmod
 from pvekvm import messaging
 from pvesim.testing import running_simulator
-from tests.e2e.harness import (
+from workers.testing import netns
+from workers.testing.harness import (
     all_ready,
     load_catalog,
     make_settings,
     wait_until,
     write_config,
 )
-from tests.scale import netns
-from tests.scale.test_worker_hosts import service_ports
-from tests.smtp_sink import SmtpSink
+from workers.testing.netns import service_ports
+from workers.testing.smtp_sink import SmtpSink
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 DB_NAME = f"{os.environ.get('PVEKVM_TEST_NAME', 'pvekvm')}_bench_hosts"

@@ -26,12 +26,13 @@ if str(ROOT) not in sys.path:
 
 from pvekvm import catalog
 from pvekvm import db as dbmod
+from pvekvm.catalog_cache import _catalog
 from pvekvm.config import PlacementSettings, ProxmoxSettings, Settings
 from pvekvm.models import Operation, Product, Service, Template, database
 from pvekvm.proxmox import client
 from pvesim.model import GiB
 from pvesim.testing import running_simulator
-from steps.context import StepContext, _catalog
+from steps.context import StepContext
 from steps.machine import Done
 from steps.provision import place_vm
 

@@ -34,8 +34,8 @@ from pvekvm import messaging, secrets
 from pvekvm.config import ProxmoxSettings, Settings, SmtpSettings
 from pvekvm.models import Product, Service
 from pvekvm.proxmox import Proxmox
-from tests.e2e.harness import load_catalog
 from workers import traffic
+from workers.testing.harness import load_catalog
 
 DB_SERVER = os.environ.get("BENCH_DB_SERVER", "mysql://root@127.0.0.1:3306")
 DATABASE_URL = f"{DB_SERVER}/pvekvm_t14_bench"

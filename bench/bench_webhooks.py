@@ -27,9 +27,9 @@ if str(ROOT) not in sys.path:
 from pvekvm import db as dbmod
 from pvekvm.webhooks.config import EndpointSetting
 from pvekvm.webhooks.signing import new_secret
-from tests.webhooks.conftest import FAST, emit, make_settings
-from tests.webhooks.receiver import Receiver
 from workers import webhooks
+from workers.testing.webhook_receiver import Receiver
+from workers.testing.webhooks import FAST, emit, make_settings
 
 DB_SERVER = os.environ.get("BENCH_DB_SERVER", "mysql://root@127.0.0.1:3306")
 DATABASE_URL = f"{DB_SERVER}/pvekvm_webhooks_bench"

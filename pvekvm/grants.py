@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from peewee import MySQLDatabase
 
-#: what the API reads (pvekvm/api): services and their operations, steps, addresses,
+#: what the API reads (pvekvm/apps/api): services and their operations, steps, addresses,
 #: snapshots, backups, usage, and the catalog rows they name
 API_READS: tuple[str, ...] = (
     "services", "operations", "step_runs", "products", "product_locations", "templates",

@@ -139,8 +139,3 @@ def boot_order(cfg: dict) -> list[str]:
 
 def _keep_boot(ctx: StepContext, boot: str | None) -> None:
     service_changes.remember_boot_order(ctx.service, boot)
-
-
-def iso_group(filename: str) -> str:
-    """The manual's grouping: the part before the first '-'; no dash → OTHER."""
-    return filename.split("-", 1)[0] if "-" in filename else "OTHER"

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pvekvm import placement, service_changes
+from pvekvm.catalog_cache import _catalog
 from pvekvm.models import TemplateReplica
 from pvekvm.proxmox import ProxmoxError
 from steps import hardware, pvecfg, slots
-from steps.context import StepContext, _catalog
+from steps.context import StepContext
 from steps.machine import Done, Refused, Retry, StepFailed, StepResult, Wait
 
 DISK_KEYS = tuple(f"{bus}{n}" for bus in ("scsi", "virtio", "sata", "ide") for n in range(6))

@@ -15,10 +15,11 @@ import pytest
 from peewee import OperationalError
 
 from pvekvm import catalog
+from pvekvm.catalog_cache import _catalog
 from pvekvm.config import Settings
 from pvekvm.models import IpAddress, Operation, Service, Template, database
 from steps.allocation import allocate_ips, release_ips
-from steps.context import StepContext, _catalog
+from steps.context import StepContext
 from steps.machine import Done, StepFailed
 
 IN_FLIGHT = 48  # concurrent transactions (connections): the MariaDB server is shared

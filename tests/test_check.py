@@ -18,7 +18,7 @@ from pvesim.access import ROLES
 from pvesim.testing import RunningSimulator, running_simulator
 from tests.cli_env import Shell, closed_port, make_shell, remove_shell
 from tests.cli_env import verdicts as _lines
-from tests.smtp_sink import SmtpSink
+from workers.testing.smtp_sink import SmtpSink
 
 PDNS = "http://127.0.0.1:8081/api/v1/servers/localhost/zones"
 PDNS_KEY = {"X-API-Key": "pvekvm-test-key"}

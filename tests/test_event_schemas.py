@@ -57,7 +57,7 @@ def _integral(value: Any) -> Any:
 
 
 def test_the_api_documents_the_order_body_from_the_same_declaration() -> None:
-    from pvekvm.api import routes
+    from pvekvm.apps.api import routes
 
     app = FastAPI()
     app.include_router(routes.router)

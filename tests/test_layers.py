@@ -1,7 +1,7 @@
 """The packages stack in one direction: ``pvekvm`` (the core: models, messaging, Proxmox
 client, config, mail, DNS) under ``steps`` under ``workers``; ``producers`` (what billing
-runs) needs only the core. The operator CLI (``pvekvm/__main__.py``) and the service API
-(``pvekvm/api``) are the apps on top and may use everything. Imports inside functions count;
+runs) needs only the core. The operator CLI (``pvekvm/apps/cli/main.py``) and the service API
+(``pvekvm/apps/api``) are the apps on top and may use everything. Imports inside functions count;
 type-only ones (``if TYPE_CHECKING:``) do not."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = {Path("pvekvm/__main__.py"), Path("pvekvm/api")}
+APPS = {Path("pvekvm/apps/cli/main.py"), Path("pvekvm/apps/api")}
 MAY_NOT_IMPORT = {
     "pvekvm": {"steps", "workers", "producers"},
     "steps": {"workers", "producers"},

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pvekvm.__main__ import main
+from pvekvm.apps.cli.main import main
 from pvekvm.config import EngineSettings
 from pvekvm.lifecycle import (
     GONE,

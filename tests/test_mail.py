@@ -12,7 +12,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from pvekvm.config import ROOT, SmtpSettings
 from pvekvm.mail import MailError, TemplateError, render, send, template_variables
-from tests.smtp_sink import SmtpSink
+from workers.testing.smtp_sink import SmtpSink
 
 TEMPLATES = ROOT / "config" / "mail"
 ACCESS = {"hostname": "web1.example.com", "service_id": 5546, "ip": "203.0.113.10",

@@ -13,7 +13,7 @@ from producers.events import CreateEvent, InvalidEvent, parse_event
 from pvekvm import languages
 from pvekvm.config import ROOT
 from pvekvm.mail import LRI, PDI, render, send, template_variables
-from tests.smtp_sink import SmtpSink
+from workers.testing.smtp_sink import SmtpSink
 
 TEMPLATES = ROOT / "config" / "mail"
 MAILS = ("welcome", "vm_ready", "reinstalled", "password_reset", "backup_restored")

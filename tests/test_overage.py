@@ -114,7 +114,7 @@ def test_a_quota_loads_and_leaving_it_out_makes_the_product_unlimited_again(clea
 
 @pytest.fixture()
 def driver(clean_db, database_url) -> EngineDriver:
-    from steps.context import _catalog
+    from pvekvm.catalog_cache import _catalog
 
     _catalog.clear()  # row ids restart with each test's fresh data: no stale package
     settings = Settings(database_url=database_url, amqp_url="amqp://unused", proxmox=None)

@@ -14,12 +14,13 @@ import pytest
 from peewee import OperationalError
 
 from pvekvm import catalog
+from pvekvm.catalog_cache import _catalog
 from pvekvm.config import PlacementSettings, ProxmoxSettings, Settings
 from pvekvm.models import Operation, Placement, Reservation, Service, Template, database
 from pvekvm.proxmox import client
 from pvesim.model import GiB
 from pvesim.testing import running_simulator
-from steps.context import StepContext, _catalog
+from steps.context import StepContext
 from steps.machine import Done, Retry
 from steps.provision import place_vm
 

@@ -213,22 +213,23 @@ def test_the_scheduler_log_is_its_jobs_summaries_not_apschedulers_chatter(shell:
 
 def test_producers_help_the_token_helper_and_a_shadowing_folder_explain_themselves(
         shell: Shell, tmp_path: Path) -> None:
-    """``producers --help`` lists ``watch``; ``python -m pvekvm.api`` alone names the server; a
+    """``producers --help`` lists ``watch``; ``python -m pvekvm.apps.api`` alone names the server; a
     command started beside a checkout named ``pvekvm`` says in one line why it cannot import
     pvekvm (exit 2), never an ImportError traceback."""
     beside = tmp_path / "home"
     beside.mkdir()
     (beside / "pvekvm").symlink_to(ROOT)  # a checkout named pvekvm, the command run beside it
-    runs = [(shell.cwd, "producers"), (shell.cwd, "pvekvm.api"), (beside, "producers"),
+    runs = [(shell.cwd, "producers"), (shell.cwd, "pvekvm.apps.api"), (beside, "producers"),
             (beside, "workers.scheduler")]
     procs = [subprocess.Popen([sys.executable, "-m", module, *(["--help"] if module !=
-                                                                "pvekvm.api" else [])],
+                                                                "pvekvm.apps.api" else [])],
                               cwd=cwd, env=shell.env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for cwd, module in runs]
     (help_out, _), (_, api_err), *shadowed = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 2, 2, 2]
     assert " watch " in help_out and "print what billing hears" in help_out
-    assert api_err.strip() == ("python -m pvekvm.api makes tokens (new-token, hash-token TOKEN); "
+    assert api_err.strip() == ("python -m pvekvm.apps.api makes tokens (new-token, "
+                               "hash-token TOKEN); "
                                "the API server is `python -m pvekvm api --port 8080`")
     for (_, module), (_, err) in zip(runs[2:], shadowed, strict=True):
         assert err.strip().splitlines() == [

@@ -101,7 +101,7 @@ def test_pve_gets_the_keys_percent_encoded_with_spaces_as_percent_20():
 
 @pytest.fixture()
 def catalog_db(clean_db, tmp_path):
-    from steps.context import _catalog
+    from pvekvm.catalog_cache import _catalog
 
     key = str(tmp_path / "secret.key")
     secrets.create_key(key)

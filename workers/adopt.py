@@ -26,6 +26,7 @@ from typing import Any
 from peewee import IntegrityError
 
 from pvekvm import addresses, dns, dnssync, jsonsafe, placement, service_changes
+from pvekvm.catalog_cache import at_location
 from pvekvm.config import Settings
 from pvekvm.lifecycle import ServiceStatus
 from pvekvm.limits import MAX_CLIENT_ID, MAX_SERVICE_ID, MAX_VMID
@@ -42,7 +43,7 @@ from pvekvm.proxmox import Proxmox, ProxmoxError
 from pvekvm.validation import is_valid_hostname
 from pvekvm.wire.orders import CreateEvent, InvalidEvent
 from steps import allocation, backups, pvecfg
-from steps.context import at_location, marker
+from steps.context import marker
 from steps.machine import Refused
 from workers import intake
 

@@ -25,6 +25,7 @@ from peewee import IntegrityError, OperationalError
 
 from pvekvm import dberrors, picker, placement, rdns_policy, service_changes
 from pvekvm.addresses import held_row
+from pvekvm.catalog_cache import catalog_named, catalog_row
 from pvekvm.config import EngineSettings
 from pvekvm.db import values
 from pvekvm.lifecycle import (
@@ -59,7 +60,6 @@ from pvekvm.wire.orders import (
     request_hash,
 )
 from steps import firewall, hostname
-from steps.context import catalog_named, catalog_row
 from steps.machine import Refused
 from steps.machines import MACHINES
 from steps.rescue import rescue_volume

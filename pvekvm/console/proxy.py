@@ -43,7 +43,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from pvekvm.api import pve
+from pvekvm import pve_reads as pve
 from pvekvm.config import Settings
 from pvekvm.console import rfb, sessions
 from pvekvm.forwarded import real_caller

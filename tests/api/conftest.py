@@ -13,13 +13,19 @@ import pytest
 from producers.api import OrderClient
 from pvekvm import db as dbmod
 from pvekvm import messaging
-from pvekvm.api.auth import hash_token
+from pvekvm.apps.api.auth import hash_token
 from pvekvm.config import ApiSettings, Settings
 from pvekvm.models import Service
 from pvesim.testing import RunningSimulator, running_simulator
 from tests.api.server import ApiServer
-from tests.e2e.harness import InProcessWorkers, all_ready, load_catalog, make_settings, wait_until
-from tests.smtp_sink import SmtpSink
+from workers.testing.harness import (
+    InProcessWorkers,
+    all_ready,
+    load_catalog,
+    make_settings,
+    wait_until,
+)
+from workers.testing.smtp_sink import SmtpSink
 
 SID_A, SID_B = 7101, 7102
 BILLING_TOKEN = "billing-" + uuid.uuid4().hex

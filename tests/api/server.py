@@ -15,7 +15,7 @@ from pathlib import Path
 import requests
 import uvicorn
 
-from pvekvm.api.app import create_app
+from pvekvm.apps.api.app import create_app
 from pvekvm.config import ROOT, Settings
 
 
@@ -28,7 +28,7 @@ class ApiServer:
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False,
-                                proxy_headers=False)  # as pvekvm.api.app.serve
+                                proxy_headers=False)  # as pvekvm.apps.api.app.serve
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        daemon=True, name="api-server")

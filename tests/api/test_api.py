@@ -13,12 +13,12 @@ import requests
 
 from producers.events import MAX_EVENT_BYTES
 from pvekvm import secrets
-from pvekvm.api.auth import hash_token
+from pvekvm.apps.api.auth import hash_token
 from pvekvm.config import ProxmoxSettings
 from pvekvm.models import AuditLog, IpAddress, Operation, Service, database
 from tests.api.conftest import BILLING_TOKEN, SID_A, SID_B, ApiEnv
 from tests.api.server import ApiServer, api_command
-from tests.e2e.harness import all_ready, describe_ops, wait_until, write_config
+from workers.testing.harness import all_ready, describe_ops, wait_until, write_config
 
 TOKEN = BILLING_TOKEN
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import requests
 
 from pvekvm import keyrotate, secrets
-from pvekvm.api.auth import hash_token
+from pvekvm.apps.api.auth import hash_token
 from pvekvm.models import AuditLog, Service
 from tests.api.conftest import BILLING_TOKEN, SID_A, ApiEnv
 from tests.api.server import _auth, api_command
-from tests.e2e.harness import write_config
 from tests.test_grants import amqp_roles, db_roles
+from workers.testing.harness import write_config
 
 
 def test_the_api_on_its_own_users_reads_credentials_across_a_key_rotation(

@@ -14,7 +14,8 @@ import pytest
 
 from pvekvm.models import AuditLog, DeadLetter, IpAddress, Operation, Product, Service
 from tests.api.conftest import SID_A, SID_B, ApiEnv
-from tests.e2e.harness import powerdns_zones_or_skip, wait_until
+from tests.dns.dnsfakes import powerdns_zones_or_skip
+from workers.testing.harness import wait_until
 
 CLIENT_ZONE = "client-shop.example"  # the client's own domain, on a real DNS server
 ELSEWHERE = "198.51.100.77"

@@ -11,7 +11,7 @@ import json
 from pvekvm.models import DeadLetter, IpAddress, Operation, Service
 from pvesim import fwrules
 from tests.api.conftest import BILLING_TOKEN, SID_A, SID_B, ApiEnv
-from tests.e2e.harness import describe_ops, wait_until
+from workers.testing.harness import describe_ops, wait_until
 
 TOKEN = BILLING_TOKEN
 FOREIGN = "203.0.113.99"  # an address the VM does not hold

@@ -27,7 +27,7 @@ from pvekvm.models import (
 )
 from tests.api.conftest import BILLING_TOKEN, SID_A, ApiEnv
 from tests.api.server import ApiServer
-from tests.e2e.harness import all_ready, describe_ops, wait_until, write_config
+from workers.testing.harness import all_ready, describe_ops, wait_until, write_config
 
 SID, FIRST_CLIENT, SECOND_CLIENT = 3001, 5001, 5002
 READS = ("", "/credentials")
@@ -267,7 +267,7 @@ def test_a_scoped_billing_token_sees_and_orders_for_its_own_service_ids_only(api
     ('other = ["1-9"]', "no billing token of that name"),
 ])
 def test_a_bad_scope_is_refused_with_its_reason(api_env: ApiEnv, tmp_path, scopes, reason):
-    from pvekvm.api.auth import hash_token
+    from pvekvm.apps.api.auth import hash_token
 
     config = write_config(api_env.settings, tmp_path / "pvekvm.toml")
     config.write_text(config.read_text() + f'[api.tokens]\nwhmcs = "{hash_token("x")}"\n'

@@ -22,7 +22,7 @@ from pvekvm.db import database
 from pvekvm.models import AuditLog, Service
 from tests.api.conftest import BILLING_TOKEN, SID_A, SID_B, ApiEnv
 from tests.api.console_client import Console, ProxyThread
-from tests.e2e.harness import all_ready, wait_until
+from workers.testing.harness import all_ready, wait_until
 
 SID_C = 7190  # this module's own service: it gets suspended
 NOVNC = Path("/usr/share/novnc/core/rfb.js")
@@ -433,7 +433,7 @@ def _command(api_env, settings, tmp_path) -> None:
 
     import requests
 
-    from tests.e2e.harness import write_config
+    from workers.testing.harness import write_config
 
     config = write_config(settings, tmp_path / "pvekvm.toml")
     env = {k: v for k, v in __import__("os").environ.items()

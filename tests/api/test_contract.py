@@ -10,7 +10,7 @@ from datetime import datetime
 
 import requests
 
-from pvekvm.api import refusals
+from pvekvm.apps.api import refusals
 from pvekvm.models import AuditLog
 from tests.api.conftest import BILLING_TOKEN, SID_A, ApiEnv
 

@@ -14,7 +14,7 @@ from pvekvm.config import ROOT
 from pvekvm.models import Operation, Service
 from tests.api.conftest import BILLING_TOKEN, SID_A, ApiEnv
 from tests.cli_env import closed_port, wait_for
-from tests.e2e.harness import all_ready, wait_until, write_config
+from workers.testing.harness import all_ready, wait_until, write_config
 
 SID_NEW = 7120
 

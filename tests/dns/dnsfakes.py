@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 PDNS_API_URL = os.environ.get("PDNS_API_URL", "http://127.0.0.1:8081").rstrip("/")
 PDNS_API_KEY = os.environ.get("PDNS_API_KEY", "pvekvm-test-key")
 PDNS_DNS_PORT = int(os.environ.get("PDNS_DNS_PORT", "5354"))
@@ -830,3 +832,19 @@ class SilentServer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def powerdns_zones_or_skip():
+    """(session, zones URL) of the test PowerDNS's API; skips (fails on CI) when it is down."""
+    import requests
+
+    s = requests.Session()
+    s.headers["X-API-Key"] = PDNS_API_KEY
+    url = f"{PDNS_API_URL}/api/v1/servers/localhost/zones"
+    try:
+        s.get(url, timeout=2).raise_for_status()
+    except requests.RequestException as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PowerDNS not answering (scripts/pdns.sh): {exc}")
+        pytest.skip(f"PowerDNS not answering (scripts/pdns.sh): {exc}")
+    return s, url

@@ -9,8 +9,8 @@ import pytest
 
 from pvekvm.config import Settings
 from pvesim.testing import RunningSimulator, running_simulator
-from tests.e2e.harness import load_catalog, make_settings
-from tests.smtp_sink import SmtpSink
+from workers.testing.harness import load_catalog, make_settings
+from workers.testing.smtp_sink import SmtpSink
 
 
 @pytest.fixture()

@@ -17,18 +17,12 @@ from producers.api import OrderClient
 from pvekvm import catalog, messaging
 from pvekvm.models import DnsRecordRow, IpAddress, Operation, OutboxEvent, Product, Service
 from steps import pvecfg
-from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL
-from tests.e2e.harness import (
-    InProcessWorkers,
-    all_ready,
-    describe_ops,
-    powerdns_zones_or_skip,
-    wait_until,
-)
+from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL, powerdns_zones_or_skip
 from tests.e2e.test_dns_deploy import _query
 from tests.e2e.test_overage import _month_after, period  # noqa: F401
 from workers import overage as overage_pass
 from workers import scheduler
+from workers.testing.harness import InProcessWorkers, all_ready, describe_ops, wait_until
 
 FORWARD = "h14b-extra.pvekvm.test"
 REVERSE4 = "14.64.100.in-addr.arpa"          # pool 100.64.14.0/24

@@ -20,8 +20,8 @@ from pvekvm.models import (
     VmidAllocation,
 )
 from tests.e2e import test_dns_ownership
-from tests.e2e.harness import InProcessWorkers, describe_ops, wait_until, write_config
 from workers import intake
+from workers.testing.harness import InProcessWorkers, describe_ops, wait_until, write_config
 
 SID = 6101
 zone = test_dns_ownership.zone  # the fixture: a PowerDNS zone of this test's own
@@ -42,7 +42,7 @@ def _make_vm(sim, vmid: int, ip: str, *, node: str = "pve2", cores: int = 1,
 
 
 def _cli(config, capsys, *argv: str) -> tuple[int, str]:
-    from pvekvm.__main__ import main
+    from pvekvm.apps.cli.main import main
 
     code = main(["--config", str(config), *argv])
     return code, capsys.readouterr().out

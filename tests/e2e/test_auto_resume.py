@@ -19,7 +19,8 @@ from prometheus_client import REGISTRY
 from producers.api import OrderClient
 from pvekvm import messaging
 from pvekvm.models import Operation, OutboxEvent, Service, StepRun, database
-from tests.e2e.harness import (
+from workers import admin, autoresume, scheduler
+from workers.testing.harness import (
     BillingQueue,
     InProcessWorkers,
     all_ready,
@@ -28,7 +29,6 @@ from tests.e2e.harness import (
     wait_until,
     write_config,
 )
-from workers import admin, autoresume, scheduler
 
 DONE_RESULTS = ("success", "skip", "warn")
 
@@ -248,7 +248,7 @@ def test_two_schedulers_at_once_resume_each_operation_once(settings, sim):
 
 def test_refused_and_cancelled_operations_are_never_auto_resumed(settings, sim, publisher,
                                                                  tmp_path, capsys):
-    from pvekvm.__main__ import engine_status, main
+    from pvekvm.apps.cli.main import engine_status, main
 
     settings = _engine(settings)
     ops = _pause_some(settings, sim, range(8800, 8804))
@@ -291,7 +291,7 @@ def test_refused_and_cancelled_operations_are_never_auto_resumed(settings, sim, 
 
 def test_a_deploy_paused_by_the_mail_relay_resumes_once_the_relay_answers(
         settings, sim, sink, billing, publisher, monkeypatch):
-    from tests import smtp_sink
+    from workers.testing import smtp_sink
 
     settings = _engine(settings, auto_resume_after_s=(3600.0,))
     sink.stop()  # the relay is down: its port refuses connections

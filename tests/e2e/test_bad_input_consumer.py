@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from pvekvm import messaging
 from pvekvm.models import DeadLetter, OutboxEvent
-from tests.e2e.harness import InProcessWorkers, dead_queue, wait_until
 from tests.jsonfuzz import HOSTILE_WITH_SECRET, ORDER_BODIES, SECRET, STEP_BODIES
 from workers import consumer, runner
+from workers.testing.harness import InProcessWorkers, dead_queue, wait_until
 
 GOOD = {"version": 1, "type": "create", "idempotency_key": "bad-1", "service_id": 901,
         "client_id": 5, "product": "vps-small", "email": "a@example.com"}

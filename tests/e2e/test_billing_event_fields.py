@@ -13,13 +13,13 @@ from dataclasses import replace
 import pytest
 
 from producers.api import OrderClient
-from pvekvm.api.auth import hash_token
+from pvekvm.apps.api.auth import hash_token
 from pvekvm.config import ApiSettings
 from pvekvm.models import Backup, IpAddress, Service
 from tests.api.server import ApiServer
 from tests.dns.dnsfakes import PDNS_API_URL
-from tests.e2e.harness import BillingQueue, InProcessWorkers, all_ready, wait_until
 from tests.e2e.test_dns_deploy import FORWARD, _use_powerdns, pdns_zones  # noqa: F401 - fixture
+from workers.testing.harness import BillingQueue, InProcessWorkers, all_ready, wait_until
 
 TOKEN = "billing-issue-30-token"
 

@@ -11,15 +11,15 @@ import pytest
 from producers.api import OrderClient
 from pvekvm import messaging, secrets
 from pvekvm.models import IpAddress, Operation, OutboxEvent, Service
-from tests.e2e.harness import (
+from workers import scheduler
+from workers.intake import handle_order
+from workers.testing.harness import (
     BillingQueue,
     InProcessWorkers,
     all_ready,
     queue_exists,
     wait_until,
 )
-from workers import scheduler
-from workers.intake import handle_order
 
 
 @pytest.fixture()

@@ -7,8 +7,8 @@ from __future__ import annotations
 from producers.api import OrderClient
 from pvekvm.models import DeadLetter, DnsRecordRow, IpAddress, Operation, Service
 from tests.dns.dnsfakes import PDNS_API_URL
-from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
 from tests.e2e.test_dns_deploy import _ptr_name, _query, _use_powerdns, pdns_zones  # noqa: F401
+from workers.testing.harness import InProcessWorkers, all_ready, wait_until
 
 
 def _done(sid: int, kind: str, count: int = 1):

@@ -10,11 +10,11 @@ import pytest
 
 from producers.api import OrderClient
 from pvekvm import catalog
+from pvekvm.catalog_cache import _catalog
 from pvekvm.models import Product, Service, Template
 from pvesim.testing import RunningSimulator, running_simulator
-from steps.context import _catalog
-from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
 from workers import admin
+from workers.testing.harness import InProcessWorkers, all_ready, wait_until
 
 COPIES = [{"node": "pve1", "vmid": 9000, "storage": "local-lvm"},
           {"node": "pve2", "vmid": 9010, "storage": "local-lvm"},

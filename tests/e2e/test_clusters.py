@@ -16,21 +16,21 @@ import pytest
 
 from producers.api import OrderClient
 from pvekvm import catalog, messaging, metrics, preflight, proxmox
-from pvekvm.__main__ import main
+from pvekvm.apps.cli.main import main
 from pvekvm.catalog_check import validate
 from pvekvm.config import ROOT, ClusterSettings, ProxmoxSettings, Settings
 from pvekvm.models import DeadLetter, IpAddress, IpPool, Operation, Service
 from pvesim.testing import RunningSimulator, running_clusters
-from tests.e2e.harness import (
+from tests.e2e.test_observability import scrape
+from workers import autoresume, drain, traffic
+from workers.operations import OpStatus
+from workers.testing.harness import (
     InProcessWorkers,
     all_ready,
     describe_ops,
     wait_until,
     write_config,
 )
-from tests.e2e.test_observability import scrape
-from workers import autoresume, drain, traffic
-from workers.operations import OpStatus
 
 AMS_POOL = {"name": "ams-v4", "version": 4, "network": "198.51.100.0/24",
             "gateway": "198.51.100.1", "first": "198.51.100.10", "last": "198.51.100.60",
@@ -74,7 +74,7 @@ def fleet(settings, fleet_sims) -> Settings:
                                                        vmid_max=5999)))
     assert validate(two_cluster_catalog(), "catalog") == []
     catalog.load(two_cluster_catalog(), settings.secret_key_file, both.cluster_names)
-    from steps.context import _catalog
+    from pvekvm.catalog_cache import _catalog
 
     _catalog.clear()
     return both
@@ -160,7 +160,7 @@ def test_orders_deploy_in_the_location_they_name_and_others_are_refused(fleet, f
                                                    ("status", "ready")}))] == 1
 
     # the operator's views, per cluster: check, status, pools
-    from pvekvm.__main__ import engine_status, pool_usage
+    from pvekvm.apps.cli.main import engine_status, pool_usage
 
     verdicts = {v.name: v for v in preflight.check_proxmox(fleet, privileges=False)}
     assert not verdicts["Proxmox default"].failed and not verdicts["Proxmox ams"].failed

@@ -5,8 +5,8 @@ from __future__ import annotations
 from producers.api import OrderClient
 from pvekvm import secrets
 from pvekvm.models import IpAddress, Service, StepRun
-from tests.e2e.harness import InProcessWorkers, all_ready, describe_ops, wait_until
 from workers import admin
+from workers.testing.harness import InProcessWorkers, all_ready, describe_ops, wait_until
 
 
 def test_one_order_becomes_a_running_vm_with_every_package_value(settings, sim, sink):

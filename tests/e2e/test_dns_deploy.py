@@ -11,9 +11,16 @@ import pytest
 from producers.api import OrderClient
 from pvekvm import catalog
 from pvekvm.models import DnsRecordRow, IpAddress, Operation, Service
-from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL, PDNS_DNS_PORT, FakeHestia, TcpProxy
-from tests.e2e.harness import InProcessWorkers, all_ready, powerdns_zones_or_skip, wait_until
+from tests.dns.dnsfakes import (
+    PDNS_API_KEY,
+    PDNS_API_URL,
+    PDNS_DNS_PORT,
+    FakeHestia,
+    TcpProxy,
+    powerdns_zones_or_skip,
+)
 from workers import admin, scheduler
+from workers.testing.harness import InProcessWorkers, all_ready, wait_until
 
 FORWARD, REVERSE4 = "vps.example.net", "2.0.192.in-addr.arpa"
 

@@ -12,10 +12,10 @@ import pytest
 from producers.api import OrderClient
 from pvekvm import catalog
 from pvekvm.models import DnsRecordRow, IpAddress, Product, Service, StepRun
-from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL, TcpProxy
-from tests.e2e.harness import InProcessWorkers, all_ready, powerdns_zones_or_skip, wait_until
+from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL, TcpProxy, powerdns_zones_or_skip
 from tests.e2e.test_dns_deploy import _query
 from workers import admin, scheduler
+from workers.testing.harness import InProcessWorkers, all_ready, wait_until
 
 
 @pytest.fixture()

@@ -19,8 +19,8 @@ from pvekvm.models import DnsRecordRow, IpAddress, Service
 from tests.dns.bindserver import CLASSLESS, FORWARD, NAMED, REV6, BindServer
 from tests.dns.dnsfakes import TcpProxy
 from tests.dns.dnsreceiver import DnsReceiver, new_secret
-from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
 from workers import admin, scheduler
+from workers.testing.harness import InProcessWorkers, all_ready, wait_until
 
 
 @pytest.fixture()

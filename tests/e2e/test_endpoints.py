@@ -18,7 +18,7 @@ from pvekvm.config import ProxmoxSettings
 from pvekvm.proxmox import Proxmox, ProxmoxError
 from pvesim.certs import ensure_certs
 from pvesim.testing import RunningSimulator, running_simulator
-from tests.e2e.harness import wait_until
+from workers.testing.harness import wait_until
 
 
 @pytest.fixture()

@@ -20,9 +20,9 @@ from producers.api import OrderClient
 from pvekvm import messaging, overage, proxmox
 from pvekvm.models import Backup, Operation, Product
 from pvekvm.wire.schemas import SHIPPED
-from tests.e2e.harness import BillingQueue, InProcessWorkers, all_ready, replace, wait_until
 from workers import admin, backup_sync, scheduler
 from workers import overage as overage_pass
+from workers.testing.harness import BillingQueue, InProcessWorkers, all_ready, replace, wait_until
 
 SID = 7301
 EVERY_TYPE = {p.stem for p in (SHIPPED / "billing").glob("*.json")}

@@ -13,7 +13,7 @@ import pytest
 from producers.api import OrderClient
 from pvekvm.models import Operation, Service, StepRun
 from pvesim.testing import RunningSimulator, running_simulator
-from tests.e2e.harness import (
+from workers.testing.harness import (
     InProcessWorkers,
     SubprocessWorker,
     all_ready,

@@ -6,11 +6,11 @@ a suspended service."""
 from __future__ import annotations
 
 from producers.api import OrderClient
-from pvekvm.api import routes
+from pvekvm.apps.api import routes
 from pvekvm.models import DeadLetter, DnsRecordRow, IpAddress, Operation, Service
 from tests.dns.dnsfakes import PDNS_API_URL
-from tests.e2e.harness import InProcessWorkers, all_ready, describe_ops, wait_until
 from tests.e2e.test_dns_deploy import _ptr_name, _query, _use_powerdns, pdns_zones  # noqa: F401
+from workers.testing.harness import InProcessWorkers, all_ready, describe_ops, wait_until
 
 A, B = 6301, 6302
 

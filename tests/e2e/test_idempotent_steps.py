@@ -9,8 +9,8 @@ from pvekvm.proxmox import client
 from steps.context import StepContext
 from steps.machine import Done, Retry, Wait
 from steps.machines import DEPLOY, MACHINES
-from tests.e2e.harness import wait_until
 from workers.intake import handle_order
+from workers.testing.harness import wait_until
 
 
 def _run(settings, op: Operation, step) -> object:

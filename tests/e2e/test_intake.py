@@ -10,8 +10,8 @@ from producers.api import OrderClient
 from producers.events import CreateEvent
 from pvekvm import messaging
 from pvekvm.models import DeadLetter, Operation, Service
-from tests.e2e.harness import InProcessWorkers, all_ready, dead_queue, wait_until
 from workers.consumer import INTAKE, WorkerProcess, all_pools
+from workers.testing.harness import InProcessWorkers, all_ready, dead_queue, wait_until
 
 GOOD = {"version": 1, "type": "create", "idempotency_key": "bad-1", "service_id": 901,
         "client_id": 5, "product": "vps-small", "email": "a@example.com"}

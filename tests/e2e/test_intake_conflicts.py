@@ -16,8 +16,8 @@ from producers.api import OrderClient
 from producers.events import CreateEvent, SuspendEvent
 from pvekvm import messaging
 from pvekvm.models import DeadLetter, Operation, Service
-from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
 from workers import intake
+from workers.testing.harness import InProcessWorkers, all_ready, wait_until
 
 GAVE_BACK = "it goes back"
 

@@ -12,7 +12,13 @@ from producers.api import OrderClient
 from pvekvm import secrets
 from pvekvm.mail import LRI, PDI
 from pvekvm.models import Operation, Service
-from tests.e2e.harness import BillingQueue, InProcessWorkers, all_ready, describe_ops, wait_until
+from workers.testing.harness import (
+    BillingQueue,
+    InProcessWorkers,
+    all_ready,
+    describe_ops,
+    wait_until,
+)
 
 SID = 5151
 

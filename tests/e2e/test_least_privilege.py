@@ -12,8 +12,8 @@ import pika
 from producers.api import OrderClient
 from pvekvm import db as dbmod
 from pvekvm.models import Service
-from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
 from tests.test_grants import amqp_roles, db_roles
+from workers.testing.harness import InProcessWorkers, all_ready, wait_until
 
 
 def test_a_deploy_runs_with_each_party_on_its_own_user(settings, amqp_url, database_url,

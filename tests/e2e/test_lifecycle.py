@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from producers.api import OrderClient
 from pvekvm import secrets
+from pvekvm.isos import iso_group
 from pvekvm.models import Backup, IpAddress, Operation, Product, Service, Snapshot
-from steps.lifecycle import iso_group
-from tests.e2e.harness import InProcessWorkers, all_ready, describe_ops, wait_until
+from workers.testing.harness import InProcessWorkers, all_ready, describe_ops, wait_until
 
 SID = 4242
 
@@ -124,7 +124,7 @@ def test_iso_groups_follow_the_manual():
 
 
 def test_operator_commands_show_pool_usage_and_grouped_isos(settings, sim):
-    from pvekvm.__main__ import list_isos, pool_usage
+    from pvekvm.apps.cli.main import list_isos, pool_usage
 
     IpAddress.update(service_id=1).where(IpAddress.address == "192.0.2.10").execute()
     usage = {line.split()[0]: line.split() for line in pool_usage().splitlines()[1:]}

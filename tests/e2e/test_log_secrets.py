@@ -14,8 +14,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from producers.api import OrderClient
 from pvekvm import logs, secrets
 from pvekvm.models import Operation, Service
-from tests.e2e.harness import InProcessWorkers, all_ready, describe_ops, wait_until
 from workers import admin, scheduler
+from workers.testing.harness import InProcessWorkers, all_ready, describe_ops, wait_until
 
 SID = 5151
 

@@ -11,10 +11,10 @@ import pytest
 
 from producers.api import OrderClient
 from pvekvm import catalog, secrets
+from pvekvm.catalog_cache import _catalog
 from pvekvm.config import ROOT
 from pvekvm.models import Backup, DeadLetter, IpAddress, Operation, Product, Service, Template
-from steps.context import _catalog
-from tests.e2e.harness import InProcessWorkers, describe_ops, wait_until
+from workers.testing.harness import InProcessWorkers, describe_ops, wait_until
 
 
 @pytest.fixture()

@@ -9,9 +9,10 @@ import threading
 import pytest
 
 from producers.api import OrderClient
-from pvekvm.__main__ import main
+from pvekvm.apps.cli.main import main
 from pvekvm.models import Backup, IpAddress, Operation, Service
-from tests.e2e.harness import (
+from workers import drain
+from workers.testing.harness import (
     BillingQueue,
     InProcessWorkers,
     all_ready,
@@ -20,7 +21,6 @@ from tests.e2e.harness import (
     wait_until,
     write_config,
 )
-from workers import drain
 
 
 def _finished(sid: int, kind: str = "migrate", count: int = 1):

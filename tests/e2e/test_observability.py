@@ -26,14 +26,14 @@ from pvekvm import messaging, metrics
 from pvekvm.config import ROOT, MetricsSettings
 from pvekvm.models import DeadLetter, Operation, StepRun
 from steps.machines import MACHINES
-from tests.e2e.harness import (
+from workers import scheduler
+from workers.testing.harness import (
     InProcessWorkers,
     all_ready,
     describe_ops,
     wait_until,
     write_config,
 )
-from workers import scheduler
 
 SID = 6161
 Samples = dict[tuple[str, frozenset], float]

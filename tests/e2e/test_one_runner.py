@@ -10,11 +10,11 @@ import json
 import pytest
 
 from pvekvm.models import DeadLetter, OutboxEvent
-from tests.e2e.harness import InProcessWorkers, dead_queue, wait_until
 from tests.e2e.test_bad_input_consumer import GOOD, _publish
 from workers.engine import Engine
 from workers.runner import Message
 from workers.testing import EngineDriver
+from workers.testing.harness import InProcessWorkers, dead_queue, wait_until
 
 BODIES = {  # name: (pool, body)
     "an order carrying a password": (

@@ -10,9 +10,9 @@ from dataclasses import replace
 from producers.api import OrderClient
 from pvekvm import messaging
 from pvekvm.models import Backup, DeadLetter, HeldEvent, Operation, Product, Service
-from tests.e2e.harness import InProcessWorkers, all_ready, describe_ops, wait_until
 from workers import admin
 from workers.scheduler import refuse_expired_held
+from workers.testing.harness import InProcessWorkers, all_ready, describe_ops, wait_until
 
 
 def key() -> str:

@@ -12,7 +12,13 @@ import pytest
 from producers.api import OrderClient
 from pvekvm.config import Settings
 from pvekvm.models import Operation, Service
-from tests.e2e.harness import BillingQueue, InProcessWorkers, all_ready, describe_ops, wait_until
+from workers.testing.harness import (
+    BillingQueue,
+    InProcessWorkers,
+    all_ready,
+    describe_ops,
+    wait_until,
+)
 
 SID, OTHER = 2801, 2802
 RESCUE = "systemrescue-11.02-amd64.iso"

@@ -17,9 +17,9 @@ from producers.api import OrderClient
 from pvekvm import messaging, overage, proxmox
 from pvekvm.models import Operation, Product, Service, StepRun
 from steps import pvecfg
-from tests.e2e.harness import BillingQueue, InProcessWorkers, all_ready, wait_until
 from workers import overage as overage_pass
 from workers import scheduler, traffic
+from workers.testing.harness import BillingQueue, InProcessWorkers, all_ready, wait_until
 
 QUOTA_GB = 1  # pvesim's series moves 0.3 to 2.5 MB/s: its 70 minutes are well over 1 GB
 

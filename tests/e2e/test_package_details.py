@@ -15,7 +15,7 @@ from pvekvm import catalog
 from pvekvm.catalog import CatalogError
 from pvekvm.models import Operation, Service, StepRun
 from steps import pvecfg
-from tests.e2e.harness import InProcessWorkers, all_ready, describe_ops, wait_until
+from workers.testing.harness import InProcessWorkers, all_ready, describe_ops, wait_until
 
 SID = 7251
 BASE = {"template": "debian-12", "cores": 2, "memory_mb": 2048, "disk_gb": 20,

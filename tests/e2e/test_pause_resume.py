@@ -8,7 +8,8 @@ import signal
 from producers.api import OrderClient
 from pvekvm.config import EngineSettings
 from pvekvm.models import Operation, StepRun
-from tests.e2e.harness import (
+from workers import admin
+from workers.testing.harness import (
     InProcessWorkers,
     SubprocessWorker,
     all_ready,
@@ -16,7 +17,6 @@ from tests.e2e.harness import (
     wait_until,
     write_config,
 )
-from workers import admin
 
 
 def test_failing_tasks_pause_at_the_last_good_state_and_resume_finishes(settings, sim):
@@ -63,7 +63,7 @@ def test_sigterm_finishes_the_message_in_hand_and_exits(settings, sim, tmp_path)
 
 
 def test_status_command_shows_paused_operations_and_queue_depths(settings, sim):
-    from pvekvm.__main__ import engine_status
+    from pvekvm.apps.cli.main import engine_status
 
     settings = replace(settings, engine=replace(settings.engine, max_attempts=1))
     sim.set_faults(task_error_rate=1.0)

@@ -14,13 +14,19 @@ import pytest
 
 from producers.api import OrderClient
 from pvekvm import catalog
+from pvekvm.catalog_cache import _catalog
 from pvekvm.config import PlacementSettings
 from pvekvm.models import Node, Operation, Product, Reservation, Service, StepRun
 from pvesim.model import GiB
 from pvesim.testing import RunningSimulator, running_simulator
-from steps.context import _catalog
-from tests.e2e.harness import BillingQueue, InProcessWorkers, all_ready, describe_ops, wait_until
 from workers import admin
+from workers.testing.harness import (
+    BillingQueue,
+    InProcessWorkers,
+    all_ready,
+    describe_ops,
+    wait_until,
+)
 
 NODES = ("pve1", "pve2", "pve3")
 

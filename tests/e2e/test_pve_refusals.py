@@ -18,7 +18,13 @@ from pvekvm.config import ProxmoxSettings
 from pvekvm.models import Backup, DeadLetter, Operation, Service, Snapshot
 from pvekvm.proxmox import Proxmox, ProxmoxError, task_failure
 from pvekvm.pveerrors import RULES, Kind, classify
-from tests.e2e.harness import BillingQueue, InProcessWorkers, all_ready, describe_ops, wait_until
+from workers.testing.harness import (
+    BillingQueue,
+    InProcessWorkers,
+    all_ready,
+    describe_ops,
+    wait_until,
+)
 
 SNAPSHOT_POST = r"^POST /nodes/[^/]+/qemu/\d+/snapshot$"
 RESERVED = "unable to use snapshot name 'current' (reserved name)"

@@ -12,7 +12,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from producers.api import OrderClient
 from pvekvm.models import IpAddress, Operation, OutboxEvent, Service
 from tests import services
-from tests.e2e.harness import (
+from workers import scheduler
+from workers.testing.harness import (
     BillingQueue,
     InProcessWorkers,
     SubprocessWorker,
@@ -21,7 +22,6 @@ from tests.e2e.harness import (
     wait_until,
     write_config,
 )
-from workers import scheduler
 
 
 def _order(billing: OrderClient, sids: range, product: str = "vps-small") -> None:

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from producers.api import OrderClient
 from pvekvm import messaging
 from pvekvm.models import Backup, BackupSchedule, Operation, Service, Snapshot
-from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
 from workers import scheduler
+from workers.testing.harness import InProcessWorkers, all_ready, wait_until
 
 SID = 7070
 
@@ -97,8 +97,8 @@ def test_a_backup_the_storage_pruned_leaves_the_list_and_billing_hears_it(settin
     """The backup list follows the storage: a pruned archive is forgotten once (billing hears
     backup.gone) and never offered again; a storage that cannot be listed forgets nothing."""
     from pvekvm import proxmox
-    from tests.e2e.harness import BillingQueue
     from workers import backup_sync
+    from workers.testing.harness import BillingQueue
 
     sid = 7071
     queue = BillingQueue(settings, "backup.#")

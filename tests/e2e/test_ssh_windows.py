@@ -15,13 +15,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from producers.api import OrderClient
 from pvekvm import secrets, sshkeys
+from pvekvm.catalog_cache import _catalog
 from pvekvm.models import DeadLetter, Operation, Product, Service, Template
 from pvesim.schema import method_info
 from pvesim.vmconfig import configdrive_metadata
-from steps.context import _catalog
 from tests.api.conftest import BILLING_TOKEN, api_settings
 from tests.api.server import ApiServer
-from tests.e2e.harness import InProcessWorkers, describe_ops, wait_until
+from workers.testing.harness import InProcessWorkers, describe_ops, wait_until
 
 SNIPPET = "vendor=local:snippets/no-pwauth.yaml"  # '#cloud-config\nssh_pwauth: false'
 

@@ -11,11 +11,11 @@ from producers.api import OrderClient
 from pvekvm import messaging, metrics
 from pvekvm.models import Operation, StepRun
 from steps.machines import DEPLOY
-from tests.e2e.harness import InProcessWorkers, all_ready, wait_until
 from workers.consumer import all_pools
 from workers.engine import Engine
 from workers.outcome import Nudge, Outcome
 from workers.runner import Runner
+from workers.testing.harness import InProcessWorkers, all_ready, wait_until
 
 
 def _count(result: str) -> float:

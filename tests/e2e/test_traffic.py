@@ -13,8 +13,8 @@ from producers.api import OrderClient
 from pvekvm import messaging, proxmox
 from pvekvm.models import Service, TrafficCursor, TrafficUsage
 from pvesim.console import _row
-from tests.e2e.harness import BillingQueue, InProcessWorkers, all_ready, wait_until
 from workers import traffic
+from workers.testing.harness import BillingQueue, InProcessWorkers, all_ready, wait_until
 
 
 def _expected(vm: dict, first: int, last: int) -> dict[datetime, tuple[Decimal, Decimal]]:

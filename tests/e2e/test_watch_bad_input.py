@@ -12,7 +12,7 @@ import pika
 
 from pvekvm import messaging
 from pvekvm.config import ROOT
-from tests.e2e.harness import queue_exists, wait_until
+from workers.testing.harness import queue_exists, wait_until
 
 HOSTILE = [b"[" * 30000 + b"]" * 30000, b"[1, 2]", b"\xff\xfe\x00", b"not json",
            b" " * 70000, b'{"a":' * 5000 + b"1" + b"}" * 5000]

@@ -9,7 +9,7 @@ from pika.exceptions import AMQPError
 
 from pvekvm import messaging
 from pvekvm.config import Settings
-from tests.e2e.harness import wait_until
+from workers.testing.harness import wait_until
 
 
 class DurableBilling:

@@ -18,9 +18,9 @@ from pvekvm import messaging, models
 from pvekvm.config import Settings
 from tests import services
 from tests.e2e.conftest import settings, sim, sink  # noqa: F401 - the same fixtures
-from tests.e2e.harness import load_catalog, make_settings
 from tests.scale.cluster import Cluster
 from tests.scale.galera import GaleraCluster, galera_port
+from workers.testing.harness import load_catalog, make_settings
 
 
 def cluster_port(name: str) -> int:

@@ -26,7 +26,6 @@ from producers.api import OrderClient
 from pvekvm import catalog
 from pvekvm.config import ROOT, Settings
 from pvekvm.models import Backup, IpPool, Operation, OutboxEvent, Product, Service
-from tests.e2e.harness import SubprocessWorker, wait_until, write_config
 from tests.scale import invariants
 from tests.scale.common import (
     DurableBilling,
@@ -36,6 +35,7 @@ from tests.scale.common import (
 )
 from tests.services import PrivateMariaDB
 from workers.operations import UNFINISHED
+from workers.testing.harness import SubprocessWorker, wait_until, write_config
 
 
 @dataclass

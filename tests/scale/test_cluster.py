@@ -9,10 +9,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from producers.api import OrderClient
 from pvekvm.models import Operation, OutboxEvent
-from tests.e2e.harness import InProcessWorkers, all_ready, describe_ops, wait_until
 from tests.scale import invariants
 from tests.scale.common import DurableBilling, assert_dead_queue_recorded, work_queues_empty
 from workers import scheduler
+from workers.testing.harness import InProcessWorkers, all_ready, describe_ops, wait_until
 
 
 def _leader_index(cluster, queues: list[dict]) -> int:

@@ -30,13 +30,13 @@ from pvekvm import db as dbmod
 from pvekvm.config import Settings
 from pvekvm.models import DeadLetter, Operation, OutboxEvent, StepRun
 from pvesim.testing import running_simulator
-from tests.e2e.harness import load_catalog, make_settings
 from tests.scale import invariants
-from tests.smtp_sink import SmtpSink
 from workers import scheduler
 from workers.engine import Engine
 from workers.runner import INTAKE
 from workers.testing import EngineDriver, Mode
+from workers.testing.harness import load_catalog, make_settings
+from workers.testing.smtp_sink import SmtpSink
 
 FOLLOW_UPS = ("suspend", "unsuspend", "change_package", "reset_password", "terminate")
 

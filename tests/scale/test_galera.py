@@ -22,19 +22,19 @@ from producers.api import OrderClient
 from pvekvm.config import Settings
 from pvekvm.models import Operation, OutboxEvent, Service
 from tests import services
-from tests.e2e.harness import (
-    SubprocessWorker,
-    load_catalog,
-    make_settings,
-    wait_until,
-    write_config,
-)
 from tests.scale import invariants
 from tests.scale.cluster import Cluster
 from tests.scale.common import DurableBilling, work_queues_empty
 from tests.scale.galera import GaleraCluster
 from tests.scale.test_chaos import Scheduler, use_chaos_pool
 from workers.operations import UNFINISHED
+from workers.testing.harness import (
+    SubprocessWorker,
+    load_catalog,
+    make_settings,
+    wait_until,
+    write_config,
+)
 
 # what node 1's error log says about how it rejoined (kept for the assertion's message)
 _TRANSFER_WORDS = ("IST", "SST", "State transfer", "Recovered position", "gcache")

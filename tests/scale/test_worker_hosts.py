@@ -1,4 +1,4 @@
-"""Worker hosts in their own network namespaces (tests/scale/netns.py): a host whose link is cut
+"""Worker hosts in their own network namespaces (workers/testing/netns.py): a host whose link is cut
 in the middle of its tasks (no clean stop) loses nothing and does nothing twice once its
 messages come back to the others (broker heartbeat), and carries on when it rejoins."""
 
@@ -7,26 +7,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from urllib.parse import urlsplit
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from producers.api import OrderClient
 from pvekvm.models import Operation, OutboxEvent, StepRun
-from tests.e2e.harness import all_ready, describe_ops, wait_until, write_config
-from tests.scale import invariants, netns
+from tests.scale import invariants
 from workers import scheduler
+from workers.testing import netns
+from workers.testing.harness import all_ready, describe_ops, wait_until, write_config
+from workers.testing.netns import service_ports
 
 HEARTBEAT_S = 4  # the broker drops a silent host after about twice this
-
-
-def service_ports(settings) -> list[int]:
-    """Every port a worker talks to: broker(s), database, Proxmox, SMTP."""
-    urls = [settings.database_url, settings.proxmox.base_url,
-            *settings.amqp_url.split(",")]
-    ports = [urlsplit(u).port or 5672 for u in urls]
-    return sorted({*ports, settings.smtp.port})
 
 
 def with_heartbeat(url: str, seconds: int) -> str:

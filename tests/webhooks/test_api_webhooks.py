@@ -14,14 +14,14 @@ import pika
 import pytest
 
 from pvekvm import messaging
-from pvekvm.api.auth import hash_token
+from pvekvm.apps.api.auth import hash_token
 from pvekvm.config import ApiSettings
 from pvekvm.webhooks.signing import new_secret
 from tests.api.server import ApiServer
-from tests.e2e.harness import wait_until
-from tests.webhooks.conftest import emit, ids, make_settings, with_delivery
-from tests.webhooks.receiver import Receiver
 from workers import outbox, webhooks
+from workers.testing.harness import wait_until
+from workers.testing.webhook_receiver import Receiver
+from workers.testing.webhooks import emit, ids, make_settings, with_delivery
 
 A, B, OPS = (f"{n}-{uuid.uuid4().hex}" for n in ("brand-a", "brand-b", "ops"))
 API = ApiSettings(tokens=(("brand-a", hash_token(A)), ("brand-b", hash_token(B)),

@@ -18,10 +18,10 @@ from pvekvm.config import ROOT
 from pvekvm.models import database
 from pvekvm.webhooks.config import EndpointSetting
 from pvekvm.webhooks.signing import new_secret
-from tests.e2e.harness import wait_until
-from tests.webhooks.conftest import FAST, emit, ids, make_settings, with_delivery
-from tests.webhooks.receiver import Receiver
 from workers import webhooks
+from workers.testing.harness import wait_until
+from workers.testing.webhook_receiver import Receiver
+from workers.testing.webhooks import FAST, emit, ids, make_settings, with_delivery
 
 
 def test_each_event_is_posted_signed_in_order_per_service_with_both_secrets_of_a_rotation(

@@ -11,13 +11,13 @@ import pytest
 
 from pvekvm import db as dbmod
 from pvekvm import messaging
-from pvekvm.api.auth import hash_token
+from pvekvm.apps.api.auth import hash_token
 from pvekvm.config import ApiSettings
 from pvesim.testing import running_simulator
 from tests.api.server import ApiServer
-from tests.e2e.harness import InProcessWorkers, load_catalog, make_settings
-from tests.smtp_sink import SmtpSink
 from tests.whmcs.phpcall import Whmcs, php_or_skip
+from workers.testing.harness import InProcessWorkers, load_catalog, make_settings
+from workers.testing.smtp_sink import SmtpSink
 
 TOKEN = "whmcs-" + uuid.uuid4().hex
 

@@ -13,9 +13,9 @@ import requests
 
 from pvekvm import secrets as secretbox
 from pvekvm.models import AuditLog, Backup, IpAddress, Operation, Service, Snapshot
-from tests.e2e.harness import describe_ops, wait_until
 from tests.whmcs.conftest import TOKEN
 from tests.whmcs.phpcall import Whmcs
+from workers.testing.harness import describe_ops, wait_until
 
 SID_A, SID_B = 7301, 7302
 CLIENT_A, CLIENT_B = 31, 32

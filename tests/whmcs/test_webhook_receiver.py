@@ -25,10 +25,10 @@ import requests
 
 from pvekvm import secrets as secretbox
 from pvekvm.models import IpAddress, OutboxEvent, Service, database
-from tests.e2e.harness import wait_until
 from tests.whmcs.conftest import TOKEN
 from tests.whmcs.phpcall import HERE, MODULE, Whmcs, php_command
 from tests.whmcs.test_module import SID_A
+from workers.testing.harness import wait_until
 
 RECEIVER = MODULE.parent.parent.parent / "pvekvm_webhook.php"
 PORTS = range(24100, 24200)  # this helper's range (common brief)

@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pika
-import pytest
 from peewee import InterfaceError, OperationalError
 
 from pvekvm import catalog, secrets
@@ -48,7 +47,7 @@ def make_settings(tmp_path: Path, amqp_url: str, database_url: str, namespace: s
 
 
 def load_catalog(settings: Settings, **product_overrides: object) -> None:
-    from steps.context import _catalog
+    from pvekvm.catalog_cache import _catalog
 
     _catalog.clear()  # row ids restart with each test's fresh database: no stale packages
     catalog.load_file(ROOT / "config" / "catalog.toml", settings.secret_key_file)
@@ -191,24 +190,6 @@ def dead_queue(settings: Settings) -> list[tuple[dict, bytes]]:
         conn.close()
 
 
-def powerdns_zones_or_skip():
-    """(session, zones URL) of the test PowerDNS's API; skips (fails on CI) when it is down."""
-    import requests
-
-    from tests.dns.dnsfakes import PDNS_API_KEY, PDNS_API_URL
-
-    s = requests.Session()
-    s.headers["X-API-Key"] = PDNS_API_KEY
-    url = f"{PDNS_API_URL}/api/v1/servers/localhost/zones"
-    try:
-        s.get(url, timeout=2).raise_for_status()
-    except requests.RequestException as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PowerDNS not answering (scripts/pdns.sh): {exc}")
-        pytest.skip(f"PowerDNS not answering (scripts/pdns.sh): {exc}")
-    return s, url
-
-
 def wait_until(cond: Callable[[], object], timeout: float, what: str,
                interval: float = 0.1, db: bool = True) -> object:
     """Poll ``cond`` until it returns something truthy, or fail after ``timeout`` seconds. A
@@ -250,7 +231,7 @@ def describe_ops(service_ids: Iterable[int]) -> str:
 
 
 __all__ = ["FAST_ENGINE", "BillingQueue", "InProcessWorkers", "SubprocessWorker", "all_ready",
-           "dead_queue", "describe_ops", "load_catalog", "make_settings", "powerdns_zones_or_skip",
+           "dead_queue", "describe_ops", "load_catalog", "make_settings",
            "replace", "statuses", "wait_until",
            "write_config"]
 

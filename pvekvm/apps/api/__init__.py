@@ -26,5 +26,5 @@ validation is a 422 that also lists ``errors`` (``loc``, ``msg``, ``type`` per f
 value sent); a body that is not JSON is a 400. Timestamps always carry their offset (UTC).
 Every 422, and every 4xx answer to a POST/PUT/DELETE, is recorded in ``audit_log`` (event
 ``api_refused``: caller, route, status, reason; at most 30 rows a minute per caller and worker
-process, then one ``api_refusals_suppressed``); see ``pvekvm/api/refusals.py``.
+process, then one ``api_refusals_suppressed``); see ``pvekvm/apps/api/refusals.py``.
 """

@@ -3,7 +3,7 @@
   python -m pvekvm api new-token             a new billing token and the line for settings
   python -m pvekvm api hash-token TOKEN      the settings value for an existing token
 
-(``python -m pvekvm.api new-token`` and ``hash-token``, the older spelling, do the same.)
+(``python -m pvekvm.apps.api new-token`` and ``hash-token``, the older spelling, do the same.)
 
 Client tokens are minted by billing over HTTP (``POST /v1/services/{id}/client-token``) and
 stored hashed in the database; there is no key to derive them from any more.
@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pvekvm.api.auth import hash_token, new_token
+from pvekvm.apps.api.auth import hash_token, new_token
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pvekvm.api", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m pvekvm.apps.api", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="accepted for older scripts; no command needs settings")
     sub = ap.add_subparsers(dest="cmd")
@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("hash-token").add_argument("token")
     args = ap.parse_args(argv)
     if args.cmd is None:
-        print("python -m pvekvm.api makes tokens (new-token, hash-token TOKEN); the API server "
+        print("python -m pvekvm.apps.api makes tokens (new-token, hash-token TOKEN); the API "
+              "server "
               "is `python -m pvekvm api --port 8080`", file=sys.stderr)
         return 2
     if args.cmd == "new-token":

@@ -13,10 +13,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from pvekvm import dnssync, languages, mail, messaging, picker, sshkeys, tokens
+from pvekvm import pve_reads as pve
 from pvekvm import secrets as secretbox
 from pvekvm.addresses import cidr, held, held_row, host_address
-from pvekvm.api import pve, schemas
-from pvekvm.api.auth import Principal, authenticate
+from pvekvm.apps.api import schemas
+from pvekvm.apps.api.auth import Principal, authenticate
 from pvekvm.config import Settings
 from pvekvm.console import sessions as console_sessions
 from pvekvm.forwarded import real_caller
@@ -80,7 +81,7 @@ def principal(request: Request,
     who = authenticate(settings.api, creds.credentials)
     if who is None:
         raise HTTPException(401, "invalid token", headers={"WWW-Authenticate": "Bearer"})
-    request.state.principal = who.name  # for the refusal record (pvekvm.api.refusals)
+    request.state.principal = who.name  # for the refusal record (pvekvm.apps.api.refusals)
     return who
 
 
@@ -430,7 +431,7 @@ def list_isos(who: Who, settings: Cfg) -> list[schemas.IsoList]:
     """ISO images on the products' ISO storages, grouped as the manual says (a client token
     sees its own product's storage only, in its service's cluster; a billing token every
     product's, in each cluster offering it, a storage's lists merged by name)."""
-    from steps.lifecycle import iso_group
+    from pvekvm.isos import iso_group
 
     products = Product.select().where(Product.iso_storage.is_null(False))
     svc = None
@@ -644,7 +645,7 @@ async def _order_rdns(svc: Service, who: Principal, request: Request, settings: 
     product's rdns_policy refuses is 422, one over the service's rate limits 429 with
     Retry-After; every refusal and every order is audit-logged with the address and name."""
     from pvekvm import rdns_policy
-    from pvekvm.api import client_limits
+    from pvekvm.apps.api import client_limits
 
     def refuse(status: int, reason: str, headers: dict[str, str] | None = None,
                **extra: Any) -> HTTPException:

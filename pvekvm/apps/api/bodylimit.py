@@ -2,8 +2,8 @@
 most ``max_bytes`` read (a larger body is refused as soon as it passes the bound, not held),
 and JSON nested deeper than :data:`pvekvm.jsonsafe.MAX_DEPTH` refused by the linear pre-scan.
 Each refusal is a 422 whose ``detail`` says why, logged with the path and recorded like every
-other refusal (:mod:`pvekvm.api.refusals`, naming the caller the bearer token stands for); a body
-within bounds is handed on unchanged."""
+other refusal (:mod:`pvekvm.apps.api.refusals`, naming the caller the bearer token stands
+for); a body within bounds is handed on unchanged."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from pvekvm import jsonsafe
 
-log = logging.getLogger("pvekvm.api")
+log = logging.getLogger("pvekvm.apps.api")
 Scope = dict[str, Any]
 
 
@@ -74,8 +74,8 @@ class BoundedBodies:
 def _record(request: Request, reason: str) -> None:
     """The refusal's audit row, under the principal the bearer token stands for (the routes'
     dependency never ran: the body was refused first)."""
-    from pvekvm.api import refusals
-    from pvekvm.api.auth import authenticate
+    from pvekvm.apps.api import refusals
+    from pvekvm.apps.api.auth import authenticate
 
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     settings = getattr(request.app.state, "settings", None) if "app" in request.scope else None

@@ -1,6 +1,6 @@
 """A real SMTP server for tests (aiosmtpd), collecting what it receives.
 
-    from tests.smtp_sink import SmtpSink
+    from workers.testing.smtp_sink import SmtpSink
 
     with SmtpSink() as sink:                       # 127.0.0.1, a free port
         send(sink.settings(), "client@example.com", msg)

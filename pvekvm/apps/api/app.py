@@ -14,7 +14,7 @@ from peewee import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from pvekvm.api.bodylimit import BoundedBodies
+from pvekvm.apps.api.bodylimit import BoundedBodies
 from pvekvm.config import Settings, load_settings
 from pvekvm.db import bind
 from pvekvm.secrets import KeyFileMissing, KeyMismatch
@@ -23,8 +23,8 @@ from pvekvm.secrets import KeyFileMissing, KeyMismatch
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``settings`` (default: :func:`load_settings`, i.e. ``PVEKVM_CONFIG`` and the
     environment). Binds the models to the configured database."""
-    import pvekvm.api
-    from pvekvm.api import refusals, routes, webhooks
+    import pvekvm.apps.api
+    from pvekvm.apps.api import refusals, routes, webhooks
 
     settings = settings or load_settings()
     if "api_note" in settings.origin:
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # published an event sees what the workers committed since, whichever node serves it
     bind(settings.database_url, causal_reads=True)
     app = FastAPI(title="pvekvm service API", version="1",
-                  description=(pvekvm.api.__doc__ or "").strip())
+                  description=(pvekvm.apps.api.__doc__ or "").strip())
     app.state.settings = settings
     app.add_middleware(BoundedBodies)  # size and JSON depth, before any route parses a body
     app.include_router(routes.router)
@@ -49,8 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def refused(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        """Every HTTP refusal: a Problem, recorded (see :mod:`pvekvm.api.refusals`); a 405 lists
-        every method of the path (Starlette's names only the first route's)."""
+        """Every HTTP refusal: a Problem, recorded (see :mod:`pvekvm.apps.api.refusals`); a 405
+        lists every method of the path (Starlette's names only the first route's)."""
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = ", ".join(allowed_methods(app, request))
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def secret_key_missing(request: Request, exc: Exception) -> JSONResponse:
         """The key file went away after start (start-up refuses to run without it), or it is
         not the one the stored value was encrypted with: say so, never a bare 500."""
-        logging.getLogger("pvekvm.api").error("%s", exc)
+        logging.getLogger("pvekvm.apps.api").error("%s", exc)
         return JSONResponse({"detail": "secret_key_unavailable"}, status_code=503)
 
     return app
@@ -123,6 +123,6 @@ def serve(host: str, port: int, workers: int = 1, config: str | None = None,
     if config:
         os.environ["PVEKVM_CONFIG"] = os.path.abspath(config)
     os.environ[_WARNED] = "1"  # the caller (python -m pvekvm api) warned before serving
-    uvicorn.run("pvekvm.api.app:create_app", factory=True, host=host, port=port,
+    uvicorn.run("pvekvm.apps.api.app:create_app", factory=True, host=host, port=port,
                 workers=workers, log_level=log_level,
                 proxy_headers=False)  # X-Forwarded-For: only from [api] trusted_proxies (routes)

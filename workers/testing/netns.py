@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pvekvm.config import ROOT
 
@@ -113,3 +114,11 @@ class WorkerHost:
         self.relays = []
         subprocess.run(["ip", "link", "del", self.outer], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+
+def service_ports(settings) -> list[int]:
+    """Every port a worker talks to: broker(s), database, Proxmox, SMTP."""
+    urls = [settings.database_url, settings.proxmox.base_url,
+            *settings.amqp_url.split(",")]
+    ports = [urlsplit(u).port or 5672 for u in urls]
+    return sorted({*ports, settings.smtp.port})

@@ -13,9 +13,9 @@ from fastapi import APIRouter, FastAPI, Header, HTTPException, Path, Query, Requ
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from pvekvm.api import schemas
-from pvekvm.api.auth import Principal
-from pvekvm.api.routes import Cfg, Who
+from pvekvm.apps.api import schemas
+from pvekvm.apps.api.auth import Principal
+from pvekvm.apps.api.routes import Cfg, Who
 from pvekvm.webhooks import config as whconfig
 from pvekvm.webhooks import feed, signing, store, target
 

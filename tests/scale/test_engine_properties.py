@@ -11,6 +11,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,7 +43,7 @@ FOLLOW_UPS = ("suspend", "unsuspend", "change_package", "reset_password", "termi
 
 
 def _event(kind: str, sid: int, n: int) -> Event:
-    common = dict(service_id=sid, idempotency_key=f"prop-{sid}-{n}-{kind}",
+    common: dict[str, Any] = dict(service_id=sid, idempotency_key=f"prop-{sid}-{n}-{kind}",
                   occurred_at=utc_now())
     if kind == "create":
         return CreateEvent(client_id=1, product="vps-small", email=f"p{sid}@example.com",

@@ -120,10 +120,9 @@ class EngineDriver:
             self.returned.append(message)
         return handled
 
-    def next(self) -> Nudge | None:
+    def next(self) -> Nudge:
         """Take the earliest due nudge off the queue, moving the clock to its due time."""
-        if not self.queue:
-            return None
+        assert self.queue, "no nudge is queued"
         item = heapq.heappop(self.queue)
         self.now = max(self.now, item.due)
         assert item.message.nudge is not None
@@ -132,10 +131,9 @@ class EngineDriver:
     def run(self, limit: int = 200) -> int:
         """Deliver queued nudges until none is left; returns how many were delivered."""
         for n in range(limit):
-            nudge = self.next()
-            if nudge is None:
+            if not self.queue:
                 return n
-            self.handle(nudge)
+            self.handle(self.next())
         raise AssertionError(f"still busy after {limit} messages")
 
     # --- inside --------------------------------------------------------------------------------

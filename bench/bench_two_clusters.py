@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -231,8 +232,6 @@ def run_once(args: argparse.Namespace, kind: str) -> tuple[bd.Run, dict]:
             database.close()
         for _, path in procs:
             if path.exists():
-                import json
-
                 data = json.loads(path.read_text())
                 run.samples += [tuple(r) for r in data["rows"]]
                 run.worker_cpu_s += data["cpu_s"]

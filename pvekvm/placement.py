@@ -145,34 +145,44 @@ def reserved(operation_id: int, cluster: str = DEFAULT_CLUSTER
 def rooms(resources: list[dict[str, Any]], nodes: list[str], need: Need,
           reservations: list[tuple[str, str, int, int, int, int | None]],
           ps: PlacementSettings, copies: set[str], skip: set[str]) -> tuple[list[Room], list[str]]:
-    """The headroom of each of ``nodes`` that may take a VM, and why the others may not."""
+    """The headroom of each of ``nodes`` that may take a VM, and why the others may not.
+    One pass over ``resources`` (a VM is most of them): a VM off ``nodes`` costs two look-ups."""
     wanted = set(nodes)
-    node_rows = {r["node"]: r for r in resources if r.get("type") == "node"}
-    stores = {r["node"]: r for r in resources if r.get("type") == "storage"
-              and r.get("storage") == need.storage and r.get("status") == "available"}
-    mem: dict[str, int] = defaultdict(int)
-    cpu: dict[str, int] = defaultdict(int)
-    here: dict[str, set[int]] = defaultdict(set)
-    running: dict[str, int] = defaultdict(int)
+    node_rows: dict[str, dict[str, Any]] = {}
+    stores: dict[str, dict[str, Any]] = {}
+    mem, cpu, running = dict.fromkeys(wanted, 0), dict.fromkeys(wanted, 0), dict.fromkeys(
+        wanted, 0)
     going = {int(v[5]): v[0] for v in reservations if v[5] is not None}  # vmid -> its node
+    here: set[tuple[str, int]] = set()  # (node, vmid) of reserved VMs already on their node
     for r in resources:
-        if r.get("type") != "qemu" or r.get("template"):
-            continue
-        vmid = int(r.get("vmid") or 0)
-        if going.get(vmid, r.get("node")) != r.get("node"):
-            continue  # cloned elsewhere, on its way to its node: its reservation counts there
-        if r.get("node") in wanted:
-            mem[r["node"]] += int(r.get("maxmem") or 0)
-            cpu[r["node"]] += int(r.get("maxcpu") or 0)
-            here[r["node"]].add(vmid)
+        kind = r.get("type")
+        if kind == "qemu":
+            node = r.get("node")
+            if node not in wanted or r.get("template"):
+                continue
+            if going:
+                vmid = int(r.get("vmid") or 0)
+                there = going.get(vmid)
+                if there is not None:
+                    if there != node:
+                        continue  # cloned elsewhere, on its way: its reservation counts there
+                    here.add((node, vmid))
+            maxmem = int(r.get("maxmem") or 0)
+            mem[node] += maxmem
+            cpu[node] += int(r.get("maxcpu") or 0)
             if r.get("status") == "running":
-                running[r["node"]] += int(r.get("maxmem") or 0)
+                running[node] += maxmem
+        elif kind == "node":
+            node_rows[r["node"]] = r
+        elif (kind == "storage" and r.get("storage") == need.storage
+              and r.get("status") == "available"):
+            stores[r["node"]] = r
     res_mem: dict[str, int] = defaultdict(int)
     res_cpu: dict[str, int] = defaultdict(int)
     res_disk: dict[str, int] = defaultdict(int)
     shared = any(int(s.get("shared") or 0) for s in stores.values())
     for node, storage, memory_mb, cores, disk_gb, its_vmid in reservations:
-        if its_vmid is not None and int(its_vmid) in here.get(node, ()):
+        if its_vmid is not None and (node, int(its_vmid)) in here:
             continue  # its VM is on its node: counted above
         res_mem[node] += int(memory_mb) * MiB
         res_cpu[node] += int(cores)

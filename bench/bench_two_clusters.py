@@ -50,20 +50,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-import bench_deploy as bd  # noqa: E402
+import bench_deploy as bd
 
-from producers.api import OrderClient  # noqa: E402
-from pvekvm import catalog, messaging, secrets  # noqa: E402
-from pvekvm import db as dbmod  # noqa: E402
-from pvekvm.config import (  # noqa: E402
+from producers.api import OrderClient
+from pvekvm import catalog, messaging, secrets
+from pvekvm import db as dbmod
+from pvekvm.config import (
     ClusterSettings,
     PlacementSettings,
     ProxmoxSettings,
     Settings,
 )
-from pvekvm.models import Operation, Service, StepRun, database  # noqa: E402
-from tests.e2e.harness import write_config  # noqa: E402
-from tests.smtp_sink import SmtpSink  # noqa: E402
+from pvekvm.models import Operation, Service, StepRun, database
+from workers.testing.harness import write_config
+from workers.testing.smtp_sink import SmtpSink
 
 CLUSTERS = ("default", "ams")
 DONE = ("success", "skip", "warn")

@@ -66,6 +66,20 @@ CRON_TICK_S = 60.0
 
 # --- processes -----------------------------------------------------------------------------------
 
+def stop_workers(procs: list) -> None:
+    """SIGTERM every worker process of ``procs`` ((Popen, ...) pairs), then wait (40 s each)
+    for it to finish the message in hand; one that does not is killed."""
+    for p, _ in procs:
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(signal.SIGTERM)
+    for p, _ in procs:
+        try:
+            p.wait(40)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
 @contextlib.contextmanager
 def pvesim_process(workdir: Path, scale: float, replicas: bool = False,
                    extra: tuple[str, ...] = ()):
@@ -400,15 +414,7 @@ def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float
             if hooks and hooks.finished:
                 run.extra = hooks.finished(conn, sids)  # type: ignore[operator]
         finally:
-            for p, _ in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(signal.SIGTERM)
-            for p, _ in procs:
-                try:
-                    p.wait(40)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(10)
+            stop_workers(procs)
             with contextlib.suppress(Exception):
                 messaging.delete_topology(AMQP_URL, topo)
             database.close()

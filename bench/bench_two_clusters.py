@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -218,15 +217,7 @@ def run_once(args: argparse.Namespace, kind: str) -> tuple[bd.Run, dict]:
         finally:
             if timer is not None:
                 timer.cancel()
-            for p, _ in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(signal.SIGTERM)
-            for p, _ in procs:
-                try:
-                    p.wait(40)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(10)
+            bd.stop_workers(procs)
             with contextlib.suppress(Exception):
                 messaging.delete_topology(bd.AMQP_URL, topo)
             database.close()

@@ -71,18 +71,25 @@ def _iso_slot(cfg: dict) -> str:
     raise StepFailed("no free IDE slot for a CD-ROM")
 
 
-def mount_iso(ctx: StepContext) -> StepResult:
-    """The ISO goes into the CD-ROM slot and the CD-ROM first in the boot order; the order it
-    replaces is kept on the service (once: mounting again keeps the original) for unmount."""
+def package_iso(ctx: StepContext) -> str:
+    """The volume of the order's ``iso`` on the package's ISO storage, as the VM's node lists
+    it; refused when the package has no ISO storage or the node's storage has no such ISO."""
     storage = ctx.product.iso_storage
     if not storage:
         raise Refused("the package has no ISO storage")
     iso = ctx.params["iso"]
     volid = f"{storage}:iso/{iso}"
-    isos = {c["volid"] for c in ctx.pve.get(f"nodes/{ctx.service.node}/storage/{storage}/content",
+    isos = {c["volid"] for c in ctx.pve.get(f"nodes/{ctx.node}/storage/{storage}/content",
                                             content="iso")}
     if volid not in isos:
         raise Refused(f"ISO {iso} not found on storage {storage}")
+    return volid
+
+
+def mount_iso(ctx: StepContext) -> StepResult:
+    """The ISO goes into the CD-ROM slot and the CD-ROM first in the boot order; the order it
+    replaces is kept on the service (once: mounting again keeps the original) for unmount."""
+    volid, iso = package_iso(ctx), ctx.params["iso"]
     cfg = ctx.config()
     slot = _iso_slot(cfg)
     order = boot_order(cfg)

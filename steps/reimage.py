@@ -10,8 +10,8 @@ from pvekvm import service_changes
 from steps import pvecfg
 from steps.context import StepContext
 from steps.hardware import system_disk
-from steps.lifecycle import _iso_slot, _keep_boot
-from steps.machine import Done, Refused, Retry, StepResult, Wait
+from steps.lifecycle import _iso_slot, _keep_boot, package_iso
+from steps.machine import Done, Retry, StepResult, Wait
 from steps.provision import DISK_KEYS
 
 
@@ -62,15 +62,7 @@ def insert_installer(ctx: StepContext) -> StepResult:
     """The installer ISO in the CD-ROM, booted before the empty system disk. The boot order it
     replaces is kept for iso_unmount (as an ISO mount keeps it), so after installing, an
     iso_unmount boots the VM from its disk."""
-    storage = ctx.product.iso_storage
-    if not storage:
-        raise Refused("the package has no ISO storage")
-    iso = ctx.params["iso"]
-    volid = f"{storage}:iso/{iso}"
-    isos = {c["volid"] for c in ctx.pve.get(f"nodes/{ctx.node}/storage/{storage}/content",
-                                            content="iso")}
-    if volid not in isos:
-        raise Refused(f"ISO {iso} not found on storage {storage}")
+    volid, iso = package_iso(ctx), ctx.params["iso"]
     cfg = ctx.config()
     slot, disk = _iso_slot(cfg), system_disk(ctx.product).slot
     want = f"order={slot};{disk}"

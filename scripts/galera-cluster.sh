@@ -6,6 +6,7 @@
 #
 #   scripts/galera-cluster.sh start          # start the three nodes (bootstrapping safely)
 #   scripts/galera-cluster.sh urls           # the DATABASE_URL to give clients (all three nodes)
+#   scripts/galera-cluster.sh dir            # the directory holding each node's data and logs
 #   scripts/galera-cluster.sh stop-node 1    # clean shutdown of one node (the others go on)
 #   scripts/galera-cluster.sh kill-node 1    # SIGKILL one node (a crash)
 #   scripts/galera-cluster.sh start-node 1   # bring it back: it rejoins (IST, else SST)
@@ -247,6 +248,7 @@ case "$cmd" in
   wipe-node)  # stop node I and delete its data: its next start joins by a full SST (rsync)
     stop_node "$2"; rm -rf "$BASE/$2" ;;
   pid) pid_of "$2" ;;
+  dir) echo "$BASE" ;;  # where the nodes' data and logs are (var/galera, or /var/tmp: above)
   status)
     for i in 1 2 3; do
       echo "node $i (:$(sql_port "$i")): $(sql "$i" "SELECT GROUP_CONCAT(CONCAT(VARIABLE_NAME,'=',VARIABLE_VALUE) SEPARATOR ' ') FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN ('wsrep_local_state_comment','wsrep_cluster_size','wsrep_cluster_status','wsrep_last_committed','wsrep_flow_control_paused')" | tr 'A-Z' 'a-z' || true)"

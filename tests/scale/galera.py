@@ -81,9 +81,11 @@ class GaleraCluster:
         self.events.append(f"node {i} started")
 
     def error_log(self, i: int) -> str:
-        base = Path(os.environ.get("PVEKVM_GALERA_DIR", ROOT / "var" / "galera"))
-        log = base / self.name / str(i) / "error.log"
-        return log.read_text(errors="replace") if log.exists() else ""
+        """Node i's error log, where the script keeps it (a checkout the mysql user cannot
+        enter, such as CI's clone under a private temp directory, puts it under /var/tmp)."""
+        log = Path(self._run("dir").strip()) / str(i) / "error.log"
+        assert log.exists(), f"node {i} has no error log at {log}"
+        return log.read_text(errors="replace")
 
     def query(self, i: int, sql: str, *args: object) -> list[tuple]:
         """Rows of ``sql`` on node i ([] when the node does not answer)."""

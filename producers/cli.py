@@ -34,7 +34,7 @@ import re
 import sys
 from collections.abc import Sequence
 from types import UnionType
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from producers.api import OrderClient, utc_now
 from producers.events import (
@@ -71,13 +71,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _argument(name: str, annotation: Any, required: bool) -> dict[str, Any]:
     """The argparse option of an event field, read from its declared type."""
     kind = annotation
-    if isinstance(annotation, UnionType):  # an optional field: X | None
+    if isinstance(annotation, UnionType) or get_origin(annotation) is Union:  # X | None
         kind = next(a for a in get_args(annotation) if a is not type(None))
+    if get_origin(kind) is Annotated:  # a type with its own checks (ssh_keys, rules, days)
+        kind = get_args(kind)[0]
     if kind is bool:
         return {"dest": name, "action": "store_true"}
-    if get_origin(kind) is tuple:  # the backup days
+    if get_origin(kind) is tuple and name == "days":  # the backup days
         return {"dest": name, "nargs": "*", "required": required, "metavar": "DAY",
                 "help": f"zero or more of {' '.join(WEEKDAYS)}; none = off"}
+    if get_origin(kind) is tuple and get_args(kind)[0] is str:  # one value per line (keys)
+        return {"dest": name, "action": "append", "required": required, "metavar": "LINE",
+                "help": "repeat for each one"}
+    if get_origin(kind) is tuple:  # a list of objects (firewall rules): as JSON
+        return {"dest": name, "type": json.loads, "required": required, "metavar": "JSON",
+                "help": "a JSON list"}
     if kind is int:
         return {"dest": name, "type": int, "required": required}
     if get_origin(kind) is Literal:

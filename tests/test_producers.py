@@ -181,6 +181,23 @@ def test_cli_options_before_subcommand_and_empty_days() -> None:
     assert parse_event(out.stdout).days == ()  # type: ignore[attr-defined]
 
 
+def test_cli_takes_several_keys_and_rules_as_json() -> None:
+    """The list fields a client sends: ``--ssh-keys`` once per key, ``--rules`` as JSON."""
+    key = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGVdBlmT5o+QjmG0kcx9yBGzkYqvqk4bKXX1uXK7qo3G "
+           "a@b")
+    two = cli("--dry-run", "create", "--service-id", "4", "--client-id", "1", "--product", "p",
+              "--email", "a@b.example", "--ssh-keys", key, "--ssh-keys", key.replace("a@b", "c"))
+    assert two.returncode == 2 and b"key 2: the same key as key 1" in two.stderr, two.stderr
+    one = cli("--dry-run", "create", "--service-id", "4", "--client-id", "1", "--product", "p",
+              "--email", "a@b.example", "--ssh-keys", key)
+    assert one.returncode == 0, one.stderr
+    assert parse_event(one.stdout).ssh_keys == (key,)  # type: ignore[attr-defined]
+    rules = cli("--dry-run", "firewall_rules_set", "--service-id", "4", "--rules",
+                '[{"direction": "in", "action": "ACCEPT", "proto": "tcp", "dport": "22"}]')
+    assert rules.returncode == 0, rules.stderr
+    assert parse_event(rules.stdout).rules[0]["dport"] == "22"  # type: ignore[attr-defined]
+
+
 def test_cli_publishes(amqp_url: str, fresh_topology: messaging.Topology) -> None:
     out = cli("backup_schedule", "--service-id", "12", "--days", "thu", "mon",
               "--amqp-url", amqp_url, "--namespace", fresh_topology.namespace)

@@ -4,7 +4,9 @@
   day. The accounting (workers/traffic.py) books bytes to the UTC hour they moved in, so an
   hour belongs to the month it starts in.
 - Usage in a period: ``bytes_in + bytes_out`` of the service's ``traffic_usage`` hours starting
-  in it (both directions count, as most hosts' transfer allowances do).
+  in it (both directions count, as most hosts' transfer allowances do), from the hour its
+  present life began (``services.created_at``): a service id billing re-creates after a
+  terminate starts with nothing used, whoever used the earlier life.
 - Quota: the product's ``traffic_quota_gb`` x 10^9 bytes (decimal GB, as the bytes are counted);
   NULL = unlimited: never throttled. Over quota means usage >= quota.
 - Throttled: ``services.throttled_period`` names the month the service is throttled for (set
@@ -20,14 +22,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from peewee import fn
 
-from pvekvm.models import Product, TrafficUsage
+from pvekvm.models import Product, Service, TrafficUsage, database
 
 GB = 10**9
 
@@ -52,24 +54,52 @@ def quota_bytes(product: Product) -> int | None:
     return None if product.traffic_quota_gb is None else int(product.traffic_quota_gb) * GB
 
 
+def utc_offset_s() -> int:
+    """Seconds from the database's clock (``NOW()``, which stamps ``created_at``) to UTC."""
+    (offset,) = database.execute_sql(
+        "SELECT TIMESTAMPDIFF(SECOND, NOW(), UTC_TIMESTAMP())").fetchone()
+    return int(offset)
+
+
+def life_start_hour(created_at: datetime | None, offset_s: int | None = None) -> datetime:
+    """The UTC hour a service's present life began in (``services.created_at``, on the
+    database's clock; traffic hours are UTC). No ``created_at``: the beginning of time."""
+    if created_at is None:
+        return datetime.min
+    began = created_at + timedelta(seconds=utc_offset_s() if offset_s is None else offset_s)
+    return began.replace(minute=0, second=0, microsecond=0)
+
+
 def used_bytes(service_id: int, period: date) -> int:
-    """Bytes in + out the accounting booked to hours starting in ``period``."""
+    """Bytes in + out the accounting booked to hours starting in ``period`` and in the
+    service's present life."""
+    svc = Service.get_or_none(Service.id == service_id)
+    lo = _midnight(period)
+    if svc is not None:
+        lo = max(lo, life_start_hour(svc.created_at))
     total = (TrafficUsage.select(fn.SUM(TrafficUsage.bytes_in + TrafficUsage.bytes_out))
              .where((TrafficUsage.service_id == service_id)
-                    & (TrafficUsage.period_start >= _midnight(period))
+                    & (TrafficUsage.period_start >= lo)
                     & (TrafficUsage.period_start < _midnight(next_period(period)))).scalar())
     return int(total or 0)
 
 
+# an hour counts when it ends after the life began (so the hour it began in counts, as for
+# the API's usage view); created_at is on the database's clock, shifted to UTC by %s seconds
+_USED_BY_SERVICE = (
+    "SELECT t.service_id, SUM(t.bytes_in + t.bytes_out) FROM traffic_usage t "
+    "LEFT JOIN services s ON s.id = t.service_id "
+    "WHERE t.period_start >= %s AND t.period_start < %s AND (s.created_at IS NULL OR "
+    "t.period_start + INTERVAL 1 HOUR > s.created_at + INTERVAL %s SECOND) "
+    "GROUP BY t.service_id")
+
+
 def used_by_service(period: date) -> dict[int, int]:
-    """Bytes in + out per service in ``period`` (one query: the hourly pass)."""
-    rows = (TrafficUsage.select(TrafficUsage.service_id,
-                                fn.SUM(TrafficUsage.bytes_in + TrafficUsage.bytes_out))
-            .where((TrafficUsage.period_start >= _midnight(period))
-                   & (TrafficUsage.period_start < _midnight(next_period(period))))
-            .group_by(TrafficUsage.service_id).tuples())
-    totals: list[tuple[int, Decimal | None]] = list(rows)  # type: ignore[arg-type]
-    return {int(sid): int(total or 0) for sid, total in totals}
+    """Bytes in + out per service in ``period``, each in its present life (one query: the
+    hourly pass)."""
+    rows = database.execute_sql(_USED_BY_SERVICE, (
+        _midnight(period), _midnight(next_period(period)), utc_offset_s())).fetchall()
+    return {int(sid): int(total or 0) for sid, total in rows}
 
 
 def _midnight(day: date) -> datetime:

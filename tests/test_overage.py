@@ -130,7 +130,8 @@ def _service(quota_gb: int | None, throttled: date | None) -> Service:
                         bytes_out=0)
     return Service.create(id=77, client_id=1, product_id=prod.id, template_id=tpl.id,
                           email="o@example.com", hostname="o.example.com", status="ready",
-                          vmid=177, node="pve1", throttled_period=throttled)
+                          vmid=177, node="pve1", throttled_period=throttled,
+                          created_at=datetime(2026, 12, 1))  # its life began before the traffic
 
 
 @pytest.mark.parametrize(("kind", "quota", "throttled", "reason"), [

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from pvekvm import dnssync, languages, mail, messaging, picker, sshkeys, tokens
+from pvekvm import dnssync, languages, mail, messaging, overage, picker, sshkeys, tokens
 from pvekvm import pve_reads as pve
 from pvekvm import secrets as secretbox
 from pvekvm.addresses import cidr, held, held_row, host_address
@@ -36,7 +36,6 @@ from pvekvm.models import (
     StepRun,
     Template,
     TrafficUsage,
-    database,
 )
 from pvekvm.oplog import format_step
 from pvekvm.wire.orders import (
@@ -147,17 +146,6 @@ def _this_life(svc: Service) -> Any:
     maybe) is not shown (both created_at come from the database clock)."""
     cond = Operation.service_id == svc.id
     return cond & (Operation.created_at >= svc.created_at) if svc.created_at else cond
-
-
-def _life_start_hour(svc: Service) -> datetime:
-    """The UTC hour the service's present life began in (``services.created_at`` is on the
-    database's clock; traffic hours are UTC)."""
-    if svc.created_at is None:
-        return datetime.min
-    (offset_s,) = database.execute_sql(
-        "SELECT TIMESTAMPDIFF(SECOND, NOW(), UTC_TIMESTAMP())").fetchone()
-    began = svc.created_at + timedelta(seconds=int(offset_s))
-    return began.replace(minute=0, second=0, microsecond=0)
 
 
 def _current(svc: Service) -> schemas.CurrentOperation | None:
@@ -344,7 +332,7 @@ def get_usage(svc: Svc, start: Annotated[datetime, Query(alias="from")],
     lo, hi = _utc_naive(start), _utc_naive(end)
     if hi <= lo:
         raise HTTPException(422, "'to' must be after 'from'")
-    lo = max(lo, _life_start_hour(svc))
+    lo = max(lo, overage.life_start_hour(svc.created_at))
     rows = list(TrafficUsage.select().where(
         (TrafficUsage.service_id == svc.id) & (TrafficUsage.period_start >= lo)
         & (TrafficUsage.period_start < hi)).order_by(TrafficUsage.period_start))

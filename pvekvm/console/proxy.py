@@ -39,12 +39,13 @@ from urllib.parse import parse_qs, quote, urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from pvekvm import endpoints
 from pvekvm import pve_reads as pve
-from pvekvm.config import Settings
+from pvekvm.config import ProxmoxSettings, Settings
 from pvekvm.console import rfb, sessions
 from pvekvm.forwarded import real_caller
 
@@ -282,13 +283,8 @@ class ConsoleProxy:
         data = await asyncio.to_thread(pve.call, conn, self.settings.api.proxmox_timeout_s,
                                        "post", f"{path}/vncproxy", websocket=1)
         password = str(data.get("password") or data["ticket"])
-        url = (f"wss://{conn.host}:{conn.port}/api2/json/{path}/vncwebsocket"
-               f"?port={int(data['port'])}&vncticket={quote(str(data['ticket']), safe='')}")
-        auth = {"Authorization": f"PVEAPIToken={conn.token_id}={conn.token_secret}"}
-        vm = await connect(url, ssl=_client_tls(conn.ca_bundle),
-                           subprotocols=[Subprotocol("binary")], additional_headers=auth,
-                           compression=None, proxy=None, max_size=2**20, open_timeout=10,
-                           ping_interval=None, user_agent_header="pvekvm-console")
+        query = f"?port={int(data['port'])}&vncticket={quote(str(data['ticket']), safe='')}"
+        vm = await _vnc_websocket(conn, f"/api2/json/{path}/vncwebsocket{query}")
         stream = rfb.Stream(_recv(vm), vm.send)
         try:
             await asyncio.wait_for(rfb.client_handshake(stream, password), 10)
@@ -377,6 +373,35 @@ def _recv(ws: ServerConnection | ClientConnection) -> Any:
         msg = await ws.recv()
         return msg.encode() if isinstance(msg, str) else msg
     return recv
+
+
+async def _vnc_websocket(conn: ProxmoxSettings, path: str) -> ClientConnection:
+    """The VM's websocket through the first of the cluster's endpoints that can be reached,
+    in the order (and with the failing marks) the API calls use (pvekvm/endpoints.py): the
+    ticket is the cluster's, any node's pveproxy carries it to the VM's node. An endpoint
+    that refuses, times out or answers 5xx is marked failing and the next one tried; the
+    handshake had not reached the VM, so nothing is done twice."""
+    state = endpoints.endpoints(conn.urls, conn.endpoint_retry_s, conn.max_calls_per_node)
+    auth = {"Authorization": f"PVEAPIToken={conn.token_id}={conn.token_secret}"}
+    order = state.order()
+    for n, i in enumerate(order):
+        host, port = endpoints.host_port(state.urls[i])
+        try:
+            vm = await connect(f"wss://{host}:{port}{path}", ssl=_client_tls(conn.ca_bundle),
+                               subprotocols=[Subprotocol("binary")], additional_headers=auth,
+                               compression=None, proxy=None, max_size=2**20, open_timeout=10,
+                               ping_interval=None, user_agent_header="pvekvm-console")
+        except (OSError, TimeoutError, InvalidStatus) as exc:
+            if isinstance(exc, InvalidStatus) and exc.response.status_code < 500:
+                raise  # Proxmox answered: the ticket or the VM is the matter, not the node
+            state.failed(i)
+            log.warning("console websocket via %s: %s", state.urls[i], exc)
+            if n == len(order) - 1:
+                raise
+            continue
+        state.answered(i)
+        return vm
+    raise pve.Unreachable("no Proxmox endpoint configured")
 
 
 def _client_tls(ca_bundle: str | bool) -> ssl.SSLContext:

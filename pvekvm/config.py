@@ -223,7 +223,9 @@ class ConsoleSettings:
     ``bind_client_address``: a token connects only from the address it was minted for;
     ``check_interval_s``: how often open sessions are re-checked (suspend, terminate, the
     client token's end); ``tls_cert``/``tls_key``: serve TLS itself (empty: plain, behind the
-    operator's TLS proxy); ``novnc_dir``: Debian's ``novnc`` package."""
+    operator's TLS proxy); ``novnc_dir``: Debian's ``novnc`` package; ``frame_ancestors``: who
+    may show the console page in a frame (CSP ``frame-ancestors``: ``'self'``, ``'none'`` or
+    origins such as the billing client area's ``https://billing.example.net``)."""
 
     public_url: str = ""
     token_ttl_s: int = 60
@@ -235,6 +237,7 @@ class ConsoleSettings:
     tls_cert: str = ""
     tls_key: str = ""
     novnc_dir: str = "/usr/share/novnc"
+    frame_ancestors: tuple[str, ...] = ("'self'",)
 
 
 @dataclass(frozen=True)
@@ -425,6 +428,9 @@ def _typed(cls: type[_S], values: dict[str, Any], where: str) -> _S:
             v = float(v) if ok else v
         elif isinstance(default, int):
             ok = isinstance(v, int) and not isinstance(v, bool)
+        elif isinstance(default, tuple) and default and isinstance(default[0], str):
+            ok = isinstance(v, list | tuple) and bool(v) and all(isinstance(x, str) for x in v)
+            v = tuple(v) if ok else v
         elif isinstance(default, tuple):
             ok = isinstance(v, list | tuple) and all(
                 isinstance(x, int | float) and not isinstance(x, bool) for x in v) and bool(v)
@@ -432,7 +438,9 @@ def _typed(cls: type[_S], values: dict[str, Any], where: str) -> _S:
         else:
             ok = isinstance(v, str)
         if not ok:
-            kind = type(default).__name__.replace("tuple", "non-empty list of numbers")
+            kind = ("non-empty list of strings" if isinstance(default, tuple) and default
+                    and isinstance(default[0], str)
+                    else type(default).__name__.replace("tuple", "non-empty list of numbers"))
             raise ConfigError(f"{where} {f.name}: expected {kind}, got {v!r}")
         out[f.name] = v
     return cls(**out)
@@ -694,7 +702,19 @@ def _console(raw: dict[str, Any], cfg: Path) -> ConsoleSettings:
     if console.public_url and not console.public_url.startswith(("https://", "http://")):
         raise ConfigError(f"{where} public_url: expected https://host[:port], got "
                           f"{console.public_url!r}")
+    for source in console.frame_ancestors:
+        if source not in ("'self'", "'none'") and not _FRAME_ORIGIN.fullmatch(source):
+            raise ConfigError(f"{where} frame_ancestors: expected 'self', 'none' or origins "
+                              f"like https://billing.example.net, got {source[:100]!r}")
+    if "'none'" in console.frame_ancestors and len(console.frame_ancestors) > 1:
+        raise ConfigError(f"{where} frame_ancestors: 'none' stands alone")
     return console
+
+
+# an origin for CSP frame-ancestors: scheme, host (or *.host), optional port; nothing that
+# could end the header's directive (; , space, quotes)
+_FRAME_ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?"
+                           r"(?::[0-9]{1,5})?")
 
 
 def _rdns(raw: dict[str, Any], cfg: Path) -> RdnsSettings:

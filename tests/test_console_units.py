@@ -24,12 +24,25 @@ POINTER = struct.pack(">BBHH", 5, 0, 10, 10)
     ('public_url = "console.example.net"', "public_url: expected https://"),
     ("idle_timeout_s = true", "idle_timeout_s: expected int"),
     ("colour = 1", "unknown key 'colour'"),
+    ('frame_ancestors = ["https://a.example; script-src *"]', "frame_ancestors: expected"),
+    ('frame_ancestors = ["*"]', "frame_ancestors: expected"),
+    ('''frame_ancestors = ["'none'", "'self'"]''', "'none' stands alone"),
 ])
 def test_console_settings_refuse_with_the_key_named(tmp_path, body, error):
     f = tmp_path / "pvekvm.toml"
     f.write_text(f"[console]\n{body}\n")
     with pytest.raises(ConfigError, match=error):
         load_settings(f)
+
+
+def test_frame_ancestors_default_to_self_and_take_origins(tmp_path):
+    f = tmp_path / "pvekvm.toml"
+    f.write_text("[console]\n")
+    assert load_settings(f).console.frame_ancestors == ("'self'",)
+    f.write_text('''[console]\nframe_ancestors = ["'self'", "https://billing.example.net:8443",
+                   "https://*.example.org"]\n''')
+    assert load_settings(f).console.frame_ancestors == (
+        "'self'", "https://billing.example.net:8443", "https://*.example.org")
 
 
 def test_screen_requests_are_not_input_keys_pointer_and_clipboard_are():

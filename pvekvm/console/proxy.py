@@ -153,7 +153,8 @@ class ConsoleProxy:
             return self._response(200, self.page["index.html"], "text/html; charset=utf-8",
                                   **{"Content-Security-Policy": "default-src 'self'; "
                                      "connect-src 'self'; img-src 'self' data:; "
-                                     "style-src 'self'; script-src 'self'"})
+                                     "style-src 'self'; script-src 'self'; frame-ancestors "
+                                     + " ".join(self.console.frame_ancestors)})
         if path.startswith("/console/") and path[len("/console/"):] in PAGE_FILES:
             name = path[len("/console/"):]
             return self._response(200, self.page[name], mimetypes.guess_type(name)[0]

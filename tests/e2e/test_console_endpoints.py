@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
+import requests
 
 from producers.api import OrderClient
 from pvekvm import endpoints
@@ -45,7 +46,8 @@ def test_the_console_opens_while_the_first_endpoint_is_down(settings, sim):
         wait_until(all_ready([SID]), 60, "the VM deployed")
     hostname = Service.get_by_id(SID).hostname
     sim.set_api("pve1", False)  # the first endpoint: the one the websocket always took
-    console = replace(settings, console=ConsoleSettings(check_interval_s=0.25))
+    console = replace(settings, console=ConsoleSettings(
+        check_interval_s=0.25, frame_ancestors=("https://billing.example.net",)))
 
     async def look(url: str) -> tuple[bytes, tuple[int, int, int, int]]:
         c = await Console.open(url)
@@ -55,6 +57,11 @@ def test_the_console_opens_while_the_first_endpoint_is_down(settings, sim):
             await c.ws.close()
 
     with ProxyThread(console) as proxy:
+        page = requests.get(proxy.url + _console_path(settings), timeout=10)
+        assert page.status_code == 200, page.text
+        # only the billing client area may frame it (clickjacking of the client's console)
+        assert page.headers["Content-Security-Policy"].endswith(
+            "frame-ancestors https://billing.example.net")
         name, rect = asyncio.run(look(proxy.ws_url(_console_path(settings))))
     assert name.decode() == hostname, name  # the VM's own screen (pvesim shows its name)
     assert rect[2] > 0 and rect[3] > 0

@@ -9,8 +9,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import requests
 import uvicorn
@@ -47,17 +48,21 @@ class ApiServer:
         self.thread.join(10)
         self.sock.close()
 
-    def get(self, path: str, token: str | None = None, **kw: object) -> requests.Response:
-        return requests.get(self.url + path, headers=_auth(token), timeout=30, **kw)
+    # Each takes only the request parts tests pass, typed (no **kwargs passed through).
+    def get(self, path: str, token: str | None = None, *,
+            params: Mapping[str, Any] | None = None) -> requests.Response:
+        return requests.get(self.url + path, headers=_auth(token), timeout=30, params=params)
 
-    def post(self, path: str, token: str | None = None, **kw: object) -> requests.Response:
-        return requests.post(self.url + path, headers=_auth(token), timeout=30, **kw)
+    def post(self, path: str, token: str | None = None, *, json: Any = None,
+             data: bytes | str | None = None) -> requests.Response:
+        return requests.post(self.url + path, headers=_auth(token), timeout=30, json=json,
+                             data=data)
 
-    def put(self, path: str, token: str | None = None, **kw: object) -> requests.Response:
-        return requests.put(self.url + path, headers=_auth(token), timeout=30, **kw)
+    def put(self, path: str, token: str | None = None, *, json: Any = None) -> requests.Response:
+        return requests.put(self.url + path, headers=_auth(token), timeout=30, json=json)
 
-    def delete(self, path: str, token: str | None = None, **kw: object) -> requests.Response:
-        return requests.delete(self.url + path, headers=_auth(token), timeout=30, **kw)
+    def delete(self, path: str, token: str | None = None) -> requests.Response:
+        return requests.delete(self.url + path, headers=_auth(token), timeout=30)
 
 
 def _auth(token: str | None) -> dict[str, str]:

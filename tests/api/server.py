@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import requests
 import uvicorn
@@ -48,21 +48,28 @@ class ApiServer:
         self.thread.join(10)
         self.sock.close()
 
-    # Each takes only the request parts tests pass, typed (no **kwargs passed through).
-    def get(self, path: str, token: str | None = None, *,
-            params: Mapping[str, Any] | None = None) -> requests.Response:
-        return requests.get(self.url + path, headers=_auth(token), timeout=30, params=params)
+    # The request parts tests pass, typed (not **kwargs passed through): params, json, data.
+    def get(self, path: str, token: str | None = None, **parts: Unpack[_Parts]
+            ) -> requests.Response:
+        return requests.get(self.url + path, headers=_auth(token), timeout=30, **parts)
 
-    def post(self, path: str, token: str | None = None, *, json: Any = None,
-             data: bytes | str | None = None) -> requests.Response:
-        return requests.post(self.url + path, headers=_auth(token), timeout=30, json=json,
-                             data=data)
+    def post(self, path: str, token: str | None = None, **parts: Unpack[_Parts]
+             ) -> requests.Response:
+        return requests.post(self.url + path, headers=_auth(token), timeout=30, **parts)
 
-    def put(self, path: str, token: str | None = None, *, json: Any = None) -> requests.Response:
-        return requests.put(self.url + path, headers=_auth(token), timeout=30, json=json)
+    def put(self, path: str, token: str | None = None, **parts: Unpack[_Parts]
+            ) -> requests.Response:
+        return requests.put(self.url + path, headers=_auth(token), timeout=30, **parts)
 
-    def delete(self, path: str, token: str | None = None) -> requests.Response:
-        return requests.delete(self.url + path, headers=_auth(token), timeout=30)
+    def delete(self, path: str, token: str | None = None, **parts: Unpack[_Parts]
+               ) -> requests.Response:
+        return requests.delete(self.url + path, headers=_auth(token), timeout=30, **parts)
+
+
+class _Parts(TypedDict, total=False):
+    params: Mapping[str, Any]
+    json: Any
+    data: bytes | str
 
 
 def _auth(token: str | None) -> dict[str, str]:

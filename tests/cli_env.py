@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote, urlparse
 
 import pymysql
@@ -33,7 +34,10 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(cond: Callable[[], object], timeout: float, what: str) -> object:
+T = TypeVar("T")
+
+
+def wait_for(cond: Callable[[], T | None], timeout: float, what: str) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = cond()

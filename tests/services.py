@@ -19,6 +19,10 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
 
 LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 LOCAL_MARIADB = "mysql://root@127.0.0.1:3306"  # the machine's server; database = test name
@@ -91,9 +95,9 @@ def _container(service: str, env: dict[str, str], command: list[str]) -> Iterato
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # Ryuk's image needs a registry
     from testcontainers.core.container import DockerContainer
 
-    container = DockerContainer(
-        IMAGES[service], command=command, env=env, network_mode="host",
-        labels={"pvekvm.test": test_name(), "pvekvm.service": service})
+    container = DockerContainer(  # with_command: its argument is typed str | list (command= str)
+        IMAGES[service], env=env, network_mode="host",
+        labels={"pvekvm.test": test_name(), "pvekvm.service": service}).with_command(command)
     container.start()
     try:
         yield container
@@ -293,7 +297,7 @@ class PrivateMariaDB:
 
         self.dir = Path(workdir)
         self.port = port or free_port()
-        self.proc = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.restarts: list[str] = []  # "restart" / "kill", in order, for the report
 
     @property

@@ -103,6 +103,7 @@ def _allocate_all(settings: Settings, sids: list[int]) -> tuple[dict[int, object
 def _holdings() -> dict[int, list[IpAddress]]:
     out: dict[int, list[IpAddress]] = {}
     for row in IpAddress.select().where(IpAddress.service_id.is_null(False)):
+        assert row.service_id is not None  # the query's condition
         out.setdefault(row.service_id, []).append(row)
     return out
 
@@ -115,11 +116,11 @@ def _check_distinct(holdings: dict[int, list[IpAddress]], sids: list[int]) -> No
                                                                      (6, 0)], sid
     v4 = [r.address for rows in holdings.values() for r in rows if r.version == 4]
     assert len(v4) == len(set(v4)) == 3 * len(holdings)
-    nets = sorted(ipaddress.ip_network(f"{r.address}/{r.prefixlen}")
+    nets = sorted(ipaddress.IPv6Network(f"{r.address}/{r.prefixlen}")
                   for rows in holdings.values() for r in rows if r.version == 6)
     assert len(nets) == len(holdings) and all(n.prefixlen == 64 for n in nets)
     assert all(not a.overlaps(b) for a, b in zip(nets, nets[1:], strict=False))
-    assert all(n.subnet_of(ipaddress.ip_network("2001:db8:14b::/48")) for n in nets)
+    assert all(n.subnet_of(ipaddress.IPv6Network("2001:db8:14b::/48")) for n in nets)
 
 
 def test_200_parallel_orders_never_share_an_address_or_prefix(settings):
@@ -137,8 +138,8 @@ def test_200_parallel_orders_never_share_an_address_or_prefix(settings):
     _order(settings, range(2000, 2100), "extra")
     kept, new = first[1::2], list(range(2000, 2100))
     results, _ = _allocate_all(settings, new + kept)
-    assert all(isinstance(results[s], Done) and not results[s].skipped for s in new)
-    assert all(isinstance(results[s], Done) and results[s].skipped for s in kept)  # no more
+    assert all(isinstance(r := results[s], Done) and not r.skipped for s in new)
+    assert all(isinstance(r := results[s], Done) and r.skipped for s in kept)  # no more
     holdings = _holdings()
     assert set(holdings) == set(kept + new)
     _check_distinct(holdings, kept + new)

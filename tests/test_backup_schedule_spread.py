@@ -8,6 +8,7 @@ from collections import Counter
 from producers.api import utc_now
 from producers.events import BackupScheduleEvent
 from pvekvm.models import BackupSchedule, Product, Service, Template
+from pvekvm.wire.orders import Weekday
 from workers.intake import SCHEDULE_WINDOW_MIN, handle_order
 
 WINDOWS = 24 * 60 // SCHEDULE_WINDOW_MIN
@@ -24,8 +25,8 @@ def _services(clean_db, node: str, first: int, count: int) -> list[int]:
     return list(range(first, first + count))
 
 
-def _schedule(sid: int, days: list[str]) -> None:
-    body = BackupScheduleEvent(service_id=sid, occurred_at=utc_now(), days=days,
+def _schedule(sid: int, days: list[Weekday]) -> None:
+    body = BackupScheduleEvent(service_id=sid, occurred_at=utc_now(), days=tuple(days),
                                idempotency_key=f"sched-{sid}-{len(days)}").to_json()
     assert handle_order(body).dead_reason is None
 

@@ -89,7 +89,8 @@ def test_unusable_host_names_are_refused(host: str) -> None:
     (("a" * 63 + ".") * 3 + "b" * 61, ("a" * 63 + ".") * 3 + "b" * 61),  # 253 octets
 ])
 def test_usable_host_names_are_kept_normalised(host: str, stored: str) -> None:
-    assert parse_event(json.dumps({**GOOD, "hostname": host}).encode()).hostname == stored
+    event = parse_event(json.dumps({**GOOD, "hostname": host}).encode())
+    assert isinstance(event, CreateEvent) and event.hostname == stored
 
 
 def test_unicode_host_names_must_come_as_punycode() -> None:
@@ -232,8 +233,9 @@ def test_intake_decides_every_body_without_crashing(catalog_db, body: bytes) -> 
     if event.type != "backup_schedule":
         op = Operation.get_or_none(Operation.idempotency_key == event.idempotency_key)
         held = HeldEvent.get_or_none(HeldEvent.idempotency_key == event.idempotency_key)
-        assert (op or held) is not None
-        assert (op or held).service_id == event.service_id
+        found = op or held
+        assert found is not None
+        assert found.service_id == event.service_id
 
 
 @DB_EXAMPLES

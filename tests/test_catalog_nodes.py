@@ -5,6 +5,7 @@ load-catalog refuse, each with its reason, in time linear in what was sent."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,8 @@ PRODUCT = {"name": "g", "template": "t", "cores": 1, "memory_mb": 512, "disk_gb"
 
 def test_nodes_a_group_or_the_old_target_node(clean_db, tmp_path):
     key = str(tmp_path / "k")
-    data = {"templates": [TEMPLATE], "node_groups": [GROUP], "products": [
+    data: dict[str, list[dict[str, Any]]] = {
+        "templates": [TEMPLATE], "node_groups": [GROUP], "products": [
         PRODUCT,
         {**PRODUCT, "name": "n", "group": None, "nodes": ["pve3", "pve2"]},
         {**PRODUCT, "name": "old", "group": None, "target_node": "pve2"}]}

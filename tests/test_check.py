@@ -93,7 +93,7 @@ def test_check_says_ok_per_dependency_and_fails_on_a_closed_port(shell: Shell, s
             ({"DATABASE_URL": f"mysql://root@127.0.0.1:{port}/x"}, "MariaDB",
              f"FAIL cannot reach 127.0.0.1:{port} (DATABASE_URL"),
             ({"SMTP_PORT": str(port)}, "SMTP", f"FAIL 127.0.0.1:{port} (SMTP_HOST/SMTP_PORT)")):
-        out = shell.run("python -m pvekvm check", **env)
+        out = shell.run("python -m pvekvm check", timeout=90, **env)  # named: env is all str
         assert out.returncode == 1, out.stdout
         assert _lines(out.stdout)[name].startswith(expected), out.stdout
         assert out.stdout.rstrip().endswith("1 failed"), out.stdout
@@ -161,7 +161,7 @@ def test_config_check_names_file_key_and_problem(shell: Shell) -> None:
                           "python -m pvekvm config-check cat.toml",
                           "python -m pvekvm config-check config/catalog.toml",
                           f"python -m pvekvm config-check {ROOT}/config/pvekvm.toml",
-                          "python -m workers --config bad.toml"], **env)
+                          "python -m workers --config bad.toml"], timeout=90, **env)
     assert [o.returncode for o in outs] == [2, 2, 2, 2, 0, 0, 2]
     assert outs[0].stderr.strip() == ("bad.toml [engine] max_attempts: expected int, "
                                       "got 'eight'")

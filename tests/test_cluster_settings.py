@@ -41,13 +41,15 @@ def test_two_clusters_each_with_its_endpoints_token_and_vmid_range(tmp_path, mon
     assert s.proxmox == fra.proxmox and s.proxmox_of(None) == fra.proxmox
     assert s.proxmox_of("ams") == ams.proxmox and s.proxmox_of("par") is None
     tuned = replace(s, proxmox=replace(s.proxmox, max_calls_per_node=0))  # tests tune so
-    assert tuned.cluster("fra").proxmox.max_calls_per_node == 0
+    tuned_fra = tuned.cluster("fra")
+    assert tuned_fra is not None and tuned_fra.proxmox.max_calls_per_node == 0
 
 
 def test_proxmox_alone_is_one_cluster_named_default_or_by_its_name(tmp_path, monkeypatch):
     s = _load(tmp_path, monkeypatch,
               '[proxmox]\nbase_url = "https://pve1:8006/api2/json"\n' + TOKEN)
-    assert s.cluster_names == ("default",) and s.cluster("default").proxmox == s.proxmox
+    assert s.cluster_names == ("default",) and (default := s.cluster("default")) is not None
+    assert default.proxmox == s.proxmox
     named = _load(tmp_path, monkeypatch,
                   '[proxmox]\nname = "fra"\nbase_url = "https://pve1:8006/api2/json"\n' + TOKEN)
     assert named.cluster_names == ("fra",) and named.proxmox_of("fra") == named.proxmox

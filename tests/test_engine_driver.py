@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import cast
 
 import pytest
 from peewee import OperationalError
 
 from pvekvm.config import EngineSettings, Settings
+from pvekvm.lifecycle import ServiceStatus
 from pvekvm.models import Operation, Product, Service, StepRun, Template, database
 from steps.context import StepContext
 from steps.machine import Done, Machine, Refused, Retry, RetryPolicy, StepResult, T
@@ -23,6 +25,9 @@ from workers.operations import OpStatus
 from workers.testing import EngineDriver
 
 SID = 31
+# The probe machines' busy status, not one of ServiceStatus (cast: the type names the shipped
+# machines' statuses; the engine writes whatever status a machine names).
+PROBING = cast(ServiceStatus, "probing")
 
 
 class Probe:
@@ -62,12 +67,12 @@ def engine(database_url: str) -> Engine:
 def machine(monkeypatch) -> Iterator[Callable[..., Machine]]:
     """Register a probe machine (kind ``probe``/``probe2``) for the test's length."""
     def make(*steps: Probe, kind: str = "probe", retry: RetryPolicy | None = None,
-             busy: str | None = "probing", admission: bool = False) -> Machine:
+             busy: ServiceStatus | None = PROBING, admission: bool = False) -> Machine:
         states = [f"{kind}_{i}" for i in range(len(steps))] + ["done"]
         m = Machine(kind, kind.title(), tuple(
             T(states[i], pool="config", run=step, then=states[i + 1], label=f"Probe {i}",
               retry=retry) for i, step in enumerate(steps)), busy_status=busy,
-            done_status="ready" if busy else None, admission=admission)
+            done_status=ServiceStatus.READY if busy else None, admission=admission)
         monkeypatch.setitem(MACHINES, kind, m)
         return m
     yield make
@@ -102,7 +107,7 @@ def test_steps_with_nothing_to_do_are_passed_by_in_the_previous_commit(service, 
         T("p_2", pool="disks", run=c, then="p_3", label="Idle two", skip_if=nothing),
         T("p_3", pool="network", run=d_, then="done", label="Busy",
           skip_if=lambda ctx: None),
-    ), busy_status="probing", done_status="ready")
+    ), busy_status=PROBING, done_status=ServiceStatus.READY)
     monkeypatch.setitem(MACHINES, "probe", m)
     d = EngineDriver(engine)
     d.begin(SID, "probe", "k1")
@@ -389,7 +394,7 @@ def test_the_engine_runs_the_machines_it_was_given_not_the_module_table(service,
     a, b = Probe(), Probe()
     own = {kind: Machine(kind, kind.title(), (
         T(f"{kind}_0", pool="config", run=probe, then="done", label=f"{kind} step"),),
-        busy_status="probing", done_status="ready")
+        busy_status=PROBING, done_status=ServiceStatus.READY)
         for kind, probe in (("own1", a), ("own2", b))}
     assert not own.keys() & MACHINES.keys()
     d = EngineDriver(Engine(engine.settings, worker="driver", machines={**MACHINES, **own}))

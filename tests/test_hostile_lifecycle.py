@@ -7,6 +7,7 @@ an order cannot choose the rescue ISO, a storage, or the columns an operation se
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -95,7 +96,8 @@ def test_rescue_orders_are_judged_as_the_service_will_be_when_their_turn_comes(c
     assert rescue == {"storage": "iso", "iso": "systemrescue-11.02-amd64.iso"}  # the engine's
 
 
-CHOSEN = [  # an order naming what the engine chooses: refused as an unknown field
+# an order naming what the engine chooses: refused as an unknown field
+CHOSEN: list[tuple[str, dict[str, Any], str]] = [
     ("rescue_on", {"iso": "evil.iso"}, "field 'iso': unknown field for event type 'rescue_on'"),
     ("rescue_on", {"storage": "local"},
      "field 'storage': unknown field for event type 'rescue_on'"),

@@ -6,13 +6,14 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from pvekvm.config import ROOT, SmtpSettings
 from pvekvm.mail import MailError, TemplateError, render, send, template_variables
-from workers.testing.smtp_sink import SmtpSink
+from workers.testing.smtp_sink import Received, SmtpSink
 
 TEMPLATES = ROOT / "config" / "mail"
 ACCESS = {"hostname": "web1.example.com", "service_id": 5546, "ip": "203.0.113.10",
@@ -78,7 +79,9 @@ def test_what_is_received_is_exactly_what_was_rendered(sink: SmtpSink, tmp_path:
         rendered = render(TEMPLATES if name == "welcome" else tmp_path, name, values)
         to = f"{name}@example.com"
         send(sink.settings(), to, rendered)
-        got = sink.wait_for(lambda m, to=to: m.rcpt_tos == [to])
+        def to_them(m: Received, to: str = to) -> bool:
+            return m.rcpt_tos == [to]
+        got = sink.wait_for(to_them)
         assert got.subject == rendered.subject
         assert got.body.replace("\r\n", "\n") == rendered.body
         assert got.message.get_content_charset() == "utf-8"
@@ -191,7 +194,8 @@ def test_sink_wakes_waiter_from_another_thread(sink: SmtpSink) -> None:
 
 
 # handled=False below: aiosmtpd then answers 535 itself (with the default it sends nothing).
-AUTH_SINK = {"authenticator": None, "auth_require_tls": False, "auth_required": True}
+AUTH_SINK: dict[str, Any] = {"authenticator": None, "auth_require_tls": False,
+                             "auth_required": True}
 auth_warning = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 
 

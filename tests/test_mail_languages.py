@@ -13,7 +13,7 @@ from producers.events import CreateEvent, InvalidEvent, parse_event
 from pvekvm import languages
 from pvekvm.config import ROOT
 from pvekvm.mail import LRI, PDI, render, send, template_variables
-from workers.testing.smtp_sink import SmtpSink
+from workers.testing.smtp_sink import Received, SmtpSink
 
 TEMPLATES = ROOT / "config" / "mail"
 MAILS = ("welcome", "vm_ready", "reinstalled", "password_reset", "backup_restored")
@@ -50,9 +50,12 @@ def test_every_mail_is_received_in_the_clients_language(sink: SmtpSink, lang: st
     for name in MAILS:
         to = f"{name.replace('_', '-')}.{lang}@example.com"
         send(sink.settings(), to, render(TEMPLATES, name, VALUES, language=lang))
-        got = sink.wait_for(lambda m, to=to: m.rcpt_tos == [to])
+        def to_them(m: Received, to: str = to) -> bool:
+            return m.rcpt_tos == [to]
+        got = sink.wait_for(to_them)
         assert got.message["Content-Language"] == lang
-        assert got.message.get_body(("plain",)).get_content_charset() == "utf-8"
+        plain = got.message.get_body(("plain",))
+        assert plain is not None and plain.get_content_charset() == "utf-8"
         assert "web1.example.com" in got.subject
         assert (got.subject == english[name]) == (lang == "en"), (name, got.subject)
         assert got.body.startswith(GREETING[lang]), (name, got.body[:40])
@@ -145,7 +148,7 @@ def test_a_right_to_left_mail_arrives_with_a_right_to_left_html_part(sink: SmtpS
     assert f"{LRI}web1.example.com{PDI}" in got.subject
     assert got.message.get_content_type() == "multipart/alternative"
     assert got.message["Content-Language"] == lang
-    plain, rich = got.message.get_payload()
+    plain, rich = got.message.iter_parts()  # the payload's parts, typed
     for part, kind in ((plain, "text/plain"), (rich, "text/html")):
         assert part.get_content_type() == kind and part.get_content_charset() == "utf-8"
         assert part["Content-Language"] == lang

@@ -149,6 +149,6 @@ def test_a_decision_that_no_longer_holds_when_its_turn_comes_fails_with_the_reas
         "service": {"throttled_period": DEC.isoformat() if kind == "throttle" else None}})
     driver.run()
     op = Operation.get(Operation.kind == kind)
-    assert op.status == "failed" and op.error.startswith(reason), op.error
+    assert op.status == "failed" and op.error is not None and op.error.startswith(reason), op.error
     assert Service.get_by_id(77).throttled_period == throttled
     assert any("refused" in line and reason in line for line in driver.log)

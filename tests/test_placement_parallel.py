@@ -62,10 +62,12 @@ def _orders() -> list[int]:
 
 def _place_all(settings: Settings, sids: list[int]) -> dict[int, object]:
     start = threading.Barrier(len(sids), timeout=30)
+    proxmox = settings.proxmox
+    assert proxmox is not None
 
     def one(sid: int) -> object:
         start.wait()
-        pve = client(settings.proxmox)
+        pve = client(proxmox)
         try:
             for _ in range(20):
                 ctx = StepContext(settings, Operation.get_by_id(sid), Service.get_by_id(sid),

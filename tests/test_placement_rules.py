@@ -58,7 +58,8 @@ def test_cpu_overcommit_and_storage_free_space_refuse_with_their_own_reason():
 
 def test_a_reservation_counts_once_on_its_node_even_while_its_clone_sits_elsewhere():
     res = _node("pve1") + _node("pve2") + [_vm(300, "pve1", 2)]  # cloned on pve1, for pve2
-    held = [("pve2", "local-lvm", 2048, 2, 20, 300)]
+    held: list[tuple[str, str, int, int, int, int | None]] = [
+        ("pve2", "local-lvm", 2048, 2, 20, 300)]  # rooms' reservations: (..., vmid or None)
     found, _ = rooms(res, ["pve1", "pve2"], NEED, held, PlacementSettings(), set(), set())
     room = {r.node: r for r in found}
     assert room["pve1"].memory == 14 * GiB and room["pve2"].memory == 12 * GiB

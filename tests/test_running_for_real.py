@@ -117,8 +117,9 @@ def test_readme_section_in_order_on_a_fresh_database_and_vhost(shell: Shell) -> 
             continue
         if command == "python -m pvekvm smtp-sink &":
             proc, log = shell.start(command.rstrip(" &"))
-            wait_for(lambda p=proc, log=log: p.poll() is not None
-                     or "accepting mail on" in log.read_text(), 30, "the mail sink")
+            def sink_up(p: subprocess.Popen = proc, log: Path = log) -> bool:
+                return p.poll() is not None or "accepting mail on" in log.read_text()
+            wait_for(sink_up, 30, "the mail sink")
             assert proc.poll() is None, log.read_text()
             continue
         if command.startswith(("python -m workers", "python -m workers.scheduler")):
@@ -131,16 +132,18 @@ def test_readme_section_in_order_on_a_fresh_database_and_vhost(shell: Shell) -> 
             # the shipped settings hold no billing token yet
             port = closed_port()
             proc, log = shell.start(f"python -m pvekvm api --port {port} --workers 1")
-            wait_for(lambda p=proc, port=port: p.poll() is not None or _answers(port), 60,
-                     "the service API")
+            def api_up(p: subprocess.Popen = proc, port: int = port) -> bool:
+                return p.poll() is not None or _answers(port)
+            wait_for(api_up, 60, "the service API")
             assert proc.poll() is None, log.read_text()
             assert "WARNING: no billing token in [api.tokens]" in log.read_text()
             continue
         if command == "python -m producers watch":
             # billing's consumer runs until stopped: started, it binds its queue and waits
             proc, log = shell.start(command)
-            wait_for(lambda p=proc: p.poll() is not None or _consumers(shell, "billing"),
-                     30, "producers watch consuming")
+            def consuming(p: subprocess.Popen = proc) -> bool | int:
+                return p.poll() is not None or _consumers(shell, "billing")
+            wait_for(consuming, 30, "producers watch consuming")
             assert proc.poll() is None, log.read_text()
             continue
         if command == "python -m pvekvm dead-letters":
@@ -186,8 +189,8 @@ def test_readme_section_in_order_on_a_fresh_database_and_vhost(shell: Shell) -> 
     mails = sorted((shell.cwd / "var" / "mail").glob("*.eml"))
     assert len(mails) >= 2 and all(m.stat().st_mode & 0o077 == 0 for m in mails)  # welcome,
     logs = shell.stop_all()                                                       # ready
-    for command, log in logs.items():
-        assert "Traceback" not in log, f"{command}:\n{log}"
+    for command, output in logs.items():
+        assert "Traceback" not in output, f"{command}:\n{output}"
 
 
 def started(shell: Shell, command: str) -> Path:

@@ -116,6 +116,12 @@ def _stored(key: str, n: int) -> dict[int, str]:
     return passwords
 
 
+def _password(key: str, svc: Service) -> str:
+    """The service's password decrypted with the key file ``key``."""
+    assert svc.password_enc is not None, f"service {svc.id} stores no password"
+    return secrets.decrypt(key, svc.password_enc)
+
+
 def _readable_by(key_bytes: bytes, token) -> bool:
     try:
         Fernet(key_bytes).decrypt(bytes(token))
@@ -143,13 +149,14 @@ def test_rotation_re_encrypts_everything_and_drops_the_old_key(clean_db, databas
         for svc in Service.select():
             assert _readable_by(new[0], svc.password_enc)
             assert not _readable_by(old, svc.password_enc)
-            assert secrets.decrypt(key, svc.password_enc) == passwords[svc.id]
+            assert _password(key, svc) == passwords[svc.id]
         assert _readable_by(new[0], DnsProvider.get().settings_enc)
         # the same worker process, without a restart, reads and writes under the new key
         assert _ask(worker, f"read {key} 3005") == "pw-3005"
         token = _ask(worker, f"write {key} fresh")
         assert _readable_by(new[0], token.encode())
     finally:
+        assert worker.stdin is not None
         worker.stdin.close()
         worker.wait(30)
 
@@ -168,12 +175,12 @@ def test_a_rotation_that_crashes_after_a_batch_loses_nothing(clean_db, tmp_path)
     assert len(keys) == 2  # the new key was written first, the old one kept
     rows = list(Service.select().order_by(Service.id))
     assert sum(_readable_by(keys[0], r.password_enc) for r in rows) == 2  # the first batch
-    assert {r.id: secrets.decrypt(key, r.password_enc) for r in rows} == passwords
+    assert {r.id: _password(key, r) for r in rows} == passwords
     # the re-run finishes under the newest key without adding one, then drops the old
     report = keyrotate.rotate(clean_db, key, new_key=False, drop_old=True, batch=2)
     assert report.rewritten == 4 and report.keys_after == 1
     assert secrets.read_keys(key) == keys[:1]
-    assert {r.id: secrets.decrypt(key, r.password_enc) for r in Service.select()} == passwords
+    assert {r.id: _password(key, r) for r in Service.select()} == passwords
 
 
 def test_old_keys_stay_while_a_value_no_key_reads_is_stored(clean_db, tmp_path):
@@ -183,7 +190,7 @@ def test_old_keys_stay_while_a_value_no_key_reads_is_stored(clean_db, tmp_path):
     _service(3100, password_enc=Fernet(Fernet.generate_key()).encrypt(b"foreign"))
     report = keyrotate.rotate(clean_db, key, drop_old=True)
     assert report.unreadable == ["services.3100"] and report.keys_after == 2
-    assert secrets.decrypt(key, Service.get_by_id(3001).password_enc) == "pw-3001"
+    assert _password(key, Service.get_by_id(3001)) == "pw-3001"
 
 
 WORKER = """
@@ -202,7 +209,8 @@ for line in sys.stdin:
 """
 
 
-def _ask(proc: subprocess.Popen, line: str) -> str:
+def _ask(proc: subprocess.Popen[str], line: str) -> str:
+    assert proc.stdin is not None and proc.stdout is not None  # started with PIPEs
     proc.stdin.write(line + "\n")
     proc.stdin.flush()
     return proc.stdout.readline().strip()
@@ -221,4 +229,4 @@ def test_several_hosts_add_the_key_everywhere_before_it_is_used(clean_db, tmp_pa
     assert secrets.read_keys(here)[0] == new and report.keys_after == 2
     for svc in Service.select():  # the other host, with the copied file, reads every value
         assert _readable_by(new, svc.password_enc)
-        assert secrets.decrypt(other, svc.password_enc) == passwords[svc.id]
+        assert _password(other, svc) == passwords[svc.id]

@@ -18,7 +18,7 @@ from pvekvm import catalog, secrets, sshkeys
 from pvekvm.catalog_check import validate
 from pvekvm.config import ROOT, EngineSettings
 from pvekvm.models import Operation, Product, Service
-from pvekvm.wire.orders import InvalidEvent, parse_event
+from pvekvm.wire.orders import CreateEvent, InvalidEvent, parse_event
 from workers.intake import handle_order
 
 
@@ -43,6 +43,7 @@ def _reason(keys: object) -> str:
 def test_accepted_keys_are_kept_in_their_canonical_form():
     event = parse_event(json.dumps({**CREATE, "ssh_keys": [
         f"  {ED25519} alice@laptop ", RSA2048, P521 + " ci key"]}))
+    assert isinstance(event, CreateEvent) and event.ssh_keys is not None
     assert event.ssh_keys == (f"{ED25519} alice@laptop", RSA2048, f"{P521} ci key")
     assert [k.bits for k in sshkeys.parse_keys(list(event.ssh_keys))] == [256, 2048, 521]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pytest
 
@@ -48,7 +49,7 @@ class ApiEnv:
         return self.minted[service_id]
 
 
-def api_settings(base: Settings, **kw: object) -> Settings:
+def api_settings(base: Settings, **kw: Any) -> Settings:
     return replace(base, api=ApiSettings(tokens=(("whmcs", hash_token(BILLING_TOKEN)),), **kw))
 
 

@@ -57,6 +57,9 @@ class ProxyThread:
 class Console:
     """An RFB client through the proxy (security type None: the proxy authenticated to PVE)."""
 
+    width: int  # the framebuffer's, from ServerInit (set by open)
+    height: int
+
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.stream = rfb.Stream(self._recv, ws.send)

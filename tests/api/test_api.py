@@ -7,6 +7,7 @@ import socket
 import time
 from dataclasses import replace
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
 import requests
@@ -63,7 +64,9 @@ def test_service_view_carries_live_state_from_proxmox(api_env: ApiEnv):
             "ptr_published": False} in a["addresses"] and a["hostname"] == svc.hostname
     assert a["live"]["iso"] is None  # nothing in the CD-ROM (no DNS configured: no PTR)
     assert a["operation"] is None and a["proxmox_unreachable"] is False
+    assert svc.vmid is not None
     vm = api_env.sim.vm(svc.vmid)
+    assert vm is not None, f"no VM {svc.vmid} in pvesim"
     assert a["live"]["power"] == vm["status"] == "running"
     assert a["live"]["maxmem_bytes"] == int(vm["config"]["memory"]) * 1024**2
     b = api_env.api.get(f"/v1/services/{SID_B}", TOKEN).json()
@@ -93,6 +96,7 @@ def test_proxmox_down_is_reported_quickly(api_env: ApiEnv, how: str):
         port = dead.getsockname()[1]
         if how == "refused":
             dead.close()
+        assert api_env.settings.proxmox is not None
         pve = ProxmoxSettings(base_url=f"https://127.0.0.1:{port}/api2/json",
                               token_id="root@pam!pvekvm", token_secret="x",
                               ca_bundle=api_env.settings.proxmox.ca_bundle)
@@ -113,6 +117,7 @@ def test_proxmox_down_is_reported_quickly(api_env: ApiEnv, how: str):
 def test_credentials_are_decrypted_and_their_reads_audited(api_env: ApiEnv):
     r = api_env.api.get(f"/v1/services/{SID_A}/credentials", TOKEN)
     svc = Service.get_by_id(SID_A)
+    assert svc.password_enc is not None
     password = secrets.decrypt(api_env.settings.secret_key_file, svc.password_enc)
     assert r.json() == {"service_id": SID_A, "username": svc.username, "password": password}
     row = (AuditLog.select().where((AuditLog.service_id == SID_A)
@@ -192,6 +197,7 @@ def test_console_answers_a_console_token_and_is_refused_when_suspended(api_env: 
     c = r.json()
     assert c["path"] == f"/console/?service={SID_A}&token={c['token']}"
     conn = api_env.settings.proxmox
+    assert conn is not None
     assert conn.token_secret not in r.text and "PVEVNC" not in r.text and "vncticket" not in r.text
     assert c["bound_address"] is None  # billing named no client address
     row = (AuditLog.select().where((AuditLog.service_id == SID_A)
@@ -221,7 +227,7 @@ def test_openapi_document_is_served(api_env: ApiEnv):
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 
-def _api_config(api_env: ApiEnv, path, **overrides: str):
+def _api_config(api_env: ApiEnv, path, **overrides: Any):
     config = write_config(replace(api_env.settings, **overrides), path)
     with config.open("a") as fh:
         fh.write(f'[api.tokens]\nwhmcs = "{hash_token(BILLING_TOKEN)}"\n')
@@ -270,7 +276,7 @@ def test_a_running_operation_shows_with_its_last_step_line(api_env: ApiEnv):
                                                 "service_id": SID_A})
         assert r.status_code == 202
 
-        def in_progress() -> dict | None:
+        def in_progress() -> dict[str, Any] | None:
             op = api.get(f"/v1/services/{SID_A}", TOKEN).json()["operation"]
             return op if op and op["last_step"] else None
         op = wait_until(in_progress, 30, "a step line of the running operation", db=False)
@@ -320,7 +326,9 @@ def test_usage_is_served_per_hour_from_the_accounting_table(api_env: ApiEnv):
     # the service's life began in hour h0 (UTC): an hour before it is an earlier life's
     (offset_s,) = database.execute_sql(
         "SELECT TIMESTAMPDIFF(SECOND, NOW(), UTC_TIMESTAMP())").fetchone()
-    began = Service.get_by_id(SID_A).created_at + timedelta(seconds=int(offset_s))
+    created_at = Service.get_by_id(SID_A).created_at
+    assert created_at is not None
+    began = created_at + timedelta(seconds=int(offset_s))
     h0 = began.replace(minute=0, second=0, microsecond=0)
     TrafficUsage.create(service_id=SID_A, period_start=h0 - timedelta(hours=1),
                         bytes_in=Decimal(999_999), bytes_out=Decimal(999_999))
@@ -373,9 +381,11 @@ def test_extra_addresses_and_a_routed_prefix_in_the_view_and_their_ptrs_for_the_
     for address, row in ((held[(4, 2)].address, held[(4, 2)]), (host6, prefix)):
         r = api.put(f"/v1/services/{sid}/rdns/{address}", mine, json={"hostname": mx})
         assert r.status_code == 202, r.text
-        wait_until(lambda r=r: Operation.get_or_none(
-            (Operation.idempotency_key == r.json()["idempotency_key"])
-            & (Operation.status == "done")), 60, "rdns_set done")
+        def rdns_set_done(r: requests.Response = r) -> Operation | None:
+            return Operation.get_or_none(
+                (Operation.idempotency_key == r.json()["idempotency_key"])
+                & (Operation.status == "done"))
+        wait_until(rdns_set_done, 60, "rdns_set done")
         assert IpAddress.get_by_id(row.id).ptr == mx
     other = f"{prefix.address}2"  # inside the /64, but no PTR of ours
     assert api.put(f"/v1/services/{sid}/rdns/{other}", mine,

@@ -39,8 +39,9 @@ def test_the_api_on_its_own_users_reads_credentials_across_a_key_rotation(
             assert report.keys_after == 1 and secrets.read_keys(key_file) != old_keys
             after = credentials()
             assert after.status_code == 200 and after.json() == before.json()
-            assert secrets.decrypt(key_file, Service.get_by_id(SID_A).password_enc) \
-                == after.json()["password"]
+            password_enc = Service.get_by_id(SID_A).password_enc
+            assert password_enc is not None
+            assert secrets.decrypt(key_file, password_enc) == after.json()["password"]
             # the key file vanishes under the running API: a clear 503, and no key invented
             aside = Path(key_file).rename(tmp_path / "aside.key")
             try:

@@ -42,7 +42,9 @@ def _dead(key: str) -> DeadLetter | None:
 
 
 def _fw(api_env: ApiEnv) -> dict:
-    vm = api_env.sim.vm(int(Service.get_by_id(SID_A).vmid))
+    vmid = Service.get_by_id(SID_A).vmid
+    assert vmid is not None
+    vm = api_env.sim.vm(vmid)
     assert vm is not None
     return vm["firewall"]
 

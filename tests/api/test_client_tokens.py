@@ -15,7 +15,6 @@ import requests
 
 from pvekvm import secrets
 from pvekvm.config import ROOT, ConfigError, load_settings
-from pvekvm.db import database
 from pvekvm.models import (
     AuditLog,
     Backup,
@@ -24,6 +23,7 @@ from pvekvm.models import (
     Operation,
     Service,
     Snapshot,
+    database,
 )
 from tests.api.conftest import BILLING_TOKEN, SID_A, ApiEnv
 from tests.api.server import ApiServer
@@ -116,6 +116,7 @@ def test_a_client_token_ends_with_its_service_and_never_reads_a_reused_id(api_en
     creds = api.get(f"/v1/services/{SID}/credentials", new)
     assert creds.status_code == 200
     svc = Service.get_by_id(SID)
+    assert svc.password_enc is not None
     assert creds.json()["password"] == secrets.decrypt(key, svc.password_enc)
     view = api.get(f"/v1/services/{SID}", new).json()
     assert view["client_id"] == SECOND_CLIENT
@@ -210,6 +211,7 @@ def test_the_audit_log_records_the_peer_not_a_forged_forwarded_for(api_env: ApiE
 def test_a_client_token_is_not_shown_the_engines_proxmox_identity(api_env: ApiEnv):
     """The console answer (issue 27) is a console token for the proxy: no PVE ticket, user,
     task or token, whoever asks."""
+    assert api_env.settings.proxmox is not None
     engine_id = api_env.settings.proxmox.token_id
     for token in (BILLING_TOKEN, api_env.client_token(SID_A)):
         r = api_env.api.post(f"/v1/services/{SID_A}/console", token)

@@ -18,8 +18,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from pvekvm.config import ROOT, ConsoleSettings
-from pvekvm.db import database
-from pvekvm.models import AuditLog, Service
+from pvekvm.models import AuditLog, Service, database
 from tests.api.conftest import BILLING_TOKEN, SID_A, SID_B, ApiEnv
 from tests.api.console_client import Console, ProxyThread
 from workers.testing.harness import all_ready, wait_until
@@ -140,6 +139,8 @@ def test_the_browser_shows_the_vm_screen_and_echoes_typed_keys(api_env, svc_c, p
     from selenium.webdriver.common.action_chains import ActionChains
 
     svc = Service.get_by_id(svc_c)
+    vmid = svc.vmid
+    assert vmid is not None
     r = mint(api_env, svc_c)
     assert r.status_code == 200, r.text
     access = r.json()
@@ -149,8 +150,8 @@ def test_the_browser_shows_the_vm_screen_and_echoes_typed_keys(api_env, svc_c, p
     assert conn.token_secret not in body and conn.token_id not in body and "PVEVNC" not in body
     browser.get(proxy.url + access["path"])
     wait_state(browser, "connected", 15)
-    shot = screen(api_env, svc.vmid)
-    assert shot["name"] == api_env.sim.vm(svc.vmid)["config"]["name"] == shot["lines"][0]
+    shot = screen(api_env, vmid)
+    assert shot["name"] == api_env.sim.vm(vmid)["config"]["name"] == shot["lines"][0]
     # the first frame may still be on its way; if it never matches, the assertion below says
     # so after the screenshot is kept
     with contextlib.suppress(AssertionError):
@@ -162,16 +163,16 @@ def test_the_browser_shows_the_vm_screen_and_echoes_typed_keys(api_env, svc_c, p
     assert img.size == (640, 400)
     assert band_matches(img, shot, 0) > 0.99, "the VM's name is not on the canvas"
     ActionChains(browser).send_keys("ok7").perform()
-    wait_until(lambda: screen(api_env, svc.vmid)["lines"][-1].endswith("login: ok7"), 10,
+    wait_until(lambda: screen(api_env, vmid)["lines"][-1].endswith("login: ok7"), 10,
                "pvesim echoed the keys")
-    shot = screen(api_env, svc.vmid)
+    shot = screen(api_env, vmid)
     last = len(shot["lines"]) - 1
     wait_until(lambda: band_matches(canvas_pixels(browser)[1], shot, last) >= 0.99, 10,
                "the typed keys to show on the canvas", db=False)
     (ARTIFACTS / "console-typed.png").write_bytes(browser.get_screenshot_as_png())
     browser.find_element("id", "cad").click()  # the page's Ctrl-Alt-Del button
     wait_until(lambda: any("[Ctrl-Alt-Del]" in line
-                           for line in screen(api_env, svc.vmid)["lines"]), 10,
+                           for line in screen(api_env, vmid)["lines"]), 10,
                "pvesim got Ctrl-Alt-Del")
     opened = (AuditLog.select().where((AuditLog.service_id == svc_c)
                                       & (AuditLog.event == "console_session_opened"))

@@ -6,7 +6,7 @@ method of the path."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import requests
 
@@ -97,5 +97,5 @@ def test_405_allows_every_method_of_the_path(api_env: ApiEnv):
 def test_every_timestamp_carries_its_utc_offset(api_env: ApiEnv):
     ops = api_env.api.get(f"/v1/services/{SID_A}/operations", TOKEN).json()
     stamps = [op["created_at"] for op in ops] + [s["at"] for op in ops for s in op["steps"]]
-    assert stamps and all(datetime.fromisoformat(t).utcoffset().total_seconds() == 0
+    assert stamps and all(datetime.fromisoformat(t).utcoffset() == timedelta(0)
                           for t in stamps if t is not None), stamps

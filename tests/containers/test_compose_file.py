@@ -138,7 +138,7 @@ def test_listening_ports_are_settings(name):
 
 def test_default_ports_do_not_collide():
     text = (ROOT / "docker-compose.yml").read_text()
-    defaults = {}
+    defaults: dict[str, str] = {}
     for variable, default in VAR.findall(text):
         if variable.endswith("_PORT") and default:
             defaults.setdefault(variable, default)

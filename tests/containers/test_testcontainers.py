@@ -4,6 +4,7 @@ testcontainers of the locally built images, on the host network, answering real 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import pika
@@ -12,11 +13,14 @@ import pytest
 
 from tests import services
 
+if TYPE_CHECKING:
+    from docker.models.containers import Container
+
 pytestmark = pytest.mark.skipif(not services.containers_mode(),
                                 reason="containers mode only (scripts/test --containers)")
 
 
-def _our_containers() -> dict[str, object]:
+def _our_containers() -> dict[str, Container]:
     import docker
 
     client = docker.from_env()

@@ -22,6 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+Answer = tuple[int, dict[str, str], bytes]  # a fake's HTTP answer: status, headers, body
+
 PDNS_API_URL = os.environ.get("PDNS_API_URL", "http://127.0.0.1:8081").rstrip("/")
 PDNS_API_KEY = os.environ.get("PDNS_API_KEY", "pvekvm-test-key")
 PDNS_DNS_PORT = int(os.environ.get("PDNS_DNS_PORT", "5354"))
@@ -220,7 +222,7 @@ class FakeCloudflare(_Base):
         }
 
     @staticmethod
-    def _envelope(status: int, result=None, errors=None, result_info=None) -> tuple:
+    def _envelope(status: int, result=None, errors=None, result_info=None) -> Answer:
         body: dict = {
             "success": not errors,
             "errors": errors or [],
@@ -231,12 +233,12 @@ class FakeCloudflare(_Base):
             body["result_info"] = result_info
         return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
-    def _error(self, status: int, code: int, message: str, violation: bool = True) -> tuple:
+    def _error(self, status: int, code: int, message: str, violation: bool = True) -> Answer:
         if violation:
             self.violation(f"{status} {code} {message}")
         return self._envelope(status, None, [{"code": code, "message": message}])
 
-    def _bad_headers(self, code: int, message: str) -> tuple:
+    def _bad_headers(self, code: int, message: str) -> Answer:
         error = {
             "code": 6003,
             "message": "Invalid request headers",
@@ -244,7 +246,7 @@ class FakeCloudflare(_Base):
         }
         return self._envelope(400, None, [error])
 
-    def _authenticate(self, seen: Seen) -> tuple[str | None, tuple | None]:
+    def _authenticate(self, seen: Seen) -> tuple[str | None, Answer | None]:
         """(who, None) or (None, the error answer). who: "token" or "global"."""
         auth = seen.headers.get("authorization")
         if auth is not None:
@@ -267,7 +269,7 @@ class FakeCloudflare(_Base):
             return "global", None
         return None, self._bad_headers(9106, "Missing X-Auth-Key, X-Auth-Email or Authorization")
 
-    def _page(self, items: list, query: dict) -> tuple | list:
+    def _page(self, items: list, query: dict) -> Answer:
         try:
             page = int(query.get("page", ["1"])[0])
             per_page = int(query.get("per_page", ["100"])[0])
@@ -287,7 +289,7 @@ class FakeCloudflare(_Base):
         }
         return self._envelope(200, chunk, result_info=info)
 
-    def _check_body(self, zone: CfZone, seen: Seen) -> tuple[dict | None, tuple | None]:
+    def _check_body(self, zone: CfZone, seen: Seen) -> tuple[dict | None, Answer | None]:
         if not seen.headers.get("content-type", "").startswith("application/json"):
             return None, self._error(400, 6003, "Invalid request headers: need application/json")
         try:
@@ -362,6 +364,7 @@ class FakeCloudflare(_Base):
             body, err = self._check_body(zone, seen)
             if err:
                 return err
+            assert body is not None  # _check_body answers one or the other
             for rec in zone.records.values():
                 if (rec["name"], rec["type"], rec["content"]) == (
                     body["name"],
@@ -392,6 +395,7 @@ class FakeCloudflare(_Base):
                 body, err = self._check_body(zone, seen)
                 if err:
                     return err
+                assert body is not None  # _check_body answers one or the other
                 rec = dict(zone.records[rid])
                 if seen.method == "PUT":
                     rec.update(ttl=1, proxied=False)

@@ -36,7 +36,7 @@ HOST = "web1.vps.example.net"
 def receiver():
     secret = new_secret()
     r = DnsReceiver(secret, (FORWARD, REV24, CLASSLESS, REV6))
-    r.secret = secret  # type: ignore[attr-defined]
+    r.secret = secret
     yield r
     r.close()
 

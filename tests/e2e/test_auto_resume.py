@@ -8,8 +8,9 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
+from typing import cast
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -78,8 +79,10 @@ def test_a_deploy_paused_by_a_proxmox_outage_finishes_by_itself_once_proxmox_ans
             _order(client, [8501])
             op = wait_until(lambda: _paused(8501), 60, "the deploy to pause")
             assert op.pause_dependency == "proxmox" and op.auto_resumes == 0
+            assert op.auto_resume_at is not None and op.paused_at is not None
             assert op.auto_resume_at > datetime.now() + timedelta(minutes=50)  # the backoff
-            wait_until(lambda: op.paused_at <= datetime.now() - timedelta(seconds=1), 5,
+            paused_at = op.paused_at
+            wait_until(lambda: paused_at <= datetime.now() - timedelta(seconds=1), 5,
                        "a job interval since the pause")
             # while Proxmox is down, the job's probe fails: nothing resumes
             assert autoresume.resume_due(settings, publisher) == 0
@@ -112,13 +115,14 @@ def test_a_flapping_proxmox_resumes_an_operation_at_most_once_per_job_interval(
             OrderClient(settings.amqp_url, settings.namespace) as client:
         _order(client, [8551])
         op = wait_until(lambda: _paused(8551), 60, "the deploy to pause")
-        assert op.pause_dependency == "proxmox"
+        assert op.pause_dependency == "proxmox" and op.paused_at is not None
         early = op.paused_at + timedelta(seconds=29)
         assert autoresume.resume_due(settings, publisher, now=early) == 0  # too soon
         settled = op.paused_at + timedelta(seconds=30)
         assert autoresume.resume_due(settings, publisher, now=settled) == 1
-        again = wait_until(lambda: (o := _paused(8551)) and o.auto_resumes == 1 and o, 60,
-                           "paused again after the auto-resume")
+        again = wait_until(lambda: o if (o := _paused(8551)) and o.auto_resumes == 1 else None,
+                           60, "paused again after the auto-resume")
+        assert again.paused_at is not None
         assert again.paused_at > op.paused_at and again.paused_since == op.paused_since
         assert autoresume.resume_due(settings, publisher, now=settled) == 0  # counted: once
         later = again.paused_at + timedelta(seconds=30)
@@ -139,11 +143,13 @@ def test_a_pause_after_progress_starts_its_backoff_and_time_limit_afresh(setting
             OrderClient(settings.amqp_url, settings.namespace) as client:
         _order(client, [8561])
         first = wait_until(lambda: _paused(8561), 60, "the deploy to pause at the clone")
+        assert first.paused_at is not None
         sim.set_faults(error_rate=1.0, error_status=503, error_path="POST .*/status/start")
         assert autoresume.resume_due(settings, publisher,
                                      now=first.paused_at + timedelta(seconds=2)) == 1
-        second = wait_until(lambda: (o := _paused(8561)) and o.state != first.state and o,
-                            60, "the deploy to pause again further on")
+        second = wait_until(lambda: o if (o := _paused(8561)) and o.state != first.state
+                            else None, 60, "the deploy to pause again further on")
+        assert second.paused_since is not None and first.paused_since is not None
         assert second.auto_resumes == 0 and second.paused_since > first.paused_since
         sim.set_faults()
         assert admin.resume_many(settings).endswith("resumed 1 paused operation(s)")
@@ -159,10 +165,10 @@ def test_a_fault_that_keeps_coming_back_gives_up_after_auto_resume_for_h(setting
         with InProcessWorkers(settings, concurrency=2), \
                 OrderClient(settings.amqp_url, settings.namespace) as client:
             _order(client, [8601])
-            op = wait_until(lambda: (o := _paused(8601)) and o.auto_resume_at is None and o,
-                            60, "auto-resume to give up")
+            op = wait_until(lambda: o if (o := _paused(8601)) and o.auto_resume_at is None
+                            else None, 60, "auto-resume to give up")
             assert op.auto_resumes == 1 and op.pause_dependency is None
-            assert "injected task failure" in op.error
+            assert op.error is not None and "injected task failure" in op.error
             events = billing.wait_for(
                 lambda e: e["type"] == "operation.paused" and not e["auto_resume"], 10,
                 "billing told it waits for an operator")
@@ -186,8 +192,10 @@ def test_a_fault_that_keeps_coming_back_gives_up_after_auto_resume_for_h(setting
 
 def _steps_done_twice(op_ids: list[int]) -> dict[tuple[int, str], int]:
     """(operation, state) whose step was recorded done more than once (should be none)."""
-    done = Counter(StepRun.select(StepRun.operation_id, StepRun.from_state).where(
-        StepRun.operation_id.in_(op_ids) & StepRun.result.in_(DONE_RESULTS)).tuples())
+    # cast: peewee-stubs type .tuples() as the model query (its rows as StepRun objects)
+    done = Counter(cast(Iterable[tuple[int, str]], StepRun.select(
+        StepRun.operation_id, StepRun.from_state).where(
+        StepRun.operation_id.in_(op_ids) & StepRun.result.in_(DONE_RESULTS)).tuples()))
     assert done, "no step recorded at all"
     return {k: n for k, n in done.items() if n > 1}
 
@@ -208,7 +216,9 @@ def _pause_some(settings, sim, sids) -> list[Operation]:
         except AssertionError as exc:
             raise AssertionError(f"{exc}: {describe_ops(sids)}") from None
     sim.set_faults()
-    return [_paused(s) for s in sids]
+    ops = [_paused(s) for s in sids]
+    assert all(ops), "an operation was no longer paused once its workers stopped"
+    return [o for o in ops if o is not None]
 
 
 def _due_now(ops: list[Operation]) -> None:
@@ -301,8 +311,10 @@ def test_a_deploy_paused_by_the_mail_relay_resumes_once_the_relay_answers(
                 OrderClient(settings.amqp_url, settings.namespace) as client:
             _order(client, [8901])
             op = wait_until(lambda: _paused(8901), 60, "the deploy to pause on mail")
+            assert op.error is not None and op.paused_at is not None
             assert op.pause_dependency == "mail" and op.error.startswith("mail: ")
-            wait_until(lambda: op.paused_at <= datetime.now() - timedelta(seconds=1), 5,
+            paused_at = op.paused_at
+            wait_until(lambda: paused_at <= datetime.now() - timedelta(seconds=1), 5,
                        "a job interval since the pause")
             assert autoresume.resume_due(settings, publisher) == 0  # the probe: still down
             monkeypatch.setattr(smtp_sink, "_free_port", lambda host: sink.port)

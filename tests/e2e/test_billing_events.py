@@ -56,6 +56,7 @@ def test_a_deploy_tells_billing_accepted_then_ready_with_its_addresses(settings,
     assert [e["type"] for e in events].index("operation.accepted") < \
         [e["type"] for e in events].index("service.ready")
     assert len(_of(events, "operation.completed", 7201)) == 1
+    assert svc.password_enc is not None
     password = secrets.decrypt(settings.secret_key_file, svc.password_enc)
     for raw in billing_queue.raw:  # never a secret in an event
         assert password.encode() not in raw and b"password" not in raw.lower()
@@ -147,7 +148,9 @@ def test_a_failed_restore_offers_the_client_its_way_out_and_each_choice_is_accep
         wait_until(all_ready([sid]), 60, "deploy")
         for note in ("older", "newer"):
             billing.backup_create(service_id=sid, note=note)
-            wait_until(lambda n=note: Backup.get_or_none(note=n), 30, f"backup {note}")
+            def backed_up(n: str = note) -> Backup | None:
+                return Backup.get_or_none(note=n)
+            wait_until(backed_up, 30, f"backup {note}")
         older, newer = (Backup.get(note=n) for n in ("older", "newer"))
         sim.proxmox().nodes(newer.node).storage(newer.storage).content(newer.volid).delete()
         billing.backup_restore(service_id=sid, backup_id=newer.id)

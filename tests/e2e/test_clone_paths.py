@@ -56,6 +56,7 @@ def test_a_copy_on_the_target_node_is_cloned_there_onto_the_product_storage(sett
     clones = _clone_tasks(sim)
     for sid, node, copy in ((7101, "pve2", 9010), (7102, "pve3", 9020)):
         svc = Service.get_by_id(sid)
+        assert svc.vmid is not None
         vm = sim.vm(svc.vmid)
         assert vm["node"] == node == svc.node and vm["status"] == "running"
         assert not {"qmigrate", "qmmove"} & set(_tasks_of(sim, svc.vmid))  # no migration
@@ -79,6 +80,7 @@ def test_linked_clone_from_the_copy_and_the_copy_cannot_be_removed_meanwhile(set
         wait_until(all_ready([7201]), 60, "ready")
 
     svc = Service.get_by_id(7201)
+    assert svc.vmid is not None
     vm = sim.vm(svc.vmid)
     assert vm["node"] == "pve2" and vm["status"] == "running"
     assert vm["config"]["scsi0"].startswith(f"local-lvm:base-9010-disk-0/vm-{svc.vmid}-disk-")
@@ -111,6 +113,7 @@ def test_a_copy_on_shared_storage_is_cloned_to_the_target_node_and_moved(setting
         wait_until(all_ready([7401]), 60, "ready")
 
     svc = Service.get_by_id(7401)
+    assert svc.vmid is not None
     vm = sim.vm(svc.vmid)
     assert vm["node"] == "pve2" and vm["status"] == "running"
     assert vm["config"]["scsi0"].startswith(f"local-lvm:vm-{svc.vmid}-disk-")

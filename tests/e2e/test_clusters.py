@@ -128,6 +128,7 @@ def test_orders_deploy_in_the_location_they_name_and_others_are_refused(fleet, f
                    "the order for a cluster the engine does not serve refused")
     fra, ams = Service.get_by_id(9601), Service.get_by_id(9602)
     assert (fra.cluster, ams.cluster) == ("default", "ams")
+    assert fra.vmid is not None and ams.vmid is not None
     # each VM in its own cluster only; one VMID is given once in the whole fleet
     assert _ours(fleet_sims["default"]) == {fra.vmid}
     assert _ours(fleet_sims["ams"]) == {ams.vmid}
@@ -152,6 +153,7 @@ def test_orders_deploy_in_the_location_they_name_and_others_are_refused(fleet, f
     metrics.register_database_gauges()
     server = metrics.MetricsServer(0, "127.0.0.1").start()
     try:
+        assert server.port is not None
         seen = scrape(server.port)
     finally:
         server.stop()

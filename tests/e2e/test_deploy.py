@@ -39,6 +39,7 @@ def test_one_order_becomes_a_running_vm_with_every_package_value(settings, sim, 
     assert {e["cidr"].split("/")[0] for e in ipset["entries"]} == {v4, v6}
     assert vm["status"] == "running"
 
+    assert svc.password_enc is not None
     password = secrets.decrypt(settings.secret_key_file, svc.password_enc)
     assert password.encode() not in bytes(svc.password_enc)
     welcome = sink.wait_for(lambda m: "5546" in m.body and "creat" in m.subject.lower(), 5)

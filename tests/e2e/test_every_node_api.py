@@ -5,7 +5,7 @@ and the daemons' workers (pvesim/limits.py). Nothing is lost, nothing is done tw
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
@@ -138,14 +138,13 @@ def test_slow_each_node_api_in_turn_down_under_a_burst_of_worker_processes(setti
     workers = [SubprocessWorker(config, concurrency=4, log=log).start() for _ in range(2)]
     try:
         _order(settings, sids)
+        def ready_at_least(n: int) -> Callable[[], bool]:
+            return lambda: Service.select().where(Service.id.in_(list(sids))
+                                                  & (Service.status == "ready")).count() >= n
         for i, node in enumerate(("pve1", "pve2", "pve3")):
-            wait_until(lambda i=i: Service.select().where(Service.id.in_(list(sids))
-                                                          & (Service.status == "ready"))
-                       .count() >= 3 * i, 120, f"progress before {node} goes down")
+            wait_until(ready_at_least(3 * i), 120, f"progress before {node} goes down")
             sim.set_api(node, False)
-            wait_until(lambda i=i: Service.select().where(Service.id.in_(list(sids))
-                                                          & (Service.status == "ready"))
-                       .count() >= 3 * i + 3, 120, f"progress while {node} is down")
+            wait_until(ready_at_least(3 * i + 3), 120, f"progress while {node} is down")
             sim.set_api(node, True)
         try:
             wait_until(all_ready(sids), 180, "the whole burst ready")

@@ -13,7 +13,7 @@ from workers.intake import handle_order
 from workers.testing.harness import wait_until
 
 
-def _run(settings, op: Operation, step) -> object:
+def _run(settings, op: Operation, step) -> Done:
     """Run ``step`` until it is Done, letting its tasks finish as the engine would."""
     after_task = False
     pve = client(settings.proxmox)
@@ -24,7 +24,9 @@ def _run(settings, op: Operation, step) -> object:
         if isinstance(result, Done):
             return result
         if isinstance(result, Wait):
-            wait_until(lambda r=result: not pve.task_status(r.node, r.upid).running, 10, "task")
+            def task_ended(r: Wait = result) -> bool:
+                return not pve.task_status(r.node, r.upid).running
+            wait_until(task_ended, 10, "task")
             assert pve.task_status(result.node, result.upid).ok
             after_task = True
         else:

@@ -7,6 +7,7 @@ change it, a terminated one may not."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from producers.api import OrderClient
 from pvekvm import secrets
@@ -46,8 +47,9 @@ def test_the_next_mail_after_a_language_change_is_in_the_new_language(settings, 
             wait_until(lambda: _done("language_change"), 30, "language_change done")
             assert Service.get_by_id(SID).language == "ar"
             for kind in ("operation.accepted", "operation.completed"):
-                got = events.wait_for(lambda e, kind=kind: e["type"] == kind
-                                      and e.get("kind") == "language_change", 10, kind)
+                def of_kind(e: dict[str, Any], kind: str = kind) -> bool:
+                    return e["type"] == kind and e.get("kind") == "language_change"
+                got = events.wait_for(of_kind, 10, kind)
                 assert got["language"] == "ar" and got["service_id"] == SID
                 assert got["idempotency_key"] == order.idempotency_key
             done = events.wait_for(lambda e: e["type"] == "operation.completed"
@@ -65,8 +67,9 @@ def test_the_next_mail_after_a_language_change_is_in_the_new_language(settings, 
 
             billing.reset_password(service_id=SID)
             wait_until(lambda: _done("reset_password"), 60, "reset_password done")
-            password = secrets.decrypt(settings.secret_key_file,
-                                       Service.get_by_id(SID).password_enc)
+            password_enc = Service.get_by_id(SID).password_enc
+            assert password_enc is not None
+            password = secrets.decrypt(settings.secret_key_file, password_enc)
             mail = sink.wait_for(lambda m: password in m.body, 5)
             assert Service.get_by_id(SID).language == "ar"  # the refused order changed nothing
 

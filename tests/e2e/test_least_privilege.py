@@ -39,7 +39,7 @@ def test_a_deploy_runs_with_each_party_on_its_own_user(settings, amqp_url, datab
                 event = json.loads(body) if method else None
                 return event if event and event["type"] == "service.ready" else None
             event = wait_until(ready, 30, "service.ready on billing's queue", db=False)
-            assert event["service_id"] == 7301  # type: ignore[index]
+            assert event["service_id"] == 7301
             assert Service.get_by_id(7301).status == "ready"
         finally:
             dbmod.bind(database_url)

@@ -30,6 +30,12 @@ def _cfg(sim, svc: Service) -> dict:
     return sim.proxmox().nodes(svc.node).qemu(svc.vmid).config.get()
 
 
+def _password(settings, svc: Service) -> str:
+    """The service's password, decrypted."""
+    assert svc.password_enc is not None, f"service {svc.id} stores no password"
+    return secrets.decrypt(settings.secret_key_file, svc.password_enc)
+
+
 def test_a_vm_through_its_whole_life(settings, sim, sink):
     with InProcessWorkers(settings, concurrency=4), \
             OrderClient(settings.amqp_url, settings.namespace) as billing:
@@ -37,13 +43,14 @@ def test_a_vm_through_its_whole_life(settings, sim, sink):
         wait_until(all_ready([SID]), 60, "deploy")
         svc = Service.get_by_id(SID)
         vmid, mac = svc.vmid, svc.macaddr
+        assert mac is not None
         ip = IpAddress.get((IpAddress.service_id == SID) & (IpAddress.version == 4)).address
 
         billing.snapshot_create(service_id=SID, name="before_upgrade")
         _wait("snapshot_create")
         assert "before_upgrade" in sim.vm(vmid)["snapshots"]
-        assert Snapshot.get(Snapshot.service_id == SID).expires_at > Snapshot.get(
-            Snapshot.service_id == SID).created_at
+        snapshot = Snapshot.get(Snapshot.service_id == SID)
+        assert snapshot.created_at is not None and snapshot.expires_at > snapshot.created_at
 
         billing.backup_create(service_id=SID, note="first")
         _wait("backup_create")
@@ -59,11 +66,10 @@ def test_a_vm_through_its_whole_life(settings, sim, sink):
         assert "tag=200" in cfg["net0"] and svc.product_id == Product.get(name="vps-large").id
         assert sim.vm(vmid)["status"] == "running" and svc.status == "ready"
 
-        old_password = secrets.decrypt(settings.secret_key_file, svc.password_enc)
+        old_password = _password(settings, svc)
         billing.reset_password(service_id=SID)
         _wait("reset_password")
-        new_password = secrets.decrypt(settings.secret_key_file,
-                                       Service.get_by_id(SID).password_enc)
+        new_password = _password(settings, Service.get_by_id(SID))
         assert new_password != old_password
         mail = sink.wait_for(lambda m: new_password in m.body, 5)
         assert mail.rcpt_tos == ["o@example.com"]

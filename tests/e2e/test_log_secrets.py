@@ -45,7 +45,9 @@ def test_no_secret_reaches_any_log_of_a_vm_lifecycle(settings, sink):
     passwords: list[str] = []
 
     def password() -> str:
-        return secrets.decrypt(settings.secret_key_file, Service.get_by_id(SID).password_enc)
+        password_enc = Service.get_by_id(SID).password_enc
+        assert password_enc is not None
+        return secrets.decrypt(settings.secret_key_file, password_enc)
 
     try:
         with InProcessWorkers(settings, concurrency=4), \

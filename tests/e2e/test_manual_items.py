@@ -60,8 +60,8 @@ def _disks(sim, vmid: int) -> dict[str, str]:
 
 
 def _volumes_of(sim, vmid: int, node: str, storage: str, content: str = "images") -> list[str]:
-    content = sim.proxmox().nodes(node).storage(storage).content.get(content=content)
-    return [v["volid"] for v in content if v.get("vmid") == vmid]
+    volumes = sim.proxmox().nodes(node).storage(storage).content.get(content=content)
+    return [v["volid"] for v in volumes if v.get("vmid") == vmid]
 
 
 # --- packages and storage ---------------------------------------------------------------------
@@ -71,6 +71,7 @@ def test_change_package_migrates_the_vm_and_moves_its_disks(settings, sim, billi
     _product("far-lvm", target_node="pve3", target_storage="local-lvm")
     svc = _deploy(billing, 801, "vps-small")
     vmid = svc.vmid
+    assert vmid is not None
     assert (sim.vm(vmid)["node"], _disks(sim, vmid)) == ("pve2", {"scsi0": "local-lvm"})
 
     billing.change_package(service_id=801, product="far-nfs")  # other node and storage
@@ -95,6 +96,7 @@ def test_change_package_migrates_the_vm_and_moves_its_disks(settings, sim, billi
 def test_deploy_on_the_template_node_honours_the_target_storage(settings, sim, billing):
     _product("home-nfs", target_node="pve1", target_storage="nfs-shared")  # template: pve1/lvm
     svc = _deploy(billing, 802, "home-nfs")
+    assert svc.vmid is not None
     assert sim.vm(svc.vmid)["node"] == "pve1"
     assert _disks(sim, svc.vmid) == {"scsi0": "nfs-shared"}
     assert _volumes_of(sim, svc.vmid, "pve1", "local-lvm") == []
@@ -119,6 +121,7 @@ def test_a_terminated_services_vmid_is_never_given_out_again(settings, sim, bill
 
 def test_a_restore_brings_back_the_os_user_and_password_of_the_backup(settings, sim, billing):
     svc = _deploy(billing, 805, "vps-small")
+    assert svc.password_enc is not None
     debian, password = svc.template_id, secrets.decrypt(settings.secret_key_file, svc.password_enc)
     billing.backup_create(service_id=805)
     _wait_op(805, "backup_create")
@@ -133,12 +136,14 @@ def test_a_restore_brings_back_the_os_user_and_password_of_the_backup(settings, 
     svc = Service.get_by_id(805)
     assert sim.vm(svc.vmid)["config"]["ciuser"] == "debian"  # the VM is the backed-up one
     assert (svc.template_id, svc.username) == (debian, "debian")
+    assert svc.password_enc is not None
     assert secrets.decrypt(settings.secret_key_file, svc.password_enc) == password
 
 
 def test_a_deleted_backup_leaves_the_storage_and_the_list_and_only_its_owner_may_delete(
         settings, sim, billing):
     svc = _deploy(billing, 806, "vps-small")
+    assert svc.vmid is not None
     _deploy(billing, 807, "vps-small")
     billing.backup_create(service_id=806)
     _wait_op(806, "backup_create")

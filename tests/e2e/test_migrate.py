@@ -5,6 +5,7 @@ node with ``python -m pvekvm node drain`` while orders keep arriving."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -23,7 +24,7 @@ from workers.testing.harness import (
 )
 
 
-def _finished(sid: int, kind: str = "migrate", count: int = 1):
+def _finished(sid: int, kind: str = "migrate", count: int = 1) -> Callable[[], list[Operation]]:
     def check() -> list[Operation]:
         ops = list(Operation.select().where((Operation.service_id == sid)
                                             & (Operation.kind == kind)
@@ -38,7 +39,7 @@ def _wait_finished(sid: int, kind: str = "migrate", count: int = 1) -> Operation
         ops = wait_until(_finished(sid, kind, count), 60, f"{kind} of {sid}")
     except AssertionError:
         raise AssertionError(describe_ops([sid])) from None
-    return sorted(ops, key=lambda o: o.id)[-1]  # type: ignore[attr-defined]
+    return sorted(ops, key=lambda o: o.id)[-1]
 
 
 def _tasks(sim, vmid: int, wtype: str) -> list:
@@ -67,6 +68,7 @@ def test_a_running_vm_moves_live_a_stopped_one_offline_and_billing_hears_the_nod
         billing.backup_create(service_id=501)  # on storage "backup", shared
         _wait_finished(501, "backup_create")
         ip = IpAddress.get((IpAddress.service_id == 501) & (IpAddress.version == 4)).address
+        assert live.vmid is not None and live.macaddr is not None
 
         # --node: the operator's target, live (the VM runs throughout: no stop task)
         billing.migrate(service_id=501, node="pve3")
@@ -102,7 +104,7 @@ def test_a_running_vm_moves_live_a_stopped_one_offline_and_billing_hears_the_nod
         # a node that cannot take it: refused with the reason, the VM untouched
         billing.migrate(service_id=502, node="pve9")
         op = _wait_finished(502, count=2)
-        assert op.status == "failed" and "pve9" in op.error
+        assert op.status == "failed" and op.error is not None and "pve9" in op.error
         assert sim.vm(cold.vmid)["node"] == "pve1"
     billing_events.close()
 
@@ -120,6 +122,7 @@ def test_a_local_iso_is_detached_because_pve_cannot_migrate_it(settings, sim):
         billing.create(service_id=511, client_id=5, product="vps-small", email="m@example.com")
         wait_until(all_ready([511]), 60, "deploy")
         svc = Service.get_by_id(511)
+        assert svc.vmid is not None
         boot = _cfg(sim, "pve2", svc.vmid).get("boot")
         billing.iso_mount(service_id=511, iso=iso)
         assert _wait_finished(511, "iso_mount").status == "done"

@@ -59,6 +59,7 @@ def test_a_deploy_moves_the_worker_metrics_and_mails_the_client_in_german(settin
     with InProcessWorkers(observed, concurrency=4) as workers, \
             OrderClient(settings.amqp_url, settings.namespace) as billing:
         port = workers.proc.metrics.port
+        assert port is not None, "the metrics server did not start"
         before = scrape(port)
         billing.create(service_id=SID, client_id=3, product="vps-small",
                        email="kunde@example.com", language="de")
@@ -66,8 +67,8 @@ def test_a_deploy_moves_the_worker_metrics_and_mails_the_client_in_german(settin
             wait_until(all_ready([SID]), 60, "deploy")
         except AssertionError:
             raise AssertionError(describe_ops([SID])) from None
-        after = wait_until(lambda: (s := scrape(port)) and moved(
-            before, s, "pvekvm_messages_total", pool="mail") >= 1 and s, 10, "mail counted")
+        after = wait_until(lambda: s if (s := scrape(port)) and moved(
+            before, s, "pvekvm_messages_total", pool="mail") >= 1 else None, 10, "mail counted")
 
     runs = list(StepRun.select())
     by_result: dict[str, int] = defaultdict(int)
@@ -129,7 +130,9 @@ def test_queued_messages_say_what_they_are_and_the_scheduler_reports_the_databas
             op = wait_until(lambda: Operation.get_or_none(service_id=SID + 1), 10, "intake")
             dead = wait_until(lambda: DeadLetter.get_or_none(), 10, "refused order")
         assert "field 'language'" in dead.reason
-        pool = MACHINES["deploy"].at(op.state).pool
+        at = MACHINES["deploy"].at(op.state)
+        assert at is not None, f"deploy has no state {op.state}"
+        pool = at.pool
         _, props, body = _get(ch, topo.step_queue(pool))
         assert json.loads(body)["op"] == op.id
         assert (props.app_id, props.type, props.correlation_id) == (
@@ -144,6 +147,7 @@ def test_queued_messages_say_what_they_are_and_the_scheduler_reports_the_databas
     metrics.register_database_gauges()
     server = metrics.MetricsServer(0, "127.0.0.1").start()
     try:
+        assert server.port is not None
         seen = scrape(server.port)
     finally:
         server.stop()

@@ -58,8 +58,9 @@ def test_create_then_terminate_at_once_leaves_no_vm(settings, sim):
                            email="o@example.com")
             billing.terminate(service_id=sid)
         for sid in (7101, 7102, 7103):
-            wait_until(lambda s=sid: _status(s) == "terminated", 60,
-                       f"{sid} terminated: {describe_ops([sid])}")
+            def terminated(s: int = sid) -> bool:
+                return _status(s) == "terminated"
+            wait_until(terminated, 60, f"{sid} terminated: {describe_ops([sid])}")
         assert [o.kind for o in _ops(7101)] == ["deploy", "terminate"]
     assert sim.proxmox().cluster.resources.get(type="vm") == [] or all(
         r.get("template") for r in sim.proxmox().cluster.resources.get(type="vm"))
@@ -115,7 +116,7 @@ def test_an_event_for_a_service_that_never_comes_is_refused_after_the_hold(setti
         billing.suspend(service_id=7140)
         held = wait_until(lambda: HeldEvent.get_or_none(HeldEvent.service_id == 7140), 30,
                           "the suspend to be held")
-        assert held.expires_at > held.received_at
+        assert held.received_at is not None and held.expires_at > held.received_at
         pub = messaging.Publisher(settings.amqp_url, messaging.Topology(settings.namespace))
         try:
             wait_until(lambda: refuse_expired_held(pub), 10, "the hold to expire")
@@ -142,7 +143,8 @@ def test_a_refused_action_is_recorded_and_later_events_still_run(settings, sim):
         reasons = [d.reason for d in DeadLetter.select().order_by(DeadLetter.id)]
         assert any("snapshot limit reached (1/1)" in r for r in reasons), reasons
         rollback = next(o for o in _ops(7150) if o.kind == "snapshot_rollback")
-        assert rollback.status == "failed" and "snapshot never does not exist" in rollback.error
+        assert rollback.status == "failed" and rollback.error is not None
+        assert "snapshot never does not exist" in rollback.error
         assert any("backup 99999 does not belong" in r for r in reasons), reasons
         assert sim.vm(svc.vmid)["status"] == "stopped"
 
@@ -155,7 +157,8 @@ def test_a_step_refusal_fails_at_once_and_frees_the_service(settings, sim):
         billing.terminate(service_id=7160)
         wait_until(lambda: _status(7160) == "terminated", 60, describe_ops([7160]))
         mount = next(o for o in _ops(7160) if o.kind == "iso_mount")
-        assert mount.status == "failed" and "not found on storage" in mount.error
+        assert mount.status == "failed" and mount.error is not None
+        assert "not found on storage" in mount.error
         assert mount.active_service is None
         assert sim.vm(svc.vmid) is None
 
@@ -181,7 +184,8 @@ def test_cancel_frees_a_paused_service_and_says_where_the_vm_is(settings, sim):
         assert f"VM {svc.vmid} on {svc.node}: running" in out
         wait_until(lambda: _status(7170) == "terminated", 60, describe_ops([7170]))
         snap = next(o for o in _ops(7170) if o.kind == "snapshot_create")
-        assert snap.status == "cancelled" and "cancelled by operator" in snap.error
+        assert snap.status == "cancelled" and snap.error is not None
+        assert "cancelled by operator" in snap.error
         assert "no paused operation" in admin.cancel(settings, "7170")
 
 

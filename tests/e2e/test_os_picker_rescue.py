@@ -64,6 +64,7 @@ def test_picker_iso_reinstall_and_rescue_end_to_end(rescue_settings, sim):
         wait_until(all_ready([SID]), 60, "deploy")
         svc = Service.get_by_id(SID)
         vmid, node = svc.vmid, svc.node
+        assert vmid is not None and node is not None
         billing.reinstall(service_id=SID, template="almalinux-9", idempotency_key="rs-unoffered")
         assert "not offered by product 'vps-small'" in _refused(events, "rs-unoffered")
 

@@ -201,7 +201,7 @@ def test_a_package_change_applies_the_new_package_rate_or_its_overage_rate(setti
             assert _net0(sim, 6405)["rate"] == "2"  # vps-large's overage rate: still over
             assert Service.get_by_id(6405).throttled_period == overage.period_of(period)
             note = StepRun.get((StepRun.service_id == 6405) & (StepRun.from_state == "cp_network"))
-            assert "throttled" in note.message
+            assert note.message is not None and "throttled" in note.message
             assert overage_pass.run_once(pub, now=overage.now_utc()).started == 0
 
             billing.change_package(service_id=6405, product="vps-unmetered")

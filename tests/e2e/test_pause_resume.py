@@ -29,7 +29,7 @@ def test_failing_tasks_pause_at_the_last_good_state_and_resume_finishes(settings
                                                       & (Operation.status == "paused")),
                         60, "the operation to pause")
         assert op.state == "welcome_sent"  # the clone never succeeded: last good state
-        assert "injected task failure" in op.error
+        assert op.error is not None and "injected task failure" in op.error
         retries = StepRun.select().where((StepRun.operation_id == op.id)
                                          & (StepRun.result == "retry")).count()
         assert retries == 2
@@ -54,6 +54,7 @@ def test_sigterm_finishes_the_message_in_hand_and_exits(settings, sim, tmp_path)
                                email="t@example.com")
         wait_until(lambda: Operation.select().where(Operation.state != "new").count() >= 3,
                    30, "work in progress")
+        assert worker.proc is not None  # started
         worker.proc.send_signal(signal.SIGTERM)
         assert worker.proc.wait(30) == 0
     finally:

@@ -21,7 +21,7 @@ class CountingApi:
 def _client(connection: dict) -> tuple[Proxmox, CountingApi]:
     pve = Proxmox(ProxmoxSettings.from_connection(connection))
     counting = CountingApi(pve._api)
-    pve._api = counting  # type: ignore[assignment]
+    pve._api = counting
     return pve, counting
 
 

@@ -117,6 +117,13 @@ def _op(sid: int, kind: str, n: int = 1) -> Operation | None:
     return ops[n - 1] if len(ops) >= n else None
 
 
+def _op_of(sid: int, kind: str, n: int = 1) -> Operation:
+    """The n-th operation of that kind, which the test knows exists."""
+    op = _op(sid, kind, n)
+    assert op is not None, f"service {sid} has no operation {kind} #{n}"
+    return op
+
+
 def _finished(sid: int, kind: str, n: int = 1):
     return lambda: (op := _op(sid, kind, n)) is not None and op.status in ("done", "failed")
 
@@ -159,9 +166,9 @@ def test_a_proxmox_refusal_fails_at_once_and_the_next_operation_runs(settings, s
         wait_until(lambda: Service.get_by_id(7302).status == "suspended", 30,
                    describe_ops([7302]))
         failed = [billing_queue.wait_for(
-            lambda e, n=n: e["type"] == "operation.failed" and e["operation_id"] == _op(
+            lambda e, n=n: e["type"] == "operation.failed" and e["operation_id"] == _op_of(
                 7302, "snapshot_create", n).id, 30, "operation.failed") for n in (1, 2)]
-    first, second = _op(7302, "snapshot_create", 1), _op(7302, "snapshot_create", 2)
+    first, second = _op_of(7302, "snapshot_create", 1), _op_of(7302, "snapshot_create", 2)
     assert first.status == second.status == "failed"
     assert first.error == f"Proxmox refused: {RESERVED}" and first.attempt == 0
     assert second.error == ("Proxmox refused: Parameter verification failed. "
@@ -182,10 +189,10 @@ def test_a_locked_vm_is_still_retried_and_the_snapshot_then_made(settings, sim):
         billing.snapshot_create(service_id=7303, name="nightly")
         wait_until(lambda: (op := _op(7303, "snapshot_create")) is not None and op.attempt >= 2,
                    30, describe_ops([7303]))
-        assert _op(7303, "snapshot_create").status == "running"
+        assert _op_of(7303, "snapshot_create").status == "running"
         sim.set_faults()
         wait_until(_finished(7303, "snapshot_create"), 30, describe_ops([7303]))
-    assert _op(7303, "snapshot_create").status == "done"
+    assert _op_of(7303, "snapshot_create").status == "done"
     assert "nightly" in sim.vm(vmid)["snapshots"]
 
 
@@ -201,8 +208,9 @@ def test_a_snapshot_of_that_name_this_order_did_not_make_is_refused_not_adopted(
         billing.snapshot_create(service_id=7304, name="nightly")
         billing.snapshot_create(service_id=7304, name="mine")
         wait_until(_finished(7304, "snapshot_create", 2), 30, describe_ops([7304]))
-    theirs, mine = _op(7304, "snapshot_create", 1), _op(7304, "snapshot_create", 2)
-    assert theirs.status == "failed" and "nightly already exists on Proxmox" in theirs.error
+    theirs, mine = _op_of(7304, "snapshot_create", 1), _op_of(7304, "snapshot_create", 2)
+    assert theirs.status == "failed" and theirs.error is not None
+    assert "nightly already exists on Proxmox" in theirs.error
     assert mine.status == "done"
     assert [s.name for s in Snapshot.select().where(Snapshot.service_id == 7304)] == ["mine"]
     assert sim.vm(svc.vmid)["snapshots"]["nightly"]["description"] == "operator's"
@@ -225,7 +233,7 @@ def test_a_restore_of_a_backup_gone_from_proxmox_is_refused_and_the_next_runs(se
         billing.suspend(service_id=7305, idempotency_key=uuid.uuid4().hex)
         wait_until(lambda: Service.get_by_id(7305).status == "suspended", 30,
                    describe_ops([7305]))
-    restore = _op(7305, "restore")
-    assert restore.status == "failed" and restore.attempt == 0
+    restore = _op_of(7305, "restore")
+    assert restore.status == "failed" and restore.attempt == 0 and restore.error is not None
     assert restore.error.startswith(f"backup {backup.id} is gone from storage {backup.storage}")
     assert Backup.get_or_none(Backup.id == backup.id) is None

@@ -101,7 +101,9 @@ def test_rescue_off_after_a_migrate_that_left_the_clients_iso_behind_boots_the_d
     settings, engine = _deployed(settings)
     _order(engine, RescueOnEvent(service_id=SID, idempotency_key="on-1"))
     _complete(settings, "rescue_on")
-    record = json.loads(Service.get_by_id(SID).rescue_before)
+    rescue_before = Service.get_by_id(SID).rescue_before
+    assert rescue_before is not None, "rescue_on recorded nothing to put back"
+    record = json.loads(rescue_before)
     Service.update(rescue_before=json.dumps({
         **record, "boot": "order=ide3;scsi0", "media": "iso:iso/only-on-pve2.iso,media=cdrom"})
     ).where(Service.id == SID).execute()  # as recorded on the node it came from

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -38,6 +39,11 @@ def _vms_of_ours(sim) -> dict[int, str]:
                 if str(vm["config"].get("template", "0")) != "1"}
 
 
+def _past(deadline: float) -> Callable[[], bool]:
+    """A condition true once the monotonic clock is past ``deadline``."""
+    return lambda: time.monotonic() > deadline
+
+
 def _assert_one_vm_each(sim, sids: range) -> None:
     services = {s.id: s for s in Service.select().where(Service.id.in_(list(sids)))}
     vmids = [s.vmid for s in services.values()]
@@ -45,6 +51,7 @@ def _assert_one_vm_each(sim, sids: range) -> None:
     vms = _vms_of_ours(sim)
     assert set(vms) == set(vmids), f"orphans: {set(vms) - set(vmids)}"
     for sid, svc in services.items():
+        assert svc.vmid is not None, f"service {sid} has no VM"
         assert f"service={sid} " in vms[svc.vmid] + " "
     ips = [a.address for a in IpAddress.select().where(IpAddress.service_id.in_(list(sids)))
            if a.version == 4]
@@ -83,7 +90,7 @@ def test_workers_killed_mid_deploy_lose_no_order_and_leave_no_orphan(
             _order(billing, sids, product="vps-large")
         for _ in range(5):  # several kills at random moments, each replaced by a new worker
             deadline = time.monotonic() + rng.uniform(0.3, 1.5)
-            wait_until(lambda d=deadline: time.monotonic() > d, 5, "a random moment")
+            wait_until(_past(deadline), 5, "a random moment")
             victim = rng.randrange(len(workers))
             workers[victim].kill()
             workers[victim] = SubprocessWorker(config, concurrency=3, log=log).start()
@@ -102,7 +109,7 @@ def _assert_billing_heard_each_event_once(events: BillingQueue, sids: range) -> 
     """On the wire an event may come twice (at least once); by event id, billing hears every
     recorded event, and exactly one accepted, completed and ready per deploy."""
     received = {e["event_id"]: e for e in wait_until(
-        lambda: len(events.drain()) >= OutboxEvent.select().count() and events.received,
+        lambda: events.received if len(events.drain()) >= OutboxEvent.select().count() else None,
         30, "the events on billing's queue", db=True)}
     events.close()
     assert set(received) == {r.event_id for r in OutboxEvent.select()}
@@ -139,7 +146,7 @@ def test_soak_kills_and_faults_together(settings, sim, tmp_path, reconciler):
             _order(billing, sids, product="vps-large")
         for _ in range(12):
             deadline = time.monotonic() + rng.uniform(0.5, 2.0)
-            wait_until(lambda d=deadline: time.monotonic() > d, 5, "a random moment")
+            wait_until(_past(deadline), 5, "a random moment")
             victim = rng.randrange(len(workers))
             workers[victim].kill()
             workers[victim] = SubprocessWorker(config, concurrency=4).start()

@@ -110,7 +110,9 @@ def test_a_backup_the_storage_pruned_leaves_the_list_and_billing_hears_it(settin
             wait_until(all_ready([sid]), 60, "deploy")
             for note in ("kept", "pruned"):
                 billing.backup_create(service_id=sid, note=note)
-                wait_until(lambda n=note: Backup.get_or_none(note=n), 30, f"backup {note}")
+                def backed_up(n: str = note) -> Backup | None:
+                    return Backup.get_or_none(note=n)
+                wait_until(backed_up, 30, f"backup {note}")
         kept, pruned = (Backup.get(note=n) for n in ("kept", "pruned"))
         pve = proxmox.client(settings.proxmox)
         sim.proxmox().nodes(pruned.node).storage(pruned.storage).content(pruned.volid).delete()

@@ -59,7 +59,9 @@ def _wait_op(sid: int, kind: str, count: int = 1) -> None:
 
 
 def _password(settings, sid: int) -> str:
-    return secrets.decrypt(settings.secret_key_file, Service.get_by_id(sid).password_enc)
+    password_enc = Service.get_by_id(sid).password_enc
+    assert password_enc is not None, f"service {sid} stores no password"
+    return secrets.decrypt(settings.secret_key_file, password_enc)
 
 
 def test_a_keys_only_deploy_gets_the_keys_and_mails_no_password(settings, sim, sink, billing):
@@ -152,7 +154,9 @@ def _assert_windows_config(sim, settings, sid: int) -> dict:
     password = _password(settings, sid)
     assert (cfg["ostype"], cfg["citype"], cfg["ciuser"]) == ("win11", "configdrive2",
                                                              "Administrator")
-    schema = method_info("PUT", "/nodes/{node}/qemu/{vmid}/config")["parameters"]["properties"]
+    info = method_info("PUT", "/nodes/{node}/qemu/{vmid}/config")
+    assert info is not None, "pvesim's schema has no PUT .../config"
+    schema = info["parameters"]["properties"]
     assert cfg["ostype"] in schema["ostype"]["enum"] and cfg["citype"] in schema["citype"]["enum"]
     assert cfg["cipassword"] == password  # plain: cloudbase-init sets it from admin_pass
     assert configdrive_metadata(cfg)["admin_pass"] == password

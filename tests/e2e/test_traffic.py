@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from producers.api import OrderClient
 from pvekvm import messaging, proxmox
@@ -96,7 +97,8 @@ def test_a_counter_reset_row_adds_nothing_and_a_restart_resumes_from_the_cursor(
     """A row with no value (PVE drops the negative step of a reset counter) adds nothing; a new
     process (a restarted scheduler) continues from the stored cursor: nothing twice."""
     base = 1_800_000_000 // 3600 * 3600
-    rows = [{"time": base + 60 * i, "netin": 100.5, "netout": 10} for i in range(1, 11)]
+    rows: list[dict[str, Any]] = [{"time": base + 60 * i, "netin": 100.5, "netout": 10}
+                                  for i in range(1, 11)]
     rows[4]["netin"] = rows[4]["netout"] = None  # the reset
     result = traffic.RunResult()
     traffic.account_service(42, 900, rows[:6], now=base + 600, result=result)

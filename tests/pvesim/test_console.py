@@ -82,6 +82,7 @@ def _vnc(sim, vmid: int, ticket: str, port: int, password: str):
     from urllib.parse import quote
 
     from websockets.asyncio.client import connect
+    from websockets.typing import Subprotocol
 
     from pvekvm.console import rfb
     from pvekvm.console.proxy import _client_tls
@@ -91,14 +92,16 @@ def _vnc(sim, vmid: int, ticket: str, port: int, password: str):
     async def go() -> str:
         url = (f"wss://{c['host']}:{c['port']}/api2/json/nodes/pve1/qemu/{vmid}/vncwebsocket"
                f"?port={port}&vncticket={quote(ticket, safe='')}")
-        async with connect(url, ssl=_client_tls(c["ca_bundle"]), subprotocols=["binary"],
-                           proxy=None, additional_headers={
+        async with connect(url, ssl=_client_tls(c["ca_bundle"]),
+                           subprotocols=[Subprotocol("binary")], proxy=None, additional_headers={
                                "Authorization": f"PVEAPIToken={c['token_id']}={c['token_secret']}"
                            }) as ws:
             assert ws.subprotocol == "binary"  # echoed, as pveproxy does
 
             async def recv() -> bytes:
-                return await ws.recv()
+                msg = await ws.recv()
+                assert isinstance(msg, bytes), f"a text frame on the VNC socket: {msg!r}"
+                return msg
             s = rfb.Stream(recv, ws.send)
             try:
                 await rfb.client_handshake(s, password)

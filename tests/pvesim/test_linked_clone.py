@@ -4,10 +4,18 @@ clone uses."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from proxmoxer.core import ResourceException
 
 from pvesim.testing import RunningSimulator
+
+
+def _vm(sim: RunningSimulator, vmid: int) -> dict[str, Any]:
+    vm = sim.vm(vmid)
+    assert vm is not None, f"no VM {vmid} in pvesim"
+    return vm
 
 
 def _clone(px, node: str, vmid: int, **kw):
@@ -23,15 +31,15 @@ def test_linked_clone_of_a_template_is_near_instant_and_shares_the_base(sim: Run
     finally:
         sim.set_task_time_scale(0)
     assert status["exitstatus"] == "OK"
-    assert sim.vm(4101)["config"]["scsi0"].startswith("local-lvm:base-9000-disk-0/vm-4101-disk-")
+    assert _vm(sim, 4101)["config"]["scsi0"].startswith("local-lvm:base-9000-disk-0/vm-4101-disk-")
 
     st = sim.wait_task(px.nodes("pve1").qemu(9000).delete())
     assert "is still in use by linked cloned" in st["exitstatus"] and sim.vm(9000) is not None
     sim.wait_task(px.nodes("pve1").qemu(4101).delete())
     # a linked clone of the shared template reaches another node (its storage is shared)
     sim.wait_task(_clone(px, "pve1", 9002, newid=4102, full=0, target="pve2"))
-    assert sim.vm(4102)["node"] == "pve2"
-    assert sim.vm(4102)["config"]["scsi0"].startswith("nfs-shared:9002/base-9002-disk-0.raw/")
+    assert _vm(sim, 4102)["node"] == "pve2"
+    assert _vm(sim, 4102)["config"]["scsi0"].startswith("nfs-shared:9002/base-9002-disk-0.raw/")
 
 
 @pytest.mark.parametrize(("source", "params", "message"), [

@@ -109,5 +109,6 @@ def test_the_vm_config_lock_is_waited_for_then_times_out_with_pves_message(tmp_p
                 return False
             return True
         wait_until(configured, 3)  # once the other holder is done
-        assert str(sim.vm(601)["config"]["cores"]) == "2"
+        vm = sim.vm(601)
+        assert vm is not None and str(vm["config"]["cores"]) == "2"
         assert sim.limit_stats()["lock_timeouts"] >= 1

@@ -109,7 +109,7 @@ def test_schema_changes_reach_every_node_in_total_order(galera, probe):
         assert tables and version, f"node {i} does not answer"
         ref = ref or (tables, version)
         assert (tables, version) == ref, f"node {i}: {tables} {version}, node 1: {ref}"
-    assert ref[1][0][0] == dbmod.latest_version()
+    assert ref is not None and ref[1][0][0] == dbmod.latest_version()
     with pytest.raises(pymysql.err.MySQLError):
         conn = pymysql.connect(host="127.0.0.1", port=galera.sql_port(1), user="root",
                                database=name)

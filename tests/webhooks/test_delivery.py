@@ -79,8 +79,9 @@ def test_a_failing_service_is_retried_then_parked_and_never_overtaken(
             broken.clear()
             assert "1 parked service stream due again" in _cli(config, "webhooks", "retry", "p",
                                                                "--service", "22")
-            assert REGISTRY.get_sample_value("pvekvm_webhook_attempts_total",
-                                             {"endpoint": "p", "result": "parked"}) >= 1
+            parked = REGISTRY.get_sample_value("pvekvm_webhook_attempts_total",
+                                               {"endpoint": "p", "result": "parked"})
+            assert parked is not None and parked >= 1
             wait_until(lambda: receiver.per_service().get(22) == ids(failing), 10,
                        "service 22 delivered after the operator's retry")
         assert webhooks.status()[0]["backlog"] == 0
@@ -139,8 +140,9 @@ def test_kill_9_of_the_deliverer_loses_nothing_and_keeps_each_services_order(
                 "the deliverer registered the settings endpoint")
             sent = {sid: emit(sid, per_service) for sid in range(31, 31 + services)}
             for k in range(kills):
-                wait_until(lambda k=k: len(receiver.acked_ids()) >= (k + 1) * total
-                           // (kills + 2), 30, "deliveries under way")
+                def under_way(k: int = k) -> bool:
+                    return len(receiver.acked_ids()) >= (k + 1) * total // (kills + 2)
+                wait_until(under_way, 30, "deliveries under way")
                 victim = running.pop(0)
                 os.kill(victim.pid, signal.SIGKILL)
                 victim.wait(5)

@@ -38,12 +38,18 @@ def wait_done(sid: int, action: str, count: int = 1) -> Operation:
         op = wait_until(done, 60, f"{action} of {sid} finished")
     except AssertionError:
         raise AssertionError(describe_ops([sid])) from None
-    assert op.status == "done", (op.kind, op.error)  # type: ignore[union-attr]
-    return op  # type: ignore[return-value]
+    assert op.status == "done", (op.kind, op.error)
+    return op
 
 
 def key_file(whmcs: Whmcs) -> str:
     return str(whmcs.workdir / "secret.key")  # where make_settings created it
+
+
+def _password(whmcs: Whmcs, svc: Service) -> str:
+    """The service's password, decrypted with the key this WHMCS's engine uses."""
+    assert svc.password_enc is not None, f"service {svc.id} stores no password"
+    return secretbox.decrypt(key_file(whmcs), svc.password_enc)
 
 
 def status(sid: int) -> str:
@@ -134,7 +140,7 @@ BUTTONS: list[tuple[str, dict[str, str] | None, str]] = [
 
 def test_every_button_orders_its_operation_on_the_service_whmcs_gave(whmcs: Whmcs):
     a = whmcs.params(SID_A, CLIENT_A)
-    before = secretbox.decrypt(key_file(whmcs), Service.get_by_id(SID_A).password_enc)
+    before = _password(whmcs, Service.get_by_id(SID_A))
     seen: dict[str, int] = {}
     for function, post, action in BUTTONS:
         # a client's form may carry any field: the service is the one WHMCS passes
@@ -144,7 +150,7 @@ def test_every_button_orders_its_operation_on_the_service_whmcs_gave(whmcs: Whmc
         seen[action] = seen.get(action, 0) + 1
         wait_done(SID_A, action, seen[action])
     assert ops(SID_B, "snapshot_create") == [] and Snapshot.get(Snapshot.service_id == SID_A)
-    after = secretbox.decrypt(key_file(whmcs), Service.get_by_id(SID_A).password_enc)
+    after = _password(whmcs, Service.get_by_id(SID_A))
     assert after != before  # the reset gave the VM a new password
 
     backup = Backup.get(Backup.service_id == SID_A)
@@ -225,7 +231,7 @@ def test_client_area_shows_the_service_escaped_and_reveals_the_login_on_request(
                                        & (AuditLog.event == "api_credentials_read")).count()
     before = reads()
     html = whmcs.render(a, get={"pvekvm_view": "credentials"})
-    password = secretbox.decrypt(key_file(whmcs), svc.password_enc)
+    password = _password(whmcs, svc)
     assert f"<code>{svc.username}</code>" in html and password in html
     assert reads() == before + 1
     logged = " ".join(str(r["args"]) for r in whmcs.recorded("logModuleCall"))

@@ -150,6 +150,12 @@ def engine_event(service_id: int, type_: str) -> bytes:
     return row.body.encode()
 
 
+def _password(whmcs: Whmcs, svc: Service) -> str:
+    """The service's password, decrypted with this WHMCS's engine key."""
+    assert svc.password_enc is not None, f"service {svc.id} stores no password"
+    return secretbox.decrypt(str(whmcs.workdir / "secret.key"), svc.password_enc)
+
+
 def test_a_signed_service_ready_records_the_service_and_its_login(whmcs: Whmcs,
                                                                   receiver: Receiver):
     receiver.forget()
@@ -164,7 +170,7 @@ def test_a_signed_service_ready_records_the_service_and_its_login(whmcs: Whmcs,
     values = update["values"]
     assert (values["serviceid"], values["status"], values["domain"], values["dedicatedip"],
             values["serviceusername"]) == (SID_A, "Active", svc.hostname, primary, svc.username)
-    password = secretbox.decrypt(str(whmcs.workdir / "secret.key"), svc.password_enc)
+    password = _password(whmcs, svc)
     assert values["servicepassword"] == password  # read from the API: events carry none
     assert mail["command"] == "SendEmail" and mail["values"]["messagename"] == "pvekvm VM Ready"
     assert mail["values"]["id"] == SID_A and password not in json.dumps(mail)
@@ -182,8 +188,7 @@ def test_a_completed_password_reset_records_the_new_password(whmcs: Whmcs, recei
     r = receiver.post(body.encode())
     assert (r.status_code, r.json()["message"]) == (200, f"service {SID_A}: new password recorded")
     (update,) = receiver.local_api()
-    password = secretbox.decrypt(str(whmcs.workdir / "secret.key"),
-                                 Service.get_by_id(SID_A).password_enc)
+    password = _password(whmcs, Service.get_by_id(SID_A))
     assert update["values"] == {"serviceid": SID_A, "servicepassword": password}
 
 
@@ -301,7 +306,7 @@ def test_create_account_then_the_webhook_arrives_verified(whmcs: Whmcs, receiver
         values = wait_until(recorded, 30, "service.ready delivered and recorded", db=False)
     svc = Service.get_by_id(sid)
     assert values["status"] == "Active" and values["domain"] == svc.hostname
-    password = secretbox.decrypt(str(whmcs.workdir / "secret.key"), svc.password_enc)
+    password = _password(whmcs, svc)
     assert values["servicepassword"] == password
 
 

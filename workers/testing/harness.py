@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import pika
 from peewee import InterfaceError, OperationalError
@@ -165,7 +166,7 @@ class BillingQueue:
         def found() -> dict | None:
             self.drain()
             return next((e for e in self.received if match(e)), None)
-        return wait_until(found, timeout, what, db=False)  # type: ignore[return-value]
+        return wait_until(found, timeout, what, db=False)
 
     def close(self) -> None:
         if self.conn.is_open:
@@ -190,10 +191,14 @@ def dead_queue(settings: Settings) -> list[tuple[dict, bytes]]:
         conn.close()
 
 
-def wait_until(cond: Callable[[], object], timeout: float, what: str,
-               interval: float = 0.1, db: bool = True) -> object:
-    """Poll ``cond`` until it returns something truthy, or fail after ``timeout`` seconds. A
-    database that does not answer (a restart under test) counts as 'not yet'."""
+T = TypeVar("T")
+
+
+def wait_until(cond: Callable[[], T | None], timeout: float, what: str,
+               interval: float = 0.1, db: bool = True) -> T:
+    """Poll ``cond`` until it returns something truthy and return that, or fail after
+    ``timeout`` seconds. A database that does not answer (a restart under test) counts as 'not
+    yet'."""
     deadline = time.monotonic() + timeout
     while True:
         try:

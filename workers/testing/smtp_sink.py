@@ -68,7 +68,7 @@ class _Handler:
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
         msg = message_from_bytes(raw, policy=policy.default)
-        self.sink._add(Received(envelope.mail_from, list(envelope.rcpt_tos), msg))  # type: ignore[arg-type]
+        self.sink._add(Received(envelope.mail_from, list(envelope.rcpt_tos), msg))
         return "250 Message accepted"
 
 

@@ -56,7 +56,6 @@ from pvekvm import catalog, messaging, secrets
 from pvekvm import db as dbmod
 from pvekvm.config import (
     ClusterSettings,
-    PlacementSettings,
     ProxmoxSettings,
     Settings,
 )
@@ -119,7 +118,7 @@ def take_down_later(at_s: float, conn: dict, node: str = "pve1") -> threading.Ti
     return timer
 
 
-def findings(conns: dict[str, dict], sids: list[int], ps: PlacementSettings) -> dict:
+def findings(conns: dict[str, dict], sids: list[int], settings: Settings) -> dict:
     """What both clusters hold and what Proxmox met: lost, twice, memory, spread."""
     services = list(Service.select(Service.id, Service.vmid, Service.status, Service.cluster,
                                    Service.node).where(Service.id.between(sids[0], sids[-1])))
@@ -144,7 +143,7 @@ def findings(conns: dict[str, dict], sids: list[int], ps: PlacementSettings) -> 
         for node in conn["nodes"]:
             committed = HOST_MEM + sum(int(str(vm["config"].get("memory", "512")).split(",")[0])
                                        * 2**20 for vm in vms.values() if vm["node"] == node)
-            allowed = ps.memory_overcommit * conn["node_mem"]
+            allowed = settings.placement_of(name).memory_overcommit * conn["node_mem"]
             worst_mem = max(worst_mem, committed / allowed)
             out["nodes"][f"{name}/{node}"] = (per_node[node], round(committed / GiB, 1))
         counts = [per_node[n] for n in conn["nodes"]]
@@ -213,7 +212,7 @@ def run_once(args: argparse.Namespace, kind: str) -> tuple[bd.Run, dict]:
                 run.ready_s = (last - t0_wall).total_seconds()
             run.paused = [f"{o.service_id}@{o.state}: {o.error}" for o in
                           Operation.select().where(Operation.status == "paused").limit(5)]
-            extra = findings(conns, sids, settings.placement)
+            extra = findings(conns, sids, settings)
         finally:
             if timer is not None:
                 timer.cancel()

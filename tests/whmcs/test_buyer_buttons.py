@@ -86,11 +86,11 @@ def wait_done(action: str, count: int = 1) -> Operation:
             return found[count - 1]
         return None
     try:
-        op = wait_until(done, 60, f"{action} of {SID} finished")
+        op: Operation = wait_until(done, 60, f"{action} of {SID} finished")  # type: ignore[assignment]
     except AssertionError:
         raise AssertionError(describe_ops([SID])) from None
-    assert op.status == "done", (op.kind, op.error)  # type: ignore[union-attr]
-    return op  # type: ignore[return-value]
+    assert op.status == "done", (op.kind, op.error)
+    return op
 
 
 def svc() -> Service:

@@ -115,6 +115,11 @@ def test_ssh_keys_at_order_a_weak_key_is_refused_with_the_engines_reason(whmcs: 
     assert whmcs.call("CreateAccount", weak) == \
         "field 'ssh_keys': key 2: weak: an RSA key of 1024 bits (min 2048)"
     assert ops("create") == []  # refused by the API: nothing ordered
+    # the order form's OS picker: a Template option the product does not offer
+    assert whmcs.call("CreateAccount", params(whmcs, configoptions={"Template": "almalinux-9"})) \
+        == "template 'almalinux-9' is not offered by product 'vps-small' " \
+        "(offered: debian-12, ubuntu-2204)"
+    assert ops("create") == []
     assert whmcs.call("CreateAccount", params(
         whmcs, customfields={"SSH Public Keys": f"\r\n{KEY_A}\r\n"})) == "success"
     wait_done("create")

@@ -113,6 +113,14 @@ function pvekvm_CreateAccount(array $params): string
             if (!preg_match(Module::SLUG, $template)) {
                 return 'the template is not a catalog name';
             }
+            // the order form's OS picker: a template the product does not offer is refused
+            // now, in the engine's words (the engine refuses it too, later)
+            $offer = Module::api($params)->get('/v1/products/' . rawurlencode($product) . '/templates');
+            $names = array_map(static fn (array $t): string => (string) $t['name'], $offer['templates'] ?? []);
+            if (!in_array($template, $names, true)) {
+                return sprintf("template '%s' is not offered by product '%s' (offered: %s)",
+                    $template, $product, implode(', ', $names));
+            }
             $fields['template'] = $template;
         }
         $location = Module::option($params, 3, 'Location');

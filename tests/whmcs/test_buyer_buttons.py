@@ -25,6 +25,7 @@ from pvekvm.models import ClientFirewallRules, Operation, Service, Template
 from pvesim.testing import running_simulator
 from tests.api.server import ApiServer
 from tests.whmcs.phpcall import Whmcs, php_or_skip
+from tests.whmcs.test_webhook_receiver import Receiver, engine_event, receiver  # noqa: F401
 from workers.testing.harness import (
     InProcessWorkers,
     describe_ops,
@@ -166,7 +167,8 @@ def test_password_reset_with_new_keys(whmcs: Whmcs):
     assert svc().ssh_keys == f"{KEY_A}\n{KEY_B}"
 
 
-def test_rescue_on_and_off_each_refused_with_the_engines_reason_when_it_cannot(whmcs: Whmcs):
+def test_rescue_on_and_off_each_refused_with_the_engines_reason_when_it_cannot(
+        whmcs: Whmcs, receiver: Receiver):
     p = params(whmcs)
     assert whmcs.call("rescueOff", p) == f"service {SID} is not in rescue mode"
     assert whmcs.call("rescueOn", p) == "success"
@@ -183,6 +185,14 @@ def test_rescue_on_and_off_each_refused_with_the_engines_reason_when_it_cannot(w
     assert whmcs.call("rescueOff", p) == "success"
     wait_done("rescue_off")
     assert svc().rescue_before is None and len(ops("rescue_on")) == 1
+    # the engine's events, delivered to the receiver: WHMCS's activity log says so
+    receiver.forget()
+    for type_ in ("service.rescue_on", "service.rescue_off"):
+        assert receiver.post(engine_event(SID, type_)).status_code == 200
+    logged = [c["values"]["description"] for c in receiver.local_api()
+              if c["command"] == "LogActivity"]
+    assert logged == [f"pvekvm: service {SID}: in rescue mode (rescue_on)",
+                      f"pvekvm: service {SID}: out of rescue mode (rescue_off)"]
 
 
 def test_the_clients_firewall_rules_are_read_and_set(whmcs: Whmcs):

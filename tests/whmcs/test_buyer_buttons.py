@@ -24,8 +24,9 @@ from pvekvm.config import ApiSettings
 from pvekvm.models import ClientFirewallRules, Operation, Service, Template
 from pvesim.testing import running_simulator
 from tests.api.server import ApiServer
+from tests.whmcs import test_webhook_receiver as hooks
 from tests.whmcs.phpcall import Whmcs, php_or_skip
-from tests.whmcs.test_webhook_receiver import Receiver, engine_event, receiver  # noqa: F401
+from tests.whmcs.test_webhook_receiver import Receiver, engine_event
 from workers.testing.harness import (
     InProcessWorkers,
     describe_ops,
@@ -39,6 +40,7 @@ TOKEN = "whmcs-buyer-" + uuid.uuid4().hex
 SID, CLIENT = 7401, 41
 RESCUE = "systemrescue-11.02-amd64.iso"
 FW_RULES = 3  # the packages' client_fw_rules here
+receiver = hooks.receiver  # the receiver under php -S, on this file's stack (fixture)
 
 
 def openssh(private) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -205,6 +205,11 @@ def test_keys_only_mails_carry_no_password_and_name_the_keys(sink: SmtpSink, lan
             assert f"{LRI}{FINGERPRINT}{PDI}" in keys_only.body, (lang, name)
         to = f"keys.{name.replace('_', '-')}.{lang}@example.com"
         send(sink.settings(), to, keys_only)
-        got = sink.wait_for(lambda m, to=to: m.rcpt_tos == [to])
+        got = sink.wait_for(_to(to))
         assert FINGERPRINT in got.body and "S3cr€t$pw" not in got.body
         assert got.message["Content-Language"] == lang
+
+
+def _to(address: str) -> Callable[[Received], bool]:
+    """The mail sent to ``address`` (a condition bound to it, not to the loop's variable)."""
+    return lambda m: m.rcpt_tos == [address]

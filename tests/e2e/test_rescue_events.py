@@ -31,7 +31,7 @@ def _ended(kind: str, statuses: tuple[str, ...] = ("done",), count: int = 1) -> 
         return ops[count - 1] if len(ops) >= count and ops[count - 1].status in statuses \
             else None
     try:
-        return wait_until(check, 60, f"{kind} {'/'.join(statuses)}")  # type: ignore[return-value]
+        return wait_until(check, 60, f"{kind} {'/'.join(statuses)}")
     except AssertionError:
         raise AssertionError(describe_ops([SID])) from None
 

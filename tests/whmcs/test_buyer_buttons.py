@@ -89,7 +89,7 @@ def wait_done(action: str, count: int = 1) -> Operation:
             return found[count - 1]
         return None
     try:
-        op: Operation = wait_until(done, 60, f"{action} of {SID} finished")  # type: ignore[assignment]
+        op: Operation = wait_until(done, 60, f"{action} of {SID} finished")
     except AssertionError:
         raise AssertionError(describe_ops([SID])) from None
     assert op.status == "done", (op.kind, op.error)

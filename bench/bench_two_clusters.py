@@ -179,7 +179,8 @@ def run_once(args: argparse.Namespace, kind: str) -> tuple[bd.Run, dict]:
         ams_placement = (PlacementSettings(memory_overcommit=args.ams_memory_overcommit)
                          if args.ams_memory_overcommit else None)
         clusters = tuple(ClusterSettings(name, ProxmoxSettings.from_connection(conns[name]),
-                                         *((500000, 899999) if name == "ams" else ()),
+                                         vmid_min=500000 if name == "ams" else None,
+                                         vmid_max=899999 if name == "ams" else None,
                                          placement=ams_placement if name == "ams" else None)
                          for name in CLUSTERS)
         settings = Settings(database_url=bd.DATABASE_URL, amqp_url=bd.AMQP_URL,

@@ -31,9 +31,11 @@ found out by time (:mod:`pvekvm.dburl`). A statement on it ends after the read t
 lost server (the caller reconnects); connecting to it ends after the node's connect timeout
 (:data:`NODE_CONNECT_TIMEOUT_S`, the greeting and the state check included). The other nodes
 evict it within ``evs.inactive_timeout``, so the rule above picks the next node. A node that
-timed out is then tried after the others for :data:`HUNG_SKIP_S` (in this process), so
-reconnects and fail-back checks do not wait on it again and again; once it answers again
-(SIGCONT: it rejoins by IST) the fail-back moves every process back to it.
+timed out is then tried after the others, and not probed for fail-back, for
+:data:`HUNG_SKIP_S` (in this process), so reconnects and fail-back checks do not wait on it
+again and again; that is the fail-back interval, so processes disagree on the writer no longer
+than the fail-back already allows. Once it answers again (SIGCONT: it rejoins by IST) the
+fail-back moves every process back to it.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ log = logging.getLogger("pvekvm.db")
 SYNCED = "4"  # wsrep_local_state: 1 joining, 2 donor/desynced, 3 joined, 4 synced
 FAILBACK_CHECK_S = 5.0  # a connection on a later node looks for an earlier synced one this often
 NODE_CONNECT_TIMEOUT_S = 3  # a node's TCP connect, greeting, login and state check
-HUNG_SKIP_S = 30.0  # a node that timed out is tried last (and not probed) this long
+HUNG_SKIP_S = FAILBACK_CHECK_S  # a node that timed out is tried last (and not probed) this long
 #: node → until when (time.monotonic) it is tried last: it timed out on this process
 _hung: dict[tuple[str, int], float] = {}
 _STATE = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_ready', 'wsrep_local_state')"
@@ -72,9 +74,9 @@ def node_state(conn: pymysql.connections.Connection) -> tuple[bool, str | None]:
 
 def mark_hung(node: tuple[str, int]) -> None:
     """``node`` timed out: try it after the others for HUNG_SKIP_S."""
-    if node not in _hung or _hung[node] < time.monotonic():
+    if node not in _hung:  # newly (it leaves the dict when it answers again)
         log.warning("database: node %s:%s does not answer (timed out); trying the others "
-                    "first for %.0f s", *node, HUNG_SKIP_S)
+                    "first", *node)
     _hung[node] = time.monotonic() + HUNG_SKIP_S
 
 
@@ -114,6 +116,7 @@ def connect_writer(target: DatabaseTarget, *, database: str | None = None,
                 mark_hung(target.nodes[i])
             error = exc
             continue
+        _hung.pop(target.nodes[i], None)
         set_timeouts(conn, read_timeout_s)
         if ready and state in (SYNCED, None):
             settled = _settle(conn, causal) if state is not None else conn

@@ -15,12 +15,17 @@ import random
 import time
 from dataclasses import replace
 
+import pymysql
 import pytest
 
 from producers.api import OrderClient
+from pvekvm import db as dbmod
+from pvekvm import galera as galeramod
 from pvekvm.config import Settings
+from pvekvm.dburl import DatabaseTarget, parse_url
 from pvekvm.galera import FAILBACK_CHECK_S, HUNG_SKIP_S
 from pvekvm.models import Operation, OutboxEvent
+from tests import services
 from tests.scale import invariants
 from tests.scale.common import queue_depths, work_queues_empty
 from tests.scale.galera import GaleraCluster
@@ -215,3 +220,46 @@ def test_galera_hung_writer_at_scale(galera_settings, galera, sim, tmp_path):  #
                                         seed=int(os.environ.get("PVEKVM_GALERA_SEED", "7")))
     assert report.ist and figures.operations["done"] >= n
     assert timings["hang_to_first_step_s"] < timeout + 30, timings
+
+
+def test_a_hung_writer_is_passed_over_and_taken_back_only_once_it_is_back(galera,
+                                                                          monkeypatch):
+    """The writer rule with a hang, step by step: a statement on the SIGSTOPped writer ends
+    after the read timeout and runs again on node 2 (peewee's reconnect, node 1 marked hung and
+    passed over, no handshake wait on it); the SIGCONTed node, which says Synced at once in its
+    old view, is not taken by the fail-back probe until it is really back (its causal read
+    does not return); then the connection moves back to it."""
+    monkeypatch.setattr(galeramod, "FAILBACK_CHECK_S", 0.2)
+    monkeypatch.setattr(galeramod, "_hung", {})
+    galera.start()
+    url = galera.url(services.test_name())
+    dbmod.create_database(url)
+    target = parse_url(url)
+    db = dbmod.open_database(url, read_timeout_s=4)
+    assert _port(db) == galera.sql_port(1)
+    galera.pause_node(1)
+    try:
+        t0 = time.monotonic()
+        assert _port(db) == galera.sql_port(2)  # the same call: timed out, then node 2
+        took = time.monotonic() - t0
+        assert 4 <= took < 4 + 8, f"{took:.1f} s (read timeout 4 s, then node 2's wait " \
+                                  "for the eviction)"
+        assert galeramod.hung(target.nodes[0])
+        t0 = time.monotonic()
+        galeramod.connect_writer(target, read_timeout_s=4).close()
+        assert time.monotonic() - t0 < 2, "a new connection waited on the hung node"
+    finally:
+        galera.resume_node(1)
+    earlier = DatabaseTarget(target.nodes[:1], target.user, target.password, target.name)
+    with pytest.raises(pymysql.err.MySQLError):  # what the fail-back asks, right after SIGCONT
+        galeramod.connect_writer(earlier, connect_timeout=1, cluster=True, synced_only=True,
+                                 read_timeout_s=1)
+    deadline = time.monotonic() + 60
+    while _port(db) != galera.sql_port(1):
+        assert time.monotonic() < deadline, "the connection never moved back to node 1"
+        time.sleep(0.2)
+    db.close()
+
+
+def _port(db) -> int:
+    return int(db.execute_sql("SELECT @@port").fetchone()[0])

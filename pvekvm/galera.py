@@ -167,7 +167,9 @@ def _settle(conn: pymysql.connections.Connection,
             cur.execute("SELECT 1")
             if not causal:
                 cur.execute("SET SESSION wsrep_sync_wait = 0")
-    except pymysql.err.MySQLError:
+    except pymysql.err.MySQLError as exc:
+        if dberrors.timed_out(exc):  # a node back from a hang, still in its old view
+            mark_hung((conn.host, conn.port))
         _close(conn)
         return None
     return conn

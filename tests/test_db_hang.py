@@ -8,6 +8,7 @@ the Galera failover for a hang is tests/scale/test_galera_hang.py."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -50,11 +51,24 @@ def probe_table(database) -> Iterator[str]:
     database.execute_sql("DROP TABLE IF EXISTS hang_probe")
 
 
-def _elapsed(fn) -> tuple[float, BaseException]:
+def _elapsed(fn, unblock, limit: float = 30) -> tuple[float, BaseException]:
+    """(seconds, error) of ``fn``, which must fail with a database error. Should it block
+    (no timeout: the bug this file guards against), ``unblock`` runs after ``limit`` seconds
+    (thaw the proxy, close the listener) and the test fails instead of hanging the suite."""
+    watchdog = threading.Timer(limit, unblock)
+    watchdog.start()
     t0 = time.monotonic()
-    with pytest.raises((OperationalError, InterfaceError, pymysql.err.MySQLError)) as caught:
+    try:
         fn()
-    return time.monotonic() - t0, caught.value
+        exc: BaseException | None = None
+    except (OperationalError, InterfaceError, pymysql.err.MySQLError) as caught:
+        exc = caught
+    finally:
+        watchdog.cancel()
+    took = time.monotonic() - t0
+    assert took < limit, f"blocked {took:.0f} s, until the test let the server go"
+    assert exc is not None, "no error from a hung server"
+    return took, exc
 
 
 def test_a_server_that_accepts_and_never_greets_is_a_lost_server_within_the_timeout():
@@ -64,7 +78,7 @@ def test_a_server_that_accepts_and_never_greets_is_a_lost_server_within_the_time
     try:
         url = f"mysql://root@127.0.0.1:{silent.getsockname()[1]}/x"
         db = dbmod.open_database(url, read_timeout_s=TIMEOUT_S)
-        took, exc = _elapsed(db.connect)
+        took, exc = _elapsed(db.connect, silent.close)
         assert took < TIMEOUT_S + SLACK_S, f"connecting took {took:.1f} s"
         assert dberrors.classify(exc) is DbError.UNREACHABLE and dberrors.timed_out(exc), exc
     finally:
@@ -84,14 +98,14 @@ def test_a_hang_mid_transaction_cuts_it_drops_the_connection_and_commits_nothing
             proxy.freeze()
             db.execute_sql("INSERT INTO hang_probe (id) VALUES (2)")
 
-    took, exc = _elapsed(cut)
+    took, exc = _elapsed(cut, proxy.thaw)
     assert took < TIMEOUT_S + SLACK_S, f"the statement on a hung server took {took:.1f} s"
     assert dberrors.classify(exc) is DbError.UNREACHABLE and dberrors.timed_out(exc), exc
     assert not first.open, "the connection a read timed out on is still open"
     # what the runner does with an unreachable database: close, wait, go again
     db.close()
     # reconnecting while it hangs: the handshake times out, peewee's reconnect tries once more
-    took, exc = _elapsed(lambda: db.execute_sql("SELECT 1"))
+    took, exc = _elapsed(lambda: db.execute_sql("SELECT 1"), proxy.thaw)
     assert took < 2 * TIMEOUT_S + SLACK_S and dberrors.unreachable(exc), (took, exc)
     db.close()
     proxy.thaw()
@@ -113,7 +127,7 @@ def test_a_hang_between_transactions_is_retried_once_then_a_lost_server(database
     db = dbmod.open_database(_via(database_url, proxy.port), read_timeout_s=TIMEOUT_S)
     db.execute_sql("SELECT 1")
     proxy.freeze()
-    took, exc = _elapsed(lambda: db.execute_sql("SELECT 1"))
+    took, exc = _elapsed(lambda: db.execute_sql("SELECT 1"), proxy.thaw)
     assert took < 2 * TIMEOUT_S + SLACK_S, f"took {took:.1f} s"
     assert dberrors.unreachable(exc) and dberrors.timed_out(exc), exc
     proxy.thaw()
@@ -142,7 +156,7 @@ def test_a_row_lock_wait_ends_as_lock_busy_before_the_read_timeout(database_url,
             with waiter.atomic():
                 waiter.execute_sql("SELECT * FROM hang_probe WHERE id = 7 FOR UPDATE")
 
-        took, exc = _elapsed(wait)
+        took, exc = _elapsed(wait, lambda: None)  # the server ends a lock wait itself
     assert took < 8, f"the lock wait took {took:.1f} s"
     assert dberrors.classify(exc) is DbError.LOCK_BUSY and not dberrors.timed_out(exc), exc
     holder.close()

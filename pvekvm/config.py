@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import urlparse
 
+from pvekvm.dburl import DEFAULT_READ_TIMEOUT_S
 from pvekvm.limits import MAX_SERVICE_ID
 from pvekvm.webhooks import config as webhook_config
 from pvekvm.webhooks.config import WebhookSettings
@@ -290,6 +291,9 @@ class Settings:
     #: every cluster (``[[clusters]]``; ``[proxmox]`` alone: one named ``default_cluster``)
     clusters: tuple[ClusterSettings, ...] = ()
     default_cluster: str = DEFAULT_CLUSTER
+    #: ``[database] read_timeout_s``: a statement unanswered this long is a lost server (a hung
+    #: node: pvekvm/dburl.py); the session's row lock waits end before it
+    database_read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     #: where each dependency's setting comes from ("DATABASE_URL", "config/pvekvm.toml [database]
     #: url", ...) or, for "proxmox" when there is none, why: named in start-up failures
     origin: dict[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -354,7 +358,7 @@ class ConfigError(ValueError):
 
 #: what each section of the settings file may contain (anything else is a typo worth naming)
 SECTIONS: dict[str, set[str]] = {
-    "database": {"url"},
+    "database": {"url", "read_timeout_s"},
     "amqp": {"url", "urls", "namespace"},
     "proxmox": {"connection_file", "base_url", "endpoints", "token_id", "token_secret",
                 "ca_bundle", "max_calls_per_node", "endpoint_retry_s", "name"},
@@ -686,6 +690,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
                         ("mysql", "mysql+pymysql", "mariadb"))
     amqp, amqp_where, namespace = _broker(raw, cfg)
     placement = _placement(raw, cfg)
+    read_timeout = _read_timeout(raw.get("database", {}), cfg)
     clusters = _clusters(raw, cfg, placement)
     proxmox: ProxmoxSettings | None
     if clusters:
@@ -731,10 +736,25 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         api=api, rdns=_rdns(raw.get("rdns", {}), cfg), webhooks=webhooks,
         console=_console(raw.get("console", {}), cfg), placement=placement,
         clusters=clusters, default_cluster=default_cluster,
+        database_read_timeout_s=read_timeout,
         origin={"file": shown(cfg), "database": db_where, "amqp": amqp_where,
                 "proxmox": pve_where, "smtp": smtp_where,
                 **({"api_note": api_note} if api_note else {}),
                 "secret_key_file": key_where})
+
+
+#: below this a lost server could not be told from a row lock wait (5 s are kept for it)
+MIN_READ_TIMEOUT_S = 6.0
+
+
+def _read_timeout(raw: dict[str, Any], cfg: Path) -> float:
+    """``[database] read_timeout_s`` (seconds, MIN_READ_TIMEOUT_S..3600)."""
+    v = raw.get("read_timeout_s", DEFAULT_READ_TIMEOUT_S)
+    if isinstance(v, bool) or not isinstance(v, int | float) \
+            or not MIN_READ_TIMEOUT_S <= v <= 3600:
+        raise ConfigError(f"{shown(cfg)} [database] read_timeout_s: expected seconds "
+                          f"({MIN_READ_TIMEOUT_S:g}..3600), got {v!r}")
+    return float(v)
 
 
 def _console(raw: dict[str, Any], cfg: Path) -> ConsoleSettings:

@@ -5,7 +5,11 @@ numbered migrations (the version applied is recorded in ``schema_version``).
 ``DATABASE_URL`` names one server (``mysql://user:pass@host:port/name``) or the nodes of a
 MariaDB Galera cluster, comma-separated in the host part
 (``mysql://user:pass@db1:3306,db2:3306,db3:3306/name``): then every process writes through one
-node at a time, the first in that order that is synced (:mod:`pvekvm.galera`)."""
+node at a time, the first in that order that is synced (:mod:`pvekvm.galera`).
+
+Every connection is bounded (:mod:`pvekvm.dburl`): a server that stops answering without
+closing its sockets ends a statement after ``read_timeout_s`` (``[database] read_timeout_s``)
+as a lost server, instead of blocking its process for ever."""
 
 from __future__ import annotations
 
@@ -17,7 +21,13 @@ from urllib.parse import urlparse
 import pymysql
 from peewee import DatabaseError, MySQLDatabase
 
-from pvekvm.dburl import _ReconnectingMySQL, parse_url
+from pvekvm.dburl import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_READ_TIMEOUT_S,
+    _ReconnectingMySQL,
+    longer_reads,
+    parse_url,
+)
 from pvekvm.models import database
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema.sql"
@@ -26,6 +36,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: but no version row is at this version
 BASELINE_VERSION = 1
 _MIGRATION = re.compile(r"(\d{4})_([\w-]+)\.sql")
+#: a schema change's statements may run this long (an ``ALTER TABLE`` of a large table, the
+#: schema lock's 120 s wait) whatever the connection's read timeout
+SCHEMA_READ_TIMEOUT_S = 3600.0
 
 
 class DatabaseSetupError(RuntimeError):
@@ -42,18 +55,24 @@ _CONNECTION: dict[str, Any] = dict(
 )
 
 
-def open_database(url: str, causal_reads: bool = False) -> MySQLDatabase:
+def open_database(url: str, causal_reads: bool = False,
+                  read_timeout_s: float | None = DEFAULT_READ_TIMEOUT_S) -> MySQLDatabase:
     """The database at ``url`` as a peewee database (not yet connected). Several nodes: a
     :class:`pvekvm.galera.GaleraDatabase` writing through one of them; ``causal_reads``: its
     every read waits until the node has applied every commit the cluster made before
-    (``wsrep_sync_wait``: the API and the reconciler, whose reads must see the last commit)."""
+    (``wsrep_sync_wait``: the API and the reconciler, whose reads must see the last commit).
+    ``read_timeout_s``: how long a statement may go unanswered before the server is taken
+    for lost (the setting ``[database] read_timeout_s``; None: for ever)."""
     target = parse_url(url)
     if len(target.nodes) > 1:
         from pvekvm.galera import GaleraDatabase
 
-        return GaleraDatabase(target, causal_reads=causal_reads, **_CONNECTION)
-    return _ReconnectingMySQL(target.name, **target.connect_args(), connect_timeout=10,
-                              **_CONNECTION)
+        return GaleraDatabase(target, causal_reads=causal_reads,
+                              read_timeout_s=read_timeout_s, **_CONNECTION)
+    # the handshake within the connect timeout, and never longer than a statement may take
+    handshake = min(DEFAULT_CONNECT_TIMEOUT_S, read_timeout_s or DEFAULT_CONNECT_TIMEOUT_S)
+    return _ReconnectingMySQL(target.name, **target.connect_args(), connect_timeout=handshake,
+                              read_timeout_s=read_timeout_s, **_CONNECTION)
 
 
 def database_name(url: str) -> str:
@@ -101,10 +120,11 @@ def redact(url: str) -> str:
     return u._replace(netloc=u.netloc.replace(f":{u.password}@", ":***@", 1)).geturl()
 
 
-def bind(url: str, causal_reads: bool = False) -> MySQLDatabase:
-    """Bind the models to the database at ``url`` and return it (``causal_reads``: see
-    :func:`open_database`)."""
-    db = open_database(url, causal_reads)
+def bind(url: str, causal_reads: bool = False,
+         read_timeout_s: float | None = DEFAULT_READ_TIMEOUT_S) -> MySQLDatabase:
+    """Bind the models to the database at ``url`` and return it (``causal_reads``,
+    ``read_timeout_s``: see :func:`open_database`)."""
+    db = open_database(url, causal_reads, read_timeout_s)
     database.initialize(db)
     return db
 
@@ -152,6 +172,12 @@ def apply_schema(db: MySQLDatabase, directory: Path = MIGRATIONS_DIR) -> int:
     describes it); one with tables but no version row is at BASELINE_VERSION; then every newer
     migration runs in order, each recorded when its statements succeeded."""
     steps = migrations(directory)
+    db.connect(reuse_if_open=True)
+    with longer_reads(db.connection(), SCHEMA_READ_TIMEOUT_S):
+        return _apply_schema(db, steps)
+
+
+def _apply_schema(db: MySQLDatabase, steps: list[tuple[int, str, Path]]) -> int:
     latest = max([BASELINE_VERSION] + [v for v, _, _ in steps])
     _total_order_ddl(db)
     lock = f"pvekvm_schema:{db.database}"[:64]

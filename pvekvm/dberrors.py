@@ -14,6 +14,11 @@ worker, the engine and intake ask :func:`classify` instead of reading error code
   writer (:mod:`pvekvm.db`); a transaction cut this way may or may not have committed, which
   the engine's nudge ids and compare-and-swap already decide (the redelivery is then stale or
   runs the step again, idempotently).
+  A server that stopped answering without closing its sockets (SIGSTOP, a frozen VM, a
+  partition dropping packets) is one too: after the connection's read timeout
+  (``[database] read_timeout_s``) pymysql raises ``2013 ... (timed out)`` with the socket
+  already closed, so that connection is never used again (:func:`timed_out` tells it apart,
+  for the writer rule and the logs).
 - ``OTHER``: anything else (a bug, a constraint): not retried here.
 
 An error raised while handling one of these (a nested ``atomic()`` whose savepoint InnoDB has
@@ -79,3 +84,14 @@ def retry_now(exc: BaseException | None) -> bool:
 
 def unreachable(exc: BaseException | None) -> bool:
     return classify(exc) is DbError.UNREACHABLE
+
+
+def timed_out(exc: BaseException | None) -> bool:
+    """``exc`` (or the error it was raised while handling) is a server that did not answer
+    within the connection's timeout: a lost server whose socket is still open."""
+    while exc is not None:
+        if isinstance(exc, (OperationalError, MySQLError)) and exc.args \
+                and exc.args[0] in (2003, 2006, 2013) and "timed out" in str(exc.args[-1]):
+            return True
+        exc = exc.__context__
+    return False

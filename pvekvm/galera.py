@@ -25,6 +25,17 @@ the engine already reconnects and retries on its own; the rule above is what HAP
 On connecting to a node the session waits once for a causality check (``wsrep_sync_wait``):
 after a failover the new writer has applied every transaction the cluster committed before
 the first statement runs, so no step reads an operation row older than its last commit.
+
+A hung node (SIGSTOP, a frozen VM, a partition that drops packets) keeps its sockets: it is
+found out by time (:mod:`pvekvm.dburl`). A statement on it ends after the read timeout as a
+lost server (the caller reconnects); connecting to it ends after the node's connect timeout
+(:data:`NODE_CONNECT_TIMEOUT_S`, the greeting and the state check included). The other nodes
+evict it within ``evs.inactive_timeout``, so the rule above picks the next node. A node that
+timed out is then tried after the others, and not probed for fail-back, for
+:data:`HUNG_SKIP_S` (in this process), so reconnects and fail-back checks do not wait on it
+again and again; that is the fail-back interval, so processes disagree on the writer no longer
+than the fail-back already allows. Once it answers again (SIGCONT: it rejoins by IST) the
+fail-back moves every process back to it.
 """
 
 from __future__ import annotations
@@ -37,12 +48,16 @@ from typing import Any
 import pymysql
 from peewee import OperationalError
 
-from pvekvm.dburl import DatabaseTarget, _ReconnectingMySQL
+from pvekvm import dberrors, dburl
+from pvekvm.dburl import DEFAULT_READ_TIMEOUT_S, DatabaseTarget, _ReconnectingMySQL, set_timeouts
 
 log = logging.getLogger("pvekvm.db")
 SYNCED = "4"  # wsrep_local_state: 1 joining, 2 donor/desynced, 3 joined, 4 synced
 FAILBACK_CHECK_S = 5.0  # a connection on a later node looks for an earlier synced one this often
-NODE_CONNECT_TIMEOUT_S = 3
+NODE_CONNECT_TIMEOUT_S = 3  # a node's TCP connect, greeting, login and state check
+HUNG_SKIP_S = FAILBACK_CHECK_S  # a node that timed out is tried last (and not probed) this long
+#: node → until when (time.monotonic) it is tried last: it timed out on this process
+_hung: dict[tuple[str, int], float] = {}
 _STATE = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_ready', 'wsrep_local_state')"
 
 
@@ -57,35 +72,52 @@ def node_state(conn: pymysql.connections.Connection) -> tuple[bool, str | None]:
     return status.get("wsrep_ready", "").upper() == "ON", status.get("wsrep_local_state")
 
 
+def mark_hung(node: tuple[str, int]) -> None:
+    """``node`` timed out: try it after the others for HUNG_SKIP_S."""
+    if node not in _hung:  # newly (it leaves the dict when it answers again)
+        log.warning("database: node %s:%s does not answer (timed out); trying the others "
+                    "first", *node)
+    _hung[node] = time.monotonic() + HUNG_SKIP_S
+
+
+def hung(node: tuple[str, int]) -> bool:
+    return _hung.get(node, 0.0) > time.monotonic()
+
+
+def _order(target: DatabaseTarget) -> list[int]:
+    """The nodes' indexes in the URL's order, those that timed out lately last."""
+    return sorted(range(len(target.nodes)), key=lambda i: hung(target.nodes[i]))
+
+
 def connect_writer(target: DatabaseTarget, *, database: str | None = None,
                    causal: bool = False, connect_timeout: float | None = None,
                    cluster: bool | None = None, synced_only: bool = False,
+                   read_timeout_s: float | None = DEFAULT_READ_TIMEOUT_S,
                    **params: Any) -> pymysql.connections.Connection:
     """A connection to the writer of ``target`` (the rule above): the first synced node in
     order, else (unless ``synced_only``) the first ready one. The last error when no node can
-    take writes (every node down: an OperationalError 2003; every node up but not ready: 1047).
-    ``cluster``: check the node's state even when ``target`` names one node (default: when it
-    names several)."""
+    take writes (every node down: an OperationalError 2003; every node up but not ready: 1047;
+    a node that does not answer: 2013 ... timed out). ``cluster``: check the node's state even
+    when ``target`` names one node (default: when it names several). Each node's handshake and
+    state check are bounded by ``connect_timeout`` (at most NODE_CONNECT_TIMEOUT_S on a
+    cluster), the connection's reads afterwards by ``read_timeout_s``."""
     if not (len(target.nodes) > 1 if cluster is None else cluster):  # one server: as it is
-        return pymysql.connect(**target.connect_args(0), database=database,
-                               connect_timeout=connect_timeout or 10, **params)
-    timeout = connect_timeout or NODE_CONNECT_TIMEOUT_S
+        return dburl.connect(**target.connect_args(0), database=database,
+                             handshake_s=connect_timeout or dburl.DEFAULT_CONNECT_TIMEOUT_S,
+                             read_timeout_s=read_timeout_s, **params)
+    timeout = min(connect_timeout or NODE_CONNECT_TIMEOUT_S, NODE_CONNECT_TIMEOUT_S)
     fallback: pymysql.connections.Connection | None = None
     error: Exception | None = None
-    for i in range(len(target.nodes)):
+    for i in _order(target):
         try:
-            conn = pymysql.connect(**target.connect_args(i), database=database,
-                                   connect_timeout=min(timeout, NODE_CONNECT_TIMEOUT_S),
-                                   **params)
+            conn, ready, state = _open_node(target, i, timeout, database, params)
         except pymysql.err.MySQLError as exc:
+            if dberrors.timed_out(exc):
+                mark_hung(target.nodes[i])
             error = exc
             continue
-        try:
-            ready, state = node_state(conn)
-        except pymysql.err.MySQLError as exc:
-            _close(conn)
-            error = exc
-            continue
+        _hung.pop(target.nodes[i], None)
+        set_timeouts(conn, read_timeout_s)
         if ready and state in (SYNCED, None):
             settled = _settle(conn, causal) if state is not None else conn
             if settled is not None:
@@ -111,6 +143,19 @@ def connect_writer(target: DatabaseTarget, *, database: str | None = None,
     raise error
 
 
+def _open_node(target: DatabaseTarget, i: int, timeout: float, database: str | None,
+               params: dict[str, Any]) -> tuple[pymysql.connections.Connection, bool, str | None]:
+    """A connection to node ``i`` and its (ready, state), all within ``timeout`` a read."""
+    conn = dburl.connect(**target.connect_args(i), database=database, handshake_s=timeout,
+                         read_timeout_s=timeout, **params)
+    try:
+        ready, state = node_state(conn)
+    except pymysql.err.MySQLError:
+        _close(conn)
+        raise
+    return conn, ready, state
+
+
 def _settle(conn: pymysql.connections.Connection,
             causal: bool) -> pymysql.connections.Connection | None:
     """Wait once until the node has applied what the cluster committed before now; keep
@@ -122,7 +167,9 @@ def _settle(conn: pymysql.connections.Connection,
             cur.execute("SELECT 1")
             if not causal:
                 cur.execute("SET SESSION wsrep_sync_wait = 0")
-    except pymysql.err.MySQLError:
+    except pymysql.err.MySQLError as exc:
+        if dberrors.timed_out(exc):  # a node back from a hang, still in its old view
+            mark_hung((conn.host, conn.port))
         _close(conn)
         return None
     return conn
@@ -141,9 +188,10 @@ def writer_index(target: DatabaseTarget, conn: Any) -> int | None:
 
 class GaleraDatabase(_ReconnectingMySQL):
     """A peewee database on a Galera cluster's writer (see the module's rule). A broken
-    connection (the node died, left the primary component, or is not ready: ``1047``) is
-    reopened on the next writer by the reconnect logic of every caller (the consumer's wait
-    for the database, peewee's reconnect outside transactions)."""
+    connection (the node died, left the primary component, is not ready: ``1047``, or did
+    not answer within the read timeout) is reopened on the next writer by the reconnect logic
+    of every caller (the consumer's wait for the database, peewee's reconnect outside
+    transactions)."""
 
     reconnect_errors = (*_ReconnectingMySQL.reconnect_errors,
                         (OperationalError, "1047"))
@@ -160,7 +208,7 @@ class GaleraDatabase(_ReconnectingMySQL):
         params = {k: v for k, v in self.connect_params.items()
                   if k not in ("host", "port", "user", "password", "connect_timeout")}
         conn = connect_writer(self.target, database=self.database, causal=self.causal_reads,
-                              autocommit=True, **params)
+                              read_timeout_s=self.read_timeout_s, autocommit=True, **params)
         conn._pvekvm_checked = time.monotonic()
         i = writer_index(self.target, conn)
         if i:
@@ -182,10 +230,14 @@ class GaleraDatabase(_ReconnectingMySQL):
         i = writer_index(self.target, conn)
         if not i:
             return
-        earlier = DatabaseTarget(self.target.nodes[:i], self.target.user,
-                                 self.target.password, self.target.name)
+        nodes = tuple(n for n in self.target.nodes[:i] if not hung(n))
+        if not nodes:
+            return  # the earlier ones timed out lately: not again yet
+        earlier = DatabaseTarget(nodes, self.target.user, self.target.password,
+                                 self.target.name)
         try:
-            probe = connect_writer(earlier, connect_timeout=1, cluster=True, synced_only=True)
+            probe = connect_writer(earlier, connect_timeout=1, cluster=True, synced_only=True,
+                                   read_timeout_s=1)
         except pymysql.err.MySQLError:
             return  # still down: stay where we are
         probe.close()
@@ -193,9 +245,14 @@ class GaleraDatabase(_ReconnectingMySQL):
                     *earlier.nodes[writer_index(earlier, probe) or 0])
         self.close()
 
+    def _timed_out(self) -> None:
+        conn = self._state.conn
+        if conn is not None and writer_index(self.target, conn) is not None:
+            mark_hung((conn.host, conn.port))
+
     def execute_sql(self, sql: str, params: Any = None) -> Any:
         self._fail_back()
-        return super().execute_sql(sql, params)  # type: ignore[no-untyped-call]
+        return super().execute_sql(sql, params)
 
     def begin(self, *args: Any, **kwargs: Any) -> Any:
         self._fail_back()

@@ -82,7 +82,8 @@ def check_database(settings: Settings, schema: bool = True) -> Verdict:
     name = target.name
     host = ",".join(f"{h}:{p}" for h, p in target.nodes)
     try:  # a Galera cluster's nodes: the writer (pvekvm/galera.py), as every process will
-        conn = connect_writer(target, database=name, connect_timeout=5)
+        conn = connect_writer(target, database=name, connect_timeout=5,
+                              read_timeout_s=settings.database_read_timeout_s)
         host = f"{conn.host}:{conn.port}"
     except pymysql.err.MySQLError as exc:
         code = exc.args[0] if exc.args else None
@@ -390,7 +391,8 @@ def check_secret_key(settings: Settings) -> Verdict:
     from pvekvm.db import open_database
 
     try:
-        db = open_database(settings.database_url)
+        db = open_database(settings.database_url,
+                           read_timeout_s=settings.database_read_timeout_s)
         try:
             held = keyrotate.encrypted_values(db)
         finally:

@@ -9,6 +9,8 @@
 #   scripts/galera-cluster.sh dir            # the directory holding each node's data and logs
 #   scripts/galera-cluster.sh stop-node 1    # clean shutdown of one node (the others go on)
 #   scripts/galera-cluster.sh kill-node 1    # SIGKILL one node (a crash)
+#   scripts/galera-cluster.sh pause-node 1   # SIGSTOP one node (a hang: its sockets stay open)
+#   scripts/galera-cluster.sh resume-node 1  # SIGCONT it: it finds itself evicted and rejoins
 #   scripts/galera-cluster.sh start-node 1   # bring it back: it rejoins (IST, else SST)
 #   scripts/galera-cluster.sh wipe-node 3    # stop it and delete its data (it joins by SST)
 #   scripts/galera-cluster.sh status         # each node's wsrep state, cluster size, seqno
@@ -199,6 +201,7 @@ stop_node() {  # clean shutdown of node I (SIGTERM), waiting until it has exited
   p=$(pid_of "$i")
   if ! ours "$p" "$i"; then return 0; fi
   kill -TERM "$p"
+  kill -CONT "$p" 2>/dev/null || true  # a paused node would not act on the TERM
   while ours "$p" "$i"; do
     if ((SECONDS > deadline)); then kill -KILL "$p"; fi
     sleep 0.2
@@ -243,6 +246,8 @@ case "$cmd" in
     ;;
   urls) echo "mysql://root@127.0.0.1:$(sql_port 1),127.0.0.1:$(sql_port 2),127.0.0.1:$(sql_port 3)/$DATABASE" ;;
   stop-node) stop_node "$2" ;;
+  pause-node) p=$(pid_of "$2"); if ours "$p" "$2"; then kill -STOP "$p"; fi ;;
+  resume-node) p=$(pid_of "$2"); if ours "$p" "$2"; then kill -CONT "$p"; fi ;;
   kill-node) kill_node "$2" ;;
   start-node) start_node "$2"; await_synced "$2" ;;
   wipe-node)  # stop node I and delete its data: its next start joins by a full SST (rsync)
@@ -260,5 +265,5 @@ case "$cmd" in
     stop_node 1
     if [ "$cmd" = wipe ]; then rm -rf "$BASE"; fi
     ;;
-  *) echo "usage: $0 start|urls|stop-node I|kill-node I|start-node I|wipe-node I|status|stop|wipe" >&2; exit 2 ;;
+  *) echo "usage: $0 start|urls|stop-node I|kill-node I|pause-node I|resume-node I|start-node I|wipe-node I|status|stop|wipe" >&2; exit 2 ;;
 esac

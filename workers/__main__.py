@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = preflight.settings_or_exit(args.config, "python -m workers")
     logs.setup(args.log_level, args.log_format or settings.metrics.log_format)
     preflight.require(settings, needs(pools), "python -m workers")
-    bind(settings.database_url)
+    bind(settings.database_url, read_timeout_s=settings.database_read_timeout_s)
     proc = WorkerProcess(settings, pools, max(1, args.concurrency),
                          metrics_port=args.metrics_port)
     signal.signal(signal.SIGTERM, lambda *_: proc.stop.set())

@@ -353,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     preflight.require(settings, ("database", "broker", "secret-key"),
                       "python -m workers.scheduler")
     # on Galera the reconciler's reads wait for the cluster's last commit (wsrep_sync_wait)
-    bind(settings.database_url, causal_reads=True)
+    bind(settings.database_url, causal_reads=True,
+         read_timeout_s=settings.database_read_timeout_s)
     metrics.register_database_gauges()
     port = args.metrics_port if args.metrics_port is not None else \
         settings.metrics.scheduler_port

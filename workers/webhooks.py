@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = preflight.settings_or_exit(args.config, "python -m workers.webhooks")
     logs.setup(args.log_level, settings.metrics.log_format)
     preflight.require(settings, ["database", "secret-key"], "python -m workers.webhooks")
-    bind(settings.database_url)
+    bind(settings.database_url, read_timeout_s=settings.database_read_timeout_s)
     port = args.metrics_port if args.metrics_port is not None else settings.metrics.port
     server = metrics.MetricsServer(port, settings.metrics.addr).start()
     proc = Deliverer(settings, max(1, args.threads)).start()

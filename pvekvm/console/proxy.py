@@ -442,7 +442,7 @@ def serve_forever(settings: Settings, host: str, port: int) -> None:
     if problem:
         print(f"python -m pvekvm console-proxy: cannot start: {problem}", file=sys.stderr)
         raise SystemExit(3)
-    bind(settings.database_url)
+    bind(settings.database_url, read_timeout_s=settings.database_read_timeout_s)
     proxy = ConsoleProxy(settings)
     log.info("console proxy %s on %s:%s (noVNC from %s)", proxy.name, host, port, proxy.novnc)
     with contextlib.suppress(KeyboardInterrupt):

@@ -124,13 +124,15 @@ def private_db_cluster_settings(tmp_path, cluster, cluster_topology, private_mar
 
 @pytest.fixture(scope="session")
 def galera() -> Iterator[GaleraCluster]:
-    """A private three-node Galera cluster (scripts/galera-cluster.sh), started once per
+    """A private three-node Galera cluster (scripts/galera-cluster.sh; its name and base port
+    PVEKVM_GALERA_NAME and PVEKVM_GALERA_PORT, default from the test name), started once per
     session and stopped at its end (no mariadbd is left behind; its data stays in var/galera/
     for the next run, which bootstraps it by the safe_to_bootstrap rule)."""
     why = GaleraCluster.available()
     if why:
         pytest.skip(f"no Galera cluster here: {why}")
-    name = os.environ.get("PVEKVM_TEST_NAME", "pvekvm_test")
+    name = os.environ.get("PVEKVM_GALERA_NAME") or os.environ.get("PVEKVM_TEST_NAME",
+                                                                  "pvekvm_test")
     g = GaleraCluster(name=name, port=int(os.environ.get("PVEKVM_GALERA_PORT",
                                                          galera_port(name))))
     try:

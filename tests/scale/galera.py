@@ -72,6 +72,21 @@ class GaleraCluster:
         self._run("kill-node", str(i))
         self.events.append(f"node {i} SIGKILLed")
 
+    def pause_node(self, i: int) -> None:
+        """SIGSTOP node i: a hang (its sockets stay open, nothing answers)."""
+        self._run("pause-node", str(i))
+        self.events.append(f"node {i} SIGSTOPped")
+
+    def resume_node(self, i: int) -> None:
+        """SIGCONT node i (it finds itself evicted and rejoins by IST)."""
+        self._run("resume-node", str(i))
+        self.events.append(f"node {i} SIGCONTed")
+
+    def state(self, i: int) -> str:
+        """Node i's wsrep_local_state_comment ('' when it does not answer)."""
+        return self.status(i, "wsrep_local_state_comment").get("wsrep_local_state_comment",
+                                                                "")
+
     def stop_node(self, i: int) -> None:
         self._run("stop-node", str(i))
         self.events.append(f"node {i} stopped")
@@ -108,11 +123,11 @@ class GaleraCluster:
                           + ", ".join(["%s"] * len(names)) + ")", *names)
         return {str(k): str(v) for k, v in rows}
 
-    def clients(self, database: str) -> dict[int, int]:
+    def clients(self, database: str, nodes: tuple[int, ...] = (1, 2, 3)) -> dict[int, int]:
         """Node → how many client connections use ``database`` there (the writer rule: all on
-        one node)."""
+        one node); only ``nodes`` asked (a paused node would keep the question waiting)."""
         out = {}
-        for i in (1, 2, 3):
+        for i in nodes:
             rows = self.query(i, "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
                               "WHERE DB = %s AND USER <> 'system user' "
                               "AND ID <> CONNECTION_ID()", database)

@@ -78,6 +78,11 @@ def _causal_count(galera: GaleraCluster, node: int, db: str) -> int | None:
         conn.close()
 
 
+def _transfer_lines(log: str) -> list[str]:
+    """The last state transfer lines of a node's error log (for an assertion's message)."""
+    return [line for line in log.splitlines() if any(w in line for w in _TRANSFER_WORDS)][-12:]
+
+
 def _unfinished() -> int:
     return Operation.select().where(Operation.status.in_(UNFINISHED)).count()
 
@@ -140,8 +145,7 @@ def run_failover(settings: Settings, sim, galera: GaleraCluster, tmp_path, n: in
             galera.start_node(1)
             rejoin = galera.error_log(1)[log_before:]
             report.ist = "IST received" in rejoin
-            report.transfer = [line for line in rejoin.splitlines()
-                               if any(w in line for w in _TRANSFER_WORDS)][-12:]
+            report.transfer = _transfer_lines(rejoin)
             if rabbit is not None:
                 rabbit.start_node(1)
                 report.events.append("broker node 1 started")

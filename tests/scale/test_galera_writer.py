@@ -152,16 +152,15 @@ def test_a_node_outside_the_primary_component_is_left_for_the_next(galera: Galer
 def test_the_start_up_check_names_the_writer_it_reached(galera, schema):
     """``python -m pvekvm check`` (and every program's start-up check) on the cluster's URL:
     ok through the first synced node, the next when node 1 is desynced."""
-    from types import SimpleNamespace
-
+    from pvekvm.config import Settings
     from pvekvm.preflight import check_database
 
-    settings = SimpleNamespace(database_url=schema, origin={})
-    verdict = check_database(settings)  # type: ignore[arg-type]
+    settings = Settings(database_url=schema, amqp_url="amqp://unused")
+    verdict = check_database(settings)
     assert verdict.status == "ok" and f":{galera.sql_port(1)}," in verdict.detail, verdict
     galera.query(1, "SET GLOBAL wsrep_desync = ON")
     try:
-        verdict = check_database(settings)  # type: ignore[arg-type]
+        verdict = check_database(settings)
     finally:
         galera.query(1, "SET GLOBAL wsrep_desync = OFF")
     assert verdict.status == "ok" and f":{galera.sql_port(2)}," in verdict.detail, verdict

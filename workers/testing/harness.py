@@ -93,6 +93,7 @@ def write_config(settings: Settings, path: Path) -> Path:
     where += "[placement]\n" + "".join(f"{k} = {v}\n" for k, v in _keys(settings.placement))
     path.write_text(
         f'[database]\nurl = "{settings.database_url}"\n'
+        f'read_timeout_s = {settings.database_read_timeout_s}\n'
         f'[amqp]\nurl = "{settings.amqp_url}"\nnamespace = "{settings.namespace}"\n'
         + where +
         f'[smtp]\nhost = "{settings.smtp.host}"\nport = {settings.smtp.port}\n'

@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logging.getLogger(__name__).warning("%s", no_token_warning(settings))
     # on Galera each read waits for the cluster's last commit (wsrep_sync_wait): a caller that
     # published an event sees what the workers committed since, whichever node serves it
-    bind(settings.database_url, causal_reads=True)
+    bind(settings.database_url, causal_reads=True,
+         read_timeout_s=settings.database_read_timeout_s)
     app = FastAPI(title="pvekvm service API", version="1",
                   description=(pvekvm.apps.api.__doc__ or "").strip())
     app.state.settings = settings

@@ -121,7 +121,7 @@ def cmd_init_db(settings: Settings) -> int:
     name = database_name(settings.database_url)
     try:
         created = create_database(settings.database_url)
-        db = bind(settings.database_url)
+        db = bind(settings.database_url, read_timeout_s=settings.database_read_timeout_s)
         before = schema_version(db)
         version = apply_schema(db)
     except DatabaseSetupError as exc:
@@ -152,7 +152,7 @@ def cmd_check(settings: Settings) -> int:
     if verdicts[0].failed:
         verdicts.append(preflight.Verdict("DNS", "skip", "needs the database (catalog)"))
     else:
-        bind(settings.database_url)
+        bind(settings.database_url, read_timeout_s=settings.database_read_timeout_s)
         verdicts += preflight.check_dns(settings)
     verdicts.append(preflight.check_smtp(settings))
     for v in verdicts:
@@ -537,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_check(settings)
     preflight.require(settings, NEEDS[args.cmd], f"{PROG} {args.cmd}")
     if {"database", "database-exists"} & set(NEEDS[args.cmd]):
-        bind(settings.database_url)
+        bind(settings.database_url, read_timeout_s=settings.database_read_timeout_s)
     try:
         return COMMANDS[args.cmd](settings, args) or 0
     except Exception as exc:  # noqa: BLE001 - a dependency that went away mid-command: one line

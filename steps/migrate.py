@@ -22,8 +22,8 @@ from datetime import datetime
 from pvekvm import placement
 from pvekvm.config import DEFAULT_CLUSTER
 from pvekvm.lifecycle import OpStatus
-from pvekvm.models import AuditLog, Backup, Placement, database
-from steps import lifecycle, local_snapshots, pvecfg, slots
+from pvekvm.models import AuditLog, Placement, database
+from steps import backups, lifecycle, local_snapshots, pvecfg, slots
 from steps.context import StepContext
 from steps.machine import Done, Refused, Retry, StepFailed, StepResult, Wait
 from steps.provision import _record_node
@@ -99,11 +99,6 @@ def choose_target(ctx: StepContext) -> StepResult:
                  " migrations arriving: waiting for a turn", counts=False)
 
 
-def _shared_storages(ctx: StepContext, node: str) -> set[str]:
-    return {r["storage"] for r in ctx.pve.get("cluster/resources", type="storage")
-            if r.get("node") == node and r.get("shared")}
-
-
 def detach_local_iso(ctx: StepContext) -> StepResult:
     """An ISO on local storage (or the host's CD-ROM) blocks every migration: empty the drive
     and put back the boot order the mount replaced (the ISO mount's own undo)."""
@@ -117,7 +112,7 @@ def detach_local_iso(ctx: StepContext) -> StepResult:
     host_drive = "cdrom" in files
     if not isos and not host_drive:
         return Done("no ISO in the CD-ROM", skipped=True)
-    shared = _shared_storages(ctx, ctx.node)
+    shared = backups.shared_storages(ctx, ctx.node)
     if not host_drive and all(f.split(":", 1)[0] in shared for f in isos):
         return Done(f"ISO {isos[0]} is on shared storage: it follows the VM", skipped=True)
     iso = isos[0] if isos else None
@@ -242,14 +237,8 @@ def follow_backups(ctx: StepContext) -> StepResult:
     row = _placed(ctx)
     if _stays(row):
         return Done("nothing moved", skipped=True)
-    rows = list(Backup.select().where((Backup.service_id == ctx.service.id)
-                                      & (Backup.node == row.source)))
-    if not rows:
+    moved, stay = backups.follow_vm(ctx, str(row.node))
+    if not moved and not stay:
         return Done("no backups to follow", skipped=True)
-    shared = _shared_storages(ctx, str(row.node))
-    moved = [b.id for b in rows if b.storage in shared]
-    if moved:
-        Backup.update(node=row.node).where(Backup.id.in_(moved)).execute()
-    stay = len(rows) - len(moved)
-    return Done(f"{len(moved)} backups now via {row.node}"
+    return Done(f"{moved} backups now via {row.node}"
                 + (f", {stay} stay on {row.source}'s local storage" if stay else ""))

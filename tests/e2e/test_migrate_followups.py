@@ -141,6 +141,33 @@ def test_a_local_backup_stays_listed_on_its_node_not_restorable_and_deletable(
     heard.close()
 
 
+def test_a_shared_backup_follows_every_move_and_a_stale_row_is_repaired(
+        settings: Settings, sim: RunningSimulator) -> None:
+    """Shared storage: reached from any node, so the row follows the VM whatever moved it (a
+    package change's relocation too); a row listed before that rule is put right by the
+    scheduled backup sync, so a restorable backup is never refused."""
+    from pvekvm import proxmox
+    from workers import backup_sync
+
+    assert settings.proxmox is not None
+    with InProcessWorkers(settings, concurrency=4), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        _deploy(billing, 525)
+        billing.backup_create(service_id=525)  # on "backup", shared
+        assert _done(525, "backup_create").status == "done"
+        billing.change_package(service_id=525, product="vps-large")  # to pve3 (relocation)
+        assert _done(525, "change_package").status == "done", describe_ops([525])
+        backup = Backup.get(Backup.service_id == 525)
+        assert Service.get_by_id(525).node == "pve3" and backup.node == "pve3"
+
+        Backup.update(node="pve2").where(Backup.id == backup.id).execute()  # a stale row
+        result = backup_sync.run_once(proxmox.client(settings.proxmox), None)
+        assert result.followed == 1 and result.gone == [] and not result.errors
+        assert Backup.get_by_id(backup.id).node == "pve3"
+        billing.backup_restore(service_id=525, backup_id=backup.id)
+        assert _done(525, "restore").status == "done", describe_ops([525])
+
+
 def test_pvesim_refuses_a_restore_on_a_node_other_than_the_vms(
         settings: Settings, sim: RunningSimulator) -> None:
     """What the engine avoids: PVE restores on the node that holds the VM's config (pmxcfs

@@ -8,7 +8,7 @@ from urllib.parse import quote
 from pvekvm import backup_reach, service_changes
 from pvekvm.models import AuditLog, Backup, Service, Snapshot
 from pvekvm.proxmox import ProxmoxError
-from steps import power, rescue, slots
+from steps import backup_follow, power, rescue, slots
 from steps.context import StepContext
 from steps.machine import Done, Refused, Retry, StepResult, Wait
 
@@ -185,27 +185,6 @@ def delete_backup(ctx: StepContext) -> StepResult:
     return result if isinstance(result, Wait) else Done(f"{backup.volid} deleted")
 
 
-def shared_storages(ctx: StepContext, node: str) -> set[str]:
-    """Storages shared by the cluster's nodes, as ``node`` lists them."""
-    return {r["storage"] for r in ctx.pve.get("cluster/resources", type="storage")
-            if r.get("node") == node and r.get("shared")}
-
-
-def follow_vm(ctx: StepContext, node: str) -> tuple[int, int]:
-    """The VM is on ``node`` now: its backups on shared storage are reached through it (their
-    rows' node); those on another node's local storage stay there (pvekvm/backup_reach.py).
-    (moved, left) counts; nothing to do is (0, 0) without a Proxmox call."""
-    rows = list(Backup.select().where((Backup.service_id == ctx.service.id)
-                                      & (Backup.node != node)))
-    if not rows:
-        return 0, 0
-    shared = shared_storages(ctx, node)
-    moved = [b.id for b in rows if b.storage in shared]
-    if moved:
-        Backup.update(node=node).where(Backup.id.in_(moved)).execute()
-    return len(moved), len(rows) - len(moved)
-
-
 def forget_gone(backup: Backup, operation_id: int | None = None) -> bool:
     """The storage no longer holds the archive: the row goes, so the client is never offered a
     backup that does not exist; the audit log keeps what was lost. False: already gone."""
@@ -251,7 +230,7 @@ def restore_backup(ctx: StepContext) -> StepResult:
         noted = rescue.adopt_restored_rescue(ctx)  # a backup taken in rescue mode
         return Done(f"restored {backup.volid}" + (f"; {noted}" if noted else ""))
     if backup.node != ctx.node:  # a row from before shared backups followed every move
-        follow_vm(ctx, ctx.node)
+        backup_follow.follow_vm(ctx, ctx.node)
         backup = Backup.get_by_id(backup.id)
     why = backup_reach.unreachable(backup.node, backup.storage, ctx.service.node)
     if why:  # intake refuses it; a migration may have come between

@@ -23,7 +23,7 @@ from pvekvm import placement
 from pvekvm.config import DEFAULT_CLUSTER
 from pvekvm.lifecycle import OpStatus
 from pvekvm.models import AuditLog, Placement, database
-from steps import backups, lifecycle, local_snapshots, pvecfg, slots
+from steps import backup_follow, lifecycle, local_snapshots, pvecfg, slots
 from steps.context import StepContext
 from steps.machine import Done, Refused, Retry, StepFailed, StepResult, Wait
 from steps.provision import _record_node
@@ -112,7 +112,7 @@ def detach_local_iso(ctx: StepContext) -> StepResult:
     host_drive = "cdrom" in files
     if not isos and not host_drive:
         return Done("no ISO in the CD-ROM", skipped=True)
-    shared = backups.shared_storages(ctx, ctx.node)
+    shared = backup_follow.shared_storages(ctx, ctx.node)
     if not host_drive and all(f.split(":", 1)[0] in shared for f in isos):
         return Done(f"ISO {isos[0]} is on shared storage: it follows the VM", skipped=True)
     iso = isos[0] if isos else None
@@ -237,7 +237,7 @@ def follow_backups(ctx: StepContext) -> StepResult:
     row = _placed(ctx)
     if _stays(row):
         return Done("nothing moved", skipped=True)
-    moved, stay = backups.follow_vm(ctx, str(row.node))
+    moved, stay = backup_follow.follow_vm(ctx, str(row.node))
     if not moved and not stay:
         return Done("no backups to follow", skipped=True)
     return Done(f"{moved} backups now via {row.node}"

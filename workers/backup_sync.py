@@ -71,8 +71,8 @@ def run_once(pve: Proxmox, publisher: Publisher | None,
 
 def _follow_vms(pve: Proxmox, rows: list[Backup], result: SyncResult) -> int:
     """A backup on shared storage whose row names another node than its VM's (listed before
-    every move made shared backups follow: steps/backups.follow_vm) is reached through the VM's
-    node from now on, so it is offered for restore (pvekvm/backup_reach.py)."""
+    every move made shared backups follow: steps/backup_follow.py) is reached through the
+    VM's node from now on, so it is offered for restore (pvekvm/backup_reach.py)."""
     nodes: dict[int, str] = {s.id: str(s.node) for s in Service.select(
         Service.id, Service.node).where(Service.id.in_({b.service_id for b in rows})
                                         & Service.node.is_null(False))} if rows else {}

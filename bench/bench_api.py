@@ -57,6 +57,7 @@ def prepare(workdir: Path, conn: dict, token: str) -> Path:
     dbmod.apply_schema(db)
     dbmod.reset_data(db)
     load_catalog(settings)
+    assert settings.proxmox is not None
     px = Proxmox(settings.proxmox)
     upid = px.post("nodes/pve1/qemu/9000/clone", newid=VMID, name="bench-api")
     wait_task(px, upid)

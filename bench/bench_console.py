@@ -64,6 +64,7 @@ def prepare(workdir: Path, conn: dict, n: int) -> tuple[Path, Settings]:
     dbmod.apply_schema(db)
     dbmod.reset_data(db)
     load_catalog(settings)
+    assert settings.proxmox is not None
     px = Proxmox(settings.proxmox)
     product = Product.get(Product.name == "vps-small")
     upids = []
@@ -187,11 +188,18 @@ async def measure(opened: list[Session], rate: float, seconds: float, pid: int |
             "cpu_ms_per_frame": cpu / max(1, len(lat)) * 1e3}
 
 
+def _created_at(service_id: int) -> datetime:
+    created = Service.get_by_id(service_id).created_at
+    assert created is not None, f"service {service_id} has no created_at"
+    return created
+
+
 async def bench(args: argparse.Namespace, conn: dict, settings: Settings, proxy_pid: int) -> None:
     n = args.sessions
+    assert settings.proxmox is not None
     px = Proxmox(settings.proxmox)
-    tokens = [sessions.mint(SID0 + i, 1, Service.get_by_id(SID0 + i).created_at, 600, "bench",
-                            None, None) for i in range(n)]
+    tokens = [sessions.mint(SID0 + i, 1, _created_at(SID0 + i), 600, "bench", None, None)
+              for i in range(n)]
     opened: list[Session] = []
     t = time.monotonic()
     for batch in range(0, n, 20):

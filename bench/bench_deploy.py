@@ -39,13 +39,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import requests
-from peewee import fn
 
 from producers.api import OrderClient
 from pvekvm import catalog, messaging, secrets
 from pvekvm import db as dbmod
 from pvekvm.config import EngineSettings, ProxmoxSettings, Settings
-from pvekvm.models import IpPool, Operation, OutboxEvent, Product, Service, StepRun, database
+from pvekvm.models import IpPool, Operation, OutboxEvent, Product, Service, database
 from workers.testing.harness import load_catalog, write_config
 from workers.testing.smtp_sink import SmtpSink
 
@@ -317,8 +316,8 @@ def clone_floor(conn: dict, orders: int, limit: int) -> tuple[float, str]:
     orders of its own tasks after the clone, run one after another: migrate, config, start).
     Task times are PVE's whole seconds."""
     tasks = [t for t in all_tasks(conn) if t.get("endtime") is not None]
-    vmids = {int(v) for (v,) in Service.select(Service.vmid).where(
-        Service.vmid.is_null(False)).tuples()}
+    vmids = {int(s.vmid) for s in Service.select(Service.vmid).where(
+        Service.vmid.is_null(False)) if s.vmid is not None}
 
     def dur(t: dict) -> int:
         return max(0, int(t["endtime"]) - int(t["starttime"]))
@@ -400,17 +399,19 @@ def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float
                 run.ready_s = (last - t0_wall).total_seconds()
             run.paused = [f"{o.service_id}@{o.state}: {o.error}" for o in
                           Operation.select().where(Operation.status == "paused").limit(5)]
-            run.step_runs = {r.result: r.n for r in StepRun.select(
-                StepRun.result, fn.COUNT(StepRun.id).alias("n")).group_by(StepRun.result)}
+            run.step_runs = {str(result): int(n) for result, n in database.execute_sql(
+                "SELECT result, COUNT(*) FROM step_runs GROUP BY result").fetchall()}
             run.tasks, run.task_s = collect_tasks(conn)
             run.ready_at = sorted(
                 (o.finished_at - t0_wall).total_seconds() for o in Operation.select().where(
-                    (Operation.kind == "deploy") & (Operation.status == "done")))
+                    (Operation.kind == "deploy") & (Operation.status == "done"))
+                if o.finished_at is not None)
             run.floor = clone_floor(conn, orders, settings.engine.clones_per_storage)
             run.event_lag_ms = [1000 * (e.published_at - e.created_at).total_seconds()
                                 for e in OutboxEvent.select(OutboxEvent.created_at,
                                                             OutboxEvent.published_at)
-                                .where(OutboxEvent.published_at.is_null(False))]
+                                .where(OutboxEvent.published_at.is_null(False))
+                                if e.published_at is not None and e.created_at is not None]
             if hooks and hooks.finished:
                 run.extra = hooks.finished(conn, sids)  # type: ignore[operator]
         finally:
@@ -418,9 +419,9 @@ def run_once(args: argparse.Namespace, orders: int, scale: float, timeout: float
             with contextlib.suppress(Exception):
                 messaging.delete_topology(AMQP_URL, topo)
             database.close()
-        for _, path in procs:
-            if path.exists():
-                data = json.loads(path.read_text())
+        for _, samples in procs:
+            if samples.exists():
+                data = json.loads(samples.read_text())
                 run.samples += [tuple(r) for r in data["rows"]]
                 run.worker_cpu_s += data["cpu_s"]
                 for text, n in data.get("statements", {}).items():

@@ -53,9 +53,9 @@ def _seed_vms(sim, count: int) -> None:
 
 def _fresh(url: str, tmp: Path) -> None:
     dbmod.create_database(url)
-    dbmod.bind(url)
-    dbmod.apply_schema(database)
-    dbmod.reset_data(database)
+    db = dbmod.bind(url)
+    dbmod.apply_schema(db)
+    dbmod.reset_data(db)
     _catalog.clear()
     catalog.load({
         "templates": [{"name": "t", "vmid": 9000, "node": "pve1", "os_user": "debian"}],
@@ -75,6 +75,7 @@ def measure(url: str, vms: int, runs: int) -> dict[str, float]:
         settings = Settings(database_url=url, amqp_url="amqp://unused",
                             proxmox=ProxmoxSettings.from_connection(sim.connection),
                             placement=PlacementSettings())
+        assert settings.proxmox is not None
         pve = client(settings.proxmox)
         pid, tpl = Product.get(Product.name == "p").id, Template.get(Template.name == "t").id
         cpu, wall, res_cpu = [], [], []

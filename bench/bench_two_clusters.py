@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_two_clusters.py --orders 1000 [--runs calm down]
         [--down-at 10] [--api-time-ms 20] [--workers-procs 2 --concurrency 8]
-        [--node-mem-gib 384]
+        [--node-mem-gib 384] [--ams-memory-overcommit 1.5]
 
 Two pvesim processes (clusters ``default`` and ``ams``, each its own state, CA and port), each
 serving every node's API (``--per-node-api``) under its limits (pvesim/limits.py: 3 pveproxy
@@ -21,7 +21,8 @@ processes of C threads over every pool.
 
 Reported per run, from both pvesims' state and the database: all ready, Proxmox timeouts and
 config-lock timeouts (``/_sim/limits``), every node's committed memory (its VMs' configured
-memory + host use) against ``memory_overcommit`` x its RAM, VMs per node and the spread
+memory + host use) against its cluster's ``memory_overcommit`` x its RAM (``--ams-memory-
+overcommit``: ams' own, as a ``[clusters.placement]`` would set), VMs per node and the spread
 (max/min per cluster), orders lost (not ready), VMs not one per service, VMs started twice,
 steps recorded done twice, wall time, worker CPU per step.
 """
@@ -99,7 +100,7 @@ def fresh_database(settings: Settings) -> None:
     db = dbmod.bind(bd.DATABASE_URL)
     dbmod.apply_schema(db)
     dbmod.reset_data(db)
-    from steps.context import _catalog
+    from pvekvm.catalog_cache import _catalog
 
     _catalog.clear()
     catalog.load(fleet_catalog(), settings.secret_key_file, settings.cluster_names)
@@ -119,7 +120,7 @@ def take_down_later(at_s: float, conn: dict, node: str = "pve1") -> threading.Ti
     return timer
 
 
-def findings(conns: dict[str, dict], sids: list[int], ps: PlacementSettings) -> dict:
+def findings(conns: dict[str, dict], sids: list[int], settings: Settings) -> dict:
     """What both clusters hold and what Proxmox met: lost, twice, memory, spread."""
     services = list(Service.select(Service.id, Service.vmid, Service.status, Service.cluster,
                                    Service.node).where(Service.id.between(sids[0], sids[-1])))
@@ -144,7 +145,7 @@ def findings(conns: dict[str, dict], sids: list[int], ps: PlacementSettings) -> 
         for node in conn["nodes"]:
             committed = HOST_MEM + sum(int(str(vm["config"].get("memory", "512")).split(",")[0])
                                        * 2**20 for vm in vms.values() if vm["node"] == node)
-            allowed = ps.memory_overcommit * conn["node_mem"]
+            allowed = settings.placement_of(name).memory_overcommit * conn["node_mem"]
             worst_mem = max(worst_mem, committed / allowed)
             out["nodes"][f"{name}/{node}"] = (per_node[node], round(committed / GiB, 1))
         counts = [per_node[n] for n in conn["nodes"]]
@@ -175,8 +176,12 @@ def run_once(args: argparse.Namespace, kind: str) -> tuple[bd.Run, dict]:
             for node in conn["nodes"]:  # equal nodes, sized so the VMs fill them
                 control(conn, f"nodes/{node}", "PUT", {
                     "maxmem": conn["node_mem"], "maxcpu": 256, "host_mem": HOST_MEM})
+        ams_placement = (PlacementSettings(memory_overcommit=args.ams_memory_overcommit)
+                         if args.ams_memory_overcommit else None)
         clusters = tuple(ClusterSettings(name, ProxmoxSettings.from_connection(conns[name]),
-                                         *((500000, 899999) if name == "ams" else ()))
+                                         vmid_min=500000 if name == "ams" else None,
+                                         vmid_max=899999 if name == "ams" else None,
+                                         placement=ams_placement if name == "ams" else None)
                          for name in CLUSTERS)
         settings = Settings(database_url=bd.DATABASE_URL, amqp_url=bd.AMQP_URL,
                             namespace=topo.namespace, proxmox=clusters[0].proxmox,
@@ -213,7 +218,7 @@ def run_once(args: argparse.Namespace, kind: str) -> tuple[bd.Run, dict]:
                 run.ready_s = (last - t0_wall).total_seconds()
             run.paused = [f"{o.service_id}@{o.state}: {o.error}" for o in
                           Operation.select().where(Operation.status == "paused").limit(5)]
-            extra = findings(conns, sids, settings.placement)
+            extra = findings(conns, sids, settings)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -242,6 +247,8 @@ def main() -> int:
     ap.add_argument("--workers-procs", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--node-mem-gib", type=int, default=384)
+    ap.add_argument("--ams-memory-overcommit", type=float, default=0,
+                    help="ams' own memory_overcommit ([clusters.placement]; 0: [placement]'s)")
     ap.add_argument("--timeout", type=float, default=0)
     ap.add_argument("--name", default=os.environ.get("BENCH_NAME", "pvekvm_bench"))
     args = ap.parse_args()

@@ -48,7 +48,7 @@ def main() -> int:
     for f in args.files[1:]:
         stats.add(f)
     totals: dict[str, float] = {}
-    for (path, _line, name), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():
+    for (path, _line, name), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]  # pstats' stub lacks it
         g = group_of(path, name)
         totals[g] = totals.get(g, 0.0) + tt
     whole = sum(totals.values())

@@ -98,12 +98,15 @@ class ClusterSettings:
     """One Proxmox cluster (a location): its name, as the catalog's ``cluster = "..."``, the
     create event's ``location`` and the service row say it, and how to reach its API.
     ``vmid_min``/``vmid_max``: the VMIDs given in it (None: the engine's range); one VMID is
-    given once in the whole fleet (steps/allocation.py), ranges may overlap."""
+    given once in the whole fleet (steps/allocation.py), ranges may overlap. ``placement``:
+    its own ``[clusters.placement]``, each key not set there taken from ``[placement]``
+    (None: ``[placement]`` as it is); read through :meth:`Settings.placement_of`."""
 
     name: str
     proxmox: ProxmoxSettings
     vmid_min: int | None = None
     vmid_max: int | None = None
+    placement: PlacementSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -158,11 +161,12 @@ class EngineSettings:
 
 @dataclass(frozen=True)
 class PlacementSettings:
-    """How placement counts a node's room (pvekvm/placement.py): one object, so a cluster can
-    carry its own. A node takes ``*_overcommit`` times its memory, CPU threads and storage in
-    VMs' configured sizes; nodes within ``close_mb`` of the most memory headroom count as
-    equal (a template copy, then CPU, then storage decide among them); an order no node has
-    room for waits, looking again every few seconds, for at most ``wait_max_s``, then fails."""
+    """How placement counts a node's room (pvekvm/placement.py): ``[placement]``, and each
+    cluster's own (``ClusterSettings.placement``, its keys over ``[placement]``). A node takes
+    ``*_overcommit`` times its memory, CPU threads and storage in VMs' configured sizes; nodes
+    within ``close_mb`` of the most memory headroom count as equal (a template copy, then CPU,
+    then storage decide among them); an order no node has room for waits, looking again every
+    few seconds, for at most ``wait_max_s``, then fails."""
 
     memory_overcommit: float = 1.0
     cpu_overcommit: float = 4.0
@@ -313,6 +317,21 @@ class Settings:
         name = name or self.default_cluster
         return next((c for c in self.all_clusters if c.name == name), None)
 
+    def placement_of(self, cluster: str | None) -> PlacementSettings:
+        """How placement counts room in ``cluster`` (None: the default one): its own
+        ``[clusters.placement]`` over ``[placement]``; a cluster without one, or unknown, gets
+        ``[placement]``."""
+        found = self.cluster(cluster)
+        return found.placement if found is not None and found.placement is not None \
+            else self.placement
+
+    def placement_where(self, cluster: str | None) -> str:
+        """Where ``cluster``'s placement settings are written (for reasons that name a key)."""
+        found = self.cluster(cluster)
+        if found is not None and found.placement is not None:
+            return f"[[clusters]] {found.name} placement"
+        return "[placement]"
+
     def proxmox_of(self, cluster: str | None) -> ProxmoxSettings | None:
         """How to reach ``cluster``'s API (None: the default cluster); None when unknown."""
         if cluster is None or cluster == self.default_cluster:
@@ -352,7 +371,7 @@ SECTIONS: dict[str, set[str]] = {
 }
 #: sections that are arrays of tables (``[[webhooks]]``), checked by their own parser
 ARRAY_SECTIONS: set[str] = {"webhooks", "clusters"}
-CLUSTER_KEYS = (SECTIONS["proxmox"] | {"vmid_min", "vmid_max"})
+CLUSTER_KEYS = (SECTIONS["proxmox"] | {"vmid_min", "vmid_max", "placement"})
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
     """The settings file in use: ``path``, else ``$PVEKVM_CONFIG``, else config/pvekvm.toml."""
     return Path(path or os.environ.get("PVEKVM_CONFIG") or DEFAULT_CONFIG)
@@ -530,10 +549,40 @@ def _cluster_name(value: object, where: str) -> str:
     return value
 
 
-def _clusters(raw: dict[str, Any], cfg: Path) -> tuple[ClusterSettings, ...]:
+def _placement(raw: dict[str, Any], cfg: Path) -> PlacementSettings:
+    """``[placement]``: every cluster's, unless its own ``[clusters.placement]`` says more."""
+    placement = _typed(PlacementSettings, dict(raw.get("placement", {})),
+                       f"{shown(cfg)} [placement]")
+    if placement.problem():
+        raise ConfigError(f"{shown(cfg)} [placement] {placement.problem()}")
+    return placement
+
+
+def _cluster_placement(value: object, base: PlacementSettings, where: str
+                       ) -> PlacementSettings:
+    """A cluster's ``placement`` table (``[clusters.placement]`` or an inline table): each key
+    it sets over ``base`` (the global ``[placement]``), checked as ``[placement]`` is."""
+    known = SECTIONS["placement"]
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table ([clusters.placement] or placement = "
+                          f"{{ memory_overcommit = 1.5 }}), got {value!r}")
+    unknown = set(value) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} "
+                          f"(known: {', '.join(sorted(known))})")
+    own = _typed(PlacementSettings, dict(value), where)
+    merged = replace(base, **{k: getattr(own, k) for k in value})
+    if merged.problem():
+        raise ConfigError(f"{where} {merged.problem()}")
+    return merged
+
+
+def _clusters(raw: dict[str, Any], cfg: Path, placement: PlacementSettings | None = None
+              ) -> tuple[ClusterSettings, ...]:
     """``[[clusters]]``: each a name, ``connection_file`` or the ``[proxmox]`` keys inline, and
-    optionally its VMID range. Names are unique; ``[proxmox]`` and ``[[clusters]]`` exclude
-    each other (one place says where each cluster is)."""
+    optionally its VMID range and its own placement settings (over ``placement``, the global
+    ``[placement]``). Names are unique; ``[proxmox]`` and ``[[clusters]]`` exclude each other
+    (one place says where each cluster is)."""
     tables = raw.get("clusters")
     if tables is None:
         return ()
@@ -561,6 +610,10 @@ def _clusters(raw: dict[str, Any], cfg: Path) -> tuple[ClusterSettings, ...]:
                 raise ConfigError(f"{where} {k}: expected a VMID (100..999999999), got {v!r}")
         if vmids.get("vmid_min", 100) > vmids.get("vmid_max", 999999999):
             raise ConfigError(f"{where}: vmid_min is above vmid_max")
+        own = None
+        if "placement" in body:
+            own = _cluster_placement(body.pop("placement"), placement or PlacementSettings(),
+                                     f"{where} placement")
         tuning = _endpoint_tuning(body, where)
         conn = body.pop("connection_file", None)
         if conn is not None:
@@ -575,7 +628,7 @@ def _clusters(raw: dict[str, Any], cfg: Path) -> tuple[ClusterSettings, ...]:
                                   f"connection file: {exc}") from None
         else:
             proxmox = _inline_proxmox(body, tuning, where)
-        out.append(ClusterSettings(name, proxmox, **vmids))
+        out.append(ClusterSettings(name, proxmox, **vmids, placement=own))
     return tuple(out)
 
 
@@ -632,7 +685,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     db, db_where = _url(raw, cfg, "database", "DATABASE_URL", os.environ.get("DATABASE_URL"),
                         ("mysql", "mysql+pymysql", "mariadb"))
     amqp, amqp_where, namespace = _broker(raw, cfg)
-    clusters = _clusters(raw, cfg)
+    placement = _placement(raw, cfg)
+    clusters = _clusters(raw, cfg, placement)
     proxmox: ProxmoxSettings | None
     if clusters:
         proxmox, pve_where = clusters[0].proxmox, f"{shown(cfg)} [[clusters]]"
@@ -665,10 +719,6 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         if not isinstance(value, str):
             raise ConfigError(f"{shown(cfg)} {where}: expected a path, got {value!r}")
     api, api_note = _api_settings(raw.get("api", {}), cfg)
-    placement = _typed(PlacementSettings, dict(raw.get("placement", {})),
-                       f"{shown(cfg)} [placement]")
-    if placement.problem():
-        raise ConfigError(f"{shown(cfg)} [placement] {placement.problem()}")
     try:
         webhooks = webhook_config.parse(raw.get("webhooks"), raw.get("webhook_delivery"),
                                         shown(cfg), {name for name, _ in api.tokens})

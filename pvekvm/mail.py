@@ -19,9 +19,12 @@ Rules:
 - Values are inserted as ``str(value)``; a subject containing a line break is refused.
 
 Templates shipped in ``config/mail`` and their variables: ``welcome`` (hostname, service_id),
-``vm_ready`` / ``reinstalled`` (hostname, service_id, ip, ipv6, username, password; reinstalled
-also template), ``backup_restored`` (hostname, service_id, backup), ``password_reset``
-(hostname, service_id, ip, username, password). :func:`template_variables` lists them.
+``vm_ready`` / ``reinstalled`` (hostname, service_id, ip, ipv6, username, password, ssh_keys,
+with_password, keys_only; reinstalled also template), ``backup_restored`` (hostname, service_id,
+backup), ``password_reset`` (hostname, service_id, ip, username, password, ssh_keys,
+with_password, keys_only). :func:`template_variables` lists them. ``with_password`` and
+``keys_only`` are markers: "" (the line stays, showing nothing of them) or None (it drops), for a
+sentence that is only for a password login or only for a keys-only one (steps/notify.py).
 
 :func:`send` raises :class:`MailError` with ``transient=True`` when retrying later may help
 (connection refused or dropped, timeouts, 4xx replies) and ``transient=False`` when it will not

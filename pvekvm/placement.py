@@ -1,16 +1,16 @@
 """Where a VM goes: the one place that picks a node.
 
 A product names the nodes it may run on (``nodes``, a catalog ``group``, or its ``target_node``
-alone). A deploy's placement step asks ``/cluster/resources`` once and counts, per node, what
-is committed: the configured memory, vCPUs and disk of every VM there (running or not: a
-stopped VM may start at any time) and of our in-flight deploys placed there whose VM is not
-there yet (``reservations``). A node's headroom is ``overcommit × capacity − committed`` for
-memory (plus the host's own use: PVE's ``mem`` beyond its running guests' memory), CPU
-threads and the product's storage (``[placement]``). Nodes offline, in maintenance or without
-the storage get nothing. Of the nodes with room for the VM, those within ``close_mb`` of the
-most memory headroom count as equal: one with a template copy on the product's storage (no
-migration after the clone) wins, then more CPU, then more storage, then more memory, then
-the name.
+alone). A deploy's placement step asks ``/cluster/resources`` once and counts, per node, what is
+committed: the configured memory, vCPUs and disk of every VM there (running or not: a stopped VM
+may start at any time) and of our in-flight deploys placed there whose VM is not there yet
+(``reservations``). A node's headroom is ``overcommit × capacity − committed`` for memory (plus
+the host's own use: PVE's ``mem`` beyond its running guests' memory), CPU threads and the
+product's storage (the service's cluster's ratios: its own ``[clusters.placement]``, else
+``[placement]``; ``Settings.placement_of``). Nodes offline, in maintenance or without the
+storage get nothing. Of the nodes with room for the VM, those within ``close_mb`` of the most
+memory headroom count as equal: one with a template copy on the product's storage (no migration
+after the clone) wins, then more CPU, then more storage, then more memory, then the name.
 
 Invariants: placements are decided one at a time (the step holds the ``placement`` slot row
 until its transaction commits: two orders never both take a node's last room); reservations
@@ -236,9 +236,9 @@ def choose(found: list[Room], need: Need, ps: PlacementSettings, where: str,
 def decide(ctx: StepContext, copies: set[str] | None = None) -> Choice:
     """Where this deploy goes now (the caller holds the ``placement`` slot lock); ``copies``:
     the nodes with a template copy on the product's storage (None: read them)."""
-    product, ps = ctx.product, ctx.settings.placement
+    product, cluster = ctx.product, ctx.service.cluster
+    ps = ctx.settings.placement_of(cluster)  # the cluster's own ratios, else [placement]
     need = need_of(product)
-    cluster = ctx.service.cluster
     held = reserved(ctx.operation.id, cluster)
     off = in_maintenance(cluster)
     resources = ctx.pve.get("cluster/resources")

@@ -21,7 +21,7 @@ import pika
 import pymysql
 import requests
 
-from pvekvm.config import ConfigError, ProxmoxSettings, Settings, load_settings
+from pvekvm.config import ConfigError, PlacementSettings, ProxmoxSettings, Settings, load_settings
 from pvekvm.db import latest_version, redact
 from pvekvm.dburl import parse_url
 from pvekvm.galera import connect_writer
@@ -218,13 +218,21 @@ def check_proxmox(settings: Settings, nodes: bool = True, privileges: bool = Tru
         return [_fail("Proxmox", settings.origin.get("proxmox") or "no Proxmox connection: "
                       "set PVE_CONNECTION_FILE or [proxmox] in the settings")]
     clusters = settings.all_clusters
-    if len(clusters) == 1:
-        return _check_cluster(pve, where, "Proxmox", nodes, privileges, endpoints)
     out: list[Verdict] = []
     for c in clusters:
-        out += _check_cluster(c.proxmox, f"{where} {c.name}", f"Proxmox {c.name}", nodes,
-                              privileges, endpoints)
+        label = "Proxmox" if len(clusters) == 1 else f"Proxmox {c.name}"
+        out += _check_cluster(c.proxmox, where if len(clusters) == 1 else f"{where} {c.name}",
+                              label, nodes, privileges, endpoints)
+        if c.placement is not None:  # it counts room its own way: say how
+            out.append(_ok(f"{label} placement", f"{ratios(c.placement)} ([[clusters]] "
+                           f"{c.name} placement, the rest from [placement])"))
     return out
+
+
+def ratios(ps: PlacementSettings) -> str:
+    """A cluster's overcommit ratios, as ``config-check`` and ``check`` say them."""
+    return (f"memory {ps.memory_overcommit:g}x, cpu {ps.cpu_overcommit:g}x, "
+            f"disk {ps.disk_overcommit:g}x")
 
 
 def _check_cluster(pve: ProxmoxSettings, where: str, label: str, nodes: bool,

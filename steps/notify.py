@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from pvekvm import mail
+from pvekvm import mail, sshkeys
 from pvekvm.db import scalar
 from pvekvm.models import database
 from steps.context import StepContext
@@ -15,19 +15,28 @@ from steps.power import verify_running
 
 
 def _values(ctx: StepContext) -> dict[str, object]:
+    """The mail's variables. With SSH password login off (keys only) no mail carries the
+    password or asks to change it: ``password`` and ``with_password`` are None (their lines
+    drop), ``keys_only`` is "" (its line, saying to log in with the key, stays); ``ssh_keys``
+    names the keys by fingerprint (None without keys: its line drops)."""
     v4, v6 = ctx.ips()
+    password = _mailed_password(ctx)
+    keys = sshkeys.views(ctx.ssh_keys)
     return {"hostname": ctx.service.hostname, "service_id": ctx.service.id,
             "ip": v4[0] if v4 else "DHCP", "ipv6": v6[0] if v6 else None,
-            "username": ctx.service.username, "password": _mailed_password(ctx),
-            "template": ctx.template.name, "backup": ctx.params.get("backup_id")}
+            "username": ctx.service.username, "password": password,
+            "template": ctx.template.name, "backup": ctx.params.get("backup_id"),
+            "ssh_keys": ", ".join(f"{k['fingerprint']} ({k['comment'] or k['type']})"
+                                  for k in keys) or None,
+            "with_password": "" if password is not None else None,
+            "keys_only": None if ctx.password_login else ""}
 
 
 def _mailed_password(ctx: StepContext) -> str | None:
-    """The password the mail carries: none in the ready and reinstalled mails of a package
-    without SSH password login (the client logs in with its keys; a ``None`` value drops the
-    template's password line). A password reset's mail carries it: the client asked for it,
-    for the console."""
-    if not ctx.password_login and ctx.operation.kind in ("deploy", "reinstall"):
+    """The password the mail carries: none for a package without SSH password login (the
+    client logs in with its keys; the console's password is in the client area, read through
+    the API's audited credentials route), in every mail (ready, reinstalled, password reset)."""
+    if not ctx.password_login:
         return None
     return ctx.password
 

@@ -103,11 +103,12 @@ def place_vm(ctx: StepContext) -> StepResult:
         return Done(choice.why)
     since, news = placement.waiting(ctx, choice.why)
     waited = (datetime.now() - since).total_seconds()
-    limit = ctx.settings.placement.wait_max_s
+    cluster = ctx.service.cluster
+    limit = ctx.settings.placement_of(cluster).wait_max_s
     if waited >= limit:
         placement.release(ctx.operation.id)
-        raise Refused(f"{choice.why}; waited {waited:.0f} s ([placement] wait_max_s = "
-                      f"{limit:g})")
+        raise Refused(f"{choice.why}; waited {waited:.0f} s "
+                      f"({ctx.settings.placement_where(cluster)} wait_max_s = {limit:g})")
     return Retry(f"{choice.why}: waiting for room", counts=False, tell=news)
 
 

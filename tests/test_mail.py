@@ -18,7 +18,8 @@ from workers.testing.smtp_sink import Received, SmtpSink
 TEMPLATES = ROOT / "config" / "mail"
 ACCESS = {"hostname": "web1.example.com", "service_id": 5546, "ip": "203.0.113.10",
           "ipv6": "2001:db8::10", "username": "root", "password": "S3cr€t$pw",
-          "template": "debian-12", "backup": "2026-04-10 03:00"}
+          "template": "debian-12", "backup": "2026-04-10 03:00", "ssh_keys": None,
+          "with_password": "", "keys_only": None}  # a password login (steps/notify.py)
 
 
 @pytest.fixture()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -25,7 +25,13 @@ GREETING = {"en": "Hello", "de": "Guten Tag", "fr": "Bonjour", "es": "Hola",
             "sv": "Hej", "tr": "Merhaba", "uk": "Вітаємо"}
 VALUES = {"hostname": "web1.example.com", "service_id": 5546, "ip": "203.0.113.10",
           "ipv6": "2001:db8::10", "username": "root", "password": "S3cr€t$pw",
-          "template": "debian-12", "backup": "2026-04-10 03:00"}
+          "template": "debian-12", "backup": "2026-04-10 03:00", "ssh_keys": None,
+          "with_password": "", "keys_only": None}  # a password login (steps/notify.py)
+FINGERPRINT = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s (ada@laptop)"
+# keys only (a package without SSH password login): no password, the keys by fingerprint
+KEYS_ONLY = {**VALUES, "password": None, "ssh_keys": FINGERPRINT, "with_password": None,
+             "keys_only": ""}
+ACCESS_MAILS = ("vm_ready", "reinstalled", "password_reset")
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +180,36 @@ def test_a_left_to_right_mail_stays_one_plain_part(sink: SmtpSink):
     assert got.message["Content-Language"] == "uk"
     assert got.message["Content-Transfer-Encoding"] == "base64"  # mostly Cyrillic: shorter
     assert got.body.startswith("Вітаємо") and LRI not in got.body
+
+
+@pytest.mark.parametrize("lang", languages.SHIPPED)
+def test_keys_only_mails_carry_no_password_and_name_the_keys(sink: SmtpSink, lang: str):
+    """With SSH password login off, the ready, reinstalled and password reset mails carry no
+    password and do not ask to change it (the sentence the password mail ends with is gone);
+    they name the keys' fingerprints and say to log in with the key, in the client's language
+    (the keys-only sentence is translated: not the English one) and, for a right-to-left one,
+    with the fingerprints isolated left-to-right."""
+    english = {name: render(TEMPLATES, name, KEYS_ONLY).body.rstrip("\n").split("\n")[-1]
+               for name in ACCESS_MAILS}
+    for name in ACCESS_MAILS:
+        with_password = render(TEMPLATES, name, VALUES, language=lang).body
+        keys_only = render(TEMPLATES, name, KEYS_ONLY, language=lang)
+        change_sentence = with_password.rstrip("\n").split("\n")[-1]
+        assert "S3cr€t$pw" not in keys_only.body and FINGERPRINT in keys_only.body, (lang, name)
+        assert change_sentence not in keys_only.body, (lang, name)  # "change the password"
+        ends = keys_only.body.rstrip("\n").split("\n")[-1]
+        assert "SSH" in ends and ends not in with_password, (lang, name)
+        assert (ends == english[name]) == (lang == "en"), (lang, name, ends)
+        assert FINGERPRINT not in with_password and "$" not in keys_only.body
+        if languages.is_rtl(lang):
+            assert f"{LRI}{FINGERPRINT}{PDI}" in keys_only.body, (lang, name)
+        to = f"keys.{name.replace('_', '-')}.{lang}@example.com"
+        send(sink.settings(), to, keys_only)
+        got = sink.wait_for(_to(to))
+        assert FINGERPRINT in got.body and "S3cr€t$pw" not in got.body
+        assert got.message["Content-Language"] == lang
+
+
+def _to(address: str) -> Callable[[Received], bool]:
+    """The mail sent to ``address`` (a condition bound to it, not to the loop's variable)."""
+    return lambda m: m.rcpt_tos == [address]

@@ -5,7 +5,8 @@ What is read from Proxmox first (its config, its backup archives), then recorded
 transaction by the owners of each kind of row: the service row (workers/intake.py, status
 ``ready``), its VMID (steps/allocation.py, reserved for good), the addresses its cloud-init
 ``ipconfigN`` names (pvekvm/addresses.py: each must lie in the package's pool and be held by no
-other service), its backups (steps/backups.py). Then its DNS through the DNS sync (its
+other service), its cloud-init SSH keys (pvekvm/sshkeys.py: a key not recorded is reported), its
+backups (steps/backups.py). Then its DNS through the DNS sync (its
 ownership rules hold), and last pvekvm's marker in its description (steps/context.py
 ``marker``), so the steps that follow accept the VM as ours. Any refusal changes nothing.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import urllib.parse
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import Any
 
 from peewee import IntegrityError
 
-from pvekvm import addresses, dns, dnssync, jsonsafe, placement, service_changes
+from pvekvm import addresses, dns, dnssync, jsonsafe, placement, service_changes, sshkeys
 from pvekvm.catalog_cache import at_location
 from pvekvm.config import Settings
 from pvekvm.lifecycle import ServiceStatus
@@ -139,10 +141,11 @@ def _adopt(settings: Settings, pve: Proxmox, m: Mapping, hint: str | None,
     mac = next((v for k, v in net0.items() if ":" in v and k != "bridge"), None)
     hostname = m.hostname or (str(cfg["name"]) if "." in str(cfg.get("name", ""))
                               and is_valid_hostname(str(cfg["name"])) else None)
+    keys, refused_keys = _ssh_keys(cfg, settings.engine.max_ssh_keys)
     event = CreateEvent(service_id=m.service_id, client_id=m.client_id, product=m.product,
                         email=m.email or "adopted@invalid.example", hostname=hostname,
                         template=template.name, ipv6=any(v == 6 for _, v, _ in wanted),
-                        location=m.location)
+                        location=m.location, ssh_keys=tuple(keys) or None)
     try:
         with database.atomic():
             service = intake.create_service(
@@ -160,11 +163,13 @@ def _adopt(settings: Settings, pve: Proxmox, m: Mapping, hint: str | None,
                 held.append(addresses.cidr(row))
             AuditLog.create(service_id=service.id, event="adopted", created_at=datetime.now(),
                             detail=f"VM {m.vmid} on {node}, product {product.name}, "
-                                   f"template {template.name}, addresses {held or 'none'}")
+                                   f"template {template.name}, addresses {held or 'none'}"
+                                   + "".join(f"; {why}" for why in refused_keys))
     except IntegrityError as exc:  # a racing adoption or order took the id, name or VMID
         raise Refused(f"taken meanwhile: {exc.args[-1] if exc.args else exc}") from None
     notes = [f"on {node}", f"addresses {', '.join(held) if held else 'none'}",
-             f"template {template.name}", f"user {service.username}"]
+             f"template {template.name}", f"user {service.username}",
+             f"{len(keys)} SSH key(s)", *refused_keys]
     if node not in placement.allowed_nodes(product):
         notes.append(f"package {product.name} places VMs on "
                      f"{', '.join(placement.allowed_nodes(product))}: a package change "
@@ -184,6 +189,38 @@ def _check_vm(m: Mapping, cfg: dict[str, Any]) -> None:
     if any(int(sid) != m.service_id for sid in marks):
         raise Refused(f"VM {m.vmid} carries pvekvm's marker for service "
                       f"{','.join(sorted(set(marks)))}: it is already ours")
+
+
+def _ssh_keys(cfg: dict[str, Any], limit: int) -> tuple[list[str], list[str]]:
+    """The VM's cloud-init ``sshkeys`` (URL-encoded, one key a line, as PVE stores it), each
+    checked as create's keys are (:mod:`pvekvm.sshkeys`): the canonical lines of the good ones,
+    at most ``limit``, and one sentence per key not recorded (by position, never quoting it).
+    The VM keeps every key it has (its authorized_keys is not touched); a later reinstall or
+    password reset sets only the recorded ones."""
+    raw = urllib.parse.unquote(str(cfg.get("sshkeys") or ""))
+    lines = [line.strip() for line in raw.split("\n") if line.strip()]
+    good: list[str] = []
+    refused: list[str] = []
+    seen: set[str] = set()
+    for at, line in enumerate(lines, 1):
+        try:
+            key = sshkeys.parse_key(line)
+        except sshkeys.BadKey as exc:
+            refused.append(f"SSH key {at} of the VM not recorded: {exc}")
+            continue
+        if key.blob in seen:
+            continue  # the same key twice in the VM's config: recorded once
+        if len(good) >= limit:
+            refused.append(f"SSH key {at} of the VM not recorded: more than {limit} keys "
+                           "([engine] max_ssh_keys)")
+            continue
+        seen.add(key.blob)
+        good.append(key.line)
+    try:
+        sshkeys.parse_keys(good)  # together within what one PVE request carries
+    except sshkeys.BadKey as exc:
+        return [], [f"the VM's SSH keys not recorded: {exc}"]
+    return good, refused
 
 
 def _addresses(product: Product, cfg: dict[str, Any]) -> list[tuple[str, int, int]]:

@@ -243,6 +243,7 @@ def finish(op: Operation, machine: Machine, out: Outcome, window: int = 0,
         out.events.append(service_event)
     if machine.completed_event:
         out.events.append(outbox.completed_event(machine.completed_event, op))
+    _rescue_change(out, op, "done")
     out.merge(start_next_queued(op.service_id, window, machines=machines))
     return out.merge(admit_next(op.kind, window, machines))
 
@@ -261,6 +262,7 @@ def fail(op: Operation, machine: Machine, nudge: str | None, reason: str,
     out = Outcome(log=[oplog.refused_line(machine, op, reason)],
                   events=[outbox.operation_event("operation.failed", op, state=op.state,
                                                  reason=reason, **extra)])
+    _rescue_change(out, op, "failed")
     out.merge(start_next_queued(op.service_id, window, machines=machines))
     return out.merge(admit_next(op.kind, window, machines))
 
@@ -361,9 +363,18 @@ def cancel(op: Operation, who: str = "operator", window: int = 0) -> Outcome:
                        f"at ({op.state}) ---"],
                   events=[outbox.operation_event("operation.cancelled", op, state=op.state,
                                                  **extra)])
+    _rescue_change(out, op, "cancelled")
     if was == OpStatus.PAUSED:
         out.merge(start_next_queued(op.service_id, window))
     return out.merge(admit_next(op.kind, window))
+
+
+def _rescue_change(out: Outcome, op: Operation, ended: str) -> None:
+    """Billing hears a change of rescue mode the operation made without its machine's
+    completion event announcing it (:func:`workers.outbox.rescue_change`)."""
+    event = outbox.rescue_change(op, ended)
+    if event is not None:
+        out.events.append(event)
 
 
 def _give_back_service(op: Operation, machine: Machine) -> None:

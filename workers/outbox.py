@@ -190,6 +190,47 @@ def _migrate_outcome(op: Operation, svc: Service, moved: Placement | None) -> di
             "iso_left_out": notes.get("iso_left_out")}
 
 
+#: operations that bring a VM into rescue mode besides a completed rescue_on (intake refuses
+#: them while the service is in rescue, so the service was not in rescue when they began):
+#: PVE put back a config taken in rescue mode (steps/rescue.py adopt_restored_rescue)
+_RESTORING = ("snapshot_rollback", "restore")
+
+
+def rescue_change(op: Operation, ended: str) -> Pending | None:
+    """``service.rescue_on``/``service.rescue_off`` for a change of rescue mode that no completed
+    rescue_on/rescue_off machine announces, so billing hears every change once (with
+    ``reason``): a rescue_on failed or cancelled after its boot step recorded rescue mode (the
+    VM boots the rescue ISO: the client needs rescue_off), a rescue_off failed or cancelled
+    after its restore step cleared it (the VM boots its disk), a snapshot rollback or restore
+    that brought rescue mode back. ``ended``: done, failed or cancelled. The record
+    (``services.rescue_before``) is the truth; this reads it once, as the operation ends."""
+    kind = str(op.kind)
+    if ended == "done" and kind in ("rescue_on", "rescue_off"):
+        return None  # the machine's own completed_event says it
+    if kind not in ("rescue_on", "rescue_off", *_RESTORING):
+        return None
+    in_rescue = scalar_rescue(int(op.service_id))
+    if kind == "rescue_off":
+        if in_rescue:
+            return None
+        return operation_event("service.rescue_off", op, reason=(
+            f"rescue_off {ended} after the boot order was restored: the VM boots its disk"))
+    if not in_rescue:
+        return None
+    why = (f"rescue_on {ended} after the rescue ISO was put first in the boot order: the "
+           "service is in rescue mode (rescue_off boots the disk)") if kind == "rescue_on" \
+        else (f"{kind} brought back a config taken in rescue mode: the VM boots the rescue "
+              "ISO (rescue_off boots the disk)")
+    return operation_event("service.rescue_on", op, reason=why)
+
+
+def scalar_rescue(service_id: int) -> bool:
+    """Whether the service is in rescue mode now (its rescue record is set)."""
+    rows = database.execute_sql("SELECT rescue_before IS NOT NULL FROM services WHERE id = %s",
+                                (service_id,)).fetchall()
+    return bool(rows and rows[0][0])
+
+
 def refused(body: bytes, reason: str) -> Pending:
     """``event.refused``: a billing event that never became an operation, with billing's key
     when one can be read from it."""

@@ -106,6 +106,14 @@ function pvekvm_webhook_record(array $event, array $config): string
                 }
             }
             return "service $sid: $kind completed";
+        case 'service.rescue_on':
+        case 'service.rescue_off':
+            // rescue mode changed (a completed rescue_on/off, or, with a reason, a rollback or
+            // an interrupted rescue operation): the admin sees it in the activity log
+            $reason = is_string($event['reason'] ?? null) ? ': ' . $event['reason'] : '';
+            $what = $type === 'service.rescue_on' ? 'in rescue mode' : 'out of rescue mode';
+            pvekvm_webhook_local('LogActivity', ['description' => pvekvm_webhook_cut("pvekvm: service $sid: $what ($kind)$reason", 1000)], $config);
+            return "service $sid: $what: logged";
         case 'operation.failed':
         case 'operation.paused':
         case 'event.refused':

@@ -208,16 +208,27 @@ class ServiceMigrated(OperationEvent):
         "reach, and why ('volid: reason'): the CD-ROM is empty")
 
 
+RescueReason = Annotated[str | None, Field(
+    None, description="null: the rescue_on/rescue_off operation completed; else what changed "
+    "rescue mode instead (a rescue_on or rescue_off that failed or was cancelled after its boot "
+    "order step, a snapshot rollback or restore that brought a config taken in rescue mode "
+    "back; ``kind`` names the operation)")]
+
+
 class ServiceRescueOn(OperationEvent):
-    """rescue_on completed: the VM runs the rescue ISO (``iso``), its disks attached."""
+    """The service is in rescue mode now: the VM boots the rescue ISO (``iso``, for a rescue_on),
+    its disks attached; rescue_off boots the disk. Sent once per change."""
 
     type: Literal["service.rescue_on"]
+    reason: RescueReason
 
 
 class ServiceRescueOff(OperationEvent):
-    """rescue_off completed: the VM boots from its disk again (boot order as before)."""
+    """The service left rescue mode: the VM boots from its disk again (boot order as before).
+    Sent once per change."""
 
     type: Literal["service.rescue_off"]
+    reason: RescueReason
 
 
 class BackupGone(BillingEvent):

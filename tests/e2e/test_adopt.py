@@ -206,3 +206,40 @@ def test_an_adopted_vm_gets_its_dns_and_no_one_elses_name(settings, sim, zone, t
     code, out = _adopt(config, capsys, 3302, 5302, "--hostname", host.upper())
     assert code == 1 and f"refused: hostname {host!r} is held by live service 5301" in out
     assert not DnsRecordRow.select().where(DnsRecordRow.service_id == 5302).exists()
+
+
+def test_an_adopted_vm_brings_its_cloud_init_keys_and_a_weak_one_is_reported(
+        settings, sim, tmp_path, capsys):
+    """PVE stores cloud-init ``sshkeys`` URL-encoded, one key a line: adoption records the good
+    ones (the service view shows their fingerprints) and names each key it does not record."""
+    import urllib.parse
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    from pvekvm import sshkeys
+
+    def openssh(private) -> str:
+        return private.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                 serialization.PublicFormat.OpenSSH).decode()
+
+    good = openssh(ed25519.Ed25519PrivateKey.generate()) + " ada@laptop"
+    weak = openssh(rsa.generate_private_key(65537, 1024))  # PVE takes it; create refuses it
+    config = write_config(settings, tmp_path / "cli.toml")
+    _make_vm(sim, 3401, "192.0.2.97", start=False,
+             sshkeys=urllib.parse.quote(f"{good}\n{weak}\n", safe=""))
+    code, out = _adopt(config, capsys, 3401, 5401)
+    assert code == 0, out
+    assert "1 SSH key(s); SSH key 2 of the VM not recorded: weak: an RSA key of 1024 bits " \
+        "(min 2048)" in out
+    assert weak.split()[1] not in out  # a key is named by position, never quoted
+    svc = Service.get_by_id(5401)
+    assert svc.ssh_keys == good
+    view = sshkeys.views(svc.ssh_keys)  # what GET /v1/services/{id} shows
+    assert [(v["type"], v["comment"]) for v in view] == [("ssh-ed25519", "ada@laptop")]
+    assert view[0]["fingerprint"] == sshkeys.parse_key(good).fingerprint
+    assert "not recorded: weak" in AuditLog.get(AuditLog.service_id == 5401).detail
+
+    _make_vm(sim, 3402, "192.0.2.98", mac="BC:24:11:AD:00:32", start=False)  # no keys
+    code, out = _adopt(config, capsys, 3402, 5402)
+    assert code == 0 and "0 SSH key(s)" in out and Service.get_by_id(5402).ssh_keys is None

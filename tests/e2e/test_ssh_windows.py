@@ -81,6 +81,7 @@ def test_a_keys_only_deploy_gets_the_keys_and_mails_no_password(settings, sim, s
     password = _password(settings, 2801)
     assert password not in ready.body and "Password:" not in ready.body
     assert "debian" in ready.body  # the user name is still there
+    _keys_only_mail(ready.body, one, two)
 
     with ApiServer(api_settings(settings)) as api:
         view = api.get("/v1/services/2801", BILLING_TOKEN).json()
@@ -97,9 +98,27 @@ def test_a_keys_only_deploy_gets_the_keys_and_mails_no_password(settings, sim, s
     _wait_op(2801, "reset_password")
     assert sim.vm(svc.vmid)["config"]["sshkeys"] == urllib.parse.quote(three, safe="")
     assert Service.get_by_id(2801).ssh_keys == three
-    reset = sink.wait_for(lambda m: "2801" in m.body and _password(settings, 2801) in m.body,
-                          10)  # the reset's mail carries the new password (for the console)
-    assert reset is not None and _password(settings, 2801) != password
+    reset = sink.wait_for(lambda m: "2801" in m.body and "password" in m.subject.lower(), 10)
+    assert _password(settings, 2801) != password  # a new one, for the console
+    assert _password(settings, 2801) not in reset.body and "Password:" not in reset.body
+    _keys_only_mail(reset.body, three)
+
+    billing.reinstall(service_id=2801)
+    _wait_op(2801, "reinstall")
+    done = sink.wait_for(lambda m: "2801" in m.body and "reinstalled" in m.subject, 10)
+    assert _password(settings, 2801) not in done.body and "Password:" not in done.body
+    _keys_only_mail(done.body, three)
+
+
+def _keys_only_mail(body: str, *keys: str) -> None:
+    """A mail of a keys-only package: no 'change the password', the keys by fingerprint, the
+    sentence saying to log in with the key."""
+    assert "change the password" not in body, body
+    assert "SSH password login is off: log in with your SSH key." in body, body
+    for key in keys:
+        parsed = sshkeys.parse_key(key)
+        assert f"{parsed.fingerprint} ({parsed.comment})" in body, body
+        assert parsed.blob not in body  # never the key itself
 
 
 def test_each_bad_key_order_is_refused_once_with_its_reason(settings, billing):

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,6 +20,7 @@ from pvekvm import catalog, secrets
 from pvekvm.config import (
     ROOT,
     EngineSettings,
+    PlacementSettings,
     ProxmoxSettings,
     RdnsSettings,
     Settings,
@@ -66,6 +67,16 @@ def _proxmox_keys(pve: ProxmoxSettings) -> str:
             f'endpoint_retry_s = {pve.endpoint_retry_s}\n')
 
 
+def _keys(ps: PlacementSettings) -> list[tuple[str, str]]:
+    """Every key of ``ps`` and its TOML value."""
+    return [(f.name, repr(getattr(ps, f.name))) for f in fields(ps)]
+
+
+def _inline(ps: PlacementSettings) -> str:
+    """``ps`` as a TOML inline table (every key)."""
+    return "{ " + ", ".join(f"{k} = {v}" for k, v in _keys(ps)) + " }"
+
+
 def write_config(settings: Settings, path: Path) -> Path:
     """A TOML file (plus env) that makes a subprocess worker use the same settings (several
     clusters: one ``[[clusters]]`` table each)."""
@@ -75,9 +86,11 @@ def write_config(settings: Settings, path: Path) -> Path:
         where = "".join(f'[[clusters]]\nname = "{c.name}"\n' + _proxmox_keys(c.proxmox)
                         + "".join(f"{k} = {getattr(c, k)}\n" for k in ("vmid_min", "vmid_max")
                                   if getattr(c, k) is not None)
+                        + (f"placement = {_inline(c.placement)}\n" if c.placement else "")
                         for c in settings.all_clusters)
     else:
         where = "[proxmox]\n" + _proxmox_keys(settings.proxmox)
+    where += "[placement]\n" + "".join(f"{k} = {v}\n" for k, v in _keys(settings.placement))
     path.write_text(
         f'[database]\nurl = "{settings.database_url}"\n'
         f'[amqp]\nurl = "{settings.amqp_url}"\nnamespace = "{settings.namespace}"\n'

@@ -201,6 +201,9 @@ def cmd_config_check(path: str) -> int:
                 else "")
     print(f"{shown(f)}: settings ok (database: {o['database']}; broker: {o['amqp']}; "
           f"proxmox: {pve}{clusters}; smtp: {o['smtp']})")
+    if any(c.placement is not None for c in s.all_clusters):  # some count room their own way
+        print("placement: " + "; ".join(
+            f"{c.name} {preflight.ratios(s.placement_of(c.name))}" for c in s.all_clusters))
     return 0
 
 

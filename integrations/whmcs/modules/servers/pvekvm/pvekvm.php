@@ -113,6 +113,14 @@ function pvekvm_CreateAccount(array $params): string
             if (!preg_match(Module::SLUG, $template)) {
                 return 'the template is not a catalog name';
             }
+            // the order form's OS picker: a template the product does not offer is refused
+            // now, in the engine's words (the engine refuses it too, later)
+            $offer = Module::api($params)->get('/v1/products/' . rawurlencode($product) . '/templates');
+            $names = array_map(static fn (array $t): string => (string) $t['name'], $offer['templates'] ?? []);
+            if (!in_array($template, $names, true)) {
+                return sprintf("template '%s' is not offered by product '%s' (offered: %s)",
+                    $template, $product, implode(', ', $names));
+            }
             $fields['template'] = $template;
         }
         $location = Module::option($params, 3, 'Location');
@@ -270,7 +278,7 @@ function pvekvm_AdminCustomButtonArray(): array
         'Start' => 'start', 'Stop' => 'stop', 'Shut down' => 'shutdown', 'Reboot' => 'reboot',
         'Reset password' => 'resetPassword', 'Reinstall' => 'reinstall',
         'Back up now' => 'backupCreate', 'Unmount ISO' => 'isoUnmount',
-        'Sync mail language' => 'languageSync',
+        'Sync mail language' => 'languageSync', 'Rescue on' => 'rescueOn', 'Rescue off' => 'rescueOff',
     ];
 }
 
@@ -279,6 +287,7 @@ function pvekvm_ClientAreaCustomButtonArray(): array
     return [
         'Start' => 'start', 'Stop' => 'stop', 'Shut down' => 'shutdown', 'Reboot' => 'reboot',
         'Reset password' => 'resetPassword', 'Unmount ISO' => 'isoUnmount',
+        'Rescue on' => 'rescueOn', 'Rescue off' => 'rescueOff',
     ];
 }
 
@@ -286,7 +295,9 @@ function pvekvm_ClientAreaCustomButtonArray(): array
 function pvekvm_ClientAreaAllowedFunctions(): array
 {
     return ['reinstall', 'snapshotCreate', 'snapshotDelete', 'snapshotRollback', 'backupCreate',
-            'backupDelete', 'backupRestore', 'isoMount', 'rdnsSet', 'rdnsReset'];
+            'backupDelete', 'backupRestore', 'isoMount', 'rdnsSet', 'rdnsReset', 'resetPassword',
+            'reinstallIso', 'rescueOn', 'rescueOff', 'firewallRulesSet', 'hostnameChange',
+            'languageChange'];
 }
 
 /**
@@ -323,11 +334,37 @@ function pvekvm_stop(array $params): string { return pvekvm_power($params, 'stop
 function pvekvm_shutdown(array $params): string { return pvekvm_power($params, 'shutdown'); }
 function pvekvm_reboot(array $params): string { return pvekvm_power($params, 'reboot'); }
 
+/**
+ * The button orders a new password; the client area's form may send new SSH keys with it
+ * (pvekvm_ssh_keys, one OpenSSH line each: they replace the service's keys).
+ */
 function pvekvm_resetPassword(array $params): string
 {
-    return pvekvm_ChangePassword($params);
+    try {
+        $keys = pvekvm_posted_keys();
+        if ($keys === []) {
+            return pvekvm_ChangePassword($params);
+        }
+        return Module::order($params, 'reset_password', 'reset_password', ['ssh_keys' => $keys]);
+    } catch (Throwable $e) {
+        return Module::fail($e, 'reset_password', $params);
+    }
 }
 
+/** The SSH keys a form posted in pvekvm_ssh_keys ([] when none: the service keeps its own). */
+function pvekvm_posted_keys(): array
+{
+    if (($_SERVER['REQUEST_METHOD'] ?? 'GET') !== 'POST' || !isset($_POST['pvekvm_ssh_keys'])) {
+        return [];
+    }
+    return Module::keyLines(Module::input('pvekvm_ssh_keys', 64 * 1024));
+}
+
+/**
+ * Reinstall with the product's template or one the client picked from the templates the
+ * service's product offers (GET /v1/services/{id}/templates: another is refused here with the
+ * engine's reason), and optionally new SSH keys.
+ */
 function pvekvm_reinstall(array $params): string
 {
     try {
@@ -337,11 +374,160 @@ function pvekvm_reinstall(array $params): string
             if (!preg_match(Module::SLUG, $template)) {
                 return 'field pvekvm_template: not a template name';
             }
+            $sid = Module::serviceId($params);
+            $offer = Module::api($params)->get("/v1/services/$sid/templates");
+            $names = array_map(static fn (array $t): string => (string) $t['name'], $offer['templates'] ?? []);
+            if (!in_array($template, $names, true)) {
+                return sprintf("template '%s' is not offered by product '%s' (offered: %s)",
+                    $template, (string) ($offer['product'] ?? ''), implode(', ', $names));
+            }
             $fields['template'] = $template;
+        }
+        $keys = pvekvm_posted_keys();
+        if ($keys !== []) {
+            $fields['ssh_keys'] = $keys;
+        }
+        $why = pvekvm_rescue_refusal($params, null);
+        if ($why !== null) {
+            return $why;
         }
         return Module::order($params, 'reinstall', 'reinstall', $fields);
     } catch (Throwable $e) {
         return Module::fail($e, __FUNCTION__, $params);
+    }
+}
+
+/** The second reinstall mode: empty disks, the installer ISO (one the product's ISO storage
+ * holds) booted first, network and firewall kept; the client installs through the console. */
+function pvekvm_reinstallIso(array $params): string
+{
+    try {
+        $iso = Module::inputMatching('pvekvm_iso', Module::ISO_NAME, 'an ISO file name', 205);
+        $why = pvekvm_rescue_refusal($params, null);
+        if ($why !== null) {
+            return $why;
+        }
+        return Module::order($params, 'reinstall_iso', 'reinstall_iso', ['iso' => $iso]);
+    } catch (Throwable $e) {
+        return Module::fail($e, __FUNCTION__, $params);
+    }
+}
+
+/**
+ * Why a rescue order (or, with $wantRescue null, an order rescue mode refuses) may not run
+ * now, in the engine's words; null when it may. The engine checks again (intake).
+ */
+function pvekvm_rescue_refusal(array $params, ?bool $wantRescue): ?string
+{
+    $sid = Module::serviceId($params);
+    $svc = Module::service(Module::api($params), $sid);
+    $why = Module::blocked($svc, $sid);
+    if ($why !== null) {
+        return $why;
+    }
+    $inRescue = !empty($svc['rescue']);
+    if ($wantRescue === true && $inRescue) {
+        return "service $sid is in rescue mode already";
+    }
+    if ($wantRescue === false && !$inRescue) {
+        return "service $sid is not in rescue mode";
+    }
+    if ($wantRescue === null && $inRescue) {
+        return "service $sid is in rescue mode: send rescue_off first";
+    }
+    return null;
+}
+
+/** Rescue mode: the VM boots the provider's rescue ISO with its disks attached (the client's
+ * password or keys through cloud-init); rescue off boots the disk again. */
+function pvekvm_rescue(array $params, bool $on): string
+{
+    $type = $on ? 'rescue_on' : 'rescue_off';
+    try {
+        $why = pvekvm_rescue_refusal($params, $on);
+        if ($why !== null) {
+            return $why;
+        }
+        return Module::order($params, $type, $type);
+    } catch (Throwable $e) {
+        return Module::fail($e, $type, $params);
+    }
+}
+
+function pvekvm_rescueOn(array $params): string { return pvekvm_rescue($params, true); }
+function pvekvm_rescueOff(array $params): string { return pvekvm_rescue($params, false); }
+
+/**
+ * The client's own firewall rules, as one set replacing the last (a JSON list of rules as
+ * GET /v1/services/{id}/firewall-rules shows them; [] removes them). The package's cap is
+ * checked here with the engine's words; each rule is checked by the API (422: the reason).
+ */
+function pvekvm_firewallRulesSet(array $params): string
+{
+    try {
+        $text = Module::input('pvekvm_rules', 64 * 1024);
+        try {
+            $rules = json_decode($text === '' ? '[]' : $text, true, 8, JSON_THROW_ON_ERROR);
+        } catch (JsonException) {
+            return 'field pvekvm_rules: not a JSON list of rules';
+        }
+        if (!is_array($rules) || !array_is_list($rules)) {
+            return 'field pvekvm_rules: not a JSON list of rules';
+        }
+        $sid = Module::serviceId($params);
+        $api = Module::api($params);
+        $why = Module::blocked(Module::service($api, $sid), $sid);
+        if ($why !== null) {
+            return $why;
+        }
+        $allowed = (int) ($api->get("/v1/services/$sid/firewall-rules")['allowed'] ?? 0);
+        if ($allowed <= 0 && $rules !== []) {
+            return 'the package allows no client firewall rules';
+        }
+        if (count($rules) > $allowed) {
+            return sprintf('too many firewall rules: %d (the package allows %d)', count($rules), $allowed);
+        }
+        $api->postEvent('firewall_rules_set', $sid, Module::callKey($sid, 'firewall_rules_set'),
+            ['rules' => $rules]);
+        return 'success';
+    } catch (Throwable $e) {
+        return Module::fail($e, 'firewall_rules_set', $params);
+    }
+}
+
+/** The client renames its VM (DNS A/AAAA/PTR move, cloud-init gets it at the next boot). */
+function pvekvm_hostnameChange(array $params): string
+{
+    try {
+        $hostname = strtolower(rtrim(Module::input('pvekvm_hostname', 254), '.'));
+        if (!Module::isHostname($hostname)) {
+            return 'field pvekvm_hostname: not a host name (RFC 1123: letters, digits, hyphens, dots)';
+        }
+        return Module::order($params, 'hostname_change', 'hostname_change', ['hostname' => $hostname]);
+    } catch (Throwable $e) {
+        return Module::fail($e, 'hostname_change', $params);
+    }
+}
+
+/** The client picks its mail language (one of the engine's: Module::LANGUAGES). */
+function pvekvm_languageChange(array $params): string
+{
+    try {
+        $tag = Module::input('pvekvm_language', 16);
+        if (!in_array($tag, Module::LANGUAGES, true)) {
+            return 'field pvekvm_language: not a language pvekvm sends mail in';
+        }
+        $sid = Module::serviceId($params);
+        $api = Module::api($params);
+        if (Module::service($api, $sid) === null) {
+            return "pvekvm has no service $sid";
+        }
+        // allowed while suspended (the engine takes it then too)
+        $api->postEvent('language_change', $sid, Module::callKey($sid, 'language_change'),
+            ['language' => $tag]);
+        return 'success';
+    } catch (Throwable $e) {
+        return Module::fail($e, 'language_change', $params);
     }
 }
 

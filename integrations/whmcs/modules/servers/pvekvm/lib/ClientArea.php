@@ -56,7 +56,15 @@ final class ClientArea
                 'last_step' => (string) ($svc['operation']['last_step'] ?? '')] : null,
             'pvekvm_blocked' => Module::blocked($svc, $sid),
             'pvekvm_throttled' => (string) ($svc['throttled_period'] ?? ''),
-            'pvekvm_templates' => array_map(static fn (array $t): string => (string) $t['name'], $catalog['templates'] ?? []),
+            'pvekvm_templates' => self::templates($api, $sid),
+            'pvekvm_rescue' => !empty($svc['rescue']),
+            'pvekvm_password_login' => (bool) ($svc['password_login'] ?? true),
+            'pvekvm_ssh_keys' => array_map(static fn (array $k): array => [
+                'type' => (string) $k['type'], 'bits' => (int) $k['bits'],
+                'fingerprint' => (string) $k['fingerprint'], 'comment' => (string) $k['comment']],
+                $svc['ssh_keys'] ?? []),
+            'pvekvm_language' => (string) ($svc['language'] ?? ''),
+            'pvekvm_languages' => array_values(array_unique(Module::LANGUAGES)),
             'pvekvm_snapshot_limit' => (int) ($product['snapshot_limit'] ?? 0),
             'pvekvm_backup_limit' => (int) ($product['backup_limit'] ?? 0),
             'pvekvm_timeframe' => $timeframe,
@@ -70,6 +78,16 @@ final class ClientArea
             'id' => (int) $b['id'], 'size' => self::bytes((int) $b['size_bytes']), 'note' => (string) $b['note'],
             'scheduled' => (bool) $b['scheduled'], 'created_at' => (string) ($b['created_at'] ?? '')],
             $api->get("/v1/services/$sid/backups"));
+        $fw = $api->get("/v1/services/$sid/firewall-rules");
+        $vars['pvekvm_fw_allowed'] = (int) ($fw['allowed'] ?? 0);
+        $vars['pvekvm_fw_pending'] = (bool) ($fw['pending'] ?? false);
+        $vars['pvekvm_fw_rules'] = array_map(static fn (array $r): array => [
+            'direction' => (string) $r['direction'], 'action' => (string) $r['action'],
+            'proto' => (string) ($r['proto'] ?? ''), 'dport' => (string) ($r['dport'] ?? ''),
+            'source' => (string) ($r['source'] ?? ''), 'dest' => (string) ($r['dest'] ?? ''),
+            'comment' => (string) ($r['comment'] ?? ''), 'enable' => (bool) ($r['enable'] ?? true)],
+            $fw['rules'] ?? []);
+        $vars['pvekvm_fw_json'] = json_encode($fw['rules'] ?? [], JSON_UNESCAPED_SLASHES | JSON_PRETTY_PRINT);
         $vars['pvekvm_snapshot_count'] = count($vars['pvekvm_snapshots']);
         $vars['pvekvm_backup_count'] = count($vars['pvekvm_backups']);
         $vars['pvekvm_usage'] = self::usage($api, $sid, $product);
@@ -85,6 +103,17 @@ final class ClientArea
             $vars['pvekvm_console_link'] = self::consoleLink($api, $sid, $params);
         }
         return $vars;
+    }
+
+    /** The OS picker: the templates the service's product offers (name, OS family, user;
+     * the one installed now marked current). */
+    private static function templates(ApiClient $api, int $sid): array
+    {
+        $offer = $api->get("/v1/services/$sid/templates");
+        return array_map(static fn (array $t): array => [
+            'name' => (string) $t['name'], 'os_family' => (string) ($t['os_family'] ?? ''),
+            'os_user' => (string) ($t['os_user'] ?? ''), 'current' => (bool) ($t['current'] ?? false)],
+            $offer['templates'] ?? []);
     }
 
     /** The console proxy's page, when the product names one (https or http only). */

@@ -168,7 +168,12 @@ final class Module
      * order with the reason when one is bad. */
     public static function sshKeys(array $params): array
     {
-        $text = (string) ($params['customfields']['SSH Public Keys'] ?? '');
+        return self::keyLines((string) ($params['customfields']['SSH Public Keys'] ?? ''));
+    }
+
+    /** One OpenSSH public key per line of $text, blank lines dropped. */
+    public static function keyLines(string $text): array
+    {
         $keys = [];
         foreach (preg_split('/\r\n|\r|\n/', $text) ?: [] as $line) {
             $line = trim($line);

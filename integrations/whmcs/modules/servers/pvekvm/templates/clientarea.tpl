@@ -116,13 +116,85 @@
   </form>
   {/if}
 
-  <h4>Reinstall</h4>
-  <form method="post" action="{$pvekvm_page}" class="form-inline">
+  <h4>Rescue mode</h4>
+  {if $pvekvm_rescue}
+  <p>Your server boots the rescue system now, its disks attached. Leave rescue mode to boot from its disk again.</p>
+  <form method="post" action="{$pvekvm_page}">
     <input type="hidden" name="token" value="{$token|default:''|escape:'html'}">
-    <input type="hidden" name="modop" value="custom"><input type="hidden" name="a" value="reinstall">
-    <select name="pvekvm_template">{foreach $pvekvm_templates as $t}<option value="{$t|escape:'html'}">{$t|escape:'html'}</option>{/foreach}</select>
-    <button type="submit" class="btn btn-sm btn-danger">Reinstall (erases the disk)</button>
+    <input type="hidden" name="modop" value="custom"><input type="hidden" name="a" value="rescueOff">
+    <button type="submit" class="btn btn-sm btn-default">Leave rescue mode</button>
+  </form>
+  {else}
+  <form method="post" action="{$pvekvm_page}">
+    <input type="hidden" name="token" value="{$token|default:''|escape:'html'}">
+    <input type="hidden" name="modop" value="custom"><input type="hidden" name="a" value="rescueOn">
+    <button type="submit" class="btn btn-sm btn-default">Boot the rescue system</button>
   </form>
   {/if}
+
+  <h4>Reinstall</h4>
+  {if !$pvekvm_rescue}
+  <form method="post" action="{$pvekvm_page}">
+    <input type="hidden" name="token" value="{$token|default:''|escape:'html'}">
+    <input type="hidden" name="modop" value="custom"><input type="hidden" name="a" value="reinstall">
+    <select name="pvekvm_template">{foreach $pvekvm_templates as $t}<option value="{$t.name|escape:'html'}"{if $t.current} selected{/if}>{$t.name|escape:'html'} ({$t.os_family|escape:'html'}, user {$t.os_user|escape:'html'}){if $t.current} · installed now{/if}</option>{/foreach}</select>
+    <textarea name="pvekvm_ssh_keys" rows="3" cols="60" placeholder="SSH public keys, one per line (empty: keep the current ones)"></textarea>
+    <button type="submit" class="btn btn-sm btn-danger">Reinstall (erases the disk)</button>
+  </form>
+  {if $pvekvm_isos}
+  <form method="post" action="{$pvekvm_page}" class="form-inline">
+    <input type="hidden" name="token" value="{$token|default:''|escape:'html'}">
+    <input type="hidden" name="modop" value="custom"><input type="hidden" name="a" value="reinstallIso">
+    <select name="pvekvm_iso">
+      {foreach $pvekvm_isos as $group}<optgroup label="{$group.group|escape:'html'}">{foreach $group.isos as $iso}<option value="{$iso|escape:'html'}">{$iso|escape:'html'}</option>{/foreach}</optgroup>{/foreach}
+    </select>
+    <button type="submit" class="btn btn-sm btn-danger">Install from this ISO (empty disks; install through the console)</button>
+  </form>
+  {/if}
+  {else}<p>Leave rescue mode first.</p>{/if}
+
+  <h4>Access keys</h4>
+  {if !$pvekvm_password_login}<p>SSH password login is off for this package: log in with your SSH keys.</p>{/if}
+  <ul>{foreach $pvekvm_ssh_keys as $k}<li><code>{$k.fingerprint|escape:'html'}</code> {$k.type|escape:'html'} ({$k.bits|escape:'html'} bits) {$k.comment|escape:'html'}</li>{foreachelse}<li>no SSH keys</li>{/foreach}</ul>
+  <form method="post" action="{$pvekvm_page}">
+    <input type="hidden" name="token" value="{$token|default:''|escape:'html'}">
+    <input type="hidden" name="modop" value="custom"><input type="hidden" name="a" value="resetPassword">
+    <textarea name="pvekvm_ssh_keys" rows="3" cols="60" placeholder="new SSH public keys, one per line (empty: keep the current ones)"></textarea>
+    <button type="submit" class="btn btn-sm btn-default">New password (and keys)</button>
+  </form>
+
+  <h4>Firewall rules</h4>
+  {if $pvekvm_fw_allowed > 0}
+  <table class="table table-condensed">
+    {foreach $pvekvm_fw_rules as $r}
+    <tr><td>{$r.direction|escape:'html'}</td><td>{$r.action|escape:'html'}</td><td>{$r.proto|escape:'html'}</td><td>{$r.dport|escape:'html'}</td><td>{$r.source|escape:'html'}</td><td>{$r.dest|escape:'html'}</td><td>{$r.comment|escape:'html'}</td><td>{if !$r.enable}off{/if}</td></tr>
+    {foreachelse}<tr><td>no rules of your own</td></tr>
+    {/foreach}
+  </table>
+  {if $pvekvm_fw_pending}<p>Changes are being applied.</p>{/if}
+  <form method="post" action="{$pvekvm_page}">
+    <input type="hidden" name="token" value="{$token|default:''|escape:'html'}">
+    <input type="hidden" name="modop" value="custom"><input type="hidden" name="a" value="firewallRulesSet">
+    <textarea name="pvekvm_rules" rows="6" cols="80">{$pvekvm_fw_json|escape:'html'}</textarea>
+    <button type="submit" class="btn btn-sm btn-default">Save the rules (at most {$pvekvm_fw_allowed|escape:'html'})</button>
+  </form>
+  {else}<p>This package allows no firewall rules of your own.</p>{/if}
+
+  <h4>Host name</h4>
+  <form method="post" action="{$pvekvm_page}" class="form-inline">
+    <input type="hidden" name="token" value="{$token|default:''|escape:'html'}">
+    <input type="hidden" name="modop" value="custom"><input type="hidden" name="a" value="hostnameChange">
+    <input type="text" name="pvekvm_hostname" maxlength="253" value="{$pvekvm_hostname|escape:'html'}" required>
+    <button type="submit" class="btn btn-sm btn-default">Rename</button>
+  </form>
+  {/if}
+
+  <h4>Mail language</h4>
+  <form method="post" action="{$pvekvm_page}" class="form-inline">
+    <input type="hidden" name="token" value="{$token|default:''|escape:'html'}">
+    <input type="hidden" name="modop" value="custom"><input type="hidden" name="a" value="languageChange">
+    <select name="pvekvm_language">{foreach $pvekvm_languages as $l}<option value="{$l|escape:'html'}"{if $l == $pvekvm_language} selected{/if}>{$l|escape:'html'}</option>{/foreach}</select>
+    <button type="submit" class="btn btn-sm btn-default">Use for mail</button>
+  </form>
 </div>
 {/if}

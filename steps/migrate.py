@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from pvekvm import placement
+from pvekvm import placement, service_changes
 from pvekvm.config import DEFAULT_CLUSTER
 from pvekvm.lifecycle import OpStatus
 from pvekvm.models import AuditLog, Placement, database
@@ -118,7 +118,8 @@ def detach_local_iso(ctx: StepContext) -> StepResult:
     iso = isos[0] if isos else None
     if _noted(ctx, ISO_DETACHED) is None:  # what reattach_iso puts back on the target
         _note(ctx, ISO_DETACHED, json.dumps({"volid": iso or "cdrom",
-                                             "boot": str(cfg.get("boot", ""))}))
+                                             "boot": str(cfg.get("boot", "")),
+                                             "saved": ctx.service.boot_before_iso}))
     lifecycle.unmount_iso(ctx)  # the usual slot, and the boot order the mount replaced
     cfg = ctx.config()
     left = {k: "none,media=cdrom" for k in lifecycle.ISO_SLOTS if "media=cdrom" in str(
@@ -163,6 +164,8 @@ def reattach_iso(ctx: StepContext) -> StepResult:
     result = lifecycle.mount_volume(ctx, volid)
     if boot and str(ctx.config().get("boot", "")) != boot:  # one an operator ordered by hand
         ctx.pve.put(f"{ctx.vm_path}/config", boot=boot)
+    if ctx.service.boot_before_iso != was.get("saved"):  # what an unmount will put back, as
+        service_changes.remember_boot_order(ctx.service, was.get("saved"))  # before the move
     if _noted(ctx, ISO_REATTACHED) is None:
         _note(ctx, ISO_REATTACHED, volid)
     return Done(f"{volid} attached again on {ctx.node}"

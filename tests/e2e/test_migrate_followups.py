@@ -307,3 +307,31 @@ def test_a_drain_reports_a_vm_pve_cannot_move_and_moves_the_rest(
     assert {Service.get_by_id(s).node for s in (551, 553)} <= {"pve1", "pve3"}
     assert Service.get_by_id(552).node == "pve2"
     assert "sid:552 not moved" in drain.node_status("pve2")
+
+
+def test_a_failed_restores_way_out_offers_no_backup_left_on_another_node(
+        settings: Settings, sim: RunningSimulator) -> None:
+    """The choices billing hears after a failed restore are ones that can work: a backup left
+    on the old node's local storage is not among them (it would be refused)."""
+    load_catalog(settings, backup_storage="local")
+    heard = BillingQueue(settings, "operation.failed")
+    with InProcessWorkers(settings, concurrency=4), \
+            OrderClient(settings.amqp_url, settings.namespace) as billing:
+        _deploy(billing, 561)
+        billing.backup_create(service_id=561, note="local")
+        assert _done(561, "backup_create").status == "done"
+        load_catalog(settings)  # the package's backups on shared storage from now on
+        billing.backup_create(service_id=561, note="shared")
+        assert _done(561, "backup_create", 2).status == "done"
+        local, shared = (Backup.get(note=n) for n in ("local", "shared"))
+        assert (local.storage, shared.storage) == ("local", "backup")
+        billing.migrate(service_id=561, node="pve3")
+        assert _done(561, "migrate").status == "done", describe_ops([561])
+        assert (Backup.get_by_id(local.id).node, Backup.get_by_id(shared.id).node) == (
+            "pve2", "pve3")
+        # the shared archive is deleted behind our back: its restore fails
+        sim.proxmox().nodes("pve3").storage("backup").content(shared.volid).delete()
+        billing.backup_restore(service_id=561, backup_id=shared.id)
+        failed = heard.wait_for(lambda e: e["kind"] == "restore", 60, "the restore fails")
+        assert failed["choices"] == [{"type": "reinstall"}], failed
+    heard.close()

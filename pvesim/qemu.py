@@ -176,6 +176,11 @@ def _restore(ctx: Ctx, p: dict[str, Any], vmid: int, node: str, emsg: str) -> st
     vol = c.volume(archive, node)
     if vol is None or vol.get("content") != "backup":  # PVE::Storage::abs_filesystem_path
         raise PVEError(f"can't find file '{archive}'")
+    if vmid in c.vms and c.vms[vmid]["node"] != node:
+        # create_and_lock_config writes nodes/<node>/qemu-server/<vmid>.conf: pmxcfs refuses
+        # a VMID whose config another node holds (memdb.c vmlist_different_vm_exists: EEXIST)
+        raise PVEError(f"{emsg} close (rename) atomic file '/etc/pve/nodes/{node}/qemu-server/"
+                       f"{vmid}.conf' failed: File exists")
     if vmid in c.vms and c.vms[vmid]["status"] == "running":
         raise PVEError(f"{emsg} vm is running")
     storage = p.get("storage")

@@ -226,6 +226,22 @@ def _in_snapshots(vm: dict[str, Any]) -> set[str]:
             for k, v in snap["config"].items() if DRIVE_RE.match(k) and not is_cdrom(v)}
 
 
+def snapshot_movable(c: Any, volid: str) -> bool:
+    """Whether an offline migration carries a local volume together with its snapshots
+    (QemuMigrate.pm scan_local_volumes; pve-storage ``volume_export_formats`` with
+    ``with_snapshots``): on ZFS (``zfs send -R``), as a qcow2 file (in-qcow2 snapshots; not with
+    ``snapshot-as-volume-chain``) and as raw on btrfs; never on lvm-thin or lvm."""
+    scfg = c.storages.get(_storage_of(volid), {})
+    fmt = _format_of(volid)  # parse_volname: a file's suffix, raw on block storage
+    return scfg.get("type") == "zfspool" or (scfg.get("type") == "btrfs" and fmt == "raw") \
+        or (fmt == "qcow2" and not scfg.get("snapshot-as-volume-chain"))
+
+
+def _format_of(volid: str) -> str:
+    name = volid.split(":", 1)[-1]
+    return name.rsplit(".", 1)[1] if "." in name.rsplit("/", 1)[-1] else "raw"
+
+
 @route("POST", V + "/migrate")
 def migrate_vm(ctx: Ctx, p: dict[str, Any]) -> str:
     c = ctx.cluster
@@ -258,9 +274,8 @@ def migrate_vm(ctx: Ctx, p: dict[str, Any]) -> str:
         snapshotted = _in_snapshots(vm)
         for d in local:
             # QemuMigrate.pm scan_local_volumes: a cloud-init drive is 'generated' (copied
-            # offline, never 'attached'); a local disk in a snapshot cannot move live. (PVE
-            # refuses it offline too on lvm-thin, "non-migratable snapshot exists": not
-            # modelled yet, the package change of tests/e2e/test_lifecycle.py relies on it)
+            # offline, never 'attached'); a local disk in a snapshot cannot move live, and
+            # offline only where storage_migrate can carry its snapshots (snapshot_movable)
             generated = is_cloudinit(vm["config"].get(d["drivename"], ""))
             if d["volid"] == "cdrom":
                 problems.append("can't migrate local cdrom drive")
@@ -269,6 +284,9 @@ def migrate_vm(ctx: Ctx, p: dict[str, Any]) -> str:
             elif d["volid"] in snapshotted and running:
                 problems.append(f"can't migrate local disk '{d['volid']}': online storage "
                                 "migration not possible if non-replicated snapshot exists")
+            elif d["volid"] in snapshotted and not snapshot_movable(c, d["volid"]):
+                problems.append(f"can't migrate local disk '{d['volid']}': non-migratable "
+                                "snapshot exists")
             elif running and not generated and str(p.get("with-local-disks", "0")) != "1":
                 problems.append(f"can't migrate local disk '{d['volid']}': can't live migrate "
                                 "attached local disks without with-local-disks option")

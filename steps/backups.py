@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from pvekvm import service_changes
+from pvekvm import backup_reach, service_changes
 from pvekvm.models import AuditLog, Backup, Service, Snapshot
 from pvekvm.proxmox import ProxmoxError
-from steps import power, rescue, slots
+from steps import backup_follow, power, rescue, slots
 from steps.context import StepContext
 from steps.machine import Done, Refused, Retry, StepResult, Wait
 
@@ -229,6 +229,12 @@ def restore_backup(ctx: StepContext) -> StepResult:
         service_changes.restored_from_backup(ctx.service, restored)
         noted = rescue.adopt_restored_rescue(ctx)  # a backup taken in rescue mode
         return Done(f"restored {backup.volid}" + (f"; {noted}" if noted else ""))
+    if backup.node != ctx.node:  # a row from before shared backups followed every move
+        backup_follow.follow_vm(ctx, ctx.node)
+        backup = Backup.get_by_id(backup.id)
+    why = backup_reach.unreachable(backup.node, backup.storage, ctx.service.node)
+    if why:  # intake refuses it; a migration may have come between
+        raise Refused(f"backup {backup.id} cannot be restored: {why}")
     held = ctx.pve.get(f"nodes/{backup.node}/storage/{backup.storage}/content",
                        content="backup", vmid=ctx.vmid)
     if not any(v.get("volid") == backup.volid for v in held):

@@ -89,7 +89,13 @@ def package_iso(ctx: StepContext) -> str:
 def mount_iso(ctx: StepContext) -> StepResult:
     """The ISO goes into the CD-ROM slot and the CD-ROM first in the boot order; the order it
     replaces is kept on the service (once: mounting again keeps the original) for unmount."""
-    volid, iso = package_iso(ctx), ctx.params["iso"]
+    return mount_volume(ctx, package_iso(ctx))
+
+
+def mount_volume(ctx: StepContext, volid: str) -> StepResult:
+    """:func:`mount_iso` of an ISO volume the caller found on the VM's node (a migration puts
+    back the one it detached: steps/migrate.py)."""
+    iso = volid.split(":iso/", 1)[-1]
     cfg = ctx.config()
     slot = _iso_slot(cfg)
     order = boot_order(cfg)

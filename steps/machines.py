@@ -254,12 +254,14 @@ UNSUSPEND = Machine("unsuspend", "Unsuspend", chain(
 
 # Move one VM to another node (an operator's or billing's `migrate`, or a node drain): the
 # target chosen once (pvekvm/placement.py), a local ISO detached (PVE cannot migrate it), then
-# live or offline as the VM and its disks allow (steps/migrate.py); its NIC (MAC, VLAN, rate)
-# and firewall checked on the new node, shared-storage backups reached through it.
+# live or offline as the VM and its disks allow (steps/migrate.py), the detached ISO mounted
+# again where the target reaches it (else left out, and said); its NIC (MAC, VLAN, rate) and
+# firewall checked on the new node, shared-storage backups reached through it (local ones stay).
 MIGRATE = Machine("migrate", "Migrate", chain(
     ("migrate", Action("migrate", migrate.choose_target, "Choose target node", CLONE_TURN)),
     ("mg_iso", Action("iso", migrate.detach_local_iso, "Detach local ISO")),
     ("mg_move", Action("migrate", migrate.move, "Migrate VM", CLONE_TURN)),
+    ("mg_iso_back", Action("iso", migrate.reattach_iso, "Re-attach ISO")),
     ("mg_network", SET_NETWORK),
     ("mg_firewall", SET_FIREWALL),
     ("mg_backups", Action("backup", migrate.follow_backups, "Backups follow")),

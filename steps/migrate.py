@@ -5,8 +5,8 @@ PVE (PVE/API2/Qemu.pm ``migrate_vm``, PVE/QemuMigrate.pm) migrates a running VM 
 (its local disks are copied, ``targetstorage`` maps each storage). A CD-ROM holding an ISO on
 local storage (or the host's drive) aborts any migration ("local cdrom image"): it is
 detached first, the boot order it replaced put back; an ISO on shared storage follows the VM.
-Local disks referenced by a snapshot cannot move (lvm-thin: "non-migratable snapshot exists";
-live: "online storage migration not possible if non-replicated snapshot exists"): refused.
+Local disks referenced by a snapshot move only as PVE moves them (steps/local_snapshots.py: offline
+on ZFS or as qcow2; never live, never on lvm-thin): otherwise refused with PVE's reason.
 
 Invariants: the target is chosen once (``placements``: pvekvm/placement.py); at most
 ``[engine] migrations_per_node`` migrations leave a node (its ``qmigrate/<node>`` task slot)
@@ -16,11 +16,14 @@ finds the VM already on the target has nothing to do.
 
 from __future__ import annotations
 
-from pvekvm import placement
+import json
+from datetime import datetime
+
+from pvekvm import placement, service_changes
 from pvekvm.config import DEFAULT_CLUSTER
 from pvekvm.lifecycle import OpStatus
-from pvekvm.models import Backup, Placement, database
-from steps import lifecycle, pvecfg, slots
+from pvekvm.models import AuditLog, Placement, database
+from steps import backup_follow, lifecycle, local_snapshots, pvecfg, slots
 from steps.context import StepContext
 from steps.machine import Done, Refused, Retry, StepFailed, StepResult, Wait
 from steps.provision import _record_node
@@ -96,11 +99,6 @@ def choose_target(ctx: StepContext) -> StepResult:
                  " migrations arriving: waiting for a turn", counts=False)
 
 
-def _shared_storages(ctx: StepContext, node: str) -> set[str]:
-    return {r["storage"] for r in ctx.pve.get("cluster/resources", type="storage")
-            if r.get("node") == node and r.get("shared")}
-
-
 def detach_local_iso(ctx: StepContext) -> StepResult:
     """An ISO on local storage (or the host's CD-ROM) blocks every migration: empty the drive
     and put back the boot order the mount replaced (the ISO mount's own undo)."""
@@ -114,10 +112,14 @@ def detach_local_iso(ctx: StepContext) -> StepResult:
     host_drive = "cdrom" in files
     if not isos and not host_drive:
         return Done("no ISO in the CD-ROM", skipped=True)
-    shared = _shared_storages(ctx, ctx.node)
+    shared = backup_follow.shared_storages(ctx, ctx.node)
     if not host_drive and all(f.split(":", 1)[0] in shared for f in isos):
         return Done(f"ISO {isos[0]} is on shared storage: it follows the VM", skipped=True)
     iso = isos[0] if isos else None
+    if _noted(ctx, ISO_DETACHED) is None:  # what reattach_iso puts back on the target
+        _note(ctx, ISO_DETACHED, json.dumps({"volid": iso or "cdrom",
+                                             "boot": str(cfg.get("boot", "")),
+                                             "saved": ctx.service.boot_before_iso}))
     lifecycle.unmount_iso(ctx)  # the usual slot, and the boot order the mount replaced
     cfg = ctx.config()
     left = {k: "none,media=cdrom" for k in lifecycle.ISO_SLOTS if "media=cdrom" in str(
@@ -126,6 +128,63 @@ def detach_local_iso(ctx: StepContext) -> StepResult:
         ctx.pve.put(f"{ctx.vm_path}/config", **left)
     what = f"ISO {iso} (local storage)" if iso else "the host's CD-ROM drive"
     return Done(f"{what} detached: PVE cannot migrate a local CD-ROM image")
+
+
+ISO_DETACHED, ISO_REATTACHED, ISO_LEFT_OUT = "iso_detached", "iso_reattached", "iso_left_out"
+
+
+def _noted(ctx: StepContext, event: str) -> str | None:
+    row = (AuditLog.select(AuditLog.detail).where((AuditLog.operation_id == ctx.operation.id)
+                                                  & (AuditLog.event == event))
+           .order_by(AuditLog.id).first())
+    return str(row.detail) if row else None
+
+
+def _note(ctx: StepContext, event: str, detail: str) -> None:
+    AuditLog.insert(service_id=ctx.service.id, operation_id=ctx.operation.id, event=event,
+                    detail=detail, created_at=datetime.now()).execute()
+
+
+def reattach_iso(ctx: StepContext) -> StepResult:
+    """The ISO detached for the move goes back in when the target reaches the same volume (its
+    storage on the target lists it), by the ISO mount itself, with the boot order it had;
+    otherwise it is left out, and the audit log (and ``service.migrated``) says why."""
+    detached = _noted(ctx, ISO_DETACHED)
+    if detached is None:
+        return Done("no ISO was detached", skipped=True)
+    left = _noted(ctx, ISO_LEFT_OUT)
+    if left is not None:
+        return Done(f"left out: {left}", skipped=True)
+    was = json.loads(detached)
+    volid, boot = str(was["volid"]), str(was.get("boot") or "")
+    why = _unreachable_iso(ctx, volid)
+    if why:
+        _note(ctx, ISO_LEFT_OUT, f"{volid}: {why}")
+        return Done(f"{volid} left out: {why}")
+    result = lifecycle.mount_volume(ctx, volid)
+    if boot and str(ctx.config().get("boot", "")) != boot:  # one an operator ordered by hand
+        ctx.pve.put(f"{ctx.vm_path}/config", boot=boot)
+    if ctx.service.boot_before_iso != was.get("saved"):  # what an unmount will put back, as
+        service_changes.remember_boot_order(ctx.service, was.get("saved"))  # before the move
+    if _noted(ctx, ISO_REATTACHED) is None:
+        _note(ctx, ISO_REATTACHED, volid)
+    return Done(f"{volid} attached again on {ctx.node}"
+                + (f" ({result.message})" if isinstance(result, Done) else ""))
+
+
+def _unreachable_iso(ctx: StepContext, volid: str) -> str | None:
+    if volid == "cdrom":
+        return "the host's CD-ROM drive is not carried to another node"
+    storage = volid.split(":", 1)[0]
+    here = {r["storage"] for r in ctx.pve.get("cluster/resources", type="storage")
+            if r.get("node") == ctx.node}
+    if storage not in here:
+        return f"storage {storage} is not on {ctx.node}"
+    isos = {str(c.get("volid")) for c in ctx.pve.get(
+        f"nodes/{ctx.node}/storage/{storage}/content", content="iso")}
+    if volid not in isos:
+        return f"storage {storage} on {ctx.node} does not hold it"
+    return None
 
 
 def _blocks(file: str, shared: set[str]) -> bool:
@@ -160,10 +219,10 @@ def move(ctx: StepContext) -> StepResult:
     if pre.get("local_resources"):
         raise Refused(f"local devices block migration: {', '.join(pre['local_resources'])}")
     local = [d for d in pre.get("local_disks", []) if not d.get("cdrom")]
-    if any(not d.get("is_unused") for d in local) and _has_snapshots(ctx, node):
-        raise Refused("local disks with snapshots cannot be migrated (PVE: 'non-migratable "
-                      "snapshot exists'): delete the VM's snapshots first")
     running = bool(pre.get("running"))
+    blocked = local_snapshots.blocker(ctx, node, running) if local else None
+    if blocked:
+        raise Refused(blocked)
     extra: dict[str, object] = {"online": 1 if running else 0}
     if local:
         storages = sorted({str(d["volid"]).split(":", 1)[0] for d in local})
@@ -173,25 +232,16 @@ def move(ctx: StepContext) -> StepResult:
     return Wait(upid, node)
 
 
-def _has_snapshots(ctx: StepContext, node: str) -> bool:
-    return any(s.get("name") != "current"
-               for s in ctx.pve.get(f"nodes/{node}/qemu/{ctx.vmid}/snapshot"))
-
-
 def follow_backups(ctx: StepContext) -> StepResult:
     """Backups on shared storage are now reached through the new node; an archive on the old
-    node's local storage stays where it is (and is listed there)."""
+    node's local storage stays where it is, listed there: it cannot be restored while the VM
+    is elsewhere (pvekvm/backup_reach.py), it is deleted through its own node's API, and
+    ``service.migrated`` names it (``backups_left``)."""
     row = _placed(ctx)
     if _stays(row):
         return Done("nothing moved", skipped=True)
-    rows = list(Backup.select().where((Backup.service_id == ctx.service.id)
-                                      & (Backup.node == row.source)))
-    if not rows:
+    moved, stay = backup_follow.follow_vm(ctx, str(row.node))
+    if not moved and not stay:
         return Done("no backups to follow", skipped=True)
-    shared = _shared_storages(ctx, str(row.node))
-    moved = [b.id for b in rows if b.storage in shared]
-    if moved:
-        Backup.update(node=row.node).where(Backup.id.in_(moved)).execute()
-    stay = len(rows) - len(moved)
-    return Done(f"{len(moved)} backups now via {row.node}"
+    return Done(f"{moved} backups now via {row.node}"
                 + (f", {stay} stay on {row.source}'s local storage" if stay else ""))

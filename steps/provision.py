@@ -10,7 +10,7 @@ from pvekvm import placement, service_changes
 from pvekvm.catalog_cache import _catalog
 from pvekvm.models import TemplateReplica
 from pvekvm.proxmox import ProxmoxError
-from steps import hardware, pvecfg, slots
+from steps import backup_follow, hardware, pvecfg, slots
 from steps.context import StepContext
 from steps.machine import Done, Refused, Retry, StepFailed, StepResult, Wait
 
@@ -189,6 +189,9 @@ def migrate_to_target(ctx: StepContext) -> StepResult:
         where = f"{where}; cloned here: {clone_plan(ctx).path}"  # which clone path was taken
     if ctx.operation.kind == "deploy":
         placement.release(ctx.operation.id)  # the VM is on its node: PVE counts it now
+    moved, _ = backup_follow.follow_vm(ctx, target)  # shared ones; local ones stay
+    if moved:
+        where = f"{where}; {moved} backups now via {target}"
     return Done(f"on {target}: {where}", skipped=not ctx.after_task)
 
 

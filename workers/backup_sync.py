@@ -30,6 +30,7 @@ class SyncResult:
     gone: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     skipped: str | None = None
+    followed: int = 0
 
 
 def run_once(pve: Proxmox, publisher: Publisher | None,
@@ -48,7 +49,9 @@ def run_once(pve: Proxmox, publisher: Publisher | None,
         if cluster is not None:
             query = query.join(Service, on=(Service.id == Backup.service_id)).where(
                 Service.cluster == cluster)
-        for b in query:
+        rows = list(query)
+        result.followed = _follow_vms(pve, rows, result)
+        for b in rows:
             places[(b.node, b.storage)].append(b)
         for (node, storage), backups in sorted(places.items()):
             try:
@@ -64,6 +67,32 @@ def run_once(pve: Proxmox, publisher: Publisher | None,
     finally:
         database.execute_sql("SELECT RELEASE_LOCK(%s)", (lock,))
     return result
+
+
+def _follow_vms(pve: Proxmox, rows: list[Backup], result: SyncResult) -> int:
+    """A backup on shared storage whose row names another node than its VM's (listed before
+    every move made shared backups follow: steps/backup_follow.py) is reached through the
+    VM's node from now on, so it is offered for restore (pvekvm/backup_reach.py)."""
+    nodes: dict[int, str] = {s.id: str(s.node) for s in Service.select(
+        Service.id, Service.node).where(Service.id.in_({b.service_id for b in rows})
+                                        & Service.node.is_null(False))} if rows else {}
+    stray = [b for b in rows if nodes.get(b.service_id) not in (None, b.node)]
+    if not stray:
+        return 0
+    try:
+        shared = {(r.get("node"), r.get("storage")) for r in pve.get(
+            "cluster/resources", type="storage") if r.get("shared")}
+    except ProxmoxError as exc:
+        result.errors.append(f"storages: {exc}")
+        return 0
+    followed = 0
+    for b in stray:
+        node = nodes[b.service_id]
+        if (node, b.storage) in shared:
+            followed += Backup.update(node=node).where(
+                (Backup.id == b.id) & (Backup.node == b.node)).execute()
+            b.node = node
+    return followed
 
 
 def _forget(backup: Backup, publisher: Publisher | None, result: SyncResult) -> None:

@@ -114,6 +114,17 @@ def progress(node: str, cluster: str = DEFAULT_CLUSTER) -> Progress:
                     sum(1 for m in moves if m.status in (OpStatus.FAILED, OpStatus.CANCELLED)))
 
 
+def refusals(node: str, cluster: str = DEFAULT_CLUSTER) -> list[str]:
+    """This round's moves that failed, one line each with the reason the step gave (a VM PVE
+    cannot migrate: snapshots on local disks, local devices...): the drain goes on without
+    them, and ``node drain`` again tries them in a new round."""
+    row = _row(cluster, node)
+    failed = [m for m in (_moves(node, row.drain_round, cluster) if row else [])
+              if m.status in (OpStatus.FAILED, OpStatus.CANCELLED)]
+    return [f"sid:{m.service_id} not moved ({m.status}): {m.error or 'no reason recorded'}"
+            for m in sorted(failed, key=lambda m: m.service_id)]
+
+
 def draining() -> list[tuple[str, str]]:
     """(cluster, node) of every node being drained."""
     return [(n.cluster, n.name) for n in Node.select(Node.cluster, Node.name).where(
@@ -206,8 +217,8 @@ def drain_command(settings: Settings, node: str, watch: bool, timeout_s: float,
         pub.close()
     if p.finished and p.left == 0:
         return f"{node}: drained, {p.moved} moved (maintenance stays on: `node undrain {node}`)"
-    return _nothing(p.line() + ("" if p.finished else " (still draining: the scheduler goes "
-                                "on)"))
+    return _nothing("\n".join([p.line() + ("" if p.finished else " (still draining: the "
+                                            "scheduler goes on)")] + refusals(node, cluster)))
 
 
 def node_status(node: str | None, cluster: str | None = None) -> str:
@@ -219,4 +230,5 @@ def node_status(node: str | None, cluster: str | None = None) -> str:
         q = Node.select(Node.cluster, Node.name).order_by(Node.cluster, Node.name)
         names = [(n.cluster, n.name) for n in (q.where(Node.cluster == cluster) if cluster
                                                else q)]
-    return "\n".join(progress(n, c).line() for c, n in names) or "no node in maintenance"
+    return "\n".join("\n".join([progress(n, c).line()] + refusals(n, c)) for c, n in names) \
+        or "no node in maintenance"

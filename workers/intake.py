@@ -23,7 +23,7 @@ from typing import Any
 
 from peewee import IntegrityError, OperationalError
 
-from pvekvm import dberrors, picker, placement, rdns_policy, service_changes
+from pvekvm import backup_reach, dberrors, picker, placement, rdns_policy, service_changes
 from pvekvm.addresses import held_row
 from pvekvm.catalog_cache import catalog_named, catalog_row
 from pvekvm.config import EngineSettings
@@ -428,6 +428,10 @@ def _params(event: Event, service: Service, engine: EngineSettings = DEFAULTS) -
         if Backup.get_or_none((Backup.id == data["backup_id"])
                               & (Backup.service_id == service.id)) is None:
             raise Refused(f"backup {data['backup_id']} does not belong to service {service.id}")
+        backup = Backup.get_by_id(data["backup_id"])
+        why = backup_reach.unreachable(backup.node, backup.storage, service.node)
+        if event.type == "backup_restore" and why:
+            raise Refused(f"backup {backup.id} cannot be restored: {why}")
         if event.type == "backup_restore" and _pending(service.id, "restore",
                                                        backup_id=data["backup_id"]):
             raise Refused(f"a restore of backup {data['backup_id']} is already pending: "

@@ -22,7 +22,7 @@ from typing import Any
 
 from peewee import IntegrityError
 
-from pvekvm import oplog, placement, service_changes
+from pvekvm import backup_reach, oplog, placement, service_changes
 from pvekvm.config import EngineSettings
 from pvekvm.db import scalar
 from pvekvm.lifecycle import FINISHED as FINISHED  # re-exported: the core owns them now
@@ -270,13 +270,16 @@ def fail(op: Operation, machine: Machine, nudge: str | None, reason: str,
 def way_out(op: Operation, machine: Machine) -> list[dict[str, object]]:
     """What the client may do next after ``machine`` failed, as event bodies to send (type and
     parameters; intake accepts each for the service now): a restore offers every backup the
-    service still holds (the one that failed first: trying again) and a reinstall."""
+    service still holds and can restore where its VM is (pvekvm/backup_reach.py; the one that
+    failed first: trying again) and a reinstall."""
     choices: list[dict[str, object]] = []
     for kind in machine.way_out:
         if kind == "backup_restore":
             failed = json.loads(op.params or "{}").get("backup_id")
-            held = [b.id for b in Backup.select(Backup.id).where(
-                Backup.service_id == op.service_id).order_by(Backup.created_at.desc())]
+            node = Service.get_by_id(op.service_id).node
+            held = [b.id for b in Backup.select(Backup.id, Backup.node, Backup.storage).where(
+                Backup.service_id == op.service_id).order_by(Backup.created_at.desc())
+                if not backup_reach.unreachable(b.node, b.storage, node)]
             held.sort(key=lambda i: i != failed)  # stable: the failed one, then newest first
             choices += [{"type": kind, "backup_id": i} for i in held]
         else:

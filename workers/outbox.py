@@ -39,7 +39,16 @@ from pvekvm.addresses import cidr, held, host_address
 from pvekvm.lifecycle import ServiceStatus
 from pvekvm.limits import MAX_SERVICE_ID
 from pvekvm.messaging import Sink
-from pvekvm.models import Backup, Operation, OutboxEvent, Placement, Product, Service, database
+from pvekvm.models import (
+    AuditLog,
+    Backup,
+    Operation,
+    OutboxEvent,
+    Placement,
+    Product,
+    Service,
+    database,
+)
 
 _INSERT_EVENT = ("INSERT INTO outbox (event_id, type, service_id, operation_id, body, created_at) "
                  "VALUES (%s, %s, %s, %s, %s, %s)")
@@ -162,8 +171,23 @@ def completed_event(type_: str, op: Operation) -> Pending:
         svc, moved = Service.get_by_id(op.service_id), Placement.get_or_none(
             Placement.operation_id == op.id)
         fields = {"node": svc.node, "from_node": moved.source if moved else None,
-                  "vmid": svc.vmid}
+                  "vmid": svc.vmid, **_migrate_outcome(op, svc, moved)}
     return operation_event(type_, op, **fields)
+
+
+def _migrate_outcome(op: Operation, svc: Service, moved: Placement | None) -> dict[str, Any]:
+    """What did not simply follow the VM: backups left on the old node's local storage (not
+    restorable while the VM is elsewhere) and the ISO detached for the move (mounted again, or
+    left out and why: steps/migrate.reattach_iso)."""
+    left = [] if moved is None or moved.source == svc.node else [
+        b.id for b in Backup.select(Backup.id).where((Backup.service_id == svc.id)
+                                                     & (Backup.node == moved.source))
+        .order_by(Backup.id)]
+    notes = {a.event: a.detail for a in AuditLog.select(AuditLog.event, AuditLog.detail).where(
+        (AuditLog.operation_id == op.id)
+        & AuditLog.event.in_(("iso_reattached", "iso_left_out"))).order_by(AuditLog.id)}
+    return {"backups_left": left, "iso_reattached": notes.get("iso_reattached"),
+            "iso_left_out": notes.get("iso_left_out")}
 
 
 #: operations that bring a VM into rescue mode besides a completed rescue_on (intake refuses

@@ -198,6 +198,14 @@ class ServiceMigrated(OperationEvent):
     node: str | None = Field(description="the node the VM is on now")
     from_node: str | None = Field(description="where it was")
     vmid: int | None
+    backups_left: list[int] = Field(
+        default_factory=list, description="backup ids left on from_node's local storage: not "
+        "restorable while the VM is elsewhere (deleting them works)")
+    iso_reattached: str | None = Field(
+        default=None, description="the ISO volume detached for the move and mounted again")
+    iso_left_out: str | None = Field(
+        default=None, description="the ISO detached for the move that the new node cannot "
+        "reach, and why ('volid: reason'): the CD-ROM is empty")
 
 
 RescueReason = Annotated[str | None, Field(

@@ -114,7 +114,7 @@ def test_a_local_iso_is_detached_because_pve_cannot_migrate_it(settings, sim):
     cdrom image"): pvesim does too, and the engine detaches it (boot order put back) first."""
     load_catalog(settings, iso_storage="local")
     iso = "rescue.iso"
-    for node in ("pve1", "pve2", "pve3"):
+    for node in ("pve1", "pve2"):  # not on pve3: left out there (test_migrate_followups.py)
         with sim.sim.cluster.lock:
             sim.sim.cluster.add_volume(node, f"local:iso/{iso}", 1 << 20, "iso", fmt="iso")
     with InProcessWorkers(settings, concurrency=4), \

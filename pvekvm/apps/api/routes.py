@@ -12,7 +12,17 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Sec
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from pvekvm import dnssync, languages, mail, messaging, overage, picker, sshkeys, tokens
+from pvekvm import (
+    backup_reach,
+    dnssync,
+    languages,
+    mail,
+    messaging,
+    overage,
+    picker,
+    sshkeys,
+    tokens,
+)
 from pvekvm import pve_reads as pve
 from pvekvm import secrets as secretbox
 from pvekvm.addresses import cidr, held, held_row, host_address
@@ -301,9 +311,14 @@ def list_snapshots(svc: Svc) -> list[schemas.SnapshotView]:
             responses=NOT_FOUND)
 def list_backups(svc: Svc) -> list[schemas.BackupView]:
     rows = Backup.select().where(Backup.service_id == svc.id).order_by(Backup.created_at)
-    return [schemas.BackupView(id=b.id, volid=b.volid, storage=b.storage, node=b.node,
-                               size_bytes=b.size_bytes, scheduled=bool(b.scheduled),
-                               note=b.note, created_at=b.created_at) for b in rows]
+    views = []
+    for b in rows:
+        why = backup_reach.unreachable(b.node, b.storage, svc.node)
+        views.append(schemas.BackupView(
+            id=b.id, volid=b.volid, storage=b.storage, node=b.node, size_bytes=b.size_bytes,
+            scheduled=bool(b.scheduled), note=b.note, created_at=b.created_at,
+            restorable=why is None, not_restorable_because=why))
+    return views
 
 
 @router.get("/services/{service_id}/backup-schedule", response_model=schemas.BackupScheduleView,

@@ -144,11 +144,16 @@ class BackupView(BaseModel):
     id: int
     volid: str
     storage: str
-    node: str
+    node: str = Field(description="the node whose API reaches the archive (shared storage "
+                      "follows the VM; a local archive stays where it was made)")
     size_bytes: int
     scheduled: bool
     note: str
     created_at: UtcDatetime | None
+    restorable: bool = Field(description="the archive can be restored where the VM is now "
+                             "(false: on another node's local storage)")
+    not_restorable_because: str | None = Field(
+        default=None, description="why not (restorable false); deleting it still works")
 
 
 class BackupScheduleView(BaseModel):

@@ -14,6 +14,7 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -87,6 +88,39 @@ def _unfinished() -> int:
     return Operation.select().where(Operation.status.in_(UNFINISHED)).count()
 
 
+def sender(report: Report, prefix: str) -> Callable[..., None]:
+    """``send(client, kind, sid, **fields)``: one event, its idempotency key new each time
+    (``prefix-sid-kind-n``), counted in ``report.sent``."""
+    def send(client: OrderClient, kind: str, sid: int, **kw: object) -> None:
+        getattr(client, kind)(service_id=sid, idempotency_key=f"{prefix}-{sid}-{kind}-"
+                              f"{report.sent[(sid, kind)]}", **kw)
+        report.sent[(sid, kind)] += 1
+        report.sent[kind] += 1
+    return send
+
+
+def first_wave(client: OrderClient, send: Callable[..., None], sids: list[int],
+               mail: str) -> None:
+    """Every service ordered, half given a package change, a quarter terminated at once."""
+    for sid in sids:
+        send(client, "create", sid, client_id=sid % 9 + 1, product="vps-small",
+             email=f"{mail}{sid}@example.com")
+    for sid in sids[::2]:
+        send(client, "change_package", sid, product="vps-large")
+    for sid in sids[1::4]:
+        send(client, "terminate", sid)
+
+
+def under_way_on_node_1(galera: GaleraCluster, db: str, n: int, budget_s: float,
+                        before: str) -> None:
+    """Steps are running, every process writing through node 1 (first in the URL)."""
+    wait_until(lambda: (_steps_on(galera, 2, db) or 0) >= max(4, n // 2), budget_s,
+               "steps under way", interval=0.1, db=False)
+    where = galera.clients(db)
+    assert where.get(1) and not where.get(2) and not where.get(3), \
+        f"connections before the {before}: {where} (all on node 1 expected)"
+
+
 def run_failover(settings: Settings, sim, galera: GaleraCluster, tmp_path, n: int, seed: int,
                  rabbit: Cluster | None = None, workers_n: int = 2, reconciler: bool = True,
                  budget_s: float = 600) -> tuple[Report, invariants.Figures]:
@@ -105,27 +139,11 @@ def run_failover(settings: Settings, sim, galera: GaleraCluster, tmp_path, n: in
                for _ in range(workers_n)]
     scheduler = Scheduler(config, log) if reconciler else None
 
-    def send(client: OrderClient, kind: str, sid: int, **kw: object) -> None:
-        getattr(client, kind)(service_id=sid, idempotency_key=f"gf-{sid}-{kind}-"
-                              f"{report.sent[(sid, kind)]}", **kw)
-        report.sent[(sid, kind)] += 1
-        report.sent[kind] += 1
-
+    send = sender(report, "gf")
     try:
         with OrderClient(settings.amqp_url, settings.namespace) as client:
-            for sid in sids:
-                send(client, "create", sid, client_id=sid % 9 + 1, product="vps-small",
-                     email=f"g{sid}@example.com")
-            for sid in sids[::2]:
-                send(client, "change_package", sid, product="vps-large")
-            for sid in sids[1::4]:
-                send(client, "terminate", sid)
-            # the writer is node 1 (first in the URL) for every process
-            wait_until(lambda: (_steps_on(galera, 2, db) or 0) >= max(4, n // 2), budget_s,
-                       "steps under way", interval=0.1, db=False)
-            where = galera.clients(db)
-            assert where.get(1) and not where.get(2) and not where.get(3), \
-                f"connections before the kill: {where} (all on node 1 expected)"
+            first_wave(client, send, sids, "g")
+            under_way_on_node_1(galera, db, n, budget_s, "kill")
             time.sleep(rng.uniform(0, 1.5 if n < 50 else 8.0))  # a random moment in flight
             killed = time.monotonic()
             galera.kill_node(1)

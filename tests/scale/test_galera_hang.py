@@ -38,7 +38,10 @@ from tests.scale.test_galera import (  # noqa: F401 - galera_settings: the same 
     _steps_on,
     _transfer_lines,
     _unfinished,
+    first_wave,
     galera_settings,
+    sender,
+    under_way_on_node_1,
 )
 from workers.operations import UNFINISHED
 from workers.testing.harness import SubprocessWorker, wait_until, write_config
@@ -104,26 +107,11 @@ def run_hang(settings: Settings, sim, galera: GaleraCluster, tmp_path, n: int, s
                for _ in range(workers_n)]
     scheduler = Scheduler(config, log) if reconciler else None
 
-    def send(client: OrderClient, kind: str, sid: int, **kw: object) -> None:
-        getattr(client, kind)(service_id=sid, idempotency_key=f"gh-{sid}-{kind}-"
-                              f"{report.sent[(sid, kind)]}", **kw)
-        report.sent[(sid, kind)] += 1
-        report.sent[kind] += 1
-
+    send = sender(report, "gh")
     try:
         with OrderClient(settings.amqp_url, settings.namespace) as client:
-            for sid in sids:
-                send(client, "create", sid, client_id=sid % 9 + 1, product="vps-small",
-                     email=f"h{sid}@example.com")
-            for sid in sids[::2]:
-                send(client, "change_package", sid, product="vps-large")
-            for sid in sids[1::4]:
-                send(client, "terminate", sid)
-            wait_until(lambda: (_steps_on(galera, 2, db) or 0) >= max(4, n // 2), budget_s,
-                       "steps under way", interval=0.1, db=False)
-            where = galera.clients(db)
-            assert where.get(1) and not where.get(2) and not where.get(3), \
-                f"connections before the hang: {where} (all on node 1 expected)"
+            first_wave(client, send, sids, "h")
+            under_way_on_node_1(galera, db, n, budget_s, "hang")
             time.sleep(rng.uniform(0, 1.5 if n < 50 else 8.0))  # a random moment in flight
             paused = time.monotonic()
             galera.pause_node(1)

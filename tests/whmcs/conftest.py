@@ -3,11 +3,15 @@ private namespace, the API over TCP with a billing token; and the PHP side that 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
+from peewee import MySQLDatabase
 
 from pvekvm import db as dbmod
 from pvekvm import messaging
@@ -22,10 +26,13 @@ from workers.testing.smtp_sink import SmtpSink
 TOKEN = "whmcs-" + uuid.uuid4().hex
 
 
-@pytest.fixture(scope="package")
-def whmcs(tmp_path_factory, amqp_url, database_url, database) -> Iterator[Whmcs]:
+@contextlib.contextmanager
+def whmcs_stack(tmp: Path, amqp_url: str, database_url: str, database: MySQLDatabase,
+                token: str, rescue_iso: str = "", **catalog: Any) -> Iterator[Whmcs]:
+    """pvesim, the workers on a private namespace and the API with billing token ``token``,
+    on a database emptied first; ``rescue_iso``: ``[engine] rescue_iso``; ``catalog``: what
+    load_catalog changes in the shipped catalog."""
     php = php_or_skip()
-    tmp = tmp_path_factory.mktemp("whmcs")
     dbmod.reset_data(database)
     topo = messaging.Topology(f"t-{uuid.uuid4().hex[:8]}")
     messaging.declare(amqp_url, topo)
@@ -34,11 +41,17 @@ def whmcs(tmp_path_factory, amqp_url, database_url, database) -> Iterator[Whmcs]
             settings = make_settings(tmp, amqp_url, database_url, topo.namespace,
                                      sim.connection, sink.settings())
             settings = replace(settings, api=ApiSettings(
-                tokens=(("whmcs", hash_token(TOKEN)),), proxmox_timeout_s=2.0))
-            load_catalog(settings)
+                tokens=(("whmcs", hash_token(token)),), proxmox_timeout_s=2.0),
+                engine=replace(settings.engine, rescue_iso=rescue_iso))
+            load_catalog(settings, **catalog)
             with InProcessWorkers(settings, concurrency=4), ApiServer(settings) as api:
-                yield Whmcs(php, api.url, TOKEN, tmp, settings, sim)
+                yield Whmcs(php, api.url, token, tmp, settings, sim)
     finally:
         messaging.delete_topology(amqp_url, topo)
 
 
+@pytest.fixture(scope="package")
+def whmcs(tmp_path_factory, amqp_url, database_url, database) -> Iterator[Whmcs]:
+    with whmcs_stack(tmp_path_factory.mktemp("whmcs"), amqp_url, database_url, database,
+                     TOKEN) as stack:
+        yield stack

@@ -11,30 +11,21 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from pvekvm import db as dbmod
-from pvekvm import messaging, sshkeys
-from pvekvm.apps.api.auth import hash_token
-from pvekvm.config import ApiSettings
+from pvekvm import sshkeys
 from pvekvm.models import ClientFirewallRules, Operation, Service, Template
-from pvesim.testing import running_simulator
-from tests.api.server import ApiServer
 from tests.whmcs import test_webhook_receiver as hooks
-from tests.whmcs.phpcall import Whmcs, php_or_skip
+from tests.whmcs.conftest import whmcs_stack
+from tests.whmcs.phpcall import Whmcs
 from tests.whmcs.test_webhook_receiver import Receiver, engine_event
 from workers.testing.harness import (
-    InProcessWorkers,
     describe_ops,
-    load_catalog,
-    make_settings,
     wait_until,
 )
-from workers.testing.smtp_sink import SmtpSink
 
 TOKEN = "whmcs-buyer-" + uuid.uuid4().hex
 SID, CLIENT = 7401, 41
@@ -57,23 +48,9 @@ WEAK = openssh(rsa.generate_private_key(65537, 1024))
 def whmcs(tmp_path_factory, amqp_url, database_url, database) -> Iterator[Whmcs]:
     """As tests/whmcs/conftest.py's stack, with ``[engine] rescue_iso`` set and packages that
     allow FW_RULES client firewall rules."""
-    php = php_or_skip()
-    tmp = tmp_path_factory.mktemp("whmcs-buyer")
-    dbmod.reset_data(database)
-    topo = messaging.Topology(f"t-{uuid.uuid4().hex[:8]}")
-    messaging.declare(amqp_url, topo)
-    try:
-        with running_simulator(tmp, task_time_scale=0) as sim, SmtpSink() as sink:
-            settings = make_settings(tmp, amqp_url, database_url, topo.namespace,
-                                     sim.connection, sink.settings())
-            settings = replace(settings, api=ApiSettings(
-                tokens=(("whmcs", hash_token(TOKEN)),), proxmox_timeout_s=2.0),
-                engine=replace(settings.engine, rescue_iso=f"iso:iso/{RESCUE}"))
-            load_catalog(settings, client_fw_rules=FW_RULES)
-            with InProcessWorkers(settings, concurrency=4), ApiServer(settings) as api:
-                yield Whmcs(php, api.url, TOKEN, tmp, settings, sim)
-    finally:
-        messaging.delete_topology(amqp_url, topo)
+    with whmcs_stack(tmp_path_factory.mktemp("whmcs-buyer"), amqp_url, database_url, database,
+                     TOKEN, rescue_iso=f"iso:iso/{RESCUE}", client_fw_rules=FW_RULES) as stack:
+        yield stack
 
 
 def ops(action: str) -> list[Operation]:
